@@ -1,0 +1,11 @@
+//! In-kernel health counters (a per-CPU array indexed by these constants).
+//!
+//! The ring buffer does not report its own losses and a full hash map refuses inserts
+//! silently; the programs count both here so every view can show them.
+
+/// Ring-buffer reservations that failed (an event was lost).
+pub const RINGBUF_DROPS: u32 = 0;
+/// New threads that could not be tracked because the per-thread map was full.
+pub const THREAD_MAP_FULL: u32 = 1;
+/// Number of counters in the array.
+pub const COUNT: u32 = 2;

@@ -1,0 +1,31 @@
+//! Events sent to userspace through the ring buffer: lifecycle only, never one per switch.
+
+use crate::switch::ThreadSwitches;
+
+/// Event tags (`EventHeader::kind`). Userspace converts them with `TryFrom`, never by
+/// transmuting, so an unknown tag is an error rather than undefined behaviour.
+pub mod kind {
+    /// A thread made its last switch: its final counts follow.
+    pub const THREAD_EXIT: u32 = 1;
+}
+
+/// Header of every ring-buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Thread id the event is about.
+    pub tid: u32,
+    /// Kernel time (ns since boot) of the event.
+    pub ts: u64,
+}
+
+/// A thread's final switch accounting, sent when it switches out for the last time. The
+/// kernel deletes the thread's map entry at the same moment, so a reused thread id starts
+/// from zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadExit {
+    pub header: EventHeader,
+    pub stats: ThreadSwitches,
+}

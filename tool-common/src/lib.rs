@@ -1,0 +1,35 @@
+//! Wire types shared by the kernel side (`proclens-ebpf`) and userspace (`proclens`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of pointers, so the same bytes mean the
+//! same thing on both sides of the kernel boundary. Userspace gets `aya::Pod` impls behind
+//! the `user` feature; the eBPF side uses the types as they are.
+#![no_std]
+
+pub mod counters;
+pub mod event;
+pub mod switch;
+
+/// Names of the load-time globals (`.rodata`) the eBPF object reads. Userspace sets them
+/// with `EbpfLoader::set_global` from what it learned of the running kernel.
+pub mod globals {
+    /// tgid of the proclens process itself; its threads are not traced unless asked.
+    pub const SELF_TGID: &str = "SELF_TGID";
+    /// Byte offsets inside the `sched/sched_switch` tracepoint record (tracefs format).
+    pub const SWITCH_PREV_STATE: &str = "SWITCH_PREV_STATE_OFF";
+    pub const SWITCH_PREV_STATE_SIZE: &str = "SWITCH_PREV_STATE_SIZE";
+    /// Byte offset of `pid` in the `sched/sched_wakeup{,_new}` records.
+    pub const WAKEUP_PID: &str = "WAKEUP_PID_OFF";
+    /// `struct task_struct` member offsets from the running kernel's BTF.
+    pub const TASK_MM: &str = "TASK_MM_OFF";
+    pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER_OFF";
+    pub const TASK_START_TIME: &str = "TASK_START_TIME_OFF";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type listed is #[repr(C)], Copy, has no padding the kernel could leave
+    // uninitialised in a way that matters to readers (all fields are plain integers), and
+    // is valid for any bit pattern.
+    unsafe impl aya::Pod for crate::switch::ThreadSwitches {}
+    unsafe impl aya::Pod for crate::switch::CpuSwitches {}
+}

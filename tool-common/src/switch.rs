@@ -1,0 +1,97 @@
+//! Context-switch accounting, kept per thread in the kernel.
+//!
+//! The `sched_switch` program runs on the CPU that switches a thread out; a thread is
+//! switched out on one CPU at a time (its run-queue lock is held), so each thread's entry
+//! has a single writer at any moment and is updated in place without atomics.
+
+/// log2 buckets of run-queue latency in microseconds: bucket `i` holds latencies in
+/// `[2^i, 2^(i+1))` µs (bucket 0 also holds < 1 µs). 27 buckets reach ~134 s.
+pub const RUNQ_BUCKETS: usize = 27;
+
+/// `prev_state` as the `sched_switch` tracepoint reports it: `TASK_REPORT_MAX` ("R+",
+/// preempted) has been 0x100 since Linux 4.14; 0 is `TASK_RUNNING`.
+pub const TASK_REPORT_MAX: u64 = 0x100;
+/// Report-state bits that mean the task is dead (`EXIT_DEAD` 0x10, `EXIT_ZOMBIE` 0x20):
+/// the last switch a thread ever makes.
+pub const EXIT_STATES: u64 = 0x10 | 0x20;
+
+/// The kernel's rule behind `nvcsw`/`nivcsw`, seen from the tracepoint: a task that is
+/// switched out while still runnable (state `TASK_RUNNING`, or preempted, reported as
+/// `TASK_REPORT_MAX`) counts as an involuntary switch; a task that blocks, voluntary.
+#[inline(always)]
+pub const fn is_involuntary(prev_state: u64) -> bool {
+    prev_state & (TASK_REPORT_MAX - 1) == 0
+}
+
+/// Per-thread switch accounting (value of the `THREADS` map, keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSwitches {
+    /// Thread-group id (the process id) of the thread.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Start time (ns since boot, `task_struct.start_time`) of the thread-group leader:
+    /// together with `tgid` it names a process uniquely, even when pids are reused.
+    pub start_ns: u64,
+    /// Switches out while blocking (the kernel's `nvcsw`).
+    pub voluntary: u64,
+    /// Switches out while still runnable (the kernel's `nivcsw`).
+    pub involuntary: u64,
+    /// Switches in from a thread of the same process (address space kept).
+    pub same_in: u64,
+    /// Switches in from a user task of another process (address space changed).
+    pub cross_in: u64,
+    /// Switches in from the idle task or a kernel thread (lazy TLB: no user
+    /// address-space change on the way in).
+    pub idle_kernel_in: u64,
+    /// Time spent running.
+    pub oncpu_ns: u64,
+    /// Time spent blocked (switched out voluntarily until woken).
+    pub blocked_ns: u64,
+    /// Time spent runnable but waiting for a CPU (run-queue latency, summed).
+    pub runq_ns: u64,
+    /// Longest single run-queue wait.
+    pub runq_max_ns: u64,
+    /// When the thread was last switched out (0: not yet seen switching out).
+    pub out_ts: u64,
+    /// When the thread last became runnable (woken, or preempted); 0 when it is not
+    /// waiting on a run queue.
+    pub wake_ts: u64,
+    /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
+    pub runq_hist: [u32; RUNQ_BUCKETS],
+    pub _pad2: u32,
+}
+
+/// Kinds of task a CPU switched between, kept per CPU to classify the next switch.
+pub mod kind {
+    /// Nothing seen on this CPU yet.
+    pub const UNKNOWN: u32 = 0;
+    /// A user task (has its own address space).
+    pub const USER: u32 = 1;
+    /// The idle task or a kernel thread (no user address space).
+    pub const IDLE_OR_KERNEL: u32 = 2;
+}
+
+/// Per-CPU state of the `sched_switch` program and the system-wide split of switches.
+///
+/// The tracepoint names `next` only by pid. The task running after switch *k* on a CPU is
+/// exactly the `prev` (= `current`) of switch *k+1* on that CPU, so switch *k* is
+/// classified at switch *k+1*, when its incoming task's tgid and address space are known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSwitches {
+    /// Time of the last switch on this CPU (when `current` came on).
+    pub last_ts: u64,
+    /// tgid of the task switched out at the last switch.
+    pub last_prev_tgid: u32,
+    /// [`kind`] of the task switched out at the last switch.
+    pub last_prev_kind: u32,
+    /// All switches seen on this CPU.
+    pub switches: u64,
+    /// Switches between threads of one process.
+    pub same_process: u64,
+    /// Switches between user tasks of different processes.
+    pub cross_process: u64,
+    /// Switches with the idle task or a kernel thread on either side.
+    pub idle_or_kernel: u64,
+}

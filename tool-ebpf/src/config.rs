@@ -1,0 +1,33 @@
+//! Load-time globals set by userspace from the running kernel (tracefs formats, BTF).
+//!
+//! They live in `.rodata`; the loader writes them before the programs are verified, so the
+//! verifier sees them as constants. Read them through `read_volatile` so the compiler does
+//! not fold in the zero initialisers.
+
+macro_rules! globals {
+    ($($(#[$doc:meta])* $name:ident => $getter:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[unsafe(no_mangle)]
+            static $name: $ty = 0;
+        )*
+        $(
+            #[inline(always)]
+            pub(crate) fn $getter() -> $ty {
+                // SAFETY: a plain read of a static the loader initialised.
+                unsafe { core::ptr::read_volatile(&raw const $name) }
+            }
+        )*
+    };
+}
+
+globals! {
+    /// proclens's own tgid: its threads are not traced.
+    SELF_TGID => self_tgid: u32;
+    SWITCH_PREV_STATE_OFF => switch_prev_state_off: u32;
+    SWITCH_PREV_STATE_SIZE => switch_prev_state_size: u32;
+    WAKEUP_PID_OFF => wakeup_pid_off: u32;
+    TASK_MM_OFF => task_mm_off: u32;
+    TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
+    TASK_START_TIME_OFF => task_start_time_off: u32;
+}

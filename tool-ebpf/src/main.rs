@@ -1,0 +1,21 @@
+//! proclens's kernel side: one module per concern, thin probe wrappers around fallible
+//! `try_` functions, aggregation in maps, and only lifecycle events to userspace.
+#![no_std]
+#![no_main]
+
+mod config;
+mod maps;
+mod switch;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // A program that could reach this loop never passes the verifier, which is the point:
+    // no code path in an accepted program can panic.
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

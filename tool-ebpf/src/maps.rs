@@ -1,0 +1,35 @@
+//! Maps shared by the programs. Sizes are defaults; the loader may resize them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use proclens_common::{
+    counters,
+    switch::{CpuSwitches, ThreadSwitches},
+};
+
+/// Per-thread switch accounting, keyed by thread id. A plain (preallocated) hash: when it is
+/// full, new threads are counted in `COUNTERS[THREAD_MAP_FULL]` instead of evicting others.
+#[map]
+pub(crate) static THREADS: HashMap<u32, ThreadSwitches> = HashMap::with_max_entries(32768, 0);
+
+/// Per-CPU classification slot and system-wide switch split.
+#[map]
+pub(crate) static CPU_SWITCHES: PerCpuArray<CpuSwitches> = PerCpuArray::with_max_entries(1, 0);
+
+/// Lifecycle events to userspace.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Health counters (lost events, full maps), see `proclens_common::counters`.
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+#[inline(always)]
+pub(crate) fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}

@@ -1,0 +1,113 @@
+//! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
+//! documented once, in its doc comment, which feeds `--help`.
+
+mod top;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::EXIT_CODES_HELP;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proclens",
+    version,
+    about = "What your processes pay the kernel: context switches, process lifecycle and copy paths, traced with eBPF.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
+    Top(top::TopArgs),
+}
+
+/// Selecting processes; shared by the views.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this process (repeatable). proclens exits with code 4 if it does not exist.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only processes whose command name contains NAME.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Include proclens's own threads.
+    #[arg(long = "include-self")]
+    pub include_self: bool,
+}
+
+/// Interval and count, shared by the periodic views.
+#[derive(Args, Debug, Clone)]
+pub struct Period {
+    /// Seconds between reports (fractions allowed, > 0).
+    #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub interval: f64,
+    /// Stop after N reports (default: until Ctrl-C).
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// Output format, shared by all views.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Output {
+    /// One JSON object per line (NDJSON) instead of text; schema in the README.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("interval must be greater than 0 seconds, got `{s}`"));
+    }
+    if v < 0.01 {
+        return Err(format!("interval must be at least 0.01 seconds, got `{s}`"));
+    }
+    Ok(v)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Top(args) => top::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn interval_must_be_positive() {
+        for bad in ["0", "-1", "0.0", "nan", "inf", "abc", "0.001"] {
+            assert!(Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(), "{bad}");
+        }
+        let ok = Cli::try_parse_from(["proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2"]).unwrap();
+        let Command::Top(t) = ok.command;
+        assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
+        assert_eq!(t.period.count, Some(3));
+        assert_eq!(t.filter.pids, vec![1, 2]);
+    }
+
+    #[test]
+    fn count_zero_is_rejected() {
+        assert!(Cli::try_parse_from(["proclens", "top", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn argument_errors_exit_with_2() {
+        let err = Cli::try_parse_from(["proclens", "top", "--interval", "-3"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

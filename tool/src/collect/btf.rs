@@ -1,0 +1,102 @@
+//! Kernel struct layouts from the running kernel's BTF (/sys/kernel/btf/vmlinux), so no
+//! offset is compiled in for one kernel.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use btf_rs::{Btf, Type};
+
+use crate::error::Fatal;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// `struct task_struct` offsets the eBPF programs need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub mm: u32,
+    pub group_leader: u32,
+    pub start_time: u32,
+}
+
+pub fn load_vmlinux() -> Result<Btf> {
+    if !Path::new(VMLINUX).exists() {
+        return Err(Fatal::KernelUnsupported(format!(
+            "the kernel has no BTF ({VMLINUX} is missing; it needs CONFIG_DEBUG_INFO_BTF=y)"
+        ))
+        .into());
+    }
+    Btf::from_file(VMLINUX).with_context(|| format!("parsing {VMLINUX}"))
+}
+
+impl TaskOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        Ok(Self {
+            mm: member_offset(btf, "task_struct", "mm")?,
+            group_leader: member_offset(btf, "task_struct", "group_leader")?,
+            start_time: member_offset(btf, "task_struct", "start_time")?,
+        })
+    }
+}
+
+/// Byte offset of `member` in `struct name`, looking inside anonymous struct/union members
+/// (randomized or grouped layouts put fields there).
+pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
+    let structs: Vec<Type> = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no type `{name}`"))?
+        .into_iter()
+        .filter(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+        .collect();
+    let Some(Type::Struct(s)) = structs.first() else {
+        bail!("BTF has no struct `{name}` with members");
+    };
+    let bits = find_member(btf, s, member, 0)?
+        .with_context(|| format!("BTF struct {name} has no member `{member}`"))?;
+    if bits % 8 != 0 {
+        bail!("BTF member {name}.{member} is a bitfield");
+    }
+    Ok(bits / 8)
+}
+
+fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Result<Option<u32>> {
+    for m in &s.members {
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        if mname == member {
+            return Ok(Some(base_bits + m.bit_offset()));
+        }
+        if mname.is_empty() {
+            let ty = btf.resolve_chained_type(m)?;
+            if let Type::Struct(inner) | Type::Union(inner) = &ty {
+                if let Some(off) = find_member(btf, inner, member, base_bits + m.bit_offset())? {
+                    return Ok(Some(off));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves the offsets from this host's kernel; skipped (with a reason) only where the
+    /// host has no BTF at all.
+    #[test]
+    fn task_offsets_from_host_btf() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} missing on this host");
+            return;
+        }
+        let btf = load_vmlinux().unwrap();
+        let off = TaskOffsets::from_btf(&btf).unwrap();
+        // Plausibility, not a hard-coded layout: distinct, 8-byte aligned pointers/u64s
+        // well inside a task_struct (a few KiB).
+        for o in [off.mm, off.group_leader, off.start_time] {
+            assert!(o > 0 && o < 16 * 1024 && o % 8 == 0, "{off:?}");
+        }
+        assert_ne!(off.mm, off.group_leader);
+        assert!(member_offset(&btf, "task_struct", "no_such_member_xyz").is_err());
+        assert!(member_offset(&btf, "no_such_struct_xyz", "mm").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Everything that talks to the kernel: privileges, tracefs, BTF, loading and attaching the
+//! eBPF programs, and reading their maps and ring buffer. Data flows one way:
+//! kernel → collect → model → render.
+
+pub mod btf;
+pub mod events;
+pub mod privilege;
+pub mod procfs;
+pub mod tracefs;
+pub mod tracer;

@@ -1,0 +1,5 @@
+//! Pure aggregation: no I/O, no BPF. Unit-tested from plain values.
+
+pub mod histogram;
+pub mod rates;
+pub mod switches;

@@ -1,0 +1,273 @@
+//! Per-process (or per-thread) context-switch totals and interval deltas, from snapshots of
+//! the kernel's per-thread map plus the final counts of threads that exited.
+
+use std::collections::{HashMap, HashSet};
+
+use proclens_common::{
+    event::ThreadExit,
+    switch::{RUNQ_BUCKETS, ThreadSwitches},
+};
+
+use super::histogram::Hist;
+
+/// Identity of a row. `start_ns` (the thread-group leader's start time) keeps two
+/// processes that reuse one pid apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// tgid, or tid in per-thread mode.
+    pub id: u32,
+    pub tgid: u32,
+    pub start_ns: u64,
+}
+
+/// Switch accounting of a process or thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub voluntary: u64,
+    pub involuntary: u64,
+    pub same_in: u64,
+    pub cross_in: u64,
+    pub idle_kernel_in: u64,
+    pub oncpu_ns: u64,
+    pub blocked_ns: u64,
+    pub runq_ns: u64,
+    pub runq_max_ns: u64,
+    pub runq_hist: Hist,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            voluntary: 0,
+            involuntary: 0,
+            same_in: 0,
+            cross_in: 0,
+            idle_kernel_in: 0,
+            oncpu_ns: 0,
+            blocked_ns: 0,
+            runq_ns: 0,
+            runq_max_ns: 0,
+            runq_hist: [0; RUNQ_BUCKETS],
+        }
+    }
+}
+
+impl Counts {
+    pub fn add(&mut self, t: &ThreadSwitches) {
+        self.voluntary += t.voluntary;
+        self.involuntary += t.involuntary;
+        self.same_in += t.same_in;
+        self.cross_in += t.cross_in;
+        self.idle_kernel_in += t.idle_kernel_in;
+        self.oncpu_ns += t.oncpu_ns;
+        self.blocked_ns += t.blocked_ns;
+        self.runq_ns += t.runq_ns;
+        self.runq_max_ns = self.runq_max_ns.max(t.runq_max_ns);
+        for (a, b) in self.runq_hist.iter_mut().zip(t.runq_hist.iter()) {
+            *a += u64::from(*b);
+        }
+    }
+
+    /// `self - earlier`, saturating (a counter never goes back; if it seems to, the row was
+    /// reset and the new value is the delta). `runq_max_ns` stays the running maximum.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        let mut d = *self;
+        d.voluntary = self.voluntary.saturating_sub(earlier.voluntary);
+        d.involuntary = self.involuntary.saturating_sub(earlier.involuntary);
+        d.same_in = self.same_in.saturating_sub(earlier.same_in);
+        d.cross_in = self.cross_in.saturating_sub(earlier.cross_in);
+        d.idle_kernel_in = self.idle_kernel_in.saturating_sub(earlier.idle_kernel_in);
+        d.oncpu_ns = self.oncpu_ns.saturating_sub(earlier.oncpu_ns);
+        d.blocked_ns = self.blocked_ns.saturating_sub(earlier.blocked_ns);
+        d.runq_ns = self.runq_ns.saturating_sub(earlier.runq_ns);
+        for (a, b) in d.runq_hist.iter_mut().zip(earlier.runq_hist.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        d
+    }
+
+    pub fn switches(&self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.switches() == 0 && self.same_in + self.cross_in + self.idle_kernel_in == 0 && self.oncpu_ns == 0
+    }
+}
+
+/// One process (or thread) in one interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub key: Key,
+    /// Since proclens started.
+    pub total: Counts,
+    /// In this interval.
+    pub delta: Counts,
+    /// Whether any of its threads still has a live entry in the kernel.
+    pub alive: bool,
+}
+
+impl Row {
+    /// A live row with nothing counted yet.
+    pub fn idle(key: Key) -> Self {
+        Self { key, total: Counts::default(), delta: Counts::default(), alive: true }
+    }
+}
+
+/// Turns successive kernel snapshots into rows.
+#[derive(Debug, Default)]
+pub struct SwitchModel {
+    per_thread: bool,
+    /// Final counts of threads that exited, by row.
+    finished: HashMap<Key, Counts>,
+    /// Totals at the previous update, by row.
+    last: HashMap<Key, Counts>,
+}
+
+impl SwitchModel {
+    pub fn new(per_thread: bool) -> Self {
+        Self { per_thread, ..Self::default() }
+    }
+
+    fn key(&self, tid: u32, t: &ThreadSwitches) -> Key {
+        Key { id: if self.per_thread { tid } else { t.tgid }, tgid: t.tgid, start_ns: t.start_ns }
+    }
+
+    /// Folds in one snapshot of the live threads and the exits seen since the last call.
+    /// A thread may appear in both (read just before its exit); its final counts win.
+    pub fn update(&mut self, live: &HashMap<u32, ThreadSwitches>, exits: &[ThreadExit]) -> Vec<Row> {
+        let mut superseded: HashSet<u32> = HashSet::new();
+        for ev in exits {
+            let tid = ev.header.tid;
+            if live.get(&tid).is_some_and(|t| t.tgid == ev.stats.tgid && t.start_ns == ev.stats.start_ns) {
+                superseded.insert(tid);
+            }
+            if ev.stats.tgid == 0 {
+                continue;
+            }
+            let key = self.key(tid, &ev.stats);
+            self.finished.entry(key).or_default().add(&ev.stats);
+        }
+        let mut totals: HashMap<Key, Counts> = self.finished.clone();
+        let mut alive: HashSet<Key> = HashSet::new();
+        for (tid, t) in live {
+            // tgid 0: created by a wakeup, not yet seen switching out.
+            if t.tgid == 0 || superseded.contains(tid) {
+                continue;
+            }
+            let key = self.key(*tid, t);
+            totals.entry(key).or_default().add(t);
+            alive.insert(key);
+        }
+        let mut rows = Vec::with_capacity(totals.len());
+        for (key, total) in totals {
+            let delta = self.last.get(&key).map_or(total, |prev| total.since(prev));
+            let is_alive = alive.contains(&key);
+            if !is_alive && delta.is_zero() {
+                // Fully exited and already reported: forget it.
+                self.finished.remove(&key);
+                self.last.remove(&key);
+                continue;
+            }
+            self.last.insert(key, total);
+            rows.push(Row { key, total, delta, alive: is_alive });
+        }
+        rows.sort_by(|a, b| b.delta.switches().cmp(&a.delta.switches()).then(a.key.cmp(&b.key)));
+        rows
+    }
+
+    #[cfg(test)]
+    /// Rows currently remembered (live or not yet reported as gone).
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.last.contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proclens_common::event::{EventHeader, kind};
+
+    use super::*;
+
+    fn thread(tgid: u32, start_ns: u64, vol: u64, invol: u64) -> ThreadSwitches {
+        ThreadSwitches { tgid, start_ns, voluntary: vol, involuntary: invol, ..Default::default() }
+    }
+
+    fn exit(tid: u32, t: ThreadSwitches) -> ThreadExit {
+        ThreadExit { header: EventHeader { kind: kind::THREAD_EXIT, tid, ts: 0 }, stats: t }
+    }
+
+    #[test]
+    fn threads_sum_into_their_process_and_deltas_follow() {
+        let mut m = SwitchModel::new(false);
+        let mut live = HashMap::from([(100, thread(100, 1, 5, 1)), (101, thread(100, 1, 3, 2)), (200, thread(200, 2, 1, 0))]);
+        let rows = m.update(&live, &[]);
+        let p100 = rows.iter().find(|r| r.key.id == 100).unwrap();
+        assert_eq!((p100.total.voluntary, p100.total.involuntary), (8, 3));
+        assert_eq!(p100.delta, p100.total, "first sight: the whole total is new");
+        assert_eq!(rows[0].key.id, 100, "busiest first");
+
+        live.insert(101, thread(100, 1, 10, 2));
+        let rows = m.update(&live, &[]);
+        let p100 = rows.iter().find(|r| r.key.id == 100).unwrap();
+        assert_eq!((p100.delta.voluntary, p100.delta.involuntary), (7, 0));
+        assert_eq!(p100.total.voluntary, 15);
+    }
+
+    #[test]
+    fn exited_threads_keep_their_counts_once() {
+        let mut m = SwitchModel::new(false);
+        let live = HashMap::from([(100, thread(100, 1, 5, 0)), (101, thread(100, 1, 3, 0))]);
+        m.update(&live, &[]);
+        // Thread 101 exits; the snapshot still holds its last live value (read before the
+        // exit): the final counts supersede it, not add to it.
+        let rows = m.update(&live, &[exit(101, thread(100, 1, 4, 0))]);
+        assert_eq!(rows[0].total.voluntary, 9);
+        assert_eq!(rows[0].delta.voluntary, 1);
+        // Next snapshot no longer has it.
+        let live = HashMap::from([(100, thread(100, 1, 6, 0))]);
+        let rows = m.update(&live, &[]);
+        assert_eq!(rows[0].total.voluntary, 10);
+        assert_eq!(rows[0].delta.voluntary, 1);
+    }
+
+    #[test]
+    fn reused_pid_is_a_different_process() {
+        let mut m = SwitchModel::new(false);
+        m.update(&HashMap::new(), &[exit(300, thread(300, 10, 50, 5))]);
+        let rows = m.update(&HashMap::from([(300, thread(300, 99, 2, 0))]), &[]);
+        let new = rows.iter().find(|r| r.key.start_ns == 99).unwrap();
+        assert_eq!(new.total.voluntary, 2, "not merged with the old pid 300");
+    }
+
+    #[test]
+    fn gone_processes_are_reported_then_forgotten() {
+        let mut m = SwitchModel::new(false);
+        let rows = m.update(&HashMap::new(), &[exit(400, thread(400, 1, 7, 1))]);
+        assert_eq!(rows.len(), 1);
+        assert!(!rows[0].alive);
+        assert_eq!(rows[0].delta.voluntary, 7);
+        assert!(m.update(&HashMap::new(), &[]).is_empty());
+        assert_eq!(m.len(), 0, "no leak");
+    }
+
+    #[test]
+    fn per_thread_mode_keeps_threads_apart() {
+        let mut m = SwitchModel::new(true);
+        let live = HashMap::from([(100, thread(100, 1, 5, 0)), (101, thread(100, 1, 3, 0))]);
+        let rows = m.update(&live, &[]);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.key.tgid == 100));
+    }
+
+    #[test]
+    fn wakeup_only_entries_are_ignored() {
+        let mut m = SwitchModel::new(false);
+        let rows = m.update(&HashMap::from([(5, ThreadSwitches { wake_ts: 1, ..Default::default() })]), &[]);
+        assert!(rows.is_empty());
+    }
+}

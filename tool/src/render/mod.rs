@@ -1,0 +1,3 @@
+//! Output: plain text lines and NDJSON. Rendering is a pure function of a frame.
+
+pub mod top;

@@ -1,0 +1,238 @@
+//! `proclens top` output, plain (pidstat -w style) and JSON.
+
+use serde::Serialize;
+
+use crate::model::{
+    histogram::percentile_us,
+    rates::{per_second, percent},
+    switches::Row,
+};
+
+/// The system-wide switch split over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SystemSplit {
+    pub switches: u64,
+    pub same_process: u64,
+    pub cross_process: u64,
+    pub idle_or_kernel: u64,
+}
+
+/// Everything one interval shows.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Wall-clock time of the report (seconds since the epoch).
+    pub unix_time: f64,
+    /// Local time of day, `HH:MM:SS`.
+    pub clock: String,
+    pub elapsed_s: f64,
+    pub per_thread: bool,
+    pub system: SystemSplit,
+    pub lost_events: u64,
+    pub untracked_threads: u64,
+    /// Rows with their command names.
+    pub rows: Vec<(Row, String)>,
+}
+
+/// One JSON line per process (or thread) per interval. Field names are a stable schema
+/// documented in the README.
+#[derive(Debug, Serialize)]
+pub struct JsonRow<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: f64,
+    pub interval_s: f64,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    pub comm: &'a str,
+    pub alive: bool,
+    pub voluntary: u64,
+    pub involuntary: u64,
+    pub voluntary_per_s: f64,
+    pub involuntary_per_s: f64,
+    pub voluntary_total: u64,
+    pub involuntary_total: u64,
+    pub same_process_in: u64,
+    pub cross_process_in: u64,
+    pub idle_or_kernel_in: u64,
+    pub same_process_in_total: u64,
+    pub cross_process_in_total: u64,
+    pub idle_or_kernel_in_total: u64,
+    pub oncpu_ms: f64,
+    pub blocked_ms: f64,
+    pub runq_ms: f64,
+    pub runq_p50_us: Option<u64>,
+    pub runq_p99_us: Option<u64>,
+    pub runq_max_us: u64,
+}
+
+/// The system line of an interval in JSON.
+#[derive(Debug, Serialize)]
+pub struct JsonSystem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: f64,
+    pub interval_s: f64,
+    pub switches: u64,
+    pub switches_per_s: f64,
+    pub same_process: u64,
+    pub cross_process: u64,
+    pub idle_or_kernel: u64,
+    pub address_space_switch_pct: f64,
+    pub lost_events: u64,
+    pub untracked_threads: u64,
+}
+
+pub fn json_lines(f: &Frame) -> Vec<String> {
+    let s = &f.system;
+    let classified = s.same_process + s.cross_process + s.idle_or_kernel;
+    let mut out = vec![
+        serde_json::to_string(&JsonSystem {
+            kind: "system",
+            time: f.unix_time,
+            interval_s: f.elapsed_s,
+            switches: s.switches,
+            switches_per_s: per_second(s.switches, f.elapsed_s),
+            same_process: s.same_process,
+            cross_process: s.cross_process,
+            idle_or_kernel: s.idle_or_kernel,
+            address_space_switch_pct: percent(s.cross_process, classified),
+            lost_events: f.lost_events,
+            untracked_threads: f.untracked_threads,
+        })
+        .expect("plain struct serialises"),
+    ];
+    for (r, comm) in &f.rows {
+        let d = &r.delta;
+        let t = &r.total;
+        let row = JsonRow {
+            kind: if f.per_thread { "thread" } else { "process" },
+            time: f.unix_time,
+            interval_s: f.elapsed_s,
+            pid: r.key.tgid,
+            tid: f.per_thread.then_some(r.key.id),
+            comm,
+            alive: r.alive,
+            voluntary: d.voluntary,
+            involuntary: d.involuntary,
+            voluntary_per_s: per_second(d.voluntary, f.elapsed_s),
+            involuntary_per_s: per_second(d.involuntary, f.elapsed_s),
+            voluntary_total: t.voluntary,
+            involuntary_total: t.involuntary,
+            same_process_in: d.same_in,
+            cross_process_in: d.cross_in,
+            idle_or_kernel_in: d.idle_kernel_in,
+            same_process_in_total: t.same_in,
+            cross_process_in_total: t.cross_in,
+            idle_or_kernel_in_total: t.idle_kernel_in,
+            oncpu_ms: d.oncpu_ns as f64 / 1e6,
+            blocked_ms: d.blocked_ns as f64 / 1e6,
+            runq_ms: d.runq_ns as f64 / 1e6,
+            runq_p50_us: percentile_us(&d.runq_hist, 50.0),
+            runq_p99_us: percentile_us(&d.runq_hist, 99.0),
+            runq_max_us: t.runq_max_ns / 1000,
+        };
+        out.push(serde_json::to_string(&row).expect("plain struct serialises"));
+    }
+    out
+}
+
+fn fmt_us(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(us) if us >= 10_000 => format!("{}ms", us / 1000),
+        Some(us) => format!("{us}us"),
+    }
+}
+
+/// pidstat -w's columns (cswch/s, nvcswch/s) first, then totals and the address-space split.
+pub fn plain_lines(f: &Frame) -> Vec<String> {
+    let s = &f.system;
+    let classified = s.same_process + s.cross_process + s.idle_or_kernel;
+    let mut out = vec![format!(
+        "{} system: {:.0} switches/s; same-process {:.1}%, cross-process {:.1}%, idle/kernel {:.1}%; lost events {}{}",
+        f.clock,
+        per_second(s.switches, f.elapsed_s),
+        percent(s.same_process, classified),
+        percent(s.cross_process, classified),
+        percent(s.idle_or_kernel, classified),
+        f.lost_events,
+        if f.untracked_threads > 0 { format!(", untracked threads {}", f.untracked_threads) } else { String::new() },
+    )];
+    let id_col = if f.per_thread { "     TID" } else { "     PID" };
+    out.push(format!(
+        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%  runq-p99  COMMAND",
+        f.clock
+    ));
+    for (r, comm) in &f.rows {
+        let d = &r.delta;
+        let ins = d.same_in + d.cross_in + d.idle_kernel_in;
+        out.push(format!(
+            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>9}  {}",
+            f.clock,
+            r.key.id,
+            per_second(d.voluntary, f.elapsed_s),
+            per_second(d.involuntary, f.elapsed_s),
+            r.total.voluntary,
+            r.total.involuntary,
+            percent(d.same_in, ins),
+            percent(d.cross_in, ins),
+            fmt_us(percentile_us(&d.runq_hist, 99.0)),
+            comm
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::switches::{Counts, Key};
+
+    fn frame() -> Frame {
+        let mut delta = Counts { voluntary: 20, involuntary: 4, same_in: 6, cross_in: 2, idle_kernel_in: 0, ..Counts::default() };
+        delta.runq_hist[3] = 10;
+        let total = Counts { voluntary: 200, involuntary: 40, ..delta };
+        Frame {
+            unix_time: 1_700_000_000.5,
+            clock: "12:00:00".into(),
+            elapsed_s: 2.0,
+            per_thread: false,
+            system: SystemSplit { switches: 1000, same_process: 100, cross_process: 300, idle_or_kernel: 600 },
+            lost_events: 0,
+            untracked_threads: 0,
+            rows: vec![(Row { key: Key { id: 42, tgid: 42, start_ns: 1 }, total, delta, alive: true }, "worker".into())],
+        }
+    }
+
+    #[test]
+    fn json_schema() {
+        let lines = json_lines(&frame());
+        let sys: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(sys["type"], "system");
+        assert_eq!(sys["switches_per_s"], 500.0);
+        assert_eq!(sys["address_space_switch_pct"], 30.0);
+        let row: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(row["type"], "process");
+        assert_eq!(row["pid"], 42);
+        assert_eq!(row["comm"], "worker");
+        assert_eq!(row["voluntary"], 20);
+        assert_eq!(row["voluntary_per_s"], 10.0);
+        assert_eq!(row["involuntary_per_s"], 2.0);
+        assert_eq!(row["voluntary_total"], 200);
+        assert_eq!(row["involuntary_total"], 40);
+        assert_eq!(row["runq_p99_us"], 16);
+        assert!(row.get("tid").is_none());
+    }
+
+    #[test]
+    fn plain_columns() {
+        let lines = plain_lines(&frame());
+        assert!(lines[0].contains("500 switches/s"), "{}", lines[0]);
+        assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
+        assert!(lines[1].contains("cswch/s nvcswch/s"));
+        let row = &lines[2];
+        assert!(row.contains("      42     10.00      2.00        200          40"), "{row}");
+        assert!(row.ends_with("worker"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Helpers for the real-BPF integration tests: privilege gate, workloads run in a child
+//! process (this test binary re-executed), the kernel's own counters, and proclens itself.
+#![allow(dead_code)]
+
+pub mod workload;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::{BufRead as _, BufReader},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+pub const PROCLENS: &str = env!("CARGO_BIN_EXE_proclens");
+
+/// True when this run may load BPF. Under CI (CI=true) a missing privilege is a failure,
+/// elsewhere the test is skipped with a printed reason.
+pub fn can_trace() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true but the tests are not running as root: BPF integration tests cannot run");
+    }
+    eprintln!("skipped: not root, so BPF cannot be loaded (run `sudo cargo xtask test`)");
+    false
+}
+
+/// Sum of the kernel's own switch counters over every thread of `pid`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcCounters {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+pub fn proc_counters(pid: u32) -> ProcCounters {
+    let mut c = ProcCounters::default();
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).expect("process exists") {
+        let path = entry.unwrap().path().join("status");
+        let Ok(status) = fs::read_to_string(&path) else { continue };
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                c.voluntary += v.trim().parse::<u64>().unwrap();
+            } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                c.involuntary += v.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    c
+}
+
+/// Waits until every thread of `pid` is blocked and its counters stop moving, then
+/// returns them: the start or end of a quiet window.
+pub fn settled_counters(pid: u32) -> ProcCounters {
+    let mut last = proc_counters(pid);
+    for _ in 0..100 {
+        thread::sleep(Duration::from_millis(100));
+        let now = proc_counters(pid);
+        if now == last && all_sleeping(pid) {
+            return now;
+        }
+        last = now;
+    }
+    panic!("process {pid} never became quiet");
+}
+
+fn all_sleeping(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().all(|t| {
+        fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('S')))
+            .unwrap_or(true)
+    })
+}
+
+/// A running `proclens` whose stdout lines arrive on a channel.
+pub struct Proclens {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proclens {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(PROCLENS)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting proclens");
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines: rx }
+    }
+
+    /// The next stdout line, or panics after `timeout`.
+    pub fn line(&self, timeout: Duration) -> String {
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no output from proclens within {timeout:?}: {e}"))
+    }
+
+    /// The next JSON line for which `pred` holds.
+    pub fn json_until(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.line(left);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("proclens did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proclens {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Names of the BPF programs loaded now (bpftool truncates names to 15 characters).
+pub fn bpf_program_ids_named(names: &[&str]) -> BTreeSet<u64> {
+    let out = Command::new("bpftool").args(["-j", "prog", "list"]).output().expect("bpftool is installed (cargo xtask setup)");
+    assert!(out.status.success(), "bpftool prog list failed");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| names.iter().any(|want| want.starts_with(n) && !n.is_empty())))
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// proclens's program names.
+pub const PROGRAM_NAMES: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new"];

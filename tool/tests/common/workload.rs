@@ -1,0 +1,172 @@
+//! Workloads with known switching, run in a child process: this test binary re-executed
+//! with `PROCLENS_WORKLOAD` set. The child waits for a line on stdin before it starts and
+//! prints `done` when it has finished, then blocks (quiet) until stdin closes.
+//!
+//! Every integration-test file that uses them must contain `workload_entry!();`.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    os::fd::{FromRawFd as _, OwnedFd},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+const ENV: &str = "PROCLENS_WORKLOAD";
+
+/// Declares the test through which a workload child runs.
+#[macro_export]
+macro_rules! workload_entry {
+    () => {
+        #[test]
+        fn __workload_entry() {
+            common::workload::run_if_child();
+        }
+    };
+}
+
+/// A workload child process.
+pub struct Workload {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Workload {
+    /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
+    pub fn spawn(kind: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"])
+            .env(ENV, kind)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Wait until the workload is set up (threads started, pinned) and idle.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "workload {kind} died during set-up");
+            if line.trim() == "ready" {
+                break;
+            }
+        }
+        Self { child, stdin, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs the workload and waits until it reports `done` (it is quiet afterwards).
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "workload died");
+            if line.trim() == "done" {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe with a valid array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh fds we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]).into(), OwnedFd::from_raw_fd(fds[1]).into()) }
+}
+
+/// Two parties pass one byte back and forth `n` times through two pipes.
+fn pingpong_party(mut rx: std::fs::File, mut tx: std::fs::File, n: u64, starts: bool) {
+    let mut b = [0u8; 1];
+    for _ in 0..n {
+        if starts {
+            tx.write_all(b"x").unwrap();
+            rx.read_exact(&mut b).unwrap();
+        } else {
+            rx.read_exact(&mut b).unwrap();
+            tx.write_all(b"x").unwrap();
+        }
+    }
+}
+
+/// Entry point inside the child: runs the workload named by the environment, then exits.
+pub fn run_if_child() {
+    let Ok(kind) = std::env::var(ENV) else { return };
+    let (name, arg) = kind.split_once(':').unwrap_or((kind.as_str(), "0"));
+    let n: u64 = arg.parse().unwrap();
+    let mut out = std::io::stdout();
+    let stdin = std::io::stdin();
+    let wait_go = || {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line).unwrap();
+    };
+    match name {
+        // Two threads of this process ping-pong n times on one CPU.
+        "thread-pingpong" => {
+            let (a_rx, b_tx) = pipe();
+            let (b_rx, a_tx) = pipe();
+            // Nobody ever writes to `hold`: reading it parks a thread without switching.
+            let (hold_rx, hold_tx) = pipe();
+            let hold = std::sync::Arc::new(hold_rx);
+            let go = std::sync::Arc::new(std::sync::Barrier::new(3));
+            let done = std::sync::Arc::new(std::sync::Barrier::new(3));
+            for (rx, tx, starts) in [(a_rx, a_tx, true), (b_rx, b_tx, false)] {
+                let (hold, go, done) = (hold.clone(), go.clone(), done.clone());
+                thread::spawn(move || {
+                    pin_to_cpu(0);
+                    go.wait();
+                    pingpong_party(rx, tx, n, starts);
+                    done.wait();
+                    // Stay alive and quiet so /proc keeps this thread's counters.
+                    let _ = (&*hold).read(&mut [0u8; 1]);
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            go.wait();
+            done.wait();
+            writeln!(out, "done").unwrap();
+            wait_go(); // until stdin closes
+            drop(hold_tx);
+        }
+        // Sleeps n times for 1 ms.
+        "sleeper" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            for _ in 0..n {
+                thread::sleep(Duration::from_millis(1));
+            }
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
+        other => panic!("unknown workload {other}"),
+    }
+    std::process::exit(0);
+}

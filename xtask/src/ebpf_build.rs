@@ -1,0 +1,92 @@
+//! Compiles `tool-ebpf` for `bpfel-unknown-none` along the route `toolchain` picked.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::toolchain::{self, Route};
+
+/// Name of the eBPF binary target (tool-ebpf's `[[bin]]`).
+const OBJECT_NAME: &str = "proclens";
+
+/// Environment a parent cargo (build script or xtask) sets that must not leak into the
+/// nested BPF build.
+fn scrub(cmd: &mut Command) {
+    for (key, _) in env::vars_os() {
+        let k = key.to_string_lossy();
+        let leaks = k.starts_with("CARGO_")
+            && k != "CARGO_HOME"
+            && k != "CARGO_MAKEFLAGS"
+            && k != "CARGO_REGISTRIES_CRATES_IO_PROTOCOL"
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTFLAGS")
+            || k.starts_with("RUSTDOC")
+            || k.starts_with("DEP_")
+            || ["OUT_DIR", "TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "NUM_JOBS", "RUSTUP_TOOLCHAIN"]
+                .contains(&k.as_ref());
+        if leaks {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// Builds the BPF object and returns its path (inside `target_dir`).
+pub fn build(workspace_root: &Path, target_dir: &Path) -> Result<PathBuf> {
+    let (route, _linker) = toolchain::check()?;
+    let ebpf_dir = workspace_root.join("tool-ebpf");
+    let mut cmd = match &route {
+        Route::BuildStd { toolchain } => {
+            let mut c = Command::new("rustup");
+            c.args(["run", toolchain, "cargo", "build", "-Z", "build-std=core"]);
+            c
+        }
+        Route::Prebuilt { .. } => {
+            let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.arg("build");
+            c
+        }
+    };
+    scrub(&mut cmd);
+    if let Route::Prebuilt { rustc } = &route {
+        cmd.env("RUSTC", rustc).env("RUSTC_BOOTSTRAP", "1");
+    }
+    cmd.current_dir(&ebpf_dir)
+        .args(["--release", "--locked", "--target", "bpfel-unknown-none"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        // BTF for maps and programs; debuginfo is what bpf-linker turns into BTF.
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\u{1f}-Clink-arg=--btf")
+        .env("PATH", toolchain::path_with_cargo_bin());
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("building the eBPF programs failed ({status}); route: {route:?}");
+    }
+    let obj = target_dir.join("bpfel-unknown-none/release").join(OBJECT_NAME);
+    if !obj.is_file() {
+        bail!("the eBPF build succeeded but {} is missing", obj.display());
+    }
+    Ok(obj)
+}
+
+/// Entry point for `tool/build.rs`: builds the object (or takes `PROCLENS_EBPF_OBJ`),
+/// copies it to `$OUT_DIR/proclens.bpf.o` and tells cargo when to rebuild.
+pub fn build_script() -> Result<()> {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest.parent().context("tool/ has no parent")?.to_path_buf();
+    let out = PathBuf::from(env::var("OUT_DIR")?).join("proclens.bpf.o");
+    println!("cargo:rerun-if-env-changed=PROCLENS_EBPF_OBJ");
+    let obj = if let Some(prebuilt) = env::var_os("PROCLENS_EBPF_OBJ") {
+        PathBuf::from(prebuilt)
+    } else {
+        for p in ["tool-ebpf/src", "tool-ebpf/Cargo.toml", "tool-ebpf/Cargo.lock", "tool-common/src"] {
+            println!("cargo:rerun-if-changed={}", root.join(p).display());
+        }
+        build(&root, &root.join("target/ebpf"))?
+    };
+    std::fs::copy(&obj, &out).with_context(|| format!("copying {}", obj.display()))?;
+    Ok(())
+}

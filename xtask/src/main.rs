@@ -1,0 +1,115 @@
+//! `cargo xtask`: set-up, build, run and test tasks for proclens.
+
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "proclens's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (as root on Debian/Ubuntu: apt packages and
+    /// a bpf-linker matching the BPF compiler's LLVM). Prints every action it takes.
+    Setup,
+    /// Build the release binary (target/release/proclens) with the BPF object embedded.
+    Build,
+    /// Build, then run proclens with the given arguments: `cargo xtask run -- top`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test: unit tests and the real-BPF integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<PathBuf> {
+    status(cargo().args(["build", "--release", "--locked", "-p", "proclens"]))?;
+    Ok(workspace_root().join("target/release/proclens"))
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => {
+            setup::ensure_all()?;
+        }
+        Task::Build => {
+            setup::ensure_toolchain()?;
+            let bin = build_release()?;
+            eprintln!("xtask: built {}", bin.display());
+        }
+        Task::Run { args } => {
+            setup::ensure_toolchain()?;
+            let bin = build_release()?;
+            let st = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
+            return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
+        }
+        Task::Test { args } => {
+            setup::ensure_all()?;
+            let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            if ci && !nix_is_root() {
+                bail!("CI=true but not running as root: the BPF integration tests cannot run");
+            }
+            // Integration tests pin CPUs and count switches system-wide: one at a time.
+            let mut cmd = cargo();
+            cmd.args(["test", "--release", "--locked", "--workspace"]);
+            cmd.args(&args);
+            cmd.args(["--", "--test-threads=1"]);
+            status(&mut cmd)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() == 0 }
+}

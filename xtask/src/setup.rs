@@ -1,0 +1,104 @@
+//! Installs what proclens needs to build and test, printing each action.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+use proclens_xtask::toolchain::{self, Route};
+
+use crate::status;
+
+/// Debian packages the tests and benchmarks use as references and workloads.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("bpftrace", "/usr/bin/bpftrace"),
+    ("sysstat", "/usr/bin/pidstat"),
+    ("stress-ng", "/usr/bin/stress-ng"),
+    ("tmux", "/usr/bin/tmux"),
+    ("linux-perf", "/usr/bin/perf"),
+];
+
+fn is_root() -> bool {
+    crate::nix_is_root()
+}
+
+fn have_apt() -> bool {
+    Path::new("/usr/bin/apt-get").exists()
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if !is_root() || !have_apt() {
+        bail!("missing packages {packages:?}: install them (apt-get install {})", packages.join(" "));
+    }
+    static UPDATED: std::sync::Once = std::sync::Once::new();
+    let mut update_result = Ok(());
+    UPDATED.call_once(|| update_result = status(Command::new("apt-get").args(["update", "-q"])));
+    update_result?;
+    status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages),
+    )
+}
+
+/// Makes sure a BPF compiler route and a matching bpf-linker exist.
+pub fn ensure_toolchain() -> Result<()> {
+    if toolchain::check().is_ok() {
+        return Ok(());
+    }
+    let route = match toolchain::detect_route() {
+        Some(r) => r,
+        None => {
+            if !(is_root() && have_apt()) {
+                bail!(toolchain::MISSING_TOOLCHAIN);
+            }
+            eprintln!("xtask: no BPF-capable Rust compiler; installing Debian's prebuilt BPF core");
+            apt_install(&["rustc-web", "libstd-rust-web-dev-bpf"])?;
+            toolchain::detect_route().context(toolchain::MISSING_TOOLCHAIN)?
+        }
+    };
+    let major = route.llvm_major()?;
+    let linker_ok = toolchain::find_bpf_linker()
+        .is_some_and(|l| toolchain::bpf_linker_llvm_major(&l).is_none_or(|m| m == major));
+    if !linker_ok {
+        eprintln!("xtask: installing bpf-linker for LLVM {major} (the BPF compiler's, {route:?})");
+        let llvm_config = format!("/usr/lib/llvm-{major}/bin/llvm-config");
+        if !Path::new(&llvm_config).exists() {
+            apt_install(&[&format!("llvm-{major}-dev"), &format!("libpolly-{major}-dev")])?;
+        }
+        let path = format!(
+            "/usr/lib/llvm-{major}/bin:{}",
+            toolchain::path_with_cargo_bin().to_string_lossy()
+        );
+        status(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .env("PATH", path)
+                .args(["install", "--force", "--locked", "bpf-linker", "--no-default-features"])
+                .args(["--features", &format!("llvm-{major}")]),
+        )?;
+    }
+    if let Route::Prebuilt { .. } | Route::BuildStd { .. } = route {
+        toolchain::check().map(drop)
+    } else {
+        Ok(())
+    }
+}
+
+/// Toolchain plus the reference tools the tests and benchmarks run.
+pub fn ensure_all() -> Result<()> {
+    ensure_toolchain()?;
+    let missing: Vec<&str> =
+        TEST_PACKAGES.iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(p, _)| *p).collect();
+    if !missing.is_empty() {
+        if is_root() && have_apt() {
+            eprintln!("xtask: installing test tools {missing:?}");
+            apt_install(&missing)?;
+        } else {
+            eprintln!("xtask: warning: test tools {missing:?} are missing; tests that compare with them will fail");
+        }
+    }
+    Ok(())
+}
