@@ -144,7 +144,8 @@ async fn top_loop(mut tracer: Tracer, args: TopArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Takes the thread exits out of the pending events.
+/// Takes the thread exits out of the pending events; `top` has no use for the others.
 fn thread_exits(events: &mut Vec<Event>) -> Vec<ThreadExit> {
-    events.drain(..).map(|Event::ThreadExit(e)| e).collect()
+    #[allow(irrefutable_let_patterns, reason = "more event kinds come with other features")]
+    events.drain(..).filter_map(|ev| if let Event::ThreadExit(e) = ev { Some(e) } else { None }).collect()
 }
