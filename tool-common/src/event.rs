@@ -28,4 +28,7 @@ pub struct EventHeader {
 pub struct ThreadExit {
     pub header: EventHeader,
     pub stats: ThreadSwitches,
+    /// The thread's command name at exit (NUL-padded), so short-lived processes that are
+    /// gone before userspace looks them up in /proc still have a name.
+    pub comm: [u8; 16],
 }

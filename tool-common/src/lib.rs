@@ -23,6 +23,9 @@ pub mod globals {
     pub const TASK_MM: &str = "TASK_MM_OFF";
     pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER_OFF";
     pub const TASK_START_TIME: &str = "TASK_START_TIME_OFF";
+    /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
+    pub const CGROUP_ID: &str = "CGROUP_ID";
+    pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";
 }
 
 #[cfg(feature = "user")]

@@ -30,4 +30,8 @@ globals! {
     TASK_MM_OFF => task_mm_off: u32;
     TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
     TASK_START_TIME_OFF => task_start_time_off: u32;
+    /// Only trace tasks in this cgroup v2 (or below it); 0 traces every task.
+    CGROUP_ID => cgroup_id: u64;
+    /// Depth of that cgroup below the v2 root (the ancestor level to compare).
+    CGROUP_LEVEL => cgroup_level: u32;
 }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod config;
+mod filter;
 mod maps;
 mod switch;
 

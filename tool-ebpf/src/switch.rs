@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -19,7 +19,7 @@ use proclens_common::{
 };
 
 use crate::{
-    config,
+    config, filter,
     maps::{CPU_SWITCHES, EVENTS, THREADS, count},
 };
 
@@ -103,7 +103,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
     cpu.last_prev_tgid = tgid;
     cpu.last_prev_kind = prev_kind;
 
-    if tid == 0 || tgid == config::self_tgid() {
+    if tid == 0 || !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
         return Ok(());
     }
     let entry = thread_entry(tid, tgid, task)?;
@@ -217,6 +217,8 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
             slot.write(ThreadExit {
                 header: EventHeader { kind: event_kind::THREAD_EXIT, tid, ts: now },
                 stats: *e,
+                // `current` is the exiting thread.
+                comm: bpf_get_current_comm().unwrap_or([0; 16]),
             });
             slot.submit(0);
         }
@@ -243,7 +245,11 @@ fn try_wakeup(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     // First sight of this thread: remember when it became runnable. Its tgid is filled in
-    // at its first switch out.
+    // at its first switch out. With a cgroup filter, entries are only made by switches of
+    // tasks inside it (the woken task is not `current`, so its cgroup is unknown here).
+    if config::cgroup_id() != 0 {
+        return Ok(());
+    }
     let new = ThreadSwitches { wake_ts: now, ..ThreadSwitches::default() };
     if let Err(err) = THREADS.insert(&tid, &new, BPF_NOEXIST) {
         if err != -17 {

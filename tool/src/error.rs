@@ -6,7 +6,7 @@
 //! | 1 | any other runtime error |
 //! | 2 | bad command-line arguments |
 //! | 3 | not privileged enough (needs root, or CAP_BPF + CAP_PERFMON) |
-//! | 4 | no such process |
+//! | 4 | no such process (or cgroup) |
 //! | 5 | the kernel lacks something proclens needs (BTF, a tracepoint, ring buffer) |
 //! | 6 | tracefs is not mounted and cannot be mounted |
 
@@ -23,13 +23,15 @@ pub enum Fatal {
     KernelUnsupported(String),
     #[error("{0}")]
     Tracefs(String),
+    #[error("no such cgroup: {0}")]
+    NoSuchCgroup(String),
 }
 
 impl Fatal {
     pub fn exit_code(&self) -> u8 {
         match self {
             Fatal::Privilege(_) => 3,
-            Fatal::NoSuchProcess(_) => 4,
+            Fatal::NoSuchProcess(_) | Fatal::NoSuchCgroup(_) => 4,
             Fatal::KernelUnsupported(_) => 5,
             Fatal::Tracefs(_) => 6,
         }
@@ -52,6 +54,6 @@ Exit codes:
   1  runtime error
   2  bad arguments
   3  not privileged: run as root, or grant CAP_BPF and CAP_PERFMON
-  4  no such process
+  4  no such process (-p) or cgroup (--cgroup)
   5  kernel lacks a needed feature (BTF, tracepoint, ring buffer)
   6  tracefs not mounted and cannot be mounted";

@@ -36,6 +36,10 @@ pub struct Filter {
     /// Only processes whose command name contains NAME.
     #[arg(long = "comm", value_name = "NAME")]
     pub comm: Option<String>,
+    /// Only tasks in this cgroup v2 (and below it): a path under the cgroup2 mount, or
+    /// relative to it. Compared in the kernel, so other tasks cost almost nothing.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroup: Option<std::path::PathBuf>,
     /// Include proclens's own threads.
     #[arg(long = "include-self")]
     pub include_self: bool,

@@ -14,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
+        cgroup,
         events::{Event, EventStream},
         procfs::{self, CommCache},
         tracer::{Tracer, TracerOptions},
@@ -40,7 +41,8 @@ pub struct TopArgs {
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
     procfs::check_pids(&args.filter.pids)?;
-    let tracer = Tracer::start(&TracerOptions { include_self: args.filter.include_self })?;
+    let cgroup = args.filter.cgroup.as_deref().map(cgroup::check_exists).transpose()?;
+    let tracer = Tracer::start(&TracerOptions { include_self: args.filter.include_self, cgroup })?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(top_loop(tracer, args))
 }
@@ -106,7 +108,7 @@ async fn top_loop(mut tracer: Tracer, args: TopArgs) -> Result<ExitCode> {
                     .filter(|r| args.all || !args.filter.pids.is_empty() || !r.delta.is_zero())
                     .filter(|r| args.filter.pids.is_empty() || args.filter.pids.contains(&r.key.tgid))
                     .map(|r| {
-                        let comm = comms.get(r.key, r.key.id, r.alive);
+                        let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
                         (r, comm)
                     })
                     .filter(|(_, c)| args.filter.comm.as_ref().is_none_or(|want| c.contains(want.as_str())))

@@ -106,6 +106,7 @@ mod tests {
         let ev = ThreadExit {
             header: EventHeader { kind: kind::THREAD_EXIT, tid: 42, ts: 7 },
             stats: ThreadSwitches { tgid: 40, voluntary: 3, involuntary: 2, ..Default::default() },
+            comm: *b"sleep\0\0\0\0\0\0\0\0\0\0\0",
         };
         assert_eq!(decode(&bytes_of(&ev)), Ok(Event::ThreadExit(ev)));
     }

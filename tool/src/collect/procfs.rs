@@ -35,13 +35,17 @@ impl<K> Default for CommCache<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy> CommCache<K> {
-    /// The name of `pid` for row `key`: re-read while the task lives (exec renames it).
-    pub fn get(&mut self, key: K, pid: u32, alive: bool) -> String {
+    /// The name of `pid` for row `key`: re-read while the task lives (exec renames it),
+    /// else the last name seen, else `hint` (from an exit event).
+    pub fn get(&mut self, key: K, pid: u32, alive: bool, hint: Option<&str>) -> String {
         if alive {
             if let Some(c) = comm(pid) {
                 self.names.insert(key, c.clone());
                 return c;
             }
+        }
+        if let Some(h) = hint {
+            return h.to_string();
         }
         self.names.get(&key).cloned().unwrap_or_else(|| "?".into())
     }

@@ -28,6 +28,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pr
 pub struct TracerOptions {
     /// Trace proclens's own threads too.
     pub include_self: bool,
+    /// Only tasks in this cgroup v2 subtree.
+    pub cgroup: Option<super::cgroup::CgroupFilter>,
 }
 
 /// Loaded and attached programs with their maps.
@@ -88,6 +90,7 @@ impl Tracer {
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let self_tgid: u32 = if opts.include_self { 0 } else { std::process::id() };
+        let (cgroup_id, cgroup_level): (u64, u32) = opts.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
 
         let mut loader = EbpfLoader::new();
         loader
@@ -97,7 +100,9 @@ impl Tracer {
             .override_global(globals::WAKEUP_PID, &layout.wakeup_pid_off, true)
             .override_global(globals::TASK_MM, &task.mm, true)
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
-            .override_global(globals::TASK_START_TIME, &task.start_time, true);
+            .override_global(globals::TASK_START_TIME, &task.start_time, true)
+            .override_global(globals::CGROUP_ID, &cgroup_id, true)
+            .override_global(globals::CGROUP_LEVEL, &cgroup_level, true);
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
 
         for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {

@@ -105,12 +105,15 @@ pub struct Row {
     pub delta: Counts,
     /// Whether any of its threads still has a live entry in the kernel.
     pub alive: bool,
+    /// Command name carried by an exit event (the leader's when it has exited), for rows
+    /// that are gone from /proc.
+    pub exit_comm: Option<String>,
 }
 
 impl Row {
     /// A live row with nothing counted yet.
     pub fn idle(key: Key) -> Self {
-        Self { key, total: Counts::default(), delta: Counts::default(), alive: true }
+        Self { key, total: Counts::default(), delta: Counts::default(), alive: true, exit_comm: None }
     }
 }
 
@@ -122,6 +125,8 @@ pub struct SwitchModel {
     finished: HashMap<Key, Counts>,
     /// Totals at the previous update, by row.
     last: HashMap<Key, Counts>,
+    /// Command names from exit events, by row.
+    exit_comms: HashMap<Key, String>,
 }
 
 impl SwitchModel {
@@ -147,6 +152,10 @@ impl SwitchModel {
             }
             let key = self.key(tid, &ev.stats);
             self.finished.entry(key).or_default().add(&ev.stats);
+            let name = comm_str(&ev.comm);
+            if !name.is_empty() && (tid == ev.stats.tgid || !self.exit_comms.contains_key(&key)) {
+                self.exit_comms.insert(key, name);
+            }
         }
         let mut totals: HashMap<Key, Counts> = self.finished.clone();
         let mut alive: HashSet<Key> = HashSet::new();
@@ -167,10 +176,11 @@ impl SwitchModel {
                 // Fully exited and already reported: forget it.
                 self.finished.remove(&key);
                 self.last.remove(&key);
+                self.exit_comms.remove(&key);
                 continue;
             }
             self.last.insert(key, total);
-            rows.push(Row { key, total, delta, alive: is_alive });
+            rows.push(Row { key, total, delta, alive: is_alive, exit_comm: self.exit_comms.get(&key).cloned() });
         }
         rows.sort_by(|a, b| b.delta.switches().cmp(&a.delta.switches()).then(a.key.cmp(&b.key)));
         rows
@@ -187,6 +197,12 @@ impl SwitchModel {
     }
 }
 
+/// A NUL-padded kernel command name as a string.
+pub fn comm_str(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use proclens_common::event::{EventHeader, kind};
@@ -198,7 +214,7 @@ mod tests {
     }
 
     fn exit(tid: u32, t: ThreadSwitches) -> ThreadExit {
-        ThreadExit { header: EventHeader { kind: kind::THREAD_EXIT, tid, ts: 0 }, stats: t }
+        ThreadExit { header: EventHeader { kind: kind::THREAD_EXIT, tid, ts: 0 }, stats: t, comm: *b"worker\0\0\0\0\0\0\0\0\0\0" }
     }
 
     #[test]
@@ -251,6 +267,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert!(!rows[0].alive);
         assert_eq!(rows[0].delta.voluntary, 7);
+        assert_eq!(rows[0].exit_comm.as_deref(), Some("worker"));
         assert!(m.update(&HashMap::new(), &[]).is_empty());
         assert_eq!(m.len(), 0, "no leak");
     }

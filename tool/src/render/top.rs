@@ -201,7 +201,7 @@ mod tests {
             system: SystemSplit { switches: 1000, same_process: 100, cross_process: 300, idle_or_kernel: 600 },
             lost_events: 0,
             untracked_threads: 0,
-            rows: vec![(Row { key: Key { id: 42, tgid: 42, start_ns: 1 }, total, delta, alive: true }, "worker".into())],
+            rows: vec![(Row { key: Key { id: 42, tgid: 42, start_ns: 1 }, total, delta, alive: true, exit_comm: None }, "worker".into())],
         }
     }
 
