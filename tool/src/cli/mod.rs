@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
 //! documented once, in its doc comment, which feeds `--help`.
 
+mod run;
 mod top;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
     Top(top::TopArgs),
+    /// Run a command and report what it and all its descendants paid the kernel, from its
+    /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
+    Run(run::RunArgs),
 }
 
 /// Selecting processes; shared by the views.
@@ -78,6 +82,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Top(args) => top::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 
@@ -98,7 +103,7 @@ mod tests {
             assert!(Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(), "{bad}");
         }
         let ok = Cli::try_parse_from(["proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2"]).unwrap();
-        let Command::Top(t) = ok.command;
+        let Command::Top(t) = ok.command else { panic!("not top") };
         assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
         assert_eq!(t.period.count, Some(3));
         assert_eq!(t.filter.pids, vec![1, 2]);

@@ -148,6 +148,5 @@ async fn top_loop(mut tracer: Tracer, args: TopArgs) -> Result<ExitCode> {
 
 /// Takes the thread exits out of the pending events; `top` has no use for the others.
 fn thread_exits(events: &mut Vec<Event>) -> Vec<ThreadExit> {
-    #[allow(irrefutable_let_patterns, reason = "more event kinds come with other features")]
-    events.drain(..).filter_map(|ev| if let Event::ThreadExit(e) = ev { Some(e) } else { None }).collect()
+    events.drain(..).filter_map(|ev| ev.thread_exit().copied()).collect()
 }

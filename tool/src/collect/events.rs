@@ -13,6 +13,14 @@ pub enum Event {
     ThreadExit(ThreadExit),
 }
 
+impl Event {
+    /// The thread exit this event is, if it is one.
+    pub fn thread_exit(&self) -> Option<&ThreadExit> {
+        #[allow(irrefutable_let_patterns, reason = "more event kinds come with other features")]
+        if let Event::ThreadExit(t) = self { Some(t) } else { None }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("event of {0} bytes is shorter than its header")]

@@ -2,4 +2,5 @@
 
 pub mod histogram;
 pub mod rates;
+pub mod run_report;
 pub mod switches;

@@ -52,19 +52,44 @@ impl Default for Counts {
     }
 }
 
+impl From<&ThreadSwitches> for Counts {
+    fn from(t: &ThreadSwitches) -> Self {
+        let mut runq_hist = [0; RUNQ_BUCKETS];
+        for (a, b) in runq_hist.iter_mut().zip(t.runq_hist.iter()) {
+            *a = u64::from(*b);
+        }
+        Self {
+            voluntary: t.voluntary,
+            involuntary: t.involuntary,
+            same_in: t.same_in,
+            cross_in: t.cross_in,
+            idle_kernel_in: t.idle_kernel_in,
+            oncpu_ns: t.oncpu_ns,
+            blocked_ns: t.blocked_ns,
+            runq_ns: t.runq_ns,
+            runq_max_ns: t.runq_max_ns,
+            runq_hist,
+        }
+    }
+}
+
 impl Counts {
     pub fn add(&mut self, t: &ThreadSwitches) {
-        self.voluntary += t.voluntary;
-        self.involuntary += t.involuntary;
-        self.same_in += t.same_in;
-        self.cross_in += t.cross_in;
-        self.idle_kernel_in += t.idle_kernel_in;
-        self.oncpu_ns += t.oncpu_ns;
-        self.blocked_ns += t.blocked_ns;
-        self.runq_ns += t.runq_ns;
-        self.runq_max_ns = self.runq_max_ns.max(t.runq_max_ns);
-        for (a, b) in self.runq_hist.iter_mut().zip(t.runq_hist.iter()) {
-            *a += u64::from(*b);
+        self.merge(&Counts::from(t));
+    }
+
+    pub fn merge(&mut self, o: &Counts) {
+        self.voluntary += o.voluntary;
+        self.involuntary += o.involuntary;
+        self.same_in += o.same_in;
+        self.cross_in += o.cross_in;
+        self.idle_kernel_in += o.idle_kernel_in;
+        self.oncpu_ns += o.oncpu_ns;
+        self.blocked_ns += o.blocked_ns;
+        self.runq_ns += o.runq_ns;
+        self.runq_max_ns = self.runq_max_ns.max(o.runq_max_ns);
+        for (a, b) in self.runq_hist.iter_mut().zip(o.runq_hist.iter()) {
+            *a += b;
         }
     }
 

@@ -33,7 +33,16 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
+    /// The command line that runs `kind` at once (no hand-shake), for `proclens run -- ...`.
+pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
+    let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
+    let args = ["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"];
+    let mut argv = vec![exe];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    (argv, [(ENV, kind.to_string()), ("PROCLENS_WORKLOAD_AUTO", "1".to_string())])
+}
+
+/// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"])
@@ -126,6 +135,21 @@ pub fn run_if_child() {
         let mut line = String::new();
         stdin.lock().read_line(&mut line).unwrap();
     };
+    // Under `proclens run` (PROCLENS_WORKLOAD_AUTO=1) there is nobody to hand-shake with:
+    // start at once and exit when done.
+    let auto = std::env::var_os("PROCLENS_WORKLOAD_AUTO").is_some();
+    let ready_go = || {
+        if !auto {
+            writeln!(std::io::stdout(), "ready").unwrap();
+            wait_go();
+        }
+    };
+    let finish = || {
+        if !auto {
+            writeln!(std::io::stdout(), "done").unwrap();
+            wait_go();
+        }
+    };
     match name {
         // Two threads of this process ping-pong n times on one CPU.
         "thread-pingpong" => {
@@ -165,6 +189,46 @@ pub fn run_if_child() {
             }
             writeln!(out, "done").unwrap();
             wait_go();
+        }
+        // Two processes (this one and a forked child) ping-pong n times on CPU 0.
+        "process-pingpong" => {
+            let (a_rx, b_tx) = pipe();
+            let (b_rx, a_tx) = pipe();
+            pin_to_cpu(0);
+            ready_go();
+            // SAFETY: the child only makes plain system calls, then _exits.
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0);
+            if child == 0 {
+                pingpong_party(b_rx, b_tx, n, false);
+                unsafe { libc::_exit(0) };
+            }
+            pingpong_party(a_rx, a_tx, n, true);
+            let mut status = 0;
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            finish();
+        }
+        // Two processes spin on CPU 1 for n ms each, competing for it.
+        "cpu-contend" => {
+            pin_to_cpu(1);
+            ready_go();
+            let spin = || {
+                let end = std::time::Instant::now() + Duration::from_millis(n);
+                while std::time::Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            };
+            // SAFETY: as above.
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0);
+            if child == 0 {
+                spin();
+                unsafe { libc::_exit(0) };
+            }
+            spin();
+            let mut status = 0;
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            finish();
         }
         other => panic!("unknown workload {other}"),
     }

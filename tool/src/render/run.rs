@@ -1,0 +1,139 @@
+//! `proclens run` report: a short text summary (perf stat style) or one JSON object.
+
+use crate::model::run_report::{Latency, RunReport};
+
+fn lat(l: &Latency) -> String {
+    let f = |v: Option<u64>| v.map_or("-".to_string(), |us| format!("<{us}us"));
+    format!("p50 {}, p99 {}, max {}us", f(l.p50_us), f(l.p99_us), l.max_us)
+}
+
+fn shell_quote(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn plain(r: &RunReport) -> String {
+    let s = &r.switches;
+    let exit = match (r.exit.code, r.exit.signal) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown".into(),
+    };
+    let mut out = format!(
+        "\n proclens run: {}\n\n\
+         {:>14}  {exit}\n\
+         {:>14}  {:.3} s\n\
+         {:>14}  user {:.3} s, system {:.3} s (traced on-CPU time {:.3} s)\n\
+         {:>14}  blocked {:.3} s, waiting for a CPU {:.3} s\n\
+         {:>14}  {} processes, {} threads\n\
+         {:>14}  {} voluntary, {} involuntary\n\
+         {:>14}  same-process {}, cross-process {}, idle/kernel {}\n\
+         {:>14}  {}\n",
+        shell_quote(&r.command),
+        "status",
+        "wall time",
+        r.wall_s,
+        "CPU time",
+        r.user_cpu_s,
+        r.system_cpu_s,
+        r.oncpu_s,
+        "off CPU",
+        r.blocked_s,
+        r.runq_s,
+        "created",
+        r.processes,
+        r.threads,
+        "switches out",
+        s.voluntary,
+        s.involuntary,
+        "switches in",
+        s.same_process,
+        s.cross_process,
+        s.idle_or_kernel,
+        "run-queue lat.",
+        lat(&r.runq_latency),
+    );
+    if r.lost_events > 0 {
+        out.push_str(&format!("{:>14}  {} (figures may be incomplete)\n", "lost events", r.lost_events));
+    }
+    out.push_str(&format!(
+        "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8}  COMMAND\n",
+        "PID", "voluntary", "involuntary", "same-in", "cross-in", "idle-in", "oncpu-ms", "blocked-ms", "runq-ms"
+    ));
+    for p in &r.per_process {
+        let s = &p.switches;
+        out.push_str(&format!(
+            " {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9.1} {:>10.1} {:>8.1}  {}\n",
+            p.pid,
+            s.voluntary,
+            s.involuntary,
+            s.same_process,
+            s.cross_process,
+            s.idle_or_kernel,
+            p.oncpu_s * 1e3,
+            p.blocked_s * 1e3,
+            p.runq_s * 1e3,
+            p.comm
+        ));
+    }
+    out
+}
+
+pub fn json(r: &RunReport) -> String {
+    serde_json::to_string(r).expect("plain struct serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::run_report::{ExitInfo, ProcessSummary, SwitchKinds};
+
+    fn report() -> RunReport {
+        let sw = SwitchKinds { voluntary: 2, involuntary: 1, same_process: 0, cross_process: 1, idle_or_kernel: 2 };
+        let lat = Latency { p50_us: Some(4), p99_us: Some(8), max_us: 7 };
+        RunReport {
+            command: vec!["sh".into(), "-c".into(), "sleep 0.2".into()],
+            exit: ExitInfo { code: Some(0), signal: None },
+            wall_s: 0.204,
+            user_cpu_s: 0.001,
+            system_cpu_s: 0.002,
+            oncpu_s: 0.003,
+            blocked_s: 0.2,
+            runq_s: 0.0,
+            processes: 1,
+            threads: 1,
+            switches: sw.clone(),
+            runq_latency: lat.clone(),
+            lost_events: 0,
+            per_process: vec![ProcessSummary { pid: 7, comm: "sleep".into(), switches: sw, oncpu_s: 0.003, blocked_s: 0.2, runq_s: 0.0, runq_latency: lat }],
+        }
+    }
+
+    #[test]
+    fn json_names_switch_kinds() {
+        let v: serde_json::Value = serde_json::from_str(&json(&report())).unwrap();
+        for k in ["voluntary", "involuntary", "same_process", "cross_process", "idle_or_kernel"] {
+            assert!(v["switches"][k].is_u64(), "{k}");
+        }
+        assert_eq!(v["exit"]["code"], 0);
+        assert_eq!(v["per_process"][0]["comm"], "sleep");
+        assert_eq!(v["blocked_s"], 0.2);
+    }
+
+    #[test]
+    fn plain_summary() {
+        let t = plain(&report());
+        assert!(t.contains("proclens run: sh -c 'sleep 0.2'"), "{t}");
+        assert!(t.contains("blocked 0.200 s"), "{t}");
+        assert!(t.contains("2 voluntary, 1 involuntary"), "{t}");
+        assert!(t.contains("p50 <4us, p99 <8us, max 7us"), "{t}");
+    }
+}

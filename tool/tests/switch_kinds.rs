@@ -1,0 +1,192 @@
+//! Real BPF: switch classification (same-process / cross-process / idle-kernel), off-CPU
+//! time and run-queue latency, through `proclens top` and `proclens run`.
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use common::{PROCLENS, Proclens, can_trace, settled_counters, workload::Workload};
+use serde_json::Value;
+
+workload_entry!();
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn row_after(p: &Proclens, pid: u32, after: f64) -> Value {
+    p.json_until(Duration::from_secs(10), |v| v["type"] == "process" && v["pid"] == pid && v["time"].as_f64().unwrap() > after)
+}
+
+fn field(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+/// `proclens run --json -- <workload>`: the report and proclens's exit status.
+fn run_workload(kind: &str) -> (Value, std::process::ExitStatus) {
+    let (argv, env) = Workload::auto_command(kind);
+    let out_file = std::env::temp_dir().join(format!("proclens-run-{}-{}.json", std::process::id(), kind.replace(':', "-")));
+    let status = Command::new(PROCLENS)
+        .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
+        .args(&argv)
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    (report, status)
+}
+
+/// Two threads of one process pass a byte back and forth N times on one CPU: each pass is a
+/// switch from one thread to the other, so about 2N switches in come from the same process
+/// and almost none from another. Tolerance: other tasks (kernel threads, the test harness)
+/// may run on that CPU in between and turn a few switches into idle/kernel or
+/// cross-process ones; 10% covers a busy machine.
+#[test]
+fn threads_of_one_process_switch_without_changing_address_space() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 5000;
+    let mut w = Workload::spawn(&format!("thread-pingpong:{N}"));
+    let pid = w.pid();
+    let p = Proclens::spawn(&["top", "--json", "--interval", "0.2", "-p", &pid.to_string()]);
+    p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
+    settled_counters(pid);
+    let before = row_after(&p, pid, now_unix());
+    w.go();
+    settled_counters(pid);
+    let after = row_after(&p, pid, now_unix());
+    let d = |k: &str| field(&after, k) - field(&before, k);
+    let (same, cross, idle) = (d("same_process_in_total"), d("cross_process_in_total"), d("idle_or_kernel_in_total"));
+    eprintln!("same={same} cross={cross} idle/kernel={idle}");
+    assert!(same >= 2 * N * 9 / 10, "same-process switches {same} < 90% of {}", 2 * N);
+    assert!(cross <= 2 * N / 10, "cross-process switches {cross} > 10% of {}", 2 * N);
+}
+
+/// Two processes ping-pong N times pinned to one CPU: about 2N cross-process switches.
+#[test]
+fn processes_switch_address_space() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 5000;
+    let (r, status) = run_workload(&format!("process-pingpong:{N}"));
+    assert!(status.success(), "{status}: {r}");
+    let cross = r["switches"]["cross_process"].as_u64().unwrap();
+    let same = r["switches"]["same_process"].as_u64().unwrap();
+    eprintln!("cross={cross} same={same} report={r}");
+    assert!(cross >= 2 * N * 9 / 10, "cross-process switches {cross} < 90% of {}", 2 * N);
+    assert!(same <= 2 * N / 10, "same-process switches {same} > 10% of {}", 2 * N);
+    assert!(r["processes"].as_u64().unwrap() >= 2, "parent and forked child: {r}");
+}
+
+/// `proclens run -- sh -c 'sleep 0.2'`: the sleep shows up as ~200 ms of voluntary
+/// off-CPU (blocked) time. Tolerance: timer slack and scheduling add a few ms; 190–300 ms.
+#[test]
+fn run_reports_a_sleep_as_blocked_time() {
+    if !can_trace() {
+        return;
+    }
+    let out_file = std::env::temp_dir().join(format!("proclens-sleep-{}.json", std::process::id()));
+    let status = Command::new(PROCLENS)
+        .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--", "sh", "-c", "sleep 0.2"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    let sleep = r["per_process"].as_array().unwrap().iter().find(|p| p["comm"] == "sleep").unwrap_or_else(|| panic!("no sleep process in {r}"));
+    let blocked = sleep["blocked_s"].as_f64().unwrap();
+    assert!((0.19..0.3).contains(&blocked), "sleep blocked for {blocked} s: {r}");
+    assert!(sleep["switches"]["voluntary"].as_u64().unwrap() >= 1);
+    assert!(r["wall_s"].as_f64().unwrap() >= 0.2);
+    assert_eq!(r["exit"]["code"], 0);
+}
+
+/// Two CPU-bound processes pinned to one CPU for 300 ms each: the scheduler must preempt
+/// them (involuntary switches) and each waits on the run queue while the other runs.
+#[test]
+fn competing_cpu_hogs_are_preempted_and_wait_for_the_cpu() {
+    if !can_trace() {
+        return;
+    }
+    let (r, status) = run_workload("cpu-contend:300");
+    assert!(status.success(), "{status}: {r}");
+    let invol = r["switches"]["involuntary"].as_u64().unwrap();
+    let runq = r["runq_s"].as_f64().unwrap();
+    eprintln!("involuntary={invol} runq_s={runq}");
+    assert!(invol > 0, "no involuntary switch: {r}");
+    // Each hog waits while the other runs: with fair sharing, about half of the 300 ms.
+    assert!(runq > 0.05, "run-queue wait {runq} s: {r}");
+    assert!(r["runq_latency"]["p99_us"].as_u64().unwrap() > 0);
+    assert!(r["runq_latency"]["max_us"].as_u64().unwrap() > 0);
+}
+
+/// `run` returns the command's exit code (or 128+signal).
+#[test]
+fn run_exits_with_the_commands_code() {
+    if !can_trace() {
+        return;
+    }
+    let code = |script: &str| {
+        Command::new(PROCLENS)
+            .args(["run", "-o", "/dev/null", "--", "sh", "-c", script])
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(code("exit 7"), Some(7));
+    assert_eq!(code("kill -TERM $$"), Some(128 + libc::SIGTERM));
+    let st = Command::new(PROCLENS).args(["run", "--", "/nonexistent/cmd"]).status().unwrap();
+    assert_eq!(st.code(), Some(127));
+}
+
+/// `--cgroup` keeps only tasks of that cgroup subtree.
+#[test]
+fn cgroup_filter_selects_only_that_subtree() {
+    if !can_trace() {
+        return;
+    }
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mi
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a cgroup2 mount")
+        .to_string();
+    let dir = format!("{root}/proclens-test-{}", std::process::id());
+    std::fs::create_dir(&dir).unwrap();
+    // A shell in the cgroup that keeps switching (short sleeps), and one outside it.
+    let inside = Command::new("sh")
+        .args(["-c", &format!("echo $$ > {dir}/cgroup.procs; while :; do sleep 0.05; done")])
+        .spawn()
+        .unwrap();
+    let mut outside = Command::new("sh").args(["-c", "while :; do sleep 0.05; done"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let out = Command::new(PROCLENS).args(["top", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"]).output().unwrap();
+    let mut inside = inside;
+    let _ = inside.kill();
+    let _ = outside.kill();
+    let _ = inside.wait();
+    let _ = outside.wait();
+    // Leftover sleeps must leave before the cgroup can go.
+    for _ in 0..50 {
+        if std::fs::remove_dir(&dir).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "process")
+        .collect();
+    assert!(rows.iter().any(|v| v["pid"] == inside.id()), "the shell inside is missing: {rows:?}");
+    assert!(!rows.iter().any(|v| v["pid"] == outside.id()), "the shell outside leaked in");
+    assert!(rows.iter().all(|v| v["comm"] == "sh" || v["comm"] == "sleep"), "{rows:?}");
+}
