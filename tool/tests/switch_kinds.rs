@@ -190,3 +190,30 @@ fn cgroup_filter_selects_only_that_subtree() {
     assert!(!rows.iter().any(|v| v["pid"] == outside.id()), "the shell outside leaked in");
     assert!(rows.iter().all(|v| v["comm"] == "sh" || v["comm"] == "sleep"), "{rows:?}");
 }
+
+/// `proclens latency -P -p PID --json` shows the run-queue waits of a process that
+/// competes for one CPU (its forked twin is another process and is filtered out).
+#[test]
+fn latency_histogram_of_a_competing_process() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("cpu-contend:400");
+    let pid = w.pid();
+    let p = Proclens::spawn(&["latency", "--json", "-P", "-p", &pid.to_string(), "--interval", "0.2"]);
+    // The first report (possibly empty) means the programs are attached.
+    let _ = p.line(Duration::from_secs(20));
+    w.go();
+    let mut samples = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while samples == 0 && std::time::Instant::now() < deadline {
+        let line = p.line(Duration::from_secs(5));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "latency");
+        assert_eq!(v["pid"], pid, "only the selected process: {v}");
+        samples += v["count"].as_u64().unwrap();
+        let bucket_sum: u64 = v["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(bucket_sum, v["count"].as_u64().unwrap());
+    }
+    assert!(samples > 0, "no run-queue wait recorded for a CPU hog sharing its CPU");
+}

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
 //! documented once, in its doc comment, which feeds `--help`.
 
+mod latency;
 mod run;
 mod top;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
     Top(top::TopArgs),
+    /// Run-queue latency histograms (wakeup or preemption to running), like runqlat.
+    Latency(latency::LatencyArgs),
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
     Run(run::RunArgs),
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Top(args) => top::run(args),
         Command::Run(args) => run::run(args),
+        Command::Latency(args) => latency::run(args),
     }
 }
 

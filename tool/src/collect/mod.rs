@@ -7,5 +7,6 @@ pub mod cgroup;
 pub mod events;
 pub mod privilege;
 pub mod procfs;
+pub mod session;
 pub mod tracefs;
 pub mod tracer;

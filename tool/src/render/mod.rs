@@ -1,4 +1,5 @@
 //! Output: plain text lines and NDJSON. Rendering is a pure function of a frame.
 
+pub mod latency;
 pub mod run;
 pub mod top;

@@ -2,20 +2,12 @@
 
 use serde::Serialize;
 
+pub use crate::collect::session::SystemSplit;
 use crate::model::{
     histogram::percentile_us,
     rates::{per_second, percent},
     switches::Row,
 };
-
-/// The system-wide switch split over one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct SystemSplit {
-    pub switches: u64,
-    pub same_process: u64,
-    pub cross_process: u64,
-    pub idle_or_kernel: u64,
-}
 
 /// Everything one interval shows.
 #[derive(Debug, Clone)]
@@ -145,6 +137,11 @@ fn fmt_us(v: Option<u64>) -> String {
     }
 }
 
+/// Time as a percentage of the interval (may pass 100 for a multi-threaded process).
+fn share_of_interval(ns: u64, elapsed_s: f64) -> f64 {
+    if elapsed_s > 0.0 { ns as f64 / 1e7 / elapsed_s } else { 0.0 }
+}
+
 /// pidstat -w's columns (cswch/s, nvcswch/s) first, then totals and the address-space split.
 pub fn plain_lines(f: &Frame) -> Vec<String> {
     let s = &f.system;
@@ -161,14 +158,14 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
     )];
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
-        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%  runq-p99  COMMAND",
+        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99  COMMAND",
         f.clock
     ));
     for (r, comm) in &f.rows {
         let d = &r.delta;
         let ins = d.same_in + d.cross_in + d.idle_kernel_in;
         out.push(format!(
-            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>9}  {}",
+            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>9}  {}",
             f.clock,
             r.key.id,
             per_second(d.voluntary, f.elapsed_s),
@@ -177,6 +174,8 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             r.total.involuntary,
             percent(d.same_in, ins),
             percent(d.cross_in, ins),
+            share_of_interval(d.oncpu_ns, f.elapsed_s),
+            share_of_interval(d.runq_ns, f.elapsed_s),
             fmt_us(percentile_us(&d.runq_hist, 99.0)),
             comm
         ));
@@ -190,7 +189,7 @@ mod tests {
     use crate::model::switches::{Counts, Key};
 
     fn frame() -> Frame {
-        let mut delta = Counts { voluntary: 20, involuntary: 4, same_in: 6, cross_in: 2, idle_kernel_in: 0, ..Counts::default() };
+        let mut delta = Counts { voluntary: 20, involuntary: 4, same_in: 6, cross_in: 2, idle_kernel_in: 0, oncpu_ns: 500_000_000, runq_ns: 20_000_000, ..Counts::default() };
         delta.runq_hist[3] = 10;
         let total = Counts { voluntary: 200, involuntary: 40, ..delta };
         Frame {
@@ -232,7 +231,7 @@ mod tests {
         assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
-        assert!(row.contains("      42     10.00      2.00        200          40"), "{row}");
+        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      16us"), "{row}");
         assert!(row.ends_with("worker"));
     }
 }

@@ -1,0 +1,62 @@
+//! `proclens latency`: run-queue latency histograms (time from wakeup, or preemption, to
+//! running), like bcc's runqlat, every interval.
+
+use std::{io::Write as _, process::ExitCode};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Filter, Output, Period, top};
+use crate::{collect::session, model::histogram::Hist, render::latency};
+
+#[derive(Args, Debug)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub filter: Filter,
+    #[command(flatten)]
+    pub period: Period,
+    #[command(flatten)]
+    pub output: Output,
+    /// One histogram per process instead of one for all selected tasks.
+    #[arg(short = 'P', long)]
+    pub per_process: bool,
+}
+
+pub fn run(args: LatencyArgs) -> Result<ExitCode> {
+    let tracer = top::start(&args.filter)?;
+    let mut stdout = std::io::stdout().lock();
+    session::run_periodic(tracer, false, args.period.interval, args.period.count, |snap| {
+        let rows: Vec<_> = snap.rows.iter().filter(|(r, c)| top::selected(&args.filter, r, c)).collect();
+        let mut lines = Vec::new();
+        if args.per_process {
+            for (r, comm) in rows.iter().filter(|(r, _)| r.delta.runq_hist.iter().any(|&n| n > 0)) {
+                lines.extend(if args.output.json {
+                    vec![latency::json(snap.unix_time, snap.elapsed_s, Some(r.key.tgid), Some(comm), &r.delta.runq_hist)]
+                } else {
+                    latency::plain(&format!("{} pid {} ({comm})", snap.clock, r.key.tgid), &r.delta.runq_hist)
+                });
+            }
+        } else {
+            let mut all: Hist = Default::default();
+            for (r, _) in &rows {
+                for (a, b) in all.iter_mut().zip(r.delta.runq_hist.iter()) {
+                    *a += b;
+                }
+            }
+            lines = if args.output.json {
+                vec![latency::json(snap.unix_time, snap.elapsed_s, None, None, &all)]
+            } else {
+                latency::plain(&format!("{} run-queue latency", snap.clock), &all)
+            };
+        }
+        for l in lines {
+            writeln!(stdout, "{l}")?;
+        }
+        if !args.output.json {
+            writeln!(stdout)?;
+        }
+        stdout.flush()?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

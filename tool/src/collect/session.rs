@@ -1,0 +1,137 @@
+//! The periodic collector shared by the interval views: it owns the tracer, drains the
+//! ring buffer as events arrive, and every interval turns the kernel's maps into one
+//! [`Snapshot`] handed to the view. It stops on Ctrl-C, SIGTERM or SIGHUP, or after
+//! `count` snapshots.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{
+    events::{Event, EventStream},
+    procfs::CommCache,
+    tracer::{Health, Tracer},
+};
+use crate::model::switches::{Key, Row, SwitchModel};
+
+/// The system-wide switch split over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SystemSplit {
+    pub switches: u64,
+    pub same_process: u64,
+    pub cross_process: u64,
+    pub idle_or_kernel: u64,
+}
+
+/// What one interval collected.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Seconds since the epoch.
+    pub unix_time: f64,
+    /// Local time of day, `HH:MM:SS`.
+    pub clock: String,
+    pub elapsed_s: f64,
+    pub system: SystemSplit,
+    pub health: Health,
+    /// Rows (processes or threads) with their command names, busiest first.
+    pub rows: Vec<(Row, String)>,
+    /// Ring-buffer events other than thread exits, for views that want them.
+    #[allow(dead_code, reason = "no interval view consumes lifecycle events yet")]
+    pub events: Vec<Event>,
+}
+
+pub fn clock_now() -> (f64, String) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    // SAFETY: zeroed tm is valid; localtime_r with valid pointers.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let secs = now.as_secs() as libc::time_t;
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    (now.as_secs_f64(), format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec))
+}
+
+/// Runs until a signal or `count` snapshots, calling `on_tick` every `interval_s`.
+pub fn run_periodic(
+    tracer: Tracer,
+    per_thread: bool,
+    interval_s: f64,
+    count: Option<u64>,
+    on_tick: impl FnMut(Snapshot) -> Result<()>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(periodic(tracer, per_thread, interval_s, count, on_tick))
+}
+
+async fn periodic(
+    mut tracer: Tracer,
+    per_thread: bool,
+    interval_s: f64,
+    count: Option<u64>,
+    mut on_tick: impl FnMut(Snapshot) -> Result<()>,
+) -> Result<()> {
+    let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let period = Duration::from_secs_f64(interval_s);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut model = SwitchModel::new(per_thread);
+    let mut comms: CommCache<Key> = CommCache::default();
+    let mut events: Vec<Event> = Vec::new();
+    let mut last_system = tracer.cpu_totals()?;
+    let mut last_tick = Instant::now();
+    let mut reports = 0u64;
+    // What happened before the first interval belongs to no report.
+    model.update(&tracer.threads()?, &[]);
+
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let live = tracer.threads()?;
+                stream.drain(&mut events);
+                let exits: Vec<_> = events.iter().filter_map(Event::thread_exit).copied().collect();
+                events.retain(|e| e.thread_exit().is_none());
+                let rows = model.update(&live, &exits);
+                let now = Instant::now();
+                let elapsed_s = now.duration_since(last_tick).as_secs_f64();
+                last_tick = now;
+                let system = tracer.cpu_totals()?;
+                let split = SystemSplit {
+                    switches: system.switches - last_system.switches,
+                    same_process: system.same_process - last_system.same_process,
+                    cross_process: system.cross_process - last_system.cross_process,
+                    idle_or_kernel: system.idle_or_kernel - last_system.idle_or_kernel,
+                };
+                last_system = system;
+                let rows = rows
+                    .into_iter()
+                    .map(|r| {
+                        let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
+                        (r, comm)
+                    })
+                    .collect();
+                comms.retain(|k| model.contains(k));
+                let (unix_time, clock) = clock_now();
+                on_tick(Snapshot {
+                    unix_time,
+                    clock,
+                    elapsed_s,
+                    system: split,
+                    health: tracer.health()?,
+                    rows,
+                    events: std::mem::take(&mut events),
+                })?;
+                reports += 1;
+                if count.is_some_and(|c| reports >= c) {
+                    return Ok(());
+                }
+            }
+            r = stream.recv(&mut events) => r?,
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+            _ = sighup.recv() => return Ok(()),
+        }
+    }
+}
