@@ -7,7 +7,11 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Filter, Output, Period, top};
-use crate::{collect::session, model::histogram::Hist, render::latency};
+use crate::{
+    collect::{procfs, session},
+    model::histogram::Hist,
+    render::latency,
+};
 
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
@@ -29,11 +33,25 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
         let rows: Vec<_> = snap.rows.iter().filter(|(r, c)| top::selected(&args.filter, r, c)).collect();
         let mut lines = Vec::new();
         if args.per_process {
-            for (r, comm) in rows.iter().filter(|(r, _)| r.delta.runq_hist.iter().any(|&n| n > 0)) {
+            // Processes with waits in the interval; with -p, every requested process.
+            let mut hists: Vec<(u32, &str, Hist)> = rows
+                .iter()
+                .filter(|(r, _)| !args.filter.pids.is_empty() || r.delta.runq_hist.iter().any(|&n| n > 0))
+                .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
+                .collect();
+            let missing: Vec<(u32, String)> = args
+                .filter
+                .pids
+                .iter()
+                .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p))
+                .filter_map(|&p| procfs::comm(p).map(|c| (p, c)))
+                .collect();
+            hists.extend(missing.iter().map(|(p, c)| (*p, c.as_str(), Hist::default())));
+            for (pid, comm, h) in &hists {
                 lines.extend(if args.output.json {
-                    vec![latency::json(snap.unix_time, snap.elapsed_s, Some(r.key.tgid), Some(comm), &r.delta.runq_hist)]
+                    vec![latency::json(snap.unix_time, snap.elapsed_s, Some(*pid), Some(comm), h)]
                 } else {
-                    latency::plain(&format!("{} pid {} ({comm})", snap.clock, r.key.tgid), &r.delta.runq_hist)
+                    latency::plain(&format!("{} pid {pid} ({comm})", snap.clock), h)
                 });
             }
         } else {
