@@ -18,13 +18,27 @@ workload_entry!();
 
 /// Runs proclens to completion; returns (exit code, stderr).
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(PROCLENS).args(args).stdin(Stdio::null()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(PROCLENS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line(stderr: &str) {
-    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line, got: {stderr:?}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line, got: {stderr:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -49,7 +63,12 @@ fn help_documents_exit_codes() {
     let out = Command::new(PROCLENS).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in ["Exit codes:", "3  not privileged", "4  no such process", "6  tracefs"] {
+    for needle in [
+        "Exit codes:",
+        "3  not privileged",
+        "4  no such process",
+        "6  tracefs",
+    ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
     }
 }
@@ -72,21 +91,37 @@ fn unprivileged_user_exits_3_naming_what_is_missing() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", PROCLENS, "top", "-c", "1"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            PROCLENS,
+            "top",
+            "-c",
+            "1",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_one_line(&stderr);
-    assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "{stderr}"
+    );
 }
 
 /// BPF object ids (programs, links, maps) a process holds, from its fdinfo.
 fn bpf_ids_held_by(pid: u32) -> BTreeSet<(String, u64)> {
     let mut ids = BTreeSet::new();
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
     for fd in dir.flatten() {
-        let Ok(info) = fs::read_to_string(fd.path()) else { continue };
+        let Ok(info) = fs::read_to_string(fd.path()) else {
+            continue;
+        };
         for line in info.lines() {
             for key in ["prog_id", "link_id", "map_id"] {
                 if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
@@ -122,7 +157,10 @@ fn assert_all_gone(ids: &BTreeSet<(String, u64)>, how: &str) {
         }
         thread::sleep(Duration::from_millis(50));
     }
-    let left: Vec<_> = ids.iter().filter(|(k, id)| bpf_object_exists(k, *id)).collect();
+    let left: Vec<_> = ids
+        .iter()
+        .filter(|(k, id)| bpf_object_exists(k, *id))
+        .collect();
     panic!("after {how}, BPF objects remain: {left:?}");
 }
 
@@ -134,8 +172,14 @@ fn attached_proclens(extra: &[&str]) -> (Proclens, BTreeSet<(String, u64)>) {
     let p = Proclens::spawn(&args);
     p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
     let ids = bpf_ids_held_by(p.child.id());
-    assert!(ids.iter().any(|(k, _)| k == "prog_id"), "proclens holds no BPF program: {ids:?}");
-    assert!(ids.iter().any(|(k, _)| k == "map_id"), "proclens holds no BPF map: {ids:?}");
+    assert!(
+        ids.iter().any(|(k, _)| k == "prog_id"),
+        "proclens holds no BPF program: {ids:?}"
+    );
+    assert!(
+        ids.iter().any(|(k, _)| k == "map_id"),
+        "proclens holds no BPF map: {ids:?}"
+    );
     (p, ids)
 }
 
@@ -144,7 +188,11 @@ fn signals_detach_everything() {
     if !can_trace() {
         return;
     }
-    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
         let (p, ids) = attached_proclens(&[]);
         p.signal(sig);
         let st = p.wait(Duration::from_secs(10));
@@ -188,8 +236,17 @@ fn normal_end_and_closed_pipe_leave_nothing_behind() {
     let ids = bpf_ids_held_by(child.id());
     drop(stdout);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "a closed pipe is not an error: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "a closed pipe is not an error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_all_gone(&ids, "closed stdout");
 }
 
@@ -201,7 +258,12 @@ fn tracefs_is_mounted_when_missing() {
     let events = Path::new("/sys/kernel/tracing/events");
     if events.is_dir() {
         // Busy (another tracer holds it): nothing to prove here without disturbing it.
-        if !Command::new("umount").arg("/sys/kernel/tracing").status().unwrap().success() {
+        if !Command::new("umount")
+            .arg("/sys/kernel/tracing")
+            .status()
+            .unwrap()
+            .success()
+        {
             eprintln!("skipped: tracefs is busy and cannot be unmounted for this test");
             return;
         }

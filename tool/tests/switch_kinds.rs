@@ -13,21 +13,31 @@ use serde_json::Value;
 workload_entry!();
 
 fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn row_after(p: &Proclens, pid: u32, after: f64) -> Value {
-    p.json_until(Duration::from_secs(10), |v| v["type"] == "process" && v["pid"] == pid && v["time"].as_f64().unwrap() > after)
+    p.json_until(Duration::from_secs(10), |v| {
+        v["type"] == "process" && v["pid"] == pid && v["time"].as_f64().unwrap() > after
+    })
 }
 
 fn field(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 /// `proclens run --json -- <workload>`: the report and proclens's exit status.
 fn run_workload(kind: &str) -> (Value, std::process::ExitStatus) {
     let (argv, env) = Workload::auto_command(kind);
-    let out_file = std::env::temp_dir().join(format!("proclens-run-{}-{}.json", std::process::id(), kind.replace(':', "-")));
+    let out_file = std::env::temp_dir().join(format!(
+        "proclens-run-{}-{}.json",
+        std::process::id(),
+        kind.replace(':', "-")
+    ));
     let status = Command::new(PROCLENS)
         .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
         .args(&argv)
@@ -61,10 +71,22 @@ fn threads_of_one_process_switch_without_changing_address_space() {
     settled_counters(pid);
     let after = row_after(&p, pid, now_unix());
     let d = |k: &str| field(&after, k) - field(&before, k);
-    let (same, cross, idle) = (d("same_process_in_total"), d("cross_process_in_total"), d("idle_or_kernel_in_total"));
+    let (same, cross, idle) = (
+        d("same_process_in_total"),
+        d("cross_process_in_total"),
+        d("idle_or_kernel_in_total"),
+    );
     eprintln!("same={same} cross={cross} idle/kernel={idle}");
-    assert!(same >= 2 * N * 9 / 10, "same-process switches {same} < 90% of {}", 2 * N);
-    assert!(cross <= 2 * N / 10, "cross-process switches {cross} > 10% of {}", 2 * N);
+    assert!(
+        same >= 2 * N * 9 / 10,
+        "same-process switches {same} < 90% of {}",
+        2 * N
+    );
+    assert!(
+        cross <= 2 * N / 10,
+        "cross-process switches {cross} > 10% of {}",
+        2 * N
+    );
 }
 
 /// Two processes ping-pong N times pinned to one CPU: about 2N cross-process switches.
@@ -79,9 +101,20 @@ fn processes_switch_address_space() {
     let cross = r["switches"]["cross_process"].as_u64().unwrap();
     let same = r["switches"]["same_process"].as_u64().unwrap();
     eprintln!("cross={cross} same={same} report={r}");
-    assert!(cross >= 2 * N * 9 / 10, "cross-process switches {cross} < 90% of {}", 2 * N);
-    assert!(same <= 2 * N / 10, "same-process switches {same} > 10% of {}", 2 * N);
-    assert!(r["processes"].as_u64().unwrap() >= 2, "parent and forked child: {r}");
+    assert!(
+        cross >= 2 * N * 9 / 10,
+        "cross-process switches {cross} < 90% of {}",
+        2 * N
+    );
+    assert!(
+        same <= 2 * N / 10,
+        "same-process switches {same} > 10% of {}",
+        2 * N
+    );
+    assert!(
+        r["processes"].as_u64().unwrap() >= 2,
+        "parent and forked child: {r}"
+    );
 }
 
 /// `proclens run -- sh -c 'sleep 0.2'`: the sleep shows up as ~200 ms of voluntary
@@ -93,15 +126,32 @@ fn run_reports_a_sleep_as_blocked_time() {
     }
     let out_file = std::env::temp_dir().join(format!("proclens-sleep-{}.json", std::process::id()));
     let status = Command::new(PROCLENS)
-        .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--", "sh", "-c", "sleep 0.2"])
+        .args([
+            "run",
+            "--json",
+            "-o",
+            out_file.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.2",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out_file);
-    let sleep = r["per_process"].as_array().unwrap().iter().find(|p| p["comm"] == "sleep").unwrap_or_else(|| panic!("no sleep process in {r}"));
+    let sleep = r["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "sleep")
+        .unwrap_or_else(|| panic!("no sleep process in {r}"));
     let blocked = sleep["blocked_s"].as_f64().unwrap();
-    assert!((0.19..0.3).contains(&blocked), "sleep blocked for {blocked} s: {r}");
+    assert!(
+        (0.19..0.3).contains(&blocked),
+        "sleep blocked for {blocked} s: {r}"
+    );
     assert!(sleep["switches"]["voluntary"].as_u64().unwrap() >= 1);
     assert!(r["wall_s"].as_f64().unwrap() >= 0.2);
     assert_eq!(r["exit"]["code"], 0);
@@ -141,7 +191,10 @@ fn run_exits_with_the_commands_code() {
     };
     assert_eq!(code("exit 7"), Some(7));
     assert_eq!(code("kill -TERM $$"), Some(128 + libc::SIGTERM));
-    let st = Command::new(PROCLENS).args(["run", "--", "/nonexistent/cmd"]).status().unwrap();
+    let st = Command::new(PROCLENS)
+        .args(["run", "--", "/nonexistent/cmd"])
+        .status()
+        .unwrap();
     assert_eq!(st.code(), Some(127));
 }
 
@@ -162,12 +215,21 @@ fn cgroup_filter_selects_only_that_subtree() {
     std::fs::create_dir(&dir).unwrap();
     // A shell in the cgroup that keeps switching (short sleeps), and one outside it.
     let inside = Command::new("sh")
-        .args(["-c", &format!("echo $$ > {dir}/cgroup.procs; while :; do sleep 0.05; done")])
+        .args([
+            "-c",
+            &format!("echo $$ > {dir}/cgroup.procs; while :; do sleep 0.05; done"),
+        ])
         .spawn()
         .unwrap();
-    let mut outside = Command::new("sh").args(["-c", "while :; do sleep 0.05; done"]).spawn().unwrap();
+    let mut outside = Command::new("sh")
+        .args(["-c", "while :; do sleep 0.05; done"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let out = Command::new(PROCLENS).args(["top", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"]).output().unwrap();
+    let out = Command::new(PROCLENS)
+        .args(["top", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"])
+        .output()
+        .unwrap();
     let mut inside = inside;
     let _ = inside.kill();
     let _ = outside.kill();
@@ -180,15 +242,29 @@ fn cgroup_filter_selects_only_that_subtree() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["type"] == "process")
         .collect();
-    assert!(rows.iter().any(|v| v["pid"] == inside.id()), "the shell inside is missing: {rows:?}");
-    assert!(!rows.iter().any(|v| v["pid"] == outside.id()), "the shell outside leaked in");
-    assert!(rows.iter().all(|v| v["comm"] == "sh" || v["comm"] == "sleep"), "{rows:?}");
+    assert!(
+        rows.iter().any(|v| v["pid"] == inside.id()),
+        "the shell inside is missing: {rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|v| v["pid"] == outside.id()),
+        "the shell outside leaked in"
+    );
+    assert!(
+        rows.iter()
+            .all(|v| v["comm"] == "sh" || v["comm"] == "sleep"),
+        "{rows:?}"
+    );
 }
 
 /// `proclens latency -P -p PID --json` shows the run-queue waits of a process that
@@ -200,7 +276,15 @@ fn latency_histogram_of_a_competing_process() {
     }
     let mut w = Workload::spawn("cpu-contend:400");
     let pid = w.pid();
-    let p = Proclens::spawn(&["latency", "--json", "-P", "-p", &pid.to_string(), "--interval", "0.2"]);
+    let p = Proclens::spawn(&[
+        "latency",
+        "--json",
+        "-P",
+        "-p",
+        &pid.to_string(),
+        "--interval",
+        "0.2",
+    ]);
     // The first report (possibly empty) means the programs are attached.
     let _ = p.line(Duration::from_secs(20));
     w.go();
@@ -212,8 +296,16 @@ fn latency_histogram_of_a_competing_process() {
         assert_eq!(v["type"], "latency");
         assert_eq!(v["pid"], pid, "only the selected process: {v}");
         samples += v["count"].as_u64().unwrap();
-        let bucket_sum: u64 = v["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        let bucket_sum: u64 = v["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum();
         assert_eq!(bucket_sum, v["count"].as_u64().unwrap());
     }
-    assert!(samples > 0, "no run-queue wait recorded for a CPU hog sharing its CPU");
+    assert!(
+        samples > 0,
+        "no run-queue wait recorded for a CPU hog sharing its CPU"
+    );
 }

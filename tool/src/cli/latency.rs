@@ -29,52 +29,80 @@ pub struct LatencyArgs {
 pub fn run(args: LatencyArgs) -> Result<ExitCode> {
     let tracer = top::start(&args.filter)?;
     let mut stdout = std::io::stdout().lock();
-    session::run_periodic(tracer, false, args.period.interval, args.period.count, |snap| {
-        let rows: Vec<_> = snap.rows.iter().filter(|(r, c)| top::selected(&args.filter, r, c)).collect();
-        let mut lines = Vec::new();
-        if args.per_process {
-            // Processes with waits in the interval; with -p, every requested process.
-            let mut hists: Vec<(u32, &str, Hist)> = rows
+    session::run_periodic(
+        tracer,
+        false,
+        args.period.interval,
+        args.period.count,
+        |snap| {
+            let rows: Vec<_> = snap
+                .rows
                 .iter()
-                .filter(|(r, _)| !args.filter.pids.is_empty() || r.delta.runq_hist.iter().any(|&n| n > 0))
-                .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
+                .filter(|(r, c)| top::selected(&args.filter, r, c))
                 .collect();
-            let missing: Vec<(u32, String)> = args
-                .filter
-                .pids
-                .iter()
-                .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p))
-                .filter_map(|&p| procfs::comm(p).map(|c| (p, c)))
-                .collect();
-            hists.extend(missing.iter().map(|(p, c)| (*p, c.as_str(), Hist::default())));
-            for (pid, comm, h) in &hists {
-                lines.extend(if args.output.json {
-                    vec![latency::json(snap.unix_time, snap.elapsed_s, Some(*pid), Some(comm), h)]
-                } else {
-                    latency::plain(&format!("{} pid {pid} ({comm})", snap.clock), h)
-                });
-            }
-        } else {
-            let mut all: Hist = Default::default();
-            for (r, _) in &rows {
-                for (a, b) in all.iter_mut().zip(r.delta.runq_hist.iter()) {
-                    *a += b;
+            let mut lines = Vec::new();
+            if args.per_process {
+                // Processes with waits in the interval; with -p, every requested process.
+                let mut hists: Vec<(u32, &str, Hist)> = rows
+                    .iter()
+                    .filter(|(r, _)| {
+                        !args.filter.pids.is_empty() || r.delta.runq_hist.iter().any(|&n| n > 0)
+                    })
+                    .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
+                    .collect();
+                let missing: Vec<(u32, String)> = args
+                    .filter
+                    .pids
+                    .iter()
+                    .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p))
+                    .filter_map(|&p| procfs::comm(p).map(|c| (p, c)))
+                    .collect();
+                hists.extend(
+                    missing
+                        .iter()
+                        .map(|(p, c)| (*p, c.as_str(), Hist::default())),
+                );
+                for (pid, comm, h) in &hists {
+                    lines.extend(if args.output.json {
+                        vec![latency::json(
+                            snap.unix_time,
+                            snap.elapsed_s,
+                            Some(*pid),
+                            Some(comm),
+                            h,
+                        )]
+                    } else {
+                        latency::plain(&format!("{} pid {pid} ({comm})", snap.clock), h)
+                    });
                 }
-            }
-            lines = if args.output.json {
-                vec![latency::json(snap.unix_time, snap.elapsed_s, None, None, &all)]
             } else {
-                latency::plain(&format!("{} run-queue latency", snap.clock), &all)
-            };
-        }
-        for l in lines {
-            writeln!(stdout, "{l}")?;
-        }
-        if !args.output.json {
-            writeln!(stdout)?;
-        }
-        stdout.flush()?;
-        Ok(())
-    })?;
+                let mut all: Hist = Default::default();
+                for (r, _) in &rows {
+                    for (a, b) in all.iter_mut().zip(r.delta.runq_hist.iter()) {
+                        *a += b;
+                    }
+                }
+                lines = if args.output.json {
+                    vec![latency::json(
+                        snap.unix_time,
+                        snap.elapsed_s,
+                        None,
+                        None,
+                        &all,
+                    )]
+                } else {
+                    latency::plain(&format!("{} run-queue latency", snap.clock), &all)
+                };
+            }
+            for l in lines {
+                writeln!(stdout, "{l}")?;
+            }
+            if !args.output.json {
+                writeln!(stdout)?;
+            }
+            stdout.flush()?;
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -40,7 +40,12 @@ pub struct RunArgs {
     pub output_file: Option<PathBuf>,
     /// The command to run and its arguments, after `--`. Under sudo it runs as the
     /// invoking user (SUDO_UID/SUDO_GID). If it cannot be started proclens exits with 127.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -57,16 +62,20 @@ fn invoking_user() -> Result<Option<Identity>> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
-    let (Ok(uid), Ok(gid)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) else { return Ok(None) };
+    let (Ok(uid), Ok(gid)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID")) else {
+        return Ok(None);
+    };
     let uid: libc::uid_t = uid.parse().context("SUDO_UID is not a number")?;
     let gid: libc::gid_t = gid.parse().context("SUDO_GID is not a number")?;
     if uid == 0 {
         return Ok(None);
     }
     let groups = match std::env::var("SUDO_USER") {
-        Ok(user) => nix::unistd::getgrouplist(&CString::new(user)?, nix::unistd::Gid::from_raw(gid))
-            .map(|g| g.into_iter().map(nix::unistd::Gid::as_raw).collect())
-            .unwrap_or_else(|_| vec![gid]),
+        Ok(user) => {
+            nix::unistd::getgrouplist(&CString::new(user)?, nix::unistd::Gid::from_raw(gid))
+                .map(|g| g.into_iter().map(nix::unistd::Gid::as_raw).collect())
+                .unwrap_or_else(|_| vec![gid])
+        }
         Err(_) => vec![gid],
     };
     Ok(Some(Identity { uid, gid, groups }))
@@ -91,13 +100,12 @@ fn command(args: &[String], cgroup: &RunCgroup, user: Option<Identity>) -> Resul
             if written != 1 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(u) = &user {
-                if libc::setgroups(u.groups.len(), u.groups.as_ptr()) != 0
+            if let Some(u) = &user
+                && (libc::setgroups(u.groups.len(), u.groups.as_ptr()) != 0
                     || libc::setgid(u.gid) != 0
-                    || libc::setuid(u.uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                    || libc::setuid(u.uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
         }
         Ok(())
@@ -128,24 +136,44 @@ fn wait4(pid: i32) -> std::io::Result<Reaped> {
         }
     }
     let exit = if libc::WIFEXITED(status) {
-        ExitInfo { code: Some(libc::WEXITSTATUS(status)), signal: None }
+        ExitInfo {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+        }
     } else {
-        ExitInfo { code: None, signal: Some(libc::WTERMSIG(status)) }
+        ExitInfo {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+        }
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(Reaped { exit, user_s: tv(ru.ru_utime), system_s: tv(ru.ru_stime) })
+    Ok(Reaped {
+        exit,
+        user_s: tv(ru.ru_utime),
+        system_s: tv(ru.ru_stime),
+    })
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
-    let tracer = Tracer::start(&TracerOptions { include_self: false, cgroup: Some(cgroup.filter.clone()) })?;
+    let tracer = Tracer::start(&TracerOptions {
+        include_self: false,
+        cgroup: Some(cgroup.filter.clone()),
+    })?;
     let user = invoking_user()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(trace_command(tracer, &cgroup, user, args))
 }
 
-async fn trace_command(mut tracer: Tracer, cgroup: &RunCgroup, user: Option<Identity>, args: RunArgs) -> Result<ExitCode> {
+async fn trace_command(
+    mut tracer: Tracer,
+    cgroup: &RunCgroup,
+    user: Option<Identity>,
+    args: RunArgs,
+) -> Result<ExitCode> {
     let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -180,15 +208,21 @@ async fn trace_command(mut tracer: Tracer, cgroup: &RunCgroup, user: Option<Iden
     let live = loop {
         stream.drain(&mut events);
         let live = tracer.threads()?;
-        let leader_done = events.iter().filter_map(Event::thread_exit).any(|t| t.header.tid == pid as u32);
+        let leader_done = events
+            .iter()
+            .filter_map(Event::thread_exit)
+            .any(|t| t.header.tid == pid as u32);
         let leader_threads_left = live.values().any(|t| t.tgid == pid as u32);
         if (leader_done && !leader_threads_left) || Instant::now() > deadline {
             break live;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let exits: Vec<ThreadExit> =
-        events.iter().filter_map(Event::thread_exit).copied().collect();
+    let exits: Vec<ThreadExit> = events
+        .iter()
+        .filter_map(Event::thread_exit)
+        .copied()
+        .collect();
     let threads_seen = exits.len() as u64 + live.values().filter(|t| t.tgid != 0).count() as u64;
     let mut model = SwitchModel::new(false);
     let rows = model.update(&live, &exits);
@@ -208,9 +242,15 @@ async fn trace_command(mut tracer: Tracer, cgroup: &RunCgroup, user: Option<Iden
         lost_events: tracer.health()?.ringbuf_drops,
     };
     let report = run_report::build(args.command.clone(), reaped.exit, facts, &rows);
-    let text = if args.output.json { render::run::json(&report) + "\n" } else { render::run::plain(&report) };
+    let text = if args.output.json {
+        render::run::json(&report) + "\n"
+    } else {
+        render::run::plain(&report)
+    };
     match &args.output_file {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => std::io::stderr().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::from(reaped.exit.shell_code()))

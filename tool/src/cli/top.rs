@@ -8,8 +8,7 @@ use clap::Args;
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
-        cgroup,
-        procfs,
+        cgroup, procfs,
         session::{self, Snapshot},
         tracer::{Tracer, TracerOptions},
     },
@@ -36,32 +35,52 @@ pub struct TopArgs {
 pub fn run(args: TopArgs) -> Result<ExitCode> {
     let tracer = start(&args.filter)?;
     let mut stdout = std::io::stdout().lock();
-    session::run_periodic(tracer, args.threads, args.period.interval, args.period.count, |snap| {
-        let frame = frame(&args, snap);
-        let lines = if args.output.json { json_lines(&frame) } else { plain_lines(&frame) };
-        for l in lines {
-            writeln!(stdout, "{l}")?;
-        }
-        if !args.output.json {
-            writeln!(stdout)?;
-        }
-        stdout.flush()?;
-        Ok(())
-    })?;
+    session::run_periodic(
+        tracer,
+        args.threads,
+        args.period.interval,
+        args.period.count,
+        |snap| {
+            let frame = frame(&args, snap);
+            let lines = if args.output.json {
+                json_lines(&frame)
+            } else {
+                plain_lines(&frame)
+            };
+            for l in lines {
+                writeln!(stdout, "{l}")?;
+            }
+            if !args.output.json {
+                writeln!(stdout)?;
+            }
+            stdout.flush()?;
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Checks the filter's pids and cgroup, then loads and attaches the programs.
 pub fn start(filter: &Filter) -> Result<Tracer> {
     procfs::check_pids(&filter.pids)?;
-    let cgroup = filter.cgroup.as_deref().map(cgroup::check_exists).transpose()?;
-    Tracer::start(&TracerOptions { include_self: filter.include_self, cgroup })
+    let cgroup = filter
+        .cgroup
+        .as_deref()
+        .map(cgroup::check_exists)
+        .transpose()?;
+    Tracer::start(&TracerOptions {
+        include_self: filter.include_self,
+        cgroup,
+    })
 }
 
 /// Whether a row passes `-p` and `--comm`.
 pub fn selected(filter: &Filter, row: &Row, comm: &str) -> bool {
     (filter.pids.is_empty() || filter.pids.contains(&row.key.tgid))
-        && filter.comm.as_ref().is_none_or(|want| comm.contains(want.as_str()))
+        && filter
+            .comm
+            .as_ref()
+            .is_none_or(|want| comm.contains(want.as_str()))
 }
 
 fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
@@ -74,10 +93,18 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
     // A requested process that has not switched since proclens started is still shown,
     // with zeros.
     for &pid in &args.filter.pids {
-        if !args.threads && !rows.iter().any(|(r, _)| r.key.tgid == pid) {
-            if let Some(comm) = procfs::comm(pid) {
-                rows.push((Row::idle(Key { id: pid, tgid: pid, start_ns: 0 }), comm));
-            }
+        if !args.threads
+            && !rows.iter().any(|(r, _)| r.key.tgid == pid)
+            && let Some(comm) = procfs::comm(pid)
+        {
+            rows.push((
+                Row::idle(Key {
+                    id: pid,
+                    tgid: pid,
+                    start_ns: 0,
+                }),
+                comm,
+            ));
         }
     }
     Frame {

@@ -66,10 +66,10 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> R
         }
         if mname.is_empty() {
             let ty = btf.resolve_chained_type(m)?;
-            if let Type::Struct(inner) | Type::Union(inner) = &ty {
-                if let Some(off) = find_member(btf, inner, member, base_bits + m.bit_offset())? {
-                    return Ok(Some(off));
-                }
+            if let Type::Struct(inner) | Type::Union(inner) = &ty
+                && let Some(off) = find_member(btf, inner, member, base_bits + m.bit_offset())?
+            {
+                return Ok(Some(off));
             }
         }
     }

@@ -37,21 +37,39 @@ pub fn parse_v2_mount(mountinfo: &str) -> Option<PathBuf> {
 pub fn v2_root() -> Result<PathBuf> {
     let mi = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     parse_v2_mount(&mi).ok_or_else(|| {
-        Fatal::KernelUnsupported("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)".into()).into()
+        Fatal::KernelUnsupported(
+            "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)".into(),
+        )
+        .into()
     })
 }
 
 /// Resolves a user's path: absolute under the v2 mount, or relative to it.
 pub fn resolve(path: &Path) -> Result<CgroupFilter> {
     let root = v2_root()?;
-    let full = if path.starts_with(&root) { path.to_path_buf() } else { root.join(path.strip_prefix("/").unwrap_or(path)) };
-    let meta = fs::metadata(&full).map_err(|e| Fatal::NoSuchCgroup(format!("{}: {e}", full.display())))?;
+    let full = if path.starts_with(&root) {
+        path.to_path_buf()
+    } else {
+        root.join(path.strip_prefix("/").unwrap_or(path))
+    };
+    let meta =
+        fs::metadata(&full).map_err(|e| Fatal::NoSuchCgroup(format!("{}: {e}", full.display())))?;
     if !full.join("cgroup.procs").exists() {
-        return Err(Fatal::NoSuchCgroup(format!("{} is not a cgroup v2 directory", full.display())).into());
+        return Err(Fatal::NoSuchCgroup(format!(
+            "{} is not a cgroup v2 directory",
+            full.display()
+        ))
+        .into());
     }
-    let rel = full.strip_prefix(&root).context("cgroup path outside the v2 mount")?;
+    let rel = full
+        .strip_prefix(&root)
+        .context("cgroup path outside the v2 mount")?;
     let level = rel.components().count() as u32;
-    Ok(CgroupFilter { path: full, id: meta.ino(), level })
+    Ok(CgroupFilter {
+        path: full,
+        id: meta.ino(),
+        level,
+    })
 }
 
 /// A cgroup created for one command and removed when dropped (its remaining processes
@@ -66,7 +84,10 @@ impl RunCgroup {
     pub fn create() -> Result<Self> {
         let root = v2_root()?;
         let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-        let own_rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/");
+        let own_rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
         let home = root.join(own_rel.trim_start_matches('/'));
         let dir = root.join(format!("proclens-run-{}", std::process::id()));
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
@@ -110,10 +131,16 @@ mod tests {
         let hybrid = "25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n\
                       33 25 0:28 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
                       34 25 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert_eq!(parse_v2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_v2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let pure = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(parse_v2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(parse_v2_mount("34 25 0:29 / /x rw - cgroup cgroup rw,cpu\n"), None);
+        assert_eq!(
+            parse_v2_mount("34 25 0:29 / /x rw - cgroup cgroup rw,cpu\n"),
+            None
+        );
         assert_eq!(parse_v2_mount("garbage"), None);
         assert_eq!(parse_v2_mount(""), None);
     }

@@ -6,7 +6,9 @@ use crate::error::Fatal;
 
 /// The command name of a task, or `None` once it has gone.
 pub fn comm(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end_matches('\n').to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
 }
 
 /// Whether a process exists.
@@ -30,7 +32,9 @@ pub struct CommCache<K> {
 
 impl<K> Default for CommCache<K> {
     fn default() -> Self {
-        Self { names: HashMap::new() }
+        Self {
+            names: HashMap::new(),
+        }
     }
 }
 
@@ -38,11 +42,9 @@ impl<K: std::hash::Hash + Eq + Copy> CommCache<K> {
     /// The name of `pid` for row `key`: re-read while the task lives (exec renames it),
     /// else the last name seen, else `hint` (from an exit event).
     pub fn get(&mut self, key: K, pid: u32, alive: bool, hint: Option<&str>) -> String {
-        if alive {
-            if let Some(c) = comm(pid) {
-                self.names.insert(key, c.clone());
-                return c;
-            }
+        if alive && let Some(c) = comm(pid) {
+            self.names.insert(key, c.clone());
+            return c;
         }
         if let Some(h) = hint {
             return h.to_string();

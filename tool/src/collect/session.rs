@@ -42,12 +42,17 @@ pub struct Snapshot {
 }
 
 pub fn clock_now() -> (f64, String) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     // SAFETY: zeroed tm is valid; localtime_r with valid pointers.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let secs = now.as_secs() as libc::time_t;
     unsafe { libc::localtime_r(&secs, &mut tm) };
-    (now.as_secs_f64(), format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec))
+    (
+        now.as_secs_f64(),
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec),
+    )
 }
 
 /// Runs until a signal or `count` snapshots, calling `on_tick` every `interval_s`.
@@ -58,7 +63,9 @@ pub fn run_periodic(
     count: Option<u64>,
     on_tick: impl FnMut(Snapshot) -> Result<()>,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(periodic(tracer, per_thread, interval_s, count, on_tick))
 }
 

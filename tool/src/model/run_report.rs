@@ -115,7 +115,12 @@ fn secs(ns: u64) -> f64 {
 
 /// Builds the report from per-process rows (totals since the command started) with their
 /// names.
-pub fn build(command: Vec<String>, exit: ExitInfo, facts: RunFacts, rows: &[(Row, String)]) -> RunReport {
+pub fn build(
+    command: Vec<String>,
+    exit: ExitInfo,
+    facts: RunFacts,
+    rows: &[(Row, String)],
+) -> RunReport {
     let mut all = Counts::default();
     for (r, _) in rows {
         all.merge(&r.total);
@@ -157,17 +162,48 @@ mod tests {
     use crate::model::switches::Key;
 
     fn row(pid: u32, vol: u64, invol: u64, blocked_ns: u64) -> (Row, String) {
-        let mut total = Counts { voluntary: vol, involuntary: invol, blocked_ns, oncpu_ns: 1_000_000, ..Counts::default() };
+        let mut total = Counts {
+            voluntary: vol,
+            involuntary: invol,
+            blocked_ns,
+            oncpu_ns: 1_000_000,
+            ..Counts::default()
+        };
         total.runq_hist[2] = 1;
         total.runq_max_ns = 5_000;
-        (Row { key: Key { id: pid, tgid: pid, start_ns: 1 }, total, delta: total, alive: false, exit_comm: None }, format!("p{pid}"))
+        (
+            Row {
+                key: Key {
+                    id: pid,
+                    tgid: pid,
+                    start_ns: 1,
+                },
+                total,
+                delta: total,
+                alive: false,
+                exit_comm: None,
+            },
+            format!("p{pid}"),
+        )
     }
 
     #[test]
     fn sums_processes_and_keeps_them_apart() {
-        let exit = ExitInfo { code: Some(3), signal: None };
-        let facts = RunFacts { wall_s: 0.5, threads_seen: 3, ..RunFacts::default() };
-        let r = build(vec!["sh".into()], exit, facts, &[row(20, 2, 1, 200_000_000), row(10, 1, 0, 0)]);
+        let exit = ExitInfo {
+            code: Some(3),
+            signal: None,
+        };
+        let facts = RunFacts {
+            wall_s: 0.5,
+            threads_seen: 3,
+            ..RunFacts::default()
+        };
+        let r = build(
+            vec!["sh".into()],
+            exit,
+            facts,
+            &[row(20, 2, 1, 200_000_000), row(10, 1, 0, 0)],
+        );
         assert_eq!(r.processes, 2);
         assert_eq!(r.threads, 3);
         assert_eq!(r.switches.voluntary, 3);
@@ -182,7 +218,21 @@ mod tests {
 
     #[test]
     fn shell_codes() {
-        assert_eq!(ExitInfo { code: None, signal: Some(9) }.shell_code(), 137);
-        assert_eq!(ExitInfo { code: Some(256 + 4), signal: None }.shell_code(), 4);
+        assert_eq!(
+            ExitInfo {
+                code: None,
+                signal: Some(9)
+            }
+            .shell_code(),
+            137
+        );
+        assert_eq!(
+            ExitInfo {
+                code: Some(256 + 4),
+                signal: None
+            }
+            .shell_code(),
+            4
+        );
     }
 }

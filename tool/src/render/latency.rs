@@ -32,9 +32,17 @@ fn low(i: usize) -> u64 {
 
 /// Non-empty buckets, from the first to the last used one (runqlat shows the gaps too).
 pub fn buckets(h: &Hist) -> Vec<Bucket> {
-    let Some(first) = h.iter().position(|&n| n > 0) else { return Vec::new() };
+    let Some(first) = h.iter().position(|&n| n > 0) else {
+        return Vec::new();
+    };
     let last = h.iter().rposition(|&n| n > 0).unwrap_or(first);
-    (first..=last).map(|i| Bucket { low_us: low(i), high_us: (1u64 << (i + 1)) - 1, count: h[i] }).collect()
+    (first..=last)
+        .map(|i| Bucket {
+            low_us: low(i),
+            high_us: (1u64 << (i + 1)) - 1,
+            count: h[i],
+        })
+        .collect()
 }
 
 pub fn json(time: f64, interval_s: f64, pid: Option<u32>, comm: Option<&str>, h: &Hist) -> String {
@@ -61,13 +69,27 @@ pub fn plain(title: &str, h: &Hist) -> Vec<String> {
         return out;
     }
     let max = bs.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-    out.push(format!("{:>24} : {:<8} {}", "usecs", "count", "distribution"));
+    out.push(format!(
+        "{:>24} : {:<8} {}",
+        "usecs", "count", "distribution"
+    ));
     for b in bs {
         let width = (b.count * 40).div_ceil(max) as usize;
-        out.push(format!("{:>10} -> {:<10} : {:<8} |{:<40}|", b.low_us, b.high_us, b.count, "*".repeat(width)));
+        out.push(format!(
+            "{:>10} -> {:<10} : {:<8} |{:<40}|",
+            b.low_us,
+            b.high_us,
+            b.count,
+            "*".repeat(width)
+        ));
     }
     let f = |v: Option<u64>| v.map_or("-".into(), |us| format!("<{us}us"));
-    out.push(format!("     p50 {}  p99 {}  samples {}", f(percentile_us(h, 50.0)), f(percentile_us(h, 99.0)), h.iter().sum::<u64>()));
+    out.push(format!(
+        "     p50 {}  p99 {}  samples {}",
+        f(percentile_us(h, 50.0)),
+        f(percentile_us(h, 99.0)),
+        h.iter().sum::<u64>()
+    ));
     out
 }
 
@@ -84,12 +106,26 @@ mod tests {
         h[3] = 5; // 8-15 us
         let bs = buckets(&h);
         assert_eq!(bs.len(), 3, "gaps are shown");
-        assert_eq!(bs[0], Bucket { low_us: 2, high_us: 3, count: 10 });
+        assert_eq!(
+            bs[0],
+            Bucket {
+                low_us: 2,
+                high_us: 3,
+                count: 10
+            }
+        );
         assert_eq!(bs[1].count, 0);
         let lines = plain("all", &h);
-        assert!(lines[2].contains("2 -> 3") && lines[2].contains(&"*".repeat(40)), "{lines:?}");
-        assert!(lines[4].contains(&format!("|{:<40}|", "*".repeat(20))), "{lines:?}");
-        let v: serde_json::Value = serde_json::from_str(&json(1.0, 1.0, Some(3), Some("x"), &h)).unwrap();
+        assert!(
+            lines[2].contains("2 -> 3") && lines[2].contains(&"*".repeat(40)),
+            "{lines:?}"
+        );
+        assert!(
+            lines[4].contains(&format!("|{:<40}|", "*".repeat(20))),
+            "{lines:?}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&json(1.0, 1.0, Some(3), Some("x"), &h)).unwrap();
         assert_eq!(v["count"], 15);
         assert_eq!(v["p50_us"], 4);
         assert_eq!(v["buckets"][2]["low_us"], 8);

@@ -4,13 +4,21 @@ use crate::model::run_report::{Latency, RunReport};
 
 fn lat(l: &Latency) -> String {
     let f = |v: Option<u64>| v.map_or("-".to_string(), |us| format!("<{us}us"));
-    format!("p50 {}, p99 {}, max {}us", f(l.p50_us), f(l.p99_us), l.max_us)
+    format!(
+        "p50 {}, p99 {}, max {}us",
+        f(l.p50_us),
+        f(l.p99_us),
+        l.max_us
+    )
 }
 
 fn shell_quote(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))
@@ -62,11 +70,22 @@ pub fn plain(r: &RunReport) -> String {
         lat(&r.runq_latency),
     );
     if r.lost_events > 0 {
-        out.push_str(&format!("{:>14}  {} (figures may be incomplete)\n", "lost events", r.lost_events));
+        out.push_str(&format!(
+            "{:>14}  {} (figures may be incomplete)\n",
+            "lost events", r.lost_events
+        ));
     }
     out.push_str(&format!(
         "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8}  COMMAND\n",
-        "PID", "voluntary", "involuntary", "same-in", "cross-in", "idle-in", "oncpu-ms", "blocked-ms", "runq-ms"
+        "PID",
+        "voluntary",
+        "involuntary",
+        "same-in",
+        "cross-in",
+        "idle-in",
+        "oncpu-ms",
+        "blocked-ms",
+        "runq-ms"
     ));
     for p in &r.per_process {
         let s = &p.switches;
@@ -97,11 +116,24 @@ mod tests {
     use crate::model::run_report::{ExitInfo, ProcessSummary, SwitchKinds};
 
     fn report() -> RunReport {
-        let sw = SwitchKinds { voluntary: 2, involuntary: 1, same_process: 0, cross_process: 1, idle_or_kernel: 2 };
-        let lat = Latency { p50_us: Some(4), p99_us: Some(8), max_us: 7 };
+        let sw = SwitchKinds {
+            voluntary: 2,
+            involuntary: 1,
+            same_process: 0,
+            cross_process: 1,
+            idle_or_kernel: 2,
+        };
+        let lat = Latency {
+            p50_us: Some(4),
+            p99_us: Some(8),
+            max_us: 7,
+        };
         RunReport {
             command: vec!["sh".into(), "-c".into(), "sleep 0.2".into()],
-            exit: ExitInfo { code: Some(0), signal: None },
+            exit: ExitInfo {
+                code: Some(0),
+                signal: None,
+            },
             wall_s: 0.204,
             user_cpu_s: 0.001,
             system_cpu_s: 0.002,
@@ -113,14 +145,28 @@ mod tests {
             switches: sw.clone(),
             runq_latency: lat.clone(),
             lost_events: 0,
-            per_process: vec![ProcessSummary { pid: 7, comm: "sleep".into(), switches: sw, oncpu_s: 0.003, blocked_s: 0.2, runq_s: 0.0, runq_latency: lat }],
+            per_process: vec![ProcessSummary {
+                pid: 7,
+                comm: "sleep".into(),
+                switches: sw,
+                oncpu_s: 0.003,
+                blocked_s: 0.2,
+                runq_s: 0.0,
+                runq_latency: lat,
+            }],
         }
     }
 
     #[test]
     fn json_names_switch_kinds() {
         let v: serde_json::Value = serde_json::from_str(&json(&report())).unwrap();
-        for k in ["voluntary", "involuntary", "same_process", "cross_process", "idle_or_kernel"] {
+        for k in [
+            "voluntary",
+            "involuntary",
+            "same_process",
+            "cross_process",
+            "idle_or_kernel",
+        ] {
             assert!(v["switches"][k].is_u64(), "{k}");
         }
         assert_eq!(v["exit"]["code"], 0);

@@ -139,7 +139,11 @@ fn fmt_us(v: Option<u64>) -> String {
 
 /// Time as a percentage of the interval (may pass 100 for a multi-threaded process).
 fn share_of_interval(ns: u64, elapsed_s: f64) -> f64 {
-    if elapsed_s > 0.0 { ns as f64 / 1e7 / elapsed_s } else { 0.0 }
+    if elapsed_s > 0.0 {
+        ns as f64 / 1e7 / elapsed_s
+    } else {
+        0.0
+    }
 }
 
 /// pidstat -w's columns (cswch/s, nvcswch/s) first, then totals and the address-space split.
@@ -154,7 +158,11 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         percent(s.cross_process, classified),
         percent(s.idle_or_kernel, classified),
         f.lost_events,
-        if f.untracked_threads > 0 { format!(", untracked threads {}", f.untracked_threads) } else { String::new() },
+        if f.untracked_threads > 0 {
+            format!(", untracked threads {}", f.untracked_threads)
+        } else {
+            String::new()
+        },
     )];
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
@@ -189,18 +197,49 @@ mod tests {
     use crate::model::switches::{Counts, Key};
 
     fn frame() -> Frame {
-        let mut delta = Counts { voluntary: 20, involuntary: 4, same_in: 6, cross_in: 2, idle_kernel_in: 0, oncpu_ns: 500_000_000, runq_ns: 20_000_000, ..Counts::default() };
+        let mut delta = Counts {
+            voluntary: 20,
+            involuntary: 4,
+            same_in: 6,
+            cross_in: 2,
+            idle_kernel_in: 0,
+            oncpu_ns: 500_000_000,
+            runq_ns: 20_000_000,
+            ..Counts::default()
+        };
         delta.runq_hist[3] = 10;
-        let total = Counts { voluntary: 200, involuntary: 40, ..delta };
+        let total = Counts {
+            voluntary: 200,
+            involuntary: 40,
+            ..delta
+        };
         Frame {
             unix_time: 1_700_000_000.5,
             clock: "12:00:00".into(),
             elapsed_s: 2.0,
             per_thread: false,
-            system: SystemSplit { switches: 1000, same_process: 100, cross_process: 300, idle_or_kernel: 600 },
+            system: SystemSplit {
+                switches: 1000,
+                same_process: 100,
+                cross_process: 300,
+                idle_or_kernel: 600,
+            },
             lost_events: 0,
             untracked_threads: 0,
-            rows: vec![(Row { key: Key { id: 42, tgid: 42, start_ns: 1 }, total, delta, alive: true, exit_comm: None }, "worker".into())],
+            rows: vec![(
+                Row {
+                    key: Key {
+                        id: 42,
+                        tgid: 42,
+                        start_ns: 1,
+                    },
+                    total,
+                    delta,
+                    alive: true,
+                    exit_comm: None,
+                },
+                "worker".into(),
+            )],
         }
     }
 

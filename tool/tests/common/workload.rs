@@ -34,18 +34,39 @@ pub struct Workload {
 
 impl Workload {
     /// The command line that runs `kind` at once (no hand-shake), for `proclens run -- ...`.
-pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
-    let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
-    let args = ["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"];
-    let mut argv = vec![exe];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    (argv, [(ENV, kind.to_string()), ("PROCLENS_WORKLOAD_AUTO", "1".to_string())])
-}
+    pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
+        let exe = std::env::current_exe()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let args = [
+            "--exact",
+            "__workload_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ];
+        let mut argv = vec![exe];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        (
+            argv,
+            [
+                (ENV, kind.to_string()),
+                ("PROCLENS_WORKLOAD_AUTO", "1".to_string()),
+            ],
+        )
+    }
 
-/// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
+    /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                "--exact",
+                "__workload_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(ENV, kind)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -57,12 +78,19 @@ pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "workload {kind} died during set-up");
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "workload {kind} died during set-up"
+            );
             if line.trim() == "ready" {
                 break;
             }
         }
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -77,7 +105,10 @@ pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "workload died");
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "workload died"
+            );
             if line.trim() == "done" {
                 return;
             }
@@ -98,7 +129,10 @@ fn pin_to_cpu(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
 }
 
@@ -107,7 +141,12 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     // SAFETY: pipe with a valid array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // SAFETY: fresh fds we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]).into(), OwnedFd::from_raw_fd(fds[1]).into()) }
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(fds[0]).into(),
+            OwnedFd::from_raw_fd(fds[1]).into(),
+        )
+    }
 }
 
 /// Two parties pass one byte back and forth `n` times through two pipes.
@@ -140,13 +179,13 @@ pub fn run_if_child() {
     let auto = std::env::var_os("PROCLENS_WORKLOAD_AUTO").is_some();
     let ready_go = || {
         if !auto {
-            writeln!(std::io::stdout(), "ready").unwrap();
+            println!("ready");
             wait_go();
         }
     };
     let finish = || {
         if !auto {
-            writeln!(std::io::stdout(), "done").unwrap();
+            println!("done");
             wait_go();
         }
     };
