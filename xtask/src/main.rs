@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, build, run and test tasks for proclens.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -31,6 +32,16 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, then run every test: unit tests and the real-BPF integration tests.
+    /// Measure overhead (switch-bound workload untraced / proclens / bpftrace, with the
+    /// kernel's bpf_stats ns per program run). Needs root. `--record` writes BENCHMARKS.md.
+    Bench {
+        /// Interleaved repetitions per condition.
+        #[arg(long, default_value = "5")]
+        reps: usize,
+        /// Write the results into BENCHMARKS.md.
+        #[arg(long)]
+        record: bool,
+    },
     Test {
         /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -95,6 +106,18 @@ fn run() -> Result<ExitCode> {
                 .with_context(|| format!("running {}", bin.display()))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
+        Task::Bench { reps, record } => {
+            setup::ensure_all()?;
+            let bin = build_release()?;
+            let sections = bench::run_all(&bin, reps)?;
+            for (_, md) in &sections {
+                println!("{md}");
+            }
+            if record {
+                bench::record(&workspace_root().join("BENCHMARKS.md"), &sections)?;
+                eprintln!("xtask: recorded in BENCHMARKS.md");
+            }
+        }
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -114,8 +137,5 @@ fn run() -> Result<ExitCode> {
 
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() == 0 }
+    unsafe { libc::geteuid() == 0 }
 }

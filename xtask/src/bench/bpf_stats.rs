@@ -1,0 +1,51 @@
+//! The kernel's own per-program run time and run count (`kernel.bpf_stats_enabled`),
+//! switched on for the benchmark and restored afterwards, even on error or panic.
+
+use std::{fs, process::Command};
+
+use anyhow::{Context as _, Result};
+
+const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+pub struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    pub fn enable() -> Result<Self> {
+        let previous = fs::read_to_string(SYSCTL).with_context(|| format!("reading {SYSCTL}"))?;
+        fs::write(SYSCTL, "1").with_context(|| format!("enabling {SYSCTL} (needs root)"))?;
+        Ok(Self { previous: previous.trim().to_string() })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(SYSCTL, &self.previous);
+    }
+}
+
+/// (run_time_ns, run_cnt) of a program, from bpftool.
+pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
+    let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output().context("running bpftool")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u64 {
+        text.split(&format!("\"{name}\":"))
+            .nth(1)
+            .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("run_time_ns"), field("run_cnt")))
+}
+
+/// The id of the program named `name` (bpftool shows at most 15 characters) among `ids`.
+pub fn find_named(ids: &[u64], name: &str) -> Option<u64> {
+    ids.iter().copied().find(|id| {
+        Command::new("bpftool")
+            .args(["-j", "prog", "show", "id", &id.to_string()])
+            .output()
+            .ok()
+            .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"name\":\"{}\"", &name[..name.len().min(15)])))
+    })
+}
