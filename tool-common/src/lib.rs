@@ -14,12 +14,13 @@ pub mod switch;
 pub mod globals {
     /// tgid of the proclens process itself; its threads are not traced unless asked.
     pub const SELF_TGID: &str = "SELF_TGID";
-    /// Byte offsets inside the `sched/sched_switch` tracepoint record (tracefs format).
-    pub const SWITCH_PREV_STATE: &str = "SWITCH_PREV_STATE_OFF";
-    pub const SWITCH_PREV_STATE_SIZE: &str = "SWITCH_PREV_STATE_SIZE";
-    /// Byte offset of `pid` in the `sched/sched_wakeup{,_new}` records.
-    pub const WAKEUP_PID: &str = "WAKEUP_PID_OFF";
+    /// 1 when the `sched_switch` raw tracepoint passes `prev_state` as its 4th argument
+    /// (Linux 5.18+, read from BTF); 0 makes the program read `prev->__state` instead.
+    pub const SWITCH_PREV_STATE_ARG: &str = "SWITCH_PREV_STATE_ARG";
     /// `struct task_struct` member offsets from the running kernel's BTF.
+    pub const TASK_PID: &str = "TASK_PID_OFF";
+    pub const TASK_STATE: &str = "TASK_STATE_OFF";
+    pub const TASK_EXIT_STATE: &str = "TASK_EXIT_STATE_OFF";
     pub const TASK_MM: &str = "TASK_MM_OFF";
     pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER_OFF";
     pub const TASK_START_TIME: &str = "TASK_START_TIME_OFF";

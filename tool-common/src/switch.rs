@@ -8,19 +8,18 @@
 /// `[2^i, 2^(i+1))` µs (bucket 0 also holds < 1 µs). 27 buckets reach ~134 s.
 pub const RUNQ_BUCKETS: usize = 27;
 
-/// `prev_state` as the `sched_switch` tracepoint reports it: `TASK_REPORT_MAX` ("R+",
-/// preempted) has been 0x100 since Linux 4.14; 0 is `TASK_RUNNING`.
-pub const TASK_REPORT_MAX: u64 = 0x100;
-/// Report-state bits that mean the task is dead (`EXIT_DEAD` 0x10, `EXIT_ZOMBIE` 0x20):
-/// the last switch a thread ever makes.
-pub const EXIT_STATES: u64 = 0x10 | 0x20;
+/// `TASK_RUNNING`: the task was still runnable when it was switched out.
+pub const TASK_RUNNING: u32 = 0;
+/// `TASK_DEAD` (0x80 since Linux 4.14): set by `do_task_dead` before a thread's last switch.
+pub const TASK_DEAD: u32 = 0x80;
 
-/// The kernel's rule behind `nvcsw`/`nivcsw`, seen from the tracepoint: a task that is
-/// switched out while still runnable (state `TASK_RUNNING`, or preempted, reported as
-/// `TASK_REPORT_MAX`) counts as an involuntary switch; a task that blocks, voluntary.
+/// The kernel's rule behind `nvcsw`/`nivcsw` (`__schedule`): a switch is voluntary only
+/// when it is not a preemption and the task is blocking (its state is not
+/// `TASK_RUNNING`); everything else is involuntary. `prev_state` is the `sched_switch`
+/// raw tracepoint's argument, after the scheduler's own adjustments.
 #[inline(always)]
-pub const fn is_involuntary(prev_state: u64) -> bool {
-    prev_state & (TASK_REPORT_MAX - 1) == 0
+pub const fn is_involuntary(preempt: bool, prev_state: u32) -> bool {
+    preempt || prev_state == TASK_RUNNING
 }
 
 /// Per-thread switch accounting (value of the `THREADS` map, keyed by thread id).
@@ -29,7 +28,9 @@ pub const fn is_involuntary(prev_state: u64) -> bool {
 pub struct ThreadSwitches {
     /// Thread-group id (the process id) of the thread.
     pub tgid: u32,
-    pub _pad: u32,
+    /// [`kind`] of the thread, cached once it is known to be a user task (a user task
+    /// keeps its address space until it exits), so the hot path need not read `mm`.
+    pub kind: u32,
     /// Start time (ns since boot, `task_struct.start_time`) of the thread-group leader:
     /// together with `tgid` it names a process uniquely, even when pids are reused.
     pub start_ns: u64,

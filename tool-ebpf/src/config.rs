@@ -24,9 +24,10 @@ macro_rules! globals {
 globals! {
     /// proclens's own tgid: its threads are not traced.
     SELF_TGID => self_tgid: u32;
-    SWITCH_PREV_STATE_OFF => switch_prev_state_off: u32;
-    SWITCH_PREV_STATE_SIZE => switch_prev_state_size: u32;
-    WAKEUP_PID_OFF => wakeup_pid_off: u32;
+    SWITCH_PREV_STATE_ARG => switch_prev_state_arg: u32;
+    TASK_PID_OFF => task_pid_off: u32;
+    TASK_STATE_OFF => task_state_off: u32;
+    TASK_EXIT_STATE_OFF => task_exit_state_off: u32;
     TASK_MM_OFF => task_mm_off: u32;
     TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
     TASK_START_TIME_OFF => task_start_time_off: u32;

@@ -1,22 +1,23 @@
 //! Context switches: voluntary/involuntary per thread, same-process vs cross-process vs
 //! idle/kernel classification, on-CPU, blocked and run-queue time, run-queue histograms.
 //!
-//! Attached to the classic `sched/sched_switch`, `sched/sched_wakeup` and
-//! `sched/sched_wakeup_new` tracepoints; record offsets come from the running kernel's
-//! tracefs format files, task_struct offsets from its BTF (see `config`).
+//! Raw tracepoints `sched_switch`, `sched_wakeup` and `sched_wakeup_new`: they get the
+//! tracepoint's own arguments (task pointers), cost no trace-record formatting and need no
+//! tracefs. The argument layout and task_struct offsets come from the running kernel's BTF
+//! (see `config`).
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use proclens_common::{
     counters,
     event::{EventHeader, ThreadExit, kind as event_kind},
-    switch::{CpuSwitches, EXIT_STATES, RUNQ_BUCKETS, ThreadSwitches, is_involuntary, kind},
+    switch::{CpuSwitches, RUNQ_BUCKETS, TASK_DEAD, ThreadSwitches, is_involuntary, kind},
 };
 
 use crate::{
@@ -35,20 +36,20 @@ enum Class {
     IdleOrKernel,
 }
 
-#[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
     let _ = try_sched_switch(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn sched_wakeup(ctx: RawTracePointContext) -> u32 {
     let _ = try_wakeup(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: RawTracePointContext) -> u32 {
     let _ = try_wakeup(&ctx);
     0
 }
@@ -59,7 +60,7 @@ unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
-fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
+fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(cpu) = CPU_SWITCHES.get_ptr_mut(0) else {
         return Err(-1);
@@ -67,27 +68,31 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: the per-CPU slot belongs to this CPU while the program runs.
     let cpu: &mut CpuSwitches = unsafe { &mut *cpu };
 
-    // In sched_switch `current` is still `prev`.
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
+    //          [, unsigned int prev_state (5.18+)]); `current` is still `prev`.
+    let preempt: u64 = ctx.arg(0);
+    let prev: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
-    let prev_state: u64 = unsafe {
-        if config::switch_prev_state_size() == 8 {
-            ctx.read_at::<u64>(config::switch_prev_state_off() as usize)?
-        } else {
-            u64::from(ctx.read_at::<u32>(config::switch_prev_state_off() as usize)?)
+    let prev_state: u32 = if config::switch_prev_state_arg() != 0 {
+        let raw: u64 = ctx.arg(3);
+        raw as u32
+    } else {
+        unsafe { read_at(prev, config::task_state_off())? }
+    };
+    let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
+    // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
+    let mut entry = if traced { thread_entry(tid, tgid, prev).ok() } else { None };
+    let prev_kind = match &mut entry {
+        Some(e) if e.kind == kind::USER => kind::USER,
+        e => {
+            let k = task_kind(tid, prev)?;
+            if let Some(e) = e {
+                e.kind = k;
+            }
+            k
         }
-    };
-    let task = unsafe { bpf_get_current_task() };
-    let mm: u64 = if tid == 0 {
-        0
-    } else {
-        unsafe { read_at(task, config::task_mm_off())? }
-    };
-    let prev_kind = if mm == 0 {
-        kind::IDLE_OR_KERNEL
-    } else {
-        kind::USER
     };
 
     // Classify the previous switch on this CPU: its incoming task is `current`.
@@ -116,18 +121,34 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
     cpu.last_prev_tgid = tgid;
     cpu.last_prev_kind = prev_kind;
 
-    if tid == 0 || !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
+    let Some(entry) = entry else {
         return Ok(());
-    }
-    let entry = thread_entry(tid, tgid, task)?;
-    account_switch_out(entry, class, in_ts, now, prev_state);
-    if prev_state & EXIT_STATES != 0 {
+    };
+    account_switch_out(entry, class, in_ts, now, preempt & 1 != 0, prev_state);
+    if prev_state & TASK_DEAD != 0 && is_exiting(prev) {
         // The thread's last switch: hand its final counts to userspace and forget it, so
         // a reused thread id starts from zero.
         emit_thread_exit(tid, now, entry);
         let _ = THREADS.remove(&tid);
     }
     Ok(())
+}
+
+/// A user task has its own address space (`mm`); the idle task and kernel threads do not.
+#[inline(always)]
+fn task_kind(tid: u32, task: u64) -> Result<u32, i32> {
+    if tid == 0 {
+        return Ok(kind::IDLE_OR_KERNEL);
+    }
+    let mm: u64 = unsafe { read_at(task, config::task_mm_off())? };
+    Ok(if mm == 0 { kind::IDLE_OR_KERNEL } else { kind::USER })
+}
+
+/// Whether the task has an exit state (zombie or dead): its last switch.
+#[inline(always)]
+fn is_exiting(task: u64) -> bool {
+    let exit_state: i32 = unsafe { read_at(task, config::task_exit_state_off()) }.unwrap_or(0);
+    exit_state != 0
 }
 
 /// Looks up (or creates) the entry of the current thread.
@@ -185,7 +206,14 @@ fn leader_start(task: u64) -> u64 {
 }
 
 #[inline(always)]
-fn account_switch_out(e: &mut ThreadSwitches, class: Class, in_ts: u64, now: u64, prev_state: u64) {
+fn account_switch_out(
+    e: &mut ThreadSwitches,
+    class: Class,
+    in_ts: u64,
+    now: u64,
+    preempt: bool,
+    prev_state: u32,
+) {
     if in_ts != 0 && in_ts <= now {
         // The run that ends now started at in_ts.
         e.oncpu_ns += now - in_ts;
@@ -204,7 +232,7 @@ fn account_switch_out(e: &mut ThreadSwitches, class: Class, in_ts: u64, now: u64
             record_runq(e, in_ts - wake);
         }
     }
-    if is_involuntary(prev_state) {
+    if is_involuntary(preempt, prev_state) {
         e.involuntary += 1;
         // Still runnable: it waits on the run queue from now on.
         e.wake_ts = now;
@@ -255,9 +283,10 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
     }
 }
 
-fn try_wakeup(ctx: &TracePointContext) -> Result<(), i32> {
-    let tid: i32 = unsafe { ctx.read_at(config::wakeup_pid_off() as usize)? };
-    let tid = tid as u32;
+fn try_wakeup(ctx: &RawTracePointContext) -> Result<(), i32> {
+    // TP_PROTO(struct task_struct *p)
+    let task: u64 = ctx.arg(0);
+    let tid: u32 = unsafe { read_at(task, config::task_pid_off())? };
     if tid == 0 {
         return Ok(());
     }

@@ -13,9 +13,13 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 /// `struct task_struct` offsets the eBPF programs need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskOffsets {
+    pub pid: u32,
     pub mm: u32,
     pub group_leader: u32,
     pub start_time: u32,
+    /// `__state` (5.14+) or `state` (older kernels).
+    pub state: u32,
+    pub exit_state: u32,
 }
 
 pub fn load_vmlinux() -> Result<Btf> {
@@ -31,11 +35,51 @@ pub fn load_vmlinux() -> Result<Btf> {
 impl TaskOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self> {
         Ok(Self {
+            pid: member_offset(btf, "task_struct", "pid")?,
             mm: member_offset(btf, "task_struct", "mm")?,
             group_leader: member_offset(btf, "task_struct", "group_leader")?,
             start_time: member_offset(btf, "task_struct", "start_time")?,
+            state: member_offset(btf, "task_struct", "__state")
+                .or_else(|_| member_offset(btf, "task_struct", "state"))?,
+            exit_state: member_offset(btf, "task_struct", "exit_state")?,
         })
     }
+}
+
+/// The arguments a raw tracepoint passes (its `TP_PROTO`), as C type names, from the
+/// `btf_trace_<name>` typedef the kernel defines for every tracepoint (the leading
+/// `void *__data` is left out). Raw tracepoint programs read them by index.
+pub fn raw_tp_args(btf: &Btf, tracepoint: &str) -> Result<Vec<String>> {
+    let typedef = format!("btf_trace_{tracepoint}");
+    let ty = btf
+        .resolve_types_by_name(&typedef)
+        .map_err(|_| Fatal::KernelUnsupported(format!("the kernel has no tracepoint {tracepoint} (no BTF type {typedef})")))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("BTF has no {typedef}"))?;
+    let Type::Typedef(td) = ty else { bail!("BTF {typedef} is not a typedef") };
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else { bail!("BTF {typedef} is not a function pointer") };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else { bail!("BTF {typedef} is not a function pointer") };
+    let mut args = Vec::new();
+    for p in proto.parameters.iter().skip(1) {
+        args.push(type_name(btf, btf.resolve_chained_type(p)?)?);
+    }
+    Ok(args)
+}
+
+/// A readable C name for a type: `struct task_struct *`, `bool`, `unsigned int`.
+fn type_name(btf: &Btf, ty: Type) -> Result<String> {
+    Ok(match ty {
+        Type::Ptr(p) => format!("{} *", type_name(btf, btf.resolve_chained_type(&p)?)?),
+        Type::Struct(s) => format!("struct {}", btf.resolve_name(&s).unwrap_or_default()),
+        Type::Union(u) => format!("union {}", btf.resolve_name(&u).unwrap_or_default()),
+        Type::Const(c) => type_name(btf, btf.resolve_chained_type(&c)?)?,
+        Type::Volatile(v) => type_name(btf, btf.resolve_chained_type(&v)?)?,
+        Type::Int(i) => btf.resolve_name(&i).unwrap_or_default(),
+        Type::Typedef(t) => btf.resolve_name(&t).unwrap_or_default(),
+        Type::Void => "void".into(),
+        other => format!("{other:?}").split('(').next().unwrap_or("?").to_lowercase(),
+    })
 }
 
 /// Byte offset of `member` in `struct name`, looking inside anonymous struct/union members
@@ -95,8 +139,24 @@ mod tests {
         for o in [off.mm, off.group_leader, off.start_time] {
             assert!(o > 0 && o < 16 * 1024 && o % 8 == 0, "{off:?}");
         }
+        assert!(off.pid % 4 == 0 && off.exit_state % 4 == 0 && off.pid < 16 * 1024, "{off:?}");
         assert_ne!(off.mm, off.group_leader);
         assert!(member_offset(&btf, "task_struct", "no_such_member_xyz").is_err());
         assert!(member_offset(&btf, "no_such_struct_xyz", "mm").is_err());
+    }
+
+    #[test]
+    fn raw_tracepoint_arguments_from_host_btf() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} missing on this host");
+            return;
+        }
+        let btf = load_vmlinux().unwrap();
+        let switch = raw_tp_args(&btf, "sched_switch").unwrap();
+        // 5.18+ appends `unsigned int prev_state`; older kernels stop after `next`.
+        assert_eq!(&switch[..3], ["bool", "struct task_struct *", "struct task_struct *"]);
+        assert!(switch.len() == 3 || switch[3] == "unsigned int", "{switch:?}");
+        assert_eq!(raw_tp_args(&btf, "sched_wakeup").unwrap(), ["struct task_struct *"]);
+        assert!(raw_tp_args(&btf, "no_such_tracepoint_xyz").is_err());
     }
 }

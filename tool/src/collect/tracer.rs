@@ -10,14 +10,14 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use proclens_common::{
     counters, globals,
     switch::{CpuSwitches, ThreadSwitches},
 };
 
-use super::{btf, privilege, tracefs};
+use super::{btf, privilege};
 use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
@@ -50,31 +50,21 @@ pub struct Health {
     pub thread_map_full: u64,
 }
 
-/// Record offsets from tracefs, resolved before loading.
-struct SchedLayout {
-    prev_state_off: u32,
-    prev_state_size: u32,
-    wakeup_pid_off: u32,
-}
-
-fn sched_layout(root: &std::path::Path) -> Result<SchedLayout> {
-    let switch = tracefs::format(root, "sched", "sched_switch")?;
-    let st = switch.int_field("prev_state", &[4, 8])?;
-    let wakeup = tracefs::format(root, "sched", "sched_wakeup")?;
-    let pid = wakeup.int_field("pid", &[4])?;
-    let wakeup_new = tracefs::format(root, "sched", "sched_wakeup_new")?;
-    let pid_new = wakeup_new.int_field("pid", &[4])?;
-    anyhow::ensure!(
-        pid.offset == pid_new.offset,
-        "sched_wakeup and sched_wakeup_new place `pid` differently ({} vs {})",
-        pid.offset,
-        pid_new.offset
-    );
-    Ok(SchedLayout {
-        prev_state_off: st.offset,
-        prev_state_size: st.size,
-        wakeup_pid_off: pid.offset,
-    })
+/// Whether the `sched_switch` raw tracepoint passes `prev_state` (4th argument, 5.18+),
+/// checking the rest of its layout on the way.
+fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
+    let args = btf::raw_tp_args(vmlinux, "sched_switch")?;
+    let task = "struct task_struct *";
+    if args.len() < 3 || args[0] != "bool" || args[1] != task || args[2] != task {
+        return Err(Fatal::KernelUnsupported(format!("sched_switch has an unknown argument layout: {args:?}")).into());
+    }
+    for tp in ["sched_wakeup", "sched_wakeup_new"] {
+        let args = btf::raw_tp_args(vmlinux, tp)?;
+        if args.first().map(String::as_str) != Some(task) {
+            return Err(Fatal::KernelUnsupported(format!("{tp} has an unknown argument layout: {args:?}")).into());
+        }
+    }
+    Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
 }
 
 fn raise_memlock() {
@@ -92,10 +82,9 @@ impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
         raise_memlock();
-        let root = tracefs::root()?;
-        let layout = sched_layout(&root)?;
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
+        let prev_state_arg = u32::from(switch_has_prev_state_arg(&vmlinux)?);
         let self_tgid: u32 = if opts.include_self {
             0
         } else {
@@ -107,13 +96,10 @@ impl Tracer {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::SELF_TGID, &self_tgid, true)
-            .override_global(globals::SWITCH_PREV_STATE, &layout.prev_state_off, true)
-            .override_global(
-                globals::SWITCH_PREV_STATE_SIZE,
-                &layout.prev_state_size,
-                true,
-            )
-            .override_global(globals::WAKEUP_PID, &layout.wakeup_pid_off, true)
+            .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
+            .override_global(globals::TASK_PID, &task.pid, true)
+            .override_global(globals::TASK_STATE, &task.state, true)
+            .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
             .override_global(globals::TASK_MM, &task.mm, true)
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
             .override_global(globals::TASK_START_TIME, &task.start_time, true)
@@ -122,15 +108,12 @@ impl Tracer {
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
 
         for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
-            let prog: &mut TracePoint = ebpf
+            let prog: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the BPF object"))?
                 .try_into()?;
-            prog.load().map_err(|e| {
-                load_error(anyhow::Error::new(e).context(format!("loading {name}")))
-            })?;
-            prog.attach("sched", name)
-                .with_context(|| format!("attaching to sched/{name}"))?;
+            prog.load().map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
+            prog.attach(name).with_context(|| format!("attaching to raw tracepoint {name}"))?;
         }
 
         let threads: HashMap<MapData, u32, ThreadSwitches> =
