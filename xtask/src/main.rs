@@ -31,6 +31,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Write the man page and shell completions into target/dist/.
+    Dist,
     /// Set up, then run every test: unit tests and the real-BPF integration tests.
     /// Measure overhead (switch-bound workload untraced / proclens / bpftrace, with the
     /// kernel's bpf_stats ns per program run). Needs root. `--record` writes BENCHMARKS.md.
@@ -58,6 +60,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Subcommands that get their own man page.
+const SUBCOMMANDS: &[&str] = &["top", "run", "latency"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -105,6 +110,24 @@ fn run() -> Result<ExitCode> {
                 .status()
                 .with_context(|| format!("running {}", bin.display()))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
+        }
+        Task::Dist => {
+            setup::ensure_toolchain()?;
+            let bin = build_release()?;
+            let dist = workspace_root().join("target/dist");
+            std::fs::create_dir_all(dist.join("completions"))?;
+            std::fs::copy(&bin, dist.join("proclens"))?;
+            let man = Command::new(&bin).arg("man").output()?;
+            std::fs::write(dist.join("proclens.1"), man.stdout)?;
+            for sub in SUBCOMMANDS {
+                let page = Command::new(&bin).args(["man", sub]).output()?;
+                std::fs::write(dist.join(format!("proclens-{sub}.1")), page.stdout)?;
+            }
+            for shell in ["bash", "zsh", "fish"] {
+                let out = Command::new(&bin).args(["completions", shell]).output()?;
+                std::fs::write(dist.join("completions").join(format!("proclens.{shell}")), out.stdout)?;
+            }
+            eprintln!("xtask: wrote {}", dist.display());
         }
         Task::Bench { reps, record } => {
             setup::ensure_all()?;

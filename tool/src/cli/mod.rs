@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
 //! documented once, in its doc comment, which feeds `--help`.
 
+mod docs;
 mod latency;
 mod run;
 mod top;
@@ -32,6 +33,11 @@ pub enum Command {
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
     Run(run::RunArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man(docs::ManArgs),
 }
 
 /// Selecting processes; shared by the views.
@@ -91,6 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => top::run(args),
         Command::Run(args) => run::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     }
 }
 
