@@ -4,6 +4,7 @@
 mod docs;
 mod latency;
 mod run;
+mod serve;
 mod top;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Command {
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
     Run(run::RunArgs),
+    /// Prometheus/OpenMetrics exporter: serves /metrics (and /healthz) for a scraper.
+    Serve(serve::ServeArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) on stdout.
@@ -77,7 +80,7 @@ pub struct Output {
     pub json: bool,
 }
 
-fn parse_interval(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => top::run(args),
         Command::Run(args) => run::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
     }

@@ -11,6 +11,12 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
+/// The cgroup v2 path of a process (`0::/system.slice/x.service` → `/system.slice/x.service`).
+pub fn cgroup(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+}
+
 /// Whether a process exists.
 pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -24,27 +30,37 @@ pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
     }
 }
 
-/// Command names by key, read once while the task lives and remembered after it exits.
+/// A per-process text from /proc (command name, cgroup) by row key: re-read while the
+/// task lives (exec renames it), remembered after it exits.
 #[derive(Debug)]
-pub struct CommCache<K> {
+pub struct NameCache<K> {
     names: HashMap<K, String>,
+    read: fn(u32) -> Option<String>,
 }
 
-impl<K> Default for CommCache<K> {
+/// Command names by row key.
+pub type CommCache<K> = NameCache<K>;
+
+impl<K> Default for NameCache<K> {
     fn default() -> Self {
-        Self {
-            names: HashMap::new(),
-        }
+        Self { names: HashMap::new(), read: comm }
     }
 }
 
-impl<K: std::hash::Hash + Eq + Copy> CommCache<K> {
-    /// The name of `pid` for row `key`: re-read while the task lives (exec renames it),
-    /// else the last name seen, else `hint` (from an exit event).
+impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
+    /// A cache filled by `read` (e.g. [`cgroup`]).
+    pub fn reading(read: fn(u32) -> Option<String>) -> Self {
+        Self { names: HashMap::new(), read }
+    }
+
+    /// The text for `pid` under row `key`, else the last one seen, else `hint` (from an
+    /// exit event), else `?`.
     pub fn get(&mut self, key: K, pid: u32, alive: bool, hint: Option<&str>) -> String {
-        if alive && let Some(c) = comm(pid) {
-            self.names.insert(key, c.clone());
-            return c;
+        if alive {
+            if let Some(c) = (self.read)(pid) {
+                self.names.insert(key, c.clone());
+                return c;
+            }
         }
         if let Some(h) = hint {
             return h.to_string();

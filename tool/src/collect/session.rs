@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub health: Health,
     /// Rows (processes or threads) with their command names, busiest first.
     pub rows: Vec<(Row, String)>,
+    /// The BPF programs' own cost (bpf_stats).
+    pub programs: Vec<crate::model::exporter::ProgramCost>,
     /// Ring-buffer events other than thread exits, for views that want them.
     #[allow(dead_code, reason = "no interval view consumes lifecycle events yet")]
     pub events: Vec<Event>,
@@ -69,7 +71,8 @@ pub fn run_periodic(
     rt.block_on(periodic(tracer, per_thread, interval_s, count, on_tick))
 }
 
-async fn periodic(
+/// The collector loop itself, for views that run other tasks beside it (`serve`).
+pub async fn periodic(
     mut tracer: Tracer,
     per_thread: bool,
     interval_s: f64,
@@ -127,6 +130,7 @@ async fn periodic(
                     elapsed_s,
                     system: split,
                     health: tracer.health()?,
+                    programs: tracer.program_costs(),
                     rows,
                     events: std::mem::take(&mut events),
                 })?;

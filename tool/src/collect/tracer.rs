@@ -34,8 +34,8 @@ pub struct TracerOptions {
 
 /// Loaded and attached programs with their maps.
 pub struct Tracer {
-    // Kept for its programs and links; dropped last.
-    _ebpf: Ebpf,
+    // Holds the programs and links; dropped last.
+    ebpf: Ebpf,
     threads: HashMap<MapData, u32, ThreadSwitches>,
     cpus: PerCpuArray<MapData, CpuSwitches>,
     counters: PerCpuArray<MapData, u64>,
@@ -127,7 +127,7 @@ impl Tracer {
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             threads,
             cpus,
             counters,
@@ -174,6 +174,22 @@ impl Tracer {
             t.idle_or_kernel += c.idle_or_kernel;
         }
         Ok(t)
+    }
+
+    /// Run time and run count of each program (the kernel fills them only while
+    /// `kernel.bpf_stats_enabled` is 1).
+    pub fn program_costs(&self) -> Vec<crate::model::exporter::ProgramCost> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(crate::model::exporter::ProgramCost {
+                    name: name.to_string(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
     }
 
     pub fn health(&self) -> Result<Health> {

@@ -1,5 +1,6 @@
 //! Pure aggregation: no I/O, no BPF. Unit-tested from plain values.
 
+pub mod exporter;
 pub mod histogram;
 pub mod rates;
 pub mod run_report;

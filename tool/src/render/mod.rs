@@ -1,5 +1,6 @@
 //! Output: plain text lines and NDJSON. Rendering is a pure function of a frame.
 
 pub mod latency;
+pub mod prometheus;
 pub mod run;
 pub mod top;
