@@ -15,6 +15,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("stress-ng", "/usr/bin/stress-ng"),
     ("tmux", "/usr/bin/tmux"),
     ("linux-perf", "/usr/bin/perf"),
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 fn is_root() -> bool {
