@@ -273,3 +273,100 @@ fn tracefs_is_mounted_when_missing() {
     assert_eq!(code, 0, "{stderr}");
     assert!(events.is_dir(), "proclens did not mount tracefs");
 }
+
+/// CapEff of every thread of a process.
+fn thread_caps(pid: u32) -> Vec<u64> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .collect()
+}
+
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+const CAP_PERFMON: u64 = 1 << 38;
+const CAP_BPF: u64 = 1 << 39;
+
+#[test]
+fn running_agent_holds_no_capability_and_still_reports() {
+    if !can_trace() {
+        return;
+    }
+    let p = Proclens::spawn(&["top", "--json", "--interval", "0.2"]);
+    p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
+    let caps = thread_caps(p.child.id());
+    assert!(!caps.is_empty());
+    for c in &caps {
+        assert_eq!(
+            c & (CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON),
+            0,
+            "a thread still holds {c:#x}"
+        );
+    }
+    // Still reading its maps: later reports count switches.
+    let v = p.json_until(Duration::from_secs(10), |v| {
+        v["type"] == "system" && v["switches"].as_u64().unwrap() > 0
+    });
+    assert!(v["switches"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_holds_no_capability_while_the_command_runs() {
+    if !can_trace() {
+        return;
+    }
+    let mut child = Command::new(PROCLENS)
+        .args(["run", "-o", "/dev/null", "--", "sleep", "1"])
+        .spawn()
+        .unwrap();
+    // Once `sleep` is running under proclens, look at proclens's threads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sleeping = loop {
+        let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default();
+        if let Some(k) = kids.split_whitespace().next() {
+            if fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                break true;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(sleeping, "the command never started");
+    thread::sleep(Duration::from_millis(100));
+    for c in thread_caps(child.id()) {
+        assert_eq!(
+            c & (CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON),
+            0,
+            "a thread of `run` still holds {c:#x}"
+        );
+    }
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn run_under_sudo_runs_the_command_as_the_invoking_user() {
+    if !can_trace() {
+        return;
+    }
+    let out = Command::new(PROCLENS)
+        .args(["run", "-o", "/dev/null", "--", "sh", "-c", "id -u; id -g"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534\n");
+}

@@ -47,7 +47,15 @@ impl Server {
 
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -59,15 +67,29 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.0 request; returns (status, body).
-fn try_http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String)> {
+fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\n{accept}\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -88,8 +110,15 @@ impl Named {
         let link = std::env::temp_dir().join(&comm);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
-        let child = Command::new("sh").args(["-c", &format!("while :; do {} 0.01; done", link.display())]).spawn().unwrap();
-        Self { child, comm, _link: link }
+        let child = Command::new("sh")
+            .args(["-c", &format!("while :; do {} 0.01; done", link.display())])
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            comm,
+            _link: link,
+        }
     }
 }
 
@@ -120,15 +149,37 @@ fn metrics_show_a_known_workload_and_pass_promtool() {
     let mut body = String::new();
     wait_for("the workload in /metrics", Duration::from_secs(10), || {
         body = http(server.addr, "GET", "/metrics", None).1;
-        body.lines().any(|l| l.starts_with(&needle) && l.contains("voluntary") && !l.ends_with(" 0"))
+        body.lines()
+            .any(|l| l.starts_with(&needle) && l.contains("voluntary") && !l.ends_with(" 0"))
     });
     // The classic text format goes through promtool's parser and linter.
-    let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (cargo xtask setup installs prometheus)");
-    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // OpenMetrics when asked for it.
-    let (status, om) = http(server.addr, "GET", "/metrics", Some("application/openmetrics-text; version=1.0.0"));
+    let (status, om) = http(
+        server.addr,
+        "GET",
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
     assert_eq!(status, 200);
     assert!(om.trim_end().ends_with("# EOF"));
     // Only GET/HEAD on known paths.
@@ -161,22 +212,33 @@ fn a_real_prometheus_scrapes_it() {
     let prom_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut prom = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={prom_addr}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (cargo xtask setup installs it)");
-    let query = format!("/api/v1/query?query=proclens_context_switches_total%7Bcomm%3D%22{}%22%2Ckind%3D%22voluntary%22%7D", w.comm);
+    let query = format!(
+        "/api/v1/query?query=proclens_context_switches_total%7Bcomm%3D%22{}%22%2Ckind%3D%22voluntary%22%7D",
+        w.comm
+    );
     let mut answer = String::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for("Prometheus to have scraped the workload", Duration::from_secs(60), || {
-            if TcpStream::connect_timeout(&prom_addr, Duration::from_millis(200)).is_err() {
-                return false;
-            }
-            answer = http(prom_addr, "GET", &query, None).1;
-            answer.contains("\"status\":\"success\"") && answer.contains(&format!("\"comm\":\"{}\"", w.comm))
-        });
+        wait_for(
+            "Prometheus to have scraped the workload",
+            Duration::from_secs(60),
+            || {
+                if TcpStream::connect_timeout(&prom_addr, Duration::from_millis(200)).is_err() {
+                    return false;
+                }
+                answer = http(prom_addr, "GET", &query, None).1;
+                answer.contains("\"status\":\"success\"")
+                    && answer.contains(&format!("\"comm\":\"{}\"", w.comm))
+            },
+        );
     }));
     let _ = prom.kill();
     let _ = prom.wait();
@@ -186,7 +248,11 @@ fn a_real_prometheus_scrapes_it() {
     }
     // The value is a positive count of voluntary switches.
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let value: f64 = v["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let value: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(value > 0.0, "{answer}");
 }
 
@@ -203,14 +269,19 @@ fn abusive_clients_neither_stop_it_nor_grow_its_memory() {
     // heads, and idle sockets.
     let mut held = Vec::new();
     for i in 0..1000 {
-        let Ok(mut s) = TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)) else { continue };
+        let Ok(mut s) = TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)) else {
+            continue;
+        };
         let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
         match i % 3 {
             0 => {
                 let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ");
             }
             1 => {
-                let big = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(64 * 1024));
+                let big = format!(
+                    "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n",
+                    "a".repeat(64 * 1024)
+                );
                 let _ = s.write_all(big.as_bytes());
             }
             _ => {}
@@ -219,13 +290,18 @@ fn abusive_clients_neither_stop_it_nor_grow_its_memory() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     // While they are held, and once the header timeout has cut them, it still serves.
-    wait_for("a successful scrape under abuse", Duration::from_secs(20), || {
-        try_http(server.addr, "GET", "/metrics", None).is_ok_and(|(status, _)| status == 200)
-    });
+    wait_for(
+        "a successful scrape under abuse",
+        Duration::from_secs(20),
+        || try_http(server.addr, "GET", "/metrics", None).is_ok_and(|(status, _)| status == 200),
+    );
     drop(held);
     thread::sleep(Duration::from_secs(1));
     assert_eq!(http(server.addr, "GET", "/metrics", None).0, 200);
     let rss_after = server.rss_kib();
     eprintln!("RSS before {rss_before} KiB, after {rss_after} KiB");
-    assert!(rss_after < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
 }

@@ -125,7 +125,10 @@ fn run() -> Result<ExitCode> {
             }
             for shell in ["bash", "zsh", "fish"] {
                 let out = Command::new(&bin).args(["completions", shell]).output()?;
-                std::fs::write(dist.join("completions").join(format!("proclens.{shell}")), out.stdout)?;
+                std::fs::write(
+                    dist.join("completions").join(format!("proclens.{shell}")),
+                    out.stdout,
+                )?;
             }
             eprintln!("xtask: wrote {}", dist.display());
         }

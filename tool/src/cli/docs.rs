@@ -55,9 +55,15 @@ mod tests {
     #[test]
     fn man_page_documents_every_subcommand_and_the_exit_codes() {
         let mut out = Vec::new();
-        clap_mangen::Man::new(Cli::command()).render(&mut out).unwrap();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut out)
+            .unwrap();
         let page = String::from_utf8(out).unwrap();
-        assert!(page.starts_with(".ie") || page.contains(".TH proclens"), "{}", &page[..200.min(page.len())]);
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH proclens"),
+            "{}",
+            &page[..200.min(page.len())]
+        );
         for sub in ["top", "run", "latency"] {
             assert!(page.contains(sub), "man page lacks {sub}");
         }

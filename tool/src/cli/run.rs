@@ -162,6 +162,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         cgroup: Some(cgroup.filter.clone()),
     })?;
     let user = invoking_user()?;
+    // Keep only what starting the command as the invoking user takes; the rest goes now,
+    // before any other thread exists.
+    let keep: &[caps::Capability] = if user.is_some() {
+        &[caps::Capability::CAP_SETUID, caps::Capability::CAP_SETGID]
+    } else {
+        &[]
+    };
+    tracer.drop_privileges(keep)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -188,6 +196,8 @@ async fn trace_command(
         }
     };
     let pid = child.id() as i32;
+    // The command runs as its user now; proclens needs no more than map reads take.
+    tracer.drop_privileges(&[])?;
     let mut waiter = tokio::task::spawn_blocking(move || wait4(pid));
     let mut events: Vec<Event> = Vec::new();
     let reaped = loop {

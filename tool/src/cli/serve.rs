@@ -3,13 +3,7 @@
 //! The HTTP side is built to be left running on a fleet: loopback by default, a bounded
 //! number of connections, bounded request heads, and time limits on slow clients.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    process::ExitCode,
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -66,29 +60,54 @@ const MAX_HEAD: usize = 16 * 1024;
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if args.per_pid {
-        eprintln!("proclens: warning: --per-pid labels every series with a pid; expect many series on busy hosts");
+        eprintln!(
+            "proclens: warning: --per-pid labels every series with a pid; expect many series on busy hosts"
+        );
     }
     let tracer = top::start(&args.filter)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-        eprintln!("proclens: serving http://{}/metrics", listener.local_addr()?);
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "proclens: serving http://{}/metrics",
+            listener.local_addr()?
+        );
         let shared = Shared::default();
         let state = shared.clone();
         let mut cgroups: NameCache<Key> = NameCache::reading(procfs::cgroup);
         let filter = args.filter.clone();
         let per_pid = args.per_pid;
         let collector = session::periodic(tracer, false, args.interval, None, move |snap| {
-            let rows: Vec<_> = snap.rows.iter().filter(|(r, c)| top::selected(&filter, r, c)).collect();
-            let cgroup_of: Vec<String> = rows.iter().map(|(r, _)| cgroups.get(r.key, r.key.id, r.alive, None)).collect();
+            let rows: Vec<_> = snap
+                .rows
+                .iter()
+                .filter(|(r, c)| top::selected(&filter, r, c))
+                .collect();
+            let cgroup_of: Vec<String> = rows
+                .iter()
+                .map(|(r, _)| cgroups.get(r.key, r.key.id, r.alive, None))
+                .collect();
             cgroups.retain(|k| rows.iter().any(|(r, _)| r.key == *k));
-            let mut st = state.0.lock().map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
+            let mut st = state
+                .0
+                .lock()
+                .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
             st.apply(
-                rows.iter().zip(cgroup_of).map(|((r, comm), cgroup)| LabelledDelta {
-                    labels: Labels { comm: stable_comm(comm), cgroup, pid: per_pid.then_some(r.key.tgid) },
-                    delta: &r.delta,
-                    alive: r.alive,
-                }),
+                rows.iter()
+                    .zip(cgroup_of)
+                    .map(|((r, comm), cgroup)| LabelledDelta {
+                        labels: Labels {
+                            comm: stable_comm(comm),
+                            cgroup,
+                            pid: per_pid.then_some(r.key.tgid),
+                        },
+                        delta: &r.delta,
+                        alive: r.alive,
+                    }),
                 SystemTotals {
                     switches: snap.system.switches,
                     same_process: snap.system.same_process,
@@ -140,29 +159,56 @@ async fn serve_http(listener: TcpListener, shared: Shared, max: usize) -> Result
     }
 }
 
-fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, content_type.parse().expect("valid header value"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.parse().expect("valid header value"),
+    );
     r
 }
 
-async fn handle(req: Request<Incoming>, shared: Shared) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: Shared,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let known = matches!(path, "/metrics" | "/healthz");
     Ok(match (req.method(), known) {
         (_, false) => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-        (&Method::GET | &Method::HEAD, true) if path == "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET | &Method::HEAD, true) if path == "/healthz" => {
+            response(StatusCode::OK, "text/plain", "ok\n")
+        }
         (&Method::GET | &Method::HEAD, true) => {
-            let format = Format::from_accept(req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+            let format = Format::from_accept(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
             match exposition(&shared, format) {
                 Ok(text) => response(StatusCode::OK, format.content_type(), text),
-                Err(_) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n"),
+                Err(_) => response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "encoding failed\n",
+                ),
             }
         }
         (_, true) => {
-            let mut r = response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
-            r.headers_mut().insert(header::ALLOW, "GET, HEAD".parse().expect("valid header value"));
+            let mut r = response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n",
+            );
+            r.headers_mut().insert(
+                header::ALLOW,
+                "GET, HEAD".parse().expect("valid header value"),
+            );
             r
         }
     })

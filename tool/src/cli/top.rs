@@ -68,10 +68,13 @@ pub fn start(filter: &Filter) -> Result<Tracer> {
         .as_deref()
         .map(cgroup::check_exists)
         .transpose()?;
-    Tracer::start(&TracerOptions {
+    let tracer = Tracer::start(&TracerOptions {
         include_self: filter.include_self,
         cgroup,
-    })
+    })?;
+    // Everything is loaded and attached: from here on proclens only reads held fds.
+    tracer.drop_privileges(&[])?;
+    Ok(tracer)
 }
 
 /// Whether a row passes `-p` and `--comm`.

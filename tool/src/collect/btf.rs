@@ -53,13 +53,23 @@ pub fn raw_tp_args(btf: &Btf, tracepoint: &str) -> Result<Vec<String>> {
     let typedef = format!("btf_trace_{tracepoint}");
     let ty = btf
         .resolve_types_by_name(&typedef)
-        .map_err(|_| Fatal::KernelUnsupported(format!("the kernel has no tracepoint {tracepoint} (no BTF type {typedef})")))?
+        .map_err(|_| {
+            Fatal::KernelUnsupported(format!(
+                "the kernel has no tracepoint {tracepoint} (no BTF type {typedef})"
+            ))
+        })?
         .into_iter()
         .next()
         .with_context(|| format!("BTF has no {typedef}"))?;
-    let Type::Typedef(td) = ty else { bail!("BTF {typedef} is not a typedef") };
-    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else { bail!("BTF {typedef} is not a function pointer") };
-    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else { bail!("BTF {typedef} is not a function pointer") };
+    let Type::Typedef(td) = ty else {
+        bail!("BTF {typedef} is not a typedef")
+    };
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else {
+        bail!("BTF {typedef} is not a function pointer")
+    };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else {
+        bail!("BTF {typedef} is not a function pointer")
+    };
     let mut args = Vec::new();
     for p in proto.parameters.iter().skip(1) {
         args.push(type_name(btf, btf.resolve_chained_type(p)?)?);
@@ -78,7 +88,11 @@ fn type_name(btf: &Btf, ty: Type) -> Result<String> {
         Type::Int(i) => btf.resolve_name(&i).unwrap_or_default(),
         Type::Typedef(t) => btf.resolve_name(&t).unwrap_or_default(),
         Type::Void => "void".into(),
-        other => format!("{other:?}").split('(').next().unwrap_or("?").to_lowercase(),
+        other => format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or("?")
+            .to_lowercase(),
     })
 }
 
@@ -139,7 +153,10 @@ mod tests {
         for o in [off.mm, off.group_leader, off.start_time] {
             assert!(o > 0 && o < 16 * 1024 && o % 8 == 0, "{off:?}");
         }
-        assert!(off.pid % 4 == 0 && off.exit_state % 4 == 0 && off.pid < 16 * 1024, "{off:?}");
+        assert!(
+            off.pid % 4 == 0 && off.exit_state % 4 == 0 && off.pid < 16 * 1024,
+            "{off:?}"
+        );
         assert_ne!(off.mm, off.group_leader);
         assert!(member_offset(&btf, "task_struct", "no_such_member_xyz").is_err());
         assert!(member_offset(&btf, "no_such_struct_xyz", "mm").is_err());
@@ -154,9 +171,18 @@ mod tests {
         let btf = load_vmlinux().unwrap();
         let switch = raw_tp_args(&btf, "sched_switch").unwrap();
         // 5.18+ appends `unsigned int prev_state`; older kernels stop after `next`.
-        assert_eq!(&switch[..3], ["bool", "struct task_struct *", "struct task_struct *"]);
-        assert!(switch.len() == 3 || switch[3] == "unsigned int", "{switch:?}");
-        assert_eq!(raw_tp_args(&btf, "sched_wakeup").unwrap(), ["struct task_struct *"]);
+        assert_eq!(
+            &switch[..3],
+            ["bool", "struct task_struct *", "struct task_struct *"]
+        );
+        assert!(
+            switch.len() == 3 || switch[3] == "unsigned int",
+            "{switch:?}"
+        );
+        assert_eq!(
+            raw_tp_args(&btf, "sched_wakeup").unwrap(),
+            ["struct task_struct *"]
+        );
         assert!(raw_tp_args(&btf, "no_such_tracepoint_xyz").is_err());
     }
 }

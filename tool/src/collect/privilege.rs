@@ -44,6 +44,39 @@ pub fn check_can_trace() -> Result<()> {
     .into())
 }
 
+/// Drops every capability of this thread (effective, permitted, inheritable, ambient)
+/// except `keep`. Capabilities are per thread: call this before any other thread exists,
+/// so every thread proclens starts later inherits the reduced set.
+pub fn drop_all_but(keep: &[caps::Capability]) -> Result<()> {
+    use caps::CapSet;
+    caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("clearing inheritable capabilities")?;
+    let kept: caps::CapsHashSet = keep.iter().copied().collect();
+    caps::set(None, CapSet::Effective, &kept).context("dropping effective capabilities")?;
+    caps::set(None, CapSet::Permitted, &kept).context("dropping permitted capabilities")?;
+    Ok(())
+}
+
+/// Whether this kernel lets a process without capabilities keep reading a map through a
+/// file descriptor it already holds (6.1+ yes; 5.10 checks privileges on every bpf()
+/// call). Probed for real: a forked child drops everything and tries `read`.
+pub fn reads_survive_drop(read: impl FnOnce() -> bool) -> bool {
+    // SAFETY: the process is single-threaded here (checked by the caller's contract); the
+    // child only drops capabilities, reads one map and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        let ok = drop_all_but(&[]).is_ok() && read();
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

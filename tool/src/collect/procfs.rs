@@ -14,7 +14,9 @@ pub fn comm(pid: u32) -> Option<String> {
 /// The cgroup v2 path of a process (`0::/system.slice/x.service` → `/system.slice/x.service`).
 pub fn cgroup(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
 }
 
 /// Whether a process exists.
@@ -43,14 +45,20 @@ pub type CommCache<K> = NameCache<K>;
 
 impl<K> Default for NameCache<K> {
     fn default() -> Self {
-        Self { names: HashMap::new(), read: comm }
+        Self {
+            names: HashMap::new(),
+            read: comm,
+        }
     }
 }
 
 impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
     /// A cache filled by `read` (e.g. [`cgroup`]).
     pub fn reading(read: fn(u32) -> Option<String>) -> Self {
-        Self { names: HashMap::new(), read }
+        Self {
+            names: HashMap::new(),
+            read,
+        }
     }
 
     /// The text for `pid` under row `key`, else the last one seen, else `hint` (from an

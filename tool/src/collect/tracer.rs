@@ -41,6 +41,8 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     threads_capacity: u32,
+    /// Probed once: whether map reads work without capabilities on this kernel.
+    reads_survive_drop: std::cell::OnceCell<bool>,
 }
 
 /// The in-kernel health counters, summed over CPUs.
@@ -56,12 +58,18 @@ fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
     let args = btf::raw_tp_args(vmlinux, "sched_switch")?;
     let task = "struct task_struct *";
     if args.len() < 3 || args[0] != "bool" || args[1] != task || args[2] != task {
-        return Err(Fatal::KernelUnsupported(format!("sched_switch has an unknown argument layout: {args:?}")).into());
+        return Err(Fatal::KernelUnsupported(format!(
+            "sched_switch has an unknown argument layout: {args:?}"
+        ))
+        .into());
     }
     for tp in ["sched_wakeup", "sched_wakeup_new"] {
         let args = btf::raw_tp_args(vmlinux, tp)?;
         if args.first().map(String::as_str) != Some(task) {
-            return Err(Fatal::KernelUnsupported(format!("{tp} has an unknown argument layout: {args:?}")).into());
+            return Err(Fatal::KernelUnsupported(format!(
+                "{tp} has an unknown argument layout: {args:?}"
+            ))
+            .into());
         }
     }
     Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
@@ -112,8 +120,11 @@ impl Tracer {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the BPF object"))?
                 .try_into()?;
-            prog.load().map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
-            prog.attach(name).with_context(|| format!("attaching to raw tracepoint {name}"))?;
+            prog.load().map_err(|e| {
+                load_error(anyhow::Error::new(e).context(format!("loading {name}")))
+            })?;
+            prog.attach(name)
+                .with_context(|| format!("attaching to raw tracepoint {name}"))?;
         }
 
         let threads: HashMap<MapData, u32, ThreadSwitches> =
@@ -133,7 +144,33 @@ impl Tracer {
             counters,
             events: Some(events),
             threads_capacity,
+            reads_survive_drop: std::cell::OnceCell::new(),
         })
+    }
+
+    /// Drops the privileges loading needed, once everything is attached: every capability
+    /// (except `keep`) when this kernel still lets the held map fds be read without them
+    /// (probed); otherwise only those beyond CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN, with a
+    /// note. Returns whether everything was dropped. Call it while single-threaded.
+    pub fn drop_privileges(&self, keep: &[caps::Capability]) -> Result<bool> {
+        let reads_survive = *self
+            .reads_survive_drop
+            .get_or_init(|| privilege::reads_survive_drop(|| self.cpu_totals().is_ok()));
+        if reads_survive {
+            privilege::drop_all_but(keep)?;
+            return Ok(true);
+        }
+        let mut needed = keep.to_vec();
+        needed.extend([
+            caps::Capability::CAP_BPF,
+            caps::Capability::CAP_PERFMON,
+            caps::Capability::CAP_SYS_ADMIN,
+        ]);
+        privilege::drop_all_but(&needed)?;
+        eprintln!(
+            "proclens: note: this kernel checks privileges on every map read; keeping CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"
+        );
+        Ok(false)
     }
 
     /// The ring buffer, to be polled by the caller (once).

@@ -84,7 +84,11 @@ impl ExporterState {
     /// Adds one interval. With per-pid labels, series of processes that have exited are
     /// dropped after this interval's figures are in (their pids never come back as the
     /// same process), which bounds the cardinality to the live processes.
-    pub fn apply<'a>(&mut self, rows: impl IntoIterator<Item = LabelledDelta<'a>>, system: SystemTotals) {
+    pub fn apply<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = LabelledDelta<'a>>,
+        system: SystemTotals,
+    ) {
         let mut gone = Vec::new();
         for r in rows {
             if r.labels.pid.is_some() && !r.alive {
@@ -112,24 +116,60 @@ mod tests {
     use super::*;
 
     fn labels(comm: &str, pid: Option<u32>) -> Labels {
-        Labels { comm: comm.into(), cgroup: "/".into(), pid }
+        Labels {
+            comm: comm.into(),
+            cgroup: "/".into(),
+            pid,
+        }
     }
 
     #[test]
     fn counters_accumulate_across_processes_of_one_label_set() {
         let mut st = ExporterState::default();
-        let d1 = Counts { voluntary: 3, involuntary: 1, ..Counts::default() };
-        let d2 = Counts { voluntary: 2, ..Counts::default() };
+        let d1 = Counts {
+            voluntary: 3,
+            involuntary: 1,
+            ..Counts::default()
+        };
+        let d2 = Counts {
+            voluntary: 2,
+            ..Counts::default()
+        };
         st.apply(
             [
-                LabelledDelta { labels: labels("sh", None), delta: &d1, alive: false },
-                LabelledDelta { labels: labels("sh", None), delta: &d2, alive: true },
+                LabelledDelta {
+                    labels: labels("sh", None),
+                    delta: &d1,
+                    alive: false,
+                },
+                LabelledDelta {
+                    labels: labels("sh", None),
+                    delta: &d2,
+                    alive: true,
+                },
             ],
-            SystemTotals { switches: 10, ..SystemTotals::default() },
+            SystemTotals {
+                switches: 10,
+                ..SystemTotals::default()
+            },
         );
-        st.apply([LabelledDelta { labels: labels("sh", None), delta: &d2, alive: true }], SystemTotals { switches: 5, ..SystemTotals::default() });
+        st.apply(
+            [LabelledDelta {
+                labels: labels("sh", None),
+                delta: &d2,
+                alive: true,
+            }],
+            SystemTotals {
+                switches: 5,
+                ..SystemTotals::default()
+            },
+        );
         let s = &st.series[&labels("sh", None)];
-        assert_eq!((s.voluntary, s.involuntary), (7, 1), "dead processes keep their share");
+        assert_eq!(
+            (s.voluntary, s.involuntary),
+            (7, 1),
+            "dead processes keep their share"
+        );
         assert_eq!(st.system.switches, 15);
         assert_eq!(st.collections, 2);
     }
@@ -137,11 +177,22 @@ mod tests {
     #[test]
     fn per_pid_series_of_exited_processes_are_dropped() {
         let mut st = ExporterState::default();
-        let d = Counts { voluntary: 1, ..Counts::default() };
+        let d = Counts {
+            voluntary: 1,
+            ..Counts::default()
+        };
         st.apply(
             [
-                LabelledDelta { labels: labels("a", Some(1)), delta: &d, alive: true },
-                LabelledDelta { labels: labels("b", Some(2)), delta: &d, alive: false },
+                LabelledDelta {
+                    labels: labels("a", Some(1)),
+                    delta: &d,
+                    alive: true,
+                },
+                LabelledDelta {
+                    labels: labels("b", Some(2)),
+                    delta: &d,
+                    alive: false,
+                },
             ],
             SystemTotals::default(),
         );

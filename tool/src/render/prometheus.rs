@@ -69,7 +69,12 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         enc,
         "proclens_context_switches",
         "Context switches out of a task, by the kernel's rule: voluntary (blocked) or involuntary (preempted)",
-        s.iter().flat_map(|(l, v)| [(with_kind(l, "kind", "voluntary"), v.voluntary), (with_kind(l, "kind", "involuntary"), v.involuntary)]),
+        s.iter().flat_map(|(l, v)| {
+            [
+                (with_kind(l, "kind", "voluntary"), v.voluntary),
+                (with_kind(l, "kind", "involuntary"), v.involuntary),
+            ]
+        }),
     )?;
     counter_family(
         enc,
@@ -83,9 +88,24 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
             ]
         }),
     )?;
-    seconds_family(enc, "proclens_oncpu_seconds", "Time running on a CPU", s.iter().map(|(l, v)| (label_vec(l), v.oncpu_ns)))?;
-    seconds_family(enc, "proclens_blocked_seconds", "Time blocked (off CPU after a voluntary switch, until woken)", s.iter().map(|(l, v)| (label_vec(l), v.blocked_ns)))?;
-    seconds_family(enc, "proclens_runqueue_wait_seconds", "Time runnable but waiting for a CPU", s.iter().map(|(l, v)| (label_vec(l), v.runq_ns)))?;
+    seconds_family(
+        enc,
+        "proclens_oncpu_seconds",
+        "Time running on a CPU",
+        s.iter().map(|(l, v)| (label_vec(l), v.oncpu_ns)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_blocked_seconds",
+        "Time blocked (off CPU after a voluntary switch, until woken)",
+        s.iter().map(|(l, v)| (label_vec(l), v.blocked_ns)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_runqueue_wait_seconds",
+        "Time runnable but waiting for a CPU",
+        s.iter().map(|(l, v)| (label_vec(l), v.runq_ns)),
+    )?;
     {
         let mut m = enc.encode_descriptor(
             "proclens_runqueue_latency_seconds",
@@ -107,7 +127,13 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
                 })
                 .collect();
             let labels = label_vec(l);
-            m.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(v.runq_ns as f64 / 1e9, count, &buckets, None)?;
+            m.encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    v.runq_ns as f64 / 1e9,
+                    count,
+                    &buckets,
+                    None,
+                )?;
         }
     }
     let sys = &st.system;
@@ -115,26 +141,48 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         enc,
         "proclens_system_switches",
         "All context switches on the machine by kind (same_process, cross_process, idle_or_kernel)",
-        [("same_process", sys.same_process), ("cross_process", sys.cross_process), ("idle_or_kernel", sys.idle_or_kernel)]
-            .into_iter()
-            .map(|(k, v)| (vec![("kind", k.to_string())], v)),
+        [
+            ("same_process", sys.same_process),
+            ("cross_process", sys.cross_process),
+            ("idle_or_kernel", sys.idle_or_kernel),
+        ]
+        .into_iter()
+        .map(|(k, v)| (vec![("kind", k.to_string())], v)),
     )?;
-    counter_family(enc, "proclens_lost_events", "Ring-buffer events lost (reservations that failed, counted in the kernel)", std::iter::once((vec![], st.lost_events)))?;
+    counter_family(
+        enc,
+        "proclens_lost_events",
+        "Ring-buffer events lost (reservations that failed, counted in the kernel)",
+        std::iter::once((vec![], st.lost_events)),
+    )?;
     {
-        let mut m = enc.encode_descriptor("proclens_untracked_threads", "Threads the per-thread map had no room for", None, MetricType::Gauge)?;
-        ConstGauge::new(st.untracked_threads as i64).encode(m.encode_family(&Vec::<(&str, String)>::new())?)?;
+        let mut m = enc.encode_descriptor(
+            "proclens_untracked_threads",
+            "Threads the per-thread map had no room for",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(st.untracked_threads as i64).encode(m.encode_family(&Vec::<(
+            &str,
+            String,
+        )>::new(
+        ))?)?;
     }
     counter_family(
         enc,
         "proclens_bpf_program_runs",
         "Runs of proclens's BPF programs (kernel bpf_stats; 0 unless kernel.bpf_stats_enabled=1)",
-        st.programs.iter().map(|p| (vec![("program", p.name.clone())], p.run_count)),
+        st.programs
+            .iter()
+            .map(|p| (vec![("program", p.name.clone())], p.run_count)),
     )?;
     seconds_family(
         enc,
         "proclens_bpf_program_run_time_seconds",
         "Time spent in proclens's BPF programs (kernel bpf_stats; 0 unless kernel.bpf_stats_enabled=1)",
-        st.programs.iter().map(|p| (vec![("program", p.name.clone())], p.run_time_ns)),
+        st.programs
+            .iter()
+            .map(|p| (vec![("program", p.name.clone())], p.run_time_ns)),
     )?;
     Ok(())
 }
@@ -150,7 +198,11 @@ pub enum Format {
 
 impl Format {
     pub fn from_accept(accept: Option<&str>) -> Self {
-        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) { Format::OpenMetrics } else { Format::Text }
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
     }
 
     pub fn content_type(self) -> &'static str {
@@ -184,27 +236,68 @@ mod tests {
     #[test]
     fn exposition_has_typed_families_and_labels() {
         let shared = Shared::default();
-        let mut d = Counts { voluntary: 5, involuntary: 2, same_in: 1, oncpu_ns: 1_500_000_000, ..Counts::default() };
+        let mut d = Counts {
+            voluntary: 5,
+            involuntary: 2,
+            same_in: 1,
+            oncpu_ns: 1_500_000_000,
+            ..Counts::default()
+        };
         d.runq_hist[3] = 4;
         shared.0.lock().unwrap().apply(
-            [LabelledDelta { labels: Labels { comm: "nginx".into(), cgroup: "/web".into(), pid: None }, delta: &d, alive: true }],
-            SystemTotals { switches: 9, same_process: 1, cross_process: 3, idle_or_kernel: 5 },
+            [LabelledDelta {
+                labels: Labels {
+                    comm: "nginx".into(),
+                    cgroup: "/web".into(),
+                    pid: None,
+                },
+                delta: &d,
+                alive: true,
+            }],
+            SystemTotals {
+                switches: 9,
+                same_process: 1,
+                cross_process: 3,
+                idle_or_kernel: 5,
+            },
         );
         let text = exposition(&shared, Format::OpenMetrics).unwrap();
-        assert!(text.contains("# TYPE proclens_context_switches counter"), "{text}");
-        assert!(text.contains(r#"proclens_context_switches_total{comm="nginx",cgroup="/web",kind="voluntary"} 5"#), "{text}");
-        assert!(text.contains(r#"proclens_oncpu_seconds_total{comm="nginx",cgroup="/web"} 1.5"#), "{text}");
+        assert!(
+            text.contains("# TYPE proclens_context_switches counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"proclens_context_switches_total{comm="nginx",cgroup="/web",kind="voluntary"} 5"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"proclens_oncpu_seconds_total{comm="nginx",cgroup="/web"} 1.5"#),
+            "{text}"
+        );
         assert!(text.contains(r#"proclens_runqueue_latency_seconds_bucket{le="0.000016",comm="nginx",cgroup="/web"} 4"#) || text.contains(r#"proclens_runqueue_latency_seconds_bucket{comm="nginx",cgroup="/web",le="0.000016"} 4"#), "{text}");
-        assert!(text.contains(r#"proclens_system_switches_total{kind="cross_process"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"proclens_system_switches_total{kind="cross_process"} 3"#),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
         let classic = exposition(&shared, Format::Text).unwrap();
-        assert!(classic.contains("# TYPE proclens_context_switches_total counter"), "{classic}");
+        assert!(
+            classic.contains("# TYPE proclens_context_switches_total counter"),
+            "{classic}"
+        );
         assert!(!classic.contains("# EOF"));
     }
 
     #[test]
     fn format_follows_accept() {
-        assert_eq!(Format::from_accept(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
         assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
         assert_eq!(Format::from_accept(None), Format::Text);
     }

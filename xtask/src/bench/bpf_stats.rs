@@ -15,7 +15,9 @@ impl BpfStats {
     pub fn enable() -> Result<Self> {
         let previous = fs::read_to_string(SYSCTL).with_context(|| format!("reading {SYSCTL}"))?;
         fs::write(SYSCTL, "1").with_context(|| format!("enabling {SYSCTL} (needs root)"))?;
-        Ok(Self { previous: previous.trim().to_string() })
+        Ok(Self {
+            previous: previous.trim().to_string(),
+        })
     }
 }
 
@@ -27,12 +29,19 @@ impl Drop for BpfStats {
 
 /// (run_time_ns, run_cnt) of a program, from bpftool.
 pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
-    let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output().context("running bpftool")?;
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .context("running bpftool")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> u64 {
         text.split(&format!("\"{name}\":"))
             .nth(1)
-            .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .map(|r| {
+                r.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .and_then(|d| d.parse().ok())
             .unwrap_or(0)
     };
@@ -46,6 +55,9 @@ pub fn find_named(ids: &[u64], name: &str) -> Option<u64> {
             .args(["-j", "prog", "show", "id", &id.to_string()])
             .output()
             .ok()
-            .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"name\":\"{}\"", &name[..name.len().min(15)])))
+            .is_some_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .contains(&format!("\"name\":\"{}\"", &name[..name.len().min(15)]))
+            })
     })
 }

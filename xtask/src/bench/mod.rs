@@ -28,7 +28,10 @@ pub fn run_all(proclens: &Path, reps: usize) -> Result<Vec<(&'static str, String
 pub fn record(path: &Path, sections: &[(&str, String)]) -> Result<()> {
     let mut text = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
     for (name, body) in sections {
-        let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+        let (open, close) = (
+            format!("<!-- bench:{name} -->"),
+            format!("<!-- /bench:{name} -->"),
+        );
         let block = format!("{open}\n{body}\n{close}");
         match (text.find(&open), text.find(&close)) {
             (Some(a), Some(b)) if b > a => text.replace_range(a..b + close.len(), &block),
@@ -46,7 +49,11 @@ pub struct Background {
 impl Background {
     /// Starts `cmd` and waits until it holds at least `progs` BPF programs (attached).
     pub fn start(mut cmd: Command, progs: usize) -> Result<Self> {
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
         let bg = Self { child };
         let deadline = Instant::now() + Duration::from_secs(30);
         while bg.prog_ids().len() < progs {
@@ -61,13 +68,21 @@ impl Background {
     /// Ids of the BPF programs the process holds (from its fdinfo).
     pub fn prog_ids(&self) -> Vec<u64> {
         let mut ids = Vec::new();
-        let Ok(dir) = fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())) else { return ids };
+        let Ok(dir) = fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())) else {
+            return ids;
+        };
         for fd in dir.flatten() {
-            let Ok(info) = fs::read_to_string(fd.path()) else { continue };
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
             if info.lines().any(|l| l.starts_with("link_id:")) {
                 continue; // a link's fdinfo names its program too; count programs once
             }
-            ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u64>().ok()));
+            ids.extend(
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("prog_id:"))
+                    .filter_map(|v| v.trim().parse::<u64>().ok()),
+            );
         }
         ids.sort_unstable();
         ids.dedup();
@@ -97,7 +112,11 @@ pub fn median(v: &mut [f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
 }
 
 /// Machine and kernel, for the record.
@@ -106,7 +125,11 @@ pub fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     format!("Linux {}, {cpus} CPUs ({cpu})", kernel.trim())
@@ -128,13 +151,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let p = dir.join("B.md");
-        fs::write(&p, "# B\n\nintro\n\n<!-- bench:a -->\nold\n<!-- /bench:a -->\n\noutro\n").unwrap();
+        fs::write(
+            &p,
+            "# B\n\nintro\n\n<!-- bench:a -->\nold\n<!-- /bench:a -->\n\noutro\n",
+        )
+        .unwrap();
         record(&p, &[("a", "new".into()), ("b", "bee".into())]).unwrap();
         let t = fs::read_to_string(&p).unwrap();
-        assert!(t.contains("<!-- bench:a -->\nnew\n<!-- /bench:a -->"), "{t}");
+        assert!(
+            t.contains("<!-- bench:a -->\nnew\n<!-- /bench:a -->"),
+            "{t}"
+        );
         assert!(!t.contains("old"));
         assert!(t.contains("outro"));
-        assert!(t.trim_end().ends_with("<!-- bench:b -->\nbee\n<!-- /bench:b -->"), "{t}");
+        assert!(
+            t.trim_end()
+                .ends_with("<!-- bench:b -->\nbee\n<!-- /bench:b -->"),
+            "{t}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
