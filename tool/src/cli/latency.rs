@@ -31,7 +31,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     session::run_periodic(
         tracer,
-        false,
+        session::RowKinds::Processes,
         args.period.interval,
         args.period.count,
         |snap| {

@@ -6,6 +6,7 @@ mod latency;
 mod run;
 mod serve;
 mod top;
+mod tui;
 
 use std::process::ExitCode;
 

@@ -22,7 +22,7 @@ use super::{Filter, parse_interval, top};
 use crate::{
     collect::{
         procfs::{self, NameCache},
-        session,
+        session::{self, RowKinds},
     },
     model::{
         exporter::{LabelledDelta, Labels, SystemTotals},
@@ -81,45 +81,51 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let mut cgroups: NameCache<Key> = NameCache::reading(procfs::cgroup);
         let filter = args.filter.clone();
         let per_pid = args.per_pid;
-        let collector = session::periodic(tracer, false, args.interval, None, move |snap| {
-            let rows: Vec<_> = snap
-                .rows
-                .iter()
-                .filter(|(r, c)| top::selected(&filter, r, c))
-                .collect();
-            let cgroup_of: Vec<String> = rows
-                .iter()
-                .map(|(r, _)| cgroups.get(r.key, r.key.id, r.alive, None))
-                .collect();
-            cgroups.retain(|k| rows.iter().any(|(r, _)| r.key == *k));
-            let mut st = state
-                .0
-                .lock()
-                .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
-            st.apply(
-                rows.iter()
-                    .zip(cgroup_of)
-                    .map(|((r, comm), cgroup)| LabelledDelta {
-                        labels: Labels {
-                            comm: stable_comm(comm),
-                            cgroup,
-                            pid: per_pid.then_some(r.key.tgid),
-                        },
-                        delta: &r.delta,
-                        alive: r.alive,
-                    }),
-                SystemTotals {
-                    switches: snap.system.switches,
-                    same_process: snap.system.same_process,
-                    cross_process: snap.system.cross_process,
-                    idle_or_kernel: snap.system.idle_or_kernel,
-                },
-            );
-            st.lost_events = snap.health.ringbuf_drops;
-            st.untracked_threads = snap.health.thread_map_full;
-            st.programs = snap.programs;
-            Ok(())
-        });
+        let collector = session::periodic(
+            tracer,
+            RowKinds::Processes,
+            args.interval,
+            None,
+            move |snap| {
+                let rows: Vec<_> = snap
+                    .rows
+                    .iter()
+                    .filter(|(r, c)| top::selected(&filter, r, c))
+                    .collect();
+                let cgroup_of: Vec<String> = rows
+                    .iter()
+                    .map(|(r, _)| cgroups.get(r.key, r.key.id, r.alive, None))
+                    .collect();
+                cgroups.retain(|k| rows.iter().any(|(r, _)| r.key == *k));
+                let mut st = state
+                    .0
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
+                st.apply(
+                    rows.iter()
+                        .zip(cgroup_of)
+                        .map(|((r, comm), cgroup)| LabelledDelta {
+                            labels: Labels {
+                                comm: stable_comm(comm),
+                                cgroup,
+                                pid: per_pid.then_some(r.key.tgid),
+                            },
+                            delta: &r.delta,
+                            alive: r.alive,
+                        }),
+                    SystemTotals {
+                        switches: snap.system.switches,
+                        same_process: snap.system.same_process,
+                        cross_process: snap.system.cross_process,
+                        idle_or_kernel: snap.system.idle_or_kernel,
+                    },
+                );
+                st.lost_events = snap.health.ringbuf_drops;
+                st.untracked_threads = snap.health.thread_map_full;
+                st.programs = snap.programs;
+                Ok(())
+            },
+        );
         tokio::select! {
             r = collector => r,
             r = serve_http(listener, shared, args.max_connections as usize) => r,

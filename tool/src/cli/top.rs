@@ -1,6 +1,9 @@
 //! `proclens top`: per-process context switches every interval.
 
-use std::{io::Write as _, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    process::ExitCode,
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -9,7 +12,7 @@ use super::{Filter, Output, Period};
 use crate::{
     collect::{
         cgroup, procfs,
-        session::{self, Snapshot},
+        session::{self, RowKinds, Snapshot},
         tracer::{Tracer, TracerOptions},
     },
     model::switches::{Key, Row},
@@ -30,14 +33,30 @@ pub struct TopArgs {
     /// Also show processes with no switches in the interval.
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Print lines even on a terminal (the live table is the default there).
+    #[arg(long)]
+    pub plain: bool,
 }
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
     let tracer = start(&args.filter)?;
+    if !args.plain && !args.output.json && std::io::stdout().is_terminal() {
+        let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
+        super::tui::run(tracer, args.period.interval, args.threads, |app| {
+            app.pid_filter = pid;
+            app.comm_filter = comm;
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut stdout = std::io::stdout().lock();
+    let kinds = if args.threads {
+        RowKinds::Threads
+    } else {
+        RowKinds::Processes
+    };
     session::run_periodic(
         tracer,
-        args.threads,
+        kinds,
         args.period.interval,
         args.period.count,
         |snap| {

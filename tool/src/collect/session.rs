@@ -24,6 +24,17 @@ pub struct SystemSplit {
     pub idle_or_kernel: u64,
 }
 
+/// Which rows a view wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKinds {
+    /// One row per process (threads summed).
+    Processes,
+    /// One row per thread.
+    Threads,
+    /// Processes in `rows`, threads in `thread_rows` (the TUI toggles between them).
+    Both,
+}
+
 /// What one interval collected.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -36,6 +47,8 @@ pub struct Snapshot {
     pub health: Health,
     /// Rows (processes or threads) with their command names, busiest first.
     pub rows: Vec<(Row, String)>,
+    /// Thread rows, with [`RowKinds::Both`] only.
+    pub thread_rows: Vec<(Row, String)>,
     /// The BPF programs' own cost (bpf_stats).
     pub programs: Vec<crate::model::exporter::ProgramCost>,
     /// Ring-buffer events other than thread exits, for views that want them.
@@ -60,7 +73,7 @@ pub fn clock_now() -> (f64, String) {
 /// Runs until a signal or `count` snapshots, calling `on_tick` every `interval_s`.
 pub fn run_periodic(
     tracer: Tracer,
-    per_thread: bool,
+    kinds: RowKinds,
     interval_s: f64,
     count: Option<u64>,
     on_tick: impl FnMut(Snapshot) -> Result<()>,
@@ -68,13 +81,13 @@ pub fn run_periodic(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(periodic(tracer, per_thread, interval_s, count, on_tick))
+    rt.block_on(periodic(tracer, kinds, interval_s, count, on_tick))
 }
 
 /// The collector loop itself, for views that run other tasks beside it (`serve`).
 pub async fn periodic(
     mut tracer: Tracer,
-    per_thread: bool,
+    kinds: RowKinds,
     interval_s: f64,
     count: Option<u64>,
     mut on_tick: impl FnMut(Snapshot) -> Result<()>,
@@ -87,14 +100,19 @@ pub async fn periodic(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut model = SwitchModel::new(per_thread);
+    let mut model = SwitchModel::new(kinds == RowKinds::Threads);
+    let mut thread_model = (kinds == RowKinds::Both).then(|| SwitchModel::new(true));
     let mut comms: CommCache<Key> = CommCache::default();
     let mut events: Vec<Event> = Vec::new();
     let mut last_system = tracer.cpu_totals()?;
     let mut last_tick = Instant::now();
     let mut reports = 0u64;
     // What happened before the first interval belongs to no report.
-    model.update(&tracer.threads()?, &[]);
+    let first = tracer.threads()?;
+    model.update(&first, &[]);
+    if let Some(m) = &mut thread_model {
+        m.update(&first, &[]);
+    }
 
     loop {
         tokio::select! {
@@ -104,6 +122,7 @@ pub async fn periodic(
                 let exits: Vec<_> = events.iter().filter_map(Event::thread_exit).copied().collect();
                 events.retain(|e| e.thread_exit().is_none());
                 let rows = model.update(&live, &exits);
+                let thread_rows = thread_model.as_mut().map(|m| m.update(&live, &exits)).unwrap_or_default();
                 let now = Instant::now();
                 let elapsed_s = now.duration_since(last_tick).as_secs_f64();
                 last_tick = now;
@@ -115,14 +134,17 @@ pub async fn periodic(
                     idle_or_kernel: system.idle_or_kernel - last_system.idle_or_kernel,
                 };
                 last_system = system;
-                let rows = rows
-                    .into_iter()
-                    .map(|r| {
-                        let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
-                        (r, comm)
-                    })
-                    .collect();
-                comms.retain(|k| model.contains(k));
+                let mut named = |rows: Vec<Row>| -> Vec<(Row, String)> {
+                    rows.into_iter()
+                        .map(|r| {
+                            let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
+                            (r, comm)
+                        })
+                        .collect()
+                };
+                let rows = named(rows);
+                let thread_rows = named(thread_rows);
+                comms.retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
                 let (unix_time, clock) = clock_now();
                 on_tick(Snapshot {
                     unix_time,
@@ -132,6 +154,7 @@ pub async fn periodic(
                     health: tracer.health()?,
                     programs: tracer.program_costs(),
                     rows,
+                    thread_rows,
                     events: std::mem::take(&mut events),
                 })?;
                 reports += 1;

@@ -4,3 +4,4 @@ pub mod latency;
 pub mod prometheus;
 pub mod run;
 pub mod top;
+pub mod tui;

@@ -1,0 +1,96 @@
+//! The terminal side of the live view: a collector thread sends snapshots over a channel,
+//! this thread reads keys and draws. The terminal is restored on every way out: normal
+//! quit, an error (guard), a panic (ratatui's hook), and a signal (the collector stops,
+//! the channel closes, the loop ends).
+
+use std::{
+    sync::mpsc::{self, TryRecvError},
+    time::Duration,
+};
+
+use anyhow::{Result, anyhow};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+
+use crate::{
+    collect::{
+        session::{self, RowKinds, Snapshot},
+        tracer::Tracer,
+    },
+    render::tui::{Action, App, Key, draw},
+};
+
+/// Restores the terminal when dropped.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+fn key_of(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
+    Some(match code {
+        KeyCode::Char('c') if mods.contains(KeyModifiers::CONTROL) => Key::CtrlC,
+        KeyCode::Char(c) => Key::Char(c),
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Backspace => Key::Backspace,
+        _ => return None,
+    })
+}
+
+pub fn run(
+    tracer: Tracer,
+    interval_s: f64,
+    threads: bool,
+    app_filter: impl FnOnce(&mut App),
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Snapshot>();
+    let collector = std::thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || {
+            session::run_periodic(tracer, RowKinds::Both, interval_s, None, |snap| {
+                tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+            })
+        })?;
+
+    let mut app = App::new(threads);
+    app_filter(&mut app);
+    let mut terminal = ratatui::init();
+    let _restore = Restore;
+    loop {
+        match rx.try_recv() {
+            Ok(snap) => {
+                app.on_snapshot(&snap);
+                continue; // catch up before drawing
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => break, // signal, or the collector failed
+        }
+        terminal.draw(|f| draw(f, &app))?;
+        if event::poll(Duration::from_millis(100))? {
+            if let Event::Key(k) = event::read()? {
+                if k.kind == KeyEventKind::Press
+                    && key_of(k.code, k.modifiers)
+                        .is_some_and(|key| app.on_key(key) == Action::Quit)
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(rx);
+    drop(_restore);
+    // The collector ends at its next tick (the channel is closed) or has ended already;
+    // its error, if any, is the reason the view stopped.
+    if collector.is_finished() {
+        match collector.join() {
+            Ok(Err(e)) if !e.to_string().contains("the view has gone") => return Err(e),
+            Err(_) => return Err(anyhow!("the collector thread panicked")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
