@@ -30,4 +30,14 @@ globals! {
     TASK_MM_OFF => task_mm_off: u32;
     TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
     TASK_START_TIME_OFF => task_start_time_off: u32;
+    /// Copy paths (see `copies` and `fdkind`).
+    COPY_EXIT_RET_OFF => copy_exit_ret_off: u32;
+    MAP_ANONYMOUS_FLAG => map_anonymous_flag: u64;
+    TASK_FILES_OFF => task_files_off: u32;
+    FILES_FDT_OFF => files_fdt_off: u32;
+    FDT_MAX_FDS_OFF => fdt_max_fds_off: u32;
+    FDT_FD_OFF => fdt_fd_off: u32;
+    FILE_INODE_OFF => file_inode_off: u32;
+    FILE_MODE_OFF => file_mode_off: u32;
+    INODE_MODE_OFF => inode_mode_off: u32;
 }

@@ -4,6 +4,8 @@
 #![no_main]
 
 mod config;
+mod copies;
+mod fdkind;
 mod maps;
 mod switch;
 

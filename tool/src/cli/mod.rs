@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
 //! documented once, in its doc comment, which feeds `--help`.
 
+mod copies;
 mod top;
 
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
     Top(top::TopArgs),
+    /// Per-process copy paths and mode switches: bytes/s by syscall and fd kinds (read/write
+    /// through user space vs sendfile/splice/tee/copy_file_range inside the kernel),
+    /// syscalls/s, zero-copy share, and what sendfile would save.
+    Copies(copies::CopiesArgs),
 }
 
 /// Selecting processes; shared by the views.
@@ -74,6 +79,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Top(args) => top::run(args),
+        Command::Copies(args) => copies::run(args),
     }
 }
 
@@ -94,7 +100,7 @@ mod tests {
             assert!(Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(), "{bad}");
         }
         let ok = Cli::try_parse_from(["proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2"]).unwrap();
-        let Command::Top(t) = ok.command;
+        let Command::Top(t) = ok.command else { panic!("not top") };
         assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
         assert_eq!(t.period.count, Some(3));
         assert_eq!(t.filter.pids, vec![1, 2]);
@@ -103,6 +109,24 @@ mod tests {
     #[test]
     fn count_zero_is_rejected() {
         assert!(Cli::try_parse_from(["proclens", "top", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn copies_arguments() {
+        let ok = Cli::try_parse_from(["proclens", "copies", "-p", "7", "--interval", "0.5", "--count", "2", "--json", "--syscalls"]).unwrap();
+        let Command::Copies(c) = ok.command else { panic!("not copies") };
+        assert_eq!(c.filter.pids, vec![7]);
+        assert_eq!(c.period.count, Some(2));
+        assert!(c.output.json);
+        assert_eq!(c.syscalls, Some(10));
+        let ok = Cli::try_parse_from(["proclens", "copies", "--syscalls", "3"]).unwrap();
+        let Command::Copies(c) = ok.command else { panic!("not copies") };
+        assert_eq!(c.syscalls, Some(3));
+        assert_eq!(Cli::try_parse_from(["proclens", "copies"]).map(|c| matches!(c.command, Command::Copies(ref a) if a.syscalls.is_none())).ok(), Some(true));
+        for bad in [&["proclens", "copies", "--syscalls", "0"][..], &["proclens", "copies", "-i", "0"], &["proclens", "copies", "-p", "x"]] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -40,12 +40,12 @@ pub struct TopArgs {
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
     procfs::check_pids(&args.filter.pids)?;
-    let tracer = Tracer::start(&TracerOptions { include_self: args.filter.include_self })?;
+    let tracer = Tracer::start(&TracerOptions { include_self: args.filter.include_self, ..TracerOptions::default() })?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(top_loop(tracer, args))
 }
 
-fn clock_now() -> (f64, String) {
+pub(super) fn clock_now() -> (f64, String) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     // SAFETY: localtime_r with valid pointers.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -3,6 +3,7 @@
 //! kernel → collect → model → render.
 
 pub mod btf;
+pub mod copies;
 pub mod events;
 pub mod privilege;
 pub mod procfs;

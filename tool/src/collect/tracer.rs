@@ -17,7 +17,11 @@ use proclens_common::{
     switch::{CpuSwitches, ThreadSwitches},
 };
 
-use super::{btf, privilege, tracefs};
+use super::{
+    btf,
+    copies::{self, CopyConfig, CopyMaps},
+    privilege, tracefs,
+};
 use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
@@ -28,6 +32,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pr
 pub struct TracerOptions {
     /// Trace proclens's own threads too.
     pub include_self: bool,
+    /// Count every syscall per process (raw tracepoint `sys_enter`), see [`Tracer::copy_maps`].
+    pub syscalls: bool,
+    /// Account the copy-family syscalls per (process, path, fd kinds).
+    pub copies: bool,
 }
 
 /// Loaded and attached programs with their maps.
@@ -39,6 +47,7 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     threads_capacity: u32,
+    copy_maps: Option<CopyMaps>,
 }
 
 /// The in-kernel health counters, summed over CPUs.
@@ -46,6 +55,12 @@ pub struct Tracer {
 pub struct Health {
     pub ringbuf_drops: u64,
     pub thread_map_full: u64,
+    /// Copy-family calls not counted: per-thread in-flight map full.
+    pub inflight_full: u64,
+    /// Copy-family calls not counted: per-path map full.
+    pub copy_map_full: u64,
+    /// Syscalls not counted: per-process syscall map full.
+    pub syscall_map_full: u64,
 }
 
 /// Record offsets from tracefs, resolved before loading.
@@ -88,6 +103,7 @@ impl Tracer {
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let self_tgid: u32 = if opts.include_self { 0 } else { std::process::id() };
+        let copy_cfg = if opts.copies { Some(CopyConfig::resolve(&root, &vmlinux)?) } else { None };
 
         let mut loader = EbpfLoader::new();
         loader
@@ -98,6 +114,9 @@ impl Tracer {
             .override_global(globals::TASK_MM, &task.mm, true)
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
             .override_global(globals::TASK_START_TIME, &task.start_time, true);
+        if let Some(cfg) = &copy_cfg {
+            cfg.configure(&mut loader);
+        }
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
 
         for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
@@ -109,18 +128,32 @@ impl Tracer {
             prog.attach("sched", name).with_context(|| format!("attaching to sched/{name}"))?;
         }
 
+        if opts.syscalls || opts.copies {
+            copies::attach_syscalls(&mut ebpf).map_err(load_error)?;
+        }
+        if let Some(cfg) = &copy_cfg {
+            copies::attach_copies(&mut ebpf, cfg).map_err(load_error)?;
+        }
+        let copy_maps = if opts.syscalls || opts.copies { Some(CopyMaps::take(&mut ebpf)?) } else { None };
+
         let threads: HashMap<MapData, u32, ThreadSwitches> =
             HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
         let threads_capacity = 32768;
         let cpus = PerCpuArray::try_from(ebpf.take_map("CPU_SWITCHES").context("map CPU_SWITCHES missing")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok(Self { _ebpf: ebpf, threads, cpus, counters, events: Some(events), threads_capacity })
+        Ok(Self { _ebpf: ebpf, threads, cpus, counters, events: Some(events), threads_capacity, copy_maps })
     }
 
     /// The ring buffer, to be polled by the caller (once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The syscall-count and copy-path maps, when [`TracerOptions::syscalls`] or
+    /// [`TracerOptions::copies`] asked for them.
+    pub fn copy_maps(&mut self) -> Option<&mut CopyMaps> {
+        self.copy_maps.as_mut()
     }
 
     /// Every traced thread's accounting, by thread id. The map changes while it is read
@@ -165,6 +198,9 @@ impl Tracer {
         Ok(Health {
             ringbuf_drops: sum(counters::RINGBUF_DROPS)?,
             thread_map_full: sum(counters::THREAD_MAP_FULL)?,
+            inflight_full: sum(counters::INFLIGHT_FULL)?,
+            copy_map_full: sum(counters::COPY_MAP_FULL)?,
+            syscall_map_full: sum(counters::SYSCALL_MAP_FULL)?,
         })
     }
 }

@@ -1,5 +1,8 @@
 //! Pure aggregation: no I/O, no BPF. Unit-tested from plain values.
 
+pub mod copies;
+pub mod copy_report;
 pub mod histogram;
 pub mod rates;
 pub mod switches;
+pub mod syscalls;
