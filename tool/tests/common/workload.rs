@@ -166,6 +166,8 @@ pub fn run_if_child() {
             writeln!(out, "done").unwrap();
             wait_go();
         }
+        // Copy paths with known byte counts (tests/copies.rs).
+        copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

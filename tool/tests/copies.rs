@@ -1,0 +1,187 @@
+//! Real BPF: proclens's per-path byte counts against workloads that move a known number of
+//! bytes by one path each. Exact equality, not tolerance: every byte a syscall returned is
+//! counted once, on the path (syscall, source kind → destination kind) it took.
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Proclens, can_trace, workload::Workload};
+use serde_json::Value;
+
+workload_entry!();
+
+/// 8 MiB, moved by each path.
+const SIZE: u64 = 8 << 20;
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The first `copies` report for `pid` made after `after` (unix seconds).
+fn report_after(p: &Proclens, pid: u32, after: f64) -> Value {
+    p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["time"].as_f64().unwrap() > after)
+}
+
+/// (bytes, calls, errors) totals of `op` on `kinds` (e.g. `file->socket`) in a report;
+/// zeros when the path was never used.
+fn path_totals(v: &Value, op: &str, kinds: &str) -> (u64, u64, u64) {
+    let c = &v["paths"][op]["fds"][kinds];
+    let get = |f: &str| c[f].as_u64().unwrap_or(0);
+    (get("bytes_total"), get("calls_total"), get("errors_total"))
+}
+
+/// Every `fds` key `op` used in a report.
+fn kinds_of(v: &Value, op: &str) -> Vec<String> {
+    v["paths"][op]["fds"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// A measured run: the reports just before and just after the workload ran.
+struct Window {
+    before: Value,
+    after: Value,
+}
+
+impl Window {
+    /// (bytes, calls, errors) of a path over the window.
+    fn delta(&self, op: &str, kinds: &str) -> (u64, u64, u64) {
+        let (b0, c0, e0) = path_totals(&self.before, op, kinds);
+        let (b1, c1, e1) = path_totals(&self.after, op, kinds);
+        (b1 - b0, c1 - c0, e1 - e0)
+    }
+
+    fn bytes(&self, op: &str, kinds: &str) -> u64 {
+        self.delta(op, kinds).0
+    }
+}
+
+/// Runs copy workload `kind` under `proclens copies` and returns the window around it.
+fn measure(kind: &str) -> Window {
+    let mut w = Workload::spawn(&format!("{kind}:{SIZE}"));
+    let pid = w.pid();
+    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "-p", &pid.to_string()]);
+    // The first report means the programs are attached.
+    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
+    let before = report_after(&p, pid, now_unix());
+    w.go();
+    let after = report_after(&p, pid, now_unix());
+    eprintln!("{kind}: after = {after}");
+    Window { before, after }
+}
+
+#[test]
+fn read_write_file_to_socket_counts_each_byte_once_per_side() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-rw");
+    let (bytes, calls, errors) = w.delta("read", "file->user");
+    assert_eq!(bytes, SIZE, "read file->user");
+    assert_eq!((calls, errors), (SIZE / 65536 + 1, 0), "128 full reads and the one at end of file");
+    assert_eq!(w.bytes("write", "user->socket"), SIZE, "write user->socket");
+    assert_eq!(w.bytes("read", "socket->user"), SIZE, "the peer's read socket->user");
+    // What sendfile would save: the whole 8 MiB went file → socket through user space.
+    let s = &w.after["sendfile_would_save"];
+    assert!(s["eligible_bytes"].as_u64().unwrap() > 0, "{s}");
+}
+
+#[test]
+fn sendfile_file_to_tcp_socket_is_exact_and_in_kernel() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-sendfile");
+    let (bytes, calls, errors) = w.delta("sendfile", "file->socket");
+    assert_eq!(bytes, SIZE, "sendfile file->socket");
+    assert!(calls >= 1 && errors == 0);
+    assert_eq!(kinds_of(&w.after, "sendfile"), vec!["file->socket"]);
+    assert_eq!(w.after["paths"]["sendfile"]["class"], "in_kernel");
+    assert_eq!(w.bytes("read", "socket->user"), SIZE, "the peer's read socket->user");
+}
+
+#[test]
+fn splice_file_to_pipe_to_socket_is_exact() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-splice");
+    assert_eq!(w.bytes("splice", "file->pipe"), SIZE);
+    assert_eq!(w.bytes("splice", "pipe->socket"), SIZE);
+    assert_eq!(w.bytes("read", "socket->user"), SIZE);
+    assert_eq!(w.after["paths"]["splice"]["class"], "in_kernel");
+}
+
+#[test]
+fn vmsplice_into_a_pipe_and_tee_are_exact() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-vmsplice");
+    assert_eq!(w.bytes("vmsplice", "user->pipe"), SIZE, "vmsplice to a pipe open for writing");
+    assert_eq!(w.bytes("tee", "pipe->pipe"), SIZE);
+    assert_eq!(w.bytes("splice", "pipe->other"), 2 * SIZE, "both pipes drained to /dev/null");
+}
+
+#[test]
+fn copy_file_range_file_to_file_is_exact() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-cfr");
+    let (bytes, calls, errors) = w.delta("copy_file_range", "file->file");
+    assert_eq!(bytes, SIZE);
+    assert!(calls >= 1 && errors == 0);
+}
+
+#[test]
+fn mmap_then_write_counts_the_mapping_and_the_written_bytes() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-mmap");
+    assert_eq!(w.delta("mmap", "file->user"), (SIZE, 1, 0), "one file-backed mapping of 8 MiB");
+    assert_eq!(w.bytes("write", "user->socket"), SIZE);
+    assert_eq!(w.bytes("read", "socket->user"), SIZE);
+}
+
+#[test]
+fn short_calls_count_returned_bytes_and_failures_count_as_errors() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-short");
+    assert_eq!(w.delta("read", "socket->user"), (1000, 1, 0), "a 64 KiB read that returned 1000");
+    assert_eq!(w.delta("write", "user->file"), (10_000, 1, 1), "a write cut short by RLIMIT_FSIZE, then EFBIG");
+    assert_eq!(w.delta("read", "unknown->user"), (0, 0, 1), "read from a bad fd: an error, no bytes");
+    assert_eq!(w.delta("write", "user->unknown"), (0, 0, 1), "write to fd -1: an error, no bytes");
+}
+
+/// proclens writes a report every interval; none of it may show up, unless asked.
+#[test]
+fn proclens_does_not_count_its_own_io() {
+    if !can_trace() {
+        return;
+    }
+    let rows_of_self = |args: &[&str]| -> (usize, u64) {
+        let p = Proclens::spawn(args);
+        let me = p.child.id();
+        let mut rows = 0;
+        let mut written = 0;
+        let mut reports = 0;
+        while reports < 6 {
+            let line = p.line(Duration::from_secs(30));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["type"] == "copies_system" {
+                reports += 1;
+            } else if v["pid"] == me {
+                rows += 1;
+                written += path_totals(&v, "write", "user->pipe").0;
+            }
+        }
+        (rows, written)
+    };
+    let (rows, _) = rows_of_self(&["copies", "--json", "--interval", "0.2"]);
+    assert_eq!(rows, 0, "proclens reported itself");
+    // The control: with --include-self its own report writes to the pipe are seen.
+    let (rows, written) = rows_of_self(&["copies", "--json", "--interval", "0.2", "--include-self"]);
+    assert!(rows > 0 && written > 0, "--include-self shows proclens's own writes ({rows} rows, {written} bytes)");
+}
