@@ -49,16 +49,30 @@ impl Window {
         (b1 - b0, c1 - c0, e1 - e0)
     }
 
+    /// A syscall's field (`calls_total`, ...) summed over its fd kinds, over the window.
+    fn op_delta(&self, op: &str, field: &str) -> u64 {
+        let get = |v: &Value| v["paths"][op][field].as_u64().unwrap_or(0);
+        get(&self.after) - get(&self.before)
+    }
+
     fn bytes(&self, op: &str, kinds: &str) -> u64 {
         self.delta(op, kinds).0
     }
+}
+
+/// `count_total` of syscall `name` in a report made with `--syscalls`; 0 when absent.
+fn syscall_total(v: &Value, name: &str) -> u64 {
+    v["top_syscalls"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .map_or(0, |s| s["count_total"].as_u64().unwrap())
 }
 
 /// Runs copy workload `kind` under `proclens copies` and returns the window around it.
 fn measure(kind: &str) -> Window {
     let mut w = Workload::spawn(&format!("{kind}:{SIZE}"));
     let pid = w.pid();
-    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "-p", &pid.to_string()]);
+    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "--syscalls", "1000", "-p", &pid.to_string()]);
     // The first report means the programs are attached.
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     let before = report_after(&p, pid, now_unix());
@@ -79,9 +93,17 @@ fn read_write_file_to_socket_counts_each_byte_once_per_side() {
     assert_eq!((calls, errors), (SIZE / 65536 + 1, 0), "128 full reads and the one at end of file");
     assert_eq!(w.bytes("write", "user->socket"), SIZE, "write user->socket");
     assert_eq!(w.bytes("read", "socket->user"), SIZE, "the peer's read socket->user");
-    // What sendfile would save: the whole 8 MiB went file → socket through user space.
-    let s = &w.after["sendfile_would_save"];
-    assert!(s["eligible_bytes"].as_u64().unwrap() > 0, "{s}");
+    // Mode switches: the raw sys_enter counter and the copy-path programs agree on
+    // every write(2) of the window (socket writes and the workload's `done` line), each
+    // made and finished inside it.
+    let writes = syscall_total(&w.after, "write") - syscall_total(&w.before, "write");
+    assert!(writes >= SIZE / 65536, "write syscalls counted: {writes}");
+    assert_eq!(writes, w.op_delta("write", "calls_total") + w.op_delta("write", "errors_total"), "write(2) syscalls vs write path calls + errors");
+    // What sendfile would save since start: all 8 MiB went file → socket through user
+    // space, copied twice by the CPU.
+    let s = &w.after["sendfile_would_save_total"];
+    assert_eq!(s["eligible_bytes"], SIZE, "{s}");
+    assert_eq!(s["cpu_copy_bytes"], 2 * SIZE, "{s}");
 }
 
 #[test]
@@ -153,6 +175,17 @@ fn short_calls_count_returned_bytes_and_failures_count_as_errors() {
     assert_eq!(w.delta("write", "user->file"), (10_000, 1, 1), "a write cut short by RLIMIT_FSIZE, then EFBIG");
     assert_eq!(w.delta("read", "unknown->user"), (0, 0, 1), "read from a bad fd: an error, no bytes");
     assert_eq!(w.delta("write", "user->unknown"), (0, 0, 1), "write to fd -1: an error, no bytes");
+}
+
+#[test]
+fn io_uring_users_are_flagged() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-uring");
+    assert_eq!(w.before["io_uring"], false);
+    assert_eq!(w.after["io_uring"], true, "{}", w.after);
+    assert!(w.after["io_uring_note"].as_str().unwrap().contains("not counted"));
 }
 
 /// proclens writes a report every interval; none of it may show up, unless asked.

@@ -55,7 +55,8 @@ pub struct CopiesArgs {
     #[command(flatten)]
     pub output: Output,
     /// Also show each process's busiest syscalls of the interval (like syscount), this
-    /// many (default 10 when given without a value).
+    /// many (default 10 when given without a value). In JSON: `top_syscalls`, a list of
+    /// {name, nr, count, per_s, count_total}, busiest in the interval first, then by total.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10", value_parser = clap::value_parser!(u16).range(1..))]
     pub syscalls: Option<u16>,
     /// Also show processes that made no syscall in the interval.

@@ -106,6 +106,7 @@ struct JsonRow<'a> {
     mmap_calls_total: u64,
     mmap_bytes_total: u64,
     sendfile_would_save: JsonSaving,
+    sendfile_would_save_total: JsonSaving,
     paths: BTreeMap<&'static str, JsonPath>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_syscalls: Option<Vec<JsonSyscall>>,
@@ -200,10 +201,15 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             mmap_calls_total: t.mmap_calls,
             mmap_bytes_total: t.mmap_bytes,
             sendfile_would_save: saving_json(&d),
+            sendfile_would_save_total: saving_json(&t),
             paths: paths_json(&r.copies.paths, f.elapsed_s),
             top_syscalls: f.top_syscalls.map(|n| {
+                // Busiest of the interval first, then by total; idle ones are kept so
+                // `count_total` can be followed across intervals.
                 r.syscalls
-                    .top(n)
+                    .by_nr
+                    .iter()
+                    .take(n)
                     .map(|c| JsonSyscall {
                         name: syscall_name(c.nr).into_owned(),
                         nr: c.nr,

@@ -267,6 +267,20 @@ fn short_and_failing() -> impl FnOnce() {
     }
 }
 
+/// Sets up an io_uring instance (io_uring_setup) and closes it: proclens must flag the
+/// process. Whether the kernel allows io_uring or not, the call is made.
+fn io_uring() -> impl FnOnce() {
+    || {
+        let mut params = [0u8; 120]; // struct io_uring_params
+        // SAFETY: io_uring_setup with a zeroed params struct of the kernel's size.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+        if fd >= 0 {
+            // SAFETY: closing the fd we were given.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
 /// Runs copy workload `name` moving `size` bytes, with the workload protocol (`ready`,
 /// wait for a line, run, `done`, wait until stdin closes), then exits.
 pub fn run(name: &str, size: u64) {
@@ -279,6 +293,7 @@ pub fn run(name: &str, size: u64) {
         "copy-vmsplice" => Box::new(vmsplice_tee(size)),
         "copy-cfr" => Box::new(copy_file_range(size)),
         "copy-short" => Box::new(short_and_failing()),
+        "copy-uring" => Box::new(io_uring()),
         other => panic!("unknown copy workload {other}"),
     };
     let with_reader = matches!(name, "copy-rw" | "copy-sendfile" | "copy-splice" | "copy-mmap");
