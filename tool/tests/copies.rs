@@ -218,3 +218,29 @@ fn proclens_does_not_count_its_own_io() {
     let (rows, written) = rows_of_self(&["copies", "--json", "--interval", "0.2", "--include-self"]);
     assert!(rows > 0 && written > 0, "--include-self shows proclens's own writes ({rows} rows, {written} bytes)");
 }
+
+/// A process that has gone is reported once more (alive: false, its final totals), then
+/// its kernel map entries are freed: it never shows up again.
+#[test]
+fn gone_processes_are_reported_once_then_pruned() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn(&format!("copy-rw:{SIZE}"));
+    let pid = w.pid();
+    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "-p", &pid.to_string()]);
+    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
+    w.go();
+    drop(w); // killed and reaped
+    let last = p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["alive"] == false);
+    assert_eq!(path_totals(&last, "read", "file->user").0, SIZE, "final totals in the last report");
+    let mut reports = 0;
+    while reports < 5 {
+        let v: Value = serde_json::from_str(&p.line(Duration::from_secs(15))).unwrap();
+        if v["type"] == "copies_system" {
+            reports += 1;
+        } else {
+            assert_ne!(v["pid"], pid, "reported again after it was gone: {v}");
+        }
+    }
+}

@@ -107,7 +107,7 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 let rows = model.update(&maps.copies()?, &maps.syscalls()?);
                 let gone: Vec<u32> = rows.iter().map(|r| r.tgid).filter(|t| !procfs::exists(*t)).collect();
                 let health = tracer.health()?;
-                let rows = select_rows(rows, &args, &mut comms);
+                let rows = select_rows(rows, &gone, &args, &mut comms);
                 let frame = Frame {
                     unix_time,
                     clock,
@@ -145,10 +145,16 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
 }
 
 /// Applies `-p`, `--comm` and `--all`, and names the rows. A requested process that has
-/// made no syscall since proclens started is still shown, with zeros.
-fn select_rows(mut rows: Vec<ProcRow>, args: &CopiesArgs, comms: &mut CommCache<u32>) -> Vec<(ProcRow, String, bool)> {
+/// made no syscall since proclens started is still shown, with zeros. `gone` decides
+/// `alive`, so a process is reported gone exactly in the interval its entries are pruned.
+fn select_rows(
+    mut rows: Vec<ProcRow>,
+    gone: &[u32],
+    args: &CopiesArgs,
+    comms: &mut CommCache<u32>,
+) -> Vec<(ProcRow, String, bool)> {
     for &pid in &args.filter.pids {
-        if !rows.iter().any(|r| r.tgid == pid) && procfs::exists(pid) {
+        if !rows.iter().any(|r| r.tgid == pid) && !gone.contains(&pid) && procfs::exists(pid) {
             rows.push(ProcRow { tgid: pid, ..ProcRow::default() });
         }
     }
@@ -156,7 +162,7 @@ fn select_rows(mut rows: Vec<ProcRow>, args: &CopiesArgs, comms: &mut CommCache<
         .filter(|r| args.filter.pids.is_empty() || args.filter.pids.contains(&r.tgid))
         .filter(|r| args.all || !args.filter.pids.is_empty() || !r.is_idle())
         .map(|r| {
-            let alive = procfs::exists(r.tgid);
+            let alive = !gone.contains(&r.tgid);
             let comm = comms.get(r.tgid, r.tgid, alive);
             (r, comm, alive)
         })

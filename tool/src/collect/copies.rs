@@ -12,12 +12,12 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, MapError, PerCpuHashMap},
+    maps::{HashMap, MapData, MapError, PerCpuHashMap},
     programs::{RawTracePoint, TracePoint},
 };
 use btf_rs::Btf;
 use proclens_common::{
-    copies::{CopyKey, CopyStats, SysKey, layout, op},
+    copies::{CopyKey, CopyStats, Inflight, SysKey, layout, op},
     globals,
 };
 
@@ -209,10 +209,11 @@ pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
     Ok(())
 }
 
-/// The per-CPU maps of syscall counts and path totals.
+/// The per-CPU maps of syscall counts and path totals, and the per-thread calls in flight.
 pub struct CopyMaps {
     syscalls: PerCpuHashMap<MapData, SysKey, u64>,
     copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
+    inflight: HashMap<MapData, u32, Inflight>,
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -223,6 +224,7 @@ impl CopyMaps {
         Ok(Self {
             syscalls: PerCpuHashMap::try_from(ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?)?,
             copies: PerCpuHashMap::try_from(ebpf.take_map("COPIES").context("map COPIES missing")?)?,
+            inflight: HashMap::try_from(ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?)?,
         })
     }
 
@@ -269,7 +271,8 @@ impl CopyMaps {
     }
 
     /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes.
+    /// maps hold only live processes. Calls in flight of a gone process (a thread killed
+    /// inside a copy syscall never reaches its exit) are dropped too.
     pub fn prune(&mut self, gone: &[u32]) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
@@ -286,6 +289,20 @@ impl CopyMaps {
             match self.copies.remove(&k) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning COPIES"),
+            }
+        }
+        let stale: Vec<u32> = self
+            .inflight
+            .iter()
+            .take(WALK_BOUND)
+            .filter_map(Result::ok)
+            .filter(|(_, v)| gone.contains(&v.key.tgid))
+            .map(|(tid, _)| tid)
+            .collect();
+        for tid in stale {
+            match self.inflight.remove(&tid) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("pruning INFLIGHT"),
             }
         }
         Ok(())
