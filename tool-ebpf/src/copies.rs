@@ -34,9 +34,14 @@ static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16
 static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Copy-family calls between enter and exit, by thread id. Enter and exit may run on
-/// different CPUs, so this one is shared.
+/// different CPUs, so this one is shared. A thread's entry is updated in place (its op set
+/// to `OP_NONE` at exit) rather than inserted and deleted on every call, which halves the
+/// map work on the hot path; userspace deletes the entries of threads that have gone.
 #[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, 0);
+
+/// `Inflight::key.op` of a thread with no copy-family call in flight.
+const OP_NONE: u8 = u8::MAX;
 
 /// Per-op `sys_enter_*` record offsets, see `proclens_common::copies::layout`.
 #[unsafe(no_mangle)]
@@ -162,8 +167,14 @@ fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
         (side(ctx, task, layout_of(op, layout::SRC))?, side(ctx, task, layout_of(op, layout::DST))?)
     };
     let inflight = Inflight { key: CopyKey { tgid, op, src, dst, _pad: 0 }, _pad: 0, len };
-    if INFLIGHT.insert(&tid, &inflight, BPF_ANY).is_err() {
-        count(counters::INFLIGHT_FULL);
+    match INFLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: only this thread writes its own entry.
+        Some(e) => unsafe { *e = inflight },
+        None => {
+            if INFLIGHT.insert(&tid, &inflight, BPF_ANY).is_err() {
+                count(counters::INFLIGHT_FULL);
+            }
+        }
     }
     Ok(())
 }
@@ -178,13 +189,16 @@ pub fn copy_exit(ctx: TracePointContext) -> u32 {
 fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(p) = INFLIGHT.get_ptr(&tid) else {
+    let Some(p) = INFLIGHT.get_ptr_mut(&tid) else {
         // Entered before proclens attached, or not traced (proclens itself).
         return Ok(());
     };
-    // SAFETY: map value pointer; copied out before the entry is deleted.
+    // SAFETY: only this thread writes its own entry; copied out, then marked consumed.
     let inflight = unsafe { *p };
-    let _ = INFLIGHT.remove(&tid);
+    if inflight.key.op == OP_NONE {
+        return Ok(());
+    }
+    unsafe { (*p).key.op = OP_NONE };
     if inflight.key.tgid != (pid_tgid >> 32) as u32 {
         // A stale entry of a thread killed inside a call whose id was reused.
         return Ok(());

@@ -217,7 +217,7 @@ pub struct CopyMaps {
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
-const WALK_BOUND: usize = 4 * 16384;
+const WALK_BOUND: usize = 4 * 65536;
 
 impl CopyMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
@@ -271,9 +271,10 @@ impl CopyMaps {
     }
 
     /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. Calls in flight of a gone process (a thread killed
-    /// inside a copy syscall never reaches its exit) are dropped too.
+    /// maps hold only live processes. The per-thread in-flight slots of threads that no
+    /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
     pub fn prune(&mut self, gone: &[u32]) -> Result<()> {
+        self.prune_inflight()?;
         if gone.is_empty() {
             return Ok(());
         }
@@ -291,12 +292,16 @@ impl CopyMaps {
                 Err(e) => return Err(e).context("pruning COPIES"),
             }
         }
+        Ok(())
+    }
+
+    fn prune_inflight(&mut self) -> Result<()> {
         let stale: Vec<u32> = self
             .inflight
             .iter()
             .take(WALK_BOUND)
             .filter_map(Result::ok)
-            .filter(|(_, v)| gone.contains(&v.key.tgid))
+            .filter(|(tid, v)| !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists())
             .map(|(tid, _)| tid)
             .collect();
         for tid in stale {
