@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, build, run and test tasks for proclens.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -36,6 +37,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure what tracing costs a syscall-heavy workload (1-byte pipe write+read round
+    /// trips): untraced, under `proclens copies`, under an equivalent bpftrace script, and
+    /// under `strace -c -f`. Prints a Markdown table for BENCHMARKS.md. Needs root.
+    Bench {
+        /// Round trips per run (two syscalls each).
+        #[arg(long, default_value = "500000")]
+        round_trips: u64,
+        /// Runs per mode; the median is reported.
+        #[arg(long, default_value = "3")]
+        runs: u32,
+    },
+    /// The benchmark's workload (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchWorkload { round_trips: u64 },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +104,15 @@ fn run() -> Result<ExitCode> {
             let st = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
+        Task::Bench { round_trips, runs } => {
+            setup::ensure_all()?;
+            if !nix_is_root() {
+                bail!("the benchmark loads BPF programs: run it as root");
+            }
+            let bin = build_release()?;
+            bench::run(&bin, round_trips, runs)?;
+        }
+        Task::BenchWorkload { round_trips } => bench::workload(round_trips)?,
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
