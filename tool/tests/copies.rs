@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Proclens, can_trace, workload::Workload};
+use common::{PROCLENS, Proclens, can_trace, workload::Workload};
 use serde_json::Value;
 
 workload_entry!();
@@ -242,5 +242,20 @@ fn gone_processes_are_reported_once_then_pruned() {
         } else {
             assert_ne!(v["pid"], pid, "reported again after it was gone: {v}");
         }
+    }
+}
+
+/// Bad input: one line on stderr and a distinct exit code, before anything is loaded.
+#[test]
+fn bad_input_gets_one_line_and_its_exit_code() {
+    // Above the largest pid_max Linux allows (2^22): cannot exist.
+    let out = std::process::Command::new(PROCLENS).args(["copies", "-p", "4194305"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "no such process");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no such process: 4194305"), "{err}");
+    for bad in [&["copies", "--syscalls", "0"][..], &["copies", "--interval", "0"], &["copies", "-p", "abc"]] {
+        let out = std::process::Command::new(PROCLENS).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }

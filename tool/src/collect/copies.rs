@@ -22,6 +22,7 @@ use proclens_common::{
 };
 
 use super::{btf::member_offset, tracefs};
+use crate::error::Fatal;
 
 /// Field names of each op's `sys_enter_<op>` record: (source fd, destination fd). `None`
 /// is user memory. vmsplice's single fd is both (the kernel side picks the direction);
@@ -109,7 +110,13 @@ impl CopyLayout {
             }
             available.push(opid);
         }
-        let exit_ret = exit_ret.context("none of the copy-family syscall tracepoints exists on this kernel")?;
+        let exit_ret = exit_ret.ok_or_else(|| {
+            Fatal::KernelUnsupported(
+                "none of the copy-family syscall tracepoints (syscalls/sys_enter_read, ...) exists on this kernel \
+                 (it needs CONFIG_FTRACE_SYSCALLS)"
+                    .into(),
+            )
+        })?;
         Ok(Self { offsets, exit_ret, available, missing })
     }
 }
@@ -318,6 +325,70 @@ impl CopyMaps {
 mod tests {
     use super::*;
     use crate::collect::btf::{VMLINUX, load_vmlinux};
+
+    /// A tracefs tree holding only the given `events/syscalls/<name>/format` files.
+    struct FakeTracefs(std::path::PathBuf);
+
+    impl FakeTracefs {
+        fn new(files: &[(&str, &str)]) -> Self {
+            let root = std::env::temp_dir().join(format!("proclens-fake-tracefs-{}-{}", std::process::id(), files.len()));
+            let _ = std::fs::remove_dir_all(&root);
+            for (name, text) in files {
+                let dir = root.join("events/syscalls").join(name);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("format"), text).unwrap();
+            }
+            Self(root)
+        }
+    }
+
+    impl Drop for FakeTracefs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const ENTER_READ: &str = include_str!("../../tests/fixtures/6.18-sys_enter_read.format");
+    const EXIT_READ: &str = include_str!("../../tests/fixtures/6.18-sys_exit_read.format");
+    const ENTER_SENDFILE: &str = include_str!("../../tests/fixtures/6.18-sys_enter_sendfile64.format");
+    const EXIT_SENDFILE: &str = include_str!("../../tests/fixtures/6.18-sys_exit_sendfile64.format");
+    const ENTER_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_enter_mmap.format");
+    const EXIT_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_exit_mmap.format");
+
+    #[test]
+    fn layout_from_6_18_formats_with_missing_ops() {
+        let fake = FakeTracefs::new(&[
+            ("sys_enter_read", ENTER_READ),
+            ("sys_exit_read", EXIT_READ),
+            ("sys_enter_sendfile64", ENTER_SENDFILE),
+            ("sys_exit_sendfile64", EXIT_SENDFILE),
+            ("sys_enter_mmap", ENTER_MMAP),
+            ("sys_exit_mmap", EXIT_MMAP),
+            // An enter without its exit: not traceable.
+            ("sys_enter_write", ENTER_READ),
+        ]);
+        let l = CopyLayout::from_tracefs(&fake.0).unwrap();
+        assert_eq!(l.available, vec![op::READ, op::SENDFILE64, op::MMAP]);
+        assert_eq!(l.missing.len(), op::COUNT - 3);
+        assert!(l.missing.iter().any(|(o, why)| *o == op::WRITE && why.contains("sys_exit_write")), "{:?}", l.missing);
+        let at = |o: u8, f: usize| l.offsets[o as usize * layout::PER_OP + f];
+        assert_eq!((at(op::READ, layout::SRC), at(op::READ, layout::DST)), (16, layout::NONE));
+        // sendfile64(out_fd, in_fd, ...): the source is in_fd.
+        assert_eq!((at(op::SENDFILE64, layout::SRC), at(op::SENDFILE64, layout::DST)), (24, 16));
+        assert_eq!((at(op::MMAP, layout::SRC), at(op::MMAP, layout::LEN), at(op::MMAP, layout::FLAGS)), (48, 24, 40));
+        assert_eq!(at(op::WRITE, layout::DST), layout::NONE, "missing ops keep no offsets");
+        assert_eq!(l.exit_ret, 16);
+    }
+
+    #[test]
+    fn malformed_or_absent_formats_are_errors() {
+        // sys_enter_sendfile64 with read's fields: no in_fd/out_fd.
+        let fake = FakeTracefs::new(&[("sys_enter_sendfile64", ENTER_READ), ("sys_exit_sendfile64", EXIT_SENDFILE)]);
+        let err = CopyLayout::from_tracefs(&fake.0).unwrap_err();
+        assert!(format!("{err:#}").contains("in_fd"), "{err:#}");
+        let empty = FakeTracefs::new(&[]);
+        assert!(CopyLayout::from_tracefs(&empty.0).is_err(), "no copy tracepoint at all");
+    }
 
     /// Resolves the layouts from this host's kernel (tracefs and BTF); skipped with a
     /// reason where the host lacks them.

@@ -1,4 +1,23 @@
 //! `proclens copies` output, plain and JSON (one object per process per interval).
+//!
+//! JSON schema (NDJSON, stable; every interval's counts come with the running totals since
+//! proclens started, `*_total`):
+//!
+//! - `{"type":"copies_system", time, interval_s, processes, syscalls, syscalls_per_s,
+//!   inflight_full, copy_map_full, syscall_map_full}` first in each interval (the last
+//!   three: calls not counted because an in-kernel map was full, since start).
+//! - `{"type":"copies", time, interval_s, pid, comm, alive, syscalls, syscalls_per_s,
+//!   syscalls_total, io_uring, io_uring_note?, user_copy_bytes(_total), zero_copy_bytes(_total),
+//!   zero_copy_pct(_total), mmap_calls(_total), mmap_bytes(_total),
+//!   sendfile_would_save{eligible_bytes, cpu_copy_bytes, syscalls, mode_switches},
+//!   sendfile_would_save_total{..}, paths, top_syscalls?}` per process, where `paths` is
+//!   keyed by syscall name (`read`, `sendfile`, `copy_file_range`, `mmap`, ...):
+//!   `{class: user_copy|in_kernel|user_pages|mmap, bytes, calls, errors, bytes_total,
+//!   calls_total, errors_total, bytes_per_s, calls_per_s, avg_bytes_per_call, fds}` and
+//!   `fds` splits the same counts by `"<source>-><destination>"` kinds (`file`, `socket`,
+//!   `pipe`, `other`, `user`, `unknown`). `calls` are successful calls, `errors` failed
+//!   ones; `top_syscalls` (with `--syscalls N`) is `[{name, nr, count, per_s,
+//!   count_total}]`.
 
 use std::collections::BTreeMap;
 
