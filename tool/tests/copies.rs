@@ -19,7 +19,9 @@ fn now_unix() -> f64 {
 
 /// The first `copies` report for `pid` made after `after` (unix seconds).
 fn report_after(p: &Proclens, pid: u32, after: f64) -> Value {
-    p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["time"].as_f64().unwrap() > after)
+    p.json_until(Duration::from_secs(15), |v| {
+        v["type"] == "copies" && v["pid"] == pid && v["time"].as_f64().unwrap() > after
+    })
 }
 
 /// (bytes, calls, errors) totals of `op` on `kinds` (e.g. `file->socket`) in a report;
@@ -98,7 +100,11 @@ fn read_write_file_to_socket_counts_each_byte_once_per_side() {
     // made and finished inside it.
     let writes = syscall_total(&w.after, "write") - syscall_total(&w.before, "write");
     assert!(writes >= SIZE / 65536, "write syscalls counted: {writes}");
-    assert_eq!(writes, w.op_delta("write", "calls_total") + w.op_delta("write", "errors_total"), "write(2) syscalls vs write path calls + errors");
+    assert_eq!(
+        writes,
+        w.op_delta("write", "calls_total") + w.op_delta("write", "errors_total"),
+        "write(2) syscalls vs write path calls + errors"
+    );
     // What sendfile would save since start: all 8 MiB went file → socket through user
     // space, copied twice by the CPU.
     let s = &w.after["sendfile_would_save_total"];
@@ -232,7 +238,8 @@ fn gone_processes_are_reported_once_then_pruned() {
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     w.go();
     drop(w); // killed and reaped
-    let last = p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["alive"] == false);
+    let last =
+        p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["alive"] == false);
     assert_eq!(path_totals(&last, "read", "file->user").0, SIZE, "final totals in the last report");
     let mut reports = 0;
     while reports < 5 {

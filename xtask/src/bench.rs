@@ -71,7 +71,8 @@ fn run_workload(wrapper: &[&str], n: u64) -> Result<f64> {
         bail!("{cmd:?} failed ({})", out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let ns: f64 = text.lines().last().unwrap_or("").trim().parse().with_context(|| format!("workload printed {text:?}"))?;
+    let ns: f64 =
+        text.lines().last().unwrap_or("").trim().parse().with_context(|| format!("workload printed {text:?}"))?;
     Ok(ns / (2 * n) as f64)
 }
 
@@ -85,7 +86,8 @@ impl Tracer {
     /// Starts `cmd` and waits until a line of its stdout satisfies `ready`; the rest of its
     /// output is drained (and dropped) so it never blocks on a full pipe.
     fn start(mut cmd: Command, ready: impl Fn(&str) -> bool + Send + 'static, interrupt: bool) -> Result<Self> {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -137,7 +139,11 @@ fn measure(label: &str, runs: u32, mut one: impl FnMut() -> Result<f64>) -> Resu
 }
 
 fn which(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs every mode and prints a Markdown table (for BENCHMARKS.md) on stdout.
@@ -170,7 +176,10 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<()> {
     let base = rows[0].1;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
-    println!("Workload: {n} one-byte write+read round trips through a pipe ({} syscalls), median of {runs} runs;", 2 * n);
+    println!(
+        "Workload: {n} one-byte write+read round trips through a pipe ({} syscalls), median of {runs} runs;",
+        2 * n
+    );
     println!("kernel {}, {cpus} CPUs.", kernel.trim());
     println!();
     println!("| mode | ns per syscall | overhead per syscall | slowdown |");

@@ -66,11 +66,8 @@ pub struct CopiesArgs {
 
 pub fn run(args: CopiesArgs) -> Result<ExitCode> {
     procfs::check_pids(&args.filter.pids)?;
-    let tracer = Tracer::start(&TracerOptions {
-        include_self: args.filter.include_self,
-        syscalls: true,
-        copies: true,
-    })?;
+    let tracer =
+        Tracer::start(&TracerOptions { include_self: args.filter.include_self, syscalls: true, copies: true })?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(copies_loop(tracer, args))
 }

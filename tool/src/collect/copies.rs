@@ -28,26 +28,26 @@ use crate::error::Fatal;
 /// is user memory. vmsplice's single fd is both (the kernel side picks the direction);
 /// mmap's fd is the source, with `len` and `flags` read too.
 const FD_FIELDS: [(Option<&str>, Option<&str>); op::COUNT] = [
-    (Some("fd"), None),            // read
-    (None, Some("fd")),            // write
-    (Some("fd"), None),            // pread64
-    (None, Some("fd")),            // pwrite64
-    (Some("fd"), None),            // readv
-    (None, Some("fd")),            // writev
-    (Some("fd"), None),            // preadv
-    (None, Some("fd")),            // pwritev
-    (Some("fd"), None),            // preadv2
-    (None, Some("fd")),            // pwritev2
-    (Some("fd"), None),            // recvfrom
-    (None, Some("fd")),            // sendto
-    (Some("fd"), None),            // recvmsg
-    (None, Some("fd")),            // sendmsg
+    (Some("fd"), None),              // read
+    (None, Some("fd")),              // write
+    (Some("fd"), None),              // pread64
+    (None, Some("fd")),              // pwrite64
+    (Some("fd"), None),              // readv
+    (None, Some("fd")),              // writev
+    (Some("fd"), None),              // preadv
+    (None, Some("fd")),              // pwritev
+    (Some("fd"), None),              // preadv2
+    (None, Some("fd")),              // pwritev2
+    (Some("fd"), None),              // recvfrom
+    (None, Some("fd")),              // sendto
+    (Some("fd"), None),              // recvmsg
+    (None, Some("fd")),              // sendmsg
     (Some("in_fd"), Some("out_fd")), // sendfile64
     (Some("fd_in"), Some("fd_out")), // splice
-    (Some("fd"), Some("fd")),      // vmsplice
-    (Some("fdin"), Some("fdout")), // tee
+    (Some("fd"), Some("fd")),        // vmsplice
+    (Some("fdin"), Some("fdout")),   // tee
     (Some("fd_in"), Some("fd_out")), // copy_file_range
-    (Some("fd"), None),            // mmap
+    (Some("fd"), None),              // mmap
 ];
 
 /// What the copy programs need from the running kernel.
@@ -331,7 +331,8 @@ mod tests {
 
     impl FakeTracefs {
         fn new(files: &[(&str, &str)]) -> Self {
-            let root = std::env::temp_dir().join(format!("proclens-fake-tracefs-{}-{}", std::process::id(), files.len()));
+            let root =
+                std::env::temp_dir().join(format!("proclens-fake-tracefs-{}-{}", std::process::id(), files.len()));
             let _ = std::fs::remove_dir_all(&root);
             for (name, text) in files {
                 let dir = root.join("events/syscalls").join(name);

@@ -84,7 +84,11 @@ impl Counts {
         if self.bytes < earlier.bytes || self.calls < earlier.calls || self.errors < earlier.errors {
             return *self;
         }
-        Counts { bytes: self.bytes - earlier.bytes, calls: self.calls - earlier.calls, errors: self.errors - earlier.errors }
+        Counts {
+            bytes: self.bytes - earlier.bytes,
+            calls: self.calls - earlier.calls,
+            errors: self.errors - earlier.errors,
+        }
     }
 
     pub fn add(&mut self, o: &Counts) {
@@ -278,7 +282,11 @@ impl CopyModel {
         }
         for p in out.values_mut() {
             p.paths.sort_by(|a, b| {
-                b.delta.bytes.cmp(&a.delta.bytes).then(b.total.bytes.cmp(&a.total.bytes)).then((a.op, a.src, a.dst).cmp(&(b.op, b.src, b.dst)))
+                b.delta
+                    .bytes
+                    .cmp(&a.delta.bytes)
+                    .then(b.total.bytes.cmp(&a.total.bytes))
+                    .then((a.op, a.src, a.dst).cmp(&(b.op, b.src, b.dst)))
             });
         }
         self.last = last;

@@ -53,8 +53,12 @@ impl CopiesModel {
                 copies: cp.remove(&tgid).unwrap_or_default(),
             })
             .collect();
-        let moved = |r: &ProcRow| -> u64 { r.copies.paths.iter().filter(|p| p.op != proclens_common::copies::op::MMAP).map(|p| p.delta.bytes).sum() };
-        rows.sort_by(|a, b| moved(b).cmp(&moved(a)).then(b.syscalls.delta.cmp(&a.syscalls.delta)).then(a.tgid.cmp(&b.tgid)));
+        let moved = |r: &ProcRow| -> u64 {
+            r.copies.paths.iter().filter(|p| p.op != proclens_common::copies::op::MMAP).map(|p| p.delta.bytes).sum()
+        };
+        rows.sort_by(|a, b| {
+            moved(b).cmp(&moved(a)).then(b.syscalls.delta.cmp(&a.syscalls.delta)).then(a.tgid.cmp(&b.tgid))
+        });
         rows
     }
 }

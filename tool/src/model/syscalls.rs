@@ -100,7 +100,8 @@ mod tests {
     #[test]
     fn deltas_totals_and_top() {
         let mut m = SyscallModel::new();
-        let mut snap = HashMap::from([(key(10, Sysno::read), 100), (key(10, Sysno::write), 50), (key(20, Sysno::close), 1)]);
+        let mut snap =
+            HashMap::from([(key(10, Sysno::read), 100), (key(10, Sysno::write), 50), (key(20, Sysno::close), 1)]);
         let first = m.update(&snap);
         assert_eq!((first[&10].delta, first[&10].total), (150, 150), "first sight: all is new");
         snap.insert(key(10, Sysno::read), 110);

@@ -66,7 +66,14 @@ struct JsonCounts {
 
 impl JsonCounts {
     fn new(d: &Counts, t: &Counts) -> Self {
-        Self { bytes: d.bytes, calls: d.calls, errors: d.errors, bytes_total: t.bytes, calls_total: t.calls, errors_total: t.errors }
+        Self {
+            bytes: d.bytes,
+            calls: d.calls,
+            errors: d.errors,
+            bytes_total: t.bytes,
+            calls_total: t.calls,
+            errors_total: t.errors,
+        }
     }
 }
 
@@ -177,7 +184,12 @@ fn paths_json(paths: &[PathRow], elapsed_s: f64) -> BTreeMap<&'static str, JsonP
 
 fn saving_json(d: &Derived) -> JsonSaving {
     let s = d.sendfile;
-    JsonSaving { eligible_bytes: s.eligible_bytes, cpu_copy_bytes: s.cpu_copy_bytes, syscalls: s.syscalls, mode_switches: s.mode_switches }
+    JsonSaving {
+        eligible_bytes: s.eligible_bytes,
+        cpu_copy_bytes: s.cpu_copy_bytes,
+        syscalls: s.syscalls,
+        mode_switches: s.mode_switches,
+    }
 }
 
 pub fn json_lines(f: &Frame) -> Vec<String> {
@@ -273,10 +285,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             )
         }
     )];
-    out.push(format!(
-        "{}      PID  syscalls/s  user-copy/s  zero-copy/s  zero-copy%  COMMAND",
-        f.clock
-    ));
+    out.push(format!("{}      PID  syscalls/s  user-copy/s  zero-copy/s  zero-copy%  COMMAND", f.clock));
     for (r, comm, _) in &f.rows {
         let d = r.copies.interval();
         out.push(format!(
@@ -399,7 +408,10 @@ mod tests {
         assert!(lines[2].contains("srv") && lines[2].contains("io_uring"), "{text}");
         assert!(text.contains("read             file->user"), "{text}");
         assert!(text.contains("sendfile would save 8.0MiB/s of CPU copies and 128 mode switches/s"), "{text}");
-        assert!(text.contains("top syscalls: read 64/s, io_uring_enter 0/s") || text.contains("top syscalls: read 64/s"), "{text}");
+        assert!(
+            text.contains("top syscalls: read 64/s, io_uring_enter 0/s") || text.contains("top syscalls: read 64/s"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -206,7 +206,14 @@ fn copy_file_range(size: u64) -> impl FnOnce() {
         while copied < size {
             // SAFETY: valid fds and offset pointers.
             let n = unsafe {
-                libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, (size - copied) as usize, 0)
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    (size - copied) as usize,
+                    0,
+                )
             };
             let n = check(n, "copy_file_range");
             assert!(n > 0, "copy_file_range hit end of file early");
@@ -222,7 +229,9 @@ fn mmap_write(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
     let r = reader(b, size, go.clone());
     move || {
         // SAFETY: a private read-only mapping of a file we hold open, unmapped below.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        };
         assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
         // SAFETY: the mapping is `size` readable bytes.
         let data = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size as usize) };
