@@ -180,6 +180,23 @@ impl CopyConfig {
     }
 }
 
+/// Per-CPU map sizes: as many entries as fit a memory budget for the per-CPU values on
+/// this machine's possible CPUs, between a floor and a cap. Entries that do not fit are
+/// counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
+fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
+    const BUDGET: usize = 32 << 20;
+    let fit = BUDGET / (value_size.max(8) * cpus.max(1));
+    (fit.min(cap as usize) as u32).max(4096)
+}
+
+/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading).
+pub fn size_maps(loader: &mut EbpfLoader<'_>) {
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    loader
+        .map_max_entries("SYSCALLS", per_cpu_entries(8, cpus, 65536))
+        .map_max_entries("COPIES", per_cpu_entries(size_of::<CopyStats>(), cpus, 32768));
+}
+
 /// Attaches the all-syscalls counter (raw tracepoint `sys_enter`, no tracefs needed).
 pub fn attach_syscalls(ebpf: &mut Ebpf) -> Result<()> {
     let prog: &mut RawTracePoint =
@@ -379,6 +396,13 @@ mod tests {
         assert_eq!((at(op::MMAP, layout::SRC), at(op::MMAP, layout::LEN), at(op::MMAP, layout::FLAGS)), (48, 24, 40));
         assert_eq!(at(op::WRITE, layout::DST), layout::NONE, "missing ops keep no offsets");
         assert_eq!(l.exit_ret, 16);
+    }
+
+    #[test]
+    fn map_sizes_follow_the_cpu_count() {
+        assert_eq!(per_cpu_entries(8, 2, 65536), 65536, "capped on small machines");
+        assert_eq!(per_cpu_entries(8, 256, 65536), 16384, "32 MiB / (8 B x 256 CPUs)");
+        assert_eq!(per_cpu_entries(24, 4096, 32768), 4096, "floor");
     }
 
     #[test]

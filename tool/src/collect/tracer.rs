@@ -114,6 +114,9 @@ impl Tracer {
             .override_global(globals::TASK_MM, &task.mm, true)
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
             .override_global(globals::TASK_START_TIME, &task.start_time, true);
+        if opts.syscalls || opts.copies {
+            copies::size_maps(&mut loader);
+        }
         if let Some(cfg) = &copy_cfg {
             cfg.configure(&mut loader);
         }
