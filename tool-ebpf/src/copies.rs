@@ -11,7 +11,7 @@
 //! struct offsets from BTF, both read at load time.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
@@ -28,6 +28,13 @@ const BPF_ANY: u64 = 0;
 /// Syscall counts per (process, syscall number); per CPU, summed by userspace.
 #[map]
 static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Command name per process, written when the process makes a syscall it had not made
+/// before (the `SYSCALLS` miss path, so not per call): userspace names processes that
+/// have exited before it could read /proc from here. After an exec the new program's
+/// first new syscalls rewrite it.
+#[map]
+static COMMS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(32768, 0);
 
 /// Path totals per (process, op, source kind, destination kind); per CPU.
 #[map]
@@ -75,6 +82,10 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
             // by another CPU loses nothing.
             if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
                 count(counters::SYSCALL_MAP_FULL);
+            }
+            if let Ok(comm) = bpf_get_current_comm() {
+                // Best effort: a full map leaves the name to /proc.
+                let _ = COMMS.insert(&tgid, &comm, BPF_ANY);
             }
         }
     }

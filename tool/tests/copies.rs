@@ -266,3 +266,28 @@ fn bad_input_gets_one_line_and_its_exit_code() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }
+
+/// A process that starts and exits between two reports is still named (the kernel records
+/// its command name) and its bytes are exact: dd copies 10 blocks of 512 bytes from
+/// /dev/zero (a character device: `other`) to /dev/null.
+#[test]
+fn short_lived_process_is_named_and_counted() {
+    if !can_trace() {
+        return;
+    }
+    let name = format!("pldd{}", std::process::id() % 100_000);
+    let exe = std::env::temp_dir().join(&name);
+    std::fs::copy("/bin/dd", &exe).expect("dd is installed");
+    let p = Proclens::spawn(&["copies", "--json", "--interval", "1", "--comm", &name]);
+    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
+    let st = std::process::Command::new(&exe)
+        .args(["if=/dev/zero", "of=/dev/null", "bs=512", "count=10", "status=none"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let v = p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["comm"] == name.as_str());
+    let _ = std::fs::remove_file(&exe);
+    assert_eq!(v["alive"], false, "{v}");
+    assert_eq!(path_totals(&v, "read", "other->user"), (5120, 10, 0), "{v}");
+    assert_eq!(path_totals(&v, "write", "user->other"), (5120, 10, 0), "{v}");
+}

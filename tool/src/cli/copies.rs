@@ -104,7 +104,8 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 let rows = model.update(&maps.copies()?, &maps.syscalls()?);
                 let gone: Vec<u32> = rows.iter().map(|r| r.tgid).filter(|t| !procfs::exists(*t)).collect();
                 let health = tracer.health()?;
-                let rows = select_rows(rows, &gone, &args, &mut comms);
+                let maps = tracer.copy_maps().context("copy maps not loaded")?;
+                let rows = select_rows(rows, &gone, &args, &mut comms, |t| maps.comm(t));
                 let frame = Frame {
                     unix_time,
                     clock,
@@ -149,6 +150,7 @@ fn select_rows(
     gone: &[u32],
     args: &CopiesArgs,
     comms: &mut CommCache<u32>,
+    kernel_comm: impl Fn(u32) -> Option<String>,
 ) -> Vec<(ProcRow, String, bool)> {
     for &pid in &args.filter.pids {
         if !rows.iter().any(|r| r.tgid == pid) && !gone.contains(&pid) && procfs::exists(pid) {
@@ -160,7 +162,14 @@ fn select_rows(
         .filter(|r| args.all || !args.filter.pids.is_empty() || !r.is_idle())
         .map(|r| {
             let alive = !gone.contains(&r.tgid);
-            let comm = comms.get(r.tgid, r.tgid, alive);
+            // /proc while the process lives; for one that exited before proclens saw it
+            // alive, the name the kernel recorded.
+            let mut comm = comms.get(r.tgid, r.tgid, alive);
+            if comm == "?"
+                && let Some(k) = kernel_comm(r.tgid)
+            {
+                comm = k;
+            }
             (r, comm, alive)
         })
         .filter(|(_, c, _)| args.filter.comm.as_ref().is_none_or(|want| c.contains(want.as_str())))

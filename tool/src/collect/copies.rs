@@ -238,6 +238,7 @@ pub struct CopyMaps {
     syscalls: PerCpuHashMap<MapData, SysKey, u64>,
     copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
+    comms: HashMap<MapData, u32, [u8; 16]>,
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -249,6 +250,7 @@ impl CopyMaps {
             syscalls: PerCpuHashMap::try_from(ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?)?,
             copies: PerCpuHashMap::try_from(ebpf.take_map("COPIES").context("map COPIES missing")?)?,
             inflight: HashMap::try_from(ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?)?,
+            comms: HashMap::try_from(ebpf.take_map("COMMS").context("map COMMS missing")?)?,
         })
     }
 
@@ -294,6 +296,13 @@ impl CopyMaps {
         Ok(out)
     }
 
+    /// The command name the kernel saw for `tgid` (see the `COMMS` map), if any.
+    pub fn comm(&self, tgid: u32) -> Option<String> {
+        let raw = self.comms.get(&tgid, 0).ok()?;
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+    }
+
     /// Deletes the entries of processes that have gone (after their last report), so the
     /// maps hold only live processes. The per-thread in-flight slots of threads that no
     /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
@@ -314,6 +323,12 @@ impl CopyMaps {
             match self.copies.remove(&k) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning COPIES"),
+            }
+        }
+        for tgid in gone {
+            match self.comms.remove(tgid) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("pruning COMMS"),
             }
         }
         Ok(())
