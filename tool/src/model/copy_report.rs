@@ -1,5 +1,26 @@
 //! One row per process for the copies view (and for `top`/`run` integrations): its mode
 //! switches (syscalls) and its copy paths, from the two kernel maps' snapshots.
+//!
+//! Using it from another view:
+//!
+//! ```text
+//! let mut tracer = Tracer::start(&TracerOptions { syscalls: true, copies: true, ..Default::default() })?;
+//! let mut model = CopiesModel::new();
+//! // every interval:
+//! let maps = tracer.copy_maps().expect("asked for");
+//! let rows: Vec<ProcRow> = model.update(&maps.copies()?, &maps.syscalls()?);
+//! //   row.syscalls.{delta,total}         mode switches (rates::per_second(delta, elapsed))
+//! //   row.syscalls.top(n) / .io_uring    syscount-like list, io_uring flag
+//! //   row.copies.paths                   per (syscall, src kind, dst kind) delta/total
+//! //   row.copies.interval() / .since_start()  Derived: user_copy/zero_copy bytes,
+//! //                                      zero_copy_pct(), mmap, sendfile savings
+//! // after rendering, free the entries of processes that have gone:
+//! tracer.copy_maps().unwrap().prune(&gone_tgids)?;
+//! ```
+//!
+//! `top` needs only the syscall counts: `TracerOptions { syscalls: true, .. }` attaches
+//! just the raw `sys_enter` counter, and `SyscallModel::update(&maps.syscalls()?)` gives
+//! `ProcSyscalls` by tgid.
 
 use std::collections::HashMap;
 
