@@ -113,7 +113,19 @@ mod tests {
 
     #[test]
     fn copies_arguments() {
-        let ok = Cli::try_parse_from(["proclens", "copies", "-p", "7", "--interval", "0.5", "--count", "2", "--json", "--syscalls"]).unwrap();
+        let ok = Cli::try_parse_from([
+            "proclens",
+            "copies",
+            "-p",
+            "7",
+            "--interval",
+            "0.5",
+            "--count",
+            "2",
+            "--json",
+            "--syscalls",
+        ])
+        .unwrap();
         let Command::Copies(c) = ok.command else { panic!("not copies") };
         assert_eq!(c.filter.pids, vec![7]);
         assert_eq!(c.period.count, Some(2));
@@ -122,8 +134,17 @@ mod tests {
         let ok = Cli::try_parse_from(["proclens", "copies", "--syscalls", "3"]).unwrap();
         let Command::Copies(c) = ok.command else { panic!("not copies") };
         assert_eq!(c.syscalls, Some(3));
-        assert_eq!(Cli::try_parse_from(["proclens", "copies"]).map(|c| matches!(c.command, Command::Copies(ref a) if a.syscalls.is_none())).ok(), Some(true));
-        for bad in [&["proclens", "copies", "--syscalls", "0"][..], &["proclens", "copies", "-i", "0"], &["proclens", "copies", "-p", "x"]] {
+        assert_eq!(
+            Cli::try_parse_from(["proclens", "copies"])
+                .map(|c| matches!(c.command, Command::Copies(ref a) if a.syscalls.is_none()))
+                .ok(),
+            Some(true)
+        );
+        for bad in [
+            &["proclens", "copies", "--syscalls", "0"][..],
+            &["proclens", "copies", "-i", "0"],
+            &["proclens", "copies", "-p", "x"],
+        ] {
             let err = Cli::try_parse_from(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
