@@ -70,9 +70,14 @@ fn syscall_total(v: &Value, name: &str) -> u64 {
         .map_or(0, |s| s["count_total"].as_u64().unwrap())
 }
 
-/// Runs copy workload `kind` under `proclens copies` and returns the window around it.
+/// Runs copy workload `kind` (moving `SIZE` bytes) under `proclens copies` and returns
+/// the window around it.
 fn measure(kind: &str) -> Window {
-    let mut w = Workload::spawn(&format!("{kind}:{SIZE}"));
+    measure_sized(kind, SIZE)
+}
+
+fn measure_sized(kind: &str, size: u64) -> Window {
+    let mut w = Workload::spawn(&format!("{kind}:{size}"));
     let pid = w.pid();
     let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "--syscalls", "1000", "-p", &pid.to_string()]);
     // The first report means the programs are attached.
@@ -181,6 +186,38 @@ fn short_calls_count_returned_bytes_and_failures_count_as_errors() {
     assert_eq!(w.delta("write", "user->file"), (10_000, 1, 1), "a write cut short by RLIMIT_FSIZE, then EFBIG");
     assert_eq!(w.delta("read", "unknown->user"), (0, 0, 1), "read from a bad fd: an error, no bytes");
     assert_eq!(w.delta("write", "user->unknown"), (0, 0, 1), "write to fd -1: an error, no bytes");
+}
+
+/// The rest of the read/write family, 1 MiB each, one path each: the record layouts
+/// (fd field per syscall) and the fd kinds are right for every one of them.
+#[test]
+fn every_read_write_family_syscall_is_exact() {
+    if !can_trace() {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let w = measure_sized("copy-family", MIB);
+    let calls = MIB / 65536;
+    for (op, kinds) in [
+        ("pread64", "file->user"),
+        ("preadv", "file->user"),
+        ("preadv2", "file->user"),
+        ("readv", "file->user"),
+        ("pwrite64", "user->file"),
+        ("pwritev", "user->file"),
+        ("pwritev2", "user->file"),
+        ("writev", "user->other"),
+        ("sendto", "user->socket"),
+        ("sendmsg", "user->socket"),
+    ] {
+        assert_eq!(w.delta(op, kinds), (MIB, calls, 0), "{op} {kinds}");
+        assert_eq!(kinds_of(&w.after, op), vec![kinds], "{op}: no other fd kinds");
+    }
+    // The receiving side may need more than one call per chunk; the bytes are exact.
+    for op in ["recvfrom", "recvmsg"] {
+        assert_eq!(w.bytes(op, "socket->user"), MIB, "{op}");
+        assert_eq!(w.op_delta(op, "errors_total"), 0, "{op}");
+    }
 }
 
 #[test]

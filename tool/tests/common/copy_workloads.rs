@@ -276,6 +276,73 @@ fn short_and_failing() -> impl FnOnce() {
     }
 }
 
+fn iov(buf: &[u8]) -> [libc::iovec; 2] {
+    let half = buf.len() / 2;
+    [
+        libc::iovec { iov_base: buf.as_ptr() as *mut c_void, iov_len: half },
+        libc::iovec { iov_base: buf[half..].as_ptr() as *mut c_void, iov_len: buf.len() - half },
+    ]
+}
+
+/// Receives exactly `buf.len()` bytes with `recv_once` (recvfrom or recvmsg).
+fn recv_all(buf: &mut [u8], mut recv_once: impl FnMut(&mut [u8]) -> isize) {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = check(recv_once(&mut buf[got..]), "recv");
+        assert!(n > 0, "peer closed");
+        got += n;
+    }
+}
+
+/// Every other read/write-family syscall moves `size` bytes, in CHUNK-sized calls that
+/// each move a whole chunk: pread64, preadv, preadv2 and readv from a file; pwrite64,
+/// pwritev, pwritev2 to a file; writev to /dev/null; sendto/recvfrom and sendmsg/recvmsg
+/// through a socket pair (the receiving side in this same thread: a chunk fits the
+/// socket buffer).
+fn read_write_family(size: u64) -> impl FnOnce() {
+    let src = data_file(size);
+    let dst = data_file(0);
+    let null = File::options().write(true).open("/dev/null").unwrap();
+    let (a, b) = socketpair();
+    move || {
+        let (s, d, z) = (src.as_raw_fd(), dst.as_raw_fd(), null.as_raw_fd());
+        let (a, b) = (a.as_raw_fd(), b.as_raw_fd());
+        let mut buf = vec![0u8; CHUNK];
+        let whole = CHUNK as isize;
+        // SAFETY (every call below): valid fds, and buffers/iovecs of the stated lengths.
+        unsafe {
+            libc::lseek(s, 0, libc::SEEK_SET);
+            for i in 0..size / CHUNK as u64 {
+                let off = (i * CHUNK as u64) as libc::off_t;
+                assert_eq!(libc::pread(s, buf.as_mut_ptr().cast(), CHUNK, off), whole);
+                assert_eq!(libc::preadv(s, iov(&buf).as_ptr(), 2, off), whole);
+                assert_eq!(libc::preadv2(s, iov(&buf).as_ptr(), 2, off, 0), whole);
+                assert_eq!(libc::readv(s, iov(&buf).as_ptr(), 2), whole);
+                assert_eq!(libc::pwrite(d, buf.as_ptr().cast(), CHUNK, off), whole);
+                assert_eq!(libc::pwritev(d, iov(&buf).as_ptr(), 2, off), whole);
+                assert_eq!(libc::pwritev2(d, iov(&buf).as_ptr(), 2, off, 0), whole);
+                assert_eq!(libc::writev(z, iov(&buf).as_ptr(), 2), whole);
+                assert_eq!(libc::sendto(a, buf.as_ptr().cast(), CHUNK, 0, std::ptr::null(), 0), whole);
+                recv_all(&mut buf, |r| {
+                    libc::recvfrom(b, r.as_mut_ptr().cast(), r.len(), 0, std::ptr::null_mut(), std::ptr::null_mut())
+                });
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                let mut v = iov(&buf);
+                msg.msg_iov = v.as_mut_ptr();
+                msg.msg_iovlen = 2;
+                assert_eq!(libc::sendmsg(a, &msg, 0), whole);
+                recv_all(&mut buf, |r| {
+                    let mut m: libc::msghdr = std::mem::zeroed();
+                    let mut one = libc::iovec { iov_base: r.as_mut_ptr().cast(), iov_len: r.len() };
+                    m.msg_iov = &mut one;
+                    m.msg_iovlen = 1;
+                    libc::recvmsg(b, &mut m, 0)
+                });
+            }
+        }
+    }
+}
+
 /// Sets up an io_uring instance (io_uring_setup) and closes it: proclens must flag the
 /// process. Whether the kernel allows io_uring or not, the call is made.
 fn io_uring() -> impl FnOnce() {
@@ -303,6 +370,7 @@ pub fn run(name: &str, size: u64) {
         "copy-cfr" => Box::new(copy_file_range(size)),
         "copy-short" => Box::new(short_and_failing()),
         "copy-uring" => Box::new(io_uring()),
+        "copy-family" => Box::new(read_write_family(size)),
         other => panic!("unknown copy workload {other}"),
     };
     let with_reader = matches!(name, "copy-rw" | "copy-sendfile" | "copy-splice" | "copy-mmap");
