@@ -220,6 +220,16 @@ fn every_read_write_family_syscall_is_exact() {
     }
 }
 
+/// Threads of one process on every CPU: their calls sum into one exact path.
+#[test]
+fn concurrent_threads_sum_exactly_into_one_path() {
+    if !can_trace() {
+        return;
+    }
+    let w = measure("copy-threads");
+    assert_eq!(w.delta("write", "user->other"), (SIZE, SIZE / 4096, 0));
+}
+
 #[test]
 fn io_uring_users_are_flagged() {
     if !can_trace() {

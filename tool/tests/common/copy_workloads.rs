@@ -343,6 +343,30 @@ fn read_write_family(size: u64) -> impl FnOnce() {
     }
 }
 
+/// Four unpinned threads write `size / 4` bytes each to /dev/null in 4 KiB calls, so
+/// calls run on every CPU, migrate, and land in different per-CPU slots of one path.
+fn threads(size: u64) -> impl FnOnce() {
+    let null = Arc::new(File::options().write(true).open("/dev/null").unwrap());
+    move || {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let null = null.clone();
+                thread::spawn(move || {
+                    let buf = [3u8; 4096];
+                    for _ in 0..size / 4 / 4096 {
+                        // SAFETY: a valid fd and buffer.
+                        let n = unsafe { libc::write(null.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+                        assert_eq!(n, 4096);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}
+
 /// Sets up an io_uring instance (io_uring_setup) and closes it: proclens must flag the
 /// process. Whether the kernel allows io_uring or not, the call is made.
 fn io_uring() -> impl FnOnce() {
@@ -371,6 +395,7 @@ pub fn run(name: &str, size: u64) {
         "copy-short" => Box::new(short_and_failing()),
         "copy-uring" => Box::new(io_uring()),
         "copy-family" => Box::new(read_write_family(size)),
+        "copy-threads" => Box::new(threads(size)),
         other => panic!("unknown copy workload {other}"),
     };
     let with_reader = matches!(name, "copy-rw" | "copy-sendfile" | "copy-splice" | "copy-mmap");
