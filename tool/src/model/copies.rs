@@ -360,6 +360,18 @@ mod tests {
     }
 
     #[test]
+    fn fd_kinds_from_inode_modes() {
+        assert_eq!(fd_kind::from_mode(0o100644), fd_kind::FILE);
+        assert_eq!(fd_kind::from_mode(0o140777), fd_kind::SOCKET);
+        assert_eq!(fd_kind::from_mode(0o010600), fd_kind::PIPE);
+        for other in [0o020620 /* tty */, 0o060660 /* block */, 0o040755 /* dir */, 0o600 /* anon inode */] {
+            assert_eq!(fd_kind::from_mode(other), fd_kind::OTHER, "{other:o}");
+        }
+        assert_eq!(kind_name(fd_kind::UNKNOWN), "unknown");
+        assert_eq!(kind_name(99), "unknown");
+    }
+
+    #[test]
     fn reset_counter_counts_as_new() {
         let c = Counts { bytes: 5, calls: 1, errors: 0 };
         assert_eq!(c.since(&Counts { bytes: 10, calls: 2, errors: 0 }), c);
