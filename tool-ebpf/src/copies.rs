@@ -73,7 +73,10 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
     }
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    let key = SysKey { tgid, nr: nr as u32 };
+    let key = SysKey {
+        tgid,
+        nr: nr as u32,
+    };
     match SYSCALLS.get_ptr_mut(&key) {
         // SAFETY: this CPU's slot; the program runs with preemption disabled.
         Some(n) => unsafe { *n += 1 },
@@ -175,9 +178,22 @@ fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
         len = unsafe { ctx.read_at(layout_of(op, layout::LEN) as usize)? };
         (fdkind::kind(task, fd), fd_kind::USER)
     } else {
-        (side(ctx, task, layout_of(op, layout::SRC))?, side(ctx, task, layout_of(op, layout::DST))?)
+        (
+            side(ctx, task, layout_of(op, layout::SRC))?,
+            side(ctx, task, layout_of(op, layout::DST))?,
+        )
     };
-    let inflight = Inflight { key: CopyKey { tgid, op, src, dst, _pad: 0 }, _pad: 0, len };
+    let inflight = Inflight {
+        key: CopyKey {
+            tgid,
+            op,
+            src,
+            dst,
+            _pad: 0,
+        },
+        _pad: 0,
+        len,
+    };
     match INFLIGHT.get_ptr_mut(&tid) {
         // SAFETY: only this thread writes its own entry.
         Some(e) => unsafe { *e = inflight },
@@ -238,9 +254,17 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
         }
         None => {
             let s = if failed {
-                CopyStats { bytes: 0, calls: 0, errors: 1 }
+                CopyStats {
+                    bytes: 0,
+                    calls: 0,
+                    errors: 1,
+                }
             } else {
-                CopyStats { bytes, calls: 1, errors: 0 }
+                CopyStats {
+                    bytes,
+                    calls: 1,
+                    errors: 0,
+                }
             };
             // As for SYSCALLS: BPF_ANY sets only this CPU's slot.
             if COPIES.insert(&key, &s, BPF_ANY).is_err() {

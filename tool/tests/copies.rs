@@ -14,7 +14,10 @@ workload_entry!();
 const SIZE: u64 = 8 << 20;
 
 fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// The first `copies` report for `pid` made after `after` (unix seconds).
@@ -34,7 +37,10 @@ fn path_totals(v: &Value, op: &str, kinds: &str) -> (u64, u64, u64) {
 
 /// Every `fds` key `op` used in a report.
 fn kinds_of(v: &Value, op: &str) -> Vec<String> {
-    v["paths"][op]["fds"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    v["paths"][op]["fds"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// A measured run: the reports just before and just after the workload ran.
@@ -79,7 +85,16 @@ fn measure(kind: &str) -> Window {
 fn measure_sized(kind: &str, size: u64) -> Window {
     let mut w = Workload::spawn(&format!("{kind}:{size}"));
     let pid = w.pid();
-    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "--syscalls", "1000", "-p", &pid.to_string()]);
+    let p = Proclens::spawn(&[
+        "copies",
+        "--json",
+        "--interval",
+        "0.2",
+        "--syscalls",
+        "1000",
+        "-p",
+        &pid.to_string(),
+    ]);
     // The first report means the programs are attached.
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     let before = report_after(&p, pid, now_unix());
@@ -97,9 +112,17 @@ fn read_write_file_to_socket_counts_each_byte_once_per_side() {
     let w = measure("copy-rw");
     let (bytes, calls, errors) = w.delta("read", "file->user");
     assert_eq!(bytes, SIZE, "read file->user");
-    assert_eq!((calls, errors), (SIZE / 65536 + 1, 0), "128 full reads and the one at end of file");
+    assert_eq!(
+        (calls, errors),
+        (SIZE / 65536 + 1, 0),
+        "128 full reads and the one at end of file"
+    );
     assert_eq!(w.bytes("write", "user->socket"), SIZE, "write user->socket");
-    assert_eq!(w.bytes("read", "socket->user"), SIZE, "the peer's read socket->user");
+    assert_eq!(
+        w.bytes("read", "socket->user"),
+        SIZE,
+        "the peer's read socket->user"
+    );
     // Mode switches: the raw sys_enter counter and the copy-path programs agree on
     // every write(2) of the window (socket writes and the workload's `done` line), each
     // made and finished inside it.
@@ -128,7 +151,11 @@ fn sendfile_file_to_tcp_socket_is_exact_and_in_kernel() {
     assert!(calls >= 1 && errors == 0);
     assert_eq!(kinds_of(&w.after, "sendfile"), vec!["file->socket"]);
     assert_eq!(w.after["paths"]["sendfile"]["class"], "in_kernel");
-    assert_eq!(w.bytes("read", "socket->user"), SIZE, "the peer's read socket->user");
+    assert_eq!(
+        w.bytes("read", "socket->user"),
+        SIZE,
+        "the peer's read socket->user"
+    );
 }
 
 #[test]
@@ -149,9 +176,17 @@ fn vmsplice_into_a_pipe_and_tee_are_exact() {
         return;
     }
     let w = measure("copy-vmsplice");
-    assert_eq!(w.bytes("vmsplice", "user->pipe"), SIZE, "vmsplice to a pipe open for writing");
+    assert_eq!(
+        w.bytes("vmsplice", "user->pipe"),
+        SIZE,
+        "vmsplice to a pipe open for writing"
+    );
     assert_eq!(w.bytes("tee", "pipe->pipe"), SIZE);
-    assert_eq!(w.bytes("splice", "pipe->other"), 2 * SIZE, "both pipes drained to /dev/null");
+    assert_eq!(
+        w.bytes("splice", "pipe->other"),
+        2 * SIZE,
+        "both pipes drained to /dev/null"
+    );
 }
 
 #[test]
@@ -171,7 +206,11 @@ fn mmap_then_write_counts_the_mapping_and_the_written_bytes() {
         return;
     }
     let w = measure("copy-mmap");
-    assert_eq!(w.delta("mmap", "file->user"), (SIZE, 1, 0), "one file-backed mapping of 8 MiB");
+    assert_eq!(
+        w.delta("mmap", "file->user"),
+        (SIZE, 1, 0),
+        "one file-backed mapping of 8 MiB"
+    );
     assert_eq!(w.bytes("write", "user->socket"), SIZE);
     assert_eq!(w.bytes("read", "socket->user"), SIZE);
 }
@@ -182,10 +221,26 @@ fn short_calls_count_returned_bytes_and_failures_count_as_errors() {
         return;
     }
     let w = measure("copy-short");
-    assert_eq!(w.delta("read", "socket->user"), (1000, 1, 0), "a 64 KiB read that returned 1000");
-    assert_eq!(w.delta("write", "user->file"), (10_000, 1, 1), "a write cut short by RLIMIT_FSIZE, then EFBIG");
-    assert_eq!(w.delta("read", "unknown->user"), (0, 0, 1), "read from a bad fd: an error, no bytes");
-    assert_eq!(w.delta("write", "user->unknown"), (0, 0, 1), "write to fd -1: an error, no bytes");
+    assert_eq!(
+        w.delta("read", "socket->user"),
+        (1000, 1, 0),
+        "a 64 KiB read that returned 1000"
+    );
+    assert_eq!(
+        w.delta("write", "user->file"),
+        (10_000, 1, 1),
+        "a write cut short by RLIMIT_FSIZE, then EFBIG"
+    );
+    assert_eq!(
+        w.delta("read", "unknown->user"),
+        (0, 0, 1),
+        "read from a bad fd: an error, no bytes"
+    );
+    assert_eq!(
+        w.delta("write", "user->unknown"),
+        (0, 0, 1),
+        "write to fd -1: an error, no bytes"
+    );
 }
 
 /// The rest of the read/write family, 1 MiB each, one path each: the record layouts
@@ -211,7 +266,11 @@ fn every_read_write_family_syscall_is_exact() {
         ("sendmsg", "user->socket"),
     ] {
         assert_eq!(w.delta(op, kinds), (MIB, calls, 0), "{op} {kinds}");
-        assert_eq!(kinds_of(&w.after, op), vec![kinds], "{op}: no other fd kinds");
+        assert_eq!(
+            kinds_of(&w.after, op),
+            vec![kinds],
+            "{op}: no other fd kinds"
+        );
     }
     // The receiving side may need more than one call per chunk; the bytes are exact.
     for op in ["recvfrom", "recvmsg"] {
@@ -238,7 +297,12 @@ fn io_uring_users_are_flagged() {
     let w = measure("copy-uring");
     assert_eq!(w.before["io_uring"], false);
     assert_eq!(w.after["io_uring"], true, "{}", w.after);
-    assert!(w.after["io_uring_note"].as_str().unwrap().contains("not counted"));
+    assert!(
+        w.after["io_uring_note"]
+            .as_str()
+            .unwrap()
+            .contains("not counted")
+    );
 }
 
 /// proclens writes a report every interval; none of it may show up, unless asked.
@@ -268,8 +332,12 @@ fn proclens_does_not_count_its_own_io() {
     let (rows, _) = rows_of_self(&["copies", "--json", "--interval", "0.2"]);
     assert_eq!(rows, 0, "proclens reported itself");
     // The control: with --include-self its own report writes to the pipe are seen.
-    let (rows, written) = rows_of_self(&["copies", "--json", "--interval", "0.2", "--include-self"]);
-    assert!(rows > 0 && written > 0, "--include-self shows proclens's own writes ({rows} rows, {written} bytes)");
+    let (rows, written) =
+        rows_of_self(&["copies", "--json", "--interval", "0.2", "--include-self"]);
+    assert!(
+        rows > 0 && written > 0,
+        "--include-self shows proclens's own writes ({rows} rows, {written} bytes)"
+    );
 }
 
 /// A process that has gone is reported once more (alive: false, its final totals), then
@@ -281,13 +349,25 @@ fn gone_processes_are_reported_once_then_pruned() {
     }
     let mut w = Workload::spawn(&format!("copy-rw:{SIZE}"));
     let pid = w.pid();
-    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.2", "-p", &pid.to_string()]);
+    let p = Proclens::spawn(&[
+        "copies",
+        "--json",
+        "--interval",
+        "0.2",
+        "-p",
+        &pid.to_string(),
+    ]);
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     w.go();
     drop(w); // killed and reaped
-    let last =
-        p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["pid"] == pid && v["alive"] == false);
-    assert_eq!(path_totals(&last, "read", "file->user").0, SIZE, "final totals in the last report");
+    let last = p.json_until(Duration::from_secs(15), |v| {
+        v["type"] == "copies" && v["pid"] == pid && v["alive"] == false
+    });
+    assert_eq!(
+        path_totals(&last, "read", "file->user").0,
+        SIZE,
+        "final totals in the last report"
+    );
     let mut reports = 0;
     while reports < 5 {
         let v: Value = serde_json::from_str(&p.line(Duration::from_secs(15))).unwrap();
@@ -303,13 +383,23 @@ fn gone_processes_are_reported_once_then_pruned() {
 #[test]
 fn bad_input_gets_one_line_and_its_exit_code() {
     // Above the largest pid_max Linux allows (2^22): cannot exist.
-    let out = std::process::Command::new(PROCLENS).args(["copies", "-p", "4194305"]).output().unwrap();
+    let out = std::process::Command::new(PROCLENS)
+        .args(["copies", "-p", "4194305"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4), "no such process");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no such process: 4194305"), "{err}");
-    for bad in [&["copies", "--syscalls", "0"][..], &["copies", "--interval", "0"], &["copies", "-p", "abc"]] {
-        let out = std::process::Command::new(PROCLENS).args(bad).output().unwrap();
+    for bad in [
+        &["copies", "--syscalls", "0"][..],
+        &["copies", "--interval", "0"],
+        &["copies", "-p", "abc"],
+    ] {
+        let out = std::process::Command::new(PROCLENS)
+            .args(bad)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }
@@ -328,13 +418,25 @@ fn short_lived_process_is_named_and_counted() {
     let p = Proclens::spawn(&["copies", "--json", "--interval", "1", "--comm", &name]);
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     let st = std::process::Command::new(&exe)
-        .args(["if=/dev/zero", "of=/dev/null", "bs=512", "count=10", "status=none"])
+        .args([
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=512",
+            "count=10",
+            "status=none",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
-    let v = p.json_until(Duration::from_secs(15), |v| v["type"] == "copies" && v["comm"] == name.as_str());
+    let v = p.json_until(Duration::from_secs(15), |v| {
+        v["type"] == "copies" && v["comm"] == name.as_str()
+    });
     let _ = std::fs::remove_file(&exe);
     assert_eq!(v["alive"], false, "{v}");
     assert_eq!(path_totals(&v, "read", "other->user"), (5120, 10, 0), "{v}");
-    assert_eq!(path_totals(&v, "write", "user->other"), (5120, 10, 0), "{v}");
+    assert_eq!(
+        path_totals(&v, "write", "user->other"),
+        (5120, 10, 0),
+        "{v}"
+    );
 }

@@ -65,14 +65,20 @@ fn run_workload(wrapper: &[&str], n: u64) -> Result<f64> {
         }
         None => Command::new(&me),
     };
-    cmd.args(["bench-workload", &n.to_string()]).stderr(Stdio::inherit());
+    cmd.args(["bench-workload", &n.to_string()])
+        .stderr(Stdio::inherit());
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({})", out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let ns: f64 =
-        text.lines().last().unwrap_or("").trim().parse().with_context(|| format!("workload printed {text:?}"))?;
+    let ns: f64 = text
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .with_context(|| format!("workload printed {text:?}"))?;
     Ok(ns / (2 * n) as f64)
 }
 
@@ -85,9 +91,16 @@ struct Tracer {
 impl Tracer {
     /// Starts `cmd` and waits until a line of its stdout satisfies `ready`; the rest of its
     /// output is drained (and dropped) so it never blocks on a full pipe.
-    fn start(mut cmd: Command, ready: impl Fn(&str) -> bool + Send + 'static, interrupt: bool) -> Result<Self> {
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+    fn start(
+        mut cmd: Command,
+        ready: impl Fn(&str) -> bool + Send + 'static,
+        interrupt: bool,
+    ) -> Result<Self> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -101,7 +114,8 @@ impl Tracer {
             }
         });
         let tracer = Self { child, interrupt };
-        rx.recv_timeout(Duration::from_secs(60)).with_context(|| format!("{cmd:?} did not become ready"))?;
+        rx.recv_timeout(Duration::from_secs(60))
+            .with_context(|| format!("{cmd:?} did not become ready"))?;
         Ok(tracer)
     }
 }
@@ -110,7 +124,9 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         if self.interrupt {
             // bpftrace detaches and prints its maps on SIGINT.
-            let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
             for _ in 0..100 {
                 if matches!(self.child.try_wait(), Ok(Some(_))) {
                     return;
@@ -171,7 +187,9 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<()> {
     });
     let _ = std::fs::remove_file(&script);
     rows.push(bt?);
-    rows.push(measure("strace -c -f", runs, || run_workload(&["strace", "-c", "-f", "-o", "/dev/null"], n))?);
+    rows.push(measure("strace -c -f", runs, || {
+        run_workload(&["strace", "-c", "-f", "-o", "/dev/null"], n)
+    })?);
 
     let base = rows[0].1;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -185,7 +203,11 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<()> {
     println!("| mode | ns per syscall | overhead per syscall | slowdown |");
     println!("|------|---------------:|---------------------:|---------:|");
     for (label, ns) in &rows {
-        println!("| {label} | {ns:.0} | {:.0} ns | {:.2}x |", ns - base, ns / base);
+        println!(
+            "| {label} | {ns:.0} | {:.0} ns | {:.2}x |",
+            ns - base,
+            ns / base
+        );
     }
     Ok(())
 }

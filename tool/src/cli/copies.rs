@@ -66,9 +66,14 @@ pub struct CopiesArgs {
 
 pub fn run(args: CopiesArgs) -> Result<ExitCode> {
     procfs::check_pids(&args.filter.pids)?;
-    let tracer =
-        Tracer::start(&TracerOptions { include_self: args.filter.include_self, syscalls: true, copies: true })?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tracer = Tracer::start(&TracerOptions {
+        include_self: args.filter.include_self,
+        syscalls: true,
+        copies: true,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(copies_loop(tracer, args))
 }
 
@@ -154,7 +159,10 @@ fn select_rows(
 ) -> Vec<(ProcRow, String, bool)> {
     for &pid in &args.filter.pids {
         if !rows.iter().any(|r| r.tgid == pid) && !gone.contains(&pid) && procfs::exists(pid) {
-            rows.push(ProcRow { tgid: pid, ..ProcRow::default() });
+            rows.push(ProcRow {
+                tgid: pid,
+                ..ProcRow::default()
+            });
         }
     }
     rows.into_iter()
@@ -172,6 +180,11 @@ fn select_rows(
             }
             (r, comm, alive)
         })
-        .filter(|(_, c, _)| args.filter.comm.as_ref().is_none_or(|want| c.contains(want.as_str())))
+        .filter(|(_, c, _)| {
+            args.filter
+                .comm
+                .as_ref()
+                .is_none_or(|want| c.contains(want.as_str()))
+        })
         .collect()
 }

@@ -105,7 +105,9 @@ impl CopyLayout {
             let ret = exit.int_field("ret", &[8])?.offset;
             match exit_ret {
                 None => exit_ret = Some(ret),
-                Some(r) if r != ret => bail!("sys_exit_{name} places `ret` at {ret}, other sys_exit records at {r}"),
+                Some(r) if r != ret => {
+                    bail!("sys_exit_{name} places `ret` at {ret}, other sys_exit records at {r}")
+                }
                 Some(_) => {}
             }
             available.push(opid);
@@ -117,7 +119,12 @@ impl CopyLayout {
                     .into(),
             )
         })?;
-        Ok(Self { offsets, exit_ret, available, missing })
+        Ok(Self {
+            offsets,
+            exit_ret,
+            available,
+            missing,
+        })
     }
 }
 
@@ -194,22 +201,31 @@ pub fn size_maps(loader: &mut EbpfLoader<'_>) {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
     loader
         .map_max_entries("SYSCALLS", per_cpu_entries(8, cpus, 65536))
-        .map_max_entries("COPIES", per_cpu_entries(size_of::<CopyStats>(), cpus, 32768));
+        .map_max_entries(
+            "COPIES",
+            per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
+        );
 }
 
 /// Attaches the all-syscalls counter (raw tracepoint `sys_enter`, no tracefs needed).
 pub fn attach_syscalls(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut RawTracePoint =
-        ebpf.program_mut("sys_enter_all").context("program sys_enter_all missing from the BPF object")?.try_into()?;
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut("sys_enter_all")
+        .context("program sys_enter_all missing from the BPF object")?
+        .try_into()?;
     prog.load().context("loading sys_enter_all")?;
-    prog.attach("sys_enter").context("attaching to raw tracepoint sys_enter")?;
+    prog.attach("sys_enter")
+        .context("attaching to raw tracepoint sys_enter")?;
     Ok(())
 }
 
 /// Attaches the copy-family enter programs and the shared exit program.
 pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
     for (opid, why) in &cfg.layout.missing {
-        eprintln!("proclens: warning: {} is not traced: {why}", op::NAMES[*opid as usize]);
+        eprintln!(
+            "proclens: warning: {} is not traced: {why}",
+            op::NAMES[*opid as usize]
+        );
     }
     for &opid in &cfg.layout.available {
         let name = op::NAMES[opid as usize];
@@ -218,12 +234,15 @@ pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
             .program_mut(&prog_name)
             .with_context(|| format!("program {prog_name} missing from the BPF object"))?
             .try_into()?;
-        prog.load().with_context(|| format!("loading {prog_name}"))?;
+        prog.load()
+            .with_context(|| format!("loading {prog_name}"))?;
         prog.attach("syscalls", &format!("sys_enter_{name}"))
             .with_context(|| format!("attaching to syscalls/sys_enter_{name}"))?;
     }
-    let exit: &mut TracePoint =
-        ebpf.program_mut("copy_exit").context("program copy_exit missing from the BPF object")?.try_into()?;
+    let exit: &mut TracePoint = ebpf
+        .program_mut("copy_exit")
+        .context("program copy_exit missing from the BPF object")?
+        .try_into()?;
     exit.load().context("loading copy_exit")?;
     for &opid in &cfg.layout.available {
         let name = op::NAMES[opid as usize];
@@ -247,9 +266,15 @@ const WALK_BOUND: usize = 4 * 65536;
 impl CopyMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            syscalls: PerCpuHashMap::try_from(ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?)?,
-            copies: PerCpuHashMap::try_from(ebpf.take_map("COPIES").context("map COPIES missing")?)?,
-            inflight: HashMap::try_from(ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?)?,
+            syscalls: PerCpuHashMap::try_from(
+                ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?,
+            )?,
+            copies: PerCpuHashMap::try_from(
+                ebpf.take_map("COPIES").context("map COPIES missing")?,
+            )?,
+            inflight: HashMap::try_from(
+                ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?,
+            )?,
             comms: HashMap::try_from(ebpf.take_map("COMMS").context("map COMMS missing")?)?,
         })
     }
@@ -311,14 +336,24 @@ impl CopyMaps {
         if gone.is_empty() {
             return Ok(());
         }
-        let sys: Vec<SysKey> = self.syscalls.keys().filter_map(Result::ok).filter(|k| gone.contains(&k.tgid)).collect();
+        let sys: Vec<SysKey> = self
+            .syscalls
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| gone.contains(&k.tgid))
+            .collect();
         for k in sys {
             match self.syscalls.remove(&k) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning SYSCALLS"),
             }
         }
-        let cp: Vec<CopyKey> = self.copies.keys().filter_map(Result::ok).filter(|k| gone.contains(&k.tgid)).collect();
+        let cp: Vec<CopyKey> = self
+            .copies
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| gone.contains(&k.tgid))
+            .collect();
         for k in cp {
             match self.copies.remove(&k) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -363,8 +398,11 @@ mod tests {
 
     impl FakeTracefs {
         fn new(files: &[(&str, &str)]) -> Self {
-            let root =
-                std::env::temp_dir().join(format!("proclens-fake-tracefs-{}-{}", std::process::id(), files.len()));
+            let root = std::env::temp_dir().join(format!(
+                "proclens-fake-tracefs-{}-{}",
+                std::process::id(),
+                files.len()
+            ));
             let _ = std::fs::remove_dir_all(&root);
             for (name, text) in files {
                 let dir = root.join("events/syscalls").join(name);
@@ -383,8 +421,10 @@ mod tests {
 
     const ENTER_READ: &str = include_str!("../../tests/fixtures/6.18-sys_enter_read.format");
     const EXIT_READ: &str = include_str!("../../tests/fixtures/6.18-sys_exit_read.format");
-    const ENTER_SENDFILE: &str = include_str!("../../tests/fixtures/6.18-sys_enter_sendfile64.format");
-    const EXIT_SENDFILE: &str = include_str!("../../tests/fixtures/6.18-sys_exit_sendfile64.format");
+    const ENTER_SENDFILE: &str =
+        include_str!("../../tests/fixtures/6.18-sys_enter_sendfile64.format");
+    const EXIT_SENDFILE: &str =
+        include_str!("../../tests/fixtures/6.18-sys_exit_sendfile64.format");
     const ENTER_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_enter_mmap.format");
     const EXIT_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_exit_mmap.format");
 
@@ -403,31 +443,71 @@ mod tests {
         let l = CopyLayout::from_tracefs(&fake.0).unwrap();
         assert_eq!(l.available, vec![op::READ, op::SENDFILE64, op::MMAP]);
         assert_eq!(l.missing.len(), op::COUNT - 3);
-        assert!(l.missing.iter().any(|(o, why)| *o == op::WRITE && why.contains("sys_exit_write")), "{:?}", l.missing);
+        assert!(
+            l.missing
+                .iter()
+                .any(|(o, why)| *o == op::WRITE && why.contains("sys_exit_write")),
+            "{:?}",
+            l.missing
+        );
         let at = |o: u8, f: usize| l.offsets[o as usize * layout::PER_OP + f];
-        assert_eq!((at(op::READ, layout::SRC), at(op::READ, layout::DST)), (16, layout::NONE));
+        assert_eq!(
+            (at(op::READ, layout::SRC), at(op::READ, layout::DST)),
+            (16, layout::NONE)
+        );
         // sendfile64(out_fd, in_fd, ...): the source is in_fd.
-        assert_eq!((at(op::SENDFILE64, layout::SRC), at(op::SENDFILE64, layout::DST)), (24, 16));
-        assert_eq!((at(op::MMAP, layout::SRC), at(op::MMAP, layout::LEN), at(op::MMAP, layout::FLAGS)), (48, 24, 40));
-        assert_eq!(at(op::WRITE, layout::DST), layout::NONE, "missing ops keep no offsets");
+        assert_eq!(
+            (
+                at(op::SENDFILE64, layout::SRC),
+                at(op::SENDFILE64, layout::DST)
+            ),
+            (24, 16)
+        );
+        assert_eq!(
+            (
+                at(op::MMAP, layout::SRC),
+                at(op::MMAP, layout::LEN),
+                at(op::MMAP, layout::FLAGS)
+            ),
+            (48, 24, 40)
+        );
+        assert_eq!(
+            at(op::WRITE, layout::DST),
+            layout::NONE,
+            "missing ops keep no offsets"
+        );
         assert_eq!(l.exit_ret, 16);
     }
 
     #[test]
     fn map_sizes_follow_the_cpu_count() {
-        assert_eq!(per_cpu_entries(8, 2, 65536), 65536, "capped on small machines");
-        assert_eq!(per_cpu_entries(8, 256, 65536), 16384, "32 MiB / (8 B x 256 CPUs)");
+        assert_eq!(
+            per_cpu_entries(8, 2, 65536),
+            65536,
+            "capped on small machines"
+        );
+        assert_eq!(
+            per_cpu_entries(8, 256, 65536),
+            16384,
+            "32 MiB / (8 B x 256 CPUs)"
+        );
         assert_eq!(per_cpu_entries(24, 4096, 32768), 4096, "floor");
     }
 
     #[test]
     fn malformed_or_absent_formats_are_errors() {
         // sys_enter_sendfile64 with read's fields: no in_fd/out_fd.
-        let fake = FakeTracefs::new(&[("sys_enter_sendfile64", ENTER_READ), ("sys_exit_sendfile64", EXIT_SENDFILE)]);
+        let fake = FakeTracefs::new(&[
+            ("sys_enter_sendfile64", ENTER_READ),
+            ("sys_exit_sendfile64", EXIT_SENDFILE),
+        ]);
         let err = CopyLayout::from_tracefs(&fake.0).unwrap_err();
         assert!(format!("{err:#}").contains("in_fd"), "{err:#}");
         let empty = FakeTracefs::new(&[]);
-        assert!(CopyLayout::from_tracefs(&empty.0).is_err(), "no copy tracepoint at all");
+        assert!(
+            CopyLayout::from_tracefs(&empty.0).is_err(),
+            "no copy tracepoint at all"
+        );
     }
 
     /// Resolves the layouts from this host's kernel (tracefs and BTF); skipped with a
@@ -440,10 +520,17 @@ mod tests {
             return;
         }
         let l = CopyLayout::from_tracefs(root).unwrap();
-        assert!(l.available.contains(&op::READ) && l.available.contains(&op::SENDFILE64), "{l:?}");
+        assert!(
+            l.available.contains(&op::READ) && l.available.contains(&op::SENDFILE64),
+            "{l:?}"
+        );
         let read = op::READ as usize * layout::PER_OP;
         assert_ne!(l.offsets[read + layout::SRC], layout::NONE);
-        assert_eq!(l.offsets[read + layout::DST], layout::NONE, "read writes to user memory");
+        assert_eq!(
+            l.offsets[read + layout::DST],
+            layout::NONE,
+            "read writes to user memory"
+        );
         let sf = op::SENDFILE64 as usize * layout::PER_OP;
         assert_ne!(l.offsets[sf + layout::SRC], l.offsets[sf + layout::DST]);
         assert!(l.exit_ret >= 8);

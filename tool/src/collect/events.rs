@@ -41,7 +41,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if bytes.len() < need {
-        return Err(DecodeError::Truncated { kind: header.kind, need, got: bytes.len() });
+        return Err(DecodeError::Truncated {
+            kind: header.kind,
+            need,
+            got: bytes.len(),
+        });
     }
     Ok(match header.kind {
         kind::THREAD_EXIT => Event::ThreadExit(read(bytes)),
@@ -59,7 +63,8 @@ pub struct EventStream {
 impl EventStream {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
         // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
         Ok(Self { fd, malformed: 0 })
     }
 
@@ -104,8 +109,17 @@ mod tests {
     #[test]
     fn thread_exit_round_trips() {
         let ev = ThreadExit {
-            header: EventHeader { kind: kind::THREAD_EXIT, tid: 42, ts: 7 },
-            stats: ThreadSwitches { tgid: 40, voluntary: 3, involuntary: 2, ..Default::default() },
+            header: EventHeader {
+                kind: kind::THREAD_EXIT,
+                tid: 42,
+                ts: 7,
+            },
+            stats: ThreadSwitches {
+                tgid: 40,
+                voluntary: 3,
+                involuntary: 2,
+                ..Default::default()
+            },
         };
         assert_eq!(decode(&bytes_of(&ev)), Ok(Event::ThreadExit(ev)));
     }
@@ -114,10 +128,21 @@ mod tests {
     fn malformed_events_are_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Short(0)));
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Short(3)));
-        let h = EventHeader { kind: 999, tid: 1, ts: 0 };
+        let h = EventHeader {
+            kind: 999,
+            tid: 1,
+            ts: 0,
+        };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(999)));
-        let h = EventHeader { kind: kind::THREAD_EXIT, tid: 1, ts: 0 };
-        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Truncated { .. })));
+        let h = EventHeader {
+            kind: kind::THREAD_EXIT,
+            tid: 1,
+            ts: 0,
+        };
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]

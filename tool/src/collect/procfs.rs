@@ -6,7 +6,9 @@ use crate::error::Fatal;
 
 /// The command name of a task, or `None` once it has gone.
 pub fn comm(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end_matches('\n').to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
 }
 
 /// Whether a process exists.
@@ -30,7 +32,9 @@ pub struct CommCache<K> {
 
 impl<K> Default for CommCache<K> {
     fn default() -> Self {
-        Self { names: HashMap::new() }
+        Self {
+            names: HashMap::new(),
+        }
     }
 }
 

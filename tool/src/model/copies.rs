@@ -73,7 +73,11 @@ pub struct Counts {
 
 impl From<CopyStats> for Counts {
     fn from(s: CopyStats) -> Self {
-        Self { bytes: s.bytes, calls: s.calls, errors: s.errors }
+        Self {
+            bytes: s.bytes,
+            calls: s.calls,
+            errors: s.errors,
+        }
     }
 }
 
@@ -81,7 +85,8 @@ impl Counts {
     /// `self - earlier`; a counter that went back means the entry was recreated, and the
     /// whole value is new.
     pub fn since(&self, earlier: &Counts) -> Counts {
-        if self.bytes < earlier.bytes || self.calls < earlier.calls || self.errors < earlier.errors {
+        if self.bytes < earlier.bytes || self.calls < earlier.calls || self.errors < earlier.errors
+        {
             return *self;
         }
         Counts {
@@ -103,7 +108,11 @@ impl Counts {
 
     /// Average bytes per successful call.
     pub fn avg_bytes(&self) -> f64 {
-        if self.calls == 0 { 0.0 } else { self.bytes as f64 / self.calls as f64 }
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.calls as f64
+        }
     }
 }
 
@@ -184,7 +193,10 @@ pub struct Derived {
 impl Derived {
     /// `zero_copy / (user_copy + zero_copy)` in percent; 0 when nothing moved.
     pub fn zero_copy_pct(&self) -> f64 {
-        super::rates::percent(self.zero_copy_bytes, self.user_copy_bytes + self.zero_copy_bytes)
+        super::rates::percent(
+            self.zero_copy_bytes,
+            self.user_copy_bytes + self.zero_copy_bytes,
+        )
     }
 
     pub fn from_paths<'a>(paths: impl Iterator<Item = (&'a PathRow, Counts)>) -> Self {
@@ -201,11 +213,15 @@ impl Derived {
             d.errors += c.errors;
             if p.is_user_copy() {
                 d.user_copy_bytes += c.bytes;
-                if p.class() == Class::UserCopy && p.src == fd_kind::FILE && p.dst == fd_kind::USER {
+                if p.class() == Class::UserCopy && p.src == fd_kind::FILE && p.dst == fd_kind::USER
+                {
                     file_read += c.bytes;
                     file_read_calls += c.calls;
                 }
-                if p.class() == Class::UserCopy && p.src == fd_kind::USER && p.dst == fd_kind::SOCKET {
+                if p.class() == Class::UserCopy
+                    && p.src == fd_kind::USER
+                    && p.dst == fd_kind::SOCKET
+                {
                     socket_write += c.bytes;
                 }
             } else if p.is_zero_copy() {
@@ -255,7 +271,9 @@ impl ProcCopies {
     /// The path `op` from `src` to `dst`, if the process used it.
     #[allow(dead_code, reason = "model API for the `top`/`run` integration")]
     pub fn path(&self, op: u8, src: u8, dst: u8) -> Option<&PathRow> {
-        self.paths.iter().find(|p| p.op == op && p.src == src && p.dst == dst)
+        self.paths
+            .iter()
+            .find(|p| p.op == op && p.src == src && p.dst == dst)
     }
 }
 
@@ -278,7 +296,13 @@ impl CopyModel {
             let total = Counts::from(*s);
             let delta = self.last.get(k).map_or(total, |prev| total.since(prev));
             last.insert(*k, total);
-            out.entry(k.tgid).or_default().paths.push(PathRow { op: k.op, src: k.src, dst: k.dst, delta, total });
+            out.entry(k.tgid).or_default().paths.push(PathRow {
+                op: k.op,
+                src: k.src,
+                dst: k.dst,
+                delta,
+                total,
+            });
         }
         for p in out.values_mut() {
             p.paths.sort_by(|a, b| {
@@ -299,11 +323,21 @@ mod tests {
     use super::*;
 
     fn key(tgid: u32, op: u8, src: u8, dst: u8) -> CopyKey {
-        CopyKey { tgid, op, src, dst, _pad: 0 }
+        CopyKey {
+            tgid,
+            op,
+            src,
+            dst,
+            _pad: 0,
+        }
     }
 
     fn stats(bytes: u64, calls: u64, errors: u64) -> CopyStats {
-        CopyStats { bytes, calls, errors }
+        CopyStats {
+            bytes,
+            calls,
+            errors,
+        }
     }
 
     #[test]
@@ -312,24 +346,58 @@ mod tests {
         let k = key(7, op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET);
         m.update(&HashMap::from([(k, stats(100, 1, 0))]));
         let out = m.update(&HashMap::from([(k, stats(350, 3, 1))]));
-        let p = out[&7].path(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET).unwrap();
-        assert_eq!(p.delta, Counts { bytes: 250, calls: 2, errors: 1 });
-        assert_eq!(p.total, Counts { bytes: 350, calls: 3, errors: 1 });
+        let p = out[&7]
+            .path(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET)
+            .unwrap();
+        assert_eq!(
+            p.delta,
+            Counts {
+                bytes: 250,
+                calls: 2,
+                errors: 1
+            }
+        );
+        assert_eq!(
+            p.total,
+            Counts {
+                bytes: 350,
+                calls: 3,
+                errors: 1
+            }
+        );
         assert_eq!(p.kinds(), "file->socket");
         assert_eq!(op_name(p.op), "sendfile");
         assert_eq!(p.class(), Class::InKernel);
-        assert!(m.update(&HashMap::new()).is_empty(), "pruned processes are forgotten");
+        assert!(
+            m.update(&HashMap::new()).is_empty(),
+            "pruned processes are forgotten"
+        );
     }
 
     #[test]
     fn zero_copy_share_and_classes() {
         let mut m = CopyModel::new();
         let out = m.update(&HashMap::from([
-            (key(1, op::READ, fd_kind::PIPE, fd_kind::USER), stats(300, 3, 0)),
-            (key(1, op::SPLICE, fd_kind::FILE, fd_kind::PIPE), stats(600, 1, 0)),
-            (key(1, op::VMSPLICE, fd_kind::USER, fd_kind::PIPE), stats(100, 1, 0)),
-            (key(1, op::VMSPLICE, fd_kind::PIPE, fd_kind::USER), stats(50, 1, 0)),
-            (key(1, op::MMAP, fd_kind::FILE, fd_kind::USER), stats(4096, 2, 1)),
+            (
+                key(1, op::READ, fd_kind::PIPE, fd_kind::USER),
+                stats(300, 3, 0),
+            ),
+            (
+                key(1, op::SPLICE, fd_kind::FILE, fd_kind::PIPE),
+                stats(600, 1, 0),
+            ),
+            (
+                key(1, op::VMSPLICE, fd_kind::USER, fd_kind::PIPE),
+                stats(100, 1, 0),
+            ),
+            (
+                key(1, op::VMSPLICE, fd_kind::PIPE, fd_kind::USER),
+                stats(50, 1, 0),
+            ),
+            (
+                key(1, op::MMAP, fd_kind::FILE, fd_kind::USER),
+                stats(4096, 2, 1),
+            ),
         ]));
         let d = out[&1].interval();
         assert_eq!(d.user_copy_bytes, 350);
@@ -337,7 +405,11 @@ mod tests {
         assert!((d.zero_copy_pct() - 200.0 / 3.0).abs() < 1e-9);
         assert_eq!((d.mmap_calls, d.mmap_bytes), (2, 4096));
         assert_eq!((d.calls, d.errors), (6, 1));
-        assert_eq!(d.sendfile, SendfileSaving::default(), "no file→socket read+write");
+        assert_eq!(
+            d.sendfile,
+            SendfileSaving::default(),
+            "no file→socket read+write"
+        );
     }
 
     #[test]
@@ -345,9 +417,18 @@ mod tests {
         let mut m = CopyModel::new();
         // 8 MiB read from a file in 128 calls, 4 MiB written to a socket.
         let out = m.update(&HashMap::from([
-            (key(1, op::READ, fd_kind::FILE, fd_kind::USER), stats(8 << 20, 128, 0)),
-            (key(1, op::WRITE, fd_kind::USER, fd_kind::SOCKET), stats(4 << 20, 64, 0)),
-            (key(1, op::WRITE, fd_kind::USER, fd_kind::PIPE), stats(1000, 1, 0)),
+            (
+                key(1, op::READ, fd_kind::FILE, fd_kind::USER),
+                stats(8 << 20, 128, 0),
+            ),
+            (
+                key(1, op::WRITE, fd_kind::USER, fd_kind::SOCKET),
+                stats(4 << 20, 64, 0),
+            ),
+            (
+                key(1, op::WRITE, fd_kind::USER, fd_kind::PIPE),
+                stats(1000, 1, 0),
+            ),
         ]));
         let s = out[&1].interval().sendfile;
         assert_eq!(s.eligible_bytes, 4 << 20);
@@ -364,7 +445,12 @@ mod tests {
         assert_eq!(fd_kind::from_mode(0o100644), fd_kind::FILE);
         assert_eq!(fd_kind::from_mode(0o140777), fd_kind::SOCKET);
         assert_eq!(fd_kind::from_mode(0o010600), fd_kind::PIPE);
-        for other in [0o020620 /* tty */, 0o060660 /* block */, 0o040755 /* dir */, 0o600 /* anon inode */] {
+        for other in [
+            0o020620, /* tty */
+            0o060660, /* block */
+            0o040755, /* dir */
+            0o600,    /* anon inode */
+        ] {
             assert_eq!(fd_kind::from_mode(other), fd_kind::OTHER, "{other:o}");
         }
         assert_eq!(kind_name(fd_kind::UNKNOWN), "unknown");
@@ -373,9 +459,30 @@ mod tests {
 
     #[test]
     fn reset_counter_counts_as_new() {
-        let c = Counts { bytes: 5, calls: 1, errors: 0 };
-        assert_eq!(c.since(&Counts { bytes: 10, calls: 2, errors: 0 }), c);
-        assert!((Counts { bytes: 10, calls: 4, errors: 0 }.avg_bytes() - 2.5).abs() < 1e-9);
+        let c = Counts {
+            bytes: 5,
+            calls: 1,
+            errors: 0,
+        };
+        assert_eq!(
+            c.since(&Counts {
+                bytes: 10,
+                calls: 2,
+                errors: 0
+            }),
+            c
+        );
+        assert!(
+            (Counts {
+                bytes: 10,
+                calls: 4,
+                errors: 0
+            }
+            .avg_bytes()
+                - 2.5)
+                .abs()
+                < 1e-9
+        );
         assert_eq!(Counts::default().avg_bytes(), 0.0);
     }
 }

@@ -55,12 +55,19 @@ pub struct CopiesModel {
 
 impl CopiesModel {
     pub fn new() -> Self {
-        Self { syscalls: SyscallModel::new(), copies: CopyModel::new() }
+        Self {
+            syscalls: SyscallModel::new(),
+            copies: CopyModel::new(),
+        }
     }
 
     /// Folds in one snapshot of each map; rows busiest first (interval bytes, then
     /// syscalls), every process present in either map.
-    pub fn update(&mut self, copies: &HashMap<CopyKey, CopyStats>, syscalls: &HashMap<SysKey, u64>) -> Vec<ProcRow> {
+    pub fn update(
+        &mut self,
+        copies: &HashMap<CopyKey, CopyStats>,
+        syscalls: &HashMap<SysKey, u64>,
+    ) -> Vec<ProcRow> {
         let mut sys = self.syscalls.update(syscalls);
         let mut cp = self.copies.update(copies);
         let mut tgids: Vec<u32> = sys.keys().chain(cp.keys()).copied().collect();
@@ -75,10 +82,18 @@ impl CopiesModel {
             })
             .collect();
         let moved = |r: &ProcRow| -> u64 {
-            r.copies.paths.iter().filter(|p| p.op != proclens_common::copies::op::MMAP).map(|p| p.delta.bytes).sum()
+            r.copies
+                .paths
+                .iter()
+                .filter(|p| p.op != proclens_common::copies::op::MMAP)
+                .map(|p| p.delta.bytes)
+                .sum()
         };
         rows.sort_by(|a, b| {
-            moved(b).cmp(&moved(a)).then(b.syscalls.delta.cmp(&a.syscalls.delta)).then(a.tgid.cmp(&b.tgid))
+            moved(b)
+                .cmp(&moved(a))
+                .then(b.syscalls.delta.cmp(&a.syscalls.delta))
+                .then(a.tgid.cmp(&b.tgid))
         });
         rows
     }
@@ -94,10 +109,23 @@ mod tests {
     fn rows_join_both_maps_busiest_first() {
         let mut m = CopiesModel::new();
         let copies = HashMap::from([(
-            CopyKey { tgid: 2, op: op::WRITE, src: fd_kind::USER, dst: fd_kind::SOCKET, _pad: 0 },
-            CopyStats { bytes: 10, calls: 1, errors: 0 },
+            CopyKey {
+                tgid: 2,
+                op: op::WRITE,
+                src: fd_kind::USER,
+                dst: fd_kind::SOCKET,
+                _pad: 0,
+            },
+            CopyStats {
+                bytes: 10,
+                calls: 1,
+                errors: 0,
+            },
         )]);
-        let sys = HashMap::from([(SysKey { tgid: 1, nr: 0 }, 500), (SysKey { tgid: 2, nr: 1 }, 1)]);
+        let sys = HashMap::from([
+            (SysKey { tgid: 1, nr: 0 }, 500),
+            (SysKey { tgid: 2, nr: 1 }, 1),
+        ]);
         let rows = m.update(&copies, &sys);
         assert_eq!(rows.iter().map(|r| r.tgid).collect::<Vec<_>>(), vec![2, 1]);
         assert_eq!(rows[1].syscalls.total, 500);

@@ -24,7 +24,13 @@ pub fn name(nr: u32) -> Cow<'static, str> {
 /// Syscalls through which a process drives io_uring: its submissions then bypass the
 /// copy-family syscalls, so their bytes are not counted.
 fn is_io_uring(nr: u32) -> bool {
-    [Sysno::io_uring_setup, Sysno::io_uring_enter, Sysno::io_uring_register].iter().any(|s| s.id() as u32 == nr)
+    [
+        Sysno::io_uring_setup,
+        Sysno::io_uring_enter,
+        Sysno::io_uring_register,
+    ]
+    .iter()
+    .any(|s| s.id() as u32 == nr)
 }
 
 /// One syscall's count.
@@ -79,10 +85,19 @@ impl SyscallModel {
             p.delta += delta;
             p.total += total;
             p.io_uring |= is_io_uring(k.nr) && total > 0;
-            p.by_nr.push(NrCount { nr: k.nr, delta, total });
+            p.by_nr.push(NrCount {
+                nr: k.nr,
+                delta,
+                total,
+            });
         }
         for p in out.values_mut() {
-            p.by_nr.sort_by(|a, b| b.delta.cmp(&a.delta).then(b.total.cmp(&a.total)).then(a.nr.cmp(&b.nr)));
+            p.by_nr.sort_by(|a, b| {
+                b.delta
+                    .cmp(&a.delta)
+                    .then(b.total.cmp(&a.total))
+                    .then(a.nr.cmp(&b.nr))
+            });
         }
         self.last = snapshot.clone();
         out
@@ -94,23 +109,36 @@ mod tests {
     use super::*;
 
     fn key(tgid: u32, nr: Sysno) -> SysKey {
-        SysKey { tgid, nr: nr.id() as u32 }
+        SysKey {
+            tgid,
+            nr: nr.id() as u32,
+        }
     }
 
     #[test]
     fn deltas_totals_and_top() {
         let mut m = SyscallModel::new();
-        let mut snap =
-            HashMap::from([(key(10, Sysno::read), 100), (key(10, Sysno::write), 50), (key(20, Sysno::close), 1)]);
+        let mut snap = HashMap::from([
+            (key(10, Sysno::read), 100),
+            (key(10, Sysno::write), 50),
+            (key(20, Sysno::close), 1),
+        ]);
         let first = m.update(&snap);
-        assert_eq!((first[&10].delta, first[&10].total), (150, 150), "first sight: all is new");
+        assert_eq!(
+            (first[&10].delta, first[&10].total),
+            (150, 150),
+            "first sight: all is new"
+        );
         snap.insert(key(10, Sysno::read), 110);
         snap.insert(key(10, Sysno::write), 80);
         let second = m.update(&snap);
         let p = &second[&10];
         assert_eq!((p.delta, p.total), (40, 190));
         let top: Vec<_> = p.top(5).map(|c| (name(c.nr), c.delta)).collect();
-        assert_eq!(top, vec![(Cow::Borrowed("write"), 30), (Cow::Borrowed("read"), 10)]);
+        assert_eq!(
+            top,
+            vec![(Cow::Borrowed("write"), 30), (Cow::Borrowed("read"), 10)]
+        );
         assert_eq!(second[&20].delta, 0);
         assert_eq!(second[&20].top(5).count(), 0);
     }
@@ -118,7 +146,10 @@ mod tests {
     #[test]
     fn io_uring_users_are_flagged() {
         let mut m = SyscallModel::new();
-        let out = m.update(&HashMap::from([(key(1, Sysno::io_uring_enter), 3), (key(2, Sysno::read), 3)]));
+        let out = m.update(&HashMap::from([
+            (key(1, Sysno::io_uring_enter), 3),
+            (key(2, Sysno::read), 3),
+        ]));
         assert!(out[&1].io_uring);
         assert!(!out[&2].io_uring);
     }

@@ -31,7 +31,8 @@ use crate::model::{
 };
 
 /// Said of every io_uring user, in text and JSON.
-pub const IO_URING_NOTE: &str = "uses io_uring: submissions bypass the traced syscalls, their bytes are not counted";
+pub const IO_URING_NOTE: &str =
+    "uses io_uring: submissions bypass the traced syscalls, their bytes are not counted";
 
 /// In-kernel counts of what could not be recorded (maps full).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -265,7 +266,11 @@ pub fn human_bytes(v: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{v:.0}B") } else { format!("{v:.1}{}", UNITS[u]) }
+    if u == 0 {
+        format!("{v:.0}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 pub fn plain_lines(f: &Frame) -> Vec<String> {
@@ -285,7 +290,10 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             )
         }
     )];
-    out.push(format!("{}      PID  syscalls/s  user-copy/s  zero-copy/s  zero-copy%  COMMAND", f.clock));
+    out.push(format!(
+        "{}      PID  syscalls/s  user-copy/s  zero-copy/s  zero-copy%  COMMAND",
+        f.clock
+    ));
     for (r, comm, _) in &f.rows {
         let d = r.copies.interval();
         out.push(format!(
@@ -297,7 +305,11 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             human_bytes(per_second(d.zero_copy_bytes, f.elapsed_s)),
             d.zero_copy_pct(),
             comm,
-            if r.syscalls.io_uring { format!("  [{IO_URING_NOTE}]") } else { String::new() }
+            if r.syscalls.io_uring {
+                format!("  [{IO_URING_NOTE}]")
+            } else {
+                String::new()
+            }
         ));
         for p in r.copies.paths.iter().filter(|p| !p.delta.is_zero()) {
             out.push(format!(
@@ -324,10 +336,20 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             let top: Vec<String> = r
                 .syscalls
                 .top(n)
-                .map(|c| format!("{} {:.0}/s", syscall_name(c.nr), per_second(c.delta, f.elapsed_s)))
+                .map(|c| {
+                    format!(
+                        "{} {:.0}/s",
+                        syscall_name(c.nr),
+                        per_second(c.delta, f.elapsed_s)
+                    )
+                })
                 .collect();
             if !top.is_empty() {
-                out.push(format!("{}            top syscalls: {}", f.clock, top.join(", ")));
+                out.push(format!(
+                    "{}            top syscalls: {}",
+                    f.clock,
+                    top.join(", ")
+                ));
             }
         }
     }
@@ -346,16 +368,62 @@ mod tests {
 
     fn frame() -> Frame {
         let mut m = CopiesModel::new();
-        let k = |o, s, d| CopyKey { tgid: 9, op: o, src: s, dst: d, _pad: 0 };
+        let k = |o, s, d| CopyKey {
+            tgid: 9,
+            op: o,
+            src: s,
+            dst: d,
+            _pad: 0,
+        };
         let copies = HashMap::from([
-            (k(op::READ, fd_kind::FILE, fd_kind::USER), CopyStats { bytes: 8 << 20, calls: 128, errors: 0 }),
-            (k(op::WRITE, fd_kind::USER, fd_kind::SOCKET), CopyStats { bytes: 8 << 20, calls: 128, errors: 0 }),
-            (k(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET), CopyStats { bytes: 1 << 20, calls: 2, errors: 1 }),
-            (k(op::READ, fd_kind::UNKNOWN, fd_kind::USER), CopyStats { bytes: 0, calls: 0, errors: 1 }),
+            (
+                k(op::READ, fd_kind::FILE, fd_kind::USER),
+                CopyStats {
+                    bytes: 8 << 20,
+                    calls: 128,
+                    errors: 0,
+                },
+            ),
+            (
+                k(op::WRITE, fd_kind::USER, fd_kind::SOCKET),
+                CopyStats {
+                    bytes: 8 << 20,
+                    calls: 128,
+                    errors: 0,
+                },
+            ),
+            (
+                k(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET),
+                CopyStats {
+                    bytes: 1 << 20,
+                    calls: 2,
+                    errors: 1,
+                },
+            ),
+            (
+                k(op::READ, fd_kind::UNKNOWN, fd_kind::USER),
+                CopyStats {
+                    bytes: 0,
+                    calls: 0,
+                    errors: 1,
+                },
+            ),
         ]);
         let sys = HashMap::from([
-            (SysKey { tgid: 9, nr: Sysno::read.id() as u32 }, 129),
-            (SysKey { tgid: 9, nr: Sysno::io_uring_enter.id() as u32 }, 1),
+            (
+                SysKey {
+                    tgid: 9,
+                    nr: Sysno::read.id() as u32,
+                },
+                129,
+            ),
+            (
+                SysKey {
+                    tgid: 9,
+                    nr: Sysno::io_uring_enter.id() as u32,
+                },
+                1,
+            ),
         ]);
         let rows = m.update(&copies, &sys);
         Frame {
@@ -364,7 +432,10 @@ mod tests {
             elapsed_s: 2.0,
             top_syscalls: Some(3),
             dropped: Dropped::default(),
-            rows: rows.into_iter().map(|r| (r, "srv".to_string(), true)).collect(),
+            rows: rows
+                .into_iter()
+                .map(|r| (r, "srv".to_string(), true))
+                .collect(),
         }
     }
 
@@ -405,11 +476,18 @@ mod tests {
     fn plain_lines_show_paths_and_savings() {
         let lines = plain_lines(&frame());
         let text = lines.join("\n");
-        assert!(lines[2].contains("srv") && lines[2].contains("io_uring"), "{text}");
-        assert!(text.contains("read             file->user"), "{text}");
-        assert!(text.contains("sendfile would save 8.0MiB/s of CPU copies and 128 mode switches/s"), "{text}");
         assert!(
-            text.contains("top syscalls: read 64/s, io_uring_enter 0/s") || text.contains("top syscalls: read 64/s"),
+            lines[2].contains("srv") && lines[2].contains("io_uring"),
+            "{text}"
+        );
+        assert!(text.contains("read             file->user"), "{text}");
+        assert!(
+            text.contains("sendfile would save 8.0MiB/s of CPU copies and 128 mode switches/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("top syscalls: read 64/s, io_uring_enter 0/s")
+                || text.contains("top syscalls: read 64/s"),
             "{text}"
         );
     }

@@ -18,14 +18,27 @@ use std::{
 const CHUNK: usize = 64 * 1024;
 
 fn check(ret: isize, what: &str) -> usize {
-    assert!(ret >= 0, "{what} failed: {}", std::io::Error::last_os_error());
+    assert!(
+        ret >= 0,
+        "{what} failed: {}",
+        std::io::Error::last_os_error()
+    );
     ret as usize
 }
 
 /// A regular file of `size` bytes, already unlinked.
 fn data_file(size: u64) -> File {
-    let path = std::env::temp_dir().join(format!("proclens-copies-{}-{}", std::process::id(), rand_suffix()));
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "proclens-copies-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     let block: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
     let mut left = size;
@@ -39,14 +52,21 @@ fn data_file(size: u64) -> File {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn pair(domain: i32, ty: i32) -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: socketpair/pipe with a valid array.
     let r = unsafe {
-        if domain < 0 { libc::pipe(fds.as_mut_ptr()) } else { libc::socketpair(domain, ty, 0, fds.as_mut_ptr()) }
+        if domain < 0 {
+            libc::pipe(fds.as_mut_ptr())
+        } else {
+            libc::socketpair(domain, ty, 0, fds.as_mut_ptr())
+        }
     };
     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     // SAFETY: fresh fds we own.
@@ -70,7 +90,10 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> isize {
 fn write_all_fd(fd: RawFd, mut buf: &[u8]) {
     while !buf.is_empty() {
         // SAFETY: a valid buffer of buf.len() bytes.
-        let n = check(unsafe { libc::write(fd, buf.as_ptr().cast::<c_void>(), buf.len()) }, "write");
+        let n = check(
+            unsafe { libc::write(fd, buf.as_ptr().cast::<c_void>(), buf.len()) },
+            "write",
+        );
         buf = &buf[n..];
     }
 }
@@ -181,13 +204,22 @@ fn vmsplice_tee(size: u64) -> impl FnOnce() {
         let mut moved = 0u64;
         while moved < size {
             let want = ((size - moved) as usize).min(CHUNK);
-            let iov = libc::iovec { iov_base: buf.as_ptr() as *mut c_void, iov_len: want };
+            let iov = libc::iovec {
+                iov_base: buf.as_ptr() as *mut c_void,
+                iov_len: want,
+            };
             // SAFETY: one valid iovec; the buffer outlives the pipe's references (drained below).
-            let n = check(unsafe { libc::vmsplice(aw.as_raw_fd(), &iov, 1, 0) }, "vmsplice");
+            let n = check(
+                unsafe { libc::vmsplice(aw.as_raw_fd(), &iov, 1, 0) },
+                "vmsplice",
+            );
             let mut teed = 0;
             while teed < n {
                 // SAFETY: valid pipe fds.
-                teed += check(unsafe { libc::tee(ar.as_raw_fd(), bw.as_raw_fd(), n - teed, 0) }, "tee");
+                teed += check(
+                    unsafe { libc::tee(ar.as_raw_fd(), bw.as_raw_fd(), n - teed, 0) },
+                    "tee",
+                );
             }
             assert_eq!(splice_all(ar.as_raw_fd(), None, null.as_raw_fd(), n), n);
             assert_eq!(splice_all(br.as_raw_fd(), None, null.as_raw_fd(), n), n);
@@ -230,7 +262,14 @@ fn mmap_write(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
     move || {
         // SAFETY: a private read-only mapping of a file we hold open, unmapped below.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
         // SAFETY: the mapping is `size` readable bytes.
@@ -260,18 +299,33 @@ fn short_and_failing() -> impl FnOnce() {
         // SAFETY: ignoring SIGXFSZ and lowering our own soft limit.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit { rlim_cur: 10_000, rlim_max: libc::RLIM_INFINITY };
+            let lim = libc::rlimit {
+                rlim_cur: 10_000,
+                rlim_max: libc::RLIM_INFINITY,
+            };
             assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
         }
         // SAFETY: valid buffers.
         unsafe {
-            assert_eq!(libc::write(file.as_raw_fd(), buf.as_ptr().cast::<c_void>(), CHUNK), 10_000);
-            assert_eq!(libc::write(file.as_raw_fd(), buf.as_ptr().cast::<c_void>(), CHUNK), -1);
+            assert_eq!(
+                libc::write(file.as_raw_fd(), buf.as_ptr().cast::<c_void>(), CHUNK),
+                10_000
+            );
+            assert_eq!(
+                libc::write(file.as_raw_fd(), buf.as_ptr().cast::<c_void>(), CHUNK),
+                -1
+            );
         }
-        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EFBIG));
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EFBIG)
+        );
         assert_eq!(read_fd(999_999, &mut buf), -1);
         // SAFETY: an invalid fd on purpose.
-        assert_eq!(unsafe { libc::write(-1, buf.as_ptr().cast::<c_void>(), 10) }, -1);
+        assert_eq!(
+            unsafe { libc::write(-1, buf.as_ptr().cast::<c_void>(), 10) },
+            -1
+        );
         drop(b);
     }
 }
@@ -279,8 +333,14 @@ fn short_and_failing() -> impl FnOnce() {
 fn iov(buf: &[u8]) -> [libc::iovec; 2] {
     let half = buf.len() / 2;
     [
-        libc::iovec { iov_base: buf.as_ptr() as *mut c_void, iov_len: half },
-        libc::iovec { iov_base: buf[half..].as_ptr() as *mut c_void, iov_len: buf.len() - half },
+        libc::iovec {
+            iov_base: buf.as_ptr() as *mut c_void,
+            iov_len: half,
+        },
+        libc::iovec {
+            iov_base: buf[half..].as_ptr() as *mut c_void,
+            iov_len: buf.len() - half,
+        },
     ]
 }
 
@@ -322,9 +382,19 @@ fn read_write_family(size: u64) -> impl FnOnce() {
                 assert_eq!(libc::pwritev(d, iov(&buf).as_ptr(), 2, off), whole);
                 assert_eq!(libc::pwritev2(d, iov(&buf).as_ptr(), 2, off, 0), whole);
                 assert_eq!(libc::writev(z, iov(&buf).as_ptr(), 2), whole);
-                assert_eq!(libc::sendto(a, buf.as_ptr().cast(), CHUNK, 0, std::ptr::null(), 0), whole);
+                assert_eq!(
+                    libc::sendto(a, buf.as_ptr().cast(), CHUNK, 0, std::ptr::null(), 0),
+                    whole
+                );
                 recv_all(&mut buf, |r| {
-                    libc::recvfrom(b, r.as_mut_ptr().cast(), r.len(), 0, std::ptr::null_mut(), std::ptr::null_mut())
+                    libc::recvfrom(
+                        b,
+                        r.as_mut_ptr().cast(),
+                        r.len(),
+                        0,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
                 });
                 let mut msg: libc::msghdr = std::mem::zeroed();
                 let mut v = iov(&buf);
@@ -333,7 +403,10 @@ fn read_write_family(size: u64) -> impl FnOnce() {
                 assert_eq!(libc::sendmsg(a, &msg, 0), whole);
                 recv_all(&mut buf, |r| {
                     let mut m: libc::msghdr = std::mem::zeroed();
-                    let mut one = libc::iovec { iov_base: r.as_mut_ptr().cast(), iov_len: r.len() };
+                    let mut one = libc::iovec {
+                        iov_base: r.as_mut_ptr().cast(),
+                        iov_len: r.len(),
+                    };
                     m.msg_iov = &mut one;
                     m.msg_iovlen = 1;
                     libc::recvmsg(b, &mut m, 0)
@@ -355,7 +428,9 @@ fn threads(size: u64) -> impl FnOnce() {
                     let buf = [3u8; 4096];
                     for _ in 0..size / 4 / 4096 {
                         // SAFETY: a valid fd and buffer.
-                        let n = unsafe { libc::write(null.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+                        let n = unsafe {
+                            libc::write(null.as_raw_fd(), buf.as_ptr().cast(), buf.len())
+                        };
                         assert_eq!(n, 4096);
                     }
                 })
@@ -398,7 +473,10 @@ pub fn run(name: &str, size: u64) {
         "copy-threads" => Box::new(threads(size)),
         other => panic!("unknown copy workload {other}"),
     };
-    let with_reader = matches!(name, "copy-rw" | "copy-sendfile" | "copy-splice" | "copy-mmap");
+    let with_reader = matches!(
+        name,
+        "copy-rw" | "copy-sendfile" | "copy-splice" | "copy-mmap"
+    );
     let mut out = std::io::stdout();
     let stdin = std::io::stdin();
     let wait_go = || {
