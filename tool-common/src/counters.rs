@@ -7,5 +7,11 @@
 pub const RINGBUF_DROPS: u32 = 0;
 /// New threads that could not be tracked because the per-thread map was full.
 pub const THREAD_MAP_FULL: u32 = 1;
+/// Copy-family calls not counted because the per-thread in-flight map was full.
+pub const INFLIGHT_FULL: u32 = 2;
+/// Copy-family calls not counted because the per-path map was full.
+pub const COPY_MAP_FULL: u32 = 3;
+/// Syscalls not counted because the per-process syscall map was full.
+pub const SYSCALL_MAP_FULL: u32 = 4;
 /// Number of counters in the array.
-pub const COUNT: u32 = 2;
+pub const COUNT: u32 = 5;

@@ -5,6 +5,7 @@
 //! the `user` feature; the eBPF side uses the types as they are.
 #![no_std]
 
+pub mod copies;
 pub mod counters;
 pub mod event;
 pub mod switch;
@@ -27,6 +28,20 @@ pub mod globals {
     /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
     pub const CGROUP_ID: &str = "CGROUP_ID";
     pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";
+    /// Copy paths: per-op `sys_enter_*` record offsets (`[u32; copies::layout::SIZE]`),
+    /// the `ret` offset shared by the `sys_exit_*` records, and `MAP_ANONYMOUS`.
+    pub const COPY_LAYOUT: &str = "COPY_LAYOUT";
+    pub const COPY_EXIT_RET: &str = "COPY_EXIT_RET_OFF";
+    pub const MAP_ANONYMOUS: &str = "MAP_ANONYMOUS_FLAG";
+    /// The fd → inode chain from BTF: task_struct.files, files_struct.fdt,
+    /// fdtable.max_fds, fdtable.fd, file.f_inode, file.f_mode, inode.i_mode.
+    pub const TASK_FILES: &str = "TASK_FILES_OFF";
+    pub const FILES_FDT: &str = "FILES_FDT_OFF";
+    pub const FDT_MAX_FDS: &str = "FDT_MAX_FDS_OFF";
+    pub const FDT_FD: &str = "FDT_FD_OFF";
+    pub const FILE_INODE: &str = "FILE_INODE_OFF";
+    pub const FILE_MODE: &str = "FILE_MODE_OFF";
+    pub const INODE_MODE: &str = "INODE_MODE_OFF";
 }
 
 #[cfg(feature = "user")]
@@ -36,4 +51,8 @@ mod pod {
     // is valid for any bit pattern.
     unsafe impl aya::Pod for crate::switch::ThreadSwitches {}
     unsafe impl aya::Pod for crate::switch::CpuSwitches {}
+    unsafe impl aya::Pod for crate::copies::CopyKey {}
+    unsafe impl aya::Pod for crate::copies::CopyStats {}
+    unsafe impl aya::Pod for crate::copies::Inflight {}
+    unsafe impl aya::Pod for crate::copies::SysKey {}
 }

@@ -35,4 +35,14 @@ globals! {
     CGROUP_ID => cgroup_id: u64;
     /// Depth of that cgroup below the v2 root (the ancestor level to compare).
     CGROUP_LEVEL => cgroup_level: u32;
+    /// Copy paths (see `copies` and `fdkind`).
+    COPY_EXIT_RET_OFF => copy_exit_ret_off: u32;
+    MAP_ANONYMOUS_FLAG => map_anonymous_flag: u64;
+    TASK_FILES_OFF => task_files_off: u32;
+    FILES_FDT_OFF => files_fdt_off: u32;
+    FDT_MAX_FDS_OFF => fdt_max_fds_off: u32;
+    FDT_FD_OFF => fdt_fd_off: u32;
+    FILE_INODE_OFF => file_inode_off: u32;
+    FILE_MODE_OFF => file_mode_off: u32;
+    INODE_MODE_OFF => inode_mode_off: u32;
 }

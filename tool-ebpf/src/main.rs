@@ -5,6 +5,8 @@
 
 mod config;
 mod filter;
+mod copies;
+mod fdkind;
 mod maps;
 mod switch;
 

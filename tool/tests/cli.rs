@@ -269,7 +269,8 @@ fn tracefs_is_mounted_when_missing() {
         }
     }
     assert!(!events.is_dir());
-    let (code, stderr) = run(&["top", "--interval", "0.1", "--count", "1"]);
+    // `copies` reads syscall tracepoint formats from tracefs (the switch programs need none).
+    let (code, stderr) = run(&["copies", "--interval", "0.1", "--count", "1"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(events.is_dir(), "proclens did not mount tracefs");
 }

@@ -33,22 +33,31 @@ enum Task {
     },
     /// Write the man page and shell completions into target/dist/.
     Dist,
-    /// Set up, then run every test: unit tests and the real-BPF integration tests.
-    /// Measure overhead (switch-bound workload untraced / proclens / bpftrace, with the
-    /// kernel's bpf_stats ns per program run). Needs root. `--record` writes BENCHMARKS.md.
+    /// Measure overhead, in one run: a switch-bound workload (pinned `perf bench sched
+    /// pipe`) untraced / proclens / an equivalent bpftrace counter, with the kernel's
+    /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
+    /// trips) untraced / `proclens copies` / an equivalent bpftrace script /
+    /// `strace -c -f`. Needs root. `--record` writes the tables into BENCHMARKS.md.
     Bench {
-        /// Interleaved repetitions per condition.
+        /// Interleaved repetitions per condition (medians are reported).
         #[arg(long, default_value = "5")]
         reps: usize,
+        /// Round trips per run of the syscall workload (two syscalls each).
+        #[arg(long, default_value = "500000")]
+        round_trips: u64,
         /// Write the results into BENCHMARKS.md.
         #[arg(long)]
         record: bool,
     },
+    /// Set up, then run every test: unit tests and the real-BPF integration tests.
     Test {
         /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The benchmark's workload (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchWorkload { round_trips: u64 },
 }
 
 fn main() -> ExitCode {
@@ -132,10 +141,13 @@ fn run() -> Result<ExitCode> {
             }
             eprintln!("xtask: wrote {}", dist.display());
         }
-        Task::Bench { reps, record } => {
+        Task::Bench { reps, record, round_trips } => {
             setup::ensure_all()?;
+            if !nix_is_root() {
+                bail!("the benchmark loads BPF programs: run it as root");
+            }
             let bin = build_release()?;
-            let sections = bench::run_all(&bin, reps)?;
+            let sections = bench::run_all(&bin, reps, round_trips)?;
             for (_, md) in &sections {
                 println!("{md}");
             }
@@ -144,6 +156,7 @@ fn run() -> Result<ExitCode> {
                 eprintln!("xtask: recorded in BENCHMARKS.md");
             }
         }
+        Task::BenchWorkload { round_trips } => bench::syscalls::workload(round_trips)?,
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");

@@ -3,6 +3,7 @@
 
 mod docs;
 mod latency;
+mod copies;
 mod run;
 mod serve;
 mod top;
@@ -35,6 +36,10 @@ pub enum Command {
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
     Run(run::RunArgs),
+    /// Per-process copy paths and mode switches: bytes/s by syscall and fd kinds (read/write
+    /// through user space vs sendfile/splice/tee/copy_file_range inside the kernel),
+    /// syscalls/s, zero-copy share, and what sendfile would save.
+    Copies(copies::CopiesArgs),
     /// Prometheus/OpenMetrics exporter: serves /metrics (and /healthz) for a scraper.
     Serve(serve::ServeArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
@@ -104,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
+        Command::Copies(args) => copies::run(args),
     }
 }
 
@@ -141,6 +147,49 @@ mod tests {
     #[test]
     fn count_zero_is_rejected() {
         assert!(Cli::try_parse_from(["proclens", "top", "--count", "0"]).is_err());
+    }
+
+    #[test]
+    fn copies_arguments() {
+        let ok = Cli::try_parse_from([
+            "proclens",
+            "copies",
+            "-p",
+            "7",
+            "--interval",
+            "0.5",
+            "--count",
+            "2",
+            "--json",
+            "--syscalls",
+        ])
+        .unwrap();
+        let Command::Copies(c) = ok.command else {
+            panic!("not copies")
+        };
+        assert_eq!(c.filter.pids, vec![7]);
+        assert_eq!(c.period.count, Some(2));
+        assert!(c.output.json);
+        assert_eq!(c.syscalls, Some(10));
+        let ok = Cli::try_parse_from(["proclens", "copies", "--syscalls", "3"]).unwrap();
+        let Command::Copies(c) = ok.command else {
+            panic!("not copies")
+        };
+        assert_eq!(c.syscalls, Some(3));
+        assert_eq!(
+            Cli::try_parse_from(["proclens", "copies"])
+                .map(|c| matches!(c.command, Command::Copies(ref a) if a.syscalls.is_none()))
+                .ok(),
+            Some(true)
+        );
+        for bad in [
+            &["proclens", "copies", "--syscalls", "0"][..],
+            &["proclens", "copies", "-i", "0"],
+            &["proclens", "copies", "-p", "x"],
+        ] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let tracer = Tracer::start(&TracerOptions {
         include_self: false,
         cgroup: Some(cgroup.filter.clone()),
+        ..TracerOptions::default()
     })?;
     let user = invoking_user()?;
     // Keep only what starting the command as the invoking user takes; the rest goes now,

@@ -81,6 +81,12 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
 
 /// Checks the filter's pids and cgroup, then loads and attaches the programs.
 pub fn start(filter: &Filter) -> Result<Tracer> {
+    start_with(filter, TracerOptions::default())
+}
+
+/// [`start`] with more features (`opts`'s filter fields are taken from `filter`), then
+/// drops every privilege loading needed.
+pub fn start_with(filter: &Filter, opts: TracerOptions) -> Result<Tracer> {
     procfs::check_pids(&filter.pids)?;
     let cgroup = filter
         .cgroup
@@ -90,6 +96,7 @@ pub fn start(filter: &Filter) -> Result<Tracer> {
     let tracer = Tracer::start(&TracerOptions {
         include_self: filter.include_self,
         cgroup,
+        ..opts
     })?;
     // Everything is loaded and attached: from here on proclens only reads held fds.
     tracer.drop_privileges(&[])?;

@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod cgroup;
+pub mod copies;
 pub mod events;
 pub mod privilege;
 pub mod procfs;

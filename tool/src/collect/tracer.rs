@@ -17,7 +17,11 @@ use proclens_common::{
     switch::{CpuSwitches, ThreadSwitches},
 };
 
-use super::{btf, privilege};
+use super::{
+    btf,
+    copies::{self, CopyConfig, CopyMaps},
+    privilege, tracefs,
+};
 use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
@@ -30,6 +34,10 @@ pub struct TracerOptions {
     pub include_self: bool,
     /// Only tasks in this cgroup v2 subtree.
     pub cgroup: Option<super::cgroup::CgroupFilter>,
+    /// Count every syscall per process (raw tracepoint `sys_enter`), see [`Tracer::copy_maps`].
+    pub syscalls: bool,
+    /// Account the copy-family syscalls per (process, path, fd kinds).
+    pub copies: bool,
 }
 
 /// Loaded and attached programs with their maps.
@@ -43,6 +51,7 @@ pub struct Tracer {
     threads_capacity: u32,
     /// Probed once: whether map reads work without capabilities on this kernel.
     reads_survive_drop: std::cell::OnceCell<bool>,
+    copy_maps: Option<CopyMaps>,
 }
 
 /// The in-kernel health counters, summed over CPUs.
@@ -50,6 +59,12 @@ pub struct Tracer {
 pub struct Health {
     pub ringbuf_drops: u64,
     pub thread_map_full: u64,
+    /// Copy-family calls not counted: per-thread in-flight map full.
+    pub inflight_full: u64,
+    /// Copy-family calls not counted: per-path map full.
+    pub copy_map_full: u64,
+    /// Syscalls not counted: per-process syscall map full.
+    pub syscall_map_full: u64,
 }
 
 /// Whether the `sched_switch` raw tracepoint passes `prev_state` (4th argument, 5.18+),
@@ -100,6 +115,13 @@ impl Tracer {
         };
         let (cgroup_id, cgroup_level): (u64, u32) =
             opts.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
+        // The copy programs sit on classic syscall tracepoints: their record layouts come
+        // from tracefs, mounted here when missing.
+        let copy_cfg = if opts.copies {
+            Some(CopyConfig::resolve(&tracefs::root()?, &vmlinux)?)
+        } else {
+            None
+        };
 
         let mut loader = EbpfLoader::new();
         loader
@@ -113,6 +135,12 @@ impl Tracer {
             .override_global(globals::TASK_START_TIME, &task.start_time, true)
             .override_global(globals::CGROUP_ID, &cgroup_id, true)
             .override_global(globals::CGROUP_LEVEL, &cgroup_level, true);
+        if opts.syscalls || opts.copies {
+            copies::size_maps(&mut loader);
+        }
+        if let Some(cfg) = &copy_cfg {
+            cfg.configure(&mut loader);
+        }
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
 
         for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
@@ -126,6 +154,18 @@ impl Tracer {
             prog.attach(name)
                 .with_context(|| format!("attaching to raw tracepoint {name}"))?;
         }
+
+        if opts.syscalls || opts.copies {
+            copies::attach_syscalls(&mut ebpf).map_err(load_error)?;
+        }
+        if let Some(cfg) = &copy_cfg {
+            copies::attach_copies(&mut ebpf, cfg).map_err(load_error)?;
+        }
+        let copy_maps = if opts.syscalls || opts.copies {
+            Some(CopyMaps::take(&mut ebpf)?)
+        } else {
+            None
+        };
 
         let threads: HashMap<MapData, u32, ThreadSwitches> =
             HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
@@ -145,6 +185,7 @@ impl Tracer {
             events: Some(events),
             threads_capacity,
             reads_survive_drop: std::cell::OnceCell::new(),
+            copy_maps,
         })
     }
 
@@ -176,6 +217,12 @@ impl Tracer {
     /// The ring buffer, to be polled by the caller (once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The syscall-count and copy-path maps, when [`TracerOptions::syscalls`] or
+    /// [`TracerOptions::copies`] asked for them.
+    pub fn copy_maps(&mut self) -> Option<&mut CopyMaps> {
+        self.copy_maps.as_mut()
     }
 
     /// Every traced thread's accounting, by thread id. The map changes while it is read
@@ -241,6 +288,9 @@ impl Tracer {
         Ok(Health {
             ringbuf_drops: sum(counters::RINGBUF_DROPS)?,
             thread_map_full: sum(counters::THREAD_MAP_FULL)?,
+            inflight_full: sum(counters::INFLIGHT_FULL)?,
+            copy_map_full: sum(counters::COPY_MAP_FULL)?,
+            syscall_map_full: sum(counters::SYSCALL_MAP_FULL)?,
         })
     }
 }

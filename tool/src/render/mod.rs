@@ -3,5 +3,6 @@
 pub mod latency;
 pub mod prometheus;
 pub mod run;
+pub mod copies;
 pub mod top;
 pub mod tui;

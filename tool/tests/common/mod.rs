@@ -2,6 +2,7 @@
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
 #![allow(dead_code)]
 
+pub mod copy_workloads;
 pub mod workload;
 
 use std::{

@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+pub mod syscalls;
 mod switches;
 
 use std::{
@@ -18,9 +19,13 @@ use anyhow::{Context as _, Result, bail};
 pub use bpf_stats::BpfStats;
 
 /// Runs every benchmark; returns the markdown sections by marker name.
-pub fn run_all(proclens: &Path, reps: usize) -> Result<Vec<(&'static str, String)>> {
-    let _stats = BpfStats::enable()?;
-    Ok(vec![("switches", switches::run(proclens, reps)?)])
+pub fn run_all(proclens: &Path, reps: usize, round_trips: u64) -> Result<Vec<(&'static str, String)>> {
+    let switches = {
+        let _stats = BpfStats::enable()?;
+        switches::run(proclens, reps)?
+    };
+    let syscalls = syscalls::run(proclens, round_trips, reps as u32)?;
+    Ok(vec![("switches", switches), ("syscalls", syscalls)])
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in

@@ -1,0 +1,171 @@
+//! Mode switches: syscalls (user→kernel transitions) per process, totals and interval
+//! deltas from successive snapshots of the kernel's per-(process, syscall) counts, the top
+//! syscalls of a process (like `syscount`), and whether it uses io_uring.
+//!
+//! Syscall names come from the `syscalls` crate's table for the build target's ABI; the
+//! numbers themselves come from the running kernel (`raw_syscalls/sys_enter`'s `id`).
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+};
+
+use proclens_common::copies::SysKey;
+use syscalls::Sysno;
+
+/// The name of syscall `nr` in the build target's ABI, or `syscall_<nr>`.
+pub fn name(nr: u32) -> Cow<'static, str> {
+    match Sysno::new(nr as usize) {
+        Some(s) => Cow::Borrowed(s.name()),
+        None => Cow::Owned(format!("syscall_{nr}")),
+    }
+}
+
+/// Syscalls through which a process drives io_uring: its submissions then bypass the
+/// copy-family syscalls, so their bytes are not counted.
+fn is_io_uring(nr: u32) -> bool {
+    [
+        Sysno::io_uring_setup,
+        Sysno::io_uring_enter,
+        Sysno::io_uring_register,
+    ]
+    .iter()
+    .any(|s| s.id() as u32 == nr)
+}
+
+/// One syscall's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NrCount {
+    pub nr: u32,
+    pub delta: u64,
+    pub total: u64,
+}
+
+/// A process's syscalls: interval delta, running total since proclens started, per
+/// syscall number (sorted busiest first in the interval, then by total).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcSyscalls {
+    pub delta: u64,
+    pub total: u64,
+    pub by_nr: Vec<NrCount>,
+    /// io_uring_setup/enter/register seen since proclens started.
+    pub io_uring: bool,
+}
+
+impl ProcSyscalls {
+    /// The `n` busiest syscalls of the interval (those with a zero delta are left out).
+    pub fn top(&self, n: usize) -> impl Iterator<Item = &NrCount> {
+        self.by_nr.iter().filter(|c| c.delta > 0).take(n)
+    }
+}
+
+/// Turns successive snapshots of the `SYSCALLS` map into per-process counts. Processes
+/// missing from a snapshot (gone and pruned) are forgotten.
+#[derive(Debug, Default)]
+pub struct SyscallModel {
+    last: HashMap<SysKey, u64>,
+}
+
+impl SyscallModel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds in one snapshot; returns every process in it, by tgid.
+    pub fn update(&mut self, snapshot: &HashMap<SysKey, u64>) -> BTreeMap<u32, ProcSyscalls> {
+        let mut out: BTreeMap<u32, ProcSyscalls> = BTreeMap::new();
+        for (k, &total) in snapshot {
+            // A counter never goes back; if it seems to, the entry was recreated and the
+            // whole value is new.
+            let delta = match self.last.get(k) {
+                Some(&prev) if prev <= total => total - prev,
+                _ => total,
+            };
+            let p = out.entry(k.tgid).or_default();
+            p.delta += delta;
+            p.total += total;
+            p.io_uring |= is_io_uring(k.nr) && total > 0;
+            p.by_nr.push(NrCount {
+                nr: k.nr,
+                delta,
+                total,
+            });
+        }
+        for p in out.values_mut() {
+            p.by_nr.sort_by(|a, b| {
+                b.delta
+                    .cmp(&a.delta)
+                    .then(b.total.cmp(&a.total))
+                    .then(a.nr.cmp(&b.nr))
+            });
+        }
+        self.last = snapshot.clone();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tgid: u32, nr: Sysno) -> SysKey {
+        SysKey {
+            tgid,
+            nr: nr.id() as u32,
+        }
+    }
+
+    #[test]
+    fn deltas_totals_and_top() {
+        let mut m = SyscallModel::new();
+        let mut snap = HashMap::from([
+            (key(10, Sysno::read), 100),
+            (key(10, Sysno::write), 50),
+            (key(20, Sysno::close), 1),
+        ]);
+        let first = m.update(&snap);
+        assert_eq!(
+            (first[&10].delta, first[&10].total),
+            (150, 150),
+            "first sight: all is new"
+        );
+        snap.insert(key(10, Sysno::read), 110);
+        snap.insert(key(10, Sysno::write), 80);
+        let second = m.update(&snap);
+        let p = &second[&10];
+        assert_eq!((p.delta, p.total), (40, 190));
+        let top: Vec<_> = p.top(5).map(|c| (name(c.nr), c.delta)).collect();
+        assert_eq!(
+            top,
+            vec![(Cow::Borrowed("write"), 30), (Cow::Borrowed("read"), 10)]
+        );
+        assert_eq!(second[&20].delta, 0);
+        assert_eq!(second[&20].top(5).count(), 0);
+    }
+
+    #[test]
+    fn io_uring_users_are_flagged() {
+        let mut m = SyscallModel::new();
+        let out = m.update(&HashMap::from([
+            (key(1, Sysno::io_uring_enter), 3),
+            (key(2, Sysno::read), 3),
+        ]));
+        assert!(out[&1].io_uring);
+        assert!(!out[&2].io_uring);
+    }
+
+    #[test]
+    fn gone_processes_are_forgotten_and_reset_counters_restart() {
+        let mut m = SyscallModel::new();
+        m.update(&HashMap::from([(key(1, Sysno::read), 5)]));
+        assert!(m.update(&HashMap::new()).is_empty());
+        let again = m.update(&HashMap::from([(key(1, Sysno::read), 2)]));
+        assert_eq!(again[&1].delta, 2);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name(Sysno::sendfile.id() as u32), "sendfile");
+        assert_eq!(name(99_999), "syscall_99999");
+    }
+}
