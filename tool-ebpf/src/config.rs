@@ -30,4 +30,16 @@ globals! {
     TASK_MM_OFF => task_mm_off: u32;
     TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
     TASK_START_TIME_OFF => task_start_time_off: u32;
+    TASK_PID_OFF => task_pid_off: u32;
+    TASK_TGID_OFF => task_tgid_off: u32;
+    TASK_REAL_PARENT_OFF => task_real_parent_off: u32;
+    TASK_START_BOOTTIME_OFF => task_start_boottime_off: u32;
+    TASK_EXIT_CODE_OFF => task_exit_code_off: u32;
+    TASK_EXIT_SIGNAL_OFF => task_exit_signal_off: u32;
+    TASK_SIGHAND_OFF => task_sighand_off: u32;
+    TASK_COMM_OFF => task_comm_off: u32;
+    SIGCHLD_HANDLER_OFF => sigchld_handler_off: u32;
+    SIGCHLD_FLAGS_OFF => sigchld_flags_off: u32;
+    BINPRM_FILENAME_OFF => binprm_filename_off: u32;
+    PID_NR_OFF => pid_nr_off: u32;
 }

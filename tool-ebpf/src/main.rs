@@ -4,6 +4,7 @@
 #![no_main]
 
 mod config;
+mod lifecycle;
 mod maps;
 mod switch;
 

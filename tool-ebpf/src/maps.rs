@@ -18,9 +18,11 @@ pub(crate) static THREADS: HashMap<u32, ThreadSwitches> = HashMap::with_max_entr
 #[map]
 pub(crate) static CPU_SWITCHES: PerCpuArray<CpuSwitches> = PerCpuArray::with_max_entries(1, 0);
 
-/// Lifecycle events to userspace.
+/// Lifecycle events to userspace. 4 MiB holds the events of ~8,000 fork+exit+free cycles
+/// (THREAD_EXIT ~240 B, FORK/EXIT ~100 B each, FREE 32 B): a fork storm at 20,000/s gets
+/// ~0.4 s of slack before userspace must have drained it.
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Health counters (lost events, full maps), see `proclens_common::counters`.
 #[map]
