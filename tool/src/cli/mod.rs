@@ -2,6 +2,7 @@
 //! documented once, in its doc comment, which feeds `--help`.
 
 mod top;
+mod zombies;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
     Top(top::TopArgs),
+    /// Zombie processes grouped by the parent that fails to reap them; `--watch` streams
+    /// zombies, reaps and orphan re-parentings; `--check` is a health check for scripts.
+    Zombies(zombies::ZombiesArgs),
 }
 
 /// Selecting processes; shared by the views.
@@ -74,6 +78,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Top(args) => top::run(args),
+        Command::Zombies(args) => zombies::run(args),
     }
 }
 
@@ -94,7 +99,7 @@ mod tests {
             assert!(Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(), "{bad}");
         }
         let ok = Cli::try_parse_from(["proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2"]).unwrap();
-        let Command::Top(t) = ok.command;
+        let Command::Top(t) = ok.command else { panic!("not top") };
         assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
         assert_eq!(t.period.count, Some(3));
         assert_eq!(t.filter.pids, vec![1, 2]);

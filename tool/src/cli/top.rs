@@ -45,7 +45,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
     rt.block_on(top_loop(tracer, args))
 }
 
-fn clock_now() -> (f64, String) {
+pub(super) fn clock_now() -> (f64, String) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     // SAFETY: localtime_r with valid pointers.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod events;
+pub mod lifecycle;
 pub mod privilege;
 pub mod procfs;
 pub mod tracefs;

@@ -82,13 +82,26 @@ pub struct ForkStats {
     pub waits: u64,
 }
 
+impl ForkStats {
+    /// `self - earlier`, saturating.
+    pub fn since(&self, earlier: &ForkStats) -> ForkStats {
+        ForkStats {
+            processes: self.processes.saturating_sub(earlier.processes),
+            threads: self.threads.saturating_sub(earlier.threads),
+            child_exits: self.child_exits.saturating_sub(earlier.child_exits),
+            child_failures: self.child_failures.saturating_sub(earlier.child_failures),
+            waits: self.waits.saturating_sub(earlier.waits),
+        }
+    }
+}
+
 /// Something the table noticed while applying an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// A process died while these children of it were alive: the kernel re-parents them
     /// (to init or the nearest subreaper). The caller reads the new parent from the
     /// kernel and calls [`ProcTable::reparent`].
-    Orphaned { parent: Key, children: Vec<Key> },
+    Orphaned { parent: Key, parent_comm: String, children: Vec<Key> },
     /// A dead process was freed (reaped, then an RCU grace period).
     Reaped {
         proc: Proc,
@@ -201,10 +214,10 @@ impl ProcTable {
                 Vec::new()
             }
             Event::Exec(e) => {
-                if let Some(k) = self.resolve(&e.task) {
-                    if let Some(p) = self.procs.get_mut(&k) {
-                        p.comm = comm_str(&e.comm);
-                    }
+                if let Some(k) = self.resolve(&e.task)
+                    && let Some(p) = self.procs.get_mut(&k)
+                {
+                    p.comm = comm_str(&e.comm);
                 }
                 Vec::new()
             }
@@ -242,7 +255,8 @@ impl ProcTable {
                 if children.is_empty() {
                     Vec::new()
                 } else {
-                    vec![Notice::Orphaned { parent: key, children }]
+                    let parent_comm = self.procs.get(&key).map(|p| p.comm.clone()).unwrap_or_default();
+                    vec![Notice::Orphaned { parent: key, parent_comm, children }]
                 }
             }
             Event::Wait(w) => {
@@ -310,6 +324,7 @@ impl ProcTable {
         self.procs.len()
     }
 
+    #[allow(dead_code, reason = "pairs with len(); part of the table's API")]
     pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
@@ -320,6 +335,7 @@ impl ProcTable {
     }
 
     /// Fork statistics of the process with this key.
+    #[allow(dead_code, reason = "API for `top`'s and `run`'s per-process fork columns")]
     pub fn fork_stats(&self, key: &Key) -> Option<ForkStats> {
         self.stats.get(key).copied()
     }
@@ -358,13 +374,16 @@ impl ProcTable {
         z
     }
 
-    /// Zombies that reached `min_age_ns` since the last call; each is returned once.
-    pub fn new_zombies(&mut self, now_ns: u64, min_age_ns: u64) -> Vec<Zombie> {
+    /// Zombies that reached `min_age_ns` since the last call and that `confirm` accepts
+    /// (the caller may check the kernel's view: a reaped task is only freed an RCU grace
+    /// period later); each is returned once.
+    pub fn new_zombies(&mut self, now_ns: u64, min_age_ns: u64, confirm: impl Fn(&Zombie) -> bool) -> Vec<Zombie> {
         let fresh: Vec<Zombie> = self
             .procs
             .values()
             .filter(|p| !p.reported)
             .filter_map(|p| self.zombie(p, now_ns, min_age_ns))
+            .filter(|z| confirm(z))
             .collect();
         for z in &fresh {
             if let Some(p) = self.procs.get_mut(&z.key) {
@@ -465,8 +484,8 @@ mod tests {
         let s = tab.fork_stats(&Key::from(&parent)).unwrap();
         assert_eq!((s.processes, s.threads, s.child_exits, s.child_failures), (3, 0, 3, 3));
         // new_zombies reports each once.
-        assert_eq!(tab.new_zombies(15 * SEC, SEC).len(), 3);
-        assert!(tab.new_zombies(16 * SEC, SEC).is_empty());
+        assert_eq!(tab.new_zombies(15 * SEC, SEC, |_| true).len(), 3);
+        assert!(tab.new_zombies(16 * SEC, SEC, |_| true).is_empty());
         // Reaped: freed, gone, with how long they were dead.
         let n = tab.apply(&free(20 * SEC, t(200, 11 * SEC)));
         assert!(matches!(&n[..], [Notice::Reaped { dead_for_ns: Some(d), .. }] if *d == 8 * SEC));
@@ -484,7 +503,7 @@ mod tests {
         tab.apply(&fork(11 * SEC, parent, child));
         tab.apply(&exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD | exit_flags::AUTOREAP));
         assert!(tab.zombies(100 * SEC, 0).is_empty());
-        assert!(tab.new_zombies(100 * SEC, 0).is_empty());
+        assert!(tab.new_zombies(100 * SEC, 0, |_| true).is_empty());
     }
 
     #[test]
@@ -532,7 +551,14 @@ mod tests {
         tab.apply(&fork(11 * SEC, parent, mid));
         tab.apply(&fork(11 * SEC + 1, mid, grandchild));
         let n = tab.apply(&exit(12 * SEC, mid, parent, 0, exit_flags::GROUP_DEAD));
-        assert_eq!(n, vec![Notice::Orphaned { parent: Key::from(&mid), children: vec![Key::from(&grandchild)] }]);
+        assert_eq!(
+            n,
+            vec![Notice::Orphaned {
+                parent: Key::from(&mid),
+                parent_comm: "child".into(),
+                children: vec![Key::from(&grandchild)]
+            }]
+        );
         assert_eq!(tab.reparent(Key::from(&grandchild), 1), tab.live_by_pid(1));
         assert_eq!(tab.get(&Key::from(&grandchild)).unwrap().ppid, 1);
         // Thread exits (not group-dead) and waits change no process.
