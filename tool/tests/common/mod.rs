@@ -2,6 +2,7 @@
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
 #![allow(dead_code)]
 
+pub mod lifecycle_workloads;
 pub mod workload;
 
 use std::{
@@ -165,4 +166,13 @@ pub fn bpf_program_ids_named(names: &[&str]) -> BTreeSet<u64> {
 }
 
 /// proclens's program names.
-pub const PROGRAM_NAMES: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+pub const PROGRAM_NAMES: &[&str] = &[
+    "sched_switch",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_wait",
+    "sched_process_free",
+];

@@ -166,6 +166,7 @@ pub fn run_if_child() {
             writeln!(out, "done").unwrap();
             wait_go();
         }
+        other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);
