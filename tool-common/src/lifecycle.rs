@@ -132,7 +132,10 @@ impl ExitStatus {
         if sig == 0 {
             ExitStatus::Code(((raw >> 8) & 0xff) as u8)
         } else {
-            ExitStatus::Signal { signal: sig, core_dumped: raw & 0x80 != 0 }
+            ExitStatus::Signal {
+                signal: sig,
+                core_dumped: raw & 0x80 != 0,
+            }
         }
     }
 }

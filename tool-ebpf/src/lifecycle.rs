@@ -67,8 +67,16 @@ fn task_ref(task: u64) -> Result<TaskRef, i32> {
     let pid: u32 = read_at(task, config::task_pid_off())?;
     let tgid: u32 = read_at(task, config::task_tgid_off())?;
     let leader: u64 = read_at(task, config::task_group_leader_off())?;
-    let start_ns: u64 = if leader == 0 { 0 } else { read_at(leader, config::task_start_boottime_off())? };
-    Ok(TaskRef { pid, tgid, start_ns })
+    let start_ns: u64 = if leader == 0 {
+        0
+    } else {
+        read_at(leader, config::task_start_boottime_off())?
+    };
+    Ok(TaskRef {
+        pid,
+        tgid,
+        start_ns,
+    })
 }
 
 /// The process that must reap `task`: its `real_parent`.
@@ -94,7 +102,11 @@ fn is_self(tgid: u32) -> bool {
 
 #[inline(always)]
 fn header(kind: u32, tid: u32) -> EventHeader {
-    EventHeader { kind, tid, ts: unsafe { bpf_ktime_get_boot_ns() } }
+    EventHeader {
+        kind,
+        tid,
+        ts: unsafe { bpf_ktime_get_boot_ns() },
+    }
 }
 
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -106,7 +118,11 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     }
     let child = task_ref(child_task)?;
     let (_, parent) = parent_ref(child_task)?;
-    let flags = if child.tgid == creator.tgid { fork_flags::THREAD } else { 0 };
+    let flags = if child.tgid == creator.tgid {
+        fork_flags::THREAD
+    } else {
+        0
+    };
     let ev = Fork {
         header: header(kind::FORK, child.pid),
         creator,
@@ -161,7 +177,9 @@ fn autoreaped(task: u64, parent: u64) -> bool {
     if exit_signal != SIGCHLD {
         return false;
     }
-    let Ok(sighand) = read_at::<u64>(parent, config::task_sighand_off()) else { return false };
+    let Ok(sighand) = read_at::<u64>(parent, config::task_sighand_off()) else {
+        return false;
+    };
     if sighand == 0 {
         return false;
     }
@@ -188,7 +206,14 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         }
     }
     let exit_code: u32 = read_at(task, config::task_exit_code_off()).unwrap_or(0);
-    submit(Exit { header: header(kind::EXIT, me.pid), task: me, parent, exit_code, flags, comm: comm(task) });
+    submit(Exit {
+        header: header(kind::EXIT, me.pid),
+        task: me,
+        parent,
+        exit_code,
+        flags,
+        comm: comm(task),
+    });
     Ok(())
 }
 
@@ -199,8 +224,17 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     if is_self(waiter.tgid) {
         return Ok(());
     }
-    let target_pid: u32 = if pid_struct == 0 { 0 } else { read_at(pid_struct, config::pid_nr_off()).unwrap_or(0) };
-    submit(Wait { header: header(kind::WAIT, waiter.pid), waiter, target_pid, _pad: 0 });
+    let target_pid: u32 = if pid_struct == 0 {
+        0
+    } else {
+        read_at(pid_struct, config::pid_nr_off()).unwrap_or(0)
+    };
+    submit(Wait {
+        header: header(kind::WAIT, waiter.pid),
+        waiter,
+        target_pid,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -213,7 +247,14 @@ fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let start_ns: u64 = read_at(task, config::task_start_boottime_off())?;
-    submit(Free { header: header(kind::FREE, pid), task: TaskRef { pid, tgid, start_ns } });
+    submit(Free {
+        header: header(kind::FREE, pid),
+        task: TaskRef {
+            pid,
+            tgid,
+            start_ns,
+        },
+    });
     Ok(())
 }
 

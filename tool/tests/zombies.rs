@@ -8,47 +8,83 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PROCLENS, Proclens, can_trace, lifecycle_workloads::orphan_pid_file, workload::Workload};
+use common::{
+    PROCLENS, Proclens, can_trace, lifecycle_workloads::orphan_pid_file, workload::Workload,
+};
 use serde_json::Value;
 
 workload_entry!();
 
 /// `ps -eo pid,ppid,stat`: pid → (ppid, stat).
 fn ps() -> BTreeMap<u32, (u32, String)> {
-    let out = Command::new("ps").args(["-eo", "pid=,ppid=,stat="]).output().expect("ps is installed");
+    let out = Command::new("ps")
+        .args(["-eo", "pid=,ppid=,stat="])
+        .output()
+        .expect("ps is installed");
     assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            Some((f.next()?.parse().ok()?, (f.next()?.parse().ok()?, f.next()?.to_string())))
+            Some((
+                f.next()?.parse().ok()?,
+                (f.next()?.parse().ok()?, f.next()?.to_string()),
+            ))
         })
         .collect()
 }
 
 /// Zombie children of `ppid` according to ps.
 fn ps_zombies_of(ppid: u32) -> BTreeSet<u32> {
-    ps().into_iter().filter(|(_, (pp, st))| *pp == ppid && st.starts_with('Z')).map(|(pid, _)| pid).collect()
+    ps().into_iter()
+        .filter(|(_, (pp, st))| *pp == ppid && st.starts_with('Z'))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim_end().to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap()
+        .trim_end()
+        .to_string()
 }
 
 /// `proclens zombies --json` with `args`: (exit code, zombie objects, summary object).
 fn snapshot(args: &[&str]) -> (i32, Vec<Value>, Value) {
-    let out = Command::new(PROCLENS).args(["zombies", "--json"]).args(args).output().expect("running proclens");
+    let out = Command::new(PROCLENS)
+        .args(["zombies", "--json"])
+        .args(args)
+        .output()
+        .expect("running proclens");
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
-    let summary = lines.iter().find(|v| v["type"] == "summary").cloned().unwrap_or_else(|| panic!("no summary in {text}"));
-    let zombies = lines.into_iter().filter(|v| v["type"] == "zombie").collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .cloned()
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    let zombies = lines
+        .into_iter()
+        .filter(|v| v["type"] == "zombie")
+        .collect();
     (out.status.code().unwrap(), zombies, summary)
 }
 
 /// A running `proclens zombies --watch --json`.
 fn watch(min_age: &str) -> Proclens {
-    let p = Proclens::spawn(&["zombies", "--watch", "--json", "--min-age", min_age, "--interval", "0.2"]);
+    let p = Proclens::spawn(&[
+        "zombies",
+        "--watch",
+        "--json",
+        "--min-age",
+        min_age,
+        "--interval",
+        "0.2",
+    ]);
     // The first stats line means the programs are attached and the table is seeded.
     p.json_until(Duration::from_secs(30), |v| v["type"] == "stats");
     p
@@ -60,7 +96,12 @@ fn collect_until(p: &Proclens, timeout: Duration, done: impl Fn(&[Value]) -> boo
     let mut seen = Vec::new();
     while !done(&seen) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out; saw {} lines, last: {:?}", seen.len(), seen.last());
+        assert!(
+            !left.is_zero(),
+            "timed out; saw {} lines, last: {:?}",
+            seen.len(),
+            seen.last()
+        );
         let line = p.line(left);
         seen.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}")));
     }
@@ -68,12 +109,20 @@ fn collect_until(p: &Proclens, timeout: Duration, done: impl Fn(&[Value]) -> boo
 }
 
 fn of_type<'a>(lines: &'a [Value], kind: &str, ppid: u32) -> Vec<&'a Value> {
-    lines.iter().filter(|v| v["type"] == kind && v["ppid"] == ppid).collect()
+    lines
+        .iter()
+        .filter(|v| v["type"] == kind && v["ppid"] == ppid)
+        .collect()
 }
 
 /// The stats entry of parent `pid` in a stats line.
 fn parent_stats(stats: &Value, pid: u32) -> Option<Value> {
-    stats["parents"].as_array().unwrap().iter().find(|p| p["pid"] == pid).cloned()
+    stats["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
 }
 
 #[test]
@@ -90,9 +139,14 @@ fn zombies_of_one_parent_are_counted_blamed_aged_then_reaped() {
     assert_eq!(outside.len(), N, "ps shows {outside:?}");
 
     // --watch: each zombie once, when it reaches the minimum age, blamed on the parent.
-    let lines = collect_until(&p, Duration::from_secs(15), |s| of_type(s, "zombie", parent).len() == N);
+    let lines = collect_until(&p, Duration::from_secs(15), |s| {
+        of_type(s, "zombie", parent).len() == N
+    });
     let zs = of_type(&lines, "zombie", parent);
-    let pids: BTreeSet<u32> = zs.iter().map(|z| z["pid"].as_u64().unwrap() as u32).collect();
+    let pids: BTreeSet<u32> = zs
+        .iter()
+        .map(|z| z["pid"].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(pids, outside, "proclens and ps disagree on the zombies");
     let parent_comm = comm_of(parent);
     let mut deaths: Vec<(u64, f64)> = Vec::new();
@@ -103,13 +157,24 @@ fn zombies_of_one_parent_are_counted_blamed_aged_then_reaped() {
         let age = z["age_s"].as_f64().unwrap();
         assert!((0.5..3.0).contains(&age), "age {age} at report");
         // Exit time = report time - age: the workload spaces the exits 150 ms apart.
-        deaths.push((z["exit_code"].as_u64().unwrap(), z["time"].as_f64().unwrap() - age));
+        deaths.push((
+            z["exit_code"].as_u64().unwrap(),
+            z["time"].as_f64().unwrap() - age,
+        ));
     }
     deaths.sort_by_key(|d| d.0);
-    assert_eq!(deaths.iter().map(|d| d.0).collect::<Vec<_>>(), (1..=N as u64).collect::<Vec<_>>());
+    assert_eq!(
+        deaths.iter().map(|d| d.0).collect::<Vec<_>>(),
+        (1..=N as u64).collect::<Vec<_>>()
+    );
     for pair in deaths.windows(2) {
         let gap = pair[1].1 - pair[0].1;
-        assert!((0.1..0.6).contains(&gap), "exit {} died {gap:.3}s after exit {}", pair[1].0, pair[0].0);
+        assert!(
+            (0.1..0.6).contains(&gap),
+            "exit {} died {gap:.3}s after exit {}",
+            pair[1].0,
+            pair[0].0
+        );
     }
 
     // The snapshot: exactly N, all on this parent, ages growing with the time since exit.
@@ -118,30 +183,56 @@ fn zombies_of_one_parent_are_counted_blamed_aged_then_reaped() {
     assert_eq!(summary["lost_events"], 0);
     let mine: Vec<&Value> = snap.iter().filter(|z| z["ppid"] == parent).collect();
     assert_eq!(mine.len(), N);
-    assert!(mine.iter().all(|z| z["parent_zombies"] == N as u64 && z["parent_comm"] == parent_comm.as_str()));
-    let snap_pids: BTreeSet<u32> = mine.iter().map(|z| z["pid"].as_u64().unwrap() as u32).collect();
+    assert!(
+        mine.iter()
+            .all(|z| z["parent_zombies"] == N as u64 && z["parent_comm"] == parent_comm.as_str())
+    );
+    let snap_pids: BTreeSet<u32> = mine
+        .iter()
+        .map(|z| z["pid"].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(snap_pids, outside);
 
     // --check: N zombies exceed --max N-1 (exit 1) but not --max N (exit 0). Other
     // zombies on the machine would only raise the count, so --max N is checked against
     // the snapshot's own total.
     let total = summary["zombies"].as_u64().unwrap();
-    let (code, ..) = snapshot(&["--check", "--max", &(total - 1).to_string(), "--min-age", "0.2"]);
+    let (code, ..) = snapshot(&[
+        "--check",
+        "--max",
+        &(total - 1).to_string(),
+        "--min-age",
+        "0.2",
+    ]);
     assert_eq!(code, 1);
-    let (code, ..) = snapshot(&["--check", "--max", &(total + 10).to_string(), "--min-age", "0.2"]);
+    let (code, ..) = snapshot(&[
+        "--check",
+        "--max",
+        &(total + 10).to_string(),
+        "--min-age",
+        "0.2",
+    ]);
     assert_eq!(code, 0);
 
     // The parent reaps them: all reported reaped, none left.
     w.go();
-    let lines = collect_until(&p, Duration::from_secs(15), |s| of_type(s, "reaped", parent).len() == N);
-    let reaped: BTreeSet<u32> = of_type(&lines, "reaped", parent).iter().map(|r| r["pid"].as_u64().unwrap() as u32).collect();
+    let lines = collect_until(&p, Duration::from_secs(15), |s| {
+        of_type(s, "reaped", parent).len() == N
+    });
+    let reaped: BTreeSet<u32> = of_type(&lines, "reaped", parent)
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(reaped, outside);
     for r in of_type(&lines, "reaped", parent) {
         assert!(r["zombie_s"].as_f64().unwrap() > 0.5, "{r}");
     }
     assert!(ps_zombies_of(parent).is_empty());
     let (_, snap, _) = snapshot(&["--min-age", "0"]);
-    assert!(snap.iter().all(|z| z["ppid"] != parent), "zombies left: {snap:?}");
+    assert!(
+        snap.iter().all(|z| z["ppid"] != parent),
+        "zombies left: {snap:?}"
+    );
 }
 
 #[test]
@@ -158,13 +249,21 @@ fn children_of_a_parent_ignoring_sigchld_are_never_zombies() {
     // The stats line proves the exits were seen: N forks, N children dead.
     let lines = collect_until(&p, Duration::from_secs(15), |s| {
         s.last().is_some_and(|v| {
-            v["type"] == "stats" && parent_stats(v, parent).is_some_and(|ps| ps["forks"] == N && ps["child_exits"] == N)
+            v["type"] == "stats"
+                && parent_stats(v, parent)
+                    .is_some_and(|ps| ps["forks"] == N && ps["child_exits"] == N)
         })
     });
     // A little longer, for any late report.
-    let more = collect_until(&p, Duration::from_secs(5), |s| s.iter().filter(|v| v["type"] == "stats").count() >= 5);
+    let more = collect_until(&p, Duration::from_secs(5), |s| {
+        s.iter().filter(|v| v["type"] == "stats").count() >= 5
+    });
     let all: Vec<Value> = lines.into_iter().chain(more).collect();
-    assert!(of_type(&all, "zombie", parent).is_empty(), "reported: {:?}", of_type(&all, "zombie", parent));
+    assert!(
+        of_type(&all, "zombie", parent).is_empty(),
+        "reported: {:?}",
+        of_type(&all, "zombie", parent)
+    );
     assert!(ps_zombies_of(parent).is_empty());
     let last = all.iter().rev().find(|v| v["type"] == "stats").unwrap();
     assert_eq!(last["lost_events"], 0);
@@ -185,9 +284,15 @@ fn a_zombie_older_than_proclens_is_reported_at_start_up() {
     assert_eq!(code, 0);
     assert_eq!(summary["lost_events"], 0);
     let mine: Vec<&Value> = snap.iter().filter(|z| z["ppid"] == parent).collect();
-    let pids: BTreeSet<u32> = mine.iter().map(|z| z["pid"].as_u64().unwrap() as u32).collect();
+    let pids: BTreeSet<u32> = mine
+        .iter()
+        .map(|z| z["pid"].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(pids, outside);
-    let codes: BTreeSet<u64> = mine.iter().map(|z| z["exit_code"].as_u64().unwrap()).collect();
+    let codes: BTreeSet<u64> = mine
+        .iter()
+        .map(|z| z["exit_code"].as_u64().unwrap())
+        .collect();
     assert_eq!(codes, (1..=N as u64).collect());
     let parent_comm = comm_of(parent);
     for z in &mine {
@@ -203,14 +308,25 @@ fn orphan_case(subreaper: bool) {
     let workload = w.pid();
     let p = watch("5");
     w.go();
-    let grandchild: u32 = std::fs::read_to_string(orphan_pid_file(workload)).unwrap().trim().parse().unwrap();
+    let grandchild: u32 = std::fs::read_to_string(orphan_pid_file(workload))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let lines = collect_until(&p, Duration::from_secs(15), |s| {
-        s.iter().any(|v| v["type"] == "orphan" && v["pid"] == grandchild)
+        s.iter()
+            .any(|v| v["type"] == "orphan" && v["pid"] == grandchild)
     });
-    let o = lines.iter().find(|v| v["type"] == "orphan" && v["pid"] == grandchild).unwrap();
+    let o = lines
+        .iter()
+        .find(|v| v["type"] == "orphan" && v["pid"] == grandchild)
+        .unwrap();
     let (ps_ppid, _) = ps()[&grandchild];
     eprintln!("orphan event {o}; ps says ppid {ps_ppid}");
-    assert_eq!(o["new_ppid"], ps_ppid, "proclens's new parent differs from ps");
+    assert_eq!(
+        o["new_ppid"], ps_ppid,
+        "proclens's new parent differs from ps"
+    );
     assert_ne!(o["old_ppid"], workload);
     assert_eq!(o["lost_events"], 0);
     if subreaper {
@@ -250,12 +366,17 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
     let t0 = Instant::now();
     w.go();
     let elapsed = t0.elapsed();
-    eprintln!("{N} fork+exit+wait in {elapsed:?} ({:.0}/s)", N as f64 / elapsed.as_secs_f64());
+    eprintln!(
+        "{N} fork+exit+wait in {elapsed:?} ({:.0}/s)",
+        N as f64 / elapsed.as_secs_f64()
+    );
     // Every child seen born and dead, and none left in the table once freed.
     let lines = collect_until(&p, Duration::from_secs(60), |s| {
         s.last().is_some_and(|v| {
             v["type"] == "stats"
-                && parent_stats(v, parent).is_some_and(|ps| ps["forks"] == N && ps["child_exits"] == N && ps["children"] == 0)
+                && parent_stats(v, parent).is_some_and(|ps| {
+                    ps["forks"] == N && ps["child_exits"] == N && ps["children"] == 0
+                })
         })
     });
     let last = lines.last().unwrap();
@@ -269,6 +390,13 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
     // both), nowhere near the storm's 10,000.
     let in_proc = ps().len() as u64;
     let tracked = last["tracked_processes"].as_u64().unwrap();
-    assert!(tracked <= in_proc + 100, "table holds {tracked} processes, /proc {in_proc}");
-    assert!(lines.iter().all(|v| v["type"] != "zombie" || v["ppid"] != parent));
+    assert!(
+        tracked <= in_proc + 100,
+        "table holds {tracked} processes, /proc {in_proc}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["type"] != "zombie" || v["ppid"] != parent)
+    );
 }

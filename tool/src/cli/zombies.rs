@@ -50,7 +50,9 @@ pub struct ZombiesArgs {
 }
 
 fn parse_min_age(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v < 0.0 {
         return Err(format!("minimum age must be 0 seconds or more, got `{s}`"));
     }
@@ -62,10 +64,16 @@ fn parse_min_age(s: &str) -> Result<f64, String> {
 
 pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
     let tracer = Tracer::start(&TracerOptions::default())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let mut s = Session::start(tracer)?;
-        if args.watch { s.watch(&args).await } else { s.snapshot(&args).await }
+        if args.watch {
+            s.watch(&args).await
+        } else {
+            s.snapshot(&args).await
+        }
     })
 }
 
@@ -87,14 +95,27 @@ impl Session {
         let mut table = ProcTable::new(tick_ns);
         // Attached first, seeded second: whatever happens after the scan is in the stream.
         lifecycle::seed(&mut table);
-        Ok(Self { tracer, stream, table, orphans: Orphans::default(), tick_ns, events: Vec::new(), notices: Vec::new() })
+        Ok(Self {
+            tracer,
+            stream,
+            table,
+            orphans: Orphans::default(),
+            tick_ns,
+            events: Vec::new(),
+            notices: Vec::new(),
+        })
     }
 
     /// Applies the pending events; the notices are kept for the caller.
     fn apply(&mut self) {
         for ev in self.events.drain(..) {
             for n in self.table.apply(&ev) {
-                if let Notice::Orphaned { parent, parent_comm, children } = &n {
+                if let Notice::Orphaned {
+                    parent,
+                    parent_comm,
+                    children,
+                } = &n
+                {
                     self.orphans.watch(children, parent.tgid, parent_comm);
                 }
                 self.notices.push(n);
@@ -163,7 +184,8 @@ impl Session {
         // Zombie ages and orphans' new parents are checked this often.
         let mut poll = tokio::time::interval(Duration::from_millis(50));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_stats: std::collections::HashMap<Key, ForkStats> = std::collections::HashMap::new();
+        let mut last_stats: std::collections::HashMap<Key, ForkStats> =
+            std::collections::HashMap::new();
         let mut last_tick = Instant::now();
         let mut out = std::io::stdout().lock();
         loop {
@@ -205,17 +227,31 @@ impl Session {
         let (time, clock) = clock_now();
         let mut lines = Vec::new();
         for n in std::mem::take(&mut self.notices) {
-            if let Notice::Reaped { proc, dead_for_ns, .. } = n
+            if let Notice::Reaped {
+                proc, dead_for_ns, ..
+            } = n
                 && proc.reported
             {
                 let parent_comm = self.table.comm_of_pid(proc.ppid).unwrap_or("?").to_string();
-                lines.push(render::reaped(json, time, &clock, &proc, &parent_comm, dead_for_ns, lost));
+                lines.push(render::reaped(
+                    json,
+                    time,
+                    &clock,
+                    &proc,
+                    &parent_comm,
+                    dead_for_ns,
+                    lost,
+                ));
             }
         }
         for r in self.orphans.resolved(self.tick_ns) {
             let (key, new) = (r.child, r.new_ppid);
             let parent = self.table.reparent(key, new);
-            let comm = self.table.get(&key).map(|p| p.comm.clone()).unwrap_or_else(|| "?".into());
+            let comm = self
+                .table
+                .get(&key)
+                .map(|p| p.comm.clone())
+                .unwrap_or_else(|| "?".into());
             let new_comm = parent
                 .and_then(|k| self.table.get(&k))
                 .map(|p| p.comm.clone())
@@ -233,7 +269,9 @@ impl Session {
         }
         let tick_ns = self.tick_ns;
         let now_ns = procfs::boot_ns();
-        let fresh = self.table.new_zombies(now_ns, min_age_ns, |z| lifecycle::is_zombie_now(&z.key, tick_ns));
+        let fresh = self.table.new_zombies(now_ns, min_age_ns, |z| {
+            lifecycle::is_zombie_now(&z.key, tick_ns)
+        });
         if !fresh.is_empty() {
             let per_parent = self.table.zombies_per_parent(now_ns, min_age_ns);
             for z in fresh {
@@ -259,7 +297,11 @@ impl Session {
                 continue;
             }
             let delta = total.since(&last.get(key).copied().unwrap_or_default());
-            let comm = self.table.get(key).map(|p| p.comm.clone()).unwrap_or_else(|| "?".into());
+            let comm = self
+                .table
+                .get(key)
+                .map(|p| p.comm.clone())
+                .unwrap_or_else(|| "?".into());
             owned.push((*key, comm, *total, delta, self.table.children_of(key.tgid)));
         }
         owned.sort_by_key(|(k, ..)| *k);
@@ -323,7 +365,9 @@ mod tests {
             &["--check", "--max", "-1"],
             &["--watch", "--interval", "0"],
         ] {
-            let err = parse(bad).err().unwrap_or_else(|| panic!("accepted {bad:?}"));
+            let err = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad:?}"));
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
     }

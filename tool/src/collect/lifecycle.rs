@@ -29,7 +29,8 @@ pub fn seed(table: &mut ProcTable) {
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
 pub fn is_zombie_now(key: &Key, tick_ns: u64) -> bool {
-    procfs::stat(key.tgid).is_some_and(|s| s.state == 'Z' && s.start_ticks == key.start_ns / tick_ns)
+    procfs::stat(key.tgid)
+        .is_some_and(|s| s.state == 'Z' && s.start_ticks == key.start_ns / tick_ns)
 }
 
 /// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the
@@ -67,7 +68,9 @@ impl Orphans {
         let now = Instant::now();
         let mut out = Vec::new();
         self.pending.retain(|p| {
-            let Some(s) = procfs::stat(p.child.tgid).filter(|s| s.start_ticks == p.child.start_ns / tick_ns) else {
+            let Some(s) =
+                procfs::stat(p.child.tgid).filter(|s| s.start_ticks == p.child.start_ns / tick_ns)
+            else {
                 return false;
             };
             if s.ppid != p.old_ppid {

@@ -22,7 +22,10 @@ pub struct Key {
 
 impl From<&TaskRef> for Key {
     fn from(t: &TaskRef) -> Self {
-        Key { tgid: t.tgid, start_ns: t.start_ns }
+        Key {
+            tgid: t.tgid,
+            start_ns: t.start_ns,
+        }
     }
 }
 
@@ -101,7 +104,11 @@ pub enum Notice {
     /// A process died while these children of it were alive: the kernel re-parents them
     /// (to init or the nearest subreaper). The caller reads the new parent from the
     /// kernel and calls [`ProcTable::reparent`].
-    Orphaned { parent: Key, parent_comm: String, children: Vec<Key> },
+    Orphaned {
+        parent: Key,
+        parent_comm: String,
+        children: Vec<Key>,
+    },
     /// A dead process was freed (reaped, then an RCU grace period).
     Reaped {
         proc: Proc,
@@ -140,15 +147,26 @@ fn comm_str(raw: &[u8]) -> String {
 
 impl ProcTable {
     pub fn new(tick_ns: u64) -> Self {
-        Self { procs: BTreeMap::new(), stats: HashMap::new(), tick_ns: tick_ns.max(1) }
+        Self {
+            procs: BTreeMap::new(),
+            stats: HashMap::new(),
+            tick_ns: tick_ns.max(1),
+        }
     }
 
     /// Fills the table from /proc, read after the programs were attached (so nothing that
     /// happens later is missed). `now_ns` is the boot-clock time of the scan.
     pub fn seed(&mut self, procs: &[SeedProc], now_ns: u64) {
         for s in procs {
-            let key = Key { tgid: s.pid, start_ns: s.start_ticks * self.tick_ns };
-            let death = s.zombie.then(|| Death { at_ns: None, status: ExitStatus::from_raw(s.exit_code), autoreap: false });
+            let key = Key {
+                tgid: s.pid,
+                start_ns: s.start_ticks * self.tick_ns,
+            };
+            let death = s.zombie.then(|| Death {
+                at_ns: None,
+                status: ExitStatus::from_raw(s.exit_code),
+                autoreap: false,
+            });
             self.procs.entry(key).or_insert(Proc {
                 key,
                 comm: s.comm.clone(),
@@ -171,9 +189,18 @@ impl ProcTable {
 
     /// The live (not dead) process with this pid; a live pid is never shared.
     pub fn live_by_pid(&self, pid: u32) -> Option<Key> {
-        let lo = Key { tgid: pid, start_ns: 0 };
-        let hi = Key { tgid: pid, start_ns: u64::MAX };
-        self.procs.range(lo..=hi).find(|(_, p)| p.death.is_none()).map(|(k, _)| *k)
+        let lo = Key {
+            tgid: pid,
+            start_ns: 0,
+        };
+        let hi = Key {
+            tgid: pid,
+            start_ns: u64::MAX,
+        };
+        self.procs
+            .range(lo..=hi)
+            .find(|(_, p)| p.death.is_none())
+            .map(|(k, _)| *k)
     }
 
     /// The entry for `r`, matching a coarse (seeded) entry by clock tick and re-keying it.
@@ -183,8 +210,14 @@ impl ProcTable {
             return Some(exact);
         }
         let tick = r.start_ns / self.tick_ns;
-        let lo = Key { tgid: r.tgid, start_ns: 0 };
-        let hi = Key { tgid: r.tgid, start_ns: u64::MAX };
+        let lo = Key {
+            tgid: r.tgid,
+            start_ns: 0,
+        };
+        let hi = Key {
+            tgid: r.tgid,
+            start_ns: u64::MAX,
+        };
         let coarse = self
             .procs
             .range(lo..=hi)
@@ -242,7 +275,11 @@ impl ProcTable {
                 });
                 p.ppid = x.parent.tgid;
                 p.parent = parent.or(p.parent);
-                p.death = Some(Death { at_ns: Some(ts), status, autoreap });
+                p.death = Some(Death {
+                    at_ns: Some(ts),
+                    status,
+                    autoreap,
+                });
                 if let Some(pk) = parent {
                     let s = self.stats.entry(pk).or_default();
                     s.child_exits += 1;
@@ -250,13 +287,25 @@ impl ProcTable {
                         s.child_failures += 1;
                     }
                 }
-                let children: Vec<Key> =
-                    self.procs.values().filter(|c| c.parent == Some(key) && c.death.is_none()).map(|c| c.key).collect();
+                let children: Vec<Key> = self
+                    .procs
+                    .values()
+                    .filter(|c| c.parent == Some(key) && c.death.is_none())
+                    .map(|c| c.key)
+                    .collect();
                 if children.is_empty() {
                     Vec::new()
                 } else {
-                    let parent_comm = self.procs.get(&key).map(|p| p.comm.clone()).unwrap_or_default();
-                    vec![Notice::Orphaned { parent: key, parent_comm, children }]
+                    let parent_comm = self
+                        .procs
+                        .get(&key)
+                        .map(|p| p.comm.clone())
+                        .unwrap_or_default();
+                    vec![Notice::Orphaned {
+                        parent: key,
+                        parent_comm,
+                        children,
+                    }]
                 }
             }
             Event::Wait(w) => {
@@ -266,18 +315,34 @@ impl ProcTable {
                 Vec::new()
             }
             Event::Free(f) => {
-                let Some(key) = self.resolve(&f.task) else { return Vec::new() };
+                // Statistics may exist for a process the table never held (it forked or
+                // waited before the seed saw it): they go with it.
+                self.stats.remove(&Key::from(&f.task));
+                let Some(key) = self.resolve(&f.task) else {
+                    return Vec::new();
+                };
                 self.stats.remove(&key);
-                let Some(p) = self.procs.remove(&key) else { return Vec::new() };
+                let Some(p) = self.procs.remove(&key) else {
+                    return Vec::new();
+                };
                 let at_ns = f.header.ts;
-                let dead_for_ns = p.death.and_then(|d| d.at_ns).map(|t| at_ns.saturating_sub(t));
-                vec![Notice::Reaped { proc: p, dead_for_ns, at_ns }]
+                let dead_for_ns = p
+                    .death
+                    .and_then(|d| d.at_ns)
+                    .map(|t| at_ns.saturating_sub(t));
+                vec![Notice::Reaped {
+                    proc: p,
+                    dead_for_ns,
+                    at_ns,
+                }]
             }
         }
     }
 
     fn fork(&mut self, f: &Fork) {
-        let creator = self.resolve(&f.creator).unwrap_or_else(|| Key::from(&f.creator));
+        let creator = self
+            .resolve(&f.creator)
+            .unwrap_or_else(|| Key::from(&f.creator));
         let s = self.stats.entry(creator).or_default();
         if f.flags & fork_flags::THREAD != 0 {
             s.threads += 1;
@@ -285,7 +350,11 @@ impl ProcTable {
         }
         s.processes += 1;
         let parent = self.resolve(&f.parent);
-        let key = Key::from(&f.child);
+        // A child born between attaching and the /proc scan is also in the seed (coarse):
+        // resolving re-keys that entry, and the fork's own record replaces it.
+        let key = self
+            .resolve(&f.child)
+            .unwrap_or_else(|| Key::from(&f.child));
         self.procs.insert(
             key,
             Proc {
@@ -316,7 +385,9 @@ impl ProcTable {
     }
 
     pub fn comm_of_pid(&self, pid: u32) -> Option<&str> {
-        self.live_by_pid(pid).and_then(|k| self.procs.get(&k)).map(|p| p.comm.as_str())
+        self.live_by_pid(pid)
+            .and_then(|k| self.procs.get(&k))
+            .map(|p| p.comm.as_str())
     }
 
     /// Processes in the table (live and dead-not-yet-freed).
@@ -335,9 +406,22 @@ impl ProcTable {
     }
 
     /// Fork statistics of the process with this key.
-    #[allow(dead_code, reason = "API for `top`'s and `run`'s per-process fork columns")]
+    #[allow(
+        dead_code,
+        reason = "API for `top`'s and `run`'s per-process fork columns"
+    )]
     pub fn fork_stats(&self, key: &Key) -> Option<ForkStats> {
         self.stats.get(key).copied()
+    }
+
+    /// Fork statistics of the live process with this pid (what `top` shows per row).
+    #[allow(
+        dead_code,
+        reason = "API for `top`'s and `run`'s per-process fork columns"
+    )]
+    pub fn fork_stats_of_pid(&self, pid: u32) -> Option<ForkStats> {
+        self.live_by_pid(pid)
+            .and_then(|k| self.stats.get(&k).copied())
     }
 
     /// Fork statistics of every process that forked, exited children or waited, by key.
@@ -363,21 +447,43 @@ impl ProcTable {
             .and_then(|k| self.procs.get(&k))
             .map(|pp| pp.comm.clone())
             .unwrap_or_else(|| "?".into());
-        Some(Zombie { key: p.key, comm: p.comm.clone(), ppid: p.ppid, parent_comm, status: d.status, age_ns, age_exact: exact })
+        Some(Zombie {
+            key: p.key,
+            comm: p.comm.clone(),
+            ppid: p.ppid,
+            parent_comm,
+            status: d.status,
+            age_ns,
+            age_exact: exact,
+        })
     }
 
     /// Zombies at least `min_age_ns` old, grouped by parent (ppid order), oldest first
     /// within a parent.
     pub fn zombies(&self, now_ns: u64, min_age_ns: u64) -> Vec<Zombie> {
-        let mut z: Vec<Zombie> = self.procs.values().filter_map(|p| self.zombie(p, now_ns, min_age_ns)).collect();
-        z.sort_by(|a, b| a.ppid.cmp(&b.ppid).then(b.age_ns.cmp(&a.age_ns)).then(a.key.cmp(&b.key)));
+        let mut z: Vec<Zombie> = self
+            .procs
+            .values()
+            .filter_map(|p| self.zombie(p, now_ns, min_age_ns))
+            .collect();
+        z.sort_by(|a, b| {
+            a.ppid
+                .cmp(&b.ppid)
+                .then(b.age_ns.cmp(&a.age_ns))
+                .then(a.key.cmp(&b.key))
+        });
         z
     }
 
     /// Zombies that reached `min_age_ns` since the last call and that `confirm` accepts
     /// (the caller may check the kernel's view: a reaped task is only freed an RCU grace
     /// period later); each is returned once.
-    pub fn new_zombies(&mut self, now_ns: u64, min_age_ns: u64, confirm: impl Fn(&Zombie) -> bool) -> Vec<Zombie> {
+    pub fn new_zombies(
+        &mut self,
+        now_ns: u64,
+        min_age_ns: u64,
+        confirm: impl Fn(&Zombie) -> bool,
+    ) -> Vec<Zombie> {
         let fresh: Vec<Zombie> = self
             .procs
             .values()
@@ -417,7 +523,11 @@ mod tests {
     const SEC: u64 = 1_000_000_000;
 
     fn t(pid: u32, start_ns: u64) -> TaskRef {
-        TaskRef { pid, tgid: pid, start_ns }
+        TaskRef {
+            pid,
+            tgid: pid,
+            start_ns,
+        }
     }
 
     fn comm(s: &str) -> [u8; 16] {
@@ -428,7 +538,11 @@ mod tests {
 
     fn fork(ts: u64, parent: TaskRef, child: TaskRef) -> Event {
         Event::Fork(Fork {
-            header: EventHeader { kind: kind::FORK, tid: child.pid, ts },
+            header: EventHeader {
+                kind: kind::FORK,
+                tid: child.pid,
+                ts,
+            },
             creator: parent,
             child,
             parent,
@@ -439,7 +553,11 @@ mod tests {
 
     fn exit(ts: u64, task: TaskRef, parent: TaskRef, code: u32, flags: u32) -> Event {
         Event::Exit(Exit {
-            header: EventHeader { kind: kind::EXIT, tid: task.pid, ts },
+            header: EventHeader {
+                kind: kind::EXIT,
+                tid: task.pid,
+                ts,
+            },
             task,
             parent,
             exit_code: code,
@@ -449,7 +567,14 @@ mod tests {
     }
 
     fn free(ts: u64, task: TaskRef) -> Event {
-        Event::Free(Free { header: EventHeader { kind: kind::FREE, tid: task.pid, ts }, task })
+        Event::Free(Free {
+            header: EventHeader {
+                kind: kind::FREE,
+                tid: task.pid,
+                ts,
+            },
+            task,
+        })
     }
 
     fn seeded_parent() -> (ProcTable, TaskRef) {
@@ -457,8 +582,22 @@ mod tests {
         // The parent was seen in /proc at start-up: its start is known to a tick.
         tab.seed(
             &[
-                SeedProc { pid: 1, ppid: 0, start_ticks: 0, comm: "init".into(), zombie: false, exit_code: 0 },
-                SeedProc { pid: 100, ppid: 1, start_ticks: 5, comm: "parent".into(), zombie: false, exit_code: 0 },
+                SeedProc {
+                    pid: 1,
+                    ppid: 0,
+                    start_ticks: 0,
+                    comm: "init".into(),
+                    zombie: false,
+                    exit_code: 0,
+                },
+                SeedProc {
+                    pid: 100,
+                    ppid: 1,
+                    start_ticks: 5,
+                    comm: "parent".into(),
+                    zombie: false,
+                    exit_code: 0,
+                },
             ],
             10 * SEC,
         );
@@ -471,18 +610,33 @@ mod tests {
         for i in 0..3u32 {
             let child = t(200 + i, 11 * SEC + u64::from(i));
             tab.apply(&fork(11 * SEC + u64::from(i), parent, child));
-            tab.apply(&exit(12 * SEC + u64::from(i) * SEC, child, parent, (i + 1) << 8, exit_flags::GROUP_DEAD));
+            tab.apply(&exit(
+                12 * SEC + u64::from(i) * SEC,
+                child,
+                parent,
+                (i + 1) << 8,
+                exit_flags::GROUP_DEAD,
+            ));
         }
         // At 14.5 s: ages 2.5, 1.5, 0.5 s; min age 1 s keeps two.
         let z = tab.zombies(14 * SEC + SEC / 2, SEC);
         assert_eq!(z.len(), 2);
         assert!(z.iter().all(|z| z.ppid == 100 && z.parent_comm == "parent"));
-        assert_eq!((z[0].key.tgid, z[0].status, z[0].age_ns), (200, ExitStatus::Code(1), 2 * SEC + SEC / 2));
+        assert_eq!(
+            (z[0].key.tgid, z[0].status, z[0].age_ns),
+            (200, ExitStatus::Code(1), 2 * SEC + SEC / 2)
+        );
         assert_eq!((z[1].key.tgid, z[1].status), (201, ExitStatus::Code(2)));
-        assert_eq!(tab.zombies_per_parent(14 * SEC + SEC / 2, SEC).get(&100), Some(&2));
+        assert_eq!(
+            tab.zombies_per_parent(14 * SEC + SEC / 2, SEC).get(&100),
+            Some(&2)
+        );
         // The parent was re-keyed from its coarse seed: its fork stats are under the exact key.
         let s = tab.fork_stats(&Key::from(&parent)).unwrap();
-        assert_eq!((s.processes, s.threads, s.child_exits, s.child_failures), (3, 0, 3, 3));
+        assert_eq!(
+            (s.processes, s.threads, s.child_exits, s.child_failures),
+            (3, 0, 3, 3)
+        );
         // new_zombies reports each once.
         assert_eq!(tab.new_zombies(15 * SEC, SEC, |_| true).len(), 3);
         assert!(tab.new_zombies(16 * SEC, SEC, |_| true).is_empty());
@@ -501,7 +655,13 @@ mod tests {
         let (mut tab, parent) = seeded_parent();
         let child = t(300, 11 * SEC);
         tab.apply(&fork(11 * SEC, parent, child));
-        tab.apply(&exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD | exit_flags::AUTOREAP));
+        tab.apply(&exit(
+            11 * SEC,
+            child,
+            parent,
+            0,
+            exit_flags::GROUP_DEAD | exit_flags::AUTOREAP,
+        ));
         assert!(tab.zombies(100 * SEC, 0).is_empty());
         assert!(tab.new_zombies(100 * SEC, 0, |_| true).is_empty());
     }
@@ -512,15 +672,30 @@ mod tests {
         let old = t(400, 11 * SEC);
         let new = t(400, 11 * SEC + 500);
         tab.apply(&fork(11 * SEC, parent, old));
-        tab.apply(&exit(11 * SEC + 100, old, parent, 9, exit_flags::GROUP_DEAD));
+        tab.apply(&exit(
+            11 * SEC + 100,
+            old,
+            parent,
+            9,
+            exit_flags::GROUP_DEAD,
+        ));
         // Reaped (not yet freed) and the pid already reused.
         tab.apply(&fork(11 * SEC + 500, parent, new));
         assert_eq!(tab.live_by_pid(400), Some(Key::from(&new)));
         tab.apply(&free(11 * SEC + 900, old));
-        assert!(tab.get(&Key::from(&new)).is_some_and(|p| p.death.is_none()), "the new process survives the old one's free");
+        assert!(
+            tab.get(&Key::from(&new)).is_some_and(|p| p.death.is_none()),
+            "the new process survives the old one's free"
+        );
         assert!(tab.get(&Key::from(&old)).is_none());
         // The old one died of SIGKILL.
-        assert_eq!(ExitStatus::from_raw(9), ExitStatus::Signal { signal: 9, core_dumped: false });
+        assert_eq!(
+            ExitStatus::from_raw(9),
+            ExitStatus::Signal {
+                signal: 9,
+                core_dumped: false
+            }
+        );
     }
 
     #[test]
@@ -528,19 +703,79 @@ mod tests {
         let mut tab = ProcTable::new(TICK);
         tab.seed(
             &[
-                SeedProc { pid: 50, ppid: 1, start_ticks: 3, comm: "lazy".into(), zombie: false, exit_code: 0 },
-                SeedProc { pid: 51, ppid: 50, start_ticks: 4, comm: "z".into(), zombie: true, exit_code: 7 << 8 },
+                SeedProc {
+                    pid: 50,
+                    ppid: 1,
+                    start_ticks: 3,
+                    comm: "lazy".into(),
+                    zombie: false,
+                    exit_code: 0,
+                },
+                SeedProc {
+                    pid: 51,
+                    ppid: 50,
+                    start_ticks: 4,
+                    comm: "z".into(),
+                    zombie: true,
+                    exit_code: 7 << 8,
+                },
             ],
             10 * SEC,
         );
         let z = tab.zombies(11 * SEC, SEC);
         assert_eq!(z.len(), 1);
-        assert_eq!((z[0].key.tgid, z[0].ppid, z[0].parent_comm.as_str()), (51, 50, "lazy"));
-        assert_eq!((z[0].status, z[0].age_ns, z[0].age_exact), (ExitStatus::Code(7), SEC, false));
+        assert_eq!(
+            (z[0].key.tgid, z[0].ppid, z[0].parent_comm.as_str()),
+            (51, 50, "lazy")
+        );
+        assert_eq!(
+            (z[0].status, z[0].age_ns, z[0].age_exact),
+            (ExitStatus::Code(7), SEC, false)
+        );
         // Its free (exact start within the seeded tick) removes it.
         let n = tab.apply(&free(12 * SEC, t(51, 4 * TICK + 77)));
-        assert!(matches!(&n[..], [Notice::Reaped { dead_for_ns: None, .. }]));
+        assert!(matches!(
+            &n[..],
+            [Notice::Reaped {
+                dead_for_ns: None,
+                ..
+            }]
+        ));
         assert!(tab.zombies(13 * SEC, 0).is_empty());
+    }
+
+    #[test]
+    fn a_child_both_seeded_and_forked_is_one_process() {
+        let (mut tab, parent) = seeded_parent();
+        // Born after attaching, before the scan: /proc showed it, and its fork is queued.
+        let child = t(600, 10 * SEC - 3);
+        tab.seed(
+            &[SeedProc {
+                pid: 600,
+                ppid: 100,
+                start_ticks: child.start_ns / TICK,
+                comm: "c".into(),
+                zombie: false,
+                exit_code: 0,
+            }],
+            10 * SEC,
+        );
+        assert_eq!(tab.len(), 3);
+        tab.apply(&fork(10 * SEC - 3, parent, child));
+        assert_eq!(tab.len(), 3, "no duplicate entry");
+        tab.apply(&exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD));
+        tab.apply(&free(12 * SEC, child));
+        assert_eq!(tab.len(), 2, "no leak");
+    }
+
+    #[test]
+    fn statistics_of_a_process_unknown_to_the_table_go_with_its_free() {
+        let mut tab = ProcTable::new(TICK);
+        let ghost = t(700, 5 * SEC);
+        tab.apply(&fork(6 * SEC, ghost, t(701, 6 * SEC)));
+        assert_eq!(tab.all_fork_stats().count(), 1);
+        tab.apply(&free(7 * SEC, ghost));
+        assert_eq!(tab.all_fork_stats().count(), 0);
     }
 
     #[test]
@@ -562,9 +797,22 @@ mod tests {
         assert_eq!(tab.reparent(Key::from(&grandchild), 1), tab.live_by_pid(1));
         assert_eq!(tab.get(&Key::from(&grandchild)).unwrap().ppid, 1);
         // Thread exits (not group-dead) and waits change no process.
-        let th = TaskRef { pid: 502, tgid: 100, start_ns: parent.start_ns };
+        let th = TaskRef {
+            pid: 502,
+            tgid: 100,
+            start_ns: parent.start_ns,
+        };
         assert!(tab.apply(&exit(13 * SEC, th, t(1, 0), 0, 0)).is_empty());
-        tab.apply(&Event::Wait(Wait { header: EventHeader { kind: kind::WAIT, tid: 100, ts: 0 }, waiter: parent, target_pid: 0, _pad: 0 }));
+        tab.apply(&Event::Wait(Wait {
+            header: EventHeader {
+                kind: kind::WAIT,
+                tid: 100,
+                ts: 0,
+            },
+            waiter: parent,
+            target_pid: 0,
+            _pad: 0,
+        }));
         assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 1);
     }
 }

@@ -25,8 +25,19 @@ pub struct JsonStatus {
 impl From<ExitStatus> for JsonStatus {
     fn from(s: ExitStatus) -> Self {
         match s {
-            ExitStatus::Code(c) => Self { exit_code: Some(c), signal: None, core_dumped: false },
-            ExitStatus::Signal { signal, core_dumped } => Self { exit_code: None, signal: Some(signal), core_dumped },
+            ExitStatus::Code(c) => Self {
+                exit_code: Some(c),
+                signal: None,
+                core_dumped: false,
+            },
+            ExitStatus::Signal {
+                signal,
+                core_dumped,
+            } => Self {
+                exit_code: None,
+                signal: Some(signal),
+                core_dumped,
+            },
         }
     }
 }
@@ -34,8 +45,14 @@ impl From<ExitStatus> for JsonStatus {
 fn status_text(s: ExitStatus) -> String {
     match s {
         ExitStatus::Code(c) => format!("exit {c}"),
-        ExitStatus::Signal { signal, core_dumped } => {
-            format!("signal {signal}{}", if core_dumped { " (core dumped)" } else { "" })
+        ExitStatus::Signal {
+            signal,
+            core_dumped,
+        } => {
+            format!(
+                "signal {signal}{}",
+                if core_dumped { " (core dumped)" } else { "" }
+            )
         }
     }
 }
@@ -66,7 +83,13 @@ fn per_parent(zombies: &[Zombie], ppid: u32) -> usize {
     zombies.iter().filter(|z| z.ppid == ppid).count()
 }
 
-fn zombie_json(kind: &'static str, time: f64, z: &Zombie, parent_zombies: usize, lost: u64) -> String {
+fn zombie_json(
+    kind: &'static str,
+    time: f64,
+    z: &Zombie,
+    parent_zombies: usize,
+    lost: u64,
+) -> String {
     serde_json::to_string(&JsonZombie {
         kind,
         time,
@@ -85,8 +108,10 @@ fn zombie_json(kind: &'static str, time: f64, z: &Zombie, parent_zombies: usize,
 
 /// The snapshot (`proclens zombies`): zombies grouped by parent (as ordered by the model).
 pub fn snapshot_json(time: f64, zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<String> {
-    let mut out: Vec<String> =
-        zombies.iter().map(|z| zombie_json("zombie", time, z, per_parent(zombies, z.ppid), lost)).collect();
+    let mut out: Vec<String> = zombies
+        .iter()
+        .map(|z| zombie_json("zombie", time, z, per_parent(zombies, z.ppid), lost))
+        .collect();
     let parents: std::collections::BTreeSet<u32> = zombies.iter().map(|z| z.ppid).collect();
     out.push(
         serde_json::json!({
@@ -113,11 +138,24 @@ pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<Stri
                 z.parent_comm,
                 if n == 1 { "" } else { "s" }
             ));
-            out.push(format!("  {:>8}  {:<16}  {:<20}  {:>10}", "PID", "COMMAND", "STATUS", "AGE"));
+            out.push(format!(
+                "  {:>8}  {:<16}  {:<20}  {:>10}",
+                "PID", "COMMAND", "STATUS", "AGE"
+            ));
             last_parent = Some(z.ppid);
         }
-        let age = format!("{}{:.1}s", if z.age_exact { "" } else { ">" }, secs(z.age_ns));
-        out.push(format!("  {:>8}  {:<16}  {:<20}  {:>10}", z.key.tgid, z.comm, status_text(z.status), age));
+        let age = format!(
+            "{}{:.1}s",
+            if z.age_exact { "" } else { ">" },
+            secs(z.age_ns)
+        );
+        out.push(format!(
+            "  {:>8}  {:<16}  {:<20}  {:>10}",
+            z.key.tgid,
+            z.comm,
+            status_text(z.status),
+            age
+        ));
     }
     if !zombies.is_empty() {
         out.push(String::new());
@@ -131,7 +169,14 @@ pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<Stri
 }
 
 /// `--watch`: a process became a zombie (reached the minimum age).
-pub fn appeared(json: bool, time: f64, clock: &str, z: &Zombie, parent_zombies: usize, lost: u64) -> String {
+pub fn appeared(
+    json: bool,
+    time: f64,
+    clock: &str,
+    z: &Zombie,
+    parent_zombies: usize,
+    lost: u64,
+) -> String {
     if json {
         return zombie_json("zombie", time, z, parent_zombies, lost);
     }
@@ -147,7 +192,15 @@ pub fn appeared(json: bool, time: f64, clock: &str, z: &Zombie, parent_zombies: 
 }
 
 /// `--watch`: a reported zombie was reaped (freed).
-pub fn reaped(json: bool, time: f64, clock: &str, p: &Proc, parent_comm: &str, dead_for_ns: Option<u64>, lost: u64) -> String {
+pub fn reaped(
+    json: bool,
+    time: f64,
+    clock: &str,
+    p: &Proc,
+    parent_comm: &str,
+    dead_for_ns: Option<u64>,
+    lost: u64,
+) -> String {
     if json {
         return serde_json::json!({
             "type": "reaped", "time": time, "pid": p.key.tgid, "ppid": p.ppid, "comm": p.comm,
@@ -155,8 +208,14 @@ pub fn reaped(json: bool, time: f64, clock: &str, p: &Proc, parent_comm: &str, d
         })
         .to_string();
     }
-    let after = dead_for_ns.map_or_else(|| "(dead before proclens started)".to_string(), |ns| format!("after {:.1}s", secs(ns)));
-    format!("{clock} reaped  pid {} ({}) by {} ({}) {after}", p.key.tgid, p.comm, p.ppid, parent_comm)
+    let after = dead_for_ns.map_or_else(
+        || "(dead before proclens started)".to_string(),
+        |ns| format!("after {:.1}s", secs(ns)),
+    );
+    format!(
+        "{clock} reaped  pid {} ({}) by {} ({}) {after}",
+        p.key.tgid, p.comm, p.ppid, parent_comm
+    )
 }
 
 /// An orphan re-parented by the kernel.
@@ -247,7 +306,11 @@ pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
         ];
     }
     let mut out = Vec::new();
-    let mut busy: Vec<&ParentStats<'_>> = s.parents.iter().filter(|p| p.delta.processes + p.delta.threads > 0).collect();
+    let mut busy: Vec<&ParentStats<'_>> = s
+        .parents
+        .iter()
+        .filter(|p| p.delta.processes + p.delta.threads > 0)
+        .collect();
     busy.sort_by_key(|p| std::cmp::Reverse(p.delta.processes + p.delta.threads));
     for p in busy.iter().take(5) {
         out.push(format!(
@@ -262,7 +325,10 @@ pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
         ));
     }
     if s.lost > 0 {
-        out.push(format!("{} lost events: {} (ring buffer full)", s.clock, s.lost));
+        out.push(format!(
+            "{} lost events: {} (ring buffer full)",
+            s.clock, s.lost
+        ));
     }
     out
 }
@@ -274,7 +340,10 @@ mod tests {
 
     fn z(pid: u32, ppid: u32, status: ExitStatus, age_s: u64) -> Zombie {
         Zombie {
-            key: Key { tgid: pid, start_ns: 1 },
+            key: Key {
+                tgid: pid,
+                start_ns: 1,
+            },
             comm: "child".into(),
             ppid,
             parent_comm: "lazy".into(),
@@ -286,7 +355,18 @@ mod tests {
 
     #[test]
     fn json_snapshot_has_the_documented_fields() {
-        let zs = [z(11, 10, ExitStatus::Code(3), 5), z(12, 10, ExitStatus::Signal { signal: 9, core_dumped: false }, 2)];
+        let zs = [
+            z(11, 10, ExitStatus::Code(3), 5),
+            z(
+                12,
+                10,
+                ExitStatus::Signal {
+                    signal: 9,
+                    core_dumped: false,
+                },
+                2,
+            ),
+        ];
         let lines = snapshot_json(100.0, &zs, 0, 1.0);
         assert_eq!(lines.len(), 3);
         let a: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
@@ -303,17 +383,33 @@ mod tests {
         assert_eq!(b["signal"], 9);
         assert!(b.get("exit_code").is_none());
         let s: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
-        assert_eq!((s["type"].as_str(), s["zombies"].as_u64(), s["parents"].as_u64()), (Some("summary"), Some(2), Some(1)));
+        assert_eq!(
+            (
+                s["type"].as_str(),
+                s["zombies"].as_u64(),
+                s["parents"].as_u64()
+            ),
+            (Some("summary"), Some(2), Some(1))
+        );
     }
 
     #[test]
     fn plain_snapshot_groups_by_parent() {
-        let zs = [z(11, 10, ExitStatus::Code(3), 5), z(21, 20, ExitStatus::Code(0), 2)];
+        let zs = [
+            z(11, 10, ExitStatus::Code(3), 5),
+            z(21, 20, ExitStatus::Code(0), 2),
+        ];
         let text = snapshot_plain(&zs, 4, 1.0).join("\n");
         assert!(text.contains("parent 10 (lazy) holds 1 zombie\n"), "{text}");
         assert!(text.contains("parent 20 (lazy) holds 1 zombie\n"), "{text}");
         assert!(text.contains("exit 3"));
-        assert!(text.ends_with("2 zombies older than 1s; lost events: 4"), "{text}");
-        assert_eq!(snapshot_plain(&[], 0, 1.0), vec!["0 zombies older than 1s; lost events: 0".to_string()]);
+        assert!(
+            text.ends_with("2 zombies older than 1s; lost events: 4"),
+            "{text}"
+        );
+        assert_eq!(
+            snapshot_plain(&[], 0, 1.0),
+            vec!["0 zombies older than 1s; lost events: 0".to_string()]
+        );
     }
 }

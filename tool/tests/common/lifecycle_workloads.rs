@@ -74,7 +74,10 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
         "orphan" => {
             if n == 1 {
                 // SAFETY: prctl with plain integer arguments.
-                assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+                assert_eq!(
+                    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+                    0
+                );
             }
             let mut fds = [0; 2];
             // SAFETY: pipe with a valid array.
@@ -112,7 +115,11 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                 }
                 // SAFETY: plain fd operations, then leaving the forked child.
                 unsafe {
-                    let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
+                    let fd = libc::open(
+                        cpath.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                        0o644,
+                    );
                     libc::write(fd, digits[i..].as_ptr().cast(), digits.len() - i);
                     libc::close(fd);
                     libc::_exit(0);
