@@ -18,7 +18,7 @@ use proclens_common::{
 
 use crate::{
     config,
-    maps::{EVENTS, count},
+    maps::{EVENTS, count, submit_flags},
 };
 
 const SIGCHLD: i32 = 17;
@@ -162,7 +162,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         buf[0] = 0;
         let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, buf);
     }
-    slot.submit(0);
+    slot.submit(submit_flags());
     Ok(())
 }
 
@@ -263,7 +263,7 @@ fn submit<T: 'static>(ev: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut slot) => {
             slot.write(ev);
-            slot.submit(0);
+            slot.submit(submit_flags());
         }
         None => count(counters::RINGBUF_DROPS),
     }

@@ -20,7 +20,7 @@ use proclens_common::{
 
 use crate::{
     config,
-    maps::{CPU_SWITCHES, EVENTS, THREADS, count},
+    maps::{CPU_SWITCHES, EVENTS, THREADS, count, submit_flags},
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -218,7 +218,7 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
                 header: EventHeader { kind: event_kind::THREAD_EXIT, tid, ts: now },
                 stats: *e,
             });
-            slot.submit(0);
+            slot.submit(submit_flags());
         }
         None => count(counters::RINGBUF_DROPS),
     }
