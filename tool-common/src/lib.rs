@@ -40,6 +40,10 @@ pub mod globals {
     pub const BINPRM_FILENAME: &str = "BINPRM_FILENAME_OFF";
     /// `pid.numbers[0].nr`.
     pub const PID_NR: &str = "PID_NR_OFF";
+    /// 1 when `sched_process_exit` passes `group_dead`; else `signal->live` is read.
+    pub const EXIT_GROUP_DEAD_ARG: &str = "EXIT_GROUP_DEAD_ARG";
+    pub const TASK_SIGNAL: &str = "TASK_SIGNAL_OFF";
+    pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE_OFF";
 }
 
 #[cfg(feature = "user")]

@@ -42,4 +42,7 @@ globals! {
     SIGCHLD_FLAGS_OFF => sigchld_flags_off: u32;
     BINPRM_FILENAME_OFF => binprm_filename_off: u32;
     PID_NR_OFF => pid_nr_off: u32;
+    EXIT_GROUP_DEAD_ARG => exit_group_dead_arg: u32;
+    TASK_SIGNAL_OFF => task_signal_off: u32;
+    SIGNAL_LIVE_OFF => signal_live_off: u32;
 }

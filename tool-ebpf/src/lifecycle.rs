@@ -188,16 +188,30 @@ fn autoreaped(task: u64, parent: u64) -> bool {
     handler == SIG_IGN || flags & SA_NOCLDWAIT != 0
 }
 
+/// Whether the exiting `task` is the last of its thread group. Newer kernels pass it to
+/// the tracepoint; older ones decremented `signal->live` just before it fires (two threads
+/// exiting at once may then both see 0: the fallback is exact only for the common case).
+#[inline(always)]
+fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
+    if config::exit_group_dead_arg() != 0 {
+        // A constant for the verifier: on kernels without the argument this branch is
+        // dead code and the out-of-range context read is never checked.
+        let arg: u64 = ctx.arg(1);
+        return arg & 0xff != 0;
+    }
+    let Ok(signal) = read_at::<u64>(task, config::task_signal_off()) else { return false };
+    signal != 0 && read_at::<i32>(signal, config::signal_live_off()).is_ok_and(|live| live == 0)
+}
+
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    let group_dead: u64 = ctx.arg(1);
     let me = task_ref(task)?;
     if is_self(me.tgid) {
         return Ok(());
     }
     let (parent_task, parent) = parent_ref(task)?;
     let mut flags = 0;
-    if group_dead & 0xff != 0 {
+    if group_dead(ctx, task) {
         flags |= exit_flags::GROUP_DEAD;
         // The leader is the task its parent waits for; its exit signal decides.
         let leader: u64 = read_at(task, config::task_group_leader_off()).unwrap_or(task);

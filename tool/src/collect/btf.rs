@@ -57,6 +57,12 @@ pub struct LifecycleOffsets {
     pub binprm_filename: u32,
     /// `pid.numbers[0].nr`.
     pub pid_nr: u32,
+    /// 1 when the `sched_process_exit` tracepoint passes `group_dead` (newer kernels);
+    /// otherwise the program reads `task->signal->live` (0 once the group is dead).
+    pub exit_group_dead_arg: u32,
+    pub signal: u32,
+    /// `signal_struct.live` (an `atomic_t`).
+    pub signal_live: u32,
 }
 
 const SIGCHLD: u32 = 17;
@@ -81,6 +87,10 @@ impl LifecycleOffsets {
             sigchld_flags: slot + member_offset(btf, "sigaction", "sa_flags")?,
             binprm_filename: member_offset(btf, "linux_binprm", "filename")?,
             pid_nr: member_offset(btf, "pid", "numbers")? + member_offset(btf, "upid", "nr")?,
+            exit_group_dead_arg: u32::from(tracepoint_args(btf, "sched_process_exit")? >= 2),
+            signal: t("signal")?,
+            // atomic_t is `typedef struct { int counter; }`: the counter is at its start.
+            signal_live: member_offset(btf, "signal_struct", "live")?,
         })
     }
 }
@@ -94,6 +104,23 @@ fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
             _ => None,
         })
         .with_context(|| format!("BTF has no struct `{name}` with members"))
+}
+
+/// Number of arguments a BTF tracepoint passes (its `btf_trace_NAME` prototype minus the
+/// leading context pointer).
+pub fn tracepoint_args(btf: &Btf, name: &str) -> Result<usize> {
+    let typedef = format!("btf_trace_{name}");
+    let types = btf.resolve_types_by_name(&typedef).with_context(|| format!("BTF has no `{typedef}`"))?;
+    let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_))) else {
+        bail!("BTF `{typedef}` is not a typedef");
+    };
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else {
+        bail!("BTF `{typedef}` is not a function pointer");
+    };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else {
+        bail!("BTF `{typedef}` does not point to a function prototype");
+    };
+    Ok(proto.parameters.len().saturating_sub(1))
 }
 
 /// Size in bytes of `struct name`.
@@ -172,5 +199,10 @@ mod tests {
         assert_eq!(off.sigchld_handler, member_offset(&btf, "sighand_struct", "action").unwrap() + 16 * k);
         assert!(off.sigchld_flags > off.sigchld_handler);
         assert!(struct_size(&btf, "no_such_struct_xyz").is_err());
+        // fork passes (parent, child); exec (task, old_pid, bprm); free (task).
+        assert_eq!(tracepoint_args(&btf, "sched_process_fork").unwrap(), 2);
+        assert_eq!(tracepoint_args(&btf, "sched_process_exec").unwrap(), 3);
+        assert_eq!(tracepoint_args(&btf, "sched_process_free").unwrap(), 1);
+        assert!(tracepoint_args(&btf, "no_such_tracepoint_xyz").is_err());
     }
 }

@@ -114,7 +114,10 @@ impl Tracer {
             .override_global(globals::SIGCHLD_HANDLER, &life.sigchld_handler, true)
             .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
             .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
-            .override_global(globals::PID_NR, &life.pid_nr, true);
+            .override_global(globals::PID_NR, &life.pid_nr, true)
+            .override_global(globals::EXIT_GROUP_DEAD_ARG, &life.exit_group_dead_arg, true)
+            .override_global(globals::TASK_SIGNAL, &life.signal, true)
+            .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
 
         for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
