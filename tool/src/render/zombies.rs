@@ -1,5 +1,25 @@
 //! `proclens zombies` output, plain and JSON (one object per line). Pure functions of
-//! model values; the field names are a stable schema documented in the README.
+//! model values; the field names are a stable schema (for the README):
+//!
+//! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
+//! grouped by parent, then one summary.
+//! - `{"type":"zombie","time","pid","ppid","comm","parent_comm","exit_code"|"signal"
+//!   (+"core_dumped":true),"age_s","age_exact","parent_zombies","lost_events"}`;
+//!   `age_exact` is false for a zombie older than proclens: `age_s` then counts from
+//!   start-up (a lower bound).
+//! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events"}`.
+//!
+//! `--watch --json`: one object per event, each with the running `lost_events`.
+//! - `zombie`: as above, when a zombie reaches `--min-age`;
+//! - `{"type":"reaped","time","pid","ppid","comm","parent_comm","zombie_s"}` for a
+//!   reported zombie once freed (`zombie_s`: dead this long; null if it died before
+//!   proclens started);
+//! - `{"type":"orphan","time","pid","comm","old_ppid","old_parent_comm","new_ppid",
+//!   "new_parent_comm"}`: the new parent as the kernel shows it;
+//! - `{"type":"stats","time","interval_s","lost_events","tracked_processes","zombies",
+//!   "parents":[{"pid","comm","forks","threads","forks_per_s","threads_per_s",
+//!   "child_exits","child_failures","waits","children"}]}` every `--interval`: fork
+//!   statistics per parent since proclens started (rates over the interval).
 
 use serde::Serialize;
 
