@@ -15,11 +15,11 @@ use super::{Output, top::clock_now};
 use crate::{
     collect::{
         events::{Event, EventStream},
-        lifecycle::{self, Orphans},
+        lifecycle::{self, Lifecycle},
         procfs,
         tracer::{Tracer, TracerOptions},
     },
-    model::proctable::{ForkStats, Key, Notice, ProcTable},
+    model::proctable::{ForkStats, Key, Notice},
     render::zombies as render,
 };
 
@@ -81,46 +81,27 @@ pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
 struct Session {
     tracer: Tracer,
     stream: EventStream,
-    table: ProcTable,
-    orphans: Orphans,
-    tick_ns: u64,
+    life: Lifecycle,
     events: Vec<Event>,
-    notices: Vec<Notice>,
 }
 
 impl Session {
     fn start(mut tracer: Tracer) -> Result<Self> {
         let stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
-        let tick_ns = procfs::tick_ns();
-        let mut table = ProcTable::new(tick_ns);
         // Attached first, seeded second: whatever happens after the scan is in the stream.
-        lifecycle::seed(&mut table);
         Ok(Self {
             tracer,
             stream,
-            table,
-            orphans: Orphans::default(),
-            tick_ns,
+            life: Lifecycle::start(),
             events: Vec::new(),
-            notices: Vec::new(),
         })
     }
 
     /// Applies the pending events; the notices are kept for the caller.
     fn apply(&mut self) {
-        for ev in self.events.drain(..) {
-            for n in self.table.apply(&ev) {
-                if let Notice::Orphaned {
-                    parent,
-                    parent_comm,
-                    children,
-                } = &n
-                {
-                    self.orphans.watch(children, parent.tgid, parent_comm);
-                }
-                self.notices.push(n);
-            }
-        }
+        self.life.apply(&mut self.events);
+        // THREAD_EXIT (switch accounting) is of no use here.
+        self.events.clear();
     }
 
     fn lost(&self) -> Result<u64> {
@@ -140,8 +121,9 @@ impl Session {
         }
         self.stream.drain(&mut self.events);
         self.apply();
-        let tick_ns = self.tick_ns;
+        let tick_ns = self.life.tick_ns;
         let zombies: Vec<_> = self
+            .life
             .table
             .zombies(procfs::boot_ns(), min_age_ns)
             .into_iter()
@@ -226,13 +208,18 @@ impl Session {
         let lost = self.lost()?;
         let (time, clock) = clock_now();
         let mut lines = Vec::new();
-        for n in std::mem::take(&mut self.notices) {
+        for n in self.life.take_notices() {
             if let Notice::Reaped {
                 proc, dead_for_ns, ..
             } = n
                 && proc.reported
             {
-                let parent_comm = self.table.comm_of_pid(proc.ppid).unwrap_or("?").to_string();
+                let parent_comm = self
+                    .life
+                    .table
+                    .comm_of_pid(proc.ppid)
+                    .unwrap_or("?")
+                    .to_string();
                 lines.push(render::reaped(
                     json,
                     time,
@@ -244,16 +231,17 @@ impl Session {
                 ));
             }
         }
-        for r in self.orphans.resolved(self.tick_ns) {
+        for r in self.life.orphans.resolved(self.life.tick_ns) {
             let (key, new) = (r.child, r.new_ppid);
-            let parent = self.table.reparent(key, new);
+            let parent = self.life.table.reparent(key, new);
             let comm = self
+                .life
                 .table
                 .get(&key)
                 .map(|p| p.comm.clone())
                 .unwrap_or_else(|| "?".into());
             let new_comm = parent
-                .and_then(|k| self.table.get(&k))
+                .and_then(|k| self.life.table.get(&k))
                 .map(|p| p.comm.clone())
                 .or_else(|| procfs::comm(new))
                 .unwrap_or_else(|| "?".into());
@@ -267,13 +255,13 @@ impl Session {
             };
             lines.push(render::orphan(json, time, &clock, &o, lost));
         }
-        let tick_ns = self.tick_ns;
+        let tick_ns = self.life.tick_ns;
         let now_ns = procfs::boot_ns();
-        let fresh = self.table.new_zombies(now_ns, min_age_ns, |z| {
+        let fresh = self.life.table.new_zombies(now_ns, min_age_ns, |z| {
             lifecycle::is_zombie_now(&z.key, tick_ns)
         });
         if !fresh.is_empty() {
-            let per_parent = self.table.zombies_per_parent(now_ns, min_age_ns);
+            let per_parent = self.life.table.zombies_per_parent(now_ns, min_age_ns);
             for z in fresh {
                 let n = per_parent.get(&z.ppid).copied().unwrap_or(1);
                 lines.push(render::appeared(json, time, &clock, &z, n, lost));
@@ -292,20 +280,32 @@ impl Session {
         let lost = self.lost()?;
         let (time, clock) = clock_now();
         let mut owned: Vec<(Key, String, ForkStats, ForkStats, usize)> = Vec::new();
-        for (key, total) in self.table.all_fork_stats() {
+        for (key, total) in self.life.table.all_fork_stats() {
             if total.processes + total.threads + total.child_exits == 0 {
                 continue;
             }
             let delta = total.since(&last.get(key).copied().unwrap_or_default());
             let comm = self
+                .life
                 .table
                 .get(key)
                 .map(|p| p.comm.clone())
                 .unwrap_or_else(|| "?".into());
-            owned.push((*key, comm, *total, delta, self.table.children_of(key.tgid)));
+            owned.push((
+                *key,
+                comm,
+                *total,
+                delta,
+                self.life.table.children_of(key.tgid),
+            ));
         }
         owned.sort_by_key(|(k, ..)| *k);
-        *last = self.table.all_fork_stats().map(|(k, v)| (*k, *v)).collect();
+        *last = self
+            .life
+            .table
+            .all_fork_stats()
+            .map(|(k, v)| (*k, *v))
+            .collect();
         let parents = owned
             .iter()
             .map(|(k, comm, total, delta, children)| render::ParentStats {
@@ -321,8 +321,8 @@ impl Session {
             clock: &clock,
             interval_s,
             lost,
-            tracked: self.table.len(),
-            zombies: self.table.zombies(procfs::boot_ns(), min_age_ns).len(),
+            tracked: self.life.table.len(),
+            zombies: self.life.table.zombies(procfs::boot_ns(), min_age_ns).len(),
             parents,
         };
         Ok(render::stats(json, &s))
