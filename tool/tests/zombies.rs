@@ -236,6 +236,52 @@ fn zombies_of_one_parent_are_counted_blamed_aged_then_reaped() {
 }
 
 #[test]
+fn exec_and_signal_deaths_show_the_new_program_and_the_status() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("exec-zombies");
+    let parent = w.pid();
+    let p = watch("0.3");
+    w.go();
+    let outside = ps_zombies_of(parent);
+    assert_eq!(outside.len(), 2, "ps shows {outside:?}");
+    let lines = collect_until(&p, Duration::from_secs(15), |s| {
+        of_type(s, "zombie", parent).len() == 2
+    });
+    let zs = of_type(&lines, "zombie", parent);
+    let by_comm = |c: &str| {
+        *zs.iter()
+            .find(|z| z["comm"] == c)
+            .unwrap_or_else(|| panic!("no {c} zombie in {zs:?}"))
+    };
+    let sh = by_comm("sh");
+    assert_eq!(
+        (sh["exe"].as_str(), sh["exit_code"].as_u64()),
+        (Some("/bin/sh"), Some(7)),
+        "{sh}"
+    );
+    assert!(sh.get("signal").is_none());
+    let sleep = by_comm("sleep");
+    assert_eq!(
+        (sleep["exe"].as_str(), sleep["signal"].as_u64()),
+        (Some("/bin/sleep"), Some(9)),
+        "{sleep}"
+    );
+    assert!(sleep.get("exit_code").is_none());
+    let pids: BTreeSet<u32> = zs
+        .iter()
+        .map(|z| z["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(pids, outside);
+    w.go();
+    collect_until(&p, Duration::from_secs(15), |s| {
+        of_type(s, "reaped", parent).len() == 2
+    });
+    assert!(ps_zombies_of(parent).is_empty());
+}
+
+#[test]
 fn children_of_a_parent_ignoring_sigchld_are_never_zombies() {
     if !can_trace() {
         return;

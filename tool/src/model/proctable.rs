@@ -54,6 +54,8 @@ pub struct Proc {
     pub death: Option<Death>,
     /// Already reported as a zombie (by [`ProcTable::new_zombies`]).
     pub reported: bool,
+    /// The file it last exec'd, when seen exec'ing.
+    pub exe: Option<String>,
 }
 
 /// A process as /proc shows it at start-up.
@@ -130,6 +132,7 @@ pub struct Zombie {
     pub age_ns: u64,
     /// False for a zombie found at start-up: its age is counted from then (a lower bound).
     pub age_exact: bool,
+    pub exe: Option<String>,
 }
 
 #[derive(Debug)]
@@ -176,6 +179,7 @@ impl ProcTable {
                 coarse: true,
                 death,
                 reported: false,
+                exe: None,
             });
         }
         let links: Vec<(Key, u32)> = self.procs.values().map(|p| (p.key, p.ppid)).collect();
@@ -251,6 +255,7 @@ impl ProcTable {
                     && let Some(p) = self.procs.get_mut(&k)
                 {
                     p.comm = comm_str(&e.comm);
+                    p.exe = Some(comm_str(&e.filename));
                 }
                 Vec::new()
             }
@@ -272,6 +277,7 @@ impl ProcTable {
                     coarse: false,
                     death: None,
                     reported: false,
+                    exe: None,
                 });
                 p.ppid = x.parent.tgid;
                 p.parent = parent.or(p.parent);
@@ -366,6 +372,7 @@ impl ProcTable {
                 coarse: false,
                 death: None,
                 reported: false,
+                exe: None,
             },
         );
     }
@@ -455,6 +462,7 @@ impl ProcTable {
             status: d.status,
             age_ns,
             age_exact: exact,
+            exe: p.exe.clone(),
         })
     }
 

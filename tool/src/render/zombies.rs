@@ -4,7 +4,8 @@
 //! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
 //! grouped by parent, then one summary.
 //! - `{"type":"zombie","time","pid","ppid","comm","parent_comm","exit_code"|"signal"
-//!   (+"core_dumped":true),"age_s","age_exact","parent_zombies","lost_events"}`;
+//!   (+"core_dumped":true),"age_s","age_exact",("exe"),"parent_zombies","lost_events"}`;
+//!   `exe` (the file it exec'd) is there when proclens saw the exec;
 //!   `age_exact` is false for a zombie older than proclens: `age_s` then counts from
 //!   start-up (a lower bound).
 //! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events"}`.
@@ -95,6 +96,9 @@ struct JsonZombie<'a> {
     age_s: f64,
     /// False when the zombie predates proclens: `age_s` counts from start-up.
     age_exact: bool,
+    /// The file it exec'd, when proclens saw the exec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
     parent_zombies: usize,
     lost_events: u64,
 }
@@ -120,6 +124,7 @@ fn zombie_json(
         status: z.status.into(),
         age_s: secs(z.age_ns),
         age_exact: z.age_exact,
+        exe: z.exe.as_deref(),
         parent_zombies,
         lost_events: lost,
     })
@@ -370,6 +375,7 @@ mod tests {
             status,
             age_ns: age_s * 1_000_000_000,
             age_exact: true,
+            exe: None,
         }
     }
 

@@ -52,6 +52,44 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             writeln!(out, "done").unwrap();
             wait_go();
         }
+        // Two children exec and die unreaped: `/bin/sh -c "exit 7"`, and `/bin/sleep 100`
+        // killed with SIGKILL. Second `go`: reap them.
+        "exec-zombies" => {
+            // Made before forking: the forked children must not allocate.
+            let sh = [
+                c"/bin/sh".as_ptr(),
+                c"-c".as_ptr(),
+                c"exit 7".as_ptr(),
+                std::ptr::null(),
+            ];
+            let sleep = [c"/bin/sleep".as_ptr(), c"100".as_ptr(), std::ptr::null()];
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let mut kids = Vec::new();
+            for argv in [&sh[..], &sleep[..]] {
+                let pid = fork();
+                if pid == 0 {
+                    // SAFETY: NUL-terminated argv of static C strings; _exit if exec fails.
+                    unsafe {
+                        libc::execv(argv[0], argv.as_ptr());
+                        libc::_exit(127);
+                    }
+                }
+                kids.push(pid);
+            }
+            // Let sleep start (exec done), then kill it.
+            thread::sleep(Duration::from_millis(300));
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(kids[1], libc::SIGKILL) };
+            thread::sleep(Duration::from_millis(100));
+            writeln!(out, "done").unwrap();
+            wait_go();
+            for pid in kids {
+                reap(pid);
+            }
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
         // SIGCHLD is ignored: n children exit and the kernel reaps them itself.
         "sigign" => {
             // SAFETY: setting a signal disposition.
