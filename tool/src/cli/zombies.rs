@@ -83,6 +83,8 @@ struct Session {
     stream: EventStream,
     life: Lifecycle,
     events: Vec<Event>,
+    /// The drop count at the last reconciliation with /proc.
+    lost_seen: u64,
 }
 
 impl Session {
@@ -94,6 +96,7 @@ impl Session {
             stream,
             life: Lifecycle::start(),
             events: Vec::new(),
+            lost_seen: 0,
         })
     }
 
@@ -278,6 +281,11 @@ impl Session {
         last: &mut std::collections::HashMap<Key, ForkStats>,
     ) -> Result<Vec<String>> {
         let lost = self.lost()?;
+        if lost > self.lost_seen {
+            // Some events never arrived: check the table against /proc.
+            self.lost_seen = lost;
+            self.life.reconcile();
+        }
         let (time, clock) = clock_now();
         let mut owned: Vec<(Key, String, ForkStats, ForkStats, usize)> = Vec::new();
         for (key, total) in self.life.table.all_fork_stats() {

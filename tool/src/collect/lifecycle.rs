@@ -67,6 +67,14 @@ impl Lifecycle {
         });
     }
 
+    /// After lost events: forgets processes the kernel no longer has (their free event
+    /// may be among the lost), so the table cannot grow without bound. Returns how many.
+    pub fn reconcile(&mut self) -> usize {
+        let tick_ns = self.tick_ns;
+        self.table
+            .prune(|k| procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns))
+    }
+
     /// What the table noticed since the last call (reaps, orphans).
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)

@@ -387,6 +387,17 @@ impl ProcTable {
         parent
     }
 
+    /// Drops every process for which `exists` is false, with its statistics; returns how
+    /// many. After lost events (a missed free would otherwise stay forever) the caller
+    /// checks each against the kernel's view.
+    pub fn prune(&mut self, exists: impl Fn(&Key) -> bool) -> usize {
+        let before = self.procs.len();
+        self.procs.retain(|k, _| exists(k));
+        let procs = &self.procs;
+        self.stats.retain(|k, _| procs.contains_key(k));
+        before - self.procs.len()
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Proc> {
         self.procs.get(key)
     }
@@ -656,6 +667,18 @@ mod tests {
         assert!(tab.zombies(30 * SEC, 0).is_empty());
         assert_eq!(tab.len(), 2, "only init and the parent remain");
         assert_eq!(tab.children_of(100), 0);
+    }
+
+    #[test]
+    fn prune_drops_what_the_kernel_no_longer_has() {
+        let (mut tab, parent) = seeded_parent();
+        let gone = t(800, 11 * SEC);
+        tab.apply(&fork(11 * SEC, parent, gone));
+        tab.apply(&fork(11 * SEC, gone, t(801, 11 * SEC + 1)));
+        assert_eq!(tab.len(), 4);
+        assert_eq!(tab.prune(|k| k.tgid != 800), 1);
+        assert_eq!(tab.len(), 3);
+        assert!(tab.all_fork_stats().all(|(k, _)| k.tgid != 800));
     }
 
     #[test]
