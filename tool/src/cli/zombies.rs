@@ -164,7 +164,8 @@ impl Session {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
         let period = Duration::from_secs_f64(args.interval);
-        let mut stats_tick = tokio::time::interval(period);
+        // The first stats line comes one interval in, so its rates cover a whole interval.
+        let mut stats_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Zombie ages and orphans' new parents are checked this often.
         let mut poll = tokio::time::interval(Duration::from_millis(50));
