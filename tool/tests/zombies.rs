@@ -282,6 +282,52 @@ fn exec_and_signal_deaths_show_the_new_program_and_the_status() {
 }
 
 #[test]
+fn a_process_whose_leader_exited_is_no_zombie_until_its_last_thread_dies() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("dead-leader");
+    let parent = w.pid();
+    let p = watch("0.3");
+    w.go();
+    let child: u32 = std::fs::read_to_string(orphan_pid_file(parent))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // ps says Z (with l: multi-threaded); /proc/PID/stat alone would call it a zombie.
+    let (ppid, stat) = ps()[&child].clone();
+    assert_eq!(ppid, parent);
+    assert!(
+        stat.starts_with('Z') && stat.contains('l'),
+        "ps shows {stat}"
+    );
+    // Neither the stream nor a snapshot (seeded from /proc) reports it.
+    let lines = collect_until(&p, Duration::from_secs(10), |s| {
+        s.iter().filter(|v| v["type"] == "stats").count() >= 6
+    });
+    assert!(
+        of_type(&lines, "zombie", parent).is_empty(),
+        "{:?}",
+        of_type(&lines, "zombie", parent)
+    );
+    let (_, snap, _) = snapshot(&["--min-age", "0.2"]);
+    assert!(snap.iter().all(|z| z["pid"] != child), "{snap:?}");
+    // Its last thread ends: now it is a zombie, exit code 0.
+    w.go();
+    let lines = collect_until(&p, Duration::from_secs(10), |s| {
+        !of_type(s, "zombie", parent).is_empty()
+    });
+    let z = of_type(&lines, "zombie", parent)[0];
+    assert_eq!(
+        (z["pid"].as_u64(), z["exit_code"].as_u64()),
+        (Some(u64::from(child)), Some(0)),
+        "{z}"
+    );
+    assert_eq!(ps_zombies_of(parent), BTreeSet::from([child]));
+}
+
+#[test]
 fn children_of_a_parent_ignoring_sigchld_are_never_zombies() {
     if !can_trace() {
         return;

@@ -98,8 +98,8 @@ pub fn seed(table: &mut ProcTable) {
             pid: s.pid,
             ppid: s.ppid,
             start_ticks: s.start_ticks,
+            zombie: s.is_zombie(),
             comm: s.comm,
-            zombie: s.state == 'Z',
             exit_code: s.exit_code,
         })
         .collect();
@@ -108,8 +108,7 @@ pub fn seed(table: &mut ProcTable) {
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
 pub fn is_zombie_now(key: &Key, tick_ns: u64) -> bool {
-    procfs::stat(key.tgid)
-        .is_some_and(|s| s.state == 'Z' && s.start_ticks == key.start_ns / tick_ns)
+    procfs::stat(key.tgid).is_some_and(|s| s.is_zombie() && s.start_ticks == key.start_ns / tick_ns)
 }
 
 /// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the

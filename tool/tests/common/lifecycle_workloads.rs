@@ -90,6 +90,55 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             writeln!(out, "done").unwrap();
             wait_go();
         }
+        // A child whose leader thread exits (SYS_exit, the thread only) while a second
+        // thread lives on: /proc shows it `Z` (ps `Zl`) but it is no zombie. Second `go`:
+        // the thread ends, the process dies and, unreaped, becomes a zombie. Its pid is
+        // in `orphan_pid_file`.
+        "dead-leader" => {
+            let mut fds = [0; 2];
+            // SAFETY: pipe with a valid array.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            extern "C" fn park(arg: *mut libc::c_void) -> *mut libc::c_void {
+                let mut b = 0u8;
+                // SAFETY: reads one byte from the fd passed in; returns at EOF.
+                unsafe { libc::read(arg as usize as i32, (&raw mut b).cast(), 1) };
+                std::ptr::null_mut()
+            }
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let child = fork();
+            if child == 0 {
+                // SAFETY: the forked child has one thread; pthread_create maps its own stack;
+                // SYS_exit ends only the calling (leader) thread, without unwinding.
+                unsafe {
+                    libc::close(fds[1]);
+                    let mut t: libc::pthread_t = std::mem::zeroed();
+                    if libc::pthread_create(
+                        &mut t,
+                        std::ptr::null(),
+                        park,
+                        fds[0] as usize as *mut libc::c_void,
+                    ) != 0
+                    {
+                        libc::_exit(99);
+                    }
+                    libc::syscall(libc::SYS_exit, 0);
+                }
+            }
+            // SAFETY: our copy of the read end is not needed.
+            unsafe { libc::close(fds[0]) };
+            std::fs::write(orphan_pid_file(std::process::id()), child.to_string()).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            writeln!(out, "done").unwrap();
+            wait_go();
+            // SAFETY: closing our write end: the child's thread reads EOF and returns.
+            unsafe { libc::close(fds[1]) };
+            thread::sleep(Duration::from_millis(100));
+            writeln!(out, "done").unwrap();
+            wait_go();
+            reap(child);
+            let _ = std::fs::remove_file(orphan_pid_file(std::process::id()));
+        }
         // SIGCHLD is ignored: n children exit and the kernel reaps them itself.
         "sigign" => {
             // SAFETY: setting a signal disposition.
