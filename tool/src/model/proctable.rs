@@ -7,7 +7,7 @@
 //! their start time only in clock ticks (/proc/PID/stat field 22); they are "coarse" until
 //! the first event about them names the exact start, then re-keyed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proclens_common::lifecycle::{ExitStatus, Fork, TaskRef, exit_flags, fork_flags};
 
@@ -139,6 +139,9 @@ pub struct Zombie {
 pub struct ProcTable {
     procs: BTreeMap<Key, Proc>,
     stats: HashMap<Key, ForkStats>,
+    /// Every process that is (or was) named as a parent: a superset of the parents of
+    /// live processes, so an exit looks for orphans only when there can be some.
+    parents: HashSet<Key>,
     /// ns per /proc clock tick (10 ms with USER_HZ 100).
     tick_ns: u64,
 }
@@ -152,6 +155,7 @@ impl ProcTable {
     pub fn new(tick_ns: u64) -> Self {
         Self {
             procs: BTreeMap::new(),
+            parents: HashSet::new(),
             stats: HashMap::new(),
             tick_ns: tick_ns.max(1),
         }
@@ -188,6 +192,7 @@ impl ProcTable {
             if let Some(p) = self.procs.get_mut(&key) {
                 p.parent = parent;
             }
+            self.parents.extend(parent);
         }
     }
 
@@ -233,6 +238,9 @@ impl ProcTable {
         self.procs.insert(exact, p);
         if let Some(s) = self.stats.remove(&coarse) {
             self.stats.insert(exact, s);
+        }
+        if self.parents.remove(&coarse) {
+            self.parents.insert(exact);
         }
         for child in self.procs.values_mut() {
             if child.parent == Some(coarse) {
@@ -293,6 +301,10 @@ impl ProcTable {
                         s.child_failures += 1;
                     }
                 }
+                self.parents.extend(parent);
+                if !self.parents.contains(&key) {
+                    return Vec::new();
+                }
                 let children: Vec<Key> = self
                     .procs
                     .values()
@@ -328,6 +340,7 @@ impl ProcTable {
                     return Vec::new();
                 };
                 self.stats.remove(&key);
+                self.parents.remove(&key);
                 let Some(p) = self.procs.remove(&key) else {
                     return Vec::new();
                 };
@@ -356,6 +369,7 @@ impl ProcTable {
         }
         s.processes += 1;
         let parent = self.resolve(&f.parent);
+        self.parents.extend(parent);
         // A child born between attaching and the /proc scan is also in the seed (coarse):
         // resolving re-keys that entry, and the fork's own record replaces it.
         let key = self
@@ -384,6 +398,7 @@ impl ProcTable {
         let p = self.procs.get_mut(&child)?;
         p.ppid = new_ppid;
         p.parent = parent;
+        self.parents.extend(parent);
         parent
     }
 
@@ -395,6 +410,7 @@ impl ProcTable {
         self.procs.retain(|k, _| exists(k));
         let procs = &self.procs;
         self.stats.retain(|k, _| procs.contains_key(k));
+        self.parents.retain(|k| procs.contains_key(k));
         before - self.procs.len()
     }
 
