@@ -199,7 +199,9 @@ fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
         let arg: u64 = ctx.arg(1);
         return arg & 0xff != 0;
     }
-    let Ok(signal) = read_at::<u64>(task, config::task_signal_off()) else { return false };
+    let Ok(signal) = read_at::<u64>(task, config::task_signal_off()) else {
+        return false;
+    };
     signal != 0 && read_at::<i32>(signal, config::signal_live_off()).is_ok_and(|live| live == 0)
 }
 

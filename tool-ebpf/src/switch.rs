@@ -78,8 +78,16 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
         }
     };
     let task = unsafe { bpf_get_current_task() };
-    let mm: u64 = if tid == 0 { 0 } else { unsafe { read_at(task, config::task_mm_off())? } };
-    let prev_kind = if mm == 0 { kind::IDLE_OR_KERNEL } else { kind::USER };
+    let mm: u64 = if tid == 0 {
+        0
+    } else {
+        unsafe { read_at(task, config::task_mm_off())? }
+    };
+    let prev_kind = if mm == 0 {
+        kind::IDLE_OR_KERNEL
+    } else {
+        kind::USER
+    };
 
     // Classify the previous switch on this CPU: its incoming task is `current`.
     let class = match cpu.last_prev_kind {
@@ -97,7 +105,11 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
             Class::Cross
         }
     };
-    let in_ts = if class == Class::Unknown { 0 } else { cpu.last_ts };
+    let in_ts = if class == Class::Unknown {
+        0
+    } else {
+        cpu.last_ts
+    };
     cpu.switches += 1;
     cpu.last_ts = now;
     cpu.last_prev_tgid = tgid;
@@ -153,7 +165,11 @@ fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwi
 
 #[inline(always)]
 fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
-    ThreadSwitches { tgid, start_ns: leader_start(task), ..ThreadSwitches::default() }
+    ThreadSwitches {
+        tgid,
+        start_ns: leader_start(task),
+        ..ThreadSwitches::default()
+    }
 }
 
 #[inline(always)]
@@ -205,8 +221,16 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
         e.runq_max_ns = ns;
     }
     let us = ns / 1000;
-    let bucket = if us == 0 { 0 } else { (63 - us.leading_zeros()) as usize };
-    let bucket = if bucket >= RUNQ_BUCKETS { RUNQ_BUCKETS - 1 } else { bucket };
+    let bucket = if us == 0 {
+        0
+    } else {
+        (63 - us.leading_zeros()) as usize
+    };
+    let bucket = if bucket >= RUNQ_BUCKETS {
+        RUNQ_BUCKETS - 1
+    } else {
+        bucket
+    };
     e.runq_hist[bucket] += 1;
 }
 
@@ -215,7 +239,11 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
     match EVENTS.reserve::<ThreadExit>(0) {
         Some(mut slot) => {
             slot.write(ThreadExit {
-                header: EventHeader { kind: event_kind::THREAD_EXIT, tid, ts: now },
+                header: EventHeader {
+                    kind: event_kind::THREAD_EXIT,
+                    tid,
+                    ts: now,
+                },
                 stats: *e,
             });
             slot.submit(submit_flags());
@@ -244,7 +272,10 @@ fn try_wakeup(ctx: &TracePointContext) -> Result<(), i32> {
     }
     // First sight of this thread: remember when it became runnable. Its tgid is filled in
     // at its first switch out.
-    let new = ThreadSwitches { wake_ts: now, ..ThreadSwitches::default() };
+    let new = ThreadSwitches {
+        wake_ts: now,
+        ..ThreadSwitches::default()
+    };
     if let Err(err) = THREADS.insert(&tid, &new, BPF_NOEXIST) {
         if err != -17 {
             count(counters::THREAD_MAP_FULL);

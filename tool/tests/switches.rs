@@ -8,7 +8,10 @@ use common::{Proclens, can_trace, settled_counters, workload::Workload};
 workload_entry!();
 
 fn now_unix() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// proclens's totals for `pid` from the first report made after `after` (unix seconds).
@@ -16,7 +19,10 @@ fn totals_after(p: &Proclens, pid: u32, after: f64) -> (u64, u64) {
     let v = p.json_until(Duration::from_secs(10), |v| {
         v["type"] == "process" && v["pid"] == pid && v["time"].as_f64().unwrap() > after
     });
-    (v["voluntary_total"].as_u64().unwrap(), v["involuntary_total"].as_u64().unwrap())
+    (
+        v["voluntary_total"].as_u64().unwrap(),
+        v["involuntary_total"].as_u64().unwrap(),
+    )
 }
 
 /// Runs `kind` under proclens and returns (proclens delta, kernel delta) over the same
@@ -53,12 +59,21 @@ fn thread_pingpong_voluntary_switches_match_the_kernel_exactly() {
     // Each round trip switches each thread out once (2N in all); a woken reader often
     // preempts the writer before it blocks, so the kernel counts part of them involuntary.
     let all = kernel.voluntary + kernel.involuntary;
-    assert!(all >= 2 * N && kernel.voluntary >= N / 2, "workload did not switch as designed: {kernel:?}");
-    assert_eq!(vol, kernel.voluntary, "voluntary switches must match /proc exactly");
+    assert!(
+        all >= 2 * N && kernel.voluntary >= N / 2,
+        "workload did not switch as designed: {kernel:?}"
+    );
+    assert_eq!(
+        vol, kernel.voluntary,
+        "voluntary switches must match /proc exactly"
+    );
     // Involuntary switches come from preemption by whatever else runs on CPU 0; the rule
     // (prev_state == TASK_RUNNING) matches the kernel except for a task that blocks with a
     // signal pending, which this workload never does.
-    assert_eq!(invol, kernel.involuntary, "involuntary switches must match /proc");
+    assert_eq!(
+        invol, kernel.involuntary,
+        "involuntary switches must match /proc"
+    );
 }
 
 #[test]
@@ -69,7 +84,10 @@ fn sleeper_voluntary_switches_match_the_kernel_exactly() {
     const N: u64 = 1000;
     let ((vol, invol), kernel) = measure(&format!("sleeper:{N}"));
     eprintln!("proclens voluntary={vol} involuntary={invol}; kernel {kernel:?}");
-    assert!(kernel.voluntary >= N, "workload did not sleep as designed: {kernel:?}");
+    assert!(
+        kernel.voluntary >= N,
+        "workload did not sleep as designed: {kernel:?}"
+    );
     assert_eq!(vol, kernel.voluntary);
     assert_eq!(invol, kernel.involuntary);
 }

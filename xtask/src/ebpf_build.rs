@@ -26,8 +26,17 @@ fn scrub(cmd: &mut Command) {
             || k.starts_with("RUSTFLAGS")
             || k.starts_with("RUSTDOC")
             || k.starts_with("DEP_")
-            || ["OUT_DIR", "TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "NUM_JOBS", "RUSTUP_TOOLCHAIN"]
-                .contains(&k.as_ref());
+            || [
+                "OUT_DIR",
+                "TARGET",
+                "HOST",
+                "PROFILE",
+                "OPT_LEVEL",
+                "DEBUG",
+                "NUM_JOBS",
+                "RUSTUP_TOOLCHAIN",
+            ]
+            .contains(&k.as_ref());
         if leaks {
             cmd.env_remove(&key);
         }
@@ -59,13 +68,18 @@ pub fn build(workspace_root: &Path, target_dir: &Path) -> Result<PathBuf> {
         .args(["--release", "--locked", "--target", "bpfel-unknown-none"])
         .env("CARGO_TARGET_DIR", target_dir)
         // BTF for maps and programs; debuginfo is what bpf-linker turns into BTF.
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\u{1f}-Clink-arg=--btf")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf",
+        )
         .env("PATH", toolchain::path_with_cargo_bin());
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("building the eBPF programs failed ({status}); route: {route:?}");
     }
-    let obj = target_dir.join("bpfel-unknown-none/release").join(OBJECT_NAME);
+    let obj = target_dir
+        .join("bpfel-unknown-none/release")
+        .join(OBJECT_NAME);
     if !obj.is_file() {
         bail!("the eBPF build succeeded but {} is missing", obj.display());
     }
@@ -76,13 +90,21 @@ pub fn build(workspace_root: &Path, target_dir: &Path) -> Result<PathBuf> {
 /// copies it to `$OUT_DIR/proclens.bpf.o` and tells cargo when to rebuild.
 pub fn build_script() -> Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.parent().context("tool/ has no parent")?.to_path_buf();
+    let root = manifest
+        .parent()
+        .context("tool/ has no parent")?
+        .to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR")?).join("proclens.bpf.o");
     println!("cargo:rerun-if-env-changed=PROCLENS_EBPF_OBJ");
     let obj = if let Some(prebuilt) = env::var_os("PROCLENS_EBPF_OBJ") {
         PathBuf::from(prebuilt)
     } else {
-        for p in ["tool-ebpf/src", "tool-ebpf/Cargo.toml", "tool-ebpf/Cargo.lock", "tool-common/src"] {
+        for p in [
+            "tool-ebpf/src",
+            "tool-ebpf/Cargo.toml",
+            "tool-ebpf/Cargo.lock",
+            "tool-common/src",
+        ] {
             println!("cargo:rerun-if-changed={}", root.join(p).display());
         }
         build(&root, &root.join("target/ebpf"))?

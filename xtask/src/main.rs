@@ -49,7 +49,10 @@ fn main() -> ExitCode {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -86,7 +89,10 @@ fn run() -> Result<ExitCode> {
         Task::Run { args } => {
             setup::ensure_toolchain()?;
             let bin = build_release()?;
-            let st = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
+            let st = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
         Task::Test { args } => {

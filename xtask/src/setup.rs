@@ -30,7 +30,10 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !is_root() || !have_apt() {
-        bail!("missing packages {packages:?}: install them (apt-get install {})", packages.join(" "));
+        bail!(
+            "missing packages {packages:?}: install them (apt-get install {})",
+            packages.join(" ")
+        );
     }
     static UPDATED: std::sync::Once = std::sync::Once::new();
     let mut update_result = Ok(());
@@ -67,7 +70,10 @@ pub fn ensure_toolchain() -> Result<()> {
         eprintln!("xtask: installing bpf-linker for LLVM {major} (the BPF compiler's, {route:?})");
         let llvm_config = format!("/usr/lib/llvm-{major}/bin/llvm-config");
         if !Path::new(&llvm_config).exists() {
-            apt_install(&[&format!("llvm-{major}-dev"), &format!("libpolly-{major}-dev")])?;
+            apt_install(&[
+                &format!("llvm-{major}-dev"),
+                &format!("libpolly-{major}-dev"),
+            ])?;
         }
         let path = format!(
             "/usr/lib/llvm-{major}/bin:{}",
@@ -76,7 +82,13 @@ pub fn ensure_toolchain() -> Result<()> {
         status(
             Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
                 .env("PATH", path)
-                .args(["install", "--force", "--locked", "bpf-linker", "--no-default-features"])
+                .args([
+                    "install",
+                    "--force",
+                    "--locked",
+                    "bpf-linker",
+                    "--no-default-features",
+                ])
                 .args(["--features", &format!("llvm-{major}")]),
         )?;
     }
@@ -90,14 +102,19 @@ pub fn ensure_toolchain() -> Result<()> {
 /// Toolchain plus the reference tools the tests and benchmarks run.
 pub fn ensure_all() -> Result<()> {
     ensure_toolchain()?;
-    let missing: Vec<&str> =
-        TEST_PACKAGES.iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, bin)| !Path::new(bin).exists())
+        .map(|(p, _)| *p)
+        .collect();
     if !missing.is_empty() {
         if is_root() && have_apt() {
             eprintln!("xtask: installing test tools {missing:?}");
             apt_install(&missing)?;
         } else {
-            eprintln!("xtask: warning: test tools {missing:?} are missing; tests that compare with them will fail");
+            eprintln!(
+                "xtask: warning: test tools {missing:?} are missing; tests that compare with them will fail"
+            );
         }
     }
     Ok(())

@@ -68,7 +68,10 @@ pub fn parse_ldd_llvm_major(ldd: &str) -> Option<u32> {
 fn command_output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -76,9 +79,10 @@ fn command_output(cmd: &mut Command) -> Result<String> {
 /// A rustup nightly whose sysroot holds rust-src, if any.
 fn build_std_route() -> Option<Route> {
     let toolchain = env::var("PROCLENS_NIGHTLY").unwrap_or_else(|_| "nightly".into());
-    let sysroot =
-        command_output(Command::new("rustup").args(["run", &toolchain, "rustc", "--print", "sysroot"]))
-            .ok()?;
+    let sysroot = command_output(
+        Command::new("rustup").args(["run", &toolchain, "rustc", "--print", "sysroot"]),
+    )
+    .ok()?;
     let src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core/Cargo.toml");
     src.exists().then_some(Route::BuildStd { toolchain })
 }
@@ -135,7 +139,9 @@ pub fn find_bpf_linker() -> Option<PathBuf> {
 
 /// The LLVM major a bpf-linker binary links, or `None` when it cannot be told (static).
 pub fn bpf_linker_llvm_major(linker: &Path) -> Option<u32> {
-    command_output(Command::new("ldd").arg(linker)).ok().and_then(|o| parse_ldd_llvm_major(&o))
+    command_output(Command::new("ldd").arg(linker))
+        .ok()
+        .and_then(|o| parse_ldd_llvm_major(&o))
 }
 
 /// What to install when no route works, as one message.
@@ -149,7 +155,9 @@ Debian/Ubuntu, `cargo xtask setup` does all of this.";
 
 /// Checks that a route and a matching bpf-linker exist; the error says what to install.
 pub fn check() -> Result<(Route, PathBuf)> {
-    let Some(route) = detect_route() else { bail!(MISSING_TOOLCHAIN) };
+    let Some(route) = detect_route() else {
+        bail!(MISSING_TOOLCHAIN)
+    };
     let major = route.llvm_major()?;
     let Some(linker) = find_bpf_linker() else {
         bail!(
@@ -189,6 +197,9 @@ mod tests {
         assert_eq!(parse_ldd_llvm_major(debian), Some(22));
         let older = "\tlibLLVM-19.so => /usr/lib/llvm-19/lib/libLLVM-19.so (0x00007f)\n";
         assert_eq!(parse_ldd_llvm_major(older), Some(19));
-        assert_eq!(parse_ldd_llvm_major("\tlibc.so.6 => /lib/libc.so.6\n"), None);
+        assert_eq!(
+            parse_ldd_llvm_major("\tlibc.so.6 => /lib/libc.so.6\n"),
+            None
+        );
     }
 }

@@ -65,9 +65,13 @@ pub struct Output {
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 {
-        return Err(format!("interval must be greater than 0 seconds, got `{s}`"));
+        return Err(format!(
+            "interval must be greater than 0 seconds, got `{s}`"
+        ));
     }
     if v < 0.01 {
         return Err(format!("interval must be at least 0.01 seconds, got `{s}`"));
@@ -96,10 +100,18 @@ mod tests {
     #[test]
     fn interval_must_be_positive() {
         for bad in ["0", "-1", "0.0", "nan", "inf", "abc", "0.001"] {
-            assert!(Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(), "{bad}");
+            assert!(
+                Cli::try_parse_from(["proclens", "top", "--interval", bad]).is_err(),
+                "{bad}"
+            );
         }
-        let ok = Cli::try_parse_from(["proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2"]).unwrap();
-        let Command::Top(t) = ok.command else { panic!("not top") };
+        let ok = Cli::try_parse_from([
+            "proclens", "top", "-i", "0.5", "-c", "3", "-p", "1", "-p", "2",
+        ])
+        .unwrap();
+        let Command::Top(t) = ok.command else {
+            panic!("not top")
+        };
         assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
         assert_eq!(t.period.count, Some(3));
         assert_eq!(t.filter.pids, vec![1, 2]);

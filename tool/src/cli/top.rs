@@ -40,18 +40,27 @@ pub struct TopArgs {
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
     procfs::check_pids(&args.filter.pids)?;
-    let tracer = Tracer::start(&TracerOptions { include_self: args.filter.include_self })?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tracer = Tracer::start(&TracerOptions {
+        include_self: args.filter.include_self,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(top_loop(tracer, args))
 }
 
 pub(super) fn clock_now() -> (f64, String) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     // SAFETY: localtime_r with valid pointers.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let secs = now.as_secs() as libc::time_t;
     unsafe { libc::localtime_r(&secs, &mut tm) };
-    (now.as_secs_f64(), format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec))
+    (
+        now.as_secs_f64(),
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec),
+    )
 }
 
 async fn top_loop(mut tracer: Tracer, args: TopArgs) -> Result<ExitCode> {
@@ -146,6 +155,18 @@ async fn top_loop(mut tracer: Tracer, args: TopArgs) -> Result<ExitCode> {
 
 /// Takes the thread exits out of the pending events; `top` has no use for the others.
 fn thread_exits(events: &mut Vec<Event>) -> Vec<ThreadExit> {
-    #[allow(irrefutable_let_patterns, reason = "more event kinds come with other features")]
-    events.drain(..).filter_map(|ev| if let Event::ThreadExit(e) = ev { Some(e) } else { None }).collect()
+    #[allow(
+        irrefutable_let_patterns,
+        reason = "more event kinds come with other features"
+    )]
+    events
+        .drain(..)
+        .filter_map(|ev| {
+            if let Event::ThreadExit(e) = ev {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect()
 }

@@ -110,7 +110,9 @@ fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
 /// leading context pointer).
 pub fn tracepoint_args(btf: &Btf, name: &str) -> Result<usize> {
     let typedef = format!("btf_trace_{name}");
-    let types = btf.resolve_types_by_name(&typedef).with_context(|| format!("BTF has no `{typedef}`"))?;
+    let types = btf
+        .resolve_types_by_name(&typedef)
+        .with_context(|| format!("BTF has no `{typedef}`"))?;
     let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_))) else {
         bail!("BTF `{typedef}` is not a typedef");
     };
@@ -196,7 +198,10 @@ mod tests {
         // The SIGCHLD slot is the 17th k_sigaction, handler first and flags after it.
         let k = struct_size(&btf, "k_sigaction").unwrap();
         assert!(k >= 16, "k_sigaction of {k} bytes");
-        assert_eq!(off.sigchld_handler, member_offset(&btf, "sighand_struct", "action").unwrap() + 16 * k);
+        assert_eq!(
+            off.sigchld_handler,
+            member_offset(&btf, "sighand_struct", "action").unwrap() + 16 * k
+        );
         assert!(off.sigchld_flags > off.sigchld_handler);
         assert!(struct_size(&btf, "no_such_struct_xyz").is_err());
         // fork passes (parent, child); exec (task, old_pid, bprm); free (task).

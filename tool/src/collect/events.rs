@@ -54,7 +54,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if bytes.len() < need {
-        return Err(DecodeError::Truncated { kind: header.kind, need, got: bytes.len() });
+        return Err(DecodeError::Truncated {
+            kind: header.kind,
+            need,
+            got: bytes.len(),
+        });
     }
     Ok(match header.kind {
         kind::THREAD_EXIT => Event::ThreadExit(read(bytes)),
@@ -77,7 +81,8 @@ pub struct EventStream {
 impl EventStream {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
         // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
         Ok(Self { fd, malformed: 0 })
     }
 
@@ -122,8 +127,17 @@ mod tests {
     #[test]
     fn thread_exit_round_trips() {
         let ev = ThreadExit {
-            header: EventHeader { kind: kind::THREAD_EXIT, tid: 42, ts: 7 },
-            stats: ThreadSwitches { tgid: 40, voluntary: 3, involuntary: 2, ..Default::default() },
+            header: EventHeader {
+                kind: kind::THREAD_EXIT,
+                tid: 42,
+                ts: 7,
+            },
+            stats: ThreadSwitches {
+                tgid: 40,
+                voluntary: 3,
+                involuntary: 2,
+                ..Default::default()
+            },
         };
         assert_eq!(decode(&bytes_of(&ev)), Ok(Event::ThreadExit(ev)));
     }
@@ -131,9 +145,17 @@ mod tests {
     #[test]
     fn lifecycle_events_round_trip() {
         use proclens_common::lifecycle::{TaskRef, exit_flags};
-        let t = |pid, tgid| TaskRef { pid, tgid, start_ns: 99 };
+        let t = |pid, tgid| TaskRef {
+            pid,
+            tgid,
+            start_ns: 99,
+        };
         let fork = Fork {
-            header: EventHeader { kind: kind::FORK, tid: 11, ts: 1 },
+            header: EventHeader {
+                kind: kind::FORK,
+                tid: 11,
+                ts: 1,
+            },
             creator: t(10, 10),
             child: t(11, 11),
             parent: t(10, 10),
@@ -141,11 +163,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&fork)), Ok(Event::Fork(fork)));
-        let mut exec = Exec { header: EventHeader { kind: kind::EXEC, tid: 11, ts: 2 }, task: t(11, 11), ..Default::default() };
+        let mut exec = Exec {
+            header: EventHeader {
+                kind: kind::EXEC,
+                tid: 11,
+                ts: 2,
+            },
+            task: t(11, 11),
+            ..Default::default()
+        };
         exec.filename[..7].copy_from_slice(b"/bin/ls");
         assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec(Box::new(exec))));
         let exit = Exit {
-            header: EventHeader { kind: kind::EXIT, tid: 11, ts: 3 },
+            header: EventHeader {
+                kind: kind::EXIT,
+                tid: 11,
+                ts: 3,
+            },
             task: t(11, 11),
             parent: t(10, 10),
             exit_code: 3 << 8,
@@ -153,13 +187,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
-        let wait = Wait { header: EventHeader { kind: kind::WAIT, tid: 10, ts: 4 }, waiter: t(10, 10), target_pid: 11, _pad: 0 };
+        let wait = Wait {
+            header: EventHeader {
+                kind: kind::WAIT,
+                tid: 10,
+                ts: 4,
+            },
+            waiter: t(10, 10),
+            target_pid: 11,
+            _pad: 0,
+        };
         assert_eq!(decode(&bytes_of(&wait)), Ok(Event::Wait(wait)));
-        let free = Free { header: EventHeader { kind: kind::FREE, tid: 11, ts: 5 }, task: t(11, 11) };
+        let free = Free {
+            header: EventHeader {
+                kind: kind::FREE,
+                tid: 11,
+                ts: 5,
+            },
+            task: t(11, 11),
+        };
         assert_eq!(decode(&bytes_of(&free)), Ok(Event::Free(free)));
         // Each kind cut one byte short is an error.
-        for b in [bytes_of(&fork), bytes_of(&exec), bytes_of(&exit), bytes_of(&wait), bytes_of(&free)] {
-            assert!(matches!(decode(&b[..b.len() - 1]), Err(DecodeError::Truncated { .. })));
+        for b in [
+            bytes_of(&fork),
+            bytes_of(&exec),
+            bytes_of(&exit),
+            bytes_of(&wait),
+            bytes_of(&free),
+        ] {
+            assert!(matches!(
+                decode(&b[..b.len() - 1]),
+                Err(DecodeError::Truncated { .. })
+            ));
         }
     }
 
@@ -167,10 +226,21 @@ mod tests {
     fn malformed_events_are_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Short(0)));
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Short(3)));
-        let h = EventHeader { kind: 999, tid: 1, ts: 0 };
+        let h = EventHeader {
+            kind: 999,
+            tid: 1,
+            ts: 0,
+        };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(999)));
-        let h = EventHeader { kind: kind::THREAD_EXIT, tid: 1, ts: 0 };
-        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Truncated { .. })));
+        let h = EventHeader {
+            kind: kind::THREAD_EXIT,
+            tid: 1,
+            ts: 0,
+        };
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn has(caps: u64, cap: u32) -> bool {
 }
 
 pub fn effective() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     parse_cap_eff(&status).context("no CapEff line in /proc/self/status")
 }
 

@@ -66,7 +66,11 @@ pub fn parse_format(text: &str) -> Result<Format> {
         if let Some(n) = line.strip_prefix("name:") {
             name = Some(n.trim().to_string());
         } else if let Some(i) = line.strip_prefix("ID:") {
-            id = Some(i.trim().parse::<u32>().with_context(|| format!("bad ID line `{line}`"))?);
+            id = Some(
+                i.trim()
+                    .parse::<u32>()
+                    .with_context(|| format!("bad ID line `{line}`"))?,
+            );
         } else if line.starts_with("field:") {
             fields.push(parse_field(line)?);
         }
@@ -86,11 +90,27 @@ fn parse_field(line: &str) -> Result<Field> {
     let mut size = None;
     let mut signed = None;
     for part in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = part.split_once(':').with_context(|| format!("bad field part `{part}`"))?;
+        let (key, value) = part
+            .split_once(':')
+            .with_context(|| format!("bad field part `{part}`"))?;
         match key.trim() {
             "field" => decl = Some(value.trim().to_string()),
-            "offset" => offset = Some(value.trim().parse::<u32>().with_context(|| format!("bad offset in `{line}`"))?),
-            "size" => size = Some(value.trim().parse::<u32>().with_context(|| format!("bad size in `{line}`"))?),
+            "offset" => {
+                offset = Some(
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .with_context(|| format!("bad offset in `{line}`"))?,
+                )
+            }
+            "size" => {
+                size = Some(
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .with_context(|| format!("bad size in `{line}`"))?,
+                )
+            }
             "signed" => signed = Some(value.trim() == "1"),
             _ => {}
         }
@@ -131,10 +151,23 @@ pub fn root() -> Result<PathBuf> {
         ))
         .into());
     }
-    nix::mount::mount(Some("nodev"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| Fatal::Tracefs(format!("tracefs is not mounted and mounting it at {TRACEFS} failed: {e}")))?;
+    nix::mount::mount(
+        Some("nodev"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Fatal::Tracefs(format!(
+            "tracefs is not mounted and mounting it at {TRACEFS} failed: {e}"
+        ))
+    })?;
     if !Path::new(TRACEFS).join("events").is_dir() {
-        return Err(Fatal::Tracefs(format!("mounted tracefs at {TRACEFS} but it has no events/")).into());
+        return Err(Fatal::Tracefs(format!(
+            "mounted tracefs at {TRACEFS} but it has no events/"
+        ))
+        .into());
     }
     Ok(TRACEFS.into())
 }
@@ -143,7 +176,10 @@ pub fn root() -> Result<PathBuf> {
 pub fn format(root: &Path, category: &str, name: &str) -> Result<Format> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        Fatal::KernelUnsupported(format!("tracepoint {category}/{name} is not available ({}: {e})", path.display()))
+        Fatal::KernelUnsupported(format!(
+            "tracepoint {category}/{name} is not available ({}: {e})",
+            path.display()
+        ))
     })?;
     parse_format(&text).with_context(|| format!("parsing {}", path.display()))
 }
@@ -190,7 +226,10 @@ mod tests {
         let new = parse_format(FORK_6_18).unwrap();
         assert!(new.field("parent_comm").unwrap().is_data_loc());
         assert_eq!(new.field("child_pid").unwrap().offset, 20);
-        assert!(new.int_field("parent_comm", &[4]).is_err(), "a __data_loc is not an integer");
+        assert!(
+            new.int_field("parent_comm", &[4]).is_err(),
+            "a __data_loc is not an integer"
+        );
         let old = parse_format(FORK_5_10).unwrap();
         let comm = old.field("parent_comm").unwrap();
         assert!(!comm.is_data_loc());

@@ -24,8 +24,13 @@ use crate::error::Fatal;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proclens.bpf.o"));
 
 /// The lifecycle programs, each attached to the `sched` BTF tracepoint of its name.
-pub const LIFECYCLE_PROGRAMS: [&str; 5] =
-    ["sched_process_fork", "sched_process_exec", "sched_process_exit", "sched_process_wait", "sched_process_free"];
+pub const LIFECYCLE_PROGRAMS: [&str; 5] = [
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_wait",
+    "sched_process_free",
+];
 
 /// What to trace.
 #[derive(Debug, Clone, Default)]
@@ -72,13 +77,20 @@ fn sched_layout(root: &std::path::Path) -> Result<SchedLayout> {
         pid.offset,
         pid_new.offset
     );
-    Ok(SchedLayout { prev_state_off: st.offset, prev_state_size: st.size, wakeup_pid_off: pid.offset })
+    Ok(SchedLayout {
+        prev_state_off: st.offset,
+        prev_state_size: st.size,
+        wakeup_pid_off: pid.offset,
+    })
 }
 
 fn raise_memlock() {
     // Kernels >= 5.11 charge BPF memory to the memory cgroup; older ones need the rlimit.
     // Failing to raise it is harmless on the former.
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid pointer.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -92,13 +104,21 @@ impl Tracer {
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
-        let self_tgid: u32 = if opts.include_self { 0 } else { std::process::id() };
+        let self_tgid: u32 = if opts.include_self {
+            0
+        } else {
+            std::process::id()
+        };
 
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::SELF_TGID, &self_tgid, true)
             .override_global(globals::SWITCH_PREV_STATE, &layout.prev_state_off, true)
-            .override_global(globals::SWITCH_PREV_STATE_SIZE, &layout.prev_state_size, true)
+            .override_global(
+                globals::SWITCH_PREV_STATE_SIZE,
+                &layout.prev_state_size,
+                true,
+            )
             .override_global(globals::WAKEUP_PID, &layout.wakeup_pid_off, true)
             .override_global(globals::TASK_MM, &task.mm, true)
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
@@ -115,7 +135,11 @@ impl Tracer {
             .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
             .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
             .override_global(globals::PID_NR, &life.pid_nr, true)
-            .override_global(globals::EXIT_GROUP_DEAD_ARG, &life.exit_group_dead_arg, true)
+            .override_global(
+                globals::EXIT_GROUP_DEAD_ARG,
+                &life.exit_group_dead_arg,
+                true,
+            )
             .override_global(globals::TASK_SIGNAL, &life.signal, true)
             .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
         let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
@@ -125,8 +149,11 @@ impl Tracer {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the BPF object"))?
                 .try_into()?;
-            prog.load().map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
-            prog.attach("sched", name).with_context(|| format!("attaching to sched/{name}"))?;
+            prog.load().map_err(|e| {
+                load_error(anyhow::Error::new(e).context(format!("loading {name}")))
+            })?;
+            prog.attach("sched", name)
+                .with_context(|| format!("attaching to sched/{name}"))?;
         }
         // Lifecycle events (see tool-ebpf/src/lifecycle.rs): BTF tracepoints, which hand
         // the programs task_struct pointers and need no tracefs.
@@ -138,18 +165,31 @@ impl Tracer {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the BPF object"))?
                 .try_into()?;
-            prog.load(name, &kernel_btf)
-                .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
-            prog.attach().with_context(|| format!("attaching tp_btf/{name}"))?;
+            prog.load(name, &kernel_btf).map_err(|e| {
+                load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}")))
+            })?;
+            prog.attach()
+                .with_context(|| format!("attaching tp_btf/{name}"))?;
         }
 
         let threads: HashMap<MapData, u32, ThreadSwitches> =
             HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
         let threads_capacity = 32768;
-        let cpus = PerCpuArray::try_from(ebpf.take_map("CPU_SWITCHES").context("map CPU_SWITCHES missing")?)?;
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
+        let cpus = PerCpuArray::try_from(
+            ebpf.take_map("CPU_SWITCHES")
+                .context("map CPU_SWITCHES missing")?,
+        )?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
-        Ok(Self { _ebpf: ebpf, threads, cpus, counters, events: Some(events), threads_capacity })
+        Ok(Self {
+            _ebpf: ebpf,
+            threads,
+            cpus,
+            counters,
+            events: Some(events),
+            threads_capacity,
+        })
     }
 
     /// The ring buffer, to be polled by the caller (once).
@@ -194,7 +234,12 @@ impl Tracer {
 
     pub fn health(&self) -> Result<Health> {
         let sum = |i: u32| -> Result<u64> {
-            Ok(self.counters.get(&i, 0).context("reading COUNTERS")?.iter().sum())
+            Ok(self
+                .counters
+                .get(&i, 0)
+                .context("reading COUNTERS")?
+                .iter()
+                .sum())
         };
         Ok(Health {
             ringbuf_drops: sum(counters::RINGBUF_DROPS)?,
@@ -208,7 +253,13 @@ impl Tracer {
 fn load_error(err: anyhow::Error) -> anyhow::Error {
     let text = format!("{err:#}");
     if text.contains("Operation not permitted") || text.contains("EPERM") {
-        return Fatal::Privilege(format!("the kernel refused to load the BPF programs: {text}")).into();
+        return Fatal::Privilege(format!(
+            "the kernel refused to load the BPF programs: {text}"
+        ))
+        .into();
     }
-    Fatal::KernelUnsupported(format!("the kernel could not load proclens's BPF programs: {text}")).into()
+    Fatal::KernelUnsupported(format!(
+        "the kernel could not load proclens's BPF programs: {text}"
+    ))
+    .into()
 }

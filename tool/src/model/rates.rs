@@ -2,12 +2,20 @@
 
 /// Events per second over `elapsed_s`; 0 for an empty or invalid interval.
 pub fn per_second(delta: u64, elapsed_s: f64) -> f64 {
-    if elapsed_s > 0.0 && elapsed_s.is_finite() { delta as f64 / elapsed_s } else { 0.0 }
+    if elapsed_s > 0.0 && elapsed_s.is_finite() {
+        delta as f64 / elapsed_s
+    } else {
+        0.0
+    }
 }
 
 /// `part` as a percentage of `whole`; 0 when `whole` is 0.
 pub fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 #[cfg(test)]

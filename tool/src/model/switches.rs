@@ -91,7 +91,9 @@ impl Counts {
     }
 
     pub fn is_zero(&self) -> bool {
-        self.switches() == 0 && self.same_in + self.cross_in + self.idle_kernel_in == 0 && self.oncpu_ns == 0
+        self.switches() == 0
+            && self.same_in + self.cross_in + self.idle_kernel_in == 0
+            && self.oncpu_ns == 0
     }
 }
 
@@ -110,7 +112,12 @@ pub struct Row {
 impl Row {
     /// A live row with nothing counted yet.
     pub fn idle(key: Key) -> Self {
-        Self { key, total: Counts::default(), delta: Counts::default(), alive: true }
+        Self {
+            key,
+            total: Counts::default(),
+            delta: Counts::default(),
+            alive: true,
+        }
     }
 }
 
@@ -126,20 +133,34 @@ pub struct SwitchModel {
 
 impl SwitchModel {
     pub fn new(per_thread: bool) -> Self {
-        Self { per_thread, ..Self::default() }
+        Self {
+            per_thread,
+            ..Self::default()
+        }
     }
 
     fn key(&self, tid: u32, t: &ThreadSwitches) -> Key {
-        Key { id: if self.per_thread { tid } else { t.tgid }, tgid: t.tgid, start_ns: t.start_ns }
+        Key {
+            id: if self.per_thread { tid } else { t.tgid },
+            tgid: t.tgid,
+            start_ns: t.start_ns,
+        }
     }
 
     /// Folds in one snapshot of the live threads and the exits seen since the last call.
     /// A thread may appear in both (read just before its exit); its final counts win.
-    pub fn update(&mut self, live: &HashMap<u32, ThreadSwitches>, exits: &[ThreadExit]) -> Vec<Row> {
+    pub fn update(
+        &mut self,
+        live: &HashMap<u32, ThreadSwitches>,
+        exits: &[ThreadExit],
+    ) -> Vec<Row> {
         let mut superseded: HashSet<u32> = HashSet::new();
         for ev in exits {
             let tid = ev.header.tid;
-            if live.get(&tid).is_some_and(|t| t.tgid == ev.stats.tgid && t.start_ns == ev.stats.start_ns) {
+            if live
+                .get(&tid)
+                .is_some_and(|t| t.tgid == ev.stats.tgid && t.start_ns == ev.stats.start_ns)
+            {
                 superseded.insert(tid);
             }
             if ev.stats.tgid == 0 {
@@ -170,9 +191,19 @@ impl SwitchModel {
                 continue;
             }
             self.last.insert(key, total);
-            rows.push(Row { key, total, delta, alive: is_alive });
+            rows.push(Row {
+                key,
+                total,
+                delta,
+                alive: is_alive,
+            });
         }
-        rows.sort_by(|a, b| b.delta.switches().cmp(&a.delta.switches()).then(a.key.cmp(&b.key)));
+        rows.sort_by(|a, b| {
+            b.delta
+                .switches()
+                .cmp(&a.delta.switches())
+                .then(a.key.cmp(&b.key))
+        });
         rows
     }
 
@@ -194,21 +225,41 @@ mod tests {
     use super::*;
 
     fn thread(tgid: u32, start_ns: u64, vol: u64, invol: u64) -> ThreadSwitches {
-        ThreadSwitches { tgid, start_ns, voluntary: vol, involuntary: invol, ..Default::default() }
+        ThreadSwitches {
+            tgid,
+            start_ns,
+            voluntary: vol,
+            involuntary: invol,
+            ..Default::default()
+        }
     }
 
     fn exit(tid: u32, t: ThreadSwitches) -> ThreadExit {
-        ThreadExit { header: EventHeader { kind: kind::THREAD_EXIT, tid, ts: 0 }, stats: t }
+        ThreadExit {
+            header: EventHeader {
+                kind: kind::THREAD_EXIT,
+                tid,
+                ts: 0,
+            },
+            stats: t,
+        }
     }
 
     #[test]
     fn threads_sum_into_their_process_and_deltas_follow() {
         let mut m = SwitchModel::new(false);
-        let mut live = HashMap::from([(100, thread(100, 1, 5, 1)), (101, thread(100, 1, 3, 2)), (200, thread(200, 2, 1, 0))]);
+        let mut live = HashMap::from([
+            (100, thread(100, 1, 5, 1)),
+            (101, thread(100, 1, 3, 2)),
+            (200, thread(200, 2, 1, 0)),
+        ]);
         let rows = m.update(&live, &[]);
         let p100 = rows.iter().find(|r| r.key.id == 100).unwrap();
         assert_eq!((p100.total.voluntary, p100.total.involuntary), (8, 3));
-        assert_eq!(p100.delta, p100.total, "first sight: the whole total is new");
+        assert_eq!(
+            p100.delta, p100.total,
+            "first sight: the whole total is new"
+        );
         assert_eq!(rows[0].key.id, 100, "busiest first");
 
         live.insert(101, thread(100, 1, 10, 2));
@@ -267,7 +318,16 @@ mod tests {
     #[test]
     fn wakeup_only_entries_are_ignored() {
         let mut m = SwitchModel::new(false);
-        let rows = m.update(&HashMap::from([(5, ThreadSwitches { wake_ts: 1, ..Default::default() })]), &[]);
+        let rows = m.update(
+            &HashMap::from([(
+                5,
+                ThreadSwitches {
+                    wake_ts: 1,
+                    ..Default::default()
+                },
+            )]),
+            &[],
+        );
         assert!(rows.is_empty());
     }
 }

@@ -157,7 +157,11 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         percent(s.cross_process, classified),
         percent(s.idle_or_kernel, classified),
         f.lost_events,
-        if f.untracked_threads > 0 { format!(", untracked threads {}", f.untracked_threads) } else { String::new() },
+        if f.untracked_threads > 0 {
+            format!(", untracked threads {}", f.untracked_threads)
+        } else {
+            String::new()
+        },
     )];
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
@@ -190,18 +194,46 @@ mod tests {
     use crate::model::switches::{Counts, Key};
 
     fn frame() -> Frame {
-        let mut delta = Counts { voluntary: 20, involuntary: 4, same_in: 6, cross_in: 2, idle_kernel_in: 0, ..Counts::default() };
+        let mut delta = Counts {
+            voluntary: 20,
+            involuntary: 4,
+            same_in: 6,
+            cross_in: 2,
+            idle_kernel_in: 0,
+            ..Counts::default()
+        };
         delta.runq_hist[3] = 10;
-        let total = Counts { voluntary: 200, involuntary: 40, ..delta };
+        let total = Counts {
+            voluntary: 200,
+            involuntary: 40,
+            ..delta
+        };
         Frame {
             unix_time: 1_700_000_000.5,
             clock: "12:00:00".into(),
             elapsed_s: 2.0,
             per_thread: false,
-            system: SystemSplit { switches: 1000, same_process: 100, cross_process: 300, idle_or_kernel: 600 },
+            system: SystemSplit {
+                switches: 1000,
+                same_process: 100,
+                cross_process: 300,
+                idle_or_kernel: 600,
+            },
             lost_events: 0,
             untracked_threads: 0,
-            rows: vec![(Row { key: Key { id: 42, tgid: 42, start_ns: 1 }, total, delta, alive: true }, "worker".into())],
+            rows: vec![(
+                Row {
+                    key: Key {
+                        id: 42,
+                        tgid: 42,
+                        start_ns: 1,
+                    },
+                    total,
+                    delta,
+                    alive: true,
+                },
+                "worker".into(),
+            )],
         }
     }
 
@@ -232,7 +264,10 @@ mod tests {
         assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
-        assert!(row.contains("      42     10.00      2.00        200          40"), "{row}");
+        assert!(
+            row.contains("      42     10.00      2.00        200          40"),
+            "{row}"
+        );
         assert!(row.ends_with("worker"));
     }
 }

@@ -43,7 +43,9 @@ pub fn proc_counters(pid: u32) -> ProcCounters {
     let mut c = ProcCounters::default();
     for entry in fs::read_dir(format!("/proc/{pid}/task")).expect("process exists") {
         let path = entry.unwrap().path().join("status");
-        let Ok(status) = fs::read_to_string(&path) else { continue };
+        let Ok(status) = fs::read_to_string(&path) else {
+            continue;
+        };
         for line in status.lines() {
             if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
                 c.voluntary += v.trim().parse::<u64>().unwrap();
@@ -71,12 +73,18 @@ pub fn settled_counters(pid: u32) -> ProcCounters {
 }
 
 fn all_sleeping(pid: u32) -> bool {
-    fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().all(|t| {
-        fs::read_to_string(t.path().join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('S')))
-            .unwrap_or(true)
-    })
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .all(|t| {
+            fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('S'))
+                })
+                .unwrap_or(true)
+        })
 }
 
 /// A running `proclens` whose stdout lines arrive on a channel.
@@ -108,16 +116,23 @@ impl Proclens {
 
     /// The next stdout line, or panics after `timeout`.
     pub fn line(&self, timeout: Duration) -> String {
-        self.lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no output from proclens within {timeout:?}: {e}"))
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no output from proclens within {timeout:?}: {e}"))
     }
 
     /// The next JSON line for which `pred` holds.
-    pub fn json_until(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn json_until(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = self.line(left);
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
             if pred(&v) {
                 return v;
             }
@@ -153,14 +168,23 @@ impl Drop for Proclens {
 
 /// Names of the BPF programs loaded now (bpftool truncates names to 15 characters).
 pub fn bpf_program_ids_named(names: &[&str]) -> BTreeSet<u64> {
-    let out = Command::new("bpftool").args(["-j", "prog", "list"]).output().expect("bpftool is installed (cargo xtask setup)");
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "list"])
+        .output()
+        .expect("bpftool is installed (cargo xtask setup)");
     assert!(out.status.success(), "bpftool prog list failed");
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     progs
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["name"].as_str().is_some_and(|n| names.iter().any(|want| want.starts_with(n) && !n.is_empty())))
+        .filter(|p| {
+            p["name"].as_str().is_some_and(|n| {
+                names
+                    .iter()
+                    .any(|want| want.starts_with(n) && !n.is_empty())
+            })
+        })
         .map(|p| p["id"].as_u64().unwrap())
         .collect()
 }

@@ -36,7 +36,13 @@ impl Workload {
     /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "__workload_entry", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                "--exact",
+                "__workload_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(ENV, kind)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -48,12 +54,19 @@ impl Workload {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "workload {kind} died during set-up");
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "workload {kind} died during set-up"
+            );
             if line.trim() == "ready" {
                 break;
             }
         }
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -68,7 +81,10 @@ impl Workload {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "workload died");
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "workload died"
+            );
             if line.trim() == "done" {
                 return;
             }
@@ -89,7 +105,10 @@ fn pin_to_cpu(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
 }
 
@@ -98,7 +117,12 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     // SAFETY: pipe with a valid array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // SAFETY: fresh fds we own.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]).into(), OwnedFd::from_raw_fd(fds[1]).into()) }
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(fds[0]).into(),
+            OwnedFd::from_raw_fd(fds[1]).into(),
+        )
+    }
 }
 
 /// Two parties pass one byte back and forth `n` times through two pipes.
