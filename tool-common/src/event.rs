@@ -7,6 +7,12 @@ use crate::switch::ThreadSwitches;
 pub mod kind {
     /// A thread made its last switch: its final counts follow.
     pub const THREAD_EXIT: u32 = 1;
+    /// Lifecycle events, see `crate::lifecycle`.
+    pub const FORK: u32 = 2;
+    pub const EXEC: u32 = 3;
+    pub const EXIT: u32 = 4;
+    pub const WAIT: u32 = 5;
+    pub const FREE: u32 = 6;
 }
 
 /// Header of every ring-buffer event.

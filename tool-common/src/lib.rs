@@ -8,6 +8,7 @@
 pub mod copies;
 pub mod counters;
 pub mod event;
+pub mod lifecycle;
 pub mod switch;
 
 /// Names of the load-time globals (`.rodata`) the eBPF object reads. Userspace sets them
@@ -42,6 +43,25 @@ pub mod globals {
     pub const FILE_INODE: &str = "FILE_INODE_OFF";
     pub const FILE_MODE: &str = "FILE_MODE_OFF";
     pub const INODE_MODE: &str = "INODE_MODE_OFF";
+    /// Offsets used by the lifecycle programs (BTF of the running kernel).
+    pub const TASK_TGID: &str = "TASK_TGID_OFF";
+    pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT_OFF";
+    pub const TASK_START_BOOTTIME: &str = "TASK_START_BOOTTIME_OFF";
+    pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE_OFF";
+    pub const TASK_EXIT_SIGNAL: &str = "TASK_EXIT_SIGNAL_OFF";
+    pub const TASK_SIGHAND: &str = "TASK_SIGHAND_OFF";
+    pub const TASK_COMM: &str = "TASK_COMM_OFF";
+    /// Offset of `action[SIGCHLD - 1].sa.sa_handler` / `.sa_flags` in `sighand_struct`.
+    pub const SIGCHLD_HANDLER: &str = "SIGCHLD_HANDLER_OFF";
+    pub const SIGCHLD_FLAGS: &str = "SIGCHLD_FLAGS_OFF";
+    /// `linux_binprm.filename`.
+    pub const BINPRM_FILENAME: &str = "BINPRM_FILENAME_OFF";
+    /// `pid.numbers[0].nr`.
+    pub const PID_NR: &str = "PID_NR_OFF";
+    /// 1 when `sched_process_exit` passes `group_dead`; else `signal->live` is read.
+    pub const EXIT_GROUP_DEAD_ARG: &str = "EXIT_GROUP_DEAD_ARG";
+    pub const TASK_SIGNAL: &str = "TASK_SIGNAL_OFF";
+    pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE_OFF";
 }
 
 #[cfg(feature = "user")]

@@ -45,4 +45,18 @@ globals! {
     FILE_INODE_OFF => file_inode_off: u32;
     FILE_MODE_OFF => file_mode_off: u32;
     INODE_MODE_OFF => inode_mode_off: u32;
+    TASK_TGID_OFF => task_tgid_off: u32;
+    TASK_REAL_PARENT_OFF => task_real_parent_off: u32;
+    TASK_START_BOOTTIME_OFF => task_start_boottime_off: u32;
+    TASK_EXIT_CODE_OFF => task_exit_code_off: u32;
+    TASK_EXIT_SIGNAL_OFF => task_exit_signal_off: u32;
+    TASK_SIGHAND_OFF => task_sighand_off: u32;
+    TASK_COMM_OFF => task_comm_off: u32;
+    SIGCHLD_HANDLER_OFF => sigchld_handler_off: u32;
+    SIGCHLD_FLAGS_OFF => sigchld_flags_off: u32;
+    BINPRM_FILENAME_OFF => binprm_filename_off: u32;
+    PID_NR_OFF => pid_nr_off: u32;
+    EXIT_GROUP_DEAD_ARG => exit_group_dead_arg: u32;
+    TASK_SIGNAL_OFF => task_signal_off: u32;
+    SIGNAL_LIVE_OFF => signal_live_off: u32;
 }

@@ -7,6 +7,7 @@ mod config;
 mod filter;
 mod copies;
 mod fdkind;
+mod lifecycle;
 mod maps;
 mod switch;
 

@@ -22,7 +22,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{CPU_SWITCHES, EVENTS, THREADS, count},
+    maps::{CPU_SWITCHES, EVENTS, THREADS, count, submit_flags},
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -277,7 +277,7 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
                 // `current` is the exiting thread.
                 comm: bpf_get_current_comm().unwrap_or([0; 16]),
             });
-            slot.submit(0);
+            slot.submit(submit_flags());
         }
         None => count(counters::RINGBUF_DROPS),
     }

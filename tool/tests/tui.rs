@@ -74,6 +74,14 @@ impl Tmux {
     }
 }
 
+/// The line the shell prints after proclens exits (`EXITED-<code>`), not the typed command.
+fn exit_line(screen: &str) -> Option<&str> {
+    screen.lines().map(str::trim).find(|l| {
+        l.strip_prefix("EXITED-")
+            .is_some_and(|c| !c.is_empty() && c.chars().all(|d| d.is_ascii_digit()))
+    })
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -142,9 +150,9 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     // Quit: the shell gets its prompt back, the exit code is 0, the screen is the shell's.
     t.send(&["q"]);
     let s = t.wait_for("proclens to exit", Duration::from_secs(10), |s| {
-        s.contains("EXITED-")
+        exit_line(s).is_some()
     });
-    assert!(s.contains("EXITED-0"), "{s}");
+    assert_eq!(exit_line(&s), Some("EXITED-0"), "{s}");
     assert!(
         !s.contains("nvcswch/s"),
         "still on the alternate screen:\n{s}"
@@ -187,9 +195,9 @@ fn sigterm_restores_the_terminal_too() {
     let pid: i32 = pid.trim().parse().unwrap();
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let s = t.wait_for("proclens to exit", Duration::from_secs(10), |s| {
-        s.contains("EXITED-")
+        exit_line(s).is_some()
     });
-    assert!(s.contains("EXITED-0"), "{s}");
+    assert_eq!(exit_line(&s), Some("EXITED-0"), "{s}");
     assert!(
         !s.contains("nvcswch/s"),
         "still on the alternate screen:\n{s}"

@@ -141,7 +141,11 @@ fn run() -> Result<ExitCode> {
             }
             eprintln!("xtask: wrote {}", dist.display());
         }
-        Task::Bench { reps, record, round_trips } => {
+        Task::Bench {
+            reps,
+            record,
+            round_trips,
+        } => {
             setup::ensure_all()?;
             if !nix_is_root() {
                 bail!("the benchmark loads BPF programs: run it as root");

@@ -1,13 +1,14 @@
 //! Command-line interface: one file per subcommand behind this dispatcher. Every flag is
 //! documented once, in its doc comment, which feeds `--help`.
 
+mod copies;
 mod docs;
 mod latency;
-mod copies;
 mod run;
 mod serve;
 mod top;
 mod tui;
+mod zombies;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man(docs::ManArgs),
+    /// Zombie processes grouped by the parent that fails to reap them; `--watch` streams
+    /// zombies, reaps and orphan re-parentings; `--check` is a health check for scripts.
+    Zombies(zombies::ZombiesArgs),
 }
 
 /// Selecting processes; shared by the views.
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
         Command::Copies(args) => copies::run(args),
+        Command::Zombies(args) => zombies::run(args),
     }
 }
 

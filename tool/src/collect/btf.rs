@@ -96,19 +96,103 @@ fn type_name(btf: &Btf, ty: Type) -> Result<String> {
     })
 }
 
+/// Offsets the lifecycle programs need, all from the running kernel's BTF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleOffsets {
+    pub pid: u32,
+    pub tgid: u32,
+    pub real_parent: u32,
+    /// `start_boottime` (`real_start_time` before Linux 5.5): the clock /proc/PID/stat uses.
+    pub start_boottime: u32,
+    pub exit_code: u32,
+    pub exit_signal: u32,
+    pub sighand: u32,
+    pub comm: u32,
+    /// `sighand_struct.action[SIGCHLD - 1].sa.sa_handler` and `.sa_flags`.
+    pub sigchld_handler: u32,
+    pub sigchld_flags: u32,
+    /// `linux_binprm.filename`.
+    pub binprm_filename: u32,
+    /// `pid.numbers[0].nr`.
+    pub pid_nr: u32,
+    /// 1 when the `sched_process_exit` tracepoint passes `group_dead` (newer kernels);
+    /// otherwise the program reads `task->signal->live` (0 once the group is dead).
+    pub exit_group_dead_arg: u32,
+    pub signal: u32,
+    /// `signal_struct.live` (an `atomic_t`).
+    pub signal_live: u32,
+}
+
+const SIGCHLD: u32 = 17;
+
+impl LifecycleOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let t = |m: &str| member_offset(btf, "task_struct", m);
+        let start_boottime = t("start_boottime").or_else(|_| t("real_start_time"))?;
+        let action = member_offset(btf, "sighand_struct", "action")?;
+        let k_sigaction = struct_size(btf, "k_sigaction")?;
+        let slot = action + (SIGCHLD - 1) * k_sigaction + member_offset(btf, "k_sigaction", "sa")?;
+        Ok(Self {
+            pid: t("pid")?,
+            tgid: t("tgid")?,
+            real_parent: t("real_parent")?,
+            start_boottime,
+            exit_code: t("exit_code")?,
+            exit_signal: t("exit_signal")?,
+            sighand: t("sighand")?,
+            comm: t("comm")?,
+            sigchld_handler: slot + member_offset(btf, "sigaction", "sa_handler")?,
+            sigchld_flags: slot + member_offset(btf, "sigaction", "sa_flags")?,
+            binprm_filename: member_offset(btf, "linux_binprm", "filename")?,
+            pid_nr: member_offset(btf, "pid", "numbers")? + member_offset(btf, "upid", "nr")?,
+            exit_group_dead_arg: u32::from(tracepoint_args(btf, "sched_process_exit")? >= 2),
+            signal: t("signal")?,
+            // atomic_t is `typedef struct { int counter; }`: the counter is at its start.
+            signal_live: member_offset(btf, "signal_struct", "live")?,
+        })
+    }
+}
+
+fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+    btf.resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no type `{name}`"))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .with_context(|| format!("BTF has no struct `{name}` with members"))
+}
+
+/// Number of arguments a BTF tracepoint passes (its `btf_trace_NAME` prototype minus the
+/// leading context pointer).
+pub fn tracepoint_args(btf: &Btf, name: &str) -> Result<usize> {
+    let typedef = format!("btf_trace_{name}");
+    let types = btf
+        .resolve_types_by_name(&typedef)
+        .with_context(|| format!("BTF has no `{typedef}`"))?;
+    let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_))) else {
+        bail!("BTF `{typedef}` is not a typedef");
+    };
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else {
+        bail!("BTF `{typedef}` is not a function pointer");
+    };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else {
+        bail!("BTF `{typedef}` does not point to a function prototype");
+    };
+    Ok(proto.parameters.len().saturating_sub(1))
+}
+
+/// Size in bytes of `struct name`.
+pub fn struct_size(btf: &Btf, name: &str) -> Result<u32> {
+    Ok(u32::try_from(named_struct(btf, name)?.size())?)
+}
+
 /// Byte offset of `member` in `struct name`, looking inside anonymous struct/union members
 /// (randomized or grouped layouts put fields there).
 pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
-    let structs: Vec<Type> = btf
-        .resolve_types_by_name(name)
-        .with_context(|| format!("BTF has no type `{name}`"))?
-        .into_iter()
-        .filter(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
-        .collect();
-    let Some(Type::Struct(s)) = structs.first() else {
-        bail!("BTF has no struct `{name}` with members");
-    };
-    let bits = find_member(btf, s, member, 0)?
+    let s = named_struct(btf, name)?;
+    let bits = find_member(btf, &s, member, 0)?
         .with_context(|| format!("BTF struct {name} has no member `{member}`"))?;
     if bits % 8 != 0 {
         bail!("BTF member {name}.{member} is a bitfield");
@@ -184,5 +268,32 @@ mod tests {
             ["struct task_struct *"]
         );
         assert!(raw_tp_args(&btf, "no_such_tracepoint_xyz").is_err());
+    }
+
+    #[test]
+    fn lifecycle_offsets_from_host_btf() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} missing on this host");
+            return;
+        }
+        let btf = load_vmlinux().unwrap();
+        let off = LifecycleOffsets::from_btf(&btf).unwrap();
+        // pid and tgid are adjacent pid_t fields; comm is 16 bytes inside the task.
+        assert_eq!(off.tgid, off.pid + 4, "{off:?}");
+        assert!(off.comm > 0 && off.comm < 16 * 1024);
+        // The SIGCHLD slot is the 17th k_sigaction, handler first and flags after it.
+        let k = struct_size(&btf, "k_sigaction").unwrap();
+        assert!(k >= 16, "k_sigaction of {k} bytes");
+        assert_eq!(
+            off.sigchld_handler,
+            member_offset(&btf, "sighand_struct", "action").unwrap() + 16 * k
+        );
+        assert!(off.sigchld_flags > off.sigchld_handler);
+        assert!(struct_size(&btf, "no_such_struct_xyz").is_err());
+        // fork passes (parent, child); exec (task, old_pid, bprm); free (task).
+        assert_eq!(tracepoint_args(&btf, "sched_process_fork").unwrap(), 2);
+        assert_eq!(tracepoint_args(&btf, "sched_process_exec").unwrap(), 3);
+        assert_eq!(tracepoint_args(&btf, "sched_process_free").unwrap(), 1);
+        assert!(tracepoint_args(&btf, "no_such_tracepoint_xyz").is_err());
     }
 }

@@ -4,13 +4,21 @@
 use std::mem::size_of;
 
 use aya::maps::{MapData, RingBuf};
-use proclens_common::event::{EventHeader, ThreadExit, kind};
+use proclens_common::{
+    event::{EventHeader, ThreadExit, kind},
+    lifecycle::{Exec, Exit, Fork, Free, Wait},
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// A decoded ring-buffer event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     ThreadExit(ThreadExit),
+    Fork(Fork),
+    Exec(Box<Exec>),
+    Exit(Exit),
+    Wait(Wait),
+    Free(Free),
 }
 
 impl Event {
@@ -53,6 +61,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes);
     let need = match header.kind {
         kind::THREAD_EXIT => size_of::<ThreadExit>(),
+        kind::FORK => size_of::<Fork>(),
+        kind::EXEC => size_of::<Exec>(),
+        kind::EXIT => size_of::<Exit>(),
+        kind::WAIT => size_of::<Wait>(),
+        kind::FREE => size_of::<Free>(),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     if bytes.len() < need {
@@ -64,6 +77,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     Ok(match header.kind {
         kind::THREAD_EXIT => Event::ThreadExit(read(bytes)),
+        kind::FORK => Event::Fork(read(bytes)),
+        kind::EXEC => Event::Exec(Box::new(read(bytes))),
+        kind::EXIT => Event::Exit(read(bytes)),
+        kind::WAIT => Event::Wait(read(bytes)),
+        kind::FREE => Event::Free(read(bytes)),
         _ => unreachable!("kind checked above"),
     })
 }
@@ -141,6 +159,86 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_events_round_trip() {
+        use proclens_common::lifecycle::{TaskRef, exit_flags};
+        let t = |pid, tgid| TaskRef {
+            pid,
+            tgid,
+            start_ns: 99,
+        };
+        let fork = Fork {
+            header: EventHeader {
+                kind: kind::FORK,
+                tid: 11,
+                ts: 1,
+            },
+            creator: t(10, 10),
+            child: t(11, 11),
+            parent: t(10, 10),
+            comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&fork)), Ok(Event::Fork(fork)));
+        let mut exec = Exec {
+            header: EventHeader {
+                kind: kind::EXEC,
+                tid: 11,
+                ts: 2,
+            },
+            task: t(11, 11),
+            ..Default::default()
+        };
+        exec.filename[..7].copy_from_slice(b"/bin/ls");
+        assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec(Box::new(exec))));
+        let exit = Exit {
+            header: EventHeader {
+                kind: kind::EXIT,
+                tid: 11,
+                ts: 3,
+            },
+            task: t(11, 11),
+            parent: t(10, 10),
+            exit_code: 3 << 8,
+            flags: exit_flags::GROUP_DEAD,
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
+        let wait = Wait {
+            header: EventHeader {
+                kind: kind::WAIT,
+                tid: 10,
+                ts: 4,
+            },
+            waiter: t(10, 10),
+            target_pid: 11,
+            _pad: 0,
+        };
+        assert_eq!(decode(&bytes_of(&wait)), Ok(Event::Wait(wait)));
+        let free = Free {
+            header: EventHeader {
+                kind: kind::FREE,
+                tid: 11,
+                ts: 5,
+            },
+            task: t(11, 11),
+        };
+        assert_eq!(decode(&bytes_of(&free)), Ok(Event::Free(free)));
+        // Each kind cut one byte short is an error.
+        for b in [
+            bytes_of(&fork),
+            bytes_of(&exec),
+            bytes_of(&exit),
+            bytes_of(&wait),
+            bytes_of(&free),
+        ] {
+            assert!(matches!(
+                decode(&b[..b.len() - 1]),
+                Err(DecodeError::Truncated { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn malformed_events_are_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Short(0)));
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Short(3)));
@@ -164,8 +262,8 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap exhaustive-ish sweep: every length up to two events, every first byte.
-        for len in 0..2 * size_of::<ThreadExit>() {
-            for first in [0u8, 1, 2, 255] {
+        for len in 0..2 * size_of::<Exec>() {
+            for first in [0u8, 1, 2, 3, 4, 5, 6, 7, 255] {
                 let mut b = vec![0xa5u8; len];
                 if let Some(x) = b.first_mut() {
                     *x = first;

@@ -32,6 +32,93 @@ pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
     }
 }
 
+/// The fields of /proc/PID/stat proclens uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    /// Field 20: threads in the process (a zombie, dead for good, shows 1).
+    pub num_threads: u32,
+    /// Field 22: start time in clock ticks since boot (`start_boottime`).
+    pub start_ticks: u64,
+    /// Field 52 (Linux 3.5+): the wait status of a dead process.
+    pub exit_code: u32,
+}
+
+/// Parses a /proc/PID/stat line. The command name may hold spaces and parentheses, so it
+/// runs from the first `(` to the last `)`. Malformed input is `None`, never a panic.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] is field 3.
+    let field = |n: usize| rest.get(n - 3).copied();
+    Some(Stat {
+        pid,
+        comm,
+        state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
+        num_threads: field(20)?.parse().ok()?,
+        start_ticks: field(22)?.parse().ok()?,
+        exit_code: field(52)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |v| v as u32),
+    })
+}
+
+impl Stat {
+    /// A zombie process: dead and unreaped. State `Z` alone is not enough: a process whose
+    /// leader thread exited while other threads run also shows `Z` (ps: `Zl`).
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' && self.num_threads <= 1
+    }
+}
+
+/// /proc/PID/stat of a process, or `None` once it has gone.
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every process in /proc (thread-group leaders only).
+pub fn processes() -> Vec<Stat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(stat)
+        .collect()
+}
+
+/// Nanoseconds per /proc clock tick (`sysconf(_SC_CLK_TCK)`, usually 100 Hz).
+pub fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        10_000_000
+    } else {
+        1_000_000_000 / hz as u64
+    }
+}
+
+/// The boot clock (CLOCK_BOOTTIME, ns), the clock of lifecycle events and of field 22.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// A per-process text from /proc (command name, cgroup) by row key: re-read while the
 /// task lives (exec renames it), remembered after it exits.
 #[derive(Debug)]
@@ -79,5 +166,56 @@ impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
     /// Forgets keys not in `keep`.
     pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
         self.names.retain(|k, _| keep(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_lines() {
+        // A zombie with a command name holding a space and a parenthesis.
+        let z = "4242 (my (odd) cmd) Z 4200 4242 4200 0 -1 4227084 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 768\n";
+        let s = parse_stat(z).unwrap();
+        assert_eq!(
+            (
+                s.pid,
+                s.comm.as_str(),
+                s.state,
+                s.ppid,
+                s.start_ticks,
+                s.exit_code
+            ),
+            (4242, "my (odd) cmd", 'Z', 4200, 123456, 768)
+        );
+        assert!(s.is_zombie());
+        // A dead leader with a live thread: `Z` with 2 threads is no zombie.
+        let zl = z.replace(" 20 0 1 0 123456", " 20 0 2 0 123456");
+        let s = parse_stat(&zl).unwrap();
+        assert_eq!((s.state, s.num_threads), ('Z', 2));
+        assert!(!s.is_zombie());
+        // Old kernels have fewer fields: no exit code.
+        let old = "1 (init) S 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0";
+        assert_eq!(parse_stat(old).unwrap().exit_code, 0);
+        for bad in [
+            "",
+            "1 init S 0",
+            "x (a) S 0",
+            "1 (a) S",
+            "1 (a) S zz 1 1",
+            ") 1 (",
+            "1 (a) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 20 0 1 0 nope",
+        ] {
+            assert_eq!(parse_stat(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = stat(std::process::id()).unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_ticks * tick_ns() <= boot_ns());
+        assert!(processes().iter().any(|p| p.pid == 1));
     }
 }

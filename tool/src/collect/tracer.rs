@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{BtfTracePoint, RawTracePoint},
 };
 use proclens_common::{
     counters, globals,
@@ -26,6 +26,15 @@ use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proclens.bpf.o"));
+
+/// The lifecycle programs, each attached to the `sched` BTF tracepoint of its name.
+pub const LIFECYCLE_PROGRAMS: [&str; 5] = [
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_wait",
+    "sched_process_free",
+];
 
 /// What to trace.
 #[derive(Debug, Clone, Default)]
@@ -122,6 +131,7 @@ impl Tracer {
         } else {
             None
         };
+        let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
 
         let mut loader = EbpfLoader::new();
         loader
@@ -134,7 +144,25 @@ impl Tracer {
             .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
             .override_global(globals::TASK_START_TIME, &task.start_time, true)
             .override_global(globals::CGROUP_ID, &cgroup_id, true)
-            .override_global(globals::CGROUP_LEVEL, &cgroup_level, true);
+            .override_global(globals::CGROUP_LEVEL, &cgroup_level, true)
+            .override_global(globals::TASK_TGID, &life.tgid, true)
+            .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
+            .override_global(globals::TASK_START_BOOTTIME, &life.start_boottime, true)
+            .override_global(globals::TASK_EXIT_CODE, &life.exit_code, true)
+            .override_global(globals::TASK_EXIT_SIGNAL, &life.exit_signal, true)
+            .override_global(globals::TASK_SIGHAND, &life.sighand, true)
+            .override_global(globals::TASK_COMM, &life.comm, true)
+            .override_global(globals::SIGCHLD_HANDLER, &life.sigchld_handler, true)
+            .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
+            .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
+            .override_global(globals::PID_NR, &life.pid_nr, true)
+            .override_global(
+                globals::EXIT_GROUP_DEAD_ARG,
+                &life.exit_group_dead_arg,
+                true,
+            )
+            .override_global(globals::TASK_SIGNAL, &life.signal, true)
+            .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
         if opts.syscalls || opts.copies {
             copies::size_maps(&mut loader);
         }
@@ -160,6 +188,22 @@ impl Tracer {
         }
         if let Some(cfg) = &copy_cfg {
             copies::attach_copies(&mut ebpf, cfg).map_err(load_error)?;
+        }
+        // Lifecycle events (see tool-ebpf/src/lifecycle.rs): BTF tracepoints, which hand
+        // the programs task_struct pointers and need no tracefs.
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
+            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
+        })?;
+        for name in LIFECYCLE_PROGRAMS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the BPF object"))?
+                .try_into()?;
+            prog.load(name, &kernel_btf).map_err(|e| {
+                load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}")))
+            })?;
+            prog.attach()
+                .with_context(|| format!("attaching tp_btf/{name}"))?;
         }
         let copy_maps = if opts.syscalls || opts.copies {
             Some(CopyMaps::take(&mut ebpf)?)

@@ -1,8 +1,9 @@
 //! Output: plain text lines and NDJSON. Rendering is a pure function of a frame.
 
+pub mod copies;
 pub mod latency;
 pub mod prometheus;
 pub mod run;
-pub mod copies;
 pub mod top;
 pub mod tui;
+pub mod zombies;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod copy_workloads;
+pub mod lifecycle_workloads;
 pub mod workload;
 
 use std::{
@@ -190,4 +191,13 @@ pub fn bpf_program_ids_named(names: &[&str]) -> BTreeSet<u64> {
 }
 
 /// proclens's program names.
-pub const PROGRAM_NAMES: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+pub const PROGRAM_NAMES: &[&str] = &[
+    "sched_switch",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_wait",
+    "sched_process_free",
+];

@@ -271,6 +271,7 @@ pub fn run_if_child() {
         }
         // Copy paths with known byte counts (tests/copies.rs).
         copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
+        other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

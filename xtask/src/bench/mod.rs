@@ -3,8 +3,8 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
-pub mod syscalls;
 mod switches;
+pub mod syscalls;
 
 use std::{
     fs,
@@ -19,7 +19,11 @@ use anyhow::{Context as _, Result, bail};
 pub use bpf_stats::BpfStats;
 
 /// Runs every benchmark; returns the markdown sections by marker name.
-pub fn run_all(proclens: &Path, reps: usize, round_trips: u64) -> Result<Vec<(&'static str, String)>> {
+pub fn run_all(
+    proclens: &Path,
+    reps: usize,
+    round_trips: u64,
+) -> Result<Vec<(&'static str, String)>> {
     let switches = {
         let _stats = BpfStats::enable()?;
         switches::run(proclens, reps)?

@@ -199,10 +199,21 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<String> {
         2 * n,
         super::machine()
     )?;
-    writeln!(md, "| mode | ns per syscall | overhead per syscall | slowdown |")?;
-    writeln!(md, "|------|---------------:|---------------------:|---------:|")?;
+    writeln!(
+        md,
+        "| mode | ns per syscall | overhead per syscall | slowdown |"
+    )?;
+    writeln!(
+        md,
+        "|------|---------------:|---------------------:|---------:|"
+    )?;
     for (label, ns) in &rows {
-        writeln!(md, "| {label} | {ns:.0} | {:.0} ns | {:.2}x |", ns - base, ns / base)?;
+        writeln!(
+            md,
+            "| {label} | {ns:.0} | {:.0} ns | {:.2}x |",
+            ns - base,
+            ns / base
+        )?;
     }
     Ok(md)
 }

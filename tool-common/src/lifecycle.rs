@@ -1,0 +1,141 @@
+//! Process lifecycle events (fork, exec, exit, wait, free), sent through the ring buffer.
+//!
+//! Every event names its tasks by [`TaskRef`]: thread id, thread-group id and the
+//! group leader's `start_boottime`. `(tgid, start_ns)` names a process uniquely even when
+//! its pid is reused before the old task is freed (a fork storm does that), and it is the
+//! same clock `/proc/PID/stat` reports (field 22, in clock ticks), so processes seen at
+//! start-up in /proc can be matched with later events.
+
+use crate::event::EventHeader;
+
+/// Bytes of an exec's filename kept (NUL-terminated; longer paths are cut).
+pub const FILENAME_LEN: usize = 256;
+/// `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// A task, with the identity of its process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TaskRef {
+    /// Thread id.
+    pub pid: u32,
+    /// Thread-group id (process id).
+    pub tgid: u32,
+    /// `start_boottime` (ns since boot, suspend included) of the thread-group leader.
+    pub start_ns: u64,
+}
+
+/// [`Fork::flags`] bits.
+pub mod fork_flags {
+    /// The new task is a thread of its creator's process (`CLONE_THREAD`).
+    pub const THREAD: u32 = 1;
+}
+
+/// `sched_process_fork`: `creator` made `child`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fork {
+    pub header: EventHeader,
+    /// The thread that called fork/clone.
+    pub creator: TaskRef,
+    pub child: TaskRef,
+    /// The child's `real_parent` process (differs from the creator's with `CLONE_PARENT`;
+    /// for a thread it is the process's parent).
+    pub parent: TaskRef,
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `sched_process_exec`: `task` now runs `filename`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub header: EventHeader,
+    pub task: TaskRef,
+    /// The thread id before exec (a non-leader thread that execs takes the leader's id).
+    pub old_pid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; FILENAME_LEN],
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            task: TaskRef::default(),
+            old_pid: 0,
+            _pad: 0,
+            comm: [0; COMM_LEN],
+            filename: [0; FILENAME_LEN],
+        }
+    }
+}
+
+/// [`Exit::flags`] bits.
+pub mod exit_flags {
+    /// The last thread of the process exited: the process is dead (a zombie until reaped).
+    pub const GROUP_DEAD: u32 = 1;
+    /// The parent ignores SIGCHLD (`SIG_IGN` or `SA_NOCLDWAIT`) and the exit signal is
+    /// SIGCHLD: the kernel reaps the process itself, it never becomes a zombie.
+    pub const AUTOREAP: u32 = 2;
+}
+
+/// `sched_process_exit`: a thread exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exit {
+    pub header: EventHeader,
+    pub task: TaskRef,
+    /// The process's parent (`real_parent`) at exit: the process that must reap it.
+    pub parent: TaskRef,
+    /// `task->exit_code`: wait status layout (exit status << 8, or the terminating signal
+    /// in the low 7 bits, 0x80 if it dumped core).
+    pub exit_code: u32,
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `sched_process_wait`: `waiter` entered wait*() for `target_pid` (0: any child).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wait {
+    pub header: EventHeader,
+    pub waiter: TaskRef,
+    pub target_pid: u32,
+    pub _pad: u32,
+}
+
+/// `sched_process_free`: a process's leader task was freed, an RCU grace period after it
+/// was reaped. Sent only for group leaders (the process is gone for good).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Free {
+    pub header: EventHeader,
+    pub task: TaskRef,
+}
+
+/// The status a zombie's parent will read from wait(): exit code or signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit(code).
+    Code(u8),
+    /// Killed by this signal.
+    Signal { signal: u8, core_dumped: bool },
+}
+
+impl ExitStatus {
+    /// Decodes a wait status as the kernel stores it in `exit_code`.
+    pub const fn from_raw(raw: u32) -> Self {
+        let sig = (raw & 0x7f) as u8;
+        if sig == 0 {
+            ExitStatus::Code(((raw >> 8) & 0xff) as u8)
+        } else {
+            ExitStatus::Signal {
+                signal: sig,
+                core_dumped: raw & 0x80 != 0,
+            }
+        }
+    }
+}

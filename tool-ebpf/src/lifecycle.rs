@@ -1,0 +1,286 @@
+//! Process lifecycle: fork, exec, exit, wait and free, one ring-buffer event each.
+//!
+//! Attached as BTF tracepoints (`tp_btf`), which hand over the `task_struct` pointers;
+//! every `task_struct`/`sighand_struct`/`linux_binprm`/`pid` offset comes from the running
+//! kernel's BTF through load-time globals (see `config`). A failed reservation is counted
+//! in `COUNTERS[RINGBUF_DROPS]`, never silent.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use proclens_common::{
+    counters,
+    event::{EventHeader, kind},
+    lifecycle::{COMM_LEN, Exec, Exit, Fork, Free, TaskRef, Wait, exit_flags, fork_flags},
+};
+
+use crate::{
+    config,
+    maps::{EVENTS, count, submit_flags},
+};
+
+const SIGCHLD: i32 = 17;
+const SIG_IGN: u64 = 1;
+const SA_NOCLDWAIT: u64 = 2;
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_wait")]
+pub fn sched_process_wait(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_wait(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_free")]
+pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_free(&ctx);
+    0
+}
+
+#[inline(always)]
+fn read_at<T>(base: u64, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+}
+
+/// The task's ids and its process's identity (group leader's start_boottime).
+#[inline(always)]
+fn task_ref(task: u64) -> Result<TaskRef, i32> {
+    let pid: u32 = read_at(task, config::task_pid_off())?;
+    let tgid: u32 = read_at(task, config::task_tgid_off())?;
+    let leader: u64 = read_at(task, config::task_group_leader_off())?;
+    let start_ns: u64 = if leader == 0 {
+        0
+    } else {
+        read_at(leader, config::task_start_boottime_off())?
+    };
+    Ok(TaskRef {
+        pid,
+        tgid,
+        start_ns,
+    })
+}
+
+/// The process that must reap `task`: its `real_parent`.
+#[inline(always)]
+fn parent_ref(task: u64) -> Result<(u64, TaskRef), i32> {
+    let parent: u64 = read_at(task, config::task_real_parent_off())?;
+    if parent == 0 {
+        return Ok((0, TaskRef::default()));
+    }
+    Ok((parent, task_ref(parent)?))
+}
+
+#[inline(always)]
+fn comm(task: u64) -> [u8; COMM_LEN] {
+    read_at(task, config::task_comm_off()).unwrap_or([0; COMM_LEN])
+}
+
+#[inline(always)]
+fn is_self(tgid: u32) -> bool {
+    let me = config::self_tgid();
+    me != 0 && tgid == me
+}
+
+#[inline(always)]
+fn header(kind: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        kind,
+        tid,
+        ts: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
+
+fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let creator_task: u64 = ctx.arg(0);
+    let child_task: u64 = ctx.arg(1);
+    let creator = task_ref(creator_task)?;
+    if is_self(creator.tgid) {
+        return Ok(());
+    }
+    let child = task_ref(child_task)?;
+    let (_, parent) = parent_ref(child_task)?;
+    let flags = if child.tgid == creator.tgid {
+        fork_flags::THREAD
+    } else {
+        0
+    };
+    let ev = Fork {
+        header: header(kind::FORK, child.pid),
+        creator,
+        child,
+        parent,
+        flags,
+        _pad: 0,
+        comm: comm(child_task),
+    };
+    submit(ev);
+    Ok(())
+}
+
+fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let task: u64 = ctx.arg(0);
+    let old_pid: u32 = ctx.arg(1);
+    let bprm: u64 = ctx.arg(2);
+    let me = task_ref(task)?;
+    if is_self(me.tgid) {
+        return Ok(());
+    }
+    let filename: u64 = read_at(bprm, config::binprm_filename_off())?;
+    let Some(mut slot) = EVENTS.reserve::<Exec>(0) else {
+        count(counters::RINGBUF_DROPS);
+        return Ok(());
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved record of the right size; every field is written
+    // before submit (the filename in place, so the record never sits on the BPF stack).
+    unsafe {
+        (*ev).header = header(kind::EXEC, me.pid);
+        (*ev).task = me;
+        (*ev).old_pid = old_pid;
+        (*ev)._pad = 0;
+        (*ev).comm = comm(task);
+        let buf = &mut (*ev).filename;
+        buf[0] = 0;
+        let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, buf);
+    }
+    slot.submit(submit_flags());
+    Ok(())
+}
+
+/// Whether the kernel will reap `task` itself when it dies (its parent ignores SIGCHLD),
+/// by the rule of `do_notify_parent`.
+#[inline(always)]
+fn autoreaped(task: u64, parent: u64) -> bool {
+    if parent == 0 {
+        return false;
+    }
+    let exit_signal: i32 = read_at(task, config::task_exit_signal_off()).unwrap_or(0);
+    if exit_signal != SIGCHLD {
+        return false;
+    }
+    let Ok(sighand) = read_at::<u64>(parent, config::task_sighand_off()) else {
+        return false;
+    };
+    if sighand == 0 {
+        return false;
+    }
+    let handler: u64 = read_at(sighand, config::sigchld_handler_off()).unwrap_or(0);
+    let flags: u64 = read_at(sighand, config::sigchld_flags_off()).unwrap_or(0);
+    handler == SIG_IGN || flags & SA_NOCLDWAIT != 0
+}
+
+/// Whether the exiting `task` is the last of its thread group. Newer kernels pass it to
+/// the tracepoint; older ones decremented `signal->live` just before it fires (two threads
+/// exiting at once may then both see 0: the fallback is exact only for the common case).
+#[inline(always)]
+fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
+    if config::exit_group_dead_arg() != 0 {
+        // A constant for the verifier: on kernels without the argument this branch is
+        // dead code and the out-of-range context read is never checked.
+        let arg: u64 = ctx.arg(1);
+        return arg & 0xff != 0;
+    }
+    let Ok(signal) = read_at::<u64>(task, config::task_signal_off()) else {
+        return false;
+    };
+    signal != 0 && read_at::<i32>(signal, config::signal_live_off()).is_ok_and(|live| live == 0)
+}
+
+fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let task: u64 = ctx.arg(0);
+    let me = task_ref(task)?;
+    if is_self(me.tgid) {
+        return Ok(());
+    }
+    let (parent_task, parent) = parent_ref(task)?;
+    let mut flags = 0;
+    if group_dead(ctx, task) {
+        flags |= exit_flags::GROUP_DEAD;
+        // The leader is the task its parent waits for; its exit signal decides.
+        let leader: u64 = read_at(task, config::task_group_leader_off()).unwrap_or(task);
+        if autoreaped(leader, parent_task) {
+            flags |= exit_flags::AUTOREAP;
+        }
+    }
+    let exit_code: u32 = read_at(task, config::task_exit_code_off()).unwrap_or(0);
+    submit(Exit {
+        header: header(kind::EXIT, me.pid),
+        task: me,
+        parent,
+        exit_code,
+        flags,
+        comm: comm(task),
+    });
+    Ok(())
+}
+
+fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let pid_struct: u64 = ctx.arg(0);
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let waiter = task_ref(task)?;
+    if is_self(waiter.tgid) {
+        return Ok(());
+    }
+    let target_pid: u32 = if pid_struct == 0 {
+        0
+    } else {
+        read_at(pid_struct, config::pid_nr_off()).unwrap_or(0)
+    };
+    submit(Wait {
+        header: header(kind::WAIT, waiter.pid),
+        waiter,
+        target_pid,
+        _pad: 0,
+    });
+    Ok(())
+}
+
+fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let task: u64 = ctx.arg(0);
+    let pid: u32 = read_at(task, config::task_pid_off())?;
+    let tgid: u32 = read_at(task, config::task_tgid_off())?;
+    if pid != tgid || is_self(tgid) {
+        // Only a group leader's free ends a process; a thread's would only cost ring space.
+        return Ok(());
+    }
+    let start_ns: u64 = read_at(task, config::task_start_boottime_off())?;
+    submit(Free {
+        header: header(kind::FREE, pid),
+        task: TaskRef {
+            pid,
+            tgid,
+            start_ns,
+        },
+    });
+    Ok(())
+}
+
+#[inline(always)]
+fn submit<T: 'static>(ev: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(ev);
+            slot.submit(submit_flags());
+        }
+        None => count(counters::RINGBUF_DROPS),
+    }
+}

@@ -1,0 +1,384 @@
+//! `proclens zombies`: current zombies grouped by parent (default), a live stream of
+//! zombie/reap/orphan events (`--watch`), or a health check (`--check`).
+
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Output;
+use crate::collect::session::clock_now;
+use crate::{
+    collect::{
+        events::{Event, EventStream},
+        lifecycle::{self, Lifecycle},
+        procfs,
+        tracer::{Tracer, TracerOptions},
+    },
+    model::proctable::{ForkStats, Key, Notice},
+    render::zombies as render,
+};
+
+#[derive(Args, Debug)]
+pub struct ZombiesArgs {
+    /// A dead process counts as a zombie once its parent has left it unreaped this long
+    /// (seconds, fractions allowed, >= 0). Without --watch, proclens observes for this long
+    /// before it reports, so every zombie shown is at least this old.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_min_age)]
+    pub min_age: f64,
+    /// Stream events until Ctrl-C: a zombie appeared (reached --min-age), a zombie was
+    /// reaped (and after how long), an orphan was re-parented (and to whom), plus a stats
+    /// line every --interval with fork statistics per parent and the lost-event count.
+    #[arg(long, conflicts_with = "check")]
+    pub watch: bool,
+    /// Health check: print the zombies, then exit 0 when at most --max zombies at least
+    /// --min-age old exist, 1 otherwise.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: how many zombies are tolerated.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "check")]
+    pub max: u64,
+    /// With --watch: seconds between stats lines (> 0).
+    #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = super::parse_interval)]
+    pub interval: f64,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+fn parse_min_age(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("minimum age must be 0 seconds or more, got `{s}`"));
+    }
+    if v > 86_400.0 * 365.0 {
+        return Err(format!("minimum age `{s}` is longer than a year"));
+    }
+    Ok(v)
+}
+
+pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
+    let tracer = Tracer::start(&TracerOptions::default())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut s = Session::start(tracer)?;
+        if args.watch {
+            s.watch(&args).await
+        } else {
+            s.snapshot(&args).await
+        }
+    })
+}
+
+/// The tracer, its ring buffer and the process table fed from them.
+struct Session {
+    tracer: Tracer,
+    stream: EventStream,
+    life: Lifecycle,
+    events: Vec<Event>,
+    /// The drop count at the last reconciliation with /proc.
+    lost_seen: u64,
+}
+
+impl Session {
+    fn start(mut tracer: Tracer) -> Result<Self> {
+        let stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
+        // Attached first, seeded second: whatever happens after the scan is in the stream.
+        Ok(Self {
+            tracer,
+            stream,
+            life: Lifecycle::start(),
+            events: Vec::new(),
+            lost_seen: 0,
+        })
+    }
+
+    /// Applies the pending events; the notices are kept for the caller.
+    fn apply(&mut self) {
+        self.life.apply(&mut self.events);
+        // THREAD_EXIT (switch accounting) is of no use here.
+        self.events.clear();
+    }
+
+    fn lost(&self) -> Result<u64> {
+        Ok(self.tracer.health()?.ringbuf_drops)
+    }
+
+    /// Observes for --min-age, then prints the zombies at least that old.
+    async fn snapshot(&mut self, args: &ZombiesArgs) -> Result<ExitCode> {
+        let min_age_ns = (args.min_age * 1e9) as u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.min_age);
+        loop {
+            tokio::select! {
+                r = self.stream.recv(&mut self.events) => r?,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            self.apply();
+        }
+        self.stream.drain(&mut self.events);
+        self.apply();
+        let tick_ns = self.life.tick_ns;
+        let zombies: Vec<_> = self
+            .life
+            .table
+            .zombies(procfs::boot_ns(), min_age_ns)
+            .into_iter()
+            .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
+            .collect();
+        let lost = self.lost()?;
+        let (time, _) = clock_now();
+        let lines = if args.output.json {
+            render::snapshot_json(time, &zombies, lost, args.min_age)
+        } else {
+            render::snapshot_plain(&zombies, lost, args.min_age)
+        };
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+        if args.check && zombies.len() as u64 > args.max {
+            eprintln!(
+                "proclens: {} zombies at least {}s old (at most {} allowed)",
+                zombies.len(),
+                args.min_age,
+                args.max
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Streams zombie, reaped and orphan events, and a stats line every interval.
+    async fn watch(&mut self, args: &ZombiesArgs) -> Result<ExitCode> {
+        let json = args.output.json;
+        let min_age_ns = (args.min_age * 1e9) as u64;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let period = Duration::from_secs_f64(args.interval);
+        // The first stats line comes one interval in, so its rates cover a whole interval.
+        let mut stats_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Zombie ages and orphans' new parents are checked this often.
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stats: std::collections::HashMap<Key, ForkStats> =
+            std::collections::HashMap::new();
+        let mut last_tick = Instant::now();
+        let mut out = std::io::stdout().lock();
+        loop {
+            let mut lines: Vec<String> = Vec::new();
+            tokio::select! {
+                r = self.stream.recv(&mut self.events) => { r?; self.apply(); }
+                _ = poll.tick() => {
+                    self.stream.drain(&mut self.events);
+                    self.apply();
+                    lines.extend(self.watch_lines(json, min_age_ns)?);
+                }
+                _ = stats_tick.tick() => {
+                    self.stream.drain(&mut self.events);
+                    self.apply();
+                    lines.extend(self.watch_lines(json, min_age_ns)?);
+                    let now = Instant::now();
+                    let interval_s = now.duration_since(last_tick).as_secs_f64();
+                    last_tick = now;
+                    lines.extend(self.stats_lines(json, interval_s, min_age_ns, &mut last_stats)?);
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => break,
+            }
+            if !lines.is_empty() {
+                for l in lines {
+                    writeln!(out, "{l}")?;
+                }
+                out.flush()?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Lines for what happened since the last call: reaps and orphans (from notices) and
+    /// zombies that reached the minimum age.
+    fn watch_lines(&mut self, json: bool, min_age_ns: u64) -> Result<Vec<String>> {
+        let lost = self.lost()?;
+        let (time, clock) = clock_now();
+        let mut lines = Vec::new();
+        for n in self.life.take_notices() {
+            if let Notice::Reaped {
+                proc, dead_for_ns, ..
+            } = n
+                && proc.reported
+            {
+                let parent_comm = self
+                    .life
+                    .table
+                    .comm_of_pid(proc.ppid)
+                    .unwrap_or("?")
+                    .to_string();
+                lines.push(render::reaped(
+                    json,
+                    time,
+                    &clock,
+                    &proc,
+                    &parent_comm,
+                    dead_for_ns,
+                    lost,
+                ));
+            }
+        }
+        for r in self.life.orphans.resolved(self.life.tick_ns) {
+            let (key, new) = (r.child, r.new_ppid);
+            let parent = self.life.table.reparent(key, new);
+            let comm = self
+                .life
+                .table
+                .get(&key)
+                .map(|p| p.comm.clone())
+                .unwrap_or_else(|| "?".into());
+            let new_comm = parent
+                .and_then(|k| self.life.table.get(&k))
+                .map(|p| p.comm.clone())
+                .or_else(|| procfs::comm(new))
+                .unwrap_or_else(|| "?".into());
+            let o = render::Orphan {
+                pid: key.tgid,
+                comm: &comm,
+                old_ppid: r.old_ppid,
+                old_parent_comm: &r.old_parent_comm,
+                new_ppid: new,
+                new_parent_comm: &new_comm,
+            };
+            lines.push(render::orphan(json, time, &clock, &o, lost));
+        }
+        let tick_ns = self.life.tick_ns;
+        let now_ns = procfs::boot_ns();
+        let fresh = self.life.table.new_zombies(now_ns, min_age_ns, |z| {
+            lifecycle::is_zombie_now(&z.key, tick_ns)
+        });
+        if !fresh.is_empty() {
+            let per_parent = self.life.table.zombies_per_parent(now_ns, min_age_ns);
+            for z in fresh {
+                let n = per_parent.get(&z.ppid).copied().unwrap_or(1);
+                lines.push(render::appeared(json, time, &clock, &z, n, lost));
+            }
+        }
+        Ok(lines)
+    }
+
+    fn stats_lines(
+        &mut self,
+        json: bool,
+        interval_s: f64,
+        min_age_ns: u64,
+        last: &mut std::collections::HashMap<Key, ForkStats>,
+    ) -> Result<Vec<String>> {
+        let lost = self.lost()?;
+        if lost > self.lost_seen {
+            // Some events never arrived: check the table against /proc.
+            self.lost_seen = lost;
+            self.life.reconcile();
+        }
+        let (time, clock) = clock_now();
+        let mut owned: Vec<(Key, String, ForkStats, ForkStats, usize)> = Vec::new();
+        for (key, total) in self.life.table.all_fork_stats() {
+            if total.processes + total.threads + total.child_exits == 0 {
+                continue;
+            }
+            let delta = total.since(&last.get(key).copied().unwrap_or_default());
+            let comm = self
+                .life
+                .table
+                .get(key)
+                .map(|p| p.comm.clone())
+                .unwrap_or_else(|| "?".into());
+            owned.push((
+                *key,
+                comm,
+                *total,
+                delta,
+                self.life.table.children_of(key.tgid),
+            ));
+        }
+        owned.sort_by_key(|(k, ..)| *k);
+        *last = self
+            .life
+            .table
+            .all_fork_stats()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let parents = owned
+            .iter()
+            .map(|(k, comm, total, delta, children)| render::ParentStats {
+                pid: k.tgid,
+                comm,
+                total: *total,
+                delta: *delta,
+                children: *children,
+            })
+            .collect();
+        let s = render::Stats {
+            time,
+            clock: &clock,
+            interval_s,
+            lost,
+            tracked: self.life.table.len(),
+            zombies: self.life.table.zombies(procfs::boot_ns(), min_age_ns).len(),
+            parents,
+        };
+        Ok(render::stats(json, &s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<super::ZombiesArgs, clap::Error> {
+        let mut v = vec!["proclens", "zombies"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).map(|c| match c.command {
+            Command::Zombies(z) => z,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let z = parse(&[]).unwrap();
+        assert!((z.min_age - 1.0).abs() < f64::EPSILON);
+        assert!(!z.watch && !z.check && z.max == 0 && !z.output.json);
+        let z = parse(&["--check", "--max", "3", "--min-age", "0.5", "--json"]).unwrap();
+        assert!(z.check && z.max == 3 && z.output.json && (z.min_age - 0.5).abs() < f64::EPSILON);
+        assert!(parse(&["--min-age", "0"]).is_ok());
+    }
+
+    #[test]
+    fn bad_arguments_are_rejected_with_2() {
+        for bad in [
+            &["--min-age", "-1"][..],
+            &["--min-age", "nan"],
+            &["--min-age", "abc"],
+            &["--max", "2"],
+            &["--watch", "--check"],
+            &["--check", "--max", "-1"],
+            &["--watch", "--interval", "0"],
+        ] {
+            let err = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad:?}"));
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+}

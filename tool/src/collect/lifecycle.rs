@@ -1,0 +1,238 @@
+//! Feeding the process table from the running system: the /proc seed at start-up and the
+//! kernel's answer, through /proc, to "who is this orphan's parent now?".
+
+use std::time::{Duration, Instant};
+
+use std::collections::BTreeMap;
+
+use crate::{
+    collect::{events::Event, procfs},
+    model::proctable::{Key, Notice, ProcTable, SeedProc},
+};
+
+/// The process table fed from the ring buffer, with the orphans whose new parent is still
+/// to be read. `zombies` uses it; `top` and `run` can too:
+///
+/// ```text
+/// let tracer = Tracer::start(..)?;            // attach first,
+/// let mut life = Lifecycle::start();         // then seed from /proc
+/// // each tick, after stream.drain(&mut events):
+/// life.apply(&mut events);                   // lifecycle events out, THREAD_EXIT stays
+/// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
+/// let forks = life.table.fork_stats_of_pid(pid);        // forks/threads/exits/waits
+/// for n in life.take_notices() { /* Notice::Reaped { dead_for_ns, .. }: reaped late? */ }
+/// ```
+#[derive(Debug)]
+pub struct Lifecycle {
+    pub table: ProcTable,
+    pub orphans: Orphans,
+    /// ns per /proc clock tick.
+    pub tick_ns: u64,
+    notices: Vec<Notice>,
+}
+
+impl Lifecycle {
+    /// A table seeded from /proc now. Start the tracer first.
+    pub fn start() -> Self {
+        let tick_ns = procfs::tick_ns();
+        let mut table = ProcTable::new(tick_ns);
+        seed(&mut table);
+        Self {
+            table,
+            orphans: Orphans::default(),
+            tick_ns,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Applies the lifecycle events in `events` and removes them; other kinds (the switch
+    /// model's `THREAD_EXIT`) stay, in order. Orphans are queued for their new parent.
+    pub fn apply(&mut self, events: &mut Vec<Event>) {
+        events.retain(|ev| {
+            if matches!(ev, Event::ThreadExit(_)) {
+                return true;
+            }
+            for n in self.table.apply(ev) {
+                if let Notice::Orphaned {
+                    parent,
+                    parent_comm,
+                    children,
+                } = &n
+                {
+                    self.orphans.watch(children, parent.tgid, parent_comm);
+                }
+                self.notices.push(n);
+            }
+            false
+        });
+    }
+
+    /// After lost events: forgets processes the kernel no longer has (their free event
+    /// may be among the lost), so the table cannot grow without bound. Returns how many.
+    pub fn reconcile(&mut self) -> usize {
+        let tick_ns = self.tick_ns;
+        self.table
+            .prune(|k| procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns))
+    }
+
+    /// What the table noticed since the last call (reaps, orphans).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Zombies at least `min_age_ns` old per parent pid, now.
+    #[allow(dead_code, reason = "API for `top`'s zombies column")]
+    pub fn zombies_per_parent(&self, min_age_ns: u64) -> BTreeMap<u32, usize> {
+        self.table.zombies_per_parent(procfs::boot_ns(), min_age_ns)
+    }
+}
+
+/// Seeds `table` from /proc. Call it after the programs are attached and before the first
+/// events are applied, so every process is either seen here or born in the event stream.
+pub fn seed(table: &mut ProcTable) {
+    let procs: Vec<SeedProc> = procfs::processes()
+        .into_iter()
+        // `X` (dead) is a reaped task on its way out: not a process any more.
+        .filter(|s| s.state != 'X')
+        .map(|s| SeedProc {
+            pid: s.pid,
+            ppid: s.ppid,
+            start_ticks: s.start_ticks,
+            zombie: s.is_zombie(),
+            comm: s.comm,
+            exit_code: s.exit_code,
+        })
+        .collect();
+    table.seed(&procs, procfs::boot_ns());
+}
+
+/// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
+pub fn is_zombie_now(key: &Key, tick_ns: u64) -> bool {
+    procfs::stat(key.tgid).is_some_and(|s| s.is_zombie() && s.start_ticks == key.start_ns / tick_ns)
+}
+
+/// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the
+/// exit event, so the new parent is read from /proc until it has changed.
+#[derive(Debug, Default)]
+pub struct Orphans {
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    child: Key,
+    old_ppid: u32,
+    old_parent_comm: String,
+    until: Instant,
+}
+
+/// How long to keep asking for an orphan's new parent.
+const REPARENT_WAIT: Duration = Duration::from_secs(2);
+
+impl Orphans {
+    pub fn watch(&mut self, children: &[Key], old_ppid: u32, old_parent_comm: &str) {
+        let until = Instant::now() + REPARENT_WAIT;
+        self.pending.extend(children.iter().map(|k| Pending {
+            child: *k,
+            old_ppid,
+            old_parent_comm: old_parent_comm.to_string(),
+            until,
+        }));
+    }
+
+    /// Orphans whose new parent the kernel now shows. An orphan that died meanwhile (its
+    /// pid gone or reused) is dropped.
+    pub fn resolved(&mut self, tick_ns: u64) -> Vec<Reparented> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.pending.retain(|p| {
+            let Some(s) =
+                procfs::stat(p.child.tgid).filter(|s| s.start_ticks == p.child.start_ns / tick_ns)
+            else {
+                return false;
+            };
+            if s.ppid != p.old_ppid {
+                out.push(Reparented {
+                    child: p.child,
+                    old_ppid: p.old_ppid,
+                    old_parent_comm: p.old_parent_comm.clone(),
+                    new_ppid: s.ppid,
+                });
+                return false;
+            }
+            now < p.until
+        });
+        out
+    }
+}
+
+/// An orphan and its new parent, as the kernel shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reparented {
+    pub child: Key,
+    pub old_ppid: u32,
+    pub old_parent_comm: String,
+    pub new_ppid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use proclens_common::{
+        event::{EventHeader, ThreadExit, kind},
+        lifecycle::{Fork, TaskRef},
+    };
+
+    use super::*;
+
+    #[test]
+    fn apply_takes_lifecycle_events_and_leaves_thread_exits_in_order() {
+        let mut life = Lifecycle::start();
+        // This very process is in the seed; one fork of it adds a child.
+        let me = procfs::stat(std::process::id()).unwrap();
+        let me_ref = TaskRef {
+            pid: me.pid,
+            tgid: me.pid,
+            start_ns: me.start_ticks * life.tick_ns,
+        };
+        let before = life.table.len();
+        let exit = |tid| ThreadExit {
+            header: EventHeader {
+                kind: kind::THREAD_EXIT,
+                tid,
+                ts: 0,
+            },
+            ..Default::default()
+        };
+        let fork = Fork {
+            header: EventHeader {
+                kind: kind::FORK,
+                tid: u32::MAX - 1,
+                ts: 1,
+            },
+            creator: me_ref,
+            child: TaskRef {
+                pid: u32::MAX - 1,
+                tgid: u32::MAX - 1,
+                start_ns: u64::MAX / 2,
+            },
+            parent: me_ref,
+            ..Default::default()
+        };
+        let mut events = vec![
+            Event::ThreadExit(exit(1)),
+            Event::Fork(fork),
+            Event::ThreadExit(exit(2)),
+        ];
+        life.apply(&mut events);
+        assert_eq!(
+            events,
+            vec![Event::ThreadExit(exit(1)), Event::ThreadExit(exit(2))]
+        );
+        assert_eq!(life.table.len(), before + 1);
+        assert_eq!(
+            life.table.fork_stats_of_pid(me.pid).map(|s| s.processes),
+            Some(1)
+        );
+        assert!(life.take_notices().is_empty());
+    }
+}

@@ -1,0 +1,441 @@
+//! `proclens zombies` output, plain and JSON (one object per line). Pure functions of
+//! model values; the field names are a stable schema (for the README):
+//!
+//! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
+//! grouped by parent, then one summary.
+//! - `{"type":"zombie","time","pid","ppid","comm","parent_comm","exit_code"|"signal"
+//!   (+"core_dumped":true),"age_s","age_exact",("exe"),"parent_zombies","lost_events"}`;
+//!   `exe` (the file it exec'd) is there when proclens saw the exec;
+//!   `age_exact` is false for a zombie older than proclens: `age_s` then counts from
+//!   start-up (a lower bound).
+//! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events"}`.
+//!
+//! `--watch --json`: one object per event, each with the running `lost_events`.
+//! - `zombie`: as above, when a zombie reaches `--min-age`;
+//! - `{"type":"reaped","time","pid","ppid","comm","parent_comm","zombie_s"}` for a
+//!   reported zombie once freed (`zombie_s`: dead this long; null if it died before
+//!   proclens started);
+//! - `{"type":"orphan","time","pid","comm","old_ppid","old_parent_comm","new_ppid",
+//!   "new_parent_comm"}`: the new parent as the kernel shows it;
+//! - `{"type":"stats","time","interval_s","lost_events","tracked_processes","zombies",
+//!   "parents":[{"pid","comm","forks","threads","forks_per_s","threads_per_s",
+//!   "child_exits","child_failures","waits","children"}]}` every `--interval`: fork
+//!   statistics per parent since proclens started (rates over the interval).
+
+use serde::Serialize;
+
+use crate::model::{
+    proctable::{ForkStats, Proc, Zombie},
+    rates::per_second,
+};
+use proclens_common::lifecycle::ExitStatus;
+
+const NS: f64 = 1e9;
+
+/// Exit code or signal, flattened into the JSON object.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct JsonStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u8>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+}
+
+impl From<ExitStatus> for JsonStatus {
+    fn from(s: ExitStatus) -> Self {
+        match s {
+            ExitStatus::Code(c) => Self {
+                exit_code: Some(c),
+                signal: None,
+                core_dumped: false,
+            },
+            ExitStatus::Signal {
+                signal,
+                core_dumped,
+            } => Self {
+                exit_code: None,
+                signal: Some(signal),
+                core_dumped,
+            },
+        }
+    }
+}
+
+fn status_text(s: ExitStatus) -> String {
+    match s {
+        ExitStatus::Code(c) => format!("exit {c}"),
+        ExitStatus::Signal {
+            signal,
+            core_dumped,
+        } => {
+            format!(
+                "signal {signal}{}",
+                if core_dumped { " (core dumped)" } else { "" }
+            )
+        }
+    }
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / NS
+}
+
+#[derive(Debug, Serialize)]
+struct JsonZombie<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: f64,
+    pid: u32,
+    ppid: u32,
+    comm: &'a str,
+    parent_comm: &'a str,
+    #[serde(flatten)]
+    status: JsonStatus,
+    age_s: f64,
+    /// False when the zombie predates proclens: `age_s` counts from start-up.
+    age_exact: bool,
+    /// The file it exec'd, when proclens saw the exec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
+    parent_zombies: usize,
+    lost_events: u64,
+}
+
+fn per_parent(zombies: &[Zombie], ppid: u32) -> usize {
+    zombies.iter().filter(|z| z.ppid == ppid).count()
+}
+
+fn zombie_json(
+    kind: &'static str,
+    time: f64,
+    z: &Zombie,
+    parent_zombies: usize,
+    lost: u64,
+) -> String {
+    serde_json::to_string(&JsonZombie {
+        kind,
+        time,
+        pid: z.key.tgid,
+        ppid: z.ppid,
+        comm: &z.comm,
+        parent_comm: &z.parent_comm,
+        status: z.status.into(),
+        age_s: secs(z.age_ns),
+        age_exact: z.age_exact,
+        exe: z.exe.as_deref(),
+        parent_zombies,
+        lost_events: lost,
+    })
+    .expect("serializable")
+}
+
+/// The snapshot (`proclens zombies`): zombies grouped by parent (as ordered by the model).
+pub fn snapshot_json(time: f64, zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<String> {
+    let mut out: Vec<String> = zombies
+        .iter()
+        .map(|z| zombie_json("zombie", time, z, per_parent(zombies, z.ppid), lost))
+        .collect();
+    let parents: std::collections::BTreeSet<u32> = zombies.iter().map(|z| z.ppid).collect();
+    out.push(
+        serde_json::json!({
+            "type": "summary", "time": time, "zombies": zombies.len(), "parents": parents.len(),
+            "min_age_s": min_age_s, "lost_events": lost,
+        })
+        .to_string(),
+    );
+    out
+}
+
+pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last_parent = None;
+    for z in zombies {
+        if last_parent != Some(z.ppid) {
+            if last_parent.is_some() {
+                out.push(String::new());
+            }
+            let n = per_parent(zombies, z.ppid);
+            out.push(format!(
+                "parent {} ({}) holds {n} zombie{}",
+                z.ppid,
+                z.parent_comm,
+                if n == 1 { "" } else { "s" }
+            ));
+            out.push(format!(
+                "  {:>8}  {:<16}  {:<20}  {:>10}",
+                "PID", "COMMAND", "STATUS", "AGE"
+            ));
+            last_parent = Some(z.ppid);
+        }
+        let age = format!(
+            "{}{:.1}s",
+            if z.age_exact { "" } else { ">" },
+            secs(z.age_ns)
+        );
+        out.push(format!(
+            "  {:>8}  {:<16}  {:<20}  {:>10}",
+            z.key.tgid,
+            z.comm,
+            status_text(z.status),
+            age
+        ));
+    }
+    if !zombies.is_empty() {
+        out.push(String::new());
+    }
+    out.push(format!(
+        "{} zombie{} older than {min_age_s}s; lost events: {lost}",
+        zombies.len(),
+        if zombies.len() == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// `--watch`: a process became a zombie (reached the minimum age).
+pub fn appeared(
+    json: bool,
+    time: f64,
+    clock: &str,
+    z: &Zombie,
+    parent_zombies: usize,
+    lost: u64,
+) -> String {
+    if json {
+        return zombie_json("zombie", time, z, parent_zombies, lost);
+    }
+    format!(
+        "{clock} zombie  pid {} ({}) {}, parent {} ({}) now holds {parent_zombies}, dead {:.1}s",
+        z.key.tgid,
+        z.comm,
+        status_text(z.status),
+        z.ppid,
+        z.parent_comm,
+        secs(z.age_ns)
+    )
+}
+
+/// `--watch`: a reported zombie was reaped (freed).
+pub fn reaped(
+    json: bool,
+    time: f64,
+    clock: &str,
+    p: &Proc,
+    parent_comm: &str,
+    dead_for_ns: Option<u64>,
+    lost: u64,
+) -> String {
+    if json {
+        return serde_json::json!({
+            "type": "reaped", "time": time, "pid": p.key.tgid, "ppid": p.ppid, "comm": p.comm,
+            "parent_comm": parent_comm, "zombie_s": dead_for_ns.map(secs), "lost_events": lost,
+        })
+        .to_string();
+    }
+    let after = dead_for_ns.map_or_else(
+        || "(dead before proclens started)".to_string(),
+        |ns| format!("after {:.1}s", secs(ns)),
+    );
+    format!(
+        "{clock} reaped  pid {} ({}) by {} ({}) {after}",
+        p.key.tgid, p.comm, p.ppid, parent_comm
+    )
+}
+
+/// An orphan re-parented by the kernel.
+pub struct Orphan<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    pub old_ppid: u32,
+    pub old_parent_comm: &'a str,
+    pub new_ppid: u32,
+    pub new_parent_comm: &'a str,
+}
+
+pub fn orphan(json: bool, time: f64, clock: &str, o: &Orphan<'_>, lost: u64) -> String {
+    if json {
+        return serde_json::json!({
+            "type": "orphan", "time": time, "pid": o.pid, "comm": o.comm, "old_ppid": o.old_ppid,
+            "old_parent_comm": o.old_parent_comm, "new_ppid": o.new_ppid,
+            "new_parent_comm": o.new_parent_comm, "lost_events": lost,
+        })
+        .to_string();
+    }
+    format!(
+        "{clock} orphan  pid {} ({}): parent {} ({}) exited, re-parented to {} ({})",
+        o.pid, o.comm, o.old_ppid, o.old_parent_comm, o.new_ppid, o.new_parent_comm
+    )
+}
+
+/// Fork statistics of one parent for a stats line.
+pub struct ParentStats<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    pub total: ForkStats,
+    /// Since the previous stats line.
+    pub delta: ForkStats,
+    /// Its child processes still in the table (alive or dead and not yet freed).
+    pub children: usize,
+}
+
+#[derive(Serialize)]
+struct JsonParent<'a> {
+    pid: u32,
+    comm: &'a str,
+    forks: u64,
+    threads: u64,
+    forks_per_s: f64,
+    threads_per_s: f64,
+    child_exits: u64,
+    child_failures: u64,
+    waits: u64,
+    children: usize,
+}
+
+/// The periodic `--watch` stats line: health, table size and fork statistics per parent.
+pub struct Stats<'a> {
+    pub time: f64,
+    pub clock: &'a str,
+    pub interval_s: f64,
+    pub lost: u64,
+    pub tracked: usize,
+    pub zombies: usize,
+    pub parents: Vec<ParentStats<'a>>,
+}
+
+pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
+    if json {
+        let parents: Vec<JsonParent<'_>> = s
+            .parents
+            .iter()
+            .map(|p| JsonParent {
+                pid: p.pid,
+                comm: p.comm,
+                forks: p.total.processes,
+                threads: p.total.threads,
+                forks_per_s: per_second(p.delta.processes, s.interval_s),
+                threads_per_s: per_second(p.delta.threads, s.interval_s),
+                child_exits: p.total.child_exits,
+                child_failures: p.total.child_failures,
+                waits: p.total.waits,
+                children: p.children,
+            })
+            .collect();
+        return vec![
+            serde_json::json!({
+                "type": "stats", "time": s.time, "interval_s": s.interval_s, "lost_events": s.lost,
+                "tracked_processes": s.tracked, "zombies": s.zombies, "parents": parents,
+            })
+            .to_string(),
+        ];
+    }
+    let mut out = Vec::new();
+    let mut busy: Vec<&ParentStats<'_>> = s
+        .parents
+        .iter()
+        .filter(|p| p.delta.processes + p.delta.threads > 0)
+        .collect();
+    busy.sort_by_key(|p| std::cmp::Reverse(p.delta.processes + p.delta.threads));
+    for p in busy.iter().take(5) {
+        out.push(format!(
+            "{} forks   {} ({}): {:.1} processes/s, {:.1} threads/s; {} children exited ({} failed)",
+            s.clock,
+            p.pid,
+            p.comm,
+            per_second(p.delta.processes, s.interval_s),
+            per_second(p.delta.threads, s.interval_s),
+            p.total.child_exits,
+            p.total.child_failures
+        ));
+    }
+    if s.lost > 0 {
+        out.push(format!(
+            "{} lost events: {} (ring buffer full)",
+            s.clock, s.lost
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::proctable::Key;
+
+    fn z(pid: u32, ppid: u32, status: ExitStatus, age_s: u64) -> Zombie {
+        Zombie {
+            key: Key {
+                tgid: pid,
+                start_ns: 1,
+            },
+            comm: "child".into(),
+            ppid,
+            parent_comm: "lazy".into(),
+            status,
+            age_ns: age_s * 1_000_000_000,
+            age_exact: true,
+            exe: None,
+        }
+    }
+
+    #[test]
+    fn json_snapshot_has_the_documented_fields() {
+        let zs = [
+            z(11, 10, ExitStatus::Code(3), 5),
+            z(
+                12,
+                10,
+                ExitStatus::Signal {
+                    signal: 9,
+                    core_dumped: false,
+                },
+                2,
+            ),
+        ];
+        let lines = snapshot_json(100.0, &zs, 0, 1.0);
+        assert_eq!(lines.len(), 3);
+        let a: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(a["pid"], 11);
+        assert_eq!(a["ppid"], 10);
+        assert_eq!(a["comm"], "child");
+        assert_eq!(a["parent_comm"], "lazy");
+        assert_eq!(a["exit_code"], 3);
+        assert!(a.get("signal").is_none());
+        assert_eq!(a["age_s"], 5.0);
+        assert_eq!(a["parent_zombies"], 2);
+        assert_eq!(a["lost_events"], 0);
+        let b: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(b["signal"], 9);
+        assert!(b.get("exit_code").is_none());
+        let s: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        assert_eq!(
+            (
+                s["type"].as_str(),
+                s["zombies"].as_u64(),
+                s["parents"].as_u64()
+            ),
+            (Some("summary"), Some(2), Some(1))
+        );
+    }
+
+    #[test]
+    fn plain_snapshot_groups_by_parent() {
+        let zs = [
+            z(11, 10, ExitStatus::Code(3), 5),
+            z(21, 20, ExitStatus::Code(0), 2),
+        ];
+        let text = snapshot_plain(&zs, 4, 1.0).join("\n");
+        assert!(text.contains("parent 10 (lazy) holds 1 zombie\n"), "{text}");
+        assert!(text.contains("parent 20 (lazy) holds 1 zombie\n"), "{text}");
+        assert!(text.contains("exit 3"));
+        assert!(
+            text.ends_with("2 zombies older than 1s; lost events: 4"),
+            "{text}"
+        );
+        assert_eq!(
+            snapshot_plain(&[], 0, 1.0),
+            vec!["0 zombies older than 1s; lost events: 0".to_string()]
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Fork-bound workloads: `stress-ng --fork` (fork + exit + wait of a full process) and
+//! `stress-ng --vfork` (the fastest process creation the machine sustains), untraced vs
+//! traced by `proclens zombies --watch` (every lifecycle program attached and the ring
+//! buffer drained). Reports fork+exit/s, the slowdown, the lifecycle programs' bpf_stats
+//! ns per fork+exit, and the in-kernel ring-buffer drop count at that rate.
+//!
+//! Wiring (in bench/mod.rs): `mod lifecycle;` and `("lifecycle", lifecycle::run(proclens,
+//! reps)?)` in `run_all`.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Background, bpf_stats, machine, median};
+
+/// Seconds per stress-ng run.
+const SECS: &str = "5";
+/// The programs whose cost is charged to a fork+exit.
+const PROGRAMS: [&str; 5] = [
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_wait",
+    "sched_process_free",
+];
+
+/// fork+exit per second of `stress-ng --STRESSOR 2 -t SECS` (bogo ops/s, real time).
+fn stress(stressor: &str) -> Result<f64> {
+    let out = Command::new("stress-ng")
+        .args([&format!("--{stressor}"), "2", "-t", SECS, "--metrics-brief"])
+        .output()
+        .context("running stress-ng (install it: cargo xtask setup)")?;
+    // stress-ng prints its metrics on stderr: `stress-ng: metrc: [pid] fork  15578  5.00  2.44  2.13  3114.07  3406.19`.
+    let text = String::from_utf8_lossy(&out.stderr);
+    parse_rate(&text, stressor)
+        .with_context(|| format!("no {stressor} metrics in stress-ng output: {text}"))
+}
+
+/// The real-time bogo ops/s column of `stressor`'s metrics line.
+fn parse_rate(text: &str, stressor: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.split_once("metrc:")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // [pid] name ops real usr sys ops/s(real) ops/s(usr+sys)
+        (fields.get(1) == Some(&stressor))
+            .then(|| fields.get(6)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The id of the program named exactly `name` among `ids`. bpftool shows the full name
+/// (from the object's BTF); the 15-character kernel name would not tell
+/// `sched_process_exec` from `sched_process_exit`.
+fn find_exact(ids: &[u64], name: &str) -> Option<u64> {
+    let want = format!("\"name\":\"{name}\"");
+    ids.iter().copied().find(|id| {
+        Command::new("bpftool")
+            .args(["-j", "prog", "show", "id", &id.to_string()])
+            .output()
+            .ok()
+            .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(&want))
+    })
+}
+
+/// The last `lost_events` in a `zombies --watch --json` output.
+fn last_lost(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .filter(|l| l.contains("\"type\":\"stats\""))
+        .find_map(|l| {
+            l.split("\"lost_events\":")
+                .nth(1)?
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+}
+
+struct Sample {
+    rate: f64,
+    /// Lifecycle programs' run time per fork+exit (bpf_stats), traced runs only.
+    ns_per_op: Option<f64>,
+    lost: Option<u64>,
+}
+
+fn measure(stressor: &str, proclens: Option<&Path>) -> Result<Sample> {
+    let Some(bin) = proclens else {
+        return Ok(Sample {
+            rate: stress(stressor)?,
+            ns_per_op: None,
+            lost: None,
+        });
+    };
+    let out = std::env::temp_dir().join(format!(
+        "proclens-bench-lifecycle-{}.json",
+        std::process::id()
+    ));
+    let mut cmd = Command::new("sh");
+    // exec: the shell becomes proclens, so the program count below is proclens's own.
+    cmd.args([
+        "-c",
+        "exec \"$0\" zombies --watch --json --interval 0.5 > \"$1\"",
+    ])
+    .arg(bin)
+    .arg(&out);
+    let bg = Background::start(cmd, PROGRAMS.len())?;
+    // The lifecycle programs are among the last attached: wait until all are there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let progs: Vec<u64> = loop {
+        let ids = bg.prog_ids();
+        let found: Vec<u64> = PROGRAMS
+            .iter()
+            .filter_map(|n| find_exact(&ids, n))
+            .collect();
+        if found.len() == PROGRAMS.len() {
+            break found;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "proclens attached {} of the {} lifecycle programs",
+                found.len(),
+                PROGRAMS.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stats = |ids: &[u64]| -> Result<(u64, u64)> {
+        let mut t = (0, 0);
+        for id in ids {
+            let (ns, n) = bpf_stats::prog_stats(*id)?;
+            t.0 += ns;
+            // Runs per fork+exit: count the fork program's runs only.
+            if *id == ids[0] {
+                t.1 = n;
+            }
+        }
+        Ok(t)
+    };
+    let before = stats(&progs)?;
+    let rate = stress(stressor)?;
+    let after = stats(&progs)?;
+    // One more stats line after the storm, then stop.
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(bg);
+    let lost = last_lost(&out);
+    let _ = fs::remove_file(&out);
+    let forks = after.1.saturating_sub(before.1);
+    let ns_per_op = (forks > 0).then(|| (after.0 - before.0) as f64 / forks as f64);
+    Ok(Sample {
+        rate,
+        ns_per_op,
+        lost: Some(lost.context("proclens printed no stats line")?),
+    })
+}
+
+pub fn run(proclens: &Path, reps: usize) -> Result<String> {
+    let mut md = String::new();
+    writeln!(
+        md,
+        "Fork-bound workloads: `stress-ng --STRESSOR 2 -t {SECS}` (fork/vfork + exit + wait per op), untraced and traced by `proclens zombies --watch --json` (all lifecycle programs attached, ring buffer drained), {reps} interleaved runs per condition, medians. {}.\n",
+        machine()
+    )?;
+    writeln!(
+        md,
+        "| workload | untraced fork+exit/s | traced fork+exit/s | slowdown | lifecycle programs ns per fork+exit (bpf_stats) | lost events (max over runs) |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    for stressor in ["fork", "vfork"] {
+        let (mut base, mut traced, mut ns, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        for rep in 0..reps {
+            let u = measure(stressor, None)?;
+            let t = measure(stressor, Some(proclens))?;
+            eprintln!(
+                "bench lifecycle: rep {rep} {stressor}: untraced {:.0}/s, traced {:.0}/s, {:?} ns/op, lost {:?}",
+                u.rate, t.rate, t.ns_per_op, t.lost
+            );
+            base.push(u.rate);
+            traced.push(t.rate);
+            ns.extend(t.ns_per_op);
+            lost = lost.max(t.lost.unwrap_or(0));
+        }
+        let (b, t) = (median(&mut base), median(&mut traced));
+        let ns_txt = if ns.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0}", median(&mut ns))
+        };
+        writeln!(
+            md,
+            "| {stressor} | {b:.0} | {t:.0} | {:.3}× | {ns_txt} | {lost} |",
+            b / t
+        )?;
+    }
+    writeln!(
+        md,
+        "\nTargets (issue 4): 0 lost events at ≥ 20,000 fork+exit/s with the default ring size, < 5% slowdown. Slowdown is untraced rate / traced rate."
+    )?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stress_ng_metrics() {
+        let text = "stress-ng: info:  [31975] dispatching hogs: 2 fork\n\
+            stress-ng: metrc: [31975] stressor       bogo ops real time  usr time  sys time   bogo ops/s     bogo ops/s\n\
+            stress-ng: metrc: [31975]                           (secs)    (secs)    (secs)   (real time) (usr+sys time)\n\
+            stress-ng: metrc: [31975] fork              15578      5.00      2.44      2.13      3114.07        3406.19\n";
+        assert_eq!(parse_rate(text, "fork"), Some(3114.07));
+        assert_eq!(parse_rate(text, "vfork"), None);
+        assert_eq!(parse_rate("", "fork"), None);
+    }
+}
