@@ -27,6 +27,14 @@ pub mod globals {
     /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
     pub const CGROUP_ID: &str = "CGROUP_ID";
     pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";
+    /// 1 makes the cgroup filter walk `task->cgroups->dfl_cgrp->ancestor_ids[level]`
+    /// (offsets below, from BTF) instead of calling bpf_get_current_ancestor_cgroup_id,
+    /// which tracing programs may not call on older kernels (5.10).
+    pub const CGROUP_WALK: &str = "CGROUP_WALK";
+    pub const TASK_CGROUPS: &str = "TASK_CGROUPS_OFF";
+    pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP_OFF";
+    pub const CGROUP_LEVEL_OFF: &str = "CGROUP_LEVEL_OFF";
+    pub const CGROUP_ANCESTOR_IDS: &str = "CGROUP_ANCESTOR_IDS_OFF";
 }
 
 #[cfg(feature = "user")]

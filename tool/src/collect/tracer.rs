@@ -101,31 +101,59 @@ impl Tracer {
         let (cgroup_id, cgroup_level): (u64, u32) =
             opts.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
 
-        let mut loader = EbpfLoader::new();
-        loader
-            .override_global(globals::SELF_TGID, &self_tgid, true)
-            .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
-            .override_global(globals::TASK_PID, &task.pid, true)
-            .override_global(globals::TASK_STATE, &task.state, true)
-            .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
-            .override_global(globals::TASK_MM, &task.mm, true)
-            .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
-            .override_global(globals::TASK_START_TIME, &task.start_time, true)
-            .override_global(globals::CGROUP_ID, &cgroup_id, true)
-            .override_global(globals::CGROUP_LEVEL, &cgroup_level, true);
-        let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
-
-        for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the BPF object"))?
-                .try_into()?;
-            prog.load().map_err(|e| {
-                load_error(anyhow::Error::new(e).context(format!("loading {name}")))
-            })?;
-            prog.attach(name)
-                .with_context(|| format!("attaching to raw tracepoint {name}"))?;
-        }
+        let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
+        let load = |cgroup_walk: u32| -> Result<Ebpf> {
+            let w = walk.unwrap_or_default();
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global(globals::SELF_TGID, &self_tgid, true)
+                .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
+                .override_global(globals::TASK_PID, &task.pid, true)
+                .override_global(globals::TASK_STATE, &task.state, true)
+                .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
+                .override_global(globals::TASK_MM, &task.mm, true)
+                .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
+                .override_global(globals::TASK_START_TIME, &task.start_time, true)
+                .override_global(globals::CGROUP_ID, &cgroup_id, true)
+                .override_global(globals::CGROUP_LEVEL, &cgroup_level, true)
+                .override_global(globals::CGROUP_WALK, &cgroup_walk, true)
+                .override_global(globals::TASK_CGROUPS, &w.task_cgroups, true)
+                .override_global(globals::CSS_SET_DFL_CGRP, &w.css_set_dfl_cgrp, true)
+                .override_global(globals::CGROUP_LEVEL_OFF, &w.cgroup_level, true)
+                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true);
+            let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
+            for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing from the BPF object"))?
+                    .try_into()?;
+                prog.load().map_err(|e| {
+                    load_error(anyhow::Error::new(e).context(format!("loading {name}")))
+                })?;
+                prog.attach(name)
+                    .with_context(|| format!("attaching to raw tracepoint {name}"))?;
+            }
+            Ok(ebpf)
+        };
+        // The cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
+        // (5.10) do not offer to tracing programs; there the programs walk the task's
+        // cgroup through BTF offsets instead (same subtree semantics).
+        let mut ebpf = match load(0) {
+            Err(e)
+                if cgroup_id != 0
+                    && format!("{e:#}")
+                        .contains("unknown func bpf_get_current_ancestor_cgroup_id") =>
+            {
+                if walk.is_none() {
+                    return Err(Fatal::KernelUnsupported(
+                        "the cgroup filter is unavailable on this kernel: its tracing programs may not call bpf_get_current_ancestor_cgroup_id and its BTF has no struct cgroup.ancestor_ids to read instead".into(),
+                    )
+                    .into());
+                }
+                load(1)?
+            }
+            other => other?,
+        };
 
         let threads: HashMap<MapData, u32, ThreadSwitches> =
             HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
