@@ -17,7 +17,7 @@ use proclens_common::{
     switch::{CpuSwitches, ThreadSwitches},
 };
 
-use super::{btf, privilege};
+use super::{btf, privilege, tracefs};
 use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
@@ -89,6 +89,12 @@ fn raise_memlock() {
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
+        // Probed at start-up: tracefs (mounted here when missing and privileged) carries
+        // the tracepoint formats other tools and later features read. The switch programs
+        // attach to raw tracepoints and work without it, so its absence is one warning.
+        if let Err(e) = tracefs::root() {
+            eprintln!("proclens: warning: {e:#} (the switch figures do not need it)");
+        }
         raise_memlock();
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
