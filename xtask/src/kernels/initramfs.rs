@@ -18,6 +18,10 @@ pub const RESULT: &str = "PROCLENS-TEST-RESULT";
 pub const KERNEL: &str = "PROCLENS-KERNEL";
 pub const SUMMARY: &str = "PROCLENS-SUMMARY";
 
+/// Host tools the tests run: bpftool (the leak tests look BPF objects up by id) and
+/// util-linux's setpriv (busybox's lacks --reuid/--regid).
+const HOST_TOOLS: &[&str] = &["/usr/sbin/bpftool", "/usr/bin/setpriv"];
+
 /// A test binary to run inside the VM: its cargo target name and built path.
 #[derive(Debug, Clone)]
 pub struct TestBinary {
@@ -130,9 +134,17 @@ pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> 
     // proclens where the test binaries expect it (CARGO_BIN_EXE_proclens is absolute).
     copy_with_libs(root, proclens, proclens)?;
     symlink(proclens, root.join("usr/bin/proclens"))?;
-    // bpftool: the leak tests look objects up by id.
-    if Path::new("/usr/sbin/bpftool").exists() {
-        copy_with_libs(root, Path::new("/usr/sbin/bpftool"), Path::new("/usr/sbin/bpftool"))?;
+    // Host tools the tests call, in place of busybox applets where both exist.
+    for tool in HOST_TOOLS {
+        let path = Path::new(tool);
+        if !path.exists() {
+            bail!("{tool} is missing (cargo xtask setup installs it)");
+        }
+        let dest = root.join(tool.trim_start_matches('/'));
+        if dest.is_symlink() {
+            fs::remove_file(&dest)?;
+        }
+        copy_with_libs(root, path, path)?;
     }
     for t in tests {
         copy_with_libs(root, &t.path, &Path::new("/tests").join(&t.name))?;

@@ -47,8 +47,22 @@ fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 
 pub fn parse(output: &str) -> BootReport {
     let mut r = BootReport::default();
+    // libtest's closing `failures:` list (one indented name a line), which stays readable
+    // when a test's own output splits its `test NAME ... FAILED` line.
+    let mut failures: Option<Vec<String>> = None;
     for raw in output.lines() {
         let line = raw.trim_end_matches('\r');
+        if line.trim() == "failures:" {
+            failures = Some(Vec::new());
+            continue;
+        }
+        if let Some(list) = &mut failures {
+            let name = line.strip_prefix("    ").unwrap_or("");
+            if !name.is_empty() && !name.contains(char::is_whitespace) {
+                list.push(name.to_string());
+                continue;
+            }
+        }
         if let Some(rel) = after_marker(line, KERNEL) {
             r.release = Some(rel.to_string());
         } else if let Some(name) = after_marker(line, BEGIN) {
@@ -95,6 +109,12 @@ pub fn parse(output: &str) -> BootReport {
                     }
                 }
             } else if let Some(res) = l.strip_prefix("test result: ") {
+                if let Some(list) = failures.take().filter(|l| !l.is_empty()) {
+                    b.verdict = Verdict::Fail {
+                        tests: list,
+                        exit: String::new(),
+                    };
+                }
                 // "FAILED. 3 passed; 1 failed; 0 ignored; ..."
                 for part in res.split(';') {
                     let mut w = part.split_whitespace().rev();
@@ -142,10 +162,17 @@ PROCLENS-TEST-BEGIN cli\r
 running 2 tests\r
 test argument_errors_exit_2_with_one_line ... ok\r
 test running_agent_holds_no_capability_and_still_reports ... FAILED\r
+test run_holds_no_capability_while_the_command_runs ... proclens: note: something\r
+FAILED\r
 [   12.345678] random: crng init done\r
 failures:\r
+\r
+---- running_agent_holds_no_capability_and_still_reports stdout ----\r
+    some indented output\r
+failures:\r
+    run_holds_no_capability_while_the_command_runs\r
     running_agent_holds_no_capability_and_still_reports\r
-test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\r
+test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\r
 PROCLENS-TEST-RESULT cli FAIL exit=101\r
 PROCLENS-TEST-BEGIN switch_kinds\r
 running 8 tests\r
@@ -163,11 +190,14 @@ test cgroup_filter_selects_only_that_subtree ... ";
         assert_eq!(
             r.binaries[1].verdict,
             Verdict::Fail {
-                tests: vec!["running_agent_holds_no_capability_and_still_reports".into()],
+                tests: vec![
+                    "run_holds_no_capability_while_the_command_runs".into(),
+                    "running_agent_holds_no_capability_and_still_reports".into()
+                ],
                 exit: "exit=101".into()
             }
         );
-        assert_eq!((r.binaries[1].passed, r.binaries[1].failed), (1, 1));
+        assert_eq!((r.binaries[1].passed, r.binaries[1].failed), (1, 2));
         assert_eq!(r.binaries[2].verdict, Verdict::NoResult);
         assert!(!r.ok(3));
     }
