@@ -330,7 +330,7 @@ fn run_holds_no_capability_while_the_command_runs() {
     if !can_trace() {
         return;
     }
-    let mut child = Command::new(PROCLENS)
+    let child = Command::new(PROCLENS)
         .args(["run", "-o", "/dev/null", "--", "sleep", "1"])
         .stderr(Stdio::piped())
         .spawn()
@@ -340,10 +340,10 @@ fn run_holds_no_capability_while_the_command_runs() {
     let sleeping = loop {
         let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
             .unwrap_or_default();
-        if let Some(k) = kids.split_whitespace().next() {
-            if fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == "sleep") {
-                break true;
-            }
+        if let Some(k) = kids.split_whitespace().next()
+            && fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        {
+            break true;
         }
         if std::time::Instant::now() > deadline {
             break false;

@@ -87,9 +87,7 @@ pub fn mirrors_from_sources(text: &str) -> (Option<String>, Option<String>) {
 
 fn system_mirrors() -> (String, String) {
     let mut text = String::new();
-    for p in ["/etc/apt/sources.list"] {
-        text += &fs::read_to_string(p).unwrap_or_default();
-    }
+    text += &fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
         for e in dir.flatten() {
             text += "\n";
@@ -113,7 +111,10 @@ fn version_numbers(v: &str) -> Vec<u64> {
 
 /// Picks the newest `linux-image-<version>...-cloud-amd64` package (not -dbg, not
 /// -unsigned) for `version` (`major.minor`) among package names.
-pub fn select_package<'a>(version: &str, names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn select_package<'a>(
+    version: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let want = version_numbers(version);
     names
         .into_iter()
@@ -122,8 +123,10 @@ pub fn select_package<'a>(version: &str, names: impl IntoIterator<Item = &'a str
                 .strip_prefix("linux-image-")?
                 .strip_suffix("-cloud-amd64")?;
             let nums = version_numbers(v);
-            (v.starts_with(char::is_numeric) && nums.len() > want.len() && nums[..want.len()] == want[..])
-                .then(|| (nums, n))
+            (v.starts_with(char::is_numeric)
+                && nums.len() > want.len()
+                && nums[..want.len()] == want[..])
+                .then_some((nums, n))
         })
         .max()
         .map(|(_, n)| n.to_string())
@@ -193,21 +196,35 @@ impl Apt {
     pub fn kernel_package(&self, version: &str) -> Result<String> {
         let out = self
             .cmd("apt-cache")
-            .args(["search", "--names-only", &format!("^linux-image-{}", regex_escape(version))])
+            .args([
+                "search",
+                "--names-only",
+                &format!("^linux-image-{}", regex_escape(version)),
+            ])
             .output()
             .context("running apt-cache search")?;
         if !out.status.success() {
-            bail!("apt-cache search failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "apt-cache search failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        select_package(version, text.lines().filter_map(|l| l.split_whitespace().next()))
-            .with_context(|| format!("no linux-image-{version}.*-cloud-amd64 package in the suites"))
+        select_package(
+            version,
+            text.lines().filter_map(|l| l.split_whitespace().next()),
+        )
+        .with_context(|| format!("no linux-image-{version}.*-cloud-amd64 package in the suites"))
     }
 
     /// Downloads `package` into `dest` and returns the .deb's path.
     pub fn download(&self, package: &str, dest: &Path) -> Result<PathBuf> {
         fs::create_dir_all(dest)?;
-        status(self.cmd("apt-get").current_dir(dest).args(["download", "-q", package]))?;
+        status(
+            self.cmd("apt-get")
+                .current_dir(dest)
+                .args(["download", "-q", package]),
+        )?;
         fs::read_dir(dest)?
             .flatten()
             .map(|e| e.path())
@@ -227,11 +244,16 @@ fn regex_escape(s: &str) -> String {
 /// Extracts only ./boot/ of a kernel .deb into `dir` and returns the vmlinuz path.
 pub fn extract_vmlinuz(deb: &Path, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    status(Command::new("sh").args([
-        "-c",
-        "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./boot/",
-        "sh",
-    ]).arg(deb).arg(dir))?;
+    status(
+        Command::new("sh")
+            .args([
+                "-c",
+                "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./boot/",
+                "sh",
+            ])
+            .arg(deb)
+            .arg(dir),
+    )?;
     fs::read_dir(dir.join("boot"))?
         .flatten()
         .map(|e| e.path())
@@ -269,7 +291,14 @@ mod tests {
         );
         assert_eq!(select_package("6.18", names), None);
         assert_eq!(
-            select_package("5.10", ["linux-image-5.10.0-9-cloud-amd64", "linux-image-5.10.0-32-cloud-amd64"]).as_deref(),
+            select_package(
+                "5.10",
+                [
+                    "linux-image-5.10.0-9-cloud-amd64",
+                    "linux-image-5.10.0-32-cloud-amd64"
+                ]
+            )
+            .as_deref(),
             Some("linux-image-5.10.0-32-cloud-amd64")
         );
     }

@@ -72,7 +72,7 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
         .filter_map(|l| {
             let l = l.trim();
             let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.trim().split_whitespace().next()?,
+                Some((_, rhs)) => rhs.split_whitespace().next()?,
                 None => l.split_whitespace().next()?,
             };
             path.starts_with('/').then(|| PathBuf::from(path))
@@ -93,7 +93,10 @@ fn copy_into(root: &Path, src: &Path, dest: &Path) -> Result<()> {
 /// Copies an executable and every library it links (at their own paths).
 fn copy_with_libs(root: &Path, exe: &Path, dest: &Path) -> Result<()> {
     copy_into(root, exe, dest)?;
-    let out = Command::new("ldd").arg(exe).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(exe)
+        .output()
+        .context("running ldd")?;
     // A static binary: "not a dynamic executable", exit 1.
     if out.status.success() {
         for lib in parse_ldd(&String::from_utf8_lossy(&out.stdout)) {
@@ -110,8 +113,8 @@ pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> 
         fs::remove_dir_all(root)?;
     }
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root",
-        "tests", "etc", "lib64",
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "tests",
+        "etc", "lib64",
     ] {
         fs::create_dir_all(root.join(d))?;
     }
@@ -149,7 +152,10 @@ pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> 
     for t in tests {
         copy_with_libs(root, &t.path, &Path::new("/tests").join(&t.name))?;
     }
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let init = root.join("init");
     fs::write(&init, init_script(tests))?;
@@ -197,8 +203,14 @@ mod tests {
     #[test]
     fn init_runs_every_binary_and_powers_off() {
         let tests = [
-            TestBinary { name: "switches".into(), path: "/x/switches-1".into() },
-            TestBinary { name: "cli".into(), path: "/x/cli-2".into() },
+            TestBinary {
+                name: "switches".into(),
+                path: "/x/switches-1".into(),
+            },
+            TestBinary {
+                name: "cli".into(),
+                path: "/x/cli-2".into(),
+            },
         ];
         let s = init_script(&tests);
         assert!(s.starts_with("#!/bin/sh\n"));

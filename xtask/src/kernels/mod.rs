@@ -135,7 +135,12 @@ fn cell(r: &BootReport, name: &str, timed_out: bool) -> String {
         Some(b) => match &b.verdict {
             Verdict::Pass => format!("pass ({})", b.passed),
             Verdict::Fail { tests, .. } if !tests.is_empty() => {
-                format!("FAIL {}/{}: {}", b.failed, b.passed + b.failed, tests.join(", "))
+                format!(
+                    "FAIL {}/{}: {}",
+                    b.failed,
+                    b.passed + b.failed,
+                    tests.join(", ")
+                )
             }
             Verdict::Fail { exit, .. } => format!("FAIL ({exit})"),
             Verdict::NoResult if timed_out => "no result (timed out)".into(),
@@ -171,9 +176,10 @@ pub fn table(columns: &[(String, BootReport, bool)], binaries: &[&str]) -> Strin
 pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
     let mut specs = Vec::new();
     for k in &opts.kernels {
-        specs.push(apt::spec(k).with_context(|| {
-            format!("unknown kernel {k}; known: {}", default_kernels())
-        })?);
+        specs.push(
+            apt::spec(k)
+                .with_context(|| format!("unknown kernel {k}; known: {}", default_kernels()))?,
+        );
     }
     let vmlinuz = fetch_kernels(&specs, opts.keep)?;
     let tests = build_test_binaries()?;
@@ -245,7 +251,13 @@ mod tests {
             ("5.10".to_string(), BootReport::default(), true),
         ];
         let t = table(&cols, &["cli"]);
-        assert!(t.contains("| test binary | 6.1 (6.1.0-37-cloud-amd64) | 5.10 |"), "{t}");
-        assert!(t.contains("| cli | FAIL 1/3: a | not run (timed out) |"), "{t}");
+        assert!(
+            t.contains("| test binary | 6.1 (6.1.0-37-cloud-amd64) | 5.10 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| cli | FAIL 1/3: a | not run (timed out) |"),
+            "{t}"
+        );
     }
 }

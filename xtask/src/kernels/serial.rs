@@ -6,7 +6,10 @@ use super::initramfs::{BEGIN, KERNEL, RESULT, SUMMARY};
 pub enum Verdict {
     Pass,
     /// Failed, with the names of the failing tests (from libtest's `... FAILED` lines).
-    Fail { tests: Vec<String>, exit: String },
+    Fail {
+        tests: Vec<String>,
+        exit: String,
+    },
     /// Started but never reported (the VM crashed or timed out).
     NoResult,
 }
@@ -133,10 +136,11 @@ pub fn parse(output: &str) -> BootReport {
     }
     // A binary that printed FAILED lines but whose result line never came stays NoResult.
     for b in &mut r.binaries {
-        if let Verdict::Fail { exit, .. } = &b.verdict {
-            if exit.is_empty() && !output.contains(&format!("{RESULT} {}", b.name)) {
-                b.verdict = Verdict::NoResult;
-            }
+        if let Verdict::Fail { exit, .. } = &b.verdict
+            && exit.is_empty()
+            && !output.contains(&format!("{RESULT} {}", b.name))
+        {
+            b.verdict = Verdict::NoResult;
         }
     }
     r
