@@ -147,6 +147,8 @@ impl Apt {
     fn cmd(&self, tool: &str) -> Command {
         let d = |p: &str| self.dir.join(p).to_string_lossy().into_owned();
         let mut c = Command::new(tool);
+        // apt's progress goes to stderr: stdout is kept for the result table.
+        c.stdout(std::io::stderr());
         c.args(["-o", &format!("Dir::Etc::SourceList={}", d("sources.list"))])
             .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
             .args(["-o", &format!("Dir::State::Lists={}", d("lists"))])
@@ -196,6 +198,7 @@ impl Apt {
     pub fn kernel_package(&self, version: &str) -> Result<String> {
         let out = self
             .cmd("apt-cache")
+            .stdout(std::process::Stdio::piped())
             .args([
                 "search",
                 "--names-only",
