@@ -34,7 +34,6 @@ enum Task {
     },
     /// Write the man page and shell completions into target/dist/.
     Dist,
-    /// Set up, then run every test: unit tests and the real-BPF integration tests.
     /// Measure overhead (switch-bound workload untraced / proclens / bpftrace, with the
     /// kernel's bpf_stats ns per program run). Needs root. `--record` writes BENCHMARKS.md.
     Bench {
@@ -45,6 +44,7 @@ enum Task {
         #[arg(long)]
         record: bool,
     },
+    /// Set up, then run every test: unit tests and the real-BPF integration tests.
     Test {
         /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
