@@ -11,7 +11,8 @@ use crate::config;
 
 /// The id of the current task's default-hierarchy (v2) cgroup ancestor at `level`, read
 /// through BTF offsets: `task->cgroups->dfl_cgrp`, then its `ancestor_ids[level]` (the
-/// layout of kernels before 6.0, whose tracing programs may not call the helper).
+/// layout of older kernels such as 5.10, whose tracing programs may not call the helper;
+/// later kernels replaced the array with `ancestors[]`).
 #[inline(always)]
 fn ancestor_id_by_walk(level: u32) -> Option<u64> {
     // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.

@@ -24,7 +24,7 @@ pub struct TaskOffsets {
 
 /// Offsets to find a task's cgroup v2 ancestors without bpf_get_current_ancestor_cgroup_id:
 /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level` and `cgroup.ancestor_ids`
-/// (the layout before 6.0; later kernels have `ancestors[]` and the helper).
+/// (older kernels' layout, e.g. 5.10; later ones have `ancestors[]`, and the helper).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupWalkOffsets {
     pub task_cgroups: u32,
