@@ -62,6 +62,14 @@ pub mod globals {
     pub const EXIT_GROUP_DEAD_ARG: &str = "EXIT_GROUP_DEAD_ARG";
     pub const TASK_SIGNAL: &str = "TASK_SIGNAL_OFF";
     pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE_OFF";
+    /// 1 makes the cgroup filter walk `task->cgroups->dfl_cgrp->ancestor_ids[level]`
+    /// (offsets below, from BTF) instead of calling bpf_get_current_ancestor_cgroup_id,
+    /// which tracing programs may not call on older kernels (5.10).
+    pub const CGROUP_WALK: &str = "CGROUP_WALK";
+    pub const TASK_CGROUPS: &str = "TASK_CGROUPS_OFF";
+    pub const CSS_SET_DFL_CGRP: &str = "CSS_SET_DFL_CGRP_OFF";
+    pub const CGROUP_LEVEL_OFF: &str = "CGROUP_LEVEL_OFF";
+    pub const CGROUP_ANCESTOR_IDS: &str = "CGROUP_ANCESTOR_IDS_OFF";
 }
 
 #[cfg(feature = "user")]

@@ -59,4 +59,12 @@ globals! {
     EXIT_GROUP_DEAD_ARG => exit_group_dead_arg: u32;
     TASK_SIGNAL_OFF => task_signal_off: u32;
     SIGNAL_LIVE_OFF => signal_live_off: u32;
+    /// 1: find the current task's ancestor cgroup by reading `task->cgroups->dfl_cgrp`
+    /// through the offsets below (kernels whose tracing programs may not call
+    /// bpf_get_current_ancestor_cgroup_id, such as 5.10); 0: call the helper.
+    CGROUP_WALK => cgroup_walk: u32;
+    TASK_CGROUPS_OFF => task_cgroups_off: u32;
+    CSS_SET_DFL_CGRP_OFF => css_set_dfl_cgrp_off: u32;
+    CGROUP_LEVEL_OFF => cgroup_level_off: u32;
+    CGROUP_ANCESTOR_IDS_OFF => cgroup_ancestor_ids_off: u32;
 }

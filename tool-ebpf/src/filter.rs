@@ -2,16 +2,52 @@
 //! subtree (`--cgroup`, and `run -- CMD`'s own cgroup), compared in the kernel so tasks
 //! outside it cost one helper call.
 
-use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task},
+};
 
 use crate::config;
+
+/// The id of the current task's default-hierarchy (v2) cgroup ancestor at `level`, read
+/// through BTF offsets: `task->cgroups->dfl_cgrp`, then its `ancestor_ids[level]` (the
+/// layout of older kernels such as 5.10, whose tracing programs may not call the helper;
+/// later kernels replaced the array with `ancestors[]`).
+#[inline(always)]
+fn ancestor_id_by_walk(level: u32) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
+    unsafe {
+        let task = bpf_get_current_task();
+        let cset: u64 =
+            bpf_probe_read_kernel((task + u64::from(config::task_cgroups_off())) as *const u64)
+                .ok()?;
+        let cgrp: u64 =
+            bpf_probe_read_kernel((cset + u64::from(config::css_set_dfl_cgrp_off())) as *const u64)
+                .ok()?;
+        let depth: i32 =
+            bpf_probe_read_kernel((cgrp + u64::from(config::cgroup_level_off())) as *const i32)
+                .ok()?;
+        if depth < 0 || (depth as u32) < level {
+            return None;
+        }
+        let ids = cgrp + u64::from(config::cgroup_ancestor_ids_off());
+        bpf_probe_read_kernel((ids + 8 * u64::from(level)) as *const u64).ok()
+    }
+}
 
 /// Whether the current task is in the selected cgroup subtree (always, without a filter).
 #[inline(always)]
 pub(crate) fn current_in_cgroup() -> bool {
     let id = config::cgroup_id();
+    if id == 0 {
+        return true;
+    }
+    let level = config::cgroup_level();
+    if config::cgroup_walk() != 0 {
+        return ancestor_id_by_walk(level) == Some(id);
+    }
     // SAFETY: a helper without pointer arguments.
-    id == 0 || unsafe { bpf_get_current_ancestor_cgroup_id(config::cgroup_level() as i32) } == id
+    unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) == id }
 }
 
 /// Whether a task of this tgid is traced at all.

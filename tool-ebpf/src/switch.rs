@@ -8,8 +8,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -83,7 +82,11 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     };
     let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
     // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
-    let mut entry = if traced { thread_entry(tid, tgid, prev).ok() } else { None };
+    let mut entry = if traced {
+        thread_entry(tid, tgid, prev).ok()
+    } else {
+        None
+    };
     let prev_kind = match &mut entry {
         Some(e) if e.kind == kind::USER => kind::USER,
         e => {
@@ -141,7 +144,11 @@ fn task_kind(tid: u32, task: u64) -> Result<u32, i32> {
         return Ok(kind::IDLE_OR_KERNEL);
     }
     let mm: u64 = unsafe { read_at(task, config::task_mm_off())? };
-    Ok(if mm == 0 { kind::IDLE_OR_KERNEL } else { kind::USER })
+    Ok(if mm == 0 {
+        kind::IDLE_OR_KERNEL
+    } else {
+        kind::USER
+    })
 }
 
 /// Whether the task has an exit state (zombie or dead): its last switch.

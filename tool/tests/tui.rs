@@ -76,10 +76,15 @@ impl Tmux {
 
 /// The line the shell prints after proclens exits (`EXITED-<code>`), not the typed command.
 fn exit_line(screen: &str) -> Option<&str> {
-    screen.lines().map(str::trim).find(|l| {
-        l.strip_prefix("EXITED-")
-            .is_some_and(|c| !c.is_empty() && c.chars().all(|d| d.is_ascii_digit()))
-    })
+    // The shell may print its prompt (`# `) before the line.
+    screen
+        .lines()
+        .filter(|l| !l.contains("echo"))
+        .filter_map(|l| l.split_whitespace().last())
+        .find(|w| {
+            w.strip_prefix("EXITED-")
+                .is_some_and(|c| !c.is_empty() && c.chars().all(|d| d.is_ascii_digit()))
+        })
 }
 
 impl Drop for Tmux {
@@ -110,11 +115,6 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     }
     let (mut workload, name, link) = named_workload();
     let t = Tmux::new();
-    t.send(&["stty -a | grep -o -- ' -*icanon' ; clear", "Enter"]);
-    let before = t.wait_for("stty output", Duration::from_secs(5), |s| {
-        s.contains("icanon")
-    });
-    let canon_before = before.contains(" icanon");
     t.send(&[
         &format!("{PROCLENS} top --interval 0.5; echo EXITED-$?"),
         "Enter",
@@ -157,15 +157,14 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
         !s.contains("nvcswch/s"),
         "still on the alternate screen:\n{s}"
     );
-    t.send(&["clear; stty -a | grep -o -- ' -*icanon'", "Enter"]);
+    // The shell reads its next line in canonical mode again (raw mode was undone). The
+    // marker is split in the typed command so only the output line matches it.
+    t.send(&["clear; printf 'MO''DE:%s\\n' \"$(stty -a | grep -o -- '-*icanon')\"", "Enter"]);
     let after = t.wait_for("stty output", Duration::from_secs(5), |s| {
-        s.contains("icanon")
+        s.lines().any(|l| l.trim().starts_with("MODE:"))
     });
-    assert_eq!(
-        after.contains(" icanon"),
-        canon_before,
-        "terminal mode not restored:\n{after}"
-    );
+    let mode = after.lines().map(str::trim).find(|l| l.starts_with("MODE:")).unwrap();
+    assert_eq!(mode, "MODE:icanon", "terminal mode not restored:\n{after}");
     let _ = workload.kill();
     let _ = workload.wait();
     let _ = std::fs::remove_file(link);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run and test tasks for proclens.
 
 mod bench;
+mod kernels;
 mod setup;
 
 use std::{
@@ -58,6 +59,19 @@ enum Task {
     /// The benchmark's workload (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchWorkload { round_trips: u64 },
+    /// Boot other kernels (Debian's cloud kernels) under QEMU with an initramfs that runs
+    /// the integration tests, and print a kernel x test-binary table. Needs root.
+    TestKernels {
+        /// Comma-separated kernel versions.
+        #[arg(long, value_delimiter = ',', default_value = "5.10,6.1,6.12,6.18")]
+        kernels: Vec<String>,
+        /// Keep the downloaded .deb files and the initramfs staging tree (target/kernels/).
+        #[arg(long)]
+        keep: bool,
+        /// Seconds one kernel may take from boot to power-off.
+        #[arg(long, default_value = "900")]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -173,6 +187,26 @@ fn run() -> Result<ExitCode> {
             cmd.args(&args);
             cmd.args(["--", "--test-threads=1"]);
             status(&mut cmd)?;
+        }
+        Task::TestKernels {
+            kernels: list,
+            keep,
+            timeout,
+        } => {
+            if !nix_is_root() {
+                bail!("test-kernels needs root (it creates device nodes and installs packages)");
+            }
+            setup::ensure_toolchain()?;
+            setup::ensure_kernel_tools()?;
+            let bin = build_release()?;
+            let opts = kernels::Options {
+                kernels: list,
+                keep,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            if !kernels::run(&opts, &bin)? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

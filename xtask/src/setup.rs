@@ -116,3 +116,17 @@ pub fn ensure_all() -> Result<()> {
     }
     Ok(())
 }
+
+/// What `cargo xtask test-kernels` needs on the host: QEMU, busybox-static and cpio.
+pub fn ensure_kernel_tools() -> Result<()> {
+    let missing: Vec<&str> = crate::kernels::HOST_PACKAGES
+        .iter()
+        .filter(|(_, bin)| !Path::new(bin).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing the kernel matrix's tools {missing:?}");
+        apt_install(&missing)?;
+    }
+    Ok(())
+}

@@ -22,6 +22,28 @@ pub struct TaskOffsets {
     pub exit_state: u32,
 }
 
+/// Offsets to find a task's cgroup v2 ancestors without bpf_get_current_ancestor_cgroup_id:
+/// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level` and `cgroup.ancestor_ids`
+/// (older kernels' layout, e.g. 5.10; later ones have `ancestors[]`, and the helper).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupWalkOffsets {
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_level: u32,
+    pub cgroup_ancestor_ids: u32,
+}
+
+impl CgroupWalkOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        Ok(Self {
+            task_cgroups: member_offset(btf, "task_struct", "cgroups")?,
+            css_set_dfl_cgrp: member_offset(btf, "css_set", "dfl_cgrp")?,
+            cgroup_level: member_offset(btf, "cgroup", "level")?,
+            cgroup_ancestor_ids: member_offset(btf, "cgroup", "ancestor_ids")?,
+        })
+    }
+}
+
 pub fn load_vmlinux() -> Result<Btf> {
     if !Path::new(VMLINUX).exists() {
         return Err(Fatal::KernelUnsupported(format!(

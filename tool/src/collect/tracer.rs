@@ -113,6 +113,12 @@ fn raise_memlock() {
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
+        // Probed at start-up: tracefs (mounted here when missing and privileged) carries
+        // the tracepoint formats other tools and later features read. The switch programs
+        // attach to raw tracepoints and work without it, so its absence is one warning.
+        if let Err(e) = tracefs::root() {
+            eprintln!("proclens: warning: {e:#} (the switch figures do not need it)");
+        }
         raise_memlock();
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
@@ -133,55 +139,84 @@ impl Tracer {
         };
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
 
-        let mut loader = EbpfLoader::new();
-        loader
-            .override_global(globals::SELF_TGID, &self_tgid, true)
-            .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
-            .override_global(globals::TASK_PID, &task.pid, true)
-            .override_global(globals::TASK_STATE, &task.state, true)
-            .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
-            .override_global(globals::TASK_MM, &task.mm, true)
-            .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
-            .override_global(globals::TASK_START_TIME, &task.start_time, true)
-            .override_global(globals::CGROUP_ID, &cgroup_id, true)
-            .override_global(globals::CGROUP_LEVEL, &cgroup_level, true)
-            .override_global(globals::TASK_TGID, &life.tgid, true)
-            .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
-            .override_global(globals::TASK_START_BOOTTIME, &life.start_boottime, true)
-            .override_global(globals::TASK_EXIT_CODE, &life.exit_code, true)
-            .override_global(globals::TASK_EXIT_SIGNAL, &life.exit_signal, true)
-            .override_global(globals::TASK_SIGHAND, &life.sighand, true)
-            .override_global(globals::TASK_COMM, &life.comm, true)
-            .override_global(globals::SIGCHLD_HANDLER, &life.sigchld_handler, true)
-            .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
-            .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
-            .override_global(globals::PID_NR, &life.pid_nr, true)
-            .override_global(
-                globals::EXIT_GROUP_DEAD_ARG,
-                &life.exit_group_dead_arg,
-                true,
-            )
-            .override_global(globals::TASK_SIGNAL, &life.signal, true)
-            .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
-        if opts.syscalls || opts.copies {
-            copies::size_maps(&mut loader);
-        }
-        if let Some(cfg) = &copy_cfg {
-            cfg.configure(&mut loader);
-        }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
-
-        for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the BPF object"))?
-                .try_into()?;
-            prog.load().map_err(|e| {
-                load_error(anyhow::Error::new(e).context(format!("loading {name}")))
-            })?;
-            prog.attach(name)
-                .with_context(|| format!("attaching to raw tracepoint {name}"))?;
-        }
+        let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
+        let load = |cgroup_walk: u32| -> Result<Ebpf> {
+            let w = walk.unwrap_or_default();
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global(globals::SELF_TGID, &self_tgid, true)
+                .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
+                .override_global(globals::TASK_PID, &task.pid, true)
+                .override_global(globals::TASK_STATE, &task.state, true)
+                .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
+                .override_global(globals::TASK_MM, &task.mm, true)
+                .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
+                .override_global(globals::TASK_START_TIME, &task.start_time, true)
+                .override_global(globals::CGROUP_ID, &cgroup_id, true)
+                .override_global(globals::CGROUP_LEVEL, &cgroup_level, true)
+                .override_global(globals::CGROUP_WALK, &cgroup_walk, true)
+                .override_global(globals::TASK_CGROUPS, &w.task_cgroups, true)
+                .override_global(globals::CSS_SET_DFL_CGRP, &w.css_set_dfl_cgrp, true)
+                .override_global(globals::CGROUP_LEVEL_OFF, &w.cgroup_level, true)
+                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true);
+            loader
+                .override_global(globals::TASK_TGID, &life.tgid, true)
+                .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
+                .override_global(globals::TASK_START_BOOTTIME, &life.start_boottime, true)
+                .override_global(globals::TASK_EXIT_CODE, &life.exit_code, true)
+                .override_global(globals::TASK_EXIT_SIGNAL, &life.exit_signal, true)
+                .override_global(globals::TASK_SIGHAND, &life.sighand, true)
+                .override_global(globals::TASK_COMM, &life.comm, true)
+                .override_global(globals::SIGCHLD_HANDLER, &life.sigchld_handler, true)
+                .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
+                .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
+                .override_global(globals::PID_NR, &life.pid_nr, true)
+                .override_global(
+                    globals::EXIT_GROUP_DEAD_ARG,
+                    &life.exit_group_dead_arg,
+                    true,
+                )
+                .override_global(globals::TASK_SIGNAL, &life.signal, true)
+                .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
+            if opts.syscalls || opts.copies {
+                copies::size_maps(&mut loader);
+            }
+            if let Some(cfg) = &copy_cfg {
+                cfg.configure(&mut loader);
+            }
+            let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
+            for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(name)
+                    .with_context(|| format!("program {name} missing from the BPF object"))?
+                    .try_into()?;
+                prog.load().map_err(|e| {
+                    load_error(anyhow::Error::new(e).context(format!("loading {name}")))
+                })?;
+                prog.attach(name)
+                    .with_context(|| format!("attaching to raw tracepoint {name}"))?;
+            }
+            Ok(ebpf)
+        };
+        // The cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
+        // (5.10) do not offer to tracing programs; there the programs walk the task's
+        // cgroup through BTF offsets instead (same subtree semantics).
+        let mut ebpf = match load(0) {
+            Err(e)
+                if cgroup_id != 0
+                    && format!("{e:#}")
+                        .contains("unknown func bpf_get_current_ancestor_cgroup_id") =>
+            {
+                if walk.is_none() {
+                    return Err(Fatal::KernelUnsupported(
+                        "the cgroup filter is unavailable on this kernel: its tracing programs may not call bpf_get_current_ancestor_cgroup_id and its BTF has no struct cgroup.ancestor_ids to read instead".into(),
+                    )
+                    .into());
+                }
+                load(1)?
+            }
+            other => other?,
+        };
 
         if opts.syscalls || opts.copies {
             copies::attach_syscalls(&mut ebpf).map_err(load_error)?;

@@ -88,10 +88,37 @@ fn all_sleeping(pid: u32) -> bool {
         })
 }
 
-/// A running `proclens` whose stdout lines arrive on a channel.
+/// The start-up note proclens prints on kernels that check privileges on every map read
+/// through a held fd (5.10): it then keeps CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN.
+pub const KEEPS_CAPS_NOTE: &str = "proclens: note: this kernel checks privileges on every map read; keeping CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN";
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Whether proclens said it keeps the map-reading capabilities; asserts that it says so
+/// only on kernels older than 6.1 (6.1 and later let a held fd be read without them).
+pub fn keeps_caps(stderr: &str) -> bool {
+    let said = stderr.lines().any(|l| l == KEEPS_CAPS_NOTE);
+    assert!(
+        !(said && kernel_at_least(6, 1)),
+        "proclens kept capabilities on a kernel that does not need them"
+    );
+    said
+}
+
+/// A running `proclens` whose stdout lines arrive on a channel; its stderr is passed on
+/// and kept.
 pub struct Proclens {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Proclens {
@@ -99,9 +126,21 @@ impl Proclens {
         let mut child = Command::new(PROCLENS)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting proclens");
+        let stderr_pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut k = kept.lock().unwrap();
+                k.push_str(&line);
+                k.push('\n');
+            }
+        });
         let stdout: ChildStdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -112,7 +151,16 @@ impl Proclens {
                 }
             }
         });
-        Self { child, lines: rx }
+        Self {
+            child,
+            lines: rx,
+            stderr,
+        }
+    }
+
+    /// What proclens has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// The next stdout line, or panics after `timeout`.

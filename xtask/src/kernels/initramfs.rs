@@ -1,0 +1,223 @@
+//! The initramfs every kernel of the matrix boots: busybox-static, proclens, the
+//! integration-test binaries with their shared libraries, and an /init that runs them.
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::status;
+
+/// Markers /init prints on the serial console; [`super::serial`] parses them.
+pub const BEGIN: &str = "PROCLENS-TEST-BEGIN";
+pub const RESULT: &str = "PROCLENS-TEST-RESULT";
+pub const KERNEL: &str = "PROCLENS-KERNEL";
+pub const SUMMARY: &str = "PROCLENS-SUMMARY";
+
+/// Host tools the tests run: bpftool (the leak tests look BPF objects up by id) and
+/// util-linux's setpriv (busybox's lacks --reuid/--regid).
+const HOST_TOOLS: &[&str] = &["/usr/sbin/bpftool", "/usr/bin/setpriv"];
+
+/// A test binary to run inside the VM: its cargo target name and built path.
+#[derive(Debug, Clone)]
+pub struct TestBinary {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The /init script: mounts what proclens and the tests need, runs each test binary one
+/// test at a time with CI=true, prints one result line per binary and a summary, and
+/// powers the VM off.
+pub fn init_script(tests: &[TestBinary]) -> String {
+    let mut s = String::from(
+        r#"#!/bin/sh
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec 0</dev/console 1>/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+ip link set lo up 2>/dev/null
+export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
+"#,
+    );
+    s += &format!("echo \"{KERNEL} $(uname -r)\"\n");
+    s += "pass=0\nfail=0\n";
+    for t in tests {
+        let name = &t.name;
+        s += &format!(
+            r#"echo "{BEGIN} {name}"
+/tests/{name} --test-threads=1
+rc=$?
+if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "{RESULT} {name} PASS"; else fail=$((fail+1)); echo "{RESULT} {name} FAIL exit=$rc"; fi
+"#
+        );
+    }
+    s += &format!("echo \"{SUMMARY} pass=$pass fail=$fail\"\n");
+    s += "sync\npoweroff -f\n";
+    s
+}
+
+/// The shared libraries (and the dynamic loader) an `ldd` output names.
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn copy_into(root: &Path, src: &Path, dest: &Path) -> Result<()> {
+    let to = root.join(dest.strip_prefix("/").unwrap_or(dest));
+    if to.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(to.parent().unwrap())?;
+    fs::copy(src, &to).with_context(|| format!("copying {} to {}", src.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copies an executable and every library it links (at their own paths).
+fn copy_with_libs(root: &Path, exe: &Path, dest: &Path) -> Result<()> {
+    copy_into(root, exe, dest)?;
+    let out = Command::new("ldd")
+        .arg(exe)
+        .output()
+        .context("running ldd")?;
+    // A static binary: "not a dynamic executable", exit 1.
+    if out.status.success() {
+        for lib in parse_ldd(&String::from_utf8_lossy(&out.stdout)) {
+            let real = fs::canonicalize(&lib).unwrap_or(lib.clone());
+            copy_into(root, &real, &lib)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the initramfs into `out` (gzip'd newc cpio) from a staging tree `root`.
+pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> Result<()> {
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "tests",
+        "etc", "lib64",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    // busybox-static and one symlink per applet.
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        bail!("/bin/busybox is missing (apt-get install busybox-static)");
+    }
+    let out_list = Command::new(busybox).arg("--list-full").output()?;
+    let bb_dest = root.join("bin/busybox");
+    fs::copy(busybox, &bb_dest)?;
+    for applet in String::from_utf8_lossy(&out_list.stdout).lines() {
+        let link = root.join(applet.trim());
+        if applet.trim().is_empty() || link.exists() {
+            continue;
+        }
+        fs::create_dir_all(link.parent().unwrap())?;
+        symlink("/bin/busybox", &link)?;
+    }
+    // proclens where the test binaries expect it (CARGO_BIN_EXE_proclens is absolute).
+    copy_with_libs(root, proclens, proclens)?;
+    symlink(proclens, root.join("usr/bin/proclens"))?;
+    // Host tools the tests call, in place of busybox applets where both exist.
+    for tool in HOST_TOOLS {
+        let path = Path::new(tool);
+        if !path.exists() {
+            bail!("{tool} is missing (cargo xtask setup installs it)");
+        }
+        let dest = root.join(tool.trim_start_matches('/'));
+        if dest.is_symlink() {
+            fs::remove_file(&dest)?;
+        }
+        copy_with_libs(root, path, path)?;
+    }
+    for t in tests {
+        copy_with_libs(root, &t.path, &Path::new("/tests").join(&t.name))?;
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    let init = root.join("init");
+    fs::write(&init, init_script(tests))?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    for (name, kind, major, minor) in [("console", "c", "5", "1"), ("null", "c", "1", "3")] {
+        status(
+            Command::new("mknod")
+                .arg(root.join("dev").join(name))
+                .args([kind, major, minor]),
+        )?;
+    }
+    status(
+        Command::new("sh")
+            .current_dir(root)
+            .args([
+                "-c",
+                "find . | cpio -o -H newc --quiet | gzip -1 > \"$1\"",
+                "sh",
+            ])
+            .arg(out),
+    )?;
+    let size = fs::metadata(out)?.len();
+    eprintln!("xtask: initramfs {} ({} MiB)", out.display(), size >> 20);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn init_runs_every_binary_and_powers_off() {
+        let tests = [
+            TestBinary {
+                name: "switches".into(),
+                path: "/x/switches-1".into(),
+            },
+            TestBinary {
+                name: "cli".into(),
+                path: "/x/cli-2".into(),
+            },
+        ];
+        let s = init_script(&tests);
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("/tests/switches --test-threads=1"));
+        assert!(s.contains("/tests/cli --test-threads=1"));
+        assert!(s.contains("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
+        assert!(s.contains("CI=true"));
+        assert!(s.trim_end().ends_with("poweroff -f"));
+    }
+}

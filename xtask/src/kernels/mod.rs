@@ -1,0 +1,263 @@
+//! `cargo xtask test-kernels`: the integration tests on other kernels, each booted under
+//! QEMU with a small initramfs whose /init runs proclens's test binaries.
+
+mod apt;
+mod initramfs;
+mod qemu;
+mod serial;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use initramfs::TestBinary;
+use serial::{BootReport, Verdict};
+
+use crate::{cargo, workspace_root};
+
+/// The integration-test binaries that make sense in a minimal VM (no systemd, no
+/// Prometheus): the real-BPF switch tests and the command line's contract.
+pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli"];
+
+/// Debian packages the matrix needs on the host.
+pub const HOST_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/usr/bin/cpio"),
+];
+
+pub struct Options {
+    pub kernels: Vec<String>,
+    /// Keep the downloaded .deb files and the initramfs staging tree.
+    pub keep: bool,
+    pub timeout: Duration,
+}
+
+pub fn default_kernels() -> String {
+    apt::KERNELS
+        .iter()
+        .map(|k| k.version)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn kernels_dir() -> PathBuf {
+    workspace_root().join("target/kernels")
+}
+
+/// The cached vmlinuz of each kernel, downloading those that are missing.
+fn fetch_kernels(specs: &[&'static apt::KernelSpec], keep: bool) -> Result<Vec<PathBuf>> {
+    let dir = kernels_dir();
+    let cached = |s: &apt::KernelSpec| dir.join(s.version).join("vmlinuz");
+    let missing: Vec<&apt::KernelSpec> = specs
+        .iter()
+        .copied()
+        .filter(|s| !cached(s).exists())
+        .collect();
+    if !missing.is_empty() {
+        let apt = apt::Apt::new(&dir.join("apt"));
+        apt.update(&missing)?;
+        for s in missing {
+            let package = apt.kernel_package(s.version)?;
+            eprintln!("xtask: kernel {} is {package} ({})", s.version, s.suite);
+            let kdir = dir.join(s.version);
+            let debs = kdir.join("deb");
+            let deb = apt.download(&package, &debs)?;
+            let extracted = kdir.join("extract");
+            let vmlinuz = apt::extract_vmlinuz(&deb, &extracted)?;
+            fs::rename(&vmlinuz, cached(s))?;
+            fs::write(kdir.join("package"), format!("{package}\n"))?;
+            fs::remove_dir_all(&extracted)?;
+            if !keep {
+                fs::remove_dir_all(&debs)?;
+            }
+        }
+    }
+    Ok(specs.iter().map(|s| cached(s)).collect())
+}
+
+/// Builds the test binaries and returns the ones in [`TEST_BINARIES`].
+fn build_test_binaries() -> Result<Vec<TestBinary>> {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--locked",
+        "-p",
+        "proclens",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    eprintln!("xtask: running {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the test binaries")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let found = test_binaries_from_messages(&String::from_utf8_lossy(&out.stdout));
+    let mut tests = Vec::new();
+    for want in TEST_BINARIES {
+        let t = found
+            .iter()
+            .find(|t| t.name == *want)
+            .with_context(|| format!("cargo built no test binary {want}"))?;
+        tests.push(t.clone());
+    }
+    Ok(tests)
+}
+
+/// Integration-test executables named in cargo's JSON messages.
+fn test_binaries_from_messages(text: &str) -> Vec<TestBinary> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["reason"] == "compiler-artifact"
+                && v["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "test"))
+        })
+        .filter_map(|v| {
+            Some(TestBinary {
+                name: v["target"]["name"].as_str()?.to_string(),
+                path: PathBuf::from(v["executable"].as_str()?),
+            })
+        })
+        .collect()
+}
+
+fn cell(r: &BootReport, name: &str, timed_out: bool) -> String {
+    match r.binaries.iter().find(|b| b.name == name) {
+        Some(b) => match &b.verdict {
+            Verdict::Pass => format!("pass ({})", b.passed),
+            Verdict::Fail { tests, .. } if !tests.is_empty() => {
+                format!(
+                    "FAIL {}/{}: {}",
+                    b.failed,
+                    b.passed + b.failed,
+                    tests.join(", ")
+                )
+            }
+            Verdict::Fail { exit, .. } => format!("FAIL ({exit})"),
+            Verdict::NoResult if timed_out => "no result (timed out)".into(),
+            Verdict::NoResult => "no result (VM died)".into(),
+        },
+        None if timed_out => "not run (timed out)".into(),
+        None => "not run".into(),
+    }
+}
+
+/// A markdown table: one row per test binary, one column per kernel.
+pub fn table(columns: &[(String, BootReport, bool)], binaries: &[&str]) -> String {
+    let mut s = String::from("| test binary |");
+    for (k, r, _) in columns {
+        match &r.release {
+            Some(rel) => s += &format!(" {k} ({rel}) |"),
+            None => s += &format!(" {k} |"),
+        }
+    }
+    s += "\n|---|";
+    s += &"---|".repeat(columns.len());
+    s += "\n";
+    for b in binaries {
+        s += &format!("| {b} |");
+        for (_, r, t) in columns {
+            s += &format!(" {} |", cell(r, b, *t));
+        }
+        s += "\n";
+    }
+    s
+}
+
+pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
+    let mut specs = Vec::new();
+    for k in &opts.kernels {
+        specs.push(
+            apt::spec(k)
+                .with_context(|| format!("unknown kernel {k}; known: {}", default_kernels()))?,
+        );
+    }
+    let vmlinuz = fetch_kernels(&specs, opts.keep)?;
+    let tests = build_test_binaries()?;
+    let dir = kernels_dir();
+    let initrd = dir.join("initramfs.cpio.gz");
+    let staging = dir.join("initramfs");
+    initramfs::build(&staging, &initrd, proclens, &tests)?;
+    if !opts.keep {
+        fs::remove_dir_all(&staging)?;
+    }
+    let mut columns = Vec::new();
+    for (spec, vmlinuz) in specs.iter().zip(&vmlinuz) {
+        let log = dir.join(spec.version).join("serial.log");
+        let boot = qemu::boot(vmlinuz, &initrd, opts.timeout, &log, spec.version, |l| {
+            l.contains("PROCLENS-")
+                || l.contains("... FAILED")
+                || l.contains("panicked at")
+                || l.contains("Kernel panic")
+        })?;
+        let report = serial::parse(&boot.output);
+        eprintln!(
+            "xtask: kernel {} ({}) took {:.0} s{}; console in {}",
+            spec.version,
+            report.release.as_deref().unwrap_or("release unknown"),
+            boot.elapsed.as_secs_f64(),
+            if boot.timed_out { ", TIMED OUT" } else { "" },
+            log.display()
+        );
+        columns.push((spec.version.to_string(), report, boot.timed_out));
+    }
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    println!("{}", table(&columns, &names));
+    let failed: Vec<&str> = columns
+        .iter()
+        .filter(|(_, r, _)| !r.ok(tests.len()))
+        .map(|(k, _, _)| k.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("all kernels passed: {}", opts.kernels.join(", "));
+        Ok(true)
+    } else {
+        println!("kernels with failures: {}", failed.join(", "));
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_test_executables_in_cargo_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"proclens"},"executable":"/t/release/proclens"}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"switches"},"executable":"/t/release/deps/switches-abc"}
+{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"x"},"executable":null}
+{"reason":"build-finished","success":true}"#;
+        let t = test_binaries_from_messages(msgs);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].name, "switches");
+        assert_eq!(t[0].path, PathBuf::from("/t/release/deps/switches-abc"));
+    }
+
+    #[test]
+    fn table_has_a_column_per_kernel() {
+        let out = "PROCLENS-KERNEL 6.1.0-37-cloud-amd64\nPROCLENS-TEST-BEGIN cli\ntest a ... FAILED\n\
+                   test result: FAILED. 2 passed; 1 failed; 0 ignored\nPROCLENS-TEST-RESULT cli FAIL exit=101\n";
+        let cols = vec![
+            ("6.1".to_string(), serial::parse(out), false),
+            ("5.10".to_string(), BootReport::default(), true),
+        ];
+        let t = table(&cols, &["cli"]);
+        assert!(
+            t.contains("| test binary | 6.1 (6.1.0-37-cloud-amd64) | 5.10 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| cli | FAIL 1/3: a | not run (timed out) |"),
+            "{t}"
+        );
+    }
+}

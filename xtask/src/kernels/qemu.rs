@@ -1,0 +1,109 @@
+//! Booting a kernel with the test initramfs under QEMU's software emulation (TCG: KVM does
+//! not work on the machines this runs on) and collecting its serial console.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+/// What a boot printed, and whether it had to be killed.
+pub struct Boot {
+    pub output: String,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+pub fn command(vmlinuz: &Path, initrd: &Path) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-kernel"])
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1",
+            "-nographic",
+            "-no-reboot",
+        ]);
+    c
+}
+
+/// Boots and returns the serial output; the whole console goes to `log`, and lines that
+/// `echo` accepts are also printed (prefixed with `tag`) as they arrive.
+pub fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    timeout: Duration,
+    log: &Path,
+    tag: &str,
+    echo: impl Fn(&str) -> bool,
+) -> Result<Boot> {
+    let mut cmd = command(vmlinuz, initrd);
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let mut log_file = fs::File::create(log)?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut output = Vec::new();
+    let mut line_start = 0;
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(chunk) => {
+                log_file.write_all(&chunk)?;
+                output.extend_from_slice(&chunk);
+                while let Some(nl) = output[line_start..].iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&output[line_start..line_start + nl]);
+                    let line = line.trim_end_matches('\r');
+                    if echo(line) {
+                        eprintln!("[{tag}] {}", line.trim());
+                    }
+                    line_start += nl + 1;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if Instant::now() >= deadline {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
+    }
+    let _ = child.wait();
+    Ok(Boot {
+        output: String::from_utf8_lossy(&output).into_owned(),
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
