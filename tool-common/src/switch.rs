@@ -61,6 +61,9 @@ pub struct ThreadSwitches {
     /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
     pub runq_hist: [u32; RUNQ_BUCKETS],
     pub _pad2: u32,
+    /// The thread's command name when its entry was made (`current`'s), so a process that
+    /// is reaped before userspace reads /proc still has a name.
+    pub comm: [u8; 16],
 }
 
 /// Kinds of task a CPU switched between, kept per CPU to classify the next switch.

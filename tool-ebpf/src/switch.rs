@@ -175,6 +175,7 @@ fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwi
         // Created by a wakeup, which knows no tgid: fill the identity in.
         e.tgid = tgid;
         e.start_ns = leader_start(task);
+        e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
         return Ok(e);
     }
     let new = fresh(tgid, task);
@@ -197,6 +198,8 @@ fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
     ThreadSwitches {
         tgid,
         start_ns: leader_start(task),
+        // Only ever called for `current`.
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ..ThreadSwitches::default()
     }
 }

@@ -84,8 +84,11 @@ fn sleeper_voluntary_switches_match_the_kernel_exactly() {
     const N: u64 = 1000;
     let ((vol, invol), kernel) = measure(&format!("sleeper:{N}"));
     eprintln!("proclens voluntary={vol} involuntary={invol}; kernel {kernel:?}");
+    // A sanity check that the workload ran, not the measurement (that is the equality
+    // below): under emulation (the QEMU kernel matrix) the kernel was seen counting 994
+    // switches for 1,000 sleeps, so allow 1% short.
     assert!(
-        kernel.voluntary >= N,
+        kernel.voluntary >= N * 99 / 100,
         "workload did not sleep as designed: {kernel:?}"
     );
     assert_eq!(vol, kernel.voluntary);

@@ -159,11 +159,18 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     );
     // The shell reads its next line in canonical mode again (raw mode was undone). The
     // marker is split in the typed command so only the output line matches it.
-    t.send(&["clear; printf 'MO''DE:%s\\n' \"$(stty -a | grep -o -- '-*icanon')\"", "Enter"]);
+    t.send(&[
+        "clear; printf 'MO''DE:%s\\n' \"$(stty -a | grep -o -- '-*icanon')\"",
+        "Enter",
+    ]);
     let after = t.wait_for("stty output", Duration::from_secs(5), |s| {
         s.lines().any(|l| l.trim().starts_with("MODE:"))
     });
-    let mode = after.lines().map(str::trim).find(|l| l.starts_with("MODE:")).unwrap();
+    let mode = after
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("MODE:"))
+        .unwrap();
     assert_eq!(mode, "MODE:icanon", "terminal mode not restored:\n{after}");
     let _ = workload.kill();
     let _ = workload.wait();

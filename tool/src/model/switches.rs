@@ -214,6 +214,12 @@ impl SwitchModel {
             let key = self.key(*tid, t);
             totals.entry(key).or_default().add(t);
             alive.insert(key);
+            // The kernel's name, for a process reaped before /proc is read: the leader's
+            // when there is one.
+            let name = comm_str(&t.comm);
+            if !name.is_empty() && (*tid == t.tgid || !self.exit_comms.contains_key(&key)) {
+                self.exit_comms.insert(key, name);
+            }
         }
         let mut rows = Vec::with_capacity(totals.len());
         for (key, total) in totals {
