@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod lifecycle;
 mod switches;
 pub mod syscalls;
 
@@ -28,8 +29,12 @@ pub fn run_all(
         let _stats = BpfStats::enable()?;
         switches::run(proclens, reps)?
     };
+    let lifecycle = {
+        let _stats = BpfStats::enable()?;
+        lifecycle::run(proclens, reps)?
+    };
     let syscalls = syscalls::run(proclens, round_trips, reps as u32)?;
-    Ok(vec![("switches", switches), ("syscalls", syscalls)])
+    Ok(vec![("switches", switches), ("lifecycle", lifecycle), ("syscalls", syscalls)])
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in
