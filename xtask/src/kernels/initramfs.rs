@@ -43,7 +43,7 @@ mount -t sysfs sysfs /sys
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
-mount -t tmpfs tmpfs /tmp
+# /tmp stays on the initramfs itself (writable): the test binaries may live under it.
 mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null
 export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
