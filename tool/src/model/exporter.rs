@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{histogram::Hist, switches::Counts};
+use super::switches::Counts;
 
 /// The labels one series carries.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -13,36 +13,6 @@ pub struct Labels {
     pub cgroup: String,
     /// Only with `--per-pid`.
     pub pid: Option<u32>,
-}
-
-/// Totals of one label set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Series {
-    pub voluntary: u64,
-    pub involuntary: u64,
-    pub same_in: u64,
-    pub cross_in: u64,
-    pub idle_kernel_in: u64,
-    pub oncpu_ns: u64,
-    pub blocked_ns: u64,
-    pub runq_ns: u64,
-    pub runq_hist: Hist,
-}
-
-impl Series {
-    fn add(&mut self, d: &Counts) {
-        self.voluntary += d.voluntary;
-        self.involuntary += d.involuntary;
-        self.same_in += d.same_in;
-        self.cross_in += d.cross_in;
-        self.idle_kernel_in += d.idle_kernel_in;
-        self.oncpu_ns += d.oncpu_ns;
-        self.blocked_ns += d.blocked_ns;
-        self.runq_ns += d.runq_ns;
-        for (a, b) in self.runq_hist.iter_mut().zip(d.runq_hist.iter()) {
-            *a += b;
-        }
-    }
 }
 
 /// System-wide switch totals.
@@ -65,7 +35,8 @@ pub struct ProgramCost {
 /// Everything `/metrics` shows.
 #[derive(Debug, Default, Clone)]
 pub struct ExporterState {
-    pub series: BTreeMap<Labels, Series>,
+    /// Totals of each label set (the switch model's own counts, summed).
+    pub series: BTreeMap<Labels, Counts>,
     pub system: SystemTotals,
     pub lost_events: u64,
     pub untracked_threads: u64,
@@ -94,7 +65,7 @@ impl ExporterState {
             if r.labels.pid.is_some() && !r.alive {
                 gone.push(r.labels.clone());
             }
-            self.series.entry(r.labels).or_default().add(r.delta);
+            self.series.entry(r.labels).or_default().merge(r.delta);
         }
         self.system.switches += system.switches;
         self.system.same_process += system.same_process;
