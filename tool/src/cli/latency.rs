@@ -7,11 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Filter, Output, Period, top};
-use crate::{
-    collect::{procfs, session},
-    model::histogram::Hist,
-    render::latency,
-};
+use crate::{collect::session, model::histogram::Hist, render::latency};
 
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
@@ -32,6 +28,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         session::RowKinds::Processes,
+        Default::default(),
         args.period.interval,
         args.period.count,
         |snap| {
@@ -50,17 +47,17 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                     })
                     .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
                     .collect();
-                let missing: Vec<(u32, String)> = args
-                    .filter
-                    .pids
-                    .iter()
-                    .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p))
-                    .filter_map(|&p| procfs::comm(p).map(|c| (p, c)))
-                    .collect();
+                let missing = top::idle_rows(
+                    args.filter
+                        .pids
+                        .iter()
+                        .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p)),
+                    &[],
+                );
                 hists.extend(
                     missing
                         .iter()
-                        .map(|(p, c)| (*p, c.as_str(), Hist::default())),
+                        .map(|(r, c)| (r.key.tgid, c.as_str(), Hist::default())),
                 );
                 for (pid, comm, h) in &hists {
                     lines.extend(if args.output.json {

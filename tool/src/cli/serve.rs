@@ -84,6 +84,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let collector = session::periodic(
             tracer,
             RowKinds::Processes,
+            Default::default(),
             args.interval,
             None,
             move |snap| {

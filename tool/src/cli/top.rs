@@ -11,13 +11,27 @@ use clap::Args;
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
-        cgroup, procfs,
+        cgroup,
+        extras::ExtrasOptions,
+        procfs,
         session::{self, RowKinds, Snapshot},
         tracer::{Tracer, TracerOptions},
     },
     model::switches::{Key, Row},
-    render::top::{Frame, json_lines, plain_lines},
+    render::top::{Frame, TopRow, json_lines, plain_lines},
 };
+
+/// What `top` (lines and live table) traces: switches, every syscall per process (the
+/// syscalls/s column) and the lifecycle (the zombies column).
+pub const TOP_TRACING: TracerOptions = TracerOptions {
+    include_self: false,
+    cgroup: None,
+    syscalls: true,
+    copies: false,
+};
+
+/// `top`'s process table: the zombies column.
+pub const TOP_EXTRAS: ExtrasOptions = ExtrasOptions { lifecycle: true };
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -39,7 +53,7 @@ pub struct TopArgs {
 }
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
-    let tracer = start(&args.filter)?;
+    let tracer = start_with(&args.filter, TOP_TRACING)?;
     if !args.plain && !args.output.json && std::io::stdout().is_terminal() {
         let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
         super::tui::run(tracer, args.period.interval, args.threads, |app| {
@@ -57,6 +71,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         kinds,
+        TOP_EXTRAS,
         args.period.interval,
         args.period.count,
         |snap| {
@@ -112,30 +127,61 @@ pub fn selected(filter: &Filter, row: &Row, comm: &str) -> bool {
             .is_none_or(|want| comm.contains(want.as_str()))
 }
 
+/// Rows (with zeros) for the processes in `pids` that are not among `rows` yet: a
+/// requested process that has not switched since proclens started is still shown.
+pub fn idle_rows<'a>(
+    pids: impl IntoIterator<Item = &'a u32>,
+    rows: &[(Row, String)],
+) -> Vec<(Row, String)> {
+    let mut out: Vec<(Row, String)> = Vec::new();
+    for &pid in pids {
+        if rows.iter().chain(&out).any(|(r, _)| r.key.tgid == pid) {
+            continue;
+        }
+        if let Some(comm) = procfs::comm(pid) {
+            let key = Key {
+                id: pid,
+                tgid: pid,
+                start_ns: 0,
+            };
+            out.push((Row::idle(key), comm));
+        }
+    }
+    out
+}
+
 fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
+    let extras = &snap.extras;
+    let holds_zombies = |r: &Row| !args.threads && extras.zombies_of(r.key.tgid).unwrap_or(0) > 0;
     let mut rows: Vec<(Row, String)> = snap
         .rows
         .into_iter()
-        .filter(|(r, c)| selected(&args.filter, r, c))
-        .filter(|(r, _)| args.all || !args.filter.pids.is_empty() || !r.delta.is_zero())
+        .filter(|(r, _)| {
+            args.all || !args.filter.pids.is_empty() || !r.delta.is_zero() || holds_zombies(r)
+        })
         .collect();
-    // A requested process that has not switched since proclens started is still shown,
-    // with zeros.
-    for &pid in &args.filter.pids {
-        if !args.threads
-            && !rows.iter().any(|(r, _)| r.key.tgid == pid)
-            && let Some(comm) = procfs::comm(pid)
-        {
-            rows.push((
-                Row::idle(Key {
-                    id: pid,
-                    tgid: pid,
-                    start_ns: 0,
-                }),
-                comm,
-            ));
-        }
+    if !args.threads {
+        // Requested processes, and parents holding zombies, even when they did not switch.
+        let parents = extras.zombies.iter().flatten().map(|z| &z.ppid);
+        rows.extend(idle_rows(args.filter.pids.iter().chain(parents), &rows));
     }
+    let rows = rows
+        .into_iter()
+        .filter(|(r, c)| selected(&args.filter, r, c))
+        .map(|(row, comm)| {
+            let mut t = TopRow::new(row, comm);
+            if !args.threads {
+                let pid = t.row.key.tgid;
+                t.syscalls = extras.procs.as_ref().map(|_| {
+                    extras
+                        .proc_row(pid)
+                        .map_or((0, 0), |p| (p.syscalls.delta, p.syscalls.total))
+                });
+                t.zombies = extras.zombies_of(pid);
+            }
+            t
+        })
+        .collect();
     Frame {
         unix_time: snap.unix_time,
         clock: snap.clock,
@@ -144,6 +190,7 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         system: snap.system,
         lost_events: snap.health.ringbuf_drops,
         untracked_threads: snap.health.thread_map_full,
+        uncounted_syscalls: snap.health.syscall_map_full,
         rows,
     }
 }

@@ -51,9 +51,14 @@ pub fn run(
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || {
-            session::run_periodic(tracer, RowKinds::Both, interval_s, None, |snap| {
-                tx.send(snap).map_err(|_| anyhow!("the view has gone"))
-            })
+            session::run_periodic(
+                tracer,
+                RowKinds::Both,
+                super::top::TOP_EXTRAS,
+                interval_s,
+                None,
+                |snap| tx.send(snap).map_err(|_| anyhow!("the view has gone")),
+            )
         })?;
 
     let mut app = App::new(threads);
@@ -70,15 +75,12 @@ pub fn run(
             Err(TryRecvError::Disconnected) => break, // signal, or the collector failed
         }
         terminal.draw(|f| draw(f, &app))?;
-        if event::poll(Duration::from_millis(100))? {
-            if let Event::Key(k) = event::read()? {
-                if k.kind == KeyEventKind::Press
-                    && key_of(k.code, k.modifiers)
-                        .is_some_and(|key| app.on_key(key) == Action::Quit)
-                {
-                    break;
-                }
-            }
+        if event::poll(Duration::from_millis(100))?
+            && let Event::Key(k) = event::read()?
+            && k.kind == KeyEventKind::Press
+            && key_of(k.code, k.modifiers).is_some_and(|key| app.on_key(key) == Action::Quit)
+        {
+            break;
         }
     }
     drop(rx);

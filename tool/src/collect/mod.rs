@@ -6,6 +6,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod copies;
 pub mod events;
+pub mod extras;
 pub mod lifecycle;
 pub mod privilege;
 pub mod procfs;

@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
     events::{Event, EventStream},
+    extras::{Extras, ExtrasCollector, ExtrasOptions},
     procfs::CommCache,
     tracer::{Health, Tracer},
 };
@@ -51,9 +52,8 @@ pub struct Snapshot {
     pub thread_rows: Vec<(Row, String)>,
     /// The BPF programs' own cost (bpf_stats).
     pub programs: Vec<crate::model::exporter::ProgramCost>,
-    /// Ring-buffer events other than thread exits, for views that want them.
-    #[allow(dead_code, reason = "no interval view consumes lifecycle events yet")]
-    pub events: Vec<Event>,
+    /// Syscalls, copy paths, zombies and forks per process, as far as asked for.
+    pub extras: Extras,
 }
 
 pub fn clock_now() -> (f64, String) {
@@ -74,6 +74,7 @@ pub fn clock_now() -> (f64, String) {
 pub fn run_periodic(
     tracer: Tracer,
     kinds: RowKinds,
+    extras: ExtrasOptions,
     interval_s: f64,
     count: Option<u64>,
     on_tick: impl FnMut(Snapshot) -> Result<()>,
@@ -81,13 +82,14 @@ pub fn run_periodic(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(periodic(tracer, kinds, interval_s, count, on_tick))
+    rt.block_on(periodic(tracer, kinds, extras, interval_s, count, on_tick))
 }
 
 /// The collector loop itself, for views that run other tasks beside it (`serve`).
 pub async fn periodic(
     mut tracer: Tracer,
     kinds: RowKinds,
+    extras: ExtrasOptions,
     interval_s: f64,
     count: Option<u64>,
     mut on_tick: impl FnMut(Snapshot) -> Result<()>,
@@ -107,6 +109,7 @@ pub async fn periodic(
     let mut last_system = tracer.cpu_totals()?;
     let mut last_tick = Instant::now();
     let mut reports = 0u64;
+    let mut extra_models = ExtrasCollector::start(&mut tracer, extras)?;
     // What happened before the first interval belongs to no report.
     let first = tracer.threads()?;
     model.update(&first, &[]);
@@ -119,8 +122,8 @@ pub async fn periodic(
             _ = ticker.tick() => {
                 let live = tracer.threads()?;
                 stream.drain(&mut events);
-                let exits: Vec<_> = events.iter().filter_map(Event::thread_exit).copied().collect();
-                events.retain(|e| e.thread_exit().is_none());
+                extra_models.apply(&events);
+                let exits: Vec<_> = events.drain(..).filter_map(|e| e.thread_exit().copied()).collect();
                 let rows = model.update(&live, &exits);
                 let thread_rows = thread_model.as_mut().map(|m| m.update(&live, &exits)).unwrap_or_default();
                 let now = Instant::now();
@@ -146,23 +149,31 @@ pub async fn periodic(
                 let thread_rows = named(thread_rows);
                 comms.retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
                 let (unix_time, clock) = clock_now();
+                let health = tracer.health()?;
+                let extras = extra_models.tick(&mut tracer, health.ringbuf_drops)?;
                 on_tick(Snapshot {
                     unix_time,
                     clock,
                     elapsed_s,
                     system: split,
-                    health: tracer.health()?,
+                    health,
                     programs: tracer.program_costs(),
                     rows,
                     thread_rows,
-                    events: std::mem::take(&mut events),
+                    extras,
                 })?;
                 reports += 1;
                 if count.is_some_and(|c| reports >= c) {
                     return Ok(());
                 }
             }
-            r = stream.recv(&mut events) => r?,
+            r = stream.recv(&mut events) => {
+                r?;
+                // Into the process table as they come; only thread exits wait for the
+                // interval, so a fork storm does not pile events up in memory.
+                extra_models.apply(&events);
+                events.retain(|e| e.thread_exit().is_some());
+            }
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
             _ = sighup.recv() => return Ok(()),

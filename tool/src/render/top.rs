@@ -21,8 +21,33 @@ pub struct Frame {
     pub system: SystemSplit,
     pub lost_events: u64,
     pub untracked_threads: u64,
-    /// Rows with their command names.
-    pub rows: Vec<(Row, String)>,
+    /// Syscalls the kernel could not count (its per-process map was full).
+    pub uncounted_syscalls: u64,
+    /// Rows with their command names and extra figures.
+    pub rows: Vec<TopRow>,
+}
+
+/// One process (or thread) of an interval.
+#[derive(Debug, Clone)]
+pub struct TopRow {
+    pub row: Row,
+    pub comm: String,
+    /// The process's syscalls (mode switches): interval and since start. `None` for
+    /// thread rows (counted per process) and when syscalls are not counted.
+    pub syscalls: Option<(u64, u64)>,
+    /// Zombies (dead at least 1 s, not reaped) this process holds; `None` for threads.
+    pub zombies: Option<usize>,
+}
+
+impl TopRow {
+    pub fn new(row: Row, comm: String) -> Self {
+        Self {
+            row,
+            comm,
+            syscalls: None,
+            zombies: None,
+        }
+    }
 }
 
 /// One JSON line per process (or thread) per interval. Field names are a stable schema
@@ -56,6 +81,16 @@ pub struct JsonRow<'a> {
     pub runq_p50_us: Option<u64>,
     pub runq_p99_us: Option<u64>,
     pub runq_max_us: u64,
+    /// User->kernel mode switches; absent on thread rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls_total: Option<u64>,
+    /// Zombies this process holds (dead >= 1 s, not reaped); absent on thread rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zombies: Option<usize>,
 }
 
 /// The system line of an interval in JSON.
@@ -73,6 +108,7 @@ pub struct JsonSystem {
     pub address_space_switch_pct: f64,
     pub lost_events: u64,
     pub untracked_threads: u64,
+    pub uncounted_syscalls: u64,
 }
 
 pub fn json_lines(f: &Frame) -> Vec<String> {
@@ -91,10 +127,17 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             address_space_switch_pct: percent(s.cross_process, classified),
             lost_events: f.lost_events,
             untracked_threads: f.untracked_threads,
+            uncounted_syscalls: f.uncounted_syscalls,
         })
         .expect("plain struct serialises"),
     ];
-    for (r, comm) in &f.rows {
+    for TopRow {
+        row: r,
+        comm,
+        syscalls,
+        zombies,
+    } in &f.rows
+    {
         let d = &r.delta;
         let t = &r.total;
         let row = JsonRow {
@@ -123,6 +166,10 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             runq_p50_us: percentile_us(&d.runq_hist, 50.0),
             runq_p99_us: percentile_us(&d.runq_hist, 99.0),
             runq_max_us: t.runq_max_ns / 1000,
+            syscalls: syscalls.map(|(d, _)| d),
+            syscalls_per_s: syscalls.map(|(d, _)| per_second(d, f.elapsed_s)),
+            syscalls_total: syscalls.map(|(_, t)| t),
+            zombies: *zombies,
         };
         out.push(serde_json::to_string(&row).expect("plain struct serialises"));
     }
@@ -158,22 +205,36 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         percent(s.cross_process, classified),
         percent(s.idle_or_kernel, classified),
         f.lost_events,
-        if f.untracked_threads > 0 {
-            format!(", untracked threads {}", f.untracked_threads)
-        } else {
-            String::new()
-        },
+        [
+            ("untracked threads", f.untracked_threads),
+            ("uncounted syscalls", f.uncounted_syscalls)
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!(", {what} {n}"))
+        .collect::<String>(),
     )];
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
-        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99  COMMAND",
+        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99    sysc/s zomb  COMMAND",
         f.clock
     ));
-    for (r, comm) in &f.rows {
+    for TopRow {
+        row: r,
+        comm,
+        syscalls,
+        zombies,
+    } in &f.rows
+    {
         let d = &r.delta;
         let ins = d.same_in + d.cross_in + d.idle_kernel_in;
+        let sysc = syscalls.map_or_else(
+            || "-".to_string(),
+            |(n, _)| format!("{:.0}", per_second(n, f.elapsed_s)),
+        );
+        let zomb = zombies.map_or_else(|| "-".to_string(), |z| z.to_string());
         out.push(format!(
-            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>9}  {}",
+            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>9} {:>9} {:>4}  {}",
             f.clock,
             r.key.id,
             per_second(d.voluntary, f.elapsed_s),
@@ -185,6 +246,8 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             share_of_interval(d.oncpu_ns, f.elapsed_s),
             share_of_interval(d.runq_ns, f.elapsed_s),
             fmt_us(percentile_us(&d.runq_hist, 99.0)),
+            sysc,
+            zomb,
             comm
         ));
     }
@@ -226,8 +289,9 @@ mod tests {
             },
             lost_events: 0,
             untracked_threads: 0,
-            rows: vec![(
-                Row {
+            uncounted_syscalls: 0,
+            rows: vec![TopRow {
+                row: Row {
                     key: Key {
                         id: 42,
                         tgid: 42,
@@ -238,8 +302,10 @@ mod tests {
                     alive: true,
                     exit_comm: None,
                 },
-                "worker".into(),
-            )],
+                comm: "worker".into(),
+                syscalls: Some((3000, 9000)),
+                zombies: Some(2),
+            }],
         }
     }
 
@@ -261,6 +327,21 @@ mod tests {
         assert_eq!(row["involuntary_total"], 40);
         assert_eq!(row["runq_p99_us"], 16);
         assert!(row.get("tid").is_none());
+        assert_eq!(row["syscalls"], 3000);
+        assert_eq!(row["syscalls_per_s"], 1500.0);
+        assert_eq!(row["syscalls_total"], 9000);
+        assert_eq!(row["zombies"], 2);
+    }
+
+    #[test]
+    fn thread_rows_leave_process_figures_out() {
+        let mut f = frame();
+        f.per_thread = true;
+        f.rows[0].syscalls = None;
+        f.rows[0].zombies = None;
+        let row: serde_json::Value = serde_json::from_str(&json_lines(&f)[1]).unwrap();
+        assert!(row.get("syscalls").is_none() && row.get("zombies").is_none());
+        assert!(plain_lines(&f)[2].contains("      -    -  worker"));
     }
 
     #[test]
@@ -270,7 +351,7 @@ mod tests {
         assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
-        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      16us"), "{row}");
+        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      16us      1500    2  worker"), "{row}");
         assert!(row.ends_with("worker"));
     }
 }

@@ -34,7 +34,11 @@ pub fn run_all(
         lifecycle::run(proclens, reps)?
     };
     let syscalls = syscalls::run(proclens, round_trips, reps as u32)?;
-    Ok(vec![("switches", switches), ("lifecycle", lifecycle), ("syscalls", syscalls)])
+    Ok(vec![
+        ("switches", switches),
+        ("lifecycle", lifecycle),
+        ("syscalls", syscalls),
+    ])
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in

@@ -326,7 +326,7 @@ pub(crate) mod tests {
             ],
             thread_rows: vec![row(11, 1, 0, 0, 0)],
             programs: Vec::new(),
-            events: Vec::new(),
+            extras: Default::default(),
         }
     }
 

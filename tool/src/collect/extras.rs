@@ -1,0 +1,161 @@
+//! Per-process figures beyond context switches that the interval views join to their rows:
+//! syscalls and copy paths (when the tracer counts them) and, from the process table fed
+//! by the lifecycle events, the zombies each parent holds and its fork statistics.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    events::Event,
+    lifecycle::{self, Lifecycle},
+    procfs,
+    tracer::Tracer,
+};
+use crate::model::{
+    copy_report::{CopiesModel, ProcRow},
+    proctable::{ForkStats, Key, Notice, Zombie},
+};
+
+/// A process is a zombie in the views once it has been dead and unreaped this long (the
+/// `zombies` view's default `--min-age`).
+pub const ZOMBIE_MIN_AGE_NS: u64 = 1_000_000_000;
+
+/// What the views asked for beyond switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtrasOptions {
+    /// Keep the process table: zombies per parent, fork statistics, reap notices.
+    pub lifecycle: bool,
+}
+
+/// One parent's fork statistics over an interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkRow {
+    pub tgid: u32,
+    pub comm: String,
+    pub delta: ForkStats,
+}
+
+/// One interval's extra figures.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Syscalls and copy paths per process, busiest first (copy paths empty unless the
+    /// tracer accounts them); `None` when the tracer does not count syscalls.
+    pub procs: Option<Vec<ProcRow>>,
+    /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
+    /// `None` without a process table.
+    pub zombies: Option<Vec<Zombie>>,
+    /// Parents that forked, saw children exit or waited in the interval.
+    pub forks: Vec<ForkRow>,
+    /// What the process table noticed in the interval (reaps with their delay, orphans).
+    pub notices: Vec<Notice>,
+}
+
+impl Extras {
+    /// Zombies held per parent pid.
+    pub fn zombies_of(&self, ppid: u32) -> Option<usize> {
+        self.zombies
+            .as_ref()
+            .map(|z| z.iter().filter(|z| z.ppid == ppid).count())
+    }
+
+    /// The syscall and copy row of a process.
+    pub fn proc_row(&self, tgid: u32) -> Option<&ProcRow> {
+        self.procs.as_ref()?.iter().find(|r| r.tgid == tgid)
+    }
+}
+
+/// Keeps the models behind [`Extras`] between intervals.
+#[derive(Debug)]
+pub struct ExtrasCollector {
+    copies: Option<CopiesModel>,
+    life: Option<Lifecycle>,
+    last_forks: HashMap<Key, ForkStats>,
+    /// The ring-buffer drop count at the last reconciliation with /proc.
+    lost_seen: u64,
+}
+
+impl ExtrasCollector {
+    /// Starts the models; call it after the tracer is attached (the process table is
+    /// seeded from /proc here) and before the first interval.
+    pub fn start(tracer: &mut Tracer, opts: ExtrasOptions) -> Result<Self> {
+        let copies = match tracer.copy_maps() {
+            Some(maps) => {
+                let mut m = CopiesModel::new();
+                // Counts before the first interval belong to no report.
+                m.update(&maps.copies()?, &maps.syscalls()?);
+                Some(m)
+            }
+            None => None,
+        };
+        Ok(Self {
+            copies,
+            life: opts.lifecycle.then(Lifecycle::start),
+            last_forks: HashMap::new(),
+            lost_seen: 0,
+        })
+    }
+
+    /// Applies the lifecycle events in `events` (left in place for other consumers);
+    /// call it as events arrive so the table stays small under a fork storm.
+    pub fn apply(&mut self, events: &[Event]) {
+        if let Some(life) = &mut self.life {
+            let mut mine: Vec<Event> = events
+                .iter()
+                .filter(|e| e.thread_exit().is_none())
+                .cloned()
+                .collect();
+            life.apply(&mut mine);
+        }
+    }
+
+    /// One interval's figures. `lost_events` is the ring buffer's drop count: when it
+    /// grows, processes whose free event was lost are pruned against /proc.
+    pub fn tick(&mut self, tracer: &mut Tracer, lost_events: u64) -> Result<Extras> {
+        let mut out = Extras::default();
+        if let Some(model) = &mut self.copies {
+            let maps = tracer.copy_maps().context("copy maps not loaded")?;
+            let rows = model.update(&maps.copies()?, &maps.syscalls()?);
+            let gone: Vec<u32> = rows
+                .iter()
+                .map(|r| r.tgid)
+                .filter(|t| !procfs::exists(*t))
+                .collect();
+            // Gone processes have had their last interval: free their entries.
+            maps.prune(&gone)?;
+            out.procs = Some(rows);
+        }
+        if let Some(life) = &mut self.life {
+            if lost_events > self.lost_seen {
+                self.lost_seen = lost_events;
+                life.reconcile();
+            }
+            let tick_ns = life.tick_ns;
+            out.zombies = Some(
+                life.table
+                    .zombies(procfs::boot_ns(), ZOMBIE_MIN_AGE_NS)
+                    .into_iter()
+                    .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
+                    .collect(),
+            );
+            let mut now: HashMap<Key, ForkStats> = HashMap::new();
+            for (k, s) in life.table.all_fork_stats() {
+                now.insert(*k, *s);
+                let delta = s.since(&self.last_forks.get(k).copied().unwrap_or_default());
+                if delta != ForkStats::default() {
+                    out.forks.push(ForkRow {
+                        tgid: k.tgid,
+                        comm: life
+                            .table
+                            .get(k)
+                            .map_or_else(|| "?".into(), |p| p.comm.clone()),
+                        delta,
+                    });
+                }
+            }
+            self.last_forks = now;
+            out.notices = life.take_notices();
+        }
+        Ok(out)
+    }
+}
