@@ -21,7 +21,7 @@ use proclens_common::{
     counters,
 };
 
-use crate::{config, fdkind, maps::count};
+use crate::{config, fdkind, filter, maps::count};
 
 const BPF_ANY: u64 = 0;
 
@@ -68,7 +68,7 @@ fn layout_of(op: u8, field: usize) -> u32 {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == config::self_tgid() {
+    if tgid == config::self_tgid() || !filter::current_in_cgroup() {
         return 0;
     }
     // TP_PROTO(struct pt_regs *regs, long id)
@@ -150,7 +150,7 @@ fn side(ctx: &TracePointContext, task: u64, off: u32) -> Result<u8, i32> {
 fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == config::self_tgid() {
+    if tgid == config::self_tgid() || !filter::current_in_cgroup() {
         return Ok(());
     }
     let tid = pid_tgid as u32;

@@ -17,7 +17,7 @@ use proclens_common::{
 };
 
 use crate::{
-    config,
+    config, filter,
     maps::{EVENTS, count, submit_flags},
 };
 
@@ -100,6 +100,14 @@ fn is_self(tgid: u32) -> bool {
     me != 0 && tgid == me
 }
 
+/// Whether an event that runs in the context of the task it is about (fork: the creator,
+/// exec, exit, wait) is left out: proclens's own, or outside the cgroup filter. Free runs
+/// in whatever context drops the last reference, so only its tgid is checked.
+#[inline(always)]
+fn skipped(tgid: u32) -> bool {
+    is_self(tgid) || !filter::current_in_cgroup()
+}
+
 #[inline(always)]
 fn header(kind: u32, tid: u32) -> EventHeader {
     EventHeader {
@@ -113,7 +121,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let creator_task: u64 = ctx.arg(0);
     let child_task: u64 = ctx.arg(1);
     let creator = task_ref(creator_task)?;
-    if is_self(creator.tgid) {
+    if skipped(creator.tgid) {
         return Ok(());
     }
     let child = task_ref(child_task)?;
@@ -141,7 +149,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
     let me = task_ref(task)?;
-    if is_self(me.tgid) {
+    if skipped(me.tgid) {
         return Ok(());
     }
     let filename: u64 = read_at(bprm, config::binprm_filename_off())?;
@@ -208,7 +216,7 @@ fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
     let me = task_ref(task)?;
-    if is_self(me.tgid) {
+    if skipped(me.tgid) {
         return Ok(());
     }
     let (parent_task, parent) = parent_ref(task)?;
@@ -237,7 +245,7 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let pid_struct: u64 = ctx.arg(0);
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
     let waiter = task_ref(task)?;
-    if is_self(waiter.tgid) {
+    if skipped(waiter.tgid) {
         return Ok(());
     }
     let target_pid: u32 = if pid_struct == 0 {

@@ -230,6 +230,11 @@ fn cgroup_filter_selects_only_that_subtree() {
         .args(["top", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"])
         .output()
         .unwrap();
+    // The syscall and copy programs apply the same filter in the kernel.
+    let copies = Command::new(PROCLENS)
+        .args(["copies", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"])
+        .output()
+        .unwrap();
     let mut inside = inside;
     let _ = inside.kill();
     let _ = outside.kill();
@@ -264,6 +269,21 @@ fn cgroup_filter_selects_only_that_subtree() {
         rows.iter()
             .all(|v| v["comm"] == "sh" || v["comm"] == "sleep"),
         "{rows:?}"
+    );
+    assert!(copies.status.success());
+    let rows: Vec<Value> = String::from_utf8_lossy(&copies.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "copies")
+        .collect();
+    assert!(
+        rows.iter().any(|v| v["pid"] == inside.id()),
+        "copies: the shell inside is missing: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|v| v["pid"] != outside.id() && (v["comm"] == "sh" || v["comm"] == "sleep")),
+        "copies: a task outside the cgroup leaked in: {rows:?}"
     );
 }
 
