@@ -20,16 +20,22 @@ use crate::{
     collect::{
         cgroup::RunCgroup,
         events::{Event, EventStream},
-        privilege,
-        procfs::CommCache,
+        extras::ZOMBIE_MIN_AGE_NS,
+        lifecycle, privilege,
+        procfs::{self, CommCache},
         tracer::{Tracer, TracerOptions},
     },
+    error::Fatal,
     model::{
+        copy_report::CopiesModel,
+        proctable::{Notice, ProcTable, SeedProc, Zombie},
         run_report::{self, ExitInfo, RunFacts},
+        run_sections,
         switches::{Key, SwitchModel},
     },
     render,
 };
+use proclens_common::lifecycle::fork_flags;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -157,11 +163,7 @@ fn wait4(pid: i32) -> std::io::Result<Reaped> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
-    let tracer = Tracer::start(&TracerOptions {
-        include_self: false,
-        cgroup: Some(cgroup.filter.clone()),
-        ..TracerOptions::default()
-    })?;
+    let (tracer, copies_on) = start_tracer(&cgroup)?;
     let user = invoking_user()?;
     // Keep only what starting the command as the invoking user takes; the rest goes now,
     // before any other thread exists.
@@ -174,11 +176,136 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(trace_command(tracer, &cgroup, user, args))
+    rt.block_on(trace_command(tracer, copies_on, &cgroup, user, args))
+}
+
+/// Loads the programs for the command's cgroup: switches, lifecycle, syscalls and copy
+/// paths. Copy accounting needs tracefs; without it the report has no copies section (one
+/// warning) rather than no report.
+/// Returns the tracer and whether it accounts copy paths.
+fn start_tracer(cgroup: &RunCgroup) -> Result<(Tracer, bool)> {
+    let opts = TracerOptions {
+        include_self: false,
+        cgroup: Some(cgroup.filter.clone()),
+        syscalls: true,
+        copies: true,
+    };
+    match Tracer::start(&opts) {
+        Err(e) if matches!(e.downcast_ref::<Fatal>(), Some(Fatal::Tracefs(_))) => {
+            eprintln!("proclens: warning: {e:#}; the report leaves copy paths out");
+            let t = Tracer::start(&TracerOptions {
+                copies: false,
+                ..opts
+            })?;
+            Ok((t, false))
+        }
+        r => Ok((r?, true)),
+    }
+}
+
+/// The command's process table, fed from its lifecycle events (the kernel sends only the
+/// command's cgroup's, and every free).
+struct Lifecycle {
+    table: ProcTable,
+    notices: Vec<Notice>,
+    /// Names of processes freed during the run, for blaming a parent that is gone.
+    freed_comms: std::collections::HashMap<u32, String>,
+    forked_processes: u64,
+    forked_threads: u64,
+}
+
+impl Lifecycle {
+    fn new() -> Self {
+        Self {
+            table: ProcTable::new(procfs::tick_ns()),
+            notices: Vec::new(),
+            freed_comms: Default::default(),
+            forked_processes: 0,
+            forked_threads: 0,
+        }
+    }
+
+    /// Adds the command's own process (started by proclens, so no fork event names it).
+    fn seed_leader(&mut self, pid: u32) {
+        if let Some(st) = procfs::stat(pid) {
+            let seed = SeedProc {
+                pid,
+                ppid: st.ppid,
+                start_ticks: st.start_ticks,
+                comm: st.comm,
+                zombie: false,
+                exit_code: 0,
+            };
+            self.table.seed(&[seed], procfs::boot_ns());
+        }
+    }
+
+    /// Applies the lifecycle events of `events` and removes them; thread exits stay.
+    fn absorb(&mut self, events: &mut Vec<Event>) {
+        events.retain(|ev| {
+            match ev {
+                Event::ThreadExit(_) => return true,
+                Event::Fork(f) if f.flags & fork_flags::THREAD != 0 => self.forked_threads += 1,
+                Event::Fork(_) => self.forked_processes += 1,
+                _ => {}
+            }
+            for n in self.table.apply(ev) {
+                if let Notice::Reaped { proc: p, .. } = &n {
+                    self.freed_comms.insert(p.key.tgid, p.comm.clone());
+                }
+                self.notices.push(n);
+            }
+            false
+        });
+    }
+
+    /// Dead processes of the command that /proc still shows as zombies.
+    fn left_behind(&self) -> Vec<Zombie> {
+        let tick_ns = procfs::tick_ns();
+        self.table
+            .zombies(procfs::boot_ns(), 0)
+            .into_iter()
+            .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
+            .collect()
+    }
+
+    /// Whether every process of the command that died has been freed.
+    fn all_freed(&self) -> bool {
+        self.table.zombies(procfs::boot_ns(), 0).is_empty()
+    }
+
+    /// The name of a parent, live or freed during the run.
+    fn parent_comm(&self, ppid: u32) -> Option<String> {
+        self.table
+            .comm_of_pid(ppid)
+            .map(str::to_string)
+            .or_else(|| self.freed_comms.get(&ppid).cloned())
+    }
+
+    /// Zombies at least the minimum age still unreaped, and those reaped late.
+    fn section(&self) -> run_sections::ZombiesSection {
+        let left: Vec<Zombie> = self
+            .left_behind()
+            .into_iter()
+            .filter(|z| z.age_ns >= ZOMBIE_MIN_AGE_NS)
+            .map(|mut z| {
+                if z.parent_comm == "?"
+                    && let Some(c) = self.parent_comm(z.ppid)
+                {
+                    z.parent_comm = c;
+                }
+                z
+            })
+            .collect();
+        run_sections::zombies(&left, &self.notices, ZOMBIE_MIN_AGE_NS, |ppid| {
+            self.parent_comm(ppid)
+        })
+    }
 }
 
 async fn trace_command(
     mut tracer: Tracer,
+    copies_on: bool,
     cgroup: &RunCgroup,
     user: Option<Identity>,
     args: RunArgs,
@@ -197,6 +324,8 @@ async fn trace_command(
         }
     };
     let pid = child.id() as i32;
+    let mut life = Lifecycle::new();
+    life.seed_leader(pid as u32);
     // The command runs as its user now; proclens needs no more than map reads take.
     tracer.drop_privileges(&[])?;
     let mut waiter = tokio::task::spawn_blocking(move || wait4(pid));
@@ -204,7 +333,10 @@ async fn trace_command(
     let reaped = loop {
         tokio::select! {
             r = &mut waiter => break r.context("waiting for the command")??,
-            r = stream.recv(&mut events) => r?,
+            r = stream.recv(&mut events) => {
+                r?;
+                life.absorb(&mut events);
+            }
             // Ctrl-C reaches the command through the terminal; proclens reports after it.
             _ = sigint.recv() => {}
             _ = sigterm.recv() => forward(pid, libc::SIGTERM),
@@ -214,17 +346,30 @@ async fn trace_command(
     let wall_s = started.elapsed().as_secs_f64();
 
     // The leader's last switch comes just after its parent could reap it: wait for its
-    // final counts, and for its other threads' entries to go.
+    // final counts, for its other threads' entries to go, and for the frees of the
+    // processes that died (an RCU grace period after their reap).
     let deadline = Instant::now() + Duration::from_secs(2);
+    // Dead processes get this long after the leader's end to be reaped and freed; those
+    // still unreaped then are reported as left behind.
+    let reap_grace = Duration::from_millis(300);
+    let mut leader_done_at: Option<Instant> = None;
     let live = loop {
         stream.drain(&mut events);
+        life.absorb(&mut events);
         let live = tracer.threads()?;
         let leader_done = events
             .iter()
             .filter_map(Event::thread_exit)
             .any(|t| t.header.tid == pid as u32);
         let leader_threads_left = live.values().any(|t| t.tgid == pid as u32);
-        if (leader_done && !leader_threads_left) || Instant::now() > deadline {
+        let now = Instant::now();
+        let leader_gone = leader_done && !leader_threads_left;
+        if leader_gone && leader_done_at.is_none() {
+            leader_done_at = Some(now);
+        }
+        let reaps_settled =
+            life.all_freed() || leader_done_at.is_some_and(|t| now > t + reap_grace);
+        if (leader_gone && reaps_settled) || now > deadline {
             break live;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -252,7 +397,25 @@ async fn trace_command(
         threads_seen,
         lost_events: tracer.health()?.ringbuf_drops,
     };
-    let report = run_report::build(args.command.clone(), reaped.exit, facts, &rows);
+    let mut report = run_report::build(args.command.clone(), reaped.exit, facts, &rows);
+    report.forked_processes = life.forked_processes;
+    report.forked_threads = life.forked_threads;
+    report.zombies = life.section();
+    if let Some(maps) = tracer.copy_maps() {
+        let copy_rows = CopiesModel::new().update(&maps.copies()?, &maps.syscalls()?);
+        for p in &mut report.per_process {
+            p.syscalls = Some(
+                copy_rows
+                    .iter()
+                    .filter(|r| r.tgid == p.pid)
+                    .map(|r| r.syscalls.total)
+                    .sum(),
+            );
+        }
+        if copies_on {
+            report.copies = Some(run_sections::copies(&copy_rows, wall_s));
+        }
+    }
     let text = if args.output.json {
         render::run::json(&report) + "\n"
     } else {

@@ -7,5 +7,6 @@ pub mod histogram;
 pub mod proctable;
 pub mod rates;
 pub mod run_report;
+pub mod run_sections;
 pub mod switches;
 pub mod syscalls;

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{
     histogram::percentile_us,
+    run_sections::{CopiesSection, ZombiesSection},
     switches::{Counts, Row},
 };
 
@@ -85,6 +86,8 @@ pub struct ProcessSummary {
     pub blocked_s: f64,
     pub runq_s: f64,
     pub runq_latency: Latency,
+    /// Its syscalls (mode switches); `None` when they were not counted.
+    pub syscalls: Option<u64>,
 }
 
 /// Everything `run` reports; serialised as is for `--json`.
@@ -106,6 +109,14 @@ pub struct RunReport {
     pub switches: SwitchKinds,
     pub runq_latency: Latency,
     pub lost_events: u64,
+    /// Processes and threads the command and its descendants forked (from the kernel's
+    /// fork events; the command's own process is not counted).
+    pub forked_processes: u64,
+    pub forked_threads: u64,
+    /// Mode switches and copy paths; `None` when copy accounting was unavailable.
+    pub copies: Option<CopiesSection>,
+    /// Zombies the command's processes left behind or reaped late.
+    pub zombies: ZombiesSection,
     pub per_process: Vec<ProcessSummary>,
 }
 
@@ -135,6 +146,7 @@ pub fn build(
             blocked_s: secs(r.total.blocked_ns),
             runq_s: secs(r.total.runq_ns),
             runq_latency: Latency::of(&r.total),
+            syscalls: None,
         })
         .collect();
     per_process.sort_by_key(|p| p.pid);
@@ -152,6 +164,10 @@ pub fn build(
         switches: SwitchKinds::of(&all),
         runq_latency: Latency::of(&all),
         lost_events: facts.lost_events,
+        forked_processes: 0,
+        forked_threads: 0,
+        copies: None,
+        zombies: ZombiesSection::default(),
         per_process,
     }
 }

@@ -1,6 +1,12 @@
 //! `proclens run` report: a short text summary (perf stat style) or one JSON object.
 
-use crate::model::run_report::{Latency, RunReport};
+use crate::{
+    model::{
+        run_report::{Latency, RunReport},
+        run_sections::{CopiesSection, ZombieEntry, ZombiesSection},
+    },
+    render::copies::human_bytes,
+};
 
 fn lat(l: &Latency) -> String {
     let f = |v: Option<u64>| v.map_or("-".to_string(), |us| format!("<{us}us"));
@@ -41,7 +47,7 @@ pub fn plain(r: &RunReport) -> String {
          {:>14}  {:.3} s\n\
          {:>14}  user {:.3} s, system {:.3} s (traced on-CPU time {:.3} s)\n\
          {:>14}  blocked {:.3} s, waiting for a CPU {:.3} s\n\
-         {:>14}  {} processes, {} threads\n\
+         {:>14}  {} processes, {} threads (forked: {} processes, {} threads)\n\
          {:>14}  {} voluntary, {} involuntary\n\
          {:>14}  same-process {}, cross-process {}, idle/kernel {}\n\
          {:>14}  {}\n",
@@ -56,9 +62,11 @@ pub fn plain(r: &RunReport) -> String {
         "off CPU",
         r.blocked_s,
         r.runq_s,
-        "created",
+        "traced",
         r.processes,
         r.threads,
+        r.forked_processes,
+        r.forked_threads,
         "switches out",
         s.voluntary,
         s.involuntary,
@@ -75,8 +83,12 @@ pub fn plain(r: &RunReport) -> String {
             "lost events", r.lost_events
         ));
     }
+    if let Some(c) = &r.copies {
+        copies_lines(&mut out, c);
+    }
+    zombies_lines(&mut out, &r.zombies);
     out.push_str(&format!(
-        "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8}  COMMAND\n",
+        "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9}  COMMAND\n",
         "PID",
         "voluntary",
         "involuntary",
@@ -85,12 +97,13 @@ pub fn plain(r: &RunReport) -> String {
         "idle-in",
         "oncpu-ms",
         "blocked-ms",
-        "runq-ms"
+        "runq-ms",
+        "syscalls"
     ));
     for p in &r.per_process {
         let s = &p.switches;
         out.push_str(&format!(
-            " {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9.1} {:>10.1} {:>8.1}  {}\n",
+            " {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9.1} {:>10.1} {:>8.1} {:>9}  {}\n",
             p.pid,
             s.voluntary,
             s.involuntary,
@@ -100,10 +113,83 @@ pub fn plain(r: &RunReport) -> String {
             p.oncpu_s * 1e3,
             p.blocked_s * 1e3,
             p.runq_s * 1e3,
+            p.syscalls.map_or("-".to_string(), |n| n.to_string()),
             p.comm
         ));
     }
     out
+}
+
+fn copies_lines(out: &mut String, c: &CopiesSection) {
+    out.push_str(&format!(
+        "{:>14}  {} ({:.0}/s){}\n",
+        "syscalls",
+        c.syscalls,
+        c.syscalls_per_s,
+        if c.io_uring {
+            "; uses io_uring: its submissions are not counted"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "{:>14}  through user buffers {}, zero-copy {} ({:.1}%), mmap {} in {} calls\n",
+        "bytes moved",
+        human_bytes(c.user_copy_bytes as f64),
+        human_bytes(c.zero_copy_bytes as f64),
+        c.zero_copy_pct,
+        human_bytes(c.mmap_bytes as f64),
+        c.mmap_calls,
+    ));
+    for p in &c.paths {
+        out.push_str(&format!(
+            "{:>14}  {:<16} {:<14} {:>10} in {} calls{}\n",
+            "",
+            p.syscall,
+            format!("{}->{}", p.src, p.dst),
+            human_bytes(p.bytes as f64),
+            p.calls,
+            if p.errors > 0 {
+                format!(", {} failed", p.errors)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if let Some(s) = &c.sendfile_would_save {
+        out.push_str(&format!(
+            "{:>14}  {} of CPU copies and {:.0} mode switches ({} of file data sent with read+write)\n",
+            "sendfile saves",
+            human_bytes(s.cpu_copy_bytes as f64),
+            s.mode_switches,
+            human_bytes(s.eligible_bytes as f64),
+        ));
+    }
+}
+
+fn zombie_line(z: &ZombieEntry) -> String {
+    let status = match (z.exit_code, z.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "?".into(),
+    };
+    format!(
+        "{:>14}  pid {} {} ({status}), parent {} {}, zombie for {:.2} s\n",
+        "", z.pid, z.comm, z.ppid, z.parent_comm, z.zombie_s
+    )
+}
+
+fn zombies_lines(out: &mut String, z: &ZombiesSection) {
+    out.push_str(&format!(
+        "{:>14}  {} left unreaped, {} reaped {} s or more after dying\n",
+        "zombies",
+        z.left.len(),
+        z.reaped_late.len(),
+        z.min_age_s
+    ));
+    for e in z.left.iter().chain(&z.reaped_late) {
+        out.push_str(&zombie_line(e));
+    }
 }
 
 pub fn json(r: &RunReport) -> String {
@@ -145,6 +231,10 @@ mod tests {
             switches: sw.clone(),
             runq_latency: lat.clone(),
             lost_events: 0,
+            forked_processes: 0,
+            forked_threads: 0,
+            copies: None,
+            zombies: ZombiesSection::default(),
             per_process: vec![ProcessSummary {
                 pid: 7,
                 comm: "sleep".into(),
@@ -153,6 +243,7 @@ mod tests {
                 blocked_s: 0.2,
                 runq_s: 0.0,
                 runq_latency: lat,
+                syscalls: Some(12),
             }],
         }
     }

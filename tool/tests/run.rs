@@ -1,0 +1,141 @@
+//! Real BPF: the copies and zombies sections of `proclens run -- CMD`, each from a command
+//! whose bytes and zombies the test knows.
+mod common;
+
+use std::process::Command;
+
+use common::{PROCLENS, can_trace};
+use serde_json::Value;
+
+/// `proclens run --json -- sh -c SCRIPT`: the report.
+fn run_sh(script: &str) -> Value {
+    let out_file = std::env::temp_dir().join(format!(
+        "proclens-run-report-{}-{}.json",
+        std::process::id(),
+        script.len()
+    ));
+    let st = Command::new(PROCLENS)
+        .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
+        .args(["sh", "-c", script])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "proclens run failed: {st}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    report
+}
+
+/// Bytes of the summed path `syscall` from `src` to `dst` in the report's copies section.
+fn path_bytes(r: &Value, syscall: &str, src: &str, dst: &str) -> u64 {
+    r["copies"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["syscall"] == syscall && p["src"] == src && p["dst"] == dst)
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum()
+}
+
+/// `head -c N /dev/zero | wc -c`: head writes exactly N bytes into the pipe and wc reads
+/// exactly N out of it; both are the command's descendants, so both are in the report.
+#[test]
+fn copies_section_counts_a_pipelines_bytes_exactly() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 3 * 1024 * 1024 + 17;
+    let r = run_sh(&format!("head -c {N} /dev/zero | wc -c"));
+    assert_eq!(
+        path_bytes(&r, "write", "user", "pipe"),
+        N,
+        "{}",
+        r["copies"]
+    );
+    assert_eq!(path_bytes(&r, "read", "pipe", "user"), N, "{}", r["copies"]);
+    let c = &r["copies"];
+    assert!(c["user_copy_bytes"].as_u64().unwrap() >= 2 * N);
+    assert!(c["syscalls"].as_u64().unwrap() > 0);
+    assert_eq!(c["io_uring"], false);
+    // Every process of the report is one the command started.
+    for p in r["per_process"].as_array().unwrap() {
+        assert!(
+            ["sh", "head", "wc"].contains(&p["comm"].as_str().unwrap()),
+            "a process outside the command: {p}"
+        );
+        assert!(p["syscalls"].as_u64().unwrap() > 0, "{p}");
+    }
+    assert_eq!(r["forked_processes"], 2, "sh forks head and wc");
+}
+
+/// `cat` of a file into another file: coreutils moves it with copy_file_range, inside the
+/// kernel, so the whole file is zero-copy bytes from file to file.
+#[test]
+fn copies_section_counts_in_kernel_copies_exactly() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 4 * 1024 * 1024;
+    let dir = std::env::temp_dir();
+    let src = dir.join(format!("proclens-run-src-{}", std::process::id()));
+    let dst = dir.join(format!("proclens-run-dst-{}", std::process::id()));
+    std::fs::write(&src, vec![7u8; N as usize]).unwrap();
+    let r = run_sh(&format!("cat {} > {}", src.display(), dst.display()));
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    // copy_file_range, or read+write where the kernel or coreutils falls back: either way
+    // exactly N bytes leave the file.
+    let in_kernel = path_bytes(&r, "copy_file_range", "file", "file");
+    let through_user = path_bytes(&r, "write", "user", "file");
+    assert_eq!(in_kernel + through_user, N, "{}", r["copies"]);
+    if in_kernel == N {
+        assert!(r["copies"]["zero_copy_bytes"].as_u64().unwrap() >= N);
+    }
+}
+
+/// A background child that exits at once while its parent (the command itself, exec'd
+/// into `sleep`) never waits: a zombie for the rest of the command, blamed on it. The
+/// same child under a shell that waits is reaped at once: no zombie.
+#[test]
+fn zombies_section_blames_the_parent_that_never_waits() {
+    if !can_trace() {
+        return;
+    }
+    let r = run_sh("sleep 0.1 & exec sleep 1.4");
+    let z = &r["zombies"];
+    let all: Vec<&Value> = z["left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(z["reaped_late"].as_array().unwrap())
+        .collect();
+    assert_eq!(all.len(), 1, "{z}");
+    let leader = r["per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["blocked_s"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["blocked_s"].as_f64().unwrap())
+        })
+        .unwrap();
+    let zombie = all[0];
+    assert_eq!(zombie["comm"], "sleep");
+    assert_eq!(zombie["ppid"], leader["pid"], "{zombie} vs {leader}");
+    assert_eq!(zombie["parent_comm"], "sleep");
+    assert_eq!(zombie["exit_code"], 0);
+    // Dead at ~0.1 s, unreaped at least until the command ended at ~1.4 s.
+    let age = zombie["zombie_s"].as_f64().unwrap();
+    assert!(age >= 1.1, "zombie for {age} s");
+
+    let r = run_sh("sleep 0.1 & sleep 1.4; wait");
+    assert_eq!(
+        r["zombies"]["left"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r["zombies"]
+    );
+    assert_eq!(r["zombies"]["reaped_late"].as_array().unwrap().len(), 0);
+}
