@@ -50,6 +50,23 @@ impl Tmux {
         );
     }
 
+    /// The pid of the proclens the pane's shell is running.
+    fn proclens_pid(&self) -> i32 {
+        let out = Command::new("tmux")
+            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = Command::new("pgrep")
+            .args(["-P", &shell, "-x", "proclens"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no proclens under the pane's shell {shell}"))
+    }
+
     fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.session])
@@ -95,17 +112,99 @@ impl Drop for Tmux {
     }
 }
 
-/// A process with a recognisable name that switches ~100 times a second.
-fn named_workload() -> (Child, String, std::path::PathBuf) {
+/// A background process and the symlink that names it, both gone when dropped (also when
+/// a test fails).
+struct Named {
+    child: Child,
+    name: String,
+    link: std::path::PathBuf,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+/// A process with a recognisable name that switches ~100 times a second and writes 6
+/// bytes each time (the shell's builtin echo, to /dev/null).
+fn named_workload() -> Named {
     let name = format!("pltui{}", std::process::id() % 100_000);
     let link = std::env::temp_dir().join(&name);
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
     let child = Command::new(&link)
-        .args(["-c", "while :; do sleep 0.01; done"])
+        .args(["-c", "while :; do echo hello; sleep 0.01; done > /dev/null"])
         .spawn()
         .unwrap();
-    (child, name, link)
+    Named { child, name, link }
+}
+
+/// A process named `plz<pid>` holding two zombies (two `true`s it never waits for).
+fn zombie_parent() -> Named {
+    let name = format!("plz{}", std::process::id() % 100_000);
+    let link = std::env::temp_dir().join(&name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("/bin/true & /bin/true & exec {} 60", link.display()),
+        ])
+        .spawn()
+        .unwrap();
+    Named { child, name, link }
+}
+
+/// The Zombies view lists a parent's zombies with the parent's name; the Copies view
+/// shows a process that writes, with its busiest path.
+#[test]
+fn zombies_and_copies_views() {
+    if !can_trace() {
+        return;
+    }
+    let writer = named_workload();
+    let parent = zombie_parent();
+    let (name, pname) = (writer.name.clone(), parent.name.clone());
+    let t = Tmux::new();
+    t.send(&[
+        &format!("{PROCLENS} top --interval 0.5; echo EXITED-$?"),
+        "Enter",
+    ]);
+    // The Switches view: the parent is listed with its 2 zombies even though it sleeps
+    // (filtered by name: a busy machine has more rows than the screen).
+    t.wait_for("the table", Duration::from_secs(20), |s| {
+        s.contains("nvcswch/s")
+    });
+    t.send(&["/"]);
+    t.send(&[&pname, "Enter"]);
+    let s = t.wait_for("the zombie parent's row", Duration::from_secs(20), |s| {
+        s.lines()
+            .any(|l| l.contains(&pname) && l.split_whitespace().last() == Some("2"))
+    });
+    assert!(s.contains("zomb"), "{s}");
+    t.send(&["2"]);
+    let s = t.wait_for("the zombies view", Duration::from_secs(10), |s| {
+        s.lines()
+            .filter(|l| l.contains(&pname) && l.contains("true"))
+            .count()
+            == 2
+    });
+    assert!(s.contains("exit 0"), "{s}");
+    t.send(&["Escape", "/"]);
+    t.send(&[&name, "Enter", "3"]);
+    let s = t.wait_for("the copies view", Duration::from_secs(10), |s| {
+        s.lines()
+            .any(|l| l.contains(&name) && l.contains("write user->other"))
+    });
+    assert!(s.contains("BUSIEST PATH"), "{s}");
+    t.send(&["q"]);
+    let s = t.wait_for("proclens to exit", Duration::from_secs(10), |s| {
+        exit_line(s).is_some()
+    });
+    assert_eq!(exit_line(&s), Some("EXITED-0"), "{s}");
 }
 
 #[test]
@@ -113,7 +212,8 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     if !can_trace() {
         return;
     }
-    let (mut workload, name, link) = named_workload();
+    let workload = named_workload();
+    let name = workload.name.clone();
     let t = Tmux::new();
     t.send(&[
         &format!("{PROCLENS} top --interval 0.5; echo EXITED-$?"),
@@ -137,16 +237,25 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     let s = t.wait_for("the filter", Duration::from_secs(5), |s| {
         s.contains(&format!("comm~{name}"))
     });
-    let table_rows = s
+    // Only the workload's line remains (and, at times, a forked child of it that has not
+    // exec'd `sleep` yet, which still bears its name).
+    let table_rows: Vec<&str> = s
         .lines()
         .filter(|l| {
             l.trim_start()
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_ascii_digit())
+                && !l.contains("Switches")
         })
-        .count();
-    assert_eq!(table_rows, 1, "{s}");
+        .collect();
+    assert!(
+        table_rows
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(&workload.child.id().to_string())),
+        "{s}"
+    );
+    assert!(table_rows.iter().all(|l| l.contains(&name)), "{s}");
     // Quit: the shell gets its prompt back, the exit code is 0, the screen is the shell's.
     t.send(&["q"]);
     let s = t.wait_for("proclens to exit", Duration::from_secs(10), |s| {
@@ -172,9 +281,7 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
         .find(|l| l.starts_with("MODE:"))
         .unwrap();
     assert_eq!(mode, "MODE:icanon", "terminal mode not restored:\n{after}");
-    let _ = workload.kill();
-    let _ = workload.wait();
-    let _ = std::fs::remove_file(link);
+    drop(workload);
 }
 
 #[test]
@@ -190,15 +297,7 @@ fn sigterm_restores_the_terminal_too() {
     t.wait_for("the table", Duration::from_secs(20), |s| {
         s.contains("nvcswch/s")
     });
-    let pid = String::from_utf8(
-        Command::new("pgrep")
-            .args(["-n", "-x", "proclens"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let pid: i32 = pid.trim().parse().unwrap();
+    let pid = t.proclens_pid();
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let s = t.wait_for("proclens to exit", Duration::from_secs(10), |s| {
         exit_line(s).is_some()
@@ -208,4 +307,36 @@ fn sigterm_restores_the_terminal_too() {
         !s.contains("nvcswch/s"),
         "still on the alternate screen:\n{s}"
     );
+}
+
+/// Closing the terminal under the live view (the tmux session is killed) ends proclens
+/// promptly, instead of leaving it spinning on a dead tty with its programs attached.
+#[test]
+fn a_closed_terminal_ends_the_view() {
+    if !can_trace() {
+        return;
+    }
+    let t = Tmux::new();
+    t.send(&[&format!("{PROCLENS} top --interval 0.3"), "Enter"]);
+    t.wait_for("the table", Duration::from_secs(20), |s| {
+        s.contains("nvcswch/s")
+    });
+    let pid = t.proclens_pid();
+    drop(t);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Gone, or a zombie waiting for its (killed) shell's reaper.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    while alive() {
+        assert!(
+            Instant::now() < deadline,
+            "proclens {pid} still runs after its terminal closed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -25,7 +25,6 @@ use crate::{
         procfs::{self, CommCache},
         tracer::{Tracer, TracerOptions},
     },
-    error::Fatal,
     model::{
         copy_report::CopiesModel,
         proctable::{Notice, ProcTable, SeedProc, Zombie},
@@ -180,27 +179,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Loads the programs for the command's cgroup: switches, lifecycle, syscalls and copy
-/// paths. Copy accounting needs tracefs; without it the report has no copies section (one
-/// warning) rather than no report.
-/// Returns the tracer and whether it accounts copy paths.
+/// paths (left out, with a warning, without tracefs). Returns the tracer and whether it
+/// accounts copy paths.
 fn start_tracer(cgroup: &RunCgroup) -> Result<(Tracer, bool)> {
-    let opts = TracerOptions {
+    Tracer::start_copies_if_possible(&TracerOptions {
         include_self: false,
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
         copies: true,
-    };
-    match Tracer::start(&opts) {
-        Err(e) if matches!(e.downcast_ref::<Fatal>(), Some(Fatal::Tracefs(_))) => {
-            eprintln!("proclens: warning: {e:#}; the report leaves copy paths out");
-            let t = Tracer::start(&TracerOptions {
-                copies: false,
-                ..opts
-            })?;
-            Ok((t, false))
-        }
-        r => Ok((r?, true)),
-    }
+    })
 }
 
 /// The command's process table, fed from its lifecycle events (the kernel sends only the

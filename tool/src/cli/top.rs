@@ -53,15 +53,24 @@ pub struct TopArgs {
 }
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
-    let tracer = start_with(&args.filter, TOP_TRACING)?;
-    if !args.plain && !args.output.json && std::io::stdout().is_terminal() {
+    if !args.plain
+        && !args.output.json
+        && std::io::stdout().is_terminal()
+        && std::io::stdin().is_terminal()
+    {
+        // The live table also has a Copies view: bytes by copy path when tracefs allows.
+        let (tracer, copies) = start_checked(&args.filter, TOP_TRACING, |o| {
+            Tracer::start_copies_if_possible(o)
+        })?;
         let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
         super::tui::run(tracer, args.period.interval, args.threads, |app| {
             app.pid_filter = pid;
             app.comm_filter = comm;
+            app.has_copies = copies;
         })?;
         return Ok(ExitCode::SUCCESS);
     }
+    let tracer = start_with(&args.filter, TOP_TRACING)?;
     let mut stdout = std::io::stdout().lock();
     let kinds = if args.threads {
         RowKinds::Threads
@@ -102,20 +111,29 @@ pub fn start(filter: &Filter) -> Result<Tracer> {
 /// [`start`] with more features (`opts`'s filter fields are taken from `filter`), then
 /// drops every privilege loading needed.
 pub fn start_with(filter: &Filter, opts: TracerOptions) -> Result<Tracer> {
+    Ok(start_checked(filter, opts, |o| Ok((Tracer::start(o)?, ())))?.0)
+}
+
+/// Checks `filter`, starts a tracer with `start` and drops privileges.
+fn start_checked<T>(
+    filter: &Filter,
+    opts: TracerOptions,
+    start: impl FnOnce(&TracerOptions) -> Result<(Tracer, T)>,
+) -> Result<(Tracer, T)> {
     procfs::check_pids(&filter.pids)?;
     let cgroup = filter
         .cgroup
         .as_deref()
         .map(cgroup::check_exists)
         .transpose()?;
-    let tracer = Tracer::start(&TracerOptions {
+    let (tracer, extra) = start(&TracerOptions {
         include_self: filter.include_self,
         cgroup,
         ..opts
     })?;
     // Everything is loaded and attached: from here on proclens only reads held fds.
     tracer.drop_privileges(&[])?;
-    Ok(tracer)
+    Ok((tracer, extra))
 }
 
 /// Whether a row passes `-p` and `--comm`.

@@ -37,8 +37,39 @@ fn key_of(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
         KeyCode::Enter => Key::Enter,
         KeyCode::Esc => Key::Esc,
         KeyCode::Backspace => Key::Backspace,
+        KeyCode::Tab => Key::Tab,
         _ => return None,
     })
+}
+
+/// What the terminal (standard input) has for the view.
+#[derive(Debug, PartialEq, Eq)]
+enum TtyState {
+    Idle,
+    Input,
+    /// Hung up (window closed, tmux session killed) or unusable.
+    Gone,
+}
+
+/// Waits up to `timeout` for input on the terminal.
+fn wait_for_tty(timeout: Duration) -> TtyState {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll on one valid pollfd.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout.as_millis() as i32) };
+    let r = fds[0].revents;
+    if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+        TtyState::Idle
+    } else if n < 0 || r & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        TtyState::Gone
+    } else if r & libc::POLLIN != 0 {
+        TtyState::Input
+    } else {
+        TtyState::Idle
+    }
 }
 
 pub fn run(
@@ -75,11 +106,26 @@ pub fn run(
             Err(TryRecvError::Disconnected) => break, // signal, or the collector failed
         }
         terminal.draw(|f| draw(f, &app))?;
-        if event::poll(Duration::from_millis(100))?
-            && let Event::Key(k) = event::read()?
-            && k.kind == KeyEventKind::Press
-            && key_of(k.code, k.modifiers).is_some_and(|key| app.on_key(key) == Action::Quit)
-        {
+        // A terminal that went away (window closed, tmux session killed) stays readable
+        // with nothing to read, and crossterm's poll then spins without returning
+        // (crossterm-rs/crossterm#793): wait on the tty here, leave when it hangs up, and
+        // hand crossterm only real input.
+        match wait_for_tty(Duration::from_millis(100)) {
+            TtyState::Gone => break,
+            TtyState::Idle => continue,
+            TtyState::Input => {}
+        }
+        // crossterm reads all pending bytes at once and queues the events: take them all.
+        let mut quit = false;
+        while !quit && event::poll(Duration::ZERO)? {
+            if let Event::Key(k) = event::read()?
+                && k.kind == KeyEventKind::Press
+            {
+                quit =
+                    key_of(k.code, k.modifiers).is_some_and(|key| app.on_key(key) == Action::Quit);
+            }
+        }
+        if quit {
             break;
         }
     }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use super::{
     events::Event,
     lifecycle::{self, Lifecycle},
-    procfs,
+    procfs::{self, CommCache},
     tracer::Tracer,
 };
 use crate::model::{
@@ -42,6 +42,8 @@ pub struct Extras {
     /// Syscalls and copy paths per process, busiest first (copy paths empty unless the
     /// tracer accounts them); `None` when the tracer does not count syscalls.
     pub procs: Option<Vec<ProcRow>>,
+    /// The command names of `procs`' processes, by tgid.
+    pub proc_comms: HashMap<u32, String>,
     /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
     /// `None` without a process table.
     pub zombies: Option<Vec<Zombie>>,
@@ -70,6 +72,7 @@ impl Extras {
 pub struct ExtrasCollector {
     copies: Option<CopiesModel>,
     life: Option<Lifecycle>,
+    comms: CommCache<u32>,
     last_forks: HashMap<Key, ForkStats>,
     /// The ring-buffer drop count at the last reconciliation with /proc.
     lost_seen: u64,
@@ -91,6 +94,7 @@ impl ExtrasCollector {
         Ok(Self {
             copies,
             life: opts.lifecycle.then(Lifecycle::start),
+            comms: CommCache::default(),
             last_forks: HashMap::new(),
             lost_seen: 0,
         })
@@ -121,6 +125,19 @@ impl ExtrasCollector {
                 .map(|r| r.tgid)
                 .filter(|t| !procfs::exists(*t))
                 .collect();
+            for r in &rows {
+                // /proc while the process lives; for one gone before it was seen alive,
+                // the name the kernel recorded.
+                let alive = !gone.contains(&r.tgid);
+                let mut comm = self.comms.get(r.tgid, r.tgid, alive, None);
+                if comm == "?"
+                    && let Some(k) = maps.comm(r.tgid)
+                {
+                    comm = k;
+                }
+                out.proc_comms.insert(r.tgid, comm);
+            }
+            self.comms.retain(|t| !gone.contains(t));
             // Gone processes have had their last interval: free their entries.
             maps.prune(&gone)?;
             out.procs = Some(rows);

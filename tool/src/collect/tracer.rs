@@ -268,6 +268,26 @@ impl Tracer {
         })
     }
 
+    /// [`Tracer::start`] with copy accounting when tracefs allows it, else without it (one
+    /// warning naming what is missing). Returns whether copy paths are accounted.
+    pub fn start_copies_if_possible(opts: &TracerOptions) -> Result<(Self, bool)> {
+        let with = TracerOptions {
+            copies: true,
+            ..opts.clone()
+        };
+        match Self::start(&with) {
+            Err(e) if matches!(e.downcast_ref::<Fatal>(), Some(Fatal::Tracefs(_))) => {
+                eprintln!("proclens: warning: {e:#}; copy paths are not accounted");
+                let without = TracerOptions {
+                    copies: false,
+                    ..opts.clone()
+                };
+                Ok((Self::start(&without)?, false))
+            }
+            r => Ok((r?, true)),
+        }
+    }
+
     /// Drops the privileges loading needed, once everything is attached: every capability
     /// (except `keep`) when this kernel still lets the held map fds be read without them
     /// (probed); otherwise only those beyond CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN, with a

@@ -2,13 +2,22 @@
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Layout},
+    layout::{Constraint, Layout, Rect},
     style::{Modifier, Style, Stylize as _},
     text::Line as TextLine,
-    widgets::{Block, Cell, Paragraph, Row, Sparkline, Table, TableState},
+    widgets::{Block, Cell, Paragraph, Row, Sparkline, Table, TableState, Tabs},
 };
 
-use super::{App, Prompt};
+use super::{App, Prompt, Tab};
+use crate::render::copies::human_bytes;
+
+fn opt(v: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".into(), fmt)
+}
+
+fn rate(v: f64) -> String {
+    format!("{}/s", human_bytes(v))
+}
 
 fn us(v: Option<u64>) -> String {
     match v {
@@ -19,7 +28,8 @@ fn us(v: Option<u64>) -> String {
 }
 
 pub fn draw(f: &mut Frame<'_>, app: &App) {
-    let [head, sparks, table, footer] = Layout::vertical([
+    let [head, tabs, sparks, table, footer] = Layout::vertical([
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(4),
         Constraint::Min(3),
@@ -45,6 +55,13 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         title.push_str("  [threads]");
     }
     f.render_widget(Paragraph::new(title).bold(), head);
+    let selected_tab = Tab::ALL.iter().position(|t| *t == app.tab).unwrap_or(0);
+    f.render_widget(
+        Tabs::new(Tab::ALL.map(Tab::title))
+            .select(selected_tab)
+            .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        tabs,
+    );
 
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(sparks);
@@ -64,34 +81,82 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         right,
     );
 
+    match app.tab {
+        Tab::Switches => switches_table(f, app, table),
+        Tab::Zombies => zombies_table(f, app, table),
+        Tab::Copies => copies_table(f, app, table),
+    }
+
+    let help = match &app.prompt {
+        Some(Prompt::Pid(b)) => format!(" pid: {b}_   (Enter apply, Esc cancel)"),
+        Some(Prompt::Comm(b)) => format!(" command contains: {b}_   (Enter apply, Esc cancel)"),
+        None => " q quit  1/2/3/Tab views  ↑↓/j/k select  s sort  p pid filter  / command filter  Esc clear filters  t threads".into(),
+    };
+    f.render_widget(Paragraph::new(TextLine::from(help)).reversed(), footer);
+}
+
+fn header(cols: &[&'static str]) -> Row<'static> {
+    Row::new(cols.iter().map(|c| Cell::from(*c)))
+        .style(Style::new().add_modifier(Modifier::REVERSED))
+}
+
+fn render_table<'a>(
+    f: &mut Frame<'_>,
+    area: Rect,
+    app: &App,
+    head: Row<'a>,
+    rows: Vec<Row<'a>>,
+    widths: &[Constraint],
+) {
+    let mut state =
+        TableState::default().with_selected(Some(app.selected.min(rows.len().saturating_sub(1))));
+    f.render_stateful_widget(
+        Table::new(rows, widths.to_vec())
+            .header(head)
+            .row_highlight_style(Style::new().add_modifier(Modifier::BOLD).reversed()),
+        area,
+        &mut state,
+    );
+}
+
+fn switches_table(f: &mut Frame<'_>, app: &App, area: Rect) {
     let lines = app.visible();
     let id = if app.threads { "TID" } else { "PID" };
-    let header = Row::new(
-        [
-            id,
-            "COMMAND",
-            "cswch/s",
-            "nvcswch/s",
-            "same%",
-            "cross%",
-            "%cpu",
-            "runq-p99",
-        ]
-        .map(Cell::from),
-    )
-    .style(Style::new().add_modifier(Modifier::REVERSED));
-    let rows = lines.iter().map(|l| {
-        Row::new([
-            l.tid.unwrap_or(l.pid).to_string(),
-            l.comm.clone(),
-            format!("{:.1}", l.voluntary_s),
-            format!("{:.1}", l.involuntary_s),
-            format!("{:.1}", l.same_pct),
-            format!("{:.1}", l.cross_pct),
-            format!("{:.1}", l.cpu_pct),
-            us(l.runq_p99_us),
-        ])
-    });
+    let head = header(&[
+        id,
+        "COMMAND",
+        "cswch/s",
+        "nvcswch/s",
+        "same%",
+        "cross%",
+        "%cpu",
+        "runq-p99",
+        "sysc/s",
+        "bytes/s",
+        "zomb",
+    ]);
+    let rows = lines
+        .iter()
+        .map(|l| {
+            Row::new([
+                l.tid.unwrap_or(l.pid).to_string(),
+                l.comm.clone(),
+                format!("{:.1}", l.voluntary_s),
+                format!("{:.1}", l.involuntary_s),
+                format!("{:.1}", l.same_pct),
+                format!("{:.1}", l.cross_pct),
+                format!("{:.1}", l.cpu_pct),
+                us(l.runq_p99_us),
+                opt(l.syscalls_s, |v| format!("{v:.0}")),
+                if app.has_copies {
+                    opt(l.bytes_s, rate)
+                } else {
+                    "-".into()
+                },
+                l.zombies.map_or_else(|| "-".into(), |z| z.to_string()),
+            ])
+        })
+        .collect();
     let widths = [
         Constraint::Length(8),
         Constraint::Min(16),
@@ -101,23 +166,102 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         Constraint::Length(6),
         Constraint::Length(6),
         Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Length(5),
     ];
-    let mut state =
-        TableState::default().with_selected(Some(app.selected.min(lines.len().saturating_sub(1))));
-    f.render_stateful_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .row_highlight_style(Style::new().add_modifier(Modifier::BOLD).reversed()),
-        table,
-        &mut state,
-    );
+    render_table(f, area, app, head, rows, &widths);
+}
 
-    let help = match &app.prompt {
-        Some(Prompt::Pid(b)) => format!(" pid: {b}_   (Enter apply, Esc cancel)"),
-        Some(Prompt::Comm(b)) => format!(" command contains: {b}_   (Enter apply, Esc cancel)"),
-        None => " q quit  ↑↓/j/k select  s sort  p pid filter  / command filter  Esc clear filters  t threads".into(),
+fn zombies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let [summary, table] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(2)]).areas(area);
+    let lines = app.visible_zombies();
+    let parents: std::collections::BTreeSet<u32> = lines.iter().map(|z| z.ppid).collect();
+    let text = if app.has_zombies {
+        format!(
+            " {} zombies (dead >= 1 s, not waited for) held by {} parents",
+            lines.len(),
+            parents.len()
+        )
+    } else {
+        " the process table is not kept".into()
     };
-    f.render_widget(Paragraph::new(TextLine::from(help)).reversed(), footer);
+    f.render_widget(Paragraph::new(text), summary);
+    let head = header(&["PID", "COMMAND", "STATUS", "AGE", "PPID", "PARENT"]);
+    let rows = lines
+        .iter()
+        .map(|z| {
+            Row::new([
+                z.pid.to_string(),
+                z.comm.clone(),
+                z.status.clone(),
+                format!("{:.1}s", z.age_s),
+                z.ppid.to_string(),
+                z.parent_comm.clone(),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Min(16),
+        Constraint::Length(10),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Min(16),
+    ];
+    render_table(f, table, app, head, rows, &widths);
+}
+
+fn copies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
+    let [summary, table] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(2)]).areas(area);
+    let lines = app.visible_copies();
+    let text = if !app.has_syscalls {
+        " syscalls are not counted".to_string()
+    } else if !app.has_copies {
+        " copy paths are not accounted (tracefs unavailable); syscalls only".to_string()
+    } else {
+        " bytes through user buffers (read/write family) vs zero-copy (sendfile, splice, tee, copy_file_range)".to_string()
+    };
+    f.render_widget(Paragraph::new(text), summary);
+    let head = header(&[
+        "PID",
+        "COMMAND",
+        "sysc/s",
+        "user-copy",
+        "zero-copy",
+        "zero%",
+        "BUSIEST PATH",
+    ]);
+    let rows = lines
+        .iter()
+        .map(|l| {
+            Row::new([
+                l.pid.to_string(),
+                l.comm.clone(),
+                format!("{:.0}", l.syscalls_s),
+                rate(l.user_copy_s),
+                rate(l.zero_copy_s),
+                format!("{:.1}", l.zero_copy_pct),
+                if l.io_uring {
+                    format!("{} (io_uring: not counted)", l.top_path)
+                } else {
+                    l.top_path.clone()
+                },
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Min(16),
+        Constraint::Length(8),
+        Constraint::Length(12),
+        Constraint::Length(12),
+        Constraint::Length(6),
+        Constraint::Min(24),
+    ];
+    render_table(f, table, app, head, rows, &widths);
 }
 
 #[cfg(test)]
@@ -174,5 +318,41 @@ mod tests {
         assert!(first < second, "sorted by involuntary");
         app.on_key(Key::Char('p'));
         assert!(screen(&app).contains("pid: _"));
+    }
+
+    #[test]
+    fn renders_the_zombies_and_copies_views() {
+        let mut app = App::new(false);
+        app.has_copies = true;
+        app.on_snapshot(&snapshot());
+        let s = screen(&app);
+        assert!(s.contains("1 Switches") && s.contains("2 Zombies") && s.contains("3 Copies"));
+        assert!(
+            s.contains("sysc/s") && s.contains("bytes/s") && s.contains("zomb"),
+            "{s}"
+        );
+        let row10 = s.lines().find(|l| l.contains("proc10")).unwrap();
+        assert!(
+            row10.contains("500") && row10.contains("4.0MiB/s"),
+            "{row10}"
+        );
+        app.on_key(Key::Char('2'));
+        let s = screen(&app);
+        assert!(
+            s.contains("3 zombies (dead >= 1 s, not waited for) held by 2 parents"),
+            "{s}"
+        );
+        let kid = s.lines().find(|l| l.contains("kid42")).unwrap();
+        assert!(
+            kid.contains("exit 3") && kid.contains("9.0s") && kid.contains("proc20"),
+            "{kid}"
+        );
+        app.on_key(Key::Char('3'));
+        let s = screen(&app);
+        let row = s.lines().find(|l| l.contains("proc10")).unwrap();
+        assert!(
+            row.contains("sendfile file->socket") && row.contains("100.0"),
+            "{row}"
+        );
     }
 }

@@ -8,13 +8,38 @@ use std::collections::VecDeque;
 pub use draw::draw;
 
 use crate::{
-    collect::session::Snapshot,
+    collect::{extras::Extras, session::Snapshot},
     model::{
         histogram::percentile_us,
         rates::{per_second, percent},
         switches::Row,
     },
 };
+
+/// The views of the TUI (`1`/`2`/`3` or Tab).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Switches,
+    Zombies,
+    Copies,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 3] = [Tab::Switches, Tab::Zombies, Tab::Copies];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Switches => "1 Switches",
+            Tab::Zombies => "2 Zombies",
+            Tab::Copies => "3 Copies",
+        }
+    }
+
+    fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|t| *t == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+}
 
 /// How many intervals the sparklines remember.
 pub const HISTORY: usize = 120;
@@ -28,17 +53,23 @@ pub enum SortKey {
     CrossShare,
     RunqP99,
     Cpu,
+    Syscalls,
+    Bytes,
+    Zombies,
     Pid,
 }
 
 impl SortKey {
-    const ALL: [SortKey; 7] = [
+    const ALL: [SortKey; 10] = [
         SortKey::Switches,
         SortKey::Voluntary,
         SortKey::Involuntary,
         SortKey::CrossShare,
         SortKey::RunqP99,
         SortKey::Cpu,
+        SortKey::Syscalls,
+        SortKey::Bytes,
+        SortKey::Zombies,
         SortKey::Pid,
     ];
 
@@ -50,6 +81,9 @@ impl SortKey {
             SortKey::CrossShare => "cross%",
             SortKey::RunqP99 => "runq-p99",
             SortKey::Cpu => "%cpu",
+            SortKey::Syscalls => "sysc/s",
+            SortKey::Bytes => "bytes/s",
+            SortKey::Zombies => "zombies",
             SortKey::Pid => "pid",
         }
     }
@@ -72,12 +106,24 @@ pub struct Line {
     pub cross_pct: f64,
     pub cpu_pct: f64,
     pub runq_p99_us: Option<u64>,
+    /// Per-process figures (`None` on thread lines and when not counted): syscalls/s,
+    /// bytes/s moved by the copy family (through user buffers and zero-copy), zombies held.
+    pub syscalls_s: Option<f64>,
+    pub bytes_s: Option<f64>,
+    pub zombies: Option<usize>,
 }
 
 impl Line {
-    fn of(row: &Row, comm: &str, elapsed_s: f64, threads: bool) -> Self {
+    fn of(row: &Row, comm: &str, elapsed_s: f64, extras: Option<&Extras>) -> Self {
         let d = &row.delta;
         let ins = d.same_in + d.cross_in + d.idle_kernel_in;
+        let threads = extras.is_none();
+        let pid = row.key.tgid;
+        let proc_row = extras.and_then(|e| e.procs.as_ref().map(|_| e.proc_row(pid)));
+        let copied = |r: &crate::model::copy_report::ProcRow| {
+            let i = r.copies.interval();
+            per_second(i.user_copy_bytes + i.zero_copy_bytes, elapsed_s)
+        };
         Self {
             pid: row.key.tgid,
             tid: threads.then_some(row.key.id),
@@ -92,8 +138,95 @@ impl Line {
                 0.0
             },
             runq_p99_us: percentile_us(&d.runq_hist, 99.0),
+            syscalls_s: proc_row
+                .map(|r| r.map_or(0.0, |r| per_second(r.syscalls.delta, elapsed_s))),
+            bytes_s: proc_row.map(|r| r.map_or(0.0, copied)),
+            zombies: extras.and_then(|e| e.zombies_of(pid)),
         }
     }
+}
+
+/// A line of the Copies tab: how a process moved its bytes in the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyLine {
+    pub pid: u32,
+    pub comm: String,
+    pub syscalls_s: f64,
+    pub user_copy_s: f64,
+    pub zero_copy_s: f64,
+    pub zero_copy_pct: f64,
+    /// The interval's busiest path, e.g. `sendfile file->socket`.
+    pub top_path: String,
+    /// Uses io_uring: its bytes are not counted.
+    pub io_uring: bool,
+}
+
+/// A line of the Zombies tab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZombieLine {
+    pub pid: u32,
+    pub comm: String,
+    pub status: String,
+    pub age_s: f64,
+    pub ppid: u32,
+    pub parent_comm: String,
+}
+
+fn copy_lines(e: &Extras, elapsed_s: f64) -> Vec<CopyLine> {
+    let Some(procs) = &e.procs else {
+        return Vec::new();
+    };
+    procs
+        .iter()
+        .filter(|r| !r.is_idle())
+        .map(|r| {
+            let i = r.copies.interval();
+            let top_path = r
+                .copies
+                .paths
+                .iter()
+                .filter(|p| p.delta.bytes > 0)
+                .max_by_key(|p| p.delta.bytes)
+                .map(|p| format!("{} {}", crate::model::copies::op_name(p.op), p.kinds()))
+                .unwrap_or_default();
+            CopyLine {
+                pid: r.tgid,
+                comm: e
+                    .proc_comms
+                    .get(&r.tgid)
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+                syscalls_s: per_second(r.syscalls.delta, elapsed_s),
+                user_copy_s: per_second(i.user_copy_bytes, elapsed_s),
+                zero_copy_s: per_second(i.zero_copy_bytes, elapsed_s),
+                zero_copy_pct: i.zero_copy_pct(),
+                top_path,
+                io_uring: r.syscalls.io_uring,
+            }
+        })
+        .collect()
+}
+
+fn zombie_lines(e: &Extras) -> Vec<ZombieLine> {
+    use proclens_common::lifecycle::ExitStatus;
+    let mut v: Vec<ZombieLine> = e
+        .zombies
+        .iter()
+        .flatten()
+        .map(|z| ZombieLine {
+            pid: z.key.tgid,
+            comm: z.comm.clone(),
+            status: match z.status {
+                ExitStatus::Code(c) => format!("exit {c}"),
+                ExitStatus::Signal { signal, .. } => format!("signal {signal}"),
+            },
+            age_s: z.age_ns as f64 / 1e9,
+            ppid: z.ppid,
+            parent_comm: z.parent_comm.clone(),
+        })
+        .collect();
+    v.sort_by(|a, b| b.age_s.total_cmp(&a.age_s).then(a.pid.cmp(&b.pid)));
+    v
 }
 
 /// A line being typed at the bottom (`p` pid filter, `/` command filter).
@@ -119,11 +252,13 @@ pub enum Key {
     Enter,
     Esc,
     Backspace,
+    Tab,
     CtrlC,
 }
 
 #[derive(Debug, Clone)]
 pub struct App {
+    pub tab: Tab,
     pub threads: bool,
     pub sort: SortKey,
     pub selected: usize,
@@ -133,6 +268,13 @@ pub struct App {
     /// Lines of the last snapshot (process and thread views).
     pub processes: Vec<Line>,
     pub thread_lines: Vec<Line>,
+    pub copy_lines: Vec<CopyLine>,
+    pub zombie_lines: Vec<ZombieLine>,
+    /// Whether the tracer counts syscalls / copy paths (set by the caller) / keeps the
+    /// process table.
+    pub has_syscalls: bool,
+    pub has_copies: bool,
+    pub has_zombies: bool,
     pub clock: String,
     pub switches_per_s: f64,
     pub cross_pct: f64,
@@ -145,6 +287,7 @@ pub struct App {
 impl App {
     pub fn new(threads: bool) -> Self {
         Self {
+            tab: Tab::Switches,
             threads,
             sort: SortKey::Switches,
             selected: 0,
@@ -153,6 +296,11 @@ impl App {
             prompt: None,
             processes: Vec::new(),
             thread_lines: Vec::new(),
+            copy_lines: Vec::new(),
+            zombie_lines: Vec::new(),
+            has_syscalls: false,
+            has_copies: false,
+            has_zombies: false,
             clock: String::new(),
             switches_per_s: 0.0,
             cross_pct: 0.0,
@@ -174,16 +322,84 @@ impl App {
             &mut self.cross_history,
             (self.cross_pct * 10.0).round() as u64,
         );
+        let e = &snap.extras;
         self.processes = snap
             .rows
             .iter()
-            .map(|(r, c)| Line::of(r, c, snap.elapsed_s, false))
+            .map(|(r, c)| Line::of(r, c, snap.elapsed_s, Some(e)))
             .collect();
+        // Parents holding zombies are listed even when they have not switched since
+        // proclens started (they sleep while their children wait to be reaped).
+        for z in e.zombies.iter().flatten() {
+            if !self.processes.iter().any(|l| l.pid == z.ppid) {
+                self.processes.push(Line {
+                    pid: z.ppid,
+                    tid: None,
+                    comm: z.parent_comm.clone(),
+                    voluntary_s: 0.0,
+                    involuntary_s: 0.0,
+                    same_pct: 0.0,
+                    cross_pct: 0.0,
+                    cpu_pct: 0.0,
+                    runq_p99_us: None,
+                    syscalls_s: e.procs.as_ref().map(|_| 0.0),
+                    bytes_s: e.procs.as_ref().map(|_| 0.0),
+                    zombies: e.zombies_of(z.ppid),
+                });
+            }
+        }
         self.thread_lines = snap
             .thread_rows
             .iter()
-            .map(|(r, c)| Line::of(r, c, snap.elapsed_s, true))
+            .map(|(r, c)| Line::of(r, c, snap.elapsed_s, None))
             .collect();
+        self.has_syscalls = e.procs.is_some();
+        self.has_zombies = e.zombies.is_some();
+        self.copy_lines = copy_lines(e, snap.elapsed_s);
+        self.zombie_lines = zombie_lines(e);
+    }
+
+    fn passes(&self, pid: u32, comm: &str) -> bool {
+        self.pid_filter.is_none_or(|p| pid == p)
+            && self
+                .comm_filter
+                .as_ref()
+                .is_none_or(|c| comm.contains(c.as_str()))
+    }
+
+    /// The Copies tab's lines: filtered, most bytes first.
+    pub fn visible_copies(&self) -> Vec<&CopyLine> {
+        let mut v: Vec<&CopyLine> = self
+            .copy_lines
+            .iter()
+            .filter(|l| self.passes(l.pid, &l.comm))
+            .collect();
+        let moved = |l: &CopyLine| l.user_copy_s + l.zero_copy_s;
+        v.sort_by(|a, b| {
+            moved(b)
+                .total_cmp(&moved(a))
+                .then(b.syscalls_s.total_cmp(&a.syscalls_s))
+                .then(a.pid.cmp(&b.pid))
+        });
+        v
+    }
+
+    /// The Zombies tab's lines: filtered by the zombie's or its parent's pid and command,
+    /// oldest first.
+    pub fn visible_zombies(&self) -> Vec<&ZombieLine> {
+        self.zombie_lines
+            .iter()
+            .filter(|z| self.passes(z.pid, &z.comm) || self.passes(z.ppid, &z.parent_comm))
+            .collect()
+    }
+
+    /// How many lines the current tab shows.
+    fn visible_len(&self) -> usize {
+        match self.tab {
+            Tab::Switches => self.visible().len(),
+            Tab::Zombies => self.visible_zombies().len(),
+            Tab::Copies => self.visible_copies().len(),
+        }
     }
 
     /// The lines on screen: filtered, sorted, busiest first.
@@ -195,13 +411,12 @@ impl App {
         };
         let mut v: Vec<&Line> = source
             .iter()
-            .filter(|l| self.pid_filter.is_none_or(|p| l.pid == p))
+            .filter(|l| self.passes(l.pid, &l.comm))
             .filter(|l| {
-                self.comm_filter
-                    .as_ref()
-                    .is_none_or(|c| l.comm.contains(c.as_str()))
+                l.voluntary_s + l.involuntary_s > 0.0
+                    || l.zombies.unwrap_or(0) > 0
+                    || self.pid_filter.is_some()
             })
-            .filter(|l| l.voluntary_s + l.involuntary_s > 0.0 || self.pid_filter.is_some())
             .collect();
         let key = |l: &Line| -> f64 {
             match self.sort {
@@ -211,6 +426,9 @@ impl App {
                 SortKey::CrossShare => l.cross_pct,
                 SortKey::RunqP99 => l.runq_p99_us.unwrap_or(0) as f64,
                 SortKey::Cpu => l.cpu_pct,
+                SortKey::Syscalls => l.syscalls_s.unwrap_or(0.0),
+                SortKey::Bytes => l.bytes_s.unwrap_or(0.0),
+                SortKey::Zombies => l.zombies.unwrap_or(0) as f64,
                 SortKey::Pid => -f64::from(l.tid.unwrap_or(l.pid)),
             }
         };
@@ -240,7 +458,7 @@ impl App {
                     }
                     self.selected = 0;
                 }
-                Key::Up | Key::Down => {}
+                Key::Up | Key::Down | Key::Tab => {}
             }
             return Action::Continue;
         }
@@ -248,7 +466,15 @@ impl App {
             Key::Char('q') | Key::CtrlC => return Action::Quit,
             Key::Up | Key::Char('k') => self.selected = self.selected.saturating_sub(1),
             Key::Down | Key::Char('j') => {
-                self.selected = (self.selected + 1).min(self.visible().len().saturating_sub(1))
+                self.selected = (self.selected + 1).min(self.visible_len().saturating_sub(1))
+            }
+            Key::Tab => {
+                self.tab = self.tab.next();
+                self.selected = 0;
+            }
+            Key::Char(c @ '1'..='3') => {
+                self.tab = Tab::ALL[(c as u8 - b'1') as usize];
+                self.selected = 0;
             }
             Key::Char('s') => self.sort = self.sort.next(),
             Key::Char('t') => {
@@ -326,7 +552,70 @@ pub(crate) mod tests {
             ],
             thread_rows: vec![row(11, 1, 0, 0, 0)],
             programs: Vec::new(),
-            extras: Default::default(),
+            extras: extras(),
+        }
+    }
+
+    /// Syscalls and a sendfile path for proc10, two zombies held by proc20.
+    fn extras() -> Extras {
+        use proclens_common::{
+            copies::{fd_kind, op},
+            lifecycle::ExitStatus,
+        };
+
+        use crate::model::{
+            copies::{Counts as CopyCounts, PathRow, ProcCopies},
+            copy_report::ProcRow,
+            proctable::{Key as ProcKey, Zombie},
+            syscalls::ProcSyscalls,
+        };
+        let c = CopyCounts {
+            bytes: 4 << 20,
+            calls: 4,
+            errors: 0,
+        };
+        let zombie = |pid: u32, age_s: u64| Zombie {
+            key: ProcKey {
+                tgid: pid,
+                start_ns: 1,
+            },
+            comm: format!("kid{pid}"),
+            ppid: 20,
+            parent_comm: "proc20".into(),
+            status: ExitStatus::Code(3),
+            age_ns: age_s * 1_000_000_000,
+            age_exact: true,
+            exe: None,
+        };
+        Extras {
+            procs: Some(vec![ProcRow {
+                tgid: 10,
+                syscalls: ProcSyscalls {
+                    delta: 500,
+                    total: 900,
+                    ..ProcSyscalls::default()
+                },
+                copies: ProcCopies {
+                    paths: vec![PathRow {
+                        op: op::SENDFILE64,
+                        src: fd_kind::FILE,
+                        dst: fd_kind::SOCKET,
+                        delta: c,
+                        total: c,
+                    }],
+                },
+            }]),
+            proc_comms: [(10, "proc10".to_string())].into(),
+            zombies: Some(vec![
+                zombie(41, 5),
+                zombie(42, 9),
+                Zombie {
+                    ppid: 77,
+                    parent_comm: "sleeper".into(),
+                    ..zombie(43, 2)
+                },
+            ]),
+            ..Extras::default()
         }
     }
 
@@ -336,16 +625,20 @@ pub(crate) mod tests {
         app.on_snapshot(&snapshot());
         assert_eq!(
             app.visible().iter().map(|l| l.pid).collect::<Vec<_>>(),
-            [10, 20],
-            "idle rows hidden, busiest first"
+            [10, 20, 77],
+            "idle rows hidden (but a parent holding zombies), busiest first"
         );
         app.on_key(Key::Char('s')); // cswch/s
         app.on_key(Key::Char('s')); // nvcswch/s
         assert_eq!(app.sort, SortKey::Involuntary);
         assert_eq!(app.visible()[0].pid, 20);
+        // A parent that never switched is listed for its zombie, with its name.
+        let idle = app.visible().into_iter().find(|l| l.pid == 77).unwrap();
+        assert_eq!((idle.comm.as_str(), idle.zombies), ("sleeper", Some(1)));
         app.on_key(Key::Down);
         app.on_key(Key::Down);
-        assert_eq!(app.selected, 1, "selection stays on the table");
+        app.on_key(Key::Down);
+        assert_eq!(app.selected, 2, "selection stays on the table");
         app.on_key(Key::Char('/'));
         for c in "proc1".chars() {
             app.on_key(Key::Char(c));
@@ -372,6 +665,48 @@ pub(crate) mod tests {
         app.on_key(Key::Char('t'));
         assert!(app.threads);
         assert_eq!(app.on_key(Key::Char('q')), Action::Quit);
+    }
+
+    #[test]
+    fn tabs_show_zombies_and_copies() {
+        let mut app = App::new(false);
+        app.has_copies = true;
+        app.on_snapshot(&snapshot());
+        let p10 = app.processes.iter().find(|l| l.pid == 10).unwrap();
+        assert_eq!(p10.syscalls_s, Some(500.0));
+        assert_eq!(p10.bytes_s, Some((4 << 20) as f64));
+        assert_eq!(p10.zombies, Some(0));
+        let p20 = app.processes.iter().find(|l| l.pid == 20).unwrap();
+        assert_eq!((p20.syscalls_s, p20.zombies), (Some(0.0), Some(2)));
+        assert!(app.thread_lines.iter().all(|l| l.zombies.is_none()));
+        // Sorting by zombies puts the parent first.
+        while app.sort != SortKey::Zombies {
+            app.on_key(Key::Char('s'));
+        }
+        assert_eq!(app.visible()[0].pid, 20);
+        // A parent that never switched is listed for its zombie, with its name.
+        let idle = app.visible().into_iter().find(|l| l.pid == 77).unwrap();
+        assert_eq!((idle.comm.as_str(), idle.zombies), ("sleeper", Some(1)));
+
+        app.on_key(Key::Char('2'));
+        assert_eq!(app.tab, Tab::Zombies);
+        let z: Vec<u32> = app.visible_zombies().iter().map(|z| z.pid).collect();
+        assert_eq!(z, [42, 41, 43], "oldest first");
+        // A pid filter on the parent keeps its zombies.
+        app.pid_filter = Some(20);
+        assert_eq!(app.visible_zombies().len(), 2);
+        app.pid_filter = Some(10);
+        assert!(app.visible_zombies().is_empty());
+        app.pid_filter = None;
+
+        app.on_key(Key::Tab);
+        assert_eq!(app.tab, Tab::Copies);
+        let c = app.visible_copies();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].top_path, "sendfile file->socket");
+        assert_eq!(c[0].zero_copy_pct, 100.0);
+        app.on_key(Key::Tab);
+        assert_eq!(app.tab, Tab::Switches);
     }
 
     #[test]
