@@ -438,13 +438,25 @@ mod tests {
     /// The results of [`lookups`].
     type Lookups = Vec<Result<String, String>>;
 
-    /// The host's BTF bytes and the lookups' results on them, read and parsed once.
-    fn host_btf() -> Option<&'static (Vec<u8>, Lookups)> {
-        static HOST: OnceLock<Option<(Vec<u8>, Lookups)>> = OnceLock::new();
+    /// The host's BTF: its bytes, the lookups' results on them and the byte ranges of
+    /// the records the lookups read.
+    struct HostBtf {
+        bytes: Vec<u8>,
+        base: Lookups,
+        records: Vec<std::ops::Range<usize>>,
+    }
+
+    /// The host's BTF, read and parsed once (a parse of its 5 MB takes a few 100 ms).
+    fn host_btf() -> Option<&'static HostBtf> {
+        static HOST: OnceLock<Option<HostBtf>> = OnceLock::new();
         HOST.get_or_init(|| {
             let bytes = std::fs::read(VMLINUX).ok()?;
-            let base = lookups(&parse(&bytes).unwrap());
-            Some((bytes, base))
+            let btf = parse(&bytes).unwrap();
+            Some(HostBtf {
+                base: lookups(&btf),
+                records: looked_up_records(&bytes, &btf),
+                bytes,
+            })
         })
         .as_ref()
     }
@@ -715,13 +727,16 @@ mod tests {
     }
 
     proptest! {
-        // Each case parses the host's 5 MB of BTF: a few dozen cases, not hundreds.
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        // Each case parses the host's 5 MB of BTF (~0.3 s): a few cases, not hundreds; the
+        // kernel-like BTF above takes the many cases.
+        #![proptest_config(ProptestConfig::with_cases(16))]
 
         /// The host's BTF cut short is rejected.
         #[test]
         fn proptest_truncated_host_btf_is_an_error(cut in any::<Index>()) {
-            let Some((bytes, _)) = host_btf() else { return Ok(()) };
+            let Some(HostBtf { bytes, .. }) = host_btf() else {
+                return Ok(());
+            };
             let cut = cut.index(bytes.len());
             prop_assert!(parse(&bytes[..cut]).is_err(), "accepted {cut} of {} bytes", bytes.len());
         }
@@ -737,16 +752,15 @@ mod tests {
             patch in prop::collection::vec(any::<u8>(), 1..5),
             identity in prop::bool::weighted(0.1),
         ) {
-            let Some((bytes, base)) = host_btf() else { return Ok(()) };
+            let Some(HostBtf { bytes, base, records }) = host_btf() else {
+                return Ok(());
+            };
             let mut m = bytes.clone();
             let range = match header_field {
                 // magic+version+flags, or one of the five u32 lengths and offsets.
                 Some(0) => 0..4,
                 Some(f) => 4 * f..4 * f + 4,
-                None => {
-                    let records = looked_up_records(bytes, &parse(bytes).unwrap());
-                    records[record.index(records.len())].clone()
-                }
+                None => records[record.index(records.len())].clone(),
             };
             let start = range.start + at.index(range.len());
             let end = (start + patch.len()).min(range.end);

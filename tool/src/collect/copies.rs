@@ -513,7 +513,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
 
         /// The 6.18 read/sendfile64/mmap formats, one of them cut short or with a byte
         /// changed: the layout is resolved or rejected, never a panic; when resolved, the
@@ -525,7 +525,7 @@ mod tests {
             byte in proptest::prelude::any::<u8>(),
             cut in proptest::prelude::any::<bool>(),
         ) {
-            let mut files = vec![
+            let mut files = [
                 ("sys_enter_read", ENTER_READ.to_string()),
                 ("sys_exit_read", EXIT_READ.to_string()),
                 ("sys_enter_sendfile64", ENTER_SENDFILE.to_string()),

@@ -227,13 +227,13 @@ mod tests {
     /// is how many fields it has (old kernels print fewer than 52).
     fn stat_line(s: &Stat, exit_code: i32, fields: usize, other: &[i64]) -> String {
         let mut line = format!("{} ({}) {}", s.pid, s.comm, s.state);
-        for n in 4..=fields {
+        for (n, random) in other.iter().enumerate().take(fields + 1).skip(4) {
             let v = match n {
                 4 => s.ppid.to_string(),
                 20 => s.num_threads.to_string(),
                 22 => s.start_ticks.to_string(),
                 52 => exit_code.to_string(),
-                _ => other[n].to_string(),
+                _ => random.to_string(),
             };
             line.push(' ');
             line.push_str(&v);
