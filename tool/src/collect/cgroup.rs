@@ -30,8 +30,35 @@ pub fn parse_v2_mount(mountinfo: &str) -> Option<PathBuf> {
         if fstype != "cgroup2" {
             return None;
         }
-        left.split_whitespace().nth(4).map(PathBuf::from)
+        left.split_whitespace().nth(4).map(unescape_mount_path)
     })
+}
+
+/// A path as /proc/self/mountinfo prints it: the kernel writes a space, tab, newline and
+/// backslash in it as an octal escape (`\040`, `\011`, `\012`, `\134`).
+fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        match octal {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 pub fn v2_root() -> Result<PathBuf> {
@@ -124,6 +151,8 @@ pub fn check_exists(path: &Path) -> Result<CgroupFilter> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -143,5 +172,90 @@ mod tests {
         );
         assert_eq!(parse_v2_mount("garbage"), None);
         assert_eq!(parse_v2_mount(""), None);
+    }
+
+    /// A path with the characters the kernel escapes in mountinfo.
+    fn mount_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![
+                    Just(' '),
+                    Just('\t'),
+                    Just('\n'),
+                    Just('\\'),
+                    Just('-'),
+                    prop::char::range('a', 'z'),
+                    prop::char::range('\u{e0}', '\u{ff}'),
+                ],
+                1..10,
+            )
+            .prop_map(|c| c.into_iter().collect::<String>()),
+            0..4,
+        )
+        .prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    /// How the kernel's mangle_path writes a path into mountinfo.
+    fn escape(path: &str) -> String {
+        path.chars()
+            .map(|c| match c {
+                ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text is parsed or rejected, never a panic.
+        #[test]
+        fn proptest_arbitrary_mountinfo_text(text in any::<String>()) {
+            if parse_v2_mount(&text).is_some() {
+                prop_assert!(text.contains(" - cgroup2"));
+            }
+        }
+
+        /// The mount point of the first cgroup2 line of a mountinfo text, whatever the
+        /// characters in its path, the other mounts and their optional fields.
+        #[test]
+        fn proptest_v2_mount_round_trips(
+            mounts in prop::collection::vec(
+                (
+                    mount_path(),
+                    prop::sample::select(vec!["cgroup2", "cgroup", "tmpfs", "ext4", "proc"]),
+                    prop::collection::vec("(shared|master|propagate_from):[0-9]{1,3}", 0..3),
+                ),
+                0..8,
+            ),
+        ) {
+            let text: String = mounts
+                .iter()
+                .enumerate()
+                .map(|(i, (path, fstype, optional))| {
+                    let optional: String = optional.iter().map(|o| format!(" {o}")).collect();
+                    format!(
+                        "{} 1 0:{i} / {} rw,nosuid{optional} - {fstype} {fstype} rw\n",
+                        20 + i,
+                        escape(path)
+                    )
+                })
+                .collect();
+            let want = mounts
+                .iter()
+                .find(|(_, fstype, _)| *fstype == "cgroup2")
+                .map(|(path, _, _)| PathBuf::from(path));
+            prop_assert_eq!(parse_v2_mount(&text), want, "{}", text);
+        }
+    }
+
+    /// A cgroup2 mount point holding a space: mountinfo shows it as `\040`.
+    #[test]
+    fn mount_points_with_escaped_characters() {
+        let mi = "33 25 0:28 / /mnt/my\\040cgroup\\134x rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_v2_mount(mi), Some(PathBuf::from("/mnt/my cgroup\\x")));
+        // Not an escape: left as it is.
+        let mi = "33 25 0:28 / /mnt/a\\9b\\04 rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_v2_mount(mi), Some(PathBuf::from("/mnt/a\\9b\\04")));
     }
 }

@@ -398,10 +398,12 @@ mod tests {
 
     impl FakeTracefs {
         fn new(files: &[(&str, &str)]) -> Self {
+            // Unique per call: tests run in parallel and properties make many trees.
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let root = std::env::temp_dir().join(format!(
                 "proclens-fake-tracefs-{}-{}",
                 std::process::id(),
-                files.len()
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ));
             let _ = std::fs::remove_dir_all(&root);
             for (name, text) in files {
@@ -508,6 +510,62 @@ mod tests {
             CopyLayout::from_tracefs(&empty.0).is_err(),
             "no copy tracepoint at all"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// The 6.18 read/sendfile64/mmap formats, one of them cut short or with a byte
+        /// changed: the layout is resolved or rejected, never a panic; when resolved, the
+        /// unchanged ops keep their offsets.
+        #[test]
+        fn proptest_layout_from_mutated_formats(
+            which in proptest::prelude::any::<proptest::sample::Index>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            cut in proptest::prelude::any::<bool>(),
+        ) {
+            let mut files = [
+                ("sys_enter_read", ENTER_READ.to_string()),
+                ("sys_exit_read", EXIT_READ.to_string()),
+                ("sys_enter_sendfile64", ENTER_SENDFILE.to_string()),
+                ("sys_exit_sendfile64", EXIT_SENDFILE.to_string()),
+                ("sys_enter_mmap", ENTER_MMAP.to_string()),
+                ("sys_exit_mmap", EXIT_MMAP.to_string()),
+            ];
+            let i = which.index(files.len());
+            let mut b = files[i].1.clone().into_bytes();
+            let at = at.index(b.len());
+            if cut {
+                b.truncate(at);
+            } else {
+                b[at] = byte;
+            }
+            files[i].1 = String::from_utf8_lossy(&b).into_owned();
+            let fake = FakeTracefs::new(
+                &files.iter().map(|(n, t)| (*n, t.as_str())).collect::<Vec<_>>(),
+            );
+            let whole = FakeTracefs::new(&[
+                ("sys_enter_read", ENTER_READ),
+                ("sys_exit_read", EXIT_READ),
+                ("sys_enter_sendfile64", ENTER_SENDFILE),
+                ("sys_exit_sendfile64", EXIT_SENDFILE),
+                ("sys_enter_mmap", ENTER_MMAP),
+                ("sys_exit_mmap", EXIT_MMAP),
+            ]);
+            let want = CopyLayout::from_tracefs(&whole.0).unwrap();
+            if let Ok(got) = CopyLayout::from_tracefs(&fake.0) {
+                let mutated_op = [op::READ, op::SENDFILE64, op::MMAP][i / 2];
+                for o in [op::READ, op::SENDFILE64, op::MMAP] {
+                    if o == mutated_op || !got.available.contains(&o) {
+                        continue;
+                    }
+                    let r = o as usize * layout::PER_OP..(o as usize + 1) * layout::PER_OP;
+                    proptest::prop_assert_eq!(&got.offsets[r.clone()], &want.offsets[r]);
+                }
+                proptest::prop_assert!(!got.available.is_empty());
+            }
+        }
     }
 
     /// Resolves the layouts from this host's kernel (tracefs and BTF); skipped with a

@@ -131,6 +131,7 @@ fn drain_into(ring: &mut RingBuf<MapData>, sink: &mut Vec<Event>) -> u64 {
 #[cfg(test)]
 mod tests {
     use proclens_common::switch::ThreadSwitches;
+    use proptest::{collection::vec, prelude::*, sample::Index};
 
     use super::*;
 
@@ -257,6 +258,110 @@ mod tests {
             decode(&bytes_of(&h)),
             Err(DecodeError::Truncated { .. })
         ));
+    }
+
+    /// The size `decode` needs for a record of `kind`, or `None` for an unknown kind.
+    fn size_of_kind(k: u32) -> Option<usize> {
+        Some(match k {
+            kind::THREAD_EXIT => size_of::<ThreadExit>(),
+            kind::FORK => size_of::<Fork>(),
+            kind::EXEC => size_of::<Exec>(),
+            kind::EXIT => size_of::<Exit>(),
+            kind::WAIT => size_of::<Wait>(),
+            kind::FREE => size_of::<Free>(),
+            _ => return None,
+        })
+    }
+
+    /// A value of a plain-integer #[repr(C)] type (valid for any bit pattern) from bytes.
+    fn pod_from<T: Copy>(bytes: &[u8]) -> T {
+        assert_eq!(bytes.len(), size_of::<T>());
+        // SAFETY: as in `read`: the length is checked, every bit pattern is a valid `T`.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    }
+
+    /// An event of kind `k` with every other field random, as the kernel would submit it:
+    /// its bytes and the event `decode` must return for them.
+    fn random_event(k: u32, fill: &[u8]) -> (Vec<u8>, Event) {
+        fn make<T: Copy>(
+            fill: &[u8],
+            k: u32,
+            header: fn(&mut T) -> &mut EventHeader,
+            wrap: fn(T) -> Event,
+        ) -> (Vec<u8>, Event) {
+            let mut v: T = pod_from(&fill[..size_of::<T>()]);
+            header(&mut v).kind = k;
+            (bytes_of(&v), wrap(v))
+        }
+        match k {
+            kind::THREAD_EXIT => make::<ThreadExit>(fill, k, |v| &mut v.header, Event::ThreadExit),
+            kind::FORK => make::<Fork>(fill, k, |v| &mut v.header, Event::Fork),
+            kind::EXEC => make::<Exec>(fill, k, |v| &mut v.header, |v| Event::Exec(Box::new(v))),
+            kind::EXIT => make::<Exit>(fill, k, |v| &mut v.header, Event::Exit),
+            kind::WAIT => make::<Wait>(fill, k, |v| &mut v.header, Event::Wait),
+            kind::FREE => make::<Free>(fill, k, |v| &mut v.header, Event::Free),
+            other => unreachable!("no event kind {other}"),
+        }
+    }
+
+    const KINDS: [u32; 6] = [
+        kind::THREAD_EXIT,
+        kind::FORK,
+        kind::EXEC,
+        kind::EXIT,
+        kind::WAIT,
+        kind::FREE,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any byte string decodes to an event exactly when it is long enough for a known
+        /// kind, and otherwise to the matching error; never a panic.
+        #[test]
+        fn proptest_decode_arbitrary_bytes(
+            mut bytes in vec(any::<u8>(), 0..2 * size_of::<Exec>()),
+            real_kind in any::<Index>(),
+        ) {
+            // Half the time the first word is a real kind, so the length checks run too.
+            if bytes.len() >= 4 && real_kind.index(2) == 0 {
+                let k = KINDS[real_kind.index(KINDS.len())];
+                bytes[..4].copy_from_slice(&k.to_ne_bytes());
+            }
+            let got = decode(&bytes);
+            if bytes.len() < size_of::<EventHeader>() {
+                prop_assert_eq!(got, Err(DecodeError::Short(bytes.len())));
+            } else {
+                let k = u32::from_ne_bytes(bytes[..4].try_into().unwrap());
+                match size_of_kind(k) {
+                    None => prop_assert_eq!(got, Err(DecodeError::UnknownKind(k))),
+                    Some(need) if bytes.len() < need => prop_assert_eq!(
+                        got,
+                        Err(DecodeError::Truncated { kind: k, need, got: bytes.len() })
+                    ),
+                    Some(_) => prop_assert!(got.is_ok(), "{got:?}"),
+                }
+            }
+        }
+
+        /// An event of every kind with random fields round-trips through `decode`, also
+        /// with trailing bytes after it, and every truncation of it is an error.
+        #[test]
+        fn proptest_events_round_trip_and_truncations_fail(
+            fill in vec(any::<u8>(), size_of::<Exec>()),
+            tail in vec(any::<u8>(), 0..16),
+        ) {
+            for k in KINDS {
+                let (bytes, ev) = random_event(k, &fill);
+                prop_assert_eq!(decode(&bytes), Ok(ev.clone()));
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(&tail);
+                prop_assert_eq!(decode(&longer), Ok(ev));
+                for len in 0..bytes.len() {
+                    prop_assert!(decode(&bytes[..len]).is_err(), "kind {} cut to {} bytes", k, len);
+                }
+            }
+        }
     }
 
     #[test]

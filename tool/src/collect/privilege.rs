@@ -79,6 +79,8 @@ pub fn reads_survive_drop(read: impl FnOnce() -> bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -93,5 +95,34 @@ mod tests {
         assert!(has(caps, CAP_BPF) && !has(caps, CAP_PERFMON));
         assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
         assert_eq!(parse_cap_eff(""), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text is parsed or rejected, never a panic; a value comes from a
+        /// `CapEff:` line.
+        #[test]
+        fn proptest_arbitrary_status_text(text in any::<String>()) {
+            if parse_cap_eff(&text).is_some() {
+                prop_assert!(text.lines().any(|l| l.starts_with("CapEff:")));
+            }
+        }
+
+        /// The CapEff mask of a status text, wherever its line is among the others, is
+        /// read back exactly.
+        #[test]
+        fn proptest_cap_eff_round_trips(
+            caps in any::<u64>(),
+            before in prop::collection::vec("(Name|CapInh|CapPrm|CapBnd|Threads):\t[0-9a-f ]{0,20}", 0..8),
+            after in prop::collection::vec("[A-Za-z_]{1,12}:\t[ -~]{0,30}", 0..8),
+        ) {
+            let text = format!(
+                "{}CapEff:\t{caps:016x}\n{}",
+                before.iter().map(|l| format!("{l}\n")).collect::<String>(),
+                after.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            );
+            prop_assert_eq!(parse_cap_eff(&text), Some(caps));
+        }
     }
 }

@@ -171,6 +171,8 @@ impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -208,6 +210,79 @@ mod tests {
             "1 (a) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 20 0 1 0 nope",
         ] {
             assert_eq!(parse_stat(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Command names as the kernel may show them: up to 15 characters, often spaces and
+    /// parentheses (any name a process gives itself with prctl(PR_SET_NAME)).
+    fn comm_strategy() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just(')'), Just('('), Just(' '), Just('\n'), any::<char>()],
+            0..16,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    /// A /proc/PID/stat line with the given values and random numbers elsewhere; `fields`
+    /// is how many fields it has (old kernels print fewer than 52).
+    fn stat_line(s: &Stat, exit_code: i32, fields: usize, other: &[i64]) -> String {
+        let mut line = format!("{} ({}) {}", s.pid, s.comm, s.state);
+        for (n, random) in other.iter().enumerate().take(fields + 1).skip(4) {
+            let v = match n {
+                4 => s.ppid.to_string(),
+                20 => s.num_threads.to_string(),
+                22 => s.start_ticks.to_string(),
+                52 => exit_code.to_string(),
+                _ => random.to_string(),
+            };
+            line.push(' ');
+            line.push_str(&v);
+        }
+        line.push('\n');
+        line
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary text is parsed or rejected, never a panic.
+        #[test]
+        fn proptest_arbitrary_stat_text(text in any::<String>()) {
+            if let Some(s) = parse_stat(&text) {
+                let comm = format!("({})", s.comm);
+                prop_assert!(text.contains(&comm), "{s:?}");
+            }
+        }
+
+        /// A stat line whose command name holds spaces, parentheses and newlines parses to
+        /// the right pid, name, state, ppid, thread count, start time and exit code, and
+        /// every cut of it before the name's closing parenthesis is rejected (a name cannot
+        /// pass for the fields after it).
+        #[test]
+        fn proptest_stat_lines_parse(
+            pid in any::<u32>(),
+            comm in comm_strategy(),
+            state in prop::sample::select(vec!['R', 'S', 'D', 'Z', 'T', 't', 'X', 'I', 'P']),
+            ppid in any::<u32>(),
+            num_threads in any::<u32>(),
+            start_ticks in any::<u64>(),
+            exit_code in any::<i32>(),
+            fields in prop_oneof![Just(52usize), 22usize..=52],
+            other in prop::collection::vec(any::<i64>(), 53),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let want = Stat { pid, comm, state, ppid, num_threads, start_ticks, exit_code: 0 };
+            let line = stat_line(&want, exit_code, fields, &other);
+            let want = Stat {
+                exit_code: if fields >= 52 { exit_code as u32 } else { 0 },
+                ..want
+            };
+            prop_assert_eq!(parse_stat(&line), Some(want));
+            let close = line.rfind(')').unwrap();
+            let cut = cut.index(close + 1);
+            if line.is_char_boundary(cut) {
+                prop_assert_eq!(parse_stat(&line[..cut]), None);
+            }
         }
     }
 

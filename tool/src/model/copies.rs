@@ -485,4 +485,23 @@ mod tests {
         );
         assert_eq!(Counts::default().avg_bytes(), 0.0);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any op or fd-kind code in a map key gets a name and a class: the table's for
+        /// known codes, `?`/`unknown` for others.
+        #[test]
+        fn proptest_any_code_is_named(code in proptest::prelude::any::<u8>()) {
+            let known_op = (code as usize) < op::COUNT;
+            proptest::prop_assert_eq!(op_name(code) == "?", !known_op);
+            if known_op && code != op::SENDFILE64 {
+                proptest::prop_assert_eq!(op_name(code), op::NAMES[code as usize]);
+            }
+            let _ = Class::of(code).as_str();
+            let known_kind = [fd_kind::FILE, fd_kind::SOCKET, fd_kind::PIPE, fd_kind::OTHER, fd_kind::USER]
+                .contains(&code);
+            proptest::prop_assert_eq!(kind_name(code) == "unknown", !known_kind);
+        }
+    }
 }

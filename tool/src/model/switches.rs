@@ -381,4 +381,28 @@ mod tests {
         );
         assert!(rows.is_empty());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any 16 bytes from the kernel make a command name: the text before the first NUL,
+        /// exact when it is UTF-8 (a name of up to 15 bytes round-trips), never a panic.
+        #[test]
+        fn proptest_comm_str(
+            raw in proptest::prelude::any::<[u8; 16]>(),
+            name in "[^\\x00]{0,15}",
+        ) {
+            let got = comm_str(&raw);
+            proptest::prop_assert!(!got.contains('\0'));
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(16);
+            if let Ok(text) = std::str::from_utf8(&raw[..end]) {
+                proptest::prop_assert_eq!(&got, text);
+            }
+            if name.len() <= 15 {
+                let mut padded = [0u8; 16];
+                padded[..name.len()].copy_from_slice(name.as_bytes());
+                proptest::prop_assert_eq!(comm_str(&padded), name);
+            }
+        }
+    }
 }

@@ -168,4 +168,21 @@ mod tests {
         assert_eq!(name(Sysno::sendfile.id() as u32), "sendfile");
         assert_eq!(name(99_999), "syscall_99999");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any syscall number the kernel reports gets a name: this ABI's name, which maps
+        /// back to the number, or `syscall_<nr>`.
+        #[test]
+        fn proptest_any_number_is_named(nr in proptest::prop_oneof![0u32..1024, proptest::prelude::any::<u32>()]) {
+            let n = name(nr);
+            match n.strip_prefix("syscall_") {
+                Some(digits) if Sysno::new(nr as usize).is_none() => {
+                    proptest::prop_assert_eq!(digits, nr.to_string())
+                }
+                _ => proptest::prop_assert_eq!(n.parse::<Sysno>().map(|s| s.id() as u32), Ok(nr)),
+            }
+        }
+    }
 }
