@@ -1,0 +1,316 @@
+//! The process table against hand-made event sequences.
+use proclens_common::{
+    event::{EventHeader, kind},
+    lifecycle::{Exit, Free, Wait},
+};
+
+use super::*;
+
+const TICK: u64 = 10_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn t(pid: u32, start_ns: u64) -> TaskRef {
+    TaskRef {
+        pid,
+        tgid: pid,
+        start_ns,
+    }
+}
+
+fn comm(s: &str) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..s.len()].copy_from_slice(s.as_bytes());
+    c
+}
+
+fn fork(ts: u64, parent: TaskRef, child: TaskRef) -> Event {
+    Event::Fork(Fork {
+        header: EventHeader {
+            kind: kind::FORK,
+            tid: child.pid,
+            ts,
+        },
+        creator: parent,
+        child,
+        parent,
+        comm: comm("child"),
+        ..Default::default()
+    })
+}
+
+fn exit(ts: u64, task: TaskRef, parent: TaskRef, code: u32, flags: u32) -> Event {
+    Event::Exit(Exit {
+        header: EventHeader {
+            kind: kind::EXIT,
+            tid: task.pid,
+            ts,
+        },
+        task,
+        parent,
+        exit_code: code,
+        flags,
+        comm: comm("child"),
+    })
+}
+
+fn free(ts: u64, task: TaskRef) -> Event {
+    Event::Free(Free {
+        header: EventHeader {
+            kind: kind::FREE,
+            tid: task.pid,
+            ts,
+        },
+        task,
+    })
+}
+
+fn seeded_parent() -> (ProcTable, TaskRef) {
+    let mut tab = ProcTable::new(TICK);
+    // The parent was seen in /proc at start-up: its start is known to a tick.
+    tab.seed(
+        &[
+            SeedProc {
+                pid: 1,
+                ppid: 0,
+                start_ticks: 0,
+                comm: "init".into(),
+                zombie: false,
+                exit_code: 0,
+            },
+            SeedProc {
+                pid: 100,
+                ppid: 1,
+                start_ticks: 5,
+                comm: "parent".into(),
+                zombie: false,
+                exit_code: 0,
+            },
+        ],
+        10 * SEC,
+    );
+    (tab, t(100, 5 * TICK + 1234))
+}
+
+#[test]
+fn zombies_are_blamed_on_their_parent_and_age() {
+    let (mut tab, parent) = seeded_parent();
+    for i in 0..3u32 {
+        let child = t(200 + i, 11 * SEC + u64::from(i));
+        tab.apply(&fork(11 * SEC + u64::from(i), parent, child));
+        tab.apply(&exit(
+            12 * SEC + u64::from(i) * SEC,
+            child,
+            parent,
+            (i + 1) << 8,
+            exit_flags::GROUP_DEAD,
+        ));
+    }
+    // At 14.5 s: ages 2.5, 1.5, 0.5 s; min age 1 s keeps two.
+    let z = tab.zombies(14 * SEC + SEC / 2, SEC);
+    assert_eq!(z.len(), 2);
+    assert!(z.iter().all(|z| z.ppid == 100 && z.parent_comm == "parent"));
+    assert_eq!(
+        (z[0].key.tgid, z[0].status, z[0].age_ns),
+        (200, ExitStatus::Code(1), 2 * SEC + SEC / 2)
+    );
+    assert_eq!((z[1].key.tgid, z[1].status), (201, ExitStatus::Code(2)));
+    assert_eq!(
+        tab.zombies_per_parent(14 * SEC + SEC / 2, SEC).get(&100),
+        Some(&2)
+    );
+    // The parent was re-keyed from its coarse seed: its fork stats are under the exact key.
+    let s = tab.fork_stats(&Key::from(&parent)).unwrap();
+    assert_eq!(
+        (s.processes, s.threads, s.child_exits, s.child_failures),
+        (3, 0, 3, 3)
+    );
+    // new_zombies reports each once.
+    assert_eq!(tab.new_zombies(15 * SEC, SEC, |_| true).len(), 3);
+    assert!(tab.new_zombies(16 * SEC, SEC, |_| true).is_empty());
+    // Reaped: freed, gone, with how long they were dead.
+    let n = tab.apply(&free(20 * SEC, t(200, 11 * SEC)));
+    assert!(matches!(&n[..], [Notice::Reaped { dead_for_ns: Some(d), .. }] if *d == 8 * SEC));
+    tab.apply(&free(20 * SEC, t(201, 11 * SEC + 1)));
+    tab.apply(&free(20 * SEC, t(202, 11 * SEC + 2)));
+    assert!(tab.zombies(30 * SEC, 0).is_empty());
+    assert_eq!(tab.len(), 2, "only init and the parent remain");
+    assert_eq!(tab.children_of(100), 0);
+}
+
+#[test]
+fn prune_drops_what_the_kernel_no_longer_has() {
+    let (mut tab, parent) = seeded_parent();
+    let gone = t(800, 11 * SEC);
+    tab.apply(&fork(11 * SEC, parent, gone));
+    tab.apply(&fork(11 * SEC, gone, t(801, 11 * SEC + 1)));
+    assert_eq!(tab.len(), 4);
+    assert_eq!(tab.prune(|k| k.tgid != 800), 1);
+    assert_eq!(tab.len(), 3);
+    assert!(tab.all_fork_stats().all(|(k, _)| k.tgid != 800));
+}
+
+#[test]
+fn autoreaped_children_are_never_zombies() {
+    let (mut tab, parent) = seeded_parent();
+    let child = t(300, 11 * SEC);
+    tab.apply(&fork(11 * SEC, parent, child));
+    tab.apply(&exit(
+        11 * SEC,
+        child,
+        parent,
+        0,
+        exit_flags::GROUP_DEAD | exit_flags::AUTOREAP,
+    ));
+    assert!(tab.zombies(100 * SEC, 0).is_empty());
+    assert!(tab.new_zombies(100 * SEC, 0, |_| true).is_empty());
+}
+
+#[test]
+fn pid_reuse_before_free_keeps_processes_apart() {
+    let (mut tab, parent) = seeded_parent();
+    let old = t(400, 11 * SEC);
+    let new = t(400, 11 * SEC + 500);
+    tab.apply(&fork(11 * SEC, parent, old));
+    tab.apply(&exit(
+        11 * SEC + 100,
+        old,
+        parent,
+        9,
+        exit_flags::GROUP_DEAD,
+    ));
+    // Reaped (not yet freed) and the pid already reused.
+    tab.apply(&fork(11 * SEC + 500, parent, new));
+    assert_eq!(tab.live_by_pid(400), Some(Key::from(&new)));
+    tab.apply(&free(11 * SEC + 900, old));
+    assert!(
+        tab.get(&Key::from(&new)).is_some_and(|p| p.death.is_none()),
+        "the new process survives the old one's free"
+    );
+    assert!(tab.get(&Key::from(&old)).is_none());
+    // The old one died of SIGKILL.
+    assert_eq!(
+        ExitStatus::from_raw(9),
+        ExitStatus::Signal {
+            signal: 9,
+            core_dumped: false
+        }
+    );
+}
+
+#[test]
+fn zombies_present_at_start_up_are_reported_with_a_lower_bound_age() {
+    let mut tab = ProcTable::new(TICK);
+    tab.seed(
+        &[
+            SeedProc {
+                pid: 50,
+                ppid: 1,
+                start_ticks: 3,
+                comm: "lazy".into(),
+                zombie: false,
+                exit_code: 0,
+            },
+            SeedProc {
+                pid: 51,
+                ppid: 50,
+                start_ticks: 4,
+                comm: "z".into(),
+                zombie: true,
+                exit_code: 7 << 8,
+            },
+        ],
+        10 * SEC,
+    );
+    let z = tab.zombies(11 * SEC, SEC);
+    assert_eq!(z.len(), 1);
+    assert_eq!(
+        (z[0].key.tgid, z[0].ppid, z[0].parent_comm.as_str()),
+        (51, 50, "lazy")
+    );
+    assert_eq!(
+        (z[0].status, z[0].age_ns, z[0].age_exact),
+        (ExitStatus::Code(7), SEC, false)
+    );
+    // Its free (exact start within the seeded tick) removes it.
+    let n = tab.apply(&free(12 * SEC, t(51, 4 * TICK + 77)));
+    assert!(matches!(
+        &n[..],
+        [Notice::Reaped {
+            dead_for_ns: None,
+            ..
+        }]
+    ));
+    assert!(tab.zombies(13 * SEC, 0).is_empty());
+}
+
+#[test]
+fn a_child_both_seeded_and_forked_is_one_process() {
+    let (mut tab, parent) = seeded_parent();
+    // Born after attaching, before the scan: /proc showed it, and its fork is queued.
+    let child = t(600, 10 * SEC - 3);
+    tab.seed(
+        &[SeedProc {
+            pid: 600,
+            ppid: 100,
+            start_ticks: child.start_ns / TICK,
+            comm: "c".into(),
+            zombie: false,
+            exit_code: 0,
+        }],
+        10 * SEC,
+    );
+    assert_eq!(tab.len(), 3);
+    tab.apply(&fork(10 * SEC - 3, parent, child));
+    assert_eq!(tab.len(), 3, "no duplicate entry");
+    tab.apply(&exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD));
+    tab.apply(&free(12 * SEC, child));
+    assert_eq!(tab.len(), 2, "no leak");
+}
+
+#[test]
+fn statistics_of_a_process_unknown_to_the_table_go_with_its_free() {
+    let mut tab = ProcTable::new(TICK);
+    let ghost = t(700, 5 * SEC);
+    tab.apply(&fork(6 * SEC, ghost, t(701, 6 * SEC)));
+    assert_eq!(tab.all_fork_stats().count(), 1);
+    tab.apply(&free(7 * SEC, ghost));
+    assert_eq!(tab.all_fork_stats().count(), 0);
+}
+
+#[test]
+fn a_parent_dying_with_live_children_orphans_them() {
+    let (mut tab, parent) = seeded_parent();
+    let mid = t(500, 11 * SEC);
+    let grandchild = t(501, 11 * SEC + 1);
+    tab.apply(&fork(11 * SEC, parent, mid));
+    tab.apply(&fork(11 * SEC + 1, mid, grandchild));
+    let n = tab.apply(&exit(12 * SEC, mid, parent, 0, exit_flags::GROUP_DEAD));
+    assert_eq!(
+        n,
+        vec![Notice::Orphaned {
+            parent: Key::from(&mid),
+            parent_comm: "child".into(),
+            children: vec![Key::from(&grandchild)]
+        }]
+    );
+    assert_eq!(tab.reparent(Key::from(&grandchild), 1), tab.live_by_pid(1));
+    assert_eq!(tab.get(&Key::from(&grandchild)).unwrap().ppid, 1);
+    // Thread exits (not group-dead) and waits change no process.
+    let th = TaskRef {
+        pid: 502,
+        tgid: 100,
+        start_ns: parent.start_ns,
+    };
+    assert!(tab.apply(&exit(13 * SEC, th, t(1, 0), 0, 0)).is_empty());
+    tab.apply(&Event::Wait(Wait {
+        header: EventHeader {
+            kind: kind::WAIT,
+            tid: 100,
+            ts: 0,
+        },
+        waiter: parent,
+        target_pid: 0,
+        _pad: 0,
+    }));
+    assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 1);
+}
