@@ -17,12 +17,12 @@ use aya::{
 };
 use btf_rs::Btf;
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, SysKey, layout, op},
+    copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, layout, op},
     globals,
 };
 
 use super::{btf::member_offset, tracefs};
-use crate::error::Fatal;
+use crate::{error::Fatal, model::proctable::Key};
 
 /// Field names of each op's `sys_enter_<op>` record: (source fd, destination fd). `None`
 /// is user memory. vmsplice's single fd is both (the kernel side picks the direction);
@@ -257,7 +257,7 @@ pub struct CopyMaps {
     syscalls: PerCpuHashMap<MapData, SysKey, u64>,
     copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
-    comms: HashMap<MapData, u32, [u8; 16]>,
+    comms: HashMap<MapData, ProcKey, [u8; 16]>,
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -321,26 +321,38 @@ impl CopyMaps {
         Ok(out)
     }
 
-    /// The command name the kernel saw for `tgid` (see the `COMMS` map), if any.
-    pub fn comm(&self, tgid: u32) -> Option<String> {
-        let raw = self.comms.get(&tgid, 0).ok()?;
+    /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
+    pub fn comm(&self, key: Key) -> Option<String> {
+        let pk = ProcKey {
+            tgid: key.tgid,
+            _pad: 0,
+            start_ns: key.start_ns,
+        };
+        let raw = self.comms.get(&pk, 0).ok()?;
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         Some(String::from_utf8_lossy(&raw[..end]).into_owned())
     }
 
     /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. The per-thread in-flight slots of threads that no
+    /// maps hold only live processes. A process is (tgid, start): a new process that got a
+    /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
     /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[u32]) -> Result<()> {
+    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
         self.prune_inflight()?;
         if gone.is_empty() {
             return Ok(());
         }
+        let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let sys: Vec<SysKey> = self
             .syscalls
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| gone.contains(&k.tgid))
+            .filter(|k| {
+                gone.contains(&Key {
+                    tgid: k.tgid,
+                    start_ns: k.start_ns,
+                })
+            })
             .collect();
         for k in sys {
             match self.syscalls.remove(&k) {
@@ -352,7 +364,12 @@ impl CopyMaps {
             .copies
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| gone.contains(&k.tgid))
+            .filter(|k| {
+                gone.contains(&Key {
+                    tgid: k.tgid,
+                    start_ns: k.start_ns,
+                })
+            })
             .collect();
         for k in cp {
             match self.copies.remove(&k) {
@@ -360,8 +377,13 @@ impl CopyMaps {
                 Err(e) => return Err(e).context("pruning COPIES"),
             }
         }
-        for tgid in gone {
-            match self.comms.remove(tgid) {
+        for k in gone {
+            let pk = ProcKey {
+                tgid: k.tgid,
+                _pad: 0,
+                start_ns: k.start_ns,
+            };
+            match self.comms.remove(&pk) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning COMMS"),
             }
