@@ -114,6 +114,9 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
             // by another CPU loses nothing.
             if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
                 count(counters::SYSCALL_MAP_FULL);
+                // No name either: userspace prunes names with the processes it sees in
+                // SYSCALLS/COPIES, and would never free this one.
+                return 0;
             }
             if let Ok(comm) = bpf_get_current_comm() {
                 let pk = ProcKey {

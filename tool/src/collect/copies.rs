@@ -196,11 +196,14 @@ fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
     (fit.min(cap as usize) as u32).max(4096)
 }
 
-/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading).
+/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
+/// `SYSCALLS`: every process with a syscall entry should have room for its name.
 pub fn size_maps(loader: &mut EbpfLoader<'_>) {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let syscalls = per_cpu_entries(8, cpus, 65536);
     loader
-        .map_max_entries("SYSCALLS", per_cpu_entries(8, cpus, 65536))
+        .map_max_entries("SYSCALLS", syscalls)
+        .map_max_entries("COMMS", syscalls)
         .map_max_entries(
             "COPIES",
             per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
@@ -258,6 +261,19 @@ pub struct CopyMaps {
     copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
     comms: HashMap<MapData, ProcKey, [u8; 16]>,
+}
+
+/// A delete that found no entry is not an error: the kernel (or an earlier prune) may
+/// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
+/// as the syscall's ENOENT, not as `KeyNotFound`.
+fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -355,10 +371,7 @@ impl CopyMaps {
             })
             .collect();
         for k in sys {
-            match self.syscalls.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning SYSCALLS"),
-            }
+            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
         }
         let cp: Vec<CopyKey> = self
             .copies
@@ -372,10 +385,7 @@ impl CopyMaps {
             })
             .collect();
         for k in cp {
-            match self.copies.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning COPIES"),
-            }
+            removed(self.copies.remove(&k)).context("pruning COPIES")?;
         }
         for k in gone {
             let pk = ProcKey {
@@ -383,10 +393,7 @@ impl CopyMaps {
                 _pad: 0,
                 start_ns: k.start_ns,
             };
-            match self.comms.remove(&pk) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning COMMS"),
-            }
+            removed(self.comms.remove(&pk)).context("pruning COMMS")?;
         }
         Ok(())
     }
@@ -401,10 +408,7 @@ impl CopyMaps {
             .map(|(tid, _)| tid)
             .collect();
         for tid in stale {
-            match self.inflight.remove(&tid) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning INFLIGHT"),
-            }
+            removed(self.inflight.remove(&tid)).context("pruning INFLIGHT")?;
         }
         Ok(())
     }
@@ -499,6 +503,23 @@ mod tests {
             "missing ops keep no offsets"
         );
         assert_eq!(l.exit_ret, 16);
+    }
+
+    #[test]
+    fn deleting_a_missing_entry_is_not_an_error() {
+        let enoent = || {
+            Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert!(removed(enoent()).is_ok());
+        assert!(removed(Err(MapError::KeyNotFound)).is_ok());
+        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(removed(eperm).is_err());
     }
 
     #[test]

@@ -30,10 +30,14 @@ pub const REUSE_B_EXIT: i32 = 4;
 /// --min-age 0` sees both).
 pub const REUSE_ZOMBIE_MS: u64 = 400;
 
+/// Names this thread (the name its forks inherit) and the process (its leader thread, the
+/// name /proc/PID/comm shows): the workload runs on the test harness's thread, not the
+/// leader.
 fn set_name(name: &str) {
     let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: PR_SET_NAME with a NUL-terminated string.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) }, 0);
+    std::fs::write("/proc/self/comm", name).unwrap();
 }
 
 fn reap(pid: i32) -> i32 {
