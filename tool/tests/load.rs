@@ -13,9 +13,7 @@ use std::{
 
 use common::{
     Proclens, can_trace,
-    load_workloads::{
-        REUSE_A_BYTES, REUSE_A_EXIT, REUSE_B_BYTES, REUSE_B_EXIT,
-    },
+    load_workloads::{REUSE_A_BYTES, REUSE_A_EXIT, REUSE_B_BYTES, REUSE_B_EXIT},
     settled_counters,
     workload::Workload,
 };
@@ -104,12 +102,21 @@ fn issue_7_reused_pid_is_two_processes_in_copies_top_and_zombies() {
         let lines = lines_until_report_after(&p, "copies_system", now_unix());
         // Reports by time; rows of pid X that wrote to /dev/null.
         let mut by_report: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-        for v in lines.iter().filter(|v| v["type"] == "copies" && v["pid"] == x) {
+        for v in lines
+            .iter()
+            .filter(|v| v["type"] == "copies" && v["pid"] == x)
+        {
             if dev_null_writes(v).1 > 0 {
-                by_report.entry(format!("{:.6}", time_of(v))).or_default().push(v);
+                by_report
+                    .entry(format!("{:.6}", time_of(v)))
+                    .or_default()
+                    .push(v);
             }
         }
-        eprintln!("copies rows for pid {x} after {}: {by_report:#?}", time_of(&first));
+        eprintln!(
+            "copies rows for pid {x} after {}: {by_report:#?}",
+            time_of(&first)
+        );
         let (_, rows) = by_report
             .iter()
             .find(|(_, r)| r.len() == 2)
@@ -146,8 +153,14 @@ fn issue_7_reused_pid_is_two_processes_in_copies_top_and_zombies() {
         let x = reuse_pid(&mut w);
         let lines = lines_until_report_after(&p, "system", now_unix());
         let mut by_report: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-        for v in lines.iter().filter(|v| v["type"] == "process" && v["pid"] == x) {
-            by_report.entry(format!("{:.6}", time_of(v))).or_default().push(v);
+        for v in lines
+            .iter()
+            .filter(|v| v["type"] == "process" && v["pid"] == x)
+        {
+            by_report
+                .entry(format!("{:.6}", time_of(v)))
+                .or_default()
+                .push(v);
         }
         eprintln!("top rows for pid {x}: {by_report:#?}");
         let rows = by_report
@@ -165,7 +178,13 @@ fn issue_7_reused_pid_is_two_processes_in_copies_top_and_zombies() {
     {
         let mut w = Workload::spawn("load-pidreuse");
         let p = Proclens::spawn(&[
-            "zombies", "--watch", "--json", "--min-age", "0", "--interval", "2",
+            "zombies",
+            "--watch",
+            "--json",
+            "--min-age",
+            "0",
+            "--interval",
+            "2",
         ]);
         p.json_until(Duration::from_secs(30), |v| v["type"] == "stats");
         let x = reuse_pid(&mut w);
@@ -223,7 +242,10 @@ fn bpftool(args: &[&str]) -> Value {
 /// The ids of the BPF maps process `pid` holds, by name (from its fds' fdinfo).
 fn maps_of(pid: u32) -> HashMap<String, u64> {
     let mut out = HashMap::new();
-    for e in fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+    for e in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
         let Ok(info) = fs::read_to_string(e.path()) else {
             continue;
         };
@@ -327,7 +349,8 @@ impl Watched {
                 self.reports.push(time_of(&v));
             }
             row(&v);
-            self.last.insert(v["type"].as_str().unwrap_or("").to_string(), v);
+            self.last
+                .insert(v["type"].as_str().unwrap_or("").to_string(), v);
         }
     }
 
@@ -336,7 +359,11 @@ impl Watched {
     fn report_after(&mut self, after: f64, mut row: impl FnMut(&Value)) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(Instant::now() < deadline, "{}: no report after {after}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{}: no report after {after}",
+                self.name
+            );
             self.pump(Duration::from_millis(100), &mut row);
             if let Some(v) = self.last.get(self.report_type)
                 && time_of(v) > after
@@ -538,7 +565,11 @@ fn issue_7_storm_keeps_reporting_exact_bounded_and_leak_free() {
             let mut shown = 0;
             for (field, i) in COUNTER_FIELDS {
                 if let Some(n) = r[field].as_u64() {
-                    assert_eq!(n, k1[i], "{}: {field} vs the kernel's COUNTERS[{i}]", w.name);
+                    assert_eq!(
+                        n, k1[i],
+                        "{}: {field} vs the kernel's COUNTERS[{i}]",
+                        w.name
+                    );
                     shown += 1;
                 }
             }
@@ -649,8 +680,15 @@ fn issue_7_storm_keeps_reporting_exact_bounded_and_leak_free() {
     for (name, gone) in &gone_before {
         let now: HashSet<(u32, u64)> = dump(name).into_iter().collect();
         let leaked: Vec<_> = gone.intersection(&now).collect();
-        eprintln!("{name}: {} entries now, {} were of gone processes", now.len(), gone.len());
-        assert!(leaked.is_empty(), "{name} keeps entries of gone processes: {leaked:?}");
+        eprintln!(
+            "{name}: {} entries now, {} were of gone processes",
+            now.len(),
+            gone.len()
+        );
+        assert!(
+            leaked.is_empty(),
+            "{name} keeps entries of gone processes: {leaked:?}"
+        );
     }
     let threads_now: HashSet<u32> = map_keys(tmaps["THREADS"])
         .iter()

@@ -191,7 +191,7 @@ pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
             if k.start_ns == 0 {
                 return !procfs::exists(k.tgid);
             }
-            !procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns.max(1))
+            procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns.max(1))
         })
         .collect()
 }
@@ -207,7 +207,10 @@ fn select_rows(
     kernel_comm: impl Fn(Key) -> Option<String>,
 ) -> Vec<(ProcRow, String, bool)> {
     for &pid in &args.filter.pids {
-        if !rows.iter().any(|r| r.tgid == pid && !gone.contains(&r.key())) && procfs::exists(pid)
+        if !rows
+            .iter()
+            .any(|r| r.tgid == pid && !gone.contains(&r.key()))
+            && procfs::exists(pid)
         {
             rows.push(ProcRow {
                 tgid: pid,

@@ -463,11 +463,11 @@ mod tests {
             start_ns: 5,
             ..key(42, op::WRITE, fd_kind::USER, fd_kind::PIPE)
         };
-        let new = CopyKey {
-            start_ns: 9,
-            ..old
-        };
-        let out = m.update(&HashMap::from([(old, stats(100, 1, 0)), (new, stats(7, 7, 0))]));
+        let new = CopyKey { start_ns: 9, ..old };
+        let out = m.update(&HashMap::from([
+            (old, stats(100, 1, 0)),
+            (new, stats(7, 7, 0)),
+        ]));
         assert_eq!(out.len(), 2);
         let bytes = |start_ns| {
             out[&Key { tgid: 42, start_ns }]

@@ -202,7 +202,11 @@ mod tests {
             start_ns: 9,
         }];
         assert_eq!((a.delta, a.total), (7, 10));
-        assert_eq!((b.delta, b.total), (4, 4), "not merged with the old process");
+        assert_eq!(
+            (b.delta, b.total),
+            (4, 4),
+            "not merged with the old process"
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ pub fn run(proclens: &Path) -> Result<String> {
     writeln!(md)?;
     writeln!(md, "| proclens under the storm | |")?;
     writeln!(md, "|---|---:|")?;
-    writeln!(md, "| reports in {SECS} s + 2 intervals (interval 1 s) | {reports} |")?;
+    writeln!(
+        md,
+        "| reports in {SECS} s + 2 intervals (interval 1 s) | {reports} |"
+    )?;
     writeln!(
         md,
         "| lost events (ring buffer full) | {} |",

@@ -39,7 +39,10 @@ pub fn run_all(
         out.push(("lifecycle", lifecycle::run(proclens, reps)?));
     }
     if wanted("syscalls") {
-        out.push(("syscalls", syscalls::run(proclens, round_trips, reps as u32)?));
+        out.push((
+            "syscalls",
+            syscalls::run(proclens, round_trips, reps as u32)?,
+        ));
     }
     if wanted("load") {
         out.push(("load", load::run(proclens)?));
