@@ -101,6 +101,10 @@ pub mod layout {
 }
 
 /// Key of the per-process path accounting (`COPIES`, a per-CPU hash).
+///
+/// A process is (`tgid`, `start_ns`): the pid alone is not enough, because a pid freed by
+/// one process can be given to the next fork within the same interval (a fork storm wraps
+/// `pid_max` in seconds), and the two processes' counts must not merge.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CopyKey {
@@ -112,6 +116,9 @@ pub struct CopyKey {
     /// [`fd_kind`] of where the bytes go.
     pub dst: u8,
     pub _pad: u8,
+    /// The thread-group leader's `start_boottime` (ns since boot, the clock of
+    /// /proc/PID/stat's start time), read through BTF offsets; 0 if it could not be read.
+    pub start_ns: u64,
 }
 
 /// Accounting of one path (per CPU in the kernel; userspace sums the CPUs).
@@ -132,7 +139,6 @@ pub struct CopyStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
     pub key: CopyKey,
-    pub _pad: u32,
     /// mmap: the requested length (the mapping's size when the call succeeds).
     pub len: u64,
 }
@@ -144,4 +150,15 @@ pub struct SysKey {
     pub tgid: u32,
     /// The syscall number as `raw_syscalls/sys_enter` reports it (the task's ABI).
     pub nr: u32,
+    /// The thread-group leader's `start_boottime`, as in [`CopyKey::start_ns`].
+    pub start_ns: u64,
+}
+
+/// Key of the per-process command names (`COMMS`): a process, as in [`CopyKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub start_ns: u64,
 }

@@ -13,5 +13,8 @@ pub const INFLIGHT_FULL: u32 = 2;
 pub const COPY_MAP_FULL: u32 = 3;
 /// Syscalls not counted because the per-process syscall map was full.
 pub const SYSCALL_MAP_FULL: u32 = 4;
+/// Processes whose command name was not recorded because the per-process name map was
+/// full (their name then comes from /proc, or is unknown once they have gone).
+pub const COMM_MAP_FULL: u32 = 5;
 /// Number of counters in the array.
-pub const COUNT: u32 = 5;
+pub const COUNT: u32 = 6;

@@ -83,4 +83,5 @@ mod pod {
     unsafe impl aya::Pod for crate::copies::CopyStats {}
     unsafe impl aya::Pod for crate::copies::Inflight {}
     unsafe impl aya::Pod for crate::copies::SysKey {}
+    unsafe impl aya::Pod for crate::copies::ProcKey {}
 }

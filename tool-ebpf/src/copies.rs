@@ -9,15 +9,22 @@
 //!
 //! Nothing goes to userspace per call; record offsets come from tracefs format files and
 //! struct offsets from BTF, both read at load time.
+//!
+//! Every key names a process by (tgid, leader's `start_boottime`), never by pid alone: a
+//! pid freed by one process may go to the next fork within one reporting interval, and
+//! the two must stay two rows.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_probe_read_kernel,
+    },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
 };
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, SysKey, fd_kind, layout, op},
+    copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, fd_kind, layout, op},
     counters,
 };
 
@@ -25,16 +32,18 @@ use crate::{config, fdkind, filter, maps::count};
 
 const BPF_ANY: u64 = 0;
 
-/// Syscall counts per (process, syscall number); per CPU, summed by userspace.
+/// Syscall counts per (process, syscall number); per CPU, summed by userspace. Bounded:
+/// a syscall that finds it full is counted in `COUNTERS[SYSCALL_MAP_FULL]`, and userspace
+/// deletes the entries of processes that have gone after their last report.
 #[map]
 static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Command name per process, written when the process makes a syscall it had not made
 /// before (the `SYSCALLS` miss path, so not per call): userspace names processes that
 /// have exited before it could read /proc from here. After an exec the new program's
-/// first new syscalls rewrite it.
+/// first new syscalls rewrite it. A full map is counted in `COUNTERS[COMM_MAP_FULL]`.
 #[map]
-static COMMS: HashMap<u32, [u8; 16]> = HashMap::with_max_entries(32768, 0);
+static COMMS: HashMap<ProcKey, [u8; 16]> = HashMap::with_max_entries(32768, 0);
 
 /// Path totals per (process, op, source kind, destination kind); per CPU.
 #[map]
@@ -65,6 +74,24 @@ fn layout_of(op: u8, field: usize) -> u32 {
     unsafe { core::ptr::read_volatile((&raw const COPY_LAYOUT).cast::<u32>().add(i)) }
 }
 
+/// The current process's start: its thread-group leader's `start_boottime` (0 if
+/// unreadable), through the BTF offsets set at load time.
+#[inline(always)]
+fn process_start(task: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
+    unsafe {
+        let Ok(leader) = bpf_probe_read_kernel(
+            (task + u64::from(config::task_group_leader_off())) as *const u64,
+        ) else {
+            return 0;
+        };
+        bpf_probe_read_kernel(
+            (leader + u64::from(config::task_start_boottime_off())) as *const u64,
+        )
+        .unwrap_or(0)
+    }
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -73,9 +100,11 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
     }
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
+    let start_ns = process_start(unsafe { bpf_get_current_task() });
     let key = SysKey {
         tgid,
         nr: nr as u32,
+        start_ns,
     };
     match SYSCALLS.get_ptr_mut(&key) {
         // SAFETY: this CPU's slot; the program runs with preemption disabled.
@@ -85,10 +114,20 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
             // by another CPU loses nothing.
             if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
                 count(counters::SYSCALL_MAP_FULL);
+                // No name either: userspace prunes names with the processes it sees in
+                // SYSCALLS/COPIES, and would never free this one.
+                return 0;
             }
             if let Ok(comm) = bpf_get_current_comm() {
-                // Best effort: a full map leaves the name to /proc.
-                let _ = COMMS.insert(&tgid, &comm, BPF_ANY);
+                let pk = ProcKey {
+                    tgid,
+                    _pad: 0,
+                    start_ns,
+                };
+                // A full map leaves the name to /proc (counted).
+                if COMMS.insert(&pk, &comm, BPF_ANY).is_err() {
+                    count(counters::COMM_MAP_FULL);
+                }
             }
         }
     }
@@ -190,8 +229,8 @@ fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
             src,
             dst,
             _pad: 0,
+            start_ns: process_start(task),
         },
-        _pad: 0,
         len,
     };
     match INFLIGHT.get_ptr_mut(&tid) {

@@ -49,6 +49,9 @@ enum Task {
         /// Write the results into BENCHMARKS.md.
         #[arg(long)]
         record: bool,
+        /// Run only these sections (comma-separated: switches, lifecycle, syscalls, load).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Set up, then run every test: unit tests and the real-BPF integration tests.
     Test {
@@ -159,13 +162,14 @@ fn run() -> Result<ExitCode> {
             reps,
             record,
             round_trips,
+            only,
         } => {
             setup::ensure_all()?;
             if !nix_is_root() {
                 bail!("the benchmark loads BPF programs: run it as root");
             }
             let bin = build_release()?;
-            let sections = bench::run_all(&bin, reps, round_trips)?;
+            let sections = bench::run_all(&bin, reps, round_trips, &only)?;
             for (_, md) in &sections {
                 println!("{md}");
             }

@@ -12,10 +12,15 @@ use super::{Filter, Output, Period, top};
 use crate::collect::session::clock_now;
 use crate::{
     collect::{
+        copies,
+        events::{Event, EventStream},
         procfs::{self, CommCache},
-        tracer::{Tracer, TracerOptions},
+        tracer::{Health, Tracer, TracerOptions},
     },
-    model::copy_report::{CopiesModel, ProcRow},
+    model::{
+        copy_report::{CopiesModel, ProcRow},
+        proctable::Key,
+    },
     render::copies::{Dropped, Frame, json_lines, plain_lines},
 };
 
@@ -88,8 +93,14 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // The switch and lifecycle programs share the ring buffer; this view uses none of its
+    // events, but drains it so that `lost_events` means what it means in every view
+    // (events the kernel could not queue), not "nobody read them".
+    let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
+    let mut events: Vec<Event> = Vec::new();
+    let tick_ns = procfs::tick_ns();
     let mut model = CopiesModel::new();
-    let mut comms: CommCache<u32> = CommCache::default();
+    let mut comms: CommCache<Key> = CommCache::default();
     let mut last_tick = std::time::Instant::now();
     let mut reports = 0u64;
     let mut stdout = std::io::stdout().lock();
@@ -110,20 +121,16 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 last_tick = now;
                 let maps = tracer.copy_maps().context("copy maps not loaded")?;
                 let rows = model.update(&maps.copies()?, &maps.syscalls()?);
-                let gone: Vec<u32> = rows.iter().map(|r| r.tgid).filter(|t| !procfs::exists(*t)).collect();
+                let gone = copies::gone_processes(&rows, tick_ns);
                 let health = tracer.health()?;
                 let maps = tracer.copy_maps().context("copy maps not loaded")?;
-                let rows = select_rows(rows, &gone, &args, &mut comms, |t| maps.comm(t));
+                let rows = select_rows(rows, &gone, &args, &mut comms, |k| maps.comm(k));
                 let frame = Frame {
                     unix_time,
                     clock,
                     elapsed_s,
                     top_syscalls: args.syscalls.map(usize::from),
-                    dropped: Dropped {
-                        inflight_full: health.inflight_full,
-                        copy_map_full: health.copy_map_full,
-                        syscall_map_full: health.syscall_map_full,
-                    },
+                    dropped: dropped(&health),
                     rows,
                 };
                 let lines = if args.output.json { json_lines(&frame) } else { plain_lines(&frame) };
@@ -136,11 +143,15 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 stdout.flush()?;
                 // Gone processes have had their last report: free their map entries.
                 tracer.copy_maps().context("copy maps not loaded")?.prune(&gone)?;
-                comms.retain(|t| !gone.contains(t));
+                comms.retain(|k| !gone.contains(k));
                 reports += 1;
                 if args.period.count.is_some_and(|c| reports >= c) {
                     break;
                 }
+            }
+            r = stream.recv(&mut events) => {
+                r?;
+                events.clear();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -150,18 +161,34 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every in-kernel drop counter, as this view shows them.
+fn dropped(h: &Health) -> Dropped {
+    Dropped {
+        lost_events: h.ringbuf_drops,
+        untracked_threads: h.thread_map_full,
+        inflight_full: h.inflight_full,
+        copy_map_full: h.copy_map_full,
+        syscall_map_full: h.syscall_map_full,
+        comm_map_full: h.comm_map_full,
+    }
+}
+
 /// Applies `-p`, `--comm` and `--all`, and names the rows. A requested process that has
 /// made no syscall since proclens started is still shown, with zeros. `gone` decides
 /// `alive`, so a process is reported gone exactly in the interval its entries are pruned.
 fn select_rows(
     mut rows: Vec<ProcRow>,
-    gone: &[u32],
+    gone: &[Key],
     args: &CopiesArgs,
-    comms: &mut CommCache<u32>,
-    kernel_comm: impl Fn(u32) -> Option<String>,
+    comms: &mut CommCache<Key>,
+    kernel_comm: impl Fn(Key) -> Option<String>,
 ) -> Vec<(ProcRow, String, bool)> {
     for &pid in &args.filter.pids {
-        if !rows.iter().any(|r| r.tgid == pid) && !gone.contains(&pid) && procfs::exists(pid) {
+        if !rows
+            .iter()
+            .any(|r| r.tgid == pid && !gone.contains(&r.key()))
+            && procfs::exists(pid)
+        {
             rows.push(ProcRow {
                 tgid: pid,
                 ..ProcRow::default()
@@ -172,12 +199,12 @@ fn select_rows(
         .filter(|r| args.filter.pids.is_empty() || args.filter.pids.contains(&r.tgid))
         .filter(|r| args.all || !args.filter.pids.is_empty() || !r.is_idle())
         .map(|r| {
-            let alive = !gone.contains(&r.tgid);
+            let alive = !gone.contains(&r.key());
             // /proc while the process lives; for one that exited before proclens saw it
             // alive, the name the kernel recorded.
-            let mut comm = comms.get(r.tgid, r.tgid, alive, None);
+            let mut comm = comms.get(r.key(), r.tgid, alive, None);
             if comm == "?"
-                && let Some(k) = kernel_comm(r.tgid)
+                && let Some(k) = kernel_comm(r.key())
             {
                 comm = k;
             }

@@ -377,12 +377,16 @@ async fn trace_command(
             (r, comm)
         })
         .collect();
+    let health = tracer.health()?;
     let facts = RunFacts {
         wall_s,
         user_cpu_s: reaped.user_s,
         system_cpu_s: reaped.system_s,
         threads_seen,
-        lost_events: tracer.health()?.ringbuf_drops,
+        lost_events: health.ringbuf_drops,
+        untracked_threads: health.thread_map_full,
+        uncounted_syscalls: health.syscall_map_full,
+        uncounted_copies: health.inflight_full + health.copy_map_full,
     };
     let mut report = run_report::build(args.command.clone(), reaped.exit, facts, &rows);
     report.forked_processes = life.forked_processes;

@@ -17,12 +17,15 @@ use aya::{
 };
 use btf_rs::Btf;
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, SysKey, layout, op},
+    copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, layout, op},
     globals,
 };
 
-use super::{btf::member_offset, tracefs};
-use crate::error::Fatal;
+use super::{btf::member_offset, procfs, tracefs};
+use crate::{
+    error::Fatal,
+    model::{copy_report::ProcRow, proctable::Key},
+};
 
 /// Field names of each op's `sys_enter_<op>` record: (source fd, destination fd). `None`
 /// is user memory. vmsplice's single fd is both (the kernel side picks the direction);
@@ -196,11 +199,14 @@ fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
     (fit.min(cap as usize) as u32).max(4096)
 }
 
-/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading).
+/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
+/// `SYSCALLS`: every process with a syscall entry should have room for its name.
 pub fn size_maps(loader: &mut EbpfLoader<'_>) {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let syscalls = per_cpu_entries(8, cpus, 65536);
     loader
-        .map_max_entries("SYSCALLS", per_cpu_entries(8, cpus, 65536))
+        .map_max_entries("SYSCALLS", syscalls)
+        .map_max_entries("COMMS", syscalls)
         .map_max_entries(
             "COPIES",
             per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
@@ -257,7 +263,18 @@ pub struct CopyMaps {
     syscalls: PerCpuHashMap<MapData, SysKey, u64>,
     copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
-    comms: HashMap<MapData, u32, [u8; 16]>,
+    comms: HashMap<MapData, ProcKey, [u8; 16]>,
+}
+
+/// A delete that found no entry is not an error: the kernel (or an earlier prune) may
+/// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
+/// as the syscall's ENOENT, not as `KeyNotFound`.
+fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -321,50 +338,63 @@ impl CopyMaps {
         Ok(out)
     }
 
-    /// The command name the kernel saw for `tgid` (see the `COMMS` map), if any.
-    pub fn comm(&self, tgid: u32) -> Option<String> {
-        let raw = self.comms.get(&tgid, 0).ok()?;
+    /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
+    pub fn comm(&self, key: Key) -> Option<String> {
+        let pk = ProcKey {
+            tgid: key.tgid,
+            _pad: 0,
+            start_ns: key.start_ns,
+        };
+        let raw = self.comms.get(&pk, 0).ok()?;
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         Some(String::from_utf8_lossy(&raw[..end]).into_owned())
     }
 
     /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. The per-thread in-flight slots of threads that no
+    /// maps hold only live processes. A process is (tgid, start): a new process that got a
+    /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
     /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[u32]) -> Result<()> {
+    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
         self.prune_inflight()?;
         if gone.is_empty() {
             return Ok(());
         }
+        let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let sys: Vec<SysKey> = self
             .syscalls
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| gone.contains(&k.tgid))
+            .filter(|k| {
+                gone.contains(&Key {
+                    tgid: k.tgid,
+                    start_ns: k.start_ns,
+                })
+            })
             .collect();
         for k in sys {
-            match self.syscalls.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning SYSCALLS"),
-            }
+            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
         }
         let cp: Vec<CopyKey> = self
             .copies
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| gone.contains(&k.tgid))
+            .filter(|k| {
+                gone.contains(&Key {
+                    tgid: k.tgid,
+                    start_ns: k.start_ns,
+                })
+            })
             .collect();
         for k in cp {
-            match self.copies.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning COPIES"),
-            }
+            removed(self.copies.remove(&k)).context("pruning COPIES")?;
         }
-        for tgid in gone {
-            match self.comms.remove(tgid) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning COMMS"),
-            }
+        for k in gone {
+            let pk = ProcKey {
+                tgid: k.tgid,
+                _pad: 0,
+                start_ns: k.start_ns,
+            };
+            removed(self.comms.remove(&pk)).context("pruning COMMS")?;
         }
         Ok(())
     }
@@ -379,10 +409,7 @@ impl CopyMaps {
             .map(|(tid, _)| tid)
             .collect();
         for tid in stale {
-            match self.inflight.remove(&tid) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("pruning INFLIGHT"),
-            }
+            removed(self.inflight.remove(&tid)).context("pruning INFLIGHT")?;
         }
         Ok(())
     }
@@ -479,6 +506,23 @@ mod tests {
             "missing ops keep no offsets"
         );
         assert_eq!(l.exit_ret, 16);
+    }
+
+    #[test]
+    fn deleting_a_missing_entry_is_not_an_error() {
+        let enoent = || {
+            Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert!(removed(enoent()).is_ok());
+        assert!(removed(Err(MapError::KeyNotFound)).is_ok());
+        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(removed(eperm).is_err());
     }
 
     #[test]
@@ -597,4 +641,28 @@ mod tests {
             assert!(o > 0 && o % 8 == 0 && o < 16 * 1024, "{fd:?}");
         }
     }
+}
+
+/// The processes among `rows` that have gone: a pid belongs to one live process at a
+/// time, so of several rows with one pid all but the latest started have gone; the latest
+/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
+/// row whose start the kernel could not read (0) lives while its pid exists.
+pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
+    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for r in rows {
+        let e = latest.entry(r.tgid).or_insert(r.start_ns);
+        *e = (*e).max(r.start_ns);
+    }
+    rows.iter()
+        .map(ProcRow::key)
+        .filter(|k| {
+            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
+                return true;
+            }
+            if k.start_ns == 0 {
+                return !procfs::exists(k.tgid);
+            }
+            procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns.max(1))
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 
 use super::{
+    copies,
     events::Event,
     lifecycle::{self, Lifecycle},
     procfs::{self, CommCache},
@@ -42,8 +43,8 @@ pub struct Extras {
     /// Syscalls and copy paths per process, busiest first (copy paths empty unless the
     /// tracer accounts them); `None` when the tracer does not count syscalls.
     pub procs: Option<Vec<ProcRow>>,
-    /// The command names of `procs`' processes, by tgid.
-    pub proc_comms: HashMap<u32, String>,
+    /// The command names of `procs`' processes.
+    pub proc_comms: HashMap<Key, String>,
     /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
     /// `None` without a process table.
     pub zombies: Option<Vec<Zombie>>,
@@ -61,9 +62,14 @@ impl Extras {
             .map(|z| z.iter().filter(|z| z.ppid == ppid).count())
     }
 
-    /// The syscall and copy row of a process.
+    /// The syscall and copy row of the process with this pid (the latest started, when
+    /// the pid was reused within the interval).
     pub fn proc_row(&self, tgid: u32) -> Option<&ProcRow> {
-        self.procs.as_ref()?.iter().find(|r| r.tgid == tgid)
+        self.procs
+            .as_ref()?
+            .iter()
+            .filter(|r| r.tgid == tgid)
+            .max_by_key(|r| r.start_ns)
     }
 }
 
@@ -72,7 +78,7 @@ impl Extras {
 pub struct ExtrasCollector {
     copies: Option<CopiesModel>,
     life: Option<Lifecycle>,
-    comms: CommCache<u32>,
+    comms: CommCache<Key>,
     last_forks: HashMap<Key, ForkStats>,
     /// The ring-buffer drop count at the last reconciliation with /proc.
     lost_seen: u64,
@@ -120,24 +126,20 @@ impl ExtrasCollector {
         if let Some(model) = &mut self.copies {
             let maps = tracer.copy_maps().context("copy maps not loaded")?;
             let rows = model.update(&maps.copies()?, &maps.syscalls()?);
-            let gone: Vec<u32> = rows
-                .iter()
-                .map(|r| r.tgid)
-                .filter(|t| !procfs::exists(*t))
-                .collect();
+            let gone = copies::gone_processes(&rows, procfs::tick_ns());
             for r in &rows {
                 // /proc while the process lives; for one gone before it was seen alive,
                 // the name the kernel recorded.
-                let alive = !gone.contains(&r.tgid);
-                let mut comm = self.comms.get(r.tgid, r.tgid, alive, None);
+                let alive = !gone.contains(&r.key());
+                let mut comm = self.comms.get(r.key(), r.tgid, alive, None);
                 if comm == "?"
-                    && let Some(k) = maps.comm(r.tgid)
+                    && let Some(k) = maps.comm(r.key())
                 {
                     comm = k;
                 }
-                out.proc_comms.insert(r.tgid, comm);
+                out.proc_comms.insert(r.key(), comm);
             }
-            self.comms.retain(|t| !gone.contains(t));
+            self.comms.retain(|k| !gone.contains(k));
             // Gone processes have had their last interval: free their entries.
             maps.prune(&gone)?;
             out.procs = Some(rows);

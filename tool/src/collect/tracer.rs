@@ -74,6 +74,8 @@ pub struct Health {
     pub copy_map_full: u64,
     /// Syscalls not counted: per-process syscall map full.
     pub syscall_map_full: u64,
+    /// Command names not recorded in the kernel: per-process name map full.
+    pub comm_map_full: u64,
 }
 
 /// Whether the `sched_switch` raw tracepoint passes `prev_state` (4th argument, 5.18+),
@@ -390,6 +392,7 @@ impl Tracer {
             inflight_full: sum(counters::INFLIGHT_FULL)?,
             copy_map_full: sum(counters::COPY_MAP_FULL)?,
             syscall_map_full: sum(counters::SYSCALL_MAP_FULL)?,
+            comm_map_full: sum(counters::COMM_MAP_FULL)?,
         })
     }
 }

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use proclens_common::copies::{CopyKey, CopyStats, fd_kind, op};
 
+use super::proctable::Key;
+
 /// How a syscall moves its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
@@ -277,8 +279,9 @@ impl ProcCopies {
     }
 }
 
-/// Turns successive snapshots of the `COPIES` map into per-process paths. Processes
-/// missing from a snapshot (gone and pruned) are forgotten.
+/// Turns successive snapshots of the `COPIES` map into per-process paths, by (tgid, leader
+/// start): two processes that had the same pid are two entries. Processes missing from a
+/// snapshot (gone and pruned) are forgotten.
 #[derive(Debug, Default)]
 pub struct CopyModel {
     last: HashMap<CopyKey, Counts>,
@@ -289,14 +292,18 @@ impl CopyModel {
         Self::default()
     }
 
-    pub fn update(&mut self, snapshot: &HashMap<CopyKey, CopyStats>) -> BTreeMap<u32, ProcCopies> {
-        let mut out: BTreeMap<u32, ProcCopies> = BTreeMap::new();
+    pub fn update(&mut self, snapshot: &HashMap<CopyKey, CopyStats>) -> BTreeMap<Key, ProcCopies> {
+        let mut out: BTreeMap<Key, ProcCopies> = BTreeMap::new();
         let mut last = HashMap::with_capacity(snapshot.len());
         for (k, s) in snapshot {
             let total = Counts::from(*s);
             let delta = self.last.get(k).map_or(total, |prev| total.since(prev));
             last.insert(*k, total);
-            out.entry(k.tgid).or_default().paths.push(PathRow {
+            let proc = Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            };
+            out.entry(proc).or_default().paths.push(PathRow {
                 op: k.op,
                 src: k.src,
                 dst: k.dst,
@@ -329,6 +336,14 @@ mod tests {
             src,
             dst,
             _pad: 0,
+            start_ns: 1000,
+        }
+    }
+
+    fn proc(tgid: u32) -> Key {
+        Key {
+            tgid,
+            start_ns: 1000,
         }
     }
 
@@ -346,7 +361,7 @@ mod tests {
         let k = key(7, op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET);
         m.update(&HashMap::from([(k, stats(100, 1, 0))]));
         let out = m.update(&HashMap::from([(k, stats(350, 3, 1))]));
-        let p = out[&7]
+        let p = out[&proc(7)]
             .path(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET)
             .unwrap();
         assert_eq!(
@@ -399,7 +414,7 @@ mod tests {
                 stats(4096, 2, 1),
             ),
         ]));
-        let d = out[&1].interval();
+        let d = out[&proc(1)].interval();
         assert_eq!(d.user_copy_bytes, 350);
         assert_eq!(d.zero_copy_bytes, 700);
         assert!((d.zero_copy_pct() - 200.0 / 3.0).abs() < 1e-9);
@@ -430,14 +445,38 @@ mod tests {
                 stats(1000, 1, 0),
             ),
         ]));
-        let s = out[&1].interval().sendfile;
+        let s = out[&proc(1)].interval().sendfile;
         assert_eq!(s.eligible_bytes, 4 << 20);
         assert_eq!(s.cpu_copy_bytes, 8 << 20);
         assert!((s.syscalls - 64.0).abs() < 1e-9);
         assert!((s.mode_switches - 128.0).abs() < 1e-9);
-        let (d, t) = out[&1].op_counts(op::WRITE);
+        let (d, t) = out[&proc(1)].op_counts(op::WRITE);
         assert_eq!((d.bytes, t.calls), ((4 << 20) + 1000, 65));
-        assert_eq!(out[&1].paths[0].op, op::READ, "busiest path first");
+        assert_eq!(out[&proc(1)].paths[0].op, op::READ, "busiest path first");
+    }
+
+    /// Issue 7: a pid freed and given to a new process within one interval.
+    #[test]
+    fn a_reused_pid_is_two_processes() {
+        let mut m = CopyModel::new();
+        let old = CopyKey {
+            start_ns: 5,
+            ..key(42, op::WRITE, fd_kind::USER, fd_kind::PIPE)
+        };
+        let new = CopyKey { start_ns: 9, ..old };
+        let out = m.update(&HashMap::from([
+            (old, stats(100, 1, 0)),
+            (new, stats(7, 7, 0)),
+        ]));
+        assert_eq!(out.len(), 2);
+        let bytes = |start_ns| {
+            out[&Key { tgid: 42, start_ns }]
+                .path(op::WRITE, fd_kind::USER, fd_kind::PIPE)
+                .unwrap()
+                .total
+                .bytes
+        };
+        assert_eq!((bytes(5), bytes(9)), (100, 7));
     }
 
     #[test]

@@ -14,13 +14,20 @@
 //! //   row.copies.paths                   per (syscall, src kind, dst kind) delta/total
 //! //   row.copies.interval() / .since_start()  Derived: user_copy/zero_copy bytes,
 //! //                                      zero_copy_pct(), mmap, sendfile savings
-//! // after rendering, free the entries of processes that have gone:
-//! tracer.copy_maps().unwrap().prune(&gone_tgids)?;
+//! // after rendering, free the entries of processes that have gone (by row.key()):
+//! tracer.copy_maps().unwrap().prune(&gone_keys)?;
 //! ```
 //!
 //! `top` needs only the syscall counts: `TracerOptions { syscalls: true, .. }` attaches
 //! just the raw `sys_enter` counter, and `SyscallModel::update(&maps.syscalls()?)` gives
-//! `ProcSyscalls` by tgid.
+//! `ProcSyscalls` by process [`Key`] (tgid, leader `start_boottime`).
+//!
+//! A process is (tgid, start), never the pid alone: under a fork storm a pid is freed and
+//! given to a new process within one interval, and the two are two rows with the same
+//! `tgid`. `start_ns` is the leader's `start_boottime` (the clock of /proc/PID/stat field
+//! 22 and of the lifecycle process table's [`Key`]); the switch model's `Key::start_ns` is
+//! the leader's `start_time` (monotonic), so joining the two goes by tgid plus liveness,
+//! or by converting the clocks.
 
 use std::collections::HashMap;
 
@@ -28,6 +35,7 @@ use proclens_common::copies::{CopyKey, CopyStats, SysKey};
 
 use super::{
     copies::{CopyModel, ProcCopies},
+    proctable::Key,
     syscalls::{ProcSyscalls, SyscallModel},
 };
 
@@ -35,11 +43,22 @@ use super::{
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcRow {
     pub tgid: u32,
+    /// The thread-group leader's `start_boottime` in ns (0 when the kernel could not read
+    /// it, or for a placeholder row): with `tgid`, the process's identity.
+    pub start_ns: u64,
     pub syscalls: ProcSyscalls,
     pub copies: ProcCopies,
 }
 
 impl ProcRow {
+    /// The process's identity (what [`crate::collect::copies::CopyMaps::prune`] takes).
+    pub fn key(&self) -> Key {
+        Key {
+            tgid: self.tgid,
+            start_ns: self.start_ns,
+        }
+    }
+
     /// Nothing happened in the interval.
     pub fn is_idle(&self) -> bool {
         self.syscalls.delta == 0 && self.copies.paths.iter().all(|p| p.delta.is_zero())
@@ -70,15 +89,16 @@ impl CopiesModel {
     ) -> Vec<ProcRow> {
         let mut sys = self.syscalls.update(syscalls);
         let mut cp = self.copies.update(copies);
-        let mut tgids: Vec<u32> = sys.keys().chain(cp.keys()).copied().collect();
-        tgids.sort_unstable();
-        tgids.dedup();
-        let mut rows: Vec<ProcRow> = tgids
+        let mut procs: Vec<Key> = sys.keys().chain(cp.keys()).copied().collect();
+        procs.sort_unstable();
+        procs.dedup();
+        let mut rows: Vec<ProcRow> = procs
             .into_iter()
-            .map(|tgid| ProcRow {
-                tgid,
-                syscalls: sys.remove(&tgid).unwrap_or_default(),
-                copies: cp.remove(&tgid).unwrap_or_default(),
+            .map(|k| ProcRow {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+                syscalls: sys.remove(&k).unwrap_or_default(),
+                copies: cp.remove(&k).unwrap_or_default(),
             })
             .collect();
         let moved = |r: &ProcRow| -> u64 {
@@ -93,7 +113,7 @@ impl CopiesModel {
             moved(b)
                 .cmp(&moved(a))
                 .then(b.syscalls.delta.cmp(&a.syscalls.delta))
-                .then(a.tgid.cmp(&b.tgid))
+                .then(a.key().cmp(&b.key()))
         });
         rows
     }
@@ -115,6 +135,7 @@ mod tests {
                 src: fd_kind::USER,
                 dst: fd_kind::SOCKET,
                 _pad: 0,
+                start_ns: 7,
             },
             CopyStats {
                 bytes: 10,
@@ -123,8 +144,22 @@ mod tests {
             },
         )]);
         let sys = HashMap::from([
-            (SysKey { tgid: 1, nr: 0 }, 500),
-            (SysKey { tgid: 2, nr: 1 }, 1),
+            (
+                SysKey {
+                    tgid: 1,
+                    nr: 0,
+                    start_ns: 3,
+                },
+                500,
+            ),
+            (
+                SysKey {
+                    tgid: 2,
+                    nr: 1,
+                    start_ns: 7,
+                },
+                1,
+            ),
         ]);
         let rows = m.update(&copies, &sys);
         assert_eq!(rows.iter().map(|r| r.tgid).collect::<Vec<_>>(), vec![2, 1]);
@@ -132,5 +167,55 @@ mod tests {
         assert!(rows[1].copies.paths.is_empty());
         let rows = m.update(&copies, &sys);
         assert!(rows.iter().all(ProcRow::is_idle));
+    }
+
+    /// Issue 7: pid 2 exited and its pid went to a new process in the same interval; the
+    /// new one's syscalls and bytes are its own row.
+    #[test]
+    fn a_reused_pid_is_two_rows() {
+        let mut m = CopiesModel::new();
+        let path = |start_ns, bytes| {
+            (
+                CopyKey {
+                    tgid: 2,
+                    op: op::WRITE,
+                    src: fd_kind::USER,
+                    dst: fd_kind::PIPE,
+                    _pad: 0,
+                    start_ns,
+                },
+                CopyStats {
+                    bytes,
+                    calls: bytes,
+                    errors: 0,
+                },
+            )
+        };
+        let sys = |start_ns, n| {
+            (
+                SysKey {
+                    tgid: 2,
+                    nr: 1,
+                    start_ns,
+                },
+                n,
+            )
+        };
+        let rows = m.update(
+            &HashMap::from([path(10, 300), path(20, 5)]),
+            &HashMap::from([sys(10, 301), sys(20, 6)]),
+        );
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.tgid,
+                    r.start_ns,
+                    r.copies.since_start().user_copy_bytes,
+                    r.syscalls.total,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(2, 10, 300, 301), (2, 20, 5, 6)]);
     }
 }

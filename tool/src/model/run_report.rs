@@ -37,6 +37,11 @@ pub struct RunFacts {
     pub system_cpu_s: f64,
     pub threads_seen: u64,
     pub lost_events: u64,
+    /// Threads whose switches were not counted (per-thread map full).
+    pub untracked_threads: u64,
+    /// Syscalls and copy-family calls not counted (their maps full).
+    pub uncounted_syscalls: u64,
+    pub uncounted_copies: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -109,6 +114,10 @@ pub struct RunReport {
     pub switches: SwitchKinds,
     pub runq_latency: Latency,
     pub lost_events: u64,
+    /// What the kernel could not count because a map was full (0 normally).
+    pub untracked_threads: u64,
+    pub uncounted_syscalls: u64,
+    pub uncounted_copies: u64,
     /// Processes and threads the command and its descendants forked (from the kernel's
     /// fork events; the command's own process is not counted).
     pub forked_processes: u64,
@@ -164,6 +173,9 @@ pub fn build(
         switches: SwitchKinds::of(&all),
         runq_latency: Latency::of(&all),
         lost_events: facts.lost_events,
+        untracked_threads: facts.untracked_threads,
+        uncounted_syscalls: facts.uncounted_syscalls,
+        uncounted_copies: facts.uncounted_copies,
         forked_processes: 0,
         forked_threads: 0,
         copies: None,

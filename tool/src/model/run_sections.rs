@@ -256,6 +256,7 @@ mod tests {
     fn row(tgid: u32, sys: u64, paths: Vec<PathRow>) -> ProcRow {
         ProcRow {
             tgid,
+            start_ns: 0,
             syscalls: ProcSyscalls {
                 delta: 0,
                 total: sys,

@@ -13,6 +13,8 @@ use std::{
 use proclens_common::copies::SysKey;
 use syscalls::Sysno;
 
+use super::proctable::Key;
+
 /// The name of syscall `nr` in the build target's ABI, or `syscall_<nr>`.
 pub fn name(nr: u32) -> Cow<'static, str> {
     match Sysno::new(nr as usize) {
@@ -71,9 +73,10 @@ impl SyscallModel {
         Self::default()
     }
 
-    /// Folds in one snapshot; returns every process in it, by tgid.
-    pub fn update(&mut self, snapshot: &HashMap<SysKey, u64>) -> BTreeMap<u32, ProcSyscalls> {
-        let mut out: BTreeMap<u32, ProcSyscalls> = BTreeMap::new();
+    /// Folds in one snapshot; returns every process in it, by (tgid, leader start): two
+    /// processes that had the same pid are two entries.
+    pub fn update(&mut self, snapshot: &HashMap<SysKey, u64>) -> BTreeMap<Key, ProcSyscalls> {
+        let mut out: BTreeMap<Key, ProcSyscalls> = BTreeMap::new();
         for (k, &total) in snapshot {
             // A counter never goes back; if it seems to, the entry was recreated and the
             // whole value is new.
@@ -81,7 +84,12 @@ impl SyscallModel {
                 Some(&prev) if prev <= total => total - prev,
                 _ => total,
             };
-            let p = out.entry(k.tgid).or_default();
+            let p = out
+                .entry(Key {
+                    tgid: k.tgid,
+                    start_ns: k.start_ns,
+                })
+                .or_default();
             p.delta += delta;
             p.total += total;
             p.io_uring |= is_io_uring(k.nr) && total > 0;
@@ -112,6 +120,14 @@ mod tests {
         SysKey {
             tgid,
             nr: nr.id() as u32,
+            start_ns: 1000,
+        }
+    }
+
+    fn proc(tgid: u32) -> Key {
+        Key {
+            tgid,
+            start_ns: 1000,
         }
     }
 
@@ -125,22 +141,22 @@ mod tests {
         ]);
         let first = m.update(&snap);
         assert_eq!(
-            (first[&10].delta, first[&10].total),
+            (first[&proc(10)].delta, first[&proc(10)].total),
             (150, 150),
             "first sight: all is new"
         );
         snap.insert(key(10, Sysno::read), 110);
         snap.insert(key(10, Sysno::write), 80);
         let second = m.update(&snap);
-        let p = &second[&10];
+        let p = &second[&proc(10)];
         assert_eq!((p.delta, p.total), (40, 190));
         let top: Vec<_> = p.top(5).map(|c| (name(c.nr), c.delta)).collect();
         assert_eq!(
             top,
             vec![(Cow::Borrowed("write"), 30), (Cow::Borrowed("read"), 10)]
         );
-        assert_eq!(second[&20].delta, 0);
-        assert_eq!(second[&20].top(5).count(), 0);
+        assert_eq!(second[&proc(20)].delta, 0);
+        assert_eq!(second[&proc(20)].top(5).count(), 0);
     }
 
     #[test]
@@ -150,8 +166,8 @@ mod tests {
             (key(1, Sysno::io_uring_enter), 3),
             (key(2, Sysno::read), 3),
         ]));
-        assert!(out[&1].io_uring);
-        assert!(!out[&2].io_uring);
+        assert!(out[&proc(1)].io_uring);
+        assert!(!out[&proc(2)].io_uring);
     }
 
     #[test]
@@ -160,7 +176,37 @@ mod tests {
         m.update(&HashMap::from([(key(1, Sysno::read), 5)]));
         assert!(m.update(&HashMap::new()).is_empty());
         let again = m.update(&HashMap::from([(key(1, Sysno::read), 2)]));
-        assert_eq!(again[&1].delta, 2);
+        assert_eq!(again[&proc(1)].delta, 2);
+    }
+
+    /// Issue 7: a pid freed and given to a new process within one interval.
+    #[test]
+    fn a_reused_pid_is_two_processes() {
+        let mut m = SyscallModel::new();
+        let old = SysKey {
+            start_ns: 5,
+            ..key(42, Sysno::write)
+        };
+        let new = SysKey {
+            start_ns: 9,
+            ..key(42, Sysno::write)
+        };
+        m.update(&HashMap::from([(old, 3)]));
+        let out = m.update(&HashMap::from([(old, 10), (new, 4)]));
+        let a = &out[&Key {
+            tgid: 42,
+            start_ns: 5,
+        }];
+        let b = &out[&Key {
+            tgid: 42,
+            start_ns: 9,
+        }];
+        assert_eq!((a.delta, a.total), (7, 10));
+        assert_eq!(
+            (b.delta, b.total),
+            (4, 4),
+            "not merged with the old process"
+        );
     }
 
     #[test]

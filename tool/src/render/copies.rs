@@ -4,9 +4,13 @@
 //! proclens started, `*_total`):
 //!
 //! - `{"type":"copies_system", time, interval_s, processes, syscalls, syscalls_per_s,
-//!   inflight_full, copy_map_full, syscall_map_full}` first in each interval (the last
-//!   three: calls not counted because an in-kernel map was full, since start).
-//! - `{"type":"copies", time, interval_s, pid, comm, alive, syscalls, syscalls_per_s,
+//!   lost_events, untracked_threads, inflight_full, copy_map_full, syscall_map_full,
+//!   comm_map_full}` first in each interval. The last six are the kernel's own drop
+//!   counters since start (the same in every view): ring-buffer events lost, threads the
+//!   switch map had no room for, and copy-family calls, syscalls and process names not
+//!   recorded because an in-kernel map was full. This view's figures depend only on the
+//!   last four.
+//! - `{"type":"copies", time, interval_s, pid, start_ns, comm, alive, syscalls, syscalls_per_s,
 //!   syscalls_total, io_uring, io_uring_note?, user_copy_bytes(_total), zero_copy_bytes(_total),
 //!   zero_copy_pct(_total), mmap_calls(_total), mmap_bytes(_total),
 //!   sendfile_would_save{eligible_bytes, cpu_copy_bytes, syscalls, mode_switches},
@@ -17,7 +21,9 @@
 //!   `fds` splits the same counts by `"<source>-><destination>"` kinds (`file`, `socket`,
 //!   `pipe`, `other`, `user`, `unknown`). `calls` are successful calls, `errors` failed
 //!   ones; `top_syscalls` (with `--syscalls N`) is `[{name, nr, count, per_s,
-//!   count_total}]`.
+//!   count_total}]`. `start_ns` is the process's start (its leader's `start_boottime`, ns
+//!   since boot; 0 if unknown): a pid reused by a new process within an interval gives two
+//!   objects with the same `pid` and different `start_ns`, never one merged object.
 
 use std::collections::BTreeMap;
 
@@ -34,12 +40,15 @@ use crate::model::{
 pub const IO_URING_NOTE: &str =
     "uses io_uring: submissions bypass the traced syscalls, their bytes are not counted";
 
-/// In-kernel counts of what could not be recorded (maps full).
+/// In-kernel counts of what could not be recorded (ring buffer or maps full), since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Dropped {
+    pub lost_events: u64,
+    pub untracked_threads: u64,
     pub inflight_full: u64,
     pub copy_map_full: u64,
     pub syscall_map_full: u64,
+    pub comm_map_full: u64,
 }
 
 /// Everything one interval shows.
@@ -114,6 +123,7 @@ struct JsonRow<'a> {
     time: f64,
     interval_s: f64,
     pid: u32,
+    start_ns: u64,
     comm: &'a str,
     alive: bool,
     syscalls: u64,
@@ -215,6 +225,7 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             time: f.unix_time,
             interval_s: f.elapsed_s,
             pid: r.tgid,
+            start_ns: r.start_ns,
             comm,
             alive: *alive,
             syscalls: r.syscalls.delta,
@@ -282,11 +293,16 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         f.rows.len(),
         per_second(syscalls, f.elapsed_s),
         if *dr == Dropped::default() {
-            String::new()
+            "; nothing dropped".to_string()
         } else {
             format!(
-                "; not counted (maps full): {} calls in flight, {} copy paths, {} syscalls",
-                dr.inflight_full, dr.copy_map_full, dr.syscall_map_full
+                "; not counted (maps full): {} calls in flight, {} copy paths, {} syscalls, {} names; lost events {}, untracked threads {}",
+                dr.inflight_full,
+                dr.copy_map_full,
+                dr.syscall_map_full,
+                dr.comm_map_full,
+                dr.lost_events,
+                dr.untracked_threads
             )
         }
     )];
@@ -374,6 +390,7 @@ mod tests {
             src: s,
             dst: d,
             _pad: 0,
+            start_ns: 77,
         };
         let copies = HashMap::from([
             (
@@ -414,6 +431,7 @@ mod tests {
                 SysKey {
                     tgid: 9,
                     nr: Sysno::read.id() as u32,
+                    start_ns: 77,
                 },
                 129,
             ),
@@ -421,6 +439,7 @@ mod tests {
                 SysKey {
                     tgid: 9,
                     nr: Sysno::io_uring_enter.id() as u32,
+                    start_ns: 77,
                 },
                 1,
             ),
@@ -445,9 +464,20 @@ mod tests {
         let sys: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(sys["type"], "copies_system");
         assert_eq!(sys["syscalls"], 130);
+        for c in [
+            "lost_events",
+            "untracked_threads",
+            "inflight_full",
+            "copy_map_full",
+            "syscall_map_full",
+            "comm_map_full",
+        ] {
+            assert_eq!(sys[c], 0, "{c}");
+        }
         let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(v["type"], "copies");
         assert_eq!(v["pid"], 9);
+        assert_eq!(v["start_ns"], 77);
         assert_eq!(v["io_uring"], true);
         assert_eq!(v["io_uring_note"], IO_URING_NOTE);
         let sf = &v["paths"]["sendfile"];
@@ -476,6 +506,7 @@ mod tests {
     fn plain_lines_show_paths_and_savings() {
         let lines = plain_lines(&frame());
         let text = lines.join("\n");
+        assert!(lines[0].ends_with("; nothing dropped"), "{text}");
         assert!(
             lines[2].contains("srv") && lines[2].contains("io_uring"),
             "{text}"
@@ -489,6 +520,26 @@ mod tests {
             text.contains("top syscalls: read 64/s, io_uring_enter 0/s")
                 || text.contains("top syscalls: read 64/s"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn plain_lines_show_every_drop_counter() {
+        let mut f = frame();
+        f.dropped = Dropped {
+            lost_events: 1,
+            untracked_threads: 2,
+            inflight_full: 3,
+            copy_map_full: 4,
+            syscall_map_full: 5,
+            comm_map_full: 6,
+        };
+        let head = &plain_lines(&f)[0];
+        assert!(
+            head.ends_with(
+                "; not counted (maps full): 3 calls in flight, 4 copy paths, 5 syscalls, 6 names; lost events 1, untracked threads 2"
+            ),
+            "{head}"
         );
     }
 

@@ -77,6 +77,17 @@ pub fn plain(r: &RunReport) -> String {
         "run-queue lat.",
         lat(&r.runq_latency),
     );
+    for (what, n) in [
+        ("untracked thr.", r.untracked_threads),
+        ("uncounted sys.", r.uncounted_syscalls),
+        ("uncounted cp.", r.uncounted_copies),
+    ] {
+        if n > 0 {
+            out.push_str(&format!(
+                "{what:>14}  {n} (a kernel map was full: figures are incomplete)\n"
+            ));
+        }
+    }
     if r.lost_events > 0 {
         out.push_str(&format!(
             "{:>14}  {} (figures may be incomplete)\n",
@@ -231,6 +242,9 @@ mod tests {
             switches: sw.clone(),
             runq_latency: lat.clone(),
             lost_events: 0,
+            untracked_threads: 0,
+            uncounted_syscalls: 0,
+            uncounted_copies: 0,
             forked_processes: 0,
             forked_threads: 0,
             copies: None,

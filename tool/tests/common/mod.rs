@@ -4,6 +4,7 @@
 
 pub mod copy_workloads;
 pub mod lifecycle_workloads;
+pub mod load_workloads;
 pub mod workload;
 
 use std::{
@@ -161,6 +162,16 @@ impl Proclens {
     /// What proclens has written to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// proclens's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, or `None` after `timeout`.
+    pub fn try_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// The next stdout line, or panics after `timeout`.

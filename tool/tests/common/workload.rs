@@ -99,9 +99,20 @@ impl Workload {
 
     /// Runs the workload and waits until it reports `done` (it is quiet afterwards).
     pub fn go(&mut self) {
+        self.start();
+        self.wait_done();
+    }
+
+    /// Lets the workload run, without waiting (several can then run at once).
+    pub fn start(&mut self) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Waits until the workload reports `done`; returns the lines it printed before.
+    pub fn wait_done(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
         let mut line = String::new();
         loop {
             line.clear();
@@ -110,8 +121,9 @@ impl Workload {
                 "workload died"
             );
             if line.trim() == "done" {
-                return;
+                return lines;
             }
+            lines.push(line.trim().to_string());
         }
     }
 }
@@ -272,6 +284,7 @@ pub fn run_if_child() {
         // Copy paths with known byte counts (tests/copies.rs).
         copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
         other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
+        other if super::load_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

@@ -45,6 +45,9 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         app.lost_events,
         app.sort.label()
     );
+    if app.uncounted > 0 {
+        title.push_str(&format!("  uncounted (maps full) {}", app.uncounted));
+    }
     if let Some(p) = app.pid_filter {
         title.push_str(&format!("  pid={p}"));
     }

@@ -193,7 +193,7 @@ fn copy_lines(e: &Extras, elapsed_s: f64) -> Vec<CopyLine> {
                 pid: r.tgid,
                 comm: e
                     .proc_comms
-                    .get(&r.tgid)
+                    .get(&r.key())
                     .cloned()
                     .unwrap_or_else(|| "?".into()),
                 syscalls_s: per_second(r.syscalls.delta, elapsed_s),
@@ -279,6 +279,8 @@ pub struct App {
     pub switches_per_s: f64,
     pub cross_pct: f64,
     pub lost_events: u64,
+    /// Threads, syscalls and copy-family calls the kernel could not count (maps full).
+    pub uncounted: u64,
     /// System switches/s and address-space-switch share, oldest first.
     pub rate_history: VecDeque<u64>,
     pub cross_history: VecDeque<u64>,
@@ -305,6 +307,7 @@ impl App {
             switches_per_s: 0.0,
             cross_pct: 0.0,
             lost_events: 0,
+            uncounted: 0,
             rate_history: VecDeque::with_capacity(HISTORY),
             cross_history: VecDeque::with_capacity(HISTORY),
         }
@@ -317,6 +320,8 @@ impl App {
         self.switches_per_s = per_second(s.switches, snap.elapsed_s);
         self.cross_pct = percent(s.cross_process, classified);
         self.lost_events = snap.health.ringbuf_drops;
+        let h = &snap.health;
+        self.uncounted = h.thread_map_full + h.syscall_map_full + h.inflight_full + h.copy_map_full;
         push_bounded(&mut self.rate_history, self.switches_per_s.round() as u64);
         push_bounded(
             &mut self.cross_history,
@@ -590,6 +595,7 @@ pub(crate) mod tests {
         Extras {
             procs: Some(vec![ProcRow {
                 tgid: 10,
+                start_ns: 0,
                 syscalls: ProcSyscalls {
                     delta: 500,
                     total: 900,
@@ -605,7 +611,14 @@ pub(crate) mod tests {
                     }],
                 },
             }]),
-            proc_comms: [(10, "proc10".to_string())].into(),
+            proc_comms: [(
+                ProcKey {
+                    tgid: 10,
+                    start_ns: 0,
+                },
+                "proc10".to_string(),
+            )]
+            .into(),
             zombies: Some(vec![
                 zombie(41, 5),
                 zombie(42, 9),
