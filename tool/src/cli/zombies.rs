@@ -288,6 +288,7 @@ impl Session {
             self.lost_seen = lost;
             self.life.reconcile();
         }
+        self.life.sweep();
         let (time, clock) = clock_now();
         let mut owned: Vec<(Key, String, ForkStats, ForkStats, usize)> = Vec::new();
         for (key, total) in self.life.table.all_fork_stats() {

@@ -149,6 +149,7 @@ impl ExtrasCollector {
                 self.lost_seen = lost_events;
                 life.reconcile();
             }
+            life.sweep();
             let tick_ns = life.tick_ns;
             out.zombies = Some(
                 life.table

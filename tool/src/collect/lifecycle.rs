@@ -10,6 +10,10 @@ use crate::{
     model::proctable::{Key, Notice, ProcTable, SeedProc},
 };
 
+/// How long after its death a reaped process may wait for its free before the table lets
+/// it go without one.
+pub const RELEASE_GRACE_NS: u64 = 2_000_000_000;
+
 /// The process table fed from the ring buffer, with the orphans whose new parent is still
 /// to be read. `zombies` uses it; `top` and `run` can too:
 ///
@@ -73,6 +77,19 @@ impl Lifecycle {
         let tick_ns = self.tick_ns;
         self.table
             .prune(|k| procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns))
+    }
+
+    /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
+    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]); call it
+    /// every interval. A reported zombie's reaped notice is queued.
+    pub fn sweep(&mut self) {
+        let tick_ns = self.tick_ns;
+        let notices = self
+            .table
+            .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| {
+                !procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns)
+            });
+        self.notices.extend(notices);
     }
 
     /// What the table noticed since the last call (reaps, orphans).

@@ -414,6 +414,51 @@ impl ProcTable {
         before - self.procs.len()
     }
 
+    /// Removes dead processes that died at least `grace_ns` ago and that the kernel has
+    /// released (`released`: reaped, gone from /proc) but whose free never came: the
+    /// kernel frees a task from an RCU callback, which it may defer for a long time
+    /// (lazy RCU; seen here: hundreds of tasks of a fork storm still unfreed a minute
+    /// later, by bpftrace too). A zombie reported earlier gets its reaped notice now,
+    /// with the time until now as an upper bound; others go silently (they may well have
+    /// been reaped at once).
+    pub fn sweep_released(
+        &mut self,
+        now_ns: u64,
+        grace_ns: u64,
+        released: impl Fn(&Key) -> bool,
+    ) -> Vec<Notice> {
+        let stale: Vec<Key> = self
+            .procs
+            .values()
+            .filter(|p| {
+                p.death.is_some_and(|d| {
+                    now_ns.saturating_sub(d.at_ns.unwrap_or(p.seen_ns)) >= grace_ns
+                })
+            })
+            .map(|p| p.key)
+            .filter(|k| released(k))
+            .collect();
+        let mut notices = Vec::new();
+        for k in stale {
+            self.stats.remove(&k);
+            self.parents.remove(&k);
+            if let Some(p) = self.procs.remove(&k)
+                && p.reported
+            {
+                let dead_for_ns = p
+                    .death
+                    .and_then(|d| d.at_ns)
+                    .map(|t| now_ns.saturating_sub(t));
+                notices.push(Notice::Reaped {
+                    proc: p,
+                    dead_for_ns,
+                    at_ns: now_ns,
+                });
+            }
+        }
+        notices
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Proc> {
         self.procs.get(key)
     }

@@ -314,3 +314,38 @@ fn a_parent_dying_with_live_children_orphans_them() {
     }));
     assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 1);
 }
+
+#[test]
+fn released_but_unfreed_processes_are_swept_after_the_grace() {
+    let mut table = ProcTable::new(TICK);
+    let parent = t(100, 5 * SEC);
+    for (pid, start) in [(101, 6 * SEC), (102, 7 * SEC)] {
+        table.apply(&fork(start, parent, t(pid, start)));
+        table.apply(&exit(
+            8 * SEC,
+            t(pid, start),
+            parent,
+            0,
+            exit_flags::GROUP_DEAD,
+        ));
+    }
+    // 102 is still a zombie in the kernel's view; 101 was reaped (gone from /proc).
+    let released = |k: &Key| k.tgid == 101;
+    assert!(table.sweep_released(9 * SEC, 2 * SEC, released).is_empty());
+    assert_eq!(table.len(), 2, "within the grace nothing goes");
+    let n = table.sweep_released(11 * SEC, 2 * SEC, released);
+    assert!(
+        n.is_empty(),
+        "101 was never reported as a zombie: no notice"
+    );
+    assert_eq!(table.len(), 1);
+    assert_eq!(table.zombies(11 * SEC, 0).len(), 1, "the real zombie stays");
+    // A reported zombie gets its reaped notice when swept.
+    assert_eq!(table.new_zombies(11 * SEC, SEC, |_| true).len(), 1);
+    let n = table.sweep_released(12 * SEC, 2 * SEC, |_| true);
+    assert!(matches!(
+        n.as_slice(),
+        [Notice::Reaped { proc: p, dead_for_ns: Some(d), .. }] if p.key.tgid == 102 && *d == 4 * SEC
+    ));
+    assert!(table.is_empty());
+}
