@@ -3,22 +3,15 @@
 //! counted once, on the path (syscall, source kind → destination kind) it took.
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{PROCLENS, Proclens, can_trace, workload::Workload};
+use common::{PROCLENS, Proclens, can_trace, now_unix, workload::Workload};
 use serde_json::Value;
 
 workload_entry!();
 
 /// 8 MiB, moved by each path.
 const SIZE: u64 = 8 << 20;
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// The first `copies` report for `pid` made after `after` (unix seconds).
 fn report_after(p: &Proclens, pid: u32, after: f64) -> Value {

@@ -8,25 +8,18 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use common::{
     Proclens, can_trace,
     load_workloads::{REUSE_A_BYTES, REUSE_A_EXIT, REUSE_B_BYTES, REUSE_B_EXIT},
-    settled_counters,
+    now_unix, settled_counters,
     workload::Workload,
 };
 use serde_json::Value;
 
 workload_entry!();
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))

@@ -2,22 +2,12 @@
 //! time and run-queue latency, through `proclens top` and `proclens run`.
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{process::Command, time::Duration};
 
-use common::{PROCLENS, Proclens, can_trace, settled_counters, workload::Workload};
+use common::{PROCLENS, Proclens, can_trace, now_unix, settled_counters, workload::Workload};
 use serde_json::Value;
 
 workload_entry!();
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 fn row_after(p: &Proclens, pid: u32, after: f64) -> Value {
     p.json_until(Duration::from_secs(10), |v| {

@@ -1,18 +1,11 @@
 //! Real BPF: proclens's per-process switch counts against the kernel's own counters.
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Proclens, can_trace, settled_counters, workload::Workload};
+use common::{Proclens, can_trace, now_unix, settled_counters, workload::Workload};
 
 workload_entry!();
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// proclens's totals for `pid` from the first report made after `after` (unix seconds).
 fn totals_after(p: &Proclens, pid: u32, after: f64) -> (u64, u64) {

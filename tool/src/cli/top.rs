@@ -180,7 +180,18 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         .collect();
     if !args.threads {
         // Requested processes, and parents holding zombies, even when they did not switch.
-        let parents = extras.zombies.iter().flatten().map(|z| &z.ppid);
+        // (The process table covers the machine: under --cgroup, only parents inside.)
+        let parents = extras
+            .zombies
+            .iter()
+            .flatten()
+            .map(|z| &z.ppid)
+            .filter(|&&p| {
+                args.filter
+                    .cgroup
+                    .as_deref()
+                    .is_none_or(|c| cgroup::holds(c, p))
+            });
         rows.extend(idle_rows(args.filter.pids.iter().chain(parents), &rows));
     }
     let rows = rows

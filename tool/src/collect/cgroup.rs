@@ -140,6 +140,19 @@ impl Drop for RunCgroup {
     }
 }
 
+/// Whether process `pid` is in the cgroup `path` names or below it (as /proc/PID/cgroup
+/// says; false when either cannot be read).
+pub fn holds(path: &Path, pid: u32) -> bool {
+    let (Ok(f), Ok(root)) = (resolve(path), v2_root()) else {
+        return false;
+    };
+    let Ok(rel) = f.path.strip_prefix(&root) else {
+        return false;
+    };
+    let want = Path::new("/").join(rel);
+    super::procfs::cgroup(pid).is_some_and(|c| Path::new(&c).starts_with(&want))
+}
+
 /// Fails unless `path` names a cgroup (for argument checking before anything is loaded).
 pub fn check_exists(path: &Path) -> Result<CgroupFilter> {
     let f = resolve(path)?;

@@ -15,10 +15,12 @@
 
 use std::{
     io::{Read as _, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     thread,
     time::{Duration, Instant},
 };
+
+use super::workload::{pin_to_cpu, pipe};
 
 /// Bytes process A writes in the pid-reuse workload (two calls), and its exit code.
 pub const REUSE_A_BYTES: [usize; 2] = [1000, 234];
@@ -167,30 +169,6 @@ fn write_storm(secs: u64) -> String {
         "writes {writes} secs {secs:.3} rate {:.0}",
         writes as f64 / secs
     )
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) is this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
-fn pipe() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe with a valid array; the fds are fresh and ours.
-    unsafe {
-        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-        (
-            OwnedFd::from_raw_fd(fds[0]).into(),
-            OwnedFd::from_raw_fd(fds[1]).into(),
-        )
-    }
 }
 
 fn switch_storm(secs: u64) -> String {

@@ -21,6 +21,14 @@ pub const PROCLENS: &str = env!("CARGO_BIN_EXE_proclens");
 
 /// True when this run may load BPF. Under CI (CI=true) a missing privilege is a failure,
 /// elsewhere the test is skipped with a printed reason.
+/// Seconds since the epoch, the clock of the JSON reports' `time`.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 pub fn can_trace() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;

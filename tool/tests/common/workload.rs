@@ -136,7 +136,7 @@ impl Drop for Workload {
     }
 }
 
-fn pin_to_cpu(cpu: usize) {
+pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) is this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -148,7 +148,7 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-fn pipe() -> (std::fs::File, std::fs::File) {
+pub fn pipe() -> (std::fs::File, std::fs::File) {
     let mut fds = [0; 2];
     // SAFETY: pipe with a valid array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
