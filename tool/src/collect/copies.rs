@@ -343,7 +343,7 @@ impl CopyMaps {
             .filter(|k| gone.contains(&k.tgid))
             .collect();
         for k in sys {
-            match self.syscalls.remove(&k) {
+            match absent_ok(self.syscalls.remove(&k)) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning SYSCALLS"),
             }
@@ -355,13 +355,13 @@ impl CopyMaps {
             .filter(|k| gone.contains(&k.tgid))
             .collect();
         for k in cp {
-            match self.copies.remove(&k) {
+            match absent_ok(self.copies.remove(&k)) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning COPIES"),
             }
         }
         for tgid in gone {
-            match self.comms.remove(tgid) {
+            match absent_ok(self.comms.remove(tgid)) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning COMMS"),
             }
@@ -379,7 +379,7 @@ impl CopyMaps {
             .map(|(tid, _)| tid)
             .collect();
         for tid in stale {
-            match self.inflight.remove(&tid) {
+            match absent_ok(self.inflight.remove(&tid)) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("pruning INFLIGHT"),
             }
@@ -388,10 +388,37 @@ impl CopyMaps {
     }
 }
 
+/// A delete of a key that is not there: aya reports it as the syscall's ENOENT, not as
+/// `KeyNotFound` (e.g. a process that never got a `COMMS` entry because the map was full,
+/// or an entry the kernel side deleted meanwhile). Nothing to delete is not an error.
+fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::collect::btf::{VMLINUX, load_vmlinux};
+
+    #[test]
+    fn deleting_an_absent_key_is_not_an_error() {
+        let enoent = || {
+            Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert!(absent_ok(enoent()).is_ok());
+        assert!(absent_ok(Ok(())).is_ok());
+        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(absent_ok(eperm).is_err());
+    }
 
     /// A tracefs tree holding only the given `events/syscalls/<name>/format` files.
     struct FakeTracefs(std::path::PathBuf);
