@@ -4,6 +4,7 @@
 
 mod bpf_stats;
 mod lifecycle;
+mod serve;
 mod switches;
 pub mod syscalls;
 
@@ -19,26 +20,43 @@ use anyhow::{Context as _, Result, bail};
 
 pub use bpf_stats::BpfStats;
 
-/// Runs every benchmark; returns the markdown sections by marker name.
+/// The sections, in the order they run.
+pub const SECTIONS: [&str; 4] = ["switches", "lifecycle", "syscalls", "serve"];
+
+/// Runs every benchmark (or those named in `only`); returns the markdown sections by
+/// marker name.
 pub fn run_all(
     proclens: &Path,
     reps: usize,
     round_trips: u64,
+    only: &[String],
 ) -> Result<Vec<(&'static str, String)>> {
-    let switches = {
+    if let Some(unknown) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
+        bail!(
+            "no bench section {unknown:?} (sections: {})",
+            SECTIONS.join(", ")
+        );
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let mut out = Vec::new();
+    if wanted("switches") {
         let _stats = BpfStats::enable()?;
-        switches::run(proclens, reps)?
-    };
-    let lifecycle = {
+        out.push(("switches", switches::run(proclens, reps)?));
+    }
+    if wanted("lifecycle") {
         let _stats = BpfStats::enable()?;
-        lifecycle::run(proclens, reps)?
-    };
-    let syscalls = syscalls::run(proclens, round_trips, reps as u32)?;
-    Ok(vec![
-        ("switches", switches),
-        ("lifecycle", lifecycle),
-        ("syscalls", syscalls),
-    ])
+        out.push(("lifecycle", lifecycle::run(proclens, reps)?));
+    }
+    if wanted("syscalls") {
+        out.push((
+            "syscalls",
+            syscalls::run(proclens, round_trips, reps as u32)?,
+        ));
+    }
+    if wanted("serve") {
+        out.push(("serve", serve::run(proclens, reps)?));
+    }
+    Ok(out)
 }
 
 /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in
