@@ -29,7 +29,7 @@ use super::{Filter, parse_interval, top};
 use crate::{
     collect::{
         extras::Extras,
-        procfs::{self, NameCache},
+        procfs,
         session::{self, RowKinds, Snapshot},
         tracer::{Health, Tracer, TracerOptions},
     },
@@ -145,12 +145,55 @@ fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
     }
 }
 
+/// Intervals between two reads of a live process's cgroup: a process rarely moves, and
+/// reading /proc/PID/cgroup of every process every interval was the largest /proc cost of
+/// serve (see BENCHMARKS.md). A process that moves takes at most this many intervals to
+/// carry its new cgroup label.
+const CGROUP_REFRESH: u64 = 30;
+
+/// Cgroup labels by process: read when a process first shows up and every
+/// [`CGROUP_REFRESH`] intervals while it lives, the last one kept once it is gone;
+/// forgotten when a process is no longer among the rows.
+#[derive(Debug, Default)]
+struct CgroupCache {
+    /// The cgroup and the interval it was read in.
+    known: HashMap<Key, (String, u64)>,
+    seen: HashSet<Key>,
+    interval: u64,
+}
+
+impl CgroupCache {
+    fn get(&mut self, key: Key, alive: bool) -> String {
+        self.seen.insert(key);
+        let now = self.interval;
+        let stale = self
+            .known
+            .get(&key)
+            .is_none_or(|(_, at)| now - at >= CGROUP_REFRESH);
+        if alive && stale {
+            if let Some(c) = procfs::cgroup(key.tgid) {
+                self.known.insert(key, (c.clone(), now));
+                return c;
+            }
+        }
+        self.known
+            .get(&key)
+            .map_or_else(|| "?".into(), |(c, _)| c.clone())
+    }
+
+    fn end_interval(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.known.retain(|k, _| seen.contains(k));
+        self.interval += 1;
+    }
+}
+
 /// Turns each interval's rows into labelled deltas for the exporter state: command and
 /// cgroup (and pid with `--per-pid`), the same labels for every family of one process.
 struct Labeller {
     filter: Filter,
     per_pid: bool,
-    cgroups: NameCache<Key>,
+    cgroups: CgroupCache,
     /// Labels of processes seen in the extras but not among the switch rows, by tgid.
     others: HashMap<u32, Labels>,
     /// This interval: processes looked up in `others`, and switch rows the filter left out.
@@ -164,7 +207,7 @@ impl Labeller {
         Self {
             filter,
             per_pid,
-            cgroups: NameCache::reading(procfs::cgroup),
+            cgroups: CgroupCache::default(),
             others: HashMap::new(),
             seen: HashSet::new(),
             excluded: HashSet::new(),
@@ -200,7 +243,7 @@ impl Labeller {
         let switch_rows: Vec<_> = rows
             .iter()
             .map(|(r, comm)| {
-                let cgroup = self.cgroups.get(r.key, r.key.id, r.alive, None);
+                let cgroup = self.cgroups.get(r.key, r.alive);
                 let labels = self.labels(comm, cgroup, r.key.tgid);
                 by_tgid.insert(r.key.tgid, (labels.clone(), r.alive));
                 LabelledDelta {
@@ -210,8 +253,7 @@ impl Labeller {
                 }
             })
             .collect();
-        self.cgroups
-            .retain(|k| rows.iter().any(|(r, _)| r.key == *k));
+        self.cgroups.end_interval();
         st.apply(
             switch_rows,
             SystemTotals {
@@ -422,6 +464,43 @@ fn stable_comm(comm: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_are_read_once_per_refresh_and_forgotten_with_the_row() {
+        let me = std::process::id();
+        let key = Key {
+            id: me,
+            tgid: me,
+            start_ns: 1,
+        };
+        let mut c = CgroupCache::default();
+        let first = c.get(key, true);
+        assert_eq!(Some(first.clone()), procfs::cgroup(me));
+        c.known.get_mut(&key).unwrap().0 = "/cached".into();
+        c.end_interval();
+        assert_eq!(
+            c.get(key, true),
+            "/cached",
+            "not re-read before the refresh"
+        );
+        for _ in 0..CGROUP_REFRESH {
+            c.get(key, false);
+            c.end_interval();
+        }
+        assert_eq!(
+            c.get(key, false),
+            "/cached",
+            "a gone process keeps its last"
+        );
+        assert_eq!(
+            c.get(key, true),
+            first,
+            "re-read after CGROUP_REFRESH intervals"
+        );
+        c.end_interval();
+        c.end_interval();
+        assert!(c.known.is_empty(), "forgotten once not among the rows");
+    }
 
     #[test]
     fn kworker_names_are_stable() {

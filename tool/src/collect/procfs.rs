@@ -140,14 +140,6 @@ impl<K> Default for NameCache<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
-    /// A cache filled by `read` (e.g. [`cgroup`]).
-    pub fn reading(read: fn(u32) -> Option<String>) -> Self {
-        Self {
-            names: HashMap::new(),
-            read,
-        }
-    }
-
     /// The text for `pid` under row `key`, else the last one seen, else `hint` (from an
     /// exit event), else `?`.
     pub fn get(&mut self, key: K, pid: u32, alive: bool, hint: Option<&str>) -> String {
