@@ -7,8 +7,9 @@
 //! the window. proclens's CPU time (utime + stime from /proc/PID/stat) over the window
 //! gives its share of one core; the last scrape gives the exposition's size and series
 //! count; VmRSS its memory. Conditions: scraped, not scraped (collection alone),
-//! `--copies`, `--per-pid`. Then what a traced process pays per syscall (the pipe round
-//! trips of the syscalls section) untraced, under `serve` and under `serve --copies`.
+//! collecting every 5 s instead of every second, `--copies`, `--per-pid`. Then what a
+//! traced process pays per syscall (the pipe round trips of the syscalls section)
+//! untraced, under `serve` and under `serve --copies`.
 //!
 //! Wiring (in bench/mod.rs): `mod serve;` and `("serve", serve::run(proclens, reps)?)`.
 
@@ -108,14 +109,22 @@ impl Serve {
             .spawn()
             .context("starting proclens serve")?;
         let mut stderr = BufReader::new(child.stderr.take().context("no stderr")?);
+        // Warnings (--per-pid) come before the address.
         let mut line = String::new();
-        stderr.read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("proclens: serving http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-            .with_context(|| format!("proclens serve said {line:?}"))?
-            .parse()?;
+        let addr = loop {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("proclens serve exited before serving");
+            }
+            if let Some(a) = line
+                .trim()
+                .strip_prefix("proclens: serving http://")
+                .and_then(|r| r.strip_suffix("/metrics"))
+            {
+                break a.parse()?;
+            }
+            eprintln!("bench serve: proclens: {}", line.trim_end());
+        };
         thread::spawn(move || {
             for l in stderr.lines().map_while(Result::ok) {
                 eprintln!("bench serve: proclens: {l}");
@@ -238,9 +247,14 @@ fn syscall_cost(proclens: &Path, extra: Option<&[&str]>) -> Result<f64> {
 }
 
 pub fn run(proclens: &Path, reps: usize) -> Result<String> {
-    let conditions: [(&str, &[&str], bool); 4] = [
+    let conditions: [(&str, &[&str], bool); 5] = [
         ("serve, scraped every 1 s", &[], true),
         ("serve, not scraped", &[], false),
+        (
+            "serve --interval 5, scraped every 1 s",
+            &["--interval", "5"],
+            true,
+        ),
         ("serve --copies, scraped every 1 s", &["--copies"], true),
         ("serve --per-pid, scraped every 1 s", &["--per-pid"], true),
     ];
