@@ -170,11 +170,12 @@ impl CgroupCache {
             .known
             .get(&key)
             .is_none_or(|(_, at)| now - at >= CGROUP_REFRESH);
-        if alive && stale {
-            if let Some(c) = procfs::cgroup(key.tgid) {
-                self.known.insert(key, (c.clone(), now));
-                return c;
-            }
+        if alive
+            && stale
+            && let Some(c) = procfs::cgroup(key.tgid)
+        {
+            self.known.insert(key, (c.clone(), now));
+            return c;
         }
         self.known
             .get(&key)
