@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PROCLENS, can_trace};
+use common::{PROCLENS, can_trace, workload::Workload};
 
 workload_entry!();
 
@@ -130,6 +130,64 @@ impl Drop for Named {
     }
 }
 
+/// The `k="v"` pairs of a sample's label block (text after `{`), and the rest of the line.
+fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start_matches(',');
+        if let Some(rest) = s.strip_prefix('}') {
+            return Some((labels, rest));
+        }
+        let (key, rest) = s.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => value.push(match chars.next()?.1 {
+                    'n' => '\n',
+                    c => c,
+                }),
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.to_string(), value));
+        s = &rest[end + 1..];
+    }
+}
+
+/// The values of the samples of `name` whose labels include every pair of `want`, with
+/// their labels.
+fn samples(body: &str, name: &str, want: &[(&str, &str)]) -> Vec<(Vec<(String, String)>, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => parse_labels(r)?,
+                None if rest.starts_with(' ') => (Vec::new(), rest),
+                None => return None,
+            };
+            let matches = want
+                .iter()
+                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
+            matches.then(|| (labels, value.trim().parse().unwrap()))
+        })
+        .collect()
+}
+
+/// The sum of those samples (0 when there are none).
+fn sample_sum(body: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples(body, name, want).iter().map(|(_, v)| v).sum()
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -143,7 +201,7 @@ fn metrics_show_a_known_workload_and_pass_promtool() {
     if !can_trace() {
         return;
     }
-    let server = Server::start(&[]);
+    let server = Server::start(&["--copies"]);
     let w = Named::start();
     let needle = format!("proclens_context_switches_total{{comm=\"{}\"", w.comm);
     let mut body = String::new();
@@ -152,6 +210,39 @@ fn metrics_show_a_known_workload_and_pass_promtool() {
         body.lines()
             .any(|l| l.starts_with(&needle) && l.contains("voluntary") && !l.ends_with(" 0"))
     });
+    // Every family is there, the kernel's drop counters included (0 or more).
+    for family in [
+        "proclens_syscalls_total",
+        "proclens_copy_bytes_total",
+        "proclens_copy_calls_total",
+        "proclens_copy_errors_total",
+        "proclens_forks_total",
+        "proclens_child_exits_total",
+        "proclens_child_failures_total",
+        "proclens_zombies",
+        "proclens_dropped_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{body}"
+        );
+    }
+    for reason in [
+        "ringbuf_full",
+        "thread_map_full",
+        "inflight_map_full",
+        "copy_map_full",
+        "syscall_map_full",
+    ] {
+        assert!(
+            !samples(&body, "proclens_dropped_total", &[("reason", reason)]).is_empty(),
+            "drop counter {reason} missing"
+        );
+    }
+    assert!(
+        sample_sum(&body, "proclens_syscalls_total", &[("comm", &w.comm)]) > 0.0,
+        "the workload's syscalls"
+    );
     // The classic text format goes through promtool's parser and linter.
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -304,4 +395,120 @@ fn abusive_clients_neither_stop_it_nor_grow_its_memory() {
         rss_after < rss_before + 32 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
+}
+
+#[test]
+fn sendfile_bytes_appear_exactly_in_copy_bytes() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 3 * 1024 * 1024 + 12_345;
+    let server = Server::start(&["--copies"]);
+    let mut w = Workload::spawn(&format!("copy-sendfile:{N}"));
+    // The workload has this test binary's name; this process (same name) makes no
+    // sendfile call.
+    let comm = comm_of(w.pid());
+    let scrape = || http(server.addr, "GET", "/metrics", None).1;
+    let sendfile = [("comm", comm.as_str()), ("syscall", "sendfile")];
+    // An interval has gone by since the workload started: its labels are known.
+    wait_for("the workload in /metrics", Duration::from_secs(10), || {
+        !samples(&scrape(), "proclens_syscalls_total", &[("comm", &comm)]).is_empty()
+    });
+    let before = scrape();
+    let bytes0 = sample_sum(&before, "proclens_copy_bytes_total", &sendfile);
+    let calls0 = sample_sum(&before, "proclens_copy_calls_total", &sendfile);
+    let syscalls0 = sample_sum(&before, "proclens_syscalls_total", &[("comm", &comm)]);
+    w.go();
+    wait_for("the sendfile bytes", Duration::from_secs(10), || {
+        sample_sum(&scrape(), "proclens_copy_bytes_total", &sendfile) >= bytes0 + N as f64
+    });
+    // Several more intervals: nothing else comes in.
+    thread::sleep(Duration::from_secs(1));
+    let after = scrape();
+    assert_eq!(
+        sample_sum(&after, "proclens_copy_bytes_total", &sendfile) - bytes0,
+        N as f64,
+        "sendfile bytes, exactly"
+    );
+    let series = samples(&after, "proclens_copy_bytes_total", &sendfile);
+    assert_eq!(series.len(), 1, "one sendfile path: {series:?}");
+    for (k, v) in [("class", "in_kernel"), ("src", "file"), ("dst", "socket")] {
+        assert!(
+            series[0].0.iter().any(|(lk, lv)| lk == k && lv == v),
+            "{k}={v} in {series:?}"
+        );
+    }
+    let calls = sample_sum(&after, "proclens_copy_calls_total", &sendfile) - calls0;
+    assert!(calls >= 1.0, "sendfile calls: {calls}");
+    assert_eq!(
+        sample_sum(&after, "proclens_copy_errors_total", &sendfile),
+        0.0
+    );
+    let syscalls = sample_sum(&after, "proclens_syscalls_total", &[("comm", &comm)]) - syscalls0;
+    assert!(
+        syscalls >= calls,
+        "every sendfile call is a syscall: {syscalls} < {calls}"
+    );
+}
+
+#[test]
+fn zombies_gauge_and_fork_counters_follow_a_parent() {
+    if !can_trace() {
+        return;
+    }
+    const K: f64 = 3.0;
+    let server = Server::start(&[]);
+    let mut w = Workload::spawn("zombies:3");
+    let comm = comm_of(w.pid());
+    let scrape = || http(server.addr, "GET", "/metrics", None).1;
+    let figures = |body: &str| {
+        let mine = [("comm", comm.as_str())];
+        (
+            sample_sum(
+                body,
+                "proclens_forks_total",
+                &[("comm", &comm), ("kind", "process")],
+            ),
+            sample_sum(body, "proclens_child_exits_total", &mine),
+            sample_sum(body, "proclens_child_failures_total", &mine),
+        )
+    };
+    let zombies = |body: &str| samples(body, "proclens_zombies", &[("parent_comm", &comm)]);
+    // This process (same name) spawned the workload: wait until that fork is in and the
+    // counters stand still.
+    let mut last = figures(&scrape());
+    wait_for("quiet fork counters", Duration::from_secs(20), || {
+        thread::sleep(Duration::from_secs(1));
+        let now = figures(&scrape());
+        let quiet = now == last && now.0 >= 1.0;
+        last = now;
+        quiet
+    });
+    let (forks0, exits0, failures0) = last;
+    // K children exit with codes 1..=K and stay unreaped.
+    w.go();
+    let mut body = String::new();
+    wait_for("K zombies in the gauge", Duration::from_secs(15), || {
+        body = scrape();
+        zombies(&body).iter().map(|(_, v)| v).sum::<f64>() >= K
+    });
+    let z = zombies(&body);
+    assert_eq!(z.len(), 1, "one series for the parent command: {z:?}");
+    assert_eq!(z[0].1, K, "zombies held");
+    let (forks, exits, failures) = figures(&body);
+    assert_eq!(forks - forks0, K, "processes forked");
+    assert_eq!(exits - exits0, K, "children that died");
+    assert_eq!(failures - failures0, K, "children that exited non-zero");
+    // It reaps them: the gauge goes to 0, the counters stay.
+    w.go();
+    wait_for("the gauge back to 0", Duration::from_secs(10), || {
+        body = scrape();
+        zombies(&body).iter().all(|(_, v)| *v == 0.0)
+    });
+    assert_eq!(
+        zombies(&body).len(),
+        1,
+        "the parent command's series stays, at 0"
+    );
+    assert_eq!(figures(&body), (forks, exits, failures));
 }

@@ -38,7 +38,9 @@ enum Task {
     /// pipe`) untraced / proclens / an equivalent bpftrace counter, with the kernel's
     /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
     /// trips) untraced / `proclens copies` / an equivalent bpftrace script /
-    /// `strace -c -f`. Needs root. `--record` writes the tables into BENCHMARKS.md.
+    /// `strace -c -f`; fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
+    /// memory and /metrics size beside 1,000 idle processes, scraped every second. Needs
+    /// root. `--record` writes the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
         #[arg(long, default_value = "5")]
@@ -49,8 +51,9 @@ enum Task {
         /// Write the results into BENCHMARKS.md.
         #[arg(long)]
         record: bool,
-        /// Run only these sections (comma-separated: switches, lifecycle, syscalls, load).
-        #[arg(long, value_delimiter = ',')]
+        /// Run only these sections (comma-separated): switches, lifecycle, syscalls, load,
+        /// serve.
+        #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
     },
     /// Set up, then run every test: unit tests and the real-BPF integration tests.

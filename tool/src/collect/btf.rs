@@ -856,7 +856,7 @@ mod tests {
             assert!(o > 0 && o < 16 * 1024 && o % 8 == 0, "{off:?}");
         }
         assert!(
-            off.pid % 4 == 0 && off.exit_state % 4 == 0 && off.pid < 16 * 1024,
+            off.pid.is_multiple_of(4) && off.exit_state.is_multiple_of(4) && off.pid < 16 * 1024,
             "{off:?}"
         );
         assert_ne!(off.mm, off.group_leader);

@@ -415,10 +415,51 @@ impl CopyMaps {
     }
 }
 
+/// The processes among `rows` that have gone: a pid belongs to one live process at a
+/// time, so of several rows with one pid all but the latest started have gone; the latest
+/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
+/// row whose start the kernel could not read (0) lives while its pid exists.
+pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
+    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for r in rows {
+        let e = latest.entry(r.tgid).or_insert(r.start_ns);
+        *e = (*e).max(r.start_ns);
+    }
+    rows.iter()
+        .map(ProcRow::key)
+        .filter(|k| {
+            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
+                return true;
+            }
+            if k.start_ns == 0 {
+                return !procfs::exists(k.tgid);
+            }
+            procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns.max(1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::collect::btf::{VMLINUX, load_vmlinux};
+
+    #[test]
+    fn deleting_an_absent_key_is_not_an_error() {
+        let enoent = || {
+            Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert!(removed(enoent()).is_ok());
+        assert!(removed(Ok(())).is_ok());
+        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(removed(eperm).is_err());
+    }
 
     /// A tracefs tree holding only the given `events/syscalls/<name>/format` files.
     struct FakeTracefs(std::path::PathBuf);
@@ -641,28 +682,4 @@ mod tests {
             assert!(o > 0 && o % 8 == 0 && o < 16 * 1024, "{fd:?}");
         }
     }
-}
-
-/// The processes among `rows` that have gone: a pid belongs to one live process at a
-/// time, so of several rows with one pid all but the latest started have gone; the latest
-/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
-/// row whose start the kernel could not read (0) lives while its pid exists.
-pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
-    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
-    }
-    rows.iter()
-        .map(ProcRow::key)
-        .filter(|k| {
-            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !procfs::exists(k.tgid);
-            }
-            procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns.max(1))
-        })
-        .collect()
 }

@@ -87,7 +87,7 @@ impl Lifecycle {
         let notices = self
             .table
             .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| {
-                !procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns)
+                procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns)
             });
         self.notices.extend(notices);
     }

@@ -140,22 +140,12 @@ impl<K> Default for NameCache<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
-    /// A cache filled by `read` (e.g. [`cgroup`]).
-    pub fn reading(read: fn(u32) -> Option<String>) -> Self {
-        Self {
-            names: HashMap::new(),
-            read,
-        }
-    }
-
     /// The text for `pid` under row `key`, else the last one seen, else `hint` (from an
     /// exit event), else `?`.
     pub fn get(&mut self, key: K, pid: u32, alive: bool, hint: Option<&str>) -> String {
-        if alive {
-            if let Some(c) = (self.read)(pid) {
-                self.names.insert(key, c.clone());
-                return c;
-            }
+        if alive && let Some(c) = (self.read)(pid) {
+            self.names.insert(key, c.clone());
+            return c;
         }
         if let Some(h) = hint {
             return h.to_string();

@@ -1,10 +1,15 @@
 //! Cumulative counters for the Prometheus exporter, aggregated by label set (command and
 //! cgroup; optionally pid). Counters only go up: a process that exits keeps its
 //! contribution in its label set, so rates stay right across process churn.
+//!
+//! Cardinality: without pids a label set is a (command, cgroup) pair, kept for good (a
+//! counter that vanished would read as a reset); with `--per-pid` every series of a process
+//! is dropped in the interval its exit is seen, in every family alike, so the series
+//! count follows the live processes.
 
 use std::collections::BTreeMap;
 
-use super::switches::Counts;
+use super::{copies, proctable::ForkStats, switches::Counts};
 
 /// The labels one series carries.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +37,50 @@ pub struct ProgramCost {
     pub run_count: u64,
 }
 
+/// A copy path within a label set: syscall and the fd kinds on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathKey {
+    pub op: u8,
+    pub src: u8,
+    pub dst: u8,
+}
+
+/// The in-kernel counters of what could not be recorded, cumulative since proclens
+/// attached (the kernel's own running sums).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelDrops {
+    /// Ring-buffer reservations that failed (events lost).
+    pub ringbuf_full: u64,
+    /// Threads the per-thread switch map had no room for.
+    pub thread_map_full: u64,
+    /// Copy-family calls not accounted: per-thread in-flight map full.
+    pub inflight_map_full: u64,
+    /// Copy-family calls not accounted: per-path map full.
+    pub copy_map_full: u64,
+    /// Syscalls not counted: per-process syscall map full.
+    pub syscall_map_full: u64,
+}
+
+impl KernelDrops {
+    /// (label value, count) of each counter, in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ringbuf_full", self.ringbuf_full),
+            ("thread_map_full", self.thread_map_full),
+            ("inflight_map_full", self.inflight_map_full),
+            ("copy_map_full", self.copy_map_full),
+            ("syscall_map_full", self.syscall_map_full),
+        ]
+    }
+}
+
+/// Labels of the zombies gauge: the parent's command (and pid with `--per-pid`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZombieLabels {
+    pub parent_comm: String,
+    pub parent_pid: Option<u32>,
+}
+
 /// Everything `/metrics` shows.
 #[derive(Debug, Default, Clone)]
 pub struct ExporterState {
@@ -42,6 +91,55 @@ pub struct ExporterState {
     pub untracked_threads: u64,
     pub programs: Vec<ProgramCost>,
     pub collections: u64,
+    /// Syscalls (user→kernel mode switches) of each label set; empty when not counted.
+    pub syscalls: BTreeMap<Labels, u64>,
+    /// Whether syscalls are counted (the family is shown, even empty).
+    pub syscalls_counted: bool,
+    /// Copy paths of each label set; empty when copy accounting is off.
+    pub copies: BTreeMap<Labels, BTreeMap<PathKey, copies::Counts>>,
+    /// Whether copy paths are accounted.
+    pub copies_counted: bool,
+    /// Fork statistics of each label set (as parents).
+    pub forks: BTreeMap<Labels, ForkStats>,
+    /// Zombies held now, by parent; `None` without a process table.
+    pub zombies: Option<BTreeMap<ZombieLabels, u64>>,
+    pub drops: KernelDrops,
+}
+
+/// A process's syscalls and copy paths over one interval.
+pub struct ProcDelta<'a> {
+    pub labels: Labels,
+    pub syscalls: u64,
+    pub paths: &'a [copies::PathRow],
+    pub alive: bool,
+}
+
+/// A parent's fork statistics over one interval.
+pub struct ForkDelta {
+    pub labels: Labels,
+    pub delta: ForkStats,
+    pub alive: bool,
+}
+
+/// One interval's figures beyond switches.
+#[derive(Default)]
+pub struct ExtrasDelta<'a> {
+    /// `None` when syscalls are not counted.
+    pub procs: Option<Vec<ProcDelta<'a>>>,
+    /// Whether the rows carry copy paths.
+    pub copies: bool,
+    pub forks: Vec<ForkDelta>,
+    /// One item per zombie; `None` without a process table.
+    pub zombies: Option<Vec<ZombieLabels>>,
+    pub drops: KernelDrops,
+}
+
+fn add_forks(t: &mut ForkStats, d: &ForkStats) {
+    t.processes += d.processes;
+    t.threads += d.threads;
+    t.child_exits += d.child_exits;
+    t.child_failures += d.child_failures;
+    t.waits += d.waits;
 }
 
 /// One row of an interval: the process's delta, its labels and whether it still lives.
@@ -75,9 +173,65 @@ impl ExporterState {
         self.pending_removal(gone);
     }
 
+    /// Adds one interval's syscalls, copy paths and forks, and replaces the zombie
+    /// gauge and the drop counters. Per-pid series of processes seen gone are dropped
+    /// (from every family) after their last figures are in, as in [`Self::apply`].
+    pub fn apply_extras(&mut self, x: ExtrasDelta<'_>) {
+        let mut gone = Vec::new();
+        self.syscalls_counted = x.procs.is_some();
+        self.copies_counted = x.procs.is_some() && x.copies;
+        for p in x.procs.into_iter().flatten() {
+            if p.labels.pid.is_some() && !p.alive {
+                gone.push(p.labels.clone());
+            }
+            let paths = p.paths.iter().filter(|r| !r.delta.is_zero());
+            if p.syscalls == 0 && paths.clone().next().is_none() {
+                continue; // idle: no label set is created for nothing
+            }
+            *self.syscalls.entry(p.labels.clone()).or_default() += p.syscalls;
+            let mut paths = paths.peekable();
+            if paths.peek().is_some() {
+                let mine = self.copies.entry(p.labels).or_default();
+                for r in paths {
+                    let key = PathKey {
+                        op: r.op,
+                        src: r.src,
+                        dst: r.dst,
+                    };
+                    mine.entry(key).or_default().add(&r.delta);
+                }
+            }
+        }
+        for f in x.forks {
+            if f.labels.pid.is_some() && !f.alive {
+                gone.push(f.labels.clone());
+            }
+            add_forks(self.forks.entry(f.labels).or_default(), &f.delta);
+        }
+        self.zombies = x.zombies.map(|zs| {
+            let mut now: BTreeMap<ZombieLabels, u64> = BTreeMap::new();
+            for z in zs {
+                *now.entry(z).or_default() += 1;
+            }
+            // A parent command that held zombies reads 0 once they are reaped (its
+            // series stays, like the counters' label sets); per-pid series go.
+            for l in self.zombies.take().unwrap_or_default().into_keys() {
+                if l.parent_pid.is_none() {
+                    now.entry(l).or_default();
+                }
+            }
+            now
+        });
+        self.drops = x.drops;
+        self.pending_removal(gone);
+    }
+
     fn pending_removal(&mut self, gone: Vec<Labels>) {
         for l in gone {
             self.series.remove(&l);
+            self.syscalls.remove(&l);
+            self.copies.remove(&l);
+            self.forks.remove(&l);
         }
     }
 }
@@ -169,5 +323,156 @@ mod tests {
         );
         assert!(st.series.contains_key(&labels("a", Some(1))));
         assert!(!st.series.contains_key(&labels("b", Some(2))));
+    }
+
+    fn sendfile_path(bytes: u64) -> copies::PathRow {
+        use proclens_common::copies::{fd_kind, op};
+        let delta = copies::Counts {
+            bytes,
+            calls: 1,
+            errors: 0,
+        };
+        copies::PathRow {
+            op: op::SENDFILE64,
+            src: fd_kind::FILE,
+            dst: fd_kind::SOCKET,
+            delta,
+            total: delta,
+        }
+    }
+
+    fn proc_delta<'a>(
+        l: Labels,
+        syscalls: u64,
+        paths: &'a [copies::PathRow],
+        alive: bool,
+    ) -> ProcDelta<'a> {
+        ProcDelta {
+            labels: l,
+            syscalls,
+            paths,
+            alive,
+        }
+    }
+
+    #[test]
+    fn syscalls_and_copy_paths_accumulate_per_label_set() {
+        let mut st = ExporterState::default();
+        let (a, b) = ([sendfile_path(100)], [sendfile_path(23)]);
+        st.apply_extras(ExtrasDelta {
+            procs: Some(vec![
+                proc_delta(labels("web", None), 5, &a, false),
+                proc_delta(labels("web", None), 2, &b, true),
+                proc_delta(labels("idle", None), 0, &[], true),
+            ]),
+            copies: true,
+            ..ExtrasDelta::default()
+        });
+        st.apply_extras(ExtrasDelta {
+            procs: Some(vec![proc_delta(labels("web", None), 1, &b, true)]),
+            copies: true,
+            ..ExtrasDelta::default()
+        });
+        assert_eq!(st.syscalls[&labels("web", None)], 8);
+        assert!(
+            !st.syscalls.contains_key(&labels("idle", None)),
+            "a process that did nothing creates no series"
+        );
+        let paths = &st.copies[&labels("web", None)];
+        assert_eq!(paths.len(), 1);
+        let c = paths.values().next().unwrap();
+        assert_eq!(
+            (c.bytes, c.calls),
+            (146, 3),
+            "the exited process keeps its share"
+        );
+        assert!(st.syscalls_counted && st.copies_counted);
+    }
+
+    #[test]
+    fn per_pid_series_of_exited_processes_leave_every_family() {
+        let mut st = ExporterState::default();
+        let p = [sendfile_path(1)];
+        let fork = ForkStats {
+            processes: 2,
+            ..ForkStats::default()
+        };
+        st.apply_extras(ExtrasDelta {
+            procs: Some(vec![
+                proc_delta(labels("a", Some(1)), 1, &p, true),
+                proc_delta(labels("b", Some(2)), 1, &p, true),
+            ]),
+            copies: true,
+            forks: vec![ForkDelta {
+                labels: labels("b", Some(2)),
+                delta: fork,
+                alive: true,
+            }],
+            ..ExtrasDelta::default()
+        });
+        assert!(st.forks.contains_key(&labels("b", Some(2))));
+        st.apply_extras(ExtrasDelta {
+            procs: Some(vec![proc_delta(labels("b", Some(2)), 3, &p, false)]),
+            copies: true,
+            ..ExtrasDelta::default()
+        });
+        for gone in [
+            st.syscalls.contains_key(&labels("b", Some(2))),
+            st.copies.contains_key(&labels("b", Some(2))),
+            st.forks.contains_key(&labels("b", Some(2))),
+        ] {
+            assert!(!gone);
+        }
+        assert_eq!(st.syscalls[&labels("a", Some(1))], 1);
+    }
+
+    #[test]
+    fn forks_accumulate_and_zombies_are_a_gauge_per_parent_command() {
+        let mut st = ExporterState::default();
+        let z = |c: &str, pid: Option<u32>| ZombieLabels {
+            parent_comm: c.into(),
+            parent_pid: pid,
+        };
+        let fork = ForkStats {
+            processes: 3,
+            threads: 1,
+            child_exits: 2,
+            child_failures: 1,
+            waits: 0,
+        };
+        let forks = || {
+            vec![ForkDelta {
+                labels: labels("sh", None),
+                delta: fork,
+                alive: true,
+            }]
+        };
+        st.apply_extras(ExtrasDelta {
+            forks: forks(),
+            zombies: Some(vec![z("sh", None), z("sh", None), z("x", Some(9))]),
+            ..ExtrasDelta::default()
+        });
+        st.apply_extras(ExtrasDelta {
+            forks: forks(),
+            zombies: Some(vec![z("sh", None)]),
+            ..ExtrasDelta::default()
+        });
+        let f = st.forks[&labels("sh", None)];
+        assert_eq!(
+            (f.processes, f.threads, f.child_exits, f.child_failures),
+            (6, 2, 4, 2)
+        );
+        let zs = st.zombies.as_ref().unwrap();
+        assert_eq!(zs[&z("sh", None)], 1);
+        assert!(
+            !zs.contains_key(&z("x", Some(9))),
+            "per-pid parents go at 0"
+        );
+        st.apply_extras(ExtrasDelta {
+            zombies: Some(vec![]),
+            ..ExtrasDelta::default()
+        });
+        assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
+        assert!(!st.syscalls_counted, "no syscall rows: not counted");
     }
 }

@@ -10,7 +10,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::model::exporter::{ExporterState, Labels};
+use crate::model::{
+    copies::{Class, kind_name, op_name},
+    exporter::{ExporterState, Labels},
+};
 
 /// Shares the state with the collector task.
 #[derive(Debug, Clone, Default)]
@@ -168,6 +171,7 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         )>::new(
         ))?)?;
     }
+    encode_extras(st, enc)?;
     counter_family(
         enc,
         "proclens_bpf_program_runs",
@@ -183,6 +187,103 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         st.programs
             .iter()
             .map(|p| (vec![("program", p.name.clone())], p.run_time_ns)),
+    )?;
+    Ok(())
+}
+
+/// Syscalls, copy paths, forks, zombies and the kernel's drop counters.
+fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    if st.syscalls_counted {
+        counter_family(
+            enc,
+            "proclens_syscalls",
+            "Syscalls made (each one a user->kernel mode switch)",
+            st.syscalls.iter().map(|(l, v)| (label_vec(l), *v)),
+        )?;
+    }
+    if st.copies_counted {
+        let path_labels = |l: &Labels, k: &crate::model::exporter::PathKey| {
+            let mut v = label_vec(l);
+            v.extend([
+                ("syscall", op_name(k.op).to_string()),
+                ("class", Class::of(k.op).as_str().to_string()),
+                ("src", kind_name(k.src).to_string()),
+                ("dst", kind_name(k.dst).to_string()),
+            ]);
+            v
+        };
+        let paths = || {
+            st.copies
+                .iter()
+                .flat_map(|(l, ps)| ps.iter().map(move |(k, c)| (l, k, c)))
+        };
+        counter_family(
+            enc,
+            "proclens_copy_bytes",
+            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: through a user buffer; in_kernel: sendfile/splice/tee/copy_file_range; user_pages: vmsplice; mmap: mapped length) and fd kind on each side",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.bytes)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_calls",
+            "Successful copy-family syscalls, labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.calls)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_errors",
+            "Failed copy-family syscalls, labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.errors)),
+        )?;
+    }
+    counter_family(
+        enc,
+        "proclens_forks",
+        "Tasks created, by the creating process: kind=process (fork, clone without CLONE_THREAD) or thread",
+        st.forks.iter().flat_map(|(l, f)| {
+            [
+                (with_kind(l, "kind", "process"), f.processes),
+                (with_kind(l, "kind", "thread"), f.threads),
+            ]
+        }),
+    )?;
+    counter_family(
+        enc,
+        "proclens_child_exits",
+        "Child processes that died, by parent",
+        st.forks.iter().map(|(l, f)| (label_vec(l), f.child_exits)),
+    )?;
+    counter_family(
+        enc,
+        "proclens_child_failures",
+        "Child processes that exited with a non-zero code or were killed by a signal, by parent",
+        st.forks
+            .iter()
+            .map(|(l, f)| (label_vec(l), f.child_failures)),
+    )?;
+    if let Some(zombies) = &st.zombies {
+        let mut m = enc.encode_descriptor(
+            "proclens_zombies",
+            "Zombies held now (children dead for at least 1 s and not waited for), by parent command",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (l, n) in zombies {
+            let mut labels = vec![("parent_comm", l.parent_comm.clone())];
+            if let Some(pid) = l.parent_pid {
+                labels.push(("parent_pid", pid.to_string()));
+            }
+            ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    counter_family(
+        enc,
+        "proclens_dropped",
+        "What the kernel side could not record, by reason: ringbuf_full (events lost), thread_map_full (threads untracked), inflight_map_full and copy_map_full (copy calls unaccounted), syscall_map_full (syscalls uncounted)",
+        st.drops
+            .named()
+            .into_iter()
+            .map(|(k, v)| (vec![("reason", k.to_string())], v)),
     )?;
     Ok(())
 }
@@ -300,5 +401,91 @@ mod tests {
         );
         assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
         assert_eq!(Format::from_accept(None), Format::Text);
+    }
+
+    #[test]
+    fn extras_families_carry_their_labels() {
+        use crate::model::{
+            copies::{Counts as CopyCounts, PathRow},
+            exporter::{ExtrasDelta, ForkDelta, KernelDrops, ProcDelta, ZombieLabels},
+            proctable::ForkStats,
+        };
+        use proclens_common::copies::{fd_kind, op};
+        let shared = Shared::default();
+        let l = Labels {
+            comm: "nginx".into(),
+            cgroup: "/web".into(),
+            pid: None,
+        };
+        let c = CopyCounts {
+            bytes: 4096,
+            calls: 2,
+            errors: 1,
+        };
+        let paths = [PathRow {
+            op: op::SENDFILE64,
+            src: fd_kind::FILE,
+            dst: fd_kind::SOCKET,
+            delta: c,
+            total: c,
+        }];
+        shared.0.lock().unwrap().apply_extras(ExtrasDelta {
+            procs: Some(vec![ProcDelta {
+                labels: l.clone(),
+                syscalls: 7,
+                paths: &paths,
+                alive: true,
+            }]),
+            copies: true,
+            forks: vec![ForkDelta {
+                labels: l,
+                delta: ForkStats {
+                    processes: 3,
+                    threads: 4,
+                    child_exits: 2,
+                    child_failures: 1,
+                    waits: 2,
+                },
+                alive: true,
+            }],
+            zombies: Some(vec![ZombieLabels {
+                parent_comm: "nginx".into(),
+                parent_pid: None,
+            }]),
+            drops: KernelDrops {
+                copy_map_full: 5,
+                ..KernelDrops::default()
+            },
+        });
+        let text = exposition(&shared, Format::Text).unwrap();
+        for want in [
+            r#"proclens_syscalls_total{comm="nginx",cgroup="/web"} 7"#,
+            r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 4096"#,
+            r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 2"#,
+            r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 1"#,
+            r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="process"} 3"#,
+            r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="thread"} 4"#,
+            r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,
+            r#"proclens_child_failures_total{comm="nginx",cgroup="/web"} 1"#,
+            r#"proclens_zombies{parent_comm="nginx"} 1"#,
+            r#"proclens_dropped_total{reason="copy_map_full"} 5"#,
+            r#"proclens_dropped_total{reason="ringbuf_full"} 0"#,
+            "# TYPE proclens_zombies gauge",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn families_not_collected_are_not_shown() {
+        let text = exposition(&Shared::default(), Format::Text).unwrap();
+        for absent in [
+            "proclens_syscalls",
+            "proclens_copy_bytes",
+            "proclens_zombies",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        assert!(text.contains("# TYPE proclens_dropped_total counter"));
     }
 }

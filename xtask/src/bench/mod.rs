@@ -5,6 +5,7 @@
 mod bpf_stats;
 mod lifecycle;
 mod load;
+mod serve;
 mod switches;
 pub mod syscalls;
 
@@ -20,6 +21,9 @@ use anyhow::{Context as _, Result, bail};
 
 pub use bpf_stats::BpfStats;
 
+/// The sections, in the order they run.
+pub const SECTIONS: [&str; 5] = ["switches", "lifecycle", "syscalls", "load", "serve"];
+
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
 /// marker name.
 pub fn run_all(
@@ -28,6 +32,12 @@ pub fn run_all(
     round_trips: u64,
     only: &[String],
 ) -> Result<Vec<(&'static str, String)>> {
+    if let Some(unknown) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
+        bail!(
+            "no bench section {unknown:?} (sections: {})",
+            SECTIONS.join(", ")
+        );
+    }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut out = Vec::new();
     if wanted("switches") {
@@ -46,6 +56,9 @@ pub fn run_all(
     }
     if wanted("load") {
         out.push(("load", load::run(proclens)?));
+    }
+    if wanted("serve") {
+        out.push(("serve", serve::run(proclens, reps)?));
     }
     Ok(out)
 }

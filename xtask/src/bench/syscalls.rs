@@ -56,7 +56,7 @@ pub fn workload(n: u64) -> Result<()> {
 }
 
 /// Runs the workload (optionally under a wrapper command) and returns ns per syscall.
-fn run_workload(wrapper: &[&str], n: u64) -> Result<f64> {
+pub(super) fn run_workload(wrapper: &[&str], n: u64) -> Result<f64> {
     let me = std::env::current_exe()?;
     let mut cmd = match wrapper.split_first() {
         Some((prog, rest)) => {
