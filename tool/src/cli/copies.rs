@@ -120,7 +120,8 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 let elapsed_s = now.duration_since(last_tick).as_secs_f64();
                 last_tick = now;
                 let maps = tracer.copy_maps().context("copy maps not loaded")?;
-                let rows = model.update(&maps.copies()?, &maps.syscalls()?);
+                let snap = maps.snapshot()?;
+                let rows = model.update(&snap.copies, &snap.syscalls);
                 let gone = copies::gone_processes(&rows, tick_ns);
                 let health = tracer.health()?;
                 let maps = tracer.copy_maps().context("copy maps not loaded")?;
@@ -142,7 +143,7 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 }
                 stdout.flush()?;
                 // Gone processes have had their last report: free their map entries.
-                tracer.copy_maps().context("copy maps not loaded")?.prune(&gone)?;
+                tracer.copy_maps().context("copy maps not loaded")?.prune(&gone, &snap)?;
                 comms.retain(|k| !gone.contains(k));
                 reports += 1;
                 if args.period.count.is_some_and(|c| reports >= c) {

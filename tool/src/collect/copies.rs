@@ -277,6 +277,13 @@ fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// One reading of the syscall and copy-path maps.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub copies: StdHashMap<CopyKey, CopyStats>,
+    pub syscalls: StdHashMap<SysKey, u64>,
+}
+
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
 const WALK_BOUND: usize = 4 * 65536;
 
@@ -293,6 +300,14 @@ impl CopyMaps {
                 ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?,
             )?,
             comms: HashMap::try_from(ebpf.take_map("COMMS").context("map COMMS missing")?)?,
+        })
+    }
+
+    /// Both maps, read once.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            copies: self.copies()?,
+            syscalls: self.syscalls()?,
         })
     }
 
@@ -354,39 +369,28 @@ impl CopyMaps {
     /// maps hold only live processes. A process is (tgid, start): a new process that got a
     /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
     /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
+    pub fn prune(&mut self, gone: &[Key], snapshot: &Snapshot) -> Result<()> {
         self.prune_inflight()?;
         if gone.is_empty() {
             return Ok(());
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
-        let sys: Vec<SysKey> = self
+        // The keys come from this interval's snapshot, not from another walk of the maps:
+        // a gone process adds no entry after it.
+        let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
+        for k in snapshot
             .syscalls
             .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                gone.contains(&Key {
-                    tgid: k.tgid,
-                    start_ns: k.start_ns,
-                })
-            })
-            .collect();
-        for k in sys {
-            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
+            .filter(|k| is_gone(k.tgid, k.start_ns))
+        {
+            removed(self.syscalls.remove(k)).context("pruning SYSCALLS")?;
         }
-        let cp: Vec<CopyKey> = self
+        for k in snapshot
             .copies
             .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                gone.contains(&Key {
-                    tgid: k.tgid,
-                    start_ns: k.start_ns,
-                })
-            })
-            .collect();
-        for k in cp {
-            removed(self.copies.remove(&k)).context("pruning COPIES")?;
+            .filter(|k| is_gone(k.tgid, k.start_ns))
+        {
+            removed(self.copies.remove(k)).context("pruning COPIES")?;
         }
         for k in gone {
             let pk = ProcKey {

@@ -125,7 +125,8 @@ impl ExtrasCollector {
         let mut out = Extras::default();
         if let Some(model) = &mut self.copies {
             let maps = tracer.copy_maps().context("copy maps not loaded")?;
-            let rows = model.update(&maps.copies()?, &maps.syscalls()?);
+            let snap = maps.snapshot()?;
+            let rows = model.update(&snap.copies, &snap.syscalls);
             let gone = copies::gone_processes(&rows, procfs::tick_ns());
             for r in &rows {
                 // /proc while the process lives; for one gone before it was seen alive,
@@ -141,7 +142,7 @@ impl ExtrasCollector {
             }
             self.comms.retain(|k| !gone.contains(k));
             // Gone processes have had their last interval: free their entries.
-            maps.prune(&gone)?;
+            maps.prune(&gone, &snap)?;
             out.procs = Some(rows);
         }
         if let Some(life) = &mut self.life {

@@ -70,6 +70,16 @@ pub fn clock_now() -> (f64, String) {
     )
 }
 
+/// A process that exec'd has a new name: read it again.
+fn forget_execs(comms: &mut CommCache<Key>, events: &[Event]) {
+    for e in events {
+        if let Event::Exec(x) = e {
+            let tgid = x.task.tgid;
+            comms.forget(|k| k.tgid == tgid);
+        }
+    }
+}
+
 /// Runs until a signal or `count` snapshots, calling `on_tick` every `interval_s`.
 pub fn run_periodic(
     tracer: Tracer,
@@ -122,6 +132,7 @@ pub async fn periodic(
             _ = ticker.tick() => {
                 let live = tracer.threads()?;
                 stream.drain(&mut events);
+                forget_execs(&mut comms, &events);
                 extra_models.apply(&events);
                 let exits: Vec<_> = events.drain(..).filter_map(|e| e.thread_exit().copied()).collect();
                 let rows = model.update(&live, &exits);
@@ -169,6 +180,7 @@ pub async fn periodic(
             }
             r = stream.recv(&mut events) => {
                 r?;
+                forget_execs(&mut comms, &events);
                 // Into the process table as they come; only thread exits wait for the
                 // interval, so a fork storm does not pile events up in memory.
                 extra_models.apply(&events);
