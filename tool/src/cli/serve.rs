@@ -51,8 +51,10 @@ pub struct ServeArgs {
     /// behind a proxy that authenticates.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
-    /// Seconds between collections from the kernel.
-    #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    /// Seconds between collections from the kernel: the counters advance this often.
+    /// Prometheus scrapes every 15 s or more as a rule; collecting every second costs the
+    /// agent about 3x the CPU (BENCHMARKS.md) for resolution no scrape sees.
+    #[arg(short = 'i', long, value_name = "SECS", default_value = "5", value_parser = parse_interval)]
     pub interval: f64,
     /// Label series with the pid too. One series set per process: on a busy host this
     /// multiplies Prometheus's series count (exited processes' series are dropped).

@@ -248,11 +248,11 @@ fn syscall_cost(proclens: &Path, extra: Option<&[&str]>) -> Result<f64> {
 
 pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     let conditions: [(&str, &[&str], bool); 5] = [
-        ("serve, scraped every 1 s", &[], true),
+        ("serve (default --interval 5), scraped every 1 s", &[], true),
         ("serve, not scraped", &[], false),
         (
-            "serve --interval 5, scraped every 1 s",
-            &["--interval", "5"],
+            "serve --interval 1, scraped every 1 s",
+            &["--interval", "1"],
             true,
         ),
         ("serve --copies, scraped every 1 s", &["--copies"], true),
@@ -291,7 +291,7 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "`proclens serve` (interval 1 s) beside {PROCESSES} idle processes forked by xtask under {NAMES} command names (`pl-idle-000`..), each sleeping 100 ms at a time (10 switches and 10 syscalls a second, no forks); `/metrics` fetched every second for {WINDOW} s after a {} s warm-up; proclens's utime+stime over the window. {}; medians of {} window(s) per condition, interleaved.\n",
+        "`proclens serve` (default interval, 5 s, unless the condition says otherwise) beside {PROCESSES} idle processes forked by xtask under {NAMES} command names (`pl-idle-000`..), each sleeping 100 ms at a time (10 switches and 10 syscalls a second, no forks); `/metrics` fetched every second for {WINDOW} s after a {} s warm-up; proclens's utime+stime over the window. {}; medians of {} window(s) per condition, interleaved.\n",
         WARMUP.as_secs(),
         machine(),
         samples[0].len()
