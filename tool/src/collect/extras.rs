@@ -106,16 +106,13 @@ impl ExtrasCollector {
         })
     }
 
-    /// Applies the lifecycle events in `events` (left in place for other consumers);
-    /// call it as events arrive so the table stays small under a fork storm.
-    pub fn apply(&mut self, events: &[Event]) {
-        if let Some(life) = &mut self.life {
-            let mut mine: Vec<Event> = events
-                .iter()
-                .filter(|e| e.thread_exit().is_none())
-                .cloned()
-                .collect();
-            life.apply(&mut mine);
+    /// Takes the lifecycle events out of `events`, into the process table when it is kept;
+    /// thread exits (the switch model's) stay, in order. Call it as events arrive so the
+    /// table stays current and a fork storm does not pile events up in memory.
+    pub fn apply(&mut self, events: &mut Vec<Event>) {
+        match &mut self.life {
+            Some(life) => life.apply(events),
+            None => events.retain(|e| e.thread_exit().is_some()),
         }
     }
 

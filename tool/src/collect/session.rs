@@ -133,7 +133,7 @@ pub async fn periodic(
                 let live = tracer.threads()?;
                 stream.drain(&mut events);
                 forget_execs(&mut comms, &events);
-                extra_models.apply(&events);
+                extra_models.apply(&mut events);
                 let exits: Vec<_> = events.drain(..).filter_map(|e| e.thread_exit().copied()).collect();
                 let rows = model.update(&live, &exits);
                 let thread_rows = thread_model.as_mut().map(|m| m.update(&live, &exits)).unwrap_or_default();
@@ -183,8 +183,7 @@ pub async fn periodic(
                 forget_execs(&mut comms, &events);
                 // Into the process table as they come; only thread exits wait for the
                 // interval, so a fork storm does not pile events up in memory.
-                extra_models.apply(&events);
-                events.retain(|e| e.thread_exit().is_some());
+                extra_models.apply(&mut events);
             }
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
