@@ -192,7 +192,7 @@ fn start_tracer(cgroup: &RunCgroup) -> Result<(Tracer, bool)> {
 
 /// The command's process table, fed from its lifecycle events (the kernel sends only the
 /// command's cgroup's, and every free).
-struct Lifecycle {
+struct CommandLifecycle {
     table: ProcTable,
     notices: Vec<Notice>,
     /// Names of processes freed during the run, for blaming a parent that is gone.
@@ -201,7 +201,7 @@ struct Lifecycle {
     forked_threads: u64,
 }
 
-impl Lifecycle {
+impl CommandLifecycle {
     fn new() -> Self {
         Self {
             table: ProcTable::new(procfs::tick_ns()),
@@ -311,7 +311,7 @@ async fn trace_command(
         }
     };
     let pid = child.id() as i32;
-    let mut life = Lifecycle::new();
+    let mut life = CommandLifecycle::new();
     life.seed_leader(pid as u32);
     // The command runs as its user now; proclens needs no more than map reads take.
     tracer.drop_privileges(&[])?;
