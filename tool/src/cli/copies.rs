@@ -143,7 +143,7 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                 }
                 stdout.flush()?;
                 // Gone processes have had their last report: free their map entries.
-                tracer.copy_maps().context("copy maps not loaded")?.prune(&gone, &snap)?;
+                tracer.copy_maps().context("copy maps not loaded")?.prune(&gone)?;
                 comms.retain(|k| !gone.contains(k));
                 reports += 1;
                 if args.period.count.is_some_and(|c| reports >= c) {

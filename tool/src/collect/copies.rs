@@ -369,28 +369,33 @@ impl CopyMaps {
     /// maps hold only live processes. A process is (tgid, start): a new process that got a
     /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
     /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[Key], snapshot: &Snapshot) -> Result<()> {
+    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
         self.prune_inflight()?;
         if gone.is_empty() {
             return Ok(());
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
-        // The keys come from this interval's snapshot, not from another walk of the maps:
-        // a gone process adds no entry after it.
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        for k in snapshot
+        // The maps are walked again, not the interval's snapshot: a process can exit
+        // between the snapshot and the /proc check, and its last syscall (exit_group) makes
+        // an entry the snapshot does not have.
+        let sys: Vec<SysKey> = self
             .syscalls
             .keys()
+            .filter_map(Result::ok)
             .filter(|k| is_gone(k.tgid, k.start_ns))
-        {
-            removed(self.syscalls.remove(k)).context("pruning SYSCALLS")?;
+            .collect();
+        for k in sys {
+            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
         }
-        for k in snapshot
+        let cp: Vec<CopyKey> = self
             .copies
             .keys()
+            .filter_map(Result::ok)
             .filter(|k| is_gone(k.tgid, k.start_ns))
-        {
-            removed(self.copies.remove(k)).context("pruning COPIES")?;
+            .collect();
+        for k in cp {
+            removed(self.copies.remove(&k)).context("pruning COPIES")?;
         }
         for k in gone {
             let pk = ProcKey {

@@ -139,7 +139,7 @@ impl ExtrasCollector {
             }
             self.comms.retain(|k| !gone.contains(k));
             // Gone processes have had their last interval: free their entries.
-            maps.prune(&gone, &snap)?;
+            maps.prune(&gone)?;
             out.procs = Some(rows);
         }
         if let Some(life) = &mut self.life {
