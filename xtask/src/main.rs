@@ -77,6 +77,12 @@ enum Task {
         /// Seconds one kernel may take from boot to power-off.
         #[arg(long, default_value = "900")]
         timeout: u64,
+        /// Run only the tests whose names contain this (libtest's filter).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Run each test binary this many times per boot (to measure a flaky test).
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
     },
 }
 
@@ -199,6 +205,8 @@ fn run() -> Result<ExitCode> {
             kernels: list,
             keep,
             timeout,
+            filter,
+            repeat,
         } => {
             if !nix_is_root() {
                 bail!("test-kernels needs root (it creates device nodes and installs packages)");
@@ -210,6 +218,7 @@ fn run() -> Result<ExitCode> {
                 kernels: list,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
+                selection: kernels::Selection { filter, repeat },
             };
             if !kernels::run(&opts, &bin)? {
                 return Ok(ExitCode::FAILURE);

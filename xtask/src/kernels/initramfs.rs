@@ -29,10 +29,19 @@ pub struct TestBinary {
     pub path: PathBuf,
 }
 
+/// Which tests /init runs, and how often.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// A libtest name filter passed to every binary (none: all tests).
+    pub filter: Option<String>,
+    /// Runs of each binary (at least 1): repeating a flaky test shows how often it fails.
+    pub repeat: u32,
+}
+
 /// The /init script: mounts what proclens and the tests need, runs each test binary one
-/// test at a time with CI=true, prints one result line per binary and a summary, and
-/// powers the VM off.
-pub fn init_script(tests: &[TestBinary]) -> String {
+/// test at a time with CI=true (`selection.repeat` times), prints one result line per run
+/// and a summary, and powers the VM off.
+pub fn init_script(tests: &[TestBinary], selection: &Selection) -> String {
     let mut s = String::from(
         r#"#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -51,15 +60,22 @@ export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
     );
     s += &format!("echo \"{KERNEL} $(uname -r)\"\n");
     s += "pass=0\nfail=0\n";
-    for t in tests {
-        let name = &t.name;
-        s += &format!(
-            r#"echo "{BEGIN} {name}"
-/tests/{name} --test-threads=1
+    let filter = selection
+        .filter
+        .as_deref()
+        .map(|f| format!(" '{}'", f.replace('\'', "")))
+        .unwrap_or_default();
+    for _ in 0..selection.repeat.max(1) {
+        for t in tests {
+            let name = &t.name;
+            s += &format!(
+                r#"echo "{BEGIN} {name}"
+/tests/{name} --test-threads=1{filter}
 rc=$?
 if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "{RESULT} {name} PASS"; else fail=$((fail+1)); echo "{RESULT} {name} FAIL exit=$rc"; fi
 "#
-        );
+            );
+        }
     }
     s += &format!("echo \"{SUMMARY} pass=$pass fail=$fail\"\n");
     s += "sync\npoweroff -f\n";
@@ -108,7 +124,13 @@ fn copy_with_libs(root: &Path, exe: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Builds the initramfs into `out` (gzip'd newc cpio) from a staging tree `root`.
-pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> Result<()> {
+pub fn build(
+    root: &Path,
+    out: &Path,
+    proclens: &Path,
+    tests: &[TestBinary],
+    selection: &Selection,
+) -> Result<()> {
     if root.exists() {
         fs::remove_dir_all(root)?;
     }
@@ -158,7 +180,7 @@ pub fn build(root: &Path, out: &Path, proclens: &Path, tests: &[TestBinary]) -> 
     )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let init = root.join("init");
-    fs::write(&init, init_script(tests))?;
+    fs::write(&init, init_script(tests, selection))?;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
     // The kernel opens /dev/console for init before devtmpfs is mounted.
     for (name, kind, major, minor) in [("console", "c", "5", "1"), ("null", "c", "1", "3")] {
@@ -212,12 +234,22 @@ mod tests {
                 path: "/x/cli-2".into(),
             },
         ];
-        let s = init_script(&tests);
+        let s = init_script(&tests, &Selection::default());
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("/tests/switches --test-threads=1"));
         assert!(s.contains("/tests/cli --test-threads=1"));
         assert!(s.contains("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
         assert!(s.contains("CI=true"));
         assert!(s.trim_end().ends_with("poweroff -f"));
+        let again = Selection {
+            filter: Some("cgroup_filter".into()),
+            repeat: 3,
+        };
+        let s = init_script(&tests, &again);
+        assert_eq!(
+            s.matches("/tests/cli --test-threads=1 'cgroup_filter'\n")
+                .count(),
+            3
+        );
     }
 }

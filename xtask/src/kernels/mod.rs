@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+pub use initramfs::Selection;
 use initramfs::TestBinary;
 use serial::{BootReport, Verdict};
 
@@ -34,6 +35,7 @@ pub struct Options {
     /// Keep the downloaded .deb files and the initramfs staging tree.
     pub keep: bool,
     pub timeout: Duration,
+    pub selection: Selection,
 }
 
 pub fn default_kernels() -> String {
@@ -131,18 +133,31 @@ fn test_binaries_from_messages(text: &str) -> Vec<TestBinary> {
 }
 
 fn cell(r: &BootReport, name: &str, timed_out: bool) -> String {
-    match r.binaries.iter().find(|b| b.name == name) {
+    let runs: Vec<_> = r.binaries.iter().filter(|b| b.name == name).collect();
+    // With `--repeat`, the first run that did not pass speaks for all, with a count.
+    let bad = runs.iter().filter(|b| b.verdict != Verdict::Pass).count();
+    let of_runs = if runs.len() > 1 {
+        format!(" in {bad} of {} runs", runs.len())
+    } else {
+        String::new()
+    };
+    let shown = runs
+        .iter()
+        .find(|b| b.verdict != Verdict::Pass)
+        .or(runs.first());
+    match shown {
         Some(b) => match &b.verdict {
+            Verdict::Pass if runs.len() > 1 => format!("pass ({}) x{}", b.passed, runs.len()),
             Verdict::Pass => format!("pass ({})", b.passed),
             Verdict::Fail { tests, .. } if !tests.is_empty() => {
                 format!(
-                    "FAIL {}/{}: {}",
+                    "FAIL {}/{}{of_runs}: {}",
                     b.failed,
                     b.passed + b.failed,
                     tests.join(", ")
                 )
             }
-            Verdict::Fail { exit, .. } => format!("FAIL ({exit})"),
+            Verdict::Fail { exit, .. } => format!("FAIL ({exit}){of_runs}"),
             Verdict::NoResult if timed_out => "no result (timed out)".into(),
             Verdict::NoResult => "no result (VM died)".into(),
         },
@@ -186,18 +201,16 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
     let dir = kernels_dir();
     let initrd = dir.join("initramfs.cpio.gz");
     let staging = dir.join("initramfs");
-    initramfs::build(&staging, &initrd, proclens, &tests)?;
+    initramfs::build(&staging, &initrd, proclens, &tests, &opts.selection)?;
     if !opts.keep {
         fs::remove_dir_all(&staging)?;
     }
     let mut columns = Vec::new();
     for (spec, vmlinuz) in specs.iter().zip(&vmlinuz) {
         let log = dir.join(spec.version).join("serial.log");
+        let mut echo = serial::ConsoleEcho::default();
         let boot = qemu::boot(vmlinuz, &initrd, opts.timeout, &log, spec.version, |l| {
-            l.contains("PROCLENS-")
-                || l.contains("... FAILED")
-                || l.contains("panicked at")
-                || l.contains("Kernel panic")
+            echo.wants(l)
         })?;
         let report = serial::parse(&boot.output);
         eprintln!(
@@ -214,7 +227,7 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
     println!("{}", table(&columns, &names));
     let failed: Vec<&str> = columns
         .iter()
-        .filter(|(_, r, _)| !r.ok(tests.len()))
+        .filter(|(_, r, _)| !r.ok(tests.len() * opts.selection.repeat.max(1) as usize))
         .map(|(k, _, _)| k.as_str())
         .collect();
     if failed.is_empty() {

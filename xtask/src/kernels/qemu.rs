@@ -43,7 +43,7 @@ pub fn boot(
     timeout: Duration,
     log: &Path,
     tag: &str,
-    echo: impl Fn(&str) -> bool,
+    mut echo: impl FnMut(&str) -> bool,
 ) -> Result<Boot> {
     let mut cmd = command(vmlinuz, initrd);
     eprintln!("xtask: running {cmd:?}");

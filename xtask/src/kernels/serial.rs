@@ -146,9 +146,72 @@ pub fn parse(output: &str) -> BootReport {
     r
 }
 
+/// Which console lines `cargo xtask test-kernels` echoes as they arrive: the markers, the
+/// failing tests, a kernel panic, and each test panic with its message (the lines after
+/// `panicked at`, which say why), so a CI log alone explains a failure.
+#[derive(Debug, Default)]
+pub struct ConsoleEcho {
+    /// Lines of a panic message still to echo.
+    message_left: usize,
+}
+
+impl ConsoleEcho {
+    /// Most lines of one panic message echoed (a `{rows:?}` dump can be long).
+    const MESSAGE_LINES: usize = 12;
+
+    pub fn wants(&mut self, line: &str) -> bool {
+        if line.contains("panicked at") {
+            self.message_left = Self::MESSAGE_LINES;
+            return true;
+        }
+        let marker = line.contains("PROCLENS-")
+            || line.contains("... FAILED")
+            || line.contains("Kernel panic");
+        if marker || line.trim().is_empty() || line.starts_with("note: ") {
+            self.message_left = 0;
+            return marker;
+        }
+        if self.message_left > 0 {
+            self.message_left -= 1;
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_keeps_markers_and_panic_messages() {
+        let mut e = ConsoleEcho::default();
+        let shown: Vec<&str> = [
+            "[    1.2] random: crng init done",
+            "PROCLENS-TEST-BEGIN switch_kinds",
+            "test a ... FAILED",
+            "thread 'a' (114) panicked at tool/tests/switch_kinds.rs:258:5:",
+            "proclens: cannot read the map: Operation not permitted",
+            "second line of the message",
+            "note: run with `RUST_BACKTRACE=1`",
+            "unrelated output",
+            "PROCLENS-TEST-RESULT switch_kinds FAIL exit=101",
+        ]
+        .into_iter()
+        .filter(|l| e.wants(l))
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "PROCLENS-TEST-BEGIN switch_kinds",
+                "test a ... FAILED",
+                "thread 'a' (114) panicked at tool/tests/switch_kinds.rs:258:5:",
+                "proclens: cannot read the map: Operation not permitted",
+                "second line of the message",
+                "PROCLENS-TEST-RESULT switch_kinds FAIL exit=101",
+            ]
+        );
+    }
 
     const OUTPUT: &str = "\
 [    0.000000] Linux version 5.10.0-32-cloud-amd64\r
