@@ -187,6 +187,7 @@ fn start_tracer(cgroup: &RunCgroup) -> Result<(Tracer, bool)> {
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
         copies: true,
+        no_switches: false,
     })
 }
 

@@ -28,6 +28,7 @@ pub const TOP_TRACING: TracerOptions = TracerOptions {
     cgroup: None,
     syscalls: true,
     copies: false,
+    no_switches: false,
 };
 
 /// `top`'s process table: the zombies column.

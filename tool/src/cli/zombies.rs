@@ -64,7 +64,11 @@ fn parse_min_age(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
-    let tracer = Tracer::start(&TracerOptions::default())?;
+    // Zombies come from lifecycle events alone: no program on every context switch.
+    let tracer = Tracer::start(&TracerOptions {
+        no_switches: true,
+        ..Default::default()
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

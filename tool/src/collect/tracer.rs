@@ -47,6 +47,9 @@ pub struct TracerOptions {
     pub syscalls: bool,
     /// Account the copy-family syscalls per (process, path, fd kinds).
     pub copies: bool,
+    /// Leave the switch and wakeup programs out (their maps stay empty): views that read
+    /// only lifecycle events (`zombies`) then cost nothing on every context switch.
+    pub no_switches: bool,
 }
 
 /// Loaded and attached programs with their maps.
@@ -187,7 +190,12 @@ impl Tracer {
                 cfg.configure(&mut loader);
             }
             let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
-            for name in ["sched_switch", "sched_wakeup", "sched_wakeup_new"] {
+            let switch_programs: &[&str] = if opts.no_switches {
+                &[]
+            } else {
+                &["sched_switch", "sched_wakeup", "sched_wakeup_new"]
+            };
+            for &name in switch_programs {
                 let prog: &mut RawTracePoint = ebpf
                     .program_mut(name)
                     .with_context(|| format!("program {name} missing from the BPF object"))?
