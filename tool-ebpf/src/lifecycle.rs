@@ -4,9 +4,18 @@
 //! every `task_struct`/`sighand_struct`/`linux_binprm`/`pid` offset comes from the running
 //! kernel's BTF through load-time globals (see `config`). A failed reservation is counted
 //! in `COUNTERS[RINGBUF_DROPS]`, never silent.
+//!
+//! Fields of those BTF-typed pointers (and of the pointers loaded from them) are read with
+//! plain loads ([`field`]), not `bpf_probe_read_kernel`: the offsets are load-time
+//! constants, so the verifier checks each load against the kernel's BTF, and a load through
+//! a NULL or stale pointer reads 0 instead of faulting. A helper call per field cost about
+//! as much as the rest of a program (a fork+exit made ~40 of them).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -55,43 +64,50 @@ pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// The field at `offset` of a BTF-typed kernel pointer (a tracepoint argument, or a pointer
+/// field read from one). Only for such pointers: the verifier rejects a plain load through
+/// any other value (use [`probe`]).
 #[inline(always)]
-fn read_at<T>(base: u64, offset: u32) -> Result<T, i32> {
+fn field<T>(base: u64, offset: u32) -> T {
+    // SAFETY: a BTF-checked load; the kernel turns a fault into a zero result.
+    unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) }
+}
+
+/// A kernel value behind a pointer the verifier knows nothing about.
+#[inline(always)]
+fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
 /// The task's ids and its process's identity (group leader's start_boottime).
 #[inline(always)]
-fn task_ref(task: u64) -> Result<TaskRef, i32> {
-    let pid: u32 = read_at(task, config::task_pid_off())?;
-    let tgid: u32 = read_at(task, config::task_tgid_off())?;
-    let leader: u64 = read_at(task, config::task_group_leader_off())?;
-    let start_ns: u64 = if leader == 0 {
-        0
-    } else {
-        read_at(leader, config::task_start_boottime_off())?
-    };
-    Ok(TaskRef {
-        pid,
-        tgid,
-        start_ns,
-    })
+fn task_ref(task: u64) -> TaskRef {
+    let leader: u64 = field(task, config::task_group_leader_off());
+    TaskRef {
+        pid: field(task, config::task_pid_off()),
+        tgid: field(task, config::task_tgid_off()),
+        start_ns: if leader == 0 {
+            0
+        } else {
+            field(leader, config::task_start_boottime_off())
+        },
+    }
 }
 
 /// The process that must reap `task`: its `real_parent`.
 #[inline(always)]
-fn parent_ref(task: u64) -> Result<(u64, TaskRef), i32> {
-    let parent: u64 = read_at(task, config::task_real_parent_off())?;
+fn parent_ref(task: u64) -> (u64, TaskRef) {
+    let parent: u64 = field(task, config::task_real_parent_off());
     if parent == 0 {
-        return Ok((0, TaskRef::default()));
+        return (0, TaskRef::default());
     }
-    Ok((parent, task_ref(parent)?))
+    (parent, task_ref(parent))
 }
 
 #[inline(always)]
 fn comm(task: u64) -> [u8; COMM_LEN] {
-    read_at(task, config::task_comm_off()).unwrap_or([0; COMM_LEN])
+    field(task, config::task_comm_off())
 }
 
 #[inline(always)]
@@ -120,12 +136,12 @@ fn header(kind: u32, tid: u32) -> EventHeader {
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let creator_task: u64 = ctx.arg(0);
     let child_task: u64 = ctx.arg(1);
-    let creator = task_ref(creator_task)?;
+    let creator = task_ref(creator_task);
     if skipped(creator.tgid) {
         return Ok(());
     }
-    let child = task_ref(child_task)?;
-    let (_, parent) = parent_ref(child_task)?;
+    let child = task_ref(child_task);
+    let (_, parent) = parent_ref(child_task);
     let flags = if child.tgid == creator.tgid {
         fork_flags::THREAD
     } else {
@@ -148,11 +164,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
-    let me = task_ref(task)?;
+    let me = task_ref(task);
     if skipped(me.tgid) {
         return Ok(());
     }
-    let filename: u64 = read_at(bprm, config::binprm_filename_off())?;
+    let filename: u64 = field(bprm, config::binprm_filename_off());
     let Some(mut slot) = EVENTS.reserve::<Exec>(0) else {
         count(counters::RINGBUF_DROPS);
         return Ok(());
@@ -181,18 +197,16 @@ fn autoreaped(task: u64, parent: u64) -> bool {
     if parent == 0 {
         return false;
     }
-    let exit_signal: i32 = read_at(task, config::task_exit_signal_off()).unwrap_or(0);
+    let exit_signal: i32 = field(task, config::task_exit_signal_off());
     if exit_signal != SIGCHLD {
         return false;
     }
-    let Ok(sighand) = read_at::<u64>(parent, config::task_sighand_off()) else {
-        return false;
-    };
+    let sighand: u64 = field(parent, config::task_sighand_off());
     if sighand == 0 {
         return false;
     }
-    let handler: u64 = read_at(sighand, config::sigchld_handler_off()).unwrap_or(0);
-    let flags: u64 = read_at(sighand, config::sigchld_flags_off()).unwrap_or(0);
+    let handler: u64 = field(sighand, config::sigchld_handler_off());
+    let flags: u64 = field(sighand, config::sigchld_flags_off());
     handler == SIG_IGN || flags & SA_NOCLDWAIT != 0
 }
 
@@ -207,29 +221,27 @@ fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
         let arg: u64 = ctx.arg(1);
         return arg & 0xff != 0;
     }
-    let Ok(signal) = read_at::<u64>(task, config::task_signal_off()) else {
-        return false;
-    };
-    signal != 0 && read_at::<i32>(signal, config::signal_live_off()).is_ok_and(|live| live == 0)
+    let signal: u64 = field(task, config::task_signal_off());
+    signal != 0 && field::<i32>(signal, config::signal_live_off()) == 0
 }
 
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    let me = task_ref(task)?;
+    let me = task_ref(task);
     if skipped(me.tgid) {
         return Ok(());
     }
-    let (parent_task, parent) = parent_ref(task)?;
+    let (parent_task, parent) = parent_ref(task);
     let mut flags = 0;
     if group_dead(ctx, task) {
         flags |= exit_flags::GROUP_DEAD;
         // The leader is the task its parent waits for; its exit signal decides.
-        let leader: u64 = read_at(task, config::task_group_leader_off()).unwrap_or(task);
+        let leader: u64 = field(task, config::task_group_leader_off());
         if autoreaped(leader, parent_task) {
             flags |= exit_flags::AUTOREAP;
         }
     }
-    let exit_code: u32 = read_at(task, config::task_exit_code_off()).unwrap_or(0);
+    let exit_code: u32 = field(task, config::task_exit_code_off());
     submit(Exit {
         header: header(kind::EXIT, me.pid),
         task: me,
@@ -243,15 +255,25 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
 
 fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let pid_struct: u64 = ctx.arg(0);
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let waiter = task_ref(task)?;
-    if skipped(waiter.tgid) {
+    // The waiter is the current task, which has no BTF-typed pointer on every kernel
+    // (bpf_get_current_task_btf is 5.11+): its ids come from a helper, its leader through
+    // probes.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if skipped(tgid) {
         return Ok(());
     }
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = probe(task, config::task_group_leader_off())?;
+    let waiter = TaskRef {
+        pid: pid_tgid as u32,
+        tgid,
+        start_ns: probe(leader, config::task_start_boottime_off())?,
+    };
     let target_pid: u32 = if pid_struct == 0 {
         0
     } else {
-        read_at(pid_struct, config::pid_nr_off()).unwrap_or(0)
+        field(pid_struct, config::pid_nr_off())
     };
     submit(Wait {
         header: header(kind::WAIT, waiter.pid),
@@ -264,13 +286,13 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
 
 fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    let pid: u32 = read_at(task, config::task_pid_off())?;
-    let tgid: u32 = read_at(task, config::task_tgid_off())?;
+    let pid: u32 = field(task, config::task_pid_off());
+    let tgid: u32 = field(task, config::task_tgid_off());
     if pid != tgid || is_self(tgid) {
         // Only a group leader's free ends a process; a thread's would only cost ring space.
         return Ok(());
     }
-    let start_ns: u64 = read_at(task, config::task_start_boottime_off())?;
+    let start_ns: u64 = field(task, config::task_start_boottime_off());
     submit(Free {
         header: header(kind::FREE, pid),
         task: TaskRef {
