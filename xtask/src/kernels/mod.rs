@@ -21,7 +21,7 @@ use crate::{cargo, workspace_root};
 
 /// The integration-test binaries that make sense in a minimal VM (no systemd, no
 /// Prometheus): the real-BPF switch tests and the command line's contract.
-pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli"];
+pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli", "zombies"];
 
 /// Debian packages the matrix needs on the host.
 pub const HOST_PACKAGES: &[(&str, &str)] = &[

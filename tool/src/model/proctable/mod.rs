@@ -7,7 +7,9 @@
 //! their start time only in clock ticks (/proc/PID/stat field 22); they are "coarse" until
 //! the first event about them names the exact start, then re-keyed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use proclens_common::lifecycle::{ExitStatus, Fork, TaskRef, exit_flags, fork_flags};
 
@@ -155,8 +157,8 @@ impl ProcTable {
     pub fn new(tick_ns: u64) -> Self {
         Self {
             procs: BTreeMap::new(),
-            parents: HashSet::new(),
-            stats: HashMap::new(),
+            parents: HashSet::default(),
+            stats: HashMap::default(),
             tick_ns: tick_ns.max(1),
         }
     }
