@@ -10,10 +10,11 @@ use proclens_common::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-/// A decoded ring-buffer event.
+/// A decoded ring-buffer event. The two large records are boxed: the lifecycle events a
+/// fork storm sends by the hundred thousand per second then move as ~100-byte values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    ThreadExit(ThreadExit),
+    ThreadExit(Box<ThreadExit>),
     Fork(Fork),
     Exec(Box<Exec>),
     Exit(Exit),
@@ -29,7 +30,7 @@ impl Event {
             reason = "more event kinds come with other features"
         )]
         if let Event::ThreadExit(t) = self {
-            Some(t)
+            Some(t.as_ref())
         } else {
             None
         }
@@ -76,7 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         });
     }
     Ok(match header.kind {
-        kind::THREAD_EXIT => Event::ThreadExit(read(bytes)),
+        kind::THREAD_EXIT => Event::ThreadExit(Box::new(read(bytes))),
         kind::FORK => Event::Fork(read(bytes)),
         kind::EXEC => Event::Exec(Box::new(read(bytes))),
         kind::EXIT => Event::Exit(read(bytes)),
@@ -156,7 +157,7 @@ mod tests {
             },
             comm: *b"sleep\0\0\0\0\0\0\0\0\0\0\0",
         };
-        assert_eq!(decode(&bytes_of(&ev)), Ok(Event::ThreadExit(ev)));
+        assert_eq!(decode(&bytes_of(&ev)), Ok(Event::ThreadExit(Box::new(ev))));
     }
 
     #[test]
@@ -294,7 +295,12 @@ mod tests {
             (bytes_of(&v), wrap(v))
         }
         match k {
-            kind::THREAD_EXIT => make::<ThreadExit>(fill, k, |v| &mut v.header, Event::ThreadExit),
+            kind::THREAD_EXIT => make::<ThreadExit>(
+                fill,
+                k,
+                |v| &mut v.header,
+                |v| Event::ThreadExit(Box::new(v)),
+            ),
             kind::FORK => make::<Fork>(fill, k, |v| &mut v.header, Event::Fork),
             kind::EXEC => make::<Exec>(fill, k, |v| &mut v.header, |v| Event::Exec(Box::new(v))),
             kind::EXIT => make::<Exit>(fill, k, |v| &mut v.header, Event::Exit),

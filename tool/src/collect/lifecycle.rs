@@ -236,14 +236,17 @@ mod tests {
             ..Default::default()
         };
         let mut events = vec![
-            Event::ThreadExit(exit(1)),
+            Event::ThreadExit(Box::new(exit(1))),
             Event::Fork(fork),
-            Event::ThreadExit(exit(2)),
+            Event::ThreadExit(Box::new(exit(2))),
         ];
         life.apply(&mut events);
         assert_eq!(
             events,
-            vec![Event::ThreadExit(exit(1)), Event::ThreadExit(exit(2))]
+            vec![
+                Event::ThreadExit(Box::new(exit(1))),
+                Event::ThreadExit(Box::new(exit(2)))
+            ]
         );
         assert_eq!(life.table.len(), before + 1);
         assert_eq!(

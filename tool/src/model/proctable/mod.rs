@@ -7,13 +7,13 @@
 //! their start time only in clock ticks (/proc/PID/stat field 22); they are "coarse" until
 //! the first event about them names the exact start, then re-keyed.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use proclens_common::lifecycle::{ExitStatus, Fork, TaskRef, exit_flags, fork_flags};
 
 use crate::collect::events::Event;
+
+use store::Procs;
 
 /// Identity of a process: tgid plus the leader's `start_boottime` in ns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,7 +139,7 @@ pub struct Zombie {
 
 #[derive(Debug)]
 pub struct ProcTable {
-    procs: BTreeMap<Key, Proc>,
+    procs: Procs,
     stats: HashMap<Key, ForkStats>,
     /// Every process that is (or was) named as a parent: a superset of the parents of
     /// live processes, so an exit looks for orphans only when there can be some.
@@ -156,7 +156,7 @@ fn comm_str(raw: &[u8]) -> String {
 impl ProcTable {
     pub fn new(tick_ns: u64) -> Self {
         Self {
-            procs: BTreeMap::new(),
+            procs: Procs::default(),
             parents: HashSet::default(),
             stats: HashMap::default(),
             tick_ns: tick_ns.max(1),
@@ -176,7 +176,10 @@ impl ProcTable {
                 status: ExitStatus::from_raw(s.exit_code),
                 autoreap: false,
             });
-            self.procs.entry(key).or_insert(Proc {
+            if self.procs.contains(&key) {
+                continue;
+            }
+            self.procs.insert(Proc {
                 key,
                 comm: s.comm.clone(),
                 ppid: s.ppid,
@@ -200,44 +203,23 @@ impl ProcTable {
 
     /// The live (not dead) process with this pid; a live pid is never shared.
     pub fn live_by_pid(&self, pid: u32) -> Option<Key> {
-        let lo = Key {
-            tgid: pid,
-            start_ns: 0,
-        };
-        let hi = Key {
-            tgid: pid,
-            start_ns: u64::MAX,
-        };
-        self.procs
-            .range(lo..=hi)
-            .find(|(_, p)| p.death.is_none())
-            .map(|(k, _)| *k)
+        self.procs.live(pid)
     }
 
     /// The entry for `r`, matching a coarse (seeded) entry by clock tick and re-keying it.
     fn resolve(&mut self, r: &TaskRef) -> Option<Key> {
         let exact = Key::from(r);
-        if self.procs.contains_key(&exact) {
+        if self.procs.contains(&exact) {
             return Some(exact);
         }
-        let tick = r.start_ns / self.tick_ns;
-        let lo = Key {
-            tgid: r.tgid,
-            start_ns: 0,
-        };
-        let hi = Key {
-            tgid: r.tgid,
-            start_ns: u64::MAX,
-        };
         let coarse = self
             .procs
-            .range(lo..=hi)
-            .find(|(k, p)| p.coarse && k.start_ns / self.tick_ns == tick)
-            .map(|(k, _)| *k)?;
+            .coarse(r.tgid)
+            .filter(|k| k.start_ns / self.tick_ns == r.start_ns / self.tick_ns)?;
         let mut p = self.procs.remove(&coarse)?;
         p.key = exact;
         p.coarse = false;
-        self.procs.insert(exact, p);
+        self.procs.insert(p);
         if let Some(s) = self.stats.remove(&coarse) {
             self.stats.insert(exact, s);
         }
@@ -278,24 +260,27 @@ impl ProcTable {
                 let status = ExitStatus::from_raw(x.exit_code);
                 let autoreap = x.flags & exit_flags::AUTOREAP != 0;
                 let ts = x.header.ts;
-                let p = self.procs.entry(key).or_insert_with(|| Proc {
-                    key,
-                    comm: comm_str(&x.comm),
-                    ppid: x.parent.tgid,
-                    parent,
-                    seen_ns: ts,
-                    coarse: false,
-                    death: None,
-                    reported: false,
-                    exe: None,
-                });
-                p.ppid = x.parent.tgid;
-                p.parent = parent.or(p.parent);
-                p.death = Some(Death {
+                if !self.procs.contains(&key) {
+                    self.procs.insert(Proc {
+                        key,
+                        comm: comm_str(&x.comm),
+                        ppid: x.parent.tgid,
+                        parent,
+                        seen_ns: ts,
+                        coarse: false,
+                        death: None,
+                        reported: false,
+                        exe: None,
+                    });
+                }
+                let death = Death {
                     at_ns: Some(ts),
                     status,
                     autoreap,
-                });
+                };
+                let p = self.procs.set_death(&key, death).expect("inserted above");
+                p.ppid = x.parent.tgid;
+                p.parent = parent.or(p.parent);
                 if let Some(pk) = parent {
                     let s = self.stats.entry(pk).or_default();
                     s.child_exits += 1;
@@ -307,12 +292,13 @@ impl ProcTable {
                 if !self.parents.contains(&key) {
                     return Vec::new();
                 }
-                let children: Vec<Key> = self
+                let mut children: Vec<Key> = self
                     .procs
                     .values()
                     .filter(|c| c.parent == Some(key) && c.death.is_none())
                     .map(|c| c.key)
                     .collect();
+                children.sort_unstable();
                 if children.is_empty() {
                     Vec::new()
                 } else {
@@ -377,20 +363,17 @@ impl ProcTable {
         let key = self
             .resolve(&f.child)
             .unwrap_or_else(|| Key::from(&f.child));
-        self.procs.insert(
+        self.procs.insert(Proc {
             key,
-            Proc {
-                key,
-                comm: comm_str(&f.comm),
-                ppid: f.parent.tgid,
-                parent,
-                seen_ns: f.header.ts,
-                coarse: false,
-                death: None,
-                reported: false,
-                exe: None,
-            },
-        );
+            comm: comm_str(&f.comm),
+            ppid: f.parent.tgid,
+            parent,
+            seen_ns: f.header.ts,
+            coarse: false,
+            death: None,
+            reported: false,
+            exe: None,
+        });
     }
 
     /// Records that the kernel re-parented `child` to `new_ppid` (read from the kernel by
@@ -409,10 +392,10 @@ impl ProcTable {
     /// checks each against the kernel's view.
     pub fn prune(&mut self, exists: impl Fn(&Key) -> bool) -> usize {
         let before = self.procs.len();
-        self.procs.retain(|k, _| exists(k));
+        self.procs.retain(|k| exists(k));
         let procs = &self.procs;
-        self.stats.retain(|k, _| procs.contains_key(k));
-        self.parents.retain(|k| procs.contains_key(k));
+        self.stats.retain(|k, _| procs.contains(k));
+        self.parents.retain(|k| procs.contains(k));
         before - self.procs.len()
     }
 
@@ -429,7 +412,7 @@ impl ProcTable {
         grace_ns: u64,
         released: impl Fn(&Key) -> bool,
     ) -> Vec<Notice> {
-        let stale: Vec<Key> = self
+        let mut stale: Vec<Key> = self
             .procs
             .values()
             .filter(|p| {
@@ -440,6 +423,7 @@ impl ProcTable {
             .map(|p| p.key)
             .filter(|k| released(k))
             .collect();
+        stale.sort_unstable();
         let mut notices = Vec::new();
         for k in stale {
             self.stats.remove(&k);
@@ -511,6 +495,7 @@ impl ProcTable {
     }
 }
 
+mod store;
 mod zombies;
 
 #[cfg(test)]

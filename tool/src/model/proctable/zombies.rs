@@ -62,13 +62,14 @@ impl ProcTable {
         min_age_ns: u64,
         confirm: impl Fn(&Zombie) -> bool,
     ) -> Vec<Zombie> {
-        let fresh: Vec<Zombie> = self
+        let mut fresh: Vec<Zombie> = self
             .procs
             .values()
             .filter(|p| !p.reported)
             .filter_map(|p| self.zombie(p, now_ns, min_age_ns))
             .filter(|z| confirm(z))
             .collect();
+        fresh.sort_unstable_by_key(|z| z.key);
         for z in &fresh {
             if let Some(p) = self.procs.get_mut(&z.key) {
                 p.reported = true;

@@ -1,0 +1,166 @@
+//! The table's storage: processes by [`Key`] in a hash map (every event looks one up,
+//! under a fork storm hundreds of thousands per second), with two indexes by pid for the
+//! questions events ask by pid: the live process with this pid (a live pid is never
+//! shared), and the entry seeded from /proc that an event with an exact key may re-key
+//! (/proc shows one process per pid).
+
+use rustc_hash::FxHashMap;
+
+use super::{Death, Key, Proc};
+
+#[derive(Debug, Default)]
+pub(super) struct Procs {
+    by_key: FxHashMap<Key, Proc>,
+    live: FxHashMap<u32, Key>,
+    coarse: FxHashMap<u32, Key>,
+}
+
+impl Procs {
+    pub fn get(&self, key: &Key) -> Option<&Proc> {
+        self.by_key.get(key)
+    }
+
+    /// The entry, to change anything but its key, death and coarseness (which the indexes
+    /// follow: see [`Procs::set_death`]).
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut Proc> {
+        self.by_key.get_mut(key)
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// Inserts or replaces the entry of `p.key`.
+    pub fn insert(&mut self, p: Proc) {
+        let key = p.key;
+        if p.death.is_none() {
+            self.live.insert(key.tgid, key);
+        } else {
+            self.unindex_live(&key);
+        }
+        if p.coarse {
+            self.coarse.insert(key.tgid, key);
+        } else if self.coarse.get(&key.tgid) == Some(&key) {
+            self.coarse.remove(&key.tgid);
+        }
+        self.by_key.insert(key, p);
+    }
+
+    pub fn remove(&mut self, key: &Key) -> Option<Proc> {
+        let p = self.by_key.remove(key)?;
+        self.unindex_live(key);
+        if self.coarse.get(&key.tgid) == Some(key) {
+            self.coarse.remove(&key.tgid);
+        }
+        Some(p)
+    }
+
+    /// Records the process's death; returns its entry.
+    pub fn set_death(&mut self, key: &Key, death: Death) -> Option<&mut Proc> {
+        self.unindex_live(key);
+        let p = self.by_key.get_mut(key)?;
+        p.death = Some(death);
+        Some(p)
+    }
+
+    fn unindex_live(&mut self, key: &Key) {
+        if self.live.get(&key.tgid) == Some(key) {
+            self.live.remove(&key.tgid);
+        }
+    }
+
+    /// The live process with this pid.
+    pub fn live(&self, pid: u32) -> Option<Key> {
+        self.live.get(&pid).copied()
+    }
+
+    /// The seeded entry of this pid not yet re-keyed by an event.
+    pub fn coarse(&self, pid: u32) -> Option<Key> {
+        self.coarse.get(&pid).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every entry, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &Proc> {
+        self.by_key.values()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.by_key.values_mut()
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
+        let gone: Vec<Key> = self.by_key.keys().copied().filter(|k| !keep(k)).collect();
+        for k in gone {
+            self.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(tgid: u32, start_ns: u64, coarse: bool) -> Proc {
+        Proc {
+            key: Key { tgid, start_ns },
+            comm: "x".into(),
+            ppid: 1,
+            parent: None,
+            seen_ns: 0,
+            coarse,
+            death: None,
+            reported: false,
+            exe: None,
+        }
+    }
+
+    fn key(tgid: u32, start_ns: u64) -> Key {
+        Key { tgid, start_ns }
+    }
+
+    #[test]
+    fn indexes_follow_inserts_deaths_and_removals() {
+        let mut s = Procs::default();
+        s.insert(proc(7, 30, true));
+        assert_eq!(
+            (s.live(7), s.coarse(7)),
+            (Some(key(7, 30)), Some(key(7, 30)))
+        );
+        // The seeded entry dies; its pid is reused by a process the events name exactly.
+        let death = Death {
+            at_ns: Some(1),
+            status: proclens_common::lifecycle::ExitStatus::Code(0),
+            autoreap: false,
+        };
+        assert!(s.set_death(&key(7, 30), death).is_some());
+        assert_eq!(s.live(7), None);
+        s.insert(proc(7, 90, false));
+        assert_eq!(
+            (s.live(7), s.coarse(7)),
+            (Some(key(7, 90)), Some(key(7, 30)))
+        );
+        // Removing the dead one leaves the live one indexed.
+        assert!(s.remove(&key(7, 30)).is_some());
+        assert!(s.remove(&key(7, 30)).is_none());
+        assert_eq!((s.live(7), s.coarse(7)), (Some(key(7, 90)), None));
+        // Re-keying a coarse entry: the exact entry replaces it.
+        s.insert(proc(8, 5, true));
+        let mut p = s.remove(&key(8, 5)).unwrap();
+        p.key = key(8, 7);
+        p.coarse = false;
+        s.insert(p);
+        assert_eq!((s.live(8), s.coarse(8)), (Some(key(8, 7)), None));
+        s.retain(|k| k.tgid != 8);
+        let left: Vec<Key> = s.values().map(|p| p.key).collect();
+        assert_eq!(left, [key(7, 90)]);
+        assert_eq!((s.len(), s.live(8)), (1, None));
+    }
+}
