@@ -2,7 +2,9 @@
 //! `stress-ng --vfork` (the fastest process creation the machine sustains), untraced vs
 //! traced by `proclens zombies --watch` (every lifecycle program attached and the ring
 //! buffer drained). Reports fork+exit/s, the slowdown, the lifecycle programs' bpf_stats
-//! ns per fork+exit, and the in-kernel ring-buffer drop count at that rate.
+//! ns per fork+exit, and the in-kernel ring-buffer drop count at that rate. bpf_stats
+//! costs every program run two clock reads, so the slowdown comes from runs without it
+//! and the ns per fork+exit from a third run per rep with it.
 //!
 //! Wiring (in bench/mod.rs): `mod lifecycle;` and `("lifecycle", lifecycle::run(proclens,
 //! reps)?)` in `run_all`.
@@ -17,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Background, bpf_stats, machine, median};
+use super::{Background, bpf_stats, bpf_stats::BpfStats, machine, median};
 
 /// Seconds per stress-ng run.
 const SECS: &str = "5";
@@ -92,7 +94,7 @@ struct Sample {
     lost: Option<u64>,
 }
 
-fn measure(stressor: &str, proclens: Option<&Path>) -> Result<Sample> {
+fn measure(stressor: &str, proclens: Option<&Path>, with_stats: bool) -> Result<Sample> {
     let Some(bin) = proclens else {
         return Ok(Sample {
             rate: stress(stressor)?,
@@ -145,9 +147,19 @@ fn measure(stressor: &str, proclens: Option<&Path>) -> Result<Sample> {
         }
         Ok(t)
     };
+    // Start-up (BTF, the /proc seed, the privilege probe) is not what is measured: start
+    // the workload once the first stats line shows proclens in its steady state.
+    while !fs::read_to_string(&out).is_ok_and(|t| t.contains("\"type\":\"stats\"")) {
+        if Instant::now() > deadline {
+            bail!("proclens printed no stats line within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let enabled = with_stats.then(BpfStats::enable).transpose()?;
     let before = stats(&progs)?;
     let rate = stress(stressor)?;
     let after = stats(&progs)?;
+    drop(enabled);
     // One more stats line after the storm, then stop.
     std::thread::sleep(Duration::from_millis(1200));
     drop(bg);
@@ -177,16 +189,17 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     for stressor in ["fork", "vfork"] {
         let (mut base, mut traced, mut ns, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
         for rep in 0..reps {
-            let u = measure(stressor, None)?;
-            let t = measure(stressor, Some(proclens))?;
+            let u = measure(stressor, None, false)?;
+            let t = measure(stressor, Some(proclens), false)?;
+            let c = measure(stressor, Some(proclens), true)?;
             eprintln!(
                 "bench lifecycle: rep {rep} {stressor}: untraced {:.0}/s, traced {:.0}/s, {:?} ns/op, lost {:?}",
-                u.rate, t.rate, t.ns_per_op, t.lost
+                u.rate, t.rate, c.ns_per_op, t.lost
             );
             base.push(u.rate);
             traced.push(t.rate);
-            ns.extend(t.ns_per_op);
-            lost = lost.max(t.lost.unwrap_or(0));
+            ns.extend(c.ns_per_op);
+            lost = lost.max(t.lost.unwrap_or(0)).max(c.lost.unwrap_or(0));
         }
         let (b, t) = (median(&mut base), median(&mut traced));
         let ns_txt = if ns.is_empty() {

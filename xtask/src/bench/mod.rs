@@ -45,7 +45,7 @@ pub fn run_all(
         out.push(("switches", switches::run(proclens, reps)?));
     }
     if wanted("lifecycle") {
-        let _stats = BpfStats::enable()?;
+        // Switches bpf_stats on only for its own cost runs.
         out.push(("lifecycle", lifecycle::run(proclens, reps)?));
     }
     if wanted("syscalls") {
