@@ -4,7 +4,10 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{PROCLENS, Proclens, can_trace, now_unix, settled_counters, workload::Workload};
+use common::{
+    PROCLENS, Proclens, can_trace, cgroup::TestCgroup, now_unix, settled_counters,
+    workload::Workload,
+};
 use serde_json::Value;
 
 workload_entry!();
@@ -201,15 +204,8 @@ fn cgroup_filter_selects_only_that_subtree() {
     if !can_trace() {
         return;
     }
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = mi
-        .lines()
-        .find(|l| l.contains(" - cgroup2 "))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .expect("a cgroup2 mount")
-        .to_string();
-    let dir = format!("{root}/proclens-test-{}", std::process::id());
-    std::fs::create_dir(&dir).unwrap();
+    let cg = TestCgroup::new("switch-kinds");
+    let dir = cg.path();
     // A shell in the cgroup that keeps switching (short sleeps), and one outside it.
     let inside = Command::new("sh")
         .args([
@@ -224,12 +220,12 @@ fn cgroup_filter_selects_only_that_subtree() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let out = Command::new(PROCLENS)
-        .args(["top", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"])
+        .args(["top", "--json", "--cgroup", dir, "-i", "0.5", "-c", "2"])
         .output()
         .unwrap();
     // The syscall and copy programs apply the same filter in the kernel.
     let copies = Command::new(PROCLENS)
-        .args(["copies", "--json", "--cgroup", &dir, "-i", "0.5", "-c", "2"])
+        .args(["copies", "--json", "--cgroup", dir, "-i", "0.5", "-c", "2"])
         .output()
         .unwrap();
     let mut inside = inside;
@@ -237,13 +233,6 @@ fn cgroup_filter_selects_only_that_subtree() {
     let _ = outside.kill();
     let _ = inside.wait();
     let _ = outside.wait();
-    // Leftover sleeps must leave before the cgroup can go.
-    for _ in 0..50 {
-        if std::fs::remove_dir(&dir).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
         out.status.success(),
         "{}",

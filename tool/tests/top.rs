@@ -4,7 +4,7 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{Proclens, can_trace, workload::Workload};
+use common::{Proclens, can_trace, cgroup::TestCgroup, workload::Workload};
 use serde_json::Value;
 
 workload_entry!();
@@ -112,4 +112,45 @@ fn a_parent_holding_zombies_is_listed_while_idle() {
     assert_eq!(row["involuntary"], 0);
     p.signal(libc::SIGINT);
     assert!(p.wait(Duration::from_secs(10)).success());
+}
+
+/// Under `--cgroup`, a parent holding zombies is listed only when it is inside. The kernel
+/// sends only the cgroup's lifecycle events, but the process table is seeded from all of
+/// /proc: zombies made before proclens started, outside the cgroup, must stay out.
+#[test]
+fn zombie_parents_outside_the_cgroup_are_not_listed() {
+    if !can_trace() {
+        return;
+    }
+    const N: usize = 2;
+    let cg = TestCgroup::new("top-zombies");
+    let mut inside = Workload::spawn(&format!("zombies:{N}"));
+    cg.add(inside.pid());
+    let mut outside = Workload::spawn(&format!("zombies:{N}"));
+    outside.go();
+    assert_eq!(ps_zombies_of(outside.pid()).len(), N);
+    let p = Proclens::spawn(&["top", "--json", "--interval", "0.5", "--cgroup", cg.path()]);
+    p.json_until(Duration::from_secs(15), |v| v["type"] == "system");
+    inside.go();
+    let leaked = std::cell::Cell::new(false);
+    let seen = |v: &Value| {
+        leaked.set(leaked.get() || (v["type"] == "process" && v["pid"] == outside.pid()));
+    };
+    p.json_until(Duration::from_secs(15), |v| {
+        seen(v);
+        v["type"] == "process" && v["pid"] == inside.pid() && v["zombies"] == N as u64
+    });
+    // Two more intervals, with both parents' zombies well past the column's minimum age.
+    for _ in 0..2 {
+        p.json_until(Duration::from_secs(15), |v| {
+            seen(v);
+            v["type"] == "system"
+        });
+    }
+    assert!(!leaked.get(), "the parent outside the cgroup was listed");
+    p.signal(libc::SIGINT);
+    assert!(p.wait(Duration::from_secs(10)).success());
+    // Reap both so the cgroup can go.
+    inside.go();
+    outside.go();
 }

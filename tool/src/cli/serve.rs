@@ -103,7 +103,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let collector = session::periodic(
             tracer,
             RowKinds::Processes,
-            top::TOP_EXTRAS,
+            top::top_extras(&args.filter),
             args.interval,
             None,
             move |snap| {

@@ -31,8 +31,13 @@ pub const TOP_TRACING: TracerOptions = TracerOptions {
     no_switches: false,
 };
 
-/// `top`'s process table: the zombies column.
-pub const TOP_EXTRAS: ExtrasOptions = ExtrasOptions { lifecycle: true };
+/// `top`'s process table (the zombies column), its zombies limited to `--cgroup`.
+pub fn top_extras(filter: &Filter) -> ExtrasOptions {
+    ExtrasOptions {
+        lifecycle: true,
+        cgroup: filter.cgroup.clone(),
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -64,7 +69,8 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
             Tracer::start_copies_if_possible(o)
         })?;
         let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
-        super::tui::run(tracer, args.period.interval, args.threads, |app| {
+        let extras = top_extras(&args.filter);
+        super::tui::run(tracer, extras, args.period.interval, args.threads, |app| {
             app.pid_filter = pid;
             app.comm_filter = comm;
             app.has_copies = copies;
@@ -81,7 +87,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         kinds,
-        TOP_EXTRAS,
+        top_extras(&args.filter),
         args.period.interval,
         args.period.count,
         |snap| {
@@ -180,19 +186,9 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         })
         .collect();
     if !args.threads {
-        // Requested processes, and parents holding zombies, even when they did not switch.
-        // (The process table covers the machine: under --cgroup, only parents inside.)
-        let parents = extras
-            .zombies
-            .iter()
-            .flatten()
-            .map(|z| &z.ppid)
-            .filter(|&&p| {
-                args.filter
-                    .cgroup
-                    .as_deref()
-                    .is_none_or(|c| cgroup::holds(c, p))
-            });
+        // Requested processes, and parents holding zombies (under --cgroup, the extras
+        // hold only those inside), even when they did not switch.
+        let parents = extras.zombies.iter().flatten().map(|z| &z.ppid);
         rows.extend(idle_rows(args.filter.pids.iter().chain(parents), &rows));
     }
     let rows = rows

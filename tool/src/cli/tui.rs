@@ -13,6 +13,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 
 use crate::{
     collect::{
+        extras::ExtrasOptions,
         session::{self, RowKinds, Snapshot},
         tracer::Tracer,
     },
@@ -74,6 +75,7 @@ fn wait_for_tty(timeout: Duration) -> TtyState {
 
 pub fn run(
     tracer: Tracer,
+    extras: ExtrasOptions,
     interval_s: f64,
     threads: bool,
     app_filter: impl FnOnce(&mut App),
@@ -82,14 +84,9 @@ pub fn run(
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || {
-            session::run_periodic(
-                tracer,
-                RowKinds::Both,
-                super::top::TOP_EXTRAS,
-                interval_s,
-                None,
-                |snap| tx.send(snap).map_err(|_| anyhow!("the view has gone")),
-            )
+            session::run_periodic(tracer, RowKinds::Both, extras, interval_s, None, |snap| {
+                tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+            })
         })?;
 
     let mut app = App::new(threads);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 
 use super::{
-    copies,
+    cgroup, copies,
     events::Event,
     lifecycle::{self, Lifecycle},
     procfs::{self, CommCache},
@@ -23,10 +23,13 @@ use crate::model::{
 pub const ZOMBIE_MIN_AGE_NS: u64 = 1_000_000_000;
 
 /// What the views asked for beyond switches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtrasOptions {
     /// Keep the process table: zombies per parent, fork statistics, reap notices.
     pub lifecycle: bool,
+    /// Under `--cgroup`: only zombies whose parent is in that cgroup subtree (the process
+    /// table, seeded from /proc, covers the whole machine).
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// One parent's fork statistics over an interval.
@@ -82,6 +85,7 @@ pub struct ExtrasCollector {
     last_forks: HashMap<Key, ForkStats>,
     /// The ring-buffer drop count at the last reconciliation with /proc.
     lost_seen: u64,
+    opts: ExtrasOptions,
 }
 
 impl ExtrasCollector {
@@ -103,6 +107,7 @@ impl ExtrasCollector {
             comms: CommCache::default(),
             last_forks: HashMap::new(),
             lost_seen: 0,
+            opts,
         })
     }
 
@@ -154,6 +159,12 @@ impl ExtrasCollector {
                     .zombies(procfs::boot_ns(), ZOMBIE_MIN_AGE_NS)
                     .into_iter()
                     .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
+                    .filter(|z| {
+                        self.opts
+                            .cgroup
+                            .as_deref()
+                            .is_none_or(|c| cgroup::holds(c, z.ppid))
+                    })
                     .collect(),
             );
             let mut now: HashMap<Key, ForkStats> = HashMap::new();

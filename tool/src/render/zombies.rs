@@ -63,7 +63,8 @@ impl From<ExitStatus> for JsonStatus {
     }
 }
 
-fn status_text(s: ExitStatus) -> String {
+/// "exit 3", "signal 9", "signal 11 (core dumped)": how every view names a death.
+pub(crate) fn status_text(s: ExitStatus) -> String {
     match s {
         ExitStatus::Code(c) => format!("exit {c}"),
         ExitStatus::Signal {

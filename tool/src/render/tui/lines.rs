@@ -64,7 +64,6 @@ pub(super) fn copy_lines(e: &Extras, elapsed_s: f64) -> Vec<CopyLine> {
 }
 
 pub(super) fn zombie_lines(e: &Extras) -> Vec<ZombieLine> {
-    use proclens_common::lifecycle::ExitStatus;
     let mut v: Vec<ZombieLine> = e
         .zombies
         .iter()
@@ -72,10 +71,7 @@ pub(super) fn zombie_lines(e: &Extras) -> Vec<ZombieLine> {
         .map(|z| ZombieLine {
             pid: z.key.tgid,
             comm: z.comm.clone(),
-            status: match z.status {
-                ExitStatus::Code(c) => format!("exit {c}"),
-                ExitStatus::Signal { signal, .. } => format!("signal {signal}"),
-            },
+            status: crate::render::zombies::status_text(z.status),
             age_s: z.age_ns as f64 / 1e9,
             ppid: z.ppid,
             parent_comm: z.parent_comm.clone(),
