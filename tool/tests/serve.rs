@@ -512,3 +512,38 @@ fn zombies_gauge_and_fork_counters_follow_a_parent() {
     );
     assert_eq!(figures(&body), (forks, exits, failures));
 }
+
+/// `--expire`: once no process of a command is left, its series leave /metrics after that
+/// long, not before; the series of commands still running stay.
+#[test]
+fn series_of_a_finished_command_expire() {
+    if !can_trace() {
+        return;
+    }
+    let server = Server::start(&["--expire", "1"]);
+    let w = Named::start();
+    let needle = format!("proclens_context_switches_total{{comm=\"{}\"", w.comm);
+    let scrape = || http(server.addr, "GET", "/metrics", None).1;
+    let listed = |body: &str| body.lines().any(|l| l.starts_with(&needle));
+    wait_for("the workload in /metrics", Duration::from_secs(10), || {
+        listed(&scrape())
+    });
+    drop(w);
+    let ended = Instant::now();
+    let mut body = String::new();
+    wait_for("its series to expire", Duration::from_secs(10), || {
+        body = scrape();
+        !listed(&body)
+    });
+    // 1 s at 0.3 s per collection is 4 collections after the last one that saw it.
+    assert!(
+        ended.elapsed() >= Duration::from_millis(900),
+        "expired {:?} after the command ended",
+        ended.elapsed()
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("proclens_context_switches_total{")),
+        "every series went, not just the finished command's:\n{body}"
+    );
+}

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// multiplies Prometheus's series count (exited processes' series are dropped).
     #[arg(long)]
     pub per_pid: bool,
+    /// Seconds after which the series of a label set (command and cgroup) none of whose
+    /// processes is left are dropped from /metrics, so that finished jobs and containers
+    /// do not accumulate series; 0 keeps them for as long as proclens runs.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_expiry)]
+    pub expire: f64,
     /// Connections served at once; further ones are closed immediately.
     #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections: u32,
@@ -70,6 +75,18 @@ pub struct ServeArgs {
     /// carries on without them.
     #[arg(long)]
     pub copies: bool,
+}
+
+fn parse_expiry(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more)")),
+    }
+}
+
+/// `--expire` in collections (`None`: never), at least one whole interval.
+fn expiry_collections(expire_s: f64, interval_s: f64) -> Option<u64> {
+    (expire_s > 0.0).then(|| (expire_s / interval_s).ceil().max(1.0) as u64)
 }
 
 /// Longest a client may take to send its request head.
@@ -100,6 +117,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let shared = Shared::default();
         let state = shared.clone();
         let mut labeller = Labeller::new(args.filter.clone(), args.per_pid);
+        let expire_after = expiry_collections(args.expire, args.interval);
         let collector = session::periodic(
             tracer,
             RowKinds::Processes,
@@ -112,6 +130,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                     .lock()
                     .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
                 labeller.fold(&snap, copies, &mut st);
+                if let Some(n) = expire_after {
+                    st.expire(n);
+                }
                 Ok(())
             },
         );
@@ -467,6 +488,16 @@ fn stable_comm(comm: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_is_counted_in_whole_collections() {
+        assert_eq!(expiry_collections(0.0, 5.0), None);
+        assert_eq!(expiry_collections(600.0, 5.0), Some(120));
+        assert_eq!(expiry_collections(7.0, 5.0), Some(2));
+        assert_eq!(expiry_collections(1.0, 5.0), Some(1));
+        assert!(parse_expiry("-1").is_err() && parse_expiry("inf").is_err());
+        assert_eq!(parse_expiry("0"), Ok(0.0));
+    }
 
     #[test]
     fn cgroups_are_read_once_per_refresh_and_forgotten_with_the_row() {

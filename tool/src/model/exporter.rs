@@ -104,6 +104,10 @@ pub struct ExporterState {
     /// Zombies held now, by parent; `None` without a process table.
     pub zombies: Option<BTreeMap<ZombieLabels, u64>>,
     pub drops: KernelDrops,
+    /// The collection in which each label set last had a process in the rows (alive, or
+    /// with figures) or zombies (the gauge): what [`Self::expire`] goes by.
+    touched: BTreeMap<Labels, u64>,
+    zombies_touched: BTreeMap<ZombieLabels, u64>,
 }
 
 /// A process's syscalls and copy paths over one interval.
@@ -163,6 +167,7 @@ impl ExporterState {
             if r.labels.pid.is_some() && !r.alive {
                 gone.push(r.labels.clone());
             }
+            self.touched.insert(r.labels.clone(), self.collections);
             self.series.entry(r.labels).or_default().merge(r.delta);
         }
         self.system.switches += system.switches;
@@ -188,6 +193,7 @@ impl ExporterState {
             if p.syscalls == 0 && paths.clone().next().is_none() {
                 continue; // idle: no label set is created for nothing
             }
+            self.touched.insert(p.labels.clone(), self.collections);
             *self.syscalls.entry(p.labels.clone()).or_default() += p.syscalls;
             let mut paths = paths.peekable();
             if paths.peek().is_some() {
@@ -206,11 +212,13 @@ impl ExporterState {
             if f.labels.pid.is_some() && !f.alive {
                 gone.push(f.labels.clone());
             }
+            self.touched.insert(f.labels.clone(), self.collections);
             add_forks(self.forks.entry(f.labels).or_default(), &f.delta);
         }
         self.zombies = x.zombies.map(|zs| {
             let mut now: BTreeMap<ZombieLabels, u64> = BTreeMap::new();
             for z in zs {
+                self.zombies_touched.insert(z.clone(), self.collections);
                 *now.entry(z).or_default() += 1;
             }
             // A parent command that held zombies reads 0 once they are reaped (its
@@ -228,11 +236,51 @@ impl ExporterState {
 
     fn pending_removal(&mut self, gone: Vec<Labels>) {
         for l in gone {
-            self.series.remove(&l);
-            self.syscalls.remove(&l);
-            self.copies.remove(&l);
-            self.forks.remove(&l);
+            self.remove(&l);
         }
+    }
+
+    fn remove(&mut self, l: &Labels) {
+        self.series.remove(l);
+        self.syscalls.remove(l);
+        self.copies.remove(l);
+        self.forks.remove(l);
+        self.touched.remove(l);
+    }
+
+    /// Drops every series whose label set has had no process for more than `collections`
+    /// collections (and every zombie gauge left at 0 that long): commands and cgroups come
+    /// and go (containers, jobs), and a fleet's Prometheus should not keep their series
+    /// forever. A label set that comes back starts its counters from 0 again, which
+    /// `rate()` and `increase()` read as a new series. Returns how many label sets went.
+    pub fn expire(&mut self, collections: u64) -> usize {
+        let Some(cutoff) = self.collections.checked_sub(collections) else {
+            return 0;
+        };
+        let stale: Vec<Labels> = self
+            .touched
+            .iter()
+            .filter(|&(_, &at)| at < cutoff)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in &stale {
+            self.remove(l);
+        }
+        let stale_zombies: Vec<ZombieLabels> = self
+            .zombies_touched
+            .iter()
+            .filter(|&(_, &at)| at < cutoff)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in &stale_zombies {
+            self.zombies_touched.remove(l);
+            if let Some(z) = &mut self.zombies
+                && z.get(l) == Some(&0)
+            {
+                z.remove(l);
+            }
+        }
+        stale.len()
     }
 }
 
@@ -246,6 +294,54 @@ mod tests {
             cgroup: "/".into(),
             pid,
         }
+    }
+
+    #[test]
+    fn label_sets_without_a_process_expire_from_every_family() {
+        let mut st = ExporterState::default();
+        let d = Counts {
+            voluntary: 1,
+            ..Counts::default()
+        };
+        let row = |comm: &str| LabelledDelta {
+            labels: labels(comm, None),
+            delta: &d,
+            alive: true,
+        };
+        let zombie = |parent_comm: &str| ZombieLabels {
+            parent_comm: parent_comm.into(),
+            parent_pid: None,
+        };
+        // Collection 0: a job and a daemon; the job forks, and holds a zombie.
+        st.apply([row("job"), row("daemon")], SystemTotals::default());
+        st.apply_extras(ExtrasDelta {
+            forks: vec![ForkDelta {
+                labels: labels("job", None),
+                delta: ForkStats {
+                    processes: 1,
+                    ..ForkStats::default()
+                },
+                alive: true,
+            }],
+            zombies: Some(vec![zombie("job")]),
+            ..ExtrasDelta::default()
+        });
+        // Collections 1 and 2: only the daemon is left; the zombie was reaped.
+        for _ in 0..2 {
+            st.apply([row("daemon")], SystemTotals::default());
+            st.apply_extras(ExtrasDelta {
+                zombies: Some(vec![]),
+                ..ExtrasDelta::default()
+            });
+        }
+        assert_eq!(st.zombies.as_ref().unwrap()[&zombie("job")], 0);
+        assert_eq!(st.expire(3), 0, "not yet: seen 3 collections ago");
+        assert!(st.series.contains_key(&labels("job", None)));
+        assert_eq!(st.expire(1), 1);
+        assert!(!st.series.contains_key(&labels("job", None)));
+        assert!(!st.forks.contains_key(&labels("job", None)));
+        assert!(st.zombies.as_ref().unwrap().is_empty());
+        assert_eq!(st.series[&labels("daemon", None)].voluntary, 3);
     }
 
     #[test]
