@@ -138,6 +138,15 @@ pub struct ExtrasDelta<'a> {
     pub drops: KernelDrops,
 }
 
+/// The keys last touched before collection `cutoff`.
+fn touched_before<K: Clone>(touched: &BTreeMap<K, u64>, cutoff: u64) -> Vec<K> {
+    touched
+        .iter()
+        .filter(|&(_, &at)| at < cutoff)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn add_forks(t: &mut ForkStats, d: &ForkStats) {
     t.processes += d.processes;
     t.threads += d.threads;
@@ -257,22 +266,11 @@ impl ExporterState {
         let Some(cutoff) = self.collections.checked_sub(collections) else {
             return 0;
         };
-        let stale: Vec<Labels> = self
-            .touched
-            .iter()
-            .filter(|&(_, &at)| at < cutoff)
-            .map(|(l, _)| l.clone())
-            .collect();
+        let stale = touched_before(&self.touched, cutoff);
         for l in &stale {
             self.remove(l);
         }
-        let stale_zombies: Vec<ZombieLabels> = self
-            .zombies_touched
-            .iter()
-            .filter(|&(_, &at)| at < cutoff)
-            .map(|(l, _)| l.clone())
-            .collect();
-        for l in &stale_zombies {
+        for l in &touched_before(&self.zombies_touched, cutoff) {
             self.zombies_touched.remove(l);
             if let Some(z) = &mut self.zombies
                 && z.get(l) == Some(&0)
