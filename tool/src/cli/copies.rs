@@ -2,7 +2,7 @@
 //! space, or sendfile/splice/tee/copy_file_range inside the kernel), what that costs in
 //! mode switches, and what zero-copy would save.
 
-use std::{io::Write as _, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -135,13 +135,7 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
                     rows,
                 };
                 let lines = if args.output.json { json_lines(&frame) } else { plain_lines(&frame) };
-                for l in lines {
-                    writeln!(stdout, "{l}")?;
-                }
-                if !args.output.json {
-                    writeln!(stdout)?;
-                }
-                stdout.flush()?;
+                super::write_report(&mut stdout, &lines, args.output.json)?;
                 // Gone processes have had their last report: free their map entries.
                 tracer.copy_maps().context("copy maps not loaded")?.prune(&gone)?;
                 comms.retain(|k| !gone.contains(k));

@@ -1,7 +1,7 @@
 //! `proclens latency`: run-queue latency histograms (time from wakeup, or preemption, to
 //! running), like bcc's runqlat, every interval.
 
-use std::{io::Write as _, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
@@ -91,13 +91,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                     latency::plain(&format!("{} run-queue latency", snap.clock), &all)
                 };
             }
-            for l in lines {
-                writeln!(stdout, "{l}")?;
-            }
-            if !args.output.json {
-                writeln!(stdout)?;
-            }
-            stdout.flush()?;
+            super::write_report(&mut stdout, &lines, args.output.json)?;
             Ok(())
         },
     )?;

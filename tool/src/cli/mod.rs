@@ -90,6 +90,22 @@ pub struct Output {
     pub json: bool,
 }
 
+/// Writes one interval's report: its lines, then (in the plain format) a blank line to
+/// part it from the next; flushed, so a pipe sees each report as it is made.
+pub(crate) fn write_report(
+    out: &mut impl std::io::Write,
+    lines: &[String],
+    json: bool,
+) -> std::io::Result<()> {
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    if !json {
+        writeln!(out)?;
+    }
+    out.flush()
+}
+
 pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()

@@ -1,9 +1,6 @@
 //! `proclens top`: per-process context switches every interval.
 
-use std::{
-    io::{IsTerminal as _, Write as _},
-    process::ExitCode,
-};
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use anyhow::Result;
 use clap::Args;
@@ -97,13 +94,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
             } else {
                 plain_lines(&frame)
             };
-            for l in lines {
-                writeln!(stdout, "{l}")?;
-            }
-            if !args.output.json {
-                writeln!(stdout)?;
-            }
-            stdout.flush()?;
+            super::write_report(&mut stdout, &lines, args.output.json)?;
             Ok(())
         },
     )?;
