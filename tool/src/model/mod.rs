@@ -2,6 +2,7 @@
 
 pub mod copies;
 pub mod copy_report;
+pub mod exit_status;
 pub mod exporter;
 pub mod histogram;
 pub mod proctable;

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use proclens_common::lifecycle::ExitStatus;
 use serde::Serialize;
 
 use super::{
     copies::{Counts, Derived, PathRow, kind_name, op_name},
     copy_report::ProcRow,
+    exit_status::StatusFields,
     proctable::{Notice, Zombie},
     rates::per_second,
     syscalls,
@@ -145,10 +145,8 @@ pub struct ZombieEntry {
     pub comm: String,
     pub ppid: u32,
     pub parent_comm: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<u8>,
+    #[serde(flatten)]
+    pub status: StatusFields,
     /// Dead and unreaped this long (until the report, or until reaped).
     pub zombie_s: f64,
 }
@@ -164,13 +162,6 @@ pub struct ZombiesSection {
     pub reaped_late: Vec<ZombieEntry>,
 }
 
-fn split(s: ExitStatus) -> (Option<u8>, Option<u8>) {
-    match s {
-        ExitStatus::Code(c) => (Some(c), None),
-        ExitStatus::Signal { signal, .. } => (None, Some(signal)),
-    }
-}
-
 /// Builds the zombies section from the zombies left at the end and the reap notices seen
 /// while the command ran. `parent_comm` names a parent the table no longer holds.
 pub fn zombies(
@@ -181,17 +172,13 @@ pub fn zombies(
 ) -> ZombiesSection {
     let left = left
         .iter()
-        .map(|z| {
-            let (exit_code, signal) = split(z.status);
-            ZombieEntry {
-                pid: z.key.tgid,
-                comm: z.comm.clone(),
-                ppid: z.ppid,
-                parent_comm: z.parent_comm.clone(),
-                exit_code,
-                signal,
-                zombie_s: z.age_ns as f64 / 1e9,
-            }
+        .map(|z| ZombieEntry {
+            pid: z.key.tgid,
+            comm: z.comm.clone(),
+            ppid: z.ppid,
+            parent_comm: z.parent_comm.clone(),
+            status: z.status.into(),
+            zombie_s: z.age_ns as f64 / 1e9,
         })
         .collect();
     let reaped_late = notices
@@ -206,14 +193,12 @@ pub fn zombies(
                 if death.autoreap {
                     return None;
                 }
-                let (exit_code, signal) = split(death.status);
                 Some(ZombieEntry {
                     pid: p.key.tgid,
                     comm: p.comm.clone(),
                     ppid: p.ppid,
                     parent_comm: parent_comm(p.ppid).unwrap_or_else(|| "?".into()),
-                    exit_code,
-                    signal,
+                    status: death.status.into(),
                     zombie_s: *d as f64 / 1e9,
                 })
             }
@@ -237,6 +222,7 @@ mod tests {
         proctable::{Death, Key, Proc},
         syscalls::{NrCount, ProcSyscalls},
     };
+    use proclens_common::lifecycle::ExitStatus;
 
     fn path(op: u8, src: u8, dst: u8, bytes: u64, calls: u64) -> PathRow {
         let c = Counts {
@@ -347,7 +333,7 @@ mod tests {
         assert_eq!(s.reaped_late.len(), 1);
         let z = &s.reaped_late[0];
         assert_eq!((z.pid, z.ppid, z.parent_comm.as_str()), (10, 5, "parent"));
-        assert_eq!((z.exit_code, z.signal), (Some(2), None));
+        assert_eq!((z.status.exit_code, z.status.signal), (Some(2), None));
         assert_eq!(z.zombie_s, 3.0);
         assert!(s.left.is_empty());
     }

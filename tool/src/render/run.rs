@@ -179,11 +179,7 @@ fn copies_lines(out: &mut String, c: &CopiesSection) {
 }
 
 fn zombie_line(z: &ZombieEntry) -> String {
-    let status = match (z.exit_code, z.signal) {
-        (Some(c), _) => format!("exit {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "?".into(),
-    };
+    let status = z.status.text();
     format!(
         "{:>14}  pid {} {} ({status}), parent {} {}, zombie for {:.2} s\n",
         "", z.pid, z.comm, z.ppid, z.parent_comm, z.zombie_s

@@ -24,60 +24,14 @@
 
 use serde::Serialize;
 
+pub(crate) use crate::model::exit_status::status_text;
 use crate::model::{
+    exit_status::StatusFields,
     proctable::{ForkStats, Proc, Zombie},
     rates::per_second,
 };
-use proclens_common::lifecycle::ExitStatus;
 
 const NS: f64 = 1e9;
-
-/// Exit code or signal, flattened into the JSON object.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct JsonStatus {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<u8>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub core_dumped: bool,
-}
-
-impl From<ExitStatus> for JsonStatus {
-    fn from(s: ExitStatus) -> Self {
-        match s {
-            ExitStatus::Code(c) => Self {
-                exit_code: Some(c),
-                signal: None,
-                core_dumped: false,
-            },
-            ExitStatus::Signal {
-                signal,
-                core_dumped,
-            } => Self {
-                exit_code: None,
-                signal: Some(signal),
-                core_dumped,
-            },
-        }
-    }
-}
-
-/// "exit 3", "signal 9", "signal 11 (core dumped)": how every view names a death.
-pub(crate) fn status_text(s: ExitStatus) -> String {
-    match s {
-        ExitStatus::Code(c) => format!("exit {c}"),
-        ExitStatus::Signal {
-            signal,
-            core_dumped,
-        } => {
-            format!(
-                "signal {signal}{}",
-                if core_dumped { " (core dumped)" } else { "" }
-            )
-        }
-    }
-}
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / NS
@@ -93,7 +47,7 @@ struct JsonZombie<'a> {
     comm: &'a str,
     parent_comm: &'a str,
     #[serde(flatten)]
-    status: JsonStatus,
+    status: StatusFields,
     age_s: f64,
     /// False when the zombie predates proclens: `age_s` counts from start-up.
     age_exact: bool,
@@ -363,6 +317,7 @@ pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::model::proctable::Key;
+    use proclens_common::lifecycle::ExitStatus;
 
     fn z(pid: u32, ppid: u32, status: ExitStatus, age_s: u64) -> Zombie {
         Zombie {
