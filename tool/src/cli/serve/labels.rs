@@ -1,0 +1,297 @@
+//! `serve`'s labels: each interval's rows and extras turned into labelled deltas for the
+//! exporter state (command and cgroup, pid with `--per-pid`), with the cgroup of each
+//! process read from /proc at most every [`CGROUP_REFRESH`] intervals.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::{
+    cli::{Filter, top},
+    collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
+    model::{
+        exporter::{
+            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels, ProcDelta,
+            SystemTotals, ZombieLabels,
+        },
+        switches::Key,
+    },
+};
+
+/// Intervals between two reads of a live process's cgroup: a process rarely moves, and
+/// reading /proc/PID/cgroup of every process every interval was the largest /proc cost of
+/// serve (see BENCHMARKS.md). A process that moves takes at most this many intervals to
+/// carry its new cgroup label.
+const CGROUP_REFRESH: u64 = 30;
+
+/// Cgroup labels by process: read when a process first shows up and every
+/// [`CGROUP_REFRESH`] intervals while it lives, the last one kept once it is gone;
+/// forgotten when a process is no longer among the rows.
+#[derive(Debug, Default)]
+struct CgroupCache {
+    /// The cgroup and the interval it was read in.
+    known: HashMap<Key, (String, u64)>,
+    seen: HashSet<Key>,
+    interval: u64,
+}
+
+impl CgroupCache {
+    fn get(&mut self, key: Key, alive: bool) -> String {
+        self.seen.insert(key);
+        let now = self.interval;
+        let stale = self
+            .known
+            .get(&key)
+            .is_none_or(|(_, at)| now - at >= CGROUP_REFRESH);
+        if alive
+            && stale
+            && let Some(c) = procfs::cgroup(key.tgid)
+        {
+            self.known.insert(key, (c.clone(), now));
+            return c;
+        }
+        self.known
+            .get(&key)
+            .map_or_else(|| "?".into(), |(c, _)| c.clone())
+    }
+
+    fn end_interval(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.known.retain(|k, _| seen.contains(k));
+        self.interval += 1;
+    }
+}
+
+/// Turns each interval's rows into labelled deltas for the exporter state: command and
+/// cgroup (and pid with `--per-pid`), the same labels for every family of one process.
+pub(super) struct Labeller {
+    filter: Filter,
+    per_pid: bool,
+    cgroups: CgroupCache,
+    /// Labels of processes seen in the extras but not among the switch rows, by tgid.
+    others: HashMap<u32, Labels>,
+    /// This interval: processes looked up in `others`, and switch rows the filter left out.
+    seen: HashSet<u32>,
+    excluded: HashSet<u32>,
+    me: u32,
+}
+
+impl Labeller {
+    pub(super) fn new(filter: Filter, per_pid: bool) -> Self {
+        Self {
+            filter,
+            per_pid,
+            cgroups: CgroupCache::default(),
+            others: HashMap::new(),
+            seen: HashSet::new(),
+            excluded: HashSet::new(),
+            me: std::process::id(),
+        }
+    }
+
+    fn wanted(&self, tgid: u32, comm: &str) -> bool {
+        (self.filter.pids.is_empty() || self.filter.pids.contains(&tgid))
+            && self
+                .filter
+                .comm
+                .as_ref()
+                .is_none_or(|want| comm.contains(want.as_str()))
+    }
+
+    fn labels(&self, comm: &str, cgroup: String, tgid: u32) -> Labels {
+        Labels {
+            comm: stable_comm(comm),
+            cgroup,
+            pid: self.per_pid.then_some(tgid),
+        }
+    }
+
+    /// Folds one snapshot into `st`.
+    pub(super) fn fold(&mut self, snap: &Snapshot, copies: bool, st: &mut ExporterState) {
+        let (rows, excluded): (Vec<_>, Vec<_>) = snap
+            .rows
+            .iter()
+            .partition(|(r, c)| top::selected(&self.filter, r, c));
+        self.excluded = excluded.iter().map(|(r, _)| r.key.tgid).collect();
+        let mut by_tgid: HashMap<u32, (Labels, bool)> = HashMap::with_capacity(rows.len());
+        let switch_rows: Vec<_> = rows
+            .iter()
+            .map(|(r, comm)| {
+                let cgroup = self.cgroups.get(r.key, r.alive);
+                let labels = self.labels(comm, cgroup, r.key.tgid);
+                by_tgid.insert(r.key.tgid, (labels.clone(), r.alive));
+                LabelledDelta {
+                    labels,
+                    delta: &r.delta,
+                    alive: r.alive,
+                }
+            })
+            .collect();
+        self.cgroups.end_interval();
+        st.apply(
+            switch_rows,
+            SystemTotals {
+                switches: snap.system.switches,
+                same_process: snap.system.same_process,
+                cross_process: snap.system.cross_process,
+                idle_or_kernel: snap.system.idle_or_kernel,
+            },
+        );
+        st.lost_events = snap.health.ringbuf_drops;
+        st.untracked_threads = snap.health.thread_map_full;
+        st.programs.clone_from(&snap.programs);
+        self.seen.clear();
+        let extras = self.extras(&snap.extras, &snap.health, copies, &by_tgid);
+        st.apply_extras(extras);
+        let seen = &self.seen;
+        self.others.retain(|t, _| seen.contains(t));
+    }
+
+    /// The labels and liveness of `tgid`: from its switch row, else read from /proc
+    /// (remembered while the process shows up), `None` when the filter leaves it out.
+    fn process(
+        &mut self,
+        tgid: u32,
+        comm_hint: Option<&str>,
+        by_tgid: &HashMap<u32, (Labels, bool)>,
+    ) -> Option<(Labels, bool)> {
+        if let Some(l) = by_tgid.get(&tgid) {
+            return Some(l.clone());
+        }
+        // proclens's own figures, like its switches, only with --include-self.
+        if self.excluded.contains(&tgid) || (tgid == self.me && !self.filter.include_self) {
+            return None;
+        }
+        self.seen.insert(tgid);
+        let alive = procfs::exists(tgid);
+        let labels = match self.others.get(&tgid) {
+            Some(l) => l.clone(),
+            None => {
+                let comm = procfs::comm(tgid)
+                    .or_else(|| comm_hint.map(str::to_string))
+                    .unwrap_or_else(|| "?".into());
+                let cgroup = procfs::cgroup(tgid).unwrap_or_else(|| "?".into());
+                let l = self.labels(&comm, cgroup, tgid);
+                self.others.insert(tgid, l.clone());
+                l
+            }
+        };
+        if !alive {
+            self.others.remove(&tgid);
+        }
+        self.wanted(tgid, &labels.comm).then_some((labels, alive))
+    }
+
+    fn extras<'a>(
+        &mut self,
+        x: &'a Extras,
+        health: &Health,
+        copies: bool,
+        by_tgid: &HashMap<u32, (Labels, bool)>,
+    ) -> ExtrasDelta<'a> {
+        let procs = x.procs.as_ref().map(|rows| {
+            rows.iter()
+                .filter(|r| !r.is_idle())
+                .filter_map(|r| {
+                    let (labels, alive) = self.process(r.tgid, None, by_tgid)?;
+                    Some(ProcDelta {
+                        labels,
+                        syscalls: r.syscalls.delta,
+                        paths: &r.copies.paths,
+                        alive,
+                    })
+                })
+                .collect()
+        });
+        let forks = x
+            .forks
+            .iter()
+            .filter_map(|f| {
+                let (labels, alive) = self.process(f.tgid, Some(&f.comm), by_tgid)?;
+                Some(ForkDelta {
+                    labels,
+                    delta: f.delta,
+                    alive,
+                })
+            })
+            .collect();
+        let zombies = x.zombies.as_ref().map(|zs| {
+            zs.iter()
+                .filter(|z| self.wanted(z.ppid, &z.parent_comm))
+                .map(|z| ZombieLabels {
+                    parent_comm: stable_comm(&z.parent_comm),
+                    parent_pid: self.per_pid.then_some(z.ppid),
+                })
+                .collect()
+        });
+        ExtrasDelta {
+            procs,
+            copies,
+            forks,
+            zombies,
+            drops: KernelDrops {
+                ringbuf_full: health.ringbuf_drops,
+                thread_map_full: health.thread_map_full,
+                inflight_map_full: health.inflight_full,
+                copy_map_full: health.copy_map_full,
+                syscall_map_full: health.syscall_map_full,
+            },
+        }
+    }
+}
+
+/// Kernel workers rename themselves after the work they run (`kworker/1:1-events`):
+/// keep only the worker's own name so label values do not churn.
+fn stable_comm(comm: &str) -> String {
+    match comm.strip_prefix("kworker/") {
+        Some(rest) => format!("kworker/{}", rest.split('-').next().unwrap_or(rest)),
+        None => comm.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_are_read_once_per_refresh_and_forgotten_with_the_row() {
+        let me = std::process::id();
+        let key = Key {
+            id: me,
+            tgid: me,
+            start_ns: 1,
+        };
+        let mut c = CgroupCache::default();
+        let first = c.get(key, true);
+        assert_eq!(Some(first.clone()), procfs::cgroup(me));
+        c.known.get_mut(&key).unwrap().0 = "/cached".into();
+        c.end_interval();
+        assert_eq!(
+            c.get(key, true),
+            "/cached",
+            "not re-read before the refresh"
+        );
+        for _ in 0..CGROUP_REFRESH {
+            c.get(key, false);
+            c.end_interval();
+        }
+        assert_eq!(
+            c.get(key, false),
+            "/cached",
+            "a gone process keeps its last"
+        );
+        assert_eq!(
+            c.get(key, true),
+            first,
+            "re-read after CGROUP_REFRESH intervals"
+        );
+        c.end_interval();
+        c.end_interval();
+        assert!(c.known.is_empty(), "forgotten once not among the rows");
+    }
+
+    #[test]
+    fn kworker_names_are_stable() {
+        assert_eq!(stable_comm("kworker/1:1-events_freezable"), "kworker/1:1");
+        assert_eq!(stable_comm("kworker/u8:2"), "kworker/u8:2");
+        assert_eq!(stable_comm("nginx-worker"), "nginx-worker");
+    }
+}
