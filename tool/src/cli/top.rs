@@ -179,8 +179,8 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
     if !args.threads {
         // Requested processes, and parents holding zombies (under --cgroup, the extras
         // hold only those inside), even when they did not switch.
-        let parents = extras.zombies.iter().flatten().map(|z| &z.ppid);
-        rows.extend(idle_rows(args.filter.pids.iter().chain(parents), &rows));
+        let parents: Vec<u32> = extras.zombie_parents().iter().map(|p| p.0).collect();
+        rows.extend(idle_rows(args.filter.pids.iter().chain(&parents), &rows));
     }
     let rows = rows
         .into_iter()

@@ -65,6 +65,20 @@ impl Extras {
             .map(|z| z.iter().filter(|z| z.ppid == ppid).count())
     }
 
+    /// Each parent holding zombies, once, with its command: the views list these even
+    /// when they have not switched (they sleep while their children wait to be reaped).
+    pub fn zombie_parents(&self) -> Vec<(u32, &str)> {
+        let mut v: Vec<(u32, &str)> = self
+            .zombies
+            .iter()
+            .flatten()
+            .map(|z| (z.ppid, z.parent_comm.as_str()))
+            .collect();
+        v.sort_unstable();
+        v.dedup_by_key(|p| p.0);
+        v
+    }
+
     /// The syscall and copy row of the process with this pid (the latest started, when
     /// the pid was reused within the interval).
     pub fn proc_row(&self, tgid: u32) -> Option<&ProcRow> {

@@ -253,14 +253,12 @@ impl App {
             .iter()
             .map(|(r, c)| Line::of(r, c, snap.elapsed_s, Some(e)))
             .collect();
-        // Parents holding zombies are listed even when they have not switched since
-        // proclens started (they sleep while their children wait to be reaped).
-        for z in e.zombies.iter().flatten() {
-            if !self.processes.iter().any(|l| l.pid == z.ppid) {
+        for (ppid, comm) in e.zombie_parents() {
+            if !self.processes.iter().any(|l| l.pid == ppid) {
                 self.processes.push(Line {
-                    pid: z.ppid,
+                    pid: ppid,
                     tid: None,
-                    comm: z.parent_comm.clone(),
+                    comm: comm.to_string(),
                     voluntary_s: 0.0,
                     involuntary_s: 0.0,
                     same_pct: 0.0,
@@ -269,7 +267,7 @@ impl App {
                     runq_p99_us: None,
                     syscalls_s: e.procs.as_ref().map(|_| 0.0),
                     bytes_s: e.procs.as_ref().map(|_| 0.0),
-                    zombies: e.zombies_of(z.ppid),
+                    zombies: e.zombies_of(ppid),
                 });
             }
         }
