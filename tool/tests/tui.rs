@@ -12,36 +12,48 @@ use common::{PROCLENS, can_trace};
 
 workload_entry!();
 
+/// A terminal of its own: a tmux server on a private socket (`-L`) with one session. A
+/// shared default server made one test's `new-session` race the shutdown of the server
+/// whose last session the previous test had just killed.
 struct Tmux {
+    socket: String,
     session: String,
 }
 
 impl Tmux {
     fn new() -> Self {
-        let session = format!("proclens-test-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "160",
-                "-y",
-                "40",
-                "sh",
-            ])
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("proclens-test-{}-{n}", std::process::id());
+        let t = Self {
+            socket: name.clone(),
+            session: name,
+        };
+        let out = t
+            .cmd()
+            .args(["new-session", "-d", "-s", &t.session])
+            .args(["-x", "160", "-y", "40", "sh"])
             .env("TERM", "xterm-256color")
-            .status()
-            .expect("tmux (cargo xtask setup installs it)")
-            .success();
-        assert!(ok, "tmux new-session failed");
-        Self { session }
+            .output()
+            .expect("tmux (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    /// `tmux -L <this terminal's server>`.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
     }
 
     fn send(&self, keys: &[&str]) {
         assert!(
-            Command::new("tmux")
+            self.cmd()
                 .args(["send-keys", "-t", &self.session])
                 .args(keys)
                 .status()
@@ -52,7 +64,8 @@ impl Tmux {
 
     /// The pid of the proclens the pane's shell is running.
     fn proclens_pid(&self) -> i32 {
-        let out = Command::new("tmux")
+        let out = self
+            .cmd()
             .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
             .output()
             .unwrap();
@@ -68,7 +81,8 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .cmd()
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
             .unwrap();
@@ -106,9 +120,21 @@ fn exit_line(screen: &str) -> Option<&str> {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
+        // The server exits with its only session; its socket file stays unless removed.
+        let socket = self
+            .cmd()
+            .args(["display-message", "-p", "#{socket_path}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let _ = self
+            .cmd()
             .args(["kill-session", "-t", &self.session])
             .status();
+        if let Ok(path) = socket
+            && !path.is_empty()
+        {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
