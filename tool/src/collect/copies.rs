@@ -443,7 +443,7 @@ pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
             if k.start_ns == 0 {
                 return !procfs::exists(k.tgid);
             }
-            procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns.max(1))
+            procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
         })
         .collect()
 }

@@ -76,7 +76,7 @@ impl Lifecycle {
     pub fn reconcile(&mut self) -> usize {
         let tick_ns = self.tick_ns;
         self.table
-            .prune(|k| procfs::stat(k.tgid).is_some_and(|s| s.start_ticks == k.start_ns / tick_ns))
+            .prune(|k| procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_some())
     }
 
     /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
@@ -87,7 +87,7 @@ impl Lifecycle {
         let notices = self
             .table
             .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| {
-                procfs::stat(k.tgid).is_none_or(|s| s.start_ticks != k.start_ns / tick_ns)
+                procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
             });
         self.notices.extend(notices);
     }
@@ -125,7 +125,7 @@ pub fn seed(table: &mut ProcTable) {
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
 pub fn is_zombie_now(key: &Key, tick_ns: u64) -> bool {
-    procfs::stat(key.tgid).is_some_and(|s| s.is_zombie() && s.start_ticks == key.start_ns / tick_ns)
+    procfs::stat_of(key.tgid, key.start_ns, tick_ns).is_some_and(|s| s.is_zombie())
 }
 
 /// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the
@@ -163,9 +163,7 @@ impl Orphans {
         let now = Instant::now();
         let mut out = Vec::new();
         self.pending.retain(|p| {
-            let Some(s) =
-                procfs::stat(p.child.tgid).filter(|s| s.start_ticks == p.child.start_ns / tick_ns)
-            else {
+            let Some(s) = procfs::stat_of(p.child.tgid, p.child.start_ns, tick_ns) else {
                 return false;
             };
             if s.ppid != p.old_ppid {

@@ -86,6 +86,13 @@ pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The stat of the process that started at `start_ns` (boot clock) as pid `tgid`, when
+/// /proc still shows that process: `None` when the pid is gone or names another process
+/// now. /proc gives the start in clock ticks (`tick_ns` each), so that is the comparison.
+pub fn stat_of(tgid: u32, start_ns: u64, tick_ns: u64) -> Option<Stat> {
+    stat(tgid).filter(|s| s.start_ticks == start_ns / tick_ns.max(1))
+}
+
 /// Every process in /proc (thread-group leaders only).
 pub fn processes() -> Vec<Stat> {
     let Ok(dir) = fs::read_dir("/proc") else {

@@ -123,6 +123,21 @@ pub enum Notice {
     },
 }
 
+impl Notice {
+    /// `proc` gone from the kernel at `at_ns`, dead since its death event if one came.
+    fn reaped(proc: Proc, at_ns: u64) -> Self {
+        let dead_for_ns = proc
+            .death
+            .and_then(|d| d.at_ns)
+            .map(|t| at_ns.saturating_sub(t));
+        Notice::Reaped {
+            proc,
+            dead_for_ns,
+            at_ns,
+        }
+    }
+}
+
 /// One zombie, ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zombie {
@@ -327,21 +342,10 @@ impl ProcTable {
                 let Some(key) = self.resolve(&f.task) else {
                     return Vec::new();
                 };
-                self.stats.remove(&key);
-                self.parents.remove(&key);
-                let Some(p) = self.procs.remove(&key) else {
-                    return Vec::new();
-                };
-                let at_ns = f.header.ts;
-                let dead_for_ns = p
-                    .death
-                    .and_then(|d| d.at_ns)
-                    .map(|t| at_ns.saturating_sub(t));
-                vec![Notice::Reaped {
-                    proc: p,
-                    dead_for_ns,
-                    at_ns,
-                }]
+                match self.forget(&key) {
+                    Some(p) => vec![Notice::reaped(p, f.header.ts)],
+                    None => Vec::new(),
+                }
             }
         }
     }
@@ -426,23 +430,20 @@ impl ProcTable {
         stale.sort_unstable();
         let mut notices = Vec::new();
         for k in stale {
-            self.stats.remove(&k);
-            self.parents.remove(&k);
-            if let Some(p) = self.procs.remove(&k)
+            if let Some(p) = self.forget(&k)
                 && p.reported
             {
-                let dead_for_ns = p
-                    .death
-                    .and_then(|d| d.at_ns)
-                    .map(|t| now_ns.saturating_sub(t));
-                notices.push(Notice::Reaped {
-                    proc: p,
-                    dead_for_ns,
-                    at_ns: now_ns,
-                });
+                notices.push(Notice::reaped(p, now_ns));
             }
         }
         notices
+    }
+
+    /// Removes a process with its statistics and parent mark.
+    fn forget(&mut self, key: &Key) -> Option<Proc> {
+        self.stats.remove(key);
+        self.parents.remove(key);
+        self.procs.remove(key)
     }
 
     pub fn get(&self, key: &Key) -> Option<&Proc> {
