@@ -55,35 +55,33 @@ fn read<T: Copy>(bytes: &[u8]) -> T {
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
 }
 
+/// A record of type `T` (kind `kind`) from the start of `bytes`, if they hold one.
+fn record<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Truncated {
+            kind,
+            need,
+            got: bytes.len(),
+        });
+    }
+    Ok(read(bytes))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() < size_of::<EventHeader>() {
         return Err(DecodeError::Short(bytes.len()));
     }
     let header: EventHeader = read(bytes);
-    let need = match header.kind {
-        kind::THREAD_EXIT => size_of::<ThreadExit>(),
-        kind::FORK => size_of::<Fork>(),
-        kind::EXEC => size_of::<Exec>(),
-        kind::EXIT => size_of::<Exit>(),
-        kind::WAIT => size_of::<Wait>(),
-        kind::FREE => size_of::<Free>(),
+    let k = header.kind;
+    Ok(match k {
+        kind::THREAD_EXIT => Event::ThreadExit(Box::new(record(bytes, k)?)),
+        kind::FORK => Event::Fork(record(bytes, k)?),
+        kind::EXEC => Event::Exec(Box::new(record(bytes, k)?)),
+        kind::EXIT => Event::Exit(record(bytes, k)?),
+        kind::WAIT => Event::Wait(record(bytes, k)?),
+        kind::FREE => Event::Free(record(bytes, k)?),
         other => return Err(DecodeError::UnknownKind(other)),
-    };
-    if bytes.len() < need {
-        return Err(DecodeError::Truncated {
-            kind: header.kind,
-            need,
-            got: bytes.len(),
-        });
-    }
-    Ok(match header.kind {
-        kind::THREAD_EXIT => Event::ThreadExit(Box::new(read(bytes))),
-        kind::FORK => Event::Fork(read(bytes)),
-        kind::EXEC => Event::Exec(Box::new(read(bytes))),
-        kind::EXIT => Event::Exit(read(bytes)),
-        kind::WAIT => Event::Wait(read(bytes)),
-        kind::FREE => Event::Free(read(bytes)),
-        _ => unreachable!("kind checked above"),
     })
 }
 
