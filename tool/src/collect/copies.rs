@@ -489,19 +489,21 @@ mod tests {
         include_str!("../../tests/fixtures/6.18-sys_exit_sendfile64.format");
     const ENTER_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_enter_mmap.format");
     const EXIT_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_exit_mmap.format");
+    /// The 6.18 formats of read, sendfile64 and mmap, by tracepoint.
+    const FORMATS_6_18: [(&str, &str); 6] = [
+        ("sys_enter_read", ENTER_READ),
+        ("sys_exit_read", EXIT_READ),
+        ("sys_enter_sendfile64", ENTER_SENDFILE),
+        ("sys_exit_sendfile64", EXIT_SENDFILE),
+        ("sys_enter_mmap", ENTER_MMAP),
+        ("sys_exit_mmap", EXIT_MMAP),
+    ];
 
     #[test]
     fn layout_from_6_18_formats_with_missing_ops() {
-        let fake = FakeTracefs::new(&[
-            ("sys_enter_read", ENTER_READ),
-            ("sys_exit_read", EXIT_READ),
-            ("sys_enter_sendfile64", ENTER_SENDFILE),
-            ("sys_exit_sendfile64", EXIT_SENDFILE),
-            ("sys_enter_mmap", ENTER_MMAP),
-            ("sys_exit_mmap", EXIT_MMAP),
-            // An enter without its exit: not traceable.
-            ("sys_enter_write", ENTER_READ),
-        ]);
+        // An enter without its exit (write): not traceable.
+        let fake =
+            FakeTracefs::new(&[&FORMATS_6_18[..], &[("sys_enter_write", ENTER_READ)]].concat());
         let l = CopyLayout::from_tracefs(&fake.0).unwrap();
         assert_eq!(l.available, vec![op::READ, op::SENDFILE64, op::MMAP]);
         assert_eq!(l.missing.len(), op::COUNT - 3);
@@ -603,14 +605,7 @@ mod tests {
             byte in proptest::prelude::any::<u8>(),
             cut in proptest::prelude::any::<bool>(),
         ) {
-            let mut files = [
-                ("sys_enter_read", ENTER_READ.to_string()),
-                ("sys_exit_read", EXIT_READ.to_string()),
-                ("sys_enter_sendfile64", ENTER_SENDFILE.to_string()),
-                ("sys_exit_sendfile64", EXIT_SENDFILE.to_string()),
-                ("sys_enter_mmap", ENTER_MMAP.to_string()),
-                ("sys_exit_mmap", EXIT_MMAP.to_string()),
-            ];
+            let mut files = FORMATS_6_18.map(|(n, t)| (n, t.to_string()));
             let i = which.index(files.len());
             let mut b = files[i].1.clone().into_bytes();
             let at = at.index(b.len());
@@ -623,14 +618,7 @@ mod tests {
             let fake = FakeTracefs::new(
                 &files.iter().map(|(n, t)| (*n, t.as_str())).collect::<Vec<_>>(),
             );
-            let whole = FakeTracefs::new(&[
-                ("sys_enter_read", ENTER_READ),
-                ("sys_exit_read", EXIT_READ),
-                ("sys_enter_sendfile64", ENTER_SENDFILE),
-                ("sys_exit_sendfile64", EXIT_SENDFILE),
-                ("sys_enter_mmap", ENTER_MMAP),
-                ("sys_exit_mmap", EXIT_MMAP),
-            ]);
+            let whole = FakeTracefs::new(&FORMATS_6_18);
             let want = CopyLayout::from_tracefs(&whole.0).unwrap();
             if let Ok(got) = CopyLayout::from_tracefs(&fake.0) {
                 let mutated_op = [op::READ, op::SENDFILE64, op::MMAP][i / 2];
