@@ -27,7 +27,7 @@ use crate::{
     },
     model::{
         copy_report::CopiesModel,
-        proctable::{Notice, ProcTable, SeedProc, Zombie},
+        proctable::{Notice, ProcTable, Zombie},
         run_report::{self, ExitInfo, RunFacts},
         run_sections,
         switches::{Key, SwitchModel},
@@ -216,15 +216,8 @@ impl CommandLifecycle {
     /// Adds the command's own process (started by proclens, so no fork event names it).
     fn seed_leader(&mut self, pid: u32) {
         if let Some(st) = procfs::stat(pid) {
-            let seed = SeedProc {
-                pid,
-                ppid: st.ppid,
-                start_ticks: st.start_ticks,
-                comm: st.comm,
-                zombie: false,
-                exit_code: 0,
-            };
-            self.table.seed(&[seed], procfs::boot_ns());
+            self.table
+                .seed(&[lifecycle::seed_proc(st)], procfs::boot_ns());
         }
     }
 

@@ -111,16 +111,21 @@ pub fn seed(table: &mut ProcTable) {
         .into_iter()
         // `X` (dead) is a reaped task on its way out: not a process any more.
         .filter(|s| s.state != 'X')
-        .map(|s| SeedProc {
-            pid: s.pid,
-            ppid: s.ppid,
-            start_ticks: s.start_ticks,
-            zombie: s.is_zombie(),
-            comm: s.comm,
-            exit_code: s.exit_code,
-        })
+        .map(seed_proc)
         .collect();
     table.seed(&procs, procfs::boot_ns());
+}
+
+/// A process as /proc shows it, for [`ProcTable::seed`].
+pub fn seed_proc(s: procfs::Stat) -> SeedProc {
+    SeedProc {
+        pid: s.pid,
+        ppid: s.ppid,
+        start_ticks: s.start_ticks,
+        zombie: s.is_zombie(),
+        comm: s.comm,
+        exit_code: s.exit_code,
+    }
 }
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
