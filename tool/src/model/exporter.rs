@@ -147,14 +147,6 @@ fn touched_before<K: Clone>(touched: &BTreeMap<K, u64>, cutoff: u64) -> Vec<K> {
         .collect()
 }
 
-fn add_forks(t: &mut ForkStats, d: &ForkStats) {
-    t.processes += d.processes;
-    t.threads += d.threads;
-    t.child_exits += d.child_exits;
-    t.child_failures += d.child_failures;
-    t.waits += d.waits;
-}
-
 /// One row of an interval: the process's delta, its labels and whether it still lives.
 pub struct LabelledDelta<'a> {
     pub labels: Labels,
@@ -222,7 +214,7 @@ impl ExporterState {
                 gone.push(f.labels.clone());
             }
             self.touched.insert(f.labels.clone(), self.collections);
-            add_forks(self.forks.entry(f.labels).or_default(), &f.delta);
+            self.forks.entry(f.labels).or_default().add(&f.delta);
         }
         self.zombies = x.zombies.map(|zs| {
             let mut now: BTreeMap<ZombieLabels, u64> = BTreeMap::new();

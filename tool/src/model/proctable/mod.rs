@@ -100,6 +100,15 @@ impl ForkStats {
             waits: self.waits.saturating_sub(earlier.waits),
         }
     }
+
+    /// Adds `d` (an interval's [`ForkStats::since`]) to these totals.
+    pub fn add(&mut self, d: &ForkStats) {
+        self.processes += d.processes;
+        self.threads += d.threads;
+        self.child_exits += d.child_exits;
+        self.child_failures += d.child_failures;
+        self.waits += d.waits;
+    }
 }
 
 /// Something the table noticed while applying an event.
