@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use common::{KEEPS_CAPS_NOTE, PROCLENS, Proclens, can_trace, keeps_caps};
+use common::{
+    Bounded as _, COMMAND_LIMIT, KEEPS_CAPS_NOTE, PROCLENS, Proclens, can_trace, keeps_caps,
+};
 
 workload_entry!();
 
@@ -21,8 +23,7 @@ fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(PROCLENS)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -101,8 +102,7 @@ fn unprivileged_user_exits_3_naming_what_is_missing() {
             "-c",
             "1",
         ])
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_one_line(&stderr);
@@ -382,8 +382,7 @@ fn run_under_sudo_runs_the_command_as_the_invoking_user() {
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534")
         .env_remove("SUDO_USER")
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     assert!(
         out.status.success(),
         "{}",

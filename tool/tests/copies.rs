@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PROCLENS, Proclens, can_trace, now_unix, workload::Workload};
+use common::{
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace, now_unix, workload::Workload,
+};
 use serde_json::Value;
 
 workload_entry!();
@@ -378,8 +380,7 @@ fn bad_input_gets_one_line_and_its_exit_code() {
     // Above the largest pid_max Linux allows (2^22): cannot exist.
     let out = std::process::Command::new(PROCLENS)
         .args(["copies", "-p", "4194305"])
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     assert_eq!(out.status.code(), Some(4), "no such process");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -391,8 +392,7 @@ fn bad_input_gets_one_line_and_its_exit_code() {
     ] {
         let out = std::process::Command::new(PROCLENS)
             .args(bad)
-            .output()
-            .unwrap();
+            .output_within(COMMAND_LIMIT);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }
@@ -418,8 +418,7 @@ fn short_lived_process_is_named_and_counted() {
             "count=10",
             "status=none",
         ])
-        .status()
-        .unwrap();
+        .status_within(COMMAND_LIMIT);
     assert!(st.success());
     let v = p.json_until(Duration::from_secs(15), |v| {
         v["type"] == "copies" && v["comm"] == name.as_str()

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{PROCLENS, can_trace};
+use common::{Bounded as _, COMMAND_LIMIT, PROCLENS, can_trace};
 use serde_json::Value;
 
 /// `proclens run --json -- sh -c SCRIPT`: the report.
@@ -18,8 +18,7 @@ fn run_sh(script: &str) -> Value {
         .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
         .args(["sh", "-c", script])
         .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+        .status_within(COMMAND_LIMIT);
     assert!(st.success(), "proclens run failed: {st}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out_file);

@@ -5,8 +5,8 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    PROCLENS, Proclens, can_trace, cgroup::TestCgroup, now_unix, settled_counters,
-    workload::Workload,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace, cgroup::TestCgroup, now_unix,
+    settled_counters, workload::Workload,
 };
 use serde_json::Value;
 
@@ -36,8 +36,7 @@ fn run_workload(kind: &str) -> (Value, std::process::ExitStatus) {
         .args(&argv)
         .envs(env)
         .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+        .status_within(COMMAND_LIMIT);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out_file);
     (report, status)
@@ -129,8 +128,7 @@ fn run_reports_a_sleep_as_blocked_time() {
             "-c",
             "sleep 0.2",
         ])
-        .status()
-        .unwrap();
+        .status_within(COMMAND_LIMIT);
     assert!(status.success());
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out_file);
@@ -178,16 +176,14 @@ fn run_exits_with_the_commands_code() {
     let code = |script: &str| {
         Command::new(PROCLENS)
             .args(["run", "-o", "/dev/null", "--", "sh", "-c", script])
-            .status()
-            .unwrap()
+            .status_within(COMMAND_LIMIT)
             .code()
     };
     assert_eq!(code("exit 7"), Some(7));
     assert_eq!(code("kill -TERM $$"), Some(128 + libc::SIGTERM));
     let st = Command::new(PROCLENS)
         .args(["run", "--", "/nonexistent/cmd"])
-        .status()
-        .unwrap();
+        .status_within(COMMAND_LIMIT);
     assert_eq!(st.code(), Some(127));
 }
 
@@ -221,13 +217,11 @@ fn cgroup_filter_selects_only_that_subtree() {
     std::thread::sleep(Duration::from_millis(100));
     let out = Command::new(PROCLENS)
         .args(["top", "--json", "--cgroup", dir, "-i", "0.5", "-c", "2"])
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     // The syscall and copy programs apply the same filter in the kernel.
     let copies = Command::new(PROCLENS)
         .args(["copies", "--json", "--cgroup", dir, "-i", "0.5", "-c", "2"])
-        .output()
-        .unwrap();
+        .output_within(COMMAND_LIMIT);
     let mut inside = inside;
     let _ = inside.kill();
     let _ = outside.kill();

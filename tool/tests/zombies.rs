@@ -9,7 +9,8 @@ use std::{
 };
 
 use common::{
-    PROCLENS, Proclens, can_trace, lifecycle_workloads::orphan_pid_file, workload::Workload,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace,
+    lifecycle_workloads::orphan_pid_file, workload::Workload,
 };
 use serde_json::Value;
 
@@ -55,8 +56,7 @@ fn snapshot(args: &[&str]) -> (i32, Vec<Value>, Value) {
     let out = Command::new(PROCLENS)
         .args(["zombies", "--json"])
         .args(args)
-        .output()
-        .expect("running proclens");
+        .output_within(COMMAND_LIMIT);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text
         .lines()
@@ -549,8 +549,7 @@ fn without_privilege_zombies_exits_with_code_3() {
             PROCLENS,
             "zombies",
         ])
-        .output()
-        .expect("setpriv (util-linux) is installed");
+        .output_within(COMMAND_LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -123,6 +123,65 @@ pub fn keeps_caps(stderr: &str) -> bool {
     said
 }
 
+/// How long one command a test runs to completion may take before the test fails: a hung
+/// proclens (or workload) then fails its test, naming the command, instead of stalling the
+/// whole suite (and a kernel-matrix guest) until an outer time limit.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+/// `Command::output` and `Command::status` with a time limit: past it the command is
+/// killed and the test panics, naming it.
+pub trait Bounded {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output;
+    fn status_within(&mut self, limit: Duration) -> std::process::ExitStatus;
+}
+
+impl Bounded for Command {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output {
+        let child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {self:?}: {e}"));
+        let pid = child.id() as i32;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {self:?}: {e}")),
+            Err(_) => {
+                // SAFETY: kill on our own child's pid, which stays unreaped until the
+                // waiting thread collects it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("{self:?} did not finish within {limit:?}");
+            }
+        }
+    }
+
+    fn status_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {self:?}: {e}"));
+        wait_within(&mut child, limit, &format!("{self:?}"))
+    }
+}
+
+/// The child's exit status; past `limit` it is killed and the test panics, naming `what`.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `proclens` whose stdout lines arrive on a channel; its stderr is passed on
 /// and kept.
 pub struct Proclens {
@@ -214,17 +273,7 @@ impl Proclens {
     }
 
     pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("proclens did not exit within {timeout:?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_within(&mut self.child, timeout, "proclens")
     }
 }
 
