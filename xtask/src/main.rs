@@ -83,6 +83,11 @@ enum Task {
         /// Run each test binary this many times per boot (to measure a flaky test).
         #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=100))]
         repeat: u32,
+        /// Seconds one run of a test binary may take (0: no limit). A binary still running
+        /// then has the guest's processes and their kernel stacks printed, and is killed,
+        /// so one hung test fails its binary and the others still run.
+        #[arg(long, default_value = "300")]
+        binary_timeout: u32,
     },
 }
 
@@ -207,6 +212,7 @@ fn run() -> Result<ExitCode> {
             timeout,
             filter,
             repeat,
+            binary_timeout,
         } => {
             if !nix_is_root() {
                 bail!("test-kernels needs root (it creates device nodes and installs packages)");
@@ -218,7 +224,11 @@ fn run() -> Result<ExitCode> {
                 kernels: list,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
-                selection: kernels::Selection { filter, repeat },
+                selection: kernels::Selection {
+                    filter,
+                    repeat,
+                    binary_timeout_s: binary_timeout,
+                },
             };
             if !kernels::run(&opts, &bin)? {
                 return Ok(ExitCode::FAILURE);

@@ -17,6 +17,10 @@ pub const BEGIN: &str = "PROCLENS-TEST-BEGIN";
 pub const RESULT: &str = "PROCLENS-TEST-RESULT";
 pub const KERNEL: &str = "PROCLENS-KERNEL";
 pub const SUMMARY: &str = "PROCLENS-SUMMARY";
+/// Brackets /init's dump of the guest's processes (their kernel stacks included) when a
+/// test binary outlives [`Selection::binary_timeout_s`]; the binary is then killed.
+pub const HUNG: &str = "PROCLENS-HUNG";
+pub const HUNG_END: &str = "PROCLENS-HUNG-END";
 
 /// Host tools the tests run: bpftool (the leak tests look BPF objects up by id) and
 /// util-linux's setpriv (busybox's lacks --reuid/--regid).
@@ -36,6 +40,9 @@ pub struct Selection {
     pub filter: Option<String>,
     /// Runs of each binary (at least 1): repeating a flaky test shows how often it fails.
     pub repeat: u32,
+    /// Seconds one run of a test binary may take before /init dumps the processes and
+    /// kills it (0: no limit), so one hung test costs one binary, not the whole boot.
+    pub binary_timeout_s: u32,
 }
 
 /// The /init script: mounts what proclens and the tests need, runs each test binary one
@@ -60,6 +67,7 @@ export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
     );
     s += &format!("echo \"{KERNEL} $(uname -r)\"\n");
     s += "pass=0\nfail=0\n";
+    s += &watchdog(selection.binary_timeout_s);
     let filter = selection
         .filter
         .as_deref()
@@ -70,7 +78,7 @@ export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
             let name = &t.name;
             s += &format!(
                 r#"echo "{BEGIN} {name}"
-/tests/{name} --test-threads=1{filter}
+run {name} /tests/{name} --test-threads=1{filter}
 rc=$?
 if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "{RESULT} {name} PASS"; else fail=$((fail+1)); echo "{RESULT} {name} FAIL exit=$rc"; fi
 "#
@@ -80,6 +88,45 @@ if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "{RESULT} {name} PASS"; else fail=
     s += &format!("echo \"{SUMMARY} pass=$pass fail=$fail\"\n");
     s += "sync\npoweroff -f\n";
     s
+}
+
+/// The shell function `run NAME CMD...`: runs CMD in the foreground (signal dispositions
+/// as a test expects them) and returns its exit status. When `timeout_s` is not 0, a
+/// background watchdog waits that long; if CMD still runs, it prints every user process
+/// with its state, wait channel and kernel stack between [`HUNG`] markers, kills CMD and
+/// the proclens processes it started, and `run` returns 124 (`timeout`'s status).
+fn watchdog(timeout_s: u32) -> String {
+    format!(
+        r#"run() {{
+  name=$1; shift
+  rm -f /tmp/test.pid /tmp/hung
+  dog=
+  if [ {timeout_s} -gt 0 ]; then
+    ( sleep {timeout_s}
+      p=$(cat /tmp/test.pid 2>/dev/null)
+      if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+        echo
+        echo "{HUNG} $name after {timeout_s} s"
+        for d in /proc/[0-9]*; do
+          cmd=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)
+          [ -n "$cmd" ] || continue
+          echo "pid ${{d#/proc/}} state $(cut -d' ' -f3 "$d/stat") wchan $(cat "$d/wchan" 2>/dev/null): $cmd"
+          head -12 "$d/stack" 2>/dev/null | sed 's/^/    /'
+        done
+        echo "{HUNG_END}"
+        touch /tmp/hung
+        kill -9 "$p"; killall -9 proclens 2>/dev/null
+      fi ) &
+    dog=$!
+  fi
+  sh -c 'echo $$ > /tmp/test.pid; exec "$@"' sh "$@"
+  rc=$?
+  [ -n "$dog" ] && kill "$dog" 2>/dev/null
+  [ -e /tmp/hung ] && rc=124
+  return $rc
+}}
+"#
+    )
 }
 
 /// The shared libraries (and the dynamic loader) an `ldd` output names.
@@ -235,21 +282,33 @@ mod tests {
             },
         ];
         let s = init_script(&tests, &Selection::default());
+        assert!(
+            s.contains("if [ 0 -gt 0 ]"),
+            "no watchdog without a time limit"
+        );
         assert!(s.starts_with("#!/bin/sh\n"));
-        assert!(s.contains("/tests/switches --test-threads=1"));
-        assert!(s.contains("/tests/cli --test-threads=1"));
+        assert!(s.contains("run switches /tests/switches --test-threads=1\n"));
+        assert!(s.contains("run cli /tests/cli --test-threads=1\n"));
         assert!(s.contains("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
         assert!(s.contains("CI=true"));
         assert!(s.trim_end().ends_with("poweroff -f"));
         let again = Selection {
             filter: Some("cgroup_filter".into()),
             repeat: 3,
+            binary_timeout_s: 0,
         };
         let s = init_script(&tests, &again);
         assert_eq!(
-            s.matches("/tests/cli --test-threads=1 'cgroup_filter'\n")
+            s.matches("run cli /tests/cli --test-threads=1 'cgroup_filter'\n")
                 .count(),
             3
         );
+        let watched = Selection {
+            binary_timeout_s: 300,
+            ..Selection::default()
+        };
+        let s = init_script(&tests, &watched);
+        assert!(s.contains("( sleep 300\n"));
+        assert!(s.contains(HUNG) && s.contains(HUNG_END));
     }
 }

@@ -23,6 +23,9 @@ use crate::{cargo, workspace_root};
 /// Prometheus): the real-BPF switch tests and the command line's contract.
 pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli", "zombies"];
 
+/// Console lines printed when a kernel runs out of time.
+const TAIL_ON_TIMEOUT: usize = 40;
+
 /// Debian packages the matrix needs on the host.
 pub const HOST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
@@ -210,7 +213,7 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
         let log = dir.join(spec.version).join("serial.log");
         let mut echo = serial::ConsoleEcho::default();
         let boot = qemu::boot(vmlinuz, &initrd, opts.timeout, &log, spec.version, |l| {
-            echo.wants(l)
+            echo.line(l)
         })?;
         let report = serial::parse(&boot.output);
         eprintln!(
@@ -221,6 +224,13 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
             if boot.timed_out { ", TIMED OUT" } else { "" },
             log.display()
         );
+        if boot.timed_out {
+            // What the guest was doing when time ran out; the full console is in the log.
+            let lines: Vec<&str> = boot.output.lines().collect();
+            for l in &lines[lines.len().saturating_sub(TAIL_ON_TIMEOUT)..] {
+                eprintln!("[{}] {}", spec.version, l.trim_end_matches('\r'));
+            }
+        }
         columns.push((spec.version.to_string(), report, boot.timed_out));
     }
     let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();

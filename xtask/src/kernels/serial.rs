@@ -1,6 +1,6 @@
 //! Parsing a VM's serial console output into per-test-binary results.
 
-use super::initramfs::{BEGIN, KERNEL, RESULT, SUMMARY};
+use super::initramfs::{BEGIN, HUNG, HUNG_END, KERNEL, RESULT, SUMMARY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -53,8 +53,13 @@ pub fn parse(output: &str) -> BootReport {
     // libtest's closing `failures:` list (one indented name a line), which stays readable
     // when a test's own output splits its `test NAME ... FAILED` line.
     let mut failures: Option<Vec<String>> = None;
+    // The test libtest announced last in the current binary (named if the binary hangs).
+    let mut running: Option<String> = None;
     for raw in output.lines() {
         let line = raw.trim_end_matches('\r');
+        if let Some(t) = running_test(line) {
+            running = Some(t.to_string());
+        }
         if line.trim() == "failures:" {
             failures = Some(Vec::new());
             continue;
@@ -92,6 +97,14 @@ pub fn parse(output: &str) -> BootReport {
                         tests: Vec::new(),
                         exit,
                     },
+                };
+            }
+        } else if line.contains(HUNG) && !line.contains(HUNG_END) {
+            if let Some(b) = r.binaries.last_mut() {
+                let name = running.as_deref().unwrap_or("?");
+                b.verdict = Verdict::Fail {
+                    tests: vec![format!("{name} (hung)")],
+                    exit: String::new(),
                 };
             }
         } else if line.contains(SUMMARY) {
@@ -147,20 +160,50 @@ pub fn parse(output: &str) -> BootReport {
 }
 
 /// Which console lines `cargo xtask test-kernels` echoes as they arrive: the markers, the
-/// failing tests, a kernel panic, and each test panic with its message (the lines after
-/// `panicked at`, which say why), so a CI log alone explains a failure.
+/// failing tests, a kernel panic, each test panic with its message (the lines after
+/// `panicked at`, which say why), and /init's dump of a hung binary with the test that was
+/// running, so a CI log alone explains a failure.
 #[derive(Debug, Default)]
 pub struct ConsoleEcho {
     /// Lines of a panic message still to echo.
     message_left: usize,
+    /// Inside /init's process dump (between [`HUNG`] and [`HUNG_END`]): lines still to echo.
+    dump_left: usize,
+    /// The test libtest announced last and has not reported on yet.
+    running: Option<String>,
 }
 
 impl ConsoleEcho {
     /// Most lines of one panic message echoed (a `{rows:?}` dump can be long).
     const MESSAGE_LINES: usize = 12;
+    /// Most lines of one process dump echoed (the serial log keeps all of it).
+    const DUMP_LINES: usize = 400;
 
-    pub fn wants(&mut self, line: &str) -> bool {
-        if line.contains("panicked at") {
+    /// The text to echo for one console line, if any.
+    pub fn line(&mut self, line: &str) -> Option<String> {
+        if line.contains(HUNG_END) {
+            self.dump_left = 0;
+            return Some(line.to_string());
+        }
+        if line.contains(HUNG) {
+            self.dump_left = Self::DUMP_LINES;
+            let running = self.running.as_deref().unwrap_or("no test announced");
+            return Some(format!("{} (running: {running})", line.trim()));
+        }
+        if self.dump_left > 0 {
+            self.dump_left -= 1;
+            return Some(line.to_string());
+        }
+        if let Some(test) = running_test(line) {
+            self.running = Some(test.to_string());
+        } else if line.starts_with("test ") || line.contains(BEGIN) {
+            self.running = None;
+        }
+        self.wants(line).then(|| line.to_string())
+    }
+
+    fn wants(&mut self, line: &str) -> bool {
+        if line.contains("panicked at") || kernel_trouble(line) {
             self.message_left = Self::MESSAGE_LINES;
             return true;
         }
@@ -179,6 +222,29 @@ impl ConsoleEcho {
     }
 }
 
+/// A kernel message that says the guest kernel itself went wrong (an Oops, a BUG or
+/// WARNING splat, an RCU stall, a hung task), which can stall a test as surely as a bug in
+/// proclens can.
+fn kernel_trouble(line: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "] Oops",
+        "] BUG:",
+        "] WARNING:",
+        "] rcu: INFO:",
+        "self-detected stall",
+        "blocked for more than",
+        "] watchdog: BUG:",
+    ];
+    SIGNS.iter().any(|s| line.contains(s))
+}
+
+/// The name in libtest's `test NAME ... ` line of a test that has started and not ended.
+fn running_test(line: &str) -> Option<&str> {
+    let rest = line.trim().strip_prefix("test ")?;
+    let (name, result) = rest.split_once(" ...")?;
+    result.trim().is_empty().then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,12 +259,14 @@ mod tests {
             "thread 'a' (114) panicked at tool/tests/switch_kinds.rs:258:5:",
             "proclens: cannot read the map: Operation not permitted",
             "second line of the message",
+            "[   40.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[   40.1] RIP: 0010:__schedule+0x1/0x2",
             "note: run with `RUST_BACKTRACE=1`",
             "unrelated output",
             "PROCLENS-TEST-RESULT switch_kinds FAIL exit=101",
         ]
         .into_iter()
-        .filter(|l| e.wants(l))
+        .filter(|l| e.line(l).is_some())
         .collect();
         assert_eq!(
             shown,
@@ -208,6 +276,8 @@ mod tests {
                 "thread 'a' (114) panicked at tool/tests/switch_kinds.rs:258:5:",
                 "proclens: cannot read the map: Operation not permitted",
                 "second line of the message",
+                "[   40.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+                "[   40.1] RIP: 0010:__schedule+0x1/0x2",
                 "PROCLENS-TEST-RESULT switch_kinds FAIL exit=101",
             ]
         );
@@ -267,6 +337,46 @@ test cgroup_filter_selects_only_that_subtree ... ";
         assert_eq!((r.binaries[1].passed, r.binaries[1].failed), (1, 2));
         assert_eq!(r.binaries[2].verdict, Verdict::NoResult);
         assert!(!r.ok(3));
+    }
+
+    const HUNG_OUTPUT: &str = "\
+PROCLENS-TEST-BEGIN switch_kinds\r
+running 8 tests\r
+test __workload_entry ... ok\r
+test run_reports_a_sleep_as_blocked_time ... \r
+PROCLENS-HUNG switch_kinds after 300 s\r
+pid 1 state S wchan do_wait: /bin/sh /init\r
+    [<0>] do_wait+0x1/0x2\r
+PROCLENS-HUNG-END\r
+PROCLENS-TEST-RESULT switch_kinds FAIL exit=124\r
+PROCLENS-TEST-BEGIN cli\r
+PROCLENS-TEST-RESULT cli PASS\r
+PROCLENS-SUMMARY pass=1 fail=1\r
+";
+
+    #[test]
+    fn a_hung_binary_names_its_running_test() {
+        let r = parse(HUNG_OUTPUT);
+        assert!(r.finished);
+        assert_eq!(
+            r.binaries[0].verdict,
+            Verdict::Fail {
+                tests: vec!["run_reports_a_sleep_as_blocked_time (hung)".into()],
+                exit: "exit=124".into()
+            }
+        );
+        assert_eq!(r.binaries[1].verdict, Verdict::Pass);
+        let mut e = ConsoleEcho::default();
+        let shown: Vec<String> = HUNG_OUTPUT
+            .lines()
+            .filter_map(|l| e.line(l.trim_end_matches('\r')))
+            .collect();
+        assert_eq!(
+            shown[1],
+            "PROCLENS-HUNG switch_kinds after 300 s (running: run_reports_a_sleep_as_blocked_time)"
+        );
+        assert!(shown.contains(&"    [<0>] do_wait+0x1/0x2".to_string()));
+        assert!(!shown.iter().any(|l| l.contains("__workload_entry")));
     }
 
     #[test]
