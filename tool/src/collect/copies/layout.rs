@@ -1,5 +1,4 @@
-//! Copy paths and syscall counts: resolving their layouts from the running kernel,
-//! attaching the programs, and reading (and pruning) their per-CPU maps.
+//! What the copy programs need from the running kernel, resolved before loading:
 //!
 //! - Record offsets of `syscalls/sys_enter_<op>` / `sys_exit_<op>` come from the tracefs
 //!   format files, by field name.
@@ -7,24 +6,19 @@
 //!   file.{f_inode,f_mode} → inode.i_mode) comes from BTF.
 //! - `MAP_ANONYMOUS` is the build target's ABI value (libc crate).
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap},
-    programs::{RawTracePoint, TracePoint},
-};
+use anyhow::{Result, bail};
+use aya::EbpfLoader;
 use btf_rs::Btf;
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, layout, op},
+    copies::{layout, op},
     globals,
 };
 
-use super::{btf::member_offset, procfs, tracefs};
 use crate::{
+    collect::{btf::member_offset, tracefs},
     error::Fatal,
-    model::{copy_report::ProcRow, proctable::Key},
 };
 
 /// Field names of each op's `sys_enter_<op>` record: (source fd, destination fd). `None`
@@ -190,264 +184,6 @@ impl CopyConfig {
     }
 }
 
-/// Per-CPU map sizes: as many entries as fit a memory budget for the per-CPU values on
-/// this machine's possible CPUs, between a floor and a cap. Entries that do not fit are
-/// counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
-fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
-    const BUDGET: usize = 32 << 20;
-    let fit = BUDGET / (value_size.max(8) * cpus.max(1));
-    (fit.min(cap as usize) as u32).max(4096)
-}
-
-/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
-/// `SYSCALLS`: every process with a syscall entry should have room for its name.
-pub fn size_maps(loader: &mut EbpfLoader<'_>) {
-    let cpus = aya::util::nr_cpus().unwrap_or(1);
-    let syscalls = per_cpu_entries(8, cpus, 65536);
-    loader
-        .map_max_entries("SYSCALLS", syscalls)
-        .map_max_entries("COMMS", syscalls)
-        .map_max_entries(
-            "COPIES",
-            per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
-        );
-}
-
-/// Attaches the all-syscalls counter (raw tracepoint `sys_enter`, no tracefs needed).
-pub fn attach_syscalls(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut("sys_enter_all")
-        .context("program sys_enter_all missing from the BPF object")?
-        .try_into()?;
-    prog.load().context("loading sys_enter_all")?;
-    prog.attach("sys_enter")
-        .context("attaching to raw tracepoint sys_enter")?;
-    Ok(())
-}
-
-/// Attaches the copy-family enter programs and the shared exit program.
-pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
-    for (opid, why) in &cfg.layout.missing {
-        eprintln!(
-            "proclens: warning: {} is not traced: {why}",
-            op::NAMES[*opid as usize]
-        );
-    }
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        let prog_name = format!("enter_{name}");
-        let prog: &mut TracePoint = ebpf
-            .program_mut(&prog_name)
-            .with_context(|| format!("program {prog_name} missing from the BPF object"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("loading {prog_name}"))?;
-        prog.attach("syscalls", &format!("sys_enter_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_enter_{name}"))?;
-    }
-    let exit: &mut TracePoint = ebpf
-        .program_mut("copy_exit")
-        .context("program copy_exit missing from the BPF object")?
-        .try_into()?;
-    exit.load().context("loading copy_exit")?;
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        exit.attach("syscalls", &format!("sys_exit_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_exit_{name}"))?;
-    }
-    Ok(())
-}
-
-/// The per-CPU maps of syscall counts and path totals, and the per-thread calls in flight.
-pub struct CopyMaps {
-    syscalls: PerCpuHashMap<MapData, SysKey, u64>,
-    copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
-    inflight: HashMap<MapData, u32, Inflight>,
-    comms: HashMap<MapData, ProcKey, [u8; 16]>,
-}
-
-/// A delete that found no entry is not an error: the kernel (or an earlier prune) may
-/// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
-/// as the syscall's ENOENT, not as `KeyNotFound`.
-fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
-
-/// One reading of the syscall and copy-path maps.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub copies: StdHashMap<CopyKey, CopyStats>,
-    pub syscalls: StdHashMap<SysKey, u64>,
-}
-
-/// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
-const WALK_BOUND: usize = 4 * 65536;
-
-impl CopyMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        Ok(Self {
-            syscalls: PerCpuHashMap::try_from(
-                ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?,
-            )?,
-            copies: PerCpuHashMap::try_from(
-                ebpf.take_map("COPIES").context("map COPIES missing")?,
-            )?,
-            inflight: HashMap::try_from(
-                ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?,
-            )?,
-            comms: HashMap::try_from(ebpf.take_map("COMMS").context("map COMMS missing")?)?,
-        })
-    }
-
-    /// Both maps, read once.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot {
-            copies: self.copies()?,
-            syscalls: self.syscalls()?,
-        })
-    }
-
-    /// Syscall counts per (process, number), summed over CPUs.
-    pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        let mut out = StdHashMap::new();
-        for (i, item) in self.syscalls.iter().enumerate() {
-            if i >= WALK_BOUND {
-                break;
-            }
-            match item {
-                Ok((k, per_cpu)) => {
-                    out.insert(k, per_cpu.iter().sum());
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading SYSCALLS"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Path totals per (process, op, kinds), summed over CPUs.
-    pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        let mut out = StdHashMap::new();
-        for (i, item) in self.copies.iter().enumerate() {
-            if i >= WALK_BOUND {
-                break;
-            }
-            match item {
-                Ok((k, per_cpu)) => {
-                    let mut s = CopyStats::default();
-                    for c in per_cpu.iter() {
-                        s.bytes += c.bytes;
-                        s.calls += c.calls;
-                        s.errors += c.errors;
-                    }
-                    out.insert(k, s);
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading COPIES"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
-    pub fn comm(&self, key: Key) -> Option<String> {
-        let pk = ProcKey {
-            tgid: key.tgid,
-            _pad: 0,
-            start_ns: key.start_ns,
-        };
-        let raw = self.comms.get(&pk, 0).ok()?;
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        Some(String::from_utf8_lossy(&raw[..end]).into_owned())
-    }
-
-    /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. A process is (tgid, start): a new process that got a
-    /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
-    /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
-        self.prune_inflight()?;
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
-        let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        // The maps are walked again, not the interval's snapshot: a process can exit
-        // between the snapshot and the /proc check, and its last syscall (exit_group) makes
-        // an entry the snapshot does not have.
-        let sys: Vec<SysKey> = self
-            .syscalls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_gone(k.tgid, k.start_ns))
-            .collect();
-        for k in sys {
-            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
-        }
-        let cp: Vec<CopyKey> = self
-            .copies
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_gone(k.tgid, k.start_ns))
-            .collect();
-        for k in cp {
-            removed(self.copies.remove(&k)).context("pruning COPIES")?;
-        }
-        for k in gone {
-            let pk = ProcKey {
-                tgid: k.tgid,
-                _pad: 0,
-                start_ns: k.start_ns,
-            };
-            removed(self.comms.remove(&pk)).context("pruning COMMS")?;
-        }
-        Ok(())
-    }
-
-    fn prune_inflight(&mut self) -> Result<()> {
-        let stale: Vec<u32> = self
-            .inflight
-            .iter()
-            .take(WALK_BOUND)
-            .filter_map(Result::ok)
-            .filter(|(tid, v)| !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists())
-            .map(|(tid, _)| tid)
-            .collect();
-        for tid in stale {
-            removed(self.inflight.remove(&tid)).context("pruning INFLIGHT")?;
-        }
-        Ok(())
-    }
-}
-
-/// The processes among `rows` that have gone: a pid belongs to one live process at a
-/// time, so of several rows with one pid all but the latest started have gone; the latest
-/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
-/// row whose start the kernel could not read (0) lives while its pid exists.
-pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
-    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
-    }
-    rows.iter()
-        .map(ProcRow::key)
-        .filter(|k| {
-            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !procfs::exists(k.tgid);
-            }
-            procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,14 +217,14 @@ mod tests {
         }
     }
 
-    const ENTER_READ: &str = include_str!("../../tests/fixtures/6.18-sys_enter_read.format");
-    const EXIT_READ: &str = include_str!("../../tests/fixtures/6.18-sys_exit_read.format");
+    const ENTER_READ: &str = include_str!("../../../tests/fixtures/6.18-sys_enter_read.format");
+    const EXIT_READ: &str = include_str!("../../../tests/fixtures/6.18-sys_exit_read.format");
     const ENTER_SENDFILE: &str =
-        include_str!("../../tests/fixtures/6.18-sys_enter_sendfile64.format");
+        include_str!("../../../tests/fixtures/6.18-sys_enter_sendfile64.format");
     const EXIT_SENDFILE: &str =
-        include_str!("../../tests/fixtures/6.18-sys_exit_sendfile64.format");
-    const ENTER_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_enter_mmap.format");
-    const EXIT_MMAP: &str = include_str!("../../tests/fixtures/6.18-sys_exit_mmap.format");
+        include_str!("../../../tests/fixtures/6.18-sys_exit_sendfile64.format");
+    const ENTER_MMAP: &str = include_str!("../../../tests/fixtures/6.18-sys_enter_mmap.format");
+    const EXIT_MMAP: &str = include_str!("../../../tests/fixtures/6.18-sys_exit_mmap.format");
     /// The 6.18 formats of read, sendfile64 and mmap, by tracepoint.
     const FORMATS_6_18: [(&str, &str); 6] = [
         ("sys_enter_read", ENTER_READ),
@@ -541,39 +277,6 @@ mod tests {
             "missing ops keep no offsets"
         );
         assert_eq!(l.exit_ret, 16);
-    }
-
-    #[test]
-    fn deleting_a_missing_entry_is_not_an_error() {
-        let enoent = || {
-            Err(MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_delete_elem",
-                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
-            }))
-        };
-        assert!(removed(enoent()).is_ok());
-        assert!(removed(Ok(())).is_ok());
-        assert!(removed(Err(MapError::KeyNotFound)).is_ok());
-        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_delete_elem",
-            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
-        }));
-        assert!(removed(eperm).is_err());
-    }
-
-    #[test]
-    fn map_sizes_follow_the_cpu_count() {
-        assert_eq!(
-            per_cpu_entries(8, 2, 65536),
-            65536,
-            "capped on small machines"
-        );
-        assert_eq!(
-            per_cpu_entries(8, 256, 65536),
-            16384,
-            "32 MiB / (8 B x 256 CPUs)"
-        );
-        assert_eq!(per_cpu_entries(24, 4096, 32768), 4096, "floor");
     }
 
     #[test]
