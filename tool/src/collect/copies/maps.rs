@@ -5,8 +5,8 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap},
+    Ebpf, EbpfLoader, Pod,
+    maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
     programs::{RawTracePoint, TracePoint},
 };
 use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, op};
@@ -140,44 +140,20 @@ impl CopyMaps {
 
     /// Syscall counts per (process, number), summed over CPUs.
     pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        let mut out = StdHashMap::new();
-        for (i, item) in self.syscalls.iter().enumerate() {
-            if i >= WALK_BOUND {
-                break;
-            }
-            match item {
-                Ok((k, per_cpu)) => {
-                    out.insert(k, per_cpu.iter().sum());
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading SYSCALLS"),
-            }
-        }
-        Ok(out)
+        summed(&self.syscalls, "SYSCALLS", |per_cpu| per_cpu.iter().sum())
     }
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        let mut out = StdHashMap::new();
-        for (i, item) in self.copies.iter().enumerate() {
-            if i >= WALK_BOUND {
-                break;
+        summed(&self.copies, "COPIES", |per_cpu| {
+            let mut s = CopyStats::default();
+            for c in per_cpu.iter() {
+                s.bytes += c.bytes;
+                s.calls += c.calls;
+                s.errors += c.errors;
             }
-            match item {
-                Ok((k, per_cpu)) => {
-                    let mut s = CopyStats::default();
-                    for c in per_cpu.iter() {
-                        s.bytes += c.bytes;
-                        s.calls += c.calls;
-                        s.errors += c.errors;
-                    }
-                    out.insert(k, s);
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading COPIES"),
-            }
-        }
-        Ok(out)
+            s
+        })
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -249,6 +225,27 @@ impl CopyMaps {
         }
         Ok(())
     }
+}
+
+/// Every entry of a per-CPU map (at most [`WALK_BOUND`]: a walk restarts when entries
+/// are deleted under it), each value folded over the CPUs by `sum`. An entry deleted
+/// while the walk reaches it is skipped.
+fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &str,
+    sum: impl Fn(&PerCpuValues<V>) -> T,
+) -> Result<StdHashMap<K, T>> {
+    let mut out = StdHashMap::new();
+    for item in map.iter().take(WALK_BOUND) {
+        match item {
+            Ok((k, per_cpu)) => {
+                out.insert(k, sum(&per_cpu));
+            }
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        }
+    }
+    Ok(out)
 }
 
 /// The processes among `rows` that have gone: a pid belongs to one live process at a
