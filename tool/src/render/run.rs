@@ -46,7 +46,7 @@ pub fn plain(r: &RunReport) -> String {
          {:>14}  {exit}\n\
          {:>14}  {:.3} s\n\
          {:>14}  user {:.3} s, system {:.3} s (traced on-CPU time {:.3} s)\n\
-         {:>14}  blocked {:.3} s, waiting for a CPU {:.3} s\n\
+         {:>14}  blocked {:.3} s, waiting for a CPU {:.3} s (summed over its threads)\n\
          {:>14}  {} processes, {} threads (forked: {} processes, {} threads)\n\
          {:>14}  {} voluntary, {} involuntary\n\
          {:>14}  same-process {}, cross-process {}, idle/kernel {}\n\
