@@ -53,13 +53,11 @@ pub fn parse(output: &str) -> BootReport {
     // libtest's closing `failures:` list (one indented name a line), which stays readable
     // when a test's own output splits its `test NAME ... FAILED` line.
     let mut failures: Option<Vec<String>> = None;
-    // The test libtest announced last in the current binary (named if the binary hangs).
-    let mut running: Option<String> = None;
+    // The test running in the current binary (named if the binary hangs).
+    let mut running = Running::default();
     for raw in output.lines() {
         let line = raw.trim_end_matches('\r');
-        if let Some(t) = running_test(line) {
-            running = Some(t.to_string());
-        }
+        running.see(line);
         if line.trim() == "failures:" {
             failures = Some(Vec::new());
             continue;
@@ -101,7 +99,7 @@ pub fn parse(output: &str) -> BootReport {
             }
         } else if line.contains(HUNG) && !line.contains(HUNG_END) {
             if let Some(b) = r.binaries.last_mut() {
-                let name = running.as_deref().unwrap_or("?");
+                let name = running.name().unwrap_or("?");
                 b.verdict = Verdict::Fail {
                     tests: vec![format!("{name} (hung)")],
                     exit: String::new(),
@@ -169,8 +167,7 @@ pub struct ConsoleEcho {
     message_left: usize,
     /// Inside /init's process dump (between [`HUNG`] and [`HUNG_END`]): lines still to echo.
     dump_left: usize,
-    /// The test libtest announced last and has not reported on yet.
-    running: Option<String>,
+    running: Running,
 }
 
 impl ConsoleEcho {
@@ -187,18 +184,14 @@ impl ConsoleEcho {
         }
         if line.contains(HUNG) {
             self.dump_left = Self::DUMP_LINES;
-            let running = self.running.as_deref().unwrap_or("no test announced");
+            let running = self.running.name().unwrap_or("no test announced");
             return Some(format!("{} (running: {running})", line.trim()));
         }
         if self.dump_left > 0 {
             self.dump_left -= 1;
             return Some(line.to_string());
         }
-        if let Some(test) = running_test(line) {
-            self.running = Some(test.to_string());
-        } else if line.starts_with("test ") || line.contains(BEGIN) {
-            self.running = None;
-        }
+        self.running.see(line);
         self.wants(line).then(|| line.to_string())
     }
 
@@ -238,11 +231,33 @@ fn kernel_trouble(line: &str) -> bool {
     SIGNS.iter().any(|s| line.contains(s))
 }
 
-/// The name in libtest's `test NAME ... ` line of a test that has started and not ended.
-fn running_test(line: &str) -> Option<&str> {
-    let rest = line.trim().strip_prefix("test ")?;
-    let (name, result) = rest.split_once(" ...")?;
-    result.trim().is_empty().then_some(name)
+/// The test libtest announced last (`test NAME ... `, possibly followed on the same line
+/// by the test's own output) in the current binary and has not given a verdict for.
+#[derive(Debug, Default)]
+struct Running(Option<String>);
+
+impl Running {
+    fn see(&mut self, line: &str) {
+        if line.contains(BEGIN) {
+            self.0 = None;
+            return;
+        }
+        let Some((name, after)) = line
+            .trim()
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split_once(" ..."))
+        else {
+            return;
+        };
+        let verdict = ["ok", "FAILED", "ignored"]
+            .iter()
+            .any(|v| after.trim().starts_with(v));
+        self.0 = (!verdict).then(|| name.to_string());
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +392,28 @@ PROCLENS-SUMMARY pass=1 fail=1\r
         );
         assert!(shown.contains(&"    [<0>] do_wait+0x1/0x2".to_string()));
         assert!(!shown.iter().any(|l| l.contains("__workload_entry")));
+    }
+
+    #[test]
+    fn a_hung_test_is_named_only_within_its_binary() {
+        let out = "\
+PROCLENS-TEST-BEGIN cli
+test slow_one ... proclens: note: printed before its verdict
+PROCLENS-HUNG cli after 300 s
+PROCLENS-HUNG-END
+PROCLENS-TEST-RESULT cli FAIL exit=124
+PROCLENS-TEST-BEGIN zombies
+PROCLENS-HUNG zombies after 300 s
+PROCLENS-HUNG-END
+PROCLENS-TEST-RESULT zombies FAIL exit=124
+";
+        let r = parse(out);
+        let hung = |i: usize| match &r.binaries[i].verdict {
+            Verdict::Fail { tests, .. } => tests.clone(),
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(hung(0), ["slow_one (hung)"]);
+        assert_eq!(hung(1), ["? (hung)"], "nothing announced in this binary");
     }
 
     #[test]
