@@ -24,9 +24,8 @@
 
 use serde::Serialize;
 
-pub(crate) use crate::model::exit_status::status_text;
 use crate::model::{
-    exit_status::StatusFields,
+    exit_status::{StatusFields, status_text},
     proctable::{ForkStats, Proc, Zombie},
     rates::per_second,
 };

@@ -71,7 +71,7 @@ pub(super) fn zombie_lines(e: &Extras) -> Vec<ZombieLine> {
         .map(|z| ZombieLine {
             pid: z.key.tgid,
             comm: z.comm.clone(),
-            status: crate::render::zombies::status_text(z.status),
+            status: crate::model::exit_status::status_text(z.status),
             age_s: z.age_ns as f64 / 1e9,
             ppid: z.ppid,
             parent_comm: z.parent_comm.clone(),
