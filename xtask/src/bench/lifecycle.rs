@@ -33,9 +33,9 @@ const PROGRAMS: [&str; 5] = [
 ];
 
 /// The workloads: a stress-ng stressor and its number of workers. Two `fork` workers run
-/// at ~7,000 fork+exit/s here; two `vfork` workers at the highest rate the machine
-/// sustains (~70,000/s, both CPUs busy forking, the agent competing with them); one
-/// `vfork` worker at ~35,000/s, one process creating children as fast as it can (a
+/// at ~6,500 fork+exit/s here; two `vfork` workers at the highest rate the machine
+/// sustains (~60,000–70,000/s, both CPUs busy forking, the agent competing with them);
+/// one `vfork` worker at ~19,000/s, one process creating children as fast as it can (a
 /// shell loop or a build's fork storm) with a CPU left for the rest of the machine.
 const WORKLOADS: [(&str, u32); 3] = [("fork", 2), ("vfork", 2), ("vfork", 1)];
 
