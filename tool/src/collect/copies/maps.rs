@@ -182,24 +182,10 @@ impl CopyMaps {
         // The maps are walked again, not the interval's snapshot: a process can exit
         // between the snapshot and the /proc check, and its last syscall (exit_group) makes
         // an entry the snapshot does not have.
-        let sys: Vec<SysKey> = self
-            .syscalls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_gone(k.tgid, k.start_ns))
-            .collect();
-        for k in sys {
-            removed(self.syscalls.remove(&k)).context("pruning SYSCALLS")?;
-        }
-        let cp: Vec<CopyKey> = self
-            .copies
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_gone(k.tgid, k.start_ns))
-            .collect();
-        for k in cp {
-            removed(self.copies.remove(&k)).context("pruning COPIES")?;
-        }
+        remove_where(&mut self.syscalls, "SYSCALLS", |k| {
+            is_gone(k.tgid, k.start_ns)
+        })?;
+        remove_where(&mut self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns))?;
         for k in gone {
             let pk = ProcKey {
                 tgid: k.tgid,
@@ -246,6 +232,24 @@ fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
         }
     }
     Ok(out)
+}
+
+/// Deletes the entries of a per-CPU map whose key `gone` selects (keys collected first:
+/// deleting during the walk would restart it).
+fn remove_where<K: Pod, V: Pod>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    name: &str,
+    gone: impl Fn(&K) -> bool,
+) -> Result<()> {
+    let keys: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| gone(k))
+        .collect();
+    for k in keys {
+        removed(map.remove(&k)).with_context(|| format!("pruning {name}"))?;
+    }
+    Ok(())
 }
 
 /// The processes among `rows` that have gone: a pid belongs to one live process at a
