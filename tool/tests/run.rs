@@ -25,6 +25,29 @@ fn run_sh(script: &str) -> Value {
     report
 }
 
+/// `run` removes the cgroup it made for the command (after dropping its other
+/// capabilities), and the empty one a killed `run` left behind: none named
+/// `proclens-run-*` of a gone process stays.
+#[test]
+fn cgroups_of_finished_and_killed_runs_are_removed() {
+    if !can_trace() {
+        return;
+    }
+    let root = common::cgroup::v2_root();
+    // As if left by a `run` killed with SIGKILL: a pid above any pid_max, so never live.
+    let stale = root.join("proclens-run-4194305");
+    let _ = std::fs::create_dir(&stale);
+    let mut child = Command::new(PROCLENS)
+        .args(["run", "-o", "/dev/null", "--", "true"])
+        .spawn()
+        .unwrap();
+    let own = root.join(format!("proclens-run-{}", child.id()));
+    let st = common::wait_within(&mut child, COMMAND_LIMIT, "proclens run");
+    assert!(st.success(), "{st}");
+    assert!(!own.exists(), "{} was left behind", own.display());
+    assert!(!stale.exists(), "{} was not swept", stale.display());
+}
+
 /// Bytes of the summed path `syscall` from `src` to `dst` in the report's copies section.
 fn path_bytes(r: &Value, syscall: &str, src: &str, dst: &str) -> u64 {
     r["copies"]["paths"]

@@ -164,14 +164,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let cgroup = RunCgroup::create()?;
     let (tracer, copies_on) = start_tracer(&cgroup)?;
     let user = invoking_user()?;
-    // Keep only what starting the command as the invoking user takes; the rest goes now,
-    // before any other thread exists.
-    let keep: &[caps::Capability] = if user.is_some() {
-        &[caps::Capability::CAP_SETUID, caps::Capability::CAP_SETGID]
-    } else {
-        &[]
-    };
-    tracer.drop_privileges(keep)?;
+    // Keep only what starting the command as the invoking user and removing its cgroup
+    // take; the rest goes now, before any other thread exists.
+    let mut keep = RunCgroup::REMOVAL_CAPS.to_vec();
+    if user.is_some() {
+        keep.extend([caps::Capability::CAP_SETUID, caps::Capability::CAP_SETGID]);
+    }
+    tracer.drop_privileges(&keep)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -307,8 +306,9 @@ async fn trace_command(
     let pid = child.id() as i32;
     let mut life = CommandLifecycle::new();
     life.seed_leader(pid as u32);
-    // The command runs as its user now; proclens needs no more than map reads take.
-    tracer.drop_privileges(&[])?;
+    // The command runs as its user now; proclens needs no more than map reads and, at
+    // the end, removing the cgroup take.
+    tracer.drop_privileges(RunCgroup::REMOVAL_CAPS)?;
     let mut waiter = tokio::task::spawn_blocking(move || wait4(pid));
     let mut events: Vec<Event> = Vec::new();
     let reaped = loop {

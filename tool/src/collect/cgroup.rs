@@ -107,16 +107,25 @@ pub struct RunCgroup {
     home: PathBuf,
 }
 
+/// Name prefix of the cgroups `run` creates (below the v2 root), followed by proclens's pid.
+const RUN_PREFIX: &str = "proclens-run-";
+
 impl RunCgroup {
+    /// What removing the cgroup takes once proclens has dropped its other capabilities:
+    /// the v2 root may be read-only to uid 0 without CAP_DAC_OVERRIDE (0555 on hybrid
+    /// hierarchies), and rmdir needs write access to the parent.
+    pub const REMOVAL_CAPS: &[caps::Capability] = &[caps::Capability::CAP_DAC_OVERRIDE];
+
     pub fn create() -> Result<Self> {
         let root = v2_root()?;
+        sweep_stale(&root);
         let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let own_rel = own
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .unwrap_or("/");
         let home = root.join(own_rel.trim_start_matches('/'));
-        let dir = root.join(format!("proclens-run-{}", std::process::id()));
+        let dir = root.join(format!("{RUN_PREFIX}{}", std::process::id()));
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
         let filter = resolve(&dir)?;
         Ok(Self { filter, home })
@@ -137,6 +146,32 @@ impl Drop for RunCgroup {
             }
         }
         let _ = fs::remove_dir(&self.filter.path);
+    }
+}
+
+/// Removes the empty run cgroups of proclens processes that are gone (killed before they
+/// could remove theirs, e.g. by SIGKILL), and one left by an earlier holder of this pid.
+/// A cgroup still holding processes stays (rmdir refuses it); a live proclens's is never
+/// touched.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let me = std::process::id();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let live_proclens =
+            pid != me && super::procfs::comm(pid).is_some_and(|c| c == env!("CARGO_BIN_NAME"));
+        if !live_proclens {
+            let _ = fs::remove_dir(e.path());
+        }
     }
 }
 

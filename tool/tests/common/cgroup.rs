@@ -6,16 +6,21 @@ pub struct TestCgroup {
     pub dir: PathBuf,
 }
 
+/// Where the cgroup v2 hierarchy is mounted.
+pub fn v2_root() -> PathBuf {
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = mi
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a cgroup2 mount");
+    PathBuf::from(root)
+}
+
 impl TestCgroup {
     /// `proclens-test-<name>-<pid>` below the cgroup v2 root.
     pub fn new(name: &str) -> Self {
-        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = mi
-            .lines()
-            .find(|l| l.contains(" - cgroup2 "))
-            .and_then(|l| l.split_whitespace().nth(4))
-            .expect("a cgroup2 mount");
-        let dir = PathBuf::from(root).join(format!("proclens-test-{name}-{}", std::process::id()));
+        let dir = v2_root().join(format!("proclens-test-{name}-{}", std::process::id()));
         fs::create_dir(&dir).unwrap();
         Self { dir }
     }
