@@ -260,8 +260,10 @@ fn live_table_shows_sorts_and_restores_the_terminal() {
     // Command filter: only the workload's line remains.
     t.send(&["/"]);
     t.send(&[&name, "Enter"]);
+    // The frame is written top to bottom: the header shows the filter before the rows
+    // below are redrawn, and the prompt line at the bottom goes last.
     let s = t.wait_for("the filter", Duration::from_secs(5), |s| {
-        s.contains(&format!("comm~{name}"))
+        s.contains(&format!("comm~{name}")) && !s.contains("command contains:")
     });
     // Only the workload's line remains (and, at times, a forked child of it that has not
     // exec'd `sleep` yet, which still bears its name).
