@@ -26,6 +26,17 @@ pub mod globals {
     pub const TASK_MM: &str = "TASK_MM_OFF";
     pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER_OFF";
     pub const TASK_START_TIME: &str = "TASK_START_TIME_OFF";
+    /// 1 when the switch programs read the time from the task's run queue
+    /// (`task->se.cfs_rq->rq->clock`, offsets below, from BTF); 0: `bpf_ktime_get_ns`.
+    pub const RQ_CLOCK: &str = "RQ_CLOCK";
+    pub const TASK_CFS_RQ: &str = "TASK_CFS_RQ_OFF";
+    pub const CFS_RQ_RQ: &str = "CFS_RQ_RQ_OFF";
+    pub const RQ_CLOCK_OFF: &str = "RQ_CLOCK_OFF";
+    /// 1 when run-queue time comes from `task_struct.sched_info.run_delay` (offset
+    /// below, from BTF) and the wakeup programs stay detached; CLOCK_MONOTONIC at load.
+    pub const SCHED_INFO: &str = "SCHED_INFO";
+    pub const TASK_RUN_DELAY: &str = "TASK_RUN_DELAY_OFF";
+    pub const TRACE_START_NS: &str = "TRACE_START_NS";
     /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
     pub const CGROUP_ID: &str = "CGROUP_ID";
     pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";

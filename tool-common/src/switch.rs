@@ -8,6 +8,31 @@
 /// `[2^i, 2^(i+1))` µs (bucket 0 also holds < 1 µs). 27 buckets reach ~134 s.
 pub const RUNQ_BUCKETS: usize = 27;
 
+/// The [`RUNQ_BUCKETS`] bucket of a run-queue wait of `ns` nanoseconds: `floor(log2(ns /
+/// 1000))`, capped at the last bucket (waits under 2 µs go to bucket 0).
+///
+/// Computed without a division or a count of leading zeros, which the BPF instruction set
+/// lacks (a 64-bit `div` and the ~40-instruction expansion of `leading_zeros` were a
+/// fifth of the `sched_switch` program's cost): `ns / 1000 >= 2^b` exactly when
+/// `ns >= 1000 << b`, so a binary search over `b` takes five compares.
+#[inline(always)]
+pub const fn runq_bucket(ns: u64) -> usize {
+    let mut b = 0u32;
+    let mut step = 16u32;
+    while step > 0 {
+        if ns >= 1000u64 << (b + step) {
+            b += step;
+        }
+        step >>= 1;
+    }
+    let b = b as usize;
+    if b >= RUNQ_BUCKETS {
+        RUNQ_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
 /// `TASK_RUNNING`: the task was still runnable when it was switched out.
 pub const TASK_RUNNING: u32 = 0;
 /// `TASK_DEAD` (0x80 since Linux 4.14): set by `do_task_dead` before a thread's last switch.
@@ -28,8 +53,8 @@ pub const fn is_involuntary(preempt: bool, prev_state: u32) -> bool {
 pub struct ThreadSwitches {
     /// Thread-group id (the process id) of the thread.
     pub tgid: u32,
-    /// [`kind`] of the thread, cached once it is known to be a user task (a user task
-    /// keeps its address space until it exits), so the hot path need not read `mm`.
+    /// [`kind`] of the thread when its entry was made (a user task keeps its address
+    /// space until it exits, a kernel thread never has one).
     pub kind: u32,
     /// Start time (ns since boot, `task_struct.start_time`) of the thread-group leader:
     /// together with `tgid` it names a process uniquely, even when pids are reused.
@@ -56,14 +81,31 @@ pub struct ThreadSwitches {
     /// When the thread was last switched out (0: not yet seen switching out).
     pub out_ts: u64,
     /// When the thread last became runnable (woken, or preempted); 0 when it is not
-    /// waiting on a run queue.
+    /// waiting on a run queue. Only kept where the wakeup programs run (kernels whose
+    /// scheduler keeps no per-task run-queue time, see [`ThreadSwitches::run_delay_seen`]).
     pub wake_ts: u64,
     /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
     pub runq_hist: [u32; RUNQ_BUCKETS],
-    pub _pad2: u32,
+    /// [`flags`] of the thread's last switch out.
+    pub flags: u32,
     /// The thread's command name when its entry was made (`current`'s), so a process that
     /// is reaped before userspace reads /proc still has a name.
     pub comm: [u8; 16],
+    /// The scheduler's own run-queue time of the thread (`sched_info.run_delay`, what
+    /// `/proc/PID/schedstat` shows second) at its last switch out: the growth of that
+    /// counter by the next switch out is the wait before the run in between. Used where
+    /// the kernel keeps it (`CONFIG_SCHED_INFO`, active), instead of timing wakeups.
+    pub run_delay_seen: u64,
+}
+
+/// Bits of [`ThreadSwitches::flags`].
+pub mod flags {
+    /// The last switch out was voluntary: the time until the next run is blocked time,
+    /// then run-queue wait.
+    pub const OUT_VOLUNTARY: u32 = 1;
+    /// `run_delay_seen` is a baseline: the wait before the next run is known. Not set for
+    /// a thread that existed before tracing began until its first switch out.
+    pub const WAIT_KNOWN: u32 = 2;
 }
 
 /// Kinds of task a CPU switched between, kept per CPU to classify the next switch.
@@ -98,4 +140,36 @@ pub struct CpuSwitches {
     pub cross_process: u64,
     /// Switches with the idle task or a kernel thread on either side.
     pub idle_or_kernel: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference: what the bucket means, with a division and a logarithm.
+    fn by_division(ns: u64) -> usize {
+        let us = ns / 1000;
+        let b = if us == 0 { 0 } else { us.ilog2() as usize };
+        b.min(RUNQ_BUCKETS - 1)
+    }
+
+    #[test]
+    fn runq_bucket_is_floor_log2_of_microseconds() {
+        let check = |ns: u64| assert_eq!(runq_bucket(ns), by_division(ns), "ns = {ns}");
+        // Every bucket edge, one below and one above it, and a sweep of magnitudes.
+        for ns in [0, 1, 999, 1000, 1001, 1999, 2000, u64::MAX] {
+            check(ns);
+        }
+        for b in 0..40u32 {
+            let edge = 1000u64 << b;
+            for ns in [edge - 1, edge, edge + 1] {
+                check(ns);
+            }
+        }
+        let mut x = 1u64;
+        while x < u64::MAX / 3 {
+            check(x);
+            x = x * 3 + 7;
+        }
+    }
 }

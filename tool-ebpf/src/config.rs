@@ -31,6 +31,20 @@ globals! {
     TASK_MM_OFF => task_mm_off: u32;
     TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
     TASK_START_TIME_OFF => task_start_time_off: u32;
+    /// 1: the switch programs take the time from the task's run queue through the three
+    /// offsets below; 0: from `bpf_ktime_get_ns` (see `switch::now`).
+    RQ_CLOCK => rq_clock: u32;
+    TASK_CFS_RQ_OFF => task_cfs_rq_off: u32;
+    CFS_RQ_RQ_OFF => cfs_rq_rq_off: u32;
+    RQ_CLOCK_OFF => rq_clock_off: u32;
+    /// 1: run-queue time comes from the scheduler's per-task `sched_info.run_delay` (at
+    /// `TASK_RUN_DELAY_OFF`) and the wakeup programs are not attached; 0: from timing
+    /// wakeups (kernels that keep no such counter). Only with `RQ_CLOCK`.
+    SCHED_INFO => sched_info: u32;
+    TASK_RUN_DELAY_OFF => task_run_delay_off: u32;
+    /// CLOCK_MONOTONIC when tracing began: threads started later (`task_struct.start_time`)
+    /// are traced from their first instruction, so their whole run-queue time counts.
+    TRACE_START_NS => trace_start_ns: u64;
     /// Only trace tasks in this cgroup v2 (or below it); 0 traces every task.
     CGROUP_ID => cgroup_id: u64;
     /// Depth of that cgroup below the v2 root (the ancestor level to compare).

@@ -16,8 +16,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuHashMap},
@@ -85,10 +84,8 @@ fn process_start(task: u64) -> u64 {
         ) else {
             return 0;
         };
-        bpf_probe_read_kernel(
-            (leader + u64::from(config::task_start_boottime_off())) as *const u64,
-        )
-        .unwrap_or(0)
+        bpf_probe_read_kernel((leader + u64::from(config::task_start_boottime_off())) as *const u64)
+            .unwrap_or(0)
     }
 }
 

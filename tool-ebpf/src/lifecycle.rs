@@ -4,17 +4,13 @@
 //! every `task_struct`/`sighand_struct`/`linux_binprm`/`pid` offset comes from the running
 //! kernel's BTF through load-time globals (see `config`). A failed reservation is counted
 //! in `COUNTERS[RINGBUF_DROPS]`, never silent.
-//!
-//! Fields of those BTF-typed pointers (and of the pointers loaded from them) are read with
-//! plain loads ([`field`]), not `bpf_probe_read_kernel`: the offsets are load-time
-//! constants, so the verifier checks each load against the kernel's BTF, and a load through
-//! a NULL or stale pointer reads 0 instead of faulting. A helper call per field cost about
-//! as much as the rest of a program (a fork+exit made ~40 of them).
+//! Fields are read with BTF-checked loads (see `task`): a helper call per field had cost
+//! about as much as the rest of a program (a fork+exit made ~40 of them).
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_kernel_str_bytes,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -28,6 +24,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::{EVENTS, count, submit_flags},
+    task::{field, probe},
 };
 
 const SIGCHLD: i32 = 17;
@@ -62,22 +59,6 @@ pub fn sched_process_wait(ctx: BtfTracePointContext) -> u32 {
 pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
     let _ = try_free(&ctx);
     0
-}
-
-/// The field at `offset` of a BTF-typed kernel pointer (a tracepoint argument, or a pointer
-/// field read from one). Only for such pointers: the verifier rejects a plain load through
-/// any other value (use [`probe`]).
-#[inline(always)]
-fn field<T>(base: u64, offset: u32) -> T {
-    // SAFETY: a BTF-checked load; the kernel turns a fault into a zero result.
-    unsafe { core::ptr::read_volatile((base + u64::from(offset)) as *const T) }
-}
-
-/// A kernel value behind a pointer the verifier knows nothing about.
-#[inline(always)]
-fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
 /// The task's ids and its process's identity (group leader's start_boottime).

@@ -4,12 +4,13 @@
 #![no_main]
 
 mod config;
-mod filter;
 mod copies;
 mod fdkind;
+mod filter;
 mod lifecycle;
 mod maps;
 mod switch;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

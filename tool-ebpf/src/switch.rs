@@ -1,27 +1,29 @@
 //! Context switches: voluntary/involuntary per thread, same-process vs cross-process vs
 //! idle/kernel classification, on-CPU, blocked and run-queue time, run-queue histograms.
 //!
-//! Raw tracepoints `sched_switch`, `sched_wakeup` and `sched_wakeup_new`: they get the
-//! tracepoint's own arguments (task pointers), cost no trace-record formatting and need no
-//! tracefs. The argument layout and task_struct offsets come from the running kernel's BTF
-//! (see `config`).
+//! BTF tracepoints `sched_switch`, `sched_wakeup` and `sched_wakeup_new`: they get the
+//! tracepoint's own arguments (typed task pointers), cost no trace-record formatting, need
+//! no tracefs, and read task fields with plain BTF-checked loads (see `task`). The argument
+//! layout and every offset come from the running kernel's BTF (see `config`).
+//!
+//! The programs call no helper on their hot path. In particular the time is not read with
+//! `bpf_ktime_get_ns` (about as dear as the rest of the switch program on a VM) but taken
+//! from the scheduler: see [`now`]. Where the scheduler also keeps each task's run-queue
+//! time (`sched_info.run_delay`, `CONFIG_SCHED_INFO`), the wait before each run is read
+//! from it at the task's switch out, and the wakeup programs are not attached at all:
+//! a wakeup then costs nothing.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use proclens_common::{
     counters,
     event::{EventHeader, ThreadExit, kind as event_kind},
-    switch::{CpuSwitches, RUNQ_BUCKETS, TASK_DEAD, ThreadSwitches, is_involuntary, kind},
+    switch::{CpuSwitches, TASK_DEAD, ThreadSwitches, flags, is_involuntary, kind, runq_bucket},
 };
 
 use crate::{
     config, filter,
     maps::{CPU_SWITCHES, EVENTS, THREADS, count, submit_flags},
+    task::field,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -35,70 +37,70 @@ enum Class {
     IdleOrKernel,
 }
 
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn sched_switch(ctx: RawTracePointContext) -> u32 {
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     let _ = try_sched_switch(&ctx);
     0
 }
 
-#[raw_tracepoint(tracepoint = "sched_wakeup")]
-pub fn sched_wakeup(ctx: RawTracePointContext) -> u32 {
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
     let _ = try_wakeup(&ctx);
     0
 }
 
-#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
-pub fn sched_wakeup_new(ctx: RawTracePointContext) -> u32 {
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
     let _ = try_wakeup(&ctx);
     0
 }
 
+/// The time of the switch or wakeup of `task` that is being traced, in ns; 0 if unknown.
+///
+/// `__schedule` and every wakeup path update the run queue's clock (`rq->clock`,
+/// `sched_clock` based) under its lock just before these tracepoints fire, and the
+/// scheduler's own accounting (`/proc/PID/schedstat`: run time, run-queue wait) uses that
+/// same clock, so reading it is exact to the kernel's view and costs three loads of cache
+/// lines the scheduler just wrote, where `bpf_ktime_get_ns` costs a helper call and a clock
+/// read (~30 ns on a VM, a third of the program). The task's `se.cfs_rq` is set for every
+/// task, whatever its class (idle, RT, fair), to its CPU's root or group run queue, whose
+/// `rq` is the CPU's. Kernels without `CONFIG_FAIR_GROUP_SCHED` have no `cfs_rq.rq`; there
+/// the loader sets `RQ_CLOCK` to 0 and the helper is used. The verifier sees `RQ_CLOCK` as
+/// a constant, so only one of the two paths is ever loaded.
 #[inline(always)]
-unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+fn now(task: u64) -> u64 {
+    if config::rq_clock() == 0 {
+        // SAFETY: a helper without arguments.
+        return unsafe { bpf_ktime_get_ns() };
+    }
+    let cfs_rq: u64 = field(task, config::task_cfs_rq_off());
+    if cfs_rq == 0 {
+        return 0;
+    }
+    let rq: u64 = field(cfs_rq, config::cfs_rq_rq_off());
+    if rq == 0 {
+        return 0;
+    }
+    field(rq, config::rq_clock_off())
 }
 
-fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
-    let now = unsafe { bpf_ktime_get_ns() };
+fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
+    //          [, unsigned int prev_state (5.18+)]); `current` is still `prev`.
+    let prev: u64 = ctx.arg(1);
+    let tid: u32 = field(prev, config::task_pid_off());
+    let tgid: u32 = field(prev, config::task_tgid_off());
+    let now = now(prev);
     let Some(cpu) = CPU_SWITCHES.get_ptr_mut(0) else {
         return Err(-1);
     };
     // SAFETY: the per-CPU slot belongs to this CPU while the program runs.
     let cpu: &mut CpuSwitches = unsafe { &mut *cpu };
 
-    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
-    //          [, unsigned int prev_state (5.18+)]); `current` is still `prev`.
-    let preempt: u64 = ctx.arg(0);
-    let prev: u64 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let tgid = (pid_tgid >> 32) as u32;
-    let prev_state: u32 = if config::switch_prev_state_arg() != 0 {
-        let raw: u64 = ctx.arg(3);
-        raw as u32
-    } else {
-        unsafe { read_at(prev, config::task_state_off())? }
-    };
-    let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
-    // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
-    let mut entry = if traced {
-        thread_entry(tid, tgid, prev).ok()
-    } else {
-        None
-    };
-    let prev_kind = match &mut entry {
-        Some(e) if e.kind == kind::USER => kind::USER,
-        e => {
-            let k = task_kind(tid, prev)?;
-            if let Some(e) = e {
-                e.kind = k;
-            }
-            k
-        }
-    };
-
-    // Classify the previous switch on this CPU: its incoming task is `current`.
+    // Classify the previous switch on this CPU: its incoming task is `current`. The CPU's
+    // bookkeeping comes first and the thread's second, so that as little as possible is
+    // live across the map lookup.
+    let prev_kind = task_kind(tid, prev);
     let class = match cpu.last_prev_kind {
         kind::UNKNOWN => Class::Unknown,
         k if k == kind::IDLE_OR_KERNEL || prev_kind == kind::IDLE_OR_KERNEL => {
@@ -124,14 +126,35 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
     cpu.last_prev_tgid = tgid;
     cpu.last_prev_kind = prev_kind;
 
-    let Some(entry) = entry else {
+    if tid == 0 || !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
         return Ok(());
+    }
+    // A full map (counted) leaves the thread untracked.
+    let entry = thread_entry(tid, tgid, prev)?;
+    let preempt: u64 = ctx.arg(0);
+    let prev_state: u32 = if config::switch_prev_state_arg() != 0 {
+        let raw: u64 = ctx.arg(3);
+        raw as u32
+    } else {
+        // `state` (a long before 5.14): its low half on little-endian machines.
+        field(prev, config::task_state_off())
     };
-    account_switch_out(entry, class, in_ts, now, preempt & 1 != 0, prev_state);
+    let run_delay = if config::sched_info() != 0 {
+        field(prev, config::task_run_delay_off())
+    } else {
+        0
+    };
+    account_switch_out(
+        entry,
+        Run { class, in_ts, now },
+        preempt & 1 != 0,
+        prev_state,
+        run_delay,
+    );
     if prev_state & TASK_DEAD != 0 && is_exiting(prev) {
         // The thread's last switch: hand its final counts to userspace and forget it, so
         // a reused thread id starts from zero.
-        emit_thread_exit(tid, now, entry);
+        emit_thread_exit(tid, now, prev, entry);
         let _ = THREADS.remove(&tid);
     }
     Ok(())
@@ -139,22 +162,22 @@ fn try_sched_switch(ctx: &RawTracePointContext) -> Result<(), i32> {
 
 /// A user task has its own address space (`mm`); the idle task and kernel threads do not.
 #[inline(always)]
-fn task_kind(tid: u32, task: u64) -> Result<u32, i32> {
+fn task_kind(tid: u32, task: u64) -> u32 {
     if tid == 0 {
-        return Ok(kind::IDLE_OR_KERNEL);
+        return kind::IDLE_OR_KERNEL;
     }
-    let mm: u64 = unsafe { read_at(task, config::task_mm_off())? };
-    Ok(if mm == 0 {
+    let mm: u64 = field(task, config::task_mm_off());
+    if mm == 0 {
         kind::IDLE_OR_KERNEL
     } else {
         kind::USER
-    })
+    }
 }
 
 /// Whether the task has an exit state (zombie or dead): its last switch.
 #[inline(always)]
 fn is_exiting(task: u64) -> bool {
-    let exit_state: i32 = unsafe { read_at(task, config::task_exit_state_off()) }.unwrap_or(0);
+    let exit_state: i32 = field(task, config::task_exit_state_off());
     exit_state != 0
 }
 
@@ -174,8 +197,9 @@ fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwi
         }
         // Created by a wakeup, which knows no tgid: fill the identity in.
         e.tgid = tgid;
+        e.kind = task_kind(tgid, task);
         e.start_ns = leader_start(task);
-        e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        e.comm = comm(task);
         return Ok(e);
     }
     let new = fresh(tgid, task);
@@ -195,36 +219,68 @@ fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwi
 
 #[inline(always)]
 fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
+    let (run_delay_seen, flags) = wait_baseline(task);
     ThreadSwitches {
         tgid,
+        kind: task_kind(tgid, task),
         start_ns: leader_start(task),
-        // Only ever called for `current`.
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: comm(task),
+        run_delay_seen,
+        flags,
         ..ThreadSwitches::default()
+    }
+}
+
+/// Where counting the run-queue time of a thread first seen now starts. A thread started
+/// since tracing began is counted from birth (its whole `run_delay`, the wait before its
+/// first run included); an older one from now on (the wait before the run ending now began
+/// before proclens could see it, so it is no sample).
+#[inline(always)]
+fn wait_baseline(task: u64) -> (u64, u32) {
+    if config::sched_info() == 0 {
+        return (0, 0);
+    }
+    let started: u64 = field(task, config::task_start_time_off());
+    if started >= config::trace_start_ns() {
+        (0, flags::WAIT_KNOWN)
+    } else {
+        (field(task, config::task_run_delay_off()), 0)
     }
 }
 
 #[inline(always)]
 fn leader_start(task: u64) -> u64 {
-    unsafe {
-        let leader: u64 = read_at(task, config::task_group_leader_off()).unwrap_or(0);
-        if leader == 0 {
-            return 0;
-        }
-        read_at(leader, config::task_start_time_off()).unwrap_or(0)
+    let leader: u64 = field(task, config::task_group_leader_off());
+    if leader == 0 {
+        return 0;
     }
+    field(leader, config::task_start_time_off())
+}
+
+#[inline(always)]
+fn comm(task: u64) -> [u8; 16] {
+    field(task, config::task_comm_off())
+}
+
+/// The run that ends at a switch out: how the thread came on (classified at this switch,
+/// see `CpuSwitches`), when (0: unknown), and now.
+struct Run {
+    class: Class,
+    in_ts: u64,
+    now: u64,
 }
 
 #[inline(always)]
 fn account_switch_out(
     e: &mut ThreadSwitches,
-    class: Class,
-    in_ts: u64,
-    now: u64,
+    run: Run,
     preempt: bool,
     prev_state: u32,
+    run_delay: u64,
 ) {
-    if in_ts != 0 && in_ts <= now {
+    let Run { class, in_ts, now } = run;
+    let ran = in_ts != 0 && in_ts <= now;
+    if ran {
         // The run that ends now started at in_ts.
         e.oncpu_ns += now - in_ts;
         match class {
@@ -233,6 +289,20 @@ fn account_switch_out(
             Class::IdleOrKernel => e.idle_kernel_in += 1,
             Class::Unknown => {}
         }
+    }
+    if config::sched_info() != 0 {
+        // The scheduler's run-queue time grew by the wait before this run (one arrival
+        // per run; a migration while waiting adds both queues' share).
+        let wait = run_delay.saturating_sub(e.run_delay_seen);
+        e.run_delay_seen = run_delay;
+        if e.flags & flags::WAIT_KNOWN != 0 {
+            record_runq(e, wait);
+            // Off CPU since the last switch out: blocked until woken, then waiting.
+            if ran && e.flags & flags::OUT_VOLUNTARY != 0 && e.out_ts != 0 && e.out_ts <= in_ts {
+                e.blocked_ns += (in_ts - e.out_ts).saturating_sub(wait);
+            }
+        }
+    } else if ran {
         let wake = e.wake_ts;
         // Only a wakeup between the last switch out and this run's start splits the time
         // off CPU into blocked and waiting; without one (the thread was first seen after
@@ -246,9 +316,11 @@ fn account_switch_out(
         e.involuntary += 1;
         // Still runnable: it waits on the run queue from now on.
         e.wake_ts = now;
+        e.flags = flags::WAIT_KNOWN;
     } else {
         e.voluntary += 1;
         e.wake_ts = 0;
+        e.flags = flags::WAIT_KNOWN | flags::OUT_VOLUNTARY;
     }
     e.out_ts = now;
 }
@@ -259,22 +331,12 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
     if ns > e.runq_max_ns {
         e.runq_max_ns = ns;
     }
-    let us = ns / 1000;
-    let bucket = if us == 0 {
-        0
-    } else {
-        (63 - us.leading_zeros()) as usize
-    };
-    let bucket = if bucket >= RUNQ_BUCKETS {
-        RUNQ_BUCKETS - 1
-    } else {
-        bucket
-    };
+    let bucket = runq_bucket(ns);
     e.runq_hist[bucket] += 1;
 }
 
 #[inline(always)]
-fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
+fn emit_thread_exit(tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
     match EVENTS.reserve::<ThreadExit>(0) {
         Some(mut slot) => {
             slot.write(ThreadExit {
@@ -284,8 +346,7 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
                     ts: now,
                 },
                 stats: *e,
-                // `current` is the exiting thread.
-                comm: bpf_get_current_comm().unwrap_or([0; 16]),
+                comm: comm(task),
             });
             slot.submit(submit_flags());
         }
@@ -293,14 +354,14 @@ fn emit_thread_exit(tid: u32, now: u64, e: &ThreadSwitches) {
     }
 }
 
-fn try_wakeup(ctx: &RawTracePointContext) -> Result<(), i32> {
-    // TP_PROTO(struct task_struct *p)
+fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    // TP_PROTO(struct task_struct *p); p is already on its (new) CPU's run queue.
     let task: u64 = ctx.arg(0);
-    let tid: u32 = unsafe { read_at(task, config::task_pid_off())? };
+    let tid: u32 = field(task, config::task_pid_off());
     if tid == 0 {
         return Ok(());
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now(task);
     if let Some(e) = THREADS.get_ptr_mut(&tid) {
         // SAFETY: map values live as long as the map; a racing switch-out of the same
         // thread can at worst cost one latency sample.

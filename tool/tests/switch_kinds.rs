@@ -5,8 +5,10 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace, cgroup::TestCgroup, now_unix,
-    settled_counters, workload::Workload,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace,
+    cgroup::TestCgroup,
+    now_unix, settled_counters,
+    workload::{SCHEDSTAT_ENV, Workload},
 };
 use serde_json::Value;
 
@@ -25,6 +27,10 @@ fn field(v: &Value, k: &str) -> u64 {
 
 /// `proclens run --json -- <workload>`: the report and proclens's exit status.
 fn run_workload(kind: &str) -> (Value, std::process::ExitStatus) {
+    run_workload_with(kind, &[])
+}
+
+fn run_workload_with(kind: &str, extra_env: &[(&str, &str)]) -> (Value, std::process::ExitStatus) {
     let (argv, env) = Workload::auto_command(kind);
     let out_file = std::env::temp_dir().join(format!(
         "proclens-run-{}-{}.json",
@@ -35,6 +41,7 @@ fn run_workload(kind: &str) -> (Value, std::process::ExitStatus) {
         .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
         .args(&argv)
         .envs(env)
+        .envs(extra_env.iter().copied())
         .stdout(std::process::Stdio::null())
         .status_within(COMMAND_LIMIT);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
@@ -165,6 +172,74 @@ fn competing_cpu_hogs_are_preempted_and_wait_for_the_cpu() {
     assert!(runq > 0.05, "run-queue wait {runq} s: {r}");
     assert!(r["runq_latency"]["p99_us"].as_u64().unwrap() > 0);
     assert!(r["runq_latency"]["max_us"].as_u64().unwrap() > 0);
+}
+
+/// `run`'s on-CPU and run-queue times are the scheduler's own: they match what the kernel
+/// keeps per task (`/proc/PID/task/TID/schedstat`: time on CPU, time waiting on a run
+/// queue), read by every task of the two competing CPU hogs just before it exits (both
+/// spin for 300 ms of wall time on one CPU: each runs about half of it and waits the rest).
+///
+/// Tolerances: for the wait, 3% + 3 ms: both sides read the same clock (the run queue's)
+/// at the same points; what differs is what runs after the last read (the exit paths,
+/// the parent's wait for its child) and the few µs of each task before it joins the
+/// command's cgroup. For time on CPU, 3% + 10 ms: the kernel charges a running task's
+/// time at the next tick or switch (a task's own read can lag by a tick, 4 ms at
+/// HZ=250), and on its task clock, which leaves out time stolen by the hypervisor.
+#[test]
+fn run_times_match_the_kernels_schedstat() {
+    if !can_trace() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("proclens-schedstat-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let (r, status) = run_workload_with(
+        "cpu-contend:300",
+        &[(SCHEDSTAT_ENV, file.to_str().unwrap())],
+    );
+    assert!(status.success(), "{status}: {r}");
+    let stats = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let (mut oncpu_ns, mut runq_ns, mut tasks) = (0u64, 0u64, 0);
+    for line in stats.lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        oncpu_ns += f[0];
+        runq_ns += f[1];
+        tasks += 1;
+    }
+    // The parent's threads (the test harness's and the workload's) and the child.
+    assert!(tasks >= 2, "{stats}");
+    let near = |ours_s: f64, kernel_ns: u64, slack_ms: f64| {
+        let kernel_s = kernel_ns as f64 / 1e9;
+        (ours_s - kernel_s).abs() <= kernel_s * 0.03 + slack_ms / 1e3
+    };
+    let (oncpu, runq) = (
+        r["oncpu_s"].as_f64().unwrap(),
+        r["runq_s"].as_f64().unwrap(),
+    );
+    eprintln!(
+        "proclens: on CPU {oncpu:.6} s, waiting {runq:.6} s; schedstat: {:.6} s, {:.6} s",
+        oncpu_ns as f64 / 1e9,
+        runq_ns as f64 / 1e9
+    );
+    assert!(
+        oncpu_ns > 250_000_000,
+        "300 ms of spinning on one CPU: {stats}"
+    );
+    assert!(
+        near(oncpu, oncpu_ns, 10.0),
+        "on CPU {oncpu} s vs schedstat {stats}: {r}"
+    );
+    assert!(
+        runq_ns > 100_000_000,
+        "the hogs waited for each other: {stats}"
+    );
+    assert!(
+        near(runq, runq_ns, 3.0),
+        "run-queue wait {runq} s vs schedstat {stats}: {r}"
+    );
 }
 
 /// `run` returns the command's exit code (or 128+signal).

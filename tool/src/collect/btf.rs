@@ -22,6 +22,42 @@ pub struct TaskOffsets {
     pub exit_state: u32,
 }
 
+/// Where the scheduler keeps the time of the switch or wakeup it is tracing: the task's
+/// run queue's `rq->clock` (`sched_clock`, ns), which `__schedule` and every wakeup update
+/// under the run-queue lock just before the tracepoint fires. Reached from the task as
+/// `task_struct.se.cfs_rq` → `cfs_rq.rq` → `rq.clock`; `cfs_rq.rq` exists only with
+/// `CONFIG_FAIR_GROUP_SCHED` (every distribution kernel), so a kernel without it has no
+/// such offsets and the switch programs read `bpf_ktime_get_ns` instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RqClockOffsets {
+    /// `task_struct.se` + `sched_entity.cfs_rq`.
+    pub task_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    pub rq_clock: u32,
+}
+
+impl RqClockOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let se = member_offset(btf, "task_struct", "se")?;
+        let cfs_rq = member_offset(btf, "sched_entity", "cfs_rq")?;
+        Ok(Self {
+            task_cfs_rq: se
+                .checked_add(cfs_rq)
+                .context("BTF offset of task_struct.se.cfs_rq overflows")?,
+            cfs_rq_rq: member_offset(btf, "cfs_rq", "rq")?,
+            rq_clock: member_offset(btf, "rq", "clock")?,
+        })
+    }
+}
+
+/// `task_struct.sched_info` + `sched_info.run_delay`: the scheduler's per-task run-queue
+/// time (`CONFIG_SCHED_INFO`; /proc/PID/schedstat's second field).
+pub fn task_run_delay_offset(btf: &Btf) -> Result<u32> {
+    member_offset(btf, "task_struct", "sched_info")?
+        .checked_add(member_offset(btf, "sched_info", "run_delay")?)
+        .context("BTF offset of task_struct.sched_info.run_delay overflows")
+}
+
 /// Offsets to find a task's cgroup v2 ancestors without bpf_get_current_ancestor_cgroup_id:
 /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level` and `cgroup.ancestor_ids`
 /// (older kernels' layout, e.g. 5.10; later ones have `ancestors[]`, and the helper).
@@ -427,6 +463,8 @@ mod tests {
             text(TaskOffsets::from_btf(btf)),
             text(LifecycleOffsets::from_btf(btf)),
             text(CgroupWalkOffsets::from_btf(btf)),
+            text(RqClockOffsets::from_btf(btf)),
+            text(task_run_delay_offset(btf)),
             text(FdOffsets::from_btf(btf)),
             text(raw_tp_args(btf, "sched_switch")),
             text(raw_tp_args(btf, "sched_wakeup")),
@@ -495,6 +533,10 @@ mod tests {
             "linux_binprm",
             "css_set",
             "cgroup",
+            "sched_entity",
+            "cfs_rq",
+            "rq",
+            "sched_info",
             "files_struct",
             "fdtable",
             "file",
@@ -593,7 +635,7 @@ mod tests {
     /// A small BTF with every struct member and tracepoint proclens looks up, laid out
     /// like a kernel's (members 8 bytes apart; tracepoint typedefs to function pointers).
     fn kernel_like_btf() -> Vec<u8> {
-        const STRUCTS: [(&str, &[&str]); 14] = [
+        const STRUCTS: [(&str, &[&str]); 18] = [
             (
                 "task_struct",
                 &[
@@ -613,8 +655,14 @@ mod tests {
                     "signal",
                     "cgroups",
                     "files",
+                    "se",
+                    "sched_info",
                 ],
             ),
+            ("sched_entity", &["cfs_rq"]),
+            ("cfs_rq", &["rq"]),
+            ("rq", &["clock"]),
+            ("sched_info", &["pcount", "run_delay"]),
             ("sighand_struct", &["count", "action"]),
             ("k_sigaction", &["sa"]),
             ("sigaction", &["sa_handler", "sa_flags"]),
@@ -679,6 +727,10 @@ mod tests {
             "{:?}",
             lookups(&btf)
         );
+        // se (member 16) and sched_info (17) embed their structs.
+        let rq = RqClockOffsets::from_btf(&btf).unwrap();
+        assert_eq!((rq.task_cfs_rq, rq.cfs_rq_rq, rq.rq_clock), (128, 0, 0));
+        assert_eq!(task_run_delay_offset(&btf).unwrap(), 136 + 8);
         assert_eq!(
             raw_tp_args(&btf, "sched_switch").unwrap(),
             [
@@ -862,6 +914,28 @@ mod tests {
         assert_ne!(off.mm, off.group_leader);
         assert!(member_offset(&btf, "task_struct", "no_such_member_xyz").is_err());
         assert!(member_offset(&btf, "no_such_struct_xyz", "mm").is_err());
+    }
+
+    /// The scheduler's clock is reachable on this host (a distribution kernel with
+    /// CONFIG_FAIR_GROUP_SCHED): the switch programs then need no clock helper.
+    #[test]
+    fn run_queue_clock_offsets_from_host_btf() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} missing on this host");
+            return;
+        }
+        let btf = load_vmlinux().unwrap();
+        let off = RqClockOffsets::from_btf(&btf).unwrap();
+        let se = member_offset(&btf, "task_struct", "se").unwrap();
+        assert!(
+            off.task_cfs_rq > se && off.task_cfs_rq < 16 * 1024,
+            "{off:?}"
+        );
+        for o in [off.task_cfs_rq, off.cfs_rq_rq, off.rq_clock] {
+            assert!(o.is_multiple_of(8), "{off:?}");
+        }
+        let run_delay = task_run_delay_offset(&btf).unwrap();
+        assert!(run_delay.is_multiple_of(8) && run_delay < 16 * 1024);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::BtfTracePoint,
 };
 use proclens_common::{
     counters, globals,
@@ -81,7 +81,7 @@ pub struct Health {
     pub comm_map_full: u64,
 }
 
-/// Whether the `sched_switch` raw tracepoint passes `prev_state` (4th argument, 5.18+),
+/// Whether the `sched_switch` tracepoint passes `prev_state` (4th argument, 5.18+),
 /// checking the rest of its layout on the way.
 fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
     let args = btf::raw_tp_args(vmlinux, "sched_switch")?;
@@ -102,6 +102,30 @@ fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
         }
     }
     Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
+}
+
+/// The offset of `task_struct.sched_info.run_delay` when the running kernel keeps that
+/// counter: its BTF has the field (`CONFIG_SCHED_INFO`) and the counter is live
+/// (`/proc/self/schedstat` counts this process's runs; older kernels keep it only with
+/// schedstats or delay accounting on, and print zeros otherwise).
+fn sched_info_run_delay(vmlinux: &btf_rs::Btf) -> Option<u32> {
+    let offset = btf::task_run_delay_offset(vmlinux).ok()?;
+    let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    let runs: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
+    (runs > 0).then_some(offset)
+}
+
+/// Loads the program `name` and attaches it to the `sched` BTF tracepoint of that name.
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel_btf: &aya::Btf) -> Result<()> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    prog.load(name, kernel_btf)
+        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
+    prog.attach()
+        .with_context(|| format!("attaching tp_btf/{name}"))?;
+    Ok(())
 }
 
 fn raise_memlock() {
@@ -145,6 +169,18 @@ impl Tracer {
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
 
         let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
+        // The switch programs' clock: the scheduler's own where BTF shows the way to it.
+        let rq_clock = btf::RqClockOffsets::from_btf(&vmlinux).ok();
+        let use_rq_clock = u32::from(rq_clock.is_some());
+        let rq_clock = rq_clock.unwrap_or_default();
+        let run_delay = sched_info_run_delay(&vmlinux).filter(|_| use_rq_clock != 0);
+        let use_sched_info = u32::from(run_delay.is_some());
+        let run_delay = run_delay.unwrap_or_default();
+        let trace_start_ns = super::procfs::monotonic_ns();
+        // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
+            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
+        })?;
         let load = |cgroup_walk: u32| -> Result<Ebpf> {
             let w = walk.unwrap_or_default();
             let mut loader = EbpfLoader::new();
@@ -163,7 +199,14 @@ impl Tracer {
                 .override_global(globals::TASK_CGROUPS, &w.task_cgroups, true)
                 .override_global(globals::CSS_SET_DFL_CGRP, &w.css_set_dfl_cgrp, true)
                 .override_global(globals::CGROUP_LEVEL_OFF, &w.cgroup_level, true)
-                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true);
+                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true)
+                .override_global(globals::RQ_CLOCK, &use_rq_clock, true)
+                .override_global(globals::TASK_CFS_RQ, &rq_clock.task_cfs_rq, true)
+                .override_global(globals::CFS_RQ_RQ, &rq_clock.cfs_rq_rq, true)
+                .override_global(globals::RQ_CLOCK_OFF, &rq_clock.rq_clock, true)
+                .override_global(globals::SCHED_INFO, &use_sched_info, true)
+                .override_global(globals::TASK_RUN_DELAY, &run_delay, true)
+                .override_global(globals::TRACE_START_NS, &trace_start_ns, true);
             loader
                 .override_global(globals::TASK_TGID, &life.tgid, true)
                 .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
@@ -192,19 +235,14 @@ impl Tracer {
             let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
             let switch_programs: &[&str] = if opts.no_switches {
                 &[]
+            } else if use_sched_info != 0 {
+                // Run-queue time comes from the scheduler's own counter: no wakeup program.
+                &["sched_switch"]
             } else {
                 &["sched_switch", "sched_wakeup", "sched_wakeup_new"]
             };
             for &name in switch_programs {
-                let prog: &mut RawTracePoint = ebpf
-                    .program_mut(name)
-                    .with_context(|| format!("program {name} missing from the BPF object"))?
-                    .try_into()?;
-                prog.load().map_err(|e| {
-                    load_error(anyhow::Error::new(e).context(format!("loading {name}")))
-                })?;
-                prog.attach(name)
-                    .with_context(|| format!("attaching to raw tracepoint {name}"))?;
+                attach_btf_tracepoint(&mut ebpf, name, &kernel_btf)?;
             }
             Ok(ebpf)
         };
@@ -236,19 +274,8 @@ impl Tracer {
         }
         // Lifecycle events (see tool-ebpf/src/lifecycle.rs): BTF tracepoints, which hand
         // the programs task_struct pointers and need no tracefs.
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
-        })?;
         for name in LIFECYCLE_PROGRAMS {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the BPF object"))?
-                .try_into()?;
-            prog.load(name, &kernel_btf).map_err(|e| {
-                load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}")))
-            })?;
-            prog.attach()
-                .with_context(|| format!("attaching tp_btf/{name}"))?;
+            attach_btf_tracepoint(&mut ebpf, name, &kernel_btf)?;
         }
         let copy_maps = if opts.syscalls || opts.copies {
             Some(CopyMaps::take(&mut ebpf)?)

@@ -136,6 +136,30 @@ impl Drop for Workload {
     }
 }
 
+/// Where [`append_schedstat`] writes, when set.
+pub const SCHEDSTAT_ENV: &str = "PROCLENS_SCHEDSTAT_OUT";
+
+/// Appends the kernel's own per-task accounting of every thread of this process
+/// (`/proc/self/task/TID/schedstat`: ns on CPU, ns waiting on a run queue, runs) to the
+/// file named by [`SCHEDSTAT_ENV`], one line per thread, if it is set.
+pub fn append_schedstat() {
+    let Ok(path) = std::env::var(SCHEDSTAT_ENV) else {
+        return;
+    };
+    let mut lines = String::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap();
+        lines.push_str(&stat);
+    }
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(lines.as_bytes()).unwrap();
+}
+
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) is this thread.
     unsafe {
@@ -274,11 +298,13 @@ pub fn run_if_child() {
             assert!(child >= 0);
             if child == 0 {
                 spin();
+                append_schedstat();
                 unsafe { libc::_exit(0) };
             }
             spin();
             let mut status = 0;
             unsafe { libc::waitpid(child, &mut status, 0) };
+            append_schedstat();
             finish();
         }
         // Copy paths with known byte counts (tests/copies.rs).

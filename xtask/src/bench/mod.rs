@@ -19,8 +19,6 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-pub use bpf_stats::BpfStats;
-
 /// The sections, in the order they run.
 pub const SECTIONS: [&str; 5] = ["switches", "lifecycle", "syscalls", "load", "serve"];
 
@@ -41,11 +39,10 @@ pub fn run_all(
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut out = Vec::new();
     if wanted("switches") {
-        let _stats = BpfStats::enable()?;
+        // Both switch bpf_stats on only for their own cost runs.
         out.push(("switches", switches::run(proclens, reps)?));
     }
     if wanted("lifecycle") {
-        // Switches bpf_stats on only for its own cost runs.
         out.push(("lifecycle", lifecycle::run(proclens, reps)?));
     }
     if wanted("syscalls") {
