@@ -48,13 +48,17 @@ pub const fn is_involuntary(preempt: bool, prev_state: u32) -> bool {
 }
 
 /// Per-thread switch accounting (value of the `THREADS` map, keyed by thread id).
+///
+/// Laid out for the switch program: what every switch out reads or writes (identity and
+/// counts; times, the wait baseline, flags and the first histogram buckets, < 8 µs) fills
+/// the first 128 bytes; the rarer buckets and the name come after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSwitches {
     /// Thread-group id (the process id) of the thread.
     pub tgid: u32,
-    /// [`kind`] of the thread when its entry was made (a user task keeps its address
-    /// space until it exits, a kernel thread never has one).
+    /// [`kind`] of the thread, cached once it is known to be a user task (a user task
+    /// keeps its address space until it exits), so the hot path need not read `mm`.
     pub kind: u32,
     /// Start time (ns since boot, `task_struct.start_time`) of the thread-group leader:
     /// together with `tgid` it names a process uniquely, even when pids are reused.
@@ -84,18 +88,18 @@ pub struct ThreadSwitches {
     /// waiting on a run queue. Only kept where the wakeup programs run (kernels whose
     /// scheduler keeps no per-task run-queue time, see [`ThreadSwitches::run_delay_seen`]).
     pub wake_ts: u64,
-    /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
-    pub runq_hist: [u32; RUNQ_BUCKETS],
-    /// [`flags`] of the thread's last switch out.
-    pub flags: u32,
-    /// The thread's command name when its entry was made (`current`'s), so a process that
-    /// is reaped before userspace reads /proc still has a name.
-    pub comm: [u8; 16],
     /// The scheduler's own run-queue time of the thread (`sched_info.run_delay`, what
     /// `/proc/PID/schedstat` shows second) at its last switch out: the growth of that
     /// counter by the next switch out is the wait before the run in between. Used where
     /// the kernel keeps it (`CONFIG_SCHED_INFO`, active), instead of timing wakeups.
     pub run_delay_seen: u64,
+    /// [`flags`] of the thread's last switch out.
+    pub flags: u32,
+    /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
+    pub runq_hist: [u32; RUNQ_BUCKETS],
+    /// The thread's command name when its entry was made (`current`'s), so a process that
+    /// is reaped before userspace reads /proc still has a name.
+    pub comm: [u8; 16],
 }
 
 /// Bits of [`ThreadSwitches::flags`].
@@ -151,6 +155,18 @@ mod tests {
         let us = ns / 1000;
         let b = if us == 0 { 0 } else { us.ilog2() as usize };
         b.min(RUNQ_BUCKETS - 1)
+    }
+
+    /// What a switch out touches sits in the entry's first 128 bytes: two 64-byte cache
+    /// lines' worth (three at most, as the hash map places values on 8-byte boundaries).
+    #[test]
+    fn hot_fields_fill_the_first_two_cache_lines() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(ThreadSwitches, oncpu_ns) + 8, 64);
+        assert!(offset_of!(ThreadSwitches, flags) + 4 <= 128);
+        // Buckets 0..=2: waits under 8 µs, the usual case on an idle-enough CPU.
+        assert_eq!(offset_of!(ThreadSwitches, runq_hist) + 3 * 4, 128);
+        assert_eq!(size_of::<ThreadSwitches>(), 240);
     }
 
     #[test]

@@ -87,9 +87,8 @@ fn now(task: u64) -> u64 {
 fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next
     //          [, unsigned int prev_state (5.18+)]); `current` is still `prev`.
+    let preempt: u64 = ctx.arg(0);
     let prev: u64 = ctx.arg(1);
-    let tid: u32 = field(prev, config::task_pid_off());
-    let tgid: u32 = field(prev, config::task_tgid_off());
     let now = now(prev);
     let Some(cpu) = CPU_SWITCHES.get_ptr_mut(0) else {
         return Err(-1);
@@ -97,10 +96,36 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // SAFETY: the per-CPU slot belongs to this CPU while the program runs.
     let cpu: &mut CpuSwitches = unsafe { &mut *cpu };
 
-    // Classify the previous switch on this CPU: its incoming task is `current`. The CPU's
-    // bookkeeping comes first and the thread's second, so that as little as possible is
-    // live across the map lookup.
-    let prev_kind = task_kind(tid, prev);
+    let tid: u32 = field(prev, config::task_pid_off());
+    let tgid: u32 = field(prev, config::task_tgid_off());
+    let prev_state: u32 = if config::switch_prev_state_arg() != 0 {
+        let raw: u64 = ctx.arg(3);
+        raw as u32
+    } else {
+        // `state` (a long before 5.14): its low half on little-endian machines.
+        field(prev, config::task_state_off())
+    };
+    let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
+    // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
+    let mut entry = if traced {
+        thread_entry(tid, tgid, prev).ok()
+    } else {
+        None
+    };
+    // A user task keeps its address space until it exits: its entry remembers the kind,
+    // which spares a load of `mm` (another cache line of the task) per switch.
+    let prev_kind = match &mut entry {
+        Some(e) if e.kind == kind::USER => kind::USER,
+        e => {
+            let k = task_kind(tid, prev);
+            if let Some(e) = e {
+                e.kind = k;
+            }
+            k
+        }
+    };
+
+    // Classify the previous switch on this CPU: its incoming task is `current`.
     let class = match cpu.last_prev_kind {
         kind::UNKNOWN => Class::Unknown,
         k if k == kind::IDLE_OR_KERNEL || prev_kind == kind::IDLE_OR_KERNEL => {
@@ -126,18 +151,8 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     cpu.last_prev_tgid = tgid;
     cpu.last_prev_kind = prev_kind;
 
-    if tid == 0 || !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
+    let Some(entry) = entry else {
         return Ok(());
-    }
-    // A full map (counted) leaves the thread untracked.
-    let entry = thread_entry(tid, tgid, prev)?;
-    let preempt: u64 = ctx.arg(0);
-    let prev_state: u32 = if config::switch_prev_state_arg() != 0 {
-        let raw: u64 = ctx.arg(3);
-        raw as u32
-    } else {
-        // `state` (a long before 5.14): its low half on little-endian machines.
-        field(prev, config::task_state_off())
     };
     let run_delay = if config::sched_info() != 0 {
         field(prev, config::task_run_delay_off())
@@ -197,7 +212,6 @@ fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwi
         }
         // Created by a wakeup, which knows no tgid: fill the identity in.
         e.tgid = tgid;
-        e.kind = task_kind(tgid, task);
         e.start_ns = leader_start(task);
         e.comm = comm(task);
         return Ok(e);
@@ -222,7 +236,6 @@ fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
     let (run_delay_seen, flags) = wait_baseline(task);
     ThreadSwitches {
         tgid,
-        kind: task_kind(tgid, task),
         start_ns: leader_start(task),
         comm: comm(task),
         run_delay_seen,

@@ -187,15 +187,27 @@ fn competing_cpu_hogs_are_preempted_and_wait_for_the_cpu() {
 /// HZ=250), and on its task clock, which leaves out time stolen by the hypervisor.
 #[test]
 fn run_times_match_the_kernels_schedstat() {
-    if !can_trace() {
-        return;
+    if can_trace() {
+        times_match_schedstat(&[]);
     }
+}
+
+/// The same on the path of kernels whose scheduler offers proclens no clock or run-queue
+/// time (`bpf_ktime_get_ns`, wakeup programs): the wait is then timed from wakeups, by
+/// another clock than the kernel's, within the same tolerances.
+#[test]
+fn run_times_match_the_kernels_schedstat_with_helper_timing() {
+    if can_trace() {
+        times_match_schedstat(&[("PROCLENS_SWITCH_TIMING", "helpers")]);
+    }
+}
+
+fn times_match_schedstat(env: &[(&str, &str)]) {
     let file = std::env::temp_dir().join(format!("proclens-schedstat-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
-    let (r, status) = run_workload_with(
-        "cpu-contend:300",
-        &[(SCHEDSTAT_ENV, file.to_str().unwrap())],
-    );
+    let mut env = env.to_vec();
+    env.push((SCHEDSTAT_ENV, file.to_str().unwrap()));
+    let (r, status) = run_workload_with("cpu-contend:300", &env);
     assert!(status.success(), "{status}: {r}");
     let stats = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);

@@ -115,6 +115,11 @@ fn sched_info_run_delay(vmlinux: &btf_rs::Btf) -> Option<u32> {
     (runs > 0).then_some(offset)
 }
 
+/// Set to `helpers`, the switch programs time with `bpf_ktime_get_ns` and the wakeup
+/// programs, as on kernels whose BTF shows no run-queue clock or that keep no per-task
+/// run-queue time: so that the tests cover that path on any kernel.
+pub const SWITCH_TIMING_ENV: &str = "PROCLENS_SWITCH_TIMING";
+
 /// Loads the program `name` and attaches it to the `sched` BTF tracepoint of that name.
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel_btf: &aya::Btf) -> Result<()> {
     let prog: &mut BtfTracePoint = ebpf
@@ -170,7 +175,11 @@ impl Tracer {
 
         let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
         // The switch programs' clock: the scheduler's own where BTF shows the way to it.
-        let rq_clock = btf::RqClockOffsets::from_btf(&vmlinux).ok();
+        // PROCLENS_SWITCH_TIMING=helpers takes the path of kernels without it (tests).
+        let helpers_only = std::env::var_os(SWITCH_TIMING_ENV).is_some_and(|v| v == "helpers");
+        let rq_clock = btf::RqClockOffsets::from_btf(&vmlinux)
+            .ok()
+            .filter(|_| !helpers_only);
         let use_rq_clock = u32::from(rq_clock.is_some());
         let rq_clock = rq_clock.unwrap_or_default();
         let run_delay = sched_info_run_delay(&vmlinux).filter(|_| use_rq_clock != 0);
