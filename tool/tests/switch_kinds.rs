@@ -188,21 +188,24 @@ fn competing_cpu_hogs_are_preempted_and_wait_for_the_cpu() {
 #[test]
 fn run_times_match_the_kernels_schedstat() {
     if can_trace() {
-        times_match_schedstat(&[]);
+        times_match_schedstat(&[], false);
     }
 }
 
 /// The same on the path of kernels whose scheduler offers proclens no clock or run-queue
 /// time (`bpf_ktime_get_ns`, wakeup programs): the wait is then timed from wakeups, by
-/// another clock than the kernel's, within the same tolerances.
+/// another clock than the kernel's. Under `run`'s cgroup filter a wakeup cannot tell
+/// whether a thread proclens has not seen yet is the command's, so each thread's first
+/// wait (before its first switch out) is not counted: the wait may also fall short by
+/// one longest wait per thread (~8 ms each in the slow QEMU guests, µs on a host).
 #[test]
 fn run_times_match_the_kernels_schedstat_with_helper_timing() {
     if can_trace() {
-        times_match_schedstat(&[("PROCLENS_SWITCH_TIMING", "helpers")]);
+        times_match_schedstat(&[("PROCLENS_SWITCH_TIMING", "helpers")], true);
     }
 }
 
-fn times_match_schedstat(env: &[(&str, &str)]) {
+fn times_match_schedstat(env: &[(&str, &str)], first_waits_unseen: bool) {
     let file = std::env::temp_dir().join(format!("proclens-schedstat-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let mut env = env.to_vec();
@@ -248,8 +251,14 @@ fn times_match_schedstat(env: &[(&str, &str)]) {
         runq_ns > 100_000_000,
         "the hogs waited for each other: {stats}"
     );
+    let unseen_ms = if first_waits_unseen {
+        tasks as f64 * r["runq_latency"]["max_us"].as_f64().unwrap() / 1e3
+    } else {
+        0.0
+    };
     assert!(
-        near(runq, runq_ns, 3.0),
+        near(runq, runq_ns, 3.0)
+            || (runq < runq_ns as f64 / 1e9 && near(runq, runq_ns, 3.0 + unseen_ms)),
         "run-queue wait {runq} s vs schedstat {stats}: {r}"
     );
 }
