@@ -1,22 +1,24 @@
-//! The live TUI of `proclens top`: an [`App`] state fed by snapshots and key presses, and
-//! a pure [`draw`] of that state, so rendering is testable from recorded data.
+//! The live TUI of `proclens top`: an [`App`] state fed by snapshots (here) and key
+//! presses (`keys`), the Switches table's lines, sort keys and filters (`table`), the
+//! other tabs' lines (`lines`), and a pure [`draw`] of that state (`draw`), so rendering
+//! is testable from recorded data.
 
 mod draw;
+mod keys;
 mod lines;
+mod table;
 
 use std::collections::VecDeque;
 
 pub use draw::draw;
+pub use keys::{Action, Key, Prompt};
 pub use lines::{CopyLine, ZombieLine};
 use lines::{copy_lines, zombie_lines};
+pub use table::{Line, SortKey};
 
 use crate::{
-    collect::{extras::Extras, session::Snapshot},
-    model::{
-        histogram::percentile_us,
-        rates::{per_second, percent},
-        switches::Row,
-    },
+    collect::session::Snapshot,
+    model::rates::{per_second, percent},
 };
 
 /// The views of the TUI (`1`/`2`/`3` or Tab).
@@ -46,135 +48,6 @@ impl Tab {
 
 /// How many intervals the sparklines remember.
 pub const HISTORY: usize = 120;
-
-/// Column the table is sorted by (`s` cycles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
-    Switches,
-    Voluntary,
-    Involuntary,
-    CrossShare,
-    RunqP99,
-    Cpu,
-    Syscalls,
-    Bytes,
-    Zombies,
-    Pid,
-}
-
-impl SortKey {
-    const ALL: [SortKey; 10] = [
-        SortKey::Switches,
-        SortKey::Voluntary,
-        SortKey::Involuntary,
-        SortKey::CrossShare,
-        SortKey::RunqP99,
-        SortKey::Cpu,
-        SortKey::Syscalls,
-        SortKey::Bytes,
-        SortKey::Zombies,
-        SortKey::Pid,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            SortKey::Switches => "switches/s",
-            SortKey::Voluntary => "cswch/s",
-            SortKey::Involuntary => "nvcswch/s",
-            SortKey::CrossShare => "cross%",
-            SortKey::RunqP99 => "runq-p99",
-            SortKey::Cpu => "%cpu",
-            SortKey::Syscalls => "sysc/s",
-            SortKey::Bytes => "bytes/s",
-            SortKey::Zombies => "zombies",
-            SortKey::Pid => "pid",
-        }
-    }
-
-    fn next(self) -> Self {
-        let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
-    }
-}
-
-/// What a line of the table shows, computed once per snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Line {
-    pub pid: u32,
-    pub tid: Option<u32>,
-    pub comm: String,
-    pub voluntary_s: f64,
-    pub involuntary_s: f64,
-    pub same_pct: f64,
-    pub cross_pct: f64,
-    pub cpu_pct: f64,
-    pub runq_p99_us: Option<u64>,
-    /// Per-process figures (`None` on thread lines and when not counted): syscalls/s,
-    /// bytes/s moved by the copy family (through user buffers and zero-copy), zombies held.
-    pub syscalls_s: Option<f64>,
-    pub bytes_s: Option<f64>,
-    pub zombies: Option<usize>,
-}
-
-impl Line {
-    fn of(row: &Row, comm: &str, elapsed_s: f64, extras: Option<&Extras>) -> Self {
-        let d = &row.delta;
-        let ins = d.same_in + d.cross_in + d.idle_kernel_in;
-        let threads = extras.is_none();
-        let pid = row.key.tgid;
-        let proc_row = extras.and_then(|e| e.procs.as_ref().map(|_| e.proc_row(pid)));
-        let copied = |r: &crate::model::copy_report::ProcRow| {
-            let i = r.copies.interval();
-            per_second(i.user_copy_bytes + i.zero_copy_bytes, elapsed_s)
-        };
-        Self {
-            pid: row.key.tgid,
-            tid: threads.then_some(row.key.id),
-            comm: comm.to_string(),
-            voluntary_s: per_second(d.voluntary, elapsed_s),
-            involuntary_s: per_second(d.involuntary, elapsed_s),
-            same_pct: percent(d.same_in, ins),
-            cross_pct: percent(d.cross_in, ins),
-            cpu_pct: if elapsed_s > 0.0 {
-                d.oncpu_ns as f64 / 1e7 / elapsed_s
-            } else {
-                0.0
-            },
-            runq_p99_us: percentile_us(&d.runq_hist, 99.0),
-            syscalls_s: proc_row
-                .map(|r| r.map_or(0.0, |r| per_second(r.syscalls.delta, elapsed_s))),
-            bytes_s: proc_row.map(|r| r.map_or(0.0, copied)),
-            zombies: extras.and_then(|e| e.zombies_of(pid)),
-        }
-    }
-}
-
-/// A line being typed at the bottom (`p` pid filter, `/` command filter).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prompt {
-    Pid(String),
-    Comm(String),
-}
-
-/// What the event loop should do after a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Continue,
-    Quit,
-}
-
-/// Keys the TUI understands, independent of the terminal library.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {
-    Char(char),
-    Up,
-    Down,
-    Enter,
-    Esc,
-    Backspace,
-    Tab,
-    CtrlC,
-}
 
 #[derive(Debug, Clone)]
 pub struct App {
@@ -281,139 +154,6 @@ impl App {
         self.copy_lines = copy_lines(e, snap.elapsed_s);
         self.zombie_lines = zombie_lines(e);
     }
-
-    fn passes(&self, pid: u32, comm: &str) -> bool {
-        self.pid_filter.is_none_or(|p| pid == p)
-            && self
-                .comm_filter
-                .as_ref()
-                .is_none_or(|c| comm.contains(c.as_str()))
-    }
-
-    /// The Copies tab's lines: filtered, most bytes first.
-    pub fn visible_copies(&self) -> Vec<&CopyLine> {
-        let mut v: Vec<&CopyLine> = self
-            .copy_lines
-            .iter()
-            .filter(|l| self.passes(l.pid, &l.comm))
-            .collect();
-        let moved = |l: &CopyLine| l.user_copy_s + l.zero_copy_s;
-        v.sort_by(|a, b| {
-            moved(b)
-                .total_cmp(&moved(a))
-                .then(b.syscalls_s.total_cmp(&a.syscalls_s))
-                .then(a.pid.cmp(&b.pid))
-        });
-        v
-    }
-
-    /// The Zombies tab's lines: filtered by the zombie's or its parent's pid and command,
-    /// oldest first.
-    pub fn visible_zombies(&self) -> Vec<&ZombieLine> {
-        self.zombie_lines
-            .iter()
-            .filter(|z| self.passes(z.pid, &z.comm) || self.passes(z.ppid, &z.parent_comm))
-            .collect()
-    }
-
-    /// How many lines the current tab shows.
-    fn visible_len(&self) -> usize {
-        match self.tab {
-            Tab::Switches => self.visible().len(),
-            Tab::Zombies => self.visible_zombies().len(),
-            Tab::Copies => self.visible_copies().len(),
-        }
-    }
-
-    /// The lines on screen: filtered, sorted, busiest first.
-    pub fn visible(&self) -> Vec<&Line> {
-        let source = if self.threads {
-            &self.thread_lines
-        } else {
-            &self.processes
-        };
-        let mut v: Vec<&Line> = source
-            .iter()
-            .filter(|l| self.passes(l.pid, &l.comm))
-            .filter(|l| {
-                l.voluntary_s + l.involuntary_s > 0.0
-                    || l.zombies.unwrap_or(0) > 0
-                    || self.pid_filter.is_some()
-            })
-            .collect();
-        let key = |l: &Line| -> f64 {
-            match self.sort {
-                SortKey::Switches => l.voluntary_s + l.involuntary_s,
-                SortKey::Voluntary => l.voluntary_s,
-                SortKey::Involuntary => l.involuntary_s,
-                SortKey::CrossShare => l.cross_pct,
-                SortKey::RunqP99 => l.runq_p99_us.unwrap_or(0) as f64,
-                SortKey::Cpu => l.cpu_pct,
-                SortKey::Syscalls => l.syscalls_s.unwrap_or(0.0),
-                SortKey::Bytes => l.bytes_s.unwrap_or(0.0),
-                SortKey::Zombies => l.zombies.unwrap_or(0) as f64,
-                SortKey::Pid => -f64::from(l.tid.unwrap_or(l.pid)),
-            }
-        };
-        v.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.pid.cmp(&b.pid)));
-        v
-    }
-
-    pub fn on_key(&mut self, key: Key) -> Action {
-        if let Some(prompt) = &mut self.prompt {
-            let buf = match prompt {
-                Prompt::Pid(b) | Prompt::Comm(b) => b,
-            };
-            match key {
-                Key::Esc => self.prompt = None,
-                Key::CtrlC => return Action::Quit,
-                Key::Backspace => {
-                    buf.pop();
-                }
-                Key::Char(c) => buf.push(c),
-                Key::Enter => {
-                    match self.prompt.take() {
-                        Some(Prompt::Pid(b)) => self.pid_filter = b.trim().parse().ok(),
-                        Some(Prompt::Comm(b)) => {
-                            self.comm_filter = Some(b).filter(|b| !b.is_empty())
-                        }
-                        None => {}
-                    }
-                    self.selected = 0;
-                }
-                Key::Up | Key::Down | Key::Tab => {}
-            }
-            return Action::Continue;
-        }
-        match key {
-            Key::Char('q') | Key::CtrlC => return Action::Quit,
-            Key::Up | Key::Char('k') => self.selected = self.selected.saturating_sub(1),
-            Key::Down | Key::Char('j') => {
-                self.selected = (self.selected + 1).min(self.visible_len().saturating_sub(1))
-            }
-            Key::Tab => {
-                self.tab = self.tab.next();
-                self.selected = 0;
-            }
-            Key::Char(c @ '1'..='3') => {
-                self.tab = Tab::ALL[(c as u8 - b'1') as usize];
-                self.selected = 0;
-            }
-            Key::Char('s') => self.sort = self.sort.next(),
-            Key::Char('t') => {
-                self.threads = !self.threads;
-                self.selected = 0;
-            }
-            Key::Char('p') => self.prompt = Some(Prompt::Pid(String::new())),
-            Key::Char('/') => self.prompt = Some(Prompt::Comm(String::new())),
-            Key::Esc => {
-                self.pid_filter = None;
-                self.comm_filter = None;
-            }
-            _ => {}
-        }
-        Action::Continue
-    }
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64) {
@@ -427,8 +167,8 @@ fn push_bounded(q: &mut VecDeque<u64>, v: u64) {
 pub(crate) mod tests {
     use super::*;
     use crate::{
-        collect::{session::SystemSplit, tracer::Health},
-        model::switches::{Counts, Key as RowKey},
+        collect::{extras::Extras, session::SystemSplit, tracer::Health},
+        model::switches::{Counts, Key as RowKey, Row},
     };
 
     /// A recorded snapshot: two processes, one busy and cross-process, one quiet.
