@@ -136,28 +136,36 @@ impl Drop for Workload {
     }
 }
 
-/// Where [`append_schedstat`] writes, when set.
+/// Where [`write_final_schedstat`] writes, when set.
 pub const SCHEDSTAT_ENV: &str = "PROCLENS_SCHEDSTAT_OUT";
 
-/// Appends the kernel's own per-task accounting of every thread of this process
-/// (`/proc/self/task/TID/schedstat`: ns on CPU, ns waiting on a run queue, runs) to the
-/// file named by [`SCHEDSTAT_ENV`], one line per thread, if it is set.
-pub fn append_schedstat() {
-    let Ok(path) = std::env::var(SCHEDSTAT_ENV) else {
-        return;
-    };
+/// Waits for each child to exit without reaping it, reads the kernel's own final
+/// accounting of the zombie (`/proc/PID/schedstat`: ns on CPU, ns waiting on a run
+/// queue, runs; its exit path included, as nothing runs after it), then reaps it. Writes
+/// `PID ONCPU_NS RUNQ_NS RUNS` per child to the file named by [`SCHEDSTAT_ENV`], if set.
+pub fn write_final_schedstat(children: &[i32]) {
     let mut lines = String::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap();
-        lines.push_str(&stat);
+    for &pid in children {
+        // SAFETY: waitid with a zeroed siginfo; WNOWAIT leaves the child a zombie.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(r, 0, "waitid {pid}");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+        lines.push_str(&format!("{pid} {stat}"));
+        let mut status = 0;
+        // SAFETY: reaps the child waited for above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
     }
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(lines.as_bytes()).unwrap();
+    if let Ok(path) = std::env::var(SCHEDSTAT_ENV) {
+        std::fs::write(path, lines).unwrap();
+    }
 }
 
 pub fn pin_to_cpu(cpu: usize) {
@@ -298,13 +306,38 @@ pub fn run_if_child() {
             assert!(child >= 0);
             if child == 0 {
                 spin();
-                append_schedstat();
                 unsafe { libc::_exit(0) };
             }
             spin();
             let mut status = 0;
             unsafe { libc::waitpid(child, &mut status, 0) };
-            append_schedstat();
+            finish();
+        }
+        // Two children spin on CPU 1 for n ms of wall time each, competing for it; their
+        // final scheduler accounting is read while they are zombies (see
+        // `write_final_schedstat`).
+        "cpu-contend-children" => {
+            pin_to_cpu(1);
+            ready_go();
+            let spin = || {
+                let end = std::time::Instant::now() + Duration::from_millis(n);
+                while std::time::Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            };
+            let children: Vec<i32> = (0..2)
+                .map(|_| {
+                    // SAFETY: as above.
+                    let child = unsafe { libc::fork() };
+                    assert!(child >= 0);
+                    if child == 0 {
+                        spin();
+                        unsafe { libc::_exit(0) };
+                    }
+                    child
+                })
+                .collect();
+            write_final_schedstat(&children);
             finish();
         }
         // Copy paths with known byte counts (tests/copies.rs).
