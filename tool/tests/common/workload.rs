@@ -168,6 +168,26 @@ pub fn write_final_schedstat(children: &[i32]) {
     }
 }
 
+/// Spins on the CPU for `ms` of wall time.
+fn spin_for(ms: u64) {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    while std::time::Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// Forks a child that spins for `ms` of wall time and exits; returns its pid.
+fn fork_spinner(ms: u64) -> i32 {
+    // SAFETY: the child only spins and calls _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        spin_for(ms);
+        unsafe { libc::_exit(0) };
+    }
+    child
+}
+
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity(0) is this thread.
     unsafe {
@@ -295,20 +315,8 @@ pub fn run_if_child() {
         "cpu-contend" => {
             pin_to_cpu(1);
             ready_go();
-            let spin = || {
-                let end = std::time::Instant::now() + Duration::from_millis(n);
-                while std::time::Instant::now() < end {
-                    std::hint::spin_loop();
-                }
-            };
-            // SAFETY: as above.
-            let child = unsafe { libc::fork() };
-            assert!(child >= 0);
-            if child == 0 {
-                spin();
-                unsafe { libc::_exit(0) };
-            }
-            spin();
+            let child = fork_spinner(n);
+            spin_for(n);
             let mut status = 0;
             unsafe { libc::waitpid(child, &mut status, 0) };
             finish();
@@ -319,24 +327,7 @@ pub fn run_if_child() {
         "cpu-contend-children" => {
             pin_to_cpu(1);
             ready_go();
-            let spin = || {
-                let end = std::time::Instant::now() + Duration::from_millis(n);
-                while std::time::Instant::now() < end {
-                    std::hint::spin_loop();
-                }
-            };
-            let children: Vec<i32> = (0..2)
-                .map(|_| {
-                    // SAFETY: as above.
-                    let child = unsafe { libc::fork() };
-                    assert!(child >= 0);
-                    if child == 0 {
-                        spin();
-                        unsafe { libc::_exit(0) };
-                    }
-                    child
-                })
-                .collect();
+            let children = [fork_spinner(n), fork_spinner(n)];
             write_final_schedstat(&children);
             finish();
         }
