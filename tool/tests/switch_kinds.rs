@@ -182,9 +182,10 @@ fn competing_cpu_hogs_are_preempted_and_wait_for_the_cpu() {
 ///
 /// Tolerances, per process: for the wait, 3% + 1 ms: both sides read the same clock (the
 /// run queue's) at the same points; what may differ is the few µs between fork and the
-/// first switch. For time on CPU, 3% + 3 ms: the kernel charges it on its task clock,
-/// which leaves out time stolen by a hypervisor and, with IRQ time accounting, interrupt
-/// time.
+/// first switch. For time on CPU, 3% + 3 ms, and proclens may exceed the kernel by the
+/// interrupt and stolen time /proc/stat shows meanwhile: the kernel charges time on CPU on
+/// its task clock, which leaves out time stolen by a hypervisor and, with IRQ time
+/// accounting, interrupt time.
 #[test]
 fn run_times_match_the_kernels_schedstat() {
     if can_trace() {
@@ -205,12 +206,37 @@ fn run_times_match_the_kernels_schedstat_with_helper_timing() {
     }
 }
 
+/// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
+/// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
+/// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
+/// accounting), and proclens's run-queue clock does not.
+fn task_clock_left_out_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    (cpu[5] + cpu[6] + cpu[7]) as f64 * 10.0
+}
+
 fn times_match_schedstat(env: &[(&str, &str)], first_wait_unseen: bool) {
     let file = std::env::temp_dir().join(format!("proclens-schedstat-{}", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let mut env = env.to_vec();
     env.push((SCHEDSTAT_ENV, file.to_str().unwrap()));
+    let left_out_before = task_clock_left_out_ms();
     let (r, status) = run_workload_with("cpu-contend-children:300", &env);
+    // What the kernel's task clock may have left out meanwhile (system-wide, an upper
+    // bound), plus one tick of /proc/stat's granularity when there was any.
+    let left_out_ms = match task_clock_left_out_ms() - left_out_before {
+        0.0 => 0.0,
+        d => d + 10.0,
+    };
     assert!(status.success(), "{status}: {r}");
     let stats = std::fs::read_to_string(&file).unwrap();
     let _ = std::fs::remove_file(&file);
@@ -243,8 +269,9 @@ fn times_match_schedstat(env: &[(&str, &str)], first_wait_unseen: bool) {
         assert!(oncpu_ns > 100_000_000, "it spun: {line}");
         assert!(runq_ns > 50_000_000, "it waited for the other: {line}");
         assert!(
-            near(oncpu, oncpu_ns, 3.0),
-            "on CPU {oncpu} s vs schedstat {line}: {row}"
+            near(oncpu, oncpu_ns, 3.0)
+                || (oncpu > oncpu_ns as f64 / 1e9 && near(oncpu, oncpu_ns, 3.0 + left_out_ms)),
+            "on CPU {oncpu} s vs schedstat {line} ({left_out_ms} ms of irq/steal meanwhile): {row}"
         );
         let unseen_ms = if first_wait_unseen {
             row["runq_latency"]["max_us"].as_f64().unwrap() / 1e3
