@@ -15,9 +15,7 @@
 //! the two must stay two rows.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
@@ -27,7 +25,7 @@ use proclens_common::{
     counters,
 };
 
-use crate::{config, fdkind, filter, maps::count};
+use crate::{config, fdkind, filter, maps::count, task::probe};
 
 const BPF_ANY: u64 = 0;
 
@@ -77,16 +75,10 @@ fn layout_of(op: u8, field: usize) -> u32 {
 /// unreadable), through the BTF offsets set at load time.
 #[inline(always)]
 fn process_start(task: u64) -> u64 {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
-    unsafe {
-        let Ok(leader) = bpf_probe_read_kernel(
-            (task + u64::from(config::task_group_leader_off())) as *const u64,
-        ) else {
-            return 0;
-        };
-        bpf_probe_read_kernel((leader + u64::from(config::task_start_boottime_off())) as *const u64)
-            .unwrap_or(0)
-    }
+    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
+        return 0;
+    };
+    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]

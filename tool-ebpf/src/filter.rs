@@ -2,12 +2,9 @@
 //! subtree (`--cgroup`, and `run -- CMD`'s own cgroup), compared in the kernel so tasks
 //! outside it cost one helper call.
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_kernel,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task},
-};
+use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task};
 
-use crate::config;
+use crate::{config, task::probe};
 
 /// The id of the current task's default-hierarchy (v2) cgroup ancestor at `level`, read
 /// through BTF offsets: `task->cgroups->dfl_cgrp`, then its `ancestor_ids[level]` (the
@@ -15,24 +12,16 @@ use crate::config;
 /// later kernels replaced the array with `ancestors[]`).
 #[inline(always)]
 fn ancestor_id_by_walk(level: u32) -> Option<u64> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
-    unsafe {
-        let task = bpf_get_current_task();
-        let cset: u64 =
-            bpf_probe_read_kernel((task + u64::from(config::task_cgroups_off())) as *const u64)
-                .ok()?;
-        let cgrp: u64 =
-            bpf_probe_read_kernel((cset + u64::from(config::css_set_dfl_cgrp_off())) as *const u64)
-                .ok()?;
-        let depth: i32 =
-            bpf_probe_read_kernel((cgrp + u64::from(config::cgroup_level_off())) as *const i32)
-                .ok()?;
-        if depth < 0 || (depth as u32) < level {
-            return None;
-        }
-        let ids = cgrp + u64::from(config::cgroup_ancestor_ids_off());
-        bpf_probe_read_kernel((ids + 8 * u64::from(level)) as *const u64).ok()
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let cset: u64 = probe(task, config::task_cgroups_off()).ok()?;
+    let cgrp: u64 = probe(cset, config::css_set_dfl_cgrp_off()).ok()?;
+    let depth: i32 = probe(cgrp, config::cgroup_level_off()).ok()?;
+    if depth < 0 || (depth as u32) < level {
+        return None;
     }
+    let ids = cgrp + u64::from(config::cgroup_ancestor_ids_off());
+    probe(ids, 8 * level).ok()
 }
 
 /// Whether the current task is in the selected cgroup subtree (always, without a filter).

@@ -18,13 +18,13 @@ use aya_ebpf::{
 use proclens_common::{
     counters,
     event::{EventHeader, kind},
-    lifecycle::{COMM_LEN, Exec, Exit, Fork, Free, TaskRef, Wait, exit_flags, fork_flags},
+    lifecycle::{Exec, Exit, Fork, Free, TaskRef, Wait, exit_flags, fork_flags},
 };
 
 use crate::{
     config, filter,
     maps::{EVENTS, count, submit_flags},
-    task::{field, probe},
+    task::{comm, field, probe},
 };
 
 const SIGCHLD: i32 = 17;
@@ -84,11 +84,6 @@ fn parent_ref(task: u64) -> (u64, TaskRef) {
         return (0, TaskRef::default());
     }
     (parent, task_ref(parent))
-}
-
-#[inline(always)]
-fn comm(task: u64) -> [u8; COMM_LEN] {
-    field(task, config::task_comm_off())
 }
 
 #[inline(always)]

@@ -23,7 +23,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::{CPU_SWITCHES, EVENTS, THREADS, count, submit_flags},
-    task::field,
+    task::{comm, field},
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -263,11 +263,6 @@ fn leader_start(task: u64) -> u64 {
         return 0;
     }
     field(leader, config::task_start_time_off())
-}
-
-#[inline(always)]
-fn comm(task: u64) -> [u8; 16] {
-    field(task, config::task_comm_off())
 }
 
 /// The run that ends at a switch out: how the thread came on (classified at this switch,

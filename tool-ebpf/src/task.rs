@@ -8,6 +8,10 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
+use proclens_common::lifecycle::COMM_LEN;
+
+use crate::config;
+
 /// The field at `offset` of a BTF-typed kernel pointer (a tracepoint argument, or a pointer
 /// field read from one). Only for such pointers: the verifier rejects a plain load through
 /// any other value (use [`probe`]).
@@ -22,4 +26,10 @@ pub(crate) fn field<T>(base: u64, offset: u32) -> T {
 pub(crate) fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel tolerates any address; a fault returns an error.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+}
+
+/// The task's command name (`task_struct.comm`), of a BTF-typed task pointer.
+#[inline(always)]
+pub(crate) fn comm(task: u64) -> [u8; COMM_LEN] {
+    field(task, config::task_comm_off())
 }
