@@ -38,12 +38,8 @@ pub struct RqClockOffsets {
 
 impl RqClockOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self> {
-        let se = member_offset(btf, "task_struct", "se")?;
-        let cfs_rq = member_offset(btf, "sched_entity", "cfs_rq")?;
         Ok(Self {
-            task_cfs_rq: se
-                .checked_add(cfs_rq)
-                .context("BTF offset of task_struct.se.cfs_rq overflows")?,
+            task_cfs_rq: nested_offset(btf, "task_struct", "se", "sched_entity", "cfs_rq")?,
             cfs_rq_rq: member_offset(btf, "cfs_rq", "rq")?,
             rq_clock: member_offset(btf, "rq", "clock")?,
         })
@@ -53,9 +49,7 @@ impl RqClockOffsets {
 /// `task_struct.sched_info` + `sched_info.run_delay`: the scheduler's per-task run-queue
 /// time (`CONFIG_SCHED_INFO`; /proc/PID/schedstat's second field).
 pub fn task_run_delay_offset(btf: &Btf) -> Result<u32> {
-    member_offset(btf, "task_struct", "sched_info")?
-        .checked_add(member_offset(btf, "sched_info", "run_delay")?)
-        .context("BTF offset of task_struct.sched_info.run_delay overflows")
+    nested_offset(btf, "task_struct", "sched_info", "sched_info", "run_delay")
 }
 
 /// Offsets to find a task's cgroup v2 ancestors without bpf_get_current_ancestor_cgroup_id:
@@ -240,10 +234,7 @@ impl LifecycleOffsets {
             sigchld_handler: add(slot, member_offset(btf, "sigaction", "sa_handler")?)?,
             sigchld_flags: add(slot, member_offset(btf, "sigaction", "sa_flags")?)?,
             binprm_filename: member_offset(btf, "linux_binprm", "filename")?,
-            pid_nr: add(
-                member_offset(btf, "pid", "numbers")?,
-                member_offset(btf, "upid", "nr")?,
-            )?,
+            pid_nr: nested_offset(btf, "pid", "numbers", "upid", "nr")?,
             exit_group_dead_arg: u32::from(tracepoint_args(btf, "sched_process_exit")? >= 2),
             signal: t("signal")?,
             // atomic_t is `typedef struct { int counter; }`: the counter is at its start.
@@ -289,6 +280,20 @@ pub fn struct_size(btf: &Btf, name: &str) -> Result<u32> {
 
 /// Byte offset of `member` in `struct name`, looking inside anonymous struct/union members
 /// (randomized or grouped layouts put fields there).
+/// The offset of `outer.member.inner_member`, where `member` is an embedded (or the first
+/// element of an array of) `struct inner`.
+fn nested_offset(
+    btf: &Btf,
+    outer: &str,
+    member: &str,
+    inner: &str,
+    inner_member: &str,
+) -> Result<u32> {
+    member_offset(btf, outer, member)?
+        .checked_add(member_offset(btf, inner, inner_member)?)
+        .with_context(|| format!("BTF offset of {outer}.{member}.{inner_member} overflows"))
+}
+
 pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
     let s = named_struct(btf, name)?;
     let bits = find_member(btf, &s, member, 0, 0)?
@@ -892,15 +897,23 @@ mod tests {
         }
     }
 
+    /// This host's kernel BTF; `None` (the test skipped, saying why) only where the host
+    /// has no BTF at all.
+    fn host_vmlinux() -> Option<Btf> {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: {VMLINUX} missing on this host");
+            return None;
+        }
+        Some(load_vmlinux().unwrap())
+    }
+
     /// Resolves the offsets from this host's kernel; skipped (with a reason) only where the
     /// host has no BTF at all.
     #[test]
     fn task_offsets_from_host_btf() {
-        if !Path::new(VMLINUX).exists() {
-            eprintln!("skipped: {VMLINUX} missing on this host");
+        let Some(btf) = host_vmlinux() else {
             return;
-        }
-        let btf = load_vmlinux().unwrap();
+        };
         let off = TaskOffsets::from_btf(&btf).unwrap();
         // Plausibility, not a hard-coded layout: distinct, 8-byte aligned pointers/u64s
         // well inside a task_struct (a few KiB).
@@ -920,11 +933,9 @@ mod tests {
     /// CONFIG_FAIR_GROUP_SCHED): the switch programs then need no clock helper.
     #[test]
     fn run_queue_clock_offsets_from_host_btf() {
-        if !Path::new(VMLINUX).exists() {
-            eprintln!("skipped: {VMLINUX} missing on this host");
+        let Some(btf) = host_vmlinux() else {
             return;
-        }
-        let btf = load_vmlinux().unwrap();
+        };
         let off = RqClockOffsets::from_btf(&btf).unwrap();
         let se = member_offset(&btf, "task_struct", "se").unwrap();
         assert!(
@@ -940,11 +951,9 @@ mod tests {
 
     #[test]
     fn raw_tracepoint_arguments_from_host_btf() {
-        if !Path::new(VMLINUX).exists() {
-            eprintln!("skipped: {VMLINUX} missing on this host");
+        let Some(btf) = host_vmlinux() else {
             return;
-        }
-        let btf = load_vmlinux().unwrap();
+        };
         let switch = raw_tp_args(&btf, "sched_switch").unwrap();
         // 5.18+ appends `unsigned int prev_state`; older kernels stop after `next`.
         assert_eq!(
@@ -964,11 +973,9 @@ mod tests {
 
     #[test]
     fn lifecycle_offsets_from_host_btf() {
-        if !Path::new(VMLINUX).exists() {
-            eprintln!("skipped: {VMLINUX} missing on this host");
+        let Some(btf) = host_vmlinux() else {
             return;
-        }
-        let btf = load_vmlinux().unwrap();
+        };
         let off = LifecycleOffsets::from_btf(&btf).unwrap();
         // pid and tgid are adjacent pid_t fields; comm is 16 bytes inside the task.
         assert_eq!(off.tgid, off.pid + 4, "{off:?}");
