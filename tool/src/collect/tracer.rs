@@ -104,6 +104,61 @@ fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
     Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
 }
 
+/// How the switch programs learn the time and each run's wait (see
+/// tool-ebpf/src/switch.rs), from the running kernel's BTF and /proc.
+#[derive(Debug)]
+struct SwitchTiming {
+    /// 1: the run queue's clock, through `rq_offsets`; 0: `bpf_ktime_get_ns`.
+    rq_clock: u32,
+    rq_offsets: btf::RqClockOffsets,
+    /// 1: waits from `sched_info.run_delay` (at `run_delay`); 0: timed by the wakeup
+    /// programs. Only with the run queue's clock.
+    sched_info: u32,
+    run_delay: u32,
+    /// CLOCK_MONOTONIC at start: threads started later are counted from birth.
+    trace_start_ns: u64,
+}
+
+impl SwitchTiming {
+    /// The scheduler's own clock and wait where the kernel shows the way to them;
+    /// [`SWITCH_TIMING_ENV`]`=helpers` takes the path of kernels without them (tests).
+    fn resolve(vmlinux: &btf_rs::Btf) -> Self {
+        let helpers_only = std::env::var_os(SWITCH_TIMING_ENV).is_some_and(|v| v == "helpers");
+        let rq = btf::RqClockOffsets::from_btf(vmlinux)
+            .ok()
+            .filter(|_| !helpers_only);
+        let run_delay = rq.and_then(|_| sched_info_run_delay(vmlinux));
+        Self {
+            rq_clock: u32::from(rq.is_some()),
+            rq_offsets: rq.unwrap_or_default(),
+            sched_info: u32::from(run_delay.is_some()),
+            run_delay: run_delay.unwrap_or_default(),
+            trace_start_ns: super::procfs::monotonic_ns(),
+        }
+    }
+
+    /// Sets the load-time globals.
+    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader
+            .override_global(globals::RQ_CLOCK, &self.rq_clock, true)
+            .override_global(globals::TASK_CFS_RQ, &self.rq_offsets.task_cfs_rq, true)
+            .override_global(globals::CFS_RQ_RQ, &self.rq_offsets.cfs_rq_rq, true)
+            .override_global(globals::RQ_CLOCK_OFF, &self.rq_offsets.rq_clock, true)
+            .override_global(globals::SCHED_INFO, &self.sched_info, true)
+            .override_global(globals::TASK_RUN_DELAY, &self.run_delay, true)
+            .override_global(globals::TRACE_START_NS, &self.trace_start_ns, true);
+    }
+
+    /// The switch programs to attach: the wakeup programs only when they time the waits.
+    fn programs(&self) -> &'static [&'static str] {
+        if self.sched_info != 0 {
+            &["sched_switch"]
+        } else {
+            &["sched_switch", "sched_wakeup", "sched_wakeup_new"]
+        }
+    }
+}
+
 /// The offset of `task_struct.sched_info.run_delay` when the running kernel keeps that
 /// counter: its BTF has the field (`CONFIG_SCHED_INFO`) and the counter is live
 /// (`/proc/self/schedstat` counts this process's runs; older kernels keep it only with
@@ -174,18 +229,7 @@ impl Tracer {
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
 
         let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
-        // The switch programs' clock: the scheduler's own where BTF shows the way to it.
-        // PROCLENS_SWITCH_TIMING=helpers takes the path of kernels without it (tests).
-        let helpers_only = std::env::var_os(SWITCH_TIMING_ENV).is_some_and(|v| v == "helpers");
-        let rq_clock = btf::RqClockOffsets::from_btf(&vmlinux)
-            .ok()
-            .filter(|_| !helpers_only);
-        let use_rq_clock = u32::from(rq_clock.is_some());
-        let rq_clock = rq_clock.unwrap_or_default();
-        let run_delay = sched_info_run_delay(&vmlinux).filter(|_| use_rq_clock != 0);
-        let use_sched_info = u32::from(run_delay.is_some());
-        let run_delay = run_delay.unwrap_or_default();
-        let trace_start_ns = super::procfs::monotonic_ns();
+        let timing = SwitchTiming::resolve(&vmlinux);
         // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
@@ -208,14 +252,8 @@ impl Tracer {
                 .override_global(globals::TASK_CGROUPS, &w.task_cgroups, true)
                 .override_global(globals::CSS_SET_DFL_CGRP, &w.css_set_dfl_cgrp, true)
                 .override_global(globals::CGROUP_LEVEL_OFF, &w.cgroup_level, true)
-                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true)
-                .override_global(globals::RQ_CLOCK, &use_rq_clock, true)
-                .override_global(globals::TASK_CFS_RQ, &rq_clock.task_cfs_rq, true)
-                .override_global(globals::CFS_RQ_RQ, &rq_clock.cfs_rq_rq, true)
-                .override_global(globals::RQ_CLOCK_OFF, &rq_clock.rq_clock, true)
-                .override_global(globals::SCHED_INFO, &use_sched_info, true)
-                .override_global(globals::TASK_RUN_DELAY, &run_delay, true)
-                .override_global(globals::TRACE_START_NS, &trace_start_ns, true);
+                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true);
+            timing.configure(&mut loader);
             loader
                 .override_global(globals::TASK_TGID, &life.tgid, true)
                 .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
@@ -242,13 +280,10 @@ impl Tracer {
                 cfg.configure(&mut loader);
             }
             let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
-            let switch_programs: &[&str] = if opts.no_switches {
+            let switch_programs = if opts.no_switches {
                 &[]
-            } else if use_sched_info != 0 {
-                // Run-queue time comes from the scheduler's own counter: no wakeup program.
-                &["sched_switch"]
             } else {
-                &["sched_switch", "sched_wakeup", "sched_wakeup_new"]
+                timing.programs()
             };
             for &name in switch_programs {
                 attach_btf_tracepoint(&mut ebpf, name, &kernel_btf)?;
