@@ -41,8 +41,7 @@ impl Tab {
     }
 
     fn next(self) -> Self {
-        let i = Self::ALL.iter().position(|t| *t == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
+        next_of(&Self::ALL, self)
     }
 }
 
@@ -154,6 +153,12 @@ impl App {
         self.copy_lines = copy_lines(e, snap.elapsed_s);
         self.zombie_lines = zombie_lines(e);
     }
+}
+
+/// The item after `current` in `all`, wrapping around (`s` and Tab cycle this way).
+fn next_of<T: Copy + PartialEq>(all: &[T], current: T) -> T {
+    let i = all.iter().position(|t| *t == current).unwrap_or(0);
+    all[(i + 1) % all.len()]
 }
 
 fn push_bounded(q: &mut VecDeque<u64>, v: u64) {

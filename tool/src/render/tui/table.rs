@@ -56,8 +56,7 @@ impl SortKey {
     }
 
     pub(super) fn next(self) -> Self {
-        let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
+        super::next_of(&Self::ALL, self)
     }
 }
 
