@@ -8,6 +8,7 @@ pub mod copies;
 pub mod events;
 pub mod extras;
 pub mod lifecycle;
+pub mod object;
 pub mod privilege;
 pub mod procfs;
 pub mod session;

@@ -20,6 +20,7 @@ use proclens_common::{
 use super::{
     btf,
     copies::{self, CopyConfig, CopyMaps},
+    object::Object,
     privilege, tracefs,
 };
 use crate::error::Fatal;
@@ -54,8 +55,9 @@ pub struct TracerOptions {
 
 /// Loaded and attached programs with their maps.
 pub struct Tracer {
-    // Holds the programs and links; dropped last.
-    ebpf: Ebpf,
+    // Holds the programs and links; dropped first (fields drop in order), so the
+    // programs are detached before the maps they write are closed.
+    ebpf: Object,
     threads: HashMap<MapData, u32, ThreadSwitches>,
     cpus: PerCpuArray<MapData, CpuSwitches>,
     counters: PerCpuArray<MapData, u64>,
@@ -234,7 +236,7 @@ impl Tracer {
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
         })?;
-        let load = |cgroup_walk: u32| -> Result<Ebpf> {
+        let load = |cgroup_walk: u32| -> Result<Object> {
             let w = walk.unwrap_or_default();
             let mut loader = EbpfLoader::new();
             loader
@@ -279,7 +281,7 @@ impl Tracer {
             if let Some(cfg) = &copy_cfg {
                 cfg.configure(&mut loader);
             }
-            let mut ebpf = loader.load(OBJECT).map_err(|e| load_error(e.into()))?;
+            let mut ebpf = Object::new(loader.load(OBJECT).map_err(|e| load_error(e.into()))?);
             let switch_programs = if opts.no_switches {
                 &[]
             } else {

@@ -6,6 +6,7 @@ mod bpf_stats;
 mod lifecycle;
 mod load;
 mod serve;
+mod startup;
 mod switches;
 pub mod syscalls;
 
@@ -20,7 +21,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 5] = ["switches", "lifecycle", "syscalls", "load", "serve"];
+pub const SECTIONS: [&str; 6] = [
+    "switches",
+    "lifecycle",
+    "syscalls",
+    "load",
+    "serve",
+    "startup",
+];
 
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
 /// marker name.
@@ -56,6 +64,9 @@ pub fn run_all(
     }
     if wanted("serve") {
         out.push(("serve", serve::run(proclens, reps)?));
+    }
+    if wanted("startup") {
+        out.push(("startup", startup::run(proclens, reps)?));
     }
     Ok(out)
 }

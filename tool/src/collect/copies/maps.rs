@@ -13,7 +13,7 @@ use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, op}
 
 use super::CopyConfig;
 use crate::{
-    collect::procfs,
+    collect::{object::Object, procfs},
     model::{copy_report::ProcRow, proctable::Key},
 };
 
@@ -53,7 +53,7 @@ pub fn attach_syscalls(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Attaches the copy-family enter programs and the shared exit program.
-pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
+pub fn attach_copies(ebpf: &mut Object, cfg: &CopyConfig) -> Result<()> {
     for (opid, why) in &cfg.layout.missing {
         eprintln!(
             "proclens: warning: {} is not traced: {why}",
@@ -77,10 +77,18 @@ pub fn attach_copies(ebpf: &mut Ebpf, cfg: &CopyConfig) -> Result<()> {
         .context("program copy_exit missing from the BPF object")?
         .try_into()?;
     exit.load().context("loading copy_exit")?;
+    // One program on every exit tracepoint: its links are taken, so that they are
+    // detached in parallel (see `Object`).
+    let mut links = Vec::new();
     for &opid in &cfg.layout.available {
         let name = op::NAMES[opid as usize];
-        exit.attach("syscalls", &format!("sys_exit_{name}"))
+        let id = exit
+            .attach("syscalls", &format!("sys_exit_{name}"))
             .with_context(|| format!("attaching to syscalls/sys_exit_{name}"))?;
+        links.push(exit.take_link(id)?);
+    }
+    for link in links {
+        ebpf.keep(link);
     }
     Ok(())
 }
