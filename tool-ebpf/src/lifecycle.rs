@@ -100,26 +100,19 @@ fn skipped(tgid: u32) -> bool {
     is_self(tgid) || !filter::current_in_cgroup()
 }
 
-/// The header of an event that happens now. The boot clock costs a helper call and a
-/// clock read (~50 ns on a VM, about a third of a lifecycle program), so only the events
-/// whose time is used read it: exit (a zombie's age) and free (when it was reaped). A
-/// fork takes its time from the child's `start_boottime`, set just before; a wait is
-/// counted, not timed (see [`untimed`]).
+/// The header of an event stamped with the boot clock now. The clock costs a helper call
+/// and a clock read (~50 ns on a VM, about a third of a lifecycle program), so only the
+/// events whose time is used read it: exec, exit (a zombie's age) and free (when it was
+/// reaped). A fork takes its time from the child's `start_boottime`, set just before; a
+/// wait is counted, not timed (`ts` 0).
 #[inline(always)]
 fn header(kind: u32, tid: u32) -> EventHeader {
-    // SAFETY: a helper without arguments.
-    timed(kind, tid, unsafe { bpf_ktime_get_boot_ns() })
-}
-
-#[inline(always)]
-fn timed(kind: u32, tid: u32, ts: u64) -> EventHeader {
-    EventHeader { kind, tid, ts }
-}
-
-/// The header of an event whose time nobody reads (`ts` 0).
-#[inline(always)]
-fn untimed(kind: u32, tid: u32) -> EventHeader {
-    timed(kind, tid, 0)
+    EventHeader {
+        kind,
+        tid,
+        // SAFETY: a helper without arguments.
+        ts: unsafe { bpf_ktime_get_boot_ns() },
+    }
 }
 
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -138,7 +131,11 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     };
     let born: u64 = field(child_task, config::task_start_boottime_off());
     let ev = Fork {
-        header: timed(kind::FORK, child.pid, born),
+        header: EventHeader {
+            kind: kind::FORK,
+            tid: child.pid,
+            ts: born,
+        },
         creator,
         child,
         parent,
@@ -266,7 +263,11 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
         field(pid_struct, config::pid_nr_off())
     };
     submit(Wait {
-        header: untimed(kind::WAIT, waiter.pid),
+        header: EventHeader {
+            kind: kind::WAIT,
+            tid: waiter.pid,
+            ts: 0,
+        },
         waiter,
         target_pid,
         _pad: 0,
