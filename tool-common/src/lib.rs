@@ -37,6 +37,10 @@ pub mod globals {
     pub const SCHED_INFO: &str = "SCHED_INFO";
     pub const TASK_RUN_DELAY: &str = "TASK_RUN_DELAY_OFF";
     pub const TRACE_START_NS: &str = "TRACE_START_NS";
+    /// How many slots of the direct-mapped `THREAD_SLOTS` table threads may own: a power
+    /// of two up to `switch::THREAD_SLOTS` (all of them, the default); 0 keeps every
+    /// thread in the `THREADS` hash. Fewer than all only in tests, to mix both tables.
+    pub const THREAD_SLOTS_USED: &str = "THREAD_SLOTS_USED";
     /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
     pub const CGROUP_ID: &str = "CGROUP_ID";
     pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";
@@ -90,6 +94,7 @@ mod pod {
     // is valid for any bit pattern.
     unsafe impl aya::Pod for crate::switch::ThreadSwitches {}
     unsafe impl aya::Pod for crate::switch::CpuSwitches {}
+    unsafe impl aya::Pod for crate::switch::ThreadSlot {}
     unsafe impl aya::Pod for crate::copies::CopyKey {}
     unsafe impl aya::Pod for crate::copies::CopyStats {}
     unsafe impl aya::Pod for crate::copies::Inflight {}

@@ -110,6 +110,37 @@ pub struct ThreadSwitches {
     pub comm: [u8; 16],
 }
 
+/// Slots of the direct-mapped thread table (`THREAD_SLOTS`, an array): thread `tid` may
+/// own slot [`slot_of`]`(tid)`. Finding a thread's entry there costs an index and a compare
+/// where the `THREADS` hash costs a hash and a bucket walk (~10 ns of a ~55 ns switch
+/// program); threads whose slot another thread holds live in `THREADS` instead.
+/// A power of two; 8192 slots of 256 bytes are 2 MiB.
+pub const THREAD_SLOTS: u32 = 8192;
+
+/// The slot thread `tid` may own.
+#[inline(always)]
+pub const fn slot_of(tid: u32) -> u32 {
+    tid & (THREAD_SLOTS - 1)
+}
+
+/// One slot of the direct-mapped thread table: `owner`'s accounting, or free (`owner` 0:
+/// thread id 0, the idle task, is never accounted).
+///
+/// A slot is claimed by inserting its index into the `SLOT_CLAIMS` hash (an atomic
+/// test-and-set any kernel offers, where a compare-and-swap on `owner` would need 5.12's
+/// BPF atomics), then filling `stats`, then setting `owner`; it is released at the
+/// owner's last switch by clearing `owner`, then deleting the claim. Readers take a slot
+/// whose `owner` reads the same before and after its `stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSlot {
+    pub owner: u32,
+    pub _pad: u32,
+    pub stats: ThreadSwitches,
+    /// To 256 bytes: every slot starts a cache line.
+    pub _tail: u64,
+}
+
 /// Bits of [`ThreadSwitches::flags`].
 pub mod flags {
     /// The last switch out was voluntary: the time until the next run is blocked time,
@@ -175,6 +206,17 @@ mod tests {
         // Buckets 0..=2: waits under 8 µs, the usual case on an idle-enough CPU.
         assert_eq!(offset_of!(ThreadSwitches, runq_hist) + 3 * 4, 128);
         assert_eq!(size_of::<ThreadSwitches>(), 240);
+    }
+
+    /// Slots are cache-line aligned (the array's values start on a page), and `owner`,
+    /// read at every switch, shares the first line with the entry's hottest fields.
+    #[test]
+    fn slots_are_256_bytes() {
+        use core::mem::offset_of;
+        assert_eq!(size_of::<ThreadSlot>(), 256);
+        assert_eq!(offset_of!(ThreadSlot, stats), 8);
+        assert_eq!(THREAD_SLOTS.count_ones(), 1);
+        assert_eq!(slot_of(THREAD_SLOTS + 5), 5);
     }
 
     #[test]

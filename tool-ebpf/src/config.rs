@@ -45,6 +45,9 @@ globals! {
     /// CLOCK_MONOTONIC when tracing began: threads started later (`task_struct.start_time`)
     /// are traced from their first instruction, so their whole run-queue time counts.
     TRACE_START_NS => trace_start_ns: u64;
+    /// How many slots of `THREAD_SLOTS` threads may own (a power of two, see
+    /// `switch::slot`); 0: every thread's entry is in `THREADS`.
+    THREAD_SLOTS_USED => thread_slots_used: u32;
     /// Only trace tasks in this cgroup v2 (or below it); 0 traces every task.
     CGROUP_ID => cgroup_id: u64;
     /// Depth of that cgroup below the v2 root (the ancestor level to compare).

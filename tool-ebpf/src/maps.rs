@@ -1,19 +1,30 @@
 //! Maps shared by the programs. Sizes are defaults; the loader may resize them.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use proclens_common::{
     counters,
-    switch::{CpuSwitches, ThreadSwitches},
+    switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
 };
 
-/// Per-thread switch accounting, keyed by thread id. A plain (preallocated) hash: when it is
+/// Per-thread switch accounting of the threads that hold no slot of `THREAD_SLOTS`, keyed by
+/// thread id. A plain (preallocated) hash: when it is
 /// full, new threads are counted in `COUNTERS[THREAD_MAP_FULL]` instead of evicting others.
 #[map]
 pub(crate) static THREADS: HashMap<u32, ThreadSwitches> = HashMap::with_max_entries(32768, 0);
+
+/// The direct-mapped thread table (see `proclens_common::switch::ThreadSlot`): most threads'
+/// entries, found without hashing. Userspace maps it read-only instead of a syscall per slot.
+#[map]
+pub(crate) static THREAD_SLOTS: Array<ThreadSlot> = Array::with_max_entries(SLOTS, BPF_F_MMAPABLE);
+
+/// Claims on `THREAD_SLOTS` (slot index → owner): inserting with `BPF_NOEXIST` succeeds on
+/// one CPU only, which makes it the slot's test-and-set.
+#[map]
+pub(crate) static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(SLOTS, 0);
 
 /// Per-CPU classification slot and system-wide switch split.
 #[map]

@@ -12,17 +12,23 @@
 //! time (`sched_info.run_delay`, `CONFIG_SCHED_INFO`), the wait before each run is read
 //! from it at the task's switch out, and the wakeup programs are not attached at all:
 //! a wakeup then costs nothing.
+//!
+//! Each thread's accounting sits in its slot of the direct-mapped `THREAD_SLOTS` table when
+//! it holds that slot (most threads), else in the `THREADS` hash (see [`find_or_make`]).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use proclens_common::{
     counters,
     event::{EventHeader, ThreadExit, kind as event_kind},
-    switch::{CpuSwitches, TASK_DEAD, ThreadSwitches, flags, is_involuntary, kind, runq_bucket},
+    switch::{
+        CpuSwitches, TASK_DEAD, ThreadSlot, ThreadSwitches, flags, is_involuntary, kind,
+        runq_bucket, slot_of,
+    },
 };
 
 use crate::{
     config, filter,
-    maps::{CPU_SWITCHES, EVENTS, THREADS, count, submit_flags},
+    maps::{CPU_SWITCHES, EVENTS, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, submit_flags},
     task::{comm, field},
 };
 
@@ -103,7 +109,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
     // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
     let mut entry = if traced {
-        thread_entry(tid, tgid, prev).ok()
+        thread_entry(tid, tgid, prev)
     } else {
         None
     };
@@ -165,7 +171,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
         // The thread's last switch: hand its final counts to userspace and forget it, so
         // a reused thread id starts from zero.
         emit_thread_exit(tid, now, prev, entry);
-        let _ = THREADS.remove(&tid);
+        release(tid);
     }
     Ok(())
 }
@@ -191,39 +197,99 @@ fn is_exiting(task: u64) -> bool {
     exit_state != 0
 }
 
-/// Looks up (or creates) the entry of the current thread.
+/// The entry of the current thread, made if it has none (`None`: the table is full).
 #[inline(always)]
-fn thread_entry(tid: u32, tgid: u32, task: u64) -> Result<&'static mut ThreadSwitches, i32> {
-    if let Some(e) = THREADS.get_ptr_mut(&tid) {
-        // SAFETY: map values live as long as the map; this thread's entry has one writer.
-        let e = unsafe { &mut *e };
-        if e.tgid == tgid {
-            return Ok(e);
-        }
-        if e.tgid != 0 {
-            // A stale entry of another process (its exit was missed): start afresh.
-            *e = fresh(tgid, task);
-            return Ok(e);
-        }
-        // Created by a wakeup, which knows no tgid: fill the identity in.
-        e.tgid = tgid;
-        e.start_ns = leader_start(task);
-        e.comm = comm(task);
-        return Ok(e);
+fn thread_entry(tid: u32, tgid: u32, task: u64) -> Option<&'static mut ThreadSwitches> {
+    let (e, made) = find_or_make(tid, || fresh(tgid, task))?;
+    if made || e.tgid == tgid {
+        return Some(e);
     }
-    let new = fresh(tgid, task);
-    if let Err(err) = THREADS.insert(&tid, &new, BPF_NOEXIST) {
+    if e.tgid != 0 {
+        // A stale entry of another process (its exit was missed): start afresh.
+        *e = fresh(tgid, task);
+        return Some(e);
+    }
+    // Made by a wakeup, which knows no tgid: fill the identity in.
+    e.tgid = tgid;
+    e.start_ns = leader_start(task);
+    e.comm = comm(task);
+    Some(e)
+}
+
+/// The slot `tid` may own, when slots are in use.
+#[inline(always)]
+fn slot(tid: u32) -> Option<&'static mut ThreadSlot> {
+    if config::thread_slots_used() == 0 {
+        return None;
+    }
+    // SAFETY: array values live as long as the map; see `find_or_make` for who writes.
+    THREAD_SLOTS
+        .get_ptr_mut(slot_index(tid))
+        .map(|s| unsafe { &mut *s })
+}
+
+/// Its index: `slot_of(tid)`, within the slots in use (all but in tests).
+#[inline(always)]
+fn slot_index(tid: u32) -> u32 {
+    slot_of(tid) & config::thread_slots_used().wrapping_sub(1)
+}
+
+/// `tid`'s entry (see [`find`]), else a new one made by `make`, in its slot when that is
+/// free, else in `THREADS`; with whether it was made now. `None` when `THREADS` is full
+/// (counted).
+///
+/// A thread's entry is written by its own switches out, which happen on one CPU at a time,
+/// and by its wakeups (timing wakeups only, see `try_wakeup`); claiming a slot is
+/// arbitrated by `SLOT_CLAIMS` (see `ThreadSlot`).
+#[inline(always)]
+fn find_or_make(
+    tid: u32,
+    make: impl FnOnce() -> ThreadSwitches,
+) -> Option<(&'static mut ThreadSwitches, bool)> {
+    if let Some(e) = find(tid) {
+        return Some((e, false));
+    }
+    if let Some(s) = slot(tid)
+        && s.owner == 0
+        && SLOT_CLAIMS
+            .insert(&slot_index(tid), &tid, BPF_NOEXIST)
+            .is_ok()
+    {
+        s.stats = make();
+        s.owner = tid;
+        return Some((&mut s.stats, true));
+    }
+    if let Err(err) = THREADS.insert(&tid, &make(), BPF_NOEXIST) {
         if err != -17 {
             // Not EEXIST: the map is full.
             count(counters::THREAD_MAP_FULL);
-            return Err(err);
+            return None;
         }
     }
-    match THREADS.get_ptr_mut(&tid) {
-        // SAFETY: as above.
-        Some(e) => Ok(unsafe { &mut *e }),
-        None => Err(-1),
+    find(tid).map(|e| (e, true))
+}
+
+/// `tid`'s entry if it has one: its slot when it owns it, else its `THREADS` entry.
+#[inline(always)]
+fn find(tid: u32) -> Option<&'static mut ThreadSwitches> {
+    match slot(tid) {
+        Some(s) if s.owner == tid => Some(&mut s.stats),
+        // SAFETY: map values live as long as the map.
+        _ => THREADS.get_ptr_mut(&tid).map(|e| unsafe { &mut *e }),
     }
+}
+
+/// Forgets `tid`'s entry (its last switch): frees its slot, or removes it from `THREADS`.
+#[inline(always)]
+fn release(tid: u32) {
+    if let Some(s) = slot(tid)
+        && s.owner == tid
+    {
+        s.owner = 0;
+        let _ = SLOT_CLAIMS.remove(&slot_index(tid));
+        return;
+    }
+    let _ = THREADS.remove(&tid);
 }
 
 #[inline(always)]
@@ -365,31 +431,25 @@ fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let now = now(task);
-    if let Some(e) = THREADS.get_ptr_mut(&tid) {
-        // SAFETY: map values live as long as the map; a racing switch-out of the same
-        // thread can at worst cost one latency sample.
-        let e = unsafe { &mut *e };
-        // The first wakeup after a switch out counts: later ones (the task is already
-        // runnable, or woken again while running) must not move the start of its wait.
-        if e.wake_ts == 0 || e.wake_ts < e.out_ts {
-            e.wake_ts = now;
-        }
-        return Ok(());
-    }
     // First sight of this thread: remember when it became runnable. Its tgid is filled in
     // at its first switch out. With a cgroup filter, entries are only made by switches of
     // tasks inside it (the woken task is not `current`, so its cgroup is unknown here).
-    if config::cgroup_id() != 0 {
-        return Ok(());
-    }
-    let new = ThreadSwitches {
-        wake_ts: now,
-        ..ThreadSwitches::default()
+    let known = if config::cgroup_id() != 0 {
+        find(tid)
+    } else {
+        let runnable = || ThreadSwitches {
+            wake_ts: now,
+            ..ThreadSwitches::default()
+        };
+        find_or_make(tid, runnable).and_then(|(e, made)| (!made).then_some(e))
     };
-    if let Err(err) = THREADS.insert(&tid, &new, BPF_NOEXIST) {
-        if err != -17 {
-            count(counters::THREAD_MAP_FULL);
-        }
+    // A racing switch out of the same thread can at worst cost one latency sample.
+    // The first wakeup after a switch out counts: later ones (the task is already
+    // runnable, or woken again while running) must not move the start of its wait.
+    if let Some(e) = known
+        && (e.wake_ts == 0 || e.wake_ts < e.out_ts)
+    {
+        e.wake_ts = now;
     }
     Ok(())
 }

@@ -206,6 +206,25 @@ fn run_times_match_the_kernels_schedstat_with_helper_timing() {
     }
 }
 
+/// The same with every thread's accounting in the `THREADS` hash, where threads go whose
+/// direct-mapped slot another thread holds.
+#[test]
+fn run_times_match_the_kernels_schedstat_with_every_thread_in_the_hash() {
+    if can_trace() {
+        times_match_schedstat(&[("PROCLENS_THREAD_SLOTS", "0")], false);
+    }
+}
+
+/// The same with a single slot in the direct-mapped table: one thread holds it at a time
+/// (claimed at its first switch, freed at its last, then claimed by the next), the others
+/// are in the hash, so both tables and the moves between them are exercised at once.
+#[test]
+fn run_times_match_the_kernels_schedstat_with_one_thread_slot() {
+    if can_trace() {
+        times_match_schedstat(&[("PROCLENS_THREAD_SLOTS", "1")], false);
+    }
+}
+
 /// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
 /// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
 /// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time

@@ -12,5 +12,6 @@ pub mod object;
 pub mod privilege;
 pub mod procfs;
 pub mod session;
+pub mod thread_slots;
 pub mod tracefs;
 pub mod tracer;

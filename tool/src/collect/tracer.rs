@@ -14,14 +14,16 @@ use aya::{
 };
 use proclens_common::{
     counters, globals,
-    switch::{CpuSwitches, ThreadSwitches},
+    switch::{CpuSwitches, THREAD_SLOTS, ThreadSwitches},
 };
 
 use super::{
     btf,
     copies::{self, CopyConfig, CopyMaps},
     object::Object,
-    privilege, tracefs,
+    privilege,
+    thread_slots::ThreadSlots,
+    tracefs,
 };
 use crate::error::Fatal;
 
@@ -59,6 +61,7 @@ pub struct Tracer {
     // programs are detached before the maps they write are closed.
     ebpf: Object,
     threads: HashMap<MapData, u32, ThreadSwitches>,
+    slots: ThreadSlots,
     cpus: PerCpuArray<MapData, CpuSwitches>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
@@ -119,6 +122,9 @@ struct SwitchTiming {
     run_delay: u32,
     /// CLOCK_MONOTONIC at start: threads started later are counted from birth.
     trace_start_ns: u64,
+    /// How many slots of the direct-mapped thread table threads may own (see
+    /// [`THREAD_SLOTS_ENV`]).
+    thread_slots_used: u32,
 }
 
 impl SwitchTiming {
@@ -136,6 +142,11 @@ impl SwitchTiming {
             sched_info: u32::from(run_delay.is_some()),
             run_delay: run_delay.unwrap_or_default(),
             trace_start_ns: super::procfs::monotonic_ns(),
+            thread_slots_used: std::env::var(THREAD_SLOTS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &u32| n == 0 || (n.is_power_of_two() && n <= THREAD_SLOTS))
+                .unwrap_or(THREAD_SLOTS),
         }
     }
 
@@ -148,7 +159,8 @@ impl SwitchTiming {
             .override_global(globals::RQ_CLOCK_OFF, &self.rq_offsets.rq_clock, true)
             .override_global(globals::SCHED_INFO, &self.sched_info, true)
             .override_global(globals::TASK_RUN_DELAY, &self.run_delay, true)
-            .override_global(globals::TRACE_START_NS, &self.trace_start_ns, true);
+            .override_global(globals::TRACE_START_NS, &self.trace_start_ns, true)
+            .override_global(globals::THREAD_SLOTS_USED, &self.thread_slots_used, true);
     }
 
     /// The switch programs to attach: the wakeup programs only when they time the waits.
@@ -176,6 +188,12 @@ fn sched_info_run_delay(vmlinux: &btf_rs::Btf) -> Option<u32> {
 /// programs, as on kernels whose BTF shows no run-queue clock or that keep no per-task
 /// run-queue time: so that the tests cover that path on any kernel.
 pub const SWITCH_TIMING_ENV: &str = "PROCLENS_SWITCH_TIMING";
+
+/// Set to a power of two N below the direct-mapped thread table's size, threads may own
+/// only its first N slots, and the others' switch accounting lives in the `THREADS` hash
+/// (all of it with 0), as for threads whose slot another thread holds: so that the tests
+/// cover that path and the mix of both (see tool-ebpf/src/switch.rs).
+pub const THREAD_SLOTS_ENV: &str = "PROCLENS_THREAD_SLOTS";
 
 /// Loads the program `name` and attaches it to the `sched` BTF tracepoint of that name.
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel_btf: &aya::Btf) -> Result<()> {
@@ -332,6 +350,10 @@ impl Tracer {
         let threads: HashMap<MapData, u32, ThreadSwitches> =
             HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
         let threads_capacity = 32768;
+        let slots = ThreadSlots::new(
+            ebpf.take_map("THREAD_SLOTS")
+                .context("map THREAD_SLOTS missing")?,
+        )?;
         let cpus = PerCpuArray::try_from(
             ebpf.take_map("CPU_SWITCHES")
                 .context("map CPU_SWITCHES missing")?,
@@ -342,6 +364,7 @@ impl Tracer {
         Ok(Self {
             ebpf,
             threads,
+            slots,
             cpus,
             counters,
             events: Some(events),
@@ -407,9 +430,9 @@ impl Tracer {
         self.copy_maps.as_mut()
     }
 
-    /// Every traced thread's accounting, by thread id. The map changes while it is read
-    /// (the kernel adds and deletes threads), so iteration may restart; duplicates are
-    /// folded and the walk is bounded.
+    /// Every traced thread's accounting, by thread id: the direct-mapped slots' and the
+    /// `THREADS` hash's. The hash changes while it is read (the kernel adds and deletes
+    /// threads), so iteration may restart; duplicates are folded and the walk is bounded.
     pub fn threads(&self) -> Result<StdHashMap<u32, ThreadSwitches>> {
         let mut out = StdHashMap::new();
         let bound = 4 * self.threads_capacity as usize;
@@ -426,6 +449,7 @@ impl Tracer {
                 Err(e) => return Err(e).context("reading THREADS"),
             }
         }
+        self.slots.read_into(&mut out);
         Ok(out)
     }
 
