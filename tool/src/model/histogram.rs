@@ -23,6 +23,14 @@ pub fn percentile_us(hist: &Hist, p: f64) -> Option<u64> {
     Some(1u64 << RUNQ_BUCKETS)
 }
 
+/// [`percentile_us`], capped at the longest wait seen (`max_ns`, shown in whole µs): no
+/// percentile exceeds it, so the cap is the tighter bound whenever the percentile falls in
+/// the bucket that holds the longest wait, and a percentile never reads above the maximum
+/// printed beside it.
+pub fn percentile_capped_us(hist: &Hist, p: f64, max_ns: u64) -> Option<u64> {
+    percentile_us(hist, p).map(|bound| bound.min(max_ns / 1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +46,16 @@ mod tests {
         assert_eq!(percentile_us(&h, 91.0), Some(2048));
         assert_eq!(percentile_us(&h, 99.0), Some(2048));
         assert_eq!(percentile_us(&h, 100.0), Some(2048));
+    }
+
+    #[test]
+    fn percentiles_never_exceed_the_longest_wait() {
+        let mut h: Hist = [0; RUNQ_BUCKETS];
+        assert_eq!(percentile_capped_us(&h, 50.0, 0), None);
+        h[0] = 3; // all under 1 µs
+        assert_eq!(percentile_capped_us(&h, 50.0, 700), Some(0));
+        h[4] = 1; // one wait of 24.5 µs, in [16, 32)
+        assert_eq!(percentile_capped_us(&h, 50.0, 24_500), Some(2));
+        assert_eq!(percentile_capped_us(&h, 99.0, 24_500), Some(24));
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{
-    histogram::percentile_us,
+    histogram::percentile_capped_us,
     run_sections::{CopiesSection, ZombiesSection},
     switches::{Counts, Row},
 };
@@ -75,8 +75,8 @@ pub struct Latency {
 impl Latency {
     fn of(c: &Counts) -> Self {
         Self {
-            p50_us: percentile_us(&c.runq_hist, 50.0),
-            p99_us: percentile_us(&c.runq_hist, 99.0),
+            p50_us: percentile_capped_us(&c.runq_hist, 50.0, c.runq_max_ns),
+            p99_us: percentile_capped_us(&c.runq_hist, 99.0, c.runq_max_ns),
             max_us: c.runq_max_ns / 1000,
         }
     }
@@ -239,7 +239,8 @@ mod tests {
         assert!((r.blocked_s - 0.2).abs() < 1e-9);
         assert!((r.oncpu_s - 0.002).abs() < 1e-9);
         assert_eq!(r.per_process[0].pid, 10, "sorted by pid");
-        assert_eq!(r.runq_latency.p99_us, Some(8));
+        // In [4, 8) µs by the histogram, and no wait was longer than 5 µs.
+        assert_eq!(r.runq_latency.p99_us, Some(5));
         assert_eq!(r.runq_latency.max_us, 5);
         assert_eq!(r.exit.shell_code(), 3);
     }

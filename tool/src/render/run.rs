@@ -9,7 +9,16 @@ use crate::{
 };
 
 fn lat(l: &Latency) -> String {
-    let f = |v: Option<u64>| v.map_or("-".to_string(), |us| format!("<{us}us"));
+    // A bucket's bound is exclusive; a percentile capped at the longest wait is not.
+    let f = |v: Option<u64>| {
+        v.map_or("-".to_string(), |us| {
+            if us >= l.max_us {
+                format!("<={us}us")
+            } else {
+                format!("<{us}us")
+            }
+        })
+    };
     format!(
         "p50 {}, p99 {}, max {}us",
         f(l.p50_us),
@@ -218,7 +227,7 @@ mod tests {
         };
         let lat = Latency {
             p50_us: Some(4),
-            p99_us: Some(8),
+            p99_us: Some(7),
             max_us: 7,
         };
         RunReport {
@@ -281,6 +290,6 @@ mod tests {
         assert!(t.contains("proclens run: sh -c 'sleep 0.2'"), "{t}");
         assert!(t.contains("blocked 0.200 s"), "{t}");
         assert!(t.contains("2 voluntary, 1 involuntary"), "{t}");
-        assert!(t.contains("p50 <4us, p99 <8us, max 7us"), "{t}");
+        assert!(t.contains("p50 <4us, p99 <=7us, max 7us"), "{t}");
     }
 }

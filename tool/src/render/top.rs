@@ -4,7 +4,7 @@ use serde::Serialize;
 
 pub use crate::collect::session::SystemSplit;
 use crate::model::{
-    histogram::percentile_us,
+    histogram::percentile_capped_us,
     rates::{per_second, percent},
     switches::Row,
 };
@@ -163,8 +163,9 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             oncpu_ms: d.oncpu_ns as f64 / 1e6,
             blocked_ms: d.blocked_ns as f64 / 1e6,
             runq_ms: d.runq_ns as f64 / 1e6,
-            runq_p50_us: percentile_us(&d.runq_hist, 50.0),
-            runq_p99_us: percentile_us(&d.runq_hist, 99.0),
+            // The interval's waits are bounded by the longest seen since the start.
+            runq_p50_us: percentile_capped_us(&d.runq_hist, 50.0, t.runq_max_ns),
+            runq_p99_us: percentile_capped_us(&d.runq_hist, 99.0, t.runq_max_ns),
             runq_max_us: t.runq_max_ns / 1000,
             syscalls: syscalls.map(|(d, _)| d),
             syscalls_per_s: syscalls.map(|(d, _)| per_second(d, f.elapsed_s)),
@@ -245,7 +246,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             percent(d.cross_in, ins),
             share_of_interval(d.oncpu_ns, f.elapsed_s),
             share_of_interval(d.runq_ns, f.elapsed_s),
-            fmt_us(percentile_us(&d.runq_hist, 99.0)),
+            fmt_us(percentile_capped_us(&d.runq_hist, 99.0, r.total.runq_max_ns)),
             sysc,
             zomb,
             comm
@@ -270,10 +271,11 @@ mod tests {
             runq_ns: 20_000_000,
             ..Counts::default()
         };
-        delta.runq_hist[3] = 10;
+        delta.runq_hist[3] = 10; // [8, 16) µs
         let total = Counts {
             voluntary: 200,
             involuntary: 40,
+            runq_max_ns: 15_000,
             ..delta
         };
         Frame {
@@ -325,7 +327,8 @@ mod tests {
         assert_eq!(row["involuntary_per_s"], 2.0);
         assert_eq!(row["voluntary_total"], 200);
         assert_eq!(row["involuntary_total"], 40);
-        assert_eq!(row["runq_p99_us"], 16);
+        // The bucket's bound is 16 µs; no wait was longer than 15.
+        assert_eq!(row["runq_p99_us"], 15);
         assert!(row.get("tid").is_none());
         assert_eq!(row["syscalls"], 3000);
         assert_eq!(row["syscalls_per_s"], 1500.0);
@@ -351,7 +354,7 @@ mod tests {
         assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
-        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      16us      1500    2  worker"), "{row}");
+        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      15us      1500    2  worker"), "{row}");
         assert!(row.ends_with("worker"));
     }
 }

@@ -5,7 +5,7 @@ use super::{App, CopyLine, Tab, ZombieLine};
 use crate::{
     collect::extras::Extras,
     model::{
-        histogram::percentile_us,
+        histogram::percentile_capped_us,
         rates::{per_second, percent},
         switches::Row,
     },
@@ -103,7 +103,7 @@ impl Line {
             } else {
                 0.0
             },
-            runq_p99_us: percentile_us(&d.runq_hist, 99.0),
+            runq_p99_us: percentile_capped_us(&d.runq_hist, 99.0, row.total.runq_max_ns),
             syscalls_s: proc_row
                 .map(|r| r.map_or(0.0, |r| per_second(r.syscalls.delta, elapsed_s))),
             bytes_s: proc_row.map(|r| r.map_or(0.0, copied)),
