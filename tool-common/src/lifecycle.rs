@@ -5,6 +5,11 @@
 //! its pid is reused before the old task is freed (a fork storm does that), and it is the
 //! same clock `/proc/PID/stat` reports (field 22, in clock ticks), so processes seen at
 //! start-up in /proc can be matched with later events.
+//!
+//! Fork, exec and exit also carry the address of the process's leader `task_struct`, a
+//! stable identity until that task is freed: the free event carries only that address,
+//! so its program reads nothing of a task that has long left the caches. Addresses are
+//! compared, never dereferenced or shown.
 
 use crate::event::EventHeader;
 
@@ -44,6 +49,8 @@ pub struct Fork {
     pub parent: TaskRef,
     pub flags: u32,
     pub _pad: u32,
+    /// The child's `task_struct` address (for a process: its leader's).
+    pub child_ptr: u64,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -56,6 +63,9 @@ pub struct Exec {
     /// The thread id before exec (a non-leader thread that execs takes the leader's id).
     pub old_pid: u32,
     pub _pad: u32,
+    /// `task`'s `task_struct` address: the process's leader from now on (a thread that
+    /// execs takes over from the old leader, which is then released).
+    pub task_ptr: u64,
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; FILENAME_LEN],
 }
@@ -67,6 +77,7 @@ impl Default for Exec {
             task: TaskRef::default(),
             old_pid: 0,
             _pad: 0,
+            task_ptr: 0,
             comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
         }
@@ -94,6 +105,8 @@ pub struct Exit {
     /// in the low 7 bits, 0x80 if it dumped core).
     pub exit_code: u32,
     pub flags: u32,
+    /// The `task_struct` address of the process's leader (which is freed last).
+    pub leader_ptr: u64,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -107,13 +120,15 @@ pub struct Wait {
     pub _pad: u32,
 }
 
-/// `sched_process_free`: a process's leader task was freed, an RCU grace period after it
-/// was reaped. Sent only for group leaders (the process is gone for good).
+/// `sched_process_free`: a task was freed, an RCU grace period after it was released.
+/// For a process's leader, the process is gone for good (it was reaped); other tasks'
+/// frees (threads) name no process. The header's `tid` is 0: the task is not read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Free {
     pub header: EventHeader,
-    pub task: TaskRef,
+    /// The freed `task_struct`'s address.
+    pub task_ptr: u64,
 }
 
 /// The status a zombie's parent will read from wait(): exit code or signal.

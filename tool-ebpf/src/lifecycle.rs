@@ -86,18 +86,13 @@ fn parent_ref(task: u64) -> (u64, TaskRef) {
     (parent, task_ref(parent))
 }
 
-#[inline(always)]
-fn is_self(tgid: u32) -> bool {
-    let me = config::self_tgid();
-    me != 0 && tgid == me
-}
-
 /// Whether an event that runs in the context of the task it is about (fork: the creator,
 /// exec, exit, wait) is left out: proclens's own, or outside the cgroup filter. Free runs
-/// in whatever context drops the last reference, so only its tgid is checked.
+/// in whatever context drops the last reference and is never filtered (see `try_free`).
 #[inline(always)]
 fn skipped(tgid: u32) -> bool {
-    is_self(tgid) || !filter::current_in_cgroup()
+    let me = config::self_tgid();
+    (me != 0 && tgid == me) || !filter::current_in_cgroup()
 }
 
 /// The header of an event stamped with the boot clock now. The clock costs a helper call
@@ -141,6 +136,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
         parent,
         flags,
         _pad: 0,
+        child_ptr: child_task,
         comm: comm(child_task),
     };
     submit(ev);
@@ -168,6 +164,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         (*ev).task = me;
         (*ev).old_pid = old_pid;
         (*ev)._pad = 0;
+        (*ev).task_ptr = task;
         (*ev).comm = comm(task);
         let buf = &mut (*ev).filename;
         buf[0] = 0;
@@ -219,11 +216,11 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let (parent_task, parent) = parent_ref(task);
+    let leader: u64 = field(task, config::task_group_leader_off());
     let mut flags = 0;
     if group_dead(ctx, task) {
         flags |= exit_flags::GROUP_DEAD;
         // The leader is the task its parent waits for; its exit signal decides.
-        let leader: u64 = field(task, config::task_group_leader_off());
         if autoreaped(leader, parent_task) {
             flags |= exit_flags::AUTOREAP;
         }
@@ -235,6 +232,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         parent,
         exit_code,
         flags,
+        leader_ptr: leader,
         comm: comm(task),
     });
     Ok(())
@@ -275,22 +273,15 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
+/// Reads nothing of the task: freed an RCU grace period after its release, it has left
+/// the caches, and its first field read was most of this program's cost (a cache miss on
+/// every process). Userspace knows processes' leaders by address (see `Free`); other
+/// tasks' frees (threads, proclens's own) cost it a failed lookup.
 fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    let pid: u32 = field(task, config::task_pid_off());
-    let tgid: u32 = field(task, config::task_tgid_off());
-    if pid != tgid || is_self(tgid) {
-        // Only a group leader's free ends a process; a thread's would only cost ring space.
-        return Ok(());
-    }
-    let start_ns: u64 = field(task, config::task_start_boottime_off());
     submit(Free {
-        header: header(kind::FREE, pid),
-        task: TaskRef {
-            pid,
-            tgid,
-            start_ns,
-        },
+        header: header(kind::FREE, 0),
+        task_ptr: task,
     });
     Ok(())
 }

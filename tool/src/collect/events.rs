@@ -217,10 +217,10 @@ mod tests {
         let free = Free {
             header: EventHeader {
                 kind: kind::FREE,
-                tid: 11,
+                tid: 0,
                 ts: 5,
             },
-            task: t(11, 11),
+            task_ptr: 0xffff_8881_0000_4000,
         };
         assert_eq!(decode(&bytes_of(&free)), Ok(Event::Free(free)));
         // Each kind cut one byte short is an error.

@@ -33,6 +33,8 @@ pub struct Lifecycle {
     /// ns per /proc clock tick.
     pub tick_ns: u64,
     notices: Vec<Notice>,
+    /// When [`ProcTable::sweep_unnamed`] last ran.
+    unnamed_swept: Instant,
 }
 
 impl Lifecycle {
@@ -46,6 +48,7 @@ impl Lifecycle {
             orphans: Orphans::default(),
             tick_ns,
             notices: Vec::new(),
+            unnamed_swept: Instant::now(),
         }
     }
 
@@ -69,6 +72,15 @@ impl Lifecycle {
             }
             false
         });
+        // Once per batch (thread frees may come by the thousand): the zombies found at
+        // start-up whose free may have been among them.
+        if let Some(at_ns) = self.table.take_unmatched_free() {
+            let tick_ns = self.tick_ns;
+            let reaped = self.table.release_seeded_zombies(at_ns, |k| {
+                procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
+            });
+            self.notices.extend(reaped);
+        }
     }
 
     /// After lost events: forgets processes the kernel no longer has (their free event
@@ -80,8 +92,9 @@ impl Lifecycle {
     }
 
     /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
-    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]); call it
-    /// every interval. A reported zombie's reaped notice is queued.
+    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]), and every
+    /// [`RELEASE_GRACE_NS`] the live ones gone unseen (see [`ProcTable::sweep_unnamed`]);
+    /// call it every interval. A reported zombie's reaped notice is queued.
     pub fn sweep(&mut self) {
         let tick_ns = self.tick_ns;
         let notices = self
@@ -90,6 +103,12 @@ impl Lifecycle {
                 procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
             });
         self.notices.extend(notices);
+        // Rarely: it reads /proc for every process no event has named yet.
+        if self.unnamed_swept.elapsed() >= Duration::from_nanos(RELEASE_GRACE_NS) {
+            self.unnamed_swept = Instant::now();
+            self.table
+                .sweep_unnamed(|k| procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none());
+        }
     }
 
     /// What the table noticed since the last call (reaps, orphans).

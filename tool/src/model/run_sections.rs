@@ -313,6 +313,7 @@ mod tests {
             }),
             reported: false,
             exe: None,
+            task: None,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Proc {
     pub reported: bool,
     /// The file it last exec'd, when seen exec'ing.
     pub exe: Option<String>,
+    /// Address of its leader `task_struct`, once an event named it: what its free names.
+    pub task: Option<u64>,
 }
 
 /// A process as /proc shows it at start-up.
@@ -170,6 +172,10 @@ pub struct ProcTable {
     parents: HashSet<Key>,
     /// ns per /proc clock tick (10 ms with USER_HZ 100).
     tick_ns: u64,
+    /// Zombies found at start-up: no event names their task, so their free matches nothing.
+    seeded_zombies: Vec<Key>,
+    /// Time of the latest free that matched no process, until taken.
+    unmatched_free: Option<u64>,
 }
 
 fn comm_str(raw: &[u8]) -> String {
@@ -184,6 +190,8 @@ impl ProcTable {
             parents: HashSet::default(),
             stats: HashMap::default(),
             tick_ns: tick_ns.max(1),
+            seeded_zombies: Vec::new(),
+            unmatched_free: None,
         }
     }
 
@@ -203,6 +211,9 @@ impl ProcTable {
             if self.procs.contains(&key) {
                 continue;
             }
+            if death.is_some() {
+                self.seeded_zombies.push(key);
+            }
             self.procs.insert(Proc {
                 key,
                 comm: s.comm.clone(),
@@ -213,6 +224,7 @@ impl ProcTable {
                 death,
                 reported: false,
                 exe: None,
+                task: None,
             });
         }
         let links: Vec<(Key, u32)> = self.procs.values().map(|p| (p.key, p.ppid)).collect();
@@ -272,6 +284,9 @@ impl ProcTable {
                 {
                     p.comm = comm_str(&e.comm);
                     p.exe = Some(comm_str(&e.filename));
+                    if e.task_ptr != 0 {
+                        self.procs.set_task(&k, e.task_ptr);
+                    }
                 }
                 Vec::new()
             }
@@ -295,6 +310,7 @@ impl ProcTable {
                         death: None,
                         reported: false,
                         exe: None,
+                        task: None,
                     });
                 }
                 let death = Death {
@@ -305,6 +321,9 @@ impl ProcTable {
                 let p = self.procs.set_death(&key, death).expect("inserted above");
                 p.ppid = x.parent.tgid;
                 p.parent = parent.or(p.parent);
+                if x.leader_ptr != 0 {
+                    self.procs.set_task(&key, x.leader_ptr);
+                }
                 if let Some(pk) = parent {
                     let s = self.stats.entry(pk).or_default();
                     s.child_exits += 1;
@@ -345,12 +364,19 @@ impl ProcTable {
                 Vec::new()
             }
             Event::Free(f) => {
-                // Statistics may exist for a process the table never held (it forked or
-                // waited before the seed saw it): they go with it.
-                self.stats.remove(&Key::from(&f.task));
-                let Some(key) = self.resolve(&f.task) else {
+                let Some(key) = self.procs.by_task(f.task_ptr) else {
+                    // A thread's task, proclens's own, or the leader of a process no event
+                    // named: a zombie found at start-up (see `release_seeded_zombies`).
+                    self.unmatched_free = Some(f.header.ts);
                     return Vec::new();
                 };
+                if self.procs.get(&key).is_some_and(|p| p.death.is_none()) {
+                    // The process lives on: the freed task led it until another of its
+                    // threads exec'd (which made that thread the leader and released the
+                    // old one). Or its exit event was lost; then `prune` finds it gone.
+                    self.procs.clear_task(f.task_ptr);
+                    return Vec::new();
+                }
                 match self.forget(&key) {
                     Some(p) => vec![Notice::reaped(p, f.header.ts)],
                     None => Vec::new(),
@@ -386,7 +412,11 @@ impl ProcTable {
             death: None,
             reported: false,
             exe: None,
+            task: None,
         });
+        if f.child_ptr != 0 {
+            self.procs.set_task(&key, f.child_ptr);
+        }
     }
 
     /// Records that the kernel re-parented `child` to `new_ppid` (read from the kernel by
@@ -446,6 +476,53 @@ impl ProcTable {
             }
         }
         notices
+    }
+
+    /// The time of the latest free that matched no process since the last call, if a
+    /// zombie found at start-up is still in the table (that free may have been its).
+    pub fn take_unmatched_free(&mut self) -> Option<u64> {
+        let at = self.unmatched_free.take()?;
+        (!self.seeded_zombies.is_empty()).then_some(at)
+    }
+
+    /// Forgets the zombies found at start-up that the kernel has released (`released`:
+    /// gone from /proc), each with a reaped notice at `at_ns`. Call it with the time of
+    /// frees that matched no process: the kernel frees a task after releasing it, so a
+    /// zombie whose free was among them is gone from /proc by then, and was reaped by
+    /// `at_ns` (an upper bound when they were several).
+    pub fn release_seeded_zombies(
+        &mut self,
+        at_ns: u64,
+        released: impl Fn(&Key) -> bool,
+    ) -> Vec<Notice> {
+        let (gone, kept): (Vec<Key>, Vec<Key>) = std::mem::take(&mut self.seeded_zombies)
+            .into_iter()
+            .filter(|k| self.procs.contains(k))
+            .partition(|k| released(k));
+        self.seeded_zombies = kept;
+        gone.iter()
+            .filter_map(|k| self.forget(k))
+            .map(|p| Notice::reaped(p, at_ns))
+            .collect()
+    }
+
+    /// Forgets live processes that no event has named by task address (seeded from
+    /// /proc and never seen to fork, exec or exit; or whose leader's free came while they
+    /// seemed alive) and that the kernel no longer has (`gone`): their free matched
+    /// nothing, as their exit went unseen (outside a cgroup filter, or lost). Returns how
+    /// many.
+    pub fn sweep_unnamed(&mut self, gone: impl Fn(&Key) -> bool) -> usize {
+        let stale: Vec<Key> = self
+            .procs
+            .values()
+            .filter(|p| p.task.is_none() && p.death.is_none())
+            .map(|p| p.key)
+            .filter(|k| gone(k))
+            .collect();
+        for k in &stale {
+            self.forget(k);
+        }
+        stale.len()
     }
 
     /// Removes a process with its statistics and parent mark.

@@ -2,7 +2,8 @@
 //! under a fork storm hundreds of thousands per second), with two indexes by pid for the
 //! questions events ask by pid: the live process with this pid (a live pid is never
 //! shared), and the entry seeded from /proc that an event with an exact key may re-key
-//! (/proc shows one process per pid).
+//! (/proc shows one process per pid); and one by leader task address, which is all a
+//! free event names.
 
 use rustc_hash::FxHashMap;
 
@@ -13,6 +14,7 @@ pub(super) struct Procs {
     by_key: FxHashMap<Key, Proc>,
     live: FxHashMap<u32, Key>,
     coarse: FxHashMap<u32, Key>,
+    tasks: FxHashMap<u64, Key>,
 }
 
 impl Procs {
@@ -43,7 +45,17 @@ impl Procs {
         } else if self.coarse.get(&key.tgid) == Some(&key) {
             self.coarse.remove(&key.tgid);
         }
-        self.by_key.insert(key, p);
+        let task = p.task;
+        if let Some(t) = task {
+            self.tasks.insert(t, key);
+        }
+        if let Some(old) = self.by_key.insert(key, p)
+            && let Some(t) = old.task
+            && Some(t) != task
+            && self.tasks.get(&t) == Some(&key)
+        {
+            self.tasks.remove(&t);
+        }
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Proc> {
@@ -52,7 +64,42 @@ impl Procs {
         if self.coarse.get(&key.tgid) == Some(key) {
             self.coarse.remove(&key.tgid);
         }
+        if let Some(t) = p.task
+            && self.tasks.get(&t) == Some(key)
+        {
+            self.tasks.remove(&t);
+        }
         Some(p)
+    }
+
+    /// Records `task` as the address of the process's leader (replacing an earlier one).
+    pub fn set_task(&mut self, key: &Key, task: u64) {
+        let Some(p) = self.by_key.get_mut(key) else {
+            return;
+        };
+        if let Some(old) = p.task.replace(task)
+            && old != task
+            && self.tasks.get(&old) == Some(key)
+        {
+            self.tasks.remove(&old);
+        }
+        self.tasks.insert(task, *key);
+    }
+
+    /// Forgets the task address `task`; returns the process it was the leader of.
+    pub fn clear_task(&mut self, task: u64) -> Option<Key> {
+        let key = self.tasks.remove(&task)?;
+        if let Some(p) = self.by_key.get_mut(&key)
+            && p.task == Some(task)
+        {
+            p.task = None;
+        }
+        Some(key)
+    }
+
+    /// The process whose leader task is at `task`.
+    pub fn by_task(&self, task: u64) -> Option<Key> {
+        self.tasks.get(&task).copied()
     }
 
     /// Records the process's death; returns its entry.
@@ -119,6 +166,7 @@ mod tests {
             death: None,
             reported: false,
             exe: None,
+            task: None,
         }
     }
 
@@ -162,5 +210,34 @@ mod tests {
         let left: Vec<Key> = s.values().map(|p| p.key).collect();
         assert_eq!(left, [key(7, 90)]);
         assert_eq!((s.len(), s.live(8)), (1, None));
+    }
+
+    #[test]
+    fn the_task_index_follows_its_process() {
+        let mut s = Procs::default();
+        s.insert(proc(7, 30, false));
+        s.set_task(&key(7, 30), 0xa000);
+        assert_eq!(s.by_task(0xa000), Some(key(7, 30)));
+        // A thread that execs becomes the leader: the old address names nothing.
+        s.set_task(&key(7, 30), 0xb000);
+        assert_eq!(
+            (s.by_task(0xa000), s.by_task(0xb000)),
+            (None, Some(key(7, 30)))
+        );
+        assert_eq!(s.clear_task(0xb000), Some(key(7, 30)));
+        assert_eq!(s.get(&key(7, 30)).unwrap().task, None);
+        // Re-inserted under another key (re-keyed from a coarse seed), then removed.
+        s.set_task(&key(7, 30), 0xc000);
+        let mut p = s.remove(&key(7, 30)).unwrap();
+        assert_eq!(s.by_task(0xc000), None);
+        p.key = key(7, 31);
+        s.insert(p);
+        assert_eq!(s.by_task(0xc000), Some(key(7, 31)));
+        // A reused address (its old process's free was lost) moves to the new process,
+        // and removing the old one leaves it there.
+        s.insert(proc(8, 40, false));
+        s.set_task(&key(8, 40), 0xc000);
+        s.remove(&key(7, 31));
+        assert_eq!(s.by_task(0xc000), Some(key(8, 40)));
     }
 }

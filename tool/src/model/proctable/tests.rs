@@ -1,7 +1,7 @@
 //! The process table against hand-made event sequences.
 use proclens_common::{
     event::{EventHeader, kind},
-    lifecycle::{Exit, Free, Wait},
+    lifecycle::{Exec, Exit, Free, Wait},
 };
 
 use super::*;
@@ -15,6 +15,11 @@ fn t(pid: u32, start_ns: u64) -> TaskRef {
         tgid: pid,
         start_ns,
     }
+}
+
+/// A made-up `task_struct` address for the leader of `t`'s process, unique per test task.
+fn ptr(t: TaskRef) -> u64 {
+    (u64::from(t.pid) << 40) ^ t.start_ns
 }
 
 fn comm(s: &str) -> [u8; 16] {
@@ -33,6 +38,7 @@ fn fork(ts: u64, parent: TaskRef, child: TaskRef) -> Event {
         creator: parent,
         child,
         parent,
+        child_ptr: ptr(child),
         comm: comm("child"),
         ..Default::default()
     })
@@ -49,18 +55,27 @@ fn exit(ts: u64, task: TaskRef, parent: TaskRef, code: u32, flags: u32) -> Event
         parent,
         exit_code: code,
         flags,
+        leader_ptr: ptr(TaskRef {
+            pid: task.tgid,
+            ..task
+        }),
         comm: comm("child"),
     })
 }
 
+/// The free of the leader task of `task`'s process (the free names only its address).
 fn free(ts: u64, task: TaskRef) -> Event {
+    free_ptr(ts, ptr(task))
+}
+
+fn free_ptr(ts: u64, task_ptr: u64) -> Event {
     Event::Free(Free {
         header: EventHeader {
             kind: kind::FREE,
-            tid: task.pid,
+            tid: 0,
             ts,
         },
-        task,
+        task_ptr,
     })
 }
 
@@ -231,16 +246,25 @@ fn zombies_present_at_start_up_are_reported_with_a_lower_bound_age() {
         (z[0].status, z[0].age_ns, z[0].age_exact),
         (ExitStatus::Code(7), SEC, false)
     );
-    // Its free (exact start within the seeded tick) removes it.
-    let n = tab.apply(&free(12 * SEC, t(51, 4 * TICK + 77)));
+    // No event named its task, so its free matches nothing; that free (among others)
+    // makes the caller ask /proc, which no longer shows it.
+    assert!(tab.apply(&free(12 * SEC, t(51, 4 * TICK + 77))).is_empty());
+    assert_eq!(tab.take_unmatched_free(), Some(12 * SEC));
+    assert_eq!(tab.take_unmatched_free(), None, "taken");
+    assert!(tab.release_seeded_zombies(12 * SEC, |_| false).is_empty());
+    let n = tab.release_seeded_zombies(12 * SEC, |k| k.tgid == 51);
     assert!(matches!(
         &n[..],
         [Notice::Reaped {
             dead_for_ns: None,
+            at_ns,
             ..
-        }]
+        }] if *at_ns == 12 * SEC
     ));
     assert!(tab.zombies(13 * SEC, 0).is_empty());
+    // With no zombie from the seed left, unmatched frees (threads') ask nothing.
+    tab.apply(&free_ptr(14 * SEC, 0xdead));
+    assert_eq!(tab.take_unmatched_free(), None);
 }
 
 #[test]
@@ -273,8 +297,78 @@ fn statistics_of_a_process_unknown_to_the_table_go_with_its_free() {
     let ghost = t(700, 5 * SEC);
     tab.apply(&fork(6 * SEC, ghost, t(701, 6 * SEC)));
     assert_eq!(tab.all_fork_stats().count(), 1);
+    // Its exit names its leader task, so its free finds it.
+    tab.apply(&exit(
+        6 * SEC + 5,
+        ghost,
+        t(1, 0),
+        0,
+        exit_flags::GROUP_DEAD,
+    ));
     tab.apply(&free(7 * SEC, ghost));
     assert_eq!(tab.all_fork_stats().count(), 0);
+}
+
+#[test]
+fn a_thread_that_execs_takes_over_the_leader_and_the_old_leaders_free_kills_nothing() {
+    let (mut tab, parent) = seeded_parent();
+    let p = t(900, 11 * SEC);
+    tab.apply(&fork(11 * SEC, parent, p));
+    let (old_leader, new_leader) = (ptr(p), 0xbeef_0000);
+    let exec = |tab: &mut ProcTable| {
+        let mut e = Exec {
+            header: EventHeader {
+                kind: kind::EXEC,
+                tid: 900,
+                ts: 12 * SEC,
+            },
+            task: p,
+            old_pid: 905,
+            task_ptr: new_leader,
+            ..Default::default()
+        };
+        e.comm = comm("newprog");
+        tab.apply(&Event::Exec(Box::new(e)));
+    };
+    // The old leader is released during the exec; its free may come before the exec's
+    // event (an RCU grace period can pass while the new program loads) or after it.
+    assert!(tab.apply(&free_ptr(12 * SEC, old_leader)).is_empty());
+    assert!(tab.get(&Key::from(&p)).is_some_and(|q| q.death.is_none()));
+    exec(&mut tab);
+    assert!(tab.apply(&free_ptr(12 * SEC, old_leader)).is_empty());
+    assert_eq!(tab.live_by_pid(900), Some(Key::from(&p)));
+    assert_eq!(tab.get(&Key::from(&p)).unwrap().comm, "newprog");
+    // Its death and free go by the new leader.
+    let Event::Exit(mut x) = exit(13 * SEC, p, parent, 0, exit_flags::GROUP_DEAD) else {
+        unreachable!()
+    };
+    x.leader_ptr = new_leader;
+    tab.apply(&Event::Exit(x));
+    let n = tab.apply(&free_ptr(14 * SEC, new_leader));
+    assert!(matches!(&n[..], [Notice::Reaped { .. }]));
+    assert!(tab.get(&Key::from(&p)).is_none());
+}
+
+#[test]
+fn live_processes_gone_unseen_are_swept_and_named_ones_kept() {
+    let (mut tab, parent) = seeded_parent();
+    // 100 (the parent) was only seeded: no event named its task. A child forked in view
+    // was named by its fork.
+    let child = t(950, 11 * SEC);
+    tab.apply(&fork(11 * SEC, parent, child));
+    assert_eq!(
+        tab.sweep_unnamed(|k| k.tgid == 950),
+        0,
+        "named: its free will come"
+    );
+    assert_eq!(tab.sweep_unnamed(|k| k.tgid == 100), 1);
+    assert!(tab.get(&Key::from(&parent)).is_none());
+    assert_eq!(tab.len(), 2, "init and the child");
+    // A named process whose leader's free came while it seemed alive (its exit was
+    // outside a cgroup filter, or lost) is unnamed from then on, and swept.
+    tab.apply(&free(12 * SEC, child));
+    assert_eq!(tab.sweep_unnamed(|k| k.tgid == 950), 1);
+    assert_eq!(tab.len(), 1);
 }
 
 #[test]
