@@ -99,7 +99,8 @@ impl Session {
         Ok(Self {
             tracer,
             stream,
-            life: Lifecycle::start(),
+            // No cgroup filter: every exit is seen.
+            life: Lifecycle::start(false),
             events: Vec::new(),
             lost_seen: 0,
         })

@@ -117,7 +117,9 @@ impl ExtrasCollector {
         };
         Ok(Self {
             copies,
-            life: opts.lifecycle.then(Lifecycle::start),
+            life: opts
+                .lifecycle
+                .then(|| Lifecycle::start(opts.cgroup.is_some())),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
             lost_seen: 0,

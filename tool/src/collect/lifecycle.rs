@@ -19,7 +19,7 @@ pub const RELEASE_GRACE_NS: u64 = 2_000_000_000;
 ///
 /// ```text
 /// let tracer = Tracer::start(..)?;            // attach first,
-/// let mut life = Lifecycle::start();         // then seed from /proc
+/// let mut life = Lifecycle::start(false);    // then seed from /proc
 /// // each tick, after stream.drain(&mut events):
 /// life.apply(&mut events);                   // lifecycle events out, THREAD_EXIT stays
 /// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
@@ -33,13 +33,16 @@ pub struct Lifecycle {
     /// ns per /proc clock tick.
     pub tick_ns: u64,
     notices: Vec<Notice>,
-    /// When [`ProcTable::sweep_unnamed`] last ran.
-    unnamed_swept: Instant,
+    /// When [`ProcTable::sweep_unnamed`] last ran; `None`: it never runs, as every exit
+    /// is seen (no cgroup filter hides any).
+    unnamed_swept: Option<Instant>,
 }
 
 impl Lifecycle {
-    /// A table seeded from /proc now. Start the tracer first.
-    pub fn start() -> Self {
+    /// A table seeded from /proc now. Start the tracer first. `exits_filtered`: the
+    /// tracer's cgroup filter hides the exits of processes outside it, which the table
+    /// holds from the seed and must then find gone through /proc.
+    pub fn start(exits_filtered: bool) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
         seed(&mut table);
@@ -48,7 +51,7 @@ impl Lifecycle {
             orphans: Orphans::default(),
             tick_ns,
             notices: Vec::new(),
-            unnamed_swept: Instant::now(),
+            unnamed_swept: exits_filtered.then(Instant::now),
         }
     }
 
@@ -92,9 +95,10 @@ impl Lifecycle {
     }
 
     /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
-    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]), and every
-    /// [`RELEASE_GRACE_NS`] the live ones gone unseen (see [`ProcTable::sweep_unnamed`]);
-    /// call it every interval. A reported zombie's reaped notice is queued.
+    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]), and under
+    /// a cgroup filter, every [`RELEASE_GRACE_NS`], the live ones gone unseen (see
+    /// [`ProcTable::sweep_unnamed`]); call it every interval. A reported zombie's reaped
+    /// notice is queued.
     pub fn sweep(&mut self) {
         let tick_ns = self.tick_ns;
         let notices = self
@@ -104,8 +108,10 @@ impl Lifecycle {
             });
         self.notices.extend(notices);
         // Rarely: it reads /proc for every process no event has named yet.
-        if self.unnamed_swept.elapsed() >= Duration::from_nanos(RELEASE_GRACE_NS) {
-            self.unnamed_swept = Instant::now();
+        if let Some(last) = &mut self.unnamed_swept
+            && last.elapsed() >= Duration::from_nanos(RELEASE_GRACE_NS)
+        {
+            *last = Instant::now();
             self.table
                 .sweep_unnamed(|k| procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none());
         }
@@ -225,7 +231,7 @@ mod tests {
 
     #[test]
     fn apply_takes_lifecycle_events_and_leaves_thread_exits_in_order() {
-        let mut life = Lifecycle::start();
+        let mut life = Lifecycle::start(false);
         // This very process is in the seed; one fork of it adds a child.
         let me = procfs::stat(std::process::id()).unwrap();
         let me_ref = TaskRef {

@@ -507,10 +507,9 @@ impl ProcTable {
     }
 
     /// Forgets live processes that no event has named by task address (seeded from
-    /// /proc and never seen to fork, exec or exit; or whose leader's free came while they
+    /// /proc and not seen to exec or exit since; or whose leader's free came while they
     /// seemed alive) and that the kernel no longer has (`gone`): their free matched
-    /// nothing, as their exit went unseen (outside a cgroup filter, or lost). Returns how
-    /// many.
+    /// nothing, as their exit went unseen (outside a cgroup filter). Returns how many.
     pub fn sweep_unnamed(&mut self, gone: impl Fn(&Key) -> bool) -> usize {
         let stale: Vec<Key> = self
             .procs
