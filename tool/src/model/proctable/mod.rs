@@ -412,11 +412,8 @@ impl ProcTable {
             death: None,
             reported: false,
             exe: None,
-            task: None,
+            task: (f.child_ptr != 0).then_some(f.child_ptr),
         });
-        if f.child_ptr != 0 {
-            self.procs.set_task(&key, f.child_ptr);
-        }
     }
 
     /// Records that the kernel re-parented `child` to `new_ppid` (read from the kernel by

@@ -77,11 +77,13 @@ impl Procs {
         let Some(p) = self.by_key.get_mut(key) else {
             return;
         };
-        if let Some(old) = p.task.replace(task)
-            && old != task
-            && self.tasks.get(&old) == Some(key)
-        {
-            self.tasks.remove(&old);
+        match p.task.replace(task) {
+            // Named so already (a fork named it, its exit names it again).
+            Some(old) if old == task && self.tasks.get(&old) == Some(key) => return,
+            Some(old) if self.tasks.get(&old) == Some(key) => {
+                self.tasks.remove(&old);
+            }
+            _ => {}
         }
         self.tasks.insert(task, *key);
     }
