@@ -79,9 +79,9 @@ impl Lifecycle {
         // start-up whose free may have been among them.
         if let Some(at_ns) = self.table.take_unmatched_free() {
             let tick_ns = self.tick_ns;
-            let reaped = self.table.release_seeded_zombies(at_ns, |k| {
-                procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-            });
+            let reaped = self
+                .table
+                .release_seeded_zombies(at_ns, |k| gone(k, tick_ns));
             self.notices.extend(reaped);
         }
     }
@@ -90,8 +90,7 @@ impl Lifecycle {
     /// may be among the lost), so the table cannot grow without bound. Returns how many.
     pub fn reconcile(&mut self) -> usize {
         let tick_ns = self.tick_ns;
-        self.table
-            .prune(|k| procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_some())
+        self.table.prune(|k| !gone(k, tick_ns))
     }
 
     /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
@@ -103,17 +102,14 @@ impl Lifecycle {
         let tick_ns = self.tick_ns;
         let notices = self
             .table
-            .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| {
-                procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-            });
+            .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| gone(k, tick_ns));
         self.notices.extend(notices);
         // Rarely: it reads /proc for every process no event has named yet.
         if let Some(last) = &mut self.unnamed_swept
             && last.elapsed() >= Duration::from_nanos(RELEASE_GRACE_NS)
         {
             *last = Instant::now();
-            self.table
-                .sweep_unnamed(|k| procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none());
+            self.table.sweep_unnamed(|k| gone(k, tick_ns));
         }
     }
 
@@ -151,6 +147,12 @@ pub fn seed_proc(s: procfs::Stat) -> SeedProc {
         comm: s.comm,
         exit_code: s.exit_code,
     }
+}
+
+/// Whether `/proc` no longer shows the process `key` (same pid, same start tick): the
+/// kernel has released it.
+fn gone(key: &Key, tick_ns: u64) -> bool {
+    procfs::stat_of(key.tgid, key.start_ns, tick_ns).is_none()
 }
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.

@@ -52,9 +52,8 @@ impl Procs {
         if let Some(old) = self.by_key.insert(key, p)
             && let Some(t) = old.task
             && Some(t) != task
-            && self.tasks.get(&t) == Some(&key)
         {
-            self.tasks.remove(&t);
+            self.unindex_task(t, &key);
         }
     }
 
@@ -64,10 +63,8 @@ impl Procs {
         if self.coarse.get(&key.tgid) == Some(key) {
             self.coarse.remove(&key.tgid);
         }
-        if let Some(t) = p.task
-            && self.tasks.get(&t) == Some(key)
-        {
-            self.tasks.remove(&t);
+        if let Some(t) = p.task {
+            self.unindex_task(t, key);
         }
         Some(p)
     }
@@ -77,13 +74,12 @@ impl Procs {
         let Some(p) = self.by_key.get_mut(key) else {
             return;
         };
-        match p.task.replace(task) {
+        if let Some(old) = p.task.replace(task) {
             // Named so already (a fork named it, its exit names it again).
-            Some(old) if old == task && self.tasks.get(&old) == Some(key) => return,
-            Some(old) if self.tasks.get(&old) == Some(key) => {
-                self.tasks.remove(&old);
+            if old == task && self.tasks.get(&old) == Some(key) {
+                return;
             }
-            _ => {}
+            self.unindex_task(old, key);
         }
         self.tasks.insert(task, *key);
     }
@@ -110,6 +106,14 @@ impl Procs {
         let p = self.by_key.get_mut(key)?;
         p.death = Some(death);
         Some(p)
+    }
+
+    /// Drops `task` from the task index if it still names `key` (a reused address may
+    /// name a newer process by now).
+    fn unindex_task(&mut self, task: u64, key: &Key) {
+        if self.tasks.get(&task) == Some(key) {
+            self.tasks.remove(&task);
+        }
     }
 
     fn unindex_live(&mut self, key: &Key) {
