@@ -10,9 +10,9 @@ use proclens_common::{
     switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
 };
 
-/// Per-thread switch accounting of the threads that hold no slot of `THREAD_SLOTS`, keyed by
-/// thread id. A plain (preallocated) hash: when it is
-/// full, new threads are counted in `COUNTERS[THREAD_MAP_FULL]` instead of evicting others.
+/// Per-thread switch accounting of the threads that hold no slot of `THREAD_SLOTS`, keyed
+/// by thread id. A plain (preallocated) hash: when it is full, new threads are counted in
+/// `COUNTERS[THREAD_MAP_FULL]` instead of evicting others.
 #[map]
 pub(crate) static THREADS: HashMap<u32, ThreadSwitches> = HashMap::with_max_entries(32768, 0);
 

@@ -266,7 +266,10 @@ fn find_or_make(
             return None;
         }
     }
-    find(tid).map(|e| (e, true))
+    // SAFETY: map values live as long as the map.
+    THREADS
+        .get_ptr_mut(&tid)
+        .map(|e| (unsafe { &mut *e }, true))
 }
 
 /// `tid`'s entry if it has one: its slot when it owns it, else its `THREADS` entry.
