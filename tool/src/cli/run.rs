@@ -194,7 +194,10 @@ fn start_tracer(cgroup: &RunCgroup) -> Result<(Tracer, bool)> {
 /// command's cgroup's, and every free).
 struct CommandLifecycle {
     table: ProcTable,
-    notices: Vec<Notice>,
+    /// Reap notices of processes that died at least `ZOMBIE_MIN_AGE_NS` before.
+    late_reaps: Vec<Notice>,
+    /// Notices of the event being applied.
+    fresh: Vec<Notice>,
     /// Names of processes freed during the run, for blaming a parent that is gone.
     freed_comms: std::collections::HashMap<u32, String>,
     forked_processes: u64,
@@ -205,7 +208,8 @@ impl CommandLifecycle {
     fn new() -> Self {
         Self {
             table: ProcTable::new(procfs::tick_ns()),
-            notices: Vec::new(),
+            late_reaps: Vec::new(),
+            fresh: Vec::new(),
             freed_comms: Default::default(),
             forked_processes: 0,
             forked_threads: 0,
@@ -229,11 +233,20 @@ impl CommandLifecycle {
                 Event::Fork(_) => self.forked_processes += 1,
                 _ => {}
             }
-            for n in self.table.apply(ev) {
-                if let Notice::Reaped { proc: p, .. } = &n {
-                    self.freed_comms.insert(p.key.tgid, p.comm.clone());
+            self.table.apply(ev, &mut self.fresh);
+            for n in self.fresh.drain(..) {
+                if let Notice::Reaped {
+                    proc: p,
+                    dead_for_ns,
+                    ..
+                } = &n
+                {
+                    self.freed_comms.insert(p.key.tgid, p.comm.to_string());
+                    // Only the late ones make the report: a fork storm's would pile up.
+                    if dead_for_ns.is_some_and(|d| d >= ZOMBIE_MIN_AGE_NS) {
+                        self.late_reaps.push(n);
+                    }
                 }
-                self.notices.push(n);
             }
             false
         });
@@ -277,7 +290,7 @@ impl CommandLifecycle {
                 z
             })
             .collect();
-        run_sections::zombies(&left, &self.notices, ZOMBIE_MIN_AGE_NS, |ppid| {
+        run_sections::zombies(&left, &self.late_reaps, ZOMBIE_MIN_AGE_NS, |ppid| {
             self.parent_comm(ppid)
         })
     }

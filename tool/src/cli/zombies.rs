@@ -15,7 +15,7 @@ use super::Output;
 use crate::collect::session::clock_now;
 use crate::{
     collect::{
-        events::{Event, EventStream},
+        events::EventStream,
         lifecycle::{self, Lifecycle},
         procfs,
         tracer::{Tracer, TracerOptions},
@@ -87,7 +87,6 @@ struct Session {
     tracer: Tracer,
     stream: EventStream,
     life: Lifecycle,
-    events: Vec<Event>,
     /// The drop count at the last reconciliation with /proc.
     lost_seen: u64,
 }
@@ -101,16 +100,30 @@ impl Session {
             stream,
             // No cgroup filter: every exit is seen.
             life: Lifecycle::start(false),
-            events: Vec::new(),
             lost_seen: 0,
         })
     }
 
-    /// Applies the pending events; the notices are kept for the caller.
-    fn apply(&mut self) {
-        self.life.apply(&mut self.events);
-        // THREAD_EXIT (switch accounting) is of no use here.
-        self.events.clear();
+    /// Applies the pending events as they are read; the notices are kept for the caller.
+    /// (THREAD_EXIT, switch accounting, is of no use here.)
+    fn drain(&mut self) {
+        let life = &mut self.life;
+        self.stream.drain_each(|ev| {
+            life.apply_one(&ev);
+        });
+        life.end_batch();
+    }
+
+    /// Waits for events, then applies them as [`Session::drain`] does.
+    async fn recv(&mut self) -> std::io::Result<()> {
+        let life = &mut self.life;
+        self.stream
+            .recv_each(|ev| {
+                life.apply_one(&ev);
+            })
+            .await?;
+        life.end_batch();
+        Ok(())
     }
 
     fn lost(&self) -> Result<u64> {
@@ -123,13 +136,11 @@ impl Session {
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.min_age);
         loop {
             tokio::select! {
-                r = self.stream.recv(&mut self.events) => r?,
+                r = self.recv() => r?,
                 _ = tokio::time::sleep_until(deadline) => break,
             }
-            self.apply();
         }
-        self.stream.drain(&mut self.events);
-        self.apply();
+        self.drain();
         let tick_ns = self.life.tick_ns;
         let zombies: Vec<_> = self
             .life
@@ -183,15 +194,13 @@ impl Session {
         loop {
             let mut lines: Vec<String> = Vec::new();
             tokio::select! {
-                r = self.stream.recv(&mut self.events) => { r?; self.apply(); }
+                r = self.recv() => r?,
                 _ = poll.tick() => {
-                    self.stream.drain(&mut self.events);
-                    self.apply();
+                    self.drain();
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                 }
                 _ = stats_tick.tick() => {
-                    self.stream.drain(&mut self.events);
-                    self.apply();
+                    self.drain();
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                     let now = Instant::now();
                     let interval_s = now.duration_since(last_tick).as_secs_f64();
@@ -248,11 +257,11 @@ impl Session {
                 .life
                 .table
                 .get(&key)
-                .map(|p| p.comm.clone())
+                .map(|p| p.comm.to_string())
                 .unwrap_or_else(|| "?".into());
             let new_comm = parent
                 .and_then(|k| self.life.table.get(&k))
-                .map(|p| p.comm.clone())
+                .map(|p| p.comm.to_string())
                 .or_else(|| procfs::comm(new))
                 .unwrap_or_else(|| "?".into());
             let o = render::Orphan {
@@ -267,9 +276,10 @@ impl Session {
         }
         let tick_ns = self.life.tick_ns;
         let now_ns = procfs::boot_ns();
-        let fresh = self.life.table.new_zombies(now_ns, min_age_ns, |z| {
-            lifecycle::is_zombie_now(&z.key, tick_ns)
-        });
+        let fresh = self
+            .life
+            .table
+            .new_zombies(now_ns, min_age_ns, |k| lifecycle::kernel_state(k, tick_ns));
         if !fresh.is_empty() {
             let per_parent = self.life.table.zombies_per_parent(now_ns, min_age_ns);
             for z in fresh {
@@ -305,7 +315,7 @@ impl Session {
                 .life
                 .table
                 .get(key)
-                .map(|p| p.comm.clone())
+                .map(|p| p.comm.to_string())
                 .unwrap_or_else(|| "?".into());
             owned.push((
                 *key,

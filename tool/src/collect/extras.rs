@@ -193,7 +193,7 @@ impl ExtrasCollector {
                         comm: life
                             .table
                             .get(k)
-                            .map_or_else(|| "?".into(), |p| p.comm.clone()),
+                            .map_or_else(|| "?".into(), |p| p.comm.to_string()),
                         delta,
                     });
                 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     collect::{events::Event, procfs},
-    model::proctable::{Key, Notice, ProcTable, SeedProc},
+    model::proctable::{KernelState, Key, Notice, ProcTable, SeedProc},
 };
 
 /// How long after its death a reaped process may wait for its free before the table lets
@@ -24,7 +24,7 @@ pub const RELEASE_GRACE_NS: u64 = 2_000_000_000;
 /// life.apply(&mut events);                   // lifecycle events out, THREAD_EXIT stays
 /// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
 /// let forks = life.table.fork_stats_of_pid(pid);        // forks/threads/exits/waits
-/// for n in life.take_notices() { /* Notice::Reaped { dead_for_ns, .. }: reaped late? */ }
+/// for n in life.take_notices() { /* orphans, reaps of reported zombies */ }
 /// ```
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -45,6 +45,8 @@ impl Lifecycle {
     pub fn start(exits_filtered: bool) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
+        // Its readers show the reaps of reported zombies only.
+        table.reap_notices_for_reported_only();
         seed(&mut table);
         Self {
             table,
@@ -58,25 +60,35 @@ impl Lifecycle {
     /// Applies the lifecycle events in `events` and removes them; other kinds (the switch
     /// model's `THREAD_EXIT`) stay, in order. Orphans are queued for their new parent.
     pub fn apply(&mut self, events: &mut Vec<Event>) {
-        events.retain(|ev| {
-            if matches!(ev, Event::ThreadExit(_)) {
-                return true;
+        events.retain(|ev| !self.apply_one(ev));
+        self.end_batch();
+    }
+
+    /// Applies `ev` if it is a lifecycle event (returns whether it was). Call
+    /// [`Lifecycle::end_batch`] after the events at hand.
+    pub fn apply_one(&mut self, ev: &Event) -> bool {
+        if matches!(ev, Event::ThreadExit(_)) {
+            return false;
+        }
+        let before = self.notices.len();
+        self.table.apply(ev, &mut self.notices);
+        for n in &self.notices[before..] {
+            if let Notice::Orphaned {
+                parent,
+                parent_comm,
+                children,
+            } = n
+            {
+                self.orphans.watch(children, parent.tgid, parent_comm);
             }
-            for n in self.table.apply(ev) {
-                if let Notice::Orphaned {
-                    parent,
-                    parent_comm,
-                    children,
-                } = &n
-                {
-                    self.orphans.watch(children, parent.tgid, parent_comm);
-                }
-                self.notices.push(n);
-            }
-            false
-        });
-        // Once per batch (thread frees may come by the thousand): the zombies found at
-        // start-up whose free may have been among them.
+        }
+        true
+    }
+
+    /// After a batch of events: once per batch, not per event (thread frees may come by
+    /// the thousand), releases the zombies found at start-up whose free may have been
+    /// among them.
+    pub fn end_batch(&mut self) {
         if let Some(at_ns) = self.table.take_unmatched_free() {
             let tick_ns = self.tick_ns;
             let reaped = self
@@ -157,7 +169,16 @@ fn gone(key: &Key, tick_ns: u64) -> bool {
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
 pub fn is_zombie_now(key: &Key, tick_ns: u64) -> bool {
-    procfs::stat_of(key.tgid, key.start_ns, tick_ns).is_some_and(|s| s.is_zombie())
+    kernel_state(key, tick_ns) == KernelState::Zombie
+}
+
+/// What `/proc` shows of the dead process `key` (same pid, same start tick).
+pub fn kernel_state(key: &Key, tick_ns: u64) -> KernelState {
+    match procfs::stat_of(key.tgid, key.start_ns, tick_ns) {
+        None => KernelState::Released,
+        Some(s) if s.is_zombie() => KernelState::Zombie,
+        Some(_) => KernelState::Dying,
+    }
 }
 
 /// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the

@@ -195,7 +195,7 @@ pub fn zombies(
                 }
                 Some(ZombieEntry {
                     pid: p.key.tgid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.to_string(),
                     ppid: p.ppid,
                     parent_comm: parent_comm(p.ppid).unwrap_or_else(|| "?".into()),
                     status: death.status.into(),
@@ -301,7 +301,7 @@ mod tests {
                 tgid: pid,
                 start_ns: 1,
             },
-            comm: format!("c{pid}"),
+            comm: format!("c{pid}").into(),
             ppid,
             parent: None,
             seen_ns: 0,

@@ -182,7 +182,7 @@ pub fn reaped(
 ) -> String {
     if json {
         return serde_json::json!({
-            "type": "reaped", "time": time, "pid": p.key.tgid, "ppid": p.ppid, "comm": p.comm,
+            "type": "reaped", "time": time, "pid": p.key.tgid, "ppid": p.ppid, "comm": p.comm.as_str(),
             "parent_comm": parent_comm, "zombie_s": dead_for_ns.map(secs), "lost_events": lost,
         })
         .to_string();

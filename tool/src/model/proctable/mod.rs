@@ -7,13 +7,17 @@
 //! their start time only in clock ticks (/proc/PID/stat field 22); they are "coarse" until
 //! the first event about them names the exact start, then re-keyed.
 
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use proclens_common::lifecycle::{ExitStatus, Fork, TaskRef, exit_flags, fork_flags};
+use proclens_common::lifecycle::{
+    Exec, Exit, ExitStatus, Fork, Free, TaskRef, exit_flags, fork_flags,
+};
 
 use crate::collect::events::Event;
 
 use store::Procs;
+pub use zombies::KernelState;
 
 /// Identity of a process: tgid plus the leader's `start_boottime` in ns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,7 +48,8 @@ pub struct Death {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proc {
     pub key: Key,
-    pub comm: String,
+    /// Inline (a comm is at most 15 bytes): a fork storm makes no allocation per process.
+    pub comm: CompactString,
     /// Parent pid as last known (real_parent's tgid).
     pub ppid: u32,
     /// The parent's key when known.
@@ -176,11 +181,18 @@ pub struct ProcTable {
     seeded_zombies: Vec<Key>,
     /// Time of the latest free that matched no process, until taken.
     unmatched_free: Option<u64>,
+    /// Make [`Notice::Reaped`] only for processes reported as zombies (see
+    /// [`ProcTable::reap_notices_for_reported_only`]).
+    reported_reaps_only: bool,
 }
 
-fn comm_str(raw: &[u8]) -> String {
+fn comm_str(raw: &[u8]) -> CompactString {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    // The lossy conversion is several times dearer, and names are rarely not UTF-8.
+    match std::str::from_utf8(&raw[..end]) {
+        Ok(s) => CompactString::new(s),
+        Err(_) => CompactString::from_utf8_lossy(&raw[..end]),
+    }
 }
 
 impl ProcTable {
@@ -192,7 +204,15 @@ impl ProcTable {
             tick_ns: tick_ns.max(1),
             seeded_zombies: Vec::new(),
             unmatched_free: None,
+            reported_reaps_only: false,
         }
+    }
+
+    /// From now on, a free makes a [`Notice::Reaped`] only for a process reported as a
+    /// zombie (by [`ProcTable::new_zombies`]): a reader that shows nothing else then pays
+    /// nothing for the hundreds of thousands of frees per second of a fork storm.
+    pub fn reap_notices_for_reported_only(&mut self) {
+        self.reported_reaps_only = true;
     }
 
     /// Fills the table from /proc, read after the programs were attached (so nothing that
@@ -216,7 +236,7 @@ impl ProcTable {
             }
             self.procs.insert(Proc {
                 key,
-                comm: s.comm.clone(),
+                comm: s.comm.as_str().into(),
                 ppid: s.ppid,
                 parent: None,
                 seen_ns: now_ns,
@@ -270,133 +290,42 @@ impl ProcTable {
         Some(exact)
     }
 
-    /// Applies one ring-buffer event. `THREAD_EXIT` (switch accounting) is ignored.
-    pub fn apply(&mut self, ev: &Event) -> Vec<Notice> {
+    /// Applies one ring-buffer event; what the table noticed goes to `notices`.
+    /// `THREAD_EXIT` (switch accounting) is ignored.
+    pub fn apply(&mut self, ev: &Event, notices: &mut Vec<Notice>) {
         match ev {
-            Event::ThreadExit(_) => Vec::new(),
-            Event::Fork(f) => {
-                self.fork(f);
-                Vec::new()
-            }
-            Event::Exec(e) => {
-                if let Some(k) = self.resolve(&e.task)
-                    && let Some(p) = self.procs.get_mut(&k)
-                {
-                    p.comm = comm_str(&e.comm);
-                    p.exe = Some(comm_str(&e.filename));
-                    if e.task_ptr != 0 {
-                        self.procs.set_task(&k, e.task_ptr);
-                    }
-                }
-                Vec::new()
-            }
-            Event::Exit(x) => {
-                if x.flags & exit_flags::GROUP_DEAD == 0 {
-                    return Vec::new();
-                }
-                let parent = self.resolve(&x.parent);
-                let key = self.resolve(&x.task).unwrap_or_else(|| Key::from(&x.task));
-                let status = ExitStatus::from_raw(x.exit_code);
-                let autoreap = x.flags & exit_flags::AUTOREAP != 0;
-                let ts = x.header.ts;
-                if !self.procs.contains(&key) {
-                    self.procs.insert(Proc {
-                        key,
-                        comm: comm_str(&x.comm),
-                        ppid: x.parent.tgid,
-                        parent,
-                        seen_ns: ts,
-                        coarse: false,
-                        death: None,
-                        reported: false,
-                        exe: None,
-                        task: None,
-                    });
-                }
-                let death = Death {
-                    at_ns: Some(ts),
-                    status,
-                    autoreap,
-                };
-                let p = self.procs.set_death(&key, death).expect("inserted above");
-                p.ppid = x.parent.tgid;
-                p.parent = parent.or(p.parent);
-                if x.leader_ptr != 0 {
-                    self.procs.set_task(&key, x.leader_ptr);
-                }
-                if let Some(pk) = parent {
-                    let s = self.stats.entry(pk).or_default();
-                    s.child_exits += 1;
-                    if status != ExitStatus::Code(0) {
-                        s.child_failures += 1;
-                    }
-                }
-                self.parents.extend(parent);
-                if !self.parents.contains(&key) {
-                    return Vec::new();
-                }
-                let mut children: Vec<Key> = self
-                    .procs
-                    .values()
-                    .filter(|c| c.parent == Some(key) && c.death.is_none())
-                    .map(|c| c.key)
-                    .collect();
-                children.sort_unstable();
-                if children.is_empty() {
-                    Vec::new()
-                } else {
-                    let parent_comm = self
-                        .procs
-                        .get(&key)
-                        .map(|p| p.comm.clone())
-                        .unwrap_or_default();
-                    vec![Notice::Orphaned {
-                        parent: key,
-                        parent_comm,
-                        children,
-                    }]
-                }
-            }
+            Event::ThreadExit(_) => {}
+            Event::Fork(f) => self.fork(f),
+            Event::Exec(e) => self.exec(e),
+            Event::Exit(x) => self.exit(x, notices),
             Event::Wait(w) => {
                 if let Some(k) = self.resolve(&w.waiter) {
                     self.stats.entry(k).or_default().waits += 1;
                 }
-                Vec::new()
             }
-            Event::Free(f) => {
-                let Some(key) = self.procs.by_task(f.task_ptr) else {
-                    // A thread's task, proclens's own, or the leader of a process no event
-                    // named: a zombie found at start-up (see `release_seeded_zombies`).
-                    self.unmatched_free = Some(f.header.ts);
-                    return Vec::new();
-                };
-                if self.procs.get(&key).is_some_and(|p| p.death.is_none()) {
-                    // The process lives on: the freed task led it until another of its
-                    // threads exec'd (which made that thread the leader and released the
-                    // old one). Or its exit event was lost; then `prune` finds it gone.
-                    self.procs.clear_task(f.task_ptr);
-                    return Vec::new();
-                }
-                match self.forget(&key) {
-                    Some(p) => vec![Notice::reaped(p, f.header.ts)],
-                    None => Vec::new(),
-                }
-            }
+            Event::Free(f) => self.free(f, notices),
         }
     }
 
     fn fork(&mut self, f: &Fork) {
-        let creator = self
-            .resolve(&f.creator)
-            .unwrap_or_else(|| Key::from(&f.creator));
+        let creator_known = self.resolve(&f.creator);
+        let creator = creator_known.unwrap_or_else(|| Key::from(&f.creator));
         let s = self.stats.entry(creator).or_default();
         if f.flags & fork_flags::THREAD != 0 {
             s.threads += 1;
             return;
         }
         s.processes += 1;
-        let parent = self.resolve(&f.parent);
-        self.parents.extend(parent);
+        // The parent is the creator's process, unless CLONE_PARENT made it the creator's
+        // parent: then it is looked up on its own.
+        let parent = if Key::from(&f.parent) == Key::from(&f.creator) {
+            creator_known
+        } else {
+            self.resolve(&f.parent)
+        };
+        if let Some(pk) = parent {
+            self.parents.insert(pk);
+        }
         // A child born between attaching and the /proc scan is also in the seed (coarse):
         // resolving re-keys that entry, and the fork's own record replaces it.
         let key = self
@@ -414,6 +343,118 @@ impl ProcTable {
             exe: None,
             task: (f.child_ptr != 0).then_some(f.child_ptr),
         });
+    }
+
+    fn exec(&mut self, e: &Exec) {
+        if let Some(k) = self.resolve(&e.task)
+            && let Some(p) = self.procs.get_mut(&k)
+        {
+            p.comm = comm_str(&e.comm);
+            p.exe = Some(comm_str(&e.filename).into());
+            if e.task_ptr != 0 {
+                self.procs.set_task(&k, e.task_ptr);
+            }
+        }
+    }
+
+    fn exit(&mut self, x: &Exit, notices: &mut Vec<Notice>) {
+        if x.flags & exit_flags::GROUP_DEAD == 0 {
+            return;
+        }
+        let parent = self.resolve(&x.parent);
+        let ts = x.header.ts;
+        let key = match self.resolve(&x.task) {
+            Some(k) => k,
+            None => {
+                let key = Key::from(&x.task);
+                self.procs.insert(Proc {
+                    key,
+                    comm: comm_str(&x.comm),
+                    ppid: x.parent.tgid,
+                    parent,
+                    seen_ns: ts,
+                    coarse: false,
+                    death: None,
+                    reported: false,
+                    exe: None,
+                    task: None,
+                });
+                key
+            }
+        };
+        let status = ExitStatus::from_raw(x.exit_code);
+        let death = Death {
+            at_ns: Some(ts),
+            status,
+            autoreap: x.flags & exit_flags::AUTOREAP != 0,
+        };
+        let p = self
+            .procs
+            .set_death(&key, death)
+            .expect("resolved or inserted");
+        p.ppid = x.parent.tgid;
+        p.parent = parent.or(p.parent);
+        // Its fork named the leader already, as a rule: then the index holds it (another
+        // process could take the address only after this one's free).
+        if x.leader_ptr != 0 && p.task != Some(x.leader_ptr) {
+            self.procs.set_task(&key, x.leader_ptr);
+        }
+        if let Some(pk) = parent {
+            let s = self.stats.entry(pk).or_default();
+            s.child_exits += 1;
+            if status != ExitStatus::Code(0) {
+                s.child_failures += 1;
+            }
+            self.parents.insert(pk);
+        }
+        if self.parents.contains(&key) {
+            self.orphan_children(key, notices);
+        }
+    }
+
+    /// The live children of `key`, which just died, are orphans now.
+    fn orphan_children(&self, key: Key, notices: &mut Vec<Notice>) {
+        let mut children: Vec<Key> = self
+            .procs
+            .values()
+            .filter(|c| c.parent == Some(key) && c.death.is_none())
+            .map(|c| c.key)
+            .collect();
+        if children.is_empty() {
+            return;
+        }
+        children.sort_unstable();
+        let parent_comm = self
+            .procs
+            .get(&key)
+            .map(|p| p.comm.to_string())
+            .unwrap_or_default();
+        notices.push(Notice::Orphaned {
+            parent: key,
+            parent_comm,
+            children,
+        });
+    }
+
+    fn free(&mut self, f: &Free, notices: &mut Vec<Notice>) {
+        let Some(key) = self.procs.by_task(f.task_ptr) else {
+            // A thread's task, proclens's own, or the leader of a process no event named:
+            // a zombie found at start-up (see `release_seeded_zombies`).
+            self.unmatched_free = Some(f.header.ts);
+            return;
+        };
+        if self.procs.get(&key).is_some_and(|p| p.death.is_none()) {
+            // The process lives on: the freed task led it until another of its threads
+            // exec'd (which made that thread the leader and released the old one). Or its
+            // exit event was lost; then `prune` finds it gone.
+            self.procs.clear_task(f.task_ptr);
+            return;
+        }
+        if let Some(p) = self.forget(&key)
+            && (p.reported || !self.reported_reaps_only)
+        {
+            notices.push(Notice::reaped(p, f.header.ts));
+        }
     }
 
     /// Records that the kernel re-parented `child` to `new_ppid` (read from the kernel by

@@ -5,6 +5,8 @@
 //! (/proc shows one process per pid); and one by leader task address, which is all a
 //! free event names.
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use super::{Death, Key, Proc};
@@ -42,8 +44,8 @@ impl Procs {
         }
         if p.coarse {
             self.coarse.insert(key.tgid, key);
-        } else if self.coarse.get(&key.tgid) == Some(&key) {
-            self.coarse.remove(&key.tgid);
+        } else {
+            remove_if(&mut self.coarse, key.tgid, &key);
         }
         let task = p.task;
         if let Some(t) = task {
@@ -60,9 +62,7 @@ impl Procs {
     pub fn remove(&mut self, key: &Key) -> Option<Proc> {
         let p = self.by_key.remove(key)?;
         self.unindex_live(key);
-        if self.coarse.get(&key.tgid) == Some(key) {
-            self.coarse.remove(&key.tgid);
-        }
+        remove_if(&mut self.coarse, key.tgid, key);
         if let Some(t) = p.task {
             self.unindex_task(t, key);
         }
@@ -111,15 +111,11 @@ impl Procs {
     /// Drops `task` from the task index if it still names `key` (a reused address may
     /// name a newer process by now).
     fn unindex_task(&mut self, task: u64, key: &Key) {
-        if self.tasks.get(&task) == Some(key) {
-            self.tasks.remove(&task);
-        }
+        remove_if(&mut self.tasks, task, key);
     }
 
     fn unindex_live(&mut self, key: &Key) {
-        if self.live.get(&key.tgid) == Some(key) {
-            self.live.remove(&key.tgid);
-        }
+        remove_if(&mut self.live, key.tgid, key);
     }
 
     /// The live process with this pid.
@@ -154,6 +150,15 @@ impl Procs {
         for k in gone {
             self.remove(&k);
         }
+    }
+}
+
+/// Removes `index[at]` if it names `key`, in one lookup.
+fn remove_if<K: std::hash::Hash + Eq>(index: &mut FxHashMap<K, Key>, at: K, key: &Key) {
+    if let Entry::Occupied(e) = index.entry(at)
+        && e.get() == key
+    {
+        e.remove();
     }
 }
 

@@ -79,6 +79,13 @@ fn free_ptr(ts: u64, task_ptr: u64) -> Event {
     })
 }
 
+/// Applies `ev`, returning what the table noticed.
+fn apply(tab: &mut ProcTable, ev: &Event) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    tab.apply(ev, &mut notices);
+    notices
+}
+
 fn seeded_parent() -> (ProcTable, TaskRef) {
     let mut tab = ProcTable::new(TICK);
     // The parent was seen in /proc at start-up: its start is known to a tick.
@@ -111,14 +118,17 @@ fn zombies_are_blamed_on_their_parent_and_age() {
     let (mut tab, parent) = seeded_parent();
     for i in 0..3u32 {
         let child = t(200 + i, 11 * SEC + u64::from(i));
-        tab.apply(&fork(11 * SEC + u64::from(i), parent, child));
-        tab.apply(&exit(
-            12 * SEC + u64::from(i) * SEC,
-            child,
-            parent,
-            (i + 1) << 8,
-            exit_flags::GROUP_DEAD,
-        ));
+        apply(&mut tab, &fork(11 * SEC + u64::from(i), parent, child));
+        apply(
+            &mut tab,
+            &exit(
+                12 * SEC + u64::from(i) * SEC,
+                child,
+                parent,
+                (i + 1) << 8,
+                exit_flags::GROUP_DEAD,
+            ),
+        );
     }
     // At 14.5 s: ages 2.5, 1.5, 0.5 s; min age 1 s keeps two.
     let z = tab.zombies(14 * SEC + SEC / 2, SEC);
@@ -140,13 +150,20 @@ fn zombies_are_blamed_on_their_parent_and_age() {
         (3, 0, 3, 3)
     );
     // new_zombies reports each once.
-    assert_eq!(tab.new_zombies(15 * SEC, SEC, |_| true).len(), 3);
-    assert!(tab.new_zombies(16 * SEC, SEC, |_| true).is_empty());
+    assert_eq!(
+        tab.new_zombies(15 * SEC, SEC, |_| KernelState::Zombie)
+            .len(),
+        3
+    );
+    assert!(
+        tab.new_zombies(16 * SEC, SEC, |_| KernelState::Zombie)
+            .is_empty()
+    );
     // Reaped: freed, gone, with how long they were dead.
-    let n = tab.apply(&free(20 * SEC, t(200, 11 * SEC)));
+    let n = apply(&mut tab, &free(20 * SEC, t(200, 11 * SEC)));
     assert!(matches!(&n[..], [Notice::Reaped { dead_for_ns: Some(d), .. }] if *d == 8 * SEC));
-    tab.apply(&free(20 * SEC, t(201, 11 * SEC + 1)));
-    tab.apply(&free(20 * SEC, t(202, 11 * SEC + 2)));
+    apply(&mut tab, &free(20 * SEC, t(201, 11 * SEC + 1)));
+    apply(&mut tab, &free(20 * SEC, t(202, 11 * SEC + 2)));
     assert!(tab.zombies(30 * SEC, 0).is_empty());
     assert_eq!(tab.len(), 2, "only init and the parent remain");
     assert_eq!(tab.children_of(100), 0);
@@ -156,8 +173,8 @@ fn zombies_are_blamed_on_their_parent_and_age() {
 fn prune_drops_what_the_kernel_no_longer_has() {
     let (mut tab, parent) = seeded_parent();
     let gone = t(800, 11 * SEC);
-    tab.apply(&fork(11 * SEC, parent, gone));
-    tab.apply(&fork(11 * SEC, gone, t(801, 11 * SEC + 1)));
+    apply(&mut tab, &fork(11 * SEC, parent, gone));
+    apply(&mut tab, &fork(11 * SEC, gone, t(801, 11 * SEC + 1)));
     assert_eq!(tab.len(), 4);
     assert_eq!(tab.prune(|k| k.tgid != 800), 1);
     assert_eq!(tab.len(), 3);
@@ -168,16 +185,22 @@ fn prune_drops_what_the_kernel_no_longer_has() {
 fn autoreaped_children_are_never_zombies() {
     let (mut tab, parent) = seeded_parent();
     let child = t(300, 11 * SEC);
-    tab.apply(&fork(11 * SEC, parent, child));
-    tab.apply(&exit(
-        11 * SEC,
-        child,
-        parent,
-        0,
-        exit_flags::GROUP_DEAD | exit_flags::AUTOREAP,
-    ));
+    apply(&mut tab, &fork(11 * SEC, parent, child));
+    apply(
+        &mut tab,
+        &exit(
+            11 * SEC,
+            child,
+            parent,
+            0,
+            exit_flags::GROUP_DEAD | exit_flags::AUTOREAP,
+        ),
+    );
     assert!(tab.zombies(100 * SEC, 0).is_empty());
-    assert!(tab.new_zombies(100 * SEC, 0, |_| true).is_empty());
+    assert!(
+        tab.new_zombies(100 * SEC, 0, |_| KernelState::Zombie)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -185,18 +208,15 @@ fn pid_reuse_before_free_keeps_processes_apart() {
     let (mut tab, parent) = seeded_parent();
     let old = t(400, 11 * SEC);
     let new = t(400, 11 * SEC + 500);
-    tab.apply(&fork(11 * SEC, parent, old));
-    tab.apply(&exit(
-        11 * SEC + 100,
-        old,
-        parent,
-        9,
-        exit_flags::GROUP_DEAD,
-    ));
+    apply(&mut tab, &fork(11 * SEC, parent, old));
+    apply(
+        &mut tab,
+        &exit(11 * SEC + 100, old, parent, 9, exit_flags::GROUP_DEAD),
+    );
     // Reaped (not yet freed) and the pid already reused.
-    tab.apply(&fork(11 * SEC + 500, parent, new));
+    apply(&mut tab, &fork(11 * SEC + 500, parent, new));
     assert_eq!(tab.live_by_pid(400), Some(Key::from(&new)));
-    tab.apply(&free(11 * SEC + 900, old));
+    apply(&mut tab, &free(11 * SEC + 900, old));
     assert!(
         tab.get(&Key::from(&new)).is_some_and(|p| p.death.is_none()),
         "the new process survives the old one's free"
@@ -248,7 +268,7 @@ fn zombies_present_at_start_up_are_reported_with_a_lower_bound_age() {
     );
     // No event named its task, so its free matches nothing; that free (among others)
     // makes the caller ask /proc, which no longer shows it.
-    assert!(tab.apply(&free(12 * SEC, t(51, 4 * TICK + 77))).is_empty());
+    assert!(apply(&mut tab, &free(12 * SEC, t(51, 4 * TICK + 77))).is_empty());
     assert_eq!(tab.take_unmatched_free(), Some(12 * SEC));
     assert_eq!(tab.take_unmatched_free(), None, "taken");
     assert!(tab.release_seeded_zombies(12 * SEC, |_| false).is_empty());
@@ -263,7 +283,7 @@ fn zombies_present_at_start_up_are_reported_with_a_lower_bound_age() {
     ));
     assert!(tab.zombies(13 * SEC, 0).is_empty());
     // With no zombie from the seed left, unmatched frees (threads') ask nothing.
-    tab.apply(&free_ptr(14 * SEC, 0xdead));
+    apply(&mut tab, &free_ptr(14 * SEC, 0xdead));
     assert_eq!(tab.take_unmatched_free(), None);
 }
 
@@ -284,10 +304,13 @@ fn a_child_both_seeded_and_forked_is_one_process() {
         10 * SEC,
     );
     assert_eq!(tab.len(), 3);
-    tab.apply(&fork(10 * SEC - 3, parent, child));
+    apply(&mut tab, &fork(10 * SEC - 3, parent, child));
     assert_eq!(tab.len(), 3, "no duplicate entry");
-    tab.apply(&exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD));
-    tab.apply(&free(12 * SEC, child));
+    apply(
+        &mut tab,
+        &exit(11 * SEC, child, parent, 0, exit_flags::GROUP_DEAD),
+    );
+    apply(&mut tab, &free(12 * SEC, child));
     assert_eq!(tab.len(), 2, "no leak");
 }
 
@@ -295,17 +318,14 @@ fn a_child_both_seeded_and_forked_is_one_process() {
 fn statistics_of_a_process_unknown_to_the_table_go_with_its_free() {
     let mut tab = ProcTable::new(TICK);
     let ghost = t(700, 5 * SEC);
-    tab.apply(&fork(6 * SEC, ghost, t(701, 6 * SEC)));
+    apply(&mut tab, &fork(6 * SEC, ghost, t(701, 6 * SEC)));
     assert_eq!(tab.all_fork_stats().count(), 1);
     // Its exit names its leader task, so its free finds it.
-    tab.apply(&exit(
-        6 * SEC + 5,
-        ghost,
-        t(1, 0),
-        0,
-        exit_flags::GROUP_DEAD,
-    ));
-    tab.apply(&free(7 * SEC, ghost));
+    apply(
+        &mut tab,
+        &exit(6 * SEC + 5, ghost, t(1, 0), 0, exit_flags::GROUP_DEAD),
+    );
+    apply(&mut tab, &free(7 * SEC, ghost));
     assert_eq!(tab.all_fork_stats().count(), 0);
 }
 
@@ -313,7 +333,7 @@ fn statistics_of_a_process_unknown_to_the_table_go_with_its_free() {
 fn a_thread_that_execs_takes_over_the_leader_and_the_old_leaders_free_kills_nothing() {
     let (mut tab, parent) = seeded_parent();
     let p = t(900, 11 * SEC);
-    tab.apply(&fork(11 * SEC, parent, p));
+    apply(&mut tab, &fork(11 * SEC, parent, p));
     let (old_leader, new_leader) = (ptr(p), 0xbeef_0000);
     let exec = |tab: &mut ProcTable| {
         let mut e = Exec {
@@ -328,14 +348,14 @@ fn a_thread_that_execs_takes_over_the_leader_and_the_old_leaders_free_kills_noth
             ..Default::default()
         };
         e.comm = comm("newprog");
-        tab.apply(&Event::Exec(Box::new(e)));
+        apply(tab, &Event::Exec(Box::new(e)));
     };
     // The old leader is released during the exec; its free may come before the exec's
     // event (an RCU grace period can pass while the new program loads) or after it.
-    assert!(tab.apply(&free_ptr(12 * SEC, old_leader)).is_empty());
+    assert!(apply(&mut tab, &free_ptr(12 * SEC, old_leader)).is_empty());
     assert!(tab.get(&Key::from(&p)).is_some_and(|q| q.death.is_none()));
     exec(&mut tab);
-    assert!(tab.apply(&free_ptr(12 * SEC, old_leader)).is_empty());
+    assert!(apply(&mut tab, &free_ptr(12 * SEC, old_leader)).is_empty());
     assert_eq!(tab.live_by_pid(900), Some(Key::from(&p)));
     assert_eq!(tab.get(&Key::from(&p)).unwrap().comm, "newprog");
     // Its death and free go by the new leader.
@@ -343,8 +363,8 @@ fn a_thread_that_execs_takes_over_the_leader_and_the_old_leaders_free_kills_noth
         unreachable!()
     };
     x.leader_ptr = new_leader;
-    tab.apply(&Event::Exit(x));
-    let n = tab.apply(&free_ptr(14 * SEC, new_leader));
+    apply(&mut tab, &Event::Exit(x));
+    let n = apply(&mut tab, &free_ptr(14 * SEC, new_leader));
     assert!(matches!(&n[..], [Notice::Reaped { .. }]));
     assert!(tab.get(&Key::from(&p)).is_none());
 }
@@ -355,7 +375,7 @@ fn live_processes_gone_unseen_are_swept_and_named_ones_kept() {
     // 100 (the parent) was only seeded: no event named its task. A child forked in view
     // was named by its fork.
     let child = t(950, 11 * SEC);
-    tab.apply(&fork(11 * SEC, parent, child));
+    apply(&mut tab, &fork(11 * SEC, parent, child));
     assert_eq!(
         tab.sweep_unnamed(|k| k.tgid == 950),
         0,
@@ -366,7 +386,7 @@ fn live_processes_gone_unseen_are_swept_and_named_ones_kept() {
     assert_eq!(tab.len(), 2, "init and the child");
     // A named process whose leader's free came while it seemed alive (its exit was
     // outside a cgroup filter, or lost) is unnamed from then on, and swept.
-    tab.apply(&free(12 * SEC, child));
+    apply(&mut tab, &free(12 * SEC, child));
     assert_eq!(tab.sweep_unnamed(|k| k.tgid == 950), 1);
     assert_eq!(tab.len(), 1);
 }
@@ -376,9 +396,12 @@ fn a_parent_dying_with_live_children_orphans_them() {
     let (mut tab, parent) = seeded_parent();
     let mid = t(500, 11 * SEC);
     let grandchild = t(501, 11 * SEC + 1);
-    tab.apply(&fork(11 * SEC, parent, mid));
-    tab.apply(&fork(11 * SEC + 1, mid, grandchild));
-    let n = tab.apply(&exit(12 * SEC, mid, parent, 0, exit_flags::GROUP_DEAD));
+    apply(&mut tab, &fork(11 * SEC, parent, mid));
+    apply(&mut tab, &fork(11 * SEC + 1, mid, grandchild));
+    let n = apply(
+        &mut tab,
+        &exit(12 * SEC, mid, parent, 0, exit_flags::GROUP_DEAD),
+    );
     assert_eq!(
         n,
         vec![Notice::Orphaned {
@@ -395,17 +418,20 @@ fn a_parent_dying_with_live_children_orphans_them() {
         tgid: 100,
         start_ns: parent.start_ns,
     };
-    assert!(tab.apply(&exit(13 * SEC, th, t(1, 0), 0, 0)).is_empty());
-    tab.apply(&Event::Wait(Wait {
-        header: EventHeader {
-            kind: kind::WAIT,
-            tid: 100,
-            ts: 0,
-        },
-        waiter: parent,
-        target_pid: 0,
-        _pad: 0,
-    }));
+    assert!(apply(&mut tab, &exit(13 * SEC, th, t(1, 0), 0, 0)).is_empty());
+    apply(
+        &mut tab,
+        &Event::Wait(Wait {
+            header: EventHeader {
+                kind: kind::WAIT,
+                tid: 100,
+                ts: 0,
+            },
+            waiter: parent,
+            target_pid: 0,
+            _pad: 0,
+        }),
+    );
     assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 1);
 }
 
@@ -414,14 +440,11 @@ fn released_but_unfreed_processes_are_swept_after_the_grace() {
     let mut table = ProcTable::new(TICK);
     let parent = t(100, 5 * SEC);
     for (pid, start) in [(101, 6 * SEC), (102, 7 * SEC)] {
-        table.apply(&fork(start, parent, t(pid, start)));
-        table.apply(&exit(
-            8 * SEC,
-            t(pid, start),
-            parent,
-            0,
-            exit_flags::GROUP_DEAD,
-        ));
+        apply(&mut table, &fork(start, parent, t(pid, start)));
+        apply(
+            &mut table,
+            &exit(8 * SEC, t(pid, start), parent, 0, exit_flags::GROUP_DEAD),
+        );
     }
     // 102 is still a zombie in the kernel's view; 101 was reaped (gone from /proc).
     let released = |k: &Key| k.tgid == 101;
@@ -435,11 +458,76 @@ fn released_but_unfreed_processes_are_swept_after_the_grace() {
     assert_eq!(table.len(), 1);
     assert_eq!(table.zombies(11 * SEC, 0).len(), 1, "the real zombie stays");
     // A reported zombie gets its reaped notice when swept.
-    assert_eq!(table.new_zombies(11 * SEC, SEC, |_| true).len(), 1);
+    assert_eq!(
+        table
+            .new_zombies(11 * SEC, SEC, |_| KernelState::Zombie)
+            .len(),
+        1
+    );
     let n = table.sweep_released(12 * SEC, 2 * SEC, |_| true);
     assert!(matches!(
         n.as_slice(),
         [Notice::Reaped { proc: p, dead_for_ns: Some(d), .. }] if p.key.tgid == 102 && *d == 4 * SEC
     ));
     assert!(table.is_empty());
+}
+
+#[test]
+fn released_candidates_are_forgotten_and_dying_ones_asked_again() {
+    let (mut tab, parent) = seeded_parent();
+    let kids: Vec<TaskRef> = (0..3u32)
+        .map(|i| t(300 + i, 11 * SEC + u64::from(i)))
+        .collect();
+    for k in &kids {
+        apply(&mut tab, &fork(11 * SEC, parent, *k));
+        apply(
+            &mut tab,
+            &exit(12 * SEC, *k, parent, 0, exit_flags::GROUP_DEAD),
+        );
+    }
+    // 300 is a zombie, 301 already reaped (its free is late), 302 still being reaped.
+    let asked = std::cell::RefCell::new(Vec::new());
+    let state = |k: &Key| {
+        asked.borrow_mut().push(k.tgid);
+        match k.tgid {
+            300 => KernelState::Zombie,
+            301 => KernelState::Released,
+            _ => KernelState::Dying,
+        }
+    };
+    let z = tab.new_zombies(14 * SEC, SEC, state);
+    assert_eq!(z.iter().map(|z| z.key.tgid).collect::<Vec<_>>(), [300]);
+    assert_eq!(*asked.borrow(), [300, 301, 302]);
+    assert!(tab.get(&Key::from(&kids[1])).is_none(), "301 is forgotten");
+    // Next time only the dying one is asked about again.
+    asked.borrow_mut().clear();
+    assert!(tab.new_zombies(15 * SEC, SEC, state).is_empty());
+    assert_eq!(*asked.borrow(), [302]);
+    // 301's late free matches nothing; 300's gives its reaped notice.
+    assert!(apply(&mut tab, &free(16 * SEC, kids[1])).is_empty());
+    let n = apply(&mut tab, &free(16 * SEC, kids[0]));
+    assert!(matches!(&n[..], [Notice::Reaped { proc, .. }] if proc.key.tgid == 300));
+}
+
+#[test]
+fn reap_notices_can_be_limited_to_reported_zombies() {
+    let (mut tab, parent) = seeded_parent();
+    tab.reap_notices_for_reported_only();
+    let (quick, slow) = (t(400, 11 * SEC), t(401, 11 * SEC + 1));
+    for k in [quick, slow] {
+        apply(&mut tab, &fork(11 * SEC, parent, k));
+        apply(
+            &mut tab,
+            &exit(12 * SEC, k, parent, 0, exit_flags::GROUP_DEAD),
+        );
+    }
+    assert!(apply(&mut tab, &free(12 * SEC + 1000, quick)).is_empty());
+    assert_eq!(
+        tab.new_zombies(14 * SEC, SEC, |_| KernelState::Zombie)
+            .len(),
+        1
+    );
+    let n = apply(&mut tab, &free(15 * SEC, slow));
+    assert!(matches!(&n[..], [Notice::Reaped { proc, .. }] if proc.key.tgid == 401));
+    assert_eq!(tab.len(), 2, "both freed all the same");
 }

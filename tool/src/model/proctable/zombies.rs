@@ -3,18 +3,36 @@
 
 use std::collections::BTreeMap;
 
-use super::{Proc, ProcTable, Zombie};
+use super::{Key, Proc, ProcTable, Zombie};
+
+/// What the kernel shows of a dead process now (the caller reads /proc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelState {
+    /// Exited, not yet waited for.
+    Zombie,
+    /// Reaped: the kernel shows it no more.
+    Released,
+    /// Still shown, not (or no longer) a zombie: exiting, or being reaped.
+    Dying,
+}
 
 impl ProcTable {
-    fn zombie(&self, p: &Proc, now_ns: u64, min_age_ns: u64) -> Option<Zombie> {
+    /// Since when `p` has been dead, and whether that time is exact (not a start-up
+    /// lower bound), if it is dead and its parent must reap it.
+    fn dead_since(p: &Proc) -> Option<(u64, bool)> {
         let d = p.death?;
         if d.autoreap {
             return None;
         }
-        let (since, exact) = match d.at_ns {
+        Some(match d.at_ns {
             Some(t) => (t, true),
             None => (p.seen_ns, false),
-        };
+        })
+    }
+
+    fn zombie(&self, p: &Proc, now_ns: u64, min_age_ns: u64) -> Option<Zombie> {
+        let d = p.death?;
+        let (since, exact) = Self::dead_since(p)?;
         let age_ns = now_ns.saturating_sub(since);
         if age_ns < min_age_ns {
             return None;
@@ -22,11 +40,11 @@ impl ProcTable {
         let parent_comm = p
             .parent
             .and_then(|k| self.procs.get(&k))
-            .map(|pp| pp.comm.clone())
+            .map(|pp| pp.comm.to_string())
             .unwrap_or_else(|| "?".into());
         Some(Zombie {
             key: p.key,
-            comm: p.comm.clone(),
+            comm: p.comm.to_string(),
             ppid: p.ppid,
             parent_comm,
             status: d.status,
@@ -53,26 +71,45 @@ impl ProcTable {
         z
     }
 
-    /// Zombies that reached `min_age_ns` since the last call and that `confirm` accepts
-    /// (the caller may check the kernel's view: a reaped task is only freed an RCU grace
-    /// period later); each is returned once.
+    /// Zombies that reached `min_age_ns` since the last call and that the kernel shows as
+    /// zombies (`state`: a reaped task is only freed an RCU grace period later, lazily
+    /// even later); each is returned once. The candidates the kernel has released are
+    /// forgotten at once, so that a fork storm's unfreed dead are asked about once, not
+    /// at every call until their free.
     pub fn new_zombies(
         &mut self,
         now_ns: u64,
         min_age_ns: u64,
-        confirm: impl Fn(&Zombie) -> bool,
+        state: impl Fn(&Key) -> KernelState,
     ) -> Vec<Zombie> {
-        let mut fresh: Vec<Zombie> = self
+        let mut candidates: Vec<Key> = self
             .procs
             .values()
-            .filter(|p| !p.reported)
-            .filter_map(|p| self.zombie(p, now_ns, min_age_ns))
-            .filter(|z| confirm(z))
+            .filter(|p| {
+                !p.reported
+                    && Self::dead_since(p)
+                        .is_some_and(|(since, _)| now_ns.saturating_sub(since) >= min_age_ns)
+            })
+            .map(|p| p.key)
             .collect();
-        fresh.sort_unstable_by_key(|z| z.key);
-        for z in &fresh {
-            if let Some(p) = self.procs.get_mut(&z.key) {
-                p.reported = true;
+        candidates.sort_unstable();
+        let mut fresh = Vec::new();
+        for key in candidates {
+            match state(&key) {
+                KernelState::Zombie => {
+                    if let Some(p) = self.procs.get_mut(&key) {
+                        p.reported = true;
+                    }
+                    fresh.extend(
+                        self.procs
+                            .get(&key)
+                            .and_then(|p| self.zombie(p, now_ns, min_age_ns)),
+                    );
+                }
+                KernelState::Released => {
+                    self.forget(&key);
+                }
+                KernelState::Dying => {}
             }
         }
         fresh
