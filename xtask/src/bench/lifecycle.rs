@@ -240,7 +240,8 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "Fork-bound workloads: `[taskset -c CPUS] stress-ng --STRESSOR WORKERS -t {SECS}` (fork/vfork + exit + wait per op), untraced and traced by `proclens zombies --watch --json` (all lifecycle programs attached, ring buffer drained), {reps} interleaved runs per condition, medians. {}.\n",
+        "Fork-bound workloads: `[taskset -c CPUS] stress-ng --STRESSOR WORKERS -t {SECS}` (fork/vfork + exit + wait per op), untraced and traced by `proclens zombies --watch --json` (all lifecycle programs attached, ring buffer drained), {reps} traced runs, each between two untraced runs ({} untraced in all), medians; a rep's slowdown is its traced rate against the mean of the untraced runs around it. {}.\n",
+        reps + 1,
         machine()
     )?;
     writeln!(
@@ -251,22 +252,27 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     for workload in WORKLOADS {
         let label = workload.label();
         let (mut base, mut traced, mut ns, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
-        // Each rep's own ratio: the untraced and traced runs of one rep are seconds apart,
-        // so they share the machine's load of the moment better than two medians do.
+        // Each rep's own ratio: its traced run against the mean of the untraced runs just
+        // before and just after it, which cancels the drift of a shared machine's speed
+        // (seen: the untraced rate falling 15% over ten minutes). The stats run comes
+        // after the second untraced run, so it disturbs neither.
         let mut ratios = Vec::new();
+        let mut before = measure(workload, None, false)?.rate;
+        base.push(before);
         for rep in 0..reps {
-            let u = measure(workload, None, false)?;
             let t = measure(workload, Some(proclens), false)?;
+            let after = measure(workload, None, false)?.rate;
             let c = measure(workload, Some(proclens), true)?;
             eprintln!(
-                "bench lifecycle: rep {rep} {label}: untraced {:.0}/s, traced {:.0}/s, {:?} ns/op, lost {:?}",
-                u.rate, t.rate, c.ns_per_op, t.lost
+                "bench lifecycle: rep {rep} {label}: untraced {before:.0}/s, traced {:.0}/s, untraced {after:.0}/s, {:?} ns/op, lost {:?}",
+                t.rate, c.ns_per_op, t.lost
             );
-            ratios.push(u.rate / t.rate);
-            base.push(u.rate);
+            ratios.push((before + after) / 2.0 / t.rate);
+            base.push(after);
             traced.push(t.rate);
             ns.extend(c.ns_per_op);
             lost = lost.max(t.lost.unwrap_or(0)).max(c.lost.unwrap_or(0));
+            before = after;
         }
         let (b, t) = (median(&mut base), median(&mut traced));
         let ns_txt = if ns.is_empty() {
