@@ -2,6 +2,13 @@
 
 use crate::switch::ThreadSwitches;
 
+/// The event rings' map names. Each CPU writes its own ring (CPU *c* the ring *c* mod
+/// the rings in use), so CPUs never contend for a reservation; userspace merges the
+/// rings by time.
+pub const RINGS: [&str; 8] = [
+    "EVENTS_0", "EVENTS_1", "EVENTS_2", "EVENTS_3", "EVENTS_4", "EVENTS_5", "EVENTS_6", "EVENTS_7",
+];
+
 /// Event tags (`EventHeader::kind`). Userspace converts them with `TryFrom`, never by
 /// transmuting, so an unknown tag is an error rather than undefined behaviour.
 pub mod kind {

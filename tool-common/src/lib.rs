@@ -41,6 +41,11 @@ pub mod globals {
     /// of two up to `switch::THREAD_SLOTS` (all of them, the default); 0 keeps every
     /// thread in the `THREADS` hash. Fewer than all only in tests, to mix both tables.
     pub const THREAD_SLOTS_USED: &str = "THREAD_SLOTS_USED";
+    /// How many of the event rings (`event::RINGS`) the programs write: a power of two;
+    /// CPU *c* writes ring *c* mod that. And the unread bytes above which a submit wakes
+    /// the reader.
+    pub const EVENT_RINGS_USED: &str = "EVENT_RINGS_USED";
+    pub const WAKEUP_BACKLOG: &str = "WAKEUP_BACKLOG";
     /// cgroup v2 filter: id of the cgroup (0: none) and its depth below the root.
     pub const CGROUP_ID: &str = "CGROUP_ID";
     pub const CGROUP_LEVEL: &str = "CGROUP_LEVEL";

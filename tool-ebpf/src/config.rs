@@ -48,6 +48,11 @@ globals! {
     /// How many slots of `THREAD_SLOTS` threads may own (a power of two, see
     /// `switch::slot`); 0: every thread's entry is in `THREADS`.
     THREAD_SLOTS_USED => thread_slots_used: u32;
+    /// How many event rings the programs write (a power of two, 1 to 8; see
+    /// `maps::events`), and the unread bytes of a ring above which a submit wakes the
+    /// reader.
+    EVENT_RINGS_USED => event_rings_used: u32;
+    WAKEUP_BACKLOG => wakeup_backlog: u64;
     /// Only trace tasks in this cgroup v2 (or below it); 0 traces every task.
     CGROUP_ID => cgroup_id: u64;
     /// Depth of that cgroup below the v2 root (the ancestor level to compare).

@@ -23,7 +23,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{EVENTS, count, submit_flags},
+    maps::{count, events, submit_flags},
     task::{comm, field, probe},
 };
 
@@ -152,7 +152,8 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let filename: u64 = field(bprm, config::binprm_filename_off());
-    let Some(mut slot) = EVENTS.reserve::<Exec>(0) else {
+    let ring = events();
+    let Some(mut slot) = ring.reserve::<Exec>(0) else {
         count(counters::RINGBUF_DROPS);
         return Ok(());
     };
@@ -170,7 +171,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         buf[0] = 0;
         let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, buf);
     }
-    slot.submit(submit_flags());
+    slot.submit(submit_flags(ring));
     Ok(())
 }
 
@@ -288,10 +289,11 @@ fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
 
 #[inline(always)]
 fn submit<T: 'static>(ev: T) {
-    match EVENTS.reserve::<T>(0) {
+    let ring = events();
+    match ring.reserve::<T>(0) {
         Some(mut slot) => {
             slot.write(ev);
-            slot.submit(submit_flags());
+            slot.submit(submit_flags(ring));
         }
         None => count(counters::RINGBUF_DROPS),
     }

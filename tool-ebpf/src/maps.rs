@@ -1,7 +1,9 @@
 //! Maps shared by the programs. Sizes are defaults; the loader may resize them.
 
+use crate::config;
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -30,23 +32,61 @@ pub(crate) static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(SLO
 #[map]
 pub(crate) static CPU_SWITCHES: PerCpuArray<CpuSwitches> = PerCpuArray::with_max_entries(1, 0);
 
-/// Lifecycle events to userspace. 4 MiB holds the events of ~8,000 fork+exit+free cycles
-/// (THREAD_EXIT ~240 B, FORK/EXIT ~100 B each, FREE 32 B): a fork storm at 20,000/s gets
-/// ~0.4 s of slack before userspace must have drained it.
+/// Lifecycle events to userspace, one ring per CPU (see `proclens_common::event::RINGS`):
+/// two CPUs reserving in one ring contend for its lock and bounce its positions between
+/// their caches, which under a fork storm on both CPUs cost each lifecycle program
+/// ~100 ns. The loader sizes the rings in use (4 MiB in all, at least 1 MiB each: a fork
+/// storm at 20,000/s gets ~0.4 s of slack) and shrinks the others to a page.
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+pub(crate) static EVENTS_0: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_4: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_5: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_6: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub(crate) static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 
-/// Unread bytes in `EVENTS` above which a submit wakes userspace. Below it, events wait
-/// for userspace's own timer (every view drains at least every interval, `zombies --watch`
-/// every 50 ms): a wakeup per event costs the traced task microseconds (an IPI-driven
-/// irq_work, dear in a VM) and proclens a context switch, which under a fork storm is
-/// most of the tracing overhead. 512 KiB leaves 7/8 of the ring as headroom.
-const WAKEUP_BACKLOG: u64 = 512 * 1024;
-
-/// Flags for `bpf_ringbuf_submit`: wake the reader only when the backlog is large.
+/// This CPU's event ring.
 #[inline(always)]
-pub(crate) fn submit_flags() -> u64 {
-    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BACKLOG {
+pub(crate) fn events() -> &'static RingBuf {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } & (config::event_rings_used().max(1) - 1);
+    // A tree of branches, each naming its map: the verifier needs a constant map
+    // pointer on every path.
+    if cpu & 4 == 0 {
+        if cpu & 2 == 0 {
+            if cpu & 1 == 0 { &EVENTS_0 } else { &EVENTS_1 }
+        } else if cpu & 1 == 0 {
+            &EVENTS_2
+        } else {
+            &EVENTS_3
+        }
+    } else if cpu & 2 == 0 {
+        if cpu & 1 == 0 { &EVENTS_4 } else { &EVENTS_5 }
+    } else if cpu & 1 == 0 {
+        &EVENTS_6
+    } else {
+        &EVENTS_7
+    }
+}
+
+/// Flags for `bpf_ringbuf_submit` to `ring`: wake the reader only when the backlog is
+/// large (`WAKEUP_BACKLOG`, an eighth of the ring, set by the loader). Below it, events
+/// wait for userspace's own timer (every view drains at least every interval, `zombies
+/// --watch` every 50 ms): a wakeup per event costs the traced task microseconds (an
+/// IPI-driven irq_work, dear in a VM) and proclens a context switch, which under a fork
+/// storm is most of the tracing overhead.
+#[inline(always)]
+pub(crate) fn submit_flags(ring: &RingBuf) -> u64 {
+    if ring.query(u64::from(BPF_RB_AVAIL_DATA)) >= config::wakeup_backlog() {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)

@@ -28,7 +28,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{CPU_SWITCHES, EVENTS, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, submit_flags},
+    maps::{CPU_SWITCHES, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, events, submit_flags},
     task::{comm, field},
 };
 
@@ -409,7 +409,8 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
 
 #[inline(always)]
 fn emit_thread_exit(tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
-    match EVENTS.reserve::<ThreadExit>(0) {
+    let ring = events();
+    match ring.reserve::<ThreadExit>(0) {
         Some(mut slot) => {
             slot.write(ThreadExit {
                 header: EventHeader {
@@ -420,7 +421,7 @@ fn emit_thread_exit(tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
                 stats: *e,
                 comm: comm(task),
             });
-            slot.submit(submit_flags());
+            slot.submit(submit_flags(ring));
         }
         None => count(counters::RINGBUF_DROPS),
     }

@@ -93,9 +93,9 @@ async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    // The switch and lifecycle programs share the ring buffer; this view uses none of its
-    // events, but drains it so that `lost_events` means what it means in every view
-    // (events the kernel could not queue), not "nobody read them".
+    // The switch and lifecycle programs share the event rings; this view uses none of
+    // their events, but drains them so that `lost_events` means what it means in every
+    // view (events the kernel could not queue), not "nobody read them".
     let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
     let mut events: Vec<Event> = Vec::new();
     let tick_ns = procfs::tick_ns();

@@ -82,7 +82,7 @@ pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
     })
 }
 
-/// The tracer, its ring buffer and the process table fed from them.
+/// The tracer, its event rings and the process table fed from them.
 struct Session {
     tracer: Tracer,
     stream: EventStream,

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod object;
 pub mod privilege;
 pub mod procfs;
+pub mod rings;
 pub mod session;
 pub mod thread_slots;
 pub mod tracefs;

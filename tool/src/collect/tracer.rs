@@ -22,6 +22,7 @@ use super::{
     copies::{self, CopyConfig, CopyMaps},
     object::Object,
     privilege,
+    rings::RingLayout,
     thread_slots::ThreadSlots,
     tracefs,
 };
@@ -64,7 +65,8 @@ pub struct Tracer {
     slots: ThreadSlots,
     cpus: PerCpuArray<MapData, CpuSwitches>,
     counters: PerCpuArray<MapData, u64>,
-    events: Option<RingBuf<MapData>>,
+    /// The event rings in use, one per CPU (see `rings`).
+    events: Option<Vec<RingBuf<MapData>>>,
     threads_capacity: u32,
     /// Probed once: whether map reads work without capabilities on this kernel.
     reads_survive_drop: std::cell::OnceCell<bool>,
@@ -254,9 +256,11 @@ impl Tracer {
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
         })?;
+        let rings = RingLayout::here();
         let load = |cgroup_walk: u32| -> Result<Object> {
             let w = walk.unwrap_or_default();
             let mut loader = EbpfLoader::new();
+            rings.configure(&mut loader);
             loader
                 .override_global(globals::SELF_TGID, &self_tgid, true)
                 .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
@@ -360,7 +364,16 @@ impl Tracer {
         )?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        let events = rings
+            .names()
+            .iter()
+            .map(|name| {
+                let map = ebpf
+                    .take_map(name)
+                    .with_context(|| format!("map {name} missing"))?;
+                Ok(RingBuf::try_from(map)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             ebpf,
             threads,
@@ -419,8 +432,8 @@ impl Tracer {
         Ok(false)
     }
 
-    /// The ring buffer, to be polled by the caller (once).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+    /// The event rings, to be polled by the caller (once).
+    pub fn take_events(&mut self) -> Option<Vec<RingBuf<MapData>>> {
         self.events.take()
     }
 

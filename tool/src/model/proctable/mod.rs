@@ -295,7 +295,7 @@ impl ProcTable {
     pub fn apply(&mut self, ev: &Event, notices: &mut Vec<Notice>) {
         match ev {
             Event::ThreadExit(_) => {}
-            Event::Fork(f) => self.fork(f),
+            Event::Fork(f) => self.fork(f, notices),
             Event::Exec(e) => self.exec(e),
             Event::Exit(x) => self.exit(x, notices),
             Event::Wait(w) => {
@@ -307,7 +307,7 @@ impl ProcTable {
         }
     }
 
-    fn fork(&mut self, f: &Fork) {
+    fn fork(&mut self, f: &Fork, notices: &mut Vec<Notice>) {
         let creator_known = self.resolve(&f.creator);
         let creator = creator_known.unwrap_or_else(|| Key::from(&f.creator));
         let s = self.stats.entry(creator).or_default();
@@ -331,6 +331,28 @@ impl ProcTable {
         let key = self
             .resolve(&f.child)
             .unwrap_or_else(|| Key::from(&f.child));
+        // Events from different CPUs are merged by time per drain; one read a moment too
+        // late can come a drain later than what followed it. A child whose exit came
+        // first keeps its death (a fork must not bring it back to life), and a child whose
+        // parent's exit came first is an orphan.
+        if let Some(p) = self.procs.get(&key)
+            && p.death.is_some()
+        {
+            if p.task.is_none() && f.child_ptr != 0 {
+                self.procs.set_task(&key, f.child_ptr);
+            }
+            return;
+        }
+        if let Some(pk) = parent
+            && let Some(pp) = self.procs.get(&pk)
+            && pp.death.is_some()
+        {
+            notices.push(Notice::Orphaned {
+                parent: pk,
+                parent_comm: pp.comm.to_string(),
+                children: vec![key],
+            });
+        }
         self.procs.insert(Proc {
             key,
             comm: comm_str(&f.comm),

@@ -531,3 +531,36 @@ fn reap_notices_can_be_limited_to_reported_zombies() {
     assert!(matches!(&n[..], [Notice::Reaped { proc, .. }] if proc.key.tgid == 401));
     assert_eq!(tab.len(), 2, "both freed all the same");
 }
+
+/// Events of two CPUs merged by time per drain: one read a moment late comes a drain
+/// after what followed it.
+#[test]
+fn an_exit_before_its_fork_stays_dead_and_a_fork_after_its_parents_exit_is_an_orphan() {
+    let (mut tab, parent) = seeded_parent();
+    let child = t(500, 11 * SEC);
+    apply(
+        &mut tab,
+        &exit(12 * SEC, child, parent, 0, exit_flags::GROUP_DEAD),
+    );
+    assert!(apply(&mut tab, &fork(11 * SEC, parent, child)).is_empty());
+    let p = tab.get(&Key::from(&child)).unwrap();
+    assert!(p.death.is_some(), "the fork does not bring it back to life");
+    let n = apply(&mut tab, &free(13 * SEC, child));
+    assert!(matches!(&n[..], [Notice::Reaped { .. }]));
+    assert!(tab.get(&Key::from(&child)).is_none(), "freed: no leak");
+
+    // The parent's exit came first: its child, forked just before, is an orphan.
+    let mid = t(600, 14 * SEC);
+    let grandchild = t(601, 15 * SEC);
+    apply(&mut tab, &fork(14 * SEC, parent, mid));
+    apply(
+        &mut tab,
+        &exit(16 * SEC, mid, parent, 0, exit_flags::GROUP_DEAD),
+    );
+    let n = apply(&mut tab, &fork(15 * SEC, mid, grandchild));
+    assert!(
+        matches!(&n[..], [Notice::Orphaned { parent, children, .. }]
+            if *parent == Key::from(&mid) && children[..] == [Key::from(&grandchild)]),
+        "{n:?}"
+    );
+}
