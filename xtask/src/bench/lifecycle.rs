@@ -240,7 +240,7 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "Fork-bound workloads: `[taskset -c CPUS] stress-ng --STRESSOR WORKERS -t {SECS}` (fork/vfork + exit + wait per op), untraced and traced by `proclens zombies --watch --json` (all lifecycle programs attached, ring buffer drained), {reps} traced runs, each between two untraced runs ({} untraced in all), medians; a rep's slowdown is its traced rate against the mean of the untraced runs around it. {}.\n",
+        "Fork-bound workloads: `[taskset -c CPUS] stress-ng --STRESSOR WORKERS -t {SECS}` (fork/vfork + exit + wait per op), untraced and traced by `proclens zombies --watch --json` (all lifecycle programs attached, event rings drained), {reps} traced runs, each between two untraced runs ({} untraced in all), medians; a rep's slowdown is its traced rate against the mean of the untraced runs around it. {}.\n",
         reps + 1,
         machine()
     )?;
