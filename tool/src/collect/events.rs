@@ -102,9 +102,10 @@ impl Event {
 /// The event rings (one per CPU), readable from an async loop as one stream.
 ///
 /// A process's events may come from several CPUs (forked on one, exiting on another), so
-/// each drain reads every ring, then hands the events over in time order: a merge of
-/// the rings, each in its CPU's order already. A fork is stamped with its child's start
-/// time, set before the child can run, so it comes before anything the child does.
+/// a drain reads every ring and hands the events over in time order: a merge of the
+/// rings, each in its CPU's order already, taking the earliest of their next events one
+/// at a time. A fork is stamped with its child's start time, set before the child can
+/// run, so it comes before anything the child does.
 pub struct EventStream {
     fds: Vec<AsyncFd<RingBuf<MapData>>>,
     /// Records that could not be decoded (a bug or a version mismatch; never expected).
