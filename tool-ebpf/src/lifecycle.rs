@@ -23,7 +23,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{count, events, submit_flags},
+    maps::{count, events, send, submit_flags},
     task::{comm, field, probe},
 };
 
@@ -139,7 +139,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
         child_ptr: child_task,
         comm: comm(child_task),
     };
-    submit(ev);
+    send(ev);
     Ok(())
 }
 
@@ -227,7 +227,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         }
     }
     let exit_code: u32 = field(task, config::task_exit_code_off());
-    submit(Exit {
+    send(Exit {
         header: header(kind::EXIT, me.pid),
         task: me,
         parent,
@@ -261,7 +261,7 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     } else {
         field(pid_struct, config::pid_nr_off())
     };
-    submit(Wait {
+    send(Wait {
         header: EventHeader {
             kind: kind::WAIT,
             tid: waiter.pid,
@@ -280,21 +280,9 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
 /// tasks' frees (threads, proclens's own) cost it a failed lookup.
 fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    submit(Free {
+    send(Free {
         header: header(kind::FREE, 0),
         task_ptr: task,
     });
     Ok(())
-}
-
-#[inline(always)]
-fn submit<T: 'static>(ev: T) {
-    let ring = events();
-    match ring.reserve::<T>(0) {
-        Some(mut slot) => {
-            slot.write(ev);
-            slot.submit(submit_flags(ring));
-        }
-        None => count(counters::RINGBUF_DROPS),
-    }
 }

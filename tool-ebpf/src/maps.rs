@@ -93,6 +93,20 @@ pub(crate) fn submit_flags(ring: &RingBuf) -> u64 {
     }
 }
 
+/// Sends `ev` through this CPU's ring; a full ring is counted in
+/// `COUNTERS[RINGBUF_DROPS]`, never silent.
+#[inline(always)]
+pub(crate) fn send<T: 'static>(ev: T) {
+    let ring = events();
+    match ring.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(ev);
+            slot.submit(submit_flags(ring));
+        }
+        None => count(counters::RINGBUF_DROPS),
+    }
+}
+
 /// Health counters (lost events, full maps), see `proclens_common::counters`.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);

@@ -28,7 +28,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{CPU_SWITCHES, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, events, submit_flags},
+    maps::{CPU_SWITCHES, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, send},
     task::{comm, field},
 };
 
@@ -409,22 +409,15 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
 
 #[inline(always)]
 fn emit_thread_exit(tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
-    let ring = events();
-    match ring.reserve::<ThreadExit>(0) {
-        Some(mut slot) => {
-            slot.write(ThreadExit {
-                header: EventHeader {
-                    kind: event_kind::THREAD_EXIT,
-                    tid,
-                    ts: now,
-                },
-                stats: *e,
-                comm: comm(task),
-            });
-            slot.submit(submit_flags(ring));
-        }
-        None => count(counters::RINGBUF_DROPS),
-    }
+    send(ThreadExit {
+        header: EventHeader {
+            kind: event_kind::THREAD_EXIT,
+            tid,
+            ts: now,
+        },
+        stats: *e,
+        comm: comm(task),
+    });
 }
 
 fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
