@@ -219,13 +219,11 @@ fn earliest(heads: &[Option<Event>]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// Hands every event of `ring` to `f`; returns how many records did not decode.
 fn drain_with(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(Event)) -> u64 {
     let mut malformed = 0;
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(ev) => f(ev),
-            Err(_) => malformed += 1,
-        }
+    while let Some(ev) = next_event(ring, &mut malformed) {
+        f(ev);
     }
     malformed
 }
