@@ -27,7 +27,8 @@ enum Task {
     Setup,
     /// Build the release binary (target/release/proclens) with the BPF object embedded.
     Build,
-    /// Build, then run proclens with the given arguments: `cargo xtask run -- top`.
+    /// Build, then run proclens with the given arguments: `cargo xtask run -- top`. A user
+    /// other than root builds as themself and runs proclens through sudo.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -146,10 +147,24 @@ fn run() -> Result<ExitCode> {
         Task::Run { args } => {
             setup::ensure_toolchain()?;
             let bin = build_release()?;
-            let st = Command::new(&bin)
+            // Built as whoever runs xtask; run as root, since proclens loads BPF
+            // programs: through sudo when that is not already the case (like aya's
+            // template's sudo runner).
+            let mut cmd = if nix_is_root() {
+                Command::new(&bin)
+            } else {
+                eprintln!(
+                    "xtask: running {} through sudo (it loads BPF programs, which needs root or CAP_BPF and CAP_PERFMON)",
+                    bin.display()
+                );
+                let mut c = Command::new("sudo");
+                c.arg("--").arg(&bin);
+                c
+            };
+            let st = cmd
                 .args(&args)
                 .status()
-                .with_context(|| format!("running {}", bin.display()))?;
+                .with_context(|| format!("running {cmd:?}"))?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
         Task::Dist => {

@@ -65,10 +65,15 @@ pub fn ensure_toolchain() -> Result<()> {
         }
     };
     let major = route.llvm_major()?;
-    let linker_ok = toolchain::find_bpf_linker()
-        .is_some_and(|l| toolchain::bpf_linker_llvm_major(&l).is_none_or(|m| m == major));
+    let linker_ok = toolchain::find_bpf_linker().is_some_and(|l| {
+        toolchain::bpf_linker_llvm_major(&l).is_none_or(|m| m == major)
+            && toolchain::bpf_linker_version(&l).as_deref() == Some(toolchain::BPF_LINKER_VERSION)
+    });
     if !linker_ok {
-        eprintln!("xtask: installing bpf-linker for LLVM {major} (the BPF compiler's, {route:?})");
+        eprintln!(
+            "xtask: installing bpf-linker {} for LLVM {major} (the BPF compiler's, {route:?})",
+            toolchain::BPF_LINKER_VERSION
+        );
         let llvm_config = format!("/usr/lib/llvm-{major}/bin/llvm-config");
         if !Path::new(&llvm_config).exists() {
             apt_install(&[
@@ -88,6 +93,8 @@ pub fn ensure_toolchain() -> Result<()> {
                     "--force",
                     "--locked",
                     "bpf-linker",
+                    "--version",
+                    toolchain::BPF_LINKER_VERSION,
                     "--no-default-features",
                 ])
                 .args(["--features", &format!("llvm-{major}")]),

@@ -137,6 +137,22 @@ pub fn find_bpf_linker() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The bpf-linker release the build is known to work with (`cargo xtask setup` installs
+/// exactly this one): a newer one may emit BTF or relocations this aya does not read.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The version a bpf-linker binary reports (`bpf-linker 0.13.0`).
+pub fn bpf_linker_version(linker: &Path) -> Option<String> {
+    let out = command_output(Command::new(linker).arg("--version")).ok()?;
+    parse_bpf_linker_version(&out)
+}
+
+fn parse_bpf_linker_version(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("bpf-linker "))
+        .map(|v| v.trim().to_string())
+}
+
 /// The LLVM major a bpf-linker binary links, or `None` when it cannot be told (static).
 pub fn bpf_linker_llvm_major(linker: &Path) -> Option<u32> {
     command_output(Command::new("ldd").arg(linker))
@@ -150,8 +166,8 @@ bpfel-unknown-none. Install one of: (a) a rustup nightly with rust-src \
 (`rustup toolchain install nightly --component rust-src`), or (b) on Debian/Ubuntu the \
 prebuilt BPF core library (`apt-get install rustc-web libstd-rust-web-dev-bpf`); then \
 bpf-linker for that compiler's LLVM major N (`apt-get install llvm-N-dev libpolly-N-dev` and \
-`cargo install bpf-linker --no-default-features --features llvm-N`). As root on \
-Debian/Ubuntu, `cargo xtask setup` does all of this.";
+`cargo install bpf-linker --version 0.13.0 --no-default-features --features llvm-N`). As \
+root on Debian/Ubuntu, `cargo xtask setup` does all of this.";
 
 /// Checks that a route and a matching bpf-linker exist; the error says what to install.
 pub fn check() -> Result<(Route, PathBuf)> {
@@ -189,6 +205,15 @@ mod tests {
         let out = "rustc 1.96.0 (ac68faa20 2026-05-25)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.96.0\nLLVM version: 22.1.8\n";
         assert_eq!(parse_llvm_major(out), Some(22));
         assert_eq!(parse_llvm_major("rustc 1.0\n"), None);
+    }
+
+    #[test]
+    fn bpf_linker_version_from_its_output() {
+        assert_eq!(
+            parse_bpf_linker_version("bpf-linker 0.13.0\n").as_deref(),
+            Some("0.13.0")
+        );
+        assert_eq!(parse_bpf_linker_version("something else\n"), None);
     }
 
     #[test]
