@@ -18,3 +18,16 @@ pub const SYSCALL_MAP_FULL: u32 = 4;
 pub const COMM_MAP_FULL: u32 = 5;
 /// Number of counters in the array.
 pub const COUNT: u32 = 6;
+
+/// What the counter at `index` counts, for log lines.
+pub const fn describe(index: u32) -> &'static str {
+    match index {
+        RINGBUF_DROPS => "event ring full, event lost",
+        THREAD_MAP_FULL => "thread table full, thread untracked",
+        INFLIGHT_FULL => "in-flight copy table full, call not counted",
+        COPY_MAP_FULL => "copy-path table full, call not counted",
+        SYSCALL_MAP_FULL => "syscall table full, syscall not counted",
+        COMM_MAP_FULL => "command-name table full, name not kept",
+        _ => "unknown counter",
+    }
+}

@@ -1,92 +1,108 @@
-//! Load-time globals set by userspace from the running kernel (tracefs formats, BTF).
-//!
-//! They live in `.rodata`; the loader writes them before the programs are verified, so the
-//! verifier sees them as constants. Read them through `read_volatile` so the compiler does
-//! not fold in the zero initialisers.
+//! Load-time globals set by userspace from the running kernel (BTF, tracefs, the machine):
+//! one struct per concern (see `proclens_common::config`), each a static in `.rodata`
+//! whose name userspace writes. The loader writes them before the programs are verified,
+//! so the verifier sees every field as a constant. Fields are read through `read_volatile`
+//! so the compiler does not fold in the zero initialisers.
 
-macro_rules! globals {
-    ($($(#[$doc:meta])* $name:ident => $getter:ident: $ty:ty;)*) => {
+use proclens_common::config::{Copies, Filter, Lifecycle, Rings, Switch, Task};
+
+macro_rules! config {
+    ($(
+        $(#[$doc:meta])*
+        $static:ident: $ty:ty {
+            $($field:ident => $getter:ident: $fty:ty,)*
+        }
+    )*) => {
         $(
             $(#[$doc])*
             #[unsafe(no_mangle)]
-            static $name: $ty = 0;
-        )*
-        $(
-            #[inline(always)]
-            pub(crate) fn $getter() -> $ty {
-                // SAFETY: a plain read of a static the loader initialised.
-                unsafe { core::ptr::read_volatile(&raw const $name) }
-            }
+            // SAFETY: every config struct is plain integers, valid when zeroed.
+            static $static: $ty = unsafe { core::mem::zeroed() };
+            $(
+                #[inline(always)]
+                #[allow(dead_code, reason = "every field has a getter; not every one is read")]
+                pub(crate) fn $getter() -> $fty {
+                    // SAFETY: a plain read of a static the loader initialised.
+                    unsafe { core::ptr::read_volatile(&raw const $static.$field) }
+                }
+            )*
         )*
     };
 }
 
-globals! {
-    /// proclens's own tgid: its threads are not traced.
-    SELF_TGID => self_tgid: u32;
-    SWITCH_PREV_STATE_ARG => switch_prev_state_arg: u32;
-    TASK_PID_OFF => task_pid_off: u32;
-    TASK_STATE_OFF => task_state_off: u32;
-    TASK_EXIT_STATE_OFF => task_exit_state_off: u32;
-    TASK_MM_OFF => task_mm_off: u32;
-    TASK_GROUP_LEADER_OFF => task_group_leader_off: u32;
-    TASK_START_TIME_OFF => task_start_time_off: u32;
-    /// 1: the switch programs take the time from the task's run queue through the three
-    /// offsets below; 0: from `bpf_ktime_get_ns` (see `switch::now`).
-    RQ_CLOCK => rq_clock: u32;
-    TASK_CFS_RQ_OFF => task_cfs_rq_off: u32;
-    CFS_RQ_RQ_OFF => cfs_rq_rq_off: u32;
-    RQ_CLOCK_OFF => rq_clock_off: u32;
-    /// 1: run-queue time comes from the scheduler's per-task `sched_info.run_delay` (at
-    /// `TASK_RUN_DELAY_OFF`) and the wakeup programs are not attached; 0: from timing
-    /// wakeups (kernels that keep no such counter). Only with `RQ_CLOCK`.
-    SCHED_INFO => sched_info: u32;
-    TASK_RUN_DELAY_OFF => task_run_delay_off: u32;
-    /// CLOCK_MONOTONIC when tracing began: threads started later (`task_struct.start_time`)
-    /// are traced from their first instruction, so their whole run-queue time counts.
-    TRACE_START_NS => trace_start_ns: u64;
-    /// How many slots of `THREAD_SLOTS` threads may own (a power of two, see
-    /// `switch::slot`); 0: every thread's entry is in `THREADS`.
-    THREAD_SLOTS_USED => thread_slots_used: u32;
-    /// How many event rings the programs write (a power of two, 1 to 8; see
-    /// `maps::events`), and the unread bytes of a ring above which a submit wakes the
-    /// reader.
-    EVENT_RINGS_USED => event_rings_used: u32;
-    WAKEUP_BACKLOG => wakeup_backlog: u64;
-    /// Only trace tasks in this cgroup v2 (or below it); 0 traces every task.
-    CGROUP_ID => cgroup_id: u64;
-    /// Depth of that cgroup below the v2 root (the ancestor level to compare).
-    CGROUP_LEVEL => cgroup_level: u32;
-    /// Copy paths (see `copies` and `fdkind`).
-    COPY_EXIT_RET_OFF => copy_exit_ret_off: u32;
-    MAP_ANONYMOUS_FLAG => map_anonymous_flag: u64;
-    TASK_FILES_OFF => task_files_off: u32;
-    FILES_FDT_OFF => files_fdt_off: u32;
-    FDT_MAX_FDS_OFF => fdt_max_fds_off: u32;
-    FDT_FD_OFF => fdt_fd_off: u32;
-    FILE_INODE_OFF => file_inode_off: u32;
-    FILE_MODE_OFF => file_mode_off: u32;
-    INODE_MODE_OFF => inode_mode_off: u32;
-    TASK_TGID_OFF => task_tgid_off: u32;
-    TASK_REAL_PARENT_OFF => task_real_parent_off: u32;
-    TASK_START_BOOTTIME_OFF => task_start_boottime_off: u32;
-    TASK_EXIT_CODE_OFF => task_exit_code_off: u32;
-    TASK_EXIT_SIGNAL_OFF => task_exit_signal_off: u32;
-    TASK_SIGHAND_OFF => task_sighand_off: u32;
-    TASK_COMM_OFF => task_comm_off: u32;
-    SIGCHLD_HANDLER_OFF => sigchld_handler_off: u32;
-    SIGCHLD_FLAGS_OFF => sigchld_flags_off: u32;
-    BINPRM_FILENAME_OFF => binprm_filename_off: u32;
-    PID_NR_OFF => pid_nr_off: u32;
-    EXIT_GROUP_DEAD_ARG => exit_group_dead_arg: u32;
-    TASK_SIGNAL_OFF => task_signal_off: u32;
-    SIGNAL_LIVE_OFF => signal_live_off: u32;
-    /// 1: find the current task's ancestor cgroup by reading `task->cgroups->dfl_cgrp`
-    /// through the offsets below (kernels whose tracing programs may not call
-    /// bpf_get_current_ancestor_cgroup_id, such as 5.10); 0: call the helper.
-    CGROUP_WALK => cgroup_walk: u32;
-    TASK_CGROUPS_OFF => task_cgroups_off: u32;
-    CSS_SET_DFL_CGRP_OFF => css_set_dfl_cgrp_off: u32;
-    CGROUP_LEVEL_OFF => cgroup_level_off: u32;
-    CGROUP_ANCESTOR_IDS_OFF => cgroup_ancestor_ids_off: u32;
+config! {
+    /// `task_struct` offsets shared by the concerns.
+    CONFIG_TASK: Task {
+        pid => task_pid_off: u32,
+        tgid => task_tgid_off: u32,
+        group_leader => task_group_leader_off: u32,
+        start_time => task_start_time_off: u32,
+        start_boottime => task_start_boottime_off: u32,
+        comm => task_comm_off: u32,
+    }
+    /// Which tasks are traced (see `filter`).
+    CONFIG_FILTER: Filter {
+        self_tgid => self_tgid: u32,
+        cgroup_level => cgroup_level: u32,
+        cgroup_id => cgroup_id: u64,
+        cgroup_walk => cgroup_walk: u32,
+        task_cgroups => task_cgroups_off: u32,
+        css_set_dfl_cgrp => css_set_dfl_cgrp_off: u32,
+        cgroup_level_off => cgroup_level_off: u32,
+        cgroup_ancestor_ids => cgroup_ancestor_ids_off: u32,
+    }
+    /// The switch programs (see `switch`).
+    CONFIG_SWITCH: Switch {
+        prev_state_arg => switch_prev_state_arg: u32,
+        task_state => task_state_off: u32,
+        task_exit_state => task_exit_state_off: u32,
+        task_mm => task_mm_off: u32,
+        rq_clock => rq_clock: u32,
+        task_cfs_rq => task_cfs_rq_off: u32,
+        cfs_rq_rq => cfs_rq_rq_off: u32,
+        rq_clock_off => rq_clock_off: u32,
+        sched_info => sched_info: u32,
+        task_run_delay => task_run_delay_off: u32,
+        thread_slots_used => thread_slots_used: u32,
+        trace_start_ns => trace_start_ns: u64,
+    }
+    /// The event rings (see `maps`).
+    CONFIG_RINGS: Rings {
+        used => event_rings_used: u32,
+        wakeup_backlog => wakeup_backlog: u64,
+    }
+    /// The lifecycle programs (see `lifecycle`).
+    CONFIG_LIFECYCLE: Lifecycle {
+        task_real_parent => task_real_parent_off: u32,
+        task_exit_code => task_exit_code_off: u32,
+        task_exit_signal => task_exit_signal_off: u32,
+        task_sighand => task_sighand_off: u32,
+        sigchld_handler => sigchld_handler_off: u32,
+        sigchld_flags => sigchld_flags_off: u32,
+        binprm_filename => binprm_filename_off: u32,
+        pid_nr => pid_nr_off: u32,
+        exit_group_dead_arg => exit_group_dead_arg: u32,
+        task_signal => task_signal_off: u32,
+        signal_live => signal_live_off: u32,
+    }
+    /// The copy-path programs (see `copies` and `fdkind`).
+    CONFIG_COPIES: Copies {
+        map_anonymous => map_anonymous_flag: u64,
+        exit_ret => copy_exit_ret_off: u32,
+        task_files => task_files_off: u32,
+        files_fdt => files_fdt_off: u32,
+        fdt_max_fds => fdt_max_fds_off: u32,
+        fdt_fd => fdt_fd_off: u32,
+        file_inode => file_inode_off: u32,
+        file_mode => file_mode_off: u32,
+        inode_mode => inode_mode_off: u32,
+    }
+}
+
+/// Element `i` of the copy programs' per-op record layout (`Copies::layout`); the caller
+/// keeps `i` below `layout::SIZE`.
+#[inline(always)]
+pub(crate) fn copy_layout(i: usize) -> u32 {
+    // SAFETY: an in-bounds read (the caller checks `i`) of a static the loader initialised.
+    unsafe { core::ptr::read_volatile((&raw const CONFIG_COPIES.layout).cast::<u32>().add(i)) }
 }

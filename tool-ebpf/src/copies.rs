@@ -56,19 +56,13 @@ static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, 0);
 /// `Inflight::key.op` of a thread with no copy-family call in flight.
 const OP_NONE: u8 = u8::MAX;
 
-/// Per-op `sys_enter_*` record offsets, see `proclens_common::copies::layout`.
-#[unsafe(no_mangle)]
-static COPY_LAYOUT: [u32; layout::SIZE] = [0; layout::SIZE];
-
 #[inline(always)]
 fn layout_of(op: u8, field: usize) -> u32 {
     let i = op as usize * layout::PER_OP + field;
     if i >= layout::SIZE {
         return layout::NONE;
     }
-    // SAFETY: an in-bounds read of a static the loader initialised (volatile so the
-    // compiler does not fold in the zero initialiser).
-    unsafe { core::ptr::read_volatile((&raw const COPY_LAYOUT).cast::<u32>().add(i)) }
+    config::copy_layout(i)
 }
 
 /// The current process's start: its thread-group leader's `start_boottime` (0 if
@@ -102,7 +96,7 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
             // BPF_ANY on a per-CPU hash sets only this CPU's slot, so a concurrent insert
             // by another CPU loses nothing.
             if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
-                count(counters::SYSCALL_MAP_FULL);
+                count(&ctx, counters::SYSCALL_MAP_FULL);
                 // No name either: userspace prunes names with the processes it sees in
                 // SYSCALLS/COPIES, and would never free this one.
                 return 0;
@@ -115,7 +109,7 @@ pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
                 };
                 // A full map leaves the name to /proc (counted).
                 if COMMS.insert(&pk, &comm, BPF_ANY).is_err() {
-                    count(counters::COMM_MAP_FULL);
+                    count(&ctx, counters::COMM_MAP_FULL);
                 }
             }
         }
@@ -227,7 +221,7 @@ fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
         Some(e) => unsafe { *e = inflight },
         None => {
             if INFLIGHT.insert(&tid, &inflight, BPF_ANY).is_err() {
-                count(counters::INFLIGHT_FULL);
+                count(ctx, counters::INFLIGHT_FULL);
             }
         }
     }
@@ -296,7 +290,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             };
             // As for SYSCALLS: BPF_ANY sets only this CPU's slot.
             if COPIES.insert(&key, &s, BPF_ANY).is_err() {
-                count(counters::COPY_MAP_FULL);
+                count(ctx, counters::COPY_MAP_FULL);
             }
         }
     }

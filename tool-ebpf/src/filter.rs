@@ -2,7 +2,11 @@
 //! subtree (`--cgroup`, and `run -- CMD`'s own cgroup), compared in the kernel so tasks
 //! outside it cost one helper call.
 
-use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task};
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 
 use crate::{config, task::probe};
 
@@ -43,4 +47,13 @@ pub(crate) fn current_in_cgroup() -> bool {
 #[inline(always)]
 pub(crate) fn traced_tgid(tgid: u32) -> bool {
     tgid != config::self_tgid()
+}
+
+/// Never attached: userspace loads it to ask the verifier whether tracing programs may
+/// call `bpf_get_current_ancestor_cgroup_id` on this kernel (5.10's may not; the filter
+/// then walks the task's cgroup instead, see `ancestor_id_by_walk`).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn probe_ancestor_cgroup(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: a helper without pointer arguments.
+    unsafe { bpf_get_current_ancestor_cgroup_id(0) as i32 }
 }

@@ -139,7 +139,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
         child_ptr: child_task,
         comm: comm(child_task),
     };
-    send(ev);
+    send(ctx, ev);
     Ok(())
 }
 
@@ -154,7 +154,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let filename: u64 = field(bprm, config::binprm_filename_off());
     let ring = events();
     let Some(mut slot) = ring.reserve::<Exec>(0) else {
-        count(counters::RINGBUF_DROPS);
+        count(ctx, counters::RINGBUF_DROPS);
         return Ok(());
     };
     let ev = slot.as_mut_ptr();
@@ -227,15 +227,18 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         }
     }
     let exit_code: u32 = field(task, config::task_exit_code_off());
-    send(Exit {
-        header: header(kind::EXIT, me.pid),
-        task: me,
-        parent,
-        exit_code,
-        flags,
-        leader_ptr: leader,
-        comm: comm(task),
-    });
+    send(
+        ctx,
+        Exit {
+            header: header(kind::EXIT, me.pid),
+            task: me,
+            parent,
+            exit_code,
+            flags,
+            leader_ptr: leader,
+            comm: comm(task),
+        },
+    );
     Ok(())
 }
 
@@ -261,16 +264,19 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     } else {
         field(pid_struct, config::pid_nr_off())
     };
-    send(Wait {
-        header: EventHeader {
-            kind: kind::WAIT,
-            tid: waiter.pid,
-            ts: 0,
+    send(
+        ctx,
+        Wait {
+            header: EventHeader {
+                kind: kind::WAIT,
+                tid: waiter.pid,
+                ts: 0,
+            },
+            waiter,
+            target_pid,
+            _pad: 0,
         },
-        waiter,
-        target_pid,
-        _pad: 0,
-    });
+    );
     Ok(())
 }
 
@@ -280,9 +286,12 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
 /// tasks' frees (threads, proclens's own) cost it a failed lookup.
 fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: u64 = ctx.arg(0);
-    send(Free {
-        header: header(kind::FREE, 0),
-        task_ptr: task,
-    });
+    send(
+        ctx,
+        Free {
+            header: header(kind::FREE, 0),
+            task_ptr: task,
+        },
+    );
     Ok(())
 }

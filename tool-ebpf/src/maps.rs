@@ -2,11 +2,13 @@
 
 use crate::config;
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
+use aya_log_ebpf::debug;
 use proclens_common::{
     counters,
     switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
@@ -96,14 +98,14 @@ pub(crate) fn submit_flags(ring: &RingBuf) -> u64 {
 /// Sends `ev` through this CPU's ring; a full ring is counted in
 /// `COUNTERS[RINGBUF_DROPS]`, never silent.
 #[inline(always)]
-pub(crate) fn send<T: 'static>(ev: T) {
+pub(crate) fn send<C: EbpfContext, T: 'static>(ctx: &C, ev: T) {
     let ring = events();
     match ring.reserve::<T>(0) {
         Some(mut slot) => {
             slot.write(ev);
             slot.submit(submit_flags(ring));
         }
-        None => count(counters::RINGBUF_DROPS),
+        None => count(ctx, counters::RINGBUF_DROPS),
     }
 }
 
@@ -111,10 +113,18 @@ pub(crate) fn send<T: 'static>(ev: T) {
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
+/// Counts something a program could not record (see `proclens_common::counters`), and
+/// logs it at debug level (pruned by the verifier unless `--log-level debug`).
 #[inline(always)]
-pub(crate) fn count(index: u32) {
+pub(crate) fn count<C: EbpfContext>(ctx: &C, index: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *c += 1 };
     }
+    debug!(
+        ctx,
+        "not recorded: {} (tid {})",
+        counters::describe(index),
+        ctx.pid()
+    );
 }

@@ -17,6 +17,7 @@
 //! it holds that slot (most threads), else in the `THREADS` hash (see [`find_or_make`]).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_log_ebpf::debug;
 use proclens_common::{
     counters,
     event::{EventHeader, ThreadExit, kind as event_kind},
@@ -109,7 +110,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
     // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
     let mut entry = if traced {
-        thread_entry(tid, tgid, prev)
+        thread_entry(ctx, tid, tgid, prev)
     } else {
         None
     };
@@ -170,7 +171,7 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     if prev_state & TASK_DEAD != 0 && is_exiting(prev) {
         // The thread's last switch: hand its final counts to userspace and forget it, so
         // a reused thread id starts from zero.
-        emit_thread_exit(tid, now, prev, entry);
+        emit_thread_exit(ctx, tid, now, prev, entry);
         release(tid);
     }
     Ok(())
@@ -199,13 +200,25 @@ fn is_exiting(task: u64) -> bool {
 
 /// The entry of the current thread, made if it has none (`None`: the table is full).
 #[inline(always)]
-fn thread_entry(tid: u32, tgid: u32, task: u64) -> Option<&'static mut ThreadSwitches> {
-    let (e, made) = find_or_make(tid, || fresh(tgid, task))?;
+fn thread_entry(
+    ctx: &BtfTracePointContext,
+    tid: u32,
+    tgid: u32,
+    task: u64,
+) -> Option<&'static mut ThreadSwitches> {
+    let (e, made) = find_or_make(ctx, tid, || fresh(tgid, task))?;
     if made || e.tgid == tgid {
         return Some(e);
     }
     if e.tgid != 0 {
         // A stale entry of another process (its exit was missed): start afresh.
+        debug!(
+            ctx,
+            "stale entry of thread {} (process {}, now {}): its last switch was missed",
+            tid,
+            e.tgid,
+            tgid
+        );
         *e = fresh(tgid, task);
         return Some(e);
     }
@@ -243,6 +256,7 @@ fn slot_index(tid: u32) -> u32 {
 /// arbitrated by `SLOT_CLAIMS` (see `ThreadSlot`).
 #[inline(always)]
 fn find_or_make(
+    ctx: &BtfTracePointContext,
     tid: u32,
     make: impl FnOnce() -> ThreadSwitches,
 ) -> Option<(&'static mut ThreadSwitches, bool)> {
@@ -262,7 +276,7 @@ fn find_or_make(
     if let Err(err) = THREADS.insert(&tid, &make(), BPF_NOEXIST) {
         if err != -17 {
             // Not EEXIST: the map is full.
-            count(counters::THREAD_MAP_FULL);
+            count(ctx, counters::THREAD_MAP_FULL);
             return None;
         }
     }
@@ -408,16 +422,19 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
 }
 
 #[inline(always)]
-fn emit_thread_exit(tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
-    send(ThreadExit {
-        header: EventHeader {
-            kind: event_kind::THREAD_EXIT,
-            tid,
-            ts: now,
+fn emit_thread_exit(ctx: &BtfTracePointContext, tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
+    send(
+        ctx,
+        ThreadExit {
+            header: EventHeader {
+                kind: event_kind::THREAD_EXIT,
+                tid,
+                ts: now,
+            },
+            stats: *e,
+            comm: comm(task),
         },
-        stats: *e,
-        comm: comm(task),
-    });
+    );
 }
 
 fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -438,7 +455,7 @@ fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
             wake_ts: now,
             ..ThreadSwitches::default()
         };
-        find_or_make(tid, runnable).and_then(|(e, made)| (!made).then_some(e))
+        find_or_make(ctx, tid, runnable).and_then(|(e, made)| (!made).then_some(e))
     };
     // A racing switch out of the same thread can at worst cost one latency sample.
     // The first wakeup after a switch out counts: later ones (the task is already

@@ -36,11 +36,36 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The userspace logger behind `--log-level`/`RUST_LOG`, which also prints the BPF
+/// programs' records (aya-log): `proclens: LEVEL: TARGET: message`, one line each.
+fn init_logging(level: Option<log::LevelFilter>) {
+    use std::io::Write as _;
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"));
+    if let Some(l) = level {
+        // proclens's own lines and its programs' (whose records carry the BPF crate's
+        // module path, `proclens::…`); the libraries only warn (RUST_LOG opens them up).
+        b.filter_level(l.min(log::LevelFilter::Warn))
+            .filter_module("proclens", l);
+    }
+    b.format(|buf, r| {
+        writeln!(
+            buf,
+            "proclens: {}: {}: {}",
+            r.level().as_str().to_ascii_lowercase(),
+            r.target(),
+            r.args()
+        )
+    });
+    // Only fails when a logger is already set, which nothing else does.
+    let _ = b.try_init();
+}
+
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    init_logging(cli.log_level);
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -390,3 +390,49 @@ fn run_under_sudo_runs_the_command_as_the_invoking_user() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534\n");
 }
+
+/// proclens `top --json` for two short intervals with the thread table forced full (every
+/// thread in a two-entry hash), with extra arguments; returns (untracked threads reported
+/// in the last interval's system line, stderr).
+fn top_with_a_full_thread_table(extra: &[&str]) -> (u64, String) {
+    let mut args = vec!["top", "--json", "--interval", "0.3", "--count", "2"];
+    args.extend_from_slice(extra);
+    let out = Command::new(PROCLENS)
+        .args(&args)
+        .env("PROCLENS_THREAD_SLOTS", "0")
+        .env("PROCLENS_MAX_THREADS", "2")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output_within(COMMAND_LIMIT);
+    assert!(out.status.success(), "{out:?}");
+    let untracked = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "system")
+        .filter_map(|v| v["untracked_threads"].as_u64())
+        .last()
+        .expect("a system line");
+    (untracked, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A full map in the kernel is logged by the program that met it at debug level (aya-log),
+/// and nothing is logged at the default level; both times the view counts what it missed.
+#[test]
+fn a_full_thread_table_is_logged_at_debug_level_only() {
+    if !can_trace() {
+        return;
+    }
+    let (untracked, stderr) = top_with_a_full_thread_table(&["--log-level", "debug"]);
+    assert!(untracked > 0, "the table was not full: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("proclens: debug: ")
+            && l.contains("not recorded: thread table full, thread untracked (tid ")),
+        "no debug line from the kernel: {stderr}"
+    );
+    let (untracked, stderr) = top_with_a_full_thread_table(&[]);
+    assert!(untracked > 0, "the table was not full");
+    assert!(
+        !stderr.contains("not recorded"),
+        "logged at the default level: {stderr}"
+    );
+}

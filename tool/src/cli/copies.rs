@@ -2,25 +2,21 @@
 //! space, or sendfile/splice/tee/copy_file_range inside the kernel), what that costs in
 //! mode switches, and what zero-copy would save.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Filter, Output, Period, top};
-use crate::collect::session::clock_now;
+use super::{Filter, Output, Period};
 use crate::{
     collect::{
-        copies,
-        events::{Event, EventStream},
-        procfs::{self, CommCache},
-        tracer::{Health, Tracer, TracerOptions},
+        copies::Want,
+        extras::{Extras, ExtrasOptions},
+        procfs,
+        session::{self, RowKinds},
+        tracer::{Health, TracerOptions},
     },
-    model::{
-        copy_report::{CopiesModel, ProcRow},
-        proctable::Key,
-    },
+    model::{copy_report::ProcRow, selection::Selection},
     render::copies::{Dropped, Frame, json_lines, plain_lines},
 };
 
@@ -71,88 +67,39 @@ pub struct CopiesArgs {
 }
 
 pub fn run(args: CopiesArgs) -> Result<ExitCode> {
-    let tracer = top::start_with(
-        &args.filter,
-        TracerOptions {
-            syscalls: true,
-            copies: true,
-            ..TracerOptions::default()
+    // Copy paths and syscalls only: no program on every context switch.
+    let tracer = args.filter.start(TracerOptions {
+        switches: false,
+        syscalls: true,
+        copies: Want::Required,
+        ..TracerOptions::default()
+    })?;
+    let selection = args.filter.selection();
+    let mut stdout = std::io::stdout().lock();
+    session::run_periodic(
+        tracer,
+        RowKinds::Processes,
+        ExtrasOptions::default(),
+        args.period.interval,
+        args.period.count,
+        |snap| {
+            let frame = Frame {
+                unix_time: snap.unix_time,
+                clock: snap.clock,
+                elapsed_s: snap.elapsed_s,
+                top_syscalls: args.syscalls.map(usize::from),
+                dropped: dropped(&snap.health),
+                rows: select_rows(snap.extras, &selection, args.all),
+            };
+            super::write_frame(
+                &mut stdout,
+                &frame,
+                args.output.json,
+                json_lines,
+                plain_lines,
+            )
         },
     )?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(copies_loop(tracer, args))
-}
-
-async fn copies_loop(mut tracer: Tracer, args: CopiesArgs) -> Result<ExitCode> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let period = Duration::from_secs_f64(args.period.interval);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    // The switch and lifecycle programs share the event rings; this view uses none of
-    // their events, but drains them so that `lost_events` means what it means in every
-    // view (events the kernel could not queue), not "nobody read them".
-    let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
-    let mut events: Vec<Event> = Vec::new();
-    let tick_ns = procfs::tick_ns();
-    let mut model = CopiesModel::new();
-    let mut comms: CommCache<Key> = CommCache::default();
-    let mut last_tick = std::time::Instant::now();
-    let mut reports = 0u64;
-    let mut stdout = std::io::stdout().lock();
-    {
-        // Counts before the first interval are not part of any report.
-        let maps = tracer.copy_maps().context("copy maps not loaded")?;
-        model.update(&maps.copies()?, &maps.syscalls()?);
-    }
-
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                // The report's time is taken before the maps are read: everything a
-                // process did before `time` is in the report.
-                let (unix_time, clock) = clock_now();
-                let now = std::time::Instant::now();
-                let elapsed_s = now.duration_since(last_tick).as_secs_f64();
-                last_tick = now;
-                let maps = tracer.copy_maps().context("copy maps not loaded")?;
-                let snap = maps.snapshot()?;
-                let rows = model.update(&snap.copies, &snap.syscalls);
-                let gone = copies::gone_processes(&rows, tick_ns);
-                let health = tracer.health()?;
-                let maps = tracer.copy_maps().context("copy maps not loaded")?;
-                let rows = select_rows(rows, &gone, &args, &mut comms, |k| maps.comm(k));
-                let frame = Frame {
-                    unix_time,
-                    clock,
-                    elapsed_s,
-                    top_syscalls: args.syscalls.map(usize::from),
-                    dropped: dropped(&health),
-                    rows,
-                };
-                let lines = if args.output.json { json_lines(&frame) } else { plain_lines(&frame) };
-                super::write_report(&mut stdout, &lines, args.output.json)?;
-                // Gone processes have had their last report: free their map entries.
-                tracer.copy_maps().context("copy maps not loaded")?.prune(&gone)?;
-                comms.retain(|k| !gone.contains(k));
-                reports += 1;
-                if args.period.count.is_some_and(|c| reports >= c) {
-                    break;
-                }
-            }
-            r = stream.recv(&mut events) => {
-                r?;
-                events.clear();
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => break,
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -168,20 +115,16 @@ fn dropped(h: &Health) -> Dropped {
     }
 }
 
-/// Applies `-p`, `--comm` and `--all`, and names the rows. A requested process that has
-/// made no syscall since proclens started is still shown, with zeros. `gone` decides
-/// `alive`, so a process is reported gone exactly in the interval its entries are pruned.
-fn select_rows(
-    mut rows: Vec<ProcRow>,
-    gone: &[Key],
-    args: &CopiesArgs,
-    comms: &mut CommCache<Key>,
-    kernel_comm: impl Fn(Key) -> Option<String>,
-) -> Vec<(ProcRow, String, bool)> {
-    for &pid in &args.filter.pids {
+/// Applies `-p`, `--comm` and `--all` to the interval's rows, with their names and
+/// whether they live. A requested process that has made no syscall since proclens started
+/// is still shown, with zeros. A process is reported gone exactly in the interval its
+/// entries are pruned.
+fn select_rows(x: Extras, selection: &Selection, all: bool) -> Vec<(ProcRow, String, bool)> {
+    let mut rows = x.procs.unwrap_or_default();
+    for &pid in &selection.pids {
         if !rows
             .iter()
-            .any(|r| r.tgid == pid && !gone.contains(&r.key()))
+            .any(|r| r.tgid == pid && !x.gone.contains(&r.key()))
             && procfs::exists(pid)
         {
             rows.push(ProcRow {
@@ -191,25 +134,17 @@ fn select_rows(
         }
     }
     rows.into_iter()
-        .filter(|r| args.filter.pids.is_empty() || args.filter.pids.contains(&r.tgid))
-        .filter(|r| args.all || !args.filter.pids.is_empty() || !r.is_idle())
+        .filter(|r| all || !selection.pids.is_empty() || !r.is_idle())
         .map(|r| {
-            let alive = !gone.contains(&r.key());
-            // /proc while the process lives; for one that exited before proclens saw it
-            // alive, the name the kernel recorded.
-            let mut comm = comms.get(r.key(), r.tgid, alive, None);
-            if comm == "?"
-                && let Some(k) = kernel_comm(r.key())
-            {
-                comm = k;
-            }
+            let alive = !x.gone.contains(&r.key());
+            let comm = x
+                .proc_comms
+                .get(&r.key())
+                .cloned()
+                .or_else(|| procfs::comm(r.tgid))
+                .unwrap_or_else(|| "?".into());
             (r, comm, alive)
         })
-        .filter(|(_, c, _)| {
-            args.filter
-                .comm
-                .as_ref()
-                .is_none_or(|want| c.contains(want.as_str()))
-        })
+        .filter(|(r, c, _)| selection.matches(r.tgid, c))
         .collect()
 }

@@ -6,8 +6,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Filter, Output, Period, top};
-use crate::{collect::session, model::histogram::Hist, render::latency};
+use super::{Filter, Output, Period};
+use crate::{
+    collect::{
+        session::{self, idle_rows},
+        tracer::TracerOptions,
+    },
+    model::histogram::Hist,
+    render::latency,
+};
 
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
@@ -23,7 +30,8 @@ pub struct LatencyArgs {
 }
 
 pub fn run(args: LatencyArgs) -> Result<ExitCode> {
-    let tracer = top::start(&args.filter)?;
+    let tracer = args.filter.start(TracerOptions::default())?;
+    let selection = args.filter.selection();
     let mut stdout = std::io::stdout().lock();
     session::run_periodic(
         tracer,
@@ -35,7 +43,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
             let rows: Vec<_> = snap
                 .rows
                 .iter()
-                .filter(|(r, c)| top::selected(&args.filter, r, c))
+                .filter(|(r, c)| selection.matches(r.key.tgid, c))
                 .collect();
             let mut lines = Vec::new();
             if args.per_process {
@@ -47,7 +55,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                     })
                     .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
                     .collect();
-                let missing = top::idle_rows(
+                let missing = idle_rows(
                     args.filter
                         .pids
                         .iter()

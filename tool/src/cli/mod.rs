@@ -26,6 +26,12 @@ use crate::error::EXIT_CODES_HELP;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Diagnostics on standard error at this level and above: off, error, warn, info,
+    /// debug or trace (default: as RUST_LOG says, else off). At debug the BPF programs
+    /// say what they could not record (a full map, a lost event, a stale entry); at off
+    /// the verifier removes their log calls, which then cost nothing.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<log::LevelFilter>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,6 +77,32 @@ pub struct Filter {
     pub include_self: bool,
 }
 
+impl Filter {
+    /// What the views select among the rows: `-p` and `--comm`.
+    pub fn selection(&self) -> crate::model::selection::Selection {
+        crate::model::selection::Selection {
+            pids: self.pids.clone(),
+            comm: self.comm.clone(),
+        }
+    }
+
+    /// Checks the pids and cgroup, then starts the tracer with `opts` (its cgroup and
+    /// `--include-self` taken from here) and drops privileges.
+    pub fn start(
+        &self,
+        opts: crate::collect::tracer::TracerOptions,
+    ) -> anyhow::Result<crate::collect::tracer::Tracer> {
+        crate::collect::start::start(
+            &self.pids,
+            self.cgroup.as_deref(),
+            crate::collect::tracer::TracerOptions {
+                include_self: self.include_self,
+                ..opts
+            },
+        )
+    }
+}
+
 /// Interval and count, shared by the periodic views.
 #[derive(Args, Debug, Clone)]
 pub struct Period {
@@ -104,6 +136,22 @@ pub(crate) fn write_report(
         writeln!(out)?;
     }
     out.flush()
+}
+
+/// Writes one interval's `frame` as JSON lines or text, as [`write_report`] does.
+pub(crate) fn write_frame<F>(
+    out: &mut impl std::io::Write,
+    frame: &F,
+    json: bool,
+    json_lines: fn(&F) -> Vec<String>,
+    plain_lines: fn(&F) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let lines = if json {
+        json_lines(frame)
+    } else {
+        plain_lines(frame)
+    };
+    Ok(write_report(out, &lines, json)?)
 }
 
 pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {

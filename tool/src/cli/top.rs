@@ -8,30 +8,32 @@ use clap::Args;
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
-        cgroup,
+        copies::Want,
         extras::ExtrasOptions,
-        procfs,
-        session::{self, RowKinds, Snapshot},
-        tracer::{Tracer, TracerOptions},
+        lifecycle::LifecycleOptions,
+        session::{self, RowKinds, Snapshot, idle_rows},
+        tracer::TracerOptions,
     },
-    model::switches::{Key, Row},
+    model::switches::Row,
     render::top::{Frame, TopRow, json_lines, plain_lines},
 };
 
 /// What `top` (lines and live table) traces: switches, every syscall per process (the
 /// syscalls/s column) and the lifecycle (the zombies column).
-pub const TOP_TRACING: TracerOptions = TracerOptions {
-    include_self: false,
-    cgroup: None,
-    syscalls: true,
-    copies: false,
-    no_switches: false,
-};
+pub fn top_tracing() -> TracerOptions {
+    TracerOptions {
+        syscalls: true,
+        ..TracerOptions::default()
+    }
+}
 
 /// `top`'s process table (the zombies column), its zombies limited to `--cgroup`.
 pub fn top_extras(filter: &Filter) -> ExtrasOptions {
     ExtrasOptions {
-        lifecycle: true,
+        lifecycle: Some(LifecycleOptions {
+            exits_filtered: filter.cgroup.is_some(),
+            ..LifecycleOptions::default()
+        }),
         cgroup: filter.cgroup.clone(),
     }
 }
@@ -56,16 +58,18 @@ pub struct TopArgs {
 }
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
-    if !args.plain
+    let live_table = !args.plain
         && !args.output.json
         && std::io::stdout().is_terminal()
-        && std::io::stdin().is_terminal()
-    {
+        && std::io::stdin().is_terminal();
+    if live_table {
         // The live table also has a Copies view: bytes by copy path when tracefs allows.
-        let (tracer, copies) = start_checked(&args.filter, TOP_TRACING, |o| {
-            Tracer::start_copies_if_possible(o)
+        let tracer = args.filter.start(TracerOptions {
+            copies: Want::IfAvailable,
+            ..top_tracing()
         })?;
         let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
+        let copies = tracer.copies_on();
         let extras = top_extras(&args.filter);
         super::tui::run(tracer, extras, args.period.interval, args.threads, |app| {
             app.pid_filter = pid;
@@ -74,7 +78,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let tracer = start_with(&args.filter, TOP_TRACING)?;
+    let tracer = args.filter.start(top_tracing())?;
     let mut stdout = std::io::stdout().lock();
     let kinds = if args.threads {
         RowKinds::Threads
@@ -89,81 +93,16 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         args.period.count,
         |snap| {
             let frame = frame(&args, snap);
-            let lines = if args.output.json {
-                json_lines(&frame)
-            } else {
-                plain_lines(&frame)
-            };
-            super::write_report(&mut stdout, &lines, args.output.json)?;
-            Ok(())
+            super::write_frame(
+                &mut stdout,
+                &frame,
+                args.output.json,
+                json_lines,
+                plain_lines,
+            )
         },
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Checks the filter's pids and cgroup, then loads and attaches the programs.
-pub fn start(filter: &Filter) -> Result<Tracer> {
-    start_with(filter, TracerOptions::default())
-}
-
-/// [`start`] with more features (`opts`'s filter fields are taken from `filter`), then
-/// drops every privilege loading needed.
-pub fn start_with(filter: &Filter, opts: TracerOptions) -> Result<Tracer> {
-    Ok(start_checked(filter, opts, |o| Ok((Tracer::start(o)?, ())))?.0)
-}
-
-/// Checks `filter`, starts a tracer with `start` and drops privileges.
-fn start_checked<T>(
-    filter: &Filter,
-    opts: TracerOptions,
-    start: impl FnOnce(&TracerOptions) -> Result<(Tracer, T)>,
-) -> Result<(Tracer, T)> {
-    procfs::check_pids(&filter.pids)?;
-    let cgroup = filter
-        .cgroup
-        .as_deref()
-        .map(cgroup::check_exists)
-        .transpose()?;
-    let (tracer, extra) = start(&TracerOptions {
-        include_self: filter.include_self,
-        cgroup,
-        ..opts
-    })?;
-    // Everything is loaded and attached: from here on proclens only reads held fds.
-    tracer.drop_privileges(&[])?;
-    Ok((tracer, extra))
-}
-
-/// Whether a row passes `-p` and `--comm`.
-pub fn selected(filter: &Filter, row: &Row, comm: &str) -> bool {
-    (filter.pids.is_empty() || filter.pids.contains(&row.key.tgid))
-        && filter
-            .comm
-            .as_ref()
-            .is_none_or(|want| comm.contains(want.as_str()))
-}
-
-/// Rows (with zeros) for the processes in `pids` that are not among `rows` yet: a
-/// requested process that has not switched since proclens started is still shown.
-pub fn idle_rows<'a>(
-    pids: impl IntoIterator<Item = &'a u32>,
-    rows: &[(Row, String)],
-) -> Vec<(Row, String)> {
-    let mut out: Vec<(Row, String)> = Vec::new();
-    for &pid in pids {
-        if rows.iter().chain(&out).any(|(r, _)| r.key.tgid == pid) {
-            continue;
-        }
-        if let Some(comm) = procfs::comm(pid) {
-            let key = Key {
-                id: pid,
-                tgid: pid,
-                start_ns: 0,
-            };
-            out.push((Row::idle(key), comm));
-        }
-    }
-    out
 }
 
 fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
@@ -182,9 +121,10 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         let parents: Vec<u32> = extras.zombie_parents().iter().map(|p| p.0).collect();
         rows.extend(idle_rows(args.filter.pids.iter().chain(&parents), &rows));
     }
+    let selection = args.filter.selection();
     let rows = rows
         .into_iter()
-        .filter(|(r, c)| selected(&args.filter, r, c))
+        .filter(|(r, c)| selection.matches(r.key.tgid, c))
         .map(|(row, comm)| {
             let mut t = TopRow::new(row, comm);
             if !args.threads {

@@ -7,17 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::Output;
-use crate::collect::session::clock_now;
 use crate::{
     collect::{
-        events::EventStream,
-        lifecycle::{self, Lifecycle},
+        driver::{Driver, Step},
+        lifecycle::{self, Lifecycle, LifecycleOptions},
         procfs,
+        session::clock_now,
+        start,
         tracer::{Tracer, TracerOptions},
     },
     model::proctable::{ForkStats, Key, Notice},
@@ -65,65 +65,77 @@ fn parse_min_age(s: &str) -> Result<f64, String> {
 
 pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
     // Zombies come from lifecycle events alone: no program on every context switch.
-    let tracer = Tracer::start(&TracerOptions {
-        no_switches: true,
-        ..Default::default()
-    })?;
+    let tracer = start::start(
+        &[],
+        None,
+        TracerOptions {
+            switches: false,
+            ..TracerOptions::default()
+        },
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let mut s = Session::start(tracer)?;
         if args.watch {
-            s.watch(&args).await
+            let stats = Some(Duration::from_secs_f64(args.interval));
+            // Zombie ages and orphans' new parents are checked every 50 ms.
+            let poll = Duration::from_millis(50);
+            Session::start(tracer, stats, Some(poll))?
+                .watch(&args)
+                .await
         } else {
-            s.snapshot(&args).await
+            Session::start(tracer, None, None)?.snapshot(&args).await
         }
     })
 }
 
-/// The tracer, its event rings and the process table fed from them.
+/// The tracer, the driver and the process table fed from it.
 struct Session {
     tracer: Tracer,
-    stream: EventStream,
+    driver: Driver,
     life: Lifecycle,
     /// The drop count at the last reconciliation with /proc.
     lost_seen: u64,
 }
 
 impl Session {
-    fn start(mut tracer: Tracer) -> Result<Self> {
-        let stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
+    fn start(mut tracer: Tracer, ticks: Option<Duration>, poll: Option<Duration>) -> Result<Self> {
+        let mut driver = Driver::new(&mut tracer, ticks)?;
+        if let Some(p) = poll {
+            driver = driver.poll_every(p);
+        }
         // Attached first, seeded second: whatever happens after the scan is in the stream.
         Ok(Self {
             tracer,
-            stream,
+            driver,
             // No cgroup filter: every exit is seen.
-            life: Lifecycle::start(false),
+            life: Lifecycle::start(LifecycleOptions::default()),
             lost_seen: 0,
         })
     }
 
-    /// Applies the pending events as they are read; the notices are kept for the caller.
-    /// (THREAD_EXIT, switch accounting, is of no use here.)
-    fn drain(&mut self) {
+    /// The next step of the driver, its events applied to the process table as they are
+    /// read (THREAD_EXIT, switch accounting, is of no use here).
+    async fn next(&mut self) -> Result<Step> {
         let life = &mut self.life;
-        self.stream.drain_each(|ev| {
-            life.apply_one(&ev);
-        });
-        life.end_batch();
-    }
-
-    /// Waits for events, then applies them as [`Session::drain`] does.
-    async fn recv(&mut self) -> std::io::Result<()> {
-        let life = &mut self.life;
-        self.stream
-            .recv_each(|ev| {
+        let step = self
+            .driver
+            .next(&mut |ev| {
                 life.apply_one(&ev);
             })
             .await?;
         life.end_batch();
-        Ok(())
+        Ok(step)
+    }
+
+    /// Applies the events pending now.
+    fn drain(&mut self) {
+        let life = &mut self.life;
+        self.driver.drain(&mut |ev| {
+            life.apply_one(&ev);
+        });
+        life.end_batch();
     }
 
     fn lost(&self) -> Result<u64> {
@@ -136,7 +148,11 @@ impl Session {
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.min_age);
         loop {
             tokio::select! {
-                r = self.recv() => r?,
+                step = self.next() => {
+                    if let Step::Signal(_) = step? {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -177,39 +193,34 @@ impl Session {
     async fn watch(&mut self, args: &ZombiesArgs) -> Result<ExitCode> {
         let json = args.output.json;
         let min_age_ns = (args.min_age * 1e9) as u64;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let period = Duration::from_secs_f64(args.interval);
-        // The first stats line comes one interval in, so its rates cover a whole interval.
-        let mut stats_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Zombie ages and orphans' new parents are checked this often.
-        let mut poll = tokio::time::interval(Duration::from_millis(50));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_stats: std::collections::HashMap<Key, ForkStats> =
             std::collections::HashMap::new();
         let mut last_tick = Instant::now();
         let mut out = std::io::stdout().lock();
         loop {
             let mut lines: Vec<String> = Vec::new();
-            tokio::select! {
-                r = self.recv() => r?,
-                _ = poll.tick() => {
+            match self.next().await? {
+                Step::Events => {}
+                Step::Poll => {
                     self.drain();
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                 }
-                _ = stats_tick.tick() => {
+                // A stats line every interval; the first one interval in, so its rates
+                // cover a whole interval.
+                Step::Tick => {
                     self.drain();
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                     let now = Instant::now();
                     let interval_s = now.duration_since(last_tick).as_secs_f64();
                     last_tick = now;
-                    lines.extend(self.stats_lines(json, interval_s, min_age_ns, &mut last_stats)?);
+                    lines.extend(self.stats_lines(
+                        json,
+                        interval_s,
+                        min_age_ns,
+                        &mut last_stats,
+                    )?);
                 }
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = sighup.recv() => break,
+                Step::Signal(_) => break,
             }
             if !lines.is_empty() {
                 for l in lines {

@@ -8,13 +8,13 @@ use anyhow::{Context as _, Result};
 
 use super::{
     cgroup, copies,
-    events::Event,
-    lifecycle::{self, Lifecycle},
+    lifecycle::{self, Lifecycle, LifecycleOptions},
     procfs::{self, CommCache},
     tracer::Tracer,
 };
 use crate::model::{
     copy_report::{CopiesModel, ProcRow},
+    event::Event,
     proctable::{ForkStats, Key, Notice, Zombie},
 };
 
@@ -25,8 +25,8 @@ pub const ZOMBIE_MIN_AGE_NS: u64 = 1_000_000_000;
 /// What the views asked for beyond switches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtrasOptions {
-    /// Keep the process table: zombies per parent, fork statistics, reap notices.
-    pub lifecycle: bool,
+    /// Keep the process table (zombies per parent, fork statistics, reap notices) so.
+    pub lifecycle: Option<LifecycleOptions>,
     /// Under `--cgroup`: only zombies whose parent is in that cgroup subtree (the process
     /// table, seeded from /proc, covers the whole machine).
     pub cgroup: Option<std::path::PathBuf>,
@@ -48,6 +48,9 @@ pub struct Extras {
     pub procs: Option<Vec<ProcRow>>,
     /// The command names of `procs`' processes.
     pub proc_comms: HashMap<Key, String>,
+    /// `procs`' processes that have gone: this is their last interval (their map entries
+    /// are deleted after it).
+    pub gone: Vec<Key>,
     /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
     /// `None` without a process table.
     pub zombies: Option<Vec<Zombie>>,
@@ -117,9 +120,7 @@ impl ExtrasCollector {
         };
         Ok(Self {
             copies,
-            life: opts
-                .lifecycle
-                .then(|| Lifecycle::start(opts.cgroup.is_some())),
+            life: opts.lifecycle.clone().map(Lifecycle::start),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
             lost_seen: 0,
@@ -127,13 +128,25 @@ impl ExtrasCollector {
         })
     }
 
-    /// Takes the lifecycle events out of `events`, into the process table when it is kept;
-    /// thread exits (the switch model's) stay, in order. Call it as events arrive so the
+    /// Applies a lifecycle event to the process table when it is kept; returns whether it
+    /// was one (thread exits are the switch model's). Call it as events arrive, so the
     /// table stays current and a fork storm does not pile events up in memory.
-    pub fn apply(&mut self, events: &mut Vec<Event>) {
+    pub fn absorb(&mut self, ev: &Event) -> bool {
         match &mut self.life {
-            Some(life) => life.apply(events),
-            None => events.retain(|e| e.thread_exit().is_some()),
+            Some(life) => life.apply_one(ev),
+            None => ev.thread_exit().is_none(),
+        }
+    }
+
+    /// The process table, when kept.
+    pub fn lifecycle_mut(&mut self) -> Option<&mut Lifecycle> {
+        self.life.as_mut()
+    }
+
+    /// After a batch of events (see [`Lifecycle::end_batch`]).
+    pub fn end_batch(&mut self) {
+        if let Some(life) = &mut self.life {
+            life.end_batch();
         }
     }
 
@@ -162,6 +175,7 @@ impl ExtrasCollector {
             // Gone processes have had their last interval: free their entries.
             maps.prune(&gone)?;
             out.procs = Some(rows);
+            out.gone = gone;
         }
         if let Some(life) = &mut self.life {
             if lost_events > self.lost_seen {

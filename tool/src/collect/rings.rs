@@ -1,8 +1,18 @@
 //! The event rings' layout: how many of the eight rings (`event::RINGS`) the programs
 //! write, one per CPU up to eight (CPUs beyond share them), and their size.
 
-use aya::EbpfLoader;
-use proclens_common::{event::RINGS, globals};
+use anyhow::Result;
+use aya::{
+    EbpfLoader,
+    maps::{MapData, RingBuf},
+};
+use proclens_common::{config, event::RINGS};
+
+use super::{
+    globals::Globals,
+    object::Object,
+    setup::{self, Setup},
+};
 
 /// Bytes of all the rings in use together.
 const TOTAL_BYTES: u32 = 4 * 1024 * 1024;
@@ -42,8 +52,18 @@ impl RingLayout {
         &RINGS[..self.used as usize]
     }
 
+    /// Takes the rings in use out of the loaded object, to be polled by the caller.
+    pub fn take(&self, obj: &mut Object) -> Result<Vec<RingBuf<MapData>>> {
+        self.names()
+            .iter()
+            .map(|name| Ok(RingBuf::try_from(setup::take_map(obj, name)?)?))
+            .collect()
+    }
+}
+
+impl Setup for RingLayout {
     /// Sizes the rings (those not in use to one page) and tells the programs the layout.
-    pub fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+    fn configure<'a>(&'a self, globals: &mut Globals, loader: &mut EbpfLoader<'a>) {
         let page = page_size();
         for (i, name) in RINGS.iter().enumerate() {
             let bytes = if (i as u32) < self.used {
@@ -53,9 +73,15 @@ impl RingLayout {
             };
             loader.map_max_entries(name, bytes);
         }
-        loader
-            .override_global(globals::EVENT_RINGS_USED, &self.used, true)
-            .override_global(globals::WAKEUP_BACKLOG, &self.backlog, true);
+        globals.rings = config::Rings {
+            used: self.used,
+            _pad: 0,
+            wakeup_backlog: self.backlog,
+        };
+    }
+
+    fn attach(&self, _obj: &mut Object, _kernel: &aya::Btf) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -1,20 +1,27 @@
-//! The periodic collector shared by the interval views: it owns the tracer, drains the
-//! ring buffer as events arrive, and every interval turns the kernel's maps into one
-//! [`Snapshot`] handed to the view. It stops on Ctrl-C, SIGTERM or SIGHUP, or after
-//! `count` snapshots.
+//! The one accounting path of the interval views (`top` in every form, `latency`,
+//! `copies`, `serve`) and of `run`'s report: a [`Collector`] folds the events the driver
+//! hands it and, at every report, turns the kernel's maps into one [`Snapshot`].
+//! [`periodic`] runs it on the driver until a signal or `count` reports.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
-use anyhow::{Context as _, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use anyhow::Result;
+use proclens_common::{event::ThreadExit, switch::ThreadSwitches};
 
 use super::{
-    events::{Event, EventStream},
+    driver::{Driver, Step},
     extras::{Extras, ExtrasCollector, ExtrasOptions},
     procfs::CommCache,
     tracer::{Health, Tracer},
 };
-use crate::model::switches::{Key, Row, SwitchModel};
+use crate::model::{
+    event::Event,
+    exporter::ProgramCost,
+    switches::{Key, Row, SwitchModel},
+};
 
 /// The system-wide switch split over one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,7 +58,7 @@ pub struct Snapshot {
     /// Thread rows, with [`RowKinds::Both`] only.
     pub thread_rows: Vec<(Row, String)>,
     /// The BPF programs' own cost (bpf_stats).
-    pub programs: Vec<crate::model::exporter::ProgramCost>,
+    pub programs: Vec<ProgramCost>,
     /// Syscalls, copy paths, zombies and forks per process, as far as asked for.
     pub extras: Extras,
 }
@@ -70,17 +77,128 @@ pub fn clock_now() -> (f64, String) {
     )
 }
 
-/// A process that exec'd has a new name: read it again.
-fn forget_execs(comms: &mut CommCache<Key>, events: &[Event]) {
-    for e in events {
-        if let Event::Exec(x) = e {
-            let tgid = x.task.tgid;
-            comms.forget(|k| k.tgid == tgid);
+/// The tracer and the models fed from it between reports.
+pub struct Collector {
+    tracer: Tracer,
+    model: SwitchModel,
+    thread_model: Option<SwitchModel>,
+    comms: CommCache<Key>,
+    /// Final counts of threads that exited since the last report.
+    exits: Vec<ThreadExit>,
+    extras: ExtrasCollector,
+    last_system: proclens_common::switch::CpuSwitches,
+    last_report: Instant,
+}
+
+impl Collector {
+    /// Starts the models; call it once the tracer is attached (the process table is seeded
+    /// from /proc here). What happened before belongs to no report.
+    pub fn new(mut tracer: Tracer, kinds: RowKinds, extras: ExtrasOptions) -> Result<Self> {
+        let mut model = SwitchModel::new(kinds == RowKinds::Threads);
+        let mut thread_model = (kinds == RowKinds::Both).then(|| SwitchModel::new(true));
+        let extras = ExtrasCollector::start(&mut tracer, extras)?;
+        let first = tracer.threads()?;
+        model.update(&first, &[]);
+        if let Some(m) = &mut thread_model {
+            m.update(&first, &[]);
         }
+        Ok(Self {
+            last_system: tracer.cpu_totals()?,
+            tracer,
+            model,
+            thread_model,
+            comms: CommCache::default(),
+            exits: Vec::new(),
+            extras,
+            last_report: Instant::now(),
+        })
+    }
+
+    /// Folds one event: lifecycle events into the process table as they come, thread
+    /// exits kept for the next report.
+    pub fn absorb(&mut self, ev: Event) {
+        if let Event::Exec(x) = &ev {
+            // A process that exec'd has a new name: read it again.
+            let tgid = x.task.tgid;
+            self.comms.forget(|k| k.tgid == tgid);
+        }
+        if !self.extras.absorb(&ev)
+            && let Event::ThreadExit(t) = ev
+        {
+            self.exits.push(*t);
+        }
+    }
+
+    /// After a batch of events.
+    pub fn end_batch(&mut self) {
+        self.extras.end_batch();
+    }
+
+    /// The process table, when the view keeps one.
+    pub fn lifecycle_mut(&mut self) -> Option<&mut super::lifecycle::Lifecycle> {
+        self.extras.lifecycle_mut()
+    }
+
+    /// The live threads' accounting now: read it before the last drain of an interval,
+    /// so that a thread that exits meanwhile is in one or the other (its final counts
+    /// then supersede the live ones), never in neither.
+    pub fn live_threads(&self) -> Result<HashMap<u32, ThreadSwitches>> {
+        self.tracer.threads()
+    }
+
+    /// The report of the interval that ends now, from `live` (see
+    /// [`Collector::live_threads`]) and the events absorbed since the last one.
+    pub fn snapshot(&mut self, live: &HashMap<u32, ThreadSwitches>) -> Result<Snapshot> {
+        let (unix_time, clock) = clock_now();
+        let exits = std::mem::take(&mut self.exits);
+        let rows = self.model.update(live, &exits);
+        let thread_rows = self
+            .thread_model
+            .as_mut()
+            .map(|m| m.update(live, &exits))
+            .unwrap_or_default();
+        let now = Instant::now();
+        let elapsed_s = now.duration_since(self.last_report).as_secs_f64();
+        self.last_report = now;
+        let system = self.tracer.cpu_totals()?;
+        let last = std::mem::replace(&mut self.last_system, system);
+        let split = SystemSplit {
+            switches: system.switches - last.switches,
+            same_process: system.same_process - last.same_process,
+            cross_process: system.cross_process - last.cross_process,
+            idle_or_kernel: system.idle_or_kernel - last.idle_or_kernel,
+        };
+        let comms = &mut self.comms;
+        let mut named = |rows: Vec<Row>| -> Vec<(Row, String)> {
+            rows.into_iter()
+                .map(|r| {
+                    let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
+                    (r, comm)
+                })
+                .collect()
+        };
+        let rows = named(rows);
+        let thread_rows = named(thread_rows);
+        let (model, thread_model) = (&self.model, &self.thread_model);
+        self.comms
+            .retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
+        let health = self.tracer.health()?;
+        let extras = self.extras.tick(&mut self.tracer, health.ringbuf_drops)?;
+        Ok(Snapshot {
+            unix_time,
+            clock,
+            elapsed_s,
+            system: split,
+            health,
+            programs: self.tracer.program_costs(),
+            rows,
+            thread_rows,
+            extras,
+        })
     }
 }
 
-/// Runs until a signal or `count` snapshots, calling `on_tick` every `interval_s`.
+/// Runs until a signal or `count` reports, calling `on_tick` every `interval_s`.
 pub fn run_periodic(
     tracer: Tracer,
     kinds: RowKinds,
@@ -95,7 +213,8 @@ pub fn run_periodic(
     rt.block_on(periodic(tracer, kinds, extras, interval_s, count, on_tick))
 }
 
-/// The collector loop itself, for views that run other tasks beside it (`serve`).
+/// The periodic views' loop on the driver, for views that run other tasks beside it
+/// (`serve`).
 pub async fn periodic(
     mut tracer: Tracer,
     kinds: RowKinds,
@@ -104,90 +223,49 @@ pub async fn periodic(
     count: Option<u64>,
     mut on_tick: impl FnMut(Snapshot) -> Result<()>,
 ) -> Result<()> {
-    let mut stream = EventStream::new(tracer.take_events().context("ring buffer already taken")?)?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let period = Duration::from_secs_f64(interval_s);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let mut model = SwitchModel::new(kinds == RowKinds::Threads);
-    let mut thread_model = (kinds == RowKinds::Both).then(|| SwitchModel::new(true));
-    let mut comms: CommCache<Key> = CommCache::default();
-    let mut events: Vec<Event> = Vec::new();
-    let mut last_system = tracer.cpu_totals()?;
-    let mut last_tick = Instant::now();
+    let mut driver = Driver::new(&mut tracer, Some(Duration::from_secs_f64(interval_s)))?;
+    let mut c = Collector::new(tracer, kinds, extras)?;
     let mut reports = 0u64;
-    let mut extra_models = ExtrasCollector::start(&mut tracer, extras)?;
-    // What happened before the first interval belongs to no report.
-    let first = tracer.threads()?;
-    model.update(&first, &[]);
-    if let Some(m) = &mut thread_model {
-        m.update(&first, &[]);
-    }
-
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let live = tracer.threads()?;
-                stream.drain(&mut events);
-                forget_execs(&mut comms, &events);
-                extra_models.apply(&mut events);
-                let exits: Vec<_> = events.drain(..).filter_map(|e| e.thread_exit().copied()).collect();
-                let rows = model.update(&live, &exits);
-                let thread_rows = thread_model.as_mut().map(|m| m.update(&live, &exits)).unwrap_or_default();
-                let now = Instant::now();
-                let elapsed_s = now.duration_since(last_tick).as_secs_f64();
-                last_tick = now;
-                let system = tracer.cpu_totals()?;
-                let split = SystemSplit {
-                    switches: system.switches - last_system.switches,
-                    same_process: system.same_process - last_system.same_process,
-                    cross_process: system.cross_process - last_system.cross_process,
-                    idle_or_kernel: system.idle_or_kernel - last_system.idle_or_kernel,
-                };
-                last_system = system;
-                let mut named = |rows: Vec<Row>| -> Vec<(Row, String)> {
-                    rows.into_iter()
-                        .map(|r| {
-                            let comm = comms.get(r.key, r.key.id, r.alive, r.exit_comm.as_deref());
-                            (r, comm)
-                        })
-                        .collect()
-                };
-                let rows = named(rows);
-                let thread_rows = named(thread_rows);
-                comms.retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
-                let (unix_time, clock) = clock_now();
-                let health = tracer.health()?;
-                let extras = extra_models.tick(&mut tracer, health.ringbuf_drops)?;
-                on_tick(Snapshot {
-                    unix_time,
-                    clock,
-                    elapsed_s,
-                    system: split,
-                    health,
-                    programs: tracer.program_costs(),
-                    rows,
-                    thread_rows,
-                    extras,
-                })?;
+        match driver.next(&mut |ev| c.absorb(ev)).await? {
+            Step::Tick => {
+                // Everything up to the report is in it.
+                let live = c.live_threads()?;
+                driver.drain(&mut |ev| c.absorb(ev));
+                c.end_batch();
+                on_tick(c.snapshot(&live)?)?;
                 reports += 1;
-                if count.is_some_and(|c| reports >= c) {
+                if count.is_some_and(|n| reports >= n) {
                     return Ok(());
                 }
             }
-            r = stream.recv(&mut events) => {
-                r?;
-                forget_execs(&mut comms, &events);
-                // Into the process table as they come; only thread exits wait for the
-                // interval, so a fork storm does not pile events up in memory.
-                extra_models.apply(&mut events);
-            }
-            _ = sigint.recv() => return Ok(()),
-            _ = sigterm.recv() => return Ok(()),
-            _ = sighup.recv() => return Ok(()),
+            Step::Events => c.end_batch(),
+            Step::Poll => {}
+            Step::Signal(_) => return Ok(()),
         }
     }
+}
+
+/// Rows (with zeros) for the processes in `pids` that are not among `rows` yet: a
+/// requested process that has not switched since proclens started is still shown, named
+/// from /proc (a pid that has gone is left out).
+pub fn idle_rows<'a>(
+    pids: impl IntoIterator<Item = &'a u32>,
+    rows: &[(Row, String)],
+) -> Vec<(Row, String)> {
+    let mut out: Vec<(Row, String)> = Vec::new();
+    for &pid in pids {
+        if rows.iter().chain(&out).any(|(r, _)| r.key.tgid == pid) {
+            continue;
+        }
+        if let Some(comm) = super::procfs::comm(pid) {
+            let key = Key {
+                id: pid,
+                tgid: pid,
+                start_ns: 0,
+            };
+            out.push((Row::idle(key), comm));
+        }
+    }
+    out
 }

@@ -1,76 +1,84 @@
 //! Loading, configuring and attaching the eBPF programs, and reading what they aggregate.
 //!
-//! Programs and links live as long as the [`Tracer`]; dropping it (on any exit path,
-//! including a panic's unwinding) detaches them, and the kernel frees them with the last
-//! file descriptor if the process is killed outright. Nothing is pinned.
+//! [`Tracer::start`] is a short list of set-ups, one per concern (see [`Setup`]): each
+//! resolves what the running kernel looks like, writes its load-time globals, attaches its
+//! programs and hands over its maps. Programs and links live as long as the [`Tracer`];
+//! dropping it (on any exit path, including a panic's unwinding) detaches them, and the
+//! kernel frees them with the last file descriptor if the process is killed outright.
+//! Nothing is pinned.
 
 use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
-};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use proclens_common::{
-    counters, globals,
-    switch::{CpuSwitches, THREAD_SLOTS, ThreadSwitches},
+    config, counters,
+    switch::{CpuSwitches, ThreadSwitches},
 };
 
 use super::{
     btf,
-    copies::{self, CopyConfig, CopyMaps},
+    cgroup::CgroupFilter,
+    copies::{CopyMaps, CopySetup, Want},
+    filter::{self, FilterSetup},
+    globals::Globals,
+    lifecycle::setup::LifecycleSetup,
+    log::{self, KernelLog},
     object::Object,
     privilege,
     rings::RingLayout,
-    thread_slots::ThreadSlots,
+    setup::{self, Setup},
+    switch::{SwitchMaps, SwitchSetup},
     tracefs,
 };
 use crate::error::Fatal;
 
 /// The BPF object built from tool-ebpf by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proclens.bpf.o"));
-
-/// The lifecycle programs, each attached to the `sched` BTF tracepoint of its name.
-pub const LIFECYCLE_PROGRAMS: [&str; 5] = [
-    "sched_process_fork",
-    "sched_process_exec",
-    "sched_process_exit",
-    "sched_process_wait",
-    "sched_process_free",
-];
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proclens.bpf.o"));
 
 /// What to trace.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TracerOptions {
     /// Trace proclens's own threads too.
     pub include_self: bool,
     /// Only tasks in this cgroup v2 subtree.
-    pub cgroup: Option<super::cgroup::CgroupFilter>,
-    /// Count every syscall per process (raw tracepoint `sys_enter`), see [`Tracer::copy_maps`].
+    pub cgroup: Option<CgroupFilter>,
+    /// The switch programs (every context switch). Views that read only lifecycle events
+    /// (`zombies`) leave them out and cost nothing on every switch.
+    pub switches: bool,
+    /// Count every syscall per process (raw tracepoint `sys_enter`).
     pub syscalls: bool,
     /// Account the copy-family syscalls per (process, path, fd kinds).
-    pub copies: bool,
-    /// Leave the switch and wakeup programs out (their maps stay empty): views that read
-    /// only lifecycle events (`zombies`) then cost nothing on every context switch.
-    pub no_switches: bool,
+    pub copies: Want,
+}
+
+impl Default for TracerOptions {
+    fn default() -> Self {
+        Self {
+            include_self: false,
+            cgroup: None,
+            switches: true,
+            syscalls: false,
+            copies: Want::Off,
+        }
+    }
 }
 
 /// Loaded and attached programs with their maps.
 pub struct Tracer {
     // Holds the programs and links; dropped first (fields drop in order), so the
     // programs are detached before the maps they write are closed.
-    ebpf: Object,
-    threads: HashMap<MapData, u32, ThreadSwitches>,
-    slots: ThreadSlots,
-    cpus: PerCpuArray<MapData, CpuSwitches>,
+    obj: Object,
+    switch: Option<SwitchMaps>,
     counters: PerCpuArray<MapData, u64>,
-    /// The event rings in use, one per CPU (see `rings`).
+    /// The event rings in use, one per CPU (see `rings`), until taken.
     events: Option<Vec<RingBuf<MapData>>>,
-    threads_capacity: u32,
+    copy_maps: Option<CopyMaps>,
+    copies_on: bool,
+    /// The kernel side's log records, when asked for (see `log`), until taken.
+    log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
     reads_survive_drop: std::cell::OnceCell<bool>,
-    copy_maps: Option<CopyMaps>,
 }
 
 /// The in-kernel health counters, summed over CPUs.
@@ -88,128 +96,6 @@ pub struct Health {
     pub comm_map_full: u64,
 }
 
-/// Whether the `sched_switch` tracepoint passes `prev_state` (4th argument, 5.18+),
-/// checking the rest of its layout on the way.
-fn switch_has_prev_state_arg(vmlinux: &btf_rs::Btf) -> Result<bool> {
-    let args = btf::raw_tp_args(vmlinux, "sched_switch")?;
-    let task = "struct task_struct *";
-    if args.len() < 3 || args[0] != "bool" || args[1] != task || args[2] != task {
-        return Err(Fatal::KernelUnsupported(format!(
-            "sched_switch has an unknown argument layout: {args:?}"
-        ))
-        .into());
-    }
-    for tp in ["sched_wakeup", "sched_wakeup_new"] {
-        let args = btf::raw_tp_args(vmlinux, tp)?;
-        if args.first().map(String::as_str) != Some(task) {
-            return Err(Fatal::KernelUnsupported(format!(
-                "{tp} has an unknown argument layout: {args:?}"
-            ))
-            .into());
-        }
-    }
-    Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
-}
-
-/// How the switch programs learn the time and each run's wait (see
-/// tool-ebpf/src/switch.rs), from the running kernel's BTF and /proc.
-#[derive(Debug)]
-struct SwitchTiming {
-    /// 1: the run queue's clock, through `rq_offsets`; 0: `bpf_ktime_get_ns`.
-    rq_clock: u32,
-    rq_offsets: btf::RqClockOffsets,
-    /// 1: waits from `sched_info.run_delay` (at `run_delay`); 0: timed by the wakeup
-    /// programs. Only with the run queue's clock.
-    sched_info: u32,
-    run_delay: u32,
-    /// CLOCK_MONOTONIC at start: threads started later are counted from birth.
-    trace_start_ns: u64,
-    /// How many slots of the direct-mapped thread table threads may own (see
-    /// [`THREAD_SLOTS_ENV`]).
-    thread_slots_used: u32,
-}
-
-impl SwitchTiming {
-    /// The scheduler's own clock and wait where the kernel shows the way to them;
-    /// [`SWITCH_TIMING_ENV`]`=helpers` takes the path of kernels without them (tests).
-    fn resolve(vmlinux: &btf_rs::Btf) -> Self {
-        let helpers_only = std::env::var_os(SWITCH_TIMING_ENV).is_some_and(|v| v == "helpers");
-        let rq = btf::RqClockOffsets::from_btf(vmlinux)
-            .ok()
-            .filter(|_| !helpers_only);
-        let run_delay = rq.and_then(|_| sched_info_run_delay(vmlinux));
-        Self {
-            rq_clock: u32::from(rq.is_some()),
-            rq_offsets: rq.unwrap_or_default(),
-            sched_info: u32::from(run_delay.is_some()),
-            run_delay: run_delay.unwrap_or_default(),
-            trace_start_ns: super::procfs::monotonic_ns(),
-            thread_slots_used: std::env::var(THREAD_SLOTS_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n: &u32| n == 0 || (n.is_power_of_two() && n <= THREAD_SLOTS))
-                .unwrap_or(THREAD_SLOTS),
-        }
-    }
-
-    /// Sets the load-time globals.
-    fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader
-            .override_global(globals::RQ_CLOCK, &self.rq_clock, true)
-            .override_global(globals::TASK_CFS_RQ, &self.rq_offsets.task_cfs_rq, true)
-            .override_global(globals::CFS_RQ_RQ, &self.rq_offsets.cfs_rq_rq, true)
-            .override_global(globals::RQ_CLOCK_OFF, &self.rq_offsets.rq_clock, true)
-            .override_global(globals::SCHED_INFO, &self.sched_info, true)
-            .override_global(globals::TASK_RUN_DELAY, &self.run_delay, true)
-            .override_global(globals::TRACE_START_NS, &self.trace_start_ns, true)
-            .override_global(globals::THREAD_SLOTS_USED, &self.thread_slots_used, true);
-    }
-
-    /// The switch programs to attach: the wakeup programs only when they time the waits.
-    fn programs(&self) -> &'static [&'static str] {
-        if self.sched_info != 0 {
-            &["sched_switch"]
-        } else {
-            &["sched_switch", "sched_wakeup", "sched_wakeup_new"]
-        }
-    }
-}
-
-/// The offset of `task_struct.sched_info.run_delay` when the running kernel keeps that
-/// counter: its BTF has the field (`CONFIG_SCHED_INFO`) and the counter is live
-/// (`/proc/self/schedstat` counts this process's runs; older kernels keep it only with
-/// schedstats or delay accounting on, and print zeros otherwise).
-fn sched_info_run_delay(vmlinux: &btf_rs::Btf) -> Option<u32> {
-    let offset = btf::task_run_delay_offset(vmlinux).ok()?;
-    let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    let runs: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
-    (runs > 0).then_some(offset)
-}
-
-/// Set to `helpers`, the switch programs time with `bpf_ktime_get_ns` and the wakeup
-/// programs, as on kernels whose BTF shows no run-queue clock or that keep no per-task
-/// run-queue time: so that the tests cover that path on any kernel.
-pub const SWITCH_TIMING_ENV: &str = "PROCLENS_SWITCH_TIMING";
-
-/// Set to a power of two N below the direct-mapped thread table's size, threads may own
-/// only its first N slots, and the others' switch accounting lives in the `THREADS` hash
-/// (all of it with 0), as for threads whose slot another thread holds: so that the tests
-/// cover that path and the mix of both (see tool-ebpf/src/switch.rs).
-pub const THREAD_SLOTS_ENV: &str = "PROCLENS_THREAD_SLOTS";
-
-/// Loads the program `name` and attaches it to the `sched` BTF tracepoint of that name.
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel_btf: &aya::Btf) -> Result<()> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the BPF object"))?
-        .try_into()?;
-    prog.load(name, kernel_btf)
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
-    prog.attach()
-        .with_context(|| format!("attaching tp_btf/{name}"))?;
-    Ok(())
-}
-
 fn raise_memlock() {
     // Kernels >= 5.11 charge BPF memory to the memory cgroup; older ones need the rlimit.
     // Failing to raise it is harmless on the former.
@@ -221,190 +107,97 @@ fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
+/// The concerns' set-ups, in the order they are configured and attached.
+struct Setups {
+    filter: FilterSetup,
+    rings: RingLayout,
+    switch: Option<SwitchSetup>,
+    copies: CopySetup,
+    life: LifecycleSetup,
+}
+
+impl Setups {
+    fn list(&self) -> Vec<&dyn Setup> {
+        let mut v: Vec<&dyn Setup> = vec![&self.filter, &self.rings];
+        if let Some(s) = &self.switch {
+            v.push(s);
+        }
+        v.extend([&self.copies as &dyn Setup, &self.life]);
+        v
+    }
+}
+
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
         // Probed at start-up: tracefs (mounted here when missing and privileged) carries
-        // the tracepoint formats other tools and later features read. The switch programs
-        // attach to raw tracepoints and work without it, so its absence is one warning.
+        // the tracepoint formats the copy programs read. The switch and lifecycle
+        // programs attach to BTF tracepoints and work without it: one warning.
         if let Err(e) = tracefs::root() {
             eprintln!("proclens: warning: {e:#} (the switch figures do not need it)");
         }
         raise_memlock();
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
-        let prev_state_arg = u32::from(switch_has_prev_state_arg(&vmlinux)?);
-        let self_tgid: u32 = if opts.include_self {
-            0
-        } else {
-            std::process::id()
-        };
-        let (cgroup_id, cgroup_level): (u64, u32) =
-            opts.cgroup.as_ref().map_or((0, 0), |c| (c.id, c.level));
-        // The copy programs sit on classic syscall tracepoints: their record layouts come
-        // from tracefs, mounted here when missing.
-        let copy_cfg = if opts.copies {
-            Some(CopyConfig::resolve(&tracefs::root()?, &vmlinux)?)
-        } else {
-            None
-        };
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
-
-        let walk = btf::CgroupWalkOffsets::from_btf(&vmlinux).ok();
-        let timing = SwitchTiming::resolve(&vmlinux);
         // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
         })?;
-        let rings = RingLayout::here();
-        let load = |cgroup_walk: u32| -> Result<Object> {
-            let w = walk.unwrap_or_default();
-            let mut loader = EbpfLoader::new();
-            rings.configure(&mut loader);
-            loader
-                .override_global(globals::SELF_TGID, &self_tgid, true)
-                .override_global(globals::SWITCH_PREV_STATE_ARG, &prev_state_arg, true)
-                .override_global(globals::TASK_PID, &task.pid, true)
-                .override_global(globals::TASK_STATE, &task.state, true)
-                .override_global(globals::TASK_EXIT_STATE, &task.exit_state, true)
-                .override_global(globals::TASK_MM, &task.mm, true)
-                .override_global(globals::TASK_GROUP_LEADER, &task.group_leader, true)
-                .override_global(globals::TASK_START_TIME, &task.start_time, true)
-                .override_global(globals::CGROUP_ID, &cgroup_id, true)
-                .override_global(globals::CGROUP_LEVEL, &cgroup_level, true)
-                .override_global(globals::CGROUP_WALK, &cgroup_walk, true)
-                .override_global(globals::TASK_CGROUPS, &w.task_cgroups, true)
-                .override_global(globals::CSS_SET_DFL_CGRP, &w.css_set_dfl_cgrp, true)
-                .override_global(globals::CGROUP_LEVEL_OFF, &w.cgroup_level, true)
-                .override_global(globals::CGROUP_ANCESTOR_IDS, &w.cgroup_ancestor_ids, true);
-            timing.configure(&mut loader);
-            loader
-                .override_global(globals::TASK_TGID, &life.tgid, true)
-                .override_global(globals::TASK_REAL_PARENT, &life.real_parent, true)
-                .override_global(globals::TASK_START_BOOTTIME, &life.start_boottime, true)
-                .override_global(globals::TASK_EXIT_CODE, &life.exit_code, true)
-                .override_global(globals::TASK_EXIT_SIGNAL, &life.exit_signal, true)
-                .override_global(globals::TASK_SIGHAND, &life.sighand, true)
-                .override_global(globals::TASK_COMM, &life.comm, true)
-                .override_global(globals::SIGCHLD_HANDLER, &life.sigchld_handler, true)
-                .override_global(globals::SIGCHLD_FLAGS, &life.sigchld_flags, true)
-                .override_global(globals::BINPRM_FILENAME, &life.binprm_filename, true)
-                .override_global(globals::PID_NR, &life.pid_nr, true)
-                .override_global(
-                    globals::EXIT_GROUP_DEAD_ARG,
-                    &life.exit_group_dead_arg,
-                    true,
-                )
-                .override_global(globals::TASK_SIGNAL, &life.signal, true)
-                .override_global(globals::SIGNAL_LIVE, &life.signal_live, true);
-            if opts.syscalls || opts.copies {
-                copies::size_maps(&mut loader);
-            }
-            if let Some(cfg) = &copy_cfg {
-                cfg.configure(&mut loader);
-            }
-            let mut ebpf = Object::new(loader.load(OBJECT).map_err(|e| load_error(e.into()))?);
-            let switch_programs = if opts.no_switches {
-                &[]
-            } else {
-                timing.programs()
-            };
-            for &name in switch_programs {
-                attach_btf_tracepoint(&mut ebpf, name, &kernel_btf)?;
-            }
-            Ok(ebpf)
+        let mut setups = Setups {
+            filter: FilterSetup::resolve(opts.include_self, opts.cgroup.as_ref(), &vmlinux),
+            rings: RingLayout::here(),
+            switch: opts
+                .switches
+                .then(|| SwitchSetup::resolve(&vmlinux, &task))
+                .transpose()?,
+            copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
+            life: LifecycleSetup::resolve(&life),
         };
-        // The cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
-        // (5.10) do not offer to tracing programs; there the programs walk the task's
-        // cgroup through BTF offsets instead (same subtree semantics).
-        let mut ebpf = match load(0) {
-            Err(e)
-                if cgroup_id != 0
-                    && format!("{e:#}")
-                        .contains("unknown func bpf_get_current_ancestor_cgroup_id") =>
-            {
-                if walk.is_none() {
-                    return Err(Fatal::KernelUnsupported(
-                        "the cgroup filter is unavailable on this kernel: its tracing programs may not call bpf_get_current_ancestor_cgroup_id and its BTF has no struct cgroup.ancestor_ids to read instead".into(),
-                    )
-                    .into());
-                }
-                load(1)?
-            }
-            other => other?,
+        let globals = Globals {
+            task: config::Task {
+                pid: task.pid,
+                tgid: life.tgid,
+                group_leader: task.group_leader,
+                start_time: task.start_time,
+                start_boottime: life.start_boottime,
+                comm: life.comm,
+            },
+            log_level: log::kernel_level(),
+            ..Globals::default()
         };
-
-        if opts.syscalls || opts.copies {
-            copies::attach_syscalls(&mut ebpf).map_err(load_error)?;
+        let mut obj = setup::load(OBJECT, &setups.list(), globals.clone())?;
+        // A cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
+        // (5.10) do not offer tracing programs: there the programs walk the task's cgroup
+        // through BTF offsets instead (same subtree semantics).
+        if setups.filter.filters_cgroup()
+            && !setup::verifier_accepts(&mut obj, filter::ANCESTOR_PROBE)?
+        {
+            setups.filter.walk_instead()?;
+            obj = setup::load(OBJECT, &setups.list(), globals)?;
         }
-        if let Some(cfg) = &copy_cfg {
-            copies::attach_copies(&mut ebpf, cfg).map_err(load_error)?;
+        for s in setups.list() {
+            s.attach(&mut obj, &kernel_btf)?;
         }
-        // Lifecycle events (see tool-ebpf/src/lifecycle.rs): BTF tracepoints, which hand
-        // the programs task_struct pointers and need no tracefs.
-        for name in LIFECYCLE_PROGRAMS {
-            attach_btf_tracepoint(&mut ebpf, name, &kernel_btf)?;
-        }
-        let copy_maps = if opts.syscalls || opts.copies {
-            Some(CopyMaps::take(&mut ebpf)?)
-        } else {
-            None
-        };
-
-        let threads: HashMap<MapData, u32, ThreadSwitches> =
-            HashMap::try_from(ebpf.take_map("THREADS").context("map THREADS missing")?)?;
-        let threads_capacity = 32768;
-        let slots = ThreadSlots::new(
-            ebpf.take_map("THREAD_SLOTS")
-                .context("map THREAD_SLOTS missing")?,
-        )?;
-        let cpus = PerCpuArray::try_from(
-            ebpf.take_map("CPU_SWITCHES")
-                .context("map CPU_SWITCHES missing")?,
-        )?;
-        let counters =
-            PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-        let events = rings
-            .names()
-            .iter()
-            .map(|name| {
-                let map = ebpf
-                    .take_map(name)
-                    .with_context(|| format!("map {name} missing"))?;
-                Ok(RingBuf::try_from(map)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            ebpf,
-            threads,
-            slots,
-            cpus,
-            counters,
-            events: Some(events),
-            threads_capacity,
+            switch: setups
+                .switch
+                .as_ref()
+                .map(|s| s.take(&mut obj))
+                .transpose()?,
+            counters: PerCpuArray::try_from(setup::take_map(&mut obj, "COUNTERS")?)?,
+            events: Some(setups.rings.take(&mut obj)?),
+            copy_maps: setups.copies.take(&mut obj)?,
+            copies_on: setups.copies.copies_on(),
+            log: KernelLog::attach(&mut obj)?,
+            obj,
             reads_survive_drop: std::cell::OnceCell::new(),
-            copy_maps,
         })
     }
 
-    /// [`Tracer::start`] with copy accounting when tracefs allows it, else without it (one
-    /// warning naming what is missing). Returns whether copy paths are accounted.
-    pub fn start_copies_if_possible(opts: &TracerOptions) -> Result<(Self, bool)> {
-        let with = TracerOptions {
-            copies: true,
-            ..opts.clone()
-        };
-        match Self::start(&with) {
-            Err(e) if matches!(e.downcast_ref::<Fatal>(), Some(Fatal::Tracefs(_))) => {
-                eprintln!("proclens: warning: {e:#}; copy paths are not accounted");
-                let without = TracerOptions {
-                    copies: false,
-                    ..opts.clone()
-                };
-                Ok((Self::start(&without)?, false))
-            }
-            r => Ok((r?, true)),
-        }
+    /// Whether copy paths are accounted (asked for, and available on this kernel).
+    pub fn copies_on(&self) -> bool {
+        self.copies_on
     }
 
     /// Drops the privileges loading needed, once everything is attached: every capability
@@ -414,7 +207,7 @@ impl Tracer {
     pub fn drop_privileges(&self, keep: &[caps::Capability]) -> Result<bool> {
         let reads_survive = *self
             .reads_survive_drop
-            .get_or_init(|| privilege::reads_survive_drop(|| self.cpu_totals().is_ok()));
+            .get_or_init(|| privilege::reads_survive_drop(|| self.health().is_ok()));
         if reads_survive {
             privilege::drop_all_but(keep)?;
             return Ok(true);
@@ -437,52 +230,35 @@ impl Tracer {
         self.events.take()
     }
 
+    /// The kernel side's log, to be polled by the caller (once); `None` when not asked for.
+    pub fn take_log(&mut self) -> Option<KernelLog> {
+        self.log.take()
+    }
+
     /// The syscall-count and copy-path maps, when [`TracerOptions::syscalls`] or
     /// [`TracerOptions::copies`] asked for them.
     pub fn copy_maps(&mut self) -> Option<&mut CopyMaps> {
         self.copy_maps.as_mut()
     }
 
-    /// Every traced thread's accounting, by thread id: the direct-mapped slots' and the
-    /// `THREADS` hash's. The hash changes while it is read (the kernel adds and deletes
-    /// threads), so iteration may restart; duplicates are folded and the walk is bounded.
+    /// Every traced thread's accounting, by thread id (empty without the switch programs).
     pub fn threads(&self) -> Result<StdHashMap<u32, ThreadSwitches>> {
-        let mut out = StdHashMap::new();
-        let bound = 4 * self.threads_capacity as usize;
-        for (i, item) in self.threads.iter().enumerate() {
-            if i >= bound {
-                break;
-            }
-            match item {
-                Ok((tid, v)) => {
-                    out.insert(tid, v);
-                }
-                // A key deleted between get_next_key and lookup: skip it.
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading THREADS"),
-            }
-        }
-        self.slots.read_into(&mut out);
-        Ok(out)
+        self.switch
+            .as_ref()
+            .map_or_else(|| Ok(StdHashMap::new()), SwitchMaps::threads)
     }
 
-    /// The system-wide switch split, summed over CPUs.
+    /// The system-wide switch split, summed over CPUs (zeros without the switch programs).
     pub fn cpu_totals(&self) -> Result<CpuSwitches> {
-        let per_cpu = self.cpus.get(&0, 0).context("reading CPU_SWITCHES")?;
-        let mut t = CpuSwitches::default();
-        for c in per_cpu.iter() {
-            t.switches += c.switches;
-            t.same_process += c.same_process;
-            t.cross_process += c.cross_process;
-            t.idle_or_kernel += c.idle_or_kernel;
-        }
-        Ok(t)
+        self.switch
+            .as_ref()
+            .map_or_else(|| Ok(CpuSwitches::default()), SwitchMaps::cpu_totals)
     }
 
     /// Run time and run count of each program (the kernel fills them only while
     /// `kernel.bpf_stats_enabled` is 1).
     pub fn program_costs(&self) -> Vec<crate::model::exporter::ProgramCost> {
-        self.ebpf
+        self.obj
             .programs()
             .filter_map(|(name, p)| {
                 let info = p.info().ok()?;
@@ -513,20 +289,4 @@ impl Tracer {
             comm_map_full: sum(counters::COMM_MAP_FULL)?,
         })
     }
-}
-
-/// Maps a load failure to a clear cause: EPERM is a privilege problem; anything else is a
-/// kernel that cannot run the programs.
-fn load_error(err: anyhow::Error) -> anyhow::Error {
-    let text = format!("{err:#}");
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        return Fatal::Privilege(format!(
-            "the kernel refused to load the BPF programs: {text}"
-        ))
-        .into();
-    }
-    Fatal::KernelUnsupported(format!(
-        "the kernel could not load proclens's BPF programs: {text}"
-    ))
-    .into()
 }

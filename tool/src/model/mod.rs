@@ -2,6 +2,7 @@
 
 pub mod copies;
 pub mod copy_report;
+pub mod event;
 pub mod exit_status;
 pub mod exporter;
 pub mod histogram;
@@ -9,5 +10,6 @@ pub mod proctable;
 pub mod rates;
 pub mod run_report;
 pub mod run_sections;
+pub mod selection;
 pub mod switches;
 pub mod syscalls;

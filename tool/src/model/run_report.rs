@@ -1,6 +1,8 @@
 //! The report of `proclens run -- CMD`: pure assembly from the rows of the command's
 //! processes and what the kernel said about its exit.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::{
@@ -129,18 +131,32 @@ pub struct RunReport {
     pub per_process: Vec<ProcessSummary>,
 }
 
+/// What the report holds beyond the switch rows.
+#[derive(Debug, Clone, Default)]
+pub struct RunExtras {
+    pub forked_processes: u64,
+    pub forked_threads: u64,
+    /// `None` when copy accounting was unavailable.
+    pub copies: Option<CopiesSection>,
+    pub zombies: ZombiesSection,
+    /// Syscalls per pid (empty when they were not counted).
+    pub syscalls: HashMap<u32, u64>,
+}
+
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
 /// Builds the report from per-process rows (totals since the command started) with their
-/// names.
+/// names, and what the other concerns collected.
 pub fn build(
     command: Vec<String>,
     exit: ExitInfo,
     facts: RunFacts,
     rows: &[(Row, String)],
+    extras: RunExtras,
 ) -> RunReport {
+    let counted = !extras.syscalls.is_empty();
     let mut all = Counts::default();
     for (r, _) in rows {
         all.merge(&r.total);
@@ -155,7 +171,7 @@ pub fn build(
             blocked_s: secs(r.total.blocked_ns),
             runq_s: secs(r.total.runq_ns),
             runq_latency: Latency::of(&r.total),
-            syscalls: None,
+            syscalls: counted.then(|| extras.syscalls.get(&r.key.tgid).copied().unwrap_or(0)),
         })
         .collect();
     per_process.sort_by_key(|p| p.pid);
@@ -176,10 +192,10 @@ pub fn build(
         untracked_threads: facts.untracked_threads,
         uncounted_syscalls: facts.uncounted_syscalls,
         uncounted_copies: facts.uncounted_copies,
-        forked_processes: 0,
-        forked_threads: 0,
-        copies: None,
-        zombies: ZombiesSection::default(),
+        forked_processes: extras.forked_processes,
+        forked_threads: extras.forked_threads,
+        copies: extras.copies,
+        zombies: extras.zombies,
         per_process,
     }
 }
@@ -231,6 +247,10 @@ mod tests {
             exit,
             facts,
             &[row(20, 2, 1, 200_000_000), row(10, 1, 0, 0)],
+            RunExtras {
+                syscalls: HashMap::from([(20, 7)]),
+                ..RunExtras::default()
+            },
         );
         assert_eq!(r.processes, 2);
         assert_eq!(r.threads, 3);
@@ -239,6 +259,8 @@ mod tests {
         assert!((r.blocked_s - 0.2).abs() < 1e-9);
         assert!((r.oncpu_s - 0.002).abs() < 1e-9);
         assert_eq!(r.per_process[0].pid, 10, "sorted by pid");
+        assert_eq!(r.per_process[0].syscalls, Some(0), "counted, none made");
+        assert_eq!(r.per_process[1].syscalls, Some(7));
         // In [4, 8) µs by the histogram, and no wait was longer than 5 µs.
         assert_eq!(r.runq_latency.p99_us, Some(5));
         assert_eq!(r.runq_latency.max_us, 5);

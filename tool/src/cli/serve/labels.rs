@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
-    cli::{Filter, top},
+    cli::Filter,
     collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
     model::{
         exporter::{
@@ -109,7 +109,7 @@ impl Labeller {
         let (rows, excluded): (Vec<_>, Vec<_>) = snap
             .rows
             .iter()
-            .partition(|(r, c)| top::selected(&self.filter, r, c));
+            .partition(|(r, c)| self.filter.selection().matches(r.key.tgid, c));
         self.excluded = excluded.iter().map(|(r, _)| r.key.tgid).collect();
         let mut by_tgid: HashMap<u32, (Labels, bool)> = HashMap::with_capacity(rows.len());
         let switch_rows: Vec<_> = rows

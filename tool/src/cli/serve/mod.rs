@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use super::{Filter, parse_interval, top};
 use crate::{
     collect::{
+        copies::Want,
         session::{self, RowKinds},
         tracer::{Tracer, TracerOptions},
     },
@@ -120,24 +121,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 /// plus the copy programs when asked for. When those cannot be had (no tracefs, an
 /// unexpected tracepoint format), one warning and the rest goes on without them.
 fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
-    if !copies {
-        return Ok((top::start_with(filter, top::TOP_TRACING)?, false));
-    }
-    let with_copies = TracerOptions {
-        copies: true,
-        ..top::TOP_TRACING
-    };
-    match top::start_with(filter, with_copies) {
-        Ok(t) => Ok((t, true)),
-        Err(e) => {
-            // Whatever also stops the plain tracer (privileges, a missing pid) is its error.
-            let t = top::start_with(filter, top::TOP_TRACING)?;
-            eprintln!(
-                "proclens: warning: copy accounting unavailable, serving without proclens_copy_* metrics: {e:#}"
-            );
-            Ok((t, false))
-        }
-    }
+    let tracer = filter.start(TracerOptions {
+        copies: if copies { Want::IfAvailable } else { Want::Off },
+        ..top::top_tracing()
+    })?;
+    let on = tracer.copies_on();
+    Ok((tracer, on))
 }
 
 #[cfg(test)]

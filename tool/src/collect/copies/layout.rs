@@ -9,11 +9,10 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use aya::EbpfLoader;
 use btf_rs::Btf;
 use proclens_common::{
+    config,
     copies::{layout, op},
-    globals,
 };
 
 use crate::{
@@ -168,19 +167,20 @@ impl CopyConfig {
         })
     }
 
-    /// Sets the load-time globals.
-    pub fn configure<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
-        loader
-            .override_global(globals::COPY_LAYOUT, &self.layout.offsets, true)
-            .override_global(globals::COPY_EXIT_RET, &self.layout.exit_ret, true)
-            .override_global(globals::MAP_ANONYMOUS, &self.map_anonymous, true)
-            .override_global(globals::TASK_FILES, &self.fd.task_files, true)
-            .override_global(globals::FILES_FDT, &self.fd.files_fdt, true)
-            .override_global(globals::FDT_MAX_FDS, &self.fd.fdt_max_fds, true)
-            .override_global(globals::FDT_FD, &self.fd.fdt_fd, true)
-            .override_global(globals::FILE_INODE, &self.fd.file_inode, true)
-            .override_global(globals::FILE_MODE, &self.fd.file_mode, true)
-            .override_global(globals::INODE_MODE, &self.fd.inode_mode, true);
+    /// The copy programs' load-time globals.
+    pub fn config(&self) -> config::Copies {
+        config::Copies {
+            map_anonymous: self.map_anonymous,
+            layout: self.layout.offsets,
+            exit_ret: self.layout.exit_ret,
+            task_files: self.fd.task_files,
+            files_fdt: self.fd.files_fdt,
+            fdt_max_fds: self.fd.fdt_max_fds,
+            fdt_fd: self.fd.fdt_fd,
+            file_inode: self.fd.file_inode,
+            file_mode: self.fd.file_mode,
+            inode_mode: self.fd.inode_mode,
+        }
     }
 }
 

@@ -7,13 +7,13 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
-    programs::{RawTracePoint, TracePoint},
+    programs::TracePoint,
 };
 use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, op};
 
-use super::CopyConfig;
+use super::layout::CopyConfig;
 use crate::{
-    collect::{object::Object, procfs},
+    collect::{object::Object, procfs, setup::take_map},
     model::{copy_report::ProcRow, proctable::Key},
 };
 
@@ -28,7 +28,7 @@ fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
 
 /// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
 /// `SYSCALLS`: every process with a syscall entry should have room for its name.
-pub fn size_maps(loader: &mut EbpfLoader<'_>) {
+pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
     let syscalls = per_cpu_entries(8, cpus, 65536);
     loader
@@ -40,20 +40,8 @@ pub fn size_maps(loader: &mut EbpfLoader<'_>) {
         );
 }
 
-/// Attaches the all-syscalls counter (raw tracepoint `sys_enter`, no tracefs needed).
-pub fn attach_syscalls(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut("sys_enter_all")
-        .context("program sys_enter_all missing from the BPF object")?
-        .try_into()?;
-    prog.load().context("loading sys_enter_all")?;
-    prog.attach("sys_enter")
-        .context("attaching to raw tracepoint sys_enter")?;
-    Ok(())
-}
-
 /// Attaches the copy-family enter programs and the shared exit program.
-pub fn attach_copies(ebpf: &mut Object, cfg: &CopyConfig) -> Result<()> {
+pub(super) fn attach_copies(ebpf: &mut Object, cfg: &CopyConfig) -> Result<()> {
     for (opid, why) in &cfg.layout.missing {
         eprintln!(
             "proclens: warning: {} is not traced: {why}",
@@ -123,18 +111,12 @@ pub struct Snapshot {
 const WALK_BOUND: usize = 4 * 65536;
 
 impl CopyMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            syscalls: PerCpuHashMap::try_from(
-                ebpf.take_map("SYSCALLS").context("map SYSCALLS missing")?,
-            )?,
-            copies: PerCpuHashMap::try_from(
-                ebpf.take_map("COPIES").context("map COPIES missing")?,
-            )?,
-            inflight: HashMap::try_from(
-                ebpf.take_map("INFLIGHT").context("map INFLIGHT missing")?,
-            )?,
-            comms: HashMap::try_from(ebpf.take_map("COMMS").context("map COMMS missing")?)?,
+            syscalls: PerCpuHashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
+            copies: PerCpuHashMap::try_from(take_map(ebpf, "COPIES")?)?,
+            inflight: HashMap::try_from(take_map(ebpf, "INFLIGHT")?)?,
+            comms: HashMap::try_from(take_map(ebpf, "COMMS")?)?,
         })
     }
 

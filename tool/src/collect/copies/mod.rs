@@ -3,8 +3,9 @@
 
 mod layout;
 mod maps;
+mod setup;
 
-pub use layout::CopyConfig;
 #[cfg(test)]
 pub use layout::FdOffsets;
-pub use maps::{CopyMaps, attach_copies, attach_syscalls, gone_processes, size_maps};
+pub use maps::{CopyMaps, gone_processes};
+pub use setup::{CopySetup, Want};

@@ -1,30 +1,83 @@
 //! Feeding the process table from the running system: the /proc seed at start-up and the
 //! kernel's answer, through /proc, to "who is this orphan's parent now?".
 
-use std::time::{Duration, Instant};
+pub mod setup;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use proclens_common::lifecycle::fork_flags;
 
 use crate::{
-    collect::{events::Event, procfs},
-    model::proctable::{KernelState, Key, Notice, ProcTable, SeedProc},
+    collect::procfs,
+    model::{
+        event::Event,
+        proctable::{KernelState, Key, Notice, ProcTable, SeedProc},
+    },
 };
 
 /// How long after its death a reaped process may wait for its free before the table lets
 /// it go without one.
 pub const RELEASE_GRACE_NS: u64 = 2_000_000_000;
 
+/// What the table starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seed {
+    /// Every process /proc shows (the system-wide views).
+    Proc,
+    /// Only these processes (`run`: its command, whose descendants the events bring).
+    Pids(Vec<u32>),
+}
+
+/// Which reaps its reader is told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaps {
+    /// Those of zombies it reported (`zombies`, `top`): a fork storm's hundreds of
+    /// thousands of reaps a second are none of its business.
+    Reported,
+    /// Every one (`run`, which judges each reap's delay itself).
+    All,
+}
+
+/// How a view keeps its process table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleOptions {
+    pub seed: Seed,
+    /// The tracer's cgroup filter hides the exits of processes outside it, which the
+    /// table holds from the seed and must then find gone through /proc.
+    pub exits_filtered: bool,
+    pub reaps: Reaps,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        Self {
+            seed: Seed::Proc,
+            exits_filtered: false,
+            reaps: Reaps::Reported,
+        }
+    }
+}
+
+/// Processes and threads created, as the fork events counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forked {
+    pub processes: u64,
+    pub threads: u64,
+}
+
 /// The process table fed from the ring buffer, with the orphans whose new parent is still
-/// to be read. `zombies` uses it; `top` and `run` can too:
+/// to be read: the one lifecycle every view keeps (`zombies`, `top`'s column, `serve`'s
+/// gauges, `run`'s report), with its options.
 ///
 /// ```text
-/// let tracer = Tracer::start(..)?;            // attach first,
-/// let mut life = Lifecycle::start(false);    // then seed from /proc
-/// // each tick, after stream.drain(&mut events):
-/// life.apply(&mut events);                   // lifecycle events out, THREAD_EXIT stays
+/// let tracer = Tracer::start(..)?;                      // attach first,
+/// let mut life = Lifecycle::start(Default::default());   // then seed from /proc
+/// life.apply_one(&event); ... life.end_batch();         // as the driver hands events
 /// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
-/// let forks = life.table.fork_stats_of_pid(pid);        // forks/threads/exits/waits
-/// for n in life.take_notices() { /* orphans, reaps of reported zombies */ }
+/// for n in life.take_notices() { /* orphans, reaps */ }
 /// ```
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -32,46 +85,59 @@ pub struct Lifecycle {
     pub orphans: Orphans,
     /// ns per /proc clock tick.
     pub tick_ns: u64,
+    pub forked: Forked,
     notices: Vec<Notice>,
+    reaps: Reaps,
     /// When [`ProcTable::sweep_unnamed`] last ran; `None`: it never runs, as every exit
     /// is seen (no cgroup filter hides any).
     unnamed_swept: Option<Instant>,
 }
 
 impl Lifecycle {
-    /// A table seeded from /proc now. Start the tracer first. `exits_filtered`: the
-    /// tracer's cgroup filter hides the exits of processes outside it, which the table
-    /// holds from the seed and must then find gone through /proc.
-    pub fn start(exits_filtered: bool) -> Self {
+    /// A table seeded now as `opts` says. Start the tracer first.
+    pub fn start(opts: LifecycleOptions) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
-        // Its readers show the reaps of reported zombies only.
-        table.reap_notices_for_reported_only();
-        seed(&mut table);
+        match &opts.seed {
+            Seed::Proc => seed(&mut table),
+            Seed::Pids(pids) => {
+                let procs: Vec<SeedProc> = pids
+                    .iter()
+                    .filter_map(|&p| procfs::stat(p))
+                    .map(seed_proc)
+                    .collect();
+                table.seed(&procs, procfs::boot_ns());
+            }
+        }
         Self {
             table,
             orphans: Orphans::default(),
             tick_ns,
+            forked: Forked::default(),
             notices: Vec::new(),
-            unnamed_swept: exits_filtered.then(Instant::now),
+            reaps: opts.reaps,
+            unnamed_swept: opts.exits_filtered.then(Instant::now),
         }
-    }
-
-    /// Applies the lifecycle events in `events` and removes them; other kinds (the switch
-    /// model's `THREAD_EXIT`) stay, in order. Orphans are queued for their new parent.
-    pub fn apply(&mut self, events: &mut Vec<Event>) {
-        events.retain(|ev| !self.apply_one(ev));
-        self.end_batch();
     }
 
     /// Applies `ev` if it is a lifecycle event (returns whether it was). Call
     /// [`Lifecycle::end_batch`] after the events at hand.
     pub fn apply_one(&mut self, ev: &Event) -> bool {
-        if matches!(ev, Event::ThreadExit(_)) {
-            return false;
+        match ev {
+            Event::ThreadExit(_) => return false,
+            Event::Fork(f) if f.flags & fork_flags::THREAD != 0 => self.forked.threads += 1,
+            Event::Fork(_) => self.forked.processes += 1,
+            _ => {}
         }
         let before = self.notices.len();
         self.table.apply(ev, &mut self.notices);
+        // A free makes one notice, its reap.
+        if self.reaps == Reaps::Reported
+            && self.notices.len() > before
+            && matches!(self.notices.last(), Some(Notice::Reaped { proc, .. }) if !proc.reported)
+        {
+            self.notices.pop();
+        }
         for n in &self.notices[before..] {
             if let Notice::Orphaned {
                 parent,
@@ -125,6 +191,11 @@ impl Lifecycle {
         }
     }
 
+    /// Whether every process the table saw die has been freed (or released).
+    pub fn all_dead_freed(&self) -> bool {
+        self.table.zombies(procfs::boot_ns(), 0).is_empty()
+    }
+
     /// What the table noticed since the last call (reaps, orphans).
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
@@ -149,15 +220,42 @@ pub fn seed(table: &mut ProcTable) {
     table.seed(&procs, procfs::boot_ns());
 }
 
+/// The exit codes of the zombies that existed when the programs were attached, read
+/// while proclens was still privileged: /proc shows a process's exit code only to who may
+/// ptrace it (`/proc/PID/stat` field 52), and the seed is read once privileges are gone.
+/// Processes that die later have their code in their exit event.
+static ZOMBIE_CODES: std::sync::OnceLock<std::collections::HashMap<(u32, u64), u32>> =
+    std::sync::OnceLock::new();
+
+/// Reads the zombies' exit codes for the seed (see [`ZOMBIE_CODES`]); call it after the
+/// programs are attached and before privileges are dropped.
+pub fn remember_zombie_codes() {
+    ZOMBIE_CODES.get_or_init(|| {
+        procfs::processes()
+            .into_iter()
+            .filter(procfs::Stat::is_zombie)
+            .map(|s| ((s.pid, s.start_ticks), s.exit_code))
+            .collect()
+    });
+}
+
 /// A process as /proc shows it, for [`ProcTable::seed`].
 pub fn seed_proc(s: procfs::Stat) -> SeedProc {
+    let zombie = s.is_zombie();
+    let exit_code = match ZOMBIE_CODES
+        .get()
+        .and_then(|c| c.get(&(s.pid, s.start_ticks)))
+    {
+        Some(&code) if zombie => code,
+        _ => s.exit_code,
+    };
     SeedProc {
         pid: s.pid,
         ppid: s.ppid,
         start_ticks: s.start_ticks,
-        zombie: s.is_zombie(),
+        zombie,
         comm: s.comm,
-        exit_code: s.exit_code,
+        exit_code,
     }
 }
 
@@ -253,8 +351,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn apply_takes_lifecycle_events_and_leaves_thread_exits_in_order() {
-        let mut life = Lifecycle::start(false);
+    fn lifecycle_events_are_applied_and_thread_exits_left() {
+        let mut life = Lifecycle::start(LifecycleOptions::default());
         // This very process is in the seed; one fork of it adds a child.
         let me = procfs::stat(std::process::id()).unwrap();
         let me_ref = TaskRef {
@@ -286,20 +384,26 @@ mod tests {
             parent: me_ref,
             ..Default::default()
         };
-        let mut events = vec![
+        let events = [
             Event::ThreadExit(Box::new(exit(1))),
             Event::Fork(fork),
             Event::ThreadExit(Box::new(exit(2))),
         ];
-        life.apply(&mut events);
+        let taken: Vec<bool> = events.iter().map(|e| life.apply_one(e)).collect();
+        life.end_batch();
         assert_eq!(
-            events,
-            vec![
-                Event::ThreadExit(Box::new(exit(1))),
-                Event::ThreadExit(Box::new(exit(2)))
-            ]
+            taken,
+            [false, true, false],
+            "thread exits are the switch model's"
         );
         assert_eq!(life.table.len(), before + 1);
+        assert_eq!(
+            life.forked,
+            Forked {
+                processes: 1,
+                threads: 0
+            }
+        );
         assert_eq!(
             life.table.fork_stats_of_pid(me.pid).map(|s| s.processes),
             Some(1)

@@ -14,7 +14,7 @@ use proclens_common::lifecycle::{
     Exec, Exit, ExitStatus, Fork, Free, TaskRef, exit_flags, fork_flags,
 };
 
-use crate::collect::events::Event;
+use crate::model::event::Event;
 
 use store::Procs;
 pub use zombies::KernelState;
@@ -181,9 +181,6 @@ pub struct ProcTable {
     seeded_zombies: Vec<Key>,
     /// Time of the latest free that matched no process, until taken.
     unmatched_free: Option<u64>,
-    /// Make [`Notice::Reaped`] only for processes reported as zombies (see
-    /// [`ProcTable::reap_notices_for_reported_only`]).
-    reported_reaps_only: bool,
 }
 
 fn comm_str(raw: &[u8]) -> CompactString {
@@ -204,15 +201,7 @@ impl ProcTable {
             tick_ns: tick_ns.max(1),
             seeded_zombies: Vec::new(),
             unmatched_free: None,
-            reported_reaps_only: false,
         }
-    }
-
-    /// From now on, a free makes a [`Notice::Reaped`] only for a process reported as a
-    /// zombie (by [`ProcTable::new_zombies`]): a reader that shows nothing else then pays
-    /// nothing for the hundreds of thousands of frees per second of a fork storm.
-    pub fn reap_notices_for_reported_only(&mut self) {
-        self.reported_reaps_only = true;
     }
 
     /// Fills the table from /proc, read after the programs were attached (so nothing that
@@ -472,9 +461,7 @@ impl ProcTable {
             self.procs.clear_task(f.task_ptr);
             return;
         }
-        if let Some(p) = self.forget(&key)
-            && (p.reported || !self.reported_reaps_only)
-        {
+        if let Some(p) = self.forget(&key) {
             notices.push(Notice::reaped(p, f.header.ts));
         }
     }

@@ -1,0 +1,149 @@
+//! The one driver every view runs on: it owns the event rings, the kernel side's log, the
+//! signals that end a view and its clocks, and yields what happened next as a [`Step`].
+//! A view is a loop over [`Driver::next`]: it never sets up its own streams, handlers or
+//! timers, so a fix here (a late event, a final drain) reaches every view.
+
+use std::{task::Poll, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Interval, MissedTickBehavior},
+};
+
+use super::{events::EventStream, log::KernelLog, tracer::Tracer};
+use crate::model::event::Event;
+
+/// What happened next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// An interval ended (the report clock).
+    Tick,
+    /// The short poll clock ticked (views that watch ages and states between reports).
+    Poll,
+    /// Events arrived and were handed to the sink.
+    Events,
+    /// A signal that asks proclens to stop.
+    Signal(Sig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+pub struct Driver {
+    stream: EventStream,
+    log: Option<AsyncFd<KernelLog>>,
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    ticks: Option<Interval>,
+    poll: Option<Interval>,
+}
+
+/// A clock that first ticks one period from now (a report covers a whole interval) and
+/// does not catch up on ticks missed under load.
+fn clock(period: Duration) -> Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+impl Driver {
+    /// Takes the tracer's event rings (and log); ticks every `interval` when given. Call
+    /// it inside the tokio runtime, after the tracer is attached.
+    pub fn new(tracer: &mut Tracer, interval: Option<Duration>) -> Result<Self> {
+        let stream = EventStream::new(tracer.take_events().context("event rings already taken")?)?;
+        let log = tracer
+            .take_log()
+            // SAFETY: the logger owns its ring's fd for as long as the AsyncFd owns it.
+            .map(|l| unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) })
+            .transpose()
+            .map_err(std::io::Error::from)?;
+        Ok(Self {
+            stream,
+            log,
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            ticks: interval.map(clock),
+            poll: None,
+        })
+    }
+
+    /// Also yields [`Step::Poll`] every `period`.
+    pub fn poll_every(mut self, period: Duration) -> Self {
+        self.poll = Some(clock(period));
+        self
+    }
+
+    /// Waits for the next step; events that arrive are handed to `sink` one at a time, in
+    /// time order, as they are decoded. Cancel-safe: a step not yet returned loses nothing.
+    pub async fn next(&mut self, sink: &mut impl FnMut(Event)) -> Result<Step> {
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.interrupt.recv() => Step::Signal(Sig::Interrupt),
+                _ = self.terminate.recv() => Step::Signal(Sig::Terminate),
+                _ = self.hangup.recv() => Step::Signal(Sig::Hangup),
+                _ = tick(&mut self.ticks) => Step::Tick,
+                _ = tick(&mut self.poll) => Step::Poll,
+                r = self.stream.recv_each(&mut *sink) => {
+                    r?;
+                    Step::Events
+                }
+                r = readable(&mut self.log) => {
+                    r?;
+                    continue;
+                }
+            };
+            return Ok(step);
+        }
+    }
+
+    /// Hands the events pending now to `sink`, without waiting (before a report, so that
+    /// it holds everything that happened up to it).
+    pub fn drain(&mut self, sink: &mut impl FnMut(Event)) {
+        self.stream.drain_each(sink);
+        if let Some(log) = &mut self.log {
+            log.get_mut().flush();
+        }
+    }
+
+    /// Records that did not decode (a bug or a version mismatch; never expected).
+    #[allow(dead_code, reason = "shown by the views that report stream health")]
+    pub fn malformed(&self) -> u64 {
+        self.stream.malformed
+    }
+}
+
+/// The next tick of `clock`, or never without one.
+async fn tick(clock: &mut Option<Interval>) {
+    match clock {
+        Some(c) => {
+            c.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Prints the log records waiting, once the log is readable; never without a log.
+async fn readable(log: &mut Option<AsyncFd<KernelLog>>) -> std::io::Result<()> {
+    let Some(log) = log else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| match log.poll_read_ready_mut(cx) {
+        Poll::Ready(Ok(mut guard)) => {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    })
+    .await
+}

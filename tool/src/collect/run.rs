@@ -1,0 +1,174 @@
+//! `run -- CMD`'s collection: the command started in its cgroup, traced on the driver by
+//! the same [`Collector`] as every interval view, until it ends and its last figures have
+//! come in; then one snapshot with everything since it started.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    cgroup::RunCgroup,
+    command::{self, Identity, Reaped},
+    driver::{Driver, Sig, Step},
+    extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
+    lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
+    session::{Collector, RowKinds, Snapshot},
+    tracer::Tracer,
+};
+use crate::model::{event::Event, proctable::Notice};
+
+/// After the command ends, how long proclens waits at most for its last figures: the
+/// leader's final switch (which comes just after proclens reaped it) and the frees of the
+/// processes that died (an RCU grace period after their reap).
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+/// Once the leader's last switch is in, how long its dead descendants get to be reaped
+/// and freed; those still unreaped then are reported as left behind.
+const REAP_GRACE: Duration = Duration::from_millis(300);
+/// How often the settling checks whether everything is in.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
+
+/// Everything `run` reports, collected.
+pub struct RunOutcome {
+    pub reaped: Reaped,
+    pub wall_s: f64,
+    /// Totals since the command started: its processes (`rows`), threads
+    /// (`thread_rows`), syscalls and copy paths, zombies left.
+    pub snapshot: Snapshot,
+    pub forked: Forked,
+    /// Reaps of processes dead at least [`ZOMBIE_MIN_AGE_NS`] when reaped.
+    pub late_reaps: Vec<Notice>,
+    /// Names of the processes freed during the run, by pid: parents that are gone by
+    /// the report still have a name.
+    pub freed_names: HashMap<u32, String>,
+}
+
+/// The command's process table: seeded with its leader, fed by the events the cgroup
+/// filter lets through, every reap noticed (the late ones are kept).
+fn lifecycle(pid: u32) -> ExtrasOptions {
+    ExtrasOptions {
+        lifecycle: Some(LifecycleOptions {
+            seed: Seed::Pids(vec![pid]),
+            exits_filtered: false,
+            reaps: Reaps::All,
+        }),
+        cgroup: None,
+    }
+}
+
+/// Keeps what the report needs of the reap notices, as they come (a fork storm's would
+/// pile up otherwise).
+#[derive(Default)]
+struct ReapLog {
+    late: Vec<Notice>,
+    freed_names: HashMap<u32, String>,
+}
+
+impl ReapLog {
+    fn take(&mut self, c: &mut Collector) {
+        if let Some(life) = c.lifecycle_mut() {
+            let notices = life.take_notices();
+            self.fold(notices);
+        }
+    }
+
+    fn fold(&mut self, notices: Vec<Notice>) {
+        for n in notices {
+            if let Notice::Reaped {
+                proc: p,
+                dead_for_ns,
+                ..
+            } = &n
+            {
+                self.freed_names.insert(p.key.tgid, p.comm.to_string());
+                if dead_for_ns.is_some_and(|d| d >= ZOMBIE_MIN_AGE_NS) {
+                    self.late.push(n);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `args` in `cgroup` (as `user`) and traces it to its end. Ctrl-C reaches the
+/// command through the terminal and proclens reports after it; SIGTERM and SIGHUP are
+/// passed on to it.
+pub async fn trace(
+    mut tracer: Tracer,
+    cgroup: &RunCgroup,
+    user: Option<Identity>,
+    args: &[String],
+    keep: &[caps::Capability],
+) -> Result<Result<RunOutcome, std::io::Error>> {
+    let mut driver = Driver::new(&mut tracer, None)?;
+    let started = Instant::now();
+    let child = match command::command(args, cgroup, user)?.spawn() {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let pid = child.id();
+    // The command runs as its user now; proclens needs no more than map reads and, at
+    // the end, what removing the cgroup takes.
+    tracer.drop_privileges(keep)?;
+    let mut c = Collector::new(tracer, RowKinds::Both, lifecycle(pid))?;
+    let mut reaps = ReapLog::default();
+    let mut waiter = tokio::task::spawn_blocking(move || command::wait4(pid as i32));
+    let reaped = loop {
+        let mut absorb = |ev| c.absorb(ev);
+        let step = tokio::select! {
+            r = &mut waiter => break r.context("waiting for the command")??,
+            step = driver.next(&mut absorb) => step?,
+        };
+        match step {
+            Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
+            Step::Signal(Sig::Hangup) => forward(pid, libc::SIGHUP),
+            _ => {
+                c.end_batch();
+                reaps.take(&mut c);
+            }
+        }
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut leader_done_at: Option<Instant> = None;
+    let mut leader_exited = false;
+    let live = loop {
+        let live = c.live_threads()?;
+        driver.drain(&mut |ev| {
+            if matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid) {
+                leader_exited = true;
+            }
+            c.absorb(ev);
+        });
+        c.end_batch();
+        reaps.take(&mut c);
+        let now = Instant::now();
+        let leader_gone = leader_exited && !live.values().any(|t| t.tgid == pid);
+        if leader_gone && leader_done_at.is_none() {
+            leader_done_at = Some(now);
+        }
+        let reaps_settled = c.lifecycle_mut().is_some_and(|l| l.all_dead_freed())
+            || leader_done_at.is_some_and(|t| now > t + REAP_GRACE);
+        if (leader_gone && reaps_settled) || now > deadline {
+            break live;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    };
+    let mut snapshot = c.snapshot(&live)?;
+    reaps.fold(std::mem::take(&mut snapshot.extras.notices));
+    Ok(Ok(RunOutcome {
+        reaped,
+        wall_s,
+        snapshot,
+        forked: c.lifecycle_mut().map(|l| l.forked).unwrap_or_default(),
+        late_reaps: reaps.late,
+        freed_names: reaps.freed_names,
+    }))
+}
+
+fn forward(pid: u32, sig: i32) {
+    // SAFETY: kill with our child's pid.
+    unsafe { libc::kill(pid as i32, sig) };
+}

@@ -1,0 +1,136 @@
+//! What every concern's kernel set-up has in common: a fixed life (resolve what the running
+//! kernel looks like, configure the load-time globals, attach, hand over the maps), the
+//! way programs are attached, and what a failed load means, decided on the error's kind.
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Map,
+    programs::{BtfTracePoint, ProgramError, RawTracePoint},
+};
+
+use super::{globals::Globals, object::Object};
+use crate::error::Fatal;
+
+/// One concern's kernel set-up, resolved from the running kernel before loading (its
+/// `resolve` constructor), then run by [`super::tracer::Tracer::start`] in this order.
+/// Its maps are taken by a concern-specific `take` afterwards.
+pub trait Setup {
+    /// Writes this concern's part of the load-time globals and sizes its maps.
+    fn configure<'a>(&'a self, globals: &mut Globals, loader: &mut EbpfLoader<'a>);
+    /// Loads and attaches this concern's programs.
+    fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()>;
+}
+
+/// Loads the program `name` and attaches it to the BTF tracepoint of that name.
+pub fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel: &aya::Btf) -> Result<()> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    prog.load(name, kernel)
+        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
+    prog.attach()
+        .with_context(|| format!("attaching tp_btf/{name}"))?;
+    Ok(())
+}
+
+/// Loads the program `name` and attaches it to the raw tracepoint `tracepoint`.
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<()> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
+    prog.attach(tracepoint)
+        .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
+    Ok(())
+}
+
+/// Takes the map `name` out of the object.
+pub fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the BPF object"))
+}
+
+/// Whether the program `name` (a probe of the object, never attached) passes the
+/// verifier: the kernel's answer to "may these programs call this helper?". A refusal
+/// by the verifier is `false`; any other failure (privileges) is an error.
+pub fn verifier_accepts(ebpf: &mut Ebpf, name: &str) -> Result<bool> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    match prog.load() {
+        // Unloaded again: it has answered, and it never runs.
+        Ok(()) => Ok(prog.unload().is_ok()),
+        Err(ProgramError::LoadError { io_error, .. }) if !is_privilege(&io_error) => Ok(false),
+        Err(e) => Err(load_error(
+            anyhow::Error::new(e).context(format!("loading the probe {name}")),
+        )),
+    }
+}
+
+fn is_privilege(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+}
+
+/// Maps a load failure to its cause, by the errno the kernel returned (found among the
+/// error's sources): EPERM or EACCES is a privilege problem (exit code 3); anything else
+/// is a kernel that cannot run the programs (exit code 5).
+pub fn load_error(err: anyhow::Error) -> anyhow::Error {
+    let privilege = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(is_privilege);
+    let text = format!("{err:#}");
+    if privilege {
+        return Fatal::Privilege(format!(
+            "the kernel refused to load the BPF programs: {text}"
+        ))
+        .into();
+    }
+    Fatal::KernelUnsupported(format!(
+        "the kernel could not load proclens's BPF programs: {text}"
+    ))
+    .into()
+}
+
+/// Loads the object with `globals` and every set-up's configuration.
+pub fn load(object: &[u8], setups: &[&dyn Setup], mut globals: Globals) -> Result<Object> {
+    let mut loader = EbpfLoader::new();
+    for s in setups {
+        s.configure(&mut globals, &mut loader);
+    }
+    globals.apply(&mut loader);
+    let ebpf = loader
+        .load(object)
+        .map_err(|e| load_error(anyhow::Error::new(e)))?;
+    Ok(Object::new(ebpf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_error_is_classified_by_its_errno() {
+        let load = |errno| {
+            let e = ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_prog_load",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            });
+            crate::error::exit_code(&load_error(anyhow::Error::new(e).context("loading x")))
+        };
+        assert_eq!(load(libc::EPERM), std::process::ExitCode::from(3));
+        assert_eq!(load(libc::EACCES), std::process::ExitCode::from(3));
+        assert_eq!(load(libc::EINVAL), std::process::ExitCode::from(5));
+        // Text that merely mentions a permission is not a privilege error.
+        let text = anyhow::anyhow!("Operation not permitted, says the log");
+        assert_eq!(
+            crate::error::exit_code(&load_error(text)),
+            std::process::ExitCode::from(5)
+        );
+    }
+}

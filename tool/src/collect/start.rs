@@ -1,0 +1,24 @@
+//! Starting a view's tracer: its arguments checked first (a missing pid or cgroup is
+//! one line and its own exit code before anything is loaded), then the programs loaded and
+//! attached, then every privilege loading needed dropped.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{
+    cgroup, procfs,
+    tracer::{Tracer, TracerOptions},
+};
+
+/// Checks `pids` and `cgroup`, starts a tracer with `opts` limited to that cgroup, reads
+/// what only a privileged reader may (the zombies' exit codes), and drops privileges: from
+/// then on proclens only reads the fds it holds.
+pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result<Tracer> {
+    procfs::check_pids(pids)?;
+    let cgroup = cgroup.map(cgroup::check_exists).transpose()?;
+    let tracer = Tracer::start(&TracerOptions { cgroup, ..opts })?;
+    super::lifecycle::remember_zombie_codes();
+    tracer.drop_privileges(&[])?;
+    Ok(tracer)
+}
