@@ -6,7 +6,6 @@ mod common;
 use std::{
     collections::BTreeSet,
     fs,
-    path::Path,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -253,29 +252,31 @@ fn normal_end_and_closed_pipe_leave_nothing_behind() {
     assert_all_gone(&ids, "closed stdout");
 }
 
+/// In a mount namespace of its own (so that no other tracer on the machine is disturbed,
+/// and a busy tracefs elsewhere cannot stop the test), tracefs is unmounted; `copies`,
+/// which reads syscall tracepoint formats from it, mounts it again and runs.
 #[test]
 fn tracefs_is_mounted_when_missing() {
     if !can_trace() {
         return;
     }
-    let events = Path::new("/sys/kernel/tracing/events");
-    if events.is_dir() {
-        // Busy (another tracer holds it): nothing to prove here without disturbing it.
-        if !Command::new("umount")
-            .arg("/sys/kernel/tracing")
-            .status()
-            .unwrap()
-            .success()
-        {
-            eprintln!("skipped: tracefs is busy and cannot be unmounted for this test");
-            return;
-        }
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; \
+         if test -d /sys/kernel/tracing/events; then echo still-mounted; exit 97; fi; \
+         {PROCLENS} copies --interval 0.1 --count 1 >/dev/null || exit $?; \
+         test -d /sys/kernel/tracing/events || exit 98"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output_within(COMMAND_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {}
+        Some(97) => panic!("tracefs could not be unmounted in a private mount namespace"),
+        Some(98) => panic!("proclens did not mount tracefs: {stderr}"),
+        other => panic!("copies failed ({other:?}): {stderr}"),
     }
-    assert!(!events.is_dir());
-    // `copies` reads syscall tracepoint formats from tracefs (the switch programs need none).
-    let (code, stderr) = run(&["copies", "--interval", "0.1", "--count", "1"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(events.is_dir(), "proclens did not mount tracefs");
 }
 
 /// CapEff of every thread of a process.
