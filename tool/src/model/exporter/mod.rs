@@ -1,23 +1,60 @@
 //! Cumulative counters for the Prometheus exporter, aggregated by label set (command and
-//! cgroup; optionally pid). Counters only go up: a process that exits keeps its
-//! contribution in its label set, so rates stay right across process churn.
+//! the attribution labels `--labels` chose; optionally pid). Counters only go up: a
+//! process that exits keeps its contribution in its label set, so rates stay right across
+//! process churn.
 //!
-//! Cardinality: without pids a label set is a (command, cgroup) pair, kept for good (a
-//! counter that vanished would read as a reset); with `--per-pid` every series of a process
-//! is dropped in the interval its exit is seen, in every family alike, so the series
-//! count follows the live processes.
+//! Cardinality: a label set stays while any of its processes is left and `--expire` after
+//! that; with `--per-pid` every series of a process is dropped in the interval its exit
+//! is seen. Whoever names a process chooses its `comm`, so the number of label sets is
+//! capped too: [`cardinality`] folds the sets that would take `/metrics` past
+//! `--max-series` into `comm="other"`.
 
-use std::collections::BTreeMap;
+pub mod cardinality;
+pub mod host;
+
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{copies, proctable::ForkStats, switches::Counts};
+pub use cardinality::Guard;
+pub use host::{HostGauges, SCRAPE_BUCKETS, ScrapeDurations, SelfGauges};
 
-/// The labels one series carries.
+/// The attribution labels of a label set: (name, value) pairs in a fixed order, shared by
+/// every process of one cgroup (cloning one is a reference count).
+pub type Attrs = Arc<[(&'static str, Arc<str>)]>;
+
+/// The labels one series carries: the command, the attribution labels, the pid.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Labels {
-    pub comm: String,
-    pub cgroup: String,
+    /// `None` when `--labels` leaves the command out.
+    pub comm: Option<String>,
+    pub attrs: Attrs,
     /// Only with `--per-pid`.
     pub pid: Option<u32>,
+}
+
+impl Labels {
+    /// A label set of a command and attribution labels.
+    #[cfg(test)]
+    pub fn new(comm: &str, attrs: &[(&'static str, &str)]) -> Self {
+        Self {
+            comm: Some(comm.to_string()),
+            attrs: attrs.iter().map(|&(k, v)| (k, Arc::from(v))).collect(),
+            pid: None,
+        }
+    }
+
+    /// Every label as (name, value), in the order they are shown.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::with_capacity(self.attrs.len() + 2);
+        if let Some(c) = &self.comm {
+            v.push(("comm", c.clone()));
+        }
+        v.extend(self.attrs.iter().map(|(k, val)| (*k, val.to_string())));
+        if let Some(pid) = self.pid {
+            v.push(("pid", pid.to_string()));
+        }
+        v
+    }
 }
 
 /// System-wide switch totals.
@@ -104,6 +141,12 @@ pub struct ExporterState {
     /// Zombies held now, by parent; `None` without a process table.
     pub zombies: Option<BTreeMap<ZombieLabels, u64>>,
     pub drops: KernelDrops,
+    /// The machine's process, thread, zombie and pid figures (always shown).
+    pub host: HostGauges,
+    /// Processes in proclens's process table (`proclens_tracked_processes`).
+    pub tracked_processes: u64,
+    /// The cardinality cap and what it folded.
+    pub guard: Guard,
     /// The collection in which each label set last had a process in the rows (alive, or
     /// with figures) or zombies (the gauge): what [`Self::expire`] goes by.
     touched: BTreeMap<Labels, u64>,
@@ -155,6 +198,14 @@ pub struct LabelledDelta<'a> {
 }
 
 impl ExporterState {
+    /// A state whose label sets and series are capped at `max_series` (see [`Guard`]).
+    pub fn with_max_series(max_series: usize) -> Self {
+        Self {
+            guard: Guard::new(max_series),
+            ..Self::default()
+        }
+    }
+
     /// Adds one interval. With per-pid labels, series of processes that have exited are
     /// dropped after this interval's figures are in (their pids never come back as the
     /// same process), which bounds the cardinality to the live processes.
@@ -164,12 +215,14 @@ impl ExporterState {
         system: SystemTotals,
     ) {
         let mut gone = Vec::new();
+        let mut budget = self.budget();
         for r in rows {
             if r.labels.pid.is_some() && !r.alive {
                 gone.push(r.labels.clone());
             }
-            self.touched.insert(r.labels.clone(), self.collections);
-            self.series.entry(r.labels).or_default().merge(r.delta);
+            let labels = self.admit(r.labels, &mut budget);
+            self.touched.insert(labels.clone(), self.collections);
+            self.series.entry(labels).or_default().merge(r.delta);
         }
         self.system.switches += system.switches;
         self.system.same_process += system.same_process;
@@ -186,6 +239,7 @@ impl ExporterState {
         let mut gone = Vec::new();
         self.syscalls_counted = x.procs.is_some();
         self.copies_counted = x.procs.is_some() && x.copies;
+        let mut budget = self.budget();
         for p in x.procs.into_iter().flatten() {
             if p.labels.pid.is_some() && !p.alive {
                 gone.push(p.labels.clone());
@@ -194,37 +248,43 @@ impl ExporterState {
             if p.syscalls == 0 && paths.clone().next().is_none() {
                 continue; // idle: no label set is created for nothing
             }
-            self.touched.insert(p.labels.clone(), self.collections);
-            *self.syscalls.entry(p.labels.clone()).or_default() += p.syscalls;
-            let mut paths = paths.peekable();
-            if paths.peek().is_some() {
-                let mine = self.copies.entry(p.labels).or_default();
-                for r in paths {
-                    let key = PathKey {
-                        op: r.op,
-                        src: r.src,
-                        dst: r.dst,
-                    };
-                    mine.entry(key).or_default().add(&r.delta);
-                }
+            let labels = self.admit(p.labels, &mut budget);
+            self.touched.insert(labels.clone(), self.collections);
+            *self.syscalls.entry(labels.clone()).or_default() += p.syscalls;
+            for r in paths {
+                let key = PathKey {
+                    op: r.op,
+                    src: r.src,
+                    dst: r.dst,
+                };
+                let (owner, key) = self.admit_path(&labels, key, &mut budget);
+                self.copies
+                    .entry(owner)
+                    .or_default()
+                    .entry(key)
+                    .or_default()
+                    .add(&r.delta);
             }
         }
         for f in x.forks {
             if f.labels.pid.is_some() && !f.alive {
                 gone.push(f.labels.clone());
             }
-            self.touched.insert(f.labels.clone(), self.collections);
-            self.forks.entry(f.labels).or_default().add(&f.delta);
+            let labels = self.admit(f.labels, &mut budget);
+            self.touched.insert(labels.clone(), self.collections);
+            self.forks.entry(labels).or_default().add(&f.delta);
         }
         self.zombies = x.zombies.map(|zs| {
+            let before = self.zombies.take().unwrap_or_default();
             let mut now: BTreeMap<ZombieLabels, u64> = BTreeMap::new();
             for z in zs {
+                let z = self.admit_zombie_parent(z, &before, &now, &mut budget);
                 self.zombies_touched.insert(z.clone(), self.collections);
                 *now.entry(z).or_default() += 1;
             }
             // A parent command that held zombies reads 0 once they are reaped (its
             // series stays, like the counters' label sets); per-pid series go.
-            for l in self.zombies.take().unwrap_or_default().into_keys() {
+            for l in before.into_keys() {
                 if l.parent_pid.is_none() {
                     now.entry(l).or_default();
                 }
@@ -249,6 +309,11 @@ impl ExporterState {
         self.touched.remove(l);
     }
 
+    /// Label sets shown now.
+    pub fn label_sets(&self) -> usize {
+        self.touched.len()
+    }
+
     /// Drops every series whose label set has had no process for more than `collections`
     /// collections (and every zombie gauge left at 0 that long): commands and cgroups come
     /// and go (containers, jobs), and a fleet's Prometheus should not keep their series
@@ -270,295 +335,10 @@ impl ExporterState {
                 z.remove(l);
             }
         }
+        self.guard.expire(cutoff);
         stale.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(comm: &str, pid: Option<u32>) -> Labels {
-        Labels {
-            comm: comm.into(),
-            cgroup: "/".into(),
-            pid,
-        }
-    }
-
-    #[test]
-    fn label_sets_without_a_process_expire_from_every_family() {
-        let mut st = ExporterState::default();
-        let d = Counts {
-            voluntary: 1,
-            ..Counts::default()
-        };
-        let row = |comm: &str| LabelledDelta {
-            labels: labels(comm, None),
-            delta: &d,
-            alive: true,
-        };
-        let zombie = |parent_comm: &str| ZombieLabels {
-            parent_comm: parent_comm.into(),
-            parent_pid: None,
-        };
-        // Collection 0: a job and a daemon; the job forks, and holds a zombie.
-        st.apply([row("job"), row("daemon")], SystemTotals::default());
-        st.apply_extras(ExtrasDelta {
-            forks: vec![ForkDelta {
-                labels: labels("job", None),
-                delta: ForkStats {
-                    processes: 1,
-                    ..ForkStats::default()
-                },
-                alive: true,
-            }],
-            zombies: Some(vec![zombie("job")]),
-            ..ExtrasDelta::default()
-        });
-        // Collections 1 and 2: only the daemon is left; the zombie was reaped.
-        for _ in 0..2 {
-            st.apply([row("daemon")], SystemTotals::default());
-            st.apply_extras(ExtrasDelta {
-                zombies: Some(vec![]),
-                ..ExtrasDelta::default()
-            });
-        }
-        assert_eq!(st.zombies.as_ref().unwrap()[&zombie("job")], 0);
-        assert_eq!(st.expire(3), 0, "not yet: seen 3 collections ago");
-        assert!(st.series.contains_key(&labels("job", None)));
-        assert_eq!(st.expire(1), 1);
-        assert!(!st.series.contains_key(&labels("job", None)));
-        assert!(!st.forks.contains_key(&labels("job", None)));
-        assert!(st.zombies.as_ref().unwrap().is_empty());
-        assert_eq!(st.series[&labels("daemon", None)].voluntary, 3);
-    }
-
-    #[test]
-    fn counters_accumulate_across_processes_of_one_label_set() {
-        let mut st = ExporterState::default();
-        let d1 = Counts {
-            voluntary: 3,
-            involuntary: 1,
-            ..Counts::default()
-        };
-        let d2 = Counts {
-            voluntary: 2,
-            ..Counts::default()
-        };
-        st.apply(
-            [
-                LabelledDelta {
-                    labels: labels("sh", None),
-                    delta: &d1,
-                    alive: false,
-                },
-                LabelledDelta {
-                    labels: labels("sh", None),
-                    delta: &d2,
-                    alive: true,
-                },
-            ],
-            SystemTotals {
-                switches: 10,
-                ..SystemTotals::default()
-            },
-        );
-        st.apply(
-            [LabelledDelta {
-                labels: labels("sh", None),
-                delta: &d2,
-                alive: true,
-            }],
-            SystemTotals {
-                switches: 5,
-                ..SystemTotals::default()
-            },
-        );
-        let s = &st.series[&labels("sh", None)];
-        assert_eq!(
-            (s.voluntary, s.involuntary),
-            (7, 1),
-            "dead processes keep their share"
-        );
-        assert_eq!(st.system.switches, 15);
-        assert_eq!(st.collections, 2);
-    }
-
-    #[test]
-    fn per_pid_series_of_exited_processes_are_dropped() {
-        let mut st = ExporterState::default();
-        let d = Counts {
-            voluntary: 1,
-            ..Counts::default()
-        };
-        st.apply(
-            [
-                LabelledDelta {
-                    labels: labels("a", Some(1)),
-                    delta: &d,
-                    alive: true,
-                },
-                LabelledDelta {
-                    labels: labels("b", Some(2)),
-                    delta: &d,
-                    alive: false,
-                },
-            ],
-            SystemTotals::default(),
-        );
-        assert!(st.series.contains_key(&labels("a", Some(1))));
-        assert!(!st.series.contains_key(&labels("b", Some(2))));
-    }
-
-    fn sendfile_path(bytes: u64) -> copies::PathRow {
-        use proclens_common::copies::{fd_kind, op};
-        let delta = copies::Counts {
-            bytes,
-            calls: 1,
-            errors: 0,
-        };
-        copies::PathRow {
-            op: op::SENDFILE64,
-            src: fd_kind::FILE,
-            dst: fd_kind::SOCKET,
-            delta,
-            total: delta,
-        }
-    }
-
-    fn proc_delta<'a>(
-        l: Labels,
-        syscalls: u64,
-        paths: &'a [copies::PathRow],
-        alive: bool,
-    ) -> ProcDelta<'a> {
-        ProcDelta {
-            labels: l,
-            syscalls,
-            paths,
-            alive,
-        }
-    }
-
-    #[test]
-    fn syscalls_and_copy_paths_accumulate_per_label_set() {
-        let mut st = ExporterState::default();
-        let (a, b) = ([sendfile_path(100)], [sendfile_path(23)]);
-        st.apply_extras(ExtrasDelta {
-            procs: Some(vec![
-                proc_delta(labels("web", None), 5, &a, false),
-                proc_delta(labels("web", None), 2, &b, true),
-                proc_delta(labels("idle", None), 0, &[], true),
-            ]),
-            copies: true,
-            ..ExtrasDelta::default()
-        });
-        st.apply_extras(ExtrasDelta {
-            procs: Some(vec![proc_delta(labels("web", None), 1, &b, true)]),
-            copies: true,
-            ..ExtrasDelta::default()
-        });
-        assert_eq!(st.syscalls[&labels("web", None)], 8);
-        assert!(
-            !st.syscalls.contains_key(&labels("idle", None)),
-            "a process that did nothing creates no series"
-        );
-        let paths = &st.copies[&labels("web", None)];
-        assert_eq!(paths.len(), 1);
-        let c = paths.values().next().unwrap();
-        assert_eq!(
-            (c.bytes, c.calls),
-            (146, 3),
-            "the exited process keeps its share"
-        );
-        assert!(st.syscalls_counted && st.copies_counted);
-    }
-
-    #[test]
-    fn per_pid_series_of_exited_processes_leave_every_family() {
-        let mut st = ExporterState::default();
-        let p = [sendfile_path(1)];
-        let fork = ForkStats {
-            processes: 2,
-            ..ForkStats::default()
-        };
-        st.apply_extras(ExtrasDelta {
-            procs: Some(vec![
-                proc_delta(labels("a", Some(1)), 1, &p, true),
-                proc_delta(labels("b", Some(2)), 1, &p, true),
-            ]),
-            copies: true,
-            forks: vec![ForkDelta {
-                labels: labels("b", Some(2)),
-                delta: fork,
-                alive: true,
-            }],
-            ..ExtrasDelta::default()
-        });
-        assert!(st.forks.contains_key(&labels("b", Some(2))));
-        st.apply_extras(ExtrasDelta {
-            procs: Some(vec![proc_delta(labels("b", Some(2)), 3, &p, false)]),
-            copies: true,
-            ..ExtrasDelta::default()
-        });
-        for gone in [
-            st.syscalls.contains_key(&labels("b", Some(2))),
-            st.copies.contains_key(&labels("b", Some(2))),
-            st.forks.contains_key(&labels("b", Some(2))),
-        ] {
-            assert!(!gone);
-        }
-        assert_eq!(st.syscalls[&labels("a", Some(1))], 1);
-    }
-
-    #[test]
-    fn forks_accumulate_and_zombies_are_a_gauge_per_parent_command() {
-        let mut st = ExporterState::default();
-        let z = |c: &str, pid: Option<u32>| ZombieLabels {
-            parent_comm: c.into(),
-            parent_pid: pid,
-        };
-        let fork = ForkStats {
-            processes: 3,
-            threads: 1,
-            child_exits: 2,
-            child_failures: 1,
-            waits: 0,
-        };
-        let forks = || {
-            vec![ForkDelta {
-                labels: labels("sh", None),
-                delta: fork,
-                alive: true,
-            }]
-        };
-        st.apply_extras(ExtrasDelta {
-            forks: forks(),
-            zombies: Some(vec![z("sh", None), z("sh", None), z("x", Some(9))]),
-            ..ExtrasDelta::default()
-        });
-        st.apply_extras(ExtrasDelta {
-            forks: forks(),
-            zombies: Some(vec![z("sh", None)]),
-            ..ExtrasDelta::default()
-        });
-        let f = st.forks[&labels("sh", None)];
-        assert_eq!(
-            (f.processes, f.threads, f.child_exits, f.child_failures),
-            (6, 2, 4, 2)
-        );
-        let zs = st.zombies.as_ref().unwrap();
-        assert_eq!(zs[&z("sh", None)], 1);
-        assert!(
-            !zs.contains_key(&z("x", Some(9))),
-            "per-pid parents go at 0"
-        );
-        st.apply_extras(ExtrasDelta {
-            zombies: Some(vec![]),
-            ..ExtrasDelta::default()
-        });
-        assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
-        assert!(!st.syscalls_counted, "no syscall rows: not counted");
-    }
-}
+mod tests;

@@ -1,291 +1,99 @@
-//! `/metrics`: the exporter state encoded by prometheus-client (OpenMetrics text), through a
-//! custom collector so series come and go with the processes.
+//! `/metrics`: the exporter state encoded by prometheus-client (OpenMetrics or the classic
+//! text format), through a custom collector so series come and go with the processes.
+//! `families` holds the per-process families, `own` the machine's and proclens's own.
+
+mod families;
+mod own;
 
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _, text::encode},
+    encoding::{
+        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, text::encode,
+    },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 
-use crate::model::{
-    copies::{Class, kind_name, op_name},
-    exporter::{ExporterState, Labels},
-};
+use crate::model::exporter::{ExporterState, ScrapeDurations, SelfGauges};
 
-/// Shares the state with the collector task.
+/// The state shared between the collector task and the HTTP side.
 #[derive(Debug, Clone, Default)]
-pub struct Shared(pub Arc<Mutex<ExporterState>>);
+pub struct Shared {
+    pub state: Arc<Mutex<ExporterState>>,
+    /// How long the scrapes served so far took to encode and send.
+    pub scrapes: Arc<Mutex<ScrapeDurations>>,
+}
 
-impl Collector for Shared {
+/// One exposition's view: the shared state, proclens's own figures read for this scrape,
+/// and the scrape durations so far.
+#[derive(Debug)]
+struct Exposition {
+    shared: Shared,
+    me: SelfGauges,
+    scrapes: ScrapeDurations,
+}
+
+impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let st = self.0.lock().map_err(|_| std::fmt::Error)?;
-        encode_state(&st, &mut enc)
+        let st = self.shared.state.lock().map_err(|_| std::fmt::Error)?;
+        families::encode(&st, &mut enc)?;
+        own::encode(&st, &self.me, &self.scrapes, &mut enc)
     }
 }
 
-fn label_vec(l: &Labels) -> Vec<(&'static str, String)> {
-    let mut v = vec![("comm", l.comm.clone()), ("cgroup", l.cgroup.clone())];
-    if let Some(pid) = l.pid {
-        v.push(("pid", pid.to_string()));
-    }
-    v
-}
+/// Labels of a series: (name, value) pairs.
+type LabelVec = Vec<(&'static str, String)>;
 
-fn counter_family(
+/// A family of one metric type, a series per (labels, metric).
+fn family<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl Iterator<Item = (Vec<(&'static str, String)>, u64)>,
+    ty: MetricType,
+    series: impl Iterator<Item = (LabelVec, M)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
     for (labels, v) in series {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        v.encode(m.encode_family(&labels)?)?;
     }
     Ok(())
 }
 
+fn counter_family<N: EncodeCounterValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (LabelVec, N)>,
+) -> Result<(), std::fmt::Error> {
+    let series = series.map(|(l, v)| (l, ConstCounter::new(v)));
+    family(enc, name, help, MetricType::Counter, series)
+}
+
+/// A counter of nanoseconds, shown in seconds (the base unit).
 fn seconds_family(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl Iterator<Item = (Vec<(&'static str, String)>, u64)>,
+    series: impl Iterator<Item = (LabelVec, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, ns) in series {
-        ConstCounter::new(ns as f64 / 1e9).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
+    counter_family(enc, name, help, series.map(|(l, ns)| (l, ns as f64 / 1e9)))
 }
 
-fn with_kind(l: &Labels, key: &'static str, kind: &str) -> Vec<(&'static str, String)> {
-    let mut v = label_vec(l);
-    v.push((key, kind.to_string()));
-    v
+fn gauge_family<N: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (LabelVec, N)>,
+) -> Result<(), std::fmt::Error> {
+    let series = series.map(|(l, v)| (l, ConstGauge::new(v)));
+    family(enc, name, help, MetricType::Gauge, series)
 }
 
-fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    let s = &st.series;
-    counter_family(
-        enc,
-        "proclens_context_switches",
-        "Context switches out of a task, by the kernel's rule: voluntary (blocked) or involuntary (preempted)",
-        s.iter().flat_map(|(l, v)| {
-            [
-                (with_kind(l, "kind", "voluntary"), v.voluntary),
-                (with_kind(l, "kind", "involuntary"), v.involuntary),
-            ]
-        }),
-    )?;
-    counter_family(
-        enc,
-        "proclens_switches_in",
-        "Switches onto a CPU by where they came from: same_process (address space kept), cross_process (address space changed), idle_or_kernel",
-        s.iter().flat_map(|(l, v)| {
-            [
-                (with_kind(l, "from", "same_process"), v.same_in),
-                (with_kind(l, "from", "cross_process"), v.cross_in),
-                (with_kind(l, "from", "idle_or_kernel"), v.idle_kernel_in),
-            ]
-        }),
-    )?;
-    seconds_family(
-        enc,
-        "proclens_oncpu_seconds",
-        "Time running on a CPU",
-        s.iter().map(|(l, v)| (label_vec(l), v.oncpu_ns)),
-    )?;
-    seconds_family(
-        enc,
-        "proclens_blocked_seconds",
-        "Time blocked (off CPU after a voluntary switch, until woken)",
-        s.iter().map(|(l, v)| (label_vec(l), v.blocked_ns)),
-    )?;
-    seconds_family(
-        enc,
-        "proclens_runqueue_wait_seconds",
-        "Time runnable but waiting for a CPU",
-        s.iter().map(|(l, v)| (label_vec(l), v.runq_ns)),
-    )?;
-    {
-        let mut m = enc.encode_descriptor(
-            "proclens_runqueue_latency_seconds",
-            "Run-queue latency (wakeup or preemption to running), log2 buckets",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (l, v) in s {
-            let count: u64 = v.runq_hist.iter().sum();
-            let mut cumulative = 0;
-            let buckets: Vec<(f64, u64)> = v
-                .runq_hist
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    cumulative += n;
-                    // Bucket i holds [2^i, 2^(i+1)) µs: its upper bound in seconds.
-                    ((1u64 << (i + 1)) as f64 / 1e6, cumulative)
-                })
-                .collect();
-            let labels = label_vec(l);
-            m.encode_family(&labels)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    v.runq_ns as f64 / 1e9,
-                    count,
-                    &buckets,
-                    None,
-                )?;
-        }
-    }
-    let sys = &st.system;
-    counter_family(
-        enc,
-        "proclens_system_switches",
-        "All context switches on the machine by kind (same_process, cross_process, idle_or_kernel)",
-        [
-            ("same_process", sys.same_process),
-            ("cross_process", sys.cross_process),
-            ("idle_or_kernel", sys.idle_or_kernel),
-        ]
-        .into_iter()
-        .map(|(k, v)| (vec![("kind", k.to_string())], v)),
-    )?;
-    counter_family(
-        enc,
-        "proclens_lost_events",
-        "Ring-buffer events lost (reservations that failed, counted in the kernel)",
-        std::iter::once((vec![], st.lost_events)),
-    )?;
-    {
-        let mut m = enc.encode_descriptor(
-            "proclens_untracked_threads",
-            "Threads the per-thread map had no room for",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(st.untracked_threads as i64).encode(m.encode_family(&Vec::<(
-            &str,
-            String,
-        )>::new(
-        ))?)?;
-    }
-    encode_extras(st, enc)?;
-    counter_family(
-        enc,
-        "proclens_bpf_program_runs",
-        "Runs of proclens's BPF programs (kernel bpf_stats; 0 unless kernel.bpf_stats_enabled=1)",
-        st.programs
-            .iter()
-            .map(|p| (vec![("program", p.name.clone())], p.run_count)),
-    )?;
-    seconds_family(
-        enc,
-        "proclens_bpf_program_run_time_seconds",
-        "Time spent in proclens's BPF programs (kernel bpf_stats; 0 unless kernel.bpf_stats_enabled=1)",
-        st.programs
-            .iter()
-            .map(|p| (vec![("program", p.name.clone())], p.run_time_ns)),
-    )?;
-    Ok(())
-}
-
-/// Syscalls, copy paths, forks, zombies and the kernel's drop counters.
-fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    if st.syscalls_counted {
-        counter_family(
-            enc,
-            "proclens_syscalls",
-            "Syscalls made (each one a user->kernel mode switch)",
-            st.syscalls.iter().map(|(l, v)| (label_vec(l), *v)),
-        )?;
-    }
-    if st.copies_counted {
-        let path_labels = |l: &Labels, k: &crate::model::exporter::PathKey| {
-            let mut v = label_vec(l);
-            v.extend([
-                ("syscall", op_name(k.op).to_string()),
-                ("class", Class::of(k.op).as_str().to_string()),
-                ("src", kind_name(k.src).to_string()),
-                ("dst", kind_name(k.dst).to_string()),
-            ]);
-            v
-        };
-        let paths = || {
-            st.copies
-                .iter()
-                .flat_map(|(l, ps)| ps.iter().map(move |(k, c)| (l, k, c)))
-        };
-        counter_family(
-            enc,
-            "proclens_copy_bytes",
-            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: through a user buffer; in_kernel: sendfile/splice/tee/copy_file_range; user_pages: vmsplice; mmap: mapped length) and fd kind on each side",
-            paths().map(|(l, k, c)| (path_labels(l, k), c.bytes)),
-        )?;
-        counter_family(
-            enc,
-            "proclens_copy_calls",
-            "Successful copy-family syscalls, labelled as proclens_copy_bytes",
-            paths().map(|(l, k, c)| (path_labels(l, k), c.calls)),
-        )?;
-        counter_family(
-            enc,
-            "proclens_copy_errors",
-            "Failed copy-family syscalls, labelled as proclens_copy_bytes",
-            paths().map(|(l, k, c)| (path_labels(l, k), c.errors)),
-        )?;
-    }
-    counter_family(
-        enc,
-        "proclens_forks",
-        "Tasks created, by the creating process: kind=process (fork, clone without CLONE_THREAD) or thread",
-        st.forks.iter().flat_map(|(l, f)| {
-            [
-                (with_kind(l, "kind", "process"), f.processes),
-                (with_kind(l, "kind", "thread"), f.threads),
-            ]
-        }),
-    )?;
-    counter_family(
-        enc,
-        "proclens_child_exits",
-        "Child processes that died, by parent",
-        st.forks.iter().map(|(l, f)| (label_vec(l), f.child_exits)),
-    )?;
-    counter_family(
-        enc,
-        "proclens_child_failures",
-        "Child processes that exited with a non-zero code or were killed by a signal, by parent",
-        st.forks
-            .iter()
-            .map(|(l, f)| (label_vec(l), f.child_failures)),
-    )?;
-    if let Some(zombies) = &st.zombies {
-        let mut m = enc.encode_descriptor(
-            "proclens_zombies",
-            "Zombies held now (children dead for at least 1 s and not waited for), by parent command",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (l, n) in zombies {
-            let mut labels = vec![("parent_comm", l.parent_comm.clone())];
-            if let Some(pid) = l.parent_pid {
-                labels.push(("parent_pid", pid.to_string()));
-            }
-            ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
-        }
-    }
-    counter_family(
-        enc,
-        "proclens_dropped",
-        "What the kernel side could not record, by reason: ringbuf_full (events lost), thread_map_full (threads untracked), inflight_map_full and copy_map_full (copy calls unaccounted), syscall_map_full (syscalls uncounted)",
-        st.drops
-            .named()
-            .into_iter()
-            .map(|(k, v)| (vec![("reason", k.to_string())], v)),
-    )?;
-    Ok(())
+/// One unlabelled gauge.
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    gauge_family(enc, name, help, std::iter::once((vec![], v as i64)))
 }
 
 /// Exposition formats, chosen from the scraper's `Accept` header.
@@ -314,10 +122,19 @@ impl Format {
     }
 }
 
-/// The whole exposition.
-pub fn exposition(shared: &Shared, format: Format) -> Result<String, std::fmt::Error> {
+/// The whole exposition, with proclens's own figures `me` as read for this scrape.
+pub fn exposition(
+    shared: &Shared,
+    format: Format,
+    me: SelfGauges,
+) -> Result<String, std::fmt::Error> {
+    let scrapes = shared.scrapes.lock().map_err(|_| std::fmt::Error)?.clone();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(shared.clone()));
+    registry.register_collector(Box::new(Exposition {
+        shared: shared.clone(),
+        me,
+        scrapes,
+    }));
     let mut out = String::new();
     match format {
         Format::OpenMetrics => encode(&mut out, &registry)?,
@@ -327,165 +144,4 @@ pub fn exposition(shared: &Shared, format: Format) -> Result<String, std::fmt::E
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{
-        exporter::{LabelledDelta, SystemTotals},
-        switches::Counts,
-    };
-
-    #[test]
-    fn exposition_has_typed_families_and_labels() {
-        let shared = Shared::default();
-        let mut d = Counts {
-            voluntary: 5,
-            involuntary: 2,
-            same_in: 1,
-            oncpu_ns: 1_500_000_000,
-            ..Counts::default()
-        };
-        d.runq_hist[3] = 4;
-        shared.0.lock().unwrap().apply(
-            [LabelledDelta {
-                labels: Labels {
-                    comm: "nginx".into(),
-                    cgroup: "/web".into(),
-                    pid: None,
-                },
-                delta: &d,
-                alive: true,
-            }],
-            SystemTotals {
-                switches: 9,
-                same_process: 1,
-                cross_process: 3,
-                idle_or_kernel: 5,
-            },
-        );
-        let text = exposition(&shared, Format::OpenMetrics).unwrap();
-        assert!(
-            text.contains("# TYPE proclens_context_switches counter"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"proclens_context_switches_total{comm="nginx",cgroup="/web",kind="voluntary"} 5"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"proclens_oncpu_seconds_total{comm="nginx",cgroup="/web"} 1.5"#),
-            "{text}"
-        );
-        assert!(text.contains(r#"proclens_runqueue_latency_seconds_bucket{le="0.000016",comm="nginx",cgroup="/web"} 4"#) || text.contains(r#"proclens_runqueue_latency_seconds_bucket{comm="nginx",cgroup="/web",le="0.000016"} 4"#), "{text}");
-        assert!(
-            text.contains(r#"proclens_system_switches_total{kind="cross_process"} 3"#),
-            "{text}"
-        );
-        assert!(text.trim_end().ends_with("# EOF"));
-        let classic = exposition(&shared, Format::Text).unwrap();
-        assert!(
-            classic.contains("# TYPE proclens_context_switches_total counter"),
-            "{classic}"
-        );
-        assert!(!classic.contains("# EOF"));
-    }
-
-    #[test]
-    fn format_follows_accept() {
-        assert_eq!(
-            Format::from_accept(Some(
-                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
-            )),
-            Format::OpenMetrics
-        );
-        assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
-        assert_eq!(Format::from_accept(None), Format::Text);
-    }
-
-    #[test]
-    fn extras_families_carry_their_labels() {
-        use crate::model::{
-            copies::{Counts as CopyCounts, PathRow},
-            exporter::{ExtrasDelta, ForkDelta, KernelDrops, ProcDelta, ZombieLabels},
-            proctable::ForkStats,
-        };
-        use proclens_common::copies::{fd_kind, op};
-        let shared = Shared::default();
-        let l = Labels {
-            comm: "nginx".into(),
-            cgroup: "/web".into(),
-            pid: None,
-        };
-        let c = CopyCounts {
-            bytes: 4096,
-            calls: 2,
-            errors: 1,
-        };
-        let paths = [PathRow {
-            op: op::SENDFILE64,
-            src: fd_kind::FILE,
-            dst: fd_kind::SOCKET,
-            delta: c,
-            total: c,
-        }];
-        shared.0.lock().unwrap().apply_extras(ExtrasDelta {
-            procs: Some(vec![ProcDelta {
-                labels: l.clone(),
-                syscalls: 7,
-                paths: &paths,
-                alive: true,
-            }]),
-            copies: true,
-            forks: vec![ForkDelta {
-                labels: l,
-                delta: ForkStats {
-                    processes: 3,
-                    threads: 4,
-                    child_exits: 2,
-                    child_failures: 1,
-                    waits: 2,
-                },
-                alive: true,
-            }],
-            zombies: Some(vec![ZombieLabels {
-                parent_comm: "nginx".into(),
-                parent_pid: None,
-            }]),
-            drops: KernelDrops {
-                copy_map_full: 5,
-                ..KernelDrops::default()
-            },
-        });
-        let text = exposition(&shared, Format::Text).unwrap();
-        for want in [
-            r#"proclens_syscalls_total{comm="nginx",cgroup="/web"} 7"#,
-            r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 4096"#,
-            r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 2"#,
-            r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 1"#,
-            r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="process"} 3"#,
-            r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="thread"} 4"#,
-            r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,
-            r#"proclens_child_failures_total{comm="nginx",cgroup="/web"} 1"#,
-            r#"proclens_zombies{parent_comm="nginx"} 1"#,
-            r#"proclens_dropped_total{reason="copy_map_full"} 5"#,
-            r#"proclens_dropped_total{reason="ringbuf_full"} 0"#,
-            "# TYPE proclens_zombies gauge",
-        ] {
-            assert!(text.contains(want), "{want} missing from\n{text}");
-        }
-    }
-
-    #[test]
-    fn families_not_collected_are_not_shown() {
-        let text = exposition(&Shared::default(), Format::Text).unwrap();
-        for absent in [
-            "proclens_syscalls",
-            "proclens_copy_bytes",
-            "proclens_zombies",
-        ] {
-            assert!(!text.contains(absent), "{absent} in\n{text}");
-        }
-        assert!(text.contains("# TYPE proclens_dropped_total counter"));
-    }
-}
+mod tests;
