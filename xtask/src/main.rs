@@ -34,6 +34,10 @@ enum Task {
     },
     /// Write the man page and shell completions into target/dist/.
     Dist,
+    /// Build the OCI image `proclens:<version>` with podman (or buildah) from
+    /// deploy/Containerfile: FROM scratch, the release binary (with the file capabilities
+    /// cap_bpf,cap_perfmon=ep) and the shared libraries ldd names. Needs root.
+    Image,
     /// Measure overhead, in one run: a switch-bound workload (pinned `perf bench sched
     /// pipe`) untraced / proclens / an equivalent bpftrace counter, with the kernel's
     /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
@@ -172,6 +176,15 @@ fn run() -> Result<ExitCode> {
                 )?;
             }
             eprintln!("xtask: wrote {}", dist.display());
+        }
+        Task::Image => {
+            setup::ensure_toolchain()?;
+            setup::ensure_image_tools()?;
+            let bin = build_release()?;
+            let tag = proclens_xtask::image::tag();
+            let work = workspace_root().join("target/image");
+            proclens_xtask::image::build(&bin, &workspace_root(), &work, &tag)?;
+            eprintln!("xtask: built image {tag}");
         }
         Task::Bench {
             reps,

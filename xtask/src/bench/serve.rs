@@ -26,6 +26,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use proclens_xtask::idle::Idle;
+
 use super::{machine, median};
 
 const PROCESSES: usize = 1000;
@@ -35,63 +37,6 @@ const WINDOW: u64 = 30;
 const WARMUP: Duration = Duration::from_secs(5);
 /// Round trips of the per-syscall cost runs (two syscalls each).
 const ROUND_TRIPS: u64 = 200_000;
-
-/// The idle processes; killed on drop.
-struct Idle {
-    pids: Vec<libc::pid_t>,
-}
-
-impl Idle {
-    fn start(n: usize, names: usize) -> Result<Self> {
-        let parent = std::process::id() as libc::pid_t;
-        let mut pids = Vec::with_capacity(n);
-        // Names made before forking: the children must not allocate.
-        let names: Vec<std::ffi::CString> = (0..names)
-            .map(|i| std::ffi::CString::new(format!("pl-idle-{i:03}")).expect("no NUL"))
-            .collect();
-        for i in 0..n {
-            let name = names[i % names.len()].as_ptr();
-            // SAFETY: the child calls only async-signal-safe functions (prctl, nanosleep,
-            // getppid, _exit) and never returns into Rust.
-            let pid = unsafe { libc::fork() };
-            if pid < 0 {
-                bail!("fork: {}", std::io::Error::last_os_error());
-            }
-            if pid == 0 {
-                // SAFETY: see above.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    libc::prctl(libc::PR_SET_NAME, name);
-                    let nap = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 100_000_000,
-                    };
-                    loop {
-                        libc::nanosleep(&nap, std::ptr::null_mut());
-                        if libc::getppid() != parent {
-                            libc::_exit(0);
-                        }
-                    }
-                }
-            }
-            pids.push(pid);
-        }
-        Ok(Self { pids })
-    }
-}
-
-impl Drop for Idle {
-    fn drop(&mut self) {
-        for &p in &self.pids {
-            // SAFETY: signalling and reaping our own children.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-        for &p in &self.pids {
-            // SAFETY: as above.
-            unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
-        }
-    }
-}
 
 /// A `proclens serve` on a free loopback port; SIGINT on drop.
 struct Serve {
@@ -260,7 +205,8 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     ];
     let mut samples: Vec<Vec<Sample>> = conditions.iter().map(|_| Vec::new()).collect();
     {
-        let _idle = Idle::start(PROCESSES, NAMES)?;
+        let names: Vec<String> = (0..NAMES).map(|i| format!("pl-idle-{i:03}")).collect();
+        let _idle = Idle::start(PROCESSES, &names, Duration::from_millis(100))?;
         // One window per condition per round (interleaved); fewer rounds than the other
         // sections: each window is 30 s.
         for round in 0..reps.clamp(1, 2) {
