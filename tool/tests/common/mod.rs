@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod copy_workloads;
+pub mod exporter;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod workload;

@@ -48,13 +48,28 @@ pub(super) fn gauges(extras: &Extras) -> HostGauges {
 }
 
 /// Fields of /proc/self/stat after the command: utime, stime (clock ticks), starttime
-/// (ticks since boot), vsize (bytes), rss (pages), num_threads.
-fn parse_stat(stat: &str) -> Option<[u64; 6]> {
+/// (ticks since boot), vsize (bytes), num_threads.
+fn parse_stat(stat: &str) -> Option<[u64; 5]> {
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command, field 3 (state) is f[0]: utime 14, stime 15, num_threads 20,
-    // starttime 22, vsize 23, rss 24.
+    // starttime 22, vsize 23.
     let at = |n: usize| f.get(n - 3)?.parse().ok();
-    Some([at(14)?, at(15)?, at(22)?, at(23)?, at(24)?, at(20)?])
+    Some([at(14)?, at(15)?, at(22)?, at(23)?, at(20)?])
+}
+
+/// VmRSS of a /proc status text, in bytes. /proc/PID/stat's rss field reads the
+/// kernel's per-CPU counters without summing them (pages off, as `ps` and the status
+/// file show it); the status file sums them.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The soft limit of /proc/self/limits' "Max open files" line.
@@ -71,14 +86,9 @@ fn parse_max_fds(limits: &str) -> Option<u64> {
 /// proclens's own figures, now.
 pub(super) fn own() -> SelfGauges {
     // SAFETY: sysconf has no preconditions.
-    let (hz, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK) as f64,
-            libc::sysconf(libc::_SC_PAGESIZE) as u64,
-        )
-    };
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let stat = fs::read_to_string("/proc/self/stat").ok();
-    let [utime, stime, start, vsize, rss, threads] =
+    let [utime, stime, start, vsize, threads] =
         stat.as_deref().and_then(parse_stat).unwrap_or_default();
     let boot = fs::read_to_string("/proc/stat").ok().and_then(|s| {
         s.lines()
@@ -87,9 +97,13 @@ pub(super) fn own() -> SelfGauges {
     });
     SelfGauges {
         cpu_seconds: (utime + stime) as f64 / hz,
-        resident_bytes: rss * page,
+        resident_bytes: fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| parse_vm_rss(&s))
+            .unwrap_or(0),
         virtual_bytes: vsize,
-        open_fds: fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
+        // Less the descriptor reading the directory holds.
+        open_fds: fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1) as u64),
         max_fds: fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|l| parse_max_fds(&l))
@@ -108,7 +122,8 @@ mod tests {
         assert_eq!(parse_loadavg_threads("0.52 0.48 0.41 2/412 96131\n"), Some(412));
         assert_eq!(parse_loadavg_threads("0.52 0.48"), None);
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 5 0 1234 8192000 300 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some([7, 3, 1234, 8_192_000, 300, 5]));
+        assert_eq!(parse_stat(stat), Some([7, 3, 1234, 8_192_000, 5]));
+        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t   47616 kB\n"), Some(47616 * 1024));
         assert_eq!(parse_stat("42 (x) S 1"), None);
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));
