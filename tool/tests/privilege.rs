@@ -6,8 +6,6 @@ mod common;
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     thread,
@@ -15,8 +13,9 @@ use std::{
 };
 
 use common::{
-    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, assert_one_line, can_trace, keeps_caps,
-    kept_caps,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, assert_one_line, can_trace,
+    exporter::{Server, http, sample_sum},
+    keeps_caps, kept_caps,
 };
 
 workload_entry!();
@@ -156,23 +155,9 @@ fn run_under_sudo_runs_the_command_as_the_invoking_user() {
 }
 
 
-/// `GET /metrics` over HTTP/1.0; the body.
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"), "{resp}");
-    resp.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 /// The sum of the samples of `name` (any labels).
 fn sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sample_sum(body, name, &[])
 }
 
 /// Issue 18: the least-privilege start the DaemonSet and the systemd unit make — not root
@@ -217,26 +202,10 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("setpriv (util-linux)");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut early = String::new();
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let st = child.wait().unwrap();
-            panic!("proclens exited ({st}) before serving: {early}");
-        }
-        if let Some(a) = line
-            .trim()
-            .strip_prefix("proclens: serving http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-        {
-            break a.parse().unwrap();
-        }
-        early.push_str(&line);
-    };
-    thread::spawn(move || for _ in stderr.lines() {});
-    let pid = child.id();
+    let server = Server::from_child(cmd.spawn().expect("setpriv (util-linux)"));
+    let (addr, early) = (server.addr, server.early.clone());
+    let scrape = |a| http(a, "GET", "/metrics", None).1;
+    let pid = server.child.id();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")),
@@ -267,8 +236,9 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
             assert_eq!(m & !allowed, 0, "a thread holds {field} {m:#x}; note: {early}");
         }
     }
+    let mut server = server;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let st = child.wait().unwrap();
+    let st = server.child.wait().unwrap();
     assert!(st.success(), "exit after SIGTERM: {st}");
 }

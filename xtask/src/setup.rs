@@ -21,6 +21,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("podman", "/usr/bin/podman"),
     ("runc", "/usr/sbin/runc"),
     ("binutils", "/usr/bin/objcopy"),
+    // The unit's syscall filter test traces serve; systemd-analyze rates and verifies the unit.
+    ("strace", "/usr/bin/strace"),
+    ("systemd", "/usr/bin/systemd-analyze"),
     // setpriv, the least-privilege tests' way to start proclens as another user.
     ("util-linux", "/usr/bin/setpriv"),
 ];

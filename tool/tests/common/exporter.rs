@@ -16,30 +16,46 @@ use super::PROCLENS;
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// What it printed before it served.
+    pub early: String,
 }
 
 impl Server {
+    /// `proclens serve` on a free loopback port, collecting every 0.3 s, with `extra`.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(PROCLENS)
+        let child = Command::new(PROCLENS)
             .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.3"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        Self::from_child(child)
+    }
+
+    /// A started `serve` (stderr piped): waits for the line naming its address; what it
+    /// printed before (warnings, notes) is in `early`.
+    pub fn from_child(mut child: Child) -> Self {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("proclens: serving http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
+        let mut early = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                let st = child.wait().unwrap();
+                panic!("proclens serve exited ({st}) before serving: {early}");
+            }
+            if let Some(a) = line
+                .trim()
+                .strip_prefix("proclens: serving http://")
+                .and_then(|r| r.strip_suffix("/metrics"))
+            {
+                break a.parse().unwrap();
+            }
+            early.push_str(&line);
+        };
         // Keep draining stderr so proclens never blocks on it.
         thread::spawn(move || for _ in stderr.lines() {});
-        Self { child, addr }
+        Self { child, addr, early }
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -58,8 +74,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
+        // Unless the test ended it itself.
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod copy_workloads;
 pub mod exporter;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
+pub mod podman;
 pub mod workload;
 
 use std::{
