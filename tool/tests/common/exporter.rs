@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::CommandExt as _;
+
 use super::PROCLENS;
 
 /// A running `proclens serve` and the address it listens on.
@@ -136,6 +138,8 @@ impl Named {
         std::os::unix::fs::symlink(program, &link).unwrap();
         let child = Command::new("sh")
             .args(["-c", &script(&link.to_string_lossy())])
+            .stdout(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         Self {
@@ -148,7 +152,9 @@ impl Named {
 
 impl Drop for Named {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole process group: the shell and whatever it started.
+        // SAFETY: signalling the group this test made.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self._link);
     }
