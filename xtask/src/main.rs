@@ -60,6 +60,10 @@ enum Task {
         /// serve, startup.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
+        /// Another proclens binary (an earlier build) whose serve is measured in the same
+        /// windows, interleaved: the anchor that tells a change from the machine's load.
+        #[arg(long, value_name = "PROCLENS")]
+        anchor: Option<PathBuf>,
     },
     /// Set up, then run every test: unit tests and the real-BPF integration tests.
     Test {
@@ -191,13 +195,14 @@ fn run() -> Result<ExitCode> {
             record,
             round_trips,
             only,
+            anchor,
         } => {
             setup::ensure_all()?;
             if !nix_is_root() {
                 bail!("the benchmark loads BPF programs: run it as root");
             }
             let bin = build_release()?;
-            let sections = bench::run_all(&bin, reps, round_trips, &only)?;
+            let sections = bench::run_all(&bin, reps, round_trips, &only, anchor.as_deref())?;
             for (_, md) in &sections {
                 println!("{md}");
             }

@@ -90,10 +90,15 @@ pub(super) fn own() -> SelfGauges {
     let stat = fs::read_to_string("/proc/self/stat").ok();
     let [utime, stime, start, vsize, threads] =
         stat.as_deref().and_then(parse_stat).unwrap_or_default();
-    let boot = fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+    // The boot time does not change: /proc/stat (a line per CPU and per interrupt) is
+    // read once.
+    static BOOT: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    let boot = *BOOT.get_or_init(|| {
+        fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
     });
     SelfGauges {
         cpu_seconds: (utime + stime) as f64 / hz,

@@ -341,4 +341,6 @@ impl ExporterState {
 }
 
 #[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
 mod tests;
