@@ -32,13 +32,29 @@ fn workload_in(cg: &TestCgroup, comm: &str) -> Named {
 /// The labels of the voluntary switch series of `comm`, once it shows up.
 fn labels_of(server: &Server, comm: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    wait_for(&format!("{comm} in /metrics"), Duration::from_secs(15), || {
-        let body = http(server.addr, "GET", "/metrics", None).1;
-        let s = samples(&body, "proclens_context_switches_total", &[("comm", comm), ("kind", "voluntary")]);
-        // The first collection may have seen it before it moved.
-        found = s.into_iter().map(|(l, _)| l).find(|l| l.iter().any(|(k, v)| k == "k8s_pod_uid" && !v.is_empty() || k == "systemd_unit" && !v.is_empty())).unwrap_or_default();
-        !found.is_empty()
-    });
+    wait_for(
+        &format!("{comm} in /metrics"),
+        Duration::from_secs(15),
+        || {
+            let body = http(server.addr, "GET", "/metrics", None).1;
+            let s = samples(
+                &body,
+                "proclens_context_switches_total",
+                &[("comm", comm), ("kind", "voluntary")],
+            );
+            // The first collection may have seen it before it moved.
+            found = s
+                .into_iter()
+                .map(|(l, _)| l)
+                .find(|l| {
+                    l.iter().any(|(k, v)| {
+                        k == "k8s_pod_uid" && !v.is_empty() || k == "systemd_unit" && !v.is_empty()
+                    })
+                })
+                .unwrap_or_default();
+            !found.is_empty()
+        },
+    );
     found
 }
 
@@ -130,7 +146,9 @@ fn a_systemd_scope_is_named() {
     let server = Server::start(&["--labels", "comm,cgroup,unit"]);
     if Path::new("/run/systemd/system").is_dir() {
         let w = Named::run(comm, "/bin/sh", |link| {
-            format!("exec systemd-run --scope --unit {unit} -- {link} -c 'while :; do sleep 0.05; done'")
+            format!(
+                "exec systemd-run --scope --unit {unit} -- {link} -c 'while :; do sleep 0.05; done'"
+            )
         });
         let l = labels_of(&server, comm);
         drop(w);

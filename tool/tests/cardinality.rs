@@ -34,23 +34,39 @@ fn five_thousand_names_stay_under_the_cap_and_the_folds_are_counted() {
     let shown = |body: &str| -> BTreeSet<String> {
         samples(body, "proclens_context_switches_total", &[])
             .into_iter()
-            .filter_map(|(labels, _)| labels.into_iter().find(|(k, _)| k == "comm").map(|(_, v)| v))
+            .filter_map(|(labels, _)| {
+                labels
+                    .into_iter()
+                    .find(|(k, _)| k == "comm")
+                    .map(|(_, v)| v)
+            })
             .filter(|c| c.starts_with(PREFIX))
             .collect()
     };
     let folded = |body: &str| samples(body, "proclens_folded_label_sets_total", &[])[0].1;
     let mut body = String::new();
-    wait_for("every name shown or folded", Duration::from_secs(60), || {
-        body = http(server.addr, "GET", "/metrics", None).1;
-        shown(&body).len() as f64 + folded(&body) == PROCESSES as f64
-    });
+    wait_for(
+        "every name shown or folded",
+        Duration::from_secs(60),
+        || {
+            body = http(server.addr, "GET", "/metrics", None).1;
+            shown(&body).len() as f64 + folded(&body) == PROCESSES as f64
+        },
+    );
     let names = shown(&body);
-    assert!(!names.is_empty() && names.len() < PROCESSES, "{} shown", names.len());
+    assert!(
+        !names.is_empty() && names.len() < PROCESSES,
+        "{} shown",
+        names.len()
+    );
     let lines = body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .count();
-    assert!(lines <= MAX_SERIES, "{lines} series > --max-series {MAX_SERIES}");
+    assert!(
+        lines <= MAX_SERIES,
+        "{lines} series > --max-series {MAX_SERIES}"
+    );
     assert_eq!(folded(&body), (PROCESSES - names.len()) as f64);
     // The folded processes are counted under comm="other", in their own cgroup.
     let other = samples(
@@ -60,7 +76,12 @@ fn five_thousand_names_stay_under_the_cap_and_the_folds_are_counted() {
     );
     assert_eq!(other.len(), 1, "{other:?}");
     assert!(other[0].1 > 0.0);
-    assert!(other[0].0.iter().any(|(k, v)| k == "cgroup" && v != "other"));
+    assert!(
+        other[0]
+            .0
+            .iter()
+            .any(|(k, v)| k == "cgroup" && v != "other")
+    );
     // Later collections fold the same names again without counting them again.
     std::thread::sleep(Duration::from_secs(1));
     let later = http(server.addr, "GET", "/metrics", None).1;

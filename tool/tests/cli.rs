@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use common::{KEEPS_CAPS_NOTE, PROCLENS, Proclens, assert_one_line, can_trace, run_proclens as run};
+use common::{
+    KEEPS_CAPS_NOTE, PROCLENS, Proclens, assert_one_line, can_trace, run_proclens as run,
+};
 
 workload_entry!();
 
@@ -59,7 +61,6 @@ fn no_such_pid_exits_4() {
     assert_one_line(&stderr);
     assert!(stderr.contains("no such process: 4194305"), "{stderr}");
 }
-
 
 /// BPF object ids (programs, links, maps) a process holds, from its fdinfo.
 fn bpf_ids_held_by(pid: u32) -> BTreeSet<(String, u64)> {
@@ -226,4 +227,3 @@ fn tracefs_is_mounted_when_missing() {
     assert_eq!(code, 0, "{stderr}");
     assert!(events.is_dir(), "proclens did not mount tracefs");
 }
-

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::{PROCLENS, can_trace, exporter::{free_port, http, wait_for}};
+use common::{
+    PROCLENS, can_trace,
+    exporter::{free_port, http, wait_for},
+};
 
 workload_entry!();
 
@@ -40,7 +43,11 @@ fn daemonset_is_least_privilege() {
     assert_eq!(psc["runAsUser"], 65534);
     assert_eq!(psc["seccompProfile"]["type"], "Localhost");
     let c = &spec["containers"][0];
-    assert_eq!(c["image"], proclens_xtask::image::tag(), "the tag cargo xtask image builds");
+    assert_eq!(
+        c["image"],
+        proclens_xtask::image::tag(),
+        "the tag cargo xtask image builds"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -58,7 +65,12 @@ fn daemonset_is_least_privilege() {
     }
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/sys");
     assert_eq!(c["args"][0], "serve");
-    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     let labels = args[args.iter().position(|a| *a == "--labels").unwrap() + 1];
     assert!(labels.split(',').any(|l| l == "pod"), "{labels}");
     assert_eq!(c["ports"][0]["containerPort"], 9464);
@@ -78,15 +90,28 @@ fn networkpolicy_admits_only_prometheus_to_the_metrics_port() {
         np["spec"]["podSelector"]["matchLabels"],
         ds["spec"]["template"]["metadata"]["labels"]
     );
-    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
-    assert_eq!(np["spec"]["egress"], serde_json::json!([]), "proclens connects nowhere");
+    assert_eq!(
+        np["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert_eq!(
+        np["spec"]["egress"],
+        serde_json::json!([]),
+        "proclens connects nowhere"
+    );
     let ingress = np["spec"]["ingress"].as_array().unwrap();
     assert_eq!(ingress.len(), 1);
     let port = &ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"];
-    assert_eq!(ingress[0]["ports"], serde_json::json!([{"protocol": "TCP", "port": port}]));
+    assert_eq!(
+        ingress[0]["ports"],
+        serde_json::json!([{"protocol": "TCP", "port": port}])
+    );
     let from = ingress[0]["from"].as_array().unwrap();
     assert_eq!(from.len(), 1);
-    assert_eq!(from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "prometheus");
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "prometheus"
+    );
 }
 
 /// The profile the DaemonSet names is the container runtime's default profile (the one
@@ -98,9 +123,15 @@ fn seccomp_profile_is_the_default_plus_bpf() {
     let default = Path::new("/usr/share/containers/seccomp.json");
     if !default.exists() {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("CI=true but {} is missing (podman installs it)", default.display());
+            panic!(
+                "CI=true but {} is missing (podman installs it)",
+                default.display()
+            );
         }
-        eprintln!("skipped: {} is missing (apt-get install podman)", default.display());
+        eprintln!(
+            "skipped: {} is missing (apt-get install podman)",
+            default.display()
+        );
         return;
     }
     let ours: serde_json::Value = serde_json::from_str(&deploy("seccomp-proclens.json")).unwrap();
@@ -117,12 +148,18 @@ fn seccomp_profile_is_the_default_plus_bpf() {
             moved += before - names.len();
         }
     }
-    assert_eq!(moved, 2, "the default allows bpf() with CAP_SYS_ADMIN, refuses it without");
+    assert_eq!(
+        moved, 2,
+        "the default allows bpf() with CAP_SYS_ADMIN, refuses it without"
+    );
     let added = ours["syscalls"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(added["names"], serde_json::json!(["bpf"]));
     assert_eq!(added["action"], "SCMP_ACT_ALLOW");
     rules.push(added);
-    assert_eq!(ours, want, "only bpf() differs from the runtime's default profile");
+    assert_eq!(
+        ours, want,
+        "only bpf() differs from the runtime's default profile"
+    );
 }
 
 /// The unit's value of `key` (the last one, as systemd reads it).
@@ -134,7 +171,10 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
 }
 
 fn have_systemd_analyze() -> bool {
-    let ok = Command::new("systemd-analyze").arg("--version").output().is_ok();
+    let ok = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !ok && std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("CI=true but systemd-analyze is missing (cargo xtask setup installs systemd)");
     }
@@ -158,14 +198,20 @@ fn systemd_unit_scores_well_in_systemd_analyze_security() {
     let text = String::from_utf8_lossy(&out.stdout);
     let level = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for proclens.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for proclens.service: ")
+                .nth(1)
+        })
         .unwrap_or_else(|| panic!("no overall level in {text}"));
     let score: f64 = level.split_whitespace().next().unwrap().parse().unwrap();
     assert!(score <= 1.8, "exposure {level}");
     // Not root, and only the two capabilities it needs.
     let unit = deploy("proclens.service");
     assert_eq!(unit_values(&unit, "DynamicUser"), ["yes"]);
-    assert_eq!(unit_values(&unit, "AmbientCapabilities"), ["CAP_BPF CAP_PERFMON"]);
+    assert_eq!(
+        unit_values(&unit, "AmbientCapabilities"),
+        ["CAP_BPF CAP_PERFMON"]
+    );
     assert_eq!(unit_values(&unit, "LimitMEMLOCK"), ["infinity"]);
 }
 
@@ -190,7 +236,13 @@ fn systemd_unit_allows_every_syscall_serve_makes() {
     let args: Vec<String> = exec
         .split_whitespace()
         .skip(1)
-        .map(|a| if a == "127.0.0.1:9464" { format!("127.0.0.1:{port}") } else { a.into() })
+        .map(|a| {
+            if a == "127.0.0.1:9464" {
+                format!("127.0.0.1:{port}")
+            } else {
+                a.into()
+            }
+        })
         .collect();
     let mut child = Command::new("strace")
         .args(["-f", "-qq", "-o"])
@@ -203,10 +255,16 @@ fn systemd_unit_allows_every_syscall_serve_makes() {
         .spawn()
         .expect("strace (cargo xtask setup installs it)");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for("serve under strace to answer", Duration::from_secs(30), || {
-        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            && http(addr, "GET", "/metrics", None).1.contains("proclens_system_threads")
-    });
+    wait_for(
+        "serve under strace to answer",
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && http(addr, "GET", "/metrics", None)
+                    .1
+                    .contains("proclens_system_threads")
+        },
+    );
     std::thread::sleep(Duration::from_secs(1));
     // SIGINT to proclens itself (strace's child): its exit path is traced too, and strace
     // ends with it.
@@ -214,7 +272,11 @@ fn systemd_unit_allows_every_syscall_serve_makes() {
     let proclens: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(proclens, libc::SIGINT) };
-    common::wait_within(&mut child, Duration::from_secs(60), "strace'd serve to exit");
+    common::wait_within(
+        &mut child,
+        Duration::from_secs(60),
+        "strace'd serve to exit",
+    );
     let text = std::fs::read_to_string(&trace).unwrap();
     let _ = std::fs::remove_file(&trace);
     let used: BTreeSet<String> = text
@@ -254,7 +316,10 @@ fn syscall_set(item: &str) -> BTreeSet<String> {
         let name = l.split_whitespace().next().unwrap();
         set.extend(syscall_set(name));
     }
-    assert!(!set.is_empty(), "systemd-analyze syscall-filter {item}: {text}");
+    assert!(
+        !set.is_empty(),
+        "systemd-analyze syscall-filter {item}: {text}"
+    );
     set
 }
 

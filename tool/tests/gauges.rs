@@ -29,7 +29,10 @@ fn gauge(body: &str, name: &str) -> f64 {
 
 /// (processes, zombies, threads) by ps, which reads every /proc entry itself.
 fn ps_counts() -> (u64, u64, u64) {
-    let out = Command::new("ps").args(["-e", "-o", "stat=,nlwp="]).output().unwrap();
+    let out = Command::new("ps")
+        .args(["-e", "-o", "stat=,nlwp="])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut c = (0, 0, 0);
     for l in text.lines() {
@@ -48,7 +51,11 @@ fn read_u64(path: &str) -> u64 {
 
 /// Scrapes until the exposition agrees with ps taken just before and just after it (the
 /// machine has other processes that come and go), and returns that scrape.
-fn agreeing_scrape(server: &Server, what: &str, agree: impl Fn(&str, (u64, u64, u64)) -> bool) -> String {
+fn agreeing_scrape(
+    server: &Server,
+    what: &str,
+    agree: impl Fn(&str, (u64, u64, u64)) -> bool,
+) -> String {
     let mut last = String::new();
     wait_for(what, Duration::from_secs(20), || {
         let before = ps_counts();
@@ -67,11 +74,15 @@ fn machine_gauges_agree_with_ps_and_the_kernel_limits() {
     let server = Server::start(&[]);
     // ps counts itself, one process of one thread, which proclens's collection (0.3 s
     // before) cannot have seen: the gauges are ps's figures less ps.
-    let body = agreeing_scrape(&server, "gauges equal to ps", |body, (procs, zombies, threads)| {
-        gauge(body, "proclens_system_processes") == (procs - 1) as f64
-            && gauge(body, "proclens_system_threads") == (threads - 1) as f64
-            && gauge(body, "proclens_system_zombies") == zombies as f64
-    });
+    let body = agreeing_scrape(
+        &server,
+        "gauges equal to ps",
+        |body, (procs, zombies, threads)| {
+            gauge(body, "proclens_system_processes") == (procs - 1) as f64
+                && gauge(body, "proclens_system_threads") == (threads - 1) as f64
+                && gauge(body, "proclens_system_zombies") == zombies as f64
+        },
+    );
     let threads = gauge(&body, "proclens_system_threads") as u64;
     let limit = read_u64("/proc/sys/kernel/pid_max").min(read_u64("/proc/sys/kernel/threads-max"));
     assert_eq!(
@@ -83,8 +94,7 @@ fn machine_gauges_agree_with_ps_and_the_kernel_limits() {
     let mut w = Workload::spawn("zombies:3");
     w.go();
     agreeing_scrape(&server, "three zombies more", |body, (_, zombies, _)| {
-        gauge(body, "proclens_system_zombies") == zombies as f64
-            && zombies as f64 == base + 3.0
+        gauge(body, "proclens_system_zombies") == zombies as f64 && zombies as f64 == base + 3.0
     });
     w.go();
     agreeing_scrape(&server, "the zombies reaped", |body, (_, zombies, _)| {
@@ -95,7 +105,12 @@ fn machine_gauges_agree_with_ps_and_the_kernel_limits() {
 /// /proc/PID/stat's utime + stime in seconds, and VmRSS in bytes.
 fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -119,7 +134,10 @@ fn own_figures_agree_with_proc_and_the_exposition() {
     let server = Server::start(&[]);
     let pid = server.child.id();
     wait_for("a first collection", Duration::from_secs(10), || {
-        gauge(&http(server.addr, "GET", "/metrics", None).1, "proclens_tracked_processes") > 0.0
+        gauge(
+            &http(server.addr, "GET", "/metrics", None).1,
+            "proclens_tracked_processes",
+        ) > 0.0
     });
     let scrapes_before = gauge(
         &http(server.addr, "GET", "/metrics", None).1,
@@ -144,7 +162,10 @@ fn own_figures_agree_with_proc_and_the_exposition() {
         assert!(*lo <= rss && rss <= *hi, "{lo} <= {rss} <= {hi}");
     }
     // Every sample line counted, this one included.
-    let lines = body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+    let lines = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
     assert_eq!(gauge(&body, "proclens_series"), lines as f64);
     // Each scrape is counted in the next one; the time the server measured is within the
     // time the client waited.
@@ -155,17 +176,24 @@ fn own_figures_agree_with_proc_and_the_exposition() {
     );
     let sum = gauge(&after, "proclens_scrape_duration_seconds_sum")
         - gauge(&body, "proclens_scrape_duration_seconds_sum");
-    assert!(sum > 0.0 && sum <= client_seconds, "{sum} <= {client_seconds}");
+    assert!(
+        sum > 0.0 && sum <= client_seconds,
+        "{sum} <= {client_seconds}"
+    );
     // Descriptors and limits as /proc shows them: the scrape's own socket is open while
     // the exposition is made (and the last one's may still be closing before it).
     let fds = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
-    wait_for("open fds = idle fds + the scrape's", Duration::from_secs(10), || {
-        std::thread::sleep(Duration::from_millis(200));
-        let idle = fds();
-        let body = http(server.addr, "GET", "/metrics", None).1;
-        std::thread::sleep(Duration::from_millis(200));
-        idle == fds() && gauge(&body, "process_open_fds") == idle + 1.0
-    });
+    wait_for(
+        "open fds = idle fds + the scrape's",
+        Duration::from_secs(10),
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            let idle = fds();
+            let body = http(server.addr, "GET", "/metrics", None).1;
+            std::thread::sleep(Duration::from_millis(200));
+            idle == fds() && gauge(&body, "process_open_fds") == idle + 1.0
+        },
+    );
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let soft: f64 = limits
         .lines()
@@ -174,7 +202,15 @@ fn own_figures_agree_with_proc_and_the_exposition() {
         .unwrap();
     assert_eq!(gauge(&after, "process_max_fds"), soft);
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let start_ticks: f64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let start_ticks: f64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
     let btime: f64 = fs::read_to_string("/proc/stat")
         .unwrap()
         .lines()

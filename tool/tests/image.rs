@@ -13,8 +13,9 @@ use std::{
 };
 
 use common::{
-    PROCLENS, can_trace, cgroup, kept_caps,
+    PROCLENS, can_trace, cgroup,
     exporter::{Named, Prometheus, Server, free_port, http, samples, wait_for},
+    kept_caps,
     podman::{self, Container},
 };
 
@@ -128,7 +129,10 @@ fn the_image_runs_as_the_daemonset_says_and_prometheus_scrapes_it() {
     let (tag, work) = build_image();
     let port = free_port();
     let (image, flags, args) = daemonset_flags(port, &work.join("logs"));
-    assert_eq!(image, tag, "the DaemonSet runs the image cargo xtask image tags");
+    assert_eq!(
+        image, tag,
+        "the DaemonSet runs the image cargo xtask image tags"
+    );
     let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
     all.push(&image);
     all.extend(args.iter().map(String::as_str));
@@ -140,16 +144,25 @@ fn the_image_runs_as_the_daemonset_says_and_prometheus_scrapes_it() {
     });
     let w = Named::start();
     let prom = Prometheus::start(&[addr]);
-    let query = format!("proclens_context_switches_total{{comm=\"{}\",kind=\"voluntary\"}}", w.comm);
-    wait_for("Prometheus to scrape the workload from the container", Duration::from_secs(60), || {
-        prom.vector(&query).iter().any(|(_, v)| *v > 0.0)
-    });
+    let query = format!(
+        "proclens_context_switches_total{{comm=\"{}\",kind=\"voluntary\"}}",
+        w.comm
+    );
+    wait_for(
+        "Prometheus to scrape the workload from the container",
+        Duration::from_secs(60),
+        || prom.vector(&query).iter().any(|(_, v)| *v > 0.0),
+    );
     assert_eq!(prom.vector("up{job=\"proclens\"}")[0].1, 1.0);
     // Not root, no capability left but the bounding set's two (and CAP_BPF where the
     // kernel checks every map read), no ambient ones: the binary's file capabilities gave
     // it what it needed to attach.
     let pid = container.pid();
-    assert!(status_field(pid, "Uid").starts_with("65534"), "uid {}", status_field(pid, "Uid"));
+    assert!(
+        status_field(pid, "Uid").starts_with("65534"),
+        "uid {}",
+        status_field(pid, "Uid")
+    );
     let mask = |f| u64::from_str_radix(&status_field(pid, f), 16).unwrap();
     assert_eq!(mask("CapBnd"), CAP_BPF_PERFMON);
     let kept = kept_caps(&container.logs());
@@ -189,10 +202,16 @@ fn file_capabilities_alone_start_the_image_binary_as_kubernetes_would() {
         .spawn()
         .unwrap();
     let server = Server::from_child(child);
-    wait_for("switches read as uid 65534", Duration::from_secs(15), || {
-        let body = http(server.addr, "GET", "/metrics", None).1;
-        samples(&body, "proclens_system_switches_total", &[]).iter().any(|(_, v)| *v > 0.0)
-    });
+    wait_for(
+        "switches read as uid 65534",
+        Duration::from_secs(15),
+        || {
+            let body = http(server.addr, "GET", "/metrics", None).1;
+            samples(&body, "proclens_system_switches_total", &[])
+                .iter()
+                .any(|(_, v)| *v > 0.0)
+        },
+    );
     assert!(status_field(server.child.id(), "Uid").starts_with("65534"));
     drop(server);
     let _ = fs::remove_dir_all(&work);
@@ -234,8 +253,17 @@ fn a_podman_container_is_labelled_by_its_id() {
         .unwrap();
     assert!(path.contains(&c.id), "{path}");
     let dir = cgroup::v2_root().join(path.trim_start_matches('/'));
-    assert!(dir.is_dir(), "{} is the container's cgroup v2", dir.display());
-    let server = Server::start(&["--cgroup", dir.to_str().unwrap(), "--labels", "comm,cgroup,container"]);
+    assert!(
+        dir.is_dir(),
+        "{} is the container's cgroup v2",
+        dir.display()
+    );
+    let server = Server::start(&[
+        "--cgroup",
+        dir.to_str().unwrap(),
+        "--labels",
+        "comm,cgroup,container",
+    ]);
     let mut body = String::new();
     wait_for("the container's shell", Duration::from_secs(15), || {
         body = http(server.addr, "GET", "/metrics", None).1;
@@ -246,7 +274,12 @@ fn a_podman_container_is_labelled_by_its_id() {
     // collection has no /proc/PID/cgroup left: "?", and no id.)
     let series = samples(&body, "proclens_context_switches_total", &[]);
     for (labels, _) in &series {
-        let get = |k: &str| labels.iter().find(|(lk, _)| lk == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            labels
+                .iter()
+                .find(|(lk, _)| lk == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert!(matches!(get("comm"), Some("sh" | "sleep")), "{labels:?}");
         if get("cgroup") != Some("?") || get("comm") == Some("sh") {
             assert_eq!(get("container_id"), Some(c.id.as_str()), "{labels:?}");

@@ -154,7 +154,6 @@ fn run_under_sudo_runs_the_command_as_the_invoking_user() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534\n");
 }
 
-
 /// The sum of the samples of `name` (any labels).
 fn sum(body: &str, name: &str) -> f64 {
     sample_sum(body, name, &[])
@@ -208,7 +207,9 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
     let pid = server.child.id();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
         "not running as uid 65534:\n{status}"
     );
     // It reads its maps: the machine's switches grow from one scrape to a later one.
@@ -233,7 +234,11 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
         let masks = thread_masks(pid, field);
         assert!(!masks.is_empty());
         for m in masks {
-            assert_eq!(m & !allowed, 0, "a thread holds {field} {m:#x}; note: {early}");
+            assert_eq!(
+                m & !allowed,
+                0,
+                "a thread holds {field} {m:#x}; note: {early}"
+            );
         }
     }
     let mut server = server;

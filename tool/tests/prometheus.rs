@@ -44,9 +44,11 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
     let server = Server::start(&[]);
     let prom = Prometheus::start(&[server.addr]);
     let bucket = format!("proclens_runqueue_latency_seconds_bucket{{comm=\"{comm}\"}}");
-    wait_for("Prometheus to have the hogs' histogram", Duration::from_secs(30), || {
-        !prom.vector(&bucket).is_empty()
-    });
+    wait_for(
+        "Prometheus to have the hogs' histogram",
+        Duration::from_secs(30),
+        || !prom.vector(&bucket).is_empty(),
+    );
     // proclens latency over the next 10 s, and Prometheus's view of the same 10 s.
     const WINDOW: u64 = 10;
     let latency = Proclens::spawn(&[
@@ -70,7 +72,10 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
     let v = prom.vector(&q);
     assert_eq!(v.len(), 1, "{q}: {v:?}");
     let promql_us = v[0].1 * 1e6;
-    assert!(promql_us.is_finite() && promql_us > 0.0, "{q} = {promql_us}");
+    assert!(
+        promql_us.is_finite() && promql_us > 0.0,
+        "{q} = {promql_us}"
+    );
     let apart = (promql_us.log2() - p99_us.log2()).abs();
     eprintln!("run-queue p99: PromQL {promql_us:.0} us, proclens latency {p99_us} us");
     assert!(
@@ -93,7 +98,10 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert_eq!(buckets.len(), 27, "{buckets:?}");
-    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "not cumulative: {buckets:?}");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "not cumulative: {buckets:?}"
+    );
     let last = buckets.last().unwrap();
     assert_eq!(last.0, f64::INFINITY);
     assert_eq!(last.1, count, "+Inf bucket = _count");
@@ -133,7 +141,8 @@ fn every_dashboard_query_returns_data_for_a_known_workload() {
         return;
     }
     let queries = dashboard_queries();
-    let titles: std::collections::BTreeSet<&str> = queries.iter().map(|(t, _)| t.as_str()).collect();
+    let titles: std::collections::BTreeSet<&str> =
+        queries.iter().map(|(t, _)| t.as_str()).collect();
     for want in [
         "Switches per second, busiest commands",
         "Address-space share of switches",

@@ -353,11 +353,14 @@ fn one_client_cannot_take_the_connections_of_another() {
     assert_eq!(http(server.addr, "GET", "/metrics", None).0, 200);
     // Client A: 8 idle connections (the global limit). The 5th and later are closed at
     // once: a read sees the end of the stream, long before the 5 s header timeout.
-    let mut held: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.1", server.addr)).collect();
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| connect_from("127.0.0.1", server.addr))
+        .collect();
     thread::sleep(Duration::from_millis(300));
     let mut closed = 0;
     for s in &mut held {
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut b = [0u8; 1];
         if matches!(std::io::Read::read(s, &mut b), Ok(0)) {
             closed += 1;
@@ -367,10 +370,15 @@ fn one_client_cannot_take_the_connections_of_another() {
     // Client B scrapes while A still holds its 4.
     let started = Instant::now();
     let mut b = connect_from("127.0.0.2", server.addr);
-    b.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    b.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     std::io::Read::read_to_string(&mut b, &mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200"), "{}", resp.lines().next().unwrap_or(""));
+    assert!(
+        resp.starts_with("HTTP/1.0 200"),
+        "{}",
+        resp.lines().next().unwrap_or("")
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "served after {:?}",

@@ -4,11 +4,7 @@
 //! libraries `ldd` names, at the same paths, staged in `target/image/rootfs`. Shared by
 //! `cargo xtask image` and the image test (tool/tests/image.rs).
 
-use std::{
-    fs,
-    path::Path,
-    process::Command,
-};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 

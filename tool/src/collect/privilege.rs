@@ -65,7 +65,10 @@ pub fn permitted() -> Result<caps::CapsHashSet> {
 /// `wanted`, less what is not permitted: asking to keep a capability proclens was never
 /// given fails, and a least-privilege start (CAP_BPF and CAP_PERFMON only, not root)
 /// must not exit for want of one it does not need.
-pub fn keepable(wanted: &[caps::Capability], permitted: &caps::CapsHashSet) -> Vec<caps::Capability> {
+pub fn keepable(
+    wanted: &[caps::Capability],
+    permitted: &caps::CapsHashSet,
+) -> Vec<caps::Capability> {
     let mut v: Vec<caps::Capability> = wanted
         .iter()
         .copied()
@@ -101,7 +104,10 @@ pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -
 /// first of CAP_BPF (5.8+) or CAP_SYS_ADMIN that is permitted and lets the probe read,
 /// else every one of CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN that is permitted (the reads
 /// will then say what fails).
-pub fn map_read_caps(permitted: &caps::CapsHashSet, read: impl Fn() -> bool) -> Vec<caps::Capability> {
+pub fn map_read_caps(
+    permitted: &caps::CapsHashSet,
+    read: impl Fn() -> bool,
+) -> Vec<caps::Capability> {
     use caps::Capability::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
     for c in [CAP_BPF, CAP_SYS_ADMIN] {
         if permitted.contains(&c) && reads_work_with(&[c], &read) {
@@ -145,7 +151,10 @@ mod tests {
         use caps::Capability::{CAP_BPF, CAP_DAC_OVERRIDE, CAP_PERFMON, CAP_SYS_ADMIN};
         let granted: caps::CapsHashSet = [CAP_BPF, CAP_PERFMON].into_iter().collect();
         assert_eq!(
-            keepable(&[CAP_SYS_ADMIN, CAP_BPF, CAP_DAC_OVERRIDE, CAP_BPF], &granted),
+            keepable(
+                &[CAP_SYS_ADMIN, CAP_BPF, CAP_DAC_OVERRIDE, CAP_BPF],
+                &granted
+            ),
             [CAP_BPF]
         );
         assert_eq!(

@@ -131,20 +131,22 @@ pub fn parse(path: &str) -> Attribution {
         if seg.starts_with("kubepods") || seg.contains("-kubepods") {
             kube = true;
         }
-        if kube && a.pod_uid.is_none() {
-            if let Some(uid) = pod_segment(seg) {
-                a.pod_uid = Some(uid);
-                continue;
-            }
+        if kube
+            && a.pod_uid.is_none()
+            && let Some(uid) = pod_segment(seg)
+        {
+            a.pod_uid = Some(uid);
+            continue;
         }
-        if a.container.is_none() && !is_monitor(seg) {
-            if let Some(c) = container_segment(seg, parent) {
-                // A bare id names a container only where a runtime puts one: in a pod,
-                // or under Docker's cgroupfs parent.
-                let bare = container_id(seg).is_some();
-                if !bare || a.pod_uid.is_some() || parent == Some("docker") {
-                    a.container = Some(c);
-                }
+        if a.container.is_none()
+            && !is_monitor(seg)
+            && let Some(c) = container_segment(seg, parent)
+        {
+            // A bare id names a container only where a runtime puts one: in a pod, or
+            // under Docker's cgroupfs parent.
+            let bare = container_id(seg).is_some();
+            if !bare || a.pod_uid.is_some() || parent == Some("docker") {
+                a.container = Some(c);
             }
         }
     }

@@ -36,7 +36,8 @@ impl FakePods {
     pub fn make(n: usize) -> Result<Self> {
         let root = v2_root()?;
         let qos = root.join("kubepods.slice/kubepods-burstable.slice");
-        let log_dir = std::env::temp_dir().join(format!("proclens-bench-pods-{}", std::process::id()));
+        let log_dir =
+            std::env::temp_dir().join(format!("proclens-bench-pods-{}", std::process::id()));
         let mut pods = Self {
             cgroups: Vec::new(),
             made: Vec::new(),
@@ -52,7 +53,10 @@ impl FakePods {
         for i in 0..n {
             let uid = format!("00000000-0000-4000-8000-{i:012}");
             let id = format!("{i:064x}");
-            let pod = qos.join(format!("kubepods-burstable-pod{}.slice", uid.replace('-', "_")));
+            let pod = qos.join(format!(
+                "kubepods-burstable-pod{}.slice",
+                uid.replace('-', "_")
+            ));
             fs::create_dir(&pod)?;
             pods.made.push(pod.clone());
             let scope = pod.join(format!("cri-containerd-{id}.scope"));

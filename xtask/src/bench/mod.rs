@@ -3,9 +3,9 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod fleet;
 mod lifecycle;
 mod load;
-mod fleet;
 mod serve;
 mod startup;
 mod switches;

@@ -237,7 +237,12 @@ pub fn run(proclens: &Path, reps: usize, anchor: Option<&Path>) -> Result<String
         .map(|(n, e, s)| (n.to_string(), proclens, *e, *s))
         .chain(anchor.into_iter().flat_map(|a| {
             [
-                ("anchor: serve (default --interval 5), scraped every 1 s".to_string(), a, &[][..], true),
+                (
+                    "anchor: serve (default --interval 5), scraped every 1 s".to_string(),
+                    a,
+                    &[][..],
+                    true,
+                ),
                 ("anchor: serve, not scraped".to_string(), a, &[][..], false),
             ]
         }))
@@ -336,7 +341,10 @@ pub fn run(proclens: &Path, reps: usize, anchor: Option<&Path>) -> Result<String
         "\nBeside a fork storm: `stress-ng --fork 2` for {STORM} s (and the idle processes gone), `/metrics` fetched every second; forks/s from /proc/stat; median of {} runs.\n",
         storm[0].len()
     )?;
-    writeln!(md, "| condition | agent CPU (% of one core) | forks/s | lost events |")?;
+    writeln!(
+        md,
+        "| condition | agent CPU (% of one core) | forks/s | lost events |"
+    )?;
     writeln!(md, "|---|---:|---:|---:|")?;
     for (i, (name, _, _)) in storms.iter().enumerate() {
         let m = |f: fn(&Storm) -> f64| median(&mut storm[i].iter().map(f).collect::<Vec<_>>());

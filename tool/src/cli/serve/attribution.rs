@@ -247,7 +247,11 @@ mod tests {
         // The kubelet makes its directories; the next interval reads them.
         std::fs::create_dir_all(root.join(format!("pods/shop_web-0_{UID}/nginx"))).unwrap();
         std::fs::create_dir_all(root.join("containers")).unwrap();
-        std::fs::write(root.join(format!("containers/web-0_shop_nginx-{ID}.log")), "").unwrap();
+        std::fs::write(
+            root.join(format!("containers/web-0_shop_nginx-{ID}.log")),
+            "",
+        )
+        .unwrap();
         a.end_interval(); // the names were read in this interval already
         a.end_interval();
         let named = a.attrs(&path);
@@ -281,7 +285,11 @@ mod tests {
         let docker = format!("/system.slice/docker-{ID}.scope");
         assert_eq!(
             pairs(&a.attrs(&docker)),
-            [("cgroup", docker.as_str()), ("systemd_unit", ""), ("container_id", ID)]
+            [
+                ("cgroup", docker.as_str()),
+                ("systemd_unit", ""),
+                ("container_id", ID)
+            ]
         );
         assert!(!a.comm());
         for _ in 0..FORGET_AFTER + 1 {

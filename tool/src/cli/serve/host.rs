@@ -12,7 +12,12 @@ use crate::{
 /// Threads the kernel counts: the denominator of /proc/loadavg's fourth field
 /// (`running/total`).
 fn parse_loadavg_threads(text: &str) -> Option<u64> {
-    text.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+    text.split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
 }
 
 fn read_u64(path: &str) -> Option<u64> {
@@ -25,7 +30,12 @@ fn count_processes() -> u64 {
     fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit))
+                .filter(|e| {
+                    e.file_name()
+                        .as_encoded_bytes()
+                        .iter()
+                        .all(u8::is_ascii_digit)
+                })
                 .count() as u64
         })
         .unwrap_or(0)
@@ -124,11 +134,17 @@ mod tests {
 
     #[test]
     fn parses_the_kernel_texts() {
-        assert_eq!(parse_loadavg_threads("0.52 0.48 0.41 2/412 96131\n"), Some(412));
+        assert_eq!(
+            parse_loadavg_threads("0.52 0.48 0.41 2/412 96131\n"),
+            Some(412)
+        );
         assert_eq!(parse_loadavg_threads("0.52 0.48"), None);
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 5 0 1234 8192000 300 18446744073709551615";
         assert_eq!(parse_stat(stat), Some([7, 3, 1234, 8_192_000, 5]));
-        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t   47616 kB\n"), Some(47616 * 1024));
+        assert_eq!(
+            parse_vm_rss("Name:\tx\nVmRSS:\t   47616 kB\n"),
+            Some(47616 * 1024)
+        );
         assert_eq!(parse_stat("42 (x) S 1"), None);
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));

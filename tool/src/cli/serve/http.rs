@@ -78,7 +78,11 @@ impl Drop for PeerSlot {
 }
 
 /// Accepts connections until the collector ends (signal).
-pub(super) async fn serve_http(listener: TcpListener, shared: Shared, limits: Limits) -> Result<()> {
+pub(super) async fn serve_http(
+    listener: TcpListener,
+    shared: Shared,
+    limits: Limits,
+) -> Result<()> {
     let slots = Arc::new(Semaphore::new(limits.connections));
     let peers = Peers::default();
     loop {

@@ -57,7 +57,12 @@ pub struct ServeArgs {
     /// from the kubelet's log directories); `container` (`container_id` alone). The
     /// attribution labels follow the cgroup, so they add no series beyond it; leaving
     /// `cgroup` out (`comm,pod`) keeps fewer.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "comm,cgroup")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "comm,cgroup"
+    )]
     pub labels: Vec<LabelGroup>,
     /// The kubelet's pod log directory (`<namespace>_<pod>_<uid>/`), which names the pods
     /// for `--labels pod`; container names come from the `containers` directory beside
@@ -118,7 +123,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             listener.local_addr()?
         );
         let shared = Shared::default();
-        *shared.state.lock().map_err(|_| anyhow::anyhow!("exporter state poisoned"))? =
+        *shared
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("exporter state poisoned"))? =
             ExporterState::with_max_series(args.max_series as usize);
         let state = shared.clone();
         let attributor = Attributor::new(&args.labels, args.pod_log_dir.clone());
@@ -198,7 +206,12 @@ mod tests {
     fn labels_and_limits_parse() {
         use clap::Parser as _;
         let cli = crate::cli::Cli::try_parse_from([
-            "proclens", "serve", "--labels", "comm,cgroup,unit,pod", "--max-series", "5000",
+            "proclens",
+            "serve",
+            "--labels",
+            "comm,cgroup,unit,pod",
+            "--max-series",
+            "5000",
         ])
         .unwrap();
         let crate::cli::Command::Serve(a) = cli.command else {

@@ -11,16 +11,29 @@ fn dash(s: &str) -> Option<&str> {
 #[test]
 fn every_documented_layout_is_read() {
     let mut n = 0;
-    for line in FIXTURES.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in FIXTURES
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 5, "bad fixture line {line:?}");
         let a = parse(cols[0]);
-        assert_eq!(a.pod_uid.as_deref(), dash(cols[1]), "pod uid of {}", cols[0]);
+        assert_eq!(
+            a.pod_uid.as_deref(),
+            dash(cols[1]),
+            "pod uid of {}",
+            cols[0]
+        );
         let container = a
             .container
             .as_ref()
             .map(|(rt, id)| format!("{}:{id}", rt.as_str()));
-        assert_eq!(container.as_deref(), dash(cols[2]), "container of {}", cols[0]);
+        assert_eq!(
+            container.as_deref(),
+            dash(cols[2]),
+            "container of {}",
+            cols[0]
+        );
         assert_eq!(a.unit.as_deref(), dash(cols[3]), "unit of {}", cols[0]);
         n += 1;
     }
@@ -30,7 +43,9 @@ fn every_documented_layout_is_read() {
 #[test]
 fn pod_log_directories_name_namespace_pod_and_uid() {
     assert_eq!(
-        parse_pod_log_dir("kube-system_coredns-7db6d8ff4d-x2v9k_1b2c3d4e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"),
+        parse_pod_log_dir(
+            "kube-system_coredns-7db6d8ff4d-x2v9k_1b2c3d4e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"
+        ),
         Some((
             "kube-system".into(),
             "coredns-7db6d8ff4d-x2v9k".into(),
@@ -43,7 +58,12 @@ fn pod_log_directories_name_namespace_pod_and_uid() {
             .map(|(_, _, uid)| uid),
         Some("5a8f5c7d3b2e1f0a9b8c7d6e5f4a3b2c".into())
     );
-    for bad in ["", "a_b", "a_b_notauid", "_pod_1b2c3d4e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"] {
+    for bad in [
+        "",
+        "a_b",
+        "a_b_notauid",
+        "_pod_1b2c3d4e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+    ] {
         assert_eq!(parse_pod_log_dir(bad), None, "{bad}");
     }
 }
@@ -52,7 +72,9 @@ fn pod_log_directories_name_namespace_pod_and_uid() {
 fn container_log_links_name_the_container() {
     let id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
     assert_eq!(
-        parse_container_log(&format!("coredns-7db6d8ff4d-x2v9k_kube-system_coredns-{id}.log")),
+        parse_container_log(&format!(
+            "coredns-7db6d8ff4d-x2v9k_kube-system_coredns-{id}.log"
+        )),
         Some(("coredns".into(), id.into()))
     );
     assert_eq!(

@@ -86,7 +86,11 @@ impl Guard {
         self.other
             .get_or_insert_with(|| Labels {
                 comm: like.comm.as_ref().map(|_| OTHER.to_string()),
-                attrs: like.attrs.iter().map(|(k, _)| (*k, Arc::from(OTHER))).collect(),
+                attrs: like
+                    .attrs
+                    .iter()
+                    .map(|(k, _)| (*k, Arc::from(OTHER)))
+                    .collect(),
                 pid: None,
             })
             .clone()
@@ -165,9 +169,10 @@ impl ExporterState {
             .filter(|(l, _)| mine(l))
             .map(|(_, p)| p.len())
             .sum();
-        let zombies = self.zombies.as_ref().map_or(0, |z| {
-            z.keys().filter(|z| **z != other_zombie()).count()
-        });
+        let zombies = self
+            .zombies
+            .as_ref()
+            .map_or(0, |z| z.keys().filter(|z| **z != other_zombie()).count());
         Budget {
             used: self.fixed_series() + sets * SET_SERIES + paths * PATH_SERIES + zombies,
             max: self.guard.max_series,

@@ -1,6 +1,9 @@
 //! The cardinality cap's tests: what folds where, what is counted, what stays under the cap.
 
-use super::{tests::{labels, proc_delta, sendfile_path}, *};
+use super::{
+    tests::{labels, proc_delta, sendfile_path},
+    *,
+};
 use crate::model::exporter::cardinality::{OTHER, RESERVE, SET_SERIES};
 
 /// The smallest cap with room for `n` series of new label sets (beside the fixed
@@ -27,7 +30,9 @@ fn interval(st: &mut ExporterState, names: &[String], cgroup: &str) {
         ..Counts::default()
     };
     st.apply(
-        names.iter().map(|n| row(Labels::new(n, &[("cgroup", cgroup)]), &d)),
+        names
+            .iter()
+            .map(|n| row(Labels::new(n, &[("cgroup", cgroup)]), &d)),
         SystemTotals::default(),
     );
     st.apply_extras(ExtrasDelta {
@@ -92,7 +97,8 @@ fn a_full_cap_folds_new_cgroups_into_the_catch_all() {
     let all_other = Labels::new(OTHER, &[("cgroup", OTHER)]);
     assert!(st.series.contains_key(&all_other), "{:?}", st.series.keys());
     assert!(
-        st.series.contains_key(&Labels::new(OTHER, &[("cgroup", "/a")])),
+        st.series
+            .contains_key(&Labels::new(OTHER, &[("cgroup", "/a")])),
         "the first cgroup to overflow keeps its own catch-all"
     );
     let total: u64 = st.series.values().map(|c| c.voluntary).sum();

@@ -42,9 +42,8 @@ pub struct SelfGauges {
 }
 
 /// Upper bounds (seconds) of the scrape-duration histogram's buckets.
-pub const SCRAPE_BUCKETS: [f64; 10] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
+pub const SCRAPE_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Series of proclens's own families: the seven `process_*` gauges and counter, tracked
 /// processes, label sets, series, the cap, folded label sets, and the scrape-duration

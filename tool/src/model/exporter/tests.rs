@@ -282,4 +282,3 @@ fn forks_accumulate_and_zombies_are_a_gauge_per_parent_command() {
     assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
     assert!(!st.syscalls_counted, "no syscall rows: not counted");
 }
-

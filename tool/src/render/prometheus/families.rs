@@ -1,11 +1,11 @@
 //! The families labelled by process attribution: switches, times, the run-queue
 //! histogram, syscalls, copy paths, forks and zombies.
 
+use proclens_common::switch::RUNQ_BUCKETS;
 use prometheus_client::{
     encoding::{DescriptorEncoder, NoLabelSet},
     metrics::MetricType,
 };
-use proclens_common::switch::RUNQ_BUCKETS;
 
 use super::{LabelVec, counter_family, gauge_family, seconds_family};
 use crate::model::{
@@ -38,7 +38,10 @@ pub(super) fn runq_buckets(hist: &Hist) -> Vec<(f64, u64)> {
         .collect()
 }
 
-pub(super) fn encode(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+pub(super) fn encode(
+    st: &ExporterState,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     let s = &st.series;
     counter_family(
         enc,
@@ -90,12 +93,13 @@ pub(super) fn encode(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<
         )?;
         for (l, v) in s {
             let count: u64 = v.runq_hist.iter().sum();
-            m.encode_family(&l.pairs())?.encode_histogram::<NoLabelSet>(
-                v.runq_ns as f64 / 1e9,
-                count,
-                &runq_buckets(&v.runq_hist),
-                None,
-            )?;
+            m.encode_family(&l.pairs())?
+                .encode_histogram::<NoLabelSet>(
+                    v.runq_ns as f64 / 1e9,
+                    count,
+                    &runq_buckets(&v.runq_hist),
+                    None,
+                )?;
         }
     }
     encode_extras(st, enc)

@@ -92,7 +92,12 @@ fn gauge_family<N: EncodeGaugeValue>(
 }
 
 /// One unlabelled gauge.
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
     gauge_family(enc, name, help, std::iter::once((vec![], v as i64)))
 }
 

@@ -118,7 +118,12 @@ fn encode_self(
         "proclens's virtual memory size in bytes",
         me.virtual_bytes,
     )?;
-    gauge(enc, "process_open_fds", "proclens's open file descriptors", me.open_fds)?;
+    gauge(
+        enc,
+        "process_open_fds",
+        "proclens's open file descriptors",
+        me.open_fds,
+    )?;
     gauge(
         enc,
         "process_max_fds",
@@ -174,11 +179,7 @@ fn encode_self(
         .chain([f64::INFINITY])
         .zip(scrapes.buckets)
         .collect();
-    m.encode_family(&super::LabelVec::new())?.encode_histogram::<NoLabelSet>(
-        scrapes.sum_seconds,
-        scrapes.count,
-        &buckets,
-        None,
-    )?;
+    m.encode_family(&super::LabelVec::new())?
+        .encode_histogram::<NoLabelSet>(scrapes.sum_seconds, scrapes.count, &buckets, None)?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 use super::*;
 use crate::model::exporter::Labels;
-use proclens_common::switch::RUNQ_BUCKETS;
 use crate::model::{
     exporter::{LabelledDelta, SystemTotals},
     switches::Counts,
 };
+use proclens_common::switch::RUNQ_BUCKETS;
 
 #[test]
 fn exposition_has_typed_families_and_labels() {
@@ -159,7 +159,10 @@ fn buckets(text: &str, name: &str) -> Vec<(String, u64)> {
         .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
         .map(|l| {
             let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
-            (le.to_string(), l.rsplit(' ').next().unwrap().parse().unwrap())
+            (
+                le.to_string(),
+                l.rsplit(' ').next().unwrap().parse().unwrap(),
+            )
         })
         .collect()
 }
@@ -278,7 +281,11 @@ fn series_gauge_counts_every_sample_line() {
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .count();
-        assert_eq!(sample(&text, "proclens_series "), lines as u64, "{format:?}\n{text}");
+        assert_eq!(
+            sample(&text, "proclens_series "),
+            lines as u64,
+            "{format:?}\n{text}"
+        );
         assert_eq!(sample(&text, "proclens_scrape_duration_seconds_count "), 1);
     }
 }
