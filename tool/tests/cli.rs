@@ -1,6 +1,6 @@
-//! The command line's contract: argument errors, privilege, missing processes and
-//! tracefs each get one line and their documented exit code; every way proclens ends
-//! leaves no BPF program, link or map behind.
+//! The command line's contract: argument errors, missing processes and tracefs each get
+//! one line and their documented exit code; every way proclens ends leaves no BPF
+//! program, link or map behind. (Privileges: tests/privilege.rs.)
 mod common;
 
 use std::{
@@ -12,34 +12,11 @@ use std::{
 };
 
 use common::{
-    Bounded as _, COMMAND_LIMIT, KEEPS_CAPS_NOTE, PROCLENS, Proclens, can_trace, keeps_caps,
+    Bounded as _, COMMAND_LIMIT, KEEPS_CAPS_NOTE, PROCLENS, Proclens, assert_one_line, can_trace,
+    run_proclens as run,
 };
 
 workload_entry!();
-
-/// Runs proclens to completion; returns (exit code, stderr).
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(PROCLENS)
-        .args(args)
-        .stdin(Stdio::null())
-        .output_within(COMMAND_LIMIT);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn assert_one_line(stderr: &str) {
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "expected one line, got: {stderr:?}"
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
-}
 
 #[test]
 fn argument_errors_exit_2_with_one_line() {
@@ -83,32 +60,6 @@ fn no_such_pid_exits_4() {
     assert_eq!(code, 4, "{stderr}");
     assert_one_line(&stderr);
     assert!(stderr.contains("no such process: 4194305"), "{stderr}");
-}
-
-#[test]
-fn unprivileged_user_exits_3_naming_what_is_missing() {
-    if !can_trace() {
-        return;
-    }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            PROCLENS,
-            "top",
-            "-c",
-            "1",
-        ])
-        .output_within(COMMAND_LIMIT);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert_one_line(&stderr);
-    assert!(
-        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
-        "{stderr}"
-    );
 }
 
 /// BPF object ids (programs, links, maps) a process holds, from its fdinfo.
@@ -244,9 +195,9 @@ fn normal_end_and_closed_pipe_leave_nothing_behind() {
     // The only line allowed is the documented start-up note of kernels that check
     // privileges on every map read (5.10).
     let stderr = String::from_utf8_lossy(&out.stderr);
-    keeps_caps(&stderr);
+    common::keeps_caps(&stderr);
     assert!(
-        stderr.lines().all(|l| l == KEEPS_CAPS_NOTE),
+        stderr.lines().all(|l| l.starts_with(KEEPS_CAPS_NOTE)),
         "a closed pipe is not an error: {stderr}"
     );
     assert_all_gone(&ids, "closed stdout");
@@ -277,119 +228,6 @@ fn tracefs_is_mounted_when_missing() {
         Some(98) => panic!("proclens did not mount tracefs: {stderr}"),
         other => panic!("copies failed ({other:?}): {stderr}"),
     }
-}
-
-/// CapEff of every thread of a process.
-fn thread_caps(pid: u32) -> Vec<u64> {
-    fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .collect()
-}
-
-const CAP_SYS_ADMIN: u64 = 1 << 21;
-const CAP_PERFMON: u64 = 1 << 38;
-const CAP_BPF: u64 = 1 << 39;
-
-#[test]
-fn running_agent_holds_no_capability_and_still_reports() {
-    if !can_trace() {
-        return;
-    }
-    let p = Proclens::spawn(&["top", "--json", "--interval", "0.2"]);
-    p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
-    let caps = thread_caps(p.child.id());
-    assert!(!caps.is_empty());
-    // On a kernel that checks privileges on every map read (5.10), proclens says at
-    // start-up that it keeps the three capabilities reading needs.
-    let allowed = if keeps_caps(&p.stderr()) {
-        CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON
-    } else {
-        0
-    };
-    for c in &caps {
-        assert_eq!(
-            c & (CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON) & !allowed,
-            0,
-            "a thread still holds {c:#x}"
-        );
-    }
-    // Still reading its maps: later reports count switches.
-    let v = p.json_until(Duration::from_secs(10), |v| {
-        v["type"] == "system" && v["switches"].as_u64().unwrap() > 0
-    });
-    assert!(v["switches"].as_u64().unwrap() > 0);
-}
-
-#[test]
-fn run_holds_no_capability_while_the_command_runs() {
-    if !can_trace() {
-        return;
-    }
-    let child = Command::new(PROCLENS)
-        .args(["run", "-o", "/dev/null", "--", "sleep", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Once `sleep` is running under proclens, look at proclens's threads.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let sleeping = loop {
-        let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-            .unwrap_or_default();
-        if let Some(k) = kids.split_whitespace().next()
-            && fs::read_to_string(format!("/proc/{k}/comm")).is_ok_and(|c| c.trim() == "sleep")
-        {
-            break true;
-        }
-        if std::time::Instant::now() > deadline {
-            break false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert!(sleeping, "the command never started");
-    thread::sleep(Duration::from_millis(100));
-    let caps = thread_caps(child.id());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    // See running_agent_holds_no_capability_and_still_reports for the 5.10 case.
-    let allowed = if keeps_caps(&stderr) {
-        CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON
-    } else {
-        0
-    };
-    for c in caps {
-        assert_eq!(
-            c & (CAP_SYS_ADMIN | CAP_BPF | CAP_PERFMON) & !allowed,
-            0,
-            "a thread of `run` still holds {c:#x}"
-        );
-    }
-}
-
-#[test]
-fn run_under_sudo_runs_the_command_as_the_invoking_user() {
-    if !can_trace() {
-        return;
-    }
-    let out = Command::new(PROCLENS)
-        .args(["run", "-o", "/dev/null", "--", "sh", "-c", "id -u; id -g"])
-        .env("SUDO_UID", "65534")
-        .env("SUDO_GID", "65534")
-        .env_remove("SUDO_USER")
-        .output_within(COMMAND_LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n65534\n");
 }
 
 /// proclens `top --json` for two short intervals with the thread table forced full (every

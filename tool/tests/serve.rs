@@ -4,197 +4,20 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    io::Write as _,
+    net::TcpStream,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use common::{PROCLENS, can_trace, workload::Workload};
+use common::{
+    can_trace,
+    exporter::{Named, Prometheus, Server, comm_of, http, sample_sum, samples, try_http, wait_for},
+    workload::Workload,
+};
 
 workload_entry!();
-
-/// A running `proclens serve` and the address it listens on.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(PROCLENS)
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.3"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("proclens: serving http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        // Keep draining stderr so proclens never blocks on it.
-        thread::spawn(move || for _ in stderr.lines() {});
-        Self { child, addr }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.0 request; returns (status, body).
-fn try_http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    accept: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\n{accept}\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> (u16, String) {
-    try_http(addr, method, path, accept).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-/// A workload with a name of its own: a shell loop running `sleep` under another name.
-struct Named {
-    child: Child,
-    comm: String,
-    _link: std::path::PathBuf,
-}
-
-impl Named {
-    fn start() -> Self {
-        let comm = format!("plw{}", std::process::id() % 100_000);
-        let link = std::env::temp_dir().join(&comm);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
-        let child = Command::new("sh")
-            .args(["-c", &format!("while :; do {} 0.01; done", link.display())])
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            comm,
-            _link: link,
-        }
-    }
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self._link);
-    }
-}
-
-/// The `k="v"` pairs of a sample's label block (text after `{`), and the rest of the line.
-fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start_matches(',');
-        if let Some(rest) = s.strip_prefix('}') {
-            return Some((labels, rest));
-        }
-        let (key, rest) = s.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => value.push(match chars.next()?.1 {
-                    'n' => '\n',
-                    c => c,
-                }),
-                (_, c) => value.push(c),
-            }
-        };
-        labels.push((key.to_string(), value));
-        s = &rest[end + 1..];
-    }
-}
-
-/// The values of the samples of `name` whose labels include every pair of `want`, with
-/// their labels.
-fn samples(body: &str, name: &str, want: &[(&str, &str)]) -> Vec<(Vec<(String, String)>, f64)> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => parse_labels(r)?,
-                None if rest.starts_with(' ') => (Vec::new(), rest),
-                None => return None,
-            };
-            let matches = want
-                .iter()
-                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
-            matches.then(|| (labels, value.trim().parse().unwrap()))
-        })
-        .collect()
-}
-
-/// The sum of those samples (0 when there are none).
-fn sample_sum(body: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    samples(body, name, want).iter().map(|(_, v)| v).sum()
-}
-
-fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap()
-        .trim_end()
-        .to_string()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn metrics_show_a_known_workload_and_pass_promtool() {
@@ -287,64 +110,22 @@ fn a_real_prometheus_scrapes_it() {
     }
     let server = Server::start(&[]);
     let w = Named::start();
-    let dir = std::env::temp_dir().join(format!("proclens-prom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: proclens\n    static_configs:\n      - targets: ['{}']\n", server.addr),
-    )
-    .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let prom_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (cargo xtask setup installs it)");
+    let prom = Prometheus::start(&[server.addr]);
     let query = format!(
-        "/api/v1/query?query=proclens_context_switches_total%7Bcomm%3D%22{}%22%2Ckind%3D%22voluntary%22%7D",
+        "proclens_context_switches_total{{comm=\"{}\",kind=\"voluntary\"}}",
         w.comm
     );
-    let mut answer = String::new();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(
-            "Prometheus to have scraped the workload",
-            Duration::from_secs(60),
-            || {
-                if TcpStream::connect_timeout(&prom_addr, Duration::from_millis(200)).is_err() {
-                    return false;
-                }
-                answer = http(prom_addr, "GET", &query, None).1;
-                answer.contains("\"status\":\"success\"")
-                    && answer.contains(&format!("\"comm\":\"{}\"", w.comm))
-            },
-        );
-    }));
-    let _ = prom.kill();
-    let _ = prom.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    let mut found = Vec::new();
+    wait_for(
+        "Prometheus to have scraped the workload",
+        Duration::from_secs(60),
+        || {
+            found = prom.vector(&query);
+            !found.is_empty()
+        },
+    );
     // The value is a positive count of voluntary switches.
-    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let value: f64 = v["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(value > 0.0, "{answer}");
+    assert!(found[0].1 > 0.0, "{found:?}");
 }
 
 #[test]
@@ -546,4 +327,62 @@ fn series_of_a_finished_command_expire() {
             .any(|l| l.starts_with("proclens_context_switches_total{")),
         "every series went, not just the finished command's:\n{body}"
     );
+}
+
+/// A connection to `server` from the loopback address `source` (127.0.0.2 is as local as
+/// 127.0.0.1, and the server tells them apart).
+fn connect_from(source: &str, server: std::net::SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    s.bind(&from.into()).unwrap();
+    s.connect_timeout(&server.into(), Duration::from_secs(5))
+        .unwrap();
+    s.into()
+}
+
+/// Issue 18: one global limit of 64 connections let a single client starve the scrapes.
+/// One client holding more connections than the whole limit gets `--max-connections-per-
+/// peer` of them; a scraper from another address is served at once.
+#[test]
+fn one_client_cannot_take_the_connections_of_another() {
+    if !can_trace() {
+        return;
+    }
+    let server = Server::start(&["--max-connections", "8", "--max-connections-per-peer", "4"]);
+    assert_eq!(http(server.addr, "GET", "/metrics", None).0, 200);
+    // Client A: 8 idle connections (the global limit). The 5th and later are closed at
+    // once: a read sees the end of the stream, long before the 5 s header timeout.
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| connect_from("127.0.0.1", server.addr))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut closed = 0;
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if matches!(std::io::Read::read(s, &mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 4, "client A keeps exactly 4 connections");
+    // Client B scrapes while A still holds its 4.
+    let started = Instant::now();
+    let mut b = connect_from("127.0.0.2", server.addr);
+    b.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut b, &mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.0 200"),
+        "{}",
+        resp.lines().next().unwrap_or("")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "served after {:?}",
+        started.elapsed()
+    );
+    drop(held);
 }

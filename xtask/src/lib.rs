@@ -1,3 +1,6 @@
-//! Build support shared by `cargo xtask` and `tool/build.rs`.
+//! Build support shared by `cargo xtask`, `tool/build.rs` and the image test.
 pub mod ebpf_build;
+pub mod idle;
+pub mod image;
+pub mod ldd;
 pub mod toolchain;

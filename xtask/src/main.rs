@@ -35,6 +35,10 @@ enum Task {
     },
     /// Write the man page and shell completions into target/dist/.
     Dist,
+    /// Build the OCI image `proclens:<version>` with podman (or buildah) from
+    /// deploy/Containerfile: FROM scratch, the release binary (with the file capabilities
+    /// cap_bpf,cap_perfmon=ep) and the shared libraries ldd names. Needs root.
+    Image,
     /// Measure overhead, in one run: a switch-bound workload (pinned `perf bench sched
     /// pipe`) untraced / proclens / an equivalent bpftrace counter, with the kernel's
     /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
@@ -57,6 +61,10 @@ enum Task {
         /// serve, startup.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
+        /// Another proclens binary (an earlier build) whose serve is measured in the same
+        /// windows, interleaved: the anchor that tells a change from the machine's load.
+        #[arg(long, value_name = "PROCLENS")]
+        anchor: Option<PathBuf>,
     },
     /// Set up, then run every test: unit tests and the real-BPF integration tests.
     Test {
@@ -188,18 +196,28 @@ fn run() -> Result<ExitCode> {
             }
             eprintln!("xtask: wrote {}", dist.display());
         }
+        Task::Image => {
+            setup::ensure_toolchain()?;
+            setup::ensure_image_tools()?;
+            let bin = build_release()?;
+            let tag = proclens_xtask::image::tag();
+            let work = workspace_root().join("target/image");
+            proclens_xtask::image::build(&bin, &workspace_root(), &work, &tag)?;
+            eprintln!("xtask: built image {tag}");
+        }
         Task::Bench {
             reps,
             record,
             round_trips,
             only,
+            anchor,
         } => {
             setup::ensure_all()?;
             if !nix_is_root() {
                 bail!("the benchmark loads BPF programs: run it as root");
             }
             let bin = build_release()?;
-            let sections = bench::run_all(&bin, reps, round_trips, &only)?;
+            let sections = bench::run_all(&bin, reps, round_trips, &only, anchor.as_deref())?;
             for (_, md) in &sections {
                 println!("{md}");
             }

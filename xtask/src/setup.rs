@@ -16,6 +16,16 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tmux", "/usr/bin/tmux"),
     ("linux-perf", "/usr/bin/perf"),
     ("prometheus", "/usr/bin/prometheus"),
+    // The image test and `cargo xtask image`: podman (with runc: crun cannot start
+    // containers on these machines' hybrid cgroup hierarchy) and objcopy.
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("binutils", "/usr/bin/objcopy"),
+    // The unit's syscall filter test traces serve; systemd-analyze rates and verifies the unit.
+    ("strace", "/usr/bin/strace"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+    // setpriv, the least-privilege tests' way to start proclens as another user.
+    ("util-linux", "/usr/bin/setpriv"),
 ];
 
 fn is_root() -> bool {
@@ -122,6 +132,16 @@ pub fn ensure_all() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `cargo xtask image` needs: podman and objcopy.
+pub fn ensure_image_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(p, bin)| ["podman", "runc", "binutils"].contains(p) && !Path::new(bin).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    apt_install(&missing)
 }
 
 /// What `cargo xtask test-kernels` needs on the host: QEMU, busybox-static and cpio.

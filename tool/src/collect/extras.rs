@@ -58,6 +58,11 @@ pub struct Extras {
     pub forks: Vec<ForkRow>,
     /// What the process table noticed in the interval (reaps with their delay, orphans).
     pub notices: Vec<Notice>,
+    /// Processes in the process table; `None` without one.
+    pub tracked: Option<usize>,
+    /// Zombies of any age on the whole machine (the `--cgroup` filter aside) that /proc
+    /// still shows as zombies; `None` without a process table.
+    pub all_zombies: Option<usize>,
 }
 
 impl Extras {
@@ -214,6 +219,14 @@ impl ExtrasCollector {
             }
             self.last_forks = now;
             out.notices = life.take_notices();
+            out.tracked = Some(life.table.len());
+            out.all_zombies = Some(
+                life.table
+                    .zombies(procfs::boot_ns(), 0)
+                    .iter()
+                    .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
+                    .count(),
+            );
         }
         Ok(out)
     }

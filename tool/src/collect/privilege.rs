@@ -57,10 +57,33 @@ pub fn drop_all_but(keep: &[caps::Capability]) -> Result<()> {
     Ok(())
 }
 
-/// Whether this kernel lets a process without capabilities keep reading a map through a
-/// file descriptor it already holds (6.1+ yes; 5.10 checks privileges on every bpf()
-/// call). Probed for real: a forked child drops everything and tries `read`.
-pub fn reads_survive_drop(read: impl FnOnce() -> bool) -> bool {
+/// The capabilities this thread may still raise (its permitted set).
+pub fn permitted() -> Result<caps::CapsHashSet> {
+    caps::read(None, caps::CapSet::Permitted).context("reading the permitted capabilities")
+}
+
+/// `wanted`, less what is not permitted: asking to keep a capability proclens was never
+/// given fails, and a least-privilege start (CAP_BPF and CAP_PERFMON only, not root)
+/// must not exit for want of one it does not need.
+pub fn keepable(
+    wanted: &[caps::Capability],
+    permitted: &caps::CapsHashSet,
+) -> Vec<caps::Capability> {
+    let mut v: Vec<caps::Capability> = wanted
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    v.sort_unstable_by_key(|c| c.index());
+    v.dedup();
+    v
+}
+
+/// Whether a process holding only `keep` can still read a map through a file descriptor
+/// it already holds. Probed for real: a forked child drops everything else and tries
+/// `read`. With nothing kept, 6.1+ says yes; 5.10 checks privileges on every bpf() call
+/// (CAP_BPF, or CAP_SYS_ADMIN before 5.8, satisfies the check).
+pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -> bool {
     // SAFETY: the process is single-threaded here (checked by the caller's contract); the
     // child only drops capabilities, reads one map and _exits.
     let pid = unsafe { libc::fork() };
@@ -68,13 +91,39 @@ pub fn reads_survive_drop(read: impl FnOnce() -> bool) -> bool {
         return false;
     }
     if pid == 0 {
-        let ok = drop_all_but(&[]).is_ok() && read();
+        let ok = drop_all_but(keep).is_ok() && read();
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// What map reads need on a kernel where they do not survive dropping everything: the
+/// first of CAP_BPF (5.8+) or CAP_SYS_ADMIN that is permitted and lets the probe read,
+/// else every one of CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN that is permitted (the reads
+/// will then say what fails).
+pub fn map_read_caps(
+    permitted: &caps::CapsHashSet,
+    read: impl Fn() -> bool,
+) -> Vec<caps::Capability> {
+    use caps::Capability::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
+    for c in [CAP_BPF, CAP_SYS_ADMIN] {
+        if permitted.contains(&c) && reads_work_with(&[c], &read) {
+            return vec![c];
+        }
+    }
+    keepable(&[CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN], permitted)
+}
+
+/// The note proclens prints when it keeps `caps` for its map reads.
+pub fn keeps_note(caps: &[caps::Capability]) -> String {
+    let names: Vec<String> = caps.iter().map(ToString::to_string).collect();
+    format!(
+        "proclens: note: this kernel checks privileges on every map read; keeping {}",
+        names.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -95,6 +144,23 @@ mod tests {
         assert!(has(caps, CAP_BPF) && !has(caps, CAP_PERFMON));
         assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
         assert_eq!(parse_cap_eff(""), None);
+    }
+
+    #[test]
+    fn only_permitted_capabilities_are_kept() {
+        use caps::Capability::{CAP_BPF, CAP_DAC_OVERRIDE, CAP_PERFMON, CAP_SYS_ADMIN};
+        let granted: caps::CapsHashSet = [CAP_BPF, CAP_PERFMON].into_iter().collect();
+        assert_eq!(
+            keepable(
+                &[CAP_SYS_ADMIN, CAP_BPF, CAP_DAC_OVERRIDE, CAP_BPF],
+                &granted
+            ),
+            [CAP_BPF]
+        );
+        assert_eq!(
+            keeps_note(&[CAP_BPF]),
+            "proclens: note: this kernel checks privileges on every map read; keeping CAP_BPF"
+        );
     }
 
     proptest! {

@@ -202,27 +202,27 @@ impl Tracer {
 
     /// Drops the privileges loading needed, once everything is attached: every capability
     /// (except `keep`) when this kernel still lets the held map fds be read without them
-    /// (probed); otherwise only those beyond CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN, with a
-    /// note. Returns whether everything was dropped. Call it while single-threaded.
+    /// (probed); otherwise all but the one the reads need (CAP_BPF on 5.8+, probed), with
+    /// a note. Only permitted capabilities are kept. Returns whether everything was
+    /// dropped. Call it while single-threaded.
     pub fn drop_privileges(&self, keep: &[caps::Capability]) -> Result<bool> {
+        let read = || self.health().is_ok();
         let reads_survive = *self
             .reads_survive_drop
-            .get_or_init(|| privilege::reads_survive_drop(|| self.health().is_ok()));
-        if reads_survive {
-            privilege::drop_all_but(keep)?;
-            return Ok(true);
-        }
+            .get_or_init(|| privilege::reads_work_with(&[], read));
+        let permitted = privilege::permitted()?;
         let mut needed = keep.to_vec();
-        needed.extend([
-            caps::Capability::CAP_BPF,
-            caps::Capability::CAP_PERFMON,
-            caps::Capability::CAP_SYS_ADMIN,
-        ]);
-        privilege::drop_all_but(&needed)?;
-        eprintln!(
-            "proclens: note: this kernel checks privileges on every map read; keeping CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN"
-        );
-        Ok(false)
+        let for_reads = if reads_survive {
+            Vec::new()
+        } else {
+            privilege::map_read_caps(&permitted, read)
+        };
+        needed.extend(&for_reads);
+        privilege::drop_all_but(&privilege::keepable(&needed, &permitted))?;
+        if !reads_survive {
+            eprintln!("{}", privilege::keeps_note(&for_reads));
+        }
+        Ok(reads_survive)
     }
 
     /// The event rings, to be polled by the caller (once).

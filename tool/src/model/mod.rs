@@ -1,5 +1,6 @@
 //! Pure aggregation: no I/O, no BPF. Unit-tested from plain values.
 
+pub mod attribution;
 pub mod copies;
 pub mod copy_report;
 pub mod event;

@@ -4,6 +4,8 @@ use std::{fs, path::PathBuf, time::Duration};
 
 pub struct TestCgroup {
     pub dir: PathBuf,
+    /// Parents this made for a nested cgroup, innermost first (removed after `dir`).
+    parents: Vec<PathBuf>,
 }
 
 /// Where the cgroup v2 hierarchy is mounted.
@@ -22,7 +24,32 @@ impl TestCgroup {
     pub fn new(name: &str) -> Self {
         let dir = v2_root().join(format!("proclens-test-{name}-{}", std::process::id()));
         fs::create_dir(&dir).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            parents: Vec::new(),
+        }
+    }
+
+    /// The cgroup at `rel` below the v2 root (`kubepods.slice/.../x.scope`), making the
+    /// levels that do not exist yet (and removing those on drop).
+    pub fn nested(rel: &str) -> Self {
+        let mut made = Vec::new();
+        let mut dir = v2_root();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                fs::create_dir(&dir).unwrap();
+                made.push(dir.clone());
+            }
+        }
+        let dir = made.pop().expect("the innermost level is new");
+        made.reverse();
+        Self { dir, parents: made }
+    }
+
+    /// The cgroup's path as /proc/PID/cgroup shows it (from the v2 root).
+    pub fn rel(&self) -> String {
+        format!("/{}", self.dir.strip_prefix(v2_root()).unwrap().display())
     }
 
     pub fn path(&self) -> &str {
@@ -40,9 +67,12 @@ impl Drop for TestCgroup {
         // Its processes must be gone (reaped) first; give stragglers a second.
         for _ in 0..50 {
             if fs::remove_dir(&self.dir).is_ok() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        for p in &self.parents {
+            let _ = fs::remove_dir(p);
         }
     }
 }

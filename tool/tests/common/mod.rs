@@ -4,8 +4,10 @@
 
 pub mod cgroup;
 pub mod copy_workloads;
+pub mod exporter;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
+pub mod podman;
 pub mod workload;
 
 use std::{
@@ -98,9 +100,27 @@ fn all_sleeping(pid: u32) -> bool {
         })
 }
 
-/// The start-up note proclens prints on kernels that check privileges on every map read
-/// through a held fd (5.10): it then keeps CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN.
-pub const KEEPS_CAPS_NOTE: &str = "proclens: note: this kernel checks privileges on every map read; keeping CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN";
+/// The start of the note proclens prints on kernels that check privileges on every map
+/// read through a held fd (5.10); it names the capabilities it keeps (CAP_BPF).
+pub const KEEPS_CAPS_NOTE: &str =
+    "proclens: note: this kernel checks privileges on every map read; keeping ";
+
+/// The capabilities (as a CapEff mask) proclens's note in `stderr` says it keeps; 0
+/// without the note.
+pub fn kept_caps(stderr: &str) -> u64 {
+    let Some(list) = stderr.lines().find_map(|l| l.strip_prefix(KEEPS_CAPS_NOTE)) else {
+        return 0;
+    };
+    list.split(", ")
+        .map(|c| match c.trim() {
+            "CAP_BPF" => 1 << 39,
+            "CAP_PERFMON" => 1 << 38,
+            "CAP_SYS_ADMIN" => 1 << 21,
+            "CAP_DAC_OVERRIDE" => 1 << 1,
+            other => panic!("unexpected capability {other:?} in the note"),
+        })
+        .fold(0, |a, b| a | b)
+}
 
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -115,12 +135,37 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// Whether proclens said it keeps the map-reading capabilities; asserts that it says so
 /// only on kernels older than 6.1 (6.1 and later let a held fd be read without them).
 pub fn keeps_caps(stderr: &str) -> bool {
-    let said = stderr.lines().any(|l| l == KEEPS_CAPS_NOTE);
+    let said = stderr.lines().any(|l| l.starts_with(KEEPS_CAPS_NOTE));
     assert!(
         !(said && kernel_at_least(6, 1)),
         "proclens kept capabilities on a kernel that does not need them"
     );
     said
+}
+
+/// Runs proclens to completion; returns (exit code, stderr).
+pub fn run_proclens(args: &[&str]) -> (i32, String) {
+    let out = Command::new(PROCLENS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output_within(COMMAND_LIMIT);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An error reported the documented way: one line, no panic.
+pub fn assert_one_line(stderr: &str) {
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line, got: {stderr:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 /// How long one command a test runs to completion may take before the test fails: a hung

@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod fleet;
 mod lifecycle;
 mod load;
 mod serve;
@@ -37,6 +38,7 @@ pub fn run_all(
     reps: usize,
     round_trips: u64,
     only: &[String],
+    anchor: Option<&Path>,
 ) -> Result<Vec<(&'static str, String)>> {
     if let Some(unknown) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
         bail!(
@@ -63,7 +65,7 @@ pub fn run_all(
         out.push(("load", load::run(proclens)?));
     }
     if wanted("serve") {
-        out.push(("serve", serve::run(proclens, reps)?));
+        out.push(("serve", serve::run(proclens, reps, anchor)?));
     }
     if wanted("startup") {
         out.push(("startup", startup::run(proclens, reps)?));

@@ -6,10 +6,13 @@
 //! names; `proclens serve` runs beside them and `/metrics` is fetched once a second for
 //! the window. proclens's CPU time (utime + stime from /proc/PID/stat) over the window
 //! gives its share of one core; the last scrape gives the exposition's size and series
-//! count; VmRSS its memory. Conditions: scraped, not scraped (collection alone),
-//! collecting every 5 s instead of every second, `--copies`, `--per-pid`. Then what a
-//! traced process pays per syscall (the pipe round trips of the syscalls section)
-//! untraced, under `serve` and under `serve --copies`.
+//! count; VmRSS its memory. The processes live in 20 pods' cgroups shaped as the kubelet
+//! makes them, with its log directories (bench/fleet.rs), so pod labels name each one.
+//! Conditions: scraped, not scraped (collection alone), collecting every second instead
+//! of every 5 s, `--copies`, `--per-pid`, pod labels (`--labels comm,cgroup,unit,pod`).
+//! Then what a traced process pays per syscall (the pipe round trips of the syscalls
+//! section) untraced, under `serve` and under `serve --copies`; and the agent's CPU
+//! beside a fork storm.
 //!
 //! Wiring (in bench/mod.rs): `mod serve;` and `("serve", serve::run(proclens, reps)?)`.
 
@@ -26,7 +29,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{machine, median};
+use proclens_xtask::idle::Idle;
+
+use super::{
+    fleet::{FakePods, Storm, fork_storm},
+    machine, median,
+};
 
 const PROCESSES: usize = 1000;
 const NAMES: usize = 100;
@@ -36,71 +44,14 @@ const WARMUP: Duration = Duration::from_secs(5);
 /// Round trips of the per-syscall cost runs (two syscalls each).
 const ROUND_TRIPS: u64 = 200_000;
 
-/// The idle processes; killed on drop.
-struct Idle {
-    pids: Vec<libc::pid_t>,
-}
-
-impl Idle {
-    fn start(n: usize, names: usize) -> Result<Self> {
-        let parent = std::process::id() as libc::pid_t;
-        let mut pids = Vec::with_capacity(n);
-        // Names made before forking: the children must not allocate.
-        let names: Vec<std::ffi::CString> = (0..names)
-            .map(|i| std::ffi::CString::new(format!("pl-idle-{i:03}")).expect("no NUL"))
-            .collect();
-        for i in 0..n {
-            let name = names[i % names.len()].as_ptr();
-            // SAFETY: the child calls only async-signal-safe functions (prctl, nanosleep,
-            // getppid, _exit) and never returns into Rust.
-            let pid = unsafe { libc::fork() };
-            if pid < 0 {
-                bail!("fork: {}", std::io::Error::last_os_error());
-            }
-            if pid == 0 {
-                // SAFETY: see above.
-                unsafe {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    libc::prctl(libc::PR_SET_NAME, name);
-                    let nap = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 100_000_000,
-                    };
-                    loop {
-                        libc::nanosleep(&nap, std::ptr::null_mut());
-                        if libc::getppid() != parent {
-                            libc::_exit(0);
-                        }
-                    }
-                }
-            }
-            pids.push(pid);
-        }
-        Ok(Self { pids })
-    }
-}
-
-impl Drop for Idle {
-    fn drop(&mut self) {
-        for &p in &self.pids {
-            // SAFETY: signalling and reaping our own children.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-        for &p in &self.pids {
-            // SAFETY: as above.
-            unsafe { libc::waitpid(p, std::ptr::null_mut(), 0) };
-        }
-    }
-}
-
 /// A `proclens serve` on a free loopback port; SIGINT on drop.
-struct Serve {
+pub(super) struct Serve {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl Serve {
-    fn start(proclens: &Path, extra: &[&str]) -> Result<Self> {
+    pub(super) fn start(proclens: &Path, extra: &[&str]) -> Result<Self> {
         let mut child = Command::new(proclens)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -133,7 +84,7 @@ impl Serve {
         Ok(Self { child, addr })
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -147,7 +98,7 @@ impl Drop for Serve {
 }
 
 /// `GET /metrics`; the body.
-fn scrape(addr: SocketAddr) -> Result<String> {
+pub(super) fn scrape(addr: SocketAddr) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
@@ -161,7 +112,7 @@ fn scrape(addr: SocketAddr) -> Result<String> {
 }
 
 /// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = stat.rsplit_once(')').context("bad stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -246,8 +197,21 @@ fn syscall_cost(proclens: &Path, extra: Option<&[&str]>) -> Result<f64> {
     super::syscalls::run_workload(&[], ROUND_TRIPS)
 }
 
-pub fn run(proclens: &Path, reps: usize) -> Result<String> {
-    let conditions: [(&str, &[&str], bool); 5] = [
+/// Pods the idle processes are spread over.
+const PODS: usize = 20;
+/// Seconds of each fork-storm window.
+const STORM: u64 = 20;
+
+pub fn run(proclens: &Path, reps: usize, anchor: Option<&Path>) -> Result<String> {
+    let pods = FakePods::make(PODS)?;
+    let pod_log_dir = pods.log_dir.to_string_lossy().into_owned();
+    let pod_labels = [
+        "--labels",
+        "comm,cgroup,unit,pod",
+        "--pod-log-dir",
+        pod_log_dir.as_str(),
+    ];
+    let conditions: Vec<(&str, &[&str], bool)> = vec![
         ("serve (default --interval 5), scraped every 1 s", &[], true),
         ("serve, not scraped", &[], false),
         (
@@ -256,16 +220,43 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
             true,
         ),
         ("serve --copies, scraped every 1 s", &["--copies"], true),
-        ("serve --per-pid, scraped every 1 s", &["--per-pid"], true),
+        (
+            "serve --per-pid (--max-series 1000000), scraped every 1 s",
+            &["--per-pid", "--max-series", "1000000"],
+            true,
+        ),
+        (
+            "serve --labels comm,cgroup,unit,pod, scraped every 1 s",
+            &pod_labels,
+            true,
+        ),
     ];
-    let mut samples: Vec<Vec<Sample>> = conditions.iter().map(|_| Vec::new()).collect();
+    // The anchor's default conditions, in the same rounds.
+    let anchored: Vec<(String, &Path, &[&str], bool)> = conditions
+        .iter()
+        .map(|(n, e, s)| (n.to_string(), proclens, *e, *s))
+        .chain(anchor.into_iter().flat_map(|a| {
+            [
+                (
+                    "anchor: serve (default --interval 5), scraped every 1 s".to_string(),
+                    a,
+                    &[][..],
+                    true,
+                ),
+                ("anchor: serve, not scraped".to_string(), a, &[][..], false),
+            ]
+        }))
+        .collect();
+    let mut samples: Vec<Vec<Sample>> = anchored.iter().map(|_| Vec::new()).collect();
     {
-        let _idle = Idle::start(PROCESSES, NAMES)?;
+        let names: Vec<String> = (0..NAMES).map(|i| format!("pl-idle-{i:03}")).collect();
+        let idle = Idle::start(PROCESSES, &names, Duration::from_millis(100))?;
+        pods.adopt(idle.pids())?;
         // One window per condition per round (interleaved); fewer rounds than the other
         // sections: each window is 30 s.
         for round in 0..reps.clamp(1, 2) {
-            for (i, (name, extra, scraped)) in conditions.iter().enumerate() {
-                let s = window(proclens, extra, *scraped)?;
+            for (i, (name, bin, extra, scraped)) in anchored.iter().enumerate() {
+                let s = window(bin, extra, *scraped)?;
                 eprintln!(
                     "bench serve: round {round} {name}: {:.2}% of a core, {} bytes, {} series, RSS {:.1} MiB, scrape {:.1} ms, load {}",
                     s.cpu_pct, s.bytes, s.series, s.rss_mib, s.scrape_ms, s.load
@@ -274,6 +265,25 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
             }
         }
     }
+    let mut storms: Vec<(&str, &Path, &[&str])> = vec![
+        ("serve", proclens, &[]),
+        ("serve, pod labels", proclens, &pod_labels),
+    ];
+    if let Some(a) = anchor {
+        storms.push(("anchor: serve", a, &[]));
+    }
+    let mut storm: Vec<Vec<Storm>> = storms.iter().map(|_| Vec::new()).collect();
+    for _ in 0..reps.clamp(1, 3) {
+        for (i, (name, bin, extra)) in storms.iter().enumerate() {
+            let s = fork_storm(bin, extra, STORM)?;
+            eprintln!(
+                "bench serve: fork storm, {name}: {:.2}% of a core, {:.0} forks/s, {} lost events",
+                s.cpu_pct, s.forks_per_s, s.lost_events
+            );
+            storm[i].push(s);
+        }
+    }
+    drop(pods);
     let untraced: [(&str, Option<&[&str]>); 3] = [
         ("untraced", None),
         ("serve", Some(&[])),
@@ -291,17 +301,24 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "`proclens serve` (default interval, 5 s, unless the condition says otherwise) beside {PROCESSES} idle processes forked by xtask under {NAMES} command names (`pl-idle-000`..), each sleeping 100 ms at a time (10 switches and 10 syscalls a second, no forks); `/metrics` fetched every second for {WINDOW} s after a {} s warm-up; proclens's utime+stime over the window. {}; medians of {} window(s) per condition, interleaved.\n",
+        "`proclens serve` (default interval, 5 s, unless the condition says otherwise) beside {PROCESSES} idle processes forked by xtask under {NAMES} command names (`pl-idle-000`..), spread over {PODS} pods' cgroups (kubelet's systemd-driver layout, containerd, with its log directories), each sleeping 100 ms at a time (10 switches and 10 syscalls a second, no forks); `/metrics` fetched every second for {WINDOW} s after a {} s warm-up; proclens's utime+stime over the window. {}; medians of {} window(s) per condition, interleaved.\n",
         WARMUP.as_secs(),
         machine(),
         samples[0].len()
     )?;
+    if let Some(a) = anchor {
+        writeln!(
+            md,
+            "Rows marked anchor ran {} (an earlier build) in the same rounds, with its default flags: the machine's load moves every figure, the anchor tells a change from it.\n",
+            a.display()
+        )?;
+    }
     writeln!(
         md,
         "| condition | CPU (% of one core) | /metrics bytes | series | RSS MiB | scrape ms | load avg (1/5/15 min) |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|---|")?;
-    for (i, (name, _, scraped)) in conditions.iter().enumerate() {
+    for (i, (name, _, _, scraped)) in anchored.iter().enumerate() {
         let s = &samples[i];
         let m = |f: fn(&Sample) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
         let scrape = if *scraped {
@@ -317,6 +334,26 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
             m(|s| s.series as f64),
             m(|s| s.rss_mib),
             s.last().map_or("", |s| s.load.as_str()),
+        )?;
+    }
+    writeln!(
+        md,
+        "\nBeside a fork storm: `stress-ng --fork 2` for {STORM} s (and the idle processes gone), `/metrics` fetched every second; forks/s from /proc/stat; median of {} runs.\n",
+        storm[0].len()
+    )?;
+    writeln!(
+        md,
+        "| condition | agent CPU (% of one core) | forks/s | lost events |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for (i, (name, _, _)) in storms.iter().enumerate() {
+        let m = |f: fn(&Storm) -> f64| median(&mut storm[i].iter().map(f).collect::<Vec<_>>());
+        writeln!(
+            md,
+            "| {name} | {:.2} | {:.0} | {:.0} |",
+            m(|s| s.cpu_pct),
+            m(|s| s.forks_per_s),
+            m(|s| s.lost_events)
         )?;
     }
     let base = median(&mut ns[0].clone());

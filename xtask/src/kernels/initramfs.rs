@@ -130,20 +130,6 @@ fn watchdog(timeout_s: u32) -> String {
     )
 }
 
-/// The shared libraries (and the dynamic loader) an `ldd` output names.
-pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
 fn copy_into(root: &Path, src: &Path, dest: &Path) -> Result<()> {
     let to = root.join(dest.strip_prefix("/").unwrap_or(dest));
     if to.exists() {
@@ -157,16 +143,9 @@ fn copy_into(root: &Path, src: &Path, dest: &Path) -> Result<()> {
 /// Copies an executable and every library it links (at their own paths).
 fn copy_with_libs(root: &Path, exe: &Path, dest: &Path) -> Result<()> {
     copy_into(root, exe, dest)?;
-    let out = Command::new("ldd")
-        .arg(exe)
-        .output()
-        .context("running ldd")?;
-    // A static binary: "not a dynamic executable", exit 1.
-    if out.status.success() {
-        for lib in parse_ldd(&String::from_utf8_lossy(&out.stdout)) {
-            let real = fs::canonicalize(&lib).unwrap_or(lib.clone());
-            copy_into(root, &real, &lib)?;
-        }
+    for lib in proclens_xtask::ldd::libraries(exe)? {
+        let real = fs::canonicalize(&lib).unwrap_or(lib.clone());
+        copy_into(root, &real, &lib)?;
     }
     Ok(())
 }
@@ -256,19 +235,6 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldd_output_gives_libraries_and_loader() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
-        assert_eq!(
-            parse_ldd(text),
-            [
-                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-            ]
-        );
-    }
 
     #[test]
     fn init_runs_every_binary_and_powers_off() {

@@ -1,8 +1,14 @@
 //! The HTTP side of `serve`: GET /metrics (Prometheus text or OpenMetrics) and /healthz,
-//! nothing else, with a bounded number of connections, bounded request heads and time
-//! limits on slow clients.
+//! nothing else, with a bounded number of connections in all and per client address,
+//! bounded request heads and time limits on slow clients.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use http_body_util::Full;
@@ -25,11 +31,62 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head accepted (hyper's buffer).
 const MAX_HEAD: usize = 16 * 1024;
 
+/// How many connections are served at once.
+pub(super) struct Limits {
+    pub connections: usize,
+    pub per_peer: usize,
+}
+
+/// Connections held per client address. One client that opens connections and leaves
+/// them idle (or half-sent) could otherwise hold every slot until its timeouts cut them,
+/// and the scrapes would be turned away meanwhile.
+#[derive(Debug, Default, Clone)]
+struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection's hold on its peer's count, given back on drop.
+struct PeerSlot {
+    peers: Peers,
+    ip: IpAddr,
+}
+
+impl Peers {
+    fn try_take(&self, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut held = self.0.lock().ok()?;
+        let n = held.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.peers.0.lock()
+            && let Some(n) = held.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections until the collector ends (signal).
-pub(super) async fn serve_http(listener: TcpListener, shared: Shared, max: usize) -> Result<()> {
-    let slots = Arc::new(Semaphore::new(max));
+pub(super) async fn serve_http(
+    listener: TcpListener,
+    shared: Shared,
+    limits: Limits,
+) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let peers = Peers::default();
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => {
@@ -37,8 +94,11 @@ pub(super) async fn serve_http(listener: TcpListener, shared: Shared, max: usize
                 continue;
             }
         };
+        // Over either limit: close at once.
+        let Some(peer_slot) = peers.try_take(peer.ip(), limits.per_peer) else {
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream); // over the limit: close at once
             continue;
         };
         let shared = shared.clone();
@@ -51,7 +111,7 @@ pub(super) async fn serve_http(listener: TcpListener, shared: Shared, max: usize
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
 }
@@ -87,8 +147,14 @@ async fn handle(
                     .get(header::ACCEPT)
                     .and_then(|v| v.to_str().ok()),
             );
-            match exposition(&shared, format) {
-                Ok(text) => response(StatusCode::OK, format.content_type(), text),
+            let started = Instant::now();
+            match exposition(&shared, format, super::host::own()) {
+                Ok(text) => {
+                    if let Ok(mut d) = shared.scrapes.lock() {
+                        d.observe(started.elapsed().as_secs_f64());
+                    }
+                    response(StatusCode::OK, format.content_type(), text)
+                }
                 Err(_) => response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",

@@ -1,9 +1,11 @@
 //! `serve`'s labels: each interval's rows and extras turned into labelled deltas for the
-//! exporter state (command and cgroup, pid with `--per-pid`), with the cgroup of each
-//! process read from /proc at most every [`CGROUP_REFRESH`] intervals.
+//! exporter state (command and the attribution labels `--labels` chose, pid with
+//! `--per-pid`), with the cgroup of each process read from /proc at most every
+//! [`CGROUP_REFRESH`] intervals.
 
 use std::collections::{HashMap, HashSet};
 
+use super::attribution::Attributor;
 use crate::{
     cli::Filter,
     collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
@@ -61,13 +63,16 @@ impl CgroupCache {
 }
 
 /// Turns each interval's rows into labelled deltas for the exporter state: command and
-/// cgroup (and pid with `--per-pid`), the same labels for every family of one process.
+/// attribution (and pid with `--per-pid`), the same labels for every family of one
+/// process.
 pub(super) struct Labeller {
     filter: Filter,
     per_pid: bool,
     cgroups: CgroupCache,
-    /// Labels of processes seen in the extras but not among the switch rows, by tgid.
-    others: HashMap<u32, Labels>,
+    attributor: Attributor,
+    /// Command and labels of processes seen in the extras but not among the switch rows,
+    /// by tgid.
+    others: HashMap<u32, (String, Labels)>,
     /// This interval: processes looked up in `others`, and switch rows the filter left out.
     seen: HashSet<u32>,
     excluded: HashSet<u32>,
@@ -75,11 +80,12 @@ pub(super) struct Labeller {
 }
 
 impl Labeller {
-    pub(super) fn new(filter: Filter, per_pid: bool) -> Self {
+    pub(super) fn new(filter: Filter, per_pid: bool, attributor: Attributor) -> Self {
         Self {
             filter,
             per_pid,
             cgroups: CgroupCache::default(),
+            attributor,
             others: HashMap::new(),
             seen: HashSet::new(),
             excluded: HashSet::new(),
@@ -96,10 +102,10 @@ impl Labeller {
                 .is_none_or(|want| comm.contains(want.as_str()))
     }
 
-    fn labels(&self, comm: &str, cgroup: String, tgid: u32) -> Labels {
+    fn labels(&mut self, comm: &str, cgroup: &str, tgid: u32) -> Labels {
         Labels {
-            comm: stable_comm(comm),
-            cgroup,
+            comm: self.attributor.comm().then(|| stable_comm(comm)),
+            attrs: self.attributor.attrs(cgroup),
             pid: self.per_pid.then_some(tgid),
         }
     }
@@ -116,7 +122,7 @@ impl Labeller {
             .iter()
             .map(|(r, comm)| {
                 let cgroup = self.cgroups.get(r.key, r.alive);
-                let labels = self.labels(comm, cgroup, r.key.tgid);
+                let labels = self.labels(comm, &cgroup, r.key.tgid);
                 by_tgid.insert(r.key.tgid, (labels.clone(), r.alive));
                 LabelledDelta {
                     labels,
@@ -143,6 +149,7 @@ impl Labeller {
         st.apply_extras(extras);
         let seen = &self.seen;
         self.others.retain(|t, _| seen.contains(t));
+        self.attributor.end_interval();
     }
 
     /// The labels and liveness of `tgid`: from its switch row, else read from /proc
@@ -162,22 +169,22 @@ impl Labeller {
         }
         self.seen.insert(tgid);
         let alive = procfs::exists(tgid);
-        let labels = match self.others.get(&tgid) {
+        let (comm, labels) = match self.others.get(&tgid) {
             Some(l) => l.clone(),
             None => {
                 let comm = procfs::comm(tgid)
                     .or_else(|| comm_hint.map(str::to_string))
                     .unwrap_or_else(|| "?".into());
                 let cgroup = procfs::cgroup(tgid).unwrap_or_else(|| "?".into());
-                let l = self.labels(&comm, cgroup, tgid);
-                self.others.insert(tgid, l.clone());
-                l
+                let l = self.labels(&comm, &cgroup, tgid);
+                self.others.insert(tgid, (comm.clone(), l.clone()));
+                (comm, l)
             }
         };
         if !alive {
             self.others.remove(&tgid);
         }
-        self.wanted(tgid, &labels.comm).then_some((labels, alive))
+        self.wanted(tgid, &comm).then_some((labels, alive))
     }
 
     fn extras<'a>(

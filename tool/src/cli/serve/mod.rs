@@ -1,8 +1,11 @@
 //! `proclens serve`: a Prometheus/OpenMetrics exporter. A collector task folds every
 //! interval into cumulative counters; `GET /metrics` encodes them with prometheus-client.
 //! The HTTP side is built to be left running on a fleet: loopback by default, a bounded
-//! number of connections, bounded request heads, and time limits on slow clients.
+//! number of connections in all and per client address, bounded request heads, and time
+//! limits on slow clients.
 
+mod attribution;
+mod host;
 mod http;
 mod labels;
 
@@ -19,8 +22,10 @@ use crate::{
         session::{self, RowKinds},
         tracer::{Tracer, TracerOptions},
     },
+    model::exporter::ExporterState,
     render::prometheus::Shared,
 };
+use attribution::{Attributor, LabelGroup};
 use labels::Labeller;
 
 #[derive(Args, Debug)]
@@ -45,9 +50,40 @@ pub struct ServeArgs {
     /// do not accumulate series; 0 keeps them for as long as proclens runs.
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_expiry)]
     pub expire: f64,
+    /// Labels of the per-process series, comma-separated: `comm`; `cgroup` (the raw cgroup
+    /// v2 path); `unit` (`systemd_unit`: the innermost systemd unit, off Kubernetes);
+    /// `pod` (`k8s_namespace`, `k8s_pod_name`, `k8s_pod_uid`, `k8s_container_name`,
+    /// `container_id`: the pod uid and container id from the cgroup path, for the
+    /// systemd and cgroupfs drivers and containerd, CRI-O, Docker and podman, the names
+    /// from the kubelet's log directories); `container` (`container_id` alone). The
+    /// attribution labels follow the cgroup, so they add no series beyond it; leaving
+    /// `cgroup` out (`comm,pod`) keeps fewer.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "comm,cgroup"
+    )]
+    pub labels: Vec<LabelGroup>,
+    /// The kubelet's pod log directory (`<namespace>_<pod>_<uid>/`), which names the pods
+    /// for `--labels pod`; container names come from the `containers` directory beside
+    /// it (`<pod>_<namespace>_<container>-<id>.log`). Mount both read-only in a container.
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pod_log_dir: std::path::PathBuf,
+    /// The most series /metrics shows, every family counted. Whoever names a process
+    /// chooses its command label: label sets that would go past the cap fold into
+    /// `comm="other"` (keeping their other labels while those fit, else every label
+    /// `other`), counted by proclens_folded_label_sets_total. The default holds ~230
+    /// label sets: twice what a busy node shows.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub max_series: u64,
     /// Connections served at once; further ones are closed immediately.
     #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections: u32,
+    /// Connections served at once to one client address, so that one client cannot take
+    /// every connection from the scrapers (a Prometheus holds one per target).
+    #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections_per_peer: u32,
     /// Also account bytes by copy path (proclens_copy_*): classic tracepoints on the
     /// read/write, send/recv, sendfile, splice, tee, copy_file_range and mmap syscalls,
     /// which cost every such call of every traced process a few hundred ns (see
@@ -88,8 +124,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             listener.local_addr()?
         );
         let shared = Shared::default();
+        *shared
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("exporter state poisoned"))? =
+            ExporterState::with_max_series(args.max_series as usize);
         let state = shared.clone();
-        let mut labeller = Labeller::new(args.filter.clone(), args.per_pid);
+        let attributor = Attributor::new(&args.labels, args.pod_log_dir.clone());
+        let mut labeller = Labeller::new(args.filter.clone(), args.per_pid, attributor);
         let expire_after = expiry_collections(args.expire, args.interval);
         let collector = session::periodic(
             tracer,
@@ -98,11 +140,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             args.interval,
             None,
             move |snap| {
+                let host = host::gauges(&snap.extras);
                 let mut st = state
-                    .0
+                    .state
                     .lock()
                     .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
                 labeller.fold(&snap, copies, &mut st);
+                st.host = host;
+                st.tracked_processes = snap.extras.tracked.unwrap_or(0) as u64;
                 if let Some(n) = expire_after {
                     st.expire(n);
                 }
@@ -111,7 +156,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         );
         tokio::select! {
             r = collector => r,
-            r = http::serve_http(listener, shared, args.max_connections as usize) => r,
+            r = http::serve_http(listener, shared, http::Limits {
+                connections: args.max_connections as usize,
+                per_peer: args.max_connections_per_peer as usize,
+            }) => r,
         }
     })?;
     Ok(ExitCode::SUCCESS)
@@ -141,5 +189,33 @@ mod tests {
         assert_eq!(expiry_collections(1.0, 5.0), Some(1));
         assert!(parse_expiry("-1").is_err() && parse_expiry("inf").is_err());
         assert_eq!(parse_expiry("0"), Ok(0.0));
+    }
+
+    #[test]
+    fn labels_and_limits_parse() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "proclens",
+            "serve",
+            "--labels",
+            "comm,cgroup,unit,pod",
+            "--max-series",
+            "5000",
+        ])
+        .unwrap();
+        let crate::cli::Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        use LabelGroup::*;
+        assert_eq!(a.labels, [Comm, Cgroup, Unit, Pod]);
+        assert_eq!((a.max_series, a.max_connections_per_peer), (5000, 4));
+        for bad in [
+            &["proclens", "serve", "--labels", "comm,nope"][..],
+            &["proclens", "serve", "--max-series", "10"],
+            &["proclens", "serve", "--max-connections-per-peer", "0"],
+        ] {
+            let e = crate::cli::Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
     }
 }

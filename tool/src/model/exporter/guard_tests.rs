@@ -1,0 +1,170 @@
+//! The cardinality cap's tests: what folds where, what is counted, what stays under the cap.
+
+use super::{
+    tests::{labels, proc_delta, sendfile_path},
+    *,
+};
+use crate::model::exporter::cardinality::{OTHER, RESERVE, SET_SERIES};
+
+/// The smallest cap with room for `n` series of new label sets (beside the fixed
+/// families, the catch-all's room and the tenth kept for folds), and not for 3 more.
+fn cap_for(n: usize) -> usize {
+    let base = 3 + 1 + 1 + 5 + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
+    let max = (base..).find(|m| m - m / 10 >= base).unwrap();
+    assert!(max - max / 10 < base + 3);
+    max
+}
+
+fn row<'a>(l: Labels, d: &'a Counts) -> LabelledDelta<'a> {
+    LabelledDelta {
+        labels: l,
+        delta: d,
+        alive: true,
+    }
+}
+
+/// One interval in which each of `names` switched once, made a syscall and forked.
+fn interval(st: &mut ExporterState, names: &[String], cgroup: &str) {
+    let d = Counts {
+        voluntary: 1,
+        ..Counts::default()
+    };
+    st.apply(
+        names
+            .iter()
+            .map(|n| row(Labels::new(n, &[("cgroup", cgroup)]), &d)),
+        SystemTotals::default(),
+    );
+    st.apply_extras(ExtrasDelta {
+        procs: Some(
+            names
+                .iter()
+                .map(|n| proc_delta(Labels::new(n, &[("cgroup", cgroup)]), 1, &[], true))
+                .collect(),
+        ),
+        forks: names
+            .iter()
+            .map(|n| ForkDelta {
+                labels: Labels::new(n, &[("cgroup", cgroup)]),
+                delta: ForkStats {
+                    processes: 1,
+                    ..ForkStats::default()
+                },
+                alive: true,
+            })
+            .collect(),
+        zombies: Some(vec![]),
+        ..ExtrasDelta::default()
+    });
+}
+
+#[test]
+fn distinct_names_beyond_the_cap_fold_into_other_and_are_counted_once() {
+    let max = 2_000;
+    let mut st = ExporterState::with_max_series(max);
+    let names: Vec<String> = (0..5_000).map(|i| format!("n{i:04}")).collect();
+    interval(&mut st, &names, "/job");
+    // Seen again: nothing is counted twice.
+    interval(&mut st, &names, "/job");
+    assert!(st.series_count() <= max, "{} series", st.series_count());
+    let admitted = st
+        .series
+        .keys()
+        .filter(|l| l.comm.as_deref() != Some(OTHER))
+        .count();
+    assert!(admitted > 0 && admitted < 5_000);
+    assert_eq!(st.guard.folded_total, (5_000 - admitted) as u64);
+    // The folded sets' figures are all there, in comm="other" of the same cgroup.
+    let other = Labels::new(OTHER, &[("cgroup", "/job")]);
+    assert_eq!(st.series[&other].voluntary, 2 * (5_000 - admitted) as u64);
+    assert_eq!(st.syscalls[&other], 2 * (5_000 - admitted) as u64);
+    assert_eq!(st.forks[&other].processes, 2 * (5_000 - admitted) as u64);
+    let total: u64 = st.series.values().map(|c| c.voluntary).sum();
+    assert_eq!(total, 10_000, "no switch lost by folding");
+}
+
+#[test]
+fn a_full_cap_folds_new_cgroups_into_the_catch_all() {
+    let max = 1_000;
+    let mut st = ExporterState::with_max_series(max);
+    // Fill the cap from one cgroup, then come from many.
+    let names: Vec<String> = (0..100).map(|i| format!("a{i}")).collect();
+    interval(&mut st, &names, "/a");
+    for c in 0..50 {
+        interval(&mut st, &[format!("b{c}")], &format!("/c{c}"));
+    }
+    assert!(st.series_count() <= max, "{} series", st.series_count());
+    let all_other = Labels::new(OTHER, &[("cgroup", OTHER)]);
+    assert!(st.series.contains_key(&all_other), "{:?}", st.series.keys());
+    assert!(
+        st.series
+            .contains_key(&Labels::new(OTHER, &[("cgroup", "/a")])),
+        "the first cgroup to overflow keeps its own catch-all"
+    );
+    let total: u64 = st.series.values().map(|c| c.voluntary).sum();
+    assert_eq!(total, 150, "every switch is somewhere");
+}
+
+#[test]
+fn copy_paths_past_the_cap_go_to_the_catch_all_by_syscall() {
+    use proclens_common::copies::{fd_kind, op};
+    let max = cap_for(SET_SERIES);
+    let mut st = ExporterState::with_max_series(max);
+    let p = [sendfile_path(10)];
+    let mut read = sendfile_path(5);
+    read.op = op::READ;
+    let q = [read];
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![proc_delta(labels("web", None), 1, &p, true)]),
+        copies: true,
+        ..ExtrasDelta::default()
+    });
+    // The only set fits, its path does not: bytes go to the catch-all.
+    assert!(st.syscalls.contains_key(&labels("web", None)));
+    let other = Labels::new(OTHER, &[("cgroup", OTHER)]);
+    let key = PathKey {
+        op: op::SENDFILE64,
+        src: fd_kind::UNKNOWN,
+        dst: fd_kind::UNKNOWN,
+    };
+    assert_eq!(st.copies[&other][&key].bytes, 10);
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![proc_delta(labels("db", None), 1, &q, true)]),
+        copies: true,
+        ..ExtrasDelta::default()
+    });
+    assert!(st.series_count() <= max, "{} > {max}", st.series_count());
+    assert_eq!(st.guard.folded_total, 1, "db folded");
+}
+
+#[test]
+fn zombie_parents_past_the_cap_read_other() {
+    let max = cap_for(2);
+    let mut st = ExporterState::with_max_series(max);
+    let z = |c: &str| ZombieLabels {
+        parent_comm: c.into(),
+        parent_pid: None,
+    };
+    st.apply_extras(ExtrasDelta {
+        zombies: Some(vec![z("a"), z("b"), z("c"), z("d"), z("d")]),
+        ..ExtrasDelta::default()
+    });
+    let zs = st.zombies.as_ref().unwrap();
+    assert_eq!((zs[&z("a")], zs[&z("b")], zs[&z("other")]), (1, 1, 3));
+    assert_eq!(st.guard.folded_total, 2, "c and d");
+    assert!(st.series_count() <= max);
+}
+
+#[test]
+fn folded_sets_are_counted_again_after_they_expire() {
+    let mut st = ExporterState::with_max_series(1_000);
+    let names: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    interval(&mut st, &names, "/");
+    let folded = st.guard.folded_total;
+    assert!(folded > 0);
+    interval(&mut st, &[], "/");
+    interval(&mut st, &[], "/");
+    st.expire(1);
+    interval(&mut st, &names, "/");
+    assert_eq!(st.guard.folded_total, 2 * folded);
+}

@@ -1,0 +1,284 @@
+use super::*;
+
+pub(super) fn labels(comm: &str, pid: Option<u32>) -> Labels {
+    Labels {
+        pid,
+        ..Labels::new(comm, &[("cgroup", "/")])
+    }
+}
+
+#[test]
+fn label_sets_without_a_process_expire_from_every_family() {
+    let mut st = ExporterState::default();
+    let d = Counts {
+        voluntary: 1,
+        ..Counts::default()
+    };
+    let row = |comm: &str| LabelledDelta {
+        labels: labels(comm, None),
+        delta: &d,
+        alive: true,
+    };
+    let zombie = |parent_comm: &str| ZombieLabels {
+        parent_comm: parent_comm.into(),
+        parent_pid: None,
+    };
+    // Collection 0: a job and a daemon; the job forks, and holds a zombie.
+    st.apply([row("job"), row("daemon")], SystemTotals::default());
+    st.apply_extras(ExtrasDelta {
+        forks: vec![ForkDelta {
+            labels: labels("job", None),
+            delta: ForkStats {
+                processes: 1,
+                ..ForkStats::default()
+            },
+            alive: true,
+        }],
+        zombies: Some(vec![zombie("job")]),
+        ..ExtrasDelta::default()
+    });
+    // Collections 1 and 2: only the daemon is left; the zombie was reaped.
+    for _ in 0..2 {
+        st.apply([row("daemon")], SystemTotals::default());
+        st.apply_extras(ExtrasDelta {
+            zombies: Some(vec![]),
+            ..ExtrasDelta::default()
+        });
+    }
+    assert_eq!(st.zombies.as_ref().unwrap()[&zombie("job")], 0);
+    assert_eq!(st.expire(3), 0, "not yet: seen 3 collections ago");
+    assert!(st.series.contains_key(&labels("job", None)));
+    assert_eq!(st.expire(1), 1);
+    assert!(!st.series.contains_key(&labels("job", None)));
+    assert!(!st.forks.contains_key(&labels("job", None)));
+    assert!(st.zombies.as_ref().unwrap().is_empty());
+    assert_eq!(st.series[&labels("daemon", None)].voluntary, 3);
+}
+
+#[test]
+fn counters_accumulate_across_processes_of_one_label_set() {
+    let mut st = ExporterState::default();
+    let d1 = Counts {
+        voluntary: 3,
+        involuntary: 1,
+        ..Counts::default()
+    };
+    let d2 = Counts {
+        voluntary: 2,
+        ..Counts::default()
+    };
+    st.apply(
+        [
+            LabelledDelta {
+                labels: labels("sh", None),
+                delta: &d1,
+                alive: false,
+            },
+            LabelledDelta {
+                labels: labels("sh", None),
+                delta: &d2,
+                alive: true,
+            },
+        ],
+        SystemTotals {
+            switches: 10,
+            ..SystemTotals::default()
+        },
+    );
+    st.apply(
+        [LabelledDelta {
+            labels: labels("sh", None),
+            delta: &d2,
+            alive: true,
+        }],
+        SystemTotals {
+            switches: 5,
+            ..SystemTotals::default()
+        },
+    );
+    let s = &st.series[&labels("sh", None)];
+    assert_eq!(
+        (s.voluntary, s.involuntary),
+        (7, 1),
+        "dead processes keep their share"
+    );
+    assert_eq!(st.system.switches, 15);
+    assert_eq!(st.collections, 2);
+}
+
+#[test]
+fn per_pid_series_of_exited_processes_are_dropped() {
+    let mut st = ExporterState::default();
+    let d = Counts {
+        voluntary: 1,
+        ..Counts::default()
+    };
+    st.apply(
+        [
+            LabelledDelta {
+                labels: labels("a", Some(1)),
+                delta: &d,
+                alive: true,
+            },
+            LabelledDelta {
+                labels: labels("b", Some(2)),
+                delta: &d,
+                alive: false,
+            },
+        ],
+        SystemTotals::default(),
+    );
+    assert!(st.series.contains_key(&labels("a", Some(1))));
+    assert!(!st.series.contains_key(&labels("b", Some(2))));
+}
+
+pub(super) fn sendfile_path(bytes: u64) -> copies::PathRow {
+    use proclens_common::copies::{fd_kind, op};
+    let delta = copies::Counts {
+        bytes,
+        calls: 1,
+        errors: 0,
+    };
+    copies::PathRow {
+        op: op::SENDFILE64,
+        src: fd_kind::FILE,
+        dst: fd_kind::SOCKET,
+        delta,
+        total: delta,
+    }
+}
+
+pub(super) fn proc_delta<'a>(
+    l: Labels,
+    syscalls: u64,
+    paths: &'a [copies::PathRow],
+    alive: bool,
+) -> ProcDelta<'a> {
+    ProcDelta {
+        labels: l,
+        syscalls,
+        paths,
+        alive,
+    }
+}
+
+#[test]
+fn syscalls_and_copy_paths_accumulate_per_label_set() {
+    let mut st = ExporterState::default();
+    let (a, b) = ([sendfile_path(100)], [sendfile_path(23)]);
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![
+            proc_delta(labels("web", None), 5, &a, false),
+            proc_delta(labels("web", None), 2, &b, true),
+            proc_delta(labels("idle", None), 0, &[], true),
+        ]),
+        copies: true,
+        ..ExtrasDelta::default()
+    });
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![proc_delta(labels("web", None), 1, &b, true)]),
+        copies: true,
+        ..ExtrasDelta::default()
+    });
+    assert_eq!(st.syscalls[&labels("web", None)], 8);
+    assert!(
+        !st.syscalls.contains_key(&labels("idle", None)),
+        "a process that did nothing creates no series"
+    );
+    let paths = &st.copies[&labels("web", None)];
+    assert_eq!(paths.len(), 1);
+    let c = paths.values().next().unwrap();
+    assert_eq!(
+        (c.bytes, c.calls),
+        (146, 3),
+        "the exited process keeps its share"
+    );
+    assert!(st.syscalls_counted && st.copies_counted);
+}
+
+#[test]
+fn per_pid_series_of_exited_processes_leave_every_family() {
+    let mut st = ExporterState::default();
+    let p = [sendfile_path(1)];
+    let fork = ForkStats {
+        processes: 2,
+        ..ForkStats::default()
+    };
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![
+            proc_delta(labels("a", Some(1)), 1, &p, true),
+            proc_delta(labels("b", Some(2)), 1, &p, true),
+        ]),
+        copies: true,
+        forks: vec![ForkDelta {
+            labels: labels("b", Some(2)),
+            delta: fork,
+            alive: true,
+        }],
+        ..ExtrasDelta::default()
+    });
+    assert!(st.forks.contains_key(&labels("b", Some(2))));
+    st.apply_extras(ExtrasDelta {
+        procs: Some(vec![proc_delta(labels("b", Some(2)), 3, &p, false)]),
+        copies: true,
+        ..ExtrasDelta::default()
+    });
+    for gone in [
+        st.syscalls.contains_key(&labels("b", Some(2))),
+        st.copies.contains_key(&labels("b", Some(2))),
+        st.forks.contains_key(&labels("b", Some(2))),
+    ] {
+        assert!(!gone);
+    }
+    assert_eq!(st.syscalls[&labels("a", Some(1))], 1);
+}
+
+#[test]
+fn forks_accumulate_and_zombies_are_a_gauge_per_parent_command() {
+    let mut st = ExporterState::default();
+    let z = |c: &str, pid: Option<u32>| ZombieLabels {
+        parent_comm: c.into(),
+        parent_pid: pid,
+    };
+    let fork = ForkStats {
+        processes: 3,
+        threads: 1,
+        child_exits: 2,
+        child_failures: 1,
+        waits: 0,
+    };
+    let forks = || {
+        vec![ForkDelta {
+            labels: labels("sh", None),
+            delta: fork,
+            alive: true,
+        }]
+    };
+    st.apply_extras(ExtrasDelta {
+        forks: forks(),
+        zombies: Some(vec![z("sh", None), z("sh", None), z("x", Some(9))]),
+        ..ExtrasDelta::default()
+    });
+    st.apply_extras(ExtrasDelta {
+        forks: forks(),
+        zombies: Some(vec![z("sh", None)]),
+        ..ExtrasDelta::default()
+    });
+    let f = st.forks[&labels("sh", None)];
+    assert_eq!(
+        (f.processes, f.threads, f.child_exits, f.child_failures),
+        (6, 2, 4, 2)
+    );
+    let zs = st.zombies.as_ref().unwrap();
+    assert_eq!(zs[&z("sh", None)], 1);
+    assert!(
+        !zs.contains_key(&z("x", Some(9))),
+        "per-pid parents go at 0"
+    );
+    st.apply_extras(ExtrasDelta {
+        zombies: Some(vec![]),
+        ..ExtrasDelta::default()
+    });
+    assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
+    assert!(!st.syscalls_counted, "no syscall rows: not counted");
+}

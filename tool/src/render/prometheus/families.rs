@@ -1,0 +1,191 @@
+//! The families labelled by process attribution: switches, times, the run-queue
+//! histogram, syscalls, copy paths, forks and zombies.
+
+use proclens_common::switch::RUNQ_BUCKETS;
+use prometheus_client::{
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+};
+
+use super::{LabelVec, counter_family, gauge_family, seconds_family};
+use crate::model::{
+    copies::{Class, kind_name, op_name},
+    exporter::{ExporterState, Labels, PathKey},
+    histogram::Hist,
+};
+
+fn with_kind(l: &Labels, key: &'static str, kind: &str) -> LabelVec {
+    let mut v = l.pairs();
+    v.push((key, kind.to_string()));
+    v
+}
+
+/// The run-queue histogram's buckets as prometheus-client takes them: each bucket's own
+/// count (the encoder makes them cumulative) against its upper bound in seconds. Bucket
+/// `i` holds waits in `[2^i, 2^(i+1))` µs; the last one also holds every longer wait, so
+/// its bound is `+Inf` and its cumulative count is `_count`.
+pub(super) fn runq_buckets(hist: &Hist) -> Vec<(f64, u64)> {
+    hist.iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let le = if i + 1 == RUNQ_BUCKETS {
+                f64::INFINITY
+            } else {
+                (1u64 << (i + 1)) as f64 / 1e6
+            };
+            (le, n)
+        })
+        .collect()
+}
+
+pub(super) fn encode(
+    st: &ExporterState,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let s = &st.series;
+    counter_family(
+        enc,
+        "proclens_context_switches",
+        "Context switches out of a task, by the kernel's rule: voluntary (blocked) or involuntary (preempted)",
+        s.iter().flat_map(|(l, v)| {
+            [
+                (with_kind(l, "kind", "voluntary"), v.voluntary),
+                (with_kind(l, "kind", "involuntary"), v.involuntary),
+            ]
+        }),
+    )?;
+    counter_family(
+        enc,
+        "proclens_switches_in",
+        "Switches onto a CPU by where they came from: same_process (address space kept), cross_process (address space changed), idle_or_kernel",
+        s.iter().flat_map(|(l, v)| {
+            [
+                (with_kind(l, "from", "same_process"), v.same_in),
+                (with_kind(l, "from", "cross_process"), v.cross_in),
+                (with_kind(l, "from", "idle_or_kernel"), v.idle_kernel_in),
+            ]
+        }),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_oncpu_seconds",
+        "Time running on a CPU",
+        s.iter().map(|(l, v)| (l.pairs(), v.oncpu_ns)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_blocked_seconds",
+        "Time blocked (off CPU after a voluntary switch, until woken)",
+        s.iter().map(|(l, v)| (l.pairs(), v.blocked_ns)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_runqueue_wait_seconds",
+        "Time runnable but waiting for a CPU",
+        s.iter().map(|(l, v)| (l.pairs(), v.runq_ns)),
+    )?;
+    {
+        let mut m = enc.encode_descriptor(
+            "proclens_runqueue_latency_seconds",
+            "Run-queue latency (wakeup or preemption to running), log2 buckets from 2 us; the last finite bound is ~67 s",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (l, v) in s {
+            let count: u64 = v.runq_hist.iter().sum();
+            m.encode_family(&l.pairs())?
+                .encode_histogram::<NoLabelSet>(
+                    v.runq_ns as f64 / 1e9,
+                    count,
+                    &runq_buckets(&v.runq_hist),
+                    None,
+                )?;
+        }
+    }
+    encode_extras(st, enc)
+}
+
+/// Syscalls, copy paths, forks and zombies.
+fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    if st.syscalls_counted {
+        counter_family(
+            enc,
+            "proclens_syscalls",
+            "Syscalls made (each one a user->kernel mode switch)",
+            st.syscalls.iter().map(|(l, v)| (l.pairs(), *v)),
+        )?;
+    }
+    if st.copies_counted {
+        let path_labels = |l: &Labels, k: &PathKey| {
+            let mut v = l.pairs();
+            v.extend([
+                ("syscall", op_name(k.op).to_string()),
+                ("class", Class::of(k.op).as_str().to_string()),
+                ("src", kind_name(k.src).to_string()),
+                ("dst", kind_name(k.dst).to_string()),
+            ]);
+            v
+        };
+        let paths = || {
+            st.copies
+                .iter()
+                .flat_map(|(l, ps)| ps.iter().map(move |(k, c)| (l, k, c)))
+        };
+        counter_family(
+            enc,
+            "proclens_copy_bytes",
+            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: through a user buffer; in_kernel: sendfile/splice/tee/copy_file_range; user_pages: vmsplice; mmap: mapped length) and fd kind on each side",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.bytes)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_calls",
+            "Successful copy-family syscalls, labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.calls)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_errors",
+            "Failed copy-family syscalls, labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.errors)),
+        )?;
+    }
+    counter_family(
+        enc,
+        "proclens_forks",
+        "Tasks created, by the creating process: kind=process (fork, clone without CLONE_THREAD) or thread",
+        st.forks.iter().flat_map(|(l, f)| {
+            [
+                (with_kind(l, "kind", "process"), f.processes),
+                (with_kind(l, "kind", "thread"), f.threads),
+            ]
+        }),
+    )?;
+    counter_family(
+        enc,
+        "proclens_child_exits",
+        "Child processes that died, by parent",
+        st.forks.iter().map(|(l, f)| (l.pairs(), f.child_exits)),
+    )?;
+    counter_family(
+        enc,
+        "proclens_child_failures",
+        "Child processes that exited with a non-zero code or were killed by a signal, by parent",
+        st.forks.iter().map(|(l, f)| (l.pairs(), f.child_failures)),
+    )?;
+    if let Some(zombies) = &st.zombies {
+        gauge_family(
+            enc,
+            "proclens_zombies",
+            "Zombies held now (children dead for at least 1 s and not waited for), by parent command; proclens_system_zombies has them all",
+            zombies.iter().map(|(l, n)| {
+                let mut labels = vec![("parent_comm", l.parent_comm.clone())];
+                if let Some(pid) = l.parent_pid {
+                    labels.push(("parent_pid", pid.to_string()));
+                }
+                (labels, *n as i64)
+            }),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+use super::*;
+use crate::model::exporter::Labels;
+use crate::model::{
+    exporter::{LabelledDelta, SystemTotals},
+    switches::Counts,
+};
+use proclens_common::switch::RUNQ_BUCKETS;
+
+#[test]
+fn exposition_has_typed_families_and_labels() {
+    let shared = Shared::default();
+    let mut d = Counts {
+        voluntary: 5,
+        involuntary: 2,
+        same_in: 1,
+        oncpu_ns: 1_500_000_000,
+        ..Counts::default()
+    };
+    d.runq_hist[3] = 4;
+    shared.state.lock().unwrap().apply(
+        [LabelledDelta {
+            labels: Labels::new("nginx", &[("cgroup", "/web")]),
+            delta: &d,
+            alive: true,
+        }],
+        SystemTotals {
+            switches: 9,
+            same_process: 1,
+            cross_process: 3,
+            idle_or_kernel: 5,
+        },
+    );
+    let text = exposition(&shared, Format::OpenMetrics, SelfGauges::default()).unwrap();
+    assert!(
+        text.contains("# TYPE proclens_context_switches counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"proclens_context_switches_total{comm="nginx",cgroup="/web",kind="voluntary"} 5"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"proclens_oncpu_seconds_total{comm="nginx",cgroup="/web"} 1.5"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"proclens_system_switches_total{kind="cross_process"} 3"#),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+    let classic = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    assert!(
+        classic.contains("# TYPE proclens_context_switches_total counter"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"));
+}
+
+#[test]
+fn format_follows_accept() {
+    assert_eq!(
+        Format::from_accept(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )),
+        Format::OpenMetrics
+    );
+    assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
+    assert_eq!(Format::from_accept(None), Format::Text);
+}
+
+#[test]
+fn extras_families_carry_their_labels() {
+    use crate::model::{
+        copies::{Counts as CopyCounts, PathRow},
+        exporter::{ExtrasDelta, ForkDelta, KernelDrops, ProcDelta, ZombieLabels},
+        proctable::ForkStats,
+    };
+    use proclens_common::copies::{fd_kind, op};
+    let shared = Shared::default();
+    let l = Labels::new("nginx", &[("cgroup", "/web")]);
+    let c = CopyCounts {
+        bytes: 4096,
+        calls: 2,
+        errors: 1,
+    };
+    let paths = [PathRow {
+        op: op::SENDFILE64,
+        src: fd_kind::FILE,
+        dst: fd_kind::SOCKET,
+        delta: c,
+        total: c,
+    }];
+    shared.state.lock().unwrap().apply_extras(ExtrasDelta {
+        procs: Some(vec![ProcDelta {
+            labels: l.clone(),
+            syscalls: 7,
+            paths: &paths,
+            alive: true,
+        }]),
+        copies: true,
+        forks: vec![ForkDelta {
+            labels: l,
+            delta: ForkStats {
+                processes: 3,
+                threads: 4,
+                child_exits: 2,
+                child_failures: 1,
+                waits: 2,
+            },
+            alive: true,
+        }],
+        zombies: Some(vec![ZombieLabels {
+            parent_comm: "nginx".into(),
+            parent_pid: None,
+        }]),
+        drops: KernelDrops {
+            copy_map_full: 5,
+            ..KernelDrops::default()
+        },
+    });
+    let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    for want in [
+        r#"proclens_syscalls_total{comm="nginx",cgroup="/web"} 7"#,
+        r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 4096"#,
+        r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 2"#,
+        r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 1"#,
+        r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="process"} 3"#,
+        r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="thread"} 4"#,
+        r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,
+        r#"proclens_child_failures_total{comm="nginx",cgroup="/web"} 1"#,
+        r#"proclens_zombies{parent_comm="nginx"} 1"#,
+        r#"proclens_dropped_total{reason="copy_map_full"} 5"#,
+        r#"proclens_dropped_total{reason="ringbuf_full"} 0"#,
+        "# TYPE proclens_zombies gauge",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+}
+
+#[test]
+fn families_not_collected_are_not_shown() {
+    let text = exposition(&Shared::default(), Format::Text, SelfGauges::default()).unwrap();
+    for absent in [
+        "proclens_syscalls",
+        "proclens_copy_bytes",
+        "proclens_zombies",
+    ] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
+    }
+    assert!(text.contains("# TYPE proclens_dropped_total counter"));
+}
+
+/// The `le` bound and value of each `_bucket` line of the one histogram series in `text`
+/// whose name starts with `name`.
+fn buckets(text: &str, name: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .map(|l| {
+            let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            (
+                le.to_string(),
+                l.rsplit(' ').next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sample(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 18: the buckets were made cumulative twice (bash read `_count` 9 but buckets 6,
+/// 12, 18, ...) and OpenMetrics had no `+Inf` bucket.
+#[test]
+fn runqueue_buckets_are_cumulative_once_and_end_with_inf_equal_to_count() {
+    let shared = Shared::default();
+    let mut d = Counts::default();
+    d.runq_hist[0] = 6; // < 2 us
+    d.runq_hist[2] = 2; // [4, 8) us
+    d.runq_hist[RUNQ_BUCKETS - 1] = 1; // >= 2^26 us
+    d.runq_ns = 70_000_000_000;
+    shared.state.lock().unwrap().apply(
+        [LabelledDelta {
+            labels: Labels::new("bash", &[("cgroup", "/")]),
+            delta: &d,
+            alive: true,
+        }],
+        SystemTotals::default(),
+    );
+    for format in [Format::OpenMetrics, Format::Text] {
+        let text = exposition(&shared, format, SelfGauges::default()).unwrap();
+        let b = buckets(&text, "proclens_runqueue_latency_seconds");
+        assert_eq!(b.len(), RUNQ_BUCKETS, "{format:?}: {b:?}");
+        let values: Vec<u64> = b.iter().map(|(_, v)| *v).collect();
+        let mut want = vec![6, 6, 8];
+        want.resize(RUNQ_BUCKETS - 1, 8);
+        want.push(9);
+        assert_eq!(values, want, "{format:?}");
+        assert_eq!(b.last().unwrap().0, "+Inf", "{format:?}");
+        assert_eq!(b[0].0.parse::<f64>().unwrap(), 2e-6);
+        assert_eq!(b[RUNQ_BUCKETS - 2].0.parse::<f64>().unwrap(), 67.108864);
+        assert_eq!(sample(&text, "proclens_runqueue_latency_seconds_count{"), 9);
+    }
+}
+
+/// `proclens_series` is the number of sample lines of the exposition it is in.
+#[test]
+fn series_gauge_counts_every_sample_line() {
+    use crate::model::{
+        copies::{Counts as CopyCounts, PathRow},
+        exporter::{ExtrasDelta, ForkDelta, ProcDelta, ProgramCost, ZombieLabels},
+        proctable::ForkStats,
+    };
+    use proclens_common::copies::{fd_kind, op};
+    let shared = Shared::default();
+    {
+        let mut st = shared.state.lock().unwrap();
+        let d = Counts {
+            voluntary: 1,
+            ..Counts::default()
+        };
+        let rows = ["a", "b"].map(|c| LabelledDelta {
+            labels: Labels::new(c, &[("cgroup", "/"), ("systemd_unit", "x.service")]),
+            delta: &d,
+            alive: true,
+        });
+        st.apply(rows, SystemTotals::default());
+        st.programs = vec![ProgramCost {
+            name: "sched_switch".into(),
+            run_time_ns: 1,
+            run_count: 1,
+        }];
+        let c = CopyCounts {
+            bytes: 1,
+            calls: 1,
+            errors: 0,
+        };
+        let paths = [PathRow {
+            op: op::READ,
+            src: fd_kind::FILE,
+            dst: fd_kind::USER,
+            delta: c,
+            total: c,
+        }];
+        st.apply_extras(ExtrasDelta {
+            procs: Some(vec![ProcDelta {
+                labels: Labels::new("a", &[("cgroup", "/"), ("systemd_unit", "x.service")]),
+                syscalls: 3,
+                paths: &paths,
+                alive: true,
+            }]),
+            copies: true,
+            forks: vec![ForkDelta {
+                labels: Labels::new("c", &[("cgroup", "/"), ("systemd_unit", "")]),
+                delta: ForkStats {
+                    processes: 1,
+                    ..ForkStats::default()
+                },
+                alive: true,
+            }],
+            zombies: Some(vec![ZombieLabels {
+                parent_comm: "c".into(),
+                parent_pid: None,
+            }]),
+            ..ExtrasDelta::default()
+        });
+    }
+    shared.scrapes.lock().unwrap().observe(0.002);
+    for format in [Format::OpenMetrics, Format::Text] {
+        let text = exposition(&shared, format, SelfGauges::default()).unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        assert_eq!(
+            sample(&text, "proclens_series "),
+            lines as u64,
+            "{format:?}\n{text}"
+        );
+        assert_eq!(sample(&text, "proclens_scrape_duration_seconds_count "), 1);
+    }
+}
+
+#[test]
+fn self_and_host_gauges_are_always_shown() {
+    let text = exposition(
+        &Shared::default(),
+        Format::Text,
+        SelfGauges {
+            cpu_seconds: 1.5,
+            resident_bytes: 4096,
+            ..SelfGauges::default()
+        },
+    )
+    .unwrap();
+    for want in [
+        "process_cpu_seconds_total 1.5",
+        "process_resident_memory_bytes 4096",
+        "proclens_system_zombies 0",
+        "proclens_system_processes 0",
+        "proclens_system_threads 0",
+        "proclens_system_pid_headroom 0",
+        "proclens_folded_label_sets_total 0",
+        "proclens_scrape_duration_seconds_bucket{le=\"+Inf\"} 0",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+}
