@@ -142,7 +142,7 @@ impl Collector {
     /// The live threads' accounting now: read it before the last drain of an interval,
     /// so that a thread that exits meanwhile is in one or the other (its final counts
     /// then supersede the live ones), never in neither.
-    pub fn live_threads(&self) -> Result<HashMap<u32, ThreadSwitches>> {
+    pub fn live_threads(&mut self) -> Result<HashMap<u32, ThreadSwitches>> {
         self.tracer.threads()
     }
 

@@ -111,6 +111,30 @@ impl Counts {
         d
     }
 
+    /// Each figure the larger of `self`'s and `floor`'s: a total reported once is never
+    /// reported smaller (an open period read a little long, a thread's final counts
+    /// lost), so an interval's share is never negative and the shares sum to the total.
+    pub fn at_least(&self, floor: &Counts) -> Counts {
+        let mut c = *self;
+        for (a, b) in [
+            (&mut c.voluntary, floor.voluntary),
+            (&mut c.involuntary, floor.involuntary),
+            (&mut c.same_in, floor.same_in),
+            (&mut c.cross_in, floor.cross_in),
+            (&mut c.idle_kernel_in, floor.idle_kernel_in),
+            (&mut c.oncpu_ns, floor.oncpu_ns),
+            (&mut c.blocked_ns, floor.blocked_ns),
+            (&mut c.runq_ns, floor.runq_ns),
+            (&mut c.runq_max_ns, floor.runq_max_ns),
+        ] {
+            *a = (*a).max(b);
+        }
+        for (a, b) in c.runq_hist.iter_mut().zip(floor.runq_hist.iter()) {
+            *a = (*a).max(*b);
+        }
+        c
+    }
+
     pub fn switches(&self) -> u64 {
         self.voluntary + self.involuntary
     }
@@ -223,7 +247,13 @@ impl SwitchModel {
         }
         let mut rows = Vec::with_capacity(totals.len());
         for (key, total) in totals {
-            let delta = self.last.get(&key).map_or(total, |prev| total.since(prev));
+            let (total, delta) = match self.last.get(&key) {
+                Some(prev) => {
+                    let total = total.at_least(prev);
+                    (total, total.since(prev))
+                }
+                None => (total, total),
+            };
             let is_alive = alive.contains(&key);
             if !is_alive && delta.is_zero() {
                 // Fully exited and already reported: forget it.
@@ -334,6 +364,35 @@ mod tests {
         let rows = m.update(&live, &[]);
         assert_eq!(rows[0].total.voluntary, 10);
         assert_eq!(rows[0].delta.voluntary, 1);
+    }
+
+    /// A total once reported is never reported smaller (a thread's open period read a
+    /// little long, or its final counts lost): the interval shows 0, not a wrapped delta,
+    /// and the next interval's share starts from the highest total.
+    #[test]
+    fn a_total_never_shrinks() {
+        let mut m = SwitchModel::new(false);
+        let at = |blocked_ns, vol| {
+            HashMap::from([(
+                100,
+                ThreadSwitches {
+                    blocked_ns,
+                    ..thread(100, 1, vol, 0)
+                },
+            )])
+        };
+        m.update(&at(1_000, 2), &[]);
+        let rows = m.update(&at(900, 3), &[]);
+        assert_eq!(
+            (rows[0].total.blocked_ns, rows[0].delta.blocked_ns),
+            (1_000, 0)
+        );
+        assert_eq!(rows[0].delta.voluntary, 1);
+        let rows = m.update(&at(1_500, 3), &[]);
+        assert_eq!(
+            (rows[0].total.blocked_ns, rows[0].delta.blocked_ns),
+            (1_500, 500)
+        );
     }
 
     #[test]
