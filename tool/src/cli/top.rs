@@ -100,14 +100,12 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
             copies: Want::IfAvailable,
             ..top_tracing()
         })?;
-        let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
-        let copies = tracer.copies_on();
-        let extras = top_extras(&args.filter);
-        super::tui::run(tracer, extras, args.period.interval, args.threads, |app| {
-            app.pid_filter = pid;
-            app.comm_filter = comm;
-            app.has_copies = copies;
-        })?;
+        let view = super::tui::View {
+            selection: args.filter.selection(),
+            threads: args.threads,
+            has_copies: tracer.copies_on(),
+        };
+        super::tui::run(tracer, top_extras(&args.filter), &args.period, view)?;
         return Ok(ExitCode::SUCCESS);
     }
     let tracer = args.filter.start(top_tracing())?;
