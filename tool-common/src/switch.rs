@@ -189,15 +189,28 @@ pub enum Class {
 }
 
 /// The class of a switch from a task whose `active_mm` is `prev_active_mm` (a kernel
-/// thread when `prev_kthread`) to one whose `mm` is `next_mm` (0: a kernel thread, the
-/// idle task, or a task exiting, which has dropped its own).
+/// thread or an idle task when `prev_kthread`) to one whose `mm` is `next_mm` (0: a kernel
+/// thread, an idle task, or a task exiting, which has released its own). `next_released`
+/// is, for a user task exiting, the address space it released (its `active_mm`); 0 for
+/// any other task.
 ///
 /// Only compares: the verifier allows no arithmetic on the pointers these are in the
 /// switch program.
 #[inline(always)]
-pub const fn classify(prev_kthread: bool, prev_active_mm: u64, next_mm: u64) -> Class {
+pub const fn classify(
+    prev_kthread: bool,
+    prev_active_mm: u64,
+    next_mm: u64,
+    next_released: u64,
+) -> Class {
     if next_mm == 0 {
-        Class::IdleOrKernel
+        // Lazy TLB: nothing is loaded. An exiting child of a vfork still on the address
+        // space it shared is switched in on it, as it was before it released it.
+        if !prev_kthread && next_released != 0 && next_released == prev_active_mm {
+            Class::Same
+        } else {
+            Class::IdleOrKernel
+        }
     } else if prev_active_mm != next_mm {
         Class::Cross
     } else if prev_kthread {
@@ -315,16 +328,20 @@ mod tests {
     fn switches_are_classified_by_the_address_space_they_leave_loaded() {
         let (a, b) = (0x1000_u64, 0x2000_u64);
         // Threads of one process, or a vfork child and its parent (exiting or not): one mm.
-        assert_eq!(classify(false, a, a), Class::Same);
+        assert_eq!(classify(false, a, a, 0), Class::Same);
+        assert_eq!(classify(false, a, 0, a), Class::Same);
         // Another process.
-        assert_eq!(classify(false, a, b), Class::Cross);
-        // Into a kernel thread, the idle task or an exiting task: lazy TLB.
-        assert_eq!(classify(false, a, 0), Class::IdleOrKernel);
-        assert_eq!(classify(true, a, 0), Class::IdleOrKernel);
+        assert_eq!(classify(false, a, b, 0), Class::Cross);
+        // Into a kernel thread, the idle task, or a task exiting off another address
+        // space: lazy TLB.
+        assert_eq!(classify(false, a, 0, 0), Class::IdleOrKernel);
+        assert_eq!(classify(true, a, 0, 0), Class::IdleOrKernel);
+        assert_eq!(classify(false, a, 0, b), Class::IdleOrKernel);
+        assert_eq!(classify(true, a, 0, a), Class::IdleOrKernel);
         // Out of a kernel thread that had borrowed this task's own mm: nothing to load.
-        assert_eq!(classify(true, a, a), Class::IdleOrKernel);
+        assert_eq!(classify(true, a, a, 0), Class::IdleOrKernel);
         // Out of one that had borrowed another mm: the page tables change.
-        assert_eq!(classify(true, b, a), Class::Cross);
+        assert_eq!(classify(true, b, a, 0), Class::Cross);
     }
 
     #[test]

@@ -99,11 +99,17 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // This switch's class, by what `prev` leaves loaded and what `next` needs; counted
     // to `next` at its own switch out (the next switch on this CPU).
     let next: u64 = ctx.arg(2);
-    let prev_flags: u32 = field(prev, config::task_flags_off());
+    let next_mm: u64 = field(next, config::task_mm_off());
     let class = classify(
-        prev_flags & PF_KTHREAD != 0,
+        is_kthread(prev),
         field(prev, config::task_active_mm_off()),
-        field(next, config::task_mm_off()),
+        next_mm,
+        // Only for a task without an mm (a line of `next` read only then).
+        if next_mm == 0 && !is_kthread(next) {
+            field(next, config::task_active_mm_off())
+        } else {
+            0
+        },
     );
     match class {
         Class::Same => cpu.same_process += 1,
@@ -154,6 +160,13 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
         threads::forget(ctx, tid, now, prev);
     }
     Ok(())
+}
+
+/// Whether the task is a kernel thread or an idle task (`PF_KTHREAD`).
+#[inline(always)]
+fn is_kthread(task: u64) -> bool {
+    let flags: u32 = field(task, config::task_flags_off());
+    flags & PF_KTHREAD != 0
 }
 
 /// Whether the task has an exit state (zombie or dead): its last switch.
