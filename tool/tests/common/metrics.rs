@@ -1,0 +1,68 @@
+//! Reading a running `proclens serve` from outside: its address from its first line on
+//! stderr, and `/metrics` fetched over plain HTTP and parsed as Prometheus text.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// `proclens serve ARGS` on an ephemeral loopback port; returns the child and its address.
+pub fn serve(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(super::PROCLENS)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("proclens: serving http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
+        .parse()
+        .unwrap();
+    // Keep draining stderr so proclens never blocks on it.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, addr)
+}
+
+/// The body of `GET /metrics`.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: proclens\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// The sum of the samples of metric `name` whose labels include every `(label, value)`.
+pub fn sum(body: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            (metric == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.split(',').any(|kv| kv == format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
