@@ -11,8 +11,8 @@ use std::{
 };
 
 use common::{
-    PROCLENS, Proclens, can_trace, cgroup::v2_root, metrics, task_clock_left_out_ms,
-    workload::Workload,
+    PROCLENS, Proclens, can_trace, cgroup::v2_root, metrics, switch_workloads::PROBE_ENV,
+    task_clock_left_out_ms, workload::Workload,
 };
 use serde_json::Value;
 
@@ -167,29 +167,32 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     // Every row every interval (`-a`): the intervals in which a process only sleeps too.
     let top = Proclens::spawn(&["top", "--json", "-a", "-i", "0.5", "--cgroup", cg]);
     let lat = Proclens::spawn(&["latency", "--json", "-P", "-i", "0.5", "--cgroup", cg]);
-    let (mut serve, addr) = metrics::serve(&["-i", "0.5", "--cgroup", cg]);
+    let serve = metrics::serve(&["-i", "0.5", "--cgroup", cg]);
+    let addr = serve.addr;
     let (mut top_lines, mut lat_lines) = (Vec::new(), Vec::new());
     // Every view is attached once it has shown a short-lived probe run in the cgroup.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let probe = Command::new("sh")
-            .args([
-                "-c",
-                &format!("echo $$ > {cg}/cgroup.procs && exec sleep 0.2"),
-            ])
+        let (argv, (k, v)) = Workload::command("probe:200");
+        let probe = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env(k, v)
+            .env(PROBE_ENV, cg)
+            .env("PROCLENS_WORKLOAD_AUTO", "1")
+            .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(probe.success());
         std::thread::sleep(Duration::from_millis(1100));
         drain(&top, &mut top_lines);
         drain(&lat, &mut lat_lines);
-        let seen = |lines: &[Value]| lines.iter().any(|v| v["comm"] == "sleep");
+        let seen = |lines: &[Value]| lines.iter().any(|v| v["comm"] == "xv-probe");
         if seen(&top_lines)
             && seen(&lat_lines)
             && metrics::sum(
                 &metrics::scrape(addr),
                 "proclens_context_switches_total",
-                &[("comm", "sleep")],
+                &[("comm", "xv-probe")],
             ) > 0.0
         {
             break;
@@ -226,8 +229,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
         0.0 => 0.0,
         d => d + 10.0,
     };
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 
     for o in &oracles {
         let pid = o["pid"].as_u64().unwrap();

@@ -8,8 +8,21 @@ use std::{
     time::Duration,
 };
 
-/// `proclens serve ARGS` on an ephemeral loopback port; returns the child and its address.
-pub fn serve(args: &[&str]) -> (Child, SocketAddr) {
+/// A running `proclens serve`, stopped when dropped (also when a test fails).
+pub struct Serve {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `proclens serve ARGS` on an ephemeral loopback port.
+pub fn serve(args: &[&str]) -> Serve {
     let mut child = Command::new(super::PROCLENS)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -29,7 +42,7 @@ pub fn serve(args: &[&str]) -> (Child, SocketAddr) {
         .unwrap();
     // Keep draining stderr so proclens never blocks on it.
     std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, addr)
+    Serve { child, addr }
 }
 
 /// The body of `GET /metrics`.

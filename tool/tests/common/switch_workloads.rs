@@ -154,6 +154,9 @@ fn signal_block(ms: u64, out: &mut std::io::Stdout) {
     writeln!(out, "sleeper {tid}").unwrap();
 }
 
+/// Where a test names the cgroup the `probe` workload joins.
+pub const PROBE_ENV: &str = "PROCLENS_PROBE_CGROUP";
+
 /// Where a test names the two cgroups the churn moves between (`IN:OUT`, paths).
 pub const CHURN_ENV: &str = "PROCLENS_CHURN_CGROUPS";
 
@@ -241,6 +244,23 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn(), au
             finish(out);
         }
         "crossview" => super::crossview::run(out, wait_go),
+        // A process of its own (this thread forked: its leader) that joins the cgroup
+        // PROBE_ENV names, is named `xv-probe`, blocks n ms and exits: something
+        // short-lived for views on that cgroup to show once they are attached.
+        "probe" => {
+            let dir = std::env::var(PROBE_ENV).unwrap();
+            // SAFETY: the child makes plain syscalls and exits.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                std::fs::write(format!("{dir}/cgroup.procs"), "0").unwrap();
+                set_name("xv-probe");
+                thread::sleep(Duration::from_millis(n));
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            reap(pid);
+        }
         "cgroup-churn" => cgroup_churn(n, out, wait_go),
         _ => return false,
     }
