@@ -4,29 +4,33 @@
 mod common;
 
 use std::{
-    process::Command,
+    io::Write as _,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{Proclens, can_trace, now_unix, wait_within};
 
-/// `sh -c 'sleep 1.5; exec sleep 3.2'` (the shell waits for the first sleep, then becomes
-/// the second) under `top --json -p PID --interval 1`, started after the shell: every
-/// whole interval of the 4.7 s shows the interval as blocked time (within 2%), and the
-/// intervals' blocked time adds up to the time from the first interval's start to the
-/// shell's exit (within 2%). Before, the sleep showed as one lump at the end (0, 0, 0, 0,
-/// 3200), or not at all for the part before tracing began.
+/// A shell asleep (reading its stdin) before `top --json -p PID --interval 1` starts,
+/// woken after top's first report to `exec sleep 3.2` (the issue's `sleep 1.5; exec sleep
+/// 3.2`, with the first sleep as long as proclens takes to start): every whole interval
+/// shows the interval as blocked time (within 2%), and the intervals' blocked time adds
+/// up to the time from the first interval's start to the shell's exit (within 2%).
+/// Before, the sleep showed as one lump at the end (0, 0, 0, 0, 3200), or not at all for
+/// the part before tracing began.
 #[test]
 fn a_sleep_is_blocked_time_in_every_interval_it_spans() {
     if !can_trace() {
         return;
     }
     let mut sh = Command::new("sh")
-        .args(["-c", "sleep 1.5; exec sleep 3.2"])
+        .args(["-c", "read go; exec sleep 3.2"])
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = sh.id();
     let top = Proclens::spawn(&["top", "--json", "-p", &pid.to_string(), "--interval", "1"]);
+    let mut wake = sh.stdin.take();
     let mut rows = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut exited_at = None;
@@ -42,6 +46,10 @@ fn a_sleep_is_blocked_time_in_every_interval_it_spans() {
             let v: serde_json::Value = serde_json::from_str(&l).unwrap();
             if v["type"] == "process" && v["pid"] == pid {
                 rows.push(v);
+                // One report of the shell asleep since before tracing began: wake it.
+                if let Some(mut w) = wake.take() {
+                    writeln!(w, "go").unwrap();
+                }
             }
         }
     }
@@ -50,24 +58,33 @@ fn a_sleep_is_blocked_time_in_every_interval_it_spans() {
     let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     for r in &rows {
         eprintln!(
-            "{:.3}: {} blocked {:.1} ms of {:.1} ms, on CPU {:.3} ms",
+            "{:.3}: {} blocked {:.1} ms of {:.1} ms, on CPU {:.3} ms, waiting {:.3} ms",
             f(r, "time"),
             r["comm"],
             f(r, "blocked_ms"),
             f(r, "interval_s") * 1e3,
-            f(r, "oncpu_ms")
+            f(r, "oncpu_ms"),
+            f(r, "runq_ms")
         );
     }
-    // At least two whole intervals, even when proclens took a while to start.
-    assert!(rows.len() >= 3, "{rows:?}");
-    // Whole intervals: all of it asleep (the shell waiting, then the sleep it became).
-    for r in &rows[..rows.len() - 1] {
+    // The interval before the wake-up, three whole ones asleep, the last.
+    assert!(rows.len() >= 4, "{rows:?}");
+    // Every whole interval: its time is all there (on CPU, blocked or waiting); and
+    // blocked, but for the one in which the shell was woken to exec.
+    for (i, r) in rows[..rows.len() - 1].iter().enumerate() {
         let interval_ms = f(r, "interval_s") * 1e3;
+        let all = f(r, "oncpu_ms") + f(r, "blocked_ms") + f(r, "runq_ms");
         assert!(
-            (f(r, "blocked_ms") - interval_ms).abs() <= interval_ms * 0.02,
-            "an interval spent asleep shows {} ms blocked of {interval_ms}: {r}",
-            f(r, "blocked_ms")
+            (all - interval_ms).abs() <= interval_ms * 0.02,
+            "an interval of {interval_ms} ms shows {all} ms: {r}"
         );
+        if i != 1 {
+            assert!(
+                (f(r, "blocked_ms") - interval_ms).abs() <= interval_ms * 0.02,
+                "an interval spent asleep shows {} ms blocked of {interval_ms}: {r}",
+                f(r, "blocked_ms")
+            );
+        }
     }
     let first = &rows[0];
     let slept_s = exited_at - (f(first, "time") - f(first, "interval_s"));

@@ -31,15 +31,26 @@ pub fn serve(args: &[&str]) -> Serve {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // Its address, after any notes (5.10's on the privileges it keeps).
     let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("proclens: serving http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("unexpected first line from serve: {line:?}"))
-        .parse()
-        .unwrap();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve ended early"
+        );
+        if let Some(addr) = line
+            .trim()
+            .strip_prefix("proclens: serving http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+        {
+            break addr.parse().unwrap();
+        }
+        assert!(
+            line.starts_with("proclens: note: "),
+            "unexpected line from serve: {line:?}"
+        );
+    };
     // Keep draining stderr so proclens never blocks on it.
     std::thread::spawn(move || for _ in stderr.lines() {});
     Serve { child, addr }
