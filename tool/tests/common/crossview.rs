@@ -10,8 +10,8 @@
 //! - `xv-hog` and `xv-rival`: spin 0.8 s each on CPU 1, sharing it, and exit.
 //!
 //! Exited processes' figures are read while they are zombies (final: nothing of them runs
-//! any more), the ping-pong's once it is quiet. Each process's wall time is from just
-//! before its fork to just before its exit (which it reports itself).
+//! any more), the ping-pong's once it is quiet. Each process's wall time is from its fork's
+//! return in the parent to just before its exit (which it reports itself).
 
 use std::{
     collections::HashMap,
@@ -143,19 +143,20 @@ pub fn run(out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
     let (ends_rx, ends_tx) = pipe();
     let (quiet_rx, quiet_tx) = pipe();
     let mut forked = HashMap::new();
+    // A child's life as the kernel accounts it starts when fork queues it to run, just
+    // before fork returns here (making it, before, can take tens of ms in an emulator).
     let mut fork = |comm: &'static str, body: Box<dyn FnOnce()>| {
-        let t0 = mono_ns();
         let pid = child(&ends_tx, body);
-        forked.insert(pid, (comm, t0));
+        forked.insert(pid, (comm, mono_ns()));
         pid
     };
-    let born_unix = unix_s();
     let pp = fork(
         "xv-pingpong",
         Box::new(move || {
             pingpong(quiet_tx);
         }),
     );
+    let born_unix = unix_s();
     let exiting = [
         fork(
             "xv-sleeper",
