@@ -10,8 +10,9 @@
 //! - `xv-hog` and `xv-rival`: spin 0.8 s each on CPU 1, sharing it, and exit.
 //!
 //! Exited processes' figures are read while they are zombies (final: nothing of them runs
-//! any more), the ping-pong's once it is quiet. Each process's wall time is from its fork's
-//! return in the parent to just before its exit (which it reports itself).
+//! any more), the ping-pong's once it is quiet. An exiting process's blocked time is its
+//! wall time from its fork's return in the parent to the start of its exit, less its time
+//! on CPU and waiting until then (which it reports itself, from its own schedstat).
 
 use std::{
     collections::HashMap,
@@ -47,8 +48,12 @@ fn unix_s() -> f64 {
         .as_secs_f64()
 }
 
-/// Forks a child that runs `body` and exits, first writing its pid and the time it ends
-/// (`pid ns` as two u64s) to `ends`.
+/// What an exiting child reports as it starts to exit: its pid, the time, and its time
+/// on CPU and waiting so far (the exit path after is all on CPU or waiting: the kernel's
+/// final figures less these are its share).
+const END_RECORD: usize = 32;
+
+/// Forks a child that runs `body` and exits, first writing its [`END_RECORD`] to `ends`.
 fn child(ends: &File, body: impl FnOnce()) -> i32 {
     // SAFETY: the child runs `body` (plain syscalls, no locks the parent may hold: this
     // process has no other thread that allocates) and exits.
@@ -56,17 +61,33 @@ fn child(ends: &File, body: impl FnOnce()) -> i32 {
     assert!(pid >= 0);
     if pid == 0 {
         body();
-        let mut rec = [0u8; 16];
         // SAFETY: getpid has no preconditions.
-        rec[..8].copy_from_slice(&u64::from(unsafe { libc::getpid() } as u32).to_le_bytes());
-        rec[8..].copy_from_slice(&mono_ns().to_le_bytes());
-        // SAFETY: one 16-byte write to a pipe is atomic; then exit at once.
+        let me = unsafe { libc::getpid() };
+        let [oncpu, waited, _] = schedstat(me);
+        let mut rec = [0u8; END_RECORD];
+        for (i, v) in [u64::from(me as u32), mono_ns(), oncpu, waited]
+            .iter()
+            .enumerate()
+        {
+            rec[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        // SAFETY: one write under PIPE_BUF to a pipe is atomic; then exit at once.
         unsafe {
-            libc::write(ends.as_raw_fd(), rec.as_ptr().cast(), 16);
+            libc::write(ends.as_raw_fd(), rec.as_ptr().cast(), END_RECORD);
             libc::_exit(0);
         }
     }
     pid
+}
+
+/// A single-threaded process's /proc/PID/schedstat: on CPU ns, waiting ns, runs.
+fn schedstat(pid: i32) -> [u64; 3] {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let mut f = [0u64; 3];
+    for (i, v) in stat.split_whitespace().take(3).enumerate() {
+        f[i] = v.parse().unwrap();
+    }
+    f
 }
 
 /// Sums of a process's kernel figures over its tasks: /proc/PID/task/*/status switch
@@ -197,25 +218,32 @@ pub fn run(out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
         ),
     ];
     drop(ends_tx);
-    // Each exiting child's end, as it reported it.
+    // Each exiting child's end, as it reported it: (time, on CPU and waiting so far).
     let mut ends = HashMap::new();
-    let mut rec = [0u8; 16];
+    let mut rec = [0u8; END_RECORD];
     let mut ends_rx = ends_rx;
     while ends.len() < exiting.len() {
         ends_rx.read_exact(&mut rec).unwrap();
-        let pid = u64::from_le_bytes(rec[..8].try_into().unwrap()) as i32;
-        ends.insert(pid, u64::from_le_bytes(rec[8..].try_into().unwrap()));
+        let v: Vec<u64> = rec
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        ends.insert(v[0] as i32, (v[1], v[2], v[3]));
     }
     for pid in exiting {
         wait_zombie(pid);
         let (comm, t0) = forked[&pid];
-        let wall_s = (ends[&pid] - t0) as f64 / 1e9;
+        let (end, oncpu, waited) = ends[&pid];
+        // Blocked from its fork to its exit: its wall time less its time on CPU and
+        // waiting until then (it is not blocked after).
+        let wall_s = (end - t0) as f64 / 1e9;
+        let blocked_s = wall_s - (oncpu + waited) as f64 / 1e9;
         oracle(
             out,
             pid,
             comm,
             final_figures(pid),
-            &format!(",\"wall_s\":{wall_s}"),
+            &format!(",\"wall_s\":{wall_s},\"blocked_s\":{blocked_s}"),
         );
         reap(pid);
     }
