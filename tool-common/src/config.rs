@@ -46,8 +46,14 @@ pub struct Filter {
     pub task_cgroups: u32,
     pub css_set_dfl_cgrp: u32,
     pub cgroup_level_off: u32,
+    /// `cgroup.ancestor_ids` (u64 ids, older kernels such as 5.10) or `cgroup.ancestors`
+    /// (pointers, later kernels; see `cgroup_ancestor_ptrs`).
     pub cgroup_ancestor_ids: u32,
-    pub _pad: u32,
+    /// 1: `cgroup_ancestor_ids` is `ancestors[]`, whose ids are `cgroup.kn` →
+    /// `kernfs_node.id` (the two offsets below).
+    pub cgroup_ancestor_ptrs: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 /// The switch programs (see tool-ebpf/src/switch.rs).
@@ -73,6 +79,19 @@ pub struct Switch {
     /// How many slots of `THREAD_SLOTS` threads may own (a power of two); 0: every
     /// thread's entry is in `THREADS`.
     pub thread_slots_used: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`), `active_mm` (the address space a task runs
+    /// on, borrowed by one without an `mm` of its own) and the switch counters
+    /// `nvcsw`/`nivcsw`.
+    pub task_flags: u32,
+    pub task_active_mm: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    /// `task_struct.on_cpu` and `on_rq`, read by the thread iterators.
+    pub task_on_cpu: u32,
+    pub task_on_rq: u32,
+    /// `sched_info.last_arrival` and `last_queued` (with `sched_info`).
+    pub task_last_arrival: u32,
+    pub task_last_queued: u32,
     pub _pad: u32,
     /// CLOCK_MONOTONIC when tracing began: threads started later are traced from their
     /// first instruction, so their whole run-queue time counts.
@@ -177,8 +196,8 @@ mod tests {
     #[test]
     fn globals_have_no_implicit_padding() {
         assert_eq!(size_of::<Task>(), 6 * 4);
-        assert_eq!(size_of::<Filter>(), 8 * 4 + 8);
-        assert_eq!(size_of::<Switch>(), 12 * 4 + 8);
+        assert_eq!(size_of::<Filter>(), 10 * 4 + 8);
+        assert_eq!(size_of::<Switch>(), 20 * 4 + 8);
         assert_eq!(size_of::<Rings>(), 16);
         assert_eq!(size_of::<Lifecycle>(), 12 * 4);
         assert_eq!(size_of::<Copies>(), 8 + 4 * layout::SIZE + 8 * 4);

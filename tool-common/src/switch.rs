@@ -46,28 +46,31 @@ pub const TASK_RUNNING: u32 = 0;
 /// `TASK_DEAD` (0x80 since Linux 4.14): set by `do_task_dead` before a thread's last switch.
 pub const TASK_DEAD: u32 = 0x80;
 
-/// The kernel's rule behind `nvcsw`/`nivcsw` (`__schedule`): a switch is voluntary only
-/// when it is not a preemption and the task is blocking (its state is not
-/// `TASK_RUNNING`); everything else is involuntary. `prev_state` is the `sched_switch`
-/// raw tracepoint's argument, after the scheduler's own adjustments.
+/// The tracepoint's view of the kernel's rule behind `nvcsw`/`nivcsw` (`__schedule`): a
+/// switch is voluntary when it is not a preemption and the task is blocking (its state
+/// is not `TASK_RUNNING`). Inexact in one case: a task that blocks with a signal pending
+/// is counted voluntary by the kernel, which sets its state back to `TASK_RUNNING` before
+/// the tracepoint fires. The switch program therefore compares the task's own `nvcsw`
+/// with the value it saw at the thread's last switch (see [`flags::NVCSW_KNOWN`]) and
+/// falls back to this rule only for a thread's first switch seen, when that is unknown.
 #[inline(always)]
 pub const fn is_involuntary(preempt: bool, prev_state: u32) -> bool {
     preempt || prev_state == TASK_RUNNING
 }
 
-/// Per-thread switch accounting (value of the `THREADS` map, keyed by thread id).
+/// Per-thread switch accounting (value of the `THREADS` map, keyed by thread id, and of
+/// the `THREAD_SLOTS` array).
 ///
-/// Laid out for the switch program: what every switch out reads or writes (identity and
-/// counts; times, the wait baseline, flags and the first histogram buckets, < 8 µs) fills
-/// the first 128 bytes; the rarer buckets and the name come after.
+/// Laid out for the switch program: what every switch out reads or writes (identity,
+/// flags and counts; times, baselines and the first histogram buckets, < 4 µs) fills the
+/// first 128 bytes; the rarer buckets and the name come after.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSwitches {
     /// Thread-group id (the process id) of the thread.
     pub tgid: u32,
-    /// [`kind`] of the thread, cached once it is known to be a user task (a user task
-    /// keeps its address space until it exits), so the hot path need not read `mm`.
-    pub kind: u32,
+    /// [`flags`] of the thread's last switch out.
+    pub flags: u32,
     /// Start time (ns since boot, `task_struct.start_time`) of the thread-group leader:
     /// together with `tgid` it names a process uniquely, even when pids are reused.
     pub start_ns: u64,
@@ -75,12 +78,15 @@ pub struct ThreadSwitches {
     pub voluntary: u64,
     /// Switches out while still runnable (the kernel's `nivcsw`).
     pub involuntary: u64,
-    /// Switches in from a thread of the same process (address space kept).
+    /// Switches in that kept the address space: from a task with the same `mm` (a thread
+    /// of the same process, or a vfork/`CLONE_VM` parent or child).
     pub same_in: u64,
-    /// Switches in from a user task of another process (address space changed).
+    /// Switches in that changed the address space: the previous task's `active_mm` was not
+    /// this task's `mm`, so the kernel loaded other page tables.
     pub cross_in: u64,
-    /// Switches in from the idle task or a kernel thread (lazy TLB: no user
-    /// address-space change on the way in).
+    /// Switches in from the idle task or a kernel thread that had kept this task's own
+    /// address space loaded (lazy TLB), and, for kernel threads, every switch in (they
+    /// have no address space of their own).
     pub idle_kernel_in: u64,
     /// Time spent running.
     pub oncpu_ns: u64,
@@ -90,7 +96,8 @@ pub struct ThreadSwitches {
     pub runq_ns: u64,
     /// Longest single run-queue wait.
     pub runq_max_ns: u64,
-    /// When the thread was last switched out (0: not yet seen switching out).
+    /// When the thread was last switched out, or when its entry was seeded (see
+    /// `flags::RUN_FROM_OUT`); 0: not yet seen switching out.
     pub out_ts: u64,
     /// When the thread last became runnable (woken, or preempted); 0 when it is not
     /// waiting on a run queue. Only kept where the wakeup programs run (kernels whose
@@ -101,8 +108,9 @@ pub struct ThreadSwitches {
     /// counter by the next switch out is the wait before the run in between. Used where
     /// the kernel keeps it (`CONFIG_SCHED_INFO`, active), instead of timing wakeups.
     pub run_delay_seen: u64,
-    /// [`flags`] of the thread's last switch out.
-    pub flags: u32,
+    /// The kernel's `nvcsw` of the thread at its last switch out (valid with
+    /// `flags::NVCSW_KNOWN`): a switch is voluntary exactly when it has grown since.
+    pub nvcsw_seen: u64,
     /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
     pub runq_hist: [u32; RUNQ_BUCKETS],
     /// The thread's command name when its entry was made (`current`'s), so a process that
@@ -129,16 +137,14 @@ pub const fn slot_of(tid: u32) -> u32 {
 /// A slot is claimed by inserting its index into the `SLOT_CLAIMS` hash (an atomic
 /// test-and-set any kernel offers, where a compare-and-swap on `owner` would need 5.12's
 /// BPF atomics), then filling `stats`, then setting `owner`; it is released at the
-/// owner's last switch by clearing `owner`, then deleting the claim. Readers take a slot
-/// whose `owner` reads the same before and after its `stats`.
+/// owner's last switch by clearing `owner`, then deleting the claim.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSlot {
     pub owner: u32,
     pub _pad: u32,
+    /// 256 bytes in all: every slot starts a cache line.
     pub stats: ThreadSwitches,
-    /// To 256 bytes: every slot starts a cache line.
-    pub _tail: u64,
 }
 
 /// Bits of [`ThreadSwitches::flags`].
@@ -149,40 +155,131 @@ pub mod flags {
     /// `run_delay_seen` is a baseline: the wait before the next run is known. Not set for
     /// a thread that existed before tracing began until its first switch out.
     pub const WAIT_KNOWN: u32 = 2;
+    /// `nvcsw_seen` holds the thread's `nvcsw` at its last switch out.
+    pub const NVCSW_KNOWN: u32 = 4;
+    /// The entry was seeded while its thread was on a CPU (see `tool-ebpf/src/iter.rs`):
+    /// the run in progress counts from `out_ts`, the moment tracing began for it.
+    pub const RUN_FROM_OUT: u32 = 8;
 }
 
-/// Kinds of task a CPU switched between, kept per CPU to classify the next switch.
-pub mod kind {
+/// `PF_KTHREAD`, the `task_struct.flags` bit of kernel threads and the idle tasks
+/// (0x00200000 since Linux 2.6; a flag value, which BTF does not carry).
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// How a switch is classified by the kernel's own rule for loading page tables
+/// (`context_switch`): the next task runs on the previous one's `active_mm` when it has no
+/// `mm` of its own (a kernel thread or the idle task: lazy TLB); otherwise the page tables
+/// change when the previous task's `active_mm` is not the next task's `mm`.
+///
+/// One bit each (as kept in [`CpuSwitches::cur_class`]): the switch program tests bits,
+/// which the compiler keeps as tests, where consecutive values became an index into the
+/// entry's counters that the verifier could not bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Class {
     /// Nothing seen on this CPU yet.
-    pub const UNKNOWN: u32 = 0;
-    /// A user task (has its own address space).
-    pub const USER: u32 = 1;
-    /// The idle task or a kernel thread (no user address space).
-    pub const IDLE_OR_KERNEL: u32 = 2;
+    Unknown = 0,
+    /// The address space was kept between two user tasks sharing it (threads of one
+    /// process, a vfork/`CLONE_VM` child and its parent).
+    Same = 1,
+    /// The kernel loaded another address space.
+    Cross = 2,
+    /// The idle task or a kernel thread on either side, and no address-space change.
+    IdleOrKernel = 4,
+}
+
+/// The class of a switch from a task whose `active_mm` is `prev_active_mm` (a kernel
+/// thread or an idle task when `prev_kthread`) to one whose `mm` is `next_mm` (0: a kernel
+/// thread, an idle task, or a task exiting, which has released its own). `next_released`
+/// is, for a user task exiting, the address space it released (its `active_mm`); 0 for
+/// any other task.
+///
+/// Only compares: the verifier allows no arithmetic on the pointers these are in the
+/// switch program.
+#[inline(always)]
+pub const fn classify(
+    prev_kthread: bool,
+    prev_active_mm: u64,
+    next_mm: u64,
+    next_released: u64,
+) -> Class {
+    if next_mm == 0 {
+        // Lazy TLB: nothing is loaded. An exiting child of a vfork still on the address
+        // space it shared is switched in on it, as it was before it released it.
+        if !prev_kthread && next_released != 0 && next_released == prev_active_mm {
+            Class::Same
+        } else {
+            Class::IdleOrKernel
+        }
+    } else if prev_active_mm != next_mm {
+        Class::Cross
+    } else if prev_kthread {
+        Class::IdleOrKernel
+    } else {
+        Class::Same
+    }
 }
 
 /// Per-CPU state of the `sched_switch` program and the system-wide split of switches.
 ///
-/// The tracepoint names `next` only by pid. The task running after switch *k* on a CPU is
-/// exactly the `prev` (= `current`) of switch *k+1* on that CPU, so switch *k* is
-/// classified at switch *k+1*, when its incoming task's tgid and address space are known.
+/// A switch is classified when it happens (the tracepoint names both tasks), and counted
+/// to the incoming task's entry at its own switch out, the next switch on this CPU, which
+/// is when the program writes that entry anyway.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuSwitches {
     /// Time of the last switch on this CPU (when `current` came on).
     pub last_ts: u64,
-    /// tgid of the task switched out at the last switch.
-    pub last_prev_tgid: u32,
-    /// [`kind`] of the task switched out at the last switch.
-    pub last_prev_kind: u32,
+    /// The [`Class`] of the last switch on this CPU (that brought `current` on).
+    pub cur_class: u32,
+    pub _pad: u32,
     /// All switches seen on this CPU.
     pub switches: u64,
-    /// Switches between threads of one process.
+    /// Switches between user tasks sharing one address space.
     pub same_process: u64,
-    /// Switches between user tasks of different processes.
+    /// Switches that loaded another address space.
     pub cross_process: u64,
-    /// Switches with the idle task or a kernel thread on either side.
+    /// Switches with the idle task or a kernel thread on either side and no address-space
+    /// change.
     pub idle_or_kernel: u64,
+    /// When (switch clock) this CPU last compared its clock with `bpf_ktime_get_ns`, at
+    /// most every [`CALIBRATE_NS`]: where the switch program times with the run queue's
+    /// clock, the thread iterator converts the monotonic clock it can read into that
+    /// clock by `clock_offset` (switch clock minus monotonic, wrapping).
+    pub clock_switch: u64,
+    pub clock_offset: u64,
+}
+
+/// How often (switch-clock ns) a CPU's [`CpuSwitches::clock_switch`] pair is refreshed:
+/// ~67 ms, a helper call per CPU at most 15 times a second, while the two clocks drift
+/// apart by parts per million.
+pub const CALIBRATE_NS: u64 = 1 << 26;
+
+/// A thread as the live iterator reads it (`tool-ebpf/src/iter.rs`): its entry with what
+/// the scheduler shows of it now, so that userspace can credit the period in progress
+/// (on CPU since, or off CPU since) to the interval it falls in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveThread {
+    pub tid: u32,
+    /// [`state`] bits.
+    pub state: u32,
+    /// The switch program's clock when the task was read.
+    pub now: u64,
+    /// `sched_info.run_delay`, `.last_arrival` and `.last_queued` (0 where the switch
+    /// program times waits with wakeups).
+    pub run_delay: u64,
+    pub last_arrival: u64,
+    pub last_queued: u64,
+    pub stats: ThreadSwitches,
+}
+
+/// Bits of [`LiveThread::state`].
+pub mod state {
+    /// On a CPU now (`task_struct.on_cpu`).
+    pub const ON_CPU: u32 = 1;
+    /// Runnable, on a run queue, not running (`on_rq` without `on_cpu`).
+    pub const QUEUED: u32 = 2;
 }
 
 #[cfg(test)]
@@ -202,10 +299,10 @@ mod tests {
     fn hot_fields_fill_the_first_two_cache_lines() {
         use core::mem::offset_of;
         assert_eq!(offset_of!(ThreadSwitches, oncpu_ns) + 8, 64);
-        assert!(offset_of!(ThreadSwitches, flags) + 4 <= 128);
-        // Buckets 0..=2: waits under 8 µs, the usual case on an idle-enough CPU.
-        assert_eq!(offset_of!(ThreadSwitches, runq_hist) + 3 * 4, 128);
-        assert_eq!(size_of::<ThreadSwitches>(), 240);
+        assert!(offset_of!(ThreadSwitches, nvcsw_seen) + 8 <= 128);
+        // Buckets 0 and 1: waits under 4 µs, the usual case on an idle-enough CPU.
+        assert_eq!(offset_of!(ThreadSwitches, runq_hist) + 2 * 4, 128);
+        assert_eq!(size_of::<ThreadSwitches>(), 248);
     }
 
     /// Slots are cache-line aligned (the array's values start on a page), and `owner`,
@@ -217,6 +314,34 @@ mod tests {
         assert_eq!(offset_of!(ThreadSlot, stats), 8);
         assert_eq!(THREAD_SLOTS.count_ones(), 1);
         assert_eq!(slot_of(THREAD_SLOTS + 5), 5);
+    }
+
+    /// The per-CPU state fills one cache line.
+    #[test]
+    fn cpu_state_is_one_cache_line() {
+        assert_eq!(size_of::<CpuSwitches>(), 64);
+        assert_eq!(size_of::<LiveThread>(), 40 + size_of::<ThreadSwitches>());
+    }
+
+    /// The kernel's rule (`context_switch`), case by case.
+    #[test]
+    fn switches_are_classified_by_the_address_space_they_leave_loaded() {
+        let (a, b) = (0x1000_u64, 0x2000_u64);
+        // Threads of one process, or a vfork child and its parent (exiting or not): one mm.
+        assert_eq!(classify(false, a, a, 0), Class::Same);
+        assert_eq!(classify(false, a, 0, a), Class::Same);
+        // Another process.
+        assert_eq!(classify(false, a, b, 0), Class::Cross);
+        // Into a kernel thread, the idle task, or a task exiting off another address
+        // space: lazy TLB.
+        assert_eq!(classify(false, a, 0, 0), Class::IdleOrKernel);
+        assert_eq!(classify(true, a, 0, 0), Class::IdleOrKernel);
+        assert_eq!(classify(false, a, 0, b), Class::IdleOrKernel);
+        assert_eq!(classify(true, a, 0, a), Class::IdleOrKernel);
+        // Out of a kernel thread that had borrowed this task's own mm: nothing to load.
+        assert_eq!(classify(true, a, a, 0), Class::IdleOrKernel);
+        // Out of one that had borrowed another mm: the page tables change.
+        assert_eq!(classify(true, b, a, 0), Class::Cross);
     }
 
     #[test]

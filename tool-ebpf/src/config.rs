@@ -50,6 +50,9 @@ config! {
         css_set_dfl_cgrp => css_set_dfl_cgrp_off: u32,
         cgroup_level_off => cgroup_level_off: u32,
         cgroup_ancestor_ids => cgroup_ancestor_ids_off: u32,
+        cgroup_ancestor_ptrs => cgroup_ancestor_ptrs: u32,
+        cgroup_kn => cgroup_kn_off: u32,
+        kernfs_node_id => kernfs_node_id_off: u32,
     }
     /// The switch programs (see `switch`).
     CONFIG_SWITCH: Switch {
@@ -64,6 +67,14 @@ config! {
         sched_info => sched_info: u32,
         task_run_delay => task_run_delay_off: u32,
         thread_slots_used => thread_slots_used: u32,
+        task_flags => task_flags_off: u32,
+        task_active_mm => task_active_mm_off: u32,
+        task_nvcsw => task_nvcsw_off: u32,
+        task_nivcsw => task_nivcsw_off: u32,
+        task_on_cpu => task_on_cpu_off: u32,
+        task_on_rq => task_on_rq_off: u32,
+        task_last_arrival => task_last_arrival_off: u32,
+        task_last_queued => task_last_queued_off: u32,
         trace_start_ns => trace_start_ns: u64,
     }
     /// The event rings (see `maps`).

@@ -10,22 +10,27 @@ use aya_ebpf::{
 
 use crate::{config, task::probe};
 
-/// The id of the current task's default-hierarchy (v2) cgroup ancestor at `level`, read
-/// through BTF offsets: `task->cgroups->dfl_cgrp`, then its `ancestor_ids[level]` (the
-/// layout of older kernels such as 5.10, whose tracing programs may not call the helper;
-/// later kernels replaced the array with `ancestors[]`).
+/// The id of `task`'s default-hierarchy (v2) cgroup ancestor at `level`, read through BTF
+/// offsets: `task->cgroups->dfl_cgrp`, then its ancestor's id: `ancestor_ids[level]` on
+/// older kernels such as 5.10 (whose tracing programs may not call the helper), or
+/// `ancestors[level]->kn->id` on later ones (which replaced the array). Probe reads: the
+/// current task has no BTF-typed pointer on every kernel, and an iterated task's cgroup
+/// pointers may be read while it moves.
 #[inline(always)]
-fn ancestor_id_by_walk(level: u32) -> Option<u64> {
-    // SAFETY: a helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
+fn ancestor_id_by_walk(task: u64, level: u32) -> Option<u64> {
     let cset: u64 = probe(task, config::task_cgroups_off()).ok()?;
     let cgrp: u64 = probe(cset, config::css_set_dfl_cgrp_off()).ok()?;
     let depth: i32 = probe(cgrp, config::cgroup_level_off()).ok()?;
     if depth < 0 || (depth as u32) < level {
         return None;
     }
-    let ids = cgrp + u64::from(config::cgroup_ancestor_ids_off());
-    probe(ids, 8 * level).ok()
+    let ancestors = cgrp + u64::from(config::cgroup_ancestor_ids_off());
+    if config::cgroup_ancestor_ptrs() == 0 {
+        return probe(ancestors, 8 * level).ok();
+    }
+    let ancestor: u64 = probe(ancestors, 8 * level).ok()?;
+    let kn: u64 = probe(ancestor, config::cgroup_kn_off()).ok()?;
+    probe(kn, config::kernfs_node_id_off()).ok()
 }
 
 /// Whether the current task is in the selected cgroup subtree (always, without a filter).
@@ -37,10 +42,23 @@ pub(crate) fn current_in_cgroup() -> bool {
     }
     let level = config::cgroup_level();
     if config::cgroup_walk() != 0 {
-        return ancestor_id_by_walk(level) == Some(id);
+        // SAFETY: a helper without arguments.
+        let task = unsafe { bpf_get_current_task() };
+        return ancestor_id_by_walk(task, level) == Some(id);
     }
     // SAFETY: a helper without pointer arguments.
     unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) == id }
+}
+
+/// Whether `task` (any task, not only the current one) is traced: not proclens's own, and
+/// in the selected cgroup subtree. For the thread iterators, which visit every task.
+#[inline(always)]
+pub(crate) fn task_traced(task: u64, tgid: u32) -> bool {
+    if !traced_tgid(tgid) {
+        return false;
+    }
+    let id = config::cgroup_id();
+    id == 0 || ancestor_id_by_walk(task, config::cgroup_level()) == Some(id)
 }
 
 /// Whether a task of this tgid is traced at all.

@@ -7,10 +7,12 @@ mod config;
 mod copies;
 mod fdkind;
 mod filter;
+mod iter;
 mod lifecycle;
 mod maps;
 mod switch;
 mod task;
+mod threads;
 
 #[cfg(not(test))]
 #[panic_handler]

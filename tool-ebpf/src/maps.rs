@@ -3,7 +3,7 @@
 use crate::config;
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -21,9 +21,16 @@ use proclens_common::{
 pub(crate) static THREADS: HashMap<u32, ThreadSwitches> = HashMap::with_max_entries(32768, 0);
 
 /// The direct-mapped thread table (see `proclens_common::switch::ThreadSlot`): most threads'
-/// entries, found without hashing. Userspace maps it read-only instead of a syscall per slot.
+/// entries, found without hashing. Userspace reads every entry through the live thread
+/// iterator (see `iter`).
 #[map]
-pub(crate) static THREAD_SLOTS: Array<ThreadSlot> = Array::with_max_entries(SLOTS, BPF_F_MMAPABLE);
+pub(crate) static THREAD_SLOTS: Array<ThreadSlot> = Array::with_max_entries(SLOTS, 0);
+
+/// One byte per thread id (64 to an element; the loader sizes it from `pid_max`): set
+/// while a traced thread the table had no room for is alive, so it is counted once (see
+/// `threads::untracked`).
+#[map]
+pub(crate) static UNTRACKED: Array<[u8; 64]> = Array::with_max_entries(512, 0);
 
 /// Claims on `THREAD_SLOTS` (slot index → owner): inserting with `BPF_NOEXIST` succeeds on
 /// one CPU only, which makes it the slot's test-and-set.

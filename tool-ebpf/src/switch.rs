@@ -1,5 +1,6 @@
-//! Context switches: voluntary/involuntary per thread, same-process vs cross-process vs
-//! idle/kernel classification, on-CPU, blocked and run-queue time, run-queue histograms.
+//! Context switches: voluntary/involuntary per thread (the kernel's own `nvcsw`/`nivcsw`
+//! rule), the address-space split of switches in (same address space, changed, idle/kernel
+//! thread), on-CPU, blocked and run-queue time, run-queue histograms.
 //!
 //! BTF tracepoints `sched_switch`, `sched_wakeup` and `sched_wakeup_new`: they get the
 //! tracepoint's own arguments (typed task pointers), cost no trace-record formatting, need
@@ -13,36 +14,23 @@
 //! from it at the task's switch out, and the wakeup programs are not attached at all:
 //! a wakeup then costs nothing.
 //!
-//! Each thread's accounting sits in its slot of the direct-mapped `THREAD_SLOTS` table when
-//! it holds that slot (most threads), else in the `THREADS` hash (see [`find_or_make`]).
+//! Each thread's accounting is its entry in the thread table (see `threads`); a period
+//! still open when userspace reads (on CPU since, off CPU since) is credited there from
+//! the live iterator's reading (see `iter`).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use aya_log_ebpf::debug;
-use proclens_common::{
-    counters,
-    event::{EventHeader, ThreadExit, kind as event_kind},
-    switch::{
-        CpuSwitches, TASK_DEAD, ThreadSlot, ThreadSwitches, flags, is_involuntary, kind,
-        runq_bucket, slot_of,
-    },
+use proclens_common::switch::{
+    CALIBRATE_NS, Class, CpuSwitches, PF_KTHREAD, TASK_DEAD, ThreadSwitches, classify, flags,
+    is_involuntary, runq_bucket,
 };
 
 use crate::{
     config, filter,
-    maps::{CPU_SWITCHES, SLOT_CLAIMS, THREAD_SLOTS, THREADS, count, send},
+    maps::CPU_SWITCHES,
     task::{comm, field},
+    threads::{self, find, find_or_make},
 };
-
-const BPF_NOEXIST: u64 = 1;
-
-/// Which kind of switch brought the current task onto this CPU.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Unknown,
-    Same,
-    Cross,
-    IdleOrKernel,
-}
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
@@ -107,88 +95,78 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
         // `state` (a long before 5.14): its low half on little-endian machines.
         field(prev, config::task_state_off())
     };
-    let traced = tid != 0 && filter::traced_tgid(tgid) && filter::current_in_cgroup();
-    // A full map (counted) leaves the thread untracked but the CPU's bookkeeping intact.
-    let mut entry = if traced {
-        thread_entry(ctx, tid, tgid, prev)
-    } else {
-        None
-    };
-    // A user task keeps its address space until it exits: its entry remembers the kind,
-    // which spares a load of `mm` (another cache line of the task) per switch.
-    let prev_kind = match &mut entry {
-        Some(e) if e.kind == kind::USER => kind::USER,
-        e => {
-            let k = task_kind(tid, prev);
-            if let Some(e) = e {
-                e.kind = k;
-            }
-            k
-        }
-    };
 
-    // Classify the previous switch on this CPU: its incoming task is `current`.
-    let class = match cpu.last_prev_kind {
-        kind::UNKNOWN => Class::Unknown,
-        k if k == kind::IDLE_OR_KERNEL || prev_kind == kind::IDLE_OR_KERNEL => {
-            cpu.idle_or_kernel += 1;
-            Class::IdleOrKernel
-        }
-        _ if cpu.last_prev_tgid == tgid => {
-            cpu.same_process += 1;
-            Class::Same
-        }
-        _ => {
-            cpu.cross_process += 1;
-            Class::Cross
-        }
-    };
-    let in_ts = if class == Class::Unknown {
-        0
-    } else {
-        cpu.last_ts
-    };
+    // This switch's class, by what `prev` leaves loaded and what `next` needs; counted
+    // to `next` at its own switch out (the next switch on this CPU).
+    let next: u64 = ctx.arg(2);
+    let next_mm: u64 = field(next, config::task_mm_off());
+    let class = classify(
+        is_kthread(prev),
+        field(prev, config::task_active_mm_off()),
+        next_mm,
+        // Only for a task without an mm (a line of `next` read only then).
+        if next_mm == 0 && !is_kthread(next) {
+            field(next, config::task_active_mm_off())
+        } else {
+            0
+        },
+    );
+    match class {
+        Class::Same => cpu.same_process += 1,
+        Class::Cross => cpu.cross_process += 1,
+        _ => cpu.idle_or_kernel += 1,
+    }
+    // How `prev` came on: the CPU's last switch, unless this is the first one seen.
+    let in_class = cpu.cur_class;
+    let in_ts = cpu.last_ts;
     cpu.switches += 1;
     cpu.last_ts = now;
-    cpu.last_prev_tgid = tgid;
-    cpu.last_prev_kind = prev_kind;
-
-    let Some(entry) = entry else {
+    cpu.cur_class = class as u32;
+    if config::rq_clock() != 0 && now.wrapping_sub(cpu.clock_switch) >= CALIBRATE_NS {
+        cpu.clock_switch = now;
+        // SAFETY: a helper without arguments.
+        cpu.clock_offset = now.wrapping_sub(unsafe { bpf_ktime_get_ns() });
+    }
+    if tid == 0 {
         return Ok(());
-    };
-    let run_delay = if config::sched_info() != 0 {
-        field(prev, config::task_run_delay_off())
-    } else {
-        0
-    };
-    account_switch_out(
-        entry,
-        Run { class, in_ts, now },
-        preempt & 1 != 0,
-        prev_state,
-        run_delay,
-    );
+    }
+
+    if filter::traced_tgid(tgid) && filter::current_in_cgroup() {
+        // A full table (counted once per thread) leaves the thread untracked.
+        match thread_entry(ctx, tid, tgid, prev) {
+            Some(e) => {
+                let run_delay = if config::sched_info() != 0 {
+                    field(prev, config::task_run_delay_off())
+                } else {
+                    0
+                };
+                let out = Out {
+                    nvcsw: field(prev, config::task_nvcsw_off()),
+                    preempt: preempt & 1 != 0,
+                    prev_state,
+                };
+                let run = Run {
+                    in_class,
+                    in_ts,
+                    now,
+                };
+                account_switch_out(e, run, out, run_delay);
+            }
+            None => threads::untracked(ctx, tid),
+        }
+    }
     if prev_state & TASK_DEAD != 0 && is_exiting(prev) {
-        // The thread's last switch: hand its final counts to userspace and forget it, so
-        // a reused thread id starts from zero.
-        emit_thread_exit(ctx, tid, now, prev, entry);
-        release(tid);
+        // The thread's last switch, traced or not: its entry and mark go.
+        threads::forget(ctx, tid, now, prev);
     }
     Ok(())
 }
 
-/// A user task has its own address space (`mm`); the idle task and kernel threads do not.
+/// Whether the task is a kernel thread or an idle task (`PF_KTHREAD`).
 #[inline(always)]
-fn task_kind(tid: u32, task: u64) -> u32 {
-    if tid == 0 {
-        return kind::IDLE_OR_KERNEL;
-    }
-    let mm: u64 = field(task, config::task_mm_off());
-    if mm == 0 {
-        kind::IDLE_OR_KERNEL
-    } else {
-        kind::USER
-    }
+fn is_kthread(task: u64) -> bool {
+    let flags: u32 = field(task, config::task_flags_off());
+    flags & PF_KTHREAD != 0
 }
 
 /// Whether the task has an exit state (zombie or dead): its last switch.
@@ -206,7 +184,7 @@ fn thread_entry(
     tgid: u32,
     task: u64,
 ) -> Option<&'static mut ThreadSwitches> {
-    let (e, made) = find_or_make(ctx, tid, || fresh(tgid, task))?;
+    let (e, made) = find_or_make(tid, || threads::fresh(tgid, task))?;
     if made || e.tgid == tgid {
         return Some(e);
     }
@@ -219,161 +197,57 @@ fn thread_entry(
             e.tgid,
             tgid
         );
-        *e = fresh(tgid, task);
+        *e = threads::fresh(tgid, task);
         return Some(e);
     }
     // Made by a wakeup, which knows no tgid: fill the identity in.
+    let named = threads::fresh(tgid, task);
     e.tgid = tgid;
-    e.start_ns = leader_start(task);
+    e.start_ns = named.start_ns;
     e.comm = comm(task);
+    e.flags |= named.flags & flags::NVCSW_KNOWN;
     Some(e)
 }
 
-/// The slot `tid` may own, when slots are in use.
-#[inline(always)]
-fn slot(tid: u32) -> Option<&'static mut ThreadSlot> {
-    if config::thread_slots_used() == 0 {
-        return None;
-    }
-    // SAFETY: array values live as long as the map; see `find_or_make` for who writes.
-    THREAD_SLOTS
-        .get_ptr_mut(slot_index(tid))
-        .map(|s| unsafe { &mut *s })
-}
-
-/// Its index: `slot_of(tid)`, within the slots in use (all but in tests).
-#[inline(always)]
-fn slot_index(tid: u32) -> u32 {
-    slot_of(tid) & config::thread_slots_used().wrapping_sub(1)
-}
-
-/// `tid`'s entry (see [`find`]), else a new one made by `make`, in its slot when that is
-/// free, else in `THREADS`; with whether it was made now. `None` when `THREADS` is full
-/// (counted).
-///
-/// A thread's entry is written by its own switches out, which happen on one CPU at a time,
-/// and by its wakeups (timing wakeups only, see `try_wakeup`); claiming a slot is
-/// arbitrated by `SLOT_CLAIMS` (see `ThreadSlot`).
-#[inline(always)]
-fn find_or_make(
-    ctx: &BtfTracePointContext,
-    tid: u32,
-    make: impl FnOnce() -> ThreadSwitches,
-) -> Option<(&'static mut ThreadSwitches, bool)> {
-    if let Some(e) = find(tid) {
-        return Some((e, false));
-    }
-    if let Some(s) = slot(tid)
-        && s.owner == 0
-        && SLOT_CLAIMS
-            .insert(&slot_index(tid), &tid, BPF_NOEXIST)
-            .is_ok()
-    {
-        s.stats = make();
-        s.owner = tid;
-        return Some((&mut s.stats, true));
-    }
-    if let Err(err) = THREADS.insert(&tid, &make(), BPF_NOEXIST) {
-        if err != -17 {
-            // Not EEXIST: the map is full.
-            count(ctx, counters::THREAD_MAP_FULL);
-            return None;
-        }
-    }
-    // SAFETY: map values live as long as the map.
-    THREADS
-        .get_ptr_mut(&tid)
-        .map(|e| (unsafe { &mut *e }, true))
-}
-
-/// `tid`'s entry if it has one: its slot when it owns it, else its `THREADS` entry.
-#[inline(always)]
-fn find(tid: u32) -> Option<&'static mut ThreadSwitches> {
-    match slot(tid) {
-        Some(s) if s.owner == tid => Some(&mut s.stats),
-        // SAFETY: map values live as long as the map.
-        _ => THREADS.get_ptr_mut(&tid).map(|e| unsafe { &mut *e }),
-    }
-}
-
-/// Forgets `tid`'s entry (its last switch): frees its slot, or removes it from `THREADS`.
-#[inline(always)]
-fn release(tid: u32) {
-    if let Some(s) = slot(tid)
-        && s.owner == tid
-    {
-        s.owner = 0;
-        let _ = SLOT_CLAIMS.remove(&slot_index(tid));
-        return;
-    }
-    let _ = THREADS.remove(&tid);
-}
-
-#[inline(always)]
-fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
-    let (run_delay_seen, flags) = wait_baseline(task);
-    ThreadSwitches {
-        tgid,
-        start_ns: leader_start(task),
-        comm: comm(task),
-        run_delay_seen,
-        flags,
-        ..ThreadSwitches::default()
-    }
-}
-
-/// Where counting the run-queue time of a thread first seen now starts. A thread started
-/// since tracing began is counted from birth (its whole `run_delay`, the wait before its
-/// first run included); an older one from now on (the wait before the run ending now began
-/// before proclens could see it, so it is no sample).
-#[inline(always)]
-fn wait_baseline(task: u64) -> (u64, u32) {
-    if config::sched_info() == 0 {
-        return (0, 0);
-    }
-    let started: u64 = field(task, config::task_start_time_off());
-    if started >= config::trace_start_ns() {
-        (0, flags::WAIT_KNOWN)
-    } else {
-        (field(task, config::task_run_delay_off()), 0)
-    }
-}
-
-#[inline(always)]
-fn leader_start(task: u64) -> u64 {
-    let leader: u64 = field(task, config::task_group_leader_off());
-    if leader == 0 {
-        return 0;
-    }
-    field(leader, config::task_start_time_off())
-}
-
-/// The run that ends at a switch out: how the thread came on (classified at this switch,
-/// see `CpuSwitches`), when (0: unknown), and now.
+/// The run that ends at a switch out: how the thread came on (a [`Class`], `Unknown` when
+/// this CPU's previous switch was not seen), when (0: unknown), and now.
 struct Run {
-    class: Class,
+    in_class: u32,
     in_ts: u64,
     now: u64,
 }
 
-#[inline(always)]
-fn account_switch_out(
-    e: &mut ThreadSwitches,
-    run: Run,
+/// How the thread leaves: its `nvcsw` now, and the tracepoint's view (for a thread whose
+/// `nvcsw` before this switch is unknown).
+struct Out {
+    nvcsw: u64,
     preempt: bool,
     prev_state: u32,
-    run_delay: u64,
-) {
-    let Run { class, in_ts, now } = run;
-    let ran = in_ts != 0 && in_ts <= now;
+}
+
+#[inline(always)]
+fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64) {
+    let Run {
+        in_class,
+        in_ts,
+        now,
+    } = run;
+    // A thread seeded while on CPU: its run counts from the seed at the earliest.
+    let start = if e.flags & flags::RUN_FROM_OUT != 0 && e.out_ts > in_ts {
+        e.out_ts
+    } else {
+        in_ts
+    };
+    let ran = start != 0 && start <= now;
     if ran {
-        // The run that ends now started at in_ts.
-        e.oncpu_ns += now - in_ts;
-        match class {
-            Class::Same => e.same_in += 1,
-            Class::Cross => e.cross_in += 1,
-            Class::IdleOrKernel => e.idle_kernel_in += 1,
-            Class::Unknown => {}
+        // The run that ends now started at `start`.
+        e.oncpu_ns += now - start;
+        if in_class & Class::Same as u32 != 0 {
+            e.same_in += 1;
+        } else if in_class & Class::Cross as u32 != 0 {
+            e.cross_in += 1;
+        } else if in_class & Class::IdleOrKernel as u32 != 0 {
+            e.idle_kernel_in += 1;
         }
     }
     if config::sched_info() != 0 {
@@ -398,15 +272,24 @@ fn account_switch_out(
             record_runq(e, in_ts - wake);
         }
     }
-    if is_involuntary(preempt, prev_state) {
+    // The kernel's own count decides: `nvcsw` grew exactly when it counted this switch
+    // voluntary (a task blocking with a signal pending included, whose state the
+    // scheduler set back to running before the tracepoint).
+    let voluntary = if e.flags & flags::NVCSW_KNOWN != 0 {
+        out.nvcsw != e.nvcsw_seen
+    } else {
+        !is_involuntary(out.preempt, out.prev_state)
+    };
+    e.nvcsw_seen = out.nvcsw;
+    if voluntary {
+        e.voluntary += 1;
+        e.wake_ts = 0;
+        e.flags = flags::WAIT_KNOWN | flags::NVCSW_KNOWN | flags::OUT_VOLUNTARY;
+    } else {
         e.involuntary += 1;
         // Still runnable: it waits on the run queue from now on.
         e.wake_ts = now;
-        e.flags = flags::WAIT_KNOWN;
-    } else {
-        e.voluntary += 1;
-        e.wake_ts = 0;
-        e.flags = flags::WAIT_KNOWN | flags::OUT_VOLUNTARY;
+        e.flags = flags::WAIT_KNOWN | flags::NVCSW_KNOWN;
     }
     e.out_ts = now;
 }
@@ -419,22 +302,6 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
     }
     let bucket = runq_bucket(ns);
     e.runq_hist[bucket] += 1;
-}
-
-#[inline(always)]
-fn emit_thread_exit(ctx: &BtfTracePointContext, tid: u32, now: u64, task: u64, e: &ThreadSwitches) {
-    send(
-        ctx,
-        ThreadExit {
-            header: EventHeader {
-                kind: event_kind::THREAD_EXIT,
-                tid,
-                ts: now,
-            },
-            stats: *e,
-            comm: comm(task),
-        },
-    );
 }
 
 fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -455,7 +322,8 @@ fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
             wake_ts: now,
             ..ThreadSwitches::default()
         };
-        find_or_make(ctx, tid, runnable).and_then(|(e, made)| (!made).then_some(e))
+        // A full table leaves it for its switch out to count.
+        find_or_make(tid, runnable).and_then(|(e, made)| (!made).then_some(e))
     };
     // A racing switch out of the same thread can at worst cost one latency sample.
     // The first wakeup after a switch out counts: later ones (the task is already

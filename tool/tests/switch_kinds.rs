@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 use common::{
     Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace,
     cgroup::TestCgroup,
-    now_unix, settled_counters,
+    now_unix, settled_counters, task_clock_left_out_ms,
     workload::{SCHEDSTAT_ENV, Workload},
 };
 use serde_json::Value;
@@ -223,24 +223,6 @@ fn run_times_match_the_kernels_schedstat_with_one_thread_slot() {
     if can_trace() {
         times_match_schedstat(&[("PROCLENS_THREAD_SLOTS", "1")], false);
     }
-}
-
-/// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
-/// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
-/// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
-/// accounting), and proclens's run-queue clock does not.
-fn task_clock_left_out_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    (cpu[5] + cpu[6] + cpu[7]) as f64 * 10.0
 }
 
 fn times_match_schedstat(env: &[(&str, &str)], first_wait_unseen: bool) {

@@ -184,6 +184,68 @@ fn zombie_parent() -> Named {
     Named { child, name, link }
 }
 
+/// A `sleep 60` named `name` (through a symlink).
+fn named_sleeper(name: &str) -> Named {
+    let link = std::env::temp_dir().join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+    let child = Command::new(&link).arg("60").spawn().unwrap();
+    Named {
+        child,
+        name: name.to_string(),
+        link,
+    }
+}
+
+/// `top -p A -p B -p C --comm NAME --count 2`: the live view shows A and B (every pid
+/// asked for, though they only sleep), not C (whose name does not match) nor anything
+/// else, and ends by itself after two reports with status 0, as the line view does.
+#[test]
+fn count_every_pid_and_comm_are_honoured() {
+    if !can_trace() {
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let (a, b) = (
+        named_sleeper(&format!("plsel{tag}a")),
+        named_sleeper(&format!("plsel{tag}b")),
+    );
+    let c = named_sleeper(&format!("ploth{tag}c"));
+    let pids = [&a, &b, &c].map(|n| n.child.id().to_string());
+    let t = Tmux::new();
+    t.send(&[
+        &format!(
+            "{PROCLENS} top -p {} -p {} -p {} --comm plsel{tag} --interval 1.5 --count 2; echo EXITED-$?",
+            pids[0], pids[1], pids[2]
+        ),
+        "Enter",
+    ]);
+    let rows = |s: &str, pid: &str| {
+        s.lines()
+            .filter(|l| l.split_whitespace().next() == Some(pid))
+            .count()
+    };
+    let s = t.wait_for("both selected sleepers", Duration::from_secs(30), |s| {
+        rows(s, &pids[0]) == 1 && rows(s, &pids[1]) == 1
+    });
+    assert_eq!(rows(&s, &pids[2]), 0, "the unmatched name is shown:\n{s}");
+    assert!(s.contains(&a.name) && s.contains(&b.name), "{s}");
+    let table_rows = s
+        .lines()
+        .filter(|l| {
+            !l.contains("Switches")
+                && l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(table_rows, 2, "only the two selected processes:\n{s}");
+    let s = t.wait_for("proclens to exit by itself", Duration::from_secs(30), |s| {
+        exit_line(s).is_some()
+    });
+    assert_eq!(exit_line(&s), Some("EXITED-0"), "{s}");
+}
+
 /// The Zombies view lists a parent's zombies with the parent's name; the Copies view
 /// shows a process that writes, with its busiest path.
 #[test]

@@ -48,26 +48,28 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
             let mut lines = Vec::new();
             if args.per_process {
                 // Processes with waits in the interval; with -p, every requested process.
-                let mut hists: Vec<(u32, &str, Hist)> = rows
+                let mut hists: Vec<(u32, &str, Hist, u64)> = rows
                     .iter()
                     .filter(|(r, _)| {
-                        !args.filter.pids.is_empty() || r.delta.runq_hist.iter().any(|&n| n > 0)
+                        !args.filter.pids.is_empty()
+                            || r.delta.runq_hist.iter().any(|&n| n > 0)
+                            || r.delta.runq_ns > 0
                     })
-                    .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist))
+                    .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist, r.delta.runq_ns))
                     .collect();
                 let missing = idle_rows(
                     args.filter
                         .pids
                         .iter()
-                        .filter(|p| !hists.iter().any(|(pid, _, _)| pid == *p)),
+                        .filter(|p| !hists.iter().any(|(pid, ..)| pid == *p)),
                     &[],
                 );
                 hists.extend(
                     missing
                         .iter()
-                        .map(|(r, c)| (r.key.tgid, c.as_str(), Hist::default())),
+                        .map(|(r, c)| (r.key.tgid, c.as_str(), Hist::default(), 0)),
                 );
-                for (pid, comm, h) in &hists {
+                for (pid, comm, h, runq_ns) in &hists {
                     lines.extend(if args.output.json {
                         vec![latency::json(
                             snap.unix_time,
@@ -75,6 +77,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                             Some(*pid),
                             Some(comm),
                             h,
+                            *runq_ns,
                         )]
                     } else {
                         latency::plain(&format!("{} pid {pid} ({comm})", snap.clock), h)
@@ -82,10 +85,12 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                 }
             } else {
                 let mut all: Hist = Default::default();
+                let mut runq_ns = 0;
                 for (r, _) in &rows {
                     for (a, b) in all.iter_mut().zip(r.delta.runq_hist.iter()) {
                         *a += b;
                     }
+                    runq_ns += r.delta.runq_ns;
                 }
                 lines = if args.output.json {
                     vec![latency::json(
@@ -94,6 +99,7 @@ pub fn run(args: LatencyArgs) -> Result<ExitCode> {
                         None,
                         None,
                         &all,
+                        runq_ns,
                     )]
                 } else {
                     latency::plain(&format!("{} run-queue latency", snap.clock), &all)

@@ -37,6 +37,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
+    #[command(after_long_help = top::FIGURES)]
     Top(top::TopArgs),
     /// Run-queue latency histograms (wakeup or preemption to running), like runqlat.
     Latency(latency::LatencyArgs),
@@ -75,6 +76,20 @@ pub struct Filter {
     /// Include proclens's own threads.
     #[arg(long = "include-self")]
     pub include_self: bool,
+    #[command(flatten)]
+    pub table: ThreadTable,
+}
+
+/// The size of the kernel's thread table; shared by the views that trace switches.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ThreadTable {
+    /// Threads the kernel side can account at once (its thread table, preallocated at
+    /// ~300 bytes a thread). Default: as many as this machine can run at once
+    /// (kernel.threads-max, and no more than kernel.pid_max), at most 65536. A traced
+    /// thread beyond it is counted once as an untracked thread instead (`untracked
+    /// threads`), and is accounted nowhere. Views that trace no switches ignore it.
+    #[arg(long = "max-threads", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_threads: Option<u32>,
 }
 
 impl Filter {
@@ -97,6 +112,7 @@ impl Filter {
             self.cgroup.as_deref(),
             crate::collect::tracer::TracerOptions {
                 include_self: self.include_self,
+                max_threads: self.table.max_threads,
                 ..opts
             },
         )

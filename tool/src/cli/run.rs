@@ -6,7 +6,7 @@ use std::{collections::HashMap, io::Write as _, path::PathBuf, process::ExitCode
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::Output;
+use super::{Output, ThreadTable};
 use crate::{
     collect::{
         cgroup::RunCgroup,
@@ -28,6 +28,8 @@ use crate::{
 pub struct RunArgs {
     #[command(flatten)]
     pub output: Output,
+    #[command(flatten)]
+    pub table: ThreadTable,
     /// Write the report to FILE instead of standard error (the command keeps stdout).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: Option<PathBuf>,
@@ -51,6 +53,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
         copies: Want::IfAvailable,
+        max_threads: args.table.max_threads,
         ..TracerOptions::default()
     })?;
     let user = command::invoking_user()?;

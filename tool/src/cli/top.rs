@@ -18,6 +18,38 @@ use crate::{
     render::top::{Frame, TopRow, json_lines, plain_lines},
 };
 
+/// What each figure means (`--help`), by its JSON field name; the plain columns and the
+/// live table show the same figures as rates and shares.
+pub const FIGURES: &str = "\
+Figures, by JSON field (per interval; `_total` fields: since proclens started):
+  voluntary, involuntary
+      Switches out, as the kernel counts them (nvcsw/nivcsw, /proc/PID/status):
+      voluntary when the task blocked (one that blocks with a signal pending
+      included), involuntary when it was preempted or yielded while runnable.
+  same_process_in
+      Switches in that kept the address space: the task before had the same mm
+      (a thread of the same process, or a vfork/CLONE_VM child or parent).
+  cross_process_in
+      Switches in that changed the address space: the task before left another
+      mm loaded (its own, or one it had borrowed), so the kernel loaded this
+      task's page tables.
+  idle_or_kernel_in
+      Switches in from the idle task or a kernel thread that had kept this task's
+      own mm loaded (lazy TLB: nothing to load); for a kernel thread, every switch
+      in (it has no mm of its own).
+  oncpu_ms, blocked_ms, runq_ms
+      Time on a CPU, blocked (off CPU after a voluntary switch, until woken) and
+      waiting for a CPU (runnable). A period still in progress at a report is
+      counted up to it, a thread already asleep when proclens starts from then:
+      each interval shows the time that elapsed in it, and the intervals add up
+      to the total.
+  system line: same_process, cross_process, idle_or_kernel
+      Every switch on the machine, by the same rule; address_space_switch_pct is
+      cross_process's share.
+  untracked_threads
+      Traced threads the kernel's thread table had no room for (--max-threads),
+      each counted once.";
+
 /// What `top` (lines and live table) traces: switches, every syscall per process (the
 /// syscalls/s column) and the lifecycle (the zombies column).
 pub fn top_tracing() -> TracerOptions {
@@ -68,14 +100,12 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
             copies: Want::IfAvailable,
             ..top_tracing()
         })?;
-        let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
-        let copies = tracer.copies_on();
-        let extras = top_extras(&args.filter);
-        super::tui::run(tracer, extras, args.period.interval, args.threads, |app| {
-            app.pid_filter = pid;
-            app.comm_filter = comm;
-            app.has_copies = copies;
-        })?;
+        let view = super::tui::View {
+            selection: args.filter.selection(),
+            threads: args.threads,
+            has_copies: tracer.copies_on(),
+        };
+        super::tui::run(tracer, top_extras(&args.filter), &args.period, view)?;
         return Ok(ExitCode::SUCCESS);
     }
     let tracer = args.filter.start(top_tracing())?;

@@ -11,12 +11,14 @@ use std::{
 use anyhow::{Result, anyhow};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
+use super::Period;
 use crate::{
     collect::{
         extras::ExtrasOptions,
-        session::{self, RowKinds, Snapshot},
+        session::{self, RowKinds, Snapshot, idle_rows},
         tracer::Tracer,
     },
+    model::selection::Selection,
     render::tui::{Action, App, Key, draw},
 };
 
@@ -73,24 +75,41 @@ fn wait_for_tty(timeout: Duration) -> TtyState {
     }
 }
 
-pub fn run(
-    tracer: Tracer,
-    extras: ExtrasOptions,
-    interval_s: f64,
-    threads: bool,
-    app_filter: impl FnOnce(&mut App),
-) -> Result<()> {
+/// What the live view shows at start: every `-p` (listed even while they do not switch,
+/// as the line view lists them) and `--comm`; `threads` apart or not; the Copies tab
+/// when copy paths are accounted.
+pub struct View {
+    pub selection: Selection,
+    pub threads: bool,
+    pub has_copies: bool,
+}
+
+/// Runs the live view until `q`, a signal, a closed terminal, or `period.count` reports
+/// (then exit status 0, as the line view).
+pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Snapshot>();
+    let (interval_s, count) = (period.interval, period.count);
+    let pids = view.selection.pids.clone();
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || {
-            session::run_periodic(tracer, RowKinds::Both, extras, interval_s, None, |snap| {
-                tx.send(snap).map_err(|_| anyhow!("the view has gone"))
-            })
+            session::run_periodic(
+                tracer,
+                RowKinds::Both,
+                extras,
+                interval_s,
+                count,
+                |mut snap| {
+                    let idle = idle_rows(&pids, &snap.rows);
+                    snap.rows.extend(idle);
+                    tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+                },
+            )
         })?;
 
-    let mut app = App::new(threads);
-    app_filter(&mut app);
+    let mut app = App::new(view.threads);
+    app.selection = view.selection;
+    app.has_copies = view.has_copies;
     let mut terminal = ratatui::init();
     let _restore = Restore;
     loop {
@@ -100,7 +119,8 @@ pub fn run(
                 continue; // catch up before drawing
             }
             Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => break, // signal, or the collector failed
+            // The last report (--count), a signal, or the collector failed.
+            Err(TryRecvError::Disconnected) => break,
         }
         terminal.draw(|f| draw(f, &app))?;
         // A terminal that went away (window closed, tmux session killed) stays readable

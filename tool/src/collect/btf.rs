@@ -20,6 +20,16 @@ pub struct TaskOffsets {
     /// `__state` (5.14+) or `state` (older kernels).
     pub state: u32,
     pub exit_state: u32,
+    /// `flags` (`PF_KTHREAD`).
+    pub flags: u32,
+    /// The address space a task runs on (borrowed by one without its own `mm`).
+    pub active_mm: u32,
+    /// The kernel's voluntary and involuntary switch counters.
+    pub nvcsw: u32,
+    pub nivcsw: u32,
+    /// Whether the task is on a CPU now, and on a run queue (`CONFIG_SMP`'s `on_cpu`).
+    pub on_cpu: u32,
+    pub on_rq: u32,
 }
 
 /// Where the scheduler keeps the time of the switch or wakeup it is tracing: the task's
@@ -46,30 +56,61 @@ impl RqClockOffsets {
     }
 }
 
-/// `task_struct.sched_info` + `sched_info.run_delay`: the scheduler's per-task run-queue
-/// time (`CONFIG_SCHED_INFO`; /proc/PID/schedstat's second field).
-pub fn task_run_delay_offset(btf: &Btf) -> Result<u32> {
-    nested_offset(btf, "task_struct", "sched_info", "sched_info", "run_delay")
+/// `task_struct.sched_info`'s run-queue time, last arrival on a CPU and last queueing
+/// (`CONFIG_SCHED_INFO`; /proc/PID/schedstat's second field is `run_delay`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedInfoOffsets {
+    pub run_delay: u32,
+    pub last_arrival: u32,
+    pub last_queued: u32,
 }
 
-/// Offsets to find a task's cgroup v2 ancestors without bpf_get_current_ancestor_cgroup_id:
-/// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level` and `cgroup.ancestor_ids`
-/// (older kernels' layout, e.g. 5.10; later ones have `ancestors[]`, and the helper).
+impl SchedInfoOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let f = |m| nested_offset(btf, "task_struct", "sched_info", "sched_info", m);
+        Ok(Self {
+            run_delay: f("run_delay")?,
+            last_arrival: f("last_arrival")?,
+            last_queued: f("last_queued")?,
+        })
+    }
+}
+
+/// Offsets to find any task's cgroup v2 ancestors without
+/// bpf_get_current_ancestor_cgroup_id (which knows only the current task's):
+/// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level`, and the ancestors' ids:
+/// `cgroup.ancestor_ids` on older kernels (e.g. 5.10), `cgroup.ancestors` → `cgroup.kn`
+/// → `kernfs_node.id` on later ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupWalkOffsets {
     pub task_cgroups: u32,
     pub css_set_dfl_cgrp: u32,
     pub cgroup_level: u32,
     pub cgroup_ancestor_ids: u32,
+    /// Set when `cgroup_ancestor_ids` is `ancestors[]` (pointers): then `cgroup.kn` and
+    /// `kernfs_node.id`.
+    pub ancestor_ptrs: Option<(u32, u32)>,
 }
 
 impl CgroupWalkOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let ids = member_offset(btf, "cgroup", "ancestor_ids");
+        let (cgroup_ancestor_ids, ancestor_ptrs) = match ids {
+            Ok(off) => (off, None),
+            Err(_) => (
+                member_offset(btf, "cgroup", "ancestors")?,
+                Some((
+                    member_offset(btf, "cgroup", "kn")?,
+                    member_offset(btf, "kernfs_node", "id")?,
+                )),
+            ),
+        };
         Ok(Self {
             task_cgroups: member_offset(btf, "task_struct", "cgroups")?,
             css_set_dfl_cgrp: member_offset(btf, "css_set", "dfl_cgrp")?,
             cgroup_level: member_offset(btf, "cgroup", "level")?,
-            cgroup_ancestor_ids: member_offset(btf, "cgroup", "ancestor_ids")?,
+            cgroup_ancestor_ids,
+            ancestor_ptrs,
         })
     }
 }
@@ -115,6 +156,12 @@ impl TaskOffsets {
             state: member_offset(btf, "task_struct", "__state")
                 .or_else(|_| member_offset(btf, "task_struct", "state"))?,
             exit_state: member_offset(btf, "task_struct", "exit_state")?,
+            flags: member_offset(btf, "task_struct", "flags")?,
+            active_mm: member_offset(btf, "task_struct", "active_mm")?,
+            nvcsw: member_offset(btf, "task_struct", "nvcsw")?,
+            nivcsw: member_offset(btf, "task_struct", "nivcsw")?,
+            on_cpu: member_offset(btf, "task_struct", "on_cpu")?,
+            on_rq: member_offset(btf, "task_struct", "on_rq")?,
         })
     }
 }

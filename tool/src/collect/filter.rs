@@ -18,15 +18,28 @@ pub const ANCESTOR_PROBE: &str = "probe_ancestor_cgroup";
 #[derive(Debug, Clone)]
 pub struct FilterSetup {
     cfg: config::Filter,
-    /// The offsets to walk `task->cgroups` instead of calling the helper, if BTF has them.
-    walk: Option<CgroupWalkOffsets>,
 }
 
 impl FilterSetup {
-    pub fn resolve(include_self: bool, cgroup: Option<&CgroupFilter>, vmlinux: &Btf) -> Self {
-        let walk = CgroupWalkOffsets::from_btf(vmlinux).ok();
+    /// The filter, with the offsets to find any task's cgroup (the thread iterators visit
+    /// every task, not only the current one): without them a cgroup filter is an error.
+    pub fn resolve(
+        include_self: bool,
+        cgroup: Option<&CgroupFilter>,
+        vmlinux: &Btf,
+    ) -> Result<Self> {
+        let walk = CgroupWalkOffsets::from_btf(vmlinux);
+        if cgroup.is_some()
+            && let Err(e) = &walk
+        {
+            return Err(Fatal::KernelUnsupported(format!(
+                "the cgroup filter is unavailable on this kernel: its BTF does not show how to find a task's cgroup ({e:#})"
+            ))
+            .into());
+        }
         let w = walk.unwrap_or_default();
-        Self {
+        let (kn, kn_id) = w.ancestor_ptrs.unwrap_or_default();
+        Ok(Self {
             cfg: config::Filter {
                 self_tgid: if include_self { 0 } else { std::process::id() },
                 cgroup_level: cgroup.map_or(0, |c| c.level),
@@ -36,10 +49,11 @@ impl FilterSetup {
                 css_set_dfl_cgrp: w.css_set_dfl_cgrp,
                 cgroup_level_off: w.cgroup_level,
                 cgroup_ancestor_ids: w.cgroup_ancestor_ids,
-                _pad: 0,
+                cgroup_ancestor_ptrs: u32::from(w.ancestor_ptrs.is_some()),
+                cgroup_kn: kn,
+                kernfs_node_id: kn_id,
             },
-            walk,
-        }
+        })
     }
 
     /// Whether the programs compare cgroups (only then does the helper matter: without a
@@ -48,17 +62,10 @@ impl FilterSetup {
         self.cfg.cgroup_id != 0
     }
 
-    /// Switches to reading the task's cgroup through BTF offsets, for a kernel whose
-    /// tracing programs may not call the helper (5.10); an error when its BTF lacks them.
-    pub fn walk_instead(&mut self) -> Result<()> {
-        if self.walk.is_none() {
-            return Err(Fatal::KernelUnsupported(
-                "the cgroup filter is unavailable on this kernel: its tracing programs may not call bpf_get_current_ancestor_cgroup_id and its BTF has no struct cgroup.ancestor_ids to read instead".into(),
-            )
-            .into());
-        }
+    /// Switches to reading the current task's cgroup through BTF offsets (resolved with
+    /// the filter), for a kernel whose tracing programs may not call the helper (5.10).
+    pub fn walk_instead(&mut self) {
         self.cfg.cgroup_walk = 1;
-        Ok(())
     }
 }
 

@@ -139,10 +139,12 @@ impl Collector {
         self.extras.lifecycle_mut()
     }
 
-    /// The live threads' accounting now: read it before the last drain of an interval,
-    /// so that a thread that exits meanwhile is in one or the other (its final counts
-    /// then supersede the live ones), never in neither.
-    pub fn live_threads(&self) -> Result<HashMap<u32, ThreadSwitches>> {
+    /// The live threads' accounting now, each with the period it is in (on CPU since, off
+    /// CPU since) credited up to now, so that every view shows time in the interval it
+    /// elapses in: read it before the last drain of an interval, so that a thread that
+    /// exits meanwhile is in one or the other (its final counts then supersede the live
+    /// ones), never in neither.
+    pub fn live_threads(&mut self) -> Result<HashMap<u32, ThreadSwitches>> {
         self.tracer.threads()
     }
 

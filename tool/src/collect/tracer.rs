@@ -48,6 +48,8 @@ pub struct TracerOptions {
     pub switches: bool,
     /// Count every syscall per process (raw tracepoint `sys_enter`).
     pub syscalls: bool,
+    /// `--max-threads`: the switch programs' thread table size (default: the machine's).
+    pub max_threads: Option<u32>,
     /// Account the copy-family syscalls per (process, path, fd kinds).
     pub copies: Want,
 }
@@ -59,6 +61,7 @@ impl Default for TracerOptions {
             cgroup: None,
             switches: true,
             syscalls: false,
+            max_threads: None,
             copies: Want::Off,
         }
     }
@@ -145,11 +148,11 @@ impl Tracer {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
         })?;
         let mut setups = Setups {
-            filter: FilterSetup::resolve(opts.include_self, opts.cgroup.as_ref(), &vmlinux),
+            filter: FilterSetup::resolve(opts.include_self, opts.cgroup.as_ref(), &vmlinux)?,
             rings: RingLayout::here(),
             switch: opts
                 .switches
-                .then(|| SwitchSetup::resolve(&vmlinux, &task))
+                .then(|| SwitchSetup::resolve(&vmlinux, &task, opts.max_threads))
                 .transpose()?,
             copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
             life: LifecycleSetup::resolve(&life),
@@ -173,7 +176,7 @@ impl Tracer {
         if setups.filter.filters_cgroup()
             && !setup::verifier_accepts(&mut obj, filter::ANCESTOR_PROBE)?
         {
-            setups.filter.walk_instead()?;
+            setups.filter.walk_instead();
             obj = setup::load(OBJECT, &setups.list(), globals)?;
         }
         for s in setups.list() {
@@ -241,11 +244,13 @@ impl Tracer {
         self.copy_maps.as_mut()
     }
 
-    /// Every traced thread's accounting, by thread id (empty without the switch programs).
-    pub fn threads(&self) -> Result<StdHashMap<u32, ThreadSwitches>> {
-        self.switch
-            .as_ref()
-            .map_or_else(|| Ok(StdHashMap::new()), SwitchMaps::threads)
+    /// Every traced thread's accounting now, by thread id, each with the period it is in
+    /// credited (empty without the switch programs).
+    pub fn threads(&mut self) -> Result<StdHashMap<u32, ThreadSwitches>> {
+        match &self.switch {
+            Some(s) => s.threads(&mut self.obj),
+            None => Ok(StdHashMap::new()),
+        }
     }
 
     /// The system-wide switch split, summed over CPUs (zeros without the switch programs).

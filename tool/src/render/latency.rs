@@ -20,7 +20,11 @@ pub struct JsonHist<'a> {
     pub interval_s: f64,
     pub pid: Option<u32>,
     pub comm: Option<&'a str>,
+    /// Waits that ended in the interval.
     pub count: u64,
+    /// Time spent waiting for a CPU in the interval (a wait still going on at the report
+    /// included, up to it), as `top`'s `runq_ms`.
+    pub runq_ms: f64,
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
     pub buckets: Vec<Bucket>,
@@ -45,7 +49,15 @@ pub fn buckets(h: &Hist) -> Vec<Bucket> {
         .collect()
 }
 
-pub fn json(time: f64, interval_s: f64, pid: Option<u32>, comm: Option<&str>, h: &Hist) -> String {
+/// One histogram's JSON line: `h`, and `runq_ns` waited in the interval.
+pub fn json(
+    time: f64,
+    interval_s: f64,
+    pid: Option<u32>,
+    comm: Option<&str>,
+    h: &Hist,
+    runq_ns: u64,
+) -> String {
     serde_json::to_string(&JsonHist {
         kind: "latency",
         time,
@@ -53,6 +65,7 @@ pub fn json(time: f64, interval_s: f64, pid: Option<u32>, comm: Option<&str>, h:
         pid,
         comm,
         count: h.iter().sum(),
+        runq_ms: runq_ns as f64 / 1e6,
         p50_us: percentile_us(h, 50.0),
         p99_us: percentile_us(h, 99.0),
         buckets: buckets(h),
@@ -125,8 +138,9 @@ mod tests {
             "{lines:?}"
         );
         let v: serde_json::Value =
-            serde_json::from_str(&json(1.0, 1.0, Some(3), Some("x"), &h)).unwrap();
+            serde_json::from_str(&json(1.0, 1.0, Some(3), Some("x"), &h, 2_500_000)).unwrap();
         assert_eq!(v["count"], 15);
+        assert_eq!(v["runq_ms"], 2.5);
         assert_eq!(v["p50_us"], 4);
         assert_eq!(v["buckets"][2]["low_us"], 8);
         assert!(plain("none", &[0; RUNQ_BUCKETS])[1].contains("no run-queue waits"));

@@ -2,12 +2,16 @@
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
 #![allow(dead_code)]
 
+pub mod bpftrace;
 pub mod cgroup;
 pub mod copy_workloads;
+pub mod crossview;
 pub mod exporter;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
+pub mod metrics;
 pub mod podman;
+pub mod switch_workloads;
 pub mod workload;
 
 use std::{
@@ -45,6 +49,24 @@ pub fn can_trace() -> bool {
     false
 }
 
+/// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
+/// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
+/// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
+/// accounting), and proclens's run-queue clock does not.
+pub fn task_clock_left_out_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    (cpu[5] + cpu[6] + cpu[7]) as f64 * 10.0
+}
+
 /// Sum of the kernel's own switch counters over every thread of `pid`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcCounters {
@@ -68,6 +90,25 @@ pub fn proc_counters(pid: u32) -> ProcCounters {
         }
     }
     c
+}
+
+/// The kernel's own switch counters of thread `tid` of process `pid`.
+pub fn task_counters(pid: u32, tid: u32) -> ProcCounters {
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).expect("thread exists");
+    let field = |k: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    ProcCounters {
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+    }
 }
 
 /// Waits until every thread of `pid` is blocked and its counters stop moving, then
@@ -237,8 +278,14 @@ pub struct Proclens {
 
 impl Proclens {
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Proclens::spawn`] with more environment.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(PROCLENS)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -33,8 +33,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The command line that runs `kind` at once (no hand-shake), for `proclens run -- ...`.
-    pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
+    /// The command line of a workload child: this test binary, running only the entry.
+    pub fn argv() -> Vec<String> {
         let exe = std::env::current_exe()
             .unwrap()
             .to_string_lossy()
@@ -48,26 +48,33 @@ impl Workload {
         ];
         let mut argv = vec![exe];
         argv.extend(args.iter().map(|s| s.to_string()));
-        (
-            argv,
-            [
-                (ENV, kind.to_string()),
-                ("PROCLENS_WORKLOAD_AUTO", "1".to_string()),
-            ],
-        )
+        argv
+    }
+
+    /// The command line and environment that run `kind` with the hand-shake, for a
+    /// command proclens starts (`proclens run -- ...`) that the test talks to.
+    pub fn command(kind: &str) -> (Vec<String>, (&'static str, String)) {
+        (Self::argv(), (ENV, kind.to_string()))
+    }
+
+    /// The command line that runs `kind` at once (no hand-shake), for `proclens run -- ...`.
+    pub fn auto_command(kind: &str) -> (Vec<String>, [(&'static str, String); 2]) {
+        let (argv, env) = Self::command(kind);
+        (argv, [env, ("PROCLENS_WORKLOAD_AUTO", "1".to_string())])
     }
 
     /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "__workload_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
+        Self::spawn_with_env(kind, &[])
+    }
+
+    /// [`Workload::spawn`] with more environment.
+    pub fn spawn_with_env(kind: &str, env: &[(&str, &str)]) -> Self {
+        let argv = Self::argv();
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .env(ENV, kind)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -136,6 +143,22 @@ impl Drop for Workload {
     }
 }
 
+/// Waits until child `pid` has exited, leaving it unreaped (a zombie whose /proc figures
+/// stay readable).
+pub fn wait_zombie(pid: i32) {
+    // SAFETY: waitid with a zeroed siginfo; WNOWAIT leaves the child a zombie.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(r, 0, "waitid {pid}");
+}
+
 /// Where [`write_final_schedstat`] writes, when set.
 pub const SCHEDSTAT_ENV: &str = "PROCLENS_SCHEDSTAT_OUT";
 
@@ -146,17 +169,7 @@ pub const SCHEDSTAT_ENV: &str = "PROCLENS_SCHEDSTAT_OUT";
 pub fn write_final_schedstat(children: &[i32]) {
     let mut lines = String::new();
     for &pid in children {
-        // SAFETY: waitid with a zeroed siginfo; WNOWAIT leaves the child a zombie.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        assert_eq!(r, 0, "waitid {pid}");
+        wait_zombie(pid);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
         lines.push_str(&format!("{pid} {stat}"));
         let mut status = 0;
@@ -169,7 +182,7 @@ pub fn write_final_schedstat(children: &[i32]) {
 }
 
 /// Spins on the CPU for `ms` of wall time.
-fn spin_for(ms: u64) {
+pub fn spin_for(ms: u64) {
     let end = std::time::Instant::now() + Duration::from_millis(ms);
     while std::time::Instant::now() < end {
         std::hint::spin_loop();
@@ -214,7 +227,7 @@ pub fn pipe() -> (std::fs::File, std::fs::File) {
 }
 
 /// Two parties pass one byte back and forth `n` times through two pipes.
-fn pingpong_party(mut rx: std::fs::File, mut tx: std::fs::File, n: u64, starts: bool) {
+pub fn pingpong_party(mut rx: std::fs::File, mut tx: std::fs::File, n: u64, starts: bool) {
     let mut b = [0u8; 1];
     for _ in 0..n {
         if starts {
@@ -335,6 +348,7 @@ pub fn run_if_child() {
         copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
         other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::load_workloads::run(other, n, &mut out, &wait_go) => {}
+        other if super::switch_workloads::run(other, n, &mut out, &wait_go, auto) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

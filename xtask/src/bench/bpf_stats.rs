@@ -27,14 +27,14 @@ impl Drop for BpfStats {
     }
 }
 
-/// (run_time_ns, run_cnt) of a program, from bpftool.
-pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
+/// Numeric fields of a program's `bpftool prog show` (0 when absent).
+fn prog_fields<const N: usize>(id: u64, names: [&str; N]) -> Result<[u64; N]> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show", "id", &id.to_string()])
         .output()
         .context("running bpftool")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> u64 {
+    Ok(names.map(|name| {
         text.split(&format!("\"{name}\":"))
             .nth(1)
             .map(|r| {
@@ -44,8 +44,18 @@ pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
             })
             .and_then(|d| d.parse().ok())
             .unwrap_or(0)
-    };
-    Ok((field("run_time_ns"), field("run_cnt")))
+    }))
+}
+
+/// (run_time_ns, run_cnt) of a program, from bpftool.
+pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
+    let [t, n] = prog_fields(id, ["run_time_ns", "run_cnt"])?;
+    Ok((t, n))
+}
+
+/// A program's instructions as verified (what runs: the verifier removes dead code).
+pub fn xlated_insns(id: u64) -> Result<u64> {
+    Ok(prog_fields(id, ["bytes_xlated"])?[0] / 8)
 }
 
 /// The id of the program named `name` (bpftool shows at most 15 characters) among `ids`.

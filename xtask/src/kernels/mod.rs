@@ -30,6 +30,8 @@ pub const TEST_BINARIES: &[&str] = &[
     "privilege",
     "zombies",
     "copies",
+    "intervals",
+    "agreement",
 ];
 
 /// Console lines printed when a kernel runs out of time.

@@ -125,7 +125,7 @@ fn lookups(btf: &Btf) -> Lookups {
         text(LifecycleOffsets::from_btf(btf)),
         text(CgroupWalkOffsets::from_btf(btf)),
         text(RqClockOffsets::from_btf(btf)),
-        text(task_run_delay_offset(btf)),
+        text(SchedInfoOffsets::from_btf(btf)),
         text(FdOffsets::from_btf(btf)),
         text(raw_tp_args(btf, "sched_switch")),
         text(raw_tp_args(btf, "sched_wakeup")),
@@ -318,12 +318,21 @@ fn kernel_like_btf() -> Vec<u8> {
                 "files",
                 "se",
                 "sched_info",
+                "active_mm",
+                "nvcsw",
+                "nivcsw",
+                "on_cpu",
+                "on_rq",
+                "flags",
             ],
         ),
         ("sched_entity", &["cfs_rq"]),
         ("cfs_rq", &["rq"]),
         ("rq", &["clock"]),
-        ("sched_info", &["pcount", "run_delay"]),
+        (
+            "sched_info",
+            &["pcount", "run_delay", "last_arrival", "last_queued"],
+        ),
         ("sighand_struct", &["count", "action"]),
         ("k_sigaction", &["sa"]),
         ("sigaction", &["sa_handler", "sa_flags"]),
@@ -391,7 +400,14 @@ fn kernel_like_btf_answers_every_lookup() {
     // se (member 16) and sched_info (17) embed their structs.
     let rq = RqClockOffsets::from_btf(&btf).unwrap();
     assert_eq!((rq.task_cfs_rq, rq.cfs_rq_rq, rq.rq_clock), (128, 0, 0));
-    assert_eq!(task_run_delay_offset(&btf).unwrap(), 136 + 8);
+    let si = SchedInfoOffsets::from_btf(&btf).unwrap();
+    assert_eq!(
+        (si.run_delay, si.last_arrival, si.last_queued),
+        (136 + 8, 136 + 16, 136 + 24)
+    );
+    // The older cgroup layout: ancestors' ids in an array.
+    let walk = CgroupWalkOffsets::from_btf(&btf).unwrap();
+    assert_eq!((walk.cgroup_ancestor_ids, walk.ancestor_ptrs), (8, None));
     assert_eq!(
         raw_tp_args(&btf, "sched_switch").unwrap(),
         [
@@ -581,6 +597,17 @@ fn task_offsets_from_host_btf() {
         "{off:?}"
     );
     assert_ne!(off.mm, off.group_leader);
+    // The switch counters are adjacent longs; the borrowed mm follows mm.
+    assert_eq!(off.nivcsw, off.nvcsw + 8, "{off:?}");
+    assert_eq!(off.active_mm, off.mm + 8, "{off:?}");
+    assert!(
+        off.on_cpu.is_multiple_of(4) && off.on_rq.is_multiple_of(4),
+        "{off:?}"
+    );
+    // `flags` is the task's own (an early member), not a nested struct's.
+    assert!(off.flags < off.on_cpu, "{off:?}");
+    // This host's cgroups: one of the two ancestor layouts resolves.
+    CgroupWalkOffsets::from_btf(&btf).unwrap();
     assert!(member_offset(&btf, "task_struct", "no_such_member_xyz").is_err());
     assert!(member_offset(&btf, "no_such_struct_xyz", "mm").is_err());
 }
@@ -601,8 +628,10 @@ fn run_queue_clock_offsets_from_host_btf() {
     for o in [off.task_cfs_rq, off.cfs_rq_rq, off.rq_clock] {
         assert!(o.is_multiple_of(8), "{off:?}");
     }
-    let run_delay = task_run_delay_offset(&btf).unwrap();
-    assert!(run_delay.is_multiple_of(8) && run_delay < 16 * 1024);
+    let si = SchedInfoOffsets::from_btf(&btf).unwrap();
+    for o in [si.run_delay, si.last_arrival, si.last_queued] {
+        assert!(o.is_multiple_of(8) && o < 16 * 1024, "{si:?}");
+    }
 }
 
 #[test]

@@ -1,30 +1,30 @@
 //! The switch programs (tool-ebpf/src/switch.rs): how they learn the time and each run's
-//! wait on this kernel, their load-time globals, attaching them, and reading the per-thread
-//! and per-CPU accounting they keep.
+//! wait on this kernel, their load-time globals, the size of their thread table, attaching
+//! them, and reading the per-thread and per-CPU accounting they keep (`threads`).
 
-mod slots;
+mod table;
+mod threads;
 
-use std::collections::HashMap as StdHashMap;
-
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use aya::{
     EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
 };
 use btf_rs::Btf;
 use proclens_common::{
     config,
-    switch::{CpuSwitches, THREAD_SLOTS, ThreadSwitches},
+    switch::{CpuSwitches, THREAD_SLOTS},
 };
 
 use super::{
-    btf::{self, RqClockOffsets, TaskOffsets},
+    btf::{self, RqClockOffsets, SchedInfoOffsets, TaskOffsets},
     globals::Globals,
     object::Object,
     setup::{self, Setup},
 };
-use crate::error::Fatal;
-use slots::ThreadSlots;
+use crate::{error::Fatal, model::open_period::Timing};
+use table::ThreadTable;
+pub use threads::SwitchMaps;
 
 /// Set to `helpers`, the switch programs time with `bpf_ktime_get_ns` and the wakeup
 /// programs, as on kernels whose BTF shows no run-queue clock or that keep no per-task
@@ -34,33 +34,29 @@ pub const SWITCH_TIMING_ENV: &str = "PROCLENS_SWITCH_TIMING";
 /// Set to a power of two N below the direct-mapped thread table's size, threads may own
 /// only its first N slots, and the others' switch accounting lives in the `THREADS` hash
 /// (all of it with 0), as for threads whose slot another thread holds: so that the tests
-/// cover that path and the mix of both (see tool-ebpf/src/switch.rs).
+/// cover that path and the mix of both (see tool-ebpf/src/threads.rs).
 pub const THREAD_SLOTS_ENV: &str = "PROCLENS_THREAD_SLOTS";
-
-/// Entries of the `THREADS` hash (threads without a slot of their own).
-const THREADS_CAPACITY: u32 = 32768;
-
-/// Set to N, the `THREADS` hash has N entries: so that the tests can fill it.
-pub const MAX_THREADS_ENV: &str = "PROCLENS_MAX_THREADS";
 
 /// The switch programs' set-up, resolved from the running kernel's BTF and /proc.
 #[derive(Debug)]
 pub struct SwitchSetup {
     cfg: config::Switch,
-    threads_capacity: u32,
+    table: ThreadTable,
 }
 
 impl SwitchSetup {
     /// The scheduler's own clock and wait where the kernel shows the way to them;
     /// [`SWITCH_TIMING_ENV`]`=helpers` takes the path of kernels without them (tests).
-    pub fn resolve(vmlinux: &Btf, task: &TaskOffsets) -> Result<Self> {
+    /// `max_threads` is `--max-threads`.
+    pub fn resolve(vmlinux: &Btf, task: &TaskOffsets, max_threads: Option<u32>) -> Result<Self> {
         let prev_state_arg = u32::from(switch_has_prev_state_arg(vmlinux)?);
         let helpers_only = std::env::var_os(SWITCH_TIMING_ENV).is_some_and(|v| v == "helpers");
         let rq = RqClockOffsets::from_btf(vmlinux)
             .ok()
             .filter(|_| !helpers_only);
-        let run_delay = rq.and_then(|_| sched_info_run_delay(vmlinux));
+        let sched_info = rq.and_then(|_| live_sched_info(vmlinux));
         let rq_offsets = rq.unwrap_or_default();
+        let si = sched_info.unwrap_or_default();
         let thread_slots_used = std::env::var(THREAD_SLOTS_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -76,17 +72,21 @@ impl SwitchSetup {
                 task_cfs_rq: rq_offsets.task_cfs_rq,
                 cfs_rq_rq: rq_offsets.cfs_rq_rq,
                 rq_clock_off: rq_offsets.rq_clock,
-                sched_info: u32::from(run_delay.is_some()),
-                task_run_delay: run_delay.unwrap_or_default(),
+                sched_info: u32::from(sched_info.is_some()),
+                task_run_delay: si.run_delay,
                 thread_slots_used,
+                task_flags: task.flags,
+                task_active_mm: task.active_mm,
+                task_nvcsw: task.nvcsw,
+                task_nivcsw: task.nivcsw,
+                task_on_cpu: task.on_cpu,
+                task_on_rq: task.on_rq,
+                task_last_arrival: si.last_arrival,
+                task_last_queued: si.last_queued,
                 _pad: 0,
                 trace_start_ns: super::procfs::monotonic_ns(),
             },
-            threads_capacity: std::env::var(MAX_THREADS_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n: &u32| n > 0)
-                .unwrap_or(THREADS_CAPACITY),
+            table: ThreadTable::resolve(max_threads),
         })
     }
 
@@ -99,28 +99,37 @@ impl SwitchSetup {
         }
     }
 
+    fn timing(&self) -> Timing {
+        if self.cfg.sched_info != 0 {
+            Timing::SchedInfo
+        } else {
+            Timing::Wakeups
+        }
+    }
+
     /// Takes the switch maps out of the loaded object.
     pub fn take(&self, obj: &mut Object) -> Result<SwitchMaps> {
-        Ok(SwitchMaps {
-            threads: HashMap::try_from(setup::take_map(obj, "THREADS")?)?,
-            slots: ThreadSlots::new(setup::take_map(obj, "THREAD_SLOTS")?)?,
-            cpus: PerCpuArray::try_from(setup::take_map(obj, "CPU_SWITCHES")?)?,
-            threads_capacity: self.threads_capacity,
-        })
+        Ok(SwitchMaps::new(
+            PerCpuArray::<MapData, CpuSwitches>::try_from(setup::take_map(obj, "CPU_SWITCHES")?)?,
+            self.timing(),
+        ))
     }
 }
 
 impl Setup for SwitchSetup {
     fn configure<'a>(&'a self, globals: &mut Globals, loader: &mut EbpfLoader<'a>) {
         globals.switch = self.cfg;
-        loader.map_max_entries("THREADS", self.threads_capacity);
+        self.table.configure(loader);
     }
 
+    /// Attaches the programs, then seeds the table with the threads that already exist:
+    /// from here on, every traced thread is accounted.
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
         for name in self.programs() {
             setup::attach_btf_tracepoint(obj, name, kernel)?;
         }
-        Ok(())
+        threads::load(obj, kernel)?;
+        threads::seed(obj)
     }
 }
 
@@ -147,59 +156,13 @@ fn switch_has_prev_state_arg(vmlinux: &Btf) -> Result<bool> {
     Ok(args.get(3).is_some_and(|a| a == "unsigned int"))
 }
 
-/// The offset of `task_struct.sched_info.run_delay` when the running kernel keeps that
-/// counter: its BTF has the field (`CONFIG_SCHED_INFO`) and the counter is live
-/// (`/proc/self/schedstat` counts this process's runs; older kernels keep it only with
-/// schedstats or delay accounting on, and print zeros otherwise).
-fn sched_info_run_delay(vmlinux: &Btf) -> Option<u32> {
-    let offset = btf::task_run_delay_offset(vmlinux).ok()?;
+/// The offsets of `task_struct.sched_info` when the running kernel keeps it: its BTF has
+/// the fields (`CONFIG_SCHED_INFO`) and the counters are live (`/proc/self/schedstat`
+/// counts this process's runs; older kernels keep them only with schedstats or delay
+/// accounting on, and print zeros otherwise).
+fn live_sched_info(vmlinux: &Btf) -> Option<SchedInfoOffsets> {
+    let offsets = SchedInfoOffsets::from_btf(vmlinux).ok()?;
     let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
     let runs: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
-    (runs > 0).then_some(offset)
-}
-
-/// The switch programs' maps: per-thread accounting (slots and hash) and per-CPU split.
-pub struct SwitchMaps {
-    threads: HashMap<MapData, u32, ThreadSwitches>,
-    slots: ThreadSlots,
-    cpus: PerCpuArray<MapData, CpuSwitches>,
-    threads_capacity: u32,
-}
-
-impl SwitchMaps {
-    /// Every traced thread's accounting, by thread id: the direct-mapped slots' and the
-    /// `THREADS` hash's. The hash changes while it is read (the kernel adds and deletes
-    /// threads), so iteration may restart; duplicates are folded and the walk is bounded.
-    pub fn threads(&self) -> Result<StdHashMap<u32, ThreadSwitches>> {
-        let mut out = StdHashMap::new();
-        let bound = 4 * self.threads_capacity as usize;
-        for (i, item) in self.threads.iter().enumerate() {
-            if i >= bound {
-                break;
-            }
-            match item {
-                Ok((tid, v)) => {
-                    out.insert(tid, v);
-                }
-                // A key deleted between get_next_key and lookup: skip it.
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("reading THREADS"),
-            }
-        }
-        self.slots.read_into(&mut out);
-        Ok(out)
-    }
-
-    /// The system-wide switch split, summed over CPUs.
-    pub fn cpu_totals(&self) -> Result<CpuSwitches> {
-        let per_cpu = self.cpus.get(&0, 0).context("reading CPU_SWITCHES")?;
-        let mut t = CpuSwitches::default();
-        for c in per_cpu.iter() {
-            t.switches += c.switches;
-            t.same_process += c.same_process;
-            t.cross_process += c.cross_process;
-            t.idle_or_kernel += c.idle_or_kernel;
-        }
-        Ok(t)
-    }
+    (runs > 0).then_some(offsets)
 }

@@ -48,10 +48,11 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     if app.uncounted > 0 {
         title.push_str(&format!("  uncounted (maps full) {}", app.uncounted));
     }
-    if let Some(p) = app.pid_filter {
-        title.push_str(&format!("  pid={p}"));
+    if !app.selection.pids.is_empty() {
+        let pids: Vec<String> = app.selection.pids.iter().map(u32::to_string).collect();
+        title.push_str(&format!("  pid={}", pids.join(",")));
     }
-    if let Some(c) = &app.comm_filter {
+    if let Some(c) = &app.selection.comm {
         title.push_str(&format!("  comm~{c}"));
     }
     if app.threads {

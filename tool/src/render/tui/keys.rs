@@ -2,6 +2,7 @@
 //! filter prompts, and what each key does to the [`App`].
 
 use super::{App, Tab};
+use crate::model::selection::Selection;
 
 /// A line being typed at the bottom (`p` pid filter, `/` command filter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +46,11 @@ impl App {
                 Key::Char(c) => buf.push(c),
                 Key::Enter => {
                     match self.prompt.take() {
-                        Some(Prompt::Pid(b)) => self.pid_filter = b.trim().parse().ok(),
+                        Some(Prompt::Pid(b)) => {
+                            self.selection.pids = b.trim().parse().into_iter().collect()
+                        }
                         Some(Prompt::Comm(b)) => {
-                            self.comm_filter = Some(b).filter(|b| !b.is_empty())
+                            self.selection.comm = Some(b).filter(|b| !b.is_empty())
                         }
                         None => {}
                     }
@@ -78,10 +81,7 @@ impl App {
             }
             Key::Char('p') => self.prompt = Some(Prompt::Pid(String::new())),
             Key::Char('/') => self.prompt = Some(Prompt::Comm(String::new())),
-            Key::Esc => {
-                self.pid_filter = None;
-                self.comm_filter = None;
-            }
+            Key::Esc => self.selection = Selection::default(),
             _ => {}
         }
         Action::Continue

@@ -18,7 +18,10 @@ pub use table::{Line, SortKey};
 
 use crate::{
     collect::session::Snapshot,
-    model::rates::{per_second, percent},
+    model::{
+        rates::{per_second, percent},
+        selection::Selection,
+    },
 };
 
 /// The views of the TUI (`1`/`2`/`3` or Tab).
@@ -54,8 +57,8 @@ pub struct App {
     pub threads: bool,
     pub sort: SortKey,
     pub selected: usize,
-    pub pid_filter: Option<u32>,
-    pub comm_filter: Option<String>,
+    /// What is shown: `-p` and `--comm` at start, then `p`, `/` and Esc.
+    pub selection: Selection,
     pub prompt: Option<Prompt>,
     /// Lines of the last snapshot (process and thread views).
     pub processes: Vec<Line>,
@@ -85,8 +88,7 @@ impl App {
             threads,
             sort: SortKey::Switches,
             selected: 0,
-            pid_filter: None,
-            comm_filter: None,
+            selection: Selection::default(),
             prompt: None,
             processes: Vec::new(),
             thread_lines: Vec::new(),
@@ -326,7 +328,7 @@ pub(crate) mod tests {
         );
         app.on_key(Key::Backspace);
         app.on_key(Key::Enter);
-        assert_eq!(app.comm_filter.as_deref(), Some("proc1"));
+        assert_eq!(app.selection.comm.as_deref(), Some("proc1"));
         assert_eq!(app.visible().len(), 1);
         app.on_key(Key::Esc);
         app.on_key(Key::Char('p'));
@@ -369,11 +371,11 @@ pub(crate) mod tests {
         let z: Vec<u32> = app.visible_zombies().iter().map(|z| z.pid).collect();
         assert_eq!(z, [42, 41, 43], "oldest first");
         // A pid filter on the parent keeps its zombies.
-        app.pid_filter = Some(20);
+        app.selection.pids = vec![20];
         assert_eq!(app.visible_zombies().len(), 2);
-        app.pid_filter = Some(10);
+        app.selection.pids = vec![10];
         assert!(app.visible_zombies().is_empty());
-        app.pid_filter = None;
+        app.selection.pids.clear();
 
         app.on_key(Key::Tab);
         assert_eq!(app.tab, Tab::Copies);
@@ -383,6 +385,25 @@ pub(crate) mod tests {
         assert_eq!(c[0].zero_copy_pct, 100.0);
         app.on_key(Key::Tab);
         assert_eq!(app.tab, Tab::Switches);
+    }
+
+    /// `-p A -p B` shows both, busy or not, and nothing else; `--comm` applies with them.
+    #[test]
+    fn every_pid_asked_for_is_shown() {
+        let mut app = App::new(false);
+        app.selection = Selection {
+            pids: vec![10, 77],
+            comm: None,
+        };
+        app.on_snapshot(&snapshot());
+        let mut pids: Vec<u32> = app.visible().iter().map(|l| l.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [10, 77]);
+        app.selection.comm = Some("sleep".into());
+        assert_eq!(
+            app.visible().iter().map(|l| l.pid).collect::<Vec<_>>(),
+            [77]
+        );
     }
 
     #[test]

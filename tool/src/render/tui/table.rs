@@ -114,11 +114,7 @@ impl Line {
 
 impl App {
     fn passes(&self, pid: u32, comm: &str) -> bool {
-        self.pid_filter.is_none_or(|p| pid == p)
-            && self
-                .comm_filter
-                .as_ref()
-                .is_none_or(|c| comm.contains(c.as_str()))
+        self.selection.matches(pid, comm)
     }
 
     /// The Copies tab's lines: filtered, most bytes first.
@@ -169,7 +165,7 @@ impl App {
             .filter(|l| {
                 l.voluntary_s + l.involuntary_s > 0.0
                     || l.zombies.unwrap_or(0) > 0
-                    || self.pid_filter.is_some()
+                    || !self.selection.pids.is_empty()
             })
             .collect();
         let key = |l: &Line| -> f64 {

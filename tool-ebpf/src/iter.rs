@@ -1,0 +1,187 @@
+//! Task iterators (`iter/task`, 5.8+) over the thread table, run by userspace on demand:
+//!
+//! - [`seed_threads`], once when tracing starts: every traced thread that already exists
+//!   gets an entry whose open period starts now (asleep since now, waiting since now, or
+//!   on CPU since now), so a thread asleep when proclens starts is counted from that
+//!   moment instead of from its first switch out, which may never come.
+//! - [`live_threads`], at every report: each traced thread's entry with what the scheduler
+//!   shows of it now (on a CPU, queued, asleep; its run-queue time and last arrival), as
+//!   one `LiveThread` record; userspace credits the period in progress from it
+//!   (`model::open_period`). The entry and the task are read together, so the record is
+//!   consistent unless the thread switches in between (the entry is then read again).
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_seq_write},
+    programs::BtfTracePointContext,
+};
+use proclens_common::switch::{LiveThread, ThreadSwitches, flags, state};
+
+use crate::{
+    config, filter,
+    maps::CPU_SWITCHES,
+    task::{comm, field},
+    threads::{self, find, find_or_make},
+};
+
+/// `iter/task`'s context is `struct bpf_iter__task { struct bpf_iter_meta *meta; struct
+/// task_struct *task; }`: read like a BTF tracepoint's arguments. `task` is NULL once, after
+/// the last task.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn seed_threads(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = BtfTracePointContext::new(ctx);
+    let task: u64 = ctx.arg(1);
+    if task != 0 {
+        seed(&ctx, task);
+    }
+    0
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn live_threads(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = BtfTracePointContext::new(ctx);
+    let meta: u64 = ctx.arg(0);
+    let task: u64 = ctx.arg(1);
+    if task != 0 {
+        live(meta, task);
+    }
+    0
+}
+
+/// The switch program's clock now. Where it is the run queue's clock, which an iterator
+/// cannot read fresh (a CPU's `rq->clock` only moves at scheduler events), it is the
+/// monotonic clock moved by the difference the switch program last saw between the two on
+/// this CPU (see `CpuSwitches::clock_switch`): exact to the drift of a few ms, parts per
+/// million. Before that CPU's first calibration, the monotonic clock itself, which is
+/// behind the run queue's: an open period is then credited a little short, never long.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    let mono = unsafe { bpf_ktime_get_ns() };
+    if config::rq_clock() == 0 {
+        return mono;
+    }
+    let Some(cpu) = CPU_SWITCHES.get_ptr(0) else {
+        return mono;
+    };
+    // SAFETY: this CPU's slot; a racing switch program at worst leaves an older pair.
+    let (at, offset) = unsafe { ((*cpu).clock_switch, (*cpu).clock_offset) };
+    if at == 0 {
+        return mono;
+    }
+    mono.wrapping_add(offset)
+}
+
+/// What the scheduler shows of `task` now: [`state`] bits.
+#[inline(always)]
+fn task_state(task: u64) -> u32 {
+    let on_cpu: i32 = field(task, config::task_on_cpu_off());
+    if on_cpu != 0 {
+        return state::ON_CPU;
+    }
+    let on_rq: i32 = field(task, config::task_on_rq_off());
+    if on_rq != 0 { state::QUEUED } else { 0 }
+}
+
+/// `sched_info`'s run-queue time, last arrival and last queueing (zeros where waits are
+/// timed with wakeups).
+#[inline(always)]
+fn sched_info(task: u64) -> (u64, u64, u64) {
+    if config::sched_info() == 0 {
+        return (0, 0, 0);
+    }
+    (
+        field(task, config::task_run_delay_off()),
+        field(task, config::task_last_arrival_off()),
+        field(task, config::task_last_queued_off()),
+    )
+}
+
+/// Gives a traced thread that has no entry yet one whose open period starts now.
+#[inline(always)]
+fn seed(ctx: &BtfTracePointContext, task: u64) {
+    let tid: u32 = field(task, config::task_pid_off());
+    let tgid: u32 = field(task, config::task_tgid_off());
+    let exit_state: i32 = field(task, config::task_exit_state_off());
+    if tid == 0 || exit_state != 0 || !filter::task_traced(task, tgid) {
+        return;
+    }
+    let now = now();
+    let st = task_state(task);
+    let (run_delay, _, last_queued) = sched_info(task);
+    let seeded = || {
+        let mut e = ThreadSwitches {
+            tgid,
+            start_ns: threads::leader_start(task),
+            comm: comm(task),
+            out_ts: now,
+            nvcsw_seen: field(task, config::task_nvcsw_off()),
+            run_delay_seen: run_delay,
+            flags: flags::NVCSW_KNOWN,
+            ..ThreadSwitches::default()
+        };
+        if st == state::ON_CPU {
+            // The run in progress counts from now; its wait was before tracing began.
+            e.flags |= flags::RUN_FROM_OUT;
+            return e;
+        }
+        e.flags |= flags::WAIT_KNOWN;
+        if st == state::QUEUED {
+            // Waiting since before now: only the wait from now on is counted.
+            if last_queued != 0 && last_queued < now {
+                e.run_delay_seen += now - last_queued;
+            }
+            e.wake_ts = now;
+        } else {
+            e.flags |= flags::OUT_VOLUNTARY;
+        }
+        e
+    };
+    if find_or_make(tid, seeded).is_none() {
+        threads::untracked(ctx, tid);
+    }
+}
+
+/// Writes `task`'s `LiveThread` record when it has an entry of its own process (an entry
+/// made by a wakeup has no tgid yet; one of another process is stale).
+#[inline(always)]
+fn live(meta: u64, task: u64) {
+    let tid: u32 = field(task, config::task_pid_off());
+    if tid == 0 {
+        return;
+    }
+    let Some(e) = find(tid) else {
+        return;
+    };
+    let tgid: u32 = field(task, config::task_tgid_off());
+    let mut rec = LiveThread {
+        tid,
+        ..LiveThread::default()
+    };
+    // The entry again if its thread switched out meanwhile (its count moved): once is
+    // enough, a thread cannot switch twice in the few loads in between.
+    for _ in 0..2 {
+        let switches = e.voluntary + e.involuntary;
+        rec.stats = *e;
+        rec.state = task_state(task);
+        rec.now = now();
+        (rec.run_delay, rec.last_arrival, rec.last_queued) = sched_info(task);
+        if e.voluntary + e.involuntary == switches {
+            break;
+        }
+    }
+    if rec.stats.tgid != tgid {
+        return;
+    }
+    let seq: u64 = field(meta, 0);
+    // SAFETY: `seq` is the iterator's seq_file (`bpf_iter_meta.seq`); the record lives on
+    // this stack for the call. A full buffer is retried by the kernel at the next read.
+    unsafe {
+        bpf_seq_write(
+            seq as *mut _,
+            (&raw const rec).cast(),
+            size_of::<LiveThread>() as u32,
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Reading the thread table through the task iterators (tool-ebpf/src/iter.rs): the seed
+//! once when tracing starts, the live reading at every report, whose open periods are
+//! credited here (`model::open_period`) so that every view gets them.
+
+use std::{collections::HashMap, io::Read as _};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::Iter,
+};
+use proclens_common::switch::{CpuSwitches, LiveThread, ThreadSwitches};
+
+use super::super::{object::Object, setup};
+use crate::model::open_period::{Timing, credited};
+
+const SEED: &str = "seed_threads";
+const LIVE: &str = "live_threads";
+
+/// Loads both iterators over tasks.
+pub fn load(obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
+    for name in [SEED, LIVE] {
+        program(obj, name)?.load("task", kernel).map_err(|e| {
+            setup::load_error(anyhow::Error::new(e).context(format!("loading iter/task {name}")))
+        })?;
+    }
+    Ok(())
+}
+
+fn program<'a>(obj: &'a mut Object, name: &str) -> Result<&'a mut Iter> {
+    Ok(obj
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?)
+}
+
+/// Runs iterator `name` over every task and returns what it wrote.
+fn run(obj: &mut Object, name: &str) -> Result<Vec<u8>> {
+    let prog = program(obj, name)?;
+    let link = prog.attach().with_context(|| format!("attaching {name}"))?;
+    let link = prog.take_link(link)?;
+    let mut out = Vec::new();
+    link.into_file()
+        .with_context(|| format!("starting {name}"))?
+        .read_to_end(&mut out)
+        .with_context(|| format!("reading {name}"))?;
+    Ok(out)
+}
+
+/// Gives every traced thread that exists now an entry (see `iter::seed_threads`).
+pub fn seed(obj: &mut Object) -> Result<()> {
+    run(obj, SEED).map(drop)
+}
+
+/// The switch programs' maps: per-thread accounting (read through the live iterator) and
+/// the per-CPU split.
+pub struct SwitchMaps {
+    cpus: PerCpuArray<MapData, CpuSwitches>,
+    timing: Timing,
+}
+
+impl SwitchMaps {
+    pub fn new(cpus: PerCpuArray<MapData, CpuSwitches>, timing: Timing) -> Self {
+        Self { cpus, timing }
+    }
+
+    /// Every traced thread's accounting now, by thread id, its open period credited.
+    pub fn threads(&self, obj: &mut Object) -> Result<HashMap<u32, ThreadSwitches>> {
+        let bytes = run(obj, LIVE)?;
+        Ok(decode(&bytes)?
+            .iter()
+            .map(|t| (t.tid, credited(t, self.timing)))
+            .collect())
+    }
+
+    /// The system-wide switch split, summed over CPUs.
+    pub fn cpu_totals(&self) -> Result<CpuSwitches> {
+        let per_cpu = self.cpus.get(&0, 0).context("reading CPU_SWITCHES")?;
+        let mut t = CpuSwitches::default();
+        for c in per_cpu.iter() {
+            t.switches += c.switches;
+            t.same_process += c.same_process;
+            t.cross_process += c.cross_process;
+            t.idle_or_kernel += c.idle_or_kernel;
+        }
+        Ok(t)
+    }
+}
+
+/// The live iterator's records: whole `LiveThread`s back to back.
+fn decode(bytes: &[u8]) -> Result<Vec<LiveThread>> {
+    let size = size_of::<LiveThread>();
+    if bytes.len() % size != 0 {
+        bail!(
+            "the thread iterator wrote {} bytes, not a whole number of {size}-byte records",
+            bytes.len()
+        );
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        // SAFETY: a chunk is exactly one LiveThread's bytes; every bit pattern is valid
+        // (plain integers), and read_unaligned needs no alignment.
+        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<LiveThread>()) })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_decode_whole_and_a_torn_read_is_an_error() {
+        let rec = |tid| LiveThread {
+            tid,
+            now: 5,
+            ..LiveThread::default()
+        };
+        let mut bytes = Vec::new();
+        for r in [rec(3), rec(9)] {
+            // SAFETY: plain-integer struct viewed as its bytes.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<LiveThread>())
+            });
+        }
+        let got = decode(&bytes).unwrap();
+        assert_eq!(got, [rec(3), rec(9)]);
+        assert!(decode(&bytes[1..]).is_err());
+        assert!(decode(&[]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! Real BPF, issue 15: time is credited to the interval it elapses in. A process already
+//! asleep when proclens starts, then asleep across several intervals, shows its sleep as
+//! it goes, and its intervals add up to its whole sleep.
+mod common;
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Proclens, can_trace, now_unix, wait_within};
+
+/// A shell asleep (reading its stdin) before `top --json -p PID --interval 1` starts,
+/// woken after top's first report to `exec sleep 3.2` (the issue's `sleep 1.5; exec sleep
+/// 3.2`, with the first sleep as long as proclens takes to start): every whole interval
+/// shows the interval as blocked time (within 2%), and the intervals' blocked time adds
+/// up to the time from the first interval's start to the shell's exit (within 2%).
+/// Before, the sleep showed as one lump at the end (0, 0, 0, 0, 3200), or not at all for
+/// the part before tracing began.
+#[test]
+fn a_sleep_is_blocked_time_in_every_interval_it_spans() {
+    if !can_trace() {
+        return;
+    }
+    let mut sh = Command::new("sh")
+        .args(["-c", "read go; exec sleep 3.2"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = sh.id();
+    let top = Proclens::spawn(&["top", "--json", "-p", &pid.to_string(), "--interval", "1"]);
+    let mut wake = sh.stdin.take();
+    let mut rows = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut exited_at = None;
+    while rows
+        .last()
+        .is_none_or(|r: &serde_json::Value| r["alive"] == true)
+    {
+        assert!(Instant::now() < deadline, "no final row: {rows:?}");
+        if exited_at.is_none() && sh.try_wait().unwrap().is_some() {
+            exited_at = Some(now_unix());
+        }
+        if let Some(l) = top.try_line(Duration::from_millis(20)) {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            if v["type"] == "process" && v["pid"] == pid {
+                rows.push(v);
+                // One report of the shell asleep since before tracing began: wake it.
+                if let Some(mut w) = wake.take() {
+                    writeln!(w, "go").unwrap();
+                }
+            }
+        }
+    }
+    wait_within(&mut sh, Duration::from_secs(5), "sh");
+    let exited_at = exited_at.unwrap_or_else(now_unix);
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    for r in &rows {
+        eprintln!(
+            "{:.3}: {} blocked {:.1} ms of {:.1} ms, on CPU {:.3} ms, waiting {:.3} ms",
+            f(r, "time"),
+            r["comm"],
+            f(r, "blocked_ms"),
+            f(r, "interval_s") * 1e3,
+            f(r, "oncpu_ms"),
+            f(r, "runq_ms")
+        );
+    }
+    // The interval before the wake-up, three whole ones asleep, the last.
+    assert!(rows.len() >= 4, "{rows:?}");
+    // Every whole interval: its time is all there (on CPU, blocked or waiting); and
+    // blocked, but for the one in which the shell was woken to exec.
+    for (i, r) in rows[..rows.len() - 1].iter().enumerate() {
+        let interval_ms = f(r, "interval_s") * 1e3;
+        let all = f(r, "oncpu_ms") + f(r, "blocked_ms") + f(r, "runq_ms");
+        assert!(
+            (all - interval_ms).abs() <= interval_ms * 0.02,
+            "an interval of {interval_ms} ms shows {all} ms: {r}"
+        );
+        if i != 1 {
+            assert!(
+                (f(r, "blocked_ms") - interval_ms).abs() <= interval_ms * 0.02,
+                "an interval spent asleep shows {} ms blocked of {interval_ms}: {r}",
+                f(r, "blocked_ms")
+            );
+        }
+    }
+    let first = &rows[0];
+    let slept_s = exited_at - (f(first, "time") - f(first, "interval_s"));
+    let sum_s: f64 = rows.iter().map(|r| f(r, "blocked_ms")).sum::<f64>() / 1e3;
+    assert!(
+        (sum_s - slept_s).abs() <= slept_s * 0.02,
+        "the intervals add up to {sum_s} s blocked; the shell slept {slept_s} s of them"
+    );
+}
