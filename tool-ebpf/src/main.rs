@@ -9,8 +9,10 @@ mod fdkind;
 mod filter;
 mod lifecycle;
 mod maps;
+mod reaper;
 mod switch;
 mod task;
+mod zombie_iter;
 
 #[cfg(not(test))]
 #[panic_handler]
