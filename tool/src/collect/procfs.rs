@@ -104,6 +104,16 @@ pub fn processes() -> Vec<Stat> {
         .collect()
 }
 
+/// The pids /proc lists (thread-group leaders), without reading any of them.
+pub fn pids() -> rustc_hash::FxHashSet<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .collect()
+}
+
 /// Nanoseconds per /proc clock tick (`sysconf(_SC_CLK_TCK)`, usually 100 Hz).
 pub fn tick_ns() -> u64 {
     // SAFETY: sysconf has no preconditions.
