@@ -5,8 +5,10 @@
 pub mod cgroup;
 pub mod copy_workloads;
 pub mod lifecycle_workloads;
+pub mod metrics;
 pub mod load_workloads;
 pub mod workload;
+pub mod zombies;
 
 use std::{
     collections::BTreeSet,
@@ -192,8 +194,14 @@ pub struct Proclens {
 
 impl Proclens {
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// [`Proclens::spawn`] with environment variables set.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(PROCLENS)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -59,7 +59,22 @@ impl Workload {
 
     /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_under(&[], kind)
+    }
+
+    /// Starts `kind` as the last argument of the command `prefix` (e.g. `unshare --pid
+    /// --fork`, which then is the child this handle names), held until [`Workload::go`].
+    pub fn spawn_under(prefix: &[&str], kind: &str) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
             .args([
                 "--exact",
                 "__workload_entry",
