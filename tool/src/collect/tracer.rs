@@ -132,6 +132,7 @@ impl Setups {
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
+        super::procfs::check_pid_namespace()?;
         // Probed at start-up: tracefs (mounted here when missing and privileged) carries
         // the tracepoint formats the copy programs read. The switch and lifecycle
         // programs attach to BTF tracepoints and work without it: one warning.
