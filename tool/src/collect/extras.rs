@@ -60,6 +60,8 @@ pub struct Extras {
     pub notices: Vec<Notice>,
     /// The process table's size and repairs; `None` without a process table.
     pub table: Option<TableSize>,
+    /// The machine's pid headroom, read with the process table's figures.
+    pub headroom: Option<crate::model::parent_info::Headroom>,
 }
 
 /// The process table's size and the corrections its checks against /proc made.
@@ -228,6 +230,7 @@ impl ExtrasCollector {
                 tracked: life.table.len(),
                 repairs: life.table.repairs(),
             });
+            out.headroom = super::parents::headroom();
         }
         Ok(out)
     }

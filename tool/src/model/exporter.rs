@@ -74,6 +74,15 @@ impl KernelDrops {
     }
 }
 
+/// The process table's size and repairs, and the machine's pid headroom.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleGauges {
+    pub tracked_processes: u64,
+    pub table_repairs: u64,
+    pub pid_max: Option<u64>,
+    pub tasks: Option<u64>,
+}
+
 /// Labels of the zombies gauge: the parent's command (and pid with `--per-pid`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ZombieLabels {
@@ -89,6 +98,8 @@ pub struct ExporterState {
     pub system: SystemTotals,
     pub lost_events: u64,
     pub untracked_threads: u64,
+    /// The process table's gauges; `None` without a process table.
+    pub lifecycle: Option<LifecycleGauges>,
     pub programs: Vec<ProgramCost>,
     pub collections: u64,
     /// Syscalls (user→kernel mode switches) of each label set; empty when not counted.

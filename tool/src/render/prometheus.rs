@@ -172,6 +172,9 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         ))?)?;
     }
     encode_extras(st, enc)?;
+    if let Some(l) = &st.lifecycle {
+        encode_lifecycle(l, enc)?;
+    }
     counter_family(
         enc,
         "proclens_bpf_program_runs",
@@ -188,6 +191,48 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
             .iter()
             .map(|p| (vec![("program", p.name.clone())], p.run_time_ns)),
     )?;
+    Ok(())
+}
+
+/// One gauge without labels.
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value as i64).encode(m.encode_family(&Vec::<(&str, String)>::new())?)
+}
+
+/// The process table's size and repairs, and the machine's pid headroom.
+fn encode_lifecycle(
+    l: &crate::model::exporter::LifecycleGauges,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        enc,
+        "proclens_tracked_processes",
+        "Processes the process table tracks (live, zombies, and reaped ones the kernel has not freed yet)",
+        l.tracked_processes,
+    )?;
+    counter_family(
+        enc,
+        "proclens_table_repairs",
+        "Process-table entries the checks against /proc corrected (forks or exits the events never brought)",
+        std::iter::once((vec![], l.table_repairs)),
+    )?;
+    if let Some(v) = l.pid_max {
+        gauge(enc, "proclens_pid_max", "The kernel's pid_max", v)?;
+    }
+    if let Some(v) = l.tasks {
+        gauge(
+            enc,
+            "proclens_tasks",
+            "Tasks (threads) on the machine, each holding a pid",
+            v,
+        )?;
+    }
     Ok(())
 }
 
@@ -477,12 +522,35 @@ mod tests {
     }
 
     #[test]
+    fn the_process_table_and_pid_headroom_are_gauges() {
+        let shared = Shared::default();
+        shared.0.lock().unwrap().lifecycle = Some(crate::model::exporter::LifecycleGauges {
+            tracked_processes: 187,
+            table_repairs: 2,
+            pid_max: Some(4194304),
+            tasks: Some(300),
+        });
+        let text = exposition(&shared, Format::Text).unwrap();
+        for want in [
+            "# TYPE proclens_tracked_processes gauge",
+            "proclens_tracked_processes 187",
+            "# TYPE proclens_table_repairs_total counter",
+            "proclens_table_repairs_total 2",
+            "proclens_pid_max 4194304",
+            "proclens_tasks 300",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn families_not_collected_are_not_shown() {
         let text = exposition(&Shared::default(), Format::Text).unwrap();
         for absent in [
             "proclens_syscalls",
             "proclens_copy_bytes",
             "proclens_zombies",
+            "proclens_tracked_processes",
         ] {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }

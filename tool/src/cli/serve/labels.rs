@@ -9,8 +9,8 @@ use crate::{
     collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
     model::{
         exporter::{
-            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels, ProcDelta,
-            SystemTotals, ZombieLabels,
+            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels,
+            LifecycleGauges, ProcDelta, SystemTotals, ZombieLabels,
         },
         switches::Key,
     },
@@ -137,6 +137,12 @@ impl Labeller {
         );
         st.lost_events = snap.health.ringbuf_drops;
         st.untracked_threads = snap.health.thread_map_full;
+        st.lifecycle = snap.extras.table.map(|t| LifecycleGauges {
+            tracked_processes: t.tracked as u64,
+            table_repairs: t.repairs,
+            pid_max: snap.extras.headroom.map(|h| h.pid_max),
+            tasks: snap.extras.headroom.map(|h| h.tasks),
+        });
         st.programs.clone_from(&snap.programs);
         self.seen.clear();
         let extras = self.extras(&snap.extras, &snap.health, copies, &by_tgid);
