@@ -129,7 +129,33 @@ pub struct Lifecycle {
     pub exit_group_dead_arg: u32,
     pub task_signal: u32,
     pub signal_live: u32,
-    pub _pad: u32,
+    /// `task_struct.children` and `.sibling` (list heads), `.exit_state`.
+    pub task_children: u32,
+    pub task_sibling: u32,
+    pub task_exit_state: u32,
+    /// The reaper of an exiting process's children, by the kernel's `find_new_reaper`:
+    /// `task_struct.thread_pid`, `pid.level`, `pid.numbers`, `sizeof(struct upid)`,
+    /// `upid.ns`, `pid_namespace.child_reaper`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pidns_child_reaper: u32,
+    /// Bit offsets in `signal_struct` of the bitfields `is_child_subreaper` and
+    /// `has_child_subreaper`.
+    pub signal_is_subreaper_bit: u32,
+    pub signal_has_subreaper_bit: u32,
+    /// `signal_struct.wait_chldexit.head`: the list of threads blocked in wait*().
+    pub signal_wait_chldexit: u32,
+    /// 1 when the start-up task iterator can date zombies: `sched_info.last_arrival` (at
+    /// `task_last_arrival`) and the run-queue clock (`task_struct.se.cfs_rq`, `cfs_rq.rq`,
+    /// `rq.clock`) exist.
+    pub clocked: u32,
+    pub task_last_arrival: u32,
+    pub task_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    pub rq_clock: u32,
 }
 
 /// The copy-path programs (see tool-ebpf/src/copies.rs and fdkind.rs).
@@ -199,7 +225,7 @@ mod tests {
         assert_eq!(size_of::<Filter>(), 10 * 4 + 8);
         assert_eq!(size_of::<Switch>(), 20 * 4 + 8);
         assert_eq!(size_of::<Rings>(), 16);
-        assert_eq!(size_of::<Lifecycle>(), 12 * 4);
+        assert_eq!(size_of::<Lifecycle>(), 28 * 4);
         assert_eq!(size_of::<Copies>(), 8 + 4 * layout::SIZE + 8 * 4);
     }
 }

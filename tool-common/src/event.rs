@@ -30,10 +30,10 @@ pub struct EventHeader {
     /// Thread id the event is about.
     pub tid: u32,
     /// When the event happened: the boot clock (ns since boot, `CLOCK_BOOTTIME`) for
-    /// lifecycle events, whose fork is stamped with the child's `start_boottime`; 0 for a
-    /// wait, which is counted, not timed; the switch programs' clock (the run queue's,
-    /// or the monotonic clock where the kernel lacks it) for a thread exit, whose time
-    /// nothing reads.
+    /// lifecycle events, read before the record is reserved (a fork is stamped with the
+    /// child's `start_boottime`, set earlier still); the switch programs' clock (the run
+    /// queue's, or the monotonic clock where the kernel lacks it) for a thread exit, whose
+    /// time nothing reads.
     pub ts: u64,
 }
 

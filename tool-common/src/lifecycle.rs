@@ -91,6 +91,10 @@ pub mod exit_flags {
     /// The parent ignores SIGCHLD (`SIG_IGN` or `SA_NOCLDWAIT`) and the exit signal is
     /// SIGCHLD: the kernel reaps the process itself, it never becomes a zombie.
     pub const AUTOREAP: u32 = 2;
+    /// A thread of the parent was blocked in wait*() when the process died (the parent's
+    /// `signal->wait_chldexit` queue was not empty): the kernel wakes it as the process
+    /// becomes a zombie, and a wait for any child or for this one reaps it at once.
+    pub const PARENT_WAITING: u32 = 4;
 }
 
 /// `sched_process_exit`: a thread exited.
@@ -108,16 +112,59 @@ pub struct Exit {
     /// The `task_struct` address of the process's leader (which is freed last).
     pub leader_ptr: u64,
     pub comm: [u8; COMM_LEN],
+    /// When the process dies leaving children (live or zombie), the process the kernel
+    /// hands them to, found by the kernel's own rule (`find_new_reaper`: the nearest
+    /// living child-subreaper ancestor in its pid namespace, else that namespace's init),
+    /// read as it exits; zeros when it has no children. Its `pid` is the reaper's tgid.
+    pub reaper: TaskRef,
 }
 
 /// `sched_process_wait`: `waiter` entered wait*() for `target_pid` (0: any child).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wait {
+    /// `ts`: when the wait was entered (boot clock).
     pub header: EventHeader,
     pub waiter: TaskRef,
     pub target_pid: u32,
     pub _pad: u32,
+    /// The leader `task_struct` address of the zombie child this wait reaps: the first
+    /// zombie among the waiting thread's children that the wait's target takes, the one
+    /// the kernel's `do_wait` finds first; 0 when there is none (the wait blocks until a
+    /// child dies, or returns without reaping).
+    pub reaped_ptr: u64,
+}
+
+/// [`ZombieSeed::flags`] bits.
+pub mod seed_flags {
+    /// `last_arrival` and the clock pair are usable (the scheduler keeps `sched_info` and
+    /// the run queue's clock could be read).
+    pub const CLOCKED: u32 = 1;
+}
+
+/// A record of the task iterator run at start-up (`iter/task`): one per zombie process
+/// (a group leader in `EXIT_ZOMBIE` whose threads have all exited), read from the kernel
+/// while proclens is still privileged. /proc shows neither when a zombie died nor, without
+/// ptrace rights, its exit code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZombieSeed {
+    pub task: TaskRef,
+    /// Its `real_parent`'s process.
+    pub parent: TaskRef,
+    /// The zombie's `task_struct` address: what its free will name.
+    pub task_ptr: u64,
+    /// Wait status, as in [`Exit::exit_code`].
+    pub exit_code: u32,
+    pub flags: u32,
+    /// `sched_info.last_arrival`: when it last got a CPU (the run queue's clock, ns). It
+    /// died during that last run, so it has been dead about since then.
+    pub last_arrival: u64,
+    /// The boot clock and this CPU's run-queue clock read together, to place
+    /// `last_arrival` on the boot clock (the run-queue clock is at most a tick behind).
+    pub boot_ns: u64,
+    pub rq_clock: u64,
+    pub comm: [u8; COMM_LEN],
 }
 
 /// `sched_process_free`: a task was freed, an RCU grace period after it was released.

@@ -95,6 +95,23 @@ config! {
         exit_group_dead_arg => exit_group_dead_arg: u32,
         task_signal => task_signal_off: u32,
         signal_live => signal_live_off: u32,
+        task_children => task_children_off: u32,
+        task_sibling => task_sibling_off: u32,
+        task_exit_state => life_exit_state_off: u32,
+        task_thread_pid => task_thread_pid_off: u32,
+        pid_level => pid_level_off: u32,
+        pid_numbers => pid_numbers_off: u32,
+        upid_size => upid_size: u32,
+        upid_ns => upid_ns_off: u32,
+        pidns_child_reaper => pidns_child_reaper_off: u32,
+        signal_is_subreaper_bit => signal_is_subreaper_bit: u32,
+        signal_has_subreaper_bit => signal_has_subreaper_bit: u32,
+        signal_wait_chldexit => signal_wait_chldexit_off: u32,
+        clocked => iter_clocked: u32,
+        task_last_arrival => task_last_arrival_off: u32,
+        task_cfs_rq => iter_task_cfs_rq_off: u32,
+        cfs_rq_rq => iter_cfs_rq_rq_off: u32,
+        rq_clock => iter_rq_clock_off: u32,
     }
     /// The copy-path programs (see `copies` and `fdkind`).
     CONFIG_COPIES: Copies {

@@ -24,6 +24,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::{count, events, send, submit_flags},
+    reaper,
     task::{comm, field, probe},
 };
 
@@ -63,7 +64,7 @@ pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
 
 /// The task's ids and its process's identity (group leader's start_boottime).
 #[inline(always)]
-fn task_ref(task: u64) -> TaskRef {
+pub(crate) fn task_ref(task: u64) -> TaskRef {
     let leader: u64 = field(task, config::task_group_leader_off());
     TaskRef {
         pid: field(task, config::task_pid_off()),
@@ -95,11 +96,12 @@ fn skipped(tgid: u32) -> bool {
     (me != 0 && tgid == me) || !filter::current_in_cgroup()
 }
 
-/// The header of an event stamped with the boot clock now. The clock costs a helper call
-/// and a clock read (~50 ns on a VM, about a third of a lifecycle program), so only the
-/// events whose time is used read it: exec, exit (a zombie's age) and free (when it was
-/// reaped). A fork takes its time from the child's `start_boottime`, set just before; a
-/// wait is counted, not timed (`ts` 0).
+/// The header of an event stamped with the boot clock now, before the event is reserved:
+/// userspace merges the per-CPU rings up to the earliest time a ring could still deliver,
+/// which holds only if every event is stamped before its reservation. The clock costs a
+/// helper call and a clock read (~50 ns on a VM), so only the events whose time is used
+/// read it: exec, exit (a zombie's age), wait (when a zombie was reaped) and free. A fork
+/// takes its time from the child's `start_boottime`, set before it.
 #[inline(always)]
 fn header(kind: u32, tid: u32) -> EventHeader {
     EventHeader {
@@ -152,6 +154,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let filename: u64 = field(bprm, config::binprm_filename_off());
+    let stamp = header(kind::EXEC, me.pid);
     let ring = events();
     let Some(mut slot) = ring.reserve::<Exec>(0) else {
         count(ctx, counters::RINGBUF_DROPS);
@@ -161,7 +164,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // SAFETY: `ev` points at a reserved record of the right size; every field is written
     // before submit (the filename in place, so the record never sits on the BPF stack).
     unsafe {
-        (*ev).header = header(kind::EXEC, me.pid);
+        (*ev).header = stamp;
         (*ev).task = me;
         (*ev).old_pid = old_pid;
         (*ev)._pad = 0;
@@ -219,11 +222,19 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let (parent_task, parent) = parent_ref(task);
     let leader: u64 = field(task, config::task_group_leader_off());
     let mut flags = 0;
+    let mut heir = TaskRef::default();
     if group_dead(ctx, task) {
         flags |= exit_flags::GROUP_DEAD;
         // The leader is the task its parent waits for; its exit signal decides.
         if autoreaped(leader, parent_task) {
             flags |= exit_flags::AUTOREAP;
+        } else if reaper::parent_waiting(parent_task) {
+            flags |= exit_flags::PARENT_WAITING;
+        }
+        // The last thread holds every child left (each thread's exit handed its own to
+        // a live sibling).
+        if reaper::has_children(task) {
+            heir = reaper::reaper(task).unwrap_or_default();
         }
     }
     let exit_code: u32 = field(task, config::task_exit_code_off());
@@ -237,6 +248,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
             flags,
             leader_ptr: leader,
             comm: comm(task),
+            reaper: heir,
         },
     );
     Ok(())
@@ -267,14 +279,11 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
     send(
         ctx,
         Wait {
-            header: EventHeader {
-                kind: kind::WAIT,
-                tid: waiter.pid,
-                ts: 0,
-            },
+            header: header(kind::WAIT, waiter.pid),
             waiter,
             target_pid,
             _pad: 0,
+            reaped_ptr: reaper::reaped_child(target_pid),
         },
     );
     Ok(())

@@ -10,9 +10,11 @@ mod filter;
 mod iter;
 mod lifecycle;
 mod maps;
+mod reaper;
 mod switch;
 mod task;
 mod threads;
+mod zombie_iter;
 
 #[cfg(not(test))]
 #[panic_handler]

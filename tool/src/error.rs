@@ -9,6 +9,7 @@
 //! | 4 | no such process (or cgroup) |
 //! | 5 | the kernel lacks something proclens needs (BTF, a tracepoint, ring buffer) |
 //! | 6 | tracefs is not mounted and cannot be mounted |
+//! | 7 | proclens is not in the initial pid namespace (the kernel's pids are not /proc's) |
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ pub enum Fatal {
     Tracefs(String),
     #[error("no such cgroup: {0}")]
     NoSuchCgroup(String),
+    #[error("{0}")]
+    PidNamespace(String),
 }
 
 impl Fatal {
@@ -34,6 +37,7 @@ impl Fatal {
             Fatal::NoSuchProcess(_) | Fatal::NoSuchCgroup(_) => 4,
             Fatal::KernelUnsupported(_) => 5,
             Fatal::Tracefs(_) => 6,
+            Fatal::PidNamespace(_) => 7,
         }
     }
 }
@@ -56,4 +60,5 @@ Exit codes:
   3  not privileged: run as root, or grant CAP_BPF and CAP_PERFMON
   4  no such process (-p) or cgroup (--cgroup)
   5  kernel lacks a needed feature (BTF, tracepoint, ring buffer)
-  6  tracefs not mounted and cannot be mounted";
+  6  tracefs not mounted and cannot be mounted
+  7  not in the host's pid namespace: run with the host's (--pid host, hostPID)";

@@ -45,8 +45,33 @@ fn help_documents_exit_codes() {
         "3  not privileged",
         "4  no such process",
         "6  tracefs",
+        "7  not in the host's pid namespace",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+/// Issue 16: inside a pid namespace of its own (a container without the host's), the
+/// kernel's pids are not /proc's: proclens refuses with one line and exit code 7, with
+/// /proc of that namespace or the host's, and loads nothing.
+#[test]
+fn issue_16_in_a_pid_namespace_of_its_own_proclens_refuses_with_7() {
+    if !can_trace() {
+        return;
+    }
+    for unshare in [
+        &["unshare", "--pid", "--fork"][..],
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+    ] {
+        let out = Command::new(unshare[0])
+            .args(&unshare[1..])
+            .args([PROCLENS, "zombies"])
+            .stdin(Stdio::null())
+            .output_within(COMMAND_LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{unshare:?}: {stderr}");
+        assert_one_line(&stderr);
+        assert!(stderr.contains("pid namespace"), "{stderr}");
     }
 }
 

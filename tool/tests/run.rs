@@ -161,3 +161,20 @@ fn zombies_section_blames_the_parent_that_never_waits() {
     );
     assert_eq!(r["zombies"]["reaped_late"].as_array().unwrap().len(), 0);
 }
+
+/// Issue 16: a reap is timed by the parent's wait, not by the task's free (an RCU grace
+/// period later, lazily seconds later): 1,000 children, each waited for at once by the
+/// shell that ran it, are never reported as reaped late.
+#[test]
+fn issue_16_children_waited_for_at_once_are_never_reaped_late() {
+    if !can_trace() {
+        return;
+    }
+    let r = run_sh("i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done");
+    let z = &r["zombies"];
+    assert_eq!(z["reaped_late"].as_array().unwrap().len(), 0, "{z}");
+    assert_eq!(z["left"].as_array().unwrap().len(), 0, "{z}");
+    assert_eq!(r["lost_events"], 0);
+    // The shell forked each one (and nothing else forked in its cgroup).
+    assert_eq!(r["forked_processes"], 1000, "{}", r["forked_processes"]);
+}

@@ -2,9 +2,9 @@
 //! with a known count: syscalls/s (mode switches) and zombies held per parent.
 mod common;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
-use common::{Proclens, can_trace, cgroup::TestCgroup, workload::Workload};
+use common::{Proclens, can_trace, cgroup::TestCgroup, workload::Workload, zombies::ps_zombies_of};
 use serde_json::Value;
 
 workload_entry!();
@@ -20,22 +20,6 @@ fn row_of(p: &Proclens, pid: u32, pred: impl Fn(&Value) -> bool) -> Value {
     p.json_until(Duration::from_secs(15), |v| {
         v["type"] == "process" && v["pid"] == pid && pred(v)
     })
-}
-
-/// Zombies of `ppid` as `ps` shows them.
-fn ps_zombies_of(ppid: u32) -> BTreeSet<u32> {
-    let out = std::process::Command::new("ps")
-        .args(["-eo", "pid=,ppid=,stat="])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 3 && f[1].parse() == Ok(ppid) && f[2].starts_with('Z'))
-                .then(|| f[0].parse().unwrap())
-        })
-        .collect()
 }
 
 /// N sleeps are N clock_nanosleep calls. Tolerance: the workload's hand-shake adds a few

@@ -178,6 +178,7 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         lost_events: snap.health.ringbuf_drops,
         untracked_threads: snap.health.thread_map_full,
         uncounted_syscalls: snap.health.syscall_map_full,
+        table: snap.extras.table,
         rows,
     }
 }

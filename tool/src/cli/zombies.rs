@@ -2,6 +2,7 @@
 //! zombie/reap/orphan events (`--watch`), or a health check (`--check`).
 
 use std::{
+    collections::{BTreeSet, HashMap},
     io::Write as _,
     process::ExitCode,
     time::{Duration, Instant},
@@ -15,20 +16,22 @@ use crate::{
     collect::{
         driver::{Driver, Step},
         lifecycle::{self, Lifecycle, LifecycleOptions},
-        procfs,
+        parents, procfs,
         session::clock_now,
         start,
         tracer::{Tracer, TracerOptions},
     },
-    model::proctable::{ForkStats, Key, Notice},
+    model::proctable::{ForkStats, Key, Notice, Zombie},
     render::zombies as render,
 };
 
 #[derive(Args, Debug)]
 pub struct ZombiesArgs {
     /// A dead process counts as a zombie once its parent has left it unreaped this long
-    /// (seconds, fractions allowed, >= 0). Without --watch, proclens observes for this long
-    /// before it reports, so every zombie shown is at least this old.
+    /// (seconds, fractions allowed, >= 0). Without --watch, proclens answers at once: the
+    /// kernel tells when the zombies older than proclens last ran, during which they died
+    /// (a task iterator, Linux 5.8+ with sched_info). Where it cannot, their ages count
+    /// from start-up and proclens observes for --min-age before it reports.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_min_age)]
     pub min_age: f64,
     /// Stream events until Ctrl-C: a zombie appeared (reached --min-age), a zombie was
@@ -95,8 +98,6 @@ struct Session {
     tracer: Tracer,
     driver: Driver,
     life: Lifecycle,
-    /// The drop count at the last reconciliation with /proc.
-    lost_seen: u64,
 }
 
 impl Session {
@@ -111,7 +112,6 @@ impl Session {
             driver,
             // No cgroup filter: every exit is seen.
             life: Lifecycle::start(LifecycleOptions::default()),
-            lost_seen: 0,
         })
     }
 
@@ -129,34 +129,57 @@ impl Session {
         Ok(step)
     }
 
-    /// Applies the events pending now.
-    fn drain(&mut self) {
+    /// Applies the events pending now, then checks the table against /proc (at most
+    /// every repair period).
+    fn drain(&mut self) -> Result<()> {
         let life = &mut self.life;
         self.driver.drain(&mut |ev| {
             life.apply_one(&ev);
         });
         life.end_batch();
+        let lost = self.lost()?;
+        let tracer = &mut self.tracer;
+        self.life
+            .check(lost, self.driver.watermark(), || tracer.zombies_now().ok());
+        Ok(())
     }
 
     fn lost(&self) -> Result<u64> {
         Ok(self.tracer.health()?.ringbuf_drops)
     }
 
-    /// Observes for --min-age, then prints the zombies at least that old.
+    /// Each parent's context and the machine's headroom, for the zombies shown.
+    fn context<'a>(zombies: impl IntoIterator<Item = &'a Zombie>) -> render::Context {
+        let parents: BTreeSet<u32> = zombies.into_iter().map(|z| z.ppid).collect();
+        render::Context {
+            parents: parents.into_iter().map(|p| (p, parents::info(p))).collect(),
+            headroom: parents::headroom(),
+        }
+    }
+
+    /// Prints the zombies at least --min-age old: at once when the kernel dated the
+    /// zombies older than proclens, else after observing for --min-age.
     async fn snapshot(&mut self, args: &ZombiesArgs) -> Result<ExitCode> {
         let min_age_ns = (args.min_age * 1e9) as u64;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.min_age);
+        let wait = if lifecycle::start_zombies_undated().is_some() {
+            Duration::from_secs_f64(args.min_age)
+        } else {
+            Duration::ZERO
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::select! {
                 step = self.next() => {
                     if let Step::Signal(_) = step? {
                         break;
                     }
+                    // Nobody reads the notices here.
+                    self.life.take_notices();
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        self.drain();
+        self.drain()?;
         let tick_ns = self.life.tick_ns;
         let zombies: Vec<_> = self
             .life
@@ -165,12 +188,13 @@ impl Session {
             .into_iter()
             .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
             .collect();
+        let ctx = Self::context(&zombies);
         let lost = self.lost()?;
         let (time, _) = clock_now();
         let lines = if args.output.json {
-            render::snapshot_json(time, &zombies, lost, args.min_age)
+            render::snapshot_json(time, &zombies, &ctx, lost, args.min_age)
         } else {
-            render::snapshot_plain(&zombies, lost, args.min_age)
+            render::snapshot_plain(&zombies, &ctx, lost, args.min_age)
         };
         let mut out = std::io::stdout().lock();
         for l in lines {
@@ -193,8 +217,7 @@ impl Session {
     async fn watch(&mut self, args: &ZombiesArgs) -> Result<ExitCode> {
         let json = args.output.json;
         let min_age_ns = (args.min_age * 1e9) as u64;
-        let mut last_stats: std::collections::HashMap<Key, ForkStats> =
-            std::collections::HashMap::new();
+        let mut last_stats: HashMap<Key, ForkStats> = HashMap::new();
         let mut last_tick = Instant::now();
         let mut out = std::io::stdout().lock();
         loop {
@@ -202,23 +225,18 @@ impl Session {
             match self.next().await? {
                 Step::Events => {}
                 Step::Poll => {
-                    self.drain();
+                    self.drain()?;
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                 }
                 // A stats line every interval; the first one interval in, so its rates
                 // cover a whole interval.
                 Step::Tick => {
-                    self.drain();
+                    self.drain()?;
                     lines.extend(self.watch_lines(json, min_age_ns)?);
                     let now = Instant::now();
                     let interval_s = now.duration_since(last_tick).as_secs_f64();
                     last_tick = now;
-                    lines.extend(self.stats_lines(
-                        json,
-                        interval_s,
-                        min_age_ns,
-                        &mut last_stats,
-                    )?);
+                    lines.extend(self.stats_lines(json, interval_s, min_age_ns, &mut last_stats)?);
                 }
                 Step::Signal(_) => break,
             }
@@ -239,63 +257,58 @@ impl Session {
         let (time, clock) = clock_now();
         let mut lines = Vec::new();
         for n in self.life.take_notices() {
-            if let Notice::Reaped {
-                proc, dead_for_ns, ..
-            } = n
-                && proc.reported
-            {
-                let parent_comm = self
-                    .life
-                    .table
-                    .comm_of_pid(proc.ppid)
-                    .unwrap_or("?")
-                    .to_string();
-                lines.push(render::reaped(
-                    json,
-                    time,
-                    &clock,
-                    &proc,
-                    &parent_comm,
-                    dead_for_ns,
-                    lost,
-                ));
+            match n {
+                Notice::Reaped {
+                    proc, dead_for_ns, ..
+                } if proc.reported => {
+                    let parent_comm = self.life.parent_comm(proc.parent, proc.ppid);
+                    lines.push(render::reaped(
+                        json,
+                        time,
+                        &clock,
+                        &proc,
+                        &parent_comm,
+                        dead_for_ns,
+                        lost,
+                    ));
+                }
+                Notice::Orphaned {
+                    parent,
+                    parent_comm,
+                    children,
+                    heir: Some(heir),
+                } => {
+                    for c in children {
+                        let comm = self
+                            .life
+                            .table
+                            .get(&c)
+                            .map_or_else(|| "?".into(), |p| p.comm.to_string());
+                        let new_comm = self.life.parent_comm(heir.key, heir.tgid);
+                        let o = render::Orphan {
+                            pid: c.tgid,
+                            comm: &comm,
+                            old_ppid: parent.tgid,
+                            old_parent_comm: &parent_comm,
+                            new_ppid: heir.tgid,
+                            new_parent_comm: &new_comm,
+                        };
+                        lines.push(render::orphan(json, time, &clock, &o, lost));
+                    }
+                }
+                _ => {}
             }
         }
-        for r in self.life.orphans.resolved(self.life.tick_ns) {
-            let (key, new) = (r.child, r.new_ppid);
-            let parent = self.life.table.reparent(key, new);
-            let comm = self
+        let fresh = self.life.new_zombies(min_age_ns);
+        if !fresh.is_empty() {
+            let per_parent = self
                 .life
                 .table
-                .get(&key)
-                .map(|p| p.comm.to_string())
-                .unwrap_or_else(|| "?".into());
-            let new_comm = parent
-                .and_then(|k| self.life.table.get(&k))
-                .map(|p| p.comm.to_string())
-                .or_else(|| procfs::comm(new))
-                .unwrap_or_else(|| "?".into());
-            let o = render::Orphan {
-                pid: key.tgid,
-                comm: &comm,
-                old_ppid: r.old_ppid,
-                old_parent_comm: &r.old_parent_comm,
-                new_ppid: new,
-                new_parent_comm: &new_comm,
-            };
-            lines.push(render::orphan(json, time, &clock, &o, lost));
-        }
-        let tick_ns = self.life.tick_ns;
-        let now_ns = procfs::boot_ns();
-        let fresh = self
-            .life
-            .table
-            .new_zombies(now_ns, min_age_ns, |k| lifecycle::kernel_state(k, tick_ns));
-        if !fresh.is_empty() {
-            let per_parent = self.life.table.zombies_per_parent(now_ns, min_age_ns);
+                .zombies_per_parent(procfs::boot_ns(), min_age_ns);
+            let ctx = Self::context(&fresh);
             for z in fresh {
                 let n = per_parent.get(&z.ppid).copied().unwrap_or(1);
-                lines.push(render::appeared(json, time, &clock, &z, n, lost));
+                lines.push(render::appeared(json, time, &clock, &z, n, &ctx, lost));
             }
         }
         Ok(lines)
@@ -306,15 +319,9 @@ impl Session {
         json: bool,
         interval_s: f64,
         min_age_ns: u64,
-        last: &mut std::collections::HashMap<Key, ForkStats>,
+        last: &mut HashMap<Key, ForkStats>,
     ) -> Result<Vec<String>> {
         let lost = self.lost()?;
-        if lost > self.lost_seen {
-            // Some events never arrived: check the table against /proc.
-            self.lost_seen = lost;
-            self.life.reconcile();
-        }
-        self.life.sweep();
         let (time, clock) = clock_now();
         let mut owned: Vec<(Key, String, ForkStats, ForkStats, usize)> = Vec::new();
         for (key, total) in self.life.table.all_fork_stats() {
@@ -359,6 +366,7 @@ impl Session {
             interval_s,
             lost,
             tracked: self.life.table.len(),
+            repairs: self.life.table.repairs(),
             zombies: self.life.table.zombies(procfs::boot_ns(), min_age_ns).len(),
             parents,
         };

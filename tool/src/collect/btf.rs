@@ -290,6 +290,56 @@ impl LifecycleOffsets {
     }
 }
 
+/// Offsets the lifecycle programs need to follow a process's family as the kernel does:
+/// who inherits a dying process's children (`find_new_reaper`), which zombie a wait
+/// reaps, whether a parent is blocked in wait*(), and (for the start-up task iterator)
+/// when a zombie last ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FamilyOffsets {
+    pub children: u32,
+    pub sibling: u32,
+    pub exit_state: u32,
+    pub thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub child_reaper: u32,
+    /// Bit offsets in `signal_struct`.
+    pub is_subreaper_bit: u32,
+    pub has_subreaper_bit: u32,
+    /// `signal_struct.wait_chldexit.head`.
+    pub wait_chldexit: u32,
+    /// `task_struct.sched_info.last_arrival`, when the kernel keeps it
+    /// (`CONFIG_SCHED_INFO`).
+    pub last_arrival: Option<u32>,
+}
+
+impl FamilyOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let t = |m: &str| member_offset(btf, "task_struct", m);
+        let wait = member_offset(btf, "signal_struct", "wait_chldexit")?
+            .checked_add(member_offset(btf, "wait_queue_head", "head")?)
+            .context("BTF offset of signal_struct.wait_chldexit.head overflows")?;
+        Ok(Self {
+            children: t("children")?,
+            sibling: t("sibling")?,
+            exit_state: t("exit_state")?,
+            thread_pid: t("thread_pid")?,
+            pid_level: member_offset(btf, "pid", "level")?,
+            pid_numbers: member_offset(btf, "pid", "numbers")?,
+            upid_size: struct_size(btf, "upid")?,
+            upid_ns: member_offset(btf, "upid", "ns")?,
+            child_reaper: member_offset(btf, "pid_namespace", "child_reaper")?,
+            is_subreaper_bit: member_bit_offset(btf, "signal_struct", "is_child_subreaper")?,
+            has_subreaper_bit: member_bit_offset(btf, "signal_struct", "has_child_subreaper")?,
+            wait_chldexit: wait,
+            last_arrival: nested_offset(btf, "task_struct", "sched_info", "sched_info", "last_arrival")
+                .ok(),
+        })
+    }
+}
+
 fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
     btf.resolve_types_by_name(name)
         .with_context(|| format!("BTF has no type `{name}`"))?
@@ -342,13 +392,18 @@ fn nested_offset(
 }
 
 pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
-    let s = named_struct(btf, name)?;
-    let bits = find_member(btf, &s, member, 0, 0)?
-        .with_context(|| format!("BTF struct {name} has no member `{member}`"))?;
+    let bits = member_bit_offset(btf, name, member)?;
     if bits % 8 != 0 {
         bail!("BTF member {name}.{member} is a bitfield");
     }
     Ok(bits / 8)
+}
+
+/// Bit offset of `member` in `struct name` (a bitfield's own bit; other members' first).
+pub fn member_bit_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
+    let s = named_struct(btf, name)?;
+    find_member(btf, &s, member, 0, 0)?
+        .with_context(|| format!("BTF struct {name} has no member `{member}`"))
 }
 
 fn find_member(

@@ -114,6 +114,12 @@ impl Driver {
         }
     }
 
+    /// Boot-clock time before which every event has been handed to the sink: a check
+    /// against /proc made earlier can judge the process table.
+    pub fn watermark(&self) -> u64 {
+        self.stream.watermark()
+    }
+
     /// Records that did not decode (a bug or a version mismatch; never expected).
     #[allow(dead_code, reason = "shown by the views that report stream health")]
     pub fn malformed(&self) -> u64 {

@@ -58,11 +58,23 @@ pub struct Extras {
     pub forks: Vec<ForkRow>,
     /// What the process table noticed in the interval (reaps with their delay, orphans).
     pub notices: Vec<Notice>,
-    /// Processes in the process table; `None` without one.
-    pub tracked: Option<usize>,
     /// Zombies of any age on the whole machine (the `--cgroup` filter aside) that /proc
     /// still shows as zombies; `None` without a process table.
     pub all_zombies: Option<usize>,
+    /// The process table's size and repairs; `None` without a process table.
+    pub table: Option<TableSize>,
+    /// The machine's pid headroom, read with the process table's figures.
+    pub headroom: Option<crate::model::parent_info::Headroom>,
+}
+
+/// The process table's size and the corrections its checks against /proc made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// Processes tracked now (live, zombies, and reaped ones not yet freed).
+    pub tracked: usize,
+    /// Entries corrected since the start (processes whose fork or exit the events never
+    /// brought).
+    pub repairs: u64,
 }
 
 impl Extras {
@@ -105,8 +117,8 @@ pub struct ExtrasCollector {
     life: Option<Lifecycle>,
     comms: CommCache<Key>,
     last_forks: HashMap<Key, ForkStats>,
-    /// The ring-buffer drop count at the last reconciliation with /proc.
-    lost_seen: u64,
+    /// The event stream's watermark after the last batch.
+    watermark: u64,
     opts: ExtrasOptions,
 }
 
@@ -128,7 +140,7 @@ impl ExtrasCollector {
             life: opts.lifecycle.clone().map(Lifecycle::start),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
-            lost_seen: 0,
+            watermark: 0,
             opts,
         })
     }
@@ -148,15 +160,17 @@ impl ExtrasCollector {
         self.life.as_mut()
     }
 
-    /// After a batch of events (see [`Lifecycle::end_batch`]).
-    pub fn end_batch(&mut self) {
+    /// After a batch of events (see [`Lifecycle::end_batch`]), with the event stream's
+    /// watermark after it.
+    pub fn end_batch(&mut self, watermark: u64) {
+        self.watermark = watermark;
         if let Some(life) = &mut self.life {
             life.end_batch();
         }
     }
 
-    /// One interval's figures. `lost_events` is the ring buffer's drop count: when it
-    /// grows, processes whose free event was lost are pruned against /proc.
+    /// One interval's figures. `lost_events` is the ring buffer's drop count: the process
+    /// table is checked against /proc (in full when it grew, see [`Lifecycle::check`]).
     pub fn tick(&mut self, tracer: &mut Tracer, lost_events: u64) -> Result<Extras> {
         let mut out = Extras::default();
         if let Some(model) = &mut self.copies {
@@ -183,11 +197,7 @@ impl ExtrasCollector {
             out.gone = gone;
         }
         if let Some(life) = &mut self.life {
-            if lost_events > self.lost_seen {
-                self.lost_seen = lost_events;
-                life.reconcile();
-            }
-            life.sweep();
+            life.check(lost_events, self.watermark, || tracer.zombies_now().ok());
             let tick_ns = life.tick_ns;
             out.zombies = Some(
                 life.table
@@ -219,7 +229,6 @@ impl ExtrasCollector {
             }
             self.last_forks = now;
             out.notices = life.take_notices();
-            out.tracked = Some(life.table.len());
             out.all_zombies = Some(
                 life.table
                     .zombies(procfs::boot_ns(), 0)
@@ -227,6 +236,11 @@ impl ExtrasCollector {
                     .filter(|z| lifecycle::is_zombie_now(&z.key, tick_ns))
                     .count(),
             );
+            out.table = Some(TableSize {
+                tracked: life.table.len(),
+                repairs: life.table.repairs(),
+            });
+            out.headroom = super::parents::headroom();
         }
         Ok(out)
     }

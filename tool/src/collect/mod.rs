@@ -15,6 +15,7 @@ pub mod globals;
 pub mod lifecycle;
 pub mod log;
 pub mod object;
+pub mod parents;
 pub mod privilege;
 pub mod procfs;
 pub mod rings;

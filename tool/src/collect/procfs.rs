@@ -32,6 +32,30 @@ pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
     }
 }
 
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`), the same on every
+/// kernel.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// Fails with exit code 7 unless proclens runs in the initial pid namespace with a /proc
+/// of it. The programs see the kernel's own (initial namespace) pids; inside a container
+/// without the host's pid namespace, getpid() and /proc show the container's, and every
+/// pid proclens printed or matched would be wrong.
+pub fn check_pid_namespace() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    const HOW: &str = "run it in the host's pid namespace (docker/podman --pid host, Kubernetes hostPID: true) with the host's /proc";
+    match fs::metadata("/proc/self/ns/pid") {
+        Ok(m) if m.ino() == INIT_PID_NS_INO => Ok(()),
+        Ok(_) => Err(Fatal::PidNamespace(format!(
+            "proclens is not in the initial pid namespace, so the pids the kernel reports are not this /proc's; {HOW}"
+        ))
+        .into()),
+        Err(e) => Err(Fatal::PidNamespace(format!(
+            "cannot read /proc/self/ns/pid ({e}): /proc is not this pid namespace's; {HOW}"
+        ))
+        .into()),
+    }
+}
+
 /// The fields of /proc/PID/stat proclens uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
@@ -101,6 +125,16 @@ pub fn processes() -> Vec<Stat> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter_map(stat)
+        .collect()
+}
+
+/// The pids /proc lists (thread-group leaders), without reading any of them.
+pub fn pids() -> rustc_hash::FxHashSet<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .collect()
 }
 

@@ -42,9 +42,20 @@ impl RingLayout {
         }
     }
 
-    /// The layout for this machine.
+    /// The layout for this machine. `PROCLENS_RING_BYTES` (a test and diagnosis knob,
+    /// not a flag: lost events are what it is for) sets each ring's size, rounded up to
+    /// a power of two.
     pub fn here() -> Self {
-        Self::for_cpus(aya::util::nr_cpus().unwrap_or(1))
+        let mut l = Self::for_cpus(aya::util::nr_cpus().unwrap_or(1));
+        if let Some(bytes) = std::env::var("PROCLENS_RING_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|b| *b > 0)
+        {
+            l.bytes = bytes.checked_next_power_of_two().unwrap_or(1 << 31);
+            l.backlog = u64::from(l.bytes / 8);
+        }
+        l
     }
 
     /// The map names of the rings in use.

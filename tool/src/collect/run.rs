@@ -124,7 +124,7 @@ pub async fn trace(
             Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
             Step::Signal(Sig::Hangup) => forward(pid, libc::SIGHUP),
             _ => {
-                c.end_batch();
+                c.end_batch(driver.watermark());
                 reaps.take(&mut c);
             }
         }
@@ -142,14 +142,14 @@ pub async fn trace(
             }
             c.absorb(ev);
         });
-        c.end_batch();
+        c.end_batch(driver.watermark());
         reaps.take(&mut c);
         let now = Instant::now();
         let leader_gone = leader_exited && !live.values().any(|t| t.tgid == pid);
         if leader_gone && leader_done_at.is_none() {
             leader_done_at = Some(now);
         }
-        let reaps_settled = c.lifecycle_mut().is_some_and(|l| l.all_dead_freed())
+        let reaps_settled = c.lifecycle_mut().is_some_and(|l| l.all_dead_reaped())
             || leader_done_at.is_some_and(|t| now > t + REAP_GRACE);
         if (leader_gone && reaps_settled) || now > deadline {
             break live;

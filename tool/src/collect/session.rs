@@ -129,9 +129,9 @@ impl Collector {
         }
     }
 
-    /// After a batch of events.
-    pub fn end_batch(&mut self) {
-        self.extras.end_batch();
+    /// After a batch of events, with the driver's watermark after it.
+    pub fn end_batch(&mut self, watermark: u64) {
+        self.extras.end_batch(watermark);
     }
 
     /// The process table, when the view keeps one.
@@ -234,14 +234,14 @@ pub async fn periodic(
                 // Everything up to the report is in it.
                 let live = c.live_threads()?;
                 driver.drain(&mut |ev| c.absorb(ev));
-                c.end_batch();
+                c.end_batch(driver.watermark());
                 on_tick(c.snapshot(&live)?)?;
                 reports += 1;
                 if count.is_some_and(|n| reports >= n) {
                     return Ok(());
                 }
             }
-            Step::Events => c.end_batch(),
+            Step::Events => c.end_batch(driver.watermark()),
             Step::Poll => {}
             Step::Signal(_) => return Ok(()),
         }

@@ -22,7 +22,7 @@ use super::{
     copies::{CopyMaps, CopySetup, Want},
     filter::{self, FilterSetup},
     globals::Globals,
-    lifecycle::setup::LifecycleSetup,
+    lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
     log::{self, KernelLog},
     object::Object,
     privilege,
@@ -82,6 +82,8 @@ pub struct Tracer {
     log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
     reads_survive_drop: std::cell::OnceCell<bool>,
+    /// The zombies the task iterator found at start-up, or why it could not run.
+    zombie_seeds: Result<Vec<proclens_common::lifecycle::ZombieSeed>, String>,
 }
 
 /// The in-kernel health counters, summed over CPUs.
@@ -133,6 +135,7 @@ impl Setups {
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
+        super::procfs::check_pid_namespace()?;
         // Probed at start-up: tracefs (mounted here when missing and privileged) carries
         // the tracepoint formats the copy programs read. The switch and lifecycle
         // programs attach to BTF tracepoints and work without it: one warning.
@@ -155,7 +158,7 @@ impl Tracer {
                 .then(|| SwitchSetup::resolve(&vmlinux, &task, opts.max_threads))
                 .transpose()?,
             copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
-            life: LifecycleSetup::resolve(&life),
+            life: LifecycleSetup::resolve(&life, &vmlinux)?,
         };
         let globals = Globals {
             task: config::Task {
@@ -182,7 +185,10 @@ impl Tracer {
         for s in setups.list() {
             s.attach(&mut obj, &kernel_btf)?;
         }
+        // After attaching: a zombie made later is in the event stream.
+        let zombie_seeds = zombie_iter::load(&mut obj, &kernel_btf).map_err(|e| format!("{e:#}"));
         Ok(Self {
+            zombie_seeds,
             switch: setups
                 .switch
                 .as_ref()
@@ -196,6 +202,21 @@ impl Tracer {
             obj,
             reads_survive_drop: std::cell::OnceCell::new(),
         })
+    }
+
+    /// The zombies the kernel showed just after the programs were attached (exact
+    /// identity, exit code, when they last ran), or why the task iterator could not run.
+    pub fn zombie_seeds(&self) -> Result<&[proclens_common::lifecycle::ZombieSeed], &str> {
+        self.zombie_seeds.as_deref().map_err(String::as_str)
+    }
+
+    /// The zombies the kernel shows now (the task iterator run again), when it could be
+    /// loaded at start-up and this kernel lets it run without privileges.
+    pub fn zombies_now(&mut self) -> Result<Vec<proclens_common::lifecycle::ZombieSeed>> {
+        if let Err(e) = &self.zombie_seeds {
+            anyhow::bail!("{e}");
+        }
+        zombie_iter::read(&mut self.obj)
     }
 
     /// Whether copy paths are accounted (asked for, and available on this kernel).

@@ -85,10 +85,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 }
 
 impl Event {
-    /// Boot-clock time of the event; 0 for a wait, which is counted, not timed.
+    /// Boot-clock time of a lifecycle event, stamped before its record was reserved: the
+    /// key the rings are merged by. A thread exit (switch accounting, stamped with the
+    /// switch programs' own clock and about no process's lifecycle) is 0: it is handed
+    /// over as soon as it is read.
     pub fn ts(&self) -> u64 {
         match self {
-            Event::ThreadExit(e) => e.header.ts,
+            Event::ThreadExit(_) => 0,
             Event::Fork(e) => e.header.ts,
             Event::Exec(e) => e.header.ts,
             Event::Exit(e) => e.header.ts,
@@ -171,6 +174,7 @@ mod tests {
             parent: t(10, 10),
             exit_code: 3 << 8,
             flags: exit_flags::GROUP_DEAD,
+            reaper: t(1, 1),
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
@@ -183,6 +187,7 @@ mod tests {
             waiter: t(10, 10),
             target_pid: 11,
             _pad: 0,
+            reaped_ptr: 0xffff_8881_0000_2000,
         };
         assert_eq!(decode(&bytes_of(&wait)), Ok(Event::Wait(wait)));
         let free = Free {

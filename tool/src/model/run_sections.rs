@@ -170,13 +170,20 @@ pub fn zombies(
     min_age_ns: u64,
     parent_comm: impl Fn(u32) -> Option<String>,
 ) -> ZombiesSection {
+    // Blamed on the parent that left them unreaped: a process of the command that died
+    // before reaping one handed it to init or a subreaper outside the command.
+    let blame = |ppid: u32| parent_comm(ppid).unwrap_or_else(|| "?".into());
     let left = left
         .iter()
         .map(|z| ZombieEntry {
             pid: z.key.tgid,
             comm: z.comm.clone(),
-            ppid: z.ppid,
-            parent_comm: z.parent_comm.clone(),
+            ppid: z.death_ppid,
+            parent_comm: if z.death_ppid == z.ppid {
+                z.parent_comm.clone()
+            } else {
+                blame(z.death_ppid)
+            },
             status: z.status.into(),
             zombie_s: z.age_ns as f64 / 1e9,
         })
@@ -196,8 +203,8 @@ pub fn zombies(
                 Some(ZombieEntry {
                     pid: p.key.tgid,
                     comm: p.comm.to_string(),
-                    ppid: p.ppid,
-                    parent_comm: parent_comm(p.ppid).unwrap_or_else(|| "?".into()),
+                    ppid: death.ppid,
+                    parent_comm: blame(death.ppid),
                     status: death.status.into(),
                     zombie_s: *d as f64 / 1e9,
                 })
@@ -219,7 +226,7 @@ mod tests {
     use super::*;
     use crate::model::{
         copies::ProcCopies,
-        proctable::{Death, Key, Proc},
+        proctable::{Dated, Death, Key, Proc},
         syscalls::{NrCount, ProcSyscalls},
     };
     use proclens_common::lifecycle::ExitStatus;
@@ -296,25 +303,19 @@ mod tests {
     }
 
     fn proc(pid: u32, ppid: u32, autoreap: bool) -> Proc {
-        Proc {
-            key: Key {
-                tgid: pid,
-                start_ns: 1,
-            },
-            comm: format!("c{pid}").into(),
+        let key = Key {
+            tgid: pid,
+            start_ns: 1,
+        };
+        let mut p = Proc::new(key, format!("c{pid}").into(), ppid, None, 0);
+        p.death = Some(Death {
+            at_ns: 0,
+            dated: Dated::Exit,
+            status: ExitStatus::Code(2),
+            autoreap,
             ppid,
-            parent: None,
-            seen_ns: 0,
-            coarse: false,
-            death: Some(Death {
-                at_ns: Some(0),
-                status: ExitStatus::Code(2),
-                autoreap,
-            }),
-            reported: false,
-            exe: None,
-            task: None,
-        }
+        });
+        p
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-pub use crate::collect::session::SystemSplit;
+pub use crate::collect::{extras::TableSize, session::SystemSplit};
 use crate::model::{
     histogram::percentile_capped_us,
     rates::{per_second, percent},
@@ -23,6 +23,8 @@ pub struct Frame {
     pub untracked_threads: u64,
     /// Syscalls the kernel could not count (its per-process map was full).
     pub uncounted_syscalls: u64,
+    /// The process table's size and repairs (see `collect::extras::TableSize`).
+    pub table: Option<TableSize>,
     /// Rows with their command names and extra figures.
     pub rows: Vec<TopRow>,
 }
@@ -109,6 +111,12 @@ pub struct JsonSystem {
     pub lost_events: u64,
     pub untracked_threads: u64,
     pub uncounted_syscalls: u64,
+    /// Processes the process table tracks (live, zombies, reaped not yet freed), and the
+    /// entries its checks against /proc corrected since the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked_processes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_repairs: Option<u64>,
 }
 
 pub fn json_lines(f: &Frame) -> Vec<String> {
@@ -128,6 +136,8 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             lost_events: f.lost_events,
             untracked_threads: f.untracked_threads,
             uncounted_syscalls: f.uncounted_syscalls,
+            tracked_processes: f.table.map(|t| t.tracked),
+            table_repairs: f.table.map(|t| t.repairs),
         })
         .expect("plain struct serialises"),
     ];
@@ -215,6 +225,12 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         .map(|(what, n)| format!(", {what} {n}"))
         .collect::<String>(),
     )];
+    if let Some(t) = f.table {
+        out[0] += &format!(
+            "; tracked processes {}, table repairs {}",
+            t.tracked, t.repairs
+        );
+    }
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
         "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99    sysc/s zomb  COMMAND",
@@ -292,6 +308,10 @@ mod tests {
             lost_events: 0,
             untracked_threads: 0,
             uncounted_syscalls: 0,
+            table: Some(TableSize {
+                tracked: 187,
+                repairs: 2,
+            }),
             rows: vec![TopRow {
                 row: Row {
                     key: Key {
@@ -318,6 +338,7 @@ mod tests {
         assert_eq!(sys["type"], "system");
         assert_eq!(sys["switches_per_s"], 500.0);
         assert_eq!(sys["address_space_switch_pct"], 30.0);
+        assert_eq!((sys["tracked_processes"].as_u64(), sys["table_repairs"].as_u64()), (Some(187), Some(2)));
         let row: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(row["type"], "process");
         assert_eq!(row["pid"], 42);
@@ -352,6 +373,11 @@ mod tests {
         let lines = plain_lines(&frame());
         assert!(lines[0].contains("500 switches/s"), "{}", lines[0]);
         assert!(lines[0].contains("cross-process 30.0%"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with("; tracked processes 187, table repairs 2"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
         assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      15us      1500    2  worker"), "{row}");

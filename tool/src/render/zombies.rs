@@ -4,29 +4,40 @@
 //! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
 //! grouped by parent, then one summary.
 //! - `{"type":"zombie","time","pid","ppid","comm","parent_comm","exit_code"|"signal"
-//!   (+"core_dumped":true),"age_s","age_exact",("exe"),"parent_zombies","lost_events"}`;
-//!   `exe` (the file it exec'd) is there when proclens saw the exec;
-//!   `age_exact` is false for a zombie older than proclens: `age_s` then counts from
-//!   start-up (a lower bound).
-//! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events"}`.
+//!   (+"core_dumped":true),"age_s","age_exact","age_source",("exe"),"parent_zombies",
+//!   "parent":{"cmdline","cgroup","unit","container_id","state","wchan","pids_current",
+//!   "pids_max"},"lost_events"}`; `exe` (the file it exec'd) is there when proclens saw
+//!   the exec; `age_source` says where `age_s` comes from: `exit` (the exit event, exact:
+//!   `age_exact` true), `last_ran` (a zombie older than proclens, dated by the kernel's
+//!   record of when it last ran, during which it died), `at_least` (found dead at
+//!   start-up without that record, or by a check after lost events: a lower bound);
+//!   `parent` is what /proc shows of the parent now (each field null when unreadable;
+//!   `pids_max` null also when unlimited).
+//! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events","pid_max",
+//!   "tasks"}`: `tasks` is the machine's threads in use, against `pid_max`.
 //!
 //! `--watch --json`: one object per event, each with the running `lost_events`.
 //! - `zombie`: as above, when a zombie reaches `--min-age`;
 //! - `{"type":"reaped","time","pid","ppid","comm","parent_comm","zombie_s"}` for a
-//!   reported zombie once freed (`zombie_s`: dead this long; null if it died before
-//!   proclens started);
+//!   reported zombie once its parent reaped it (its wait, or the zombie found gone from
+//!   /proc) (`zombie_s`: dead this long; null unless its exit was seen);
 //! - `{"type":"orphan","time","pid","comm","old_ppid","old_parent_comm","new_ppid",
-//!   "new_parent_comm"}`: the new parent as the kernel shows it;
-//! - `{"type":"stats","time","interval_s","lost_events","tracked_processes","zombies",
-//!   "parents":[{"pid","comm","forks","threads","forks_per_s","threads_per_s",
-//!   "child_exits","child_failures","waits","children"}]}` every `--interval`: fork
-//!   statistics per parent since proclens started (rates over the interval).
+//!   "new_parent_comm"}`: a child (alive or a zombie) of a process that died, with the
+//!   parent the kernel handed it to;
+//! - `{"type":"stats","time","interval_s","lost_events","tracked_processes",
+//!   "table_repairs","zombies","parents":[{"pid","comm","forks","threads","forks_per_s",
+//!   "threads_per_s","child_exits","child_failures","waits","children"}]}` every
+//!   `--interval`: fork statistics per parent since proclens started (rates over the
+//!   interval).
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::model::{
     exit_status::{StatusFields, status_text},
-    proctable::{ForkStats, Proc, Zombie},
+    parent_info::{Headroom, ParentInfo},
+    proctable::{Dated, ForkStats, Proc, Zombie},
     rates::per_second,
 };
 
@@ -34,6 +45,28 @@ const NS: f64 = 1e9;
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / NS
+}
+
+/// What is shown beside the zombies: each parent's context, the machine's headroom.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub parents: BTreeMap<u32, ParentInfo>,
+    pub headroom: Option<Headroom>,
+}
+
+impl Context {
+    fn parent(&self, ppid: u32) -> ParentInfo {
+        self.parents.get(&ppid).cloned().unwrap_or_default()
+    }
+}
+
+/// `age_source` of a zombie.
+pub fn age_source(d: Dated) -> &'static str {
+    match d {
+        Dated::Exit => "exit",
+        Dated::LastRan => "last_ran",
+        Dated::AtLeast => "at_least",
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -48,12 +81,14 @@ struct JsonZombie<'a> {
     #[serde(flatten)]
     status: StatusFields,
     age_s: f64,
-    /// False when the zombie predates proclens: `age_s` counts from start-up.
+    /// True when the exit event dated the death.
     age_exact: bool,
+    age_source: &'static str,
     /// The file it exec'd, when proclens saw the exec.
     #[serde(skip_serializing_if = "Option::is_none")]
     exe: Option<&'a str>,
     parent_zombies: usize,
+    parent: ParentInfo,
     lost_events: u64,
 }
 
@@ -66,6 +101,7 @@ fn zombie_json(
     time: f64,
     z: &Zombie,
     parent_zombies: usize,
+    parent: ParentInfo,
     lost: u64,
 ) -> String {
     serde_json::to_string(&JsonZombie {
@@ -77,32 +113,71 @@ fn zombie_json(
         parent_comm: &z.parent_comm,
         status: z.status.into(),
         age_s: secs(z.age_ns),
-        age_exact: z.age_exact,
+        age_exact: z.age_exact(),
+        age_source: age_source(z.dated),
         exe: z.exe.as_deref(),
         parent_zombies,
+        parent,
         lost_events: lost,
     })
     .expect("serializable")
 }
 
 /// The snapshot (`proclens zombies`): zombies grouped by parent (as ordered by the model).
-pub fn snapshot_json(time: f64, zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<String> {
+pub fn snapshot_json(
+    time: f64,
+    zombies: &[Zombie],
+    ctx: &Context,
+    lost: u64,
+    min_age_s: f64,
+) -> Vec<String> {
     let mut out: Vec<String> = zombies
         .iter()
-        .map(|z| zombie_json("zombie", time, z, per_parent(zombies, z.ppid), lost))
+        .map(|z| {
+            let n = per_parent(zombies, z.ppid);
+            zombie_json("zombie", time, z, n, ctx.parent(z.ppid), lost)
+        })
         .collect();
     let parents: std::collections::BTreeSet<u32> = zombies.iter().map(|z| z.ppid).collect();
     out.push(
         serde_json::json!({
             "type": "summary", "time": time, "zombies": zombies.len(), "parents": parents.len(),
             "min_age_s": min_age_s, "lost_events": lost,
+            "pid_max": ctx.headroom.map(|h| h.pid_max), "tasks": ctx.headroom.map(|h| h.tasks),
         })
         .to_string(),
     );
     out
 }
 
-pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<String> {
+/// The lines under a parent's heading: what it runs, where, and what it is doing.
+fn parent_lines(p: &ParentInfo) -> Vec<String> {
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+    let mut out = vec![format!(
+        "  state {}{}; command: {}",
+        or(&p.state),
+        p.wchan
+            .as_deref()
+            .map(|w| format!(", waiting in {w}"))
+            .unwrap_or_default(),
+        or(&p.cmdline)
+    )];
+    let mut place = format!("  cgroup {}", or(&p.cgroup));
+    if let Some(u) = &p.unit {
+        place += &format!(", unit {u}");
+    }
+    if let Some(c) = &p.container_id {
+        place += &format!(", container {}", &c[..c.len().min(12)]);
+    }
+    if let Some(cur) = p.pids_current {
+        let max = p.pids_max.map_or_else(|| "no limit".into(), |m| m.to_string());
+        place += &format!("; pids {cur} of {max}");
+    }
+    out.push(place);
+    out
+}
+
+pub fn snapshot_plain(zombies: &[Zombie], ctx: &Context, lost: u64, min_age_s: f64) -> Vec<String> {
     let mut out = Vec::new();
     let mut last_parent = None;
     for z in zombies {
@@ -117,6 +192,9 @@ pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<Stri
                 z.parent_comm,
                 if n == 1 { "" } else { "s" }
             ));
+            if let Some(p) = ctx.parents.get(&z.ppid) {
+                out.extend(parent_lines(p));
+            }
             out.push(format!(
                 "  {:>8}  {:<16}  {:<20}  {:>10}",
                 "PID", "COMMAND", "STATUS", "AGE"
@@ -125,7 +203,7 @@ pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<Stri
         }
         let age = format!(
             "{}{:.1}s",
-            if z.age_exact { "" } else { ">" },
+            if z.dated == Dated::AtLeast { ">" } else { "" },
             secs(z.age_ns)
         );
         out.push(format!(
@@ -139,8 +217,12 @@ pub fn snapshot_plain(zombies: &[Zombie], lost: u64, min_age_s: f64) -> Vec<Stri
     if !zombies.is_empty() {
         out.push(String::new());
     }
+    let headroom = ctx
+        .headroom
+        .map(|h| format!("; tasks {} of pid_max {}", h.tasks, h.pid_max))
+        .unwrap_or_default();
     out.push(format!(
-        "{} zombie{} older than {min_age_s}s; lost events: {lost}",
+        "{} zombie{} older than {min_age_s}s; lost events: {lost}{headroom}",
         zombies.len(),
         if zombies.len() == 1 { "" } else { "s" }
     ));
@@ -154,10 +236,11 @@ pub fn appeared(
     clock: &str,
     z: &Zombie,
     parent_zombies: usize,
+    ctx: &Context,
     lost: u64,
 ) -> String {
     if json {
-        return zombie_json("zombie", time, z, parent_zombies, lost);
+        return zombie_json("zombie", time, z, parent_zombies, ctx.parent(z.ppid), lost);
     }
     format!(
         "{clock} zombie  pid {} ({}) {}, parent {} ({}) now holds {parent_zombies}, dead {:.1}s",
@@ -170,7 +253,7 @@ pub fn appeared(
     )
 }
 
-/// `--watch`: a reported zombie was reaped (freed).
+/// `--watch`: a reported zombie was reaped.
 pub fn reaped(
     json: bool,
     time: f64,
@@ -254,6 +337,7 @@ pub struct Stats<'a> {
     pub interval_s: f64,
     pub lost: u64,
     pub tracked: usize,
+    pub repairs: u64,
     pub zombies: usize,
     pub parents: Vec<ParentStats<'a>>,
 }
@@ -279,7 +363,8 @@ pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
         return vec![
             serde_json::json!({
                 "type": "stats", "time": s.time, "interval_s": s.interval_s, "lost_events": s.lost,
-                "tracked_processes": s.tracked, "zombies": s.zombies, "parents": parents,
+                "tracked_processes": s.tracked, "table_repairs": s.repairs, "zombies": s.zombies,
+                "parents": parents,
             })
             .to_string(),
         ];
@@ -313,84 +398,4 @@ pub fn stats(json: bool, s: &Stats<'_>) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::proctable::Key;
-    use proclens_common::lifecycle::ExitStatus;
-
-    fn z(pid: u32, ppid: u32, status: ExitStatus, age_s: u64) -> Zombie {
-        Zombie {
-            key: Key {
-                tgid: pid,
-                start_ns: 1,
-            },
-            comm: "child".into(),
-            ppid,
-            parent_comm: "lazy".into(),
-            status,
-            age_ns: age_s * 1_000_000_000,
-            age_exact: true,
-            exe: None,
-        }
-    }
-
-    #[test]
-    fn json_snapshot_has_the_documented_fields() {
-        let zs = [
-            z(11, 10, ExitStatus::Code(3), 5),
-            z(
-                12,
-                10,
-                ExitStatus::Signal {
-                    signal: 9,
-                    core_dumped: false,
-                },
-                2,
-            ),
-        ];
-        let lines = snapshot_json(100.0, &zs, 0, 1.0);
-        assert_eq!(lines.len(), 3);
-        let a: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-        assert_eq!(a["pid"], 11);
-        assert_eq!(a["ppid"], 10);
-        assert_eq!(a["comm"], "child");
-        assert_eq!(a["parent_comm"], "lazy");
-        assert_eq!(a["exit_code"], 3);
-        assert!(a.get("signal").is_none());
-        assert_eq!(a["age_s"], 5.0);
-        assert_eq!(a["parent_zombies"], 2);
-        assert_eq!(a["lost_events"], 0);
-        let b: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
-        assert_eq!(b["signal"], 9);
-        assert!(b.get("exit_code").is_none());
-        let s: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
-        assert_eq!(
-            (
-                s["type"].as_str(),
-                s["zombies"].as_u64(),
-                s["parents"].as_u64()
-            ),
-            (Some("summary"), Some(2), Some(1))
-        );
-    }
-
-    #[test]
-    fn plain_snapshot_groups_by_parent() {
-        let zs = [
-            z(11, 10, ExitStatus::Code(3), 5),
-            z(21, 20, ExitStatus::Code(0), 2),
-        ];
-        let text = snapshot_plain(&zs, 4, 1.0).join("\n");
-        assert!(text.contains("parent 10 (lazy) holds 1 zombie\n"), "{text}");
-        assert!(text.contains("parent 20 (lazy) holds 1 zombie\n"), "{text}");
-        assert!(text.contains("exit 3"));
-        assert!(
-            text.ends_with("2 zombies older than 1s; lost events: 4"),
-            "{text}"
-        );
-        assert_eq!(
-            snapshot_plain(&[], 0, 1.0),
-            vec!["0 zombies older than 1s; lost events: 0".to_string()]
-        );
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod podman;
 pub mod switch_workloads;
 pub mod workload;
+pub mod zombies;
 
 use std::{
     collections::BTreeSet,

@@ -65,14 +65,32 @@ impl Workload {
 
     /// Starts `kind` (e.g. `thread-pingpong:2000`), held until [`Workload::go`].
     pub fn spawn(kind: &str) -> Self {
-        Self::spawn_with_env(kind, &[])
+        Self::spawn_under(&[], kind, &[])
     }
 
     /// [`Workload::spawn`] with more environment.
     pub fn spawn_with_env(kind: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_under(&[], kind, env)
+    }
+
+    /// Starts `kind` as the last argument of the command `prefix` (e.g. `unshare --pid
+    /// --fork`, which then is the child this handle names), with more environment, held
+    /// until [`Workload::go`].
+    pub fn spawn_under(prefix: &[&str], kind: &str, env: &[(&str, &str)]) -> Self {
         let argv = Self::argv();
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).args(&argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        let mut child = cmd
             .env(ENV, kind)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())

@@ -147,7 +147,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                     .map_err(|_| anyhow::anyhow!("exporter state poisoned"))?;
                 labeller.fold(&snap, copies, &mut st);
                 st.host = host;
-                st.tracked_processes = snap.extras.tracked.unwrap_or(0) as u64;
+                let table = snap.extras.table.unwrap_or_default();
+                st.tracked_processes = table.tracked as u64;
+                st.table_repairs = table.repairs;
                 if let Some(n) = expire_after {
                     st.expire(n);
                 }

@@ -1,26 +1,36 @@
-//! Feeding the process table from the running system: the /proc seed at start-up and the
-//! kernel's answer, through /proc, to "who is this orphan's parent now?".
+//! Feeding the process table from the running system: the start-up seed (/proc, and the
+//! kernel's own record of the zombies), the events, and the periodic check against /proc
+//! that repairs what the events did not bring.
 
+pub mod iter;
 pub mod setup;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use proclens_common::lifecycle::fork_flags;
+use proclens_common::lifecycle::{ZombieSeed, fork_flags};
+use rustc_hash::FxHashSet;
 
+use super::tracer::Tracer;
 use crate::{
     collect::procfs,
     model::{
         event::Event,
-        proctable::{KernelState, Key, Notice, ProcTable, SeedProc},
+        proctable::{Heir, KernelSeed, KernelState, Key, Missed, Notice, ProcTable, SeedProc},
     },
 };
 
-/// How long after its death a reaped process may wait for its free before the table lets
-/// it go without one.
+/// How often the table is checked against /proc (at most; views check at each report or
+/// poll): processes gone or dead unseen are repaired within this, plus one report.
+pub const REPAIR_PERIOD: Duration = Duration::from_secs(2);
+/// How long after its reap a process may wait for its free before the table lets it go
+/// (the kernel frees tasks lazily, seconds later under a fork storm).
 pub const RELEASE_GRACE_NS: u64 = 2_000_000_000;
+/// Notices kept for a view that does not take them, at most (oldest dropped first).
+const MAX_NOTICES: usize = 65_536;
 
 /// What the table starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +55,8 @@ pub enum Reaps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifecycleOptions {
     pub seed: Seed,
-    /// The tracer's cgroup filter hides the exits of processes outside it, which the
-    /// table holds from the seed and must then find gone through /proc.
+    /// The tracer's cgroup filter hides the forks and exits outside it: processes the
+    /// table holds from the seed are then found gone through /proc, which is no repair.
     pub exits_filtered: bool,
     pub reaps: Reaps,
 }
@@ -68,29 +78,50 @@ pub struct Forked {
     pub threads: u64,
 }
 
-/// The process table fed from the ring buffer, with the orphans whose new parent is still
-/// to be read: the one lifecycle every view keeps (`zombies`, `top`'s column, `serve`'s
-/// gauges, `run`'s report), with its options.
+/// A /proc scan waiting to be judged: it may only judge the table once every event
+/// stamped before it has been applied (the stream's watermark passed it).
+#[derive(Debug)]
+enum Scan {
+    /// The pids /proc listed (the check every period).
+    Pids(u64, FxHashSet<u32>),
+    /// Every process with its state (the check after lost events).
+    Full(u64, Vec<SeedProc>),
+}
+
+impl Scan {
+    fn at_ns(&self) -> u64 {
+        match self {
+            Scan::Pids(at, _) | Scan::Full(at, _) => *at,
+        }
+    }
+}
+
+/// The process table fed from the ring buffer and checked against /proc: the one
+/// lifecycle every view keeps (`zombies`, `top`'s column, `serve`'s gauges, `run`'s
+/// report), with its options.
 ///
 /// ```text
 /// let tracer = Tracer::start(..)?;                      // attach first,
-/// let mut life = Lifecycle::start(Default::default());   // then seed from /proc
+/// let mut life = Lifecycle::start(Default::default());   // then seed
 /// life.apply_one(&event); ... life.end_batch();         // as the driver hands events
+/// life.check(lost_events, driver.watermark());          // at every report or poll
 /// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
 /// for n in life.take_notices() { /* orphans, reaps */ }
 /// ```
 #[derive(Debug)]
 pub struct Lifecycle {
     pub table: ProcTable,
-    pub orphans: Orphans,
     /// ns per /proc clock tick.
     pub tick_ns: u64,
     pub forked: Forked,
     notices: Vec<Notice>,
-    reaps: Reaps,
-    /// When [`ProcTable::sweep_unnamed`] last ran; `None`: it never runs, as every exit
-    /// is seen (no cgroup filter hides any).
-    unnamed_swept: Option<Instant>,
+    missed: Missed,
+    scan: Option<Scan>,
+    last_scan: Instant,
+    /// The drop count at the last full check.
+    lost_seen: u64,
+    /// Notices dropped because nobody took them.
+    pub notices_dropped: u64,
 }
 
 impl Lifecycle {
@@ -98,25 +129,32 @@ impl Lifecycle {
     pub fn start(opts: LifecycleOptions) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
-        match &opts.seed {
-            Seed::Proc => seed(&mut table),
-            Seed::Pids(pids) => {
-                let procs: Vec<SeedProc> = pids
-                    .iter()
-                    .filter_map(|&p| procfs::stat(p))
-                    .map(seed_proc)
-                    .collect();
-                table.seed(&procs, procfs::boot_ns());
-            }
+        if opts.reaps == Reaps::All {
+            table = table.notify_all_reaps();
         }
+        let procs: Vec<SeedProc> = match &opts.seed {
+            Seed::Proc => procfs::processes().into_iter().map(seed_proc).collect(),
+            Seed::Pids(pids) => pids
+                .iter()
+                .filter_map(|&p| procfs::stat(p))
+                .map(seed_proc)
+                .collect(),
+        };
+        table.seed(&procs, procfs::boot_ns());
         Self {
             table,
-            orphans: Orphans::default(),
             tick_ns,
             forked: Forked::default(),
             notices: Vec::new(),
-            reaps: opts.reaps,
-            unnamed_swept: opts.exits_filtered.then(Instant::now),
+            missed: if opts.exits_filtered {
+                Missed::Expected
+            } else {
+                Missed::Repair
+            },
+            scan: None,
+            last_scan: Instant::now(),
+            lost_seen: 0,
+            notices_dropped: 0,
         }
     }
 
@@ -131,68 +169,103 @@ impl Lifecycle {
         }
         let before = self.notices.len();
         self.table.apply(ev, &mut self.notices);
-        // A free makes one notice, its reap.
-        if self.reaps == Reaps::Reported
-            && self.notices.len() > before
-            && matches!(self.notices.last(), Some(Notice::Reaped { proc, .. }) if !proc.reported)
-        {
-            self.notices.pop();
-        }
-        for n in &self.notices[before..] {
-            if let Notice::Orphaned {
-                parent,
-                parent_comm,
-                children,
-            } = n
-            {
-                self.orphans.watch(children, parent.tgid, parent_comm);
-            }
+        if self.notices.len() > before {
+            self.ask_heirs(before);
         }
         true
     }
 
-    /// After a batch of events: once per batch, not per event (thread frees may come by
-    /// the thousand), releases the zombies found at start-up whose free may have been
-    /// among them.
+    /// Orphans whose new parent the kernel could not be asked for as their parent died:
+    /// /proc shows it now (re-parenting is done by the time the event is read).
+    fn ask_heirs(&mut self, from: usize) {
+        for i in from..self.notices.len() {
+            let Notice::Orphaned { children, heir, .. } = &self.notices[i] else {
+                continue;
+            };
+            if heir.is_some() {
+                continue;
+            }
+            let children = children.clone();
+            let mut found = None;
+            for c in children {
+                if let Some(s) = procfs::stat_of(c.tgid, c.start_ns, self.tick_ns) {
+                    let key = self.table.reparent(c, s.ppid);
+                    found = Some(Heir {
+                        tgid: s.ppid,
+                        key,
+                        comm: self.parent_comm(key, s.ppid),
+                    });
+                }
+            }
+            if let Notice::Orphaned { heir, .. } = &mut self.notices[i] {
+                *heir = found;
+            }
+        }
+    }
+
+    /// The name of a parent: the table's, else /proc's, else `?`.
+    pub fn parent_comm(&self, key: Option<Key>, pid: u32) -> String {
+        key.and_then(|k| self.table.get(&k))
+            .map(|p| p.comm.to_string())
+            .or_else(|| procfs::comm(pid))
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// After a batch of events: bounds the notices nobody took.
     pub fn end_batch(&mut self) {
-        if let Some(at_ns) = self.table.take_unmatched_free() {
-            let tick_ns = self.tick_ns;
-            let reaped = self
-                .table
-                .release_seeded_zombies(at_ns, |k| gone(k, tick_ns));
-            self.notices.extend(reaped);
+        if self.notices.len() > MAX_NOTICES {
+            let extra = self.notices.len() - MAX_NOTICES;
+            self.notices.drain(..extra);
+            self.notices_dropped += extra as u64;
         }
     }
 
-    /// After lost events: forgets processes the kernel no longer has (their free event
-    /// may be among the lost), so the table cannot grow without bound. Returns how many.
-    pub fn reconcile(&mut self) -> usize {
-        let tick_ns = self.tick_ns;
-        self.table.prune(|k| !gone(k, tick_ns))
-    }
-
-    /// Drops dead processes the kernel has reaped (gone from /proc) but not freed within
-    /// [`RELEASE_GRACE_NS`] of their death (see [`ProcTable::sweep_released`]), and under
-    /// a cgroup filter, every [`RELEASE_GRACE_NS`], the live ones gone unseen (see
-    /// [`ProcTable::sweep_unnamed`]); call it every interval. A reported zombie's reaped
-    /// notice is queued.
-    pub fn sweep(&mut self) {
-        let tick_ns = self.tick_ns;
-        let notices = self
-            .table
-            .sweep_released(procfs::boot_ns(), RELEASE_GRACE_NS, |k| gone(k, tick_ns));
-        self.notices.extend(notices);
-        // Rarely: it reads /proc for every process no event has named yet.
-        if let Some(last) = &mut self.unnamed_swept
-            && last.elapsed() >= Duration::from_nanos(RELEASE_GRACE_NS)
-        {
-            *last = Instant::now();
-            self.table.sweep_unnamed(|k| gone(k, tick_ns));
+    /// The check against /proc; call it at every report or poll with the ring drop count
+    /// and the event stream's watermark (after its drain). Every [`REPAIR_PERIOD`] it
+    /// reads which processes /proc lists; after lost events, every process's state, and
+    /// the kernel's record of the zombies (`zombies_now`: their exit codes and when they
+    /// last ran, which /proc does not show). A scan judges the table at the first call
+    /// after the watermark passed it.
+    pub fn check(
+        &mut self,
+        lost_events: u64,
+        watermark: u64,
+        zombies_now: impl FnOnce() -> Option<Vec<ZombieSeed>>,
+    ) {
+        if let Some(scan) = self.scan.take_if(|s| watermark > s.at_ns()) {
+            let missed = self.missed;
+            let notices = &mut self.notices;
+            match scan {
+                Scan::Pids(at, pids) => {
+                    self.table
+                        .check_pids(at, &pids, RELEASE_GRACE_NS, missed, notices);
+                }
+                Scan::Full(at, procs) => {
+                    self.table.reconcile(at, &procs, missed, notices);
+                }
+            }
         }
+        let lost = lost_events > self.lost_seen;
+        if self.scan.is_some() || !(lost || self.last_scan.elapsed() >= REPAIR_PERIOD) {
+            return;
+        }
+        self.last_scan = Instant::now();
+        let at = procfs::boot_ns();
+        self.scan = Some(if lost {
+            self.lost_seen = lost_events;
+            let kernel = zombies_now().map(|z| kernel_zombies(&z, self.tick_ns));
+            let procs = procfs::processes()
+                .into_iter()
+                .map(|s| seen_proc(s, kernel.as_ref()))
+                .collect();
+            Scan::Full(at, procs)
+        } else {
+            Scan::Pids(at, procfs::pids())
+        });
     }
 
-    /// Whether every process the table saw die has been freed (or released).
-    pub fn all_dead_freed(&self) -> bool {
+    /// Whether every process the table saw die has been reaped.
+    pub fn all_dead_reaped(&self) -> bool {
         self.table.zombies(procfs::boot_ns(), 0).is_empty()
     }
 
@@ -206,63 +279,117 @@ impl Lifecycle {
     pub fn zombies_per_parent(&self, min_age_ns: u64) -> BTreeMap<u32, usize> {
         self.table.zombies_per_parent(procfs::boot_ns(), min_age_ns)
     }
+
+    /// Zombies that reached `min_age_ns` since the last call, as the kernel shows them now
+    /// (see [`ProcTable::new_zombies`]).
+    pub fn new_zombies(&mut self, min_age_ns: u64) -> Vec<crate::model::proctable::Zombie> {
+        let tick_ns = self.tick_ns;
+        self.table.new_zombies(
+            procfs::boot_ns(),
+            min_age_ns,
+            |k| kernel_state(k, tick_ns),
+            &mut self.notices,
+        )
+    }
 }
 
-/// Seeds `table` from /proc. Call it after the programs are attached and before the first
-/// events are applied, so every process is either seen here or born in the event stream.
-pub fn seed(table: &mut ProcTable) {
-    let procs: Vec<SeedProc> = procfs::processes()
-        .into_iter()
-        // `X` (dead) is a reaped task on its way out: not a process any more.
-        .filter(|s| s.state != 'X')
-        .map(seed_proc)
-        .collect();
-    table.seed(&procs, procfs::boot_ns());
+/// The kernel's record of zombies (the task iterator's), by (pid, start tick), with
+/// their wait status: /proc shows a zombie's exit code only to who may ptrace it, and
+/// not when it died.
+type KernelZombies = HashMap<(u32, u64), (KernelSeed, u32)>;
+
+fn kernel_zombies(seeds: &[ZombieSeed], tick_ns: u64) -> KernelZombies {
+    seeds
+        .iter()
+        .map(|z| {
+            let k = KernelSeed {
+                start_ns: z.task.start_ns,
+                task: z.task_ptr,
+                died_ns: iter::died_ns(z),
+            };
+            ((z.task.tgid, z.task.start_ns / tick_ns), (k, z.exit_code))
+        })
+        .collect()
 }
 
-/// The exit codes of the zombies that existed when the programs were attached, read
-/// while proclens was still privileged: /proc shows a process's exit code only to who may
-/// ptrace it (`/proc/PID/stat` field 52), and the seed is read once privileges are gone.
-/// Processes that die later have their code in their exit event.
-static ZOMBIE_CODES: std::sync::OnceLock<std::collections::HashMap<(u32, u64), u32>> =
-    std::sync::OnceLock::new();
+/// What the kernel said of the zombies at start-up (see [`remember_zombies`]).
+#[derive(Debug, Default)]
+struct StartZombies {
+    kernel: KernelZombies,
+    /// Why the kernel did not date them (their ages then count from start-up).
+    undated: Option<String>,
+}
 
-/// Reads the zombies' exit codes for the seed (see [`ZOMBIE_CODES`]); call it after the
+/// The zombies that existed when the programs were attached, read while proclens was
+/// still privileged: the kernel's own record from the task iterator, or, where the
+/// iterator cannot run, their exit codes from /proc, readable to privileged proclens
+/// only (`/proc/PID/stat` field 52); the seed is read once privileges are gone.
+static START_ZOMBIES: OnceLock<StartZombies> = OnceLock::new();
+
+/// Reads the start-up zombies for the seed (see [`START_ZOMBIES`]); call it after the
 /// programs are attached and before privileges are dropped.
-pub fn remember_zombie_codes() {
-    ZOMBIE_CODES.get_or_init(|| {
-        procfs::processes()
-            .into_iter()
-            .filter(procfs::Stat::is_zombie)
-            .map(|s| ((s.pid, s.start_ticks), s.exit_code))
-            .collect()
+pub fn remember_zombies(tracer: &Tracer) {
+    START_ZOMBIES.get_or_init(|| match tracer.zombie_seeds() {
+        Ok(seeds) => {
+            let kernel = kernel_zombies(seeds, procfs::tick_ns());
+            let undated = kernel.values().any(|(k, _)| k.died_ns.is_none()).then(|| {
+                "the kernel keeps no time of their last run (sched_info.last_arrival)".into()
+            });
+            StartZombies { kernel, undated }
+        }
+        Err(e) => {
+            let tick = procfs::tick_ns();
+            let kernel = procfs::processes()
+                .into_iter()
+                .filter(procfs::Stat::is_zombie)
+                .map(|s| {
+                    let k = KernelSeed {
+                        start_ns: s.start_ticks * tick,
+                        task: 0,
+                        died_ns: None,
+                    };
+                    ((s.pid, s.start_ticks), (k, s.exit_code))
+                })
+                .collect();
+            StartZombies {
+                kernel,
+                undated: Some(e.to_string()),
+            }
+        }
     });
 }
 
-/// A process as /proc shows it, for [`ProcTable::seed`].
+/// Why the zombies found at start-up have no age from the kernel (their ages then count
+/// from start-up); `None` when they do, and a snapshot can answer at once.
+pub fn start_zombies_undated() -> Option<&'static str> {
+    match START_ZOMBIES.get() {
+        Some(z) => z.undated.as_deref(),
+        None => Some("the kernel was not asked"),
+    }
+}
+
+/// A process as /proc shows it, with what the kernel said of it at start-up.
 pub fn seed_proc(s: procfs::Stat) -> SeedProc {
+    let kernel = START_ZOMBIES.get().map(|z| &z.kernel);
+    seen_proc(s, kernel)
+}
+
+/// A process as /proc shows it, with the kernel's record of it if it is a zombie.
+fn seen_proc(s: procfs::Stat, kernel: Option<&KernelZombies>) -> SeedProc {
     let zombie = s.is_zombie();
-    let exit_code = match ZOMBIE_CODES
-        .get()
-        .and_then(|c| c.get(&(s.pid, s.start_ticks)))
-    {
-        Some(&code) if zombie => code,
-        _ => s.exit_code,
-    };
+    let record = kernel
+        .and_then(|k| k.get(&(s.pid, s.start_ticks)))
+        .filter(|_| zombie);
     SeedProc {
         pid: s.pid,
         ppid: s.ppid,
         start_ticks: s.start_ticks,
         zombie,
         comm: s.comm,
-        exit_code,
+        exit_code: record.map_or(s.exit_code, |(_, code)| *code),
+        // Only the iterator's records name a task.
+        kernel: record.map(|(k, _)| *k).filter(|k| k.task != 0),
     }
-}
-
-/// Whether `/proc` no longer shows the process `key` (same pid, same start tick): the
-/// kernel has released it.
-fn gone(key: &Key, tick_ns: u64) -> bool {
-    procfs::stat_of(key.tgid, key.start_ns, tick_ns).is_none()
 }
 
 /// Whether `/proc` still shows the process `key` (same pid, same start tick) as a zombie.
@@ -279,135 +406,5 @@ pub fn kernel_state(key: &Key, tick_ns: u64) -> KernelState {
     }
 }
 
-/// Children whose parent died: the kernel re-parents them in `exit_notify`, just after the
-/// exit event, so the new parent is read from /proc until it has changed.
-#[derive(Debug, Default)]
-pub struct Orphans {
-    pending: Vec<Pending>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    child: Key,
-    old_ppid: u32,
-    old_parent_comm: String,
-    until: Instant,
-}
-
-/// How long to keep asking for an orphan's new parent.
-const REPARENT_WAIT: Duration = Duration::from_secs(2);
-
-impl Orphans {
-    pub fn watch(&mut self, children: &[Key], old_ppid: u32, old_parent_comm: &str) {
-        let until = Instant::now() + REPARENT_WAIT;
-        self.pending.extend(children.iter().map(|k| Pending {
-            child: *k,
-            old_ppid,
-            old_parent_comm: old_parent_comm.to_string(),
-            until,
-        }));
-    }
-
-    /// Orphans whose new parent the kernel now shows. An orphan that died meanwhile (its
-    /// pid gone or reused) is dropped.
-    pub fn resolved(&mut self, tick_ns: u64) -> Vec<Reparented> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        self.pending.retain(|p| {
-            let Some(s) = procfs::stat_of(p.child.tgid, p.child.start_ns, tick_ns) else {
-                return false;
-            };
-            if s.ppid != p.old_ppid {
-                out.push(Reparented {
-                    child: p.child,
-                    old_ppid: p.old_ppid,
-                    old_parent_comm: p.old_parent_comm.clone(),
-                    new_ppid: s.ppid,
-                });
-                return false;
-            }
-            now < p.until
-        });
-        out
-    }
-}
-
-/// An orphan and its new parent, as the kernel shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reparented {
-    pub child: Key,
-    pub old_ppid: u32,
-    pub old_parent_comm: String,
-    pub new_ppid: u32,
-}
-
 #[cfg(test)]
-mod tests {
-    use proclens_common::{
-        event::{EventHeader, ThreadExit, kind},
-        lifecycle::{Fork, TaskRef},
-    };
-
-    use super::*;
-
-    #[test]
-    fn lifecycle_events_are_applied_and_thread_exits_left() {
-        let mut life = Lifecycle::start(LifecycleOptions::default());
-        // This very process is in the seed; one fork of it adds a child.
-        let me = procfs::stat(std::process::id()).unwrap();
-        let me_ref = TaskRef {
-            pid: me.pid,
-            tgid: me.pid,
-            start_ns: me.start_ticks * life.tick_ns,
-        };
-        let before = life.table.len();
-        let exit = |tid| ThreadExit {
-            header: EventHeader {
-                kind: kind::THREAD_EXIT,
-                tid,
-                ts: 0,
-            },
-            ..Default::default()
-        };
-        let fork = Fork {
-            header: EventHeader {
-                kind: kind::FORK,
-                tid: u32::MAX - 1,
-                ts: 1,
-            },
-            creator: me_ref,
-            child: TaskRef {
-                pid: u32::MAX - 1,
-                tgid: u32::MAX - 1,
-                start_ns: u64::MAX / 2,
-            },
-            parent: me_ref,
-            ..Default::default()
-        };
-        let events = [
-            Event::ThreadExit(Box::new(exit(1))),
-            Event::Fork(fork),
-            Event::ThreadExit(Box::new(exit(2))),
-        ];
-        let taken: Vec<bool> = events.iter().map(|e| life.apply_one(e)).collect();
-        life.end_batch();
-        assert_eq!(
-            taken,
-            [false, true, false],
-            "thread exits are the switch model's"
-        );
-        assert_eq!(life.table.len(), before + 1);
-        assert_eq!(
-            life.forked,
-            Forked {
-                processes: 1,
-                threads: 0
-            }
-        );
-        assert_eq!(
-            life.table.fork_stats_of_pid(me.pid).map(|s| s.processes),
-            Some(1)
-        );
-        assert!(life.take_notices().is_empty());
-    }
-}
+mod tests;

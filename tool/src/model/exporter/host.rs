@@ -46,9 +46,9 @@ pub const SCRAPE_BUCKETS: [f64; 10] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Series of proclens's own families: the seven `process_*` gauges and counter, tracked
-/// processes, label sets, series, the cap, folded label sets, and the scrape-duration
+/// processes, table repairs, label sets, series, the cap, folded label sets, and the scrape-duration
 /// histogram (its buckets, `+Inf`, `_sum`, `_count`).
-pub const SELF_SERIES: usize = 7 + 5 + SCRAPE_BUCKETS.len() + 3;
+pub const SELF_SERIES: usize = 7 + 6 + SCRAPE_BUCKETS.len() + 3;
 
 /// Durations of the scrapes served so far, as a histogram.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -145,6 +145,8 @@ pub struct ExporterState {
     pub host: HostGauges,
     /// Processes in proclens's process table (`proclens_tracked_processes`).
     pub tracked_processes: u64,
+    /// Process-table entries corrected from /proc (`proclens_table_repairs_total`).
+    pub table_repairs: u64,
     /// The cardinality cap and what it folded.
     pub guard: Guard,
     /// The collection in which each label set last had a process in the rows (alive, or

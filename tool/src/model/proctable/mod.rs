@@ -1,22 +1,27 @@
 //! The process table: every process proclens knows of, kept exact from the lifecycle
-//! event stream after a start-up seed from /proc. Pure: no I/O.
+//! event stream after a start-up seed, and checked against the kernel's view (read by the
+//! caller from /proc) so that nothing the stream missed stays. Pure: no I/O.
 //!
 //! Processes are keyed by [`Key`] = (tgid, start time of the group leader), never by pid
 //! alone: under a fork storm a pid is reused before the old task's `sched_process_free`
 //! arrives, and both processes sit in the table at once. Entries seeded from /proc know
 //! their start time only in clock ticks (/proc/PID/stat field 22); they are "coarse" until
 //! the first event about them names the exact start, then re-keyed.
+//!
+//! A process lives until its exit (a death), is a zombie until its parent reaps it (the
+//! parent's wait, or the kernel reaping it itself), and leaves the table at its free (an
+//! RCU grace period after the reap) or when the caller finds it gone from /proc.
 
 use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use proclens_common::lifecycle::{
-    Exec, Exit, ExitStatus, Fork, Free, TaskRef, exit_flags, fork_flags,
-};
+use proclens_common::lifecycle::{ExitStatus, TaskRef};
 
 use crate::model::event::Event;
 
+pub use repair::Missed;
 use store::Procs;
+use tombstones::Tombstones;
 pub use zombies::KernelState;
 
 /// Identity of a process: tgid plus the leader's `start_boottime` in ns.
@@ -35,14 +40,31 @@ impl From<&TaskRef> for Key {
     }
 }
 
+/// Where the time of a death comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dated {
+    /// The exit event: exact.
+    Exit,
+    /// The kernel's record of when the zombie last ran (read at start-up): it died
+    /// during that run, so this is its death to within that run and a clock tick.
+    LastRan,
+    /// Unknown: it was found dead then (at start-up without the kernel's record, or by a
+    /// check after lost events); its age is a lower bound.
+    AtLeast,
+}
+
 /// How and when a process's thread group died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Death {
-    /// Kernel boot-clock time of the exit; `None` for a zombie found at start-up.
-    pub at_ns: Option<u64>,
+    /// Boot-clock time of the death, as `dated` says.
+    pub at_ns: u64,
+    pub dated: Dated,
     pub status: ExitStatus,
     /// Its parent ignores SIGCHLD: the kernel reaps it at once, it is never a zombie.
     pub autoreap: bool,
+    /// Its parent when it died: the one that left it unreaped, even if the kernel handed
+    /// it to another since (which `Proc::ppid` follows).
+    pub ppid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +72,7 @@ pub struct Proc {
     pub key: Key,
     /// Inline (a comm is at most 15 bytes): a fork storm makes no allocation per process.
     pub comm: CompactString,
-    /// Parent pid as last known (real_parent's tgid).
+    /// Parent pid as last known (real_parent's tgid); 0 when no event or seed said.
     pub ppid: u32,
     /// The parent's key when known.
     pub parent: Option<Key>,
@@ -59,26 +81,71 @@ pub struct Proc {
     /// Key from /proc, accurate only to a clock tick, not yet confirmed by an event.
     pub coarse: bool,
     pub death: Option<Death>,
+    /// When its parent reaped it (boot clock): the parent's wait, the kernel at its death
+    /// (SIGCHLD ignored), or at the latest when it was found gone. `None` while alive or
+    /// a zombie.
+    pub reaped_ns: Option<u64>,
     /// Already reported as a zombie (by [`ProcTable::new_zombies`]).
     pub reported: bool,
     /// The file it last exec'd, when seen exec'ing.
     pub exe: Option<String>,
     /// Address of its leader `task_struct`, once an event named it: what its free names.
     pub task: Option<u64>,
+    /// Its fork event came (else it came from the seed, an exec or an exit seen first).
+    pub forked: bool,
+    /// The target of its latest wait*() (0: any child), once it waited.
+    pub wait_target: Option<u32>,
 }
 
-/// A process as /proc shows it at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Proc {
+    /// A process first known at `seen_ns`, alive, from nothing but its key and name.
+    pub fn new(key: Key, comm: CompactString, ppid: u32, parent: Option<Key>, seen_ns: u64) -> Self {
+        Proc {
+            key,
+            comm,
+            ppid,
+            parent,
+            seen_ns,
+            coarse: false,
+            death: None,
+            reaped_ns: None,
+            reported: false,
+            exe: None,
+            task: None,
+            forked: false,
+            wait_target: None,
+        }
+    }
+
+    /// Dead and not yet reaped: its parent must reap it.
+    pub fn unreaped_dead(&self) -> bool {
+        self.death.is_some() && self.reaped_ns.is_none()
+    }
+}
+
+/// A process as seen at start-up (or in a later check): /proc's view, and what the kernel
+/// itself said of it when it could be asked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SeedProc {
     pub pid: u32,
     pub ppid: u32,
     /// /proc/PID/stat field 22, in clock ticks since boot.
     pub start_ticks: u64,
     pub comm: String,
-    /// State `Z`.
+    /// State `Z`, and no thread left.
     pub zombie: bool,
-    /// /proc/PID/stat field 52 (wait status), meaningful for zombies.
+    /// The wait status of a zombie (/proc/PID/stat field 52, or the kernel's).
     pub exit_code: u32,
+    /// From the kernel (a zombie's record of the start-up task iterator): its exact start,
+    /// its leader task's address and when it last ran (its death, see [`Dated::LastRan`]).
+    pub kernel: Option<KernelSeed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSeed {
+    pub start_ns: u64,
+    pub task: u64,
+    pub died_ns: Option<u64>,
 }
 
 /// Fork and exit statistics of one parent process, cumulative since proclens started.
@@ -118,34 +185,44 @@ impl ForkStats {
     }
 }
 
-/// Something the table noticed while applying an event.
+/// The process that took over orphans: its pid, its key and name when the table knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heir {
+    pub tgid: u32,
+    pub key: Option<Key>,
+    pub comm: String,
+}
+
+/// Something the table noticed while applying an event or a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// A process died while these children of it were alive: the kernel re-parents them
-    /// (to init or the nearest subreaper). The caller reads the new parent from the
-    /// kernel and calls [`ProcTable::reparent`].
+    /// A process died while these children of it (alive or zombies) were not reaped: the
+    /// kernel re-parented them to `heir`, read from the kernel as the parent died and
+    /// already applied. `heir` is `None` when the kernel could not be read: the caller
+    /// then reads each child's parent from /proc and calls [`ProcTable::reparent`].
     Orphaned {
         parent: Key,
         parent_comm: String,
         children: Vec<Key>,
+        heir: Option<Heir>,
     },
-    /// A dead process was freed (reaped, then an RCU grace period).
+    /// A dead process was reaped (by its parent's wait, or the kernel).
     Reaped {
         proc: Proc,
-        /// Time from death to free; `None` if the death was before proclens started.
+        /// Time from death to reap; `None` unless the exit event dated the death.
         dead_for_ns: Option<u64>,
-        /// Freed at this boot-clock time.
+        /// Reaped at this boot-clock time (at the latest).
         at_ns: u64,
     },
 }
 
 impl Notice {
-    /// `proc` gone from the kernel at `at_ns`, dead since its death event if one came.
+    /// `proc` reaped at `at_ns`, dead since its exit event if one came.
     fn reaped(proc: Proc, at_ns: u64) -> Self {
         let dead_for_ns = proc
             .death
-            .and_then(|d| d.at_ns)
-            .map(|t| at_ns.saturating_sub(t));
+            .filter(|d| d.dated == Dated::Exit)
+            .map(|d| at_ns.saturating_sub(d.at_ns));
         Notice::Reaped {
             proc,
             dead_for_ns,
@@ -159,13 +236,24 @@ impl Notice {
 pub struct Zombie {
     pub key: Key,
     pub comm: String,
+    /// The parent that holds it now (the kernel may have handed it to another since it
+    /// died), and its name.
     pub ppid: u32,
     pub parent_comm: String,
+    /// The parent it had when it died.
+    pub death_ppid: u32,
     pub status: ExitStatus,
     pub age_ns: u64,
-    /// False for a zombie found at start-up: its age is counted from then (a lower bound).
-    pub age_exact: bool,
+    /// Where the age comes from (only [`Dated::Exit`] is exact).
+    pub dated: Dated,
     pub exe: Option<String>,
+}
+
+impl Zombie {
+    /// The age is the exit event's.
+    pub fn age_exact(&self) -> bool {
+        self.dated == Dated::Exit
+    }
 }
 
 #[derive(Debug)]
@@ -177,10 +265,13 @@ pub struct ProcTable {
     parents: HashSet<Key>,
     /// ns per /proc clock tick (10 ms with USER_HZ 100).
     tick_ns: u64,
-    /// Zombies found at start-up: no event names their task, so their free matches nothing.
-    seeded_zombies: Vec<Key>,
-    /// Time of the latest free that matched no process, until taken.
-    unmatched_free: Option<u64>,
+    /// Task addresses freed lately that no forked process owned, against late events.
+    freed: Tombstones,
+    /// Reaps of processes never reported as zombies make notices too (`run`'s report
+    /// judges every reap); otherwise only reported zombies' reaps do.
+    notify_all_reaps: bool,
+    /// Entries the checks against /proc corrected (see `repair`).
+    repairs: u64,
 }
 
 fn comm_str(raw: &[u8]) -> CompactString {
@@ -199,44 +290,78 @@ impl ProcTable {
             parents: HashSet::default(),
             stats: HashMap::default(),
             tick_ns: tick_ns.max(1),
-            seeded_zombies: Vec::new(),
-            unmatched_free: None,
+            freed: Tombstones::default(),
+            notify_all_reaps: false,
+            repairs: 0,
         }
     }
 
-    /// Fills the table from /proc, read after the programs were attached (so nothing that
-    /// happens later is missed). `now_ns` is the boot-clock time of the scan.
+    /// Makes every reap a notice, not only reported zombies' (see `notify_all_reaps`).
+    pub fn notify_all_reaps(mut self) -> Self {
+        self.notify_all_reaps = true;
+        self
+    }
+
+    /// Fills the table from a start-up scan, read after the programs were attached (so
+    /// nothing that happens later is missed). `now_ns` is the boot-clock time of the scan.
     pub fn seed(&mut self, procs: &[SeedProc], now_ns: u64) {
         for s in procs {
-            let key = Key {
-                tgid: s.pid,
-                start_ns: s.start_ticks * self.tick_ns,
-            };
-            let death = s.zombie.then(|| Death {
-                at_ns: None,
+            self.add_seen(s, now_ns);
+        }
+        self.link_parents();
+    }
+
+    /// Adds a process a scan found, unless the table has it; returns whether it was new.
+    fn add_seen(&mut self, s: &SeedProc, now_ns: u64) -> bool {
+        let coarse_key = Key {
+            tgid: s.pid,
+            start_ns: s.start_ticks * self.tick_ns,
+        };
+        let key = s.kernel.map_or(coarse_key, |k| Key {
+            tgid: s.pid,
+            start_ns: k.start_ns,
+        });
+        if self.procs.contains(&key) || self.known_as(s.pid, s.start_ticks).is_some() {
+            return false;
+        }
+        let mut p = Proc::new(key, s.comm.as_str().into(), s.ppid, None, now_ns);
+        p.coarse = s.kernel.is_none();
+        p.task = s.kernel.map(|k| k.task);
+        p.death = s.zombie.then(|| {
+            let died = s.kernel.and_then(|k| k.died_ns);
+            Death {
+                at_ns: died.unwrap_or(now_ns),
+                dated: if died.is_some() {
+                    Dated::LastRan
+                } else {
+                    Dated::AtLeast
+                },
                 status: ExitStatus::from_raw(s.exit_code),
                 autoreap: false,
-            });
-            if self.procs.contains(&key) {
-                continue;
-            }
-            if death.is_some() {
-                self.seeded_zombies.push(key);
-            }
-            self.procs.insert(Proc {
-                key,
-                comm: s.comm.as_str().into(),
                 ppid: s.ppid,
-                parent: None,
-                seen_ns: now_ns,
-                coarse: true,
-                death,
-                reported: false,
-                exe: None,
-                task: None,
-            });
-        }
-        let links: Vec<(Key, u32)> = self.procs.values().map(|p| (p.key, p.ppid)).collect();
+            }
+        });
+        self.procs.insert(p);
+        true
+    }
+
+    /// The entry of the process /proc shows as `pid` started at `start_ticks`, if any.
+    fn known_as(&self, pid: u32, start_ticks: u64) -> Option<Key> {
+        let same = |k: &Key| k.start_ns / self.tick_ns == start_ticks;
+        [self.procs.live(pid), self.procs.coarse(pid)]
+            .into_iter()
+            .flatten()
+            .find(same)
+    }
+
+    /// Links entries without a parent key to the live process of their ppid.
+    fn link_parents(&mut self) {
+        let links: Vec<(Key, u32)> = self
+            .procs
+            .values()
+            .filter(|p| p.parent.is_none() && p.ppid != 0)
+            .map(|p| (p.key, p.ppid))
+            .collect();
         for (key, ppid) in links {
             let parent = self.live_by_pid(ppid);
             if let Some(p) = self.procs.get_mut(&key) {
@@ -287,182 +412,8 @@ impl ProcTable {
             Event::Fork(f) => self.fork(f, notices),
             Event::Exec(e) => self.exec(e),
             Event::Exit(x) => self.exit(x, notices),
-            Event::Wait(w) => {
-                if let Some(k) = self.resolve(&w.waiter) {
-                    self.stats.entry(k).or_default().waits += 1;
-                }
-            }
+            Event::Wait(w) => self.wait(w, notices),
             Event::Free(f) => self.free(f, notices),
-        }
-    }
-
-    fn fork(&mut self, f: &Fork, notices: &mut Vec<Notice>) {
-        let creator_known = self.resolve(&f.creator);
-        let creator = creator_known.unwrap_or_else(|| Key::from(&f.creator));
-        let s = self.stats.entry(creator).or_default();
-        if f.flags & fork_flags::THREAD != 0 {
-            s.threads += 1;
-            return;
-        }
-        s.processes += 1;
-        // The parent is the creator's process, unless CLONE_PARENT made it the creator's
-        // parent: then it is looked up on its own.
-        let parent = if Key::from(&f.parent) == Key::from(&f.creator) {
-            creator_known
-        } else {
-            self.resolve(&f.parent)
-        };
-        if let Some(pk) = parent {
-            self.parents.insert(pk);
-        }
-        // A child born between attaching and the /proc scan is also in the seed (coarse):
-        // resolving re-keys that entry, and the fork's own record replaces it.
-        let key = self
-            .resolve(&f.child)
-            .unwrap_or_else(|| Key::from(&f.child));
-        // Events from different CPUs are merged by time per drain; one read a moment too
-        // late can come a drain later than what followed it. A child whose exit came
-        // first keeps its death (a fork must not bring it back to life), and a child whose
-        // parent's exit came first is an orphan.
-        if let Some(p) = self.procs.get(&key)
-            && p.death.is_some()
-        {
-            if p.task.is_none() && f.child_ptr != 0 {
-                self.procs.set_task(&key, f.child_ptr);
-            }
-            return;
-        }
-        if let Some(pk) = parent
-            && self.procs.get(&pk).is_some_and(|pp| pp.death.is_some())
-        {
-            notices.push(self.orphaned(pk, vec![key]));
-        }
-        self.procs.insert(Proc {
-            key,
-            comm: comm_str(&f.comm),
-            ppid: f.parent.tgid,
-            parent,
-            seen_ns: f.header.ts,
-            coarse: false,
-            death: None,
-            reported: false,
-            exe: None,
-            task: (f.child_ptr != 0).then_some(f.child_ptr),
-        });
-    }
-
-    fn exec(&mut self, e: &Exec) {
-        if let Some(k) = self.resolve(&e.task)
-            && let Some(p) = self.procs.get_mut(&k)
-        {
-            p.comm = comm_str(&e.comm);
-            p.exe = Some(comm_str(&e.filename).into());
-            if e.task_ptr != 0 {
-                self.procs.set_task(&k, e.task_ptr);
-            }
-        }
-    }
-
-    fn exit(&mut self, x: &Exit, notices: &mut Vec<Notice>) {
-        if x.flags & exit_flags::GROUP_DEAD == 0 {
-            return;
-        }
-        let parent = self.resolve(&x.parent);
-        let ts = x.header.ts;
-        let key = match self.resolve(&x.task) {
-            Some(k) => k,
-            None => {
-                let key = Key::from(&x.task);
-                self.procs.insert(Proc {
-                    key,
-                    comm: comm_str(&x.comm),
-                    ppid: x.parent.tgid,
-                    parent,
-                    seen_ns: ts,
-                    coarse: false,
-                    death: None,
-                    reported: false,
-                    exe: None,
-                    task: None,
-                });
-                key
-            }
-        };
-        let status = ExitStatus::from_raw(x.exit_code);
-        let death = Death {
-            at_ns: Some(ts),
-            status,
-            autoreap: x.flags & exit_flags::AUTOREAP != 0,
-        };
-        let p = self
-            .procs
-            .set_death(&key, death)
-            .expect("resolved or inserted");
-        p.ppid = x.parent.tgid;
-        p.parent = parent.or(p.parent);
-        // Its fork named the leader already, as a rule: then the index holds it (another
-        // process could take the address only after this one's free).
-        if x.leader_ptr != 0 && p.task != Some(x.leader_ptr) {
-            self.procs.set_task(&key, x.leader_ptr);
-        }
-        if let Some(pk) = parent {
-            let s = self.stats.entry(pk).or_default();
-            s.child_exits += 1;
-            if status != ExitStatus::Code(0) {
-                s.child_failures += 1;
-            }
-            self.parents.insert(pk);
-        }
-        if self.parents.contains(&key) {
-            self.orphan_children(key, notices);
-        }
-    }
-
-    /// The live children of `key`, which just died, are orphans now.
-    fn orphan_children(&self, key: Key, notices: &mut Vec<Notice>) {
-        let mut children: Vec<Key> = self
-            .procs
-            .values()
-            .filter(|c| c.parent == Some(key) && c.death.is_none())
-            .map(|c| c.key)
-            .collect();
-        if children.is_empty() {
-            return;
-        }
-        children.sort_unstable();
-        notices.push(self.orphaned(key, children));
-    }
-
-    /// The notice that `parent` died leaving `children` alive.
-    fn orphaned(&self, parent: Key, children: Vec<Key>) -> Notice {
-        let parent_comm = self
-            .procs
-            .get(&parent)
-            .map(|p| p.comm.to_string())
-            .unwrap_or_default();
-        Notice::Orphaned {
-            parent,
-            parent_comm,
-            children,
-        }
-    }
-
-    fn free(&mut self, f: &Free, notices: &mut Vec<Notice>) {
-        let Some(key) = self.procs.by_task(f.task_ptr) else {
-            // A thread's task, proclens's own, or the leader of a process no event named:
-            // a zombie found at start-up (see `release_seeded_zombies`).
-            self.unmatched_free = Some(f.header.ts);
-            return;
-        };
-        if self.procs.get(&key).is_some_and(|p| p.death.is_none()) {
-            // The process lives on: the freed task led it until another of its threads
-            // exec'd (which made that thread the leader and released the old one). Or its
-            // exit event was lost; then `prune` finds it gone.
-            self.procs.clear_task(f.task_ptr);
-            return;
-        }
-        if let Some(p) = self.forget(&key) {
-            notices.push(Notice::reaped(p, f.header.ts));
         }
     }
 
@@ -488,13 +439,7 @@ impl ProcTable {
         self.procs.get(key)
     }
 
-    pub fn comm_of_pid(&self, pid: u32) -> Option<&str> {
-        self.live_by_pid(pid)
-            .and_then(|k| self.procs.get(&k))
-            .map(|p| p.comm.as_str())
-    }
-
-    /// Processes in the table (live and dead-not-yet-freed).
+    /// Processes in the table (live, and dead not yet freed or found gone).
     pub fn len(&self) -> usize {
         self.procs.len()
     }
@@ -504,9 +449,18 @@ impl ProcTable {
         self.procs.is_empty()
     }
 
-    /// Processes in the table whose parent is `tgid` (live or dead, not yet freed).
+    /// Entries the checks against /proc have corrected since the start: processes whose
+    /// exit or fork the events never brought (lost events).
+    pub fn repairs(&self) -> u64 {
+        self.repairs
+    }
+
+    /// Child processes of `tgid` alive or zombies (not reaped).
     pub fn children_of(&self, tgid: u32) -> usize {
-        self.procs.values().filter(|p| p.ppid == tgid).count()
+        self.procs
+            .values()
+            .filter(|p| p.ppid == tgid && p.reaped_ns.is_none())
+            .count()
     }
 
     /// Fork statistics of the process with this key.
@@ -534,9 +488,13 @@ impl ProcTable {
     }
 }
 
+mod apply;
+mod repair;
 mod store;
-mod sweep;
+mod tombstones;
 mod zombies;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_order;

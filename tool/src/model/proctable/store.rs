@@ -145,12 +145,6 @@ impl Procs {
         self.by_key.values_mut()
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
-        let gone: Vec<Key> = self.by_key.keys().copied().filter(|k| !keep(k)).collect();
-        for k in gone {
-            self.remove(&k);
-        }
-    }
 }
 
 /// Removes `index[at]` if it names `key`, in one lookup.
@@ -167,18 +161,9 @@ mod tests {
     use super::*;
 
     fn proc(tgid: u32, start_ns: u64, coarse: bool) -> Proc {
-        Proc {
-            key: Key { tgid, start_ns },
-            comm: "x".into(),
-            ppid: 1,
-            parent: None,
-            seen_ns: 0,
-            coarse,
-            death: None,
-            reported: false,
-            exe: None,
-            task: None,
-        }
+        let mut p = Proc::new(Key { tgid, start_ns }, "x".into(), 1, None, 0);
+        p.coarse = coarse;
+        p
     }
 
     fn key(tgid: u32, start_ns: u64) -> Key {
@@ -195,9 +180,11 @@ mod tests {
         );
         // The seeded entry dies; its pid is reused by a process the events name exactly.
         let death = Death {
-            at_ns: Some(1),
+            at_ns: 1,
+            dated: super::super::Dated::Exit,
             status: proclens_common::lifecycle::ExitStatus::Code(0),
             autoreap: false,
+            ppid: 1,
         };
         assert!(s.set_death(&key(7, 30), death).is_some());
         assert_eq!(s.live(7), None);
@@ -217,7 +204,7 @@ mod tests {
         p.coarse = false;
         s.insert(p);
         assert_eq!((s.live(8), s.coarse(8)), (Some(key(8, 7)), None));
-        s.retain(|k| k.tgid != 8);
+        s.remove(&key(8, 7));
         let left: Vec<Key> = s.values().map(|p| p.key).collect();
         assert_eq!(left, [key(7, 90)]);
         assert_eq!((s.len(), s.live(8)), (1, None));

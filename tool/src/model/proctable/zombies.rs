@@ -1,9 +1,9 @@
 //! Zombie detection on the process table: a process whose thread group has exited and
-//! that has not been reaped (freed) for at least a minimum age, blamed on its parent.
+//! that its parent has not reaped for at least a minimum age, blamed on its parent.
 
 use std::collections::BTreeMap;
 
-use super::{Key, Proc, ProcTable, Zombie};
+use super::{Dated, Key, Notice, Proc, ProcTable, Zombie};
 
 /// What the kernel shows of a dead process now (the caller reads /proc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,22 +17,16 @@ pub enum KernelState {
 }
 
 impl ProcTable {
-    /// Since when `p` has been dead, and whether that time is exact (not a start-up
-    /// lower bound), if it is dead and its parent must reap it.
-    fn dead_since(p: &Proc) -> Option<(u64, bool)> {
+    /// Since when `p` has been dead, and how that is known, if it is a zombie: dead, not
+    /// reaped, and its parent must reap it.
+    fn dead_since(p: &Proc) -> Option<(u64, Dated)> {
         let d = p.death?;
-        if d.autoreap {
-            return None;
-        }
-        Some(match d.at_ns {
-            Some(t) => (t, true),
-            None => (p.seen_ns, false),
-        })
+        (!d.autoreap && p.reaped_ns.is_none()).then_some((d.at_ns, d.dated))
     }
 
     fn zombie(&self, p: &Proc, now_ns: u64, min_age_ns: u64) -> Option<Zombie> {
         let d = p.death?;
-        let (since, exact) = Self::dead_since(p)?;
+        let (since, dated) = Self::dead_since(p)?;
         let age_ns = now_ns.saturating_sub(since);
         if age_ns < min_age_ns {
             return None;
@@ -47,9 +41,10 @@ impl ProcTable {
             comm: p.comm.to_string(),
             ppid: p.ppid,
             parent_comm,
+            death_ppid: d.ppid,
             status: d.status,
             age_ns,
-            age_exact: exact,
+            dated,
             exe: p.exe.clone(),
         })
     }
@@ -73,14 +68,15 @@ impl ProcTable {
 
     /// Zombies that reached `min_age_ns` since the last call and that the kernel shows as
     /// zombies (`state`: a reaped task is only freed an RCU grace period later, lazily
-    /// even later); each is returned once. The candidates the kernel has released are
-    /// forgotten at once, so that a fork storm's unfreed dead are asked about once, not
-    /// at every call until their free.
+    /// even later); each is returned once. A candidate the kernel has released was
+    /// reaped unseen, by now: it is marked so (a notice if someone wants it), so that it
+    /// is asked about once, not at every call until its free.
     pub fn new_zombies(
         &mut self,
         now_ns: u64,
         min_age_ns: u64,
         state: impl Fn(&Key) -> KernelState,
+        notices: &mut Vec<Notice>,
     ) -> Vec<Zombie> {
         let mut candidates: Vec<Key> = self
             .procs
@@ -106,9 +102,7 @@ impl ProcTable {
                             .and_then(|p| self.zombie(p, now_ns, min_age_ns)),
                     );
                 }
-                KernelState::Released => {
-                    self.forget(&key);
-                }
+                KernelState::Released => self.reaped(&key, now_ns, notices),
                 KernelState::Dying => {}
             }
         }

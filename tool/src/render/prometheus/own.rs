@@ -143,6 +143,12 @@ fn encode_self(
         "Processes in proclens's process table (from /proc at start, then the lifecycle events)",
         st.tracked_processes,
     )?;
+    counter_family(
+        enc,
+        "proclens_table_repairs",
+        "Process-table entries the checks against /proc corrected (forks or exits the events never brought)",
+        std::iter::once((vec![], st.table_repairs)),
+    )?;
     gauge(
         enc,
         "proclens_label_sets",

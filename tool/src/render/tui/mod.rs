@@ -252,9 +252,10 @@ pub(crate) mod tests {
             comm: format!("kid{pid}"),
             ppid: 20,
             parent_comm: "proc20".into(),
+            death_ppid: 20,
             status: ExitStatus::Code(3),
             age_ns: age_s * 1_000_000_000,
-            age_exact: true,
+            dated: crate::model::proctable::Dated::Exit,
             exe: None,
         };
         Extras {

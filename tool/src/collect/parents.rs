@@ -1,0 +1,77 @@
+//! Reading a zombie holder's context from /proc and the cgroup v2 tree (see
+//! `model::parent_info`): everything here works without privileges except the wait
+//! channel of another user's process, which /proc shows only to who may ptrace it.
+
+use std::{fs, path::Path};
+
+use super::{cgroup, procfs};
+use crate::model::parent_info::{self, Headroom, ParentInfo};
+
+/// What /proc and /sys show of process `pid` now.
+pub fn info(pid: u32) -> ParentInfo {
+    let cgroup_path = procfs::cgroup(pid);
+    let (unit, container_id) = cgroup_path
+        .as_deref()
+        .map(parent_info::owner)
+        .unwrap_or_default();
+    let (pids_current, pids_max) = cgroup_path
+        .as_deref()
+        .and_then(pids_of)
+        .map_or((None, None), |(c, m)| (Some(c), m));
+    ParentInfo {
+        cmdline: fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|b| parent_info::cmdline(&b)),
+        cgroup: cgroup_path,
+        unit,
+        container_id,
+        state: procfs::stat(pid).map(|s| s.state.to_string()),
+        wchan: fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .ok()
+            .and_then(|w| parent_info::wchan(&w)),
+        pids_current,
+        pids_max,
+    }
+}
+
+/// The pids controller's count and limit of `cgroup`, or of its nearest ancestor that
+/// has the controller.
+fn pids_of(cgroup: &str) -> Option<(u64, Option<u64>)> {
+    let root = cgroup::v2_root().ok()?;
+    let mut dir = Some(Path::new(cgroup.trim_start_matches('/')));
+    while let Some(d) = dir {
+        let at = root.join(d);
+        if let Ok(cur) = fs::read_to_string(at.join("pids.current")) {
+            let max = fs::read_to_string(at.join("pids.max")).ok()?;
+            return Some((cur.trim().parse().ok()?, parent_info::pids_max(&max)));
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+/// The machine's pid headroom now.
+pub fn headroom() -> Option<Headroom> {
+    Some(Headroom {
+        pid_max: fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+        tasks: parent_info::loadavg_tasks(&fs::read_to_string("/proc/loadavg").ok()?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_and_machine_are_read() {
+        let me = info(std::process::id());
+        assert!(me.cmdline.as_deref().is_some_and(|c| !c.is_empty()));
+        assert!(me.state.is_some() && me.cgroup.is_some());
+        let h = headroom().unwrap();
+        assert!(h.pid_max >= 301 && h.tasks > 0 && h.tasks < h.pid_max, "{h:?}");
+    }
+}

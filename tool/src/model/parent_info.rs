@@ -1,0 +1,153 @@
+//! What an operator needs to act on a process that holds zombies: its full command
+//! line, where it runs (cgroup, and the systemd unit or container the cgroup path names),
+//! what it is doing (state and wait channel), and how close it and the machine are to
+//! running out of pids. Pure: the caller reads /proc and /sys; parsing lives here.
+
+use serde::Serialize;
+
+/// A parent's context, each field `None` when it could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ParentInfo {
+    /// `/proc/PID/cmdline`, arguments joined by spaces.
+    pub cmdline: Option<String>,
+    /// Its cgroup v2 path.
+    pub cgroup: Option<String>,
+    /// The systemd unit its cgroup path names (`nginx.service`, `session-3.scope`).
+    pub unit: Option<String>,
+    /// The container its cgroup path names (docker, containerd, CRI-O, podman).
+    pub container_id: Option<String>,
+    /// `/proc/PID/stat`'s state (`S` sleeping, `R`, `D`, `T`, `Z`...).
+    pub state: Option<String>,
+    /// `/proc/PID/wchan`: where in the kernel it sleeps (readable to who may ptrace it).
+    pub wchan: Option<String>,
+    /// The pids controller of its cgroup (or the nearest ancestor with one): tasks now,
+    /// and the limit (`None`: no limit, `max`).
+    pub pids_current: Option<u64>,
+    pub pids_max: Option<u64>,
+}
+
+/// The machine's pid headroom: tasks (threads) in use against `kernel.pid_max`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Headroom {
+    pub pid_max: u64,
+    pub tasks: u64,
+}
+
+/// A command line as /proc gives it (NUL-separated arguments): joined by spaces; `None`
+/// when empty (a zombie, a kernel thread).
+pub fn cmdline(raw: &[u8]) -> Option<String> {
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
+/// A wait channel as /proc gives it: `None` for `0` (running, or not readable).
+pub fn wchan(raw: &str) -> Option<String> {
+    let w = raw.trim();
+    (!w.is_empty() && w != "0").then(|| w.to_string())
+}
+
+/// A `pids.max` value: `None` for `max`.
+pub fn pids_max(raw: &str) -> Option<u64> {
+    raw.trim().parse().ok()
+}
+
+/// The number of tasks in /proc/loadavg (`0.00 0.01 0.05 1/523 4242`: 523).
+pub fn loadavg_tasks(raw: &str) -> Option<u64> {
+    raw.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+}
+
+/// The systemd unit and the container id a cgroup path names, from its last components:
+/// `.../docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
+/// `libpod-<id>.scope` (systemd driver), `/docker/<id>`, `/kubepods/.../pod<uid>/<id>`
+/// (cgroupfs driver), and the nearest `.service` or `.scope` as the unit.
+pub fn owner(cgroup: &str) -> (Option<String>, Option<String>) {
+    let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+    let unit = parts
+        .iter()
+        .rev()
+        .find(|p| p.ends_with(".service") || p.ends_with(".scope"))
+        .map(|p| (*p).to_string());
+    let container = parts.iter().rev().find_map(|p| container_id(p, &parts));
+    (unit, container)
+}
+
+/// The container id in one path component, if it names one.
+fn container_id(part: &str, parts: &[&str]) -> Option<String> {
+    let scoped = part.strip_suffix(".scope").and_then(|s| {
+        ["docker-", "cri-containerd-", "crio-", "libpod-"]
+            .iter()
+            .find_map(|pre| s.strip_prefix(pre))
+    });
+    if let Some(id) = scoped.filter(|id| is_id(id)) {
+        return Some(id.to_string());
+    }
+    // cgroupfs driver: a bare id under a docker or kubepods hierarchy.
+    let under = parts
+        .first()
+        .is_some_and(|p| ["docker", "kubepods", "libpod_parent"].contains(p) || p.starts_with("kubepods"));
+    let bare = part.strip_prefix("libpod-").unwrap_or(part);
+    (under && is_id(bare) && bare.len() == 64).then(|| bare.to_string())
+}
+
+fn is_id(s: &str) -> bool {
+    (12..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+
+    #[test]
+    fn cgroup_paths_name_their_unit_and_container() {
+        let own = |p: &str| owner(p);
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(own("/system.slice/nginx.service"), (s("nginx.service"), None));
+        assert_eq!(
+            own("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service"),
+            (s("foo.service"), None)
+        );
+        assert_eq!(
+            own("/user.slice/user-1000.slice/session-3.scope"),
+            (s("session-3.scope"), None)
+        );
+        // systemd driver: docker, containerd (Kubernetes), CRI-O, podman.
+        for pre in ["docker-", "cri-containerd-", "crio-", "libpod-"] {
+            let path = format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/{pre}{ID}.scope"
+            );
+            assert_eq!(own(&path), (Some(format!("{pre}{ID}.scope")), s(ID)), "{path}");
+        }
+        // cgroupfs driver.
+        assert_eq!(own(&format!("/docker/{ID}")), (None, s(ID)));
+        assert_eq!(
+            own(&format!("/kubepods/burstable/pod0b5c-11e9/{ID}")),
+            (None, s(ID))
+        );
+        // Nothing to name.
+        assert_eq!(own("/"), (None, None));
+        assert_eq!(own("/init.scope"), (s("init.scope"), None));
+        assert_eq!(own("/docker/not-an-id"), (None, None));
+        assert_eq!(own("/system.slice/docker-zz.scope"), (s("docker-zz.scope"), None));
+    }
+
+    #[test]
+    fn proc_texts_parse() {
+        assert_eq!(
+            cmdline(b"/usr/sbin/nginx\0-g\0daemon off;\0"),
+            Some("/usr/sbin/nginx -g daemon off;".into())
+        );
+        assert_eq!(cmdline(b""), None);
+        assert_eq!(wchan("do_wait\n"), Some("do_wait".into()));
+        assert_eq!(wchan("0"), None);
+        assert_eq!(pids_max("max\n"), None);
+        assert_eq!(pids_max("512\n"), Some(512));
+        assert_eq!(loadavg_tasks("0.00 0.01 0.05 1/523 4242\n"), Some(523));
+        assert_eq!(loadavg_tasks("garbage"), None);
+    }
+}
