@@ -10,6 +10,7 @@ mod filter;
 mod lifecycle;
 mod maps;
 mod switch;
+mod syscalls;
 mod task;
 
 #[cfg(not(test))]

@@ -8,7 +8,6 @@
 //! | 3 | not privileged enough (needs root, or CAP_BPF + CAP_PERFMON) |
 //! | 4 | no such process (or cgroup) |
 //! | 5 | the kernel lacks something proclens needs (BTF, a tracepoint, ring buffer) |
-//! | 6 | tracefs is not mounted and cannot be mounted |
 
 use std::process::ExitCode;
 
@@ -21,8 +20,6 @@ pub enum Fatal {
     NoSuchProcess(u32),
     #[error("{0}")]
     KernelUnsupported(String),
-    #[error("{0}")]
-    Tracefs(String),
     #[error("no such cgroup: {0}")]
     NoSuchCgroup(String),
 }
@@ -33,7 +30,6 @@ impl Fatal {
             Fatal::Privilege(_) => 3,
             Fatal::NoSuchProcess(_) | Fatal::NoSuchCgroup(_) => 4,
             Fatal::KernelUnsupported(_) => 5,
-            Fatal::Tracefs(_) => 6,
         }
     }
 }
@@ -55,5 +51,4 @@ Exit codes:
   2  bad arguments
   3  not privileged: run as root, or grant CAP_BPF and CAP_PERFMON
   4  no such process (-p) or cgroup (--cgroup)
-  5  kernel lacks a needed feature (BTF, tracepoint, ring buffer)
-  6  tracefs not mounted and cannot be mounted";
+  5  kernel lacks a needed feature (BTF, tracepoint, ring buffer)";

@@ -282,7 +282,7 @@ pub fn struct_size(btf: &Btf, name: &str) -> Result<u32> {
 /// (randomized or grouped layouts put fields there).
 /// The offset of `outer.member.inner_member`, where `member` is an embedded (or the first
 /// element of an array of) `struct inner`.
-fn nested_offset(
+pub(crate) fn nested_offset(
     btf: &Btf,
     outer: &str,
     member: &str,

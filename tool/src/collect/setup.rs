@@ -24,27 +24,26 @@ pub trait Setup {
 
 /// Loads the program `name` and attaches it to the BTF tracepoint of that name.
 pub fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel: &aya::Btf) -> Result<()> {
+    attach_btf_tracepoint_as(ebpf, name, name, kernel)
+}
+
+/// Loads the program `name` and attaches it to the BTF tracepoint `tracepoint` (a second
+/// program on a tracepoint another concern also uses).
+pub fn attach_btf_tracepoint_as(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    kernel: &aya::Btf,
+) -> Result<()> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the BPF object"))?
         .try_into()?;
-    prog.load(name, kernel)
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
+    prog.load(tracepoint, kernel).map_err(|e| {
+        load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{tracepoint} ({name})")))
+    })?;
     prog.attach()
-        .with_context(|| format!("attaching tp_btf/{name}"))?;
-    Ok(())
-}
-
-/// Loads the program `name` and attaches it to the raw tracepoint `tracepoint`.
-pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the BPF object"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
-    prog.attach(tracepoint)
-        .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
+        .with_context(|| format!("attaching tp_btf/{tracepoint} ({name})"))?;
     Ok(())
 }
 

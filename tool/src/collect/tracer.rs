@@ -20,7 +20,7 @@ use super::{
     btf,
     cgroup::CgroupFilter,
     copies::{CopyMaps, CopySetup, Want},
-    filter::{self, FilterSetup},
+    filter::{self, FilterSetup, Selected},
     globals::Globals,
     lifecycle::setup::LifecycleSetup,
     log::{self, KernelLog},
@@ -29,7 +29,6 @@ use super::{
     rings::RingLayout,
     setup::{self, Setup},
     switch::{SwitchMaps, SwitchSetup},
-    tracefs,
 };
 use crate::error::Fatal;
 
@@ -43,10 +42,15 @@ pub struct TracerOptions {
     pub include_self: bool,
     /// Only tasks in this cgroup v2 subtree.
     pub cgroup: Option<CgroupFilter>,
+    /// Only these processes (`-p`), compared in the kernel; all when empty.
+    pub pids: Vec<u32>,
+    /// Only tasks whose name, or whose process's name, contains this (`--comm`),
+    /// compared in the kernel.
+    pub comm: Option<String>,
     /// The switch programs (every context switch). Views that read only lifecycle events
     /// (`zombies`) leave them out and cost nothing on every switch.
     pub switches: bool,
-    /// Count every syscall per process (raw tracepoint `sys_enter`).
+    /// Count every syscall per process (`sys_enter`).
     pub syscalls: bool,
     /// Account the copy-family syscalls per (process, path, fd kinds).
     pub copies: Want,
@@ -57,6 +61,8 @@ impl Default for TracerOptions {
         Self {
             include_self: false,
             cgroup: None,
+            pids: Vec::new(),
+            comm: None,
             switches: true,
             syscalls: false,
             copies: Want::Off,
@@ -130,12 +136,6 @@ impl Setups {
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
-        // Probed at start-up: tracefs (mounted here when missing and privileged) carries
-        // the tracepoint formats the copy programs read. The switch and lifecycle
-        // programs attach to BTF tracepoints and work without it: one warning.
-        if let Err(e) = tracefs::root() {
-            eprintln!("proclens: warning: {e:#} (the switch figures do not need it)");
-        }
         raise_memlock();
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
@@ -145,7 +145,15 @@ impl Tracer {
             Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
         })?;
         let mut setups = Setups {
-            filter: FilterSetup::resolve(opts.include_self, opts.cgroup.as_ref(), &vmlinux),
+            filter: FilterSetup::resolve(
+                opts.include_self,
+                &Selected {
+                    pids: opts.pids.clone(),
+                    comm: opts.comm.clone(),
+                    cgroup: opts.cgroup.clone(),
+                },
+                &vmlinux,
+            )?,
             rings: RingLayout::here(),
             switch: opts
                 .switches

@@ -134,13 +134,14 @@ mod tests {
                 op: op::WRITE,
                 src: fd_kind::USER,
                 dst: fd_kind::SOCKET,
-                _pad: 0,
+                flags: 0,
                 start_ns: 7,
             },
             CopyStats {
                 bytes: 10,
                 calls: 1,
                 errors: 0,
+            ..CopyStats::default()
             },
         )]);
         let sys = HashMap::from([
@@ -181,14 +182,15 @@ mod tests {
                     op: op::WRITE,
                     src: fd_kind::USER,
                     dst: fd_kind::PIPE,
-                    _pad: 0,
+                    flags: 0,
                     start_ns,
                 },
                 CopyStats {
                     bytes,
                     calls: bytes,
                     errors: 0,
-                },
+                ..Default::default()
+            },
             )
         };
         let sys = |start_ns, n| {

@@ -417,11 +417,13 @@ mod tests {
             bytes,
             calls: 1,
             errors: 0,
-        };
+        ..Default::default()
+    };
         copies::PathRow {
             op: op::SENDFILE64,
             src: fd_kind::FILE,
             dst: fd_kind::SOCKET,
+            flags: 0,
             delta,
             total: delta,
         }

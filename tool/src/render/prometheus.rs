@@ -206,7 +206,7 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
             let mut v = label_vec(l);
             v.extend([
                 ("syscall", op_name(k.op).to_string()),
-                ("class", Class::of(k.op).as_str().to_string()),
+                ("class", Class::of(k.op, k.src, k.dst).as_str().to_string()),
                 ("src", kind_name(k.src).to_string()),
                 ("dst", kind_name(k.dst).to_string()),
             ]);
@@ -220,7 +220,7 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
         counter_family(
             enc,
             "proclens_copy_bytes",
-            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: through a user buffer; in_kernel: sendfile/splice/tee/copy_file_range; user_pages: vmsplice; mmap: mapped length) and fd kind on each side",
+            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: copied through user memory; in_kernel_copy: copied inside the kernel; zero_copy: pages referenced, not copied; mmap: mapped length) and fd kind on each side",
             paths().map(|(l, k, c)| (path_labels(l, k), c.bytes)),
         )?;
         counter_family(
@@ -232,8 +232,20 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
         counter_family(
             enc,
             "proclens_copy_errors",
-            "Failed copy-family syscalls, labelled as proclens_copy_bytes",
+            "Failed copy-family syscalls (would-blocks and interruptions apart), labelled as proclens_copy_bytes",
             paths().map(|(l, k, c)| (path_labels(l, k), c.errors)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_would_block",
+            "Copy-family syscalls that returned EAGAIN (a non-blocking fd with nothing to do), labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.would_block)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_interrupted",
+            "Copy-family syscalls interrupted by a signal (EINTR, or restarted by the kernel), labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.interrupted)),
         )?;
     }
     counter_family(
@@ -421,11 +433,13 @@ mod tests {
             bytes: 4096,
             calls: 2,
             errors: 1,
-        };
+        ..Default::default()
+    };
         let paths = [PathRow {
             op: op::SENDFILE64,
             src: fd_kind::FILE,
             dst: fd_kind::SOCKET,
+            flags: 0,
             delta: c,
             total: c,
         }];
@@ -460,9 +474,9 @@ mod tests {
         let text = exposition(&shared, Format::Text).unwrap();
         for want in [
             r#"proclens_syscalls_total{comm="nginx",cgroup="/web"} 7"#,
-            r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 4096"#,
-            r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 2"#,
-            r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 1"#,
+            r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 4096"#,
+            r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 2"#,
+            r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 1"#,
             r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="process"} 3"#,
             r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="thread"} 4"#,
             r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,

@@ -1,5 +1,4 @@
-//! Attaching the syscall and copy programs, and reading (and pruning) their per-CPU
-//! maps.
+//! The syscall and copy programs' maps: sized for the machine, read, and pruned.
 
 use std::{collections::HashMap as StdHashMap, path::Path};
 
@@ -7,14 +6,12 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
-    programs::TracePoint,
 };
-use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, op};
+use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
 
-use super::layout::CopyConfig;
 use crate::{
-    collect::{object::Object, procfs, setup::take_map},
-    model::{copy_report::ProcRow, proctable::Key},
+    collect::{procfs, setup::take_map},
+    model::proctable::Key,
 };
 
 /// Per-CPU map sizes: as many entries as fit a memory budget for the per-CPU values on
@@ -38,47 +35,6 @@ pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
             "COPIES",
             per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
         );
-}
-
-/// Attaches the copy-family enter programs and the shared exit program.
-pub(super) fn attach_copies(ebpf: &mut Object, cfg: &CopyConfig) -> Result<()> {
-    for (opid, why) in &cfg.layout.missing {
-        eprintln!(
-            "proclens: warning: {} is not traced: {why}",
-            op::NAMES[*opid as usize]
-        );
-    }
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        let prog_name = format!("enter_{name}");
-        let prog: &mut TracePoint = ebpf
-            .program_mut(&prog_name)
-            .with_context(|| format!("program {prog_name} missing from the BPF object"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("loading {prog_name}"))?;
-        prog.attach("syscalls", &format!("sys_enter_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_enter_{name}"))?;
-    }
-    let exit: &mut TracePoint = ebpf
-        .program_mut("copy_exit")
-        .context("program copy_exit missing from the BPF object")?
-        .try_into()?;
-    exit.load().context("loading copy_exit")?;
-    // One program on every exit tracepoint: its links are taken, so that they are
-    // detached in parallel (see `Object`).
-    let mut links = Vec::new();
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        let id = exit
-            .attach("syscalls", &format!("sys_exit_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_exit_{name}"))?;
-        links.push(exit.take_link(id)?);
-    }
-    for link in links {
-        ebpf.keep(link);
-    }
-    Ok(())
 }
 
 /// The per-CPU maps of syscall counts and path totals, and the per-thread calls in flight.
@@ -105,6 +61,33 @@ fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
 pub struct Snapshot {
     pub copies: StdHashMap<CopyKey, CopyStats>,
     pub syscalls: StdHashMap<SysKey, u64>,
+}
+
+impl Snapshot {
+    /// The processes it holds, once each.
+    pub fn processes(&self) -> Vec<Key> {
+        let mut v: Vec<Key> = self
+            .syscalls
+            .keys()
+            .map(|k| Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            })
+            .chain(self.copies.keys().map(|k| Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            }))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Replaces entries with later readings of them (`take_gone`'s final figures).
+    pub fn update(&mut self, later: Snapshot) {
+        self.syscalls.extend(later.syscalls);
+        self.copies.extend(later.copies);
+    }
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
@@ -135,15 +118,7 @@ impl CopyMaps {
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        summed(&self.copies, "COPIES", |per_cpu| {
-            let mut s = CopyStats::default();
-            for c in per_cpu.iter() {
-                s.bytes += c.bytes;
-                s.calls += c.calls;
-                s.errors += c.errors;
-            }
-            s
-        })
+        summed(&self.copies, "COPIES", sum_stats)
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -158,24 +133,29 @@ impl CopyMaps {
         Some(String::from_utf8_lossy(&raw[..end]).into_owned())
     }
 
-    /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. A process is (tgid, start): a new process that got a
-    /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
-    /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
+    /// Reads the final figures of processes that have gone and deletes their entries, so
+    /// the maps hold only live processes (however many come and go) and no count is lost:
+    /// a process's last syscalls (exit_group among them) may have come after the
+    /// interval's snapshot, and a dead process adds nothing between this read and the
+    /// delete. A process is (tgid, start): a new process that got a gone one's pid keeps
+    /// its entries. The per-thread in-flight slots of threads that no longer exist go too
+    /// (the kernel keeps a thread's slot between calls). Names (`COMMS`) stay until
+    /// [`CopyMaps::forget_names`].
+    pub fn take_gone(&mut self, gone: &[Key]) -> Result<Snapshot> {
         self.prune_inflight()?;
+        let mut out = Snapshot::default();
         if gone.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        // The maps are walked again, not the interval's snapshot: a process can exit
-        // between the snapshot and the /proc check, and its last syscall (exit_group) makes
-        // an entry the snapshot does not have.
-        remove_where(&mut self.syscalls, "SYSCALLS", |k| {
-            is_gone(k.tgid, k.start_ns)
-        })?;
-        remove_where(&mut self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns))?;
+        out.syscalls = take_where(&mut self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns), |v| v.iter().sum())?;
+        out.copies = take_where(&mut self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns), sum_stats)?;
+        Ok(out)
+    }
+
+    /// Deletes the kernel-recorded names of `gone` processes (after they were named).
+    pub fn forget_names(&mut self, gone: &[Key]) -> Result<()> {
         for k in gone {
             let pk = ProcKey {
                 tgid: k.tgid,
@@ -224,36 +204,62 @@ fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
     Ok(out)
 }
 
-/// Deletes the entries of a per-CPU map whose key `gone` selects (keys collected first:
-/// deleting during the walk would restart it).
-fn remove_where<K: Pod, V: Pod>(
+fn sum_stats(per_cpu: &PerCpuValues<CopyStats>) -> CopyStats {
+    let mut s = CopyStats::default();
+    for c in per_cpu.iter() {
+        s.bytes += c.bytes;
+        s.calls += c.calls;
+        s.errors += c.errors;
+        s.would_block += c.would_block;
+        s.interrupted += c.interrupted;
+    }
+    s
+}
+
+/// Reads and deletes the entries of a per-CPU map whose key `gone` selects (keys
+/// collected first: deleting during the walk would restart it); returns their values,
+/// folded over the CPUs by `sum`.
+fn take_where<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
-) -> Result<()> {
+    sum: impl Fn(&PerCpuValues<V>) -> T,
+) -> Result<StdHashMap<K, T>> {
     let keys: Vec<K> = map
         .keys()
+        .take(WALK_BOUND)
         .filter_map(Result::ok)
         .filter(|k| gone(k))
         .collect();
+    let mut out = StdHashMap::with_capacity(keys.len());
     for k in keys {
+        match map.get(&k, 0) {
+            Ok(v) => {
+                out.insert(k, sum(&v));
+            }
+            Err(MapError::KeyNotFound) => continue,
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        }
         removed(map.remove(&k)).with_context(|| format!("pruning {name}"))?;
     }
-    Ok(())
+    Ok(out)
 }
 
-/// The processes among `rows` that have gone: a pid belongs to one live process at a
-/// time, so of several rows with one pid all but the latest started have gone; the latest
-/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
-/// row whose start the kernel could not read (0) lives while its pid exists.
-pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
+/// The processes among `keys` that have gone: a pid belongs to one live process at a
+/// time, so of several processes with one pid all but the latest started have gone; the
+/// latest (or only) one lives while /proc/PID/stat shows its start time (to the clock
+/// tick). A process whose start the kernel could not read (0) lives while its pid exists.
+pub fn gone_processes(keys: &[Key], tick_ns: u64) -> Vec<Key> {
     let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
+    for k in keys {
+        let e = latest.entry(k.tgid).or_insert(k.start_ns);
+        *e = (*e).max(k.start_ns);
     }
-    rows.iter()
-        .map(ProcRow::key)
+    keys.iter()
+        .copied()
         .filter(|k| {
             if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
                 return true;
