@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod cgroup;
+pub mod copy_window;
 pub mod copy_workloads;
+pub mod figure_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod workload;
