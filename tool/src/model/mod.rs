@@ -10,6 +10,7 @@ pub mod proctable;
 pub mod rates;
 pub mod run_report;
 pub mod run_sections;
+pub mod run_totals;
 pub mod selection;
 pub mod switches;
 pub mod syscalls;
