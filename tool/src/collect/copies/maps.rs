@@ -14,26 +14,49 @@ use crate::{
     model::proctable::Key,
 };
 
-/// Per-CPU map sizes: as many entries as fit a memory budget for the per-CPU values on
-/// this machine's possible CPUs, between a floor and a cap. Entries that do not fit are
+/// How many entries a map may hold: as many as fit a share of this machine's memory
+/// (1/256 of it), each entry's per-CPU values counted once per possible CPU, between a
+/// floor and a cap (262,144: ~1,000 processes' worth per CPU on a 2-CPU machine... and
+/// 4 MiB of hash buckets, the one part allocated up front). The maps allocate entries as
+/// they come (`BPF_F_NO_PREALLOC`): a machine with more CPUs holds as many entries as its
+/// memory allows, not fewer because it has more CPUs. Entries that do not fit are
 /// counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
-fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
-    const BUDGET: usize = 32 << 20;
-    let fit = BUDGET / (value_size.max(8) * cpus.max(1));
-    (fit.min(cap as usize) as u32).max(4096)
+fn entries_for(entry_bytes: usize, per_cpu_bytes: usize, cpus: usize, mem_bytes: u64) -> u32 {
+    const FLOOR: u64 = 16_384;
+    const CAP: u64 = 1 << 18;
+    // Key, value and the hash table's own element header.
+    let each = (entry_bytes + 64 + per_cpu_bytes * cpus.max(1)) as u64;
+    (mem_bytes / 256 / each).clamp(FLOOR, CAP) as u32
 }
 
-/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
+/// Total memory (`/proc/meminfo` MemTotal), 1 GiB when unknown.
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kb| kb * 1024)
+}
+
+/// Sizes the syscall programs' maps for this machine (before loading); `COMMS` like
 /// `SYSCALLS`: every process with a syscall entry should have room for its name.
 pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
-    let syscalls = per_cpu_entries(8, cpus, 65536);
+    let mem = machine_memory();
+    let syscalls = entries_for(size_of::<SysKey>(), 8, cpus, mem);
     loader
         .map_max_entries("SYSCALLS", syscalls)
         .map_max_entries("COMMS", syscalls)
         .map_max_entries(
             "COPIES",
-            per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
+            entries_for(size_of::<CopyKey>(), size_of::<CopyStats>(), cpus, mem),
+        )
+        .map_max_entries(
+            "INFLIGHT",
+            entries_for(4 + size_of::<Inflight>(), 0, cpus, mem),
         );
 }
 
@@ -295,17 +318,12 @@ mod tests {
     }
 
     #[test]
-    fn map_sizes_follow_the_cpu_count() {
-        assert_eq!(
-            per_cpu_entries(8, 2, 65536),
-            65536,
-            "capped on small machines"
-        );
-        assert_eq!(
-            per_cpu_entries(8, 256, 65536),
-            16384,
-            "32 MiB / (8 B x 256 CPUs)"
-        );
-        assert_eq!(per_cpu_entries(24, 4096, 32768), 4096, "floor");
+    fn map_sizes_follow_the_machine() {
+        const GIB: u64 = 1 << 30;
+        // This machine's kind: 2 CPUs, 24 GiB: the cap.
+        assert_eq!(entries_for(16, 8, 2, 24 * GIB), 1 << 18);
+        // 256 CPUs but 16 GiB: memory decides, not the CPU count alone.
+        assert_eq!(entries_for(16, 8, 256, 16 * GIB), (GIB / 16 / 2128) as u32);
+        assert_eq!(entries_for(16, 8, 4096, GIB), 16_384, "floor");
     }
 }
