@@ -17,7 +17,6 @@
 //! the two must stay two rows.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_probe_read_user,
     macros::map,
     maps::{HashMap, PerCpuHashMap},
@@ -34,7 +33,7 @@ const BPF_ANY: u64 = 0;
 
 /// Path totals per (process, op, source kind, destination kind, flags); per CPU.
 #[map]
-static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Each thread's copy-family call between enter and exit, and its file→socket pairing
 /// state, by thread id. Enter and exit may run on different CPUs, so this one is shared.
@@ -43,7 +42,7 @@ static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entri
 /// keeps the pairing state between calls; userspace deletes the entries of threads that
 /// have gone.
 #[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, 0);
 
 /// A copy-family syscall at its entry.
 pub(crate) struct Call {

@@ -17,7 +17,6 @@
 //! key and the copy paths carry it.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuHashMap},
@@ -40,14 +39,14 @@ const BPF_ANY: u64 = 0;
 /// a syscall that finds it full is counted in `COUNTERS[SYSCALL_MAP_FULL]`, and userspace
 /// folds and deletes the entries of processes that have gone.
 #[map]
-static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Command name per process, written when the process makes a syscall it had not made
 /// before (the `SYSCALLS` miss path, so not per call): userspace names processes that
 /// have exited before it could read /proc from here. After an exec the new program's
 /// first new syscalls rewrite it. A full map is counted in `COUNTERS[COMM_MAP_FULL]`.
 #[map]
-static COMMS: HashMap<ProcKey, [u8; 16]> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+static COMMS: HashMap<ProcKey, [u8; 16]> = HashMap::with_max_entries(32768, 0);
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> u32 {

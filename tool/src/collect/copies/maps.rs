@@ -5,9 +5,11 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, MapData, PerCpuHashMap},
 };
 use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
+
+use super::batch;
 
 use crate::{
     collect::{procfs, setup::take_map},
@@ -16,14 +18,16 @@ use crate::{
 
 /// How many entries a map may hold: as many as fit a share of this machine's memory
 /// (1/256 of it), each entry's per-CPU values counted once per possible CPU, between a
-/// floor and a cap (262,144: ~1,000 processes' worth per CPU on a 2-CPU machine... and
-/// 4 MiB of hash buckets, the one part allocated up front). The maps allocate entries as
-/// they come (`BPF_F_NO_PREALLOC`): a machine with more CPUs holds as many entries as its
-/// memory allows, not fewer because it has more CPUs. Entries that do not fit are
-/// counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
+/// floor and a cap: a machine with more CPUs holds as many entries as its memory allows,
+/// not a fixed budget divided by its CPUs. The maps are preallocated (created at start,
+/// and deleting an entry is then cheap: allocated as they come, each delete of a
+/// fork storm's entries cost ~100 µs in the kernel's allocator); the views free the
+/// entries of processes that have gone every interval, `run` every 250 ms, so the
+/// entries in use are the live processes' and those that finished since. Entries that
+/// do not fit are counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
 fn entries_for(entry_bytes: usize, per_cpu_bytes: usize, cpus: usize, mem_bytes: u64) -> u32 {
     const FLOOR: u64 = 16_384;
-    const CAP: u64 = 1 << 18;
+    const CAP: u64 = 1 << 16;
     // Key, value and the hash table's own element header.
     let each = (entry_bytes + 64 + per_cpu_bytes * cpus.max(1)) as u64;
     (mem_bytes / 256 / each).clamp(FLOOR, CAP) as u32
@@ -68,17 +72,6 @@ pub struct CopyMaps {
     comms: HashMap<MapData, ProcKey, [u8; 16]>,
 }
 
-/// A delete that found no entry is not an error: the kernel (or an earlier prune) may
-/// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
-/// as the syscall's ENOENT, not as `KeyNotFound`.
-fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}
-
 /// One reading of the syscall and copy-path maps.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -113,9 +106,6 @@ impl Snapshot {
     }
 }
 
-/// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
-const WALK_BOUND: usize = 4 * 65536;
-
 impl CopyMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
@@ -136,12 +126,12 @@ impl CopyMaps {
 
     /// Syscall counts per (process, number), summed over CPUs.
     pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        summed(&self.syscalls, "SYSCALLS", |per_cpu| per_cpu.iter().sum())
+        Ok(summed(&self.syscalls, "SYSCALLS", |v| v.iter().sum())?.into_iter().collect())
     }
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        summed(&self.copies, "COPIES", sum_stats)
+        Ok(summed(&self.copies, "COPIES", sum_stats)?.into_iter().collect())
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -172,64 +162,42 @@ impl CopyMaps {
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        out.syscalls = take_where(&mut self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns), |v| v.iter().sum())?;
-        out.copies = take_where(&mut self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns), sum_stats)?;
+        out.syscalls = take_where(&self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns), |v| v.iter().sum())?;
+        out.copies = take_where(&self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns), sum_stats)?;
         Ok(out)
     }
 
     /// Deletes the kernel-recorded names of `gone` processes (after they were named).
     pub fn forget_names(&mut self, gone: &[Key]) -> Result<()> {
-        for k in gone {
-            let pk = ProcKey {
+        let keys: Vec<ProcKey> = gone
+            .iter()
+            .map(|k| ProcKey {
                 tgid: k.tgid,
                 _pad: 0,
                 start_ns: k.start_ns,
-            };
-            removed(self.comms.remove(&pk)).context("pruning COMMS")?;
-        }
-        Ok(())
+            })
+            .collect();
+        batch::delete(&self.comms, &keys).context("pruning COMMS")
     }
 
     fn prune_inflight(&mut self) -> Result<()> {
-        let stale: Vec<u32> = self
-            .inflight
-            .iter()
-            .take(WALK_BOUND)
-            .filter_map(Result::ok)
-            .filter(|(tid, v)| !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists())
+        let all = batch::lookup_all(&self.inflight, size_of::<Inflight>()).context("reading INFLIGHT")?;
+        let stale: Vec<u32> = all
+            .into_iter()
+            .filter(|(tid, v)| {
+                // SAFETY: the kernel wrote a whole `Inflight`; Pod, any bytes are valid.
+                let v: Inflight = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+                !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists()
+            })
             .map(|(tid, _)| tid)
             .collect();
-        for tid in stale {
-            removed(self.inflight.remove(&tid)).context("pruning INFLIGHT")?;
-        }
-        Ok(())
+        batch::delete(&self.inflight, &stale).context("pruning INFLIGHT")
     }
 }
 
-/// Every entry of a per-CPU map (at most [`WALK_BOUND`]: a walk restarts when entries
-/// are deleted under it), each value folded over the CPUs by `sum`. An entry deleted
-/// while the walk reaches it is skipped.
-fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
-    map: &PerCpuHashMap<MapData, K, V>,
-    name: &str,
-    sum: impl Fn(&PerCpuValues<V>) -> T,
-) -> Result<StdHashMap<K, T>> {
-    let mut out = StdHashMap::new();
-    for item in map.iter().take(WALK_BOUND) {
-        match item {
-            Ok((k, per_cpu)) => {
-                out.insert(k, sum(&per_cpu));
-            }
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        }
-    }
-    Ok(out)
-}
-
-fn sum_stats(per_cpu: &PerCpuValues<CopyStats>) -> CopyStats {
+fn sum_stats(per_cpu: &[CopyStats]) -> CopyStats {
     let mut s = CopyStats::default();
-    for c in per_cpu.iter() {
+    for c in per_cpu {
         s.bytes += c.bytes;
         s.calls += c.calls;
         s.errors += c.errors;
@@ -239,36 +207,44 @@ fn sum_stats(per_cpu: &PerCpuValues<CopyStats>) -> CopyStats {
     s
 }
 
-/// Reads and deletes the entries of a per-CPU map whose key `gone` selects (keys
-/// collected first: deleting during the walk would restart it); returns their values,
-/// folded over the CPUs by `sum`.
+/// Every entry of a per-CPU map, read in batches, each value folded over the CPUs by
+/// `sum`.
+fn summed<K: Pod, V: Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &str,
+    sum: impl Fn(&[V]) -> T,
+) -> Result<Vec<(K, T)>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("possible CPUs")?;
+    // Each CPU's value, rounded up to 8 bytes (the kernel's layout of per-CPU values).
+    let stride = size_of::<V>().next_multiple_of(8);
+    let entries = batch::lookup_all(map, stride * cpus).with_context(|| format!("reading {name}"))?;
+    Ok(entries
+        .into_iter()
+        .map(|(k, bytes)| {
+            let per_cpu: Vec<V> = (0..cpus)
+                // SAFETY: `cpus` values of `stride` bytes each; Pod, any bytes are valid.
+                .map(|c| unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(c * stride).cast()) })
+                .collect();
+            (k, sum(&per_cpu))
+        })
+        .collect())
+}
+
+/// Reads and deletes the entries of a per-CPU map whose key `gone` selects; returns
+/// their values, folded over the CPUs by `sum`.
 fn take_where<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
-    map: &mut PerCpuHashMap<MapData, K, V>,
+    map: &PerCpuHashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
-    sum: impl Fn(&PerCpuValues<V>) -> T,
+    sum: impl Fn(&[V]) -> T,
 ) -> Result<StdHashMap<K, T>> {
-    let keys: Vec<K> = map
-        .keys()
-        .take(WALK_BOUND)
-        .filter_map(Result::ok)
-        .filter(|k| gone(k))
+    let taken: StdHashMap<K, T> = summed(map, name, sum)?
+        .into_iter()
+        .filter(|(k, _)| gone(k))
         .collect();
-    let mut out = StdHashMap::with_capacity(keys.len());
-    for k in keys {
-        match map.get(&k, 0) {
-            Ok(v) => {
-                out.insert(k, sum(&v));
-            }
-            Err(MapError::KeyNotFound) => continue,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                continue;
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        }
-        removed(map.remove(&k)).with_context(|| format!("pruning {name}"))?;
-    }
-    Ok(out)
+    let keys: Vec<K> = taken.keys().copied().collect();
+    batch::delete(map, &keys).with_context(|| format!("pruning {name}"))?;
+    Ok(taken)
 }
 
 /// The processes among `keys` that have gone: a pid belongs to one live process at a
@@ -300,28 +276,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deleting_a_missing_entry_is_not_an_error() {
-        let enoent = || {
-            Err(MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_delete_elem",
-                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
-            }))
-        };
-        assert!(removed(enoent()).is_ok());
-        assert!(removed(Ok(())).is_ok());
-        assert!(removed(Err(MapError::KeyNotFound)).is_ok());
-        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_delete_elem",
-            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
-        }));
-        assert!(removed(eperm).is_err());
-    }
-
-    #[test]
     fn map_sizes_follow_the_machine() {
         const GIB: u64 = 1 << 30;
         // This machine's kind: 2 CPUs, 24 GiB: the cap.
-        assert_eq!(entries_for(16, 8, 2, 24 * GIB), 1 << 18);
+        assert_eq!(entries_for(16, 8, 2, 24 * GIB), 1 << 16);
         // 256 CPUs but 16 GiB: memory decides, not the CPU count alone.
         assert_eq!(entries_for(16, 8, 256, 16 * GIB), (GIB / 16 / 2128) as u32);
         assert_eq!(entries_for(16, 8, 4096, GIB), 16_384, "floor");
