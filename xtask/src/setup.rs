@@ -16,6 +16,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tmux", "/usr/bin/tmux"),
     ("linux-perf", "/usr/bin/perf"),
     ("prometheus", "/usr/bin/prometheus"),
+    // A file server to pair file reads with socket writes (tests/nginx.rs).
+    ("nginx", "/usr/sbin/nginx"),
+    // A 32-bit static program for the compat-syscall test (tests/compat.rs).
+    ("gcc-multilib", "/usr/lib32/libc.a"),
 ];
 
 fn is_root() -> bool {

@@ -2,6 +2,7 @@
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
 #![allow(dead_code)]
 
+pub mod bpf_maps;
 pub mod cgroup;
 pub mod copy_window;
 pub mod copy_workloads;
