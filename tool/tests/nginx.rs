@@ -105,8 +105,26 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM: the master stops its worker and exits (SIGKILL would orphan the
+        // worker).
+        let workers = common_children(self.child.id());
+        // SAFETY: signals to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for w in workers {
+            if Path::new(&format!("/proc/{w}")).exists() {
+                // SAFETY: the worker of our own nginx, left behind.
+                unsafe { libc::kill(w as i32, libc::SIGKILL) };
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
