@@ -81,11 +81,23 @@ pub fn run(
     app_filter: impl FnOnce(&mut App),
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Snapshot>();
+    // Quitting stops the collector at once (not at its next tick), and the programs are
+    // detached by its thread, all at once (see `Object`), before the process exits.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || {
-            session::run_periodic(tracer, RowKinds::Both, extras, interval_s, None, |snap| {
-                tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let view = session::periodic(tracer, RowKinds::Both, extras, interval_s, None, |snap| {
+                    tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+                });
+                tokio::select! {
+                    r = view => r,
+                    _ = stopped => Ok(()),
+                }
             })
         })?;
 
@@ -128,14 +140,11 @@ pub fn run(
     }
     drop(rx);
     drop(_restore);
-    // The collector ends at its next tick (the channel is closed) or has ended already;
-    // its error, if any, is the reason the view stopped.
-    if collector.is_finished() {
-        match collector.join() {
-            Ok(Err(e)) if !e.to_string().contains("the view has gone") => return Err(e),
-            Err(_) => return Err(anyhow!("the collector thread panicked")),
-            _ => {}
-        }
+    let _ = stop.send(());
+    // Its error, if any, is the reason the view stopped.
+    match collector.join() {
+        Ok(Err(e)) if !e.to_string().contains("the view has gone") => Err(e),
+        Err(_) => Err(anyhow!("the collector thread panicked")),
+        _ => Ok(()),
     }
-    Ok(())
 }
