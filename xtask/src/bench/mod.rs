@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod filtered;
 mod lifecycle;
 mod load;
 mod serve;
@@ -21,10 +22,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "switches",
     "lifecycle",
     "syscalls",
+    "filtered",
     "load",
     "serve",
     "startup",
@@ -58,6 +60,9 @@ pub fn run_all(
             "syscalls",
             syscalls::run(proclens, round_trips, reps as u32)?,
         ));
+    }
+    if wanted("filtered") {
+        out.push(("filtered", filtered::run(proclens, reps)?));
     }
     if wanted("load") {
         out.push(("load", load::run(proclens)?));
