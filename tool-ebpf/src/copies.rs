@@ -17,9 +17,9 @@
 //! the two must stay two rows.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user,
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_user},
     macros::map,
-    maps::{HashMap, PerCpuHashMap},
+    maps::HashMap,
     programs::BtfTracePointContext,
 };
 use proclens_common::{
@@ -31,9 +31,10 @@ use crate::{config, fdkind, maps::count, task::field};
 
 const BPF_ANY: u64 = 0;
 
-/// Path totals per (process, op, source kind, destination kind, flags); per CPU.
+/// Path totals per (process, op, source kind, destination kind, flags, CPU), summed over
+/// CPUs by userspace (see `SysKey::cpu`).
 #[map]
-static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entries(8192, 0);
+static COPIES: HashMap<CopyKey, CopyStats> = HashMap::with_max_entries(8192, 0);
 
 /// Each thread's copy-family call between enter and exit, and its file→socket pairing
 /// state, by thread id. Enter and exit may run on different CPUs, so this one is shared.
@@ -130,6 +131,8 @@ pub(crate) fn enter(ctx: &BtfTracePointContext, c: &Call) -> Result<(), i32> {
         dst,
         flags: if c.compat { flags::COMPAT } else { 0 },
         start_ns: c.start_ns,
+        cpu: 0,
+        _pad: 0,
     };
     let tid = c.pid_tgid as u32;
     match INFLIGHT.get_ptr_mut(&tid) {
@@ -241,6 +244,11 @@ fn mmsg_bytes(vec: u64, n: i64, compat: bool) -> u64 {
 /// Adds `calls` calls with `outcome` (and `bytes`) to `key`'s totals on this CPU.
 #[inline(always)]
 fn add(ctx: &BtfTracePointContext, key: &CopyKey, outcome: Outcome, bytes: u64, calls: u64) {
+    let key = &CopyKey {
+        // SAFETY: a helper without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ..*key
+    };
     let mut one = CopyStats::default();
     match outcome {
         Outcome::Done => {
@@ -253,7 +261,8 @@ fn add(ctx: &BtfTracePointContext, key: &CopyKey, outcome: Outcome, bytes: u64, 
     }
     match COPIES.get_ptr_mut(key) {
         Some(s) => {
-            // SAFETY: this CPU's slot; the program runs with preemption disabled.
+            // SAFETY: this CPU's entry; the program runs with preemption disabled and
+            // does not nest on a CPU.
             let s = unsafe { &mut *s };
             s.bytes += one.bytes;
             s.calls += one.calls;
@@ -262,7 +271,7 @@ fn add(ctx: &BtfTracePointContext, key: &CopyKey, outcome: Outcome, bytes: u64, 
             s.interrupted += one.interrupted;
         }
         None => {
-            // BPF_ANY on a per-CPU hash sets only this CPU's slot.
+            // Only this CPU makes this key: the insert cannot race another.
             if COPIES.insert(key, &one, BPF_ANY).is_err() {
                 count(ctx, counters::COPY_MAP_FULL);
             }

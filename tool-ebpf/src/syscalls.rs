@@ -17,9 +17,12 @@
 //! key and the copy paths carry it.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id,
+    },
     macros::{btf_tracepoint, map},
-    maps::{HashMap, PerCpuHashMap},
+    maps::HashMap,
     programs::BtfTracePointContext,
 };
 use proclens_common::{
@@ -35,11 +38,12 @@ use crate::{
 
 const BPF_ANY: u64 = 0;
 
-/// Syscall counts per (process, syscall number); per CPU, summed by userspace. Bounded:
-/// a syscall that finds it full is counted in `COUNTERS[SYSCALL_MAP_FULL]`, and userspace
-/// folds and deletes the entries of processes that have gone.
+/// Syscall counts per (process, syscall number, CPU), summed over CPUs by userspace (see
+/// `SysKey::cpu`: an entry is written by its CPU only). Bounded: a syscall that finds it
+/// full is counted in `COUNTERS[SYSCALL_MAP_FULL]`, and userspace folds and deletes the
+/// entries of processes that have gone.
 #[map]
-static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static SYSCALLS: HashMap<SysKey, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Command name per process, written when the process makes a syscall it had not made
 /// before (the `SYSCALLS` miss path, so not per call): userspace names processes that
@@ -116,14 +120,21 @@ fn try_enter(ctx: &BtfTracePointContext) -> Result<(), i32> {
 
 #[inline(always)]
 fn count_syscall(ctx: &BtfTracePointContext, tgid: u32, nr: u32, start_ns: u64) {
-    let key = SysKey { tgid, nr, start_ns };
+    let key = SysKey {
+        tgid,
+        nr,
+        start_ns,
+        // SAFETY: a helper without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        _pad: 0,
+    };
     if let Some(n) = SYSCALLS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's slot; the program runs with preemption disabled.
+        // SAFETY: this CPU's entry; the program runs with preemption disabled and does
+        // not nest on a CPU.
         unsafe { *n += 1 };
         return;
     }
-    // BPF_ANY on a per-CPU hash sets only this CPU's slot, so a concurrent insert by
-    // another CPU loses nothing.
+    // Only this CPU makes this key: the insert cannot race another.
     if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
         count(ctx, counters::SYSCALL_MAP_FULL);
         // No name either: userspace prunes names with the processes it sees in

@@ -10,7 +10,10 @@
 use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
 use proclens_common::{
     config, counters,
     switch::{CpuSwitches, ThreadSwitches},
@@ -137,13 +140,13 @@ impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
         raise_memlock();
+        // aya parses the kernel's BTF twice, for the BTF tracepoints and in its loader
+        // (for relocations): both on other threads while btf-rs looks up the offsets.
+        let kernel_btf = std::thread::spawn(aya::Btf::from_sys_fs);
+        let loader = std::thread::spawn(EbpfLoader::new);
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
-        // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
-        })?;
         let mut setups = Setups {
             filter: FilterSetup::resolve(
                 opts.include_self,
@@ -174,7 +177,10 @@ impl Tracer {
             log_level: log::kernel_level(),
             ..Globals::default()
         };
-        let mut obj = setup::load(OBJECT, &setups.list(), globals.clone())?;
+        let loader = loader
+            .join()
+            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?;
+        let mut obj = setup::load(loader, OBJECT, &setups.list(), globals.clone())?;
         // A cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
         // (5.10) do not offer tracing programs: there the programs walk the task's cgroup
         // through BTF offsets instead (same subtree semantics).
@@ -182,8 +188,17 @@ impl Tracer {
             && !setup::verifier_accepts(&mut obj, filter::ANCESTOR_PROBE)?
         {
             setups.filter.walk_instead()?;
-            obj = setup::load(OBJECT, &setups.list(), globals)?;
+            obj = setup::load(EbpfLoader::new(), OBJECT, &setups.list(), globals)?;
         }
+        // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
+        let kernel_btf = kernel_btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?
+            .map_err(|e| {
+                Fatal::KernelUnsupported(format!(
+                    "reading the kernel's BTF for BTF tracepoints: {e}"
+                ))
+            })?;
         for s in setups.list() {
             s.attach(&mut obj, &kernel_btf)?;
         }

@@ -165,6 +165,8 @@ mod tests {
             tgid,
             nr: nr.id() as u32,
             start_ns: 1000,
+            cpu: 0,
+            _pad: 0,
         }
     }
 
@@ -272,6 +274,8 @@ mod tests {
             tgid: 1,
             nr,
             start_ns: 1000,
+            cpu: 0,
+            _pad: 0,
         };
         let out = m.update(&HashMap::from([
             (k(3 | COMPAT_NR), 5),

@@ -5,7 +5,7 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{HashMap, MapData, PerCpuHashMap},
+    maps::{HashMap, MapData},
 };
 use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
 
@@ -17,20 +17,20 @@ use crate::{
 };
 
 /// How many entries a map may hold: as many as fit a share of this machine's memory
-/// (1/256 of it), each entry's per-CPU values counted once per possible CPU, between a
-/// floor and a cap: a machine with more CPUs holds as many entries as its memory allows,
-/// not a fixed budget divided by its CPUs. The maps are preallocated (created at start,
-/// and deleting an entry is then cheap: allocated as they come, each delete of a
-/// fork storm's entries cost ~100 µs in the kernel's allocator); the views free the
-/// entries of processes that have gone every interval, `run` every 250 ms, so the
-/// entries in use are the live processes' and those that finished since. Entries that
-/// do not fit are counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
-fn entries_for(entry_bytes: usize, per_cpu_bytes: usize, cpus: usize, mem_bytes: u64) -> u32 {
+/// (1/512 of it, `entry_bytes` each plus the hash table's own header), between a floor
+/// and a cap. The syscall and copy maps key each count by the CPU that made it (see
+/// `SysKey::cpu`), so an entry exists only for the CPUs a process ran on: unlike a per-CPU
+/// map, a machine with more CPUs does not hold fewer processes, nor preallocate a value
+/// per possible CPU for each of them. The maps are preallocated (one allocation at start,
+/// and deleting an entry is then cheap); the views free the entries of processes that
+/// have gone every interval, `run` every 250 ms, so the entries in use are the live
+/// processes' and those that finished since. Entries that do not fit are counted
+/// (`syscall_map_full`, `copy_map_full`), never silently dropped.
+fn entries_for(entry_bytes: usize, mem_bytes: u64) -> u32 {
     const FLOOR: u64 = 16_384;
-    const CAP: u64 = 1 << 16;
-    // Key, value and the hash table's own element header.
-    let each = (entry_bytes + 64 + per_cpu_bytes * cpus.max(1)) as u64;
-    (mem_bytes / 256 / each).clamp(FLOOR, CAP) as u32
+    const CAP: u64 = 1 << 17;
+    let each = (entry_bytes + 64) as u64;
+    (mem_bytes / 512 / each).clamp(FLOOR, CAP) as u32
 }
 
 /// Total memory (`/proc/meminfo` MemTotal), 1 GiB when unknown.
@@ -48,26 +48,26 @@ fn machine_memory() -> u64 {
 /// Sizes the syscall programs' maps for this machine (before loading); `COMMS` like
 /// `SYSCALLS`: every process with a syscall entry should have room for its name.
 pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
-    let cpus = aya::util::nr_cpus().unwrap_or(1);
     let mem = machine_memory();
-    let syscalls = entries_for(size_of::<SysKey>(), 8, cpus, mem);
+    let syscalls = entries_for(size_of::<SysKey>() + 8, mem);
     loader
         .map_max_entries("SYSCALLS", syscalls)
         .map_max_entries("COMMS", syscalls)
         .map_max_entries(
             "COPIES",
-            entries_for(size_of::<CopyKey>(), size_of::<CopyStats>(), cpus, mem),
+            entries_for(size_of::<CopyKey>() + size_of::<CopyStats>(), mem),
         )
         .map_max_entries(
             "INFLIGHT",
-            entries_for(4 + size_of::<Inflight>(), 0, cpus, mem),
+            entries_for(4 + size_of::<Inflight>(), mem).min(1 << 16),
         );
 }
 
-/// The per-CPU maps of syscall counts and path totals, and the per-thread calls in flight.
+/// The maps of syscall counts and path totals, the per-thread calls in flight, and the
+/// kernel-recorded names.
 pub struct CopyMaps {
-    syscalls: PerCpuHashMap<MapData, SysKey, u64>,
-    copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
+    syscalls: HashMap<MapData, SysKey, u64>,
+    copies: HashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
     comms: HashMap<MapData, ProcKey, [u8; 16]>,
 }
@@ -109,8 +109,8 @@ impl Snapshot {
 impl CopyMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            syscalls: PerCpuHashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
-            copies: PerCpuHashMap::try_from(take_map(ebpf, "COPIES")?)?,
+            syscalls: HashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
+            copies: HashMap::try_from(take_map(ebpf, "COPIES")?)?,
             inflight: HashMap::try_from(take_map(ebpf, "INFLIGHT")?)?,
             comms: HashMap::try_from(take_map(ebpf, "COMMS")?)?,
         })
@@ -126,12 +126,12 @@ impl CopyMaps {
 
     /// Syscall counts per (process, number), summed over CPUs.
     pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        Ok(summed(&self.syscalls, "SYSCALLS", |v| v.iter().sum())?.into_iter().collect())
+        Ok(summed(read(&self.syscalls, "SYSCALLS")?, SysKey::any_cpu, |a, b| *a += b))
     }
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        Ok(summed(&self.copies, "COPIES", sum_stats)?.into_iter().collect())
+        Ok(summed(read(&self.copies, "COPIES")?, CopyKey::any_cpu, add_stats))
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -162,8 +162,10 @@ impl CopyMaps {
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        out.syscalls = take_where(&self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns), |v| v.iter().sum())?;
-        out.copies = take_where(&self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns), sum_stats)?;
+        let syscalls = take_where(&self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns))?;
+        out.syscalls = summed(syscalls, SysKey::any_cpu, |a, b| *a += b);
+        let copies = take_where(&self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns))?;
+        out.copies = summed(copies, CopyKey::any_cpu, add_stats);
         Ok(out)
     }
 
@@ -195,54 +197,49 @@ impl CopyMaps {
     }
 }
 
-fn sum_stats(per_cpu: &[CopyStats]) -> CopyStats {
-    let mut s = CopyStats::default();
-    for c in per_cpu {
-        s.bytes += c.bytes;
-        s.calls += c.calls;
-        s.errors += c.errors;
-        s.would_block += c.would_block;
-        s.interrupted += c.interrupted;
-    }
-    s
+fn add_stats(s: &mut CopyStats, c: CopyStats) {
+    s.bytes += c.bytes;
+    s.calls += c.calls;
+    s.errors += c.errors;
+    s.would_block += c.would_block;
+    s.interrupted += c.interrupted;
 }
 
-/// Every entry of a per-CPU map, read in batches, each value folded over the CPUs by
-/// `sum`.
-fn summed<K: Pod, V: Pod, T>(
-    map: &PerCpuHashMap<MapData, K, V>,
-    name: &str,
-    sum: impl Fn(&[V]) -> T,
-) -> Result<Vec<(K, T)>> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("possible CPUs")?;
-    // Each CPU's value, rounded up to 8 bytes (the kernel's layout of per-CPU values).
-    let stride = size_of::<V>().next_multiple_of(8);
-    let entries = batch::lookup_all(map, stride * cpus).with_context(|| format!("reading {name}"))?;
+/// Every entry of a map, read in batches.
+fn read<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>, name: &str) -> Result<Vec<(K, V)>> {
+    let entries =
+        batch::lookup_all(map, size_of::<V>()).with_context(|| format!("reading {name}"))?;
     Ok(entries
         .into_iter()
-        .map(|(k, bytes)| {
-            let per_cpu: Vec<V> = (0..cpus)
-                // SAFETY: `cpus` values of `stride` bytes each; Pod, any bytes are valid.
-                .map(|c| unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(c * stride).cast()) })
-                .collect();
-            (k, sum(&per_cpu))
-        })
+        // SAFETY: the kernel wrote a whole `V`; Pod, any bytes are valid.
+        .map(|(k, v)| (k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) }))
         .collect())
 }
 
-/// Reads and deletes the entries of a per-CPU map whose key `gone` selects; returns
-/// their values, folded over the CPUs by `sum`.
-fn take_where<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
-    map: &PerCpuHashMap<MapData, K, V>,
+/// Entries of every CPU summed into one per key (`any_cpu` drops a key's CPU).
+fn summed<K: Eq + std::hash::Hash, V: Default>(
+    entries: Vec<(K, V)>,
+    any_cpu: impl Fn(&K) -> K,
+    add: impl Fn(&mut V, V),
+) -> StdHashMap<K, V> {
+    let mut out: StdHashMap<K, V> = StdHashMap::with_capacity(entries.len());
+    for (k, v) in entries {
+        add(out.entry(any_cpu(&k)).or_default(), v);
+    }
+    out
+}
+
+/// Reads and deletes the entries of a map whose key `gone` selects.
+fn take_where<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
-    sum: impl Fn(&[V]) -> T,
-) -> Result<StdHashMap<K, T>> {
-    let taken: StdHashMap<K, T> = summed(map, name, sum)?
+) -> Result<Vec<(K, V)>> {
+    let taken: Vec<(K, V)> = read(map, name)?
         .into_iter()
         .filter(|(k, _)| gone(k))
         .collect();
-    let keys: Vec<K> = taken.keys().copied().collect();
+    let keys: Vec<K> = taken.iter().map(|(k, _)| *k).collect();
     batch::delete(map, &keys).with_context(|| format!("pruning {name}"))?;
     Ok(taken)
 }
@@ -278,10 +275,10 @@ mod tests {
     #[test]
     fn map_sizes_follow_the_machine() {
         const GIB: u64 = 1 << 30;
-        // This machine's kind: 2 CPUs, 24 GiB: the cap.
-        assert_eq!(entries_for(16, 8, 2, 24 * GIB), 1 << 16);
-        // 256 CPUs but 16 GiB: memory decides, not the CPU count alone.
-        assert_eq!(entries_for(16, 8, 256, 16 * GIB), (GIB / 16 / 2128) as u32);
-        assert_eq!(entries_for(16, 8, 4096, GIB), 16_384, "floor");
+        // This machine's kind (24 GiB), and any larger one: the cap.
+        assert_eq!(entries_for(32, 24 * GIB), 1 << 17);
+        // 4 GiB: 8 MiB of 96-byte entries.
+        assert_eq!(entries_for(32, 4 * GIB), (8 << 20) / 96);
+        assert_eq!(entries_for(32, GIB / 4), 16_384, "floor");
     }
 }

@@ -8,6 +8,8 @@ fn key(tgid: u32, op: u8, src: u8, dst: u8) -> CopyKey {
         dst,
         flags: 0,
         start_ns: 1000,
+        cpu: 0,
+        _pad: 0,
     }
 }
 

@@ -15,6 +15,8 @@ fn frame() -> Frame {
         dst: d,
         flags: 0,
         start_ns: 77,
+        cpu: 0,
+        _pad: 0,
     };
     let copies = HashMap::from([
         (
@@ -97,6 +99,8 @@ fn frame() -> Frame {
                 tgid: 9,
                 nr: Sysno::read.id() as u32,
                 start_ns: 77,
+                cpu: 0,
+                _pad: 0,
             },
             129,
         ),
@@ -105,6 +109,8 @@ fn frame() -> Frame {
                 tgid: 9,
                 nr: Sysno::io_uring_enter.id() as u32,
                 start_ns: 77,
+                cpu: 0,
+                _pad: 0,
             },
             1,
         ),
@@ -113,6 +119,8 @@ fn frame() -> Frame {
                 tgid: 9,
                 nr: 3 | proclens_common::copies::COMPAT_NR,
                 start_ns: 77,
+                cpu: 0,
+                _pad: 0,
             },
             1,
         ),
