@@ -76,6 +76,12 @@ pub(crate) fn current_in_cgroup() -> bool {
     unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) == id }
 }
 
+/// Whether any filter selects tasks (beyond leaving proclens out).
+#[inline(always)]
+pub(crate) fn narrowed() -> bool {
+    config::cgroup_id() != 0 || config::filter_npids() != 0 || config::filter_comm_len() != 0
+}
+
 /// Whether the current task, of process `tgid`, is traced by `-p` and `--comm` (and is
 /// not proclens's own). The cgroup is [`current_in_cgroup`]'s.
 #[inline(always)]
