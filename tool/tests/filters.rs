@@ -124,3 +124,20 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
     }
     assert!(maps[0].1.contains(&w.pid()), "{maps:?}");
 }
+
+/// The syscall counter costs every syscall of every traced process, so `top` runs it only
+/// with `--syscalls`: without, no syscall program is attached (bpftool's list of the
+/// programs proclens holds) and the JSON rows have no syscall fields.
+#[test]
+fn top_counts_syscalls_only_when_asked() {
+    if !can_trace() {
+        return;
+    }
+    for (args, counted) in [(&["top"][..], false), (&["top", "--syscalls"], true)] {
+        let p = Proclens::spawn(&[args, &["--json", "--interval", "0.3", "--all"]].concat());
+        let row = p.json_until(Duration::from_secs(30), |v| v["type"] == "process");
+        let progs = common::bpf_maps::program_names(p.pid());
+        assert_eq!(progs.iter().any(|n| n == "sys_enter"), counted, "{args:?}: {progs:?}");
+        assert_eq!(row.get("syscalls_total").is_some(), counted, "{args:?}: {row}");
+    }
+}

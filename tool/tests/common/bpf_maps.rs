@@ -5,8 +5,8 @@ use std::{fs, process::Command};
 
 use serde_json::Value;
 
-/// The ids of the BPF maps process `pid` holds fds of, by map name.
-fn maps_of(pid: u32, name: &str) -> Vec<u64> {
+/// The ids of the BPF objects of a kind (`map_id`, `prog_id`) process `pid` holds fds of.
+fn ids_of(pid: u32, kind: &str) -> Vec<u64> {
     let mut ids = Vec::new();
     for fd in fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("proclens runs").flatten() {
         let Ok(info) = fs::read_to_string(fd.path()) else {
@@ -14,20 +14,38 @@ fn maps_of(pid: u32, name: &str) -> Vec<u64> {
         };
         ids.extend(
             info.lines()
-                .filter_map(|l| l.strip_prefix("map_id:"))
+                .filter_map(|l| l.strip_prefix(kind)?.strip_prefix(':'))
                 .filter_map(|v| v.trim().parse::<u64>().ok()),
         );
     }
     ids.sort_unstable();
     ids.dedup();
-    ids.into_iter()
-        .filter(|id| {
-            let out = Command::new("bpftool")
-                .args(["-j", "map", "show", "id", &id.to_string()])
-                .output()
-                .expect("bpftool is installed (cargo xtask setup)");
-            serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v["name"] == name)
-        })
+    ids
+}
+
+/// bpftool's JSON description of an object (`map` or `prog`) by id.
+fn show(what: &str, id: u64) -> Value {
+    let out = Command::new("bpftool")
+        .args(["-j", what, "show", "id", &id.to_string()])
+        .output()
+        .expect("bpftool is installed (cargo xtask setup)");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The ids of the BPF maps process `pid` holds fds of, by map name.
+fn maps_of(pid: u32, name: &str) -> Vec<u64> {
+    ids_of(pid, "map_id")
+        .into_iter()
+        .filter(|&id| show("map", id)["name"] == name)
+        .collect()
+}
+
+/// The names of the BPF programs process `pid` holds (loaded, or attached through a
+/// link).
+pub fn program_names(pid: u32) -> Vec<String> {
+    ids_of(pid, "prog_id")
+        .into_iter()
+        .filter_map(|id| show("prog", id)["name"].as_str().map(str::to_string))
         .collect()
 }
 
