@@ -7,7 +7,7 @@
 //! by forgetting one call; userspace checks, in a unit test of the embedded object, that
 //! every global of `.rodata` is one of these with the size given here.
 
-use crate::copies::layout;
+use crate::copies::op;
 
 /// A load-time global: its symbol name in the object.
 pub trait Global {
@@ -28,6 +28,11 @@ pub struct Task {
     pub start_boottime: u32,
     pub comm: u32,
 }
+
+/// Pids the filter holds in [`Filter::pids`]; more go to the `SELECTED_PIDS` map.
+pub const MAX_PIDS: usize = 16;
+/// [`Filter::npids`] when the pids are in the `SELECTED_PIDS` map.
+pub const PIDS_IN_MAP: u32 = u32::MAX;
 
 /// Which tasks are traced (see tool-ebpf/src/filter.rs).
 #[repr(C)]
@@ -54,6 +59,13 @@ pub struct Filter {
     pub cgroup_ancestor_ptrs: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `-p`: how many of `pids` are selected (0: no pid filter), or [`PIDS_IN_MAP`].
+    pub npids: u32,
+    pub pids: [u32; MAX_PIDS],
+    /// `--comm`: the length of `comm` (0: no name filter).
+    pub comm_len: u32,
+    /// The text a selected task's (or its process's) command name contains.
+    pub comm: [u8; 16],
 }
 
 /// The switch programs (see tool-ebpf/src/switch.rs).
@@ -158,16 +170,34 @@ pub struct Lifecycle {
     pub rq_clock: u32,
 }
 
-/// The copy-path programs (see tool-ebpf/src/copies.rs and fdkind.rs).
+/// Syscall numbers each dispatch table of [`Copies::ops`] covers.
+pub const NR_TABLE: usize = 512;
+
+/// The syscall programs (see tool-ebpf/src/syscalls.rs, copies.rs and fdkind.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Copies {
     /// `MAP_ANONYMOUS` of the kernel's ABI.
     pub map_anonymous: u64,
-    /// Per-op `sys_enter_*` record offsets, see [`layout`].
-    pub layout: [u32; layout::SIZE],
-    /// Offset of `ret` in the `sys_exit_*` records.
-    pub exit_ret: u32,
+    /// 1: count every syscall per process (`SYSCALLS`).
+    pub count_syscalls: u32,
+    /// 1: account the copy-family calls (`COPIES`).
+    pub copies: u32,
+    /// Offsets in `struct pt_regs` of syscall arguments 0..5 in the 64-bit ABI, and in
+    /// the 32-bit (compat) one.
+    pub args_native: [u32; 6],
+    pub args_compat: [u32; 6],
+    /// `pt_regs` offset of the syscall number at `sys_exit` (`orig_ax` on x86).
+    pub regs_nr: u32,
+    /// `task_struct` offset of the word whose `compat_flag` bit says a 32-bit syscall is
+    /// running (x86: `thread_info.status`, `TS_COMPAT`); `u32::MAX`: no compat ABI.
+    pub compat_status: u32,
+    pub compat_flag: u32,
+    /// `sizeof(struct mmsghdr)` and `offsetof(msg_len)`, then the compat ones.
+    pub mmsg_size: u32,
+    pub mmsg_len: u32,
+    pub compat_mmsg_size: u32,
+    pub compat_mmsg_len: u32,
     /// The fd → inode chain from BTF: task_struct.files, files_struct.fdt,
     /// fdtable.max_fds, fdtable.fd, file.f_inode, file.f_mode, inode.i_mode.
     pub task_files: u32,
@@ -177,14 +207,26 @@ pub struct Copies {
     pub file_inode: u32,
     pub file_mode: u32,
     pub inode_mode: u32,
+    /// The [`op`] of each syscall number (`op::NONE` outside the copy family): the 64-bit
+    /// ABI's in `[0, NR_TABLE)`, the 32-bit one's in `[NR_TABLE, 2 * NR_TABLE)`.
+    pub ops: [u8; 2 * NR_TABLE],
 }
 
 impl Default for Copies {
     fn default() -> Self {
         Self {
             map_anonymous: 0,
-            layout: [layout::NONE; layout::SIZE],
-            exit_ret: 0,
+            count_syscalls: 0,
+            copies: 0,
+            args_native: [0; 6],
+            args_compat: [0; 6],
+            regs_nr: 0,
+            compat_status: u32::MAX,
+            compat_flag: 0,
+            mmsg_size: 0,
+            mmsg_len: 0,
+            compat_mmsg_size: 0,
+            compat_mmsg_len: 0,
             task_files: 0,
             files_fdt: 0,
             fdt_max_fds: 0,
@@ -192,6 +234,7 @@ impl Default for Copies {
             file_inode: 0,
             file_mode: 0,
             inode_mode: 0,
+            ops: [op::NONE; 2 * NR_TABLE],
         }
     }
 }
@@ -222,10 +265,10 @@ mod tests {
     #[test]
     fn globals_have_no_implicit_padding() {
         assert_eq!(size_of::<Task>(), 6 * 4);
-        assert_eq!(size_of::<Filter>(), 10 * 4 + 8);
+        assert_eq!(size_of::<Filter>(), 10 * 4 + 8 + 4 + 4 * MAX_PIDS + 4 + 16);
         assert_eq!(size_of::<Switch>(), 20 * 4 + 8);
         assert_eq!(size_of::<Rings>(), 16);
         assert_eq!(size_of::<Lifecycle>(), 28 * 4);
-        assert_eq!(size_of::<Copies>(), 8 + 4 * layout::SIZE + 8 * 4);
+        assert_eq!(size_of::<Copies>(), 8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE);
     }
 }

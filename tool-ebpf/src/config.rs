@@ -4,7 +4,7 @@
 //! so the verifier sees every field as a constant. Fields are read through `read_volatile`
 //! so the compiler does not fold in the zero initialisers.
 
-use proclens_common::config::{Copies, Filter, Lifecycle, Rings, Switch, Task};
+use proclens_common::config::{Copies, Filter, Lifecycle, NR_TABLE, Rings, Switch, Task};
 
 macro_rules! config {
     ($(
@@ -53,6 +53,9 @@ config! {
         cgroup_ancestor_ptrs => cgroup_ancestor_ptrs: u32,
         cgroup_kn => cgroup_kn_off: u32,
         kernfs_node_id => kernfs_node_id_off: u32,
+        npids => filter_npids: u32,
+        comm_len => filter_comm_len: u32,
+        comm => filter_comm: [u8; 16],
     }
     /// The switch programs (see `switch`).
     CONFIG_SWITCH: Switch {
@@ -113,10 +116,18 @@ config! {
         cfs_rq_rq => iter_cfs_rq_rq_off: u32,
         rq_clock => iter_rq_clock_off: u32,
     }
-    /// The copy-path programs (see `copies` and `fdkind`).
+    /// The syscall programs (see `syscalls`, `copies` and `fdkind`).
     CONFIG_COPIES: Copies {
         map_anonymous => map_anonymous_flag: u64,
-        exit_ret => copy_exit_ret_off: u32,
+        count_syscalls => count_syscalls: u32,
+        copies => copies_on: u32,
+        regs_nr => regs_nr_off: u32,
+        compat_status => compat_status_off: u32,
+        compat_flag => compat_flag: u32,
+        mmsg_size => mmsg_size: u32,
+        mmsg_len => mmsg_len_off: u32,
+        compat_mmsg_size => compat_mmsg_size: u32,
+        compat_mmsg_len => compat_mmsg_len_off: u32,
         task_files => task_files_off: u32,
         files_fdt => files_fdt_off: u32,
         fdt_max_fds => fdt_max_fds_off: u32,
@@ -127,10 +138,33 @@ config! {
     }
 }
 
-/// Element `i` of the copy programs' per-op record layout (`Copies::layout`); the caller
-/// keeps `i` below `layout::SIZE`.
+/// Pid `i` of the `-p` filter; the caller keeps `i` below `MAX_PIDS`.
 #[inline(always)]
-pub(crate) fn copy_layout(i: usize) -> u32 {
+pub(crate) fn filter_pid(i: usize) -> u32 {
     // SAFETY: an in-bounds read (the caller checks `i`) of a static the loader initialised.
-    unsafe { core::ptr::read_volatile((&raw const CONFIG_COPIES.layout).cast::<u32>().add(i)) }
+    unsafe { core::ptr::read_volatile((&raw const CONFIG_FILTER.pids).cast::<u32>().add(i)) }
+}
+
+/// The `pt_regs` offset of syscall argument `i` (below 6) in the 64-bit or 32-bit ABI.
+#[inline(always)]
+pub(crate) fn arg_off(compat: bool, i: usize) -> u32 {
+    // SAFETY: in-bounds reads (the callers pass constants below 6).
+    unsafe {
+        if compat {
+            core::ptr::read_volatile((&raw const CONFIG_COPIES.args_compat).cast::<u32>().add(i))
+        } else {
+            core::ptr::read_volatile((&raw const CONFIG_COPIES.args_native).cast::<u32>().add(i))
+        }
+    }
+}
+
+/// The copy op of syscall `nr` in the 64-bit or 32-bit ABI (`op::NONE` outside the family).
+#[inline(always)]
+pub(crate) fn op_of(nr: u64, compat: bool) -> u8 {
+    if nr >= NR_TABLE as u64 {
+        return proclens_common::copies::op::NONE;
+    }
+    let i = nr as usize + if compat { NR_TABLE } else { 0 };
+    // SAFETY: `i` < 2 * NR_TABLE, the table's length.
+    unsafe { core::ptr::read_volatile((&raw const CONFIG_COPIES.ops).cast::<u8>().add(i)) }
 }

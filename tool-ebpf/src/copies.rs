@@ -1,226 +1,155 @@
-//! Copy paths and mode switches.
+//! Copy paths: the copy-family syscalls, handed over by `syscalls` (the dispatch on the
+//! syscall number).
 //!
-//! - `sys_enter_all` (raw tracepoint `sys_enter`, every syscall): counts syscalls per
-//!   (process, syscall number) in a per-CPU hash; this is the hot path, one map update.
-//! - `enter_<op>` (classic `syscalls/sys_enter_<op>` of the copy family): resolves the kind
-//!   of each fd and parks (path, mmap length) per thread in `INFLIGHT`.
-//! - `copy_exit` (attached to each `syscalls/sys_exit_<op>`): adds the return value (bytes
-//!   actually moved) or an error to the path's per-CPU totals.
+//! - [`enter`]: resolves the kind of each side (an fd's inode, user memory, another
+//!   process's memory) and parks the call per thread in `INFLIGHT`.
+//! - [`exit`]: adds the call's outcome to its path's per-CPU totals: the bytes it moved
+//!   (its return value; the messages' `msg_len` for recvmmsg/sendmmsg; the length for a
+//!   mapping), or a failure split into would-block, interrupted and other errors; and
+//!   follows the thread's file reads into the socket writes that send them on (the
+//!   flows sendfile could carry, see [`pair`]).
 //!
-//! Nothing goes to userspace per call; record offsets come from tracefs format files and
-//! struct offsets from BTF, both read at load time.
+//! Nothing goes to userspace per call; argument registers and struct offsets come from
+//! the running kernel's BTF at load time.
 //!
 //! Every key names a process by (tgid, leader's `start_boottime`), never by pid alone: a
 //! pid freed by one process may go to the next fork within one reporting interval, and
 //! the two must stay two rows.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuHashMap},
-    programs::{RawTracePointContext, TracePointContext},
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_user},
+    macros::map,
+    maps::HashMap,
+    programs::BtfTracePointContext,
 };
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, fd_kind, layout, op},
+    copies::{CopyKey, CopyStats, Inflight, Outcome, args, fd_kind, flags, op},
     counters,
 };
 
-use crate::{config, fdkind, filter, maps::count, task::probe};
+use crate::{config, fdkind, maps::count, task::field};
 
 const BPF_ANY: u64 = 0;
 
-/// Syscall counts per (process, syscall number); per CPU, summed by userspace. Bounded:
-/// a syscall that finds it full is counted in `COUNTERS[SYSCALL_MAP_FULL]`, and userspace
-/// deletes the entries of processes that have gone after their last report.
+/// Path totals per (process, op, source kind, destination kind, flags, CPU), summed over
+/// CPUs by userspace (see `SysKey::cpu`).
 #[map]
-static SYSCALLS: PerCpuHashMap<SysKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static COPIES: HashMap<CopyKey, CopyStats> = HashMap::with_max_entries(8192, 0);
 
-/// Command name per process, written when the process makes a syscall it had not made
-/// before (the `SYSCALLS` miss path, so not per call): userspace names processes that
-/// have exited before it could read /proc from here. After an exec the new program's
-/// first new syscalls rewrite it. A full map is counted in `COUNTERS[COMM_MAP_FULL]`.
-#[map]
-static COMMS: HashMap<ProcKey, [u8; 16]> = HashMap::with_max_entries(32768, 0);
-
-/// Path totals per (process, op, source kind, destination kind); per CPU.
-#[map]
-static COPIES: PerCpuHashMap<CopyKey, CopyStats> = PerCpuHashMap::with_max_entries(8192, 0);
-
-/// Copy-family calls between enter and exit, by thread id. Enter and exit may run on
-/// different CPUs, so this one is shared. A thread's entry is updated in place (its op set
-/// to `OP_NONE` at exit) rather than inserted and deleted on every call, which halves the
-/// map work on the hot path; userspace deletes the entries of threads that have gone.
+/// Each thread's copy-family call between enter and exit, and its file→socket pairing
+/// state, by thread id. Enter and exit may run on different CPUs, so this one is shared.
+/// A thread's entry is updated in place (its op set to `op::NONE` at exit) rather than
+/// inserted and deleted on every call, which halves the map work on the hot path and
+/// keeps the pairing state between calls; userspace deletes the entries of threads that
+/// have gone.
 #[map]
 static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, 0);
 
-/// `Inflight::key.op` of a thread with no copy-family call in flight.
-const OP_NONE: u8 = u8::MAX;
-
-#[inline(always)]
-fn layout_of(op: u8, field: usize) -> u32 {
-    let i = op as usize * layout::PER_OP + field;
-    if i >= layout::SIZE {
-        return layout::NONE;
-    }
-    config::copy_layout(i)
+/// A copy-family syscall at its entry.
+pub(crate) struct Call {
+    pub pid_tgid: u64,
+    /// The current task (untyped: `bpf_get_current_task`).
+    pub task: u64,
+    /// The task's saved user registers (BTF-typed `struct pt_regs *`).
+    pub regs: u64,
+    pub op: u8,
+    pub compat: bool,
+    pub start_ns: u64,
 }
 
-/// The current process's start: its thread-group leader's `start_boottime` (0 if
-/// unreadable), through the BTF offsets set at load time.
-#[inline(always)]
-fn process_start(task: u64) -> u64 {
-    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
-        return 0;
-    };
-    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
+impl Call {
+    /// Syscall argument `i` (a constant below 6). Each ABI's branch is a load at a
+    /// constant offset, which the verifier checks against `struct pt_regs`.
+    #[inline(always)]
+    fn arg(&self, i: usize) -> u64 {
+        if self.compat {
+            field(self.regs, config::arg_off(true, i))
+        } else {
+            field(self.regs, config::arg_off(false, i))
+        }
+    }
+
+    /// The fd in argument `i` (the low 32 bits: an `int`).
+    #[inline(always)]
+    fn fd(&self, i: u8) -> i32 {
+        self.arg(i as usize) as i32
+    }
+
+    /// Kind of one side: user memory when the op has no fd there.
+    #[inline(always)]
+    fn side(&self, i: u8) -> u8 {
+        if i == args::NONE {
+            return fd_kind::USER;
+        }
+        fdkind::kind(self.task, self.fd(i))
+    }
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter_all(ctx: RawTracePointContext) -> i32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == config::self_tgid() || !filter::current_in_cgroup() {
-        return 0;
-    }
-    // TP_PROTO(struct pt_regs *regs, long id)
-    let nr: i64 = ctx.arg(1);
-    let start_ns = process_start(unsafe { bpf_get_current_task() });
-    let key = SysKey {
-        tgid,
-        nr: nr as u32,
-        start_ns,
-    };
-    match SYSCALLS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's slot; the program runs with preemption disabled.
-        Some(n) => unsafe { *n += 1 },
-        None => {
-            // BPF_ANY on a per-CPU hash sets only this CPU's slot, so a concurrent insert
-            // by another CPU loses nothing.
-            if SYSCALLS.insert(&key, &1, BPF_ANY).is_err() {
-                count(&ctx, counters::SYSCALL_MAP_FULL);
-                // No name either: userspace prunes names with the processes it sees in
-                // SYSCALLS/COPIES, and would never free this one.
-                return 0;
-            }
-            if let Ok(comm) = bpf_get_current_comm() {
-                let pk = ProcKey {
-                    tgid,
-                    _pad: 0,
-                    start_ns,
-                };
-                // A full map leaves the name to /proc (counted).
-                if COMMS.insert(&pk, &comm, BPF_ANY).is_err() {
-                    count(&ctx, counters::COMM_MAP_FULL);
+/// Parks the call: its path, and what its exit needs (the mmap length, the mmsghdr
+/// vector).
+#[inline(always)]
+pub(crate) fn enter(ctx: &BtfTracePointContext, c: &Call) -> Result<(), i32> {
+    let mut arg = 0u64;
+    let (src, dst) = match c.op {
+        op::VMSPLICE => {
+            // The kernel's own rule (fs/splice.c): a pipe open for writing receives the
+            // user pages (vmsplice_to_pipe), otherwise the pipe is copied out to user memory.
+            match fdkind::file_of(c.task, c.fd(0)) {
+                Some(file) if fdkind::is_writable(file) => {
+                    (fd_kind::USER, fdkind::kind_of_file(file))
                 }
+                Some(file) => (fdkind::kind_of_file(file), fd_kind::USER),
+                None => (fd_kind::UNKNOWN, fd_kind::USER),
             }
         }
-    }
-    0
-}
-
-macro_rules! enter_programs {
-    ($($name:ident => $op:expr;)*) => {
-        $(
-            #[tracepoint]
-            pub fn $name(ctx: TracePointContext) -> u32 {
-                let _ = try_enter(&ctx, $op);
-                0
+        op::MMAP => {
+            // Only file-backed mappings: MAP_ANONYMOUS ignores the fd.
+            if c.arg(args::MMAP_FLAGS) & config::map_anonymous_flag() != 0 {
+                return Ok(());
             }
-        )*
-    };
-}
-
-enter_programs! {
-    enter_read => op::READ;
-    enter_write => op::WRITE;
-    enter_pread64 => op::PREAD64;
-    enter_pwrite64 => op::PWRITE64;
-    enter_readv => op::READV;
-    enter_writev => op::WRITEV;
-    enter_preadv => op::PREADV;
-    enter_pwritev => op::PWRITEV;
-    enter_preadv2 => op::PREADV2;
-    enter_pwritev2 => op::PWRITEV2;
-    enter_recvfrom => op::RECVFROM;
-    enter_sendto => op::SENDTO;
-    enter_recvmsg => op::RECVMSG;
-    enter_sendmsg => op::SENDMSG;
-    enter_sendfile64 => op::SENDFILE64;
-    enter_splice => op::SPLICE;
-    enter_vmsplice => op::VMSPLICE;
-    enter_tee => op::TEE;
-    enter_copy_file_range => op::COPY_FILE_RANGE;
-    enter_mmap => op::MMAP;
-}
-
-/// An fd argument of the record (8-byte slot; the low 32 bits hold the `int`).
-#[inline(always)]
-fn fd_arg(ctx: &TracePointContext, off: u32) -> Result<i32, i32> {
-    // SAFETY: the offset comes from this tracepoint's format; read_at checks the access.
-    Ok(unsafe { ctx.read_at::<u64>(off as usize)? } as i32)
-}
-
-/// Kind of one side of a copy: user memory when the op has no fd there.
-#[inline(always)]
-fn side(ctx: &TracePointContext, task: u64, off: u32) -> Result<u8, i32> {
-    if off == layout::NONE {
-        return Ok(fd_kind::USER);
-    }
-    Ok(fdkind::kind(task, fd_arg(ctx, off)?))
-}
-
-#[inline(always)]
-fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == config::self_tgid() || !filter::current_in_cgroup() {
-        return Ok(());
-    }
-    let tid = pid_tgid as u32;
-    let task = unsafe { bpf_get_current_task() };
-    let mut len = 0u64;
-    let (src, dst) = if op == op::VMSPLICE {
-        // The kernel's own rule (fs/splice.c): a pipe open for writing receives the user
-        // pages (vmsplice_to_pipe), otherwise the pipe is copied out to user memory.
-        let fd = fd_arg(ctx, layout_of(op, layout::SRC))?;
-        match fdkind::file_of(task, fd) {
-            Some(file) if fdkind::is_writable(file) => (fd_kind::USER, fdkind::kind_of_file(file)),
-            Some(file) => (fdkind::kind_of_file(file), fd_kind::USER),
-            None => (fd_kind::UNKNOWN, fd_kind::USER),
+            let fd = c.fd(args::fds(op::MMAP).0);
+            if fd < 0 {
+                return Ok(());
+            }
+            arg = c.arg(args::MMAP_LEN);
+            (fdkind::kind(c.task, fd), fd_kind::USER)
         }
-    } else if op == op::MMAP {
-        // Only file-backed mappings: MAP_ANONYMOUS ignores the fd.
-        let flags: u64 = unsafe { ctx.read_at(layout_of(op, layout::FLAGS) as usize)? };
-        if flags & config::map_anonymous_flag() != 0 {
-            return Ok(());
+        op::PROCESS_VM_READV => (fd_kind::PROCESS, fd_kind::USER),
+        op::PROCESS_VM_WRITEV => (fd_kind::USER, fd_kind::PROCESS),
+        o => {
+            if o == op::RECVMMSG || o == op::SENDMMSG {
+                arg = c.arg(args::MMSG_VEC);
+            }
+            let (s, d) = args::fds(o);
+            (c.side(s), c.side(d))
         }
-        let fd = fd_arg(ctx, layout_of(op, layout::SRC))?;
-        if fd < 0 {
-            return Ok(());
-        }
-        len = unsafe { ctx.read_at(layout_of(op, layout::LEN) as usize)? };
-        (fdkind::kind(task, fd), fd_kind::USER)
-    } else {
-        (
-            side(ctx, task, layout_of(op, layout::SRC))?,
-            side(ctx, task, layout_of(op, layout::DST))?,
-        )
     };
-    let inflight = Inflight {
-        key: CopyKey {
-            tgid,
-            op,
-            src,
-            dst,
-            _pad: 0,
-            start_ns: process_start(task),
-        },
-        len,
+    let key = CopyKey {
+        tgid: (c.pid_tgid >> 32) as u32,
+        op: c.op,
+        src,
+        dst,
+        flags: if c.compat { flags::COMPAT } else { 0 },
+        start_ns: c.start_ns,
+        cpu: 0,
+        _pad: 0,
     };
+    let tid = c.pid_tgid as u32;
     match INFLIGHT.get_ptr_mut(&tid) {
-        // SAFETY: only this thread writes its own entry.
-        Some(e) => unsafe { *e = inflight },
+        Some(e) => {
+            // SAFETY: only this thread writes its own entry; its pairing state is kept.
+            unsafe {
+                (*e).key = key;
+                (*e).arg = arg;
+            }
+        }
         None => {
-            if INFLIGHT.insert(&tid, &inflight, BPF_ANY).is_err() {
+            let fresh = Inflight {
+                key,
+                arg,
+                ..Inflight::default()
+            };
+            if INFLIGHT.insert(&tid, &fresh, BPF_ANY).is_err() {
                 count(ctx, counters::INFLIGHT_FULL);
             }
         }
@@ -228,71 +157,124 @@ fn try_enter(ctx: &TracePointContext, op: u8) -> Result<(), i32> {
     Ok(())
 }
 
-#[tracepoint]
-pub fn copy_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
-
+/// Accounts the call in flight of the current thread, if any, by its return value.
 #[inline(always)]
-fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub(crate) fn exit(ctx: &BtfTracePointContext, pid_tgid: u64, ret: i64) -> Result<(), i32> {
     let tid = pid_tgid as u32;
     let Some(p) = INFLIGHT.get_ptr_mut(&tid) else {
-        // Entered before proclens attached, or not traced (proclens itself).
+        // Entered before proclens attached, or not traced.
         return Ok(());
     };
     // SAFETY: only this thread writes its own entry; copied out, then marked consumed.
-    let inflight = unsafe { *p };
-    if inflight.key.op == OP_NONE {
+    let e = unsafe { &mut *p };
+    let key = e.key;
+    if key.op == op::NONE {
         return Ok(());
     }
-    unsafe { (*p).key.op = OP_NONE };
-    if inflight.key.tgid != (pid_tgid >> 32) as u32 {
+    e.key.op = op::NONE;
+    if key.tgid != (pid_tgid >> 32) as u32 {
         // A stale entry of a thread killed inside a call whose id was reused.
         return Ok(());
     }
-    let ret: i64 = unsafe { ctx.read_at(config::copy_exit_ret_off() as usize)? };
-    // Failures are -errno (-4095..-1); an mmap address is never in that range.
-    let failed = (-4095..0).contains(&ret);
-    let bytes = if failed {
-        0
-    } else if inflight.key.op == op::MMAP {
-        inflight.len
-    } else {
-        ret as u64
+    let outcome = Outcome::of(ret);
+    let bytes = match (outcome, key.op) {
+        (Outcome::Done, op::MMAP) => e.arg,
+        (Outcome::Done, op::RECVMMSG | op::SENDMMSG) => {
+            mmsg_bytes(e.arg, ret, key.flags & flags::COMPAT != 0)
+        }
+        (Outcome::Done, _) => ret as u64,
+        _ => 0,
     };
-    let key = inflight.key;
-    match COPIES.get_ptr_mut(&key) {
+    add(ctx, &key, outcome, bytes, 1);
+    if outcome == Outcome::Done && bytes > 0 {
+        pair(ctx, e, &key, bytes);
+    }
+    Ok(())
+}
+
+/// Follows a thread's file data into sockets (see `Inflight::left`): each read whose
+/// bytes the thread's socket writes have all carried on is a file→socket flow sendfile
+/// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read.
+#[inline(always)]
+fn pair(ctx: &BtfTracePointContext, e: &mut Inflight, key: &CopyKey, bytes: u64) {
+    if op::reads_into_user(key.op) && key.src == fd_kind::FILE {
+        e.file_read(bytes);
+        return;
+    }
+    if !(op::writes_from_user(key.op) && key.dst == fd_kind::SOCKET) || e.chunks == 0 {
+        return;
+    }
+    let (carried, reads) = e.socket_write(bytes);
+    if reads > 0 {
+        let flow = CopyKey {
+            op: op::SENDFILE_ELIGIBLE,
+            src: fd_kind::FILE,
+            dst: fd_kind::SOCKET,
+            flags: 0,
+            ..*key
+        };
+        add(ctx, &flow, Outcome::Done, carried, reads);
+    }
+}
+
+/// The bytes of the first `n` messages of a recvmmsg/sendmmsg vector at user address
+/// `vec`: their `msg_len`, which the kernel has just written back.
+#[inline(always)]
+fn mmsg_bytes(vec: u64, n: i64, compat: bool) -> u64 {
+    let (size, off) = if compat {
+        (config::compat_mmsg_size(), config::compat_mmsg_len_off())
+    } else {
+        (config::mmsg_size(), config::mmsg_len_off())
+    };
+    let mut sum = 0u64;
+    let mut at = vec + u64::from(off);
+    for i in 0..args::MMSG_MAX {
+        if i64::from(i) >= n {
+            break;
+        }
+        // SAFETY: bpf_probe_read_user tolerates any address; a fault reads nothing.
+        if let Ok(len) = unsafe { bpf_probe_read_user(at as *const u32) } {
+            sum += u64::from(len);
+        }
+        at += u64::from(size);
+    }
+    sum
+}
+
+/// Adds `calls` calls with `outcome` (and `bytes`) to `key`'s totals on this CPU.
+#[inline(always)]
+fn add(ctx: &BtfTracePointContext, key: &CopyKey, outcome: Outcome, bytes: u64, calls: u64) {
+    let key = &CopyKey {
+        // SAFETY: a helper without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ..*key
+    };
+    let mut one = CopyStats::default();
+    match outcome {
+        Outcome::Done => {
+            one.calls = calls;
+            one.bytes = bytes;
+        }
+        Outcome::WouldBlock => one.would_block = calls,
+        Outcome::Interrupted => one.interrupted = calls,
+        Outcome::Failed => one.errors = calls,
+    }
+    match COPIES.get_ptr_mut(key) {
         Some(s) => {
-            // SAFETY: this CPU's slot; the program runs with preemption disabled.
+            // SAFETY: this CPU's entry; the program runs with preemption disabled and
+            // does not nest on a CPU.
             let s = unsafe { &mut *s };
-            if failed {
-                s.errors += 1;
-            } else {
-                s.calls += 1;
-                s.bytes += bytes;
-            }
+            s.bytes += one.bytes;
+            s.calls += one.calls;
+            s.errors += one.errors;
+            s.would_block += one.would_block;
+            s.interrupted += one.interrupted;
         }
         None => {
-            let s = if failed {
-                CopyStats {
-                    bytes: 0,
-                    calls: 0,
-                    errors: 1,
-                }
-            } else {
-                CopyStats {
-                    bytes,
-                    calls: 1,
-                    errors: 0,
-                }
-            };
-            // As for SYSCALLS: BPF_ANY sets only this CPU's slot.
-            if COPIES.insert(&key, &s, BPF_ANY).is_err() {
+            // Only this CPU makes this key: the insert cannot race another.
+            if COPIES.insert(key, &one, BPF_ANY).is_err() {
                 count(ctx, counters::COPY_MAP_FULL);
             }
         }
     }
-    Ok(())
 }

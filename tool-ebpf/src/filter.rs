@@ -1,14 +1,47 @@
-//! Which tasks are traced: everything but proclens itself, optionally only one cgroup v2
-//! subtree (`--cgroup`, and `run -- CMD`'s own cgroup), compared in the kernel so tasks
-//! outside it cost one helper call.
+//! Which tasks are traced: everything but proclens itself, optionally only the processes of
+//! `-p`, those whose command name contains `--comm`, and one cgroup v2 subtree
+//! (`--cgroup`, and `run -- CMD`'s own cgroup). Every program asks first, so a task that
+//! is filtered out costs its programs a compare (`-p`), one hash lookup (`--comm`, many
+//! pids) or one helper call (`--cgroup`), and nothing else.
+//!
+//! What each concern does with a task filtered out:
+//! - syscalls and copy paths (`syscalls`, `copies`): nothing at all;
+//! - switches (`switch`): no thread entry; the CPU's own bookkeeping (the system-wide
+//!   same/cross-process/idle split) still sees every switch;
+//! - lifecycle (`lifecycle`): events are filtered by the cgroup only. `-p` and `--comm`
+//!   select rows, but the process table needs every process around them: a selected
+//!   parent's zombies are other processes, and so are the orphans a selected subreaper
+//!   inherits; lifecycle events come per process, not per syscall or switch.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::bpf_get_current_ancestor_cgroup_id,
+    },
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{HashMap, LruHashMap},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use proclens_common::config::{MAX_PIDS, PIDS_IN_MAP};
+
+use crate::{
+    config,
+    task::{field, probe},
 };
 
-use crate::{config, task::probe};
+/// The `-p` pids when there are more than the config holds (see `Filter::npids`).
+#[map]
+static SELECTED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
+
+/// The `--comm` filter's decision per thread ([`SELECTED`] or [`NOT_SELECTED`]), made at
+/// the thread's first traced event from its own and its process's command names, and
+/// forgotten when the thread exits or its process execs (`filter_exit`, `filter_exec`).
+/// A least-recently-used map: an evicted decision is made again, never lost.
+#[map]
+static COMM_MATCH: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+const SELECTED: u8 = 1;
+const NOT_SELECTED: u8 = 2;
 
 /// The id of `task`'s default-hierarchy (v2) cgroup ancestor at `level`, read through BTF
 /// offsets: `task->cgroups->dfl_cgrp`, then its ancestor's id: `ancestor_ids[level]` on
@@ -50,21 +83,143 @@ pub(crate) fn current_in_cgroup() -> bool {
     unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) == id }
 }
 
-/// Whether `task` (any task, not only the current one) is traced: not proclens's own, and
-/// in the selected cgroup subtree. For the thread iterators, which visit every task.
+/// Whether any filter selects tasks (beyond leaving proclens out).
+#[inline(always)]
+pub(crate) fn narrowed() -> bool {
+    config::cgroup_id() != 0 || config::filter_npids() != 0 || config::filter_comm_len() != 0
+}
+
+/// Whether `task` (any task, not only the current one) of process `tgid` is traced by
+/// every filter. For the thread iterators, which visit every task.
 #[inline(always)]
 pub(crate) fn task_traced(task: u64, tgid: u32) -> bool {
-    if !traced_tgid(tgid) {
+    if tgid == config::self_tgid() || !pid_selected(tgid) {
+        return false;
+    }
+    if config::filter_comm_len() != 0 && !task_comm_matches(task) {
         return false;
     }
     let id = config::cgroup_id();
     id == 0 || ancestor_id_by_walk(task, config::cgroup_level()) == Some(id)
 }
 
-/// Whether a task of this tgid is traced at all.
+/// Whether the current task, of process `tgid`, is traced by `-p` and `--comm` (and is
+/// not proclens's own). The cgroup is [`current_in_cgroup`]'s.
 #[inline(always)]
 pub(crate) fn traced_tgid(tgid: u32) -> bool {
-    tgid != config::self_tgid()
+    tgid != config::self_tgid() && pid_selected(tgid) && comm_selected()
+}
+
+/// Whether the current task (`pid_tgid` from `bpf_get_current_pid_tgid`) is traced by
+/// every filter: the first thing the syscall programs ask.
+#[inline(always)]
+pub(crate) fn traced(pid_tgid: u64) -> bool {
+    traced_tgid((pid_tgid >> 32) as u32) && current_in_cgroup()
+}
+
+/// `-p`: a compare per pid held in the config (the verifier knows how many), or one
+/// lookup when there are more.
+#[inline(always)]
+fn pid_selected(tgid: u32) -> bool {
+    let n = config::filter_npids();
+    if n == 0 {
+        return true;
+    }
+    if n == PIDS_IN_MAP {
+        // SAFETY: the value is not kept.
+        return unsafe { SELECTED_PIDS.get(&tgid) }.is_some();
+    }
+    for i in 0..MAX_PIDS {
+        if i as u32 >= n {
+            break;
+        }
+        if config::filter_pid(i) == tgid {
+            return true;
+        }
+    }
+    false
+}
+
+/// `--comm`: the current thread's cached decision, made now when it has none.
+#[inline(always)]
+fn comm_selected() -> bool {
+    if config::filter_comm_len() == 0 {
+        return true;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out at once.
+    if let Some(d) = unsafe { COMM_MATCH.get(&tid) } {
+        return *d == SELECTED;
+    }
+    // SAFETY: a helper without arguments.
+    let yes = task_comm_matches(unsafe { bpf_get_current_task() });
+    let _ = COMM_MATCH.insert(&tid, if yes { &SELECTED } else { &NOT_SELECTED }, 0);
+    yes
+}
+
+/// Whether the thread's name or its process's (its group leader's, what /proc/PID/comm
+/// shows) contains the `--comm` text. Userspace selects rows by the same names, so the
+/// kernel lets through every task a view could show.
+#[inline(never)]
+fn task_comm_matches(task: u64) -> bool {
+    let own: [u8; 16] = probe(task, config::task_comm_off()).unwrap_or([0; 16]);
+    if contains(&own) {
+        return true;
+    }
+    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
+        return false;
+    };
+    let name: [u8; 16] = probe(leader, config::task_comm_off()).unwrap_or([0; 16]);
+    contains(&name)
+}
+
+/// Whether the NUL-terminated `hay` contains the filter's text (1..=15 bytes).
+#[inline(always)]
+fn contains(hay: &[u8; 16]) -> bool {
+    let needle = config::filter_comm();
+    let n = config::filter_comm_len() as usize;
+    'start: for start in 0..16usize {
+        if start + n > 16 {
+            return false;
+        }
+        for j in 0..16usize {
+            if j >= n {
+                return true;
+            }
+            let (Some(&h), Some(&w)) = (hay.get(start + j), needle.get(j)) else {
+                return false;
+            };
+            if h == 0 {
+                // The name ends here: no later start can match either.
+                return false;
+            }
+            if h != w {
+                continue 'start;
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// The new program of a process that execs has a new name: its decision is made again.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn filter_exec(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm): after
+    // de_thread the exec'ing thread holds the process's id.
+    let task: u64 = ctx.arg(0);
+    let tid: u32 = field(task, config::task_pid_off());
+    let _ = COMM_MATCH.remove(&tid);
+    0
+}
+
+/// A thread id that exits may go to a new thread: its decision goes with it.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn filter_exit(ctx: BtfTracePointContext) -> u32 {
+    let task: u64 = ctx.arg(0);
+    let tid: u32 = field(task, config::task_pid_off());
+    let _ = COMM_MATCH.remove(&tid);
+    0
 }
 
 /// Never attached: userspace loads it to ask the verifier whether tracing programs may

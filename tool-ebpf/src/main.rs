@@ -12,6 +12,7 @@ mod lifecycle;
 mod maps;
 mod reaper;
 mod switch;
+mod syscalls;
 mod task;
 mod threads;
 mod zombie_iter;

@@ -313,9 +313,9 @@ fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
     }
     let now = now(task);
     // First sight of this thread: remember when it became runnable. Its tgid is filled in
-    // at its first switch out. With a cgroup filter, entries are only made by switches of
-    // tasks inside it (the woken task is not `current`, so its cgroup is unknown here).
-    let known = if config::cgroup_id() != 0 {
+    // at its first switch out. With a filter, entries are only made by switches of tasks
+    // it selects (the woken task is not `current`, so the filter cannot ask here).
+    let known = if filter::narrowed() {
         find(tid)
     } else {
         let runnable = || ThreadSwitches {

@@ -8,7 +8,6 @@
 //! | 3 | not privileged enough (needs root, or CAP_BPF + CAP_PERFMON) |
 //! | 4 | no such process (or cgroup) |
 //! | 5 | the kernel lacks something proclens needs (BTF, a tracepoint, ring buffer) |
-//! | 6 | tracefs is not mounted and cannot be mounted |
 //! | 7 | proclens is not in the initial pid namespace (the kernel's pids are not /proc's) |
 
 use std::process::ExitCode;
@@ -22,8 +21,6 @@ pub enum Fatal {
     NoSuchProcess(u32),
     #[error("{0}")]
     KernelUnsupported(String),
-    #[error("{0}")]
-    Tracefs(String),
     #[error("no such cgroup: {0}")]
     NoSuchCgroup(String),
     #[error("{0}")]
@@ -36,7 +33,6 @@ impl Fatal {
             Fatal::Privilege(_) => 3,
             Fatal::NoSuchProcess(_) | Fatal::NoSuchCgroup(_) => 4,
             Fatal::KernelUnsupported(_) => 5,
-            Fatal::Tracefs(_) => 6,
             Fatal::PidNamespace(_) => 7,
         }
     }
@@ -60,5 +56,4 @@ Exit codes:
   3  not privileged: run as root, or grant CAP_BPF and CAP_PERFMON
   4  no such process (-p) or cgroup (--cgroup)
   5  kernel lacks a needed feature (BTF, tracepoint, ring buffer)
-  6  tracefs not mounted and cannot be mounted
   7  not in the host's pid namespace: run with the host's (--pid host, hostPID)";

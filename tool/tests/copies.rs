@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace, now_unix, workload::Workload,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, Proclens, can_trace,
+    copy_window::{Window, kinds_of, measure_sized, path_totals, syscall_total},
+    workload::Workload,
 };
 use serde_json::Value;
 
@@ -15,88 +17,10 @@ workload_entry!();
 /// 8 MiB, moved by each path.
 const SIZE: u64 = 8 << 20;
 
-/// The first `copies` report for `pid` made after `after` (unix seconds).
-fn report_after(p: &Proclens, pid: u32, after: f64) -> Value {
-    p.json_until(Duration::from_secs(15), |v| {
-        v["type"] == "copies" && v["pid"] == pid && v["time"].as_f64().unwrap() > after
-    })
-}
-
-/// (bytes, calls, errors) totals of `op` on `kinds` (e.g. `file->socket`) in a report;
-/// zeros when the path was never used.
-fn path_totals(v: &Value, op: &str, kinds: &str) -> (u64, u64, u64) {
-    let c = &v["paths"][op]["fds"][kinds];
-    let get = |f: &str| c[f].as_u64().unwrap_or(0);
-    (get("bytes_total"), get("calls_total"), get("errors_total"))
-}
-
-/// Every `fds` key `op` used in a report.
-fn kinds_of(v: &Value, op: &str) -> Vec<String> {
-    v["paths"][op]["fds"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// A measured run: the reports just before and just after the workload ran.
-struct Window {
-    before: Value,
-    after: Value,
-}
-
-impl Window {
-    /// (bytes, calls, errors) of a path over the window.
-    fn delta(&self, op: &str, kinds: &str) -> (u64, u64, u64) {
-        let (b0, c0, e0) = path_totals(&self.before, op, kinds);
-        let (b1, c1, e1) = path_totals(&self.after, op, kinds);
-        (b1 - b0, c1 - c0, e1 - e0)
-    }
-
-    /// A syscall's field (`calls_total`, ...) summed over its fd kinds, over the window.
-    fn op_delta(&self, op: &str, field: &str) -> u64 {
-        let get = |v: &Value| v["paths"][op][field].as_u64().unwrap_or(0);
-        get(&self.after) - get(&self.before)
-    }
-
-    fn bytes(&self, op: &str, kinds: &str) -> u64 {
-        self.delta(op, kinds).0
-    }
-}
-
-/// `count_total` of syscall `name` in a report made with `--syscalls`; 0 when absent.
-fn syscall_total(v: &Value, name: &str) -> u64 {
-    v["top_syscalls"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name))
-        .map_or(0, |s| s["count_total"].as_u64().unwrap())
-}
-
 /// Runs copy workload `kind` (moving `SIZE` bytes) under `proclens copies` and returns
 /// the window around it.
 fn measure(kind: &str) -> Window {
     measure_sized(kind, SIZE)
-}
-
-fn measure_sized(kind: &str, size: u64) -> Window {
-    let mut w = Workload::spawn(&format!("{kind}:{size}"));
-    let pid = w.pid();
-    let p = Proclens::spawn(&[
-        "copies",
-        "--json",
-        "--interval",
-        "0.2",
-        "--syscalls",
-        "1000",
-        "-p",
-        &pid.to_string(),
-    ]);
-    // The first report means the programs are attached.
-    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
-    let before = report_after(&p, pid, now_unix());
-    w.go();
-    let after = report_after(&p, pid, now_unix());
-    eprintln!("{kind}: after = {after}");
-    Window { before, after }
 }
 
 #[test]
@@ -136,7 +60,7 @@ fn read_write_file_to_socket_counts_each_byte_once_per_side() {
 }
 
 #[test]
-fn sendfile_file_to_tcp_socket_is_exact_and_in_kernel() {
+fn sendfile_file_to_tcp_socket_is_exact_and_zero_copy() {
     if !can_trace() {
         return;
     }
@@ -145,12 +69,15 @@ fn sendfile_file_to_tcp_socket_is_exact_and_in_kernel() {
     assert_eq!(bytes, SIZE, "sendfile file->socket");
     assert!(calls >= 1 && errors == 0);
     assert_eq!(kinds_of(&w.after, "sendfile"), vec!["file->socket"]);
-    assert_eq!(w.after["paths"]["sendfile"]["class"], "in_kernel");
+    // Page references into the socket (loopback does scatter-gather): no copy.
+    assert_eq!(w.after["paths"]["sendfile"]["class"], "zero_copy");
+    assert_eq!(w.row_delta("zero_copy_bytes_total"), SIZE);
     assert_eq!(
         w.bytes("read", "socket->user"),
         SIZE,
         "the peer's read socket->user"
     );
+    assert_eq!(w.row_delta("in_kernel_copy_bytes_total"), 0);
 }
 
 #[test]
@@ -162,7 +89,9 @@ fn splice_file_to_pipe_to_socket_is_exact() {
     assert_eq!(w.bytes("splice", "file->pipe"), SIZE);
     assert_eq!(w.bytes("splice", "pipe->socket"), SIZE);
     assert_eq!(w.bytes("read", "socket->user"), SIZE);
-    assert_eq!(w.after["paths"]["splice"]["class"], "in_kernel");
+    // Page-cache pages into the pipe, then into the socket: referenced, never copied.
+    assert_eq!(w.after["paths"]["splice"]["class"], "zero_copy");
+    assert_eq!(w.row_delta("zero_copy_bytes_total"), 2 * SIZE);
 }
 
 #[test]
@@ -182,6 +111,10 @@ fn vmsplice_into_a_pipe_and_tee_are_exact() {
         2 * SIZE,
         "both pipes drained to /dev/null"
     );
+    let class = |op: &str, kinds: &str| w.after["paths"][op]["fds"][kinds]["class"].clone();
+    assert_eq!(class("vmsplice", "user->pipe"), "zero_copy", "user pages referenced");
+    assert_eq!(class("tee", "pipe->pipe"), "zero_copy");
+    assert_eq!(class("splice", "pipe->other"), "in_kernel_copy", "into a device");
 }
 
 #[test]
@@ -193,6 +126,10 @@ fn copy_file_range_file_to_file_is_exact() {
     let (bytes, calls, errors) = w.delta("copy_file_range", "file->file");
     assert_eq!(bytes, SIZE);
     assert!(calls >= 1 && errors == 0);
+    // Copied inside the kernel, not through user memory, and not zero-copy either.
+    assert_eq!(w.after["paths"]["copy_file_range"]["class"], "in_kernel_copy");
+    assert_eq!(w.row_delta("in_kernel_copy_bytes_total"), SIZE);
+    assert_eq!(w.row_delta("zero_copy_bytes_total"), 0);
 }
 
 #[test]

@@ -10,7 +10,15 @@ use serde_json::Value;
 workload_entry!();
 
 fn top(pid: u32) -> Proclens {
-    let p = Proclens::spawn(&["top", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
+    let p = Proclens::spawn(&[
+        "top",
+        "--syscalls",
+        "--json",
+        "--interval",
+        "0.5",
+        "-p",
+        &pid.to_string(),
+    ]);
     // The first report: the programs are attached and the process table is seeded.
     p.json_until(Duration::from_secs(15), |v| v["type"] == "process");
     p

@@ -43,9 +43,11 @@ enum Task {
     /// pipe`) untraced / proclens / an equivalent bpftrace counter, with the kernel's
     /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
     /// trips) untraced / `proclens copies` / an equivalent bpftrace script /
-    /// `strace -c -f`; fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
+    /// `strace -c -f`; another process's syscalls while proclens and bpftrace trace an idle
+    /// one (`-p`); fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
     /// memory and /metrics size beside 1,000 idle processes, scraped every second; and the
-    /// wall time of short invocations (start-up and exit). Needs root. `--record` writes
+    /// wall time of short invocations (start-up and exit) and of quitting the live table.
+    /// Needs root. `--record` writes
     /// the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
@@ -57,8 +59,8 @@ enum Task {
         /// Write the results into BENCHMARKS.md.
         #[arg(long)]
         record: bool,
-        /// Run only these sections (comma-separated): switches, lifecycle, syscalls, load,
-        /// serve, startup.
+        /// Run only these sections (comma-separated): switches, lifecycle, syscalls,
+        /// filtered, load, serve, startup.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
         /// Another proclens binary (an earlier build) whose serve is measured in the same

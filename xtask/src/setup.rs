@@ -26,6 +26,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     // setpriv, the least-privilege tests' way to start proclens as another user.
     ("util-linux", "/usr/bin/setpriv"),
+    // A file server to pair file reads with socket writes (tests/nginx.rs).
+    ("nginx", "/usr/sbin/nginx"),
+    // A 32-bit static program for the compat-syscall test (tests/compat.rs).
+    ("gcc-multilib", "/usr/lib32/libc.a"),
 ];
 
 fn is_root() -> bool {

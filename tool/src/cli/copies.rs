@@ -23,29 +23,53 @@ use crate::{
 /// How a copy is classified and what the derived numbers mean.
 const COPIES_MODEL_HELP: &str = "\
 Paths: each copy-family syscall is counted per process and per kind of source and
-destination (file, socket, pipe, other, user memory; `unknown` for an fd that is not
-open). Bytes are the syscall's return value (what actually moved); failed calls are
-counted as errors and move no bytes; a file-backed mmap counts its mapped length.
+destination (file, socket, pipe, other, user memory, another process's memory;
+`unknown` for an fd that is not open). Bytes are the syscall's return value (what
+actually moved; recvmmsg/sendmmsg: the messages' msg_len); a file-backed mmap counts its
+mapped length. Failed calls move no bytes and are split three ways: would-block
+(EAGAIN, a non-blocking fd with nothing to do), interrupted (EINTR, or a call the kernel
+restarts after a signal, which then counts again) and errors (everything else).
 
-  user_copy   read, write, pread64, pwrite64, readv, writev, preadv(2), pwritev(2),
-              recvfrom, sendto, recvmsg, sendmsg, and vmsplice out of a pipe: the CPU
-              copies every byte between a kernel buffer and the caller's buffer.
-  in_kernel   sendfile, splice, tee, copy_file_range: the bytes never cross into user
-              space. vmsplice into a pipe references the user pages (no copy).
-  zero-copy%  zero-copy bytes / (user-copy bytes + zero-copy bytes).
+  user_copy       the CPU copies every byte between a kernel buffer and user memory:
+                  read/write, pread64/pwrite64, readv/writev, preadv(2)/pwritev(2),
+                  recvfrom/sendto, recvmsg/sendmsg, recvmmsg/sendmmsg, vmsplice out of a
+                  pipe; or between two processes: process_vm_readv/writev.
+  in_kernel_copy  the bytes stay in the kernel but the CPU copies them there:
+                  copy_file_range, splice out of a socket or device or into a file,
+                  sendfile to a file. (A filesystem that clones, such as btrfs or XFS with
+                  reflink, may share extents for copy_file_range instead; a syscall's
+                  result cannot tell, so it is counted as a copy.)
+  zero_copy       no byte is copied, pages are referenced: sendfile from a file to a
+                  socket or pipe, splice from a file into a pipe or from a pipe into a
+                  socket or pipe, tee, vmsplice into a pipe. Into a socket this assumes a
+                  device with scatter-gather DMA (loopback and practically every NIC) and
+                  no software kTLS on it; without them the kernel copies once.
+  zero-copy%      zero_copy / (user_copy + in_kernel_copy + zero_copy) bytes.
 
-sendfile model (shown for processes that read regular files and write to sockets with the
-read/write family): eligible bytes E = min(bytes read from files, bytes written to
-sockets). read()+write() copies each byte twice with the CPU (kernel->user, user->kernel)
-and needs two syscalls per chunk (4 user/kernel mode switches); sendfile() needs one
-syscall (2 mode switches) and no copy through user space. Saved: 2*E bytes of CPU copies,
-and the file reads that carried E (file read calls * E / file read bytes) = 2 mode
-switches each.
+sendfile would save: the kernel follows each thread's file data. Its reads from regular
+files into user memory (read, pread64, readv, preadv, preadv2) are queued, the last four
+at most; its socket writes from user memory (write, writev, send*, pwrite*) are credited
+to them, oldest first. A read whose bytes have all been written on is eligible (E); one
+still short when four later reads came is dropped: a server that reads pages and
+answers with fewer bytes (a database) is not eligible. read()+write()
+copies each byte twice through user memory and needs the reads; sendfile() copies none
+through user memory and replaces the reads: saved 2*E bytes of CPU copies and the paired
+file reads, 2 mode switches each. Assumed: scatter-gather DMA (else sendfile still copies
+once, inside the kernel), and that the process sends what it read: a process that
+encrypts in user space (TLS without kTLS) writes ciphertext, pairs all the same, and can
+use sendfile only with kernel TLS.
 
 Mode switches: every syscall is one user->kernel transition; syscalls/s counts them all.
-io_uring submissions bypass these syscalls: processes seen calling io_uring_setup/enter/
-register are flagged and their bytes are not counted. 32-bit (compat) syscalls of a
-64-bit kernel are not in the copy paths.";
+32-bit programs on a 64-bit kernel make compat syscalls: they are named from the i386
+table (JSON `abi`), counted in `compat_syscalls_total`, and their copy paths are
+accounted like the 64-bit ones (except socketcall and the old mmap, whose arguments are
+in memory). io_uring submissions bypass these syscalls: processes seen calling
+io_uring_setup/enter/register, or holding an io_uring fd when proclens starts, are
+flagged and their bytes are not counted.
+
+Cost: every syscall of every traced process runs two small programs (sys_enter and
+sys_exit); a filtered-out process (-p, --comm, --cgroup) costs them a compare or a lookup
+each (see BENCHMARKS.md).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]
@@ -127,10 +151,12 @@ fn select_rows(x: Extras, selection: &Selection, all: bool) -> Vec<(ProcRow, Str
             .any(|r| r.tgid == pid && !x.gone.contains(&r.key()))
             && procfs::exists(pid)
         {
-            rows.push(ProcRow {
+            let mut idle = ProcRow {
                 tgid: pid,
                 ..ProcRow::default()
-            });
+            };
+            idle.syscalls.io_uring = x.io_uring_at_start.contains(&pid);
+            rows.push(idle);
         }
     }
     rows.into_iter()

@@ -60,17 +60,22 @@ pub enum Command {
     Zombies(zombies::ZombiesArgs),
 }
 
-/// Selecting processes; shared by the views.
+/// Selecting processes; shared by the views. Every filter is compared in the kernel,
+/// first thing in every syscall and switch program: a task filtered out costs those
+/// programs a compare or a lookup, and nothing reaches proclens about it (lifecycle
+/// events are filtered by the cgroup only: the process table needs the parents and
+/// children of the processes shown).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
     /// Only this process (repeatable). proclens exits with code 4 if it does not exist.
     #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Only processes whose command name contains NAME.
-    #[arg(long = "comm", value_name = "NAME")]
+    /// Only processes whose command name contains NAME (at most 15 bytes, as the kernel
+    /// keeps names). A thread whose own name contains it is traced too.
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
     /// Only tasks in this cgroup v2 (and below it): a path under the cgroup2 mount, or
-    /// relative to it. Compared in the kernel, so other tasks cost almost nothing.
+    /// relative to it.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroup: Option<std::path::PathBuf>,
     /// Include proclens's own threads.
@@ -92,6 +97,16 @@ pub struct ThreadTable {
     pub max_threads: Option<u32>,
 }
 
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.len() > 15 {
+        return Err(format!(
+            "`{s}` is {} bytes; command names are at most 15, so it would match nothing",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
 impl Filter {
     /// What the views select among the rows: `-p` and `--comm`.
     pub fn selection(&self) -> crate::model::selection::Selection {
@@ -101,7 +116,7 @@ impl Filter {
         }
     }
 
-    /// Checks the pids and cgroup, then starts the tracer with `opts` (its cgroup and
+    /// Checks the pids and cgroup, then starts the tracer with `opts` (its filters and
     /// `--include-self` taken from here) and drops privileges.
     pub fn start(
         &self,
@@ -113,6 +128,8 @@ impl Filter {
             crate::collect::tracer::TracerOptions {
                 include_self: self.include_self,
                 max_threads: self.table.max_threads,
+                pids: self.pids.clone(),
+                comm: self.comm.clone(),
                 ..opts
             },
         )

@@ -1,7 +1,7 @@
 //! `proclens run -- CMD`: trace one command and all its descendants from its first
 //! instruction to its exit, then print one report. Exit code: the command's.
 
-use std::{collections::HashMap, io::Write as _, path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -13,7 +13,7 @@ use crate::{
         command,
         copies::Want,
         extras::ZOMBIE_MIN_AGE_NS,
-        privilege,
+        privilege, procfs,
         run::{self, RunOutcome},
         tracer::{Tracer, TracerOptions},
     },
@@ -105,13 +105,13 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         wall_s: o.wall_s,
         user_cpu_s: o.reaped.user_s,
         system_cpu_s: o.reaped.system_s,
-        threads_seen: snap.thread_rows.len() as u64,
+        threads_seen: o.totals.threads() as u64,
         lost_events: h.ringbuf_drops,
         untracked_threads: h.thread_map_full,
         uncounted_syscalls: h.syscall_map_full,
         uncounted_copies: h.inflight_full + h.copy_map_full,
     };
-    let procs = snap.extras.procs.unwrap_or_default();
+    let procs = o.totals.procs();
     let names = &o.freed_names;
     // A parent freed before the report is named from its free.
     let left: Vec<_> = snap
@@ -136,10 +136,8 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         forked_threads: o.forked.threads,
         copies: copies_on.then(|| run_sections::copies(&procs, o.wall_s)),
         zombies,
-        syscalls: procs.iter().fold(HashMap::new(), |mut m, r| {
-            *m.entry(r.tgid).or_default() += r.syscalls.total;
-            m
-        }),
     };
-    run_report::build(command, o.reaped.exit, facts, &snap.rows, extras)
+    let boot_offset = procfs::boot_ns().saturating_sub(procfs::monotonic_ns());
+    let joined = o.totals.join(boot_offset);
+    run_report::build(command, o.reaped.exit, facts, &joined, extras)
 }

@@ -50,8 +50,8 @@ Figures, by JSON field (per interval; `_total` fields: since proclens started):
       Traced threads the kernel's thread table had no room for (--max-threads),
       each counted once.";
 
-/// What `top` (lines and live table) traces: switches, every syscall per process (the
-/// syscalls/s column) and the lifecycle (the zombies column).
+/// Switches, every syscall per process and the lifecycle (the zombies column): what
+/// `serve` traces. `top` counts syscalls only with `--syscalls`.
 pub fn top_tracing() -> TracerOptions {
     TracerOptions {
         syscalls: true,
@@ -87,6 +87,16 @@ pub struct TopArgs {
     /// Print lines even on a terminal (the live table is the default there).
     #[arg(long)]
     pub plain: bool,
+    /// Also count every syscall per process: the sysc/s column, and `syscalls`,
+    /// `syscalls_per_s` and `syscalls_total` in JSON (absent without it); in the live
+    /// table also the Copies view. Off by default because every syscall of every traced
+    /// process then runs a program (~20-30 ns of BPF plus the kernel's syscall-tracing
+    /// path: about +20% on a pipe ping-pong that makes a syscall per context switch,
+    /// +50 ns per syscall; the copy paths of the Copies view add about as much again per
+    /// copy-family call). With -p, --comm or --cgroup, other processes' syscalls cost a
+    /// compare or a lookup each.
+    #[arg(long)]
+    pub syscalls: bool,
 }
 
 pub fn run(args: TopArgs) -> Result<ExitCode> {
@@ -95,9 +105,14 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         && std::io::stdout().is_terminal()
         && std::io::stdin().is_terminal();
     if live_table {
-        // The live table also has a Copies view: bytes by copy path when tracefs allows.
+        // The live table also has a Copies view: bytes by copy path, with --syscalls.
         let tracer = args.filter.start(TracerOptions {
-            copies: Want::IfAvailable,
+            syscalls: args.syscalls,
+            copies: if args.syscalls {
+                Want::IfAvailable
+            } else {
+                Want::Off
+            },
             ..top_tracing()
         })?;
         let view = super::tui::View {
@@ -108,7 +123,10 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         super::tui::run(tracer, top_extras(&args.filter), &args.period, view)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let tracer = args.filter.start(top_tracing())?;
+    let tracer = args.filter.start(TracerOptions {
+        syscalls: args.syscalls,
+        ..top_tracing()
+    })?;
     let mut stdout = std::io::stdout().lock();
     let kinds = if args.threads {
         RowKinds::Threads

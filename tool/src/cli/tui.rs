@@ -90,21 +90,33 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
     let (tx, rx) = mpsc::channel::<Snapshot>();
     let (interval_s, count) = (period.interval, period.count);
     let pids = view.selection.pids.clone();
+    // Quitting stops the collector at once (not at its next tick), and the programs are
+    // detached by its thread, all at once (see `Object`), before the process exits.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let collector = std::thread::Builder::new()
         .name("collector".into())
         .spawn(move || {
-            session::run_periodic(
-                tracer,
-                RowKinds::Both,
-                extras,
-                interval_s,
-                count,
-                |mut snap| {
-                    let idle = idle_rows(&pids, &snap.rows);
-                    snap.rows.extend(idle);
-                    tx.send(snap).map_err(|_| anyhow!("the view has gone"))
-                },
-            )
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let view = session::periodic(
+                    tracer,
+                    RowKinds::Both,
+                    extras,
+                    interval_s,
+                    count,
+                    |mut snap| {
+                        let idle = idle_rows(&pids, &snap.rows);
+                        snap.rows.extend(idle);
+                        tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+                    },
+                );
+                tokio::select! {
+                    r = view => r,
+                    _ = stopped => Ok(()),
+                }
+            })
         })?;
 
     let mut app = App::new(view.threads);
@@ -148,14 +160,11 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
     }
     drop(rx);
     drop(_restore);
-    // The collector ends at its next tick (the channel is closed) or has ended already;
-    // its error, if any, is the reason the view stopped.
-    if collector.is_finished() {
-        match collector.join() {
-            Ok(Err(e)) if !e.to_string().contains("the view has gone") => return Err(e),
-            Err(_) => return Err(anyhow!("the collector thread panicked")),
-            _ => {}
-        }
+    let _ = stop.send(());
+    // Its error, if any, is the reason the view stopped.
+    match collector.join() {
+        Ok(Err(e)) if !e.to_string().contains("the view has gone") => Err(e),
+        Err(_) => Err(anyhow!("the collector thread panicked")),
+        _ => Ok(()),
     }
-    Ok(())
 }

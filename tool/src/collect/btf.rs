@@ -122,14 +122,22 @@ pub fn load_vmlinux() -> Result<Btf> {
         ))
         .into());
     }
-    let bytes = std::fs::read(VMLINUX).with_context(|| format!("reading {VMLINUX}"))?;
-    parse(&bytes).with_context(|| format!("parsing {VMLINUX}"))
+    // Mapped, not parsed whole: proclens looks up a few dozen types, and parsing all of
+    // the kernel's (and freeing them) cost ~100 ms of CPU at every start.
+    guarded(|| Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Mmap))
+        .with_context(|| format!("reading {VMLINUX}"))
 }
 
 /// Parses BTF bytes. Malformed input is an error: a panic inside btf_rs (a bug there, or
 /// input it does not expect) is caught and reported as one too.
+#[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Btf> {
-    match std::panic::catch_unwind(|| Btf::from_bytes(bytes)) {
+    guarded(|| Btf::from_bytes(bytes))
+}
+
+/// Runs a btf-rs parse, a panic on malformed input turned into an error.
+fn guarded(parse: impl FnOnce() -> btf_rs::Result<Btf> + std::panic::UnwindSafe) -> Result<Btf> {
+    match std::panic::catch_unwind(parse) {
         Ok(btf) => Ok(btf?),
         Err(panic) => {
             let why = panic
@@ -379,7 +387,7 @@ pub fn struct_size(btf: &Btf, name: &str) -> Result<u32> {
 /// (randomized or grouped layouts put fields there).
 /// The offset of `outer.member.inner_member`, where `member` is an embedded (or the first
 /// element of an array of) `struct inner`.
-fn nested_offset(
+pub(crate) fn nested_offset(
     btf: &Btf,
     outer: &str,
     member: &str,

@@ -51,6 +51,9 @@ pub struct Extras {
     /// `procs`' processes that have gone: this is their last interval (their map entries
     /// are deleted after it).
     pub gone: Vec<Key>,
+    /// Processes that held an io_uring fd when proclens started (by pid), flagged like
+    /// io_uring's syscalls flag `procs`' rows.
+    pub io_uring_at_start: Vec<u32>,
     /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
     /// `None` without a process table.
     pub zombies: Option<Vec<Zombie>>,
@@ -114,6 +117,8 @@ impl Extras {
 #[derive(Debug)]
 pub struct ExtrasCollector {
     copies: Option<CopiesModel>,
+    /// Processes holding an io_uring fd at start-up: pid → start (clock ticks).
+    io_uring_at_start: HashMap<u32, u64>,
     life: Option<Lifecycle>,
     comms: CommCache<Key>,
     last_forks: HashMap<Key, ForkStats>,
@@ -136,6 +141,7 @@ impl ExtrasCollector {
             None => None,
         };
         Ok(Self {
+            io_uring_at_start: procfs::io_uring_at_start(),
             copies,
             life: opts.lifecycle.clone().map(Lifecycle::start),
             comms: CommCache::default(),
@@ -175,9 +181,19 @@ impl ExtrasCollector {
         let mut out = Extras::default();
         if let Some(model) = &mut self.copies {
             let maps = tracer.copy_maps().context("copy maps not loaded")?;
-            let snap = maps.snapshot()?;
-            let rows = model.update(&snap.copies, &snap.syscalls);
-            let gone = copies::gone_processes(&rows, procfs::tick_ns());
+            let mut snap = maps.snapshot()?;
+            let gone = copies::gone_processes(&snap.processes(), procfs::tick_ns());
+            // Gone processes have their last interval now: their final figures (what
+            // they did after the snapshot included), then their entries freed.
+            snap.update(maps.take_gone(&gone)?);
+            let mut rows = model.update(&snap.copies, &snap.syscalls);
+            let tick_ns = procfs::tick_ns();
+            for r in &mut rows {
+                if self.io_uring_at_start.get(&r.tgid) == Some(&(r.start_ns / tick_ns)) {
+                    r.syscalls.io_uring = true;
+                }
+            }
+            out.io_uring_at_start = self.io_uring_at_start.keys().copied().collect();
             for r in &rows {
                 // /proc while the process lives; for one gone before it was seen alive,
                 // the name the kernel recorded.
@@ -191,8 +207,7 @@ impl ExtrasCollector {
                 out.proc_comms.insert(r.key(), comm);
             }
             self.comms.retain(|k| !gone.contains(k));
-            // Gone processes have had their last interval: free their entries.
-            maps.prune(&gone)?;
+            maps.forget_names(&gone)?;
             out.procs = Some(rows);
             out.gone = gone;
         }

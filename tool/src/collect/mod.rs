@@ -1,4 +1,4 @@
-//! Everything that talks to the kernel: privileges, tracefs, BTF, one set-up per concern
+//! Everything that talks to the kernel: privileges, BTF, one set-up per concern
 //! (load-time globals, programs, maps), the driver that reads the event rings, signals and
 //! ticks for every view, and the /proc reads that complete the kernel's figures. Data flows
 //! one way: kernel → collect → model → render.
@@ -24,5 +24,4 @@ pub mod session;
 pub mod setup;
 pub mod start;
 pub mod switch;
-pub mod tracefs;
 pub mod tracer;

@@ -24,6 +24,41 @@ pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// What /proc/PID/fd/N links to for an io_uring instance.
+const IO_URING_FD: &str = "anon_inode:[io_uring]";
+
+static IO_URING_AT_START: std::sync::OnceLock<HashMap<u32, u64>> = std::sync::OnceLock::new();
+
+/// Finds the processes holding an io_uring fd now, while proclens may still read every
+/// process's fds (privileges are dropped after start-up): see [`io_uring_at_start`].
+pub fn remember_io_uring_holders() {
+    IO_URING_AT_START.get_or_init(io_uring_holders);
+}
+
+/// The processes that held an io_uring fd at start-up, with their start (field 22, clock
+/// ticks): one set up before proclens started makes no io_uring syscall it could see, and
+/// with SQPOLL none at all. Empty unless [`remember_io_uring_holders`] ran.
+pub fn io_uring_at_start() -> HashMap<u32, u64> {
+    IO_URING_AT_START.get().cloned().unwrap_or_default()
+}
+
+fn io_uring_holders() -> HashMap<u32, u64> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == IO_URING_FD)
+                })
+            })
+        })
+        .filter_map(|pid| Some((pid, stat(pid)?.start_ticks)))
+        .collect()
+}
+
 /// Fails with exit code 4 for the first pid that does not exist.
 pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
     match pids.iter().find(|p| !exists(**p)) {

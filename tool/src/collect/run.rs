@@ -1,6 +1,9 @@
 //! `run -- CMD`'s collection: the command started in its cgroup, traced on the driver by
 //! the same [`Collector`] as every interval view, until it ends and its last figures have
-//! come in; then one snapshot with everything since it started.
+//! come in. A snapshot every [`FOLD_EVERY`] moves the figures of processes that have
+//! finished into userspace ([`RunTotals`]) and frees their kernel map entries, so the
+//! maps hold only live processes however many come and go; the report is every
+//! process's latest figures.
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,7 @@ use super::{
     session::{Collector, RowKinds, Snapshot},
     tracer::Tracer,
 };
-use crate::model::{event::Event, proctable::Notice};
+use crate::model::{event::Event, proctable::Notice, run_totals::RunTotals};
 
 /// After the command ends, how long proclens waits at most for its last figures: the
 /// leader's final switch (which comes just after proclens reaped it) and the frees of the
@@ -29,13 +32,19 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 const REAP_GRACE: Duration = Duration::from_millis(300);
 /// How often the settling checks whether everything is in.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
+/// How often finished processes' figures are folded into userspace and their entries
+/// deleted: a fork storm of ~60,000 short processes a second leaves ~15,000 processes'
+/// entries per fold, well within the maps' sizes.
+const FOLD_EVERY: Duration = Duration::from_millis(250);
 
 /// Everything `run` reports, collected.
 pub struct RunOutcome {
     pub reaped: Reaped,
     pub wall_s: f64,
-    /// Totals since the command started: its processes (`rows`), threads
-    /// (`thread_rows`), syscalls and copy paths, zombies left.
+    /// Every process's and thread's latest figures.
+    pub totals: RunTotals,
+    /// The last snapshot: the kernel's drop counters, zombies left (its rows are in
+    /// `totals`).
     pub snapshot: Snapshot,
     pub forked: Forked,
     /// Reaps of processes dead at least [`ZOMBIE_MIN_AGE_NS`] when reaped.
@@ -101,7 +110,7 @@ pub async fn trace(
     args: &[String],
     keep: &[caps::Capability],
 ) -> Result<Result<RunOutcome, std::io::Error>> {
-    let mut driver = Driver::new(&mut tracer, None)?;
+    let mut driver = Driver::new(&mut tracer, Some(FOLD_EVERY))?;
     let started = Instant::now();
     let child = match command::command(args, cgroup, user)?.spawn() {
         Ok(c) => c,
@@ -113,9 +122,16 @@ pub async fn trace(
     tracer.drop_privileges(keep)?;
     let mut c = Collector::new(tracer, RowKinds::Both, lifecycle(pid))?;
     let mut reaps = ReapLog::default();
+    let mut totals = RunTotals::default();
+    // The leader's last switch, whenever its event is read (it may come in before the
+    // wait for the command returns).
+    let mut leader_exited = false;
     let mut waiter = tokio::task::spawn_blocking(move || command::wait4(pid as i32));
     let reaped = loop {
-        let mut absorb = |ev| c.absorb(ev);
+        let mut absorb = |ev: Event| {
+            leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+            c.absorb(ev);
+        };
         let step = tokio::select! {
             r = &mut waiter => break r.context("waiting for the command")??,
             step = driver.next(&mut absorb) => step?,
@@ -123,6 +139,11 @@ pub async fn trace(
         match step {
             Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
             Step::Signal(Sig::Hangup) => forward(pid, libc::SIGHUP),
+            Step::Tick => {
+                let snap = fold(&mut c, &mut driver, &mut totals, &mut leader_exited, pid)?;
+                reaps.take(&mut c);
+                reaps.fold(snap.extras.notices);
+            }
             _ => {
                 c.end_batch(driver.watermark());
                 reaps.take(&mut c);
@@ -133,13 +154,10 @@ pub async fn trace(
 
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut leader_done_at: Option<Instant> = None;
-    let mut leader_exited = false;
     let live = loop {
         let live = c.live_threads()?;
         driver.drain(&mut |ev| {
-            if matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid) {
-                leader_exited = true;
-            }
+            leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
             c.absorb(ev);
         });
         c.end_batch(driver.watermark());
@@ -157,15 +175,47 @@ pub async fn trace(
         tokio::time::sleep(SETTLE_POLL).await;
     };
     let mut snapshot = c.snapshot(&live)?;
+    take_rows(&mut totals, &mut snapshot);
     reaps.fold(std::mem::take(&mut snapshot.extras.notices));
     Ok(Ok(RunOutcome {
         reaped,
         wall_s,
+        totals,
         snapshot,
         forked: c.lifecycle_mut().map(|l| l.forked).unwrap_or_default(),
         late_reaps: reaps.late,
         freed_names: reaps.freed_names,
     }))
+}
+
+/// One periodic snapshot while the command runs, its rows folded into `totals` (the
+/// kernel entries of processes that have finished are freed by it); returns the rest.
+fn fold(
+    c: &mut Collector,
+    driver: &mut Driver,
+    totals: &mut RunTotals,
+    leader_exited: &mut bool,
+    pid: u32,
+) -> Result<Snapshot> {
+    let live = c.live_threads()?;
+    driver.drain(&mut |ev| {
+        *leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+        c.absorb(ev);
+    });
+    c.end_batch();
+    let mut snap = c.snapshot(&live)?;
+    take_rows(totals, &mut snap);
+    Ok(snap)
+}
+
+/// Moves a snapshot's rows into `totals`.
+fn take_rows(totals: &mut RunTotals, s: &mut Snapshot) {
+    totals.fold(
+        std::mem::take(&mut s.rows),
+        &std::mem::take(&mut s.thread_rows),
+        s.extras.procs.take(),
+        std::mem::take(&mut s.extras.proc_comms),
+    );
 }
 
 fn forward(pid: u32, sig: i32) {

@@ -24,27 +24,26 @@ pub trait Setup {
 
 /// Loads the program `name` and attaches it to the BTF tracepoint of that name.
 pub fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel: &aya::Btf) -> Result<()> {
+    attach_btf_tracepoint_as(ebpf, name, name, kernel)
+}
+
+/// Loads the program `name` and attaches it to the BTF tracepoint `tracepoint` (a second
+/// program on a tracepoint another concern also uses).
+pub fn attach_btf_tracepoint_as(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    kernel: &aya::Btf,
+) -> Result<()> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the BPF object"))?
         .try_into()?;
-    prog.load(name, kernel)
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{name}"))))?;
+    prog.load(tracepoint, kernel).map_err(|e| {
+        load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{tracepoint} ({name})")))
+    })?;
     prog.attach()
-        .with_context(|| format!("attaching tp_btf/{name}"))?;
-    Ok(())
-}
-
-/// Loads the program `name` and attaches it to the raw tracepoint `tracepoint`.
-pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the BPF object"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
-    prog.attach(tracepoint)
-        .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
+        .with_context(|| format!("attaching tp_btf/{tracepoint} ({name})"))?;
     Ok(())
 }
 
@@ -97,9 +96,16 @@ pub fn load_error(err: anyhow::Error) -> anyhow::Error {
     .into()
 }
 
-/// Loads the object with `globals` and every set-up's configuration.
-pub fn load(object: &[u8], setups: &[&dyn Setup], mut globals: Globals) -> Result<Object> {
-    let mut loader = EbpfLoader::new();
+/// Loads the object with `globals` and every set-up's configuration; `loader` is a fresh
+/// [`EbpfLoader::new`] (which parses the kernel's BTF: made beforehand on another
+/// thread, see [`Tracer::start`](super::tracer::Tracer::start)).
+pub fn load(
+    loader: EbpfLoader<'static>,
+    object: &[u8],
+    setups: &[&dyn Setup],
+    mut globals: Globals,
+) -> Result<Object> {
+    let mut loader: EbpfLoader<'_> = loader;
     for s in setups {
         s.configure(&mut globals, &mut loader);
     }

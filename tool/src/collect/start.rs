@@ -12,13 +12,18 @@ use super::{
 };
 
 /// Checks `pids` and `cgroup`, starts a tracer with `opts` limited to that cgroup, reads
-/// what only a privileged reader may (the start-up zombies, from the kernel), and drops
-/// privileges: from then on proclens only reads the fds it holds.
+/// what only a privileged reader may (the start-up zombies, from the kernel; the io_uring
+/// fds open when copies are accounted), and drops privileges: from then on proclens only
+/// reads the fds it holds.
 pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result<Tracer> {
     procfs::check_pids(pids)?;
     let cgroup = cgroup.map(cgroup::check_exists).transpose()?;
+    let copies = opts.copies != super::copies::Want::Off;
     let tracer = Tracer::start(&TracerOptions { cgroup, ..opts })?;
     super::lifecycle::remember_zombies(&tracer);
+    if copies && tracer.copies_on() {
+        procfs::remember_io_uring_holders();
+    }
     tracer.drop_privileges(&[])?;
     Ok(tracer)
 }

@@ -10,7 +10,10 @@
 use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
 use proclens_common::{
     config, counters,
     switch::{CpuSwitches, ThreadSwitches},
@@ -20,7 +23,7 @@ use super::{
     btf,
     cgroup::CgroupFilter,
     copies::{CopyMaps, CopySetup, Want},
-    filter::{self, FilterSetup},
+    filter::{self, FilterSetup, Selected},
     globals::Globals,
     lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
     log::{self, KernelLog},
@@ -29,7 +32,6 @@ use super::{
     rings::RingLayout,
     setup::{self, Setup},
     switch::{SwitchMaps, SwitchSetup},
-    tracefs,
 };
 use crate::error::Fatal;
 
@@ -43,10 +45,15 @@ pub struct TracerOptions {
     pub include_self: bool,
     /// Only tasks in this cgroup v2 subtree.
     pub cgroup: Option<CgroupFilter>,
+    /// Only these processes (`-p`), compared in the kernel; all when empty.
+    pub pids: Vec<u32>,
+    /// Only tasks whose name, or whose process's name, contains this (`--comm`),
+    /// compared in the kernel.
+    pub comm: Option<String>,
     /// The switch programs (every context switch). Views that read only lifecycle events
     /// (`zombies`) leave them out and cost nothing on every switch.
     pub switches: bool,
-    /// Count every syscall per process (raw tracepoint `sys_enter`).
+    /// Count every syscall per process (`sys_enter`).
     pub syscalls: bool,
     /// `--max-threads`: the switch programs' thread table size (default: the machine's).
     pub max_threads: Option<u32>,
@@ -59,6 +66,8 @@ impl Default for TracerOptions {
         Self {
             include_self: false,
             cgroup: None,
+            pids: Vec::new(),
+            comm: None,
             switches: true,
             syscalls: false,
             max_threads: None,
@@ -136,22 +145,24 @@ impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
         super::procfs::check_pid_namespace()?;
-        // Probed at start-up: tracefs (mounted here when missing and privileged) carries
-        // the tracepoint formats the copy programs read. The switch and lifecycle
-        // programs attach to BTF tracepoints and work without it: one warning.
-        if let Err(e) = tracefs::root() {
-            eprintln!("proclens: warning: {e:#} (the switch figures do not need it)");
-        }
         raise_memlock();
+        // aya parses the kernel's BTF twice, for the BTF tracepoints and in its loader
+        // (for relocations): both on other threads while btf-rs looks up the offsets.
+        let kernel_btf = std::thread::spawn(aya::Btf::from_sys_fs);
+        let loader = std::thread::spawn(EbpfLoader::new);
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
-        // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
-        })?;
         let mut setups = Setups {
-            filter: FilterSetup::resolve(opts.include_self, opts.cgroup.as_ref(), &vmlinux)?,
+            filter: FilterSetup::resolve(
+                opts.include_self,
+                &Selected {
+                    pids: opts.pids.clone(),
+                    comm: opts.comm.clone(),
+                    cgroup: opts.cgroup.clone(),
+                },
+                &vmlinux,
+            )?,
             rings: RingLayout::here(),
             switch: opts
                 .switches
@@ -172,7 +183,10 @@ impl Tracer {
             log_level: log::kernel_level(),
             ..Globals::default()
         };
-        let mut obj = setup::load(OBJECT, &setups.list(), globals.clone())?;
+        let loader = loader
+            .join()
+            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?;
+        let mut obj = setup::load(loader, OBJECT, &setups.list(), globals.clone())?;
         // A cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
         // (5.10) do not offer tracing programs: there the programs walk the task's cgroup
         // through BTF offsets instead (same subtree semantics).
@@ -180,8 +194,17 @@ impl Tracer {
             && !setup::verifier_accepts(&mut obj, filter::ANCESTOR_PROBE)?
         {
             setups.filter.walk_instead();
-            obj = setup::load(OBJECT, &setups.list(), globals)?;
+            obj = setup::load(EbpfLoader::new(), OBJECT, &setups.list(), globals)?;
         }
+        // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
+        let kernel_btf = kernel_btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?
+            .map_err(|e| {
+                Fatal::KernelUnsupported(format!(
+                    "reading the kernel's BTF for BTF tracepoints: {e}"
+                ))
+            })?;
         for s in setups.list() {
             s.attach(&mut obj, &kernel_btf)?;
         }

@@ -1,7 +1,8 @@
-//! Copy paths per process: bytes, calls and errors per (syscall, source kind, destination
-//! kind), interval deltas and totals since start, and the numbers derived from them
-//! (bytes copied through user space vs moved inside the kernel, the zero-copy share, and
-//! what sendfile would save a process that moves file data to sockets with read+write).
+//! Copy paths per process: bytes, calls and failed calls per (syscall, source kind,
+//! destination kind), interval deltas and totals since start, and the numbers derived from
+//! them: bytes copied through user buffers, copied inside the kernel, and moved without a
+//! copy (pages referenced); and what sendfile would save the file→socket flows a thread
+//! made with read+write.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,29 +10,43 @@ use proclens_common::copies::{CopyKey, CopyStats, fd_kind, op};
 
 use super::proctable::Key;
 
-/// How a syscall moves its bytes.
+/// How a path moves its bytes. The rules are the kernel's (fs/splice.c, net/): what a
+/// syscall does with each kind of source and destination, stated in `copies --help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
-    /// The CPU copies the bytes between a kernel buffer and the caller's buffer
-    /// (read/write, pread/pwrite, readv/writev, preadv(2)/pwritev(2), recv*/send*).
+    /// The CPU copies every byte between a kernel buffer and the caller's memory (the
+    /// read/write and recv/send families, recvmmsg/sendmmsg, vmsplice out of a pipe), or
+    /// between two processes' memory (process_vm_readv/writev).
     UserCopy,
-    /// The bytes move inside the kernel, never through user space (sendfile, splice, tee,
-    /// copy_file_range).
-    InKernel,
-    /// vmsplice: into a pipe the user pages are referenced, not copied (zero-copy); out
-    /// of a pipe they are copied to user memory (a user copy).
-    UserPages,
+    /// The bytes never enter user space, but the CPU copies them inside the kernel:
+    /// copy_file_range (see [`Class::of`] on reflinks), splice out of a socket or a
+    /// device, splice into a file, sendfile to anything but a socket or pipe.
+    InKernelCopy,
+    /// No byte is copied: pages are referenced (splice from a file into a pipe, from a pipe
+    /// into a socket or pipe, tee, vmsplice into a pipe, sendfile from a file to a socket
+    /// or pipe). Into a socket this assumes a device with scatter-gather DMA and no
+    /// software TLS on the socket: without them the kernel copies.
+    ZeroCopy,
     /// A file-backed mmap: "bytes" is the mapped length (later access copies nothing
     /// through a syscall).
     Mmap,
 }
 
 impl Class {
-    pub fn of(op: u8) -> Self {
-        match op {
-            op::SENDFILE64 | op::SPLICE | op::TEE | op::COPY_FILE_RANGE => Class::InKernel,
-            op::VMSPLICE => Class::UserPages,
-            op::MMAP => Class::Mmap,
+    /// The class of `op` from `src` to `dst`. copy_file_range is counted as an in-kernel
+    /// copy: a filesystem that can clone (btrfs, XFS with reflink) may share the extents
+    /// instead, which no syscall result tells apart.
+    pub fn of(op: u8, src: u8, dst: u8) -> Self {
+        use fd_kind::{FILE, PIPE, SOCKET, USER};
+        match (op, src, dst) {
+            (op::MMAP, _, _) => Class::Mmap,
+            (op::SENDFILE64, FILE, SOCKET | PIPE)
+            | (op::SPLICE, FILE, PIPE)
+            | (op::SPLICE, PIPE, SOCKET | PIPE)
+            | (op::TEE, _, _) => Class::ZeroCopy,
+            (op::VMSPLICE, _, USER) => Class::UserCopy,
+            (op::VMSPLICE, _, _) => Class::ZeroCopy,
+            (op::SENDFILE64 | op::SPLICE | op::COPY_FILE_RANGE, _, _) => Class::InKernelCopy,
             _ => Class::UserCopy,
         }
     }
@@ -39,8 +54,8 @@ impl Class {
     pub fn as_str(self) -> &'static str {
         match self {
             Class::UserCopy => "user_copy",
-            Class::InKernel => "in_kernel",
-            Class::UserPages => "user_pages",
+            Class::InKernelCopy => "in_kernel_copy",
+            Class::ZeroCopy => "zero_copy",
             Class::Mmap => "mmap",
         }
     }
@@ -61,6 +76,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         fd_kind::PIPE => "pipe",
         fd_kind::OTHER => "other",
         fd_kind::USER => "user",
+        fd_kind::PROCESS => "process",
         _ => "unknown",
     }
 }
@@ -70,7 +86,12 @@ pub fn kind_name(kind: u8) -> &'static str {
 pub struct Counts {
     pub bytes: u64,
     pub calls: u64,
+    /// Failed calls other than the two below.
     pub errors: u64,
+    /// Calls that returned EAGAIN (nothing to do on a non-blocking fd): not errors.
+    pub would_block: u64,
+    /// Calls interrupted by a signal (EINTR, or restarted by the kernel): not errors.
+    pub interrupted: u64,
 }
 
 impl From<CopyStats> for Counts {
@@ -79,22 +100,35 @@ impl From<CopyStats> for Counts {
             bytes: s.bytes,
             calls: s.calls,
             errors: s.errors,
+            would_block: s.would_block,
+            interrupted: s.interrupted,
         }
     }
 }
 
 impl Counts {
+    fn fields(&self) -> [u64; 5] {
+        [
+            self.bytes,
+            self.calls,
+            self.errors,
+            self.would_block,
+            self.interrupted,
+        ]
+    }
+
     /// `self - earlier`; a counter that went back means the entry was recreated, and the
     /// whole value is new.
     pub fn since(&self, earlier: &Counts) -> Counts {
-        if self.bytes < earlier.bytes || self.calls < earlier.calls || self.errors < earlier.errors
-        {
+        if self.fields().iter().zip(earlier.fields()).any(|(a, b)| *a < b) {
             return *self;
         }
         Counts {
             bytes: self.bytes - earlier.bytes,
             calls: self.calls - earlier.calls,
             errors: self.errors - earlier.errors,
+            would_block: self.would_block - earlier.would_block,
+            interrupted: self.interrupted - earlier.interrupted,
         }
     }
 
@@ -102,6 +136,8 @@ impl Counts {
         self.bytes += o.bytes;
         self.calls += o.calls;
         self.errors += o.errors;
+        self.would_block += o.would_block;
+        self.interrupted += o.interrupted;
     }
 
     pub fn is_zero(&self) -> bool {
@@ -124,13 +160,15 @@ pub struct PathRow {
     pub op: u8,
     pub src: u8,
     pub dst: u8,
+    /// `proclens_common::copies::flags` (the 32-bit ABI).
+    pub flags: u8,
     pub delta: Counts,
     pub total: Counts,
 }
 
 impl PathRow {
     pub fn class(&self) -> Class {
-        Class::of(self.op)
+        Class::of(self.op, self.src, self.dst)
     }
 
     /// `file->socket`, `user->pipe`, ...
@@ -138,125 +176,117 @@ impl PathRow {
         format!("{}->{}", kind_name(self.src), kind_name(self.dst))
     }
 
-    /// Whether the CPU copied these bytes through user space.
-    pub fn is_user_copy(&self) -> bool {
-        match self.class() {
-            Class::UserCopy => true,
-            Class::UserPages => self.dst == fd_kind::USER,
-            Class::InKernel | Class::Mmap => false,
-        }
-    }
-
-    /// Whether these bytes moved without a CPU copy through user space.
-    pub fn is_zero_copy(&self) -> bool {
-        match self.class() {
-            Class::InKernel => true,
-            Class::UserPages => self.dst != fd_kind::USER,
-            Class::UserCopy | Class::Mmap => false,
-        }
-    }
 }
 
-/// What sendfile would have saved a process that read file data and wrote to sockets with
-/// the read/write family (the model stated in `proclens copies --help`):
+/// What sendfile would have saved the file→socket flows a thread made with read+write
+/// (the model stated in `proclens copies --help`):
 ///
-/// - eligible bytes `E = min(bytes read from regular files, bytes written to sockets)`,
-///   both through user buffers;
-/// - read()+write() copies each byte twice with the CPU (kernel→user, user→kernel);
-///   sendfile() copies none through user space: `cpu_copy_bytes = 2·E`;
-/// - read()+write() needs two syscalls per chunk, sendfile() one: the file reads that
-///   carried `E` are saved, `syscalls = file_read_calls · E / file_read_bytes`, each a
-///   user→kernel→user round trip: `mode_switches = 2 · syscalls`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// - eligible bytes `E`: file reads into user memory (read, pread64, readv, preadv,
+///   preadv2) whose bytes the same thread then wrote, all of them, to sockets from user
+///   memory; the kernel pairs them per thread, writes credited to the oldest of its last
+///   four reads first (`Inflight::socket_write`, `op::SENDFILE_ELIGIBLE`);
+/// - read()+write() copies each of those bytes twice with the CPU (kernel→user,
+///   user→kernel); sendfile() none through user space: `cpu_copy_bytes = 2·E`;
+/// - sendfile replaces the file reads that carried `E` (`syscalls`), each a
+///   user→kernel→user round trip: `mode_switches = 2·syscalls`.
+///
+/// Assumed: a device with scatter-gather DMA (otherwise sendfile copies inside the
+/// kernel, still once less than read+write), and no encryption in user space: a TLS
+/// server sends ciphertext, not the file, and can use sendfile only with kernel TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendfileSaving {
     pub eligible_bytes: u64,
     pub cpu_copy_bytes: u64,
-    pub syscalls: f64,
-    pub mode_switches: f64,
+    pub syscalls: u64,
+    pub mode_switches: u64,
+}
+
+impl SendfileSaving {
+    fn of(flows: &Counts) -> Self {
+        Self {
+            eligible_bytes: flows.bytes,
+            cpu_copy_bytes: 2 * flows.bytes,
+            syscalls: flows.calls,
+            mode_switches: 2 * flows.calls,
+        }
+    }
 }
 
 /// Numbers derived from a set of paths (an interval's deltas or the totals).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Derived {
-    /// Bytes the CPU copied through user space.
+    /// Bytes the CPU copied through user memory ([`Class::UserCopy`]).
     pub user_copy_bytes: u64,
-    /// Bytes moved inside the kernel or by page reference (sendfile, splice, tee,
-    /// copy_file_range, vmsplice into a pipe).
+    /// Bytes the CPU copied inside the kernel ([`Class::InKernelCopy`]).
+    pub in_kernel_copy_bytes: u64,
+    /// Bytes moved by reference, not copied ([`Class::ZeroCopy`]).
     pub zero_copy_bytes: u64,
     /// File-backed mmap calls and mapped bytes.
     pub mmap_calls: u64,
     pub mmap_bytes: u64,
-    /// All successful copy-family calls except mmap, and their failures.
+    /// All successful copy-family calls except mmap, and their failures: errors,
+    /// would-blocks and interruptions apart.
     pub calls: u64,
     pub errors: u64,
+    pub would_block: u64,
+    pub interrupted: u64,
     pub sendfile: SendfileSaving,
 }
 
 impl Derived {
-    /// `zero_copy / (user_copy + zero_copy)` in percent; 0 when nothing moved.
+    /// `zero_copy / (user_copy + in_kernel_copy + zero_copy)` in percent; 0 when nothing
+    /// moved.
     pub fn zero_copy_pct(&self) -> f64 {
         super::rates::percent(
             self.zero_copy_bytes,
-            self.user_copy_bytes + self.zero_copy_bytes,
+            self.user_copy_bytes + self.in_kernel_copy_bytes + self.zero_copy_bytes,
         )
     }
 
-    pub fn from_paths<'a>(paths: impl Iterator<Item = (&'a PathRow, Counts)>) -> Self {
-        let mut d = Derived::default();
-        let (mut file_read, mut file_read_calls, mut socket_write) = (0u64, 0u64, 0u64);
+    /// From paths with the counts to use (interval or total) and the file→socket flows'.
+    pub fn from_paths<'a>(paths: impl Iterator<Item = (&'a PathRow, Counts)>, flows: Counts) -> Self {
+        let mut d = Derived {
+            sendfile: SendfileSaving::of(&flows),
+            ..Derived::default()
+        };
         for (p, c) in paths {
-            if p.class() == Class::Mmap {
+            d.errors += c.errors;
+            d.would_block += c.would_block;
+            d.interrupted += c.interrupted;
+            let class = p.class();
+            if class == Class::Mmap {
                 d.mmap_calls += c.calls;
                 d.mmap_bytes += c.bytes;
-                d.errors += c.errors;
                 continue;
             }
             d.calls += c.calls;
-            d.errors += c.errors;
-            if p.is_user_copy() {
-                d.user_copy_bytes += c.bytes;
-                if p.class() == Class::UserCopy && p.src == fd_kind::FILE && p.dst == fd_kind::USER
-                {
-                    file_read += c.bytes;
-                    file_read_calls += c.calls;
-                }
-                if p.class() == Class::UserCopy
-                    && p.src == fd_kind::USER
-                    && p.dst == fd_kind::SOCKET
-                {
-                    socket_write += c.bytes;
-                }
-            } else if p.is_zero_copy() {
-                d.zero_copy_bytes += c.bytes;
+            match class {
+                Class::UserCopy => d.user_copy_bytes += c.bytes,
+                Class::InKernelCopy => d.in_kernel_copy_bytes += c.bytes,
+                Class::ZeroCopy => d.zero_copy_bytes += c.bytes,
+                Class::Mmap => {}
             }
-        }
-        let eligible = file_read.min(socket_write);
-        if eligible > 0 {
-            let syscalls = file_read_calls as f64 * eligible as f64 / file_read as f64;
-            d.sendfile = SendfileSaving {
-                eligible_bytes: eligible,
-                cpu_copy_bytes: 2 * eligible,
-                syscalls,
-                mode_switches: 2.0 * syscalls,
-            };
         }
         d
     }
 }
 
-/// A process's copy paths, busiest first.
+/// A process's copy paths, busiest first, and its file→socket flows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcCopies {
     pub paths: Vec<PathRow>,
+    /// Bytes its threads read from files and then wrote to sockets, and the file reads
+    /// that carried them (see [`SendfileSaving`]): interval, since start.
+    pub flows: (Counts, Counts),
 }
 
 impl ProcCopies {
     pub fn interval(&self) -> Derived {
-        Derived::from_paths(self.paths.iter().map(|p| (p, p.delta)))
+        Derived::from_paths(self.paths.iter().map(|p| (p, p.delta)), self.flows.0)
     }
 
     pub fn since_start(&self) -> Derived {
-        Derived::from_paths(self.paths.iter().map(|p| (p, p.total)))
+        Derived::from_paths(self.paths.iter().map(|p| (p, p.total)), self.flows.1)
     }
 
     /// Sum over a syscall's paths (all fd kinds): (interval, since start).
@@ -303,10 +333,17 @@ impl CopyModel {
                 tgid: k.tgid,
                 start_ns: k.start_ns,
             };
-            out.entry(proc).or_default().paths.push(PathRow {
+            let p = out.entry(proc).or_default();
+            if k.op == op::SENDFILE_ELIGIBLE {
+                p.flows.0.add(&delta);
+                p.flows.1.add(&total);
+                continue;
+            }
+            p.paths.push(PathRow {
                 op: k.op,
                 src: k.src,
                 dst: k.dst,
+                flags: k.flags,
                 delta,
                 total,
             });
@@ -317,7 +354,7 @@ impl CopyModel {
                     .bytes
                     .cmp(&a.delta.bytes)
                     .then(b.total.bytes.cmp(&a.total.bytes))
-                    .then((a.op, a.src, a.dst).cmp(&(b.op, b.src, b.dst)))
+                    .then((a.op, a.src, a.dst, a.flags).cmp(&(b.op, b.src, b.dst, b.flags)))
             });
         }
         self.last = last;
@@ -326,221 +363,4 @@ impl CopyModel {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(tgid: u32, op: u8, src: u8, dst: u8) -> CopyKey {
-        CopyKey {
-            tgid,
-            op,
-            src,
-            dst,
-            _pad: 0,
-            start_ns: 1000,
-        }
-    }
-
-    fn proc(tgid: u32) -> Key {
-        Key {
-            tgid,
-            start_ns: 1000,
-        }
-    }
-
-    fn stats(bytes: u64, calls: u64, errors: u64) -> CopyStats {
-        CopyStats {
-            bytes,
-            calls,
-            errors,
-        }
-    }
-
-    #[test]
-    fn deltas_and_totals_per_path() {
-        let mut m = CopyModel::new();
-        let k = key(7, op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET);
-        m.update(&HashMap::from([(k, stats(100, 1, 0))]));
-        let out = m.update(&HashMap::from([(k, stats(350, 3, 1))]));
-        let p = out[&proc(7)]
-            .path(op::SENDFILE64, fd_kind::FILE, fd_kind::SOCKET)
-            .unwrap();
-        assert_eq!(
-            p.delta,
-            Counts {
-                bytes: 250,
-                calls: 2,
-                errors: 1
-            }
-        );
-        assert_eq!(
-            p.total,
-            Counts {
-                bytes: 350,
-                calls: 3,
-                errors: 1
-            }
-        );
-        assert_eq!(p.kinds(), "file->socket");
-        assert_eq!(op_name(p.op), "sendfile");
-        assert_eq!(p.class(), Class::InKernel);
-        assert!(
-            m.update(&HashMap::new()).is_empty(),
-            "pruned processes are forgotten"
-        );
-    }
-
-    #[test]
-    fn zero_copy_share_and_classes() {
-        let mut m = CopyModel::new();
-        let out = m.update(&HashMap::from([
-            (
-                key(1, op::READ, fd_kind::PIPE, fd_kind::USER),
-                stats(300, 3, 0),
-            ),
-            (
-                key(1, op::SPLICE, fd_kind::FILE, fd_kind::PIPE),
-                stats(600, 1, 0),
-            ),
-            (
-                key(1, op::VMSPLICE, fd_kind::USER, fd_kind::PIPE),
-                stats(100, 1, 0),
-            ),
-            (
-                key(1, op::VMSPLICE, fd_kind::PIPE, fd_kind::USER),
-                stats(50, 1, 0),
-            ),
-            (
-                key(1, op::MMAP, fd_kind::FILE, fd_kind::USER),
-                stats(4096, 2, 1),
-            ),
-        ]));
-        let d = out[&proc(1)].interval();
-        assert_eq!(d.user_copy_bytes, 350);
-        assert_eq!(d.zero_copy_bytes, 700);
-        assert!((d.zero_copy_pct() - 200.0 / 3.0).abs() < 1e-9);
-        assert_eq!((d.mmap_calls, d.mmap_bytes), (2, 4096));
-        assert_eq!((d.calls, d.errors), (6, 1));
-        assert_eq!(
-            d.sendfile,
-            SendfileSaving::default(),
-            "no file→socket read+write"
-        );
-    }
-
-    #[test]
-    fn sendfile_saving_model() {
-        let mut m = CopyModel::new();
-        // 8 MiB read from a file in 128 calls, 4 MiB written to a socket.
-        let out = m.update(&HashMap::from([
-            (
-                key(1, op::READ, fd_kind::FILE, fd_kind::USER),
-                stats(8 << 20, 128, 0),
-            ),
-            (
-                key(1, op::WRITE, fd_kind::USER, fd_kind::SOCKET),
-                stats(4 << 20, 64, 0),
-            ),
-            (
-                key(1, op::WRITE, fd_kind::USER, fd_kind::PIPE),
-                stats(1000, 1, 0),
-            ),
-        ]));
-        let s = out[&proc(1)].interval().sendfile;
-        assert_eq!(s.eligible_bytes, 4 << 20);
-        assert_eq!(s.cpu_copy_bytes, 8 << 20);
-        assert!((s.syscalls - 64.0).abs() < 1e-9);
-        assert!((s.mode_switches - 128.0).abs() < 1e-9);
-        let (d, t) = out[&proc(1)].op_counts(op::WRITE);
-        assert_eq!((d.bytes, t.calls), ((4 << 20) + 1000, 65));
-        assert_eq!(out[&proc(1)].paths[0].op, op::READ, "busiest path first");
-    }
-
-    /// Issue 7: a pid freed and given to a new process within one interval.
-    #[test]
-    fn a_reused_pid_is_two_processes() {
-        let mut m = CopyModel::new();
-        let old = CopyKey {
-            start_ns: 5,
-            ..key(42, op::WRITE, fd_kind::USER, fd_kind::PIPE)
-        };
-        let new = CopyKey { start_ns: 9, ..old };
-        let out = m.update(&HashMap::from([
-            (old, stats(100, 1, 0)),
-            (new, stats(7, 7, 0)),
-        ]));
-        assert_eq!(out.len(), 2);
-        let bytes = |start_ns| {
-            out[&Key { tgid: 42, start_ns }]
-                .path(op::WRITE, fd_kind::USER, fd_kind::PIPE)
-                .unwrap()
-                .total
-                .bytes
-        };
-        assert_eq!((bytes(5), bytes(9)), (100, 7));
-    }
-
-    #[test]
-    fn fd_kinds_from_inode_modes() {
-        assert_eq!(fd_kind::from_mode(0o100644), fd_kind::FILE);
-        assert_eq!(fd_kind::from_mode(0o140777), fd_kind::SOCKET);
-        assert_eq!(fd_kind::from_mode(0o010600), fd_kind::PIPE);
-        for other in [
-            0o020620, /* tty */
-            0o060660, /* block */
-            0o040755, /* dir */
-            0o600,    /* anon inode */
-        ] {
-            assert_eq!(fd_kind::from_mode(other), fd_kind::OTHER, "{other:o}");
-        }
-        assert_eq!(kind_name(fd_kind::UNKNOWN), "unknown");
-        assert_eq!(kind_name(99), "unknown");
-    }
-
-    #[test]
-    fn reset_counter_counts_as_new() {
-        let c = Counts {
-            bytes: 5,
-            calls: 1,
-            errors: 0,
-        };
-        assert_eq!(
-            c.since(&Counts {
-                bytes: 10,
-                calls: 2,
-                errors: 0
-            }),
-            c
-        );
-        assert!(
-            (Counts {
-                bytes: 10,
-                calls: 4,
-                errors: 0
-            }
-            .avg_bytes()
-                - 2.5)
-                .abs()
-                < 1e-9
-        );
-        assert_eq!(Counts::default().avg_bytes(), 0.0);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-
-        /// Any op or fd-kind code in a map key gets a name and a class: the table's for
-        /// known codes, `?`/`unknown` for others.
-        #[test]
-        fn proptest_any_code_is_named(code in proptest::prelude::any::<u8>()) {
-            let known_op = (code as usize) < op::COUNT;
-            proptest::prop_assert_eq!(op_name(code) == "?", !known_op);
-            if known_op && code != op::SENDFILE64 {
-                proptest::prop_assert_eq!(op_name(code), op::NAMES[code as usize]);
-            }
-            let _ = Class::of(code).as_str();
-            let known_kind = [fd_kind::FILE, fd_kind::SOCKET, fd_kind::PIPE, fd_kind::OTHER, fd_kind::USER]
-                .contains(&code);
-            proptest::prop_assert_eq!(kind_name(code) == "unknown", !known_kind);
-        }
-    }
-}
+mod tests;

@@ -134,13 +134,16 @@ mod tests {
                 op: op::WRITE,
                 src: fd_kind::USER,
                 dst: fd_kind::SOCKET,
-                _pad: 0,
+                flags: 0,
                 start_ns: 7,
+                cpu: 0,
+                _pad: 0,
             },
             CopyStats {
                 bytes: 10,
                 calls: 1,
                 errors: 0,
+            ..CopyStats::default()
             },
         )]);
         let sys = HashMap::from([
@@ -149,6 +152,8 @@ mod tests {
                     tgid: 1,
                     nr: 0,
                     start_ns: 3,
+                    cpu: 0,
+                    _pad: 0,
                 },
                 500,
             ),
@@ -157,6 +162,8 @@ mod tests {
                     tgid: 2,
                     nr: 1,
                     start_ns: 7,
+                    cpu: 0,
+                    _pad: 0,
                 },
                 1,
             ),
@@ -181,14 +188,17 @@ mod tests {
                     op: op::WRITE,
                     src: fd_kind::USER,
                     dst: fd_kind::PIPE,
-                    _pad: 0,
+                    flags: 0,
                     start_ns,
+                    cpu: 0,
+                    _pad: 0,
                 },
                 CopyStats {
                     bytes,
                     calls: bytes,
                     errors: 0,
-                },
+                ..Default::default()
+            },
             )
         };
         let sys = |start_ns, n| {
@@ -197,6 +207,8 @@ mod tests {
                     tgid: 2,
                     nr: 1,
                     start_ns,
+                    cpu: 0,
+                    _pad: 0,
                 },
                 n,
             )

@@ -13,6 +13,7 @@ pub mod proctable;
 pub mod rates;
 pub mod run_report;
 pub mod run_sections;
+pub mod run_totals;
 pub mod selection;
 pub mod switches;
 pub mod syscalls;

@@ -1,14 +1,13 @@
 //! The report of `proclens run -- CMD`: pure assembly from the rows of the command's
 //! processes and what the kernel said about its exit.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use super::{
     histogram::percentile_capped_us,
     run_sections::{CopiesSection, ZombiesSection},
-    switches::{Counts, Row},
+    run_totals::Joined,
+    switches::Counts,
 };
 
 /// How the command ended.
@@ -139,39 +138,40 @@ pub struct RunExtras {
     /// `None` when copy accounting was unavailable.
     pub copies: Option<CopiesSection>,
     pub zombies: ZombiesSection,
-    /// Syscalls per pid (empty when they were not counted).
-    pub syscalls: HashMap<u32, u64>,
 }
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Builds the report from per-process rows (totals since the command started) with their
-/// names, and what the other concerns collected.
+/// Builds the report from every process of the run (totals since the command started,
+/// switch and syscall rows joined, see `run_totals`), and what the other concerns
+/// collected.
 pub fn build(
     command: Vec<String>,
     exit: ExitInfo,
     facts: RunFacts,
-    rows: &[(Row, String)],
+    procs: &[Joined],
     extras: RunExtras,
 ) -> RunReport {
-    let counted = !extras.syscalls.is_empty();
     let mut all = Counts::default();
-    for (r, _) in rows {
-        all.merge(&r.total);
+    for p in procs {
+        all.merge(&p.row.total);
     }
-    let mut per_process: Vec<ProcessSummary> = rows
+    let mut per_process: Vec<ProcessSummary> = procs
         .iter()
-        .map(|(r, comm)| ProcessSummary {
-            pid: r.key.tgid,
-            comm: comm.clone(),
-            switches: SwitchKinds::of(&r.total),
-            oncpu_s: secs(r.total.oncpu_ns),
-            blocked_s: secs(r.total.blocked_ns),
-            runq_s: secs(r.total.runq_ns),
-            runq_latency: Latency::of(&r.total),
-            syscalls: counted.then(|| extras.syscalls.get(&r.key.tgid).copied().unwrap_or(0)),
+        .map(|p| {
+            let r = &p.row;
+            ProcessSummary {
+                pid: r.key.tgid,
+                comm: p.comm.clone(),
+                switches: SwitchKinds::of(&r.total),
+                oncpu_s: secs(r.total.oncpu_ns),
+                blocked_s: secs(r.total.blocked_ns),
+                runq_s: secs(r.total.runq_ns),
+                runq_latency: Latency::of(&r.total),
+                syscalls: p.syscalls,
+            }
         })
         .collect();
     per_process.sort_by_key(|p| p.pid);
@@ -203,9 +203,9 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::switches::Key;
+    use crate::model::switches::{Key, Row};
 
-    fn row(pid: u32, vol: u64, invol: u64, blocked_ns: u64) -> (Row, String) {
+    fn row(pid: u32, vol: u64, invol: u64, blocked_ns: u64, syscalls: Option<u64>) -> Joined {
         let mut total = Counts {
             voluntary: vol,
             involuntary: invol,
@@ -215,8 +215,8 @@ mod tests {
         };
         total.runq_hist[2] = 1;
         total.runq_max_ns = 5_000;
-        (
-            Row {
+        Joined {
+            row: Row {
                 key: Key {
                     id: pid,
                     tgid: pid,
@@ -227,8 +227,9 @@ mod tests {
                 alive: false,
                 exit_comm: None,
             },
-            format!("p{pid}"),
-        )
+            comm: format!("p{pid}"),
+            syscalls,
+        }
     }
 
     #[test]
@@ -246,11 +247,8 @@ mod tests {
             vec!["sh".into()],
             exit,
             facts,
-            &[row(20, 2, 1, 200_000_000), row(10, 1, 0, 0)],
-            RunExtras {
-                syscalls: HashMap::from([(20, 7)]),
-                ..RunExtras::default()
-            },
+            &[row(20, 2, 1, 200_000_000, Some(7)), row(10, 1, 0, 0, Some(0))],
+            RunExtras::default(),
         );
         assert_eq!(r.processes, 2);
         assert_eq!(r.threads, 3);

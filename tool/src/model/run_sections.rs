@@ -19,18 +19,24 @@ use super::{
 pub struct PathSummary {
     /// The syscall as a user calls it (`sendfile`, `pread64`, ...).
     pub syscall: &'static str,
-    /// `user_copy`, `in_kernel`, `user_pages` or `mmap`.
+    /// `user_copy`, `in_kernel_copy`, `zero_copy` or `mmap`.
     pub class: &'static str,
     pub src: &'static str,
     pub dst: &'static str,
     pub bytes: u64,
     pub calls: u64,
+    /// Failed calls, would-blocks (EAGAIN) and interruptions (EINTR, restarts) apart.
     pub errors: u64,
+    pub would_block: u64,
+    pub interrupted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyscallCount {
+    /// The name in its ABI's table.
     pub name: String,
+    /// `x86_64`, or `i386` for a 32-bit (compat) syscall.
+    pub abi: &'static str,
     pub count: u64,
 }
 
@@ -39,8 +45,8 @@ pub struct SyscallCount {
 pub struct Saving {
     pub eligible_bytes: u64,
     pub cpu_copy_bytes: u64,
-    pub syscalls: f64,
-    pub mode_switches: f64,
+    pub syscalls: u64,
+    pub mode_switches: u64,
 }
 
 /// Mode switches and copy paths of the command and its descendants.
@@ -49,18 +55,25 @@ pub struct CopiesSection {
     /// Syscalls (user→kernel mode switches) of all the command's processes.
     pub syscalls: u64,
     pub syscalls_per_s: f64,
-    /// Bytes the CPU copied through user buffers (read/write family).
+    /// Of them, 32-bit (compat) syscalls.
+    pub compat_syscalls: u64,
+    /// Bytes the CPU copied through user memory (read/write family).
     pub user_copy_bytes: u64,
-    /// Bytes moved inside the kernel or by page reference (sendfile, splice, tee,
-    /// copy_file_range, vmsplice into a pipe).
+    /// Bytes the CPU copied inside the kernel (copy_file_range, splice out of sockets...).
+    pub in_kernel_copy_bytes: u64,
+    /// Bytes moved by page reference, not copied (sendfile and splice into sockets and
+    /// pipes, tee, vmsplice into a pipe).
     pub zero_copy_bytes: u64,
     pub zero_copy_pct: f64,
     /// File-backed mmap: calls and mapped bytes.
     pub mmap_calls: u64,
     pub mmap_bytes: u64,
-    /// Copy-family calls (mmap apart) and failed ones.
+    /// Copy-family calls (mmap apart), failed ones, and those that would have blocked or
+    /// were interrupted (not failures).
     pub copy_calls: u64,
     pub copy_errors: u64,
+    pub copy_would_block: u64,
+    pub copy_interrupted: u64,
     /// A process used io_uring: its submissions bypass these syscalls and are not counted.
     pub io_uring: bool,
     pub sendfile_would_save: Option<Saving>,
@@ -75,24 +88,29 @@ pub struct CopiesSection {
 pub fn copies(rows: &[ProcRow], wall_s: f64) -> CopiesSection {
     let mut paths: BTreeMap<(u8, u8, u8), PathRow> = BTreeMap::new();
     let mut by_nr: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut calls = 0;
+    let mut flows = Counts::default();
+    let (mut calls, mut compat) = (0, 0);
     let mut io_uring = false;
     for r in rows {
         calls += r.syscalls.total;
+        compat += r.syscalls.compat_total;
         io_uring |= r.syscalls.io_uring;
+        flows.add(&r.copies.flows.1);
         for c in &r.syscalls.by_nr {
             *by_nr.entry(c.nr).or_default() += c.total;
         }
         for p in &r.copies.paths {
+            // Both ABIs' calls of a path are one path here.
             let sum = paths.entry((p.op, p.src, p.dst)).or_insert(PathRow {
                 total: Counts::default(),
                 delta: Counts::default(),
+                flags: 0,
                 ..*p
             });
             sum.total.add(&p.total);
         }
     }
-    let derived = Derived::from_paths(paths.values().map(|p| (p, p.total)));
+    let derived = Derived::from_paths(paths.values().map(|p| (p, p.total)), flows);
     let mut path_list: Vec<PathSummary> = paths
         .values()
         .map(|p| PathSummary {
@@ -103,6 +121,8 @@ pub fn copies(rows: &[ProcRow], wall_s: f64) -> CopiesSection {
             bytes: p.total.bytes,
             calls: p.total.calls,
             errors: p.total.errors,
+            would_block: p.total.would_block,
+            interrupted: p.total.interrupted,
         })
         .collect();
     path_list.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.calls.cmp(&a.calls)));
@@ -112,13 +132,17 @@ pub fn copies(rows: &[ProcRow], wall_s: f64) -> CopiesSection {
     CopiesSection {
         syscalls: calls,
         syscalls_per_s: per_second(calls, wall_s),
+        compat_syscalls: compat,
         user_copy_bytes: derived.user_copy_bytes,
+        in_kernel_copy_bytes: derived.in_kernel_copy_bytes,
         zero_copy_bytes: derived.zero_copy_bytes,
         zero_copy_pct: derived.zero_copy_pct(),
         mmap_calls: derived.mmap_calls,
         mmap_bytes: derived.mmap_bytes,
         copy_calls: derived.calls,
         copy_errors: derived.errors,
+        copy_would_block: derived.would_block,
+        copy_interrupted: derived.interrupted,
         io_uring,
         sendfile_would_save: (s.eligible_bytes > 0).then_some(Saving {
             eligible_bytes: s.eligible_bytes,
@@ -132,6 +156,7 @@ pub fn copies(rows: &[ProcRow], wall_s: f64) -> CopiesSection {
             .take(10)
             .map(|(nr, count)| SyscallCount {
                 name: syscalls::name(nr).into_owned(),
+                abi: syscalls::abi(nr),
                 count,
             })
             .collect(),
@@ -235,12 +260,13 @@ mod tests {
         let c = Counts {
             bytes,
             calls,
-            errors: 0,
+            ..Counts::default()
         };
         PathRow {
             op,
             src,
             dst,
+            flags: 0,
             delta: c,
             total: c,
         }
@@ -259,8 +285,12 @@ mod tests {
                     total: sys,
                 }],
                 io_uring: false,
+                compat_total: 0,
             },
-            copies: ProcCopies { paths },
+            copies: ProcCopies {
+                paths,
+                ..ProcCopies::default()
+            },
         }
     }
 
@@ -290,14 +320,15 @@ mod tests {
         assert_eq!(s.user_copy_bytes, 2500);
         assert_eq!(s.zero_copy_bytes, 4000);
         assert_eq!(s.paths[0].syscall, "sendfile");
-        assert_eq!(s.paths[0].class, "in_kernel");
+        assert_eq!(s.paths[0].class, "zero_copy");
         let read = s.paths.iter().find(|p| p.syscall == "read").unwrap();
         assert_eq!(
             (read.bytes, read.calls, read.src, read.dst),
             (1500, 15, "file", "user")
         );
-        // 1500 bytes read from files, 1000 written to sockets: 1000 eligible.
-        assert_eq!(s.sendfile_would_save.unwrap().eligible_bytes, 1000);
+        // 1500 bytes read from files, 1000 written to sockets, but no flow the kernel
+        // paired: nothing for sendfile to save.
+        assert_eq!(s.sendfile_would_save, None);
         assert_eq!(s.top_syscalls[0].name, "read");
         assert_eq!(s.top_syscalls[0].count, 150);
     }

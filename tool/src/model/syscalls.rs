@@ -2,37 +2,75 @@
 //! deltas from successive snapshots of the kernel's per-(process, syscall) counts, the top
 //! syscalls of a process (like `syscount`), and whether it uses io_uring.
 //!
-//! Syscall names come from the `syscalls` crate's table for the build target's ABI; the
-//! numbers themselves come from the running kernel (`raw_syscalls/sys_enter`'s `id`).
+//! Syscall names come from the `syscalls` crate's tables: the build target's ABI, and the
+//! 32-bit one (i386) for numbers the kernel side flagged as compat (`COMPAT_NR`): on a
+//! 64-bit kernel, 3 is `close` in one and `read` in the other. The numbers themselves
+//! come from the running kernel (`sys_enter`'s `id`).
 
 use std::{
     borrow::Cow,
     collections::{BTreeMap, HashMap},
 };
 
-use proclens_common::copies::SysKey;
+use proclens_common::copies::{COMPAT_NR, SysKey};
 use syscalls::Sysno;
 
 use super::proctable::Key;
 
-/// The name of syscall `nr` in the build target's ABI, or `syscall_<nr>`.
+/// Whether a counted number is a 32-bit (compat) syscall's.
+pub fn is_compat(nr: u32) -> bool {
+    nr & COMPAT_NR != 0
+}
+
+/// The number in its own ABI's table.
+pub fn number(nr: u32) -> u32 {
+    nr & !COMPAT_NR
+}
+
+/// The ABI of a counted number: the build target's, or `i386` for a 32-bit syscall.
+pub fn abi(nr: u32) -> &'static str {
+    if is_compat(nr) {
+        "i386"
+    } else {
+        std::env::consts::ARCH
+    }
+}
+
+/// The name of syscall `nr` in its ABI's table, or `syscall_<nr>`.
 pub fn name(nr: u32) -> Cow<'static, str> {
-    match Sysno::new(nr as usize) {
-        Some(s) => Cow::Borrowed(s.name()),
-        None => Cow::Owned(format!("syscall_{nr}")),
+    let n = number(nr);
+    let known = if is_compat(nr) {
+        syscalls::x86::Sysno::new(n as usize).map(|s| s.name())
+    } else {
+        Sysno::new(n as usize).map(|s| s.name())
+    };
+    match known {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(format!("syscall_{n}")),
+    }
+}
+
+/// The name with its ABI when it is not the native one: `read (i386)`.
+pub fn label(nr: u32) -> String {
+    if is_compat(nr) {
+        format!("{} (i386)", name(nr))
+    } else {
+        name(nr).into_owned()
     }
 }
 
 /// Syscalls through which a process drives io_uring: its submissions then bypass the
-/// copy-family syscalls, so their bytes are not counted.
+/// copy-family syscalls, so their bytes are not counted. (They have the same numbers in
+/// both x86 ABIs.)
 fn is_io_uring(nr: u32) -> bool {
+    let n = number(nr);
     [
         Sysno::io_uring_setup,
         Sysno::io_uring_enter,
         Sysno::io_uring_register,
     ]
     .iter()
-    .any(|s| s.id() as u32 == nr)
+    .any(|s| s.id() as u32 == n)
 }
 
 /// One syscall's count.
@@ -50,8 +88,11 @@ pub struct ProcSyscalls {
     pub delta: u64,
     pub total: u64,
     pub by_nr: Vec<NrCount>,
-    /// io_uring_setup/enter/register seen since proclens started.
+    /// io_uring_setup/enter/register seen since proclens started, or an io_uring fd
+    /// open when it started.
     pub io_uring: bool,
+    /// 32-bit (compat) syscalls since proclens started.
+    pub compat_total: u64,
 }
 
 impl ProcSyscalls {
@@ -93,6 +134,9 @@ impl SyscallModel {
             p.delta += delta;
             p.total += total;
             p.io_uring |= is_io_uring(k.nr) && total > 0;
+            if is_compat(k.nr) {
+                p.compat_total += total;
+            }
             p.by_nr.push(NrCount {
                 nr: k.nr,
                 delta,
@@ -121,6 +165,8 @@ mod tests {
             tgid,
             nr: nr.id() as u32,
             start_ns: 1000,
+            cpu: 0,
+            _pad: 0,
         }
     }
 
@@ -213,7 +259,35 @@ mod tests {
     fn names() {
         assert_eq!(name(Sysno::sendfile.id() as u32), "sendfile");
         assert_eq!(name(99_999), "syscall_99999");
+        // A 32-bit read is 3, which is close in the 64-bit table.
+        assert_eq!(name(3), "close");
+        assert_eq!(name(3 | COMPAT_NR), "read");
+        assert_eq!(label(3 | COMPAT_NR), "read (i386)");
+        assert_eq!((abi(3 | COMPAT_NR), number(3 | COMPAT_NR)), ("i386", 3));
+        assert_eq!(name(9999 | COMPAT_NR), "syscall_9999");
     }
+
+    #[test]
+    fn compat_syscalls_are_counted_apart_and_flag_io_uring_too() {
+        let mut m = SyscallModel::new();
+        let k = |nr| SysKey {
+            tgid: 1,
+            nr,
+            start_ns: 1000,
+            cpu: 0,
+            _pad: 0,
+        };
+        let out = m.update(&HashMap::from([
+            (k(3 | COMPAT_NR), 5),
+            (k(3), 2),
+            (k(426 | COMPAT_NR), 1),
+        ]));
+        let p = &out[&proc(1)];
+        assert_eq!((p.total, p.compat_total), (8, 6));
+        assert!(p.io_uring, "io_uring_enter through the 32-bit ABI");
+    }
+
+    use proptest::prelude::Strategy as _;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
@@ -221,13 +295,18 @@ mod tests {
         /// Any syscall number the kernel reports gets a name: this ABI's name, which maps
         /// back to the number, or `syscall_<nr>`.
         #[test]
-        fn proptest_any_number_is_named(nr in proptest::prop_oneof![0u32..1024, proptest::prelude::any::<u32>()]) {
+        fn proptest_any_number_is_named(nr in proptest::prop_oneof![0u32..1024, (0u32..1024).prop_map(|n| n | COMPAT_NR), proptest::prelude::any::<u32>()]) {
             let n = name(nr);
+            let back = if is_compat(nr) {
+                n.parse::<syscalls::x86::Sysno>().map(|s| s.id() as u32).ok()
+            } else {
+                n.parse::<Sysno>().map(|s| s.id() as u32).ok()
+            };
             match n.strip_prefix("syscall_") {
-                Some(digits) if Sysno::new(nr as usize).is_none() => {
-                    proptest::prop_assert_eq!(digits, nr.to_string())
+                Some(digits) if back.is_none() => {
+                    proptest::prop_assert_eq!(digits, number(nr).to_string())
                 }
-                _ => proptest::prop_assert_eq!(n.parse::<Sysno>().map(|s| s.id() as u32), Ok(nr)),
+                _ => proptest::prop_assert_eq!(back, Some(number(nr))),
             }
         }
     }

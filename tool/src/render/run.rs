@@ -141,44 +141,51 @@ pub fn plain(r: &RunReport) -> String {
 }
 
 fn copies_lines(out: &mut String, c: &CopiesSection) {
+    let mut notes = String::new();
+    if c.compat_syscalls > 0 {
+        notes.push_str(&format!("; {} of them 32-bit", c.compat_syscalls));
+    }
+    if c.io_uring {
+        notes.push_str("; uses io_uring: its submissions are not counted");
+    }
     out.push_str(&format!(
-        "{:>14}  {} ({:.0}/s){}\n",
-        "syscalls",
-        c.syscalls,
-        c.syscalls_per_s,
-        if c.io_uring {
-            "; uses io_uring: its submissions are not counted"
-        } else {
-            ""
-        }
+        "{:>14}  {} ({:.0}/s){notes}\n",
+        "syscalls", c.syscalls, c.syscalls_per_s,
     ));
     out.push_str(&format!(
-        "{:>14}  through user buffers {}, zero-copy {} ({:.1}%), mmap {} in {} calls\n",
+        "{:>14}  copied through user memory {}, copied in the kernel {}, zero-copy {} ({:.1}%), mmap {} in {} calls\n",
         "bytes moved",
         human_bytes(c.user_copy_bytes as f64),
+        human_bytes(c.in_kernel_copy_bytes as f64),
         human_bytes(c.zero_copy_bytes as f64),
         c.zero_copy_pct,
         human_bytes(c.mmap_bytes as f64),
         c.mmap_calls,
     ));
     for p in &c.paths {
+        let mut failed = String::new();
+        for (n, what) in [
+            (p.errors, "failed"),
+            (p.would_block, "would block"),
+            (p.interrupted, "interrupted"),
+        ] {
+            if n > 0 {
+                failed.push_str(&format!(", {n} {what}"));
+            }
+        }
         out.push_str(&format!(
-            "{:>14}  {:<16} {:<14} {:>10} in {} calls{}\n",
+            "{:>14}  {:<16} {:<14} {:>10} in {} calls{failed} ({})\n",
             "",
             p.syscall,
             format!("{}->{}", p.src, p.dst),
             human_bytes(p.bytes as f64),
             p.calls,
-            if p.errors > 0 {
-                format!(", {} failed", p.errors)
-            } else {
-                String::new()
-            }
+            p.class,
         ));
     }
     if let Some(s) = &c.sendfile_would_save {
         out.push_str(&format!(
-            "{:>14}  {} of CPU copies and {:.0} mode switches ({} of file data sent with read+write)\n",
+            "{:>14}  {} of CPU copies and {} mode switches ({} of file data read, then written to sockets with read+write)\n",
             "sendfile saves",
             human_bytes(s.cpu_copy_bytes as f64),
             s.mode_switches,

@@ -27,7 +27,7 @@ fn check(ret: isize, what: &str) -> usize {
 }
 
 /// A regular file of `size` bytes, already unlinked.
-fn data_file(size: u64) -> File {
+pub fn data_file(size: u64) -> File {
     let path = std::env::temp_dir().join(format!(
         "proclens-copies-{}-{}",
         std::process::id(),
@@ -471,7 +471,8 @@ pub fn run(name: &str, size: u64) {
         "copy-uring" => Box::new(io_uring()),
         "copy-family" => Box::new(read_write_family(size)),
         "copy-threads" => Box::new(threads(size)),
-        other => panic!("unknown copy workload {other}"),
+        other => super::figure_workloads::work(other, size)
+            .unwrap_or_else(|| panic!("unknown copy workload {other}")),
     };
     let with_reader = matches!(
         name,

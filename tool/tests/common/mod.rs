@@ -2,11 +2,14 @@
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
 #![allow(dead_code)]
 
+pub mod bpf_maps;
 pub mod bpftrace;
 pub mod cgroup;
+pub mod copy_window;
 pub mod copy_workloads;
 pub mod crossview;
 pub mod exporter;
+pub mod figure_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod metrics;

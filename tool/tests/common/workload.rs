@@ -362,6 +362,12 @@ pub fn run_if_child() {
             write_final_schedstat(&children);
             finish();
         }
+        // Children with a known number of syscalls each (tests/run.rs).
+        "forks-exact" => {
+            ready_go();
+            super::figure_workloads::forks_exact(n);
+            finish();
+        }
         // Copy paths with known byte counts (tests/copies.rs).
         copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
         other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}

@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod filtered;
 mod fleet;
 mod lifecycle;
 mod load;
@@ -22,10 +23,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "switches",
     "lifecycle",
     "syscalls",
+    "filtered",
     "load",
     "serve",
     "startup",
@@ -60,6 +62,9 @@ pub fn run_all(
             "syscalls",
             syscalls::run(proclens, round_trips, reps as u32)?,
         ));
+    }
+    if wanted("filtered") {
+        out.push(("filtered", filtered::run(proclens, reps)?));
     }
     if wanted("load") {
         out.push(("load", load::run(proclens)?));

@@ -5,7 +5,7 @@
 //! and attach time are not part of it. It runs untraced, under `proclens copies` (which
 //! counts every syscall and accounts every read/write by path and fd kind), under a
 //! bpftrace script that does the same work for these syscalls, and under `strace -c -f`.
-//! Each mode runs `runs` times; the median is reported.
+//! The modes take turns, `runs` times each; medians are reported.
 
 use std::fmt::Write as _;
 use std::{
@@ -84,7 +84,7 @@ pub(super) fn run_workload(wrapper: &[&str], n: u64) -> Result<f64> {
 }
 
 /// A tracer running in the background until dropped.
-struct Tracer {
+pub(super) struct Tracer {
     child: Child,
     interrupt: bool,
 }
@@ -92,7 +92,7 @@ struct Tracer {
 impl Tracer {
     /// Starts `cmd` and waits until a line of its stdout satisfies `ready`; the rest of its
     /// output is drained (and dropped) so it never blocks on a full pipe.
-    fn start(
+    pub(super) fn start(
         mut cmd: Command,
         ready: impl Fn(&str) -> bool + Send + 'static,
         interrupt: bool,
@@ -144,16 +144,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     super::median(&mut v)
 }
 
-fn measure(label: &str, runs: u32, mut one: impl FnMut() -> Result<f64>) -> Result<(String, f64)> {
-    let mut all = Vec::new();
-    for _ in 0..runs {
-        all.push(one()?);
-    }
-    let m = median(all);
-    eprintln!("xtask: bench: {label}: {m:.0} ns/syscall");
-    Ok((label.to_string(), m))
-}
-
 fn which(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -162,40 +152,81 @@ fn which(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Runs every mode; returns a Markdown section for BENCHMARKS.md.
+/// The modes, each a way to run the workload.
+enum Mode<'a> {
+    Untraced,
+    Proclens(&'a Path),
+    Bpftrace(&'a Path),
+    Strace,
+}
+
+impl Mode<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Mode::Untraced => "untraced",
+            Mode::Proclens(_) => "proclens copies",
+            Mode::Bpftrace(_) => "bpftrace (equivalent script)",
+            Mode::Strace => "strace -c -f",
+        }
+    }
+
+    fn run(&self, n: u64) -> Result<f64> {
+        match self {
+            Mode::Untraced => run_workload(&[], n),
+            Mode::Proclens(proclens) => {
+                let mut cmd = Command::new(proclens);
+                cmd.args(["copies", "--json", "--interval", "1"]);
+                let _t = Tracer::start(cmd, |l| l.contains("copies_system"), true)?;
+                run_workload(&[], n)
+            }
+            Mode::Bpftrace(script) => {
+                let mut cmd = Command::new("bpftrace");
+                cmd.arg(script);
+                let _t = Tracer::start(cmd, |l| l.starts_with("Attaching"), true)?;
+                run_workload(&[], n)
+            }
+            Mode::Strace => run_workload(&["strace", "-c", "-f", "-o", "/dev/null"], n),
+        }
+    }
+}
+
+/// Runs every mode, interleaved; returns a Markdown section for BENCHMARKS.md.
 pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<String> {
     for tool in ["bpftrace", "strace"] {
         if !which(tool) {
             bail!("{tool} is not installed: run `cargo xtask setup`");
         }
     }
-    let mut rows = Vec::new();
-    rows.push(measure("untraced", runs, || run_workload(&[], n))?);
-    rows.push(measure("proclens copies", runs, || {
-        let mut cmd = Command::new(proclens);
-        cmd.args(["copies", "--json", "--interval", "1"]);
-        let _t = Tracer::start(cmd, |l| l.contains("copies_system"), false)?;
-        run_workload(&[], n)
-    })?);
     let script = std::env::temp_dir().join(format!("proclens-bench-{}.bt", std::process::id()));
     std::fs::write(&script, BPFTRACE_SCRIPT)?;
-    let bt = measure("bpftrace (equivalent script)", runs, || {
-        let mut cmd = Command::new("bpftrace");
-        cmd.arg(&script);
-        let _t = Tracer::start(cmd, |l| l.starts_with("Attaching"), true)?;
-        run_workload(&[], n)
+    let modes = [
+        Mode::Untraced,
+        Mode::Proclens(proclens),
+        Mode::Bpftrace(&script),
+        Mode::Strace,
+    ];
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let measured = (0..runs).try_for_each(|rep| {
+        for (i, m) in modes.iter().enumerate() {
+            let ns = m.run(n)?;
+            eprintln!("xtask: bench syscalls: rep {rep} {}: {ns:.0} ns/syscall", m.label());
+            all[i].push(ns);
+        }
+        Ok::<_, anyhow::Error>(())
     });
     let _ = std::fs::remove_file(&script);
-    rows.push(bt?);
-    rows.push(measure("strace -c -f", runs, || {
-        run_workload(&["strace", "-c", "-f", "-o", "/dev/null"], n)
-    })?);
+    measured?;
+    let rows: Vec<(&str, f64)> = modes
+        .iter()
+        .zip(all)
+        .map(|(m, v)| (m.label(), median(v)))
+        .collect();
 
     let base = rows[0].1;
     let mut md = String::new();
     writeln!(
         md,
-        "Syscall-heavy workload: {n} one-byte write+read round trips through a pipe ({} syscalls), timed inside the process, median of {runs} runs. {}.\n",
+        "Syscall-heavy workload: {n} one-byte write+read round trips through a pipe ({} syscalls), timed inside the process, {runs} interleaved runs per mode, medians. {}.\n",
         2 * n,
         super::machine()
     )?;
@@ -215,5 +246,11 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<String> {
             ns / base
         )?;
     }
+    let ratio = (rows[1].1 - base) / (rows[2].1 - base);
+    writeln!(
+        md,
+        "\nproclens's overhead per syscall is {ratio:.2}x bpftrace's (target, issue 17: at most 0.6x): {}.",
+        if ratio <= 0.6 { "met" } else { "NOT met" }
+    )?;
     Ok(md)
 }

@@ -21,8 +21,10 @@ use crate::{cargo, workspace_root};
 
 /// The integration-test binaries that make sense in a minimal VM (no systemd, no
 /// Prometheus): the real-BPF switch, lifecycle and copy tests and the command line's
-/// contract. `copies` reads syscall tracepoint layouts from tracefs and walks fd tables
-/// through BTF offsets: the parts most likely to differ between kernels.
+/// contract. The copy tests (`copies`, `copy_figures`) read syscall arguments from the
+/// saved registers and walk fd tables through BTF offsets, and `filters` checks the
+/// in-kernel filters (with bpftool): the parts most likely to differ between kernels.
+/// (`compat` needs a 32-bit toolchain, `run` and `nginx` a full system: host only.)
 pub const TEST_BINARIES: &[&str] = &[
     "switches",
     "switch_kinds",
@@ -30,6 +32,8 @@ pub const TEST_BINARIES: &[&str] = &[
     "privilege",
     "zombies",
     "copies",
+    "copy_figures",
+    "filters",
     "intervals",
     "agreement",
 ];

@@ -1,103 +1,75 @@
-//! Attaching the syscall and copy programs, and reading (and pruning) their per-CPU
-//! maps.
+//! The syscall and copy programs' maps: sized for the machine, read, and pruned.
 
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{HashMap, MapData, MapError, PerCpuHashMap, PerCpuValues},
-    programs::TracePoint,
+    maps::{HashMap, MapData},
 };
-use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey, op};
+use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
 
-use super::layout::CopyConfig;
+use super::batch;
+
 use crate::{
-    collect::{object::Object, procfs, setup::take_map},
-    model::{copy_report::ProcRow, proctable::Key},
+    collect::{procfs, setup::take_map},
+    model::proctable::Key,
 };
 
-/// Per-CPU map sizes: as many entries as fit a memory budget for the per-CPU values on
-/// this machine's possible CPUs, between a floor and a cap. Entries that do not fit are
-/// counted (`syscall_map_full`, `copy_map_full`), never silently dropped.
-fn per_cpu_entries(value_size: usize, cpus: usize, cap: u32) -> u32 {
-    const BUDGET: usize = 32 << 20;
-    let fit = BUDGET / (value_size.max(8) * cpus.max(1));
-    (fit.min(cap as usize) as u32).max(4096)
+/// How many entries a map may hold: as many as fit a share of this machine's memory
+/// (1/512 of it, `entry_bytes` each plus the hash table's own header), between a floor
+/// and a cap. The syscall and copy maps key each count by the CPU that made it (see
+/// `SysKey::cpu`), so an entry exists only for the CPUs a process ran on: unlike a per-CPU
+/// map, a machine with more CPUs does not hold fewer processes, nor preallocate a value
+/// per possible CPU for each of them. The maps are preallocated (one allocation at start,
+/// and deleting an entry is then cheap); the views free the entries of processes that
+/// have gone every interval, `run` every 250 ms, so the entries in use are the live
+/// processes' and those that finished since. Entries that do not fit are counted
+/// (`syscall_map_full`, `copy_map_full`), never silently dropped.
+fn entries_for(entry_bytes: usize, mem_bytes: u64) -> u32 {
+    const FLOOR: u64 = 16_384;
+    const CAP: u64 = 1 << 17;
+    let each = (entry_bytes + 64) as u64;
+    (mem_bytes / 512 / each).clamp(FLOOR, CAP) as u32
 }
 
-/// Sizes `SYSCALLS` and `COPIES` for this machine (before loading), and `COMMS` like
+/// Total memory (`/proc/meminfo` MemTotal), 1 GiB when unknown.
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kb| kb * 1024)
+}
+
+/// Sizes the syscall programs' maps for this machine (before loading); `COMMS` like
 /// `SYSCALLS`: every process with a syscall entry should have room for its name.
 pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
-    let cpus = aya::util::nr_cpus().unwrap_or(1);
-    let syscalls = per_cpu_entries(8, cpus, 65536);
+    let mem = machine_memory();
+    let syscalls = entries_for(size_of::<SysKey>() + 8, mem);
     loader
         .map_max_entries("SYSCALLS", syscalls)
         .map_max_entries("COMMS", syscalls)
         .map_max_entries(
             "COPIES",
-            per_cpu_entries(size_of::<CopyStats>(), cpus, 32768),
+            entries_for(size_of::<CopyKey>() + size_of::<CopyStats>(), mem),
+        )
+        .map_max_entries(
+            "INFLIGHT",
+            entries_for(4 + size_of::<Inflight>(), mem).min(1 << 16),
         );
 }
 
-/// Attaches the copy-family enter programs and the shared exit program.
-pub(super) fn attach_copies(ebpf: &mut Object, cfg: &CopyConfig) -> Result<()> {
-    for (opid, why) in &cfg.layout.missing {
-        eprintln!(
-            "proclens: warning: {} is not traced: {why}",
-            op::NAMES[*opid as usize]
-        );
-    }
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        let prog_name = format!("enter_{name}");
-        let prog: &mut TracePoint = ebpf
-            .program_mut(&prog_name)
-            .with_context(|| format!("program {prog_name} missing from the BPF object"))?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("loading {prog_name}"))?;
-        prog.attach("syscalls", &format!("sys_enter_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_enter_{name}"))?;
-    }
-    let exit: &mut TracePoint = ebpf
-        .program_mut("copy_exit")
-        .context("program copy_exit missing from the BPF object")?
-        .try_into()?;
-    exit.load().context("loading copy_exit")?;
-    // One program on every exit tracepoint: its links are taken, so that they are
-    // detached in parallel (see `Object`).
-    let mut links = Vec::new();
-    for &opid in &cfg.layout.available {
-        let name = op::NAMES[opid as usize];
-        let id = exit
-            .attach("syscalls", &format!("sys_exit_{name}"))
-            .with_context(|| format!("attaching to syscalls/sys_exit_{name}"))?;
-        links.push(exit.take_link(id)?);
-    }
-    for link in links {
-        ebpf.keep(link);
-    }
-    Ok(())
-}
-
-/// The per-CPU maps of syscall counts and path totals, and the per-thread calls in flight.
+/// The maps of syscall counts and path totals, the per-thread calls in flight, and the
+/// kernel-recorded names.
 pub struct CopyMaps {
-    syscalls: PerCpuHashMap<MapData, SysKey, u64>,
-    copies: PerCpuHashMap<MapData, CopyKey, CopyStats>,
+    syscalls: HashMap<MapData, SysKey, u64>,
+    copies: HashMap<MapData, CopyKey, CopyStats>,
     inflight: HashMap<MapData, u32, Inflight>,
     comms: HashMap<MapData, ProcKey, [u8; 16]>,
-}
-
-/// A delete that found no entry is not an error: the kernel (or an earlier prune) may
-/// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
-/// as the syscall's ENOENT, not as `KeyNotFound`.
-fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
 }
 
 /// One reading of the syscall and copy-path maps.
@@ -107,14 +79,38 @@ pub struct Snapshot {
     pub syscalls: StdHashMap<SysKey, u64>,
 }
 
-/// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
-const WALK_BOUND: usize = 4 * 65536;
+impl Snapshot {
+    /// The processes it holds, once each.
+    pub fn processes(&self) -> Vec<Key> {
+        let mut v: Vec<Key> = self
+            .syscalls
+            .keys()
+            .map(|k| Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            })
+            .chain(self.copies.keys().map(|k| Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            }))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Replaces entries with later readings of them (`take_gone`'s final figures).
+    pub fn update(&mut self, later: Snapshot) {
+        self.syscalls.extend(later.syscalls);
+        self.copies.extend(later.copies);
+    }
+}
 
 impl CopyMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            syscalls: PerCpuHashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
-            copies: PerCpuHashMap::try_from(take_map(ebpf, "COPIES")?)?,
+            syscalls: HashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
+            copies: HashMap::try_from(take_map(ebpf, "COPIES")?)?,
             inflight: HashMap::try_from(take_map(ebpf, "INFLIGHT")?)?,
             comms: HashMap::try_from(take_map(ebpf, "COMMS")?)?,
         })
@@ -130,20 +126,12 @@ impl CopyMaps {
 
     /// Syscall counts per (process, number), summed over CPUs.
     pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        summed(&self.syscalls, "SYSCALLS", |per_cpu| per_cpu.iter().sum())
+        Ok(summed(read(&self.syscalls, "SYSCALLS")?, SysKey::any_cpu, |a, b| *a += b))
     }
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        summed(&self.copies, "COPIES", |per_cpu| {
-            let mut s = CopyStats::default();
-            for c in per_cpu.iter() {
-                s.bytes += c.bytes;
-                s.calls += c.calls;
-                s.errors += c.errors;
-            }
-            s
-        })
+        Ok(summed(read(&self.copies, "COPIES")?, CopyKey::any_cpu, add_stats))
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -158,102 +146,116 @@ impl CopyMaps {
         Some(String::from_utf8_lossy(&raw[..end]).into_owned())
     }
 
-    /// Deletes the entries of processes that have gone (after their last report), so the
-    /// maps hold only live processes. A process is (tgid, start): a new process that got a
-    /// gone one's pid keeps its entries. The per-thread in-flight slots of threads that no
-    /// longer exist are deleted too (the kernel keeps a thread's slot between calls).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
+    /// Reads the final figures of processes that have gone and deletes their entries, so
+    /// the maps hold only live processes (however many come and go) and no count is lost:
+    /// a process's last syscalls (exit_group among them) may have come after the
+    /// interval's snapshot, and a dead process adds nothing between this read and the
+    /// delete. A process is (tgid, start): a new process that got a gone one's pid keeps
+    /// its entries. The per-thread in-flight slots of threads that no longer exist go too
+    /// (the kernel keeps a thread's slot between calls). Names (`COMMS`) stay until
+    /// [`CopyMaps::forget_names`].
+    pub fn take_gone(&mut self, gone: &[Key]) -> Result<Snapshot> {
         self.prune_inflight()?;
+        let mut out = Snapshot::default();
         if gone.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        // The maps are walked again, not the interval's snapshot: a process can exit
-        // between the snapshot and the /proc check, and its last syscall (exit_group) makes
-        // an entry the snapshot does not have.
-        remove_where(&mut self.syscalls, "SYSCALLS", |k| {
-            is_gone(k.tgid, k.start_ns)
-        })?;
-        remove_where(&mut self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns))?;
-        for k in gone {
-            let pk = ProcKey {
+        let syscalls = take_where(&self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns))?;
+        out.syscalls = summed(syscalls, SysKey::any_cpu, |a, b| *a += b);
+        let copies = take_where(&self.copies, "COPIES", |k| is_gone(k.tgid, k.start_ns))?;
+        out.copies = summed(copies, CopyKey::any_cpu, add_stats);
+        Ok(out)
+    }
+
+    /// Deletes the kernel-recorded names of `gone` processes (after they were named).
+    pub fn forget_names(&mut self, gone: &[Key]) -> Result<()> {
+        let keys: Vec<ProcKey> = gone
+            .iter()
+            .map(|k| ProcKey {
                 tgid: k.tgid,
                 _pad: 0,
                 start_ns: k.start_ns,
-            };
-            removed(self.comms.remove(&pk)).context("pruning COMMS")?;
-        }
-        Ok(())
+            })
+            .collect();
+        batch::delete(&self.comms, &keys).context("pruning COMMS")
     }
 
     fn prune_inflight(&mut self) -> Result<()> {
-        let stale: Vec<u32> = self
-            .inflight
-            .iter()
-            .take(WALK_BOUND)
-            .filter_map(Result::ok)
-            .filter(|(tid, v)| !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists())
+        let all = batch::lookup_all(&self.inflight, size_of::<Inflight>()).context("reading INFLIGHT")?;
+        let stale: Vec<u32> = all
+            .into_iter()
+            .filter(|(tid, v)| {
+                // SAFETY: the kernel wrote a whole `Inflight`; Pod, any bytes are valid.
+                let v: Inflight = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+                !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists()
+            })
             .map(|(tid, _)| tid)
             .collect();
-        for tid in stale {
-            removed(self.inflight.remove(&tid)).context("pruning INFLIGHT")?;
-        }
-        Ok(())
+        batch::delete(&self.inflight, &stale).context("pruning INFLIGHT")
     }
 }
 
-/// Every entry of a per-CPU map (at most [`WALK_BOUND`]: a walk restarts when entries
-/// are deleted under it), each value folded over the CPUs by `sum`. An entry deleted
-/// while the walk reaches it is skipped.
-fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
-    map: &PerCpuHashMap<MapData, K, V>,
-    name: &str,
-    sum: impl Fn(&PerCpuValues<V>) -> T,
-) -> Result<StdHashMap<K, T>> {
-    let mut out = StdHashMap::new();
-    for item in map.iter().take(WALK_BOUND) {
-        match item {
-            Ok((k, per_cpu)) => {
-                out.insert(k, sum(&per_cpu));
-            }
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        }
-    }
-    Ok(out)
+fn add_stats(s: &mut CopyStats, c: CopyStats) {
+    s.bytes += c.bytes;
+    s.calls += c.calls;
+    s.errors += c.errors;
+    s.would_block += c.would_block;
+    s.interrupted += c.interrupted;
 }
 
-/// Deletes the entries of a per-CPU map whose key `gone` selects (keys collected first:
-/// deleting during the walk would restart it).
-fn remove_where<K: Pod, V: Pod>(
-    map: &mut PerCpuHashMap<MapData, K, V>,
+/// Every entry of a map, read in batches.
+fn read<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>, name: &str) -> Result<Vec<(K, V)>> {
+    let entries =
+        batch::lookup_all(map, size_of::<V>()).with_context(|| format!("reading {name}"))?;
+    Ok(entries
+        .into_iter()
+        // SAFETY: the kernel wrote a whole `V`; Pod, any bytes are valid.
+        .map(|(k, v)| (k, unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) }))
+        .collect())
+}
+
+/// Entries of every CPU summed into one per key (`any_cpu` drops a key's CPU).
+fn summed<K: Eq + std::hash::Hash, V: Default>(
+    entries: Vec<(K, V)>,
+    any_cpu: impl Fn(&K) -> K,
+    add: impl Fn(&mut V, V),
+) -> StdHashMap<K, V> {
+    let mut out: StdHashMap<K, V> = StdHashMap::with_capacity(entries.len());
+    for (k, v) in entries {
+        add(out.entry(any_cpu(&k)).or_default(), v);
+    }
+    out
+}
+
+/// Reads and deletes the entries of a map whose key `gone` selects.
+fn take_where<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
-) -> Result<()> {
-    let keys: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| gone(k))
+) -> Result<Vec<(K, V)>> {
+    let taken: Vec<(K, V)> = read(map, name)?
+        .into_iter()
+        .filter(|(k, _)| gone(k))
         .collect();
-    for k in keys {
-        removed(map.remove(&k)).with_context(|| format!("pruning {name}"))?;
-    }
-    Ok(())
+    let keys: Vec<K> = taken.iter().map(|(k, _)| *k).collect();
+    batch::delete(map, &keys).with_context(|| format!("pruning {name}"))?;
+    Ok(taken)
 }
 
-/// The processes among `rows` that have gone: a pid belongs to one live process at a
-/// time, so of several rows with one pid all but the latest started have gone; the latest
-/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
-/// row whose start the kernel could not read (0) lives while its pid exists.
-pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
+/// The processes among `keys` that have gone: a pid belongs to one live process at a
+/// time, so of several processes with one pid all but the latest started have gone; the
+/// latest (or only) one lives while /proc/PID/stat shows its start time (to the clock
+/// tick). A process whose start the kernel could not read (0) lives while its pid exists.
+pub fn gone_processes(keys: &[Key], tick_ns: u64) -> Vec<Key> {
     let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
+    for k in keys {
+        let e = latest.entry(k.tgid).or_insert(k.start_ns);
+        *e = (*e).max(k.start_ns);
     }
-    rows.iter()
-        .map(ProcRow::key)
+    keys.iter()
+        .copied()
         .filter(|k| {
             if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
                 return true;
@@ -271,35 +273,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deleting_a_missing_entry_is_not_an_error() {
-        let enoent = || {
-            Err(MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_delete_elem",
-                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
-            }))
-        };
-        assert!(removed(enoent()).is_ok());
-        assert!(removed(Ok(())).is_ok());
-        assert!(removed(Err(MapError::KeyNotFound)).is_ok());
-        let eperm = Err(MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_delete_elem",
-            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
-        }));
-        assert!(removed(eperm).is_err());
-    }
-
-    #[test]
-    fn map_sizes_follow_the_cpu_count() {
-        assert_eq!(
-            per_cpu_entries(8, 2, 65536),
-            65536,
-            "capped on small machines"
-        );
-        assert_eq!(
-            per_cpu_entries(8, 256, 65536),
-            16384,
-            "32 MiB / (8 B x 256 CPUs)"
-        );
-        assert_eq!(per_cpu_entries(24, 4096, 32768), 4096, "floor");
+    fn map_sizes_follow_the_machine() {
+        const GIB: u64 = 1 << 30;
+        // This machine's kind (24 GiB), and any larger one: the cap.
+        assert_eq!(entries_for(32, 24 * GIB), 1 << 17);
+        // 4 GiB: 8 MiB of 96-byte entries.
+        assert_eq!(entries_for(32, 4 * GIB), (8 << 20) / 96);
+        assert_eq!(entries_for(32, GIB / 4), 16_384, "floor");
     }
 }

@@ -1,6 +1,7 @@
 //! Copy paths and syscall counts: their layouts resolved from the running kernel
 //! ([`layout`]), the programs attached and their per-CPU maps read and pruned ([`maps`]).
 
+mod batch;
 mod layout;
 mod maps;
 mod setup;

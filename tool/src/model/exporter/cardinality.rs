@@ -32,8 +32,8 @@ pub const OTHER: &str = "other";
 pub const SWITCH_SERIES: usize = 2 + 3 + 3 + RUNQ_BUCKETS + 2;
 /// Series of a label set in the fork families: forks by kind (2), child exits, failures.
 pub const FORK_SERIES: usize = 4;
-/// Series of one copy path: bytes, calls, errors.
-pub const PATH_SERIES: usize = 3;
+/// Series of one copy path: bytes, calls, errors, would-blocks, interruptions.
+pub const PATH_SERIES: usize = 5;
 /// What admitting a label set costs: every per-set family but the copy paths.
 pub const SET_SERIES: usize = SWITCH_SERIES + 1 + FORK_SERIES;
 /// Room always kept for the catch-all: its label set, its copy paths (one per syscall),

@@ -138,11 +138,13 @@ pub(super) fn sendfile_path(bytes: u64) -> copies::PathRow {
         bytes,
         calls: 1,
         errors: 0,
+        ..Default::default()
     };
     copies::PathRow {
         op: op::SENDFILE64,
         src: fd_kind::FILE,
         dst: fd_kind::SOCKET,
+        flags: 0,
         delta,
         total: delta,
     }

@@ -120,7 +120,7 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
             let mut v = l.pairs();
             v.extend([
                 ("syscall", op_name(k.op).to_string()),
-                ("class", Class::of(k.op).as_str().to_string()),
+                ("class", Class::of(k.op, k.src, k.dst).as_str().to_string()),
                 ("src", kind_name(k.src).to_string()),
                 ("dst", kind_name(k.dst).to_string()),
             ]);
@@ -134,7 +134,7 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
         counter_family(
             enc,
             "proclens_copy_bytes",
-            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: through a user buffer; in_kernel: sendfile/splice/tee/copy_file_range; user_pages: vmsplice; mmap: mapped length) and fd kind on each side",
+            "Bytes moved by copy-family syscalls (their return values) by syscall, class (user_copy: copied through user memory; in_kernel_copy: copied inside the kernel; zero_copy: pages referenced, not copied; mmap: mapped length) and fd kind on each side",
             paths().map(|(l, k, c)| (path_labels(l, k), c.bytes)),
         )?;
         counter_family(
@@ -146,8 +146,20 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
         counter_family(
             enc,
             "proclens_copy_errors",
-            "Failed copy-family syscalls, labelled as proclens_copy_bytes",
+            "Failed copy-family syscalls (would-blocks and interruptions apart), labelled as proclens_copy_bytes",
             paths().map(|(l, k, c)| (path_labels(l, k), c.errors)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_would_block",
+            "Copy-family syscalls that returned EAGAIN (a non-blocking fd with nothing to do), labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.would_block)),
+        )?;
+        counter_family(
+            enc,
+            "proclens_copy_interrupted",
+            "Copy-family syscalls interrupted by a signal (EINTR, or restarted by the kernel), labelled as proclens_copy_bytes",
+            paths().map(|(l, k, c)| (path_labels(l, k), c.interrupted)),
         )?;
     }
     counter_family(

@@ -84,11 +84,13 @@ fn extras_families_carry_their_labels() {
         bytes: 4096,
         calls: 2,
         errors: 1,
+        ..Default::default()
     };
     let paths = [PathRow {
         op: op::SENDFILE64,
         src: fd_kind::FILE,
         dst: fd_kind::SOCKET,
+        flags: 0,
         delta: c,
         total: c,
     }];
@@ -123,9 +125,9 @@ fn extras_families_carry_their_labels() {
     let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
     for want in [
         r#"proclens_syscalls_total{comm="nginx",cgroup="/web"} 7"#,
-        r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 4096"#,
-        r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 2"#,
-        r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="in_kernel",src="file",dst="socket"} 1"#,
+        r#"proclens_copy_bytes_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 4096"#,
+        r#"proclens_copy_calls_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 2"#,
+        r#"proclens_copy_errors_total{comm="nginx",cgroup="/web",syscall="sendfile",class="zero_copy",src="file",dst="socket"} 1"#,
         r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="process"} 3"#,
         r#"proclens_forks_total{comm="nginx",cgroup="/web",kind="thread"} 4"#,
         r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,
@@ -243,11 +245,13 @@ fn series_gauge_counts_every_sample_line() {
             bytes: 1,
             calls: 1,
             errors: 0,
+            ..Default::default()
         };
         let paths = [PathRow {
             op: op::READ,
             src: fd_kind::FILE,
             dst: fd_kind::USER,
+            flags: 0,
             delta: c,
             total: c,
         }];

@@ -222,11 +222,11 @@ fn copies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(2)]).areas(area);
     let lines = app.visible_copies();
     let text = if !app.has_syscalls {
-        " syscalls are not counted".to_string()
+        " syscalls are not counted (start with --syscalls)".to_string()
     } else if !app.has_copies {
-        " copy paths are not accounted (tracefs unavailable); syscalls only".to_string()
+        " copy paths are not accounted on this kernel; syscalls only".to_string()
     } else {
-        " bytes through user buffers (read/write family) vs zero-copy (sendfile, splice, tee, copy_file_range)".to_string()
+        " bytes copied through user memory, copied inside the kernel, and moved without a copy (pages referenced)".to_string()
     };
     f.render_widget(Paragraph::new(text), summary);
     let head = header(&[
@@ -234,6 +234,7 @@ fn copies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
         "COMMAND",
         "sysc/s",
         "user-copy",
+        "in-kernel",
         "zero-copy",
         "zero%",
         "BUSIEST PATH",
@@ -246,6 +247,7 @@ fn copies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
                 l.comm.clone(),
                 format!("{:.0}", l.syscalls_s),
                 rate(l.user_copy_s),
+                rate(l.in_kernel_s),
                 rate(l.zero_copy_s),
                 format!("{:.1}", l.zero_copy_pct),
                 if l.io_uring {
@@ -260,6 +262,7 @@ fn copies_table(f: &mut Frame<'_>, app: &App, area: Rect) {
         Constraint::Length(8),
         Constraint::Min(16),
         Constraint::Length(8),
+        Constraint::Length(12),
         Constraint::Length(12),
         Constraint::Length(12),
         Constraint::Length(6),

@@ -9,6 +9,7 @@ pub struct CopyLine {
     pub comm: String,
     pub syscalls_s: f64,
     pub user_copy_s: f64,
+    pub in_kernel_s: f64,
     pub zero_copy_s: f64,
     pub zero_copy_pct: f64,
     /// The interval's busiest path, e.g. `sendfile file->socket`.
@@ -54,6 +55,7 @@ pub(super) fn copy_lines(e: &Extras, elapsed_s: f64) -> Vec<CopyLine> {
                     .unwrap_or_else(|| "?".into()),
                 syscalls_s: per_second(r.syscalls.delta, elapsed_s),
                 user_copy_s: per_second(i.user_copy_bytes, elapsed_s),
+                in_kernel_s: per_second(i.in_kernel_copy_bytes, elapsed_s),
                 zero_copy_s: per_second(i.zero_copy_bytes, elapsed_s),
                 zero_copy_pct: i.zero_copy_pct(),
                 top_path,

@@ -243,7 +243,8 @@ pub(crate) mod tests {
             bytes: 4 << 20,
             calls: 4,
             errors: 0,
-        };
+        ..Default::default()
+    };
         let zombie = |pid: u32, age_s: u64| Zombie {
             key: ProcKey {
                 tgid: pid,
@@ -272,9 +273,11 @@ pub(crate) mod tests {
                         op: op::SENDFILE64,
                         src: fd_kind::FILE,
                         dst: fd_kind::SOCKET,
+                        flags: 0,
                         delta: c,
                         total: c,
                     }],
+                    ..ProcCopies::default()
                 },
             }]),
             proc_comms: [(

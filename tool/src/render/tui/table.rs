@@ -88,7 +88,10 @@ impl Line {
         let proc_row = extras.and_then(|e| e.procs.as_ref().map(|_| e.proc_row(pid)));
         let copied = |r: &crate::model::copy_report::ProcRow| {
             let i = r.copies.interval();
-            per_second(i.user_copy_bytes + i.zero_copy_bytes, elapsed_s)
+            per_second(
+                i.user_copy_bytes + i.in_kernel_copy_bytes + i.zero_copy_bytes,
+                elapsed_s,
+            )
         };
         Self {
             pid: row.key.tgid,
@@ -124,7 +127,7 @@ impl App {
             .iter()
             .filter(|l| self.passes(l.pid, &l.comm))
             .collect();
-        let moved = |l: &CopyLine| l.user_copy_s + l.zero_copy_s;
+        let moved = |l: &CopyLine| l.user_copy_s + l.in_kernel_s + l.zero_copy_s;
         v.sort_by(|a, b| {
             moved(b)
                 .total_cmp(&moved(a))
