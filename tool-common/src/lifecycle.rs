@@ -128,10 +128,11 @@ pub struct Wait {
     pub waiter: TaskRef,
     pub target_pid: u32,
     pub _pad: u32,
-    /// The leader `task_struct` address of the zombie child this wait reaps: the first
-    /// zombie among the waiting thread's children that the wait's target takes, the one
-    /// the kernel's `do_wait` finds first; 0 when there is none (the wait blocks until a
-    /// child dies, or returns without reaping).
+    /// For a wait for any child (`target_pid` 0), the leader `task_struct` address of the
+    /// zombie child it reaps: the first zombie among the waiting thread's children, the
+    /// one the kernel's `do_wait` finds first; 0 when there is none (the wait blocks until
+    /// a child dies, or returns without reaping), and for a wait for one pid, which reaps
+    /// that child if it is a zombie.
     pub reaped_ptr: u64,
 }
 

@@ -114,16 +114,21 @@ pub(crate) fn reaper(task: u64) -> Result<TaskRef, i32> {
     task_ref_of(init)
 }
 
-/// The leader task of the zombie child the current thread's wait reaps: the first
-/// zombie among its children (in the kernel's list order, the order `do_wait` looks in)
-/// that the wait takes (`target` 0: any child; else that pid). 0 when none is found.
+/// The leader task of the zombie child the current thread's wait for any child reaps:
+/// the first zombie among its children, in the kernel's list order, the order `do_wait`
+/// looks in. 0 when none is found. A wait for one pid (`target`) reaps that child if it
+/// is a zombie, which userspace knows without a walk: then this returns 0 at once (a
+/// fork storm's waitpid() pays no walk).
 pub(crate) fn reaped_child(target: u32) -> u64 {
+    if target != 0 {
+        return 0;
+    }
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    find_zombie_child(task, target).unwrap_or(0)
+    first_zombie_child(task).unwrap_or(0)
 }
 
-fn find_zombie_child(task: u64, target: u32) -> Result<u64, i32> {
+fn first_zombie_child(task: u64) -> Result<u64, i32> {
     let head = task + u64::from(config::task_children_off());
     let sibling = u64::from(config::task_sibling_off());
     let mut node: u64 = probe(head, 0)?;
@@ -132,10 +137,7 @@ fn find_zombie_child(task: u64, target: u32) -> Result<u64, i32> {
             return Ok(0);
         }
         let child = node - sibling;
-        let state: i32 = probe(child, config::life_exit_state_off())?;
-        if state == EXIT_ZOMBIE
-            && (target == 0 || probe::<u32>(child, config::task_tgid_off())? == target)
-        {
+        if probe::<i32>(child, config::life_exit_state_off())? == EXIT_ZOMBIE {
             return Ok(child);
         }
         node = probe(node, 0)?;

@@ -100,6 +100,13 @@ enum Task {
         /// so one hung test fails its binary and the others still run.
         #[arg(long, default_value = "300")]
         binary_timeout: u32,
+        /// Virtual CPUs of each guest. More than the eight event rings (16 or more) makes
+        /// several CPUs share a ring, as on servers.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u32).range(2..=64))]
+        vcpus: u32,
+        /// Comma-separated test binaries to run (default: all the matrix runs).
+        #[arg(long, value_delimiter = ',')]
+        binaries: Vec<String>,
     },
 }
 
@@ -249,6 +256,8 @@ fn run() -> Result<ExitCode> {
             filter,
             repeat,
             binary_timeout,
+            vcpus,
+            binaries,
         } => {
             if !nix_is_root() {
                 bail!("test-kernels needs root (it creates device nodes and installs packages)");
@@ -260,6 +269,8 @@ fn run() -> Result<ExitCode> {
                 kernels: list,
                 keep,
                 timeout: std::time::Duration::from_secs(timeout),
+                vcpus,
+                binaries,
                 selection: kernels::Selection {
                     filter,
                     repeat,

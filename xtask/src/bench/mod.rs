@@ -120,6 +120,22 @@ impl Background {
         Ok(bg)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time the process has used so far (ns), all its threads
+    /// (`/proc/PID/task/*/schedstat`'s first field).
+    pub fn cpu_ns(&self) -> u64 {
+        let Ok(dir) = fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        dir.flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Ids of the BPF programs the process holds (from its fdinfo).
     pub fn prog_ids(&self) -> Vec<u64> {
         let mut ids = Vec::new();

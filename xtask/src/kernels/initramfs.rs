@@ -23,9 +23,15 @@ pub const HUNG: &str = "PROCLENS-HUNG";
 pub const HUNG_END: &str = "PROCLENS-HUNG-END";
 
 /// Host tools the tests run: bpftool (the leak tests look BPF objects up by id),
-/// util-linux's setpriv (busybox's lacks --reuid/--regid) and coreutils' dd (a copy test
-/// runs dd under another name, which busybox answers with "applet not found").
-const HOST_TOOLS: &[&str] = &["/usr/sbin/bpftool", "/usr/bin/setpriv", "/bin/dd"];
+/// util-linux's setpriv (busybox's lacks --reuid/--regid) and unshare (busybox's lacks
+/// --kill-child), and coreutils' dd (a copy test runs dd under another name, which
+/// busybox answers with "applet not found").
+const HOST_TOOLS: &[&str] = &[
+    "/usr/sbin/bpftool",
+    "/usr/bin/setpriv",
+    "/usr/bin/unshare",
+    "/bin/dd",
+];
 
 /// A test binary to run inside the VM: its cargo target name and built path.
 #[derive(Debug, Clone)]

@@ -31,6 +31,7 @@ pub const TEST_BINARIES: &[&str] = &[
     "cli",
     "privilege",
     "zombies",
+    "zombie_blame",
     "copies",
     "copy_figures",
     "filters",
@@ -53,6 +54,10 @@ pub struct Options {
     /// Keep the downloaded .deb files and the initramfs staging tree.
     pub keep: bool,
     pub timeout: Duration,
+    /// Virtual CPUs of each guest.
+    pub vcpus: u32,
+    /// The test binaries to run (empty: all of [`TEST_BINARIES`]).
+    pub binaries: Vec<String>,
     pub selection: Selection,
 }
 
@@ -99,8 +104,11 @@ fn fetch_kernels(specs: &[&'static apt::KernelSpec], keep: bool) -> Result<Vec<P
     Ok(specs.iter().map(|s| cached(s)).collect())
 }
 
-/// Builds the test binaries and returns the ones in [`TEST_BINARIES`].
-fn build_test_binaries() -> Result<Vec<TestBinary>> {
+/// Builds the test binaries and returns `wanted` (empty: those in [`TEST_BINARIES`]).
+fn build_test_binaries(wanted: &[String]) -> Result<Vec<TestBinary>> {
+    if let Some(w) = wanted.iter().find(|w| !TEST_BINARIES.contains(&w.as_str())) {
+        bail!("{w} is not a test binary of the matrix: {}", TEST_BINARIES.join(", "));
+    }
     let mut cmd = cargo();
     cmd.args([
         "test",
@@ -121,7 +129,10 @@ fn build_test_binaries() -> Result<Vec<TestBinary>> {
     }
     let found = test_binaries_from_messages(&String::from_utf8_lossy(&out.stdout));
     let mut tests = Vec::new();
-    for want in TEST_BINARIES {
+    for want in TEST_BINARIES
+        .iter()
+        .filter(|b| wanted.is_empty() || wanted.iter().any(|w| w == *b))
+    {
         let t = found
             .iter()
             .find(|t| t.name == *want)
@@ -215,7 +226,7 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
         );
     }
     let vmlinuz = fetch_kernels(&specs, opts.keep)?;
-    let tests = build_test_binaries()?;
+    let tests = build_test_binaries(&opts.binaries)?;
     let dir = kernels_dir();
     let initrd = dir.join("initramfs.cpio.gz");
     let staging = dir.join("initramfs");
@@ -227,14 +238,21 @@ pub fn run(opts: &Options, proclens: &Path) -> Result<bool> {
     for (spec, vmlinuz) in specs.iter().zip(&vmlinuz) {
         let log = dir.join(spec.version).join("serial.log");
         let mut echo = serial::ConsoleEcho::default();
-        let boot = qemu::boot(vmlinuz, &initrd, opts.timeout, &log, spec.version, |l| {
-            echo.line(l)
-        })?;
+        let boot = qemu::boot(
+            vmlinuz,
+            &initrd,
+            opts.vcpus,
+            opts.timeout,
+            &log,
+            spec.version,
+            |l| echo.line(l),
+        )?;
         let report = serial::parse(&boot.output);
         eprintln!(
-            "xtask: kernel {} ({}) took {:.0} s{}; console in {}",
+            "xtask: kernel {} ({}, {} vCPUs) took {:.0} s{}; console in {}",
             spec.version,
             report.release.as_deref().unwrap_or("release unknown"),
+            opts.vcpus,
             boot.elapsed.as_secs_f64(),
             if boot.timed_out { ", TIMED OUT" } else { "" },
             log.display()

@@ -20,25 +20,20 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-/// The guest: two vCPUs (the tests pin workloads to CPU 0 and 1) emulated by one host
-/// thread, `thread=single`. With one host thread per vCPU (QEMU's default), code that one
+/// The guest: `vcpus` vCPUs (two by default: the tests pin workloads to CPU 0 and 1;
+/// 16 or more make CPUs share proclens's eight event rings) emulated by one host thread,
+/// `thread=single`. With one host thread per vCPU (QEMU's default), code that one
 /// vCPU patches can still run unpatched on the other: the kernel's text patching of
 /// tracepoint static keys (`text_poke_bp`, each time proclens attaches or detaches) then
 /// left a stray `int3` in `__schedule`, an Oops, and on 6.1 a guest hung until the boot's
 /// time limit. One thread runs the vCPUs in turn and sees every write at once.
 /// `oops=panic` (with `panic=-1` and `-no-reboot`) ends a boot at once if the guest kernel
 /// still dies, instead of leaving it hung.
-pub fn command(vmlinuz: &Path, initrd: &Path) -> Command {
+pub fn command(vmlinuz: &Path, initrd: &Path, vcpus: u32) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args([
-        "-accel",
-        "tcg,thread=single",
-        "-m",
-        "1024",
-        "-smp",
-        "2",
-        "-kernel",
-    ])
+    c.args(["-accel", "tcg,thread=single", "-m", "1024", "-smp"])
+        .arg(vcpus.to_string())
+        .arg("-kernel")
     .arg(vmlinuz)
     .arg("-initrd")
     .arg(initrd)
@@ -56,12 +51,13 @@ pub fn command(vmlinuz: &Path, initrd: &Path) -> Command {
 pub fn boot(
     vmlinuz: &Path,
     initrd: &Path,
+    vcpus: u32,
     timeout: Duration,
     log: &Path,
     tag: &str,
     mut echo: impl FnMut(&str) -> Option<String>,
 ) -> Result<Boot> {
-    let mut cmd = command(vmlinuz, initrd);
+    let mut cmd = command(vmlinuz, initrd, vcpus);
     eprintln!("xtask: running {cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())

@@ -680,3 +680,20 @@ fn lifecycle_offsets_from_host_btf() {
     assert_eq!(tracepoint_args(&btf, "sched_process_free").unwrap(), 1);
     assert!(tracepoint_args(&btf, "no_such_tracepoint_xyz").is_err());
 }
+
+#[test]
+fn family_offsets_from_host_btf() {
+    let Some(btf) = host_vmlinux() else {
+        return;
+    };
+    let f = FamilyOffsets::from_btf(&btf).unwrap();
+    // `children` and `sibling` are adjacent list heads of the task.
+    assert_eq!(f.sibling, f.children + 16, "{f:?}");
+    // struct upid { int nr; struct pid_namespace *ns; }.
+    assert_eq!((f.upid_size, f.upid_ns), (16, 8), "{f:?}");
+    // The two subreaper flags are adjacent one-bit fields.
+    assert_eq!(f.has_subreaper_bit, f.is_subreaper_bit + 1, "{f:?}");
+    assert!(f.wait_chldexit > 0 && f.pid_numbers > f.pid_level, "{f:?}");
+    assert!(f.last_arrival.is_some(), "{f:?}");
+    assert_eq!(member_bit_offset(&btf, "task_struct", "pid").unwrap() % 8, 0);
+}

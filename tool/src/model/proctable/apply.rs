@@ -208,15 +208,25 @@ impl ProcTable {
     }
 
     pub(super) fn wait(&mut self, w: &Wait, notices: &mut Vec<Notice>) {
-        if let Some(k) = self.resolve(&w.waiter) {
+        let waiter = self.resolve(&w.waiter);
+        if let Some(k) = waiter {
             self.stats.entry(k).or_default().waits += 1;
             if let Some(p) = self.procs.get_mut(&k) {
                 p.wait_target = Some(w.target_pid);
             }
         }
-        if w.reaped_ptr != 0
-            && let Some(k) = self.procs.by_task(w.reaped_ptr)
-        {
+        // A wait for any child names the zombie it reaps; a wait for one pid reaps that
+        // child if it is a zombie of the waiter's.
+        let reaped = if w.reaped_ptr != 0 {
+            self.procs.by_task(w.reaped_ptr)
+        } else if w.target_pid != 0 {
+            self.procs
+                .held(w.target_pid)
+                .filter(|k| waiter.is_some() && self.procs.get(k).and_then(|p| p.parent) == waiter)
+        } else {
+            None
+        };
+        if let Some(k) = reaped {
             self.reaped(&k, w.header.ts, notices);
         }
     }
@@ -224,13 +234,12 @@ impl ProcTable {
     /// Records that the dead process `key` was reaped at `at_ns`, once; its notice goes
     /// out when someone wants it.
     pub(super) fn reaped(&mut self, key: &Key, at_ns: u64, notices: &mut Vec<Notice>) {
-        let Some(p) = self.procs.get_mut(key) else {
-            return;
-        };
-        if !p.unreaped_dead() {
+        if !self.procs.get(key).is_some_and(Proc::unreaped_dead) {
             return;
         }
-        p.reaped_ns = Some(at_ns);
+        let Some(p) = self.procs.set_reaped(key, at_ns) else {
+            return;
+        };
         if self.notify_all_reaps || p.reported {
             notices.push(Notice::reaped(p.clone(), at_ns));
         }

@@ -348,7 +348,7 @@ impl ProcTable {
     /// The entry of the process /proc shows as `pid` started at `start_ticks`, if any.
     fn known_as(&self, pid: u32, start_ticks: u64) -> Option<Key> {
         let same = |k: &Key| k.start_ns / self.tick_ns == start_ticks;
-        [self.procs.live(pid), self.procs.coarse(pid)]
+        [self.procs.held(pid), self.procs.coarse(pid)]
             .into_iter()
             .flatten()
             .find(same)

@@ -41,13 +41,12 @@ impl ProcTable {
             if p.seen_ns >= at_ns {
                 continue;
             }
-            let listed = pids.contains(&p.key.tgid);
-            let holder = self.procs.live(p.key.tgid);
+            // The pid is listed and held by this entry; else another process holds it
+            // now, which the kernel allows only once this one is reaped.
+            let holds = pids.contains(&p.key.tgid) && self.procs.held(p.key.tgid) == Some(p.key);
             match (p.death, p.reaped_ns) {
-                (None, _) if !listed || holder != Some(p.key) => gone.push(p.key),
-                (Some(d), None) if d.at_ns < at_ns && (!listed || holder.is_some()) => {
-                    reaped.push(p.key);
-                }
+                (None, _) if !holds => gone.push(p.key),
+                (Some(d), None) if d.at_ns < at_ns && !holds => reaped.push(p.key),
                 (Some(_), Some(r)) if r.saturating_add(grace_ns) < at_ns => released.push(p.key),
                 _ => {}
             }

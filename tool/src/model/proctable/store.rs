@@ -1,9 +1,9 @@
 //! The table's storage: processes by [`Key`] in a hash map (every event looks one up,
 //! under a fork storm hundreds of thousands per second), with two indexes by pid for the
-//! questions events ask by pid: the live process with this pid (a live pid is never
-//! shared), and the entry seeded from /proc that an event with an exact key may re-key
-//! (/proc shows one process per pid); and one by leader task address, which is all a
-//! free event names.
+//! questions events ask by pid: the process that holds this pid (alive, or a zombie: the
+//! kernel gives a pid out again only once its zombie is reaped), and the entry seeded
+//! from /proc that an event with an exact key may re-key (/proc shows one process per
+//! pid); and one by leader task address, which is all a free event names.
 
 use std::collections::hash_map::Entry;
 
@@ -14,7 +14,7 @@ use super::{Death, Key, Proc};
 #[derive(Debug, Default)]
 pub(super) struct Procs {
     by_key: FxHashMap<Key, Proc>,
-    live: FxHashMap<u32, Key>,
+    held: FxHashMap<u32, Key>,
     coarse: FxHashMap<u32, Key>,
     tasks: FxHashMap<u64, Key>,
 }
@@ -24,8 +24,8 @@ impl Procs {
         self.by_key.get(key)
     }
 
-    /// The entry, to change anything but its key, death and coarseness (which the indexes
-    /// follow: see [`Procs::set_death`]).
+    /// The entry, to change anything but its key, reap and coarseness (which the indexes
+    /// follow: see [`Procs::set_reaped`]).
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Proc> {
         self.by_key.get_mut(key)
     }
@@ -37,10 +37,11 @@ impl Procs {
     /// Inserts or replaces the entry of `p.key`.
     pub fn insert(&mut self, p: Proc) {
         let key = p.key;
-        if p.death.is_none() {
-            self.live.insert(key.tgid, key);
-        } else {
-            self.unindex_live(&key);
+        if p.reaped_ns.is_some() {
+            self.unindex_held(&key);
+        } else if p.death.is_none() || self.live(key.tgid).is_none() {
+            // A dead process's late entry never takes its pid from a live one.
+            self.held.insert(key.tgid, key);
         }
         if p.coarse {
             self.coarse.insert(key.tgid, key);
@@ -61,7 +62,7 @@ impl Procs {
 
     pub fn remove(&mut self, key: &Key) -> Option<Proc> {
         let p = self.by_key.remove(key)?;
-        self.unindex_live(key);
+        self.unindex_held(key);
         remove_if(&mut self.coarse, key.tgid, key);
         if let Some(t) = p.task {
             self.unindex_task(t, key);
@@ -100,11 +101,18 @@ impl Procs {
         self.tasks.get(&task).copied()
     }
 
-    /// Records the process's death; returns its entry.
+    /// Records the process's death (it holds its pid until reaped); returns its entry.
     pub fn set_death(&mut self, key: &Key, death: Death) -> Option<&mut Proc> {
-        self.unindex_live(key);
         let p = self.by_key.get_mut(key)?;
         p.death = Some(death);
+        Some(p)
+    }
+
+    /// Records that the process was reaped at `at_ns`: its pid is free.
+    pub fn set_reaped(&mut self, key: &Key, at_ns: u64) -> Option<&mut Proc> {
+        self.unindex_held(key);
+        let p = self.by_key.get_mut(key)?;
+        p.reaped_ns = Some(at_ns);
         Some(p)
     }
 
@@ -114,13 +122,19 @@ impl Procs {
         remove_if(&mut self.tasks, task, key);
     }
 
-    fn unindex_live(&mut self, key: &Key) {
-        remove_if(&mut self.live, key.tgid, key);
+    fn unindex_held(&mut self, key: &Key) {
+        remove_if(&mut self.held, key.tgid, key);
+    }
+
+    /// The process that holds this pid: alive, or dead and not yet reaped.
+    pub fn held(&self, pid: u32) -> Option<Key> {
+        self.held.get(&pid).copied()
     }
 
     /// The live process with this pid.
     pub fn live(&self, pid: u32) -> Option<Key> {
-        self.live.get(&pid).copied()
+        self.held(pid)
+            .filter(|k| self.by_key.get(k).is_some_and(|p| p.death.is_none()))
     }
 
     /// The seeded entry of this pid not yet re-keyed by an event.

@@ -216,14 +216,22 @@ fn zombies_are_blamed_on_their_parent_and_age() {
         apply(&mut tab, &free(25 * SEC, t(200, 11 * SEC))).is_empty(),
         "its reap was told already"
     );
+    // waitpid(201): the kernel names no task (no walk for one pid); it reaps 201.
+    let n = apply(&mut tab, &wait(21 * SEC, parent, 201, None));
+    assert!(
+        matches!(&n[..], [Notice::Reaped { proc, at_ns, .. }] if proc.key.tgid == 201 && *at_ns == 21 * SEC),
+        "{n:?}"
+    );
+    // A waitpid() of another process for the same pid reaps nothing of this one's.
+    assert!(apply(&mut tab, &wait(21 * SEC, t(1, 0), 202, None)).is_empty());
     // Freed without a wait seen: reaped by the free at the latest.
-    let n = apply(&mut tab, &free(26 * SEC, t(201, 11 * SEC + 1)));
+    apply(&mut tab, &free(25 * SEC, t(201, 11 * SEC + 1)));
+    let n = apply(&mut tab, &free(26 * SEC, t(202, 11 * SEC + 2)));
     assert!(matches!(&n[..], [Notice::Reaped { at_ns, .. }] if *at_ns == 26 * SEC));
-    apply(&mut tab, &free(26 * SEC, t(202, 11 * SEC + 2)));
     assert!(tab.zombies(30 * SEC, 0).is_empty());
     assert_eq!(tab.len(), 2, "only init and the parent remain");
     assert_eq!(tab.children_of(100), 0);
-    assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 1);
+    assert_eq!(tab.fork_stats(&Key::from(&parent)).unwrap().waits, 2);
 }
 
 #[test]
