@@ -5,8 +5,11 @@
 
 mod config;
 mod copies;
+mod faults;
 mod fdkind;
+mod fds;
 mod filter;
+mod forks;
 mod lifecycle;
 mod maps;
 mod switch;
