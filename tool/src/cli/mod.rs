@@ -3,6 +3,7 @@
 
 mod copies;
 mod docs;
+mod forks;
 mod latency;
 mod run;
 mod serve;
@@ -54,6 +55,10 @@ pub enum Command {
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man(docs::ManArgs),
+    /// What forks cost after they return: copy-on-write faults in parents and children,
+    /// time in fork/vfork/clone, the fds each exec inherits without close-on-exec, and
+    /// which open file descriptions and fd tables processes share.
+    Forks(forks::ForksArgs),
     /// Zombie processes grouped by the parent that fails to reap them; `--watch` streams
     /// zombies, reaps and orphan re-parentings; `--check` is a health check for scripts.
     Zombies(zombies::ZombiesArgs),
@@ -84,6 +89,23 @@ impl Filter {
             pids: self.pids.clone(),
             comm: self.comm.clone(),
         }
+    }
+
+    /// [`Filter::start`], keeping the capabilities `keep` names for the started tracer.
+    pub fn start_keeping(
+        &self,
+        opts: crate::collect::tracer::TracerOptions,
+        keep: impl FnOnce(&crate::collect::tracer::Tracer) -> Vec<caps::Capability>,
+    ) -> anyhow::Result<crate::collect::tracer::Tracer> {
+        crate::collect::start::start_keeping(
+            &self.pids,
+            self.cgroup.as_deref(),
+            crate::collect::tracer::TracerOptions {
+                include_self: self.include_self,
+                ..opts
+            },
+            keep,
+        )
     }
 
     /// Checks the pids and cgroup, then starts the tracer with `opts` (its cgroup and
@@ -179,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man(args) => docs::man(args),
         Command::Copies(args) => copies::run(args),
         Command::Zombies(args) => zombies::run(args),
+        Command::Forks(args) => forks::run(args),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod events;
 pub mod extras;
 pub mod filter;
+pub mod forks;
 pub mod globals;
 pub mod lifecycle;
 pub mod log;

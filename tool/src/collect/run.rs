@@ -54,7 +54,7 @@ fn lifecycle(pid: u32) -> ExtrasOptions {
             exits_filtered: false,
             reaps: Reaps::All,
         }),
-        cgroup: None,
+        ..ExtrasOptions::default()
     }
 }
 

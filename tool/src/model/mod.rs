@@ -5,6 +5,8 @@ pub mod copy_report;
 pub mod event;
 pub mod exit_status;
 pub mod exporter;
+pub mod fdtables;
+pub mod forks;
 pub mod histogram;
 pub mod proctable;
 pub mod rates;

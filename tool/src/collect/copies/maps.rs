@@ -92,7 +92,7 @@ pub struct CopyMaps {
 /// A delete that found no entry is not an error: the kernel (or an earlier prune) may
 /// have deleted it, or never made it (a full map, counted in the kernel). aya reports it
 /// as the syscall's ENOENT, not as `KeyNotFound`.
-fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
+pub(crate) fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -108,7 +108,7 @@ pub struct Snapshot {
 }
 
 /// Upper bound on entries read per walk (the maps' sizes times a margin for restarts).
-const WALK_BOUND: usize = 4 * 65536;
+pub(crate) const WALK_BOUND: usize = 4 * 65536;
 
 impl CopyMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
@@ -206,7 +206,7 @@ impl CopyMaps {
 /// Every entry of a per-CPU map (at most [`WALK_BOUND`]: a walk restarts when entries
 /// are deleted under it), each value folded over the CPUs by `sum`. An entry deleted
 /// while the walk reaches it is skipped.
-fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
+pub(crate) fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
     map: &PerCpuHashMap<MapData, K, V>,
     name: &str,
     sum: impl Fn(&PerCpuValues<V>) -> T,
@@ -226,7 +226,7 @@ fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
 
 /// Deletes the entries of a per-CPU map whose key `gone` selects (keys collected first:
 /// deleting during the walk would restart it).
-fn remove_where<K: Pod, V: Pod>(
+pub(crate) fn remove_where<K: Pod, V: Pod>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
@@ -242,28 +242,10 @@ fn remove_where<K: Pod, V: Pod>(
     Ok(())
 }
 
-/// The processes among `rows` that have gone: a pid belongs to one live process at a
-/// time, so of several rows with one pid all but the latest started have gone; the latest
-/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
-/// row whose start the kernel could not read (0) lives while its pid exists.
+/// The processes among `rows` that have gone (see [`procfs::gone`]).
 pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
-    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
-    }
-    rows.iter()
-        .map(ProcRow::key)
-        .filter(|k| {
-            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !procfs::exists(k.tgid);
-            }
-            procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-        })
-        .collect()
+    let keys: Vec<Key> = rows.iter().map(ProcRow::key).collect();
+    procfs::gone(&keys, tick_ns)
 }
 
 #[cfg(test)]

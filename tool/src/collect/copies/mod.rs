@@ -2,7 +2,7 @@
 //! ([`layout`]), the programs attached and their per-CPU maps read and pruned ([`maps`]).
 
 mod layout;
-mod maps;
+pub(crate) mod maps;
 mod setup;
 
 #[cfg(test)]
