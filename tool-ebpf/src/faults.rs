@@ -5,7 +5,9 @@
 //! prototype at load time) fires at the entry of every user page fault with the hardware
 //! error code. A write to a present page (`PROT | WRITE`, the mask a load-time global) is
 //! the fault copy-on-write resolves; every other fault (a page not present yet, a read)
-//! leaves after one compare.
+//! leaves after one compare. `page_fault_kernel` adds the kernel's own writes to user
+//! memory (a `read()` into a page shared since fork copies it just the same); faults on
+//! kernel addresses leave after a second compare.
 //!
 //! Counted per (process, [`fault_flags`]) in a per-CPU hash; nothing goes to userspace
 //! per fault.
@@ -44,16 +46,27 @@ pub(crate) static FORKERS: HashMap<ProcKey, u64> = HashMap::with_max_entries(163
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
-    let _ = try_fault(&ctx);
+    let _ = try_fault(&ctx, false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fault(&ctx, true);
     0
 }
 
 #[inline(always)]
-fn try_fault(ctx: &RawTracePointContext) -> Result<(), i32> {
+fn try_fault(ctx: &RawTracePointContext, in_kernel: bool) -> Result<(), i32> {
     // TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code)
     let code: u64 = ctx.arg(2);
     let mask = config::fault_cow_mask();
     if mask == 0 || code & mask != mask {
+        return Ok(());
+    }
+    // User addresses are the lower canonical half on x86-64 (4- and 5-level paging).
+    let address: u64 = ctx.arg(0);
+    if in_kernel && (address as i64) < 0 {
         return Ok(());
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

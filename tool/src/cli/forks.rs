@@ -75,9 +75,7 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
         |t| {
             // Reading other users' fd tables through /proc takes what ptrace's read
             // check and the fd directories' modes ask; the iterator needs neither.
-            let proc = t
-                .forks_available()
-                .is_some_and(|a| a.fds == FdSource::Proc);
+            let proc = t.forks_available().is_some_and(|a| a.fds == FdSource::Proc);
             if proc && !args.no_fds {
                 vec![
                     caps::Capability::CAP_SYS_PTRACE,
@@ -88,11 +86,15 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
             }
         },
     )?;
-    let available = tracer.forks_available().context("after-fork programs not loaded")?;
+    let available = tracer
+        .forks_available()
+        .context("after-fork programs not loaded")?;
     if !args.no_fds
         && let Some(why) = &available.fds_why_proc
     {
-        eprintln!("proclens: note: fd tables are read from /proc and kcmp(2), not the BPF task-file iterator: {why}");
+        eprintln!(
+            "proclens: note: fd tables are read from /proc and kcmp(2), not the BPF task-file iterator: {why}"
+        );
     }
     let selection = args.filter.selection();
     let mut stdout = std::io::stdout().lock();
@@ -110,15 +112,30 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
                 .extras
                 .after_fork
                 .context("after-fork figures missing")?;
-            let frame = frame(a, &selection, args.all, snap.unix_time, snap.clock, snap.elapsed_s, &snap.health);
-            super::write_frame(&mut stdout, &frame, args.output.json, json_lines, plain_lines)
+            let frame = frame(
+                a,
+                &selection,
+                args.all,
+                snap.unix_time,
+                snap.clock,
+                snap.elapsed_s,
+                &snap.health,
+            );
+            super::write_frame(
+                &mut stdout,
+                &frame,
+                args.output.json,
+                json_lines,
+                plain_lines,
+            )
         },
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The interval's frame: rows with activity (all with `--all`), `-p`'s processes always
-/// (with zeros when they have no figures), filtered by `-p` and `--comm`.
+/// The interval's frame: rows with activity, or gone in the interval (their last report),
+/// all with `--all`; `-p`'s processes always (with zeros when they have no figures);
+/// filtered by `-p` and `--comm`.
 fn frame(
     mut a: AfterFork,
     selection: &Selection,
@@ -139,11 +156,15 @@ fn frame(
     let mut rows = Vec::new();
     for r in a.rows {
         let comm = a.comms.get(&r.key).cloned().unwrap_or_else(|| "?".into());
-        let shown = all || !r.delta.is_zero() || selection.pids.contains(&r.key.tgid);
+        let alive = !a.gone.contains(&r.key);
+        // A process that has gone is shown once more, with its final totals.
+        let shown = all
+            || !r.delta.is_zero()
+            || (!alive && !r.total.is_zero())
+            || selection.pids.contains(&r.key.tgid);
         if !shown || !selection.matches(r.key.tgid, &comm) {
             continue;
         }
-        let alive = !a.gone.contains(&r.key);
         let fds = alive.then(|| take_fds(r.key.tgid)).flatten();
         rows.push(ViewRow {
             row: r,

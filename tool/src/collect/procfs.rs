@@ -97,7 +97,10 @@ pub fn stat_of(tgid: u32, start_ns: u64, tick_ns: u64) -> Option<Stat> {
 /// time, so of several keys with one pid all but the latest started have gone; the latest
 /// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
 /// key whose start the kernel could not read (0) lives while its pid exists.
-pub fn gone(keys: &[crate::model::proctable::Key], tick_ns: u64) -> Vec<crate::model::proctable::Key> {
+pub fn gone(
+    keys: &[crate::model::proctable::Key],
+    tick_ns: u64,
+) -> Vec<crate::model::proctable::Key> {
     let mut latest: HashMap<u32, u64> = HashMap::new();
     for k in keys {
         let e = latest.entry(k.tgid).or_insert(k.start_ns);

@@ -46,8 +46,7 @@ pub fn attach_btf_tracepoint_as(
     };
     prog.load(tracepoint, kernel)
         .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {what}"))))?;
-    prog.attach()
-        .with_context(|| format!("attaching {what}"))?;
+    prog.attach().with_context(|| format!("attaching {what}"))?;
     Ok(())
 }
 

@@ -281,12 +281,9 @@ mod tests {
             kind::EXIT => make::<Exit>(fill, k, |v| &mut v.header, Event::Exit),
             kind::WAIT => make::<Wait>(fill, k, |v| &mut v.header, Event::Wait),
             kind::FREE => make::<Free>(fill, k, |v| &mut v.header, Event::Free),
-            kind::EXEC_FDS => make::<ExecFds>(
-                fill,
-                k,
-                |v| &mut v.header,
-                |v| Event::ExecFds(Box::new(v)),
-            ),
+            kind::EXEC_FDS => {
+                make::<ExecFds>(fill, k, |v| &mut v.header, |v| Event::ExecFds(Box::new(v)))
+            }
             other => unreachable!("no event kind {other}"),
         }
     }

@@ -145,7 +145,11 @@ mod tests {
             tgid,
             start_ns: 1,
             fd,
-            kind: if fd == 5 { fd_kind::PIPE } else { fd_kind::FILE },
+            kind: if fd == 5 {
+                fd_kind::PIPE
+            } else {
+                fd_kind::FILE
+            },
             cloexec,
             desc,
             table,
@@ -169,7 +173,11 @@ mod tests {
         let (p, c) = (&a[&10], &a[&11]);
         assert_eq!((p.open, c.open), (3, 4));
         assert_eq!(p.by_kind.pipe, 1);
-        assert_eq!((p.cloexec, p.no_cloexec), (1, 1), "fd 0 is stdin, not counted");
+        assert_eq!(
+            (p.cloexec, p.no_cloexec),
+            (1, 1),
+            "fd 0 is stdin, not counted"
+        );
         assert_eq!(c.no_cloexec, 2);
         assert!(p.table_shared_with.is_empty() && c.table_shared_with.is_empty());
         let fds = |p: &ProcFds| p.shared.iter().map(|s| s.fd).collect::<Vec<_>>();

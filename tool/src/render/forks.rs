@@ -21,10 +21,9 @@
 use serde::Serialize;
 
 use crate::{
-    collect::forks::ExecEntry,
     model::{
         fdtables::ProcFds,
-        forks::{Cost, CostRow, Figures},
+        forks::{Cost, CostRow, ExecEntry, Figures, ForksSection},
     },
     render::copies::human_bytes,
 };
@@ -175,7 +174,11 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
 
 /// One exec, as a text line.
 pub fn exec_line(e: &ExecEntry) -> String {
-    let fds: Vec<String> = e.fds.iter().map(|f| format!("{} ({})", f.fd, f.kind)).collect();
+    let fds: Vec<String> = e
+        .fds
+        .iter()
+        .map(|f| format!("{} ({})", f.fd, f.kind))
+        .collect();
     let more = if (e.fds.len() as u32) < e.inherited {
         ", ..."
     } else {
@@ -190,7 +193,11 @@ pub fn exec_line(e: &ExecEntry) -> String {
         if fds.is_empty() { "" } else { ": " },
         fds.join(", "),
         more,
-        if e.incomplete { " (table not fully read)" } else { "" }
+        if e.incomplete {
+            " (table not fully read)"
+        } else {
+            ""
+        }
     )
 }
 
@@ -202,7 +209,11 @@ fn fd_lines(pid: u32, fds: &ProcFds) -> Vec<String> {
         out.push(format!("  {pid}: fd table shared with {}", with.join(", ")));
     }
     for s in &fds.shared {
-        let with: Vec<String> = s.with.iter().map(|h| format!("{}:{}", h.pid, h.fd)).collect();
+        let with: Vec<String> = s
+            .with
+            .iter()
+            .map(|h| format!("{}:{}", h.pid, h.fd))
+            .collect();
         out.push(format!(
             "  {pid}: fd {} ({}) is also open in {}",
             s.fd,
@@ -282,6 +293,53 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
     }
     out.extend(details);
     out.extend(f.execs.iter().map(|e| format!("  {}", exec_line(e))));
+    out
+}
+
+/// The forks section of `run`'s text report (its lines, without newlines).
+pub fn run_lines(s: &ForksSection) -> Vec<String> {
+    let t = &s.total;
+    let mut out = vec![format!(
+        "{:>14}  {} processes in {:.2} ms, {} vforks in {:.2} ms, {} CLONE_VM, {} threads{}",
+        "forks",
+        t.forks,
+        t.fork_ms,
+        t.vforks,
+        t.vfork_ms,
+        t.shared_vm,
+        t.threads,
+        if t.failed > 0 {
+            format!(", {} failed", t.failed)
+        } else {
+            String::new()
+        }
+    )];
+    out.push(if s.cow_faults_counted {
+        format!(
+            "{:>14}  {} faults ({}): {} in children before exec, {} in parents after forking",
+            "copy-on-write",
+            t.cow_faults,
+            human_bytes(t.cow_bytes as f64),
+            t.cow_inherited,
+            t.cow_after_fork
+        )
+    } else {
+        format!("{:>14}  not counted on this kernel", "copy-on-write")
+    });
+    for p in s
+        .per_process
+        .iter()
+        .filter(|p| p.figures.faults_caused > 0 || p.figures.forks > 0)
+    {
+        let f = &p.figures;
+        out.push(format!(
+            "{:>14}  pid {} {}: {} forks in {:.2} ms; faults after forking {}, in its children {}",
+            "", p.pid, p.comm, f.forks, f.fork_ms, f.cow_after_fork, f.children_cow_faults
+        ));
+    }
+    for e in &s.execs {
+        out.push(format!("{:>14}  {}", "", exec_line(e)));
+    }
     out
 }
 

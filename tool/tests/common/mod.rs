@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod copy_workloads;
+pub mod fork_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod workload;

@@ -335,6 +335,7 @@ pub fn run_if_child() {
         copy if copy.starts_with("copy-") => super::copy_workloads::run(copy, n),
         other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::load_workloads::run(other, n, &mut out, &wait_go) => {}
+        other if super::fork_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

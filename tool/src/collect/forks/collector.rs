@@ -5,79 +5,18 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, Result};
-use proclens_common::{
-    forks::{ExecFds, exec_fds_flags},
-    lifecycle::fork_flags,
-};
-use serde::Serialize;
+use proclens_common::lifecycle::fork_flags;
 
 use super::{Available, FdSource, fdtables};
 use crate::{
     collect::{procfs, procfs::CommCache, tracer::Tracer},
     model::{
-        copies::kind_name,
         event::Event,
         fdtables::{ProcFds, analyse},
-        forks::{CostModel, CostRow, totals},
+        forks::{CostModel, CostRow, ExecEntry, text, totals},
         proctable::Key,
     },
 };
-
-/// An fd a program found open when it started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InheritedFd {
-    pub fd: u32,
-    pub kind: &'static str,
-}
-
-/// One exec and the fds that crossed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExecEntry {
-    /// Boot-clock time of the exec (ns).
-    #[serde(skip)]
-    pub at_ns: u64,
-    pub pid: u32,
-    #[serde(skip)]
-    pub start_ns: u64,
-    pub comm: String,
-    pub filename: String,
-    /// fds open when the program started.
-    pub open: u32,
-    /// Of which above 2 (stdin, stdout, stderr): fds the program never opened itself.
-    pub inherited: u32,
-    /// The first inherited fds (below 256), with what they are.
-    pub fds: Vec<InheritedFd>,
-    /// The table was larger than the kernel side scans (4096 fds) or unreadable.
-    pub incomplete: bool,
-}
-
-fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-impl From<&ExecFds> for ExecEntry {
-    fn from(e: &ExecFds) -> Self {
-        let listed = (e.listed as usize).min(e.fds.len());
-        ExecEntry {
-            at_ns: e.header.ts,
-            pid: e.task.tgid,
-            start_ns: e.task.start_ns,
-            comm: text(&e.comm),
-            filename: text(&e.filename),
-            open: e.open,
-            inherited: e.inherited,
-            fds: e.fds[..listed]
-                .iter()
-                .map(|f| InheritedFd {
-                    fd: f.fd,
-                    kind: kind_name(f.kind),
-                })
-                .collect(),
-            incomplete: e.flags & (exec_fds_flags::TRUNCATED | exec_fds_flags::UNREADABLE) != 0,
-        }
-    }
-}
 
 /// One report's after-fork figures.
 #[derive(Debug, Clone)]
@@ -182,11 +121,12 @@ impl ForksCollector {
         }
     }
 
-
     /// One report's figures; the entries of processes that have gone are deleted after it.
     pub fn tick(&mut self, tracer: &mut Tracer) -> Result<AfterFork> {
         let tick_ns = procfs::tick_ns();
-        let available = tracer.forks_available().context("after-fork maps not loaded")?;
+        let available = tracer
+            .forks_available()
+            .context("after-fork maps not loaded")?;
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
         let creators = &self.creators;
@@ -203,22 +143,23 @@ impl ForksCollector {
         }
         maps.prune(&gone)?;
         self.model.forget(&gone);
-        let listed: std::collections::HashSet<Key> = keys
-            .iter()
-            .filter(|k| !gone.contains(k))
-            .copied()
-            .collect();
+        let listed: std::collections::HashSet<Key> =
+            keys.iter().filter(|k| !gone.contains(k)).copied().collect();
         let now = self.reports;
         self.creators
             .retain(|k, (_, at)| listed.contains(k) || *at == now);
-        self.names.retain(|k, (_, at)| listed.contains(k) || *at == now);
+        self.names
+            .retain(|k, (_, at)| listed.contains(k) || *at == now);
         self.reports += 1;
         self.comms.retain(|k| !gone.contains(k));
         let fds = if self.fd_tables {
             let entries = match available.fds {
                 FdSource::Iterator => tracer.fd_table_records()?,
                 FdSource::Proc => fdtables::read_proc(
-                    &procfs::processes().iter().map(|s| s.pid).collect::<Vec<_>>(),
+                    &procfs::processes()
+                        .iter()
+                        .map(|s| s.pid)
+                        .collect::<Vec<_>>(),
                 ),
             };
             Some(analyse(&entries))

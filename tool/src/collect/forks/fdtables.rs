@@ -3,12 +3,7 @@
 //! /proc (`fd/`, `fdinfo/`) with `kcmp(2)` telling which fds name the same open file
 //! description and which processes use the same fd table.
 
-use std::{
-    collections::HashMap,
-    fs,
-    io::Read as _,
-    os::unix::fs::MetadataExt as _,
-};
+use std::{collections::HashMap, fs, io::Read as _, os::unix::fs::MetadataExt as _};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{Iter, ProgramError};
@@ -39,7 +34,11 @@ impl FdSource {
 
     /// The iterator when its context is as the program reads it and the kernel loads it;
     /// otherwise /proc, with the reason.
-    pub fn choose(obj: &mut Object, kernel: &aya::Btf, cfg: &ForksConfig) -> (Self, Option<String>) {
+    pub fn choose(
+        obj: &mut Object,
+        kernel: &aya::Btf,
+        cfg: &ForksConfig,
+    ) -> (Self, Option<String>) {
         let why = match (&cfg.fds_missing, &cfg.iter_missing) {
             (Some(w), _) | (_, Some(w)) => w.clone(),
             (None, None) => match load_iter(obj, kernel) {
@@ -291,7 +290,13 @@ mod tests {
         let got = parse_records(&bytes);
         assert_eq!(got.len(), 1);
         assert_eq!(
-            (got[0].tgid, got[0].fd, got[0].desc, got[0].table, got[0].cloexec),
+            (
+                got[0].tgid,
+                got[0].fd,
+                got[0].desc,
+                got[0].table,
+                got[0].cloexec
+            ),
             (7, 3, 0xaa, 0xbb, true)
         );
     }
@@ -315,6 +320,11 @@ mod tests {
         assert_ne!(desc(a.as_raw_fd()), desc(other.as_raw_fd()));
         assert!(fds.iter().all(|f| f.table == fds[0].table), "one table");
         // Rust opens every file close-on-exec.
-        assert!(fds.iter().find(|f| f.fd == a.as_raw_fd() as u32).unwrap().cloexec);
+        assert!(
+            fds.iter()
+                .find(|f| f.fd == a.as_raw_fd() as u32)
+                .unwrap()
+                .cloexec
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! What the after-fork programs need from the running kernel, resolved before loading.
 //! Each part may be missing on its own (one warning line each; the rest goes on):
 //!
-//! - copy-on-write faults: x86's `page_fault_user` tracepoint (its argument order checked
-//!   against the BTF prototype) and the error-code bits `X86_PF_PROT`/`X86_PF_WRITE`
+//! - copy-on-write faults: x86's `page_fault_user` and `page_fault_kernel` tracepoints
+//!   (their argument order checked against the BTF prototype) and the error-code bits `X86_PF_PROT`/`X86_PF_WRITE`
 //!   from BTF's `enum x86_pf_error_code`;
 //! - fork timing: `syscalls/sys_{enter,exit}_{fork,vfork,clone,clone3}`, record offsets
 //!   from their tracefs format files;
@@ -45,15 +45,19 @@ pub struct ForksConfig {
     pub iter_missing: Option<String>,
 }
 
-/// `page_fault_user`'s error-code mask of a write to a present page.
+/// The page-fault tracepoints' error-code mask of a write to a present page.
 fn fault_mask(btf: &Btf) -> Result<u64> {
-    let args = raw_tp_args(btf, "page_fault_user")
-        .context("the kernel has no page_fault_user tracepoint (x86 only)")?;
-    if args.len() != 3 || !args[2].contains("long") || !args[1].contains("pt_regs") {
-        bail!("page_fault_user passes {args:?}, not (address, regs, error_code)");
+    for tp in ["page_fault_user", "page_fault_kernel"] {
+        let args = raw_tp_args(btf, tp)
+            .with_context(|| format!("the kernel has no {tp} tracepoint (x86 only)"))?;
+        if args.len() != 3 || !args[2].contains("long") || !args[1].contains("pt_regs") {
+            bail!("{tp} passes {args:?}, not (address, regs, error_code)");
+        }
     }
     let e = "x86_pf_error_code";
-    Ok(u64::from(enum_value(btf, e, "X86_PF_PROT")? | enum_value(btf, e, "X86_PF_WRITE")?))
+    Ok(u64::from(
+        enum_value(btf, e, "X86_PF_PROT")? | enum_value(btf, e, "X86_PF_WRITE")?,
+    ))
 }
 
 /// Offset of an integer field of 8 bytes (syscall records give every argument a slot).
@@ -85,7 +89,9 @@ fn timing(root: Option<&Path>, cfg: &mut config::Forks) -> (Vec<usize>, Vec<Stri
         };
         match read() {
             Ok((_, ret)) if exit_ret.is_some_and(|r| r != ret) => {
-                missing.push(format!("sys_exit_{call} places `ret` at {ret}, unlike the others"));
+                missing.push(format!(
+                    "sys_exit_{call} places `ret` at {ret}, unlike the others"
+                ));
             }
             Ok((arg, ret)) => {
                 exit_ret = Some(ret);

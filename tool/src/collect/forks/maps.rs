@@ -65,8 +65,12 @@ impl ForksMaps {
         }
         let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
-        remove_where(&mut self.faults, "COW_FAULTS", |k| is_gone(k.tgid, k.start_ns))?;
-        remove_where(&mut self.times, "FORK_TIMES", |k| is_gone(k.tgid, k.start_ns))?;
+        remove_where(&mut self.faults, "COW_FAULTS", |k| {
+            is_gone(k.tgid, k.start_ns)
+        })?;
+        remove_where(&mut self.times, "FORK_TIMES", |k| {
+            is_gone(k.tgid, k.start_ns)
+        })?;
         let forkers: Vec<ProcKey> = self
             .forkers
             .keys()

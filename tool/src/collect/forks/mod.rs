@@ -10,9 +10,7 @@ mod layout;
 mod maps;
 mod setup;
 
-pub use collector::{AfterFork, ExecEntry, ForksCollector};
-#[cfg(test)]
-pub use collector::InheritedFd;
+pub use collector::{AfterFork, ForksCollector};
 pub use fdtables::FdSource;
 pub use maps::ForksMaps;
 pub use setup::{Available, ForksSetup};

@@ -20,7 +20,8 @@ use crate::collect::{
 
 /// The exec program's name (a BTF tracepoint on `sched_process_exec`).
 const EXEC_PROGRAM: &str = "exec_fds";
-const FAULT_PROGRAM: &str = "page_fault_user";
+/// The fault programs, each on the raw tracepoint of its name.
+const FAULT_PROGRAMS: [&str; 2] = ["page_fault_user", "page_fault_kernel"];
 const EXIT_PROGRAM: &str = "fork_exit";
 
 /// What this kernel offers, once attached.
@@ -85,7 +86,9 @@ impl Setup for ForksSetup {
 
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
         if self.cfg.faults_missing.is_none() {
-            setup::attach_raw_tracepoint(obj, FAULT_PROGRAM, "page_fault_user")?;
+            for p in FAULT_PROGRAMS {
+                setup::attach_raw_tracepoint(obj, p, p)?;
+            }
         }
         if self.cfg.fds_missing.is_none() {
             setup::attach_btf_tracepoint_as(obj, EXEC_PROGRAM, "sched_process_exec", kernel)?;

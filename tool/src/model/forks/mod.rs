@@ -13,6 +13,13 @@ use serde::Serialize;
 
 use super::proctable::Key;
 
+mod execs;
+mod run;
+#[cfg(test)]
+pub use execs::InheritedFd;
+pub use execs::{ExecEntry, text};
+pub use run::{ForksSection, section};
+
 /// One process's figures, over an interval or since tracing began.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Cost {
@@ -40,23 +47,32 @@ pub struct Cost {
 }
 
 impl Cost {
-    fn since(&self, before: &Cost) -> Cost {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
+    /// Each field of `self` combined with the same field of `other`.
+    fn zip(&self, other: &Cost, f: impl Fn(u64, u64) -> u64) -> Cost {
         Cost {
-            forks: d(self.forks, before.forks),
-            fork_ns: d(self.fork_ns, before.fork_ns),
-            vforks: d(self.vforks, before.vforks),
-            vfork_ns: d(self.vfork_ns, before.vfork_ns),
-            shared_vm: d(self.shared_vm, before.shared_vm),
-            shared_vm_ns: d(self.shared_vm_ns, before.shared_vm_ns),
-            threads: d(self.threads, before.threads),
-            thread_ns: d(self.thread_ns, before.thread_ns),
-            failed: d(self.failed, before.failed),
-            cow_faults: d(self.cow_faults, before.cow_faults),
-            cow_inherited: d(self.cow_inherited, before.cow_inherited),
-            cow_after_fork: d(self.cow_after_fork, before.cow_after_fork),
-            children_cow: d(self.children_cow, before.children_cow),
+            forks: f(self.forks, other.forks),
+            fork_ns: f(self.fork_ns, other.fork_ns),
+            vforks: f(self.vforks, other.vforks),
+            vfork_ns: f(self.vfork_ns, other.vfork_ns),
+            shared_vm: f(self.shared_vm, other.shared_vm),
+            shared_vm_ns: f(self.shared_vm_ns, other.shared_vm_ns),
+            threads: f(self.threads, other.threads),
+            thread_ns: f(self.thread_ns, other.thread_ns),
+            failed: f(self.failed, other.failed),
+            cow_faults: f(self.cow_faults, other.cow_faults),
+            cow_inherited: f(self.cow_inherited, other.cow_inherited),
+            cow_after_fork: f(self.cow_after_fork, other.cow_after_fork),
+            children_cow: f(self.children_cow, other.children_cow),
         }
+    }
+
+    fn since(&self, before: &Cost) -> Cost {
+        self.zip(before, u64::saturating_sub)
+    }
+
+    /// Both summed.
+    pub fn plus(&self, other: &Cost) -> Cost {
+        self.zip(other, u64::saturating_add)
     }
 
     fn add_times(&mut self, t: &ForkTimes) {
@@ -251,7 +267,13 @@ impl CostModel {
             .collect();
         self.last = rows.iter().map(|r| (r.key, r.total)).collect();
         rows.sort_by(|a, b| {
-            let rank = |r: &CostRow| (r.delta.faults_caused(), r.delta.cow_faults, r.delta.process_ns());
+            let rank = |r: &CostRow| {
+                (
+                    r.delta.faults_caused(),
+                    r.delta.cow_faults,
+                    r.delta.process_ns(),
+                )
+            };
             rank(b).cmp(&rank(a)).then(a.key.cmp(&b.key))
         });
         rows

@@ -46,11 +46,17 @@ fn a_childs_inherited_faults_are_its_parents_cost() {
     let c = rows.iter().find(|r| r.key == C).unwrap();
     assert_eq!(rows[0].key, P, "the parent caused the most faults");
     assert_eq!(c.creator, Some(P.tgid));
-    assert_eq!((c.total.cow_faults, c.total.cow_inherited), (16_389, 16_384));
+    assert_eq!(
+        (c.total.cow_faults, c.total.cow_inherited),
+        (16_389, 16_384)
+    );
     assert_eq!((p.total.cow_faults, p.total.cow_after_fork), (10, 7));
     assert_eq!(p.total.children_cow, 16_384);
     assert_eq!(p.total.faults_caused(), 16_391);
-    assert_eq!((p.total.forks, p.total.threads, p.total.process_ns()), (1, 2, 2_000_000));
+    assert_eq!(
+        (p.total.forks, p.total.threads, p.total.process_ns()),
+        (1, 2, 2_000_000)
+    );
     assert_eq!(p.delta, p.total, "the first interval is everything");
     // The child has gone and was pruned: the parent keeps what it caused.
     m.forget(&[C]);
@@ -59,7 +65,10 @@ fn a_childs_inherited_faults_are_its_parents_cost() {
     assert_eq!(p.total.children_cow, 16_384);
     assert_eq!(p.delta.children_cow, 0);
     assert_eq!(p.delta.cow_faults, 0);
-    assert_eq!(p.total.cow_after_fork, 0, "the pruned entry is gone from the map");
+    assert_eq!(
+        p.total.cow_after_fork, 0,
+        "the pruned entry is gone from the map"
+    );
 }
 
 #[test]

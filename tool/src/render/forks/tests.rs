@@ -1,12 +1,10 @@
 use proclens_common::copies::fd_kind;
 
 use super::*;
-use crate::{
-    collect::forks::InheritedFd,
-    model::{
-        fdtables::{ByKind, Holder, SharedFd},
-        proctable::Key,
-    },
+use crate::model::{
+    fdtables::{ByKind, Holder, SharedFd},
+    forks::InheritedFd,
+    proctable::Key,
 };
 
 fn frame() -> Frame {
@@ -90,7 +88,10 @@ fn json_names_every_figure() {
     assert_eq!(sys["cow_bytes"], 16_384 * 4096);
     let row: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(row["type"], "forks");
-    assert_eq!((row["pid"].as_u64(), row["ppid"].as_u64()), (Some(10), Some(1)));
+    assert_eq!(
+        (row["pid"].as_u64(), row["ppid"].as_u64()),
+        (Some(10), Some(1))
+    );
     assert_eq!(row["fork_ms"], 2.5);
     assert_eq!(row["children_cow_faults"], 16_384);
     assert_eq!(row["faults_caused"], 16_394);
@@ -107,7 +108,10 @@ fn json_names_every_figure() {
 #[test]
 fn plain_lists_rows_sharing_and_execs() {
     let t = plain_lines(&frame()).join("\n");
-    assert!(t.contains("forks 1 (2.50 ms), copy-on-write faults 16384 (64.0MiB)"), "{t}");
+    assert!(
+        t.contains("forks 1 (2.50 ms), copy-on-write faults 16384 (64.0MiB)"),
+        "{t}"
+    );
     assert!(t.contains("fd tables from bpf_iter"), "{t}");
     assert!(t.contains("10: fd 3 (file) is also open in 11:3"), "{t}");
     assert!(
