@@ -283,8 +283,58 @@ fn fds_of(p: &Proclens, pids: [u32; 2], after: f64) -> [Value; 2] {
     got.map(Option::unwrap)
 }
 
+/// The fd tables of both processes now, as `proclens forks` reads them from each
+/// source: the iterator where it loads (`auto`), and /proc with kcmp (`proc`).
+fn tables_now(pids: [u32; 2]) -> Vec<[Value; 2]> {
+    let (a, b) = (pids[0].to_string(), pids[1].to_string());
+    ["auto", "proc"]
+        .iter()
+        .map(|src| {
+            let p = Proclens::spawn(&[
+                "forks",
+                "--json",
+                "-i",
+                "0.3",
+                "--fds-from",
+                src,
+                "-p",
+                &a,
+                "-p",
+                &b,
+            ]);
+            let sys = p.json_until(Duration::from_secs(20), |v| v["type"] == "forks_system");
+            let got = sys["fds_source"].as_str().unwrap().to_string();
+            let iter_missing = p.stderr().contains("not the BPF task-file iterator");
+            match *src {
+                "proc" => assert_eq!(got, "proc"),
+                _ => assert!(got == "bpf_iter" || iter_missing, "{sys}\n{}", p.stderr()),
+            }
+            let fds = fds_of(&p, pids, 0.0);
+            assert!(!p.stderr().contains("panicked"), "{}", p.stderr());
+            fds
+        })
+        .collect()
+}
+
+/// (fd, other pid, its fd) of every description an fd table shares with another table.
+fn shared_fds(fds: &Value) -> BTreeSet<(u64, u64, u64)> {
+    fds["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["with"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |h| (n(s, "fd"), n(h, "pid"), n(h, "fd")))
+        })
+        .collect()
+}
+
 /// A file opened before fork is one description in two tables: proclens says parent and
-/// child share it, as kcmp(KCMP_FILE) does. Once the child closes it, neither does.
+/// child share it, as kcmp(KCMP_FILE) does, reading the tables with the iterator and
+/// from /proc alike. Once the child closes it, neither says so.
 #[test]
 fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     if !can_trace() {
@@ -299,63 +349,67 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
         n(&own, "child") as u32,
         n(&own, "fd") as u32,
     );
-    let (ps, cs) = (parent.to_string(), child.to_string());
-    let p = Proclens::spawn(&["forks", "--json", "-i", "0.3", "-p", &ps, "-p", &cs]);
-    let shared_fds = |fds: &Value| -> BTreeSet<(u64, u64, u64)> {
-        fds["shared"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|s| {
-                s["with"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |h| (s["fd"].as_u64().unwrap(), n(h, "pid"), n(h, "fd")))
-            })
-            .collect()
-    };
+    let (fd, pid, cid) = (u64::from(fd), u64::from(parent), u64::from(child));
     assert_eq!(
-        kcmp_file(parent, child, fd),
+        kcmp_file(parent, child, fd as u32),
         Some(true),
         "the oracle itself"
     );
-    let [pf, cf] = fds_of(&p, [parent, child], common::now_unix());
-    assert!(
-        shared_fds(&pf).contains(&(fd.into(), child.into(), fd.into())),
-        "parent: {pf}"
-    );
-    assert!(
-        shared_fds(&cf).contains(&(fd.into(), parent.into(), fd.into())),
-        "child: {cf}"
-    );
-    assert!(
-        pf["table_shared_with"].as_array().unwrap().is_empty(),
-        "fork copies the table: {pf}"
-    );
+    for [pf, cf] in tables_now([parent, child]) {
+        assert!(shared_fds(&pf).contains(&(fd, cid, fd)), "parent: {pf}");
+        assert!(shared_fds(&cf).contains(&(fd, pid, fd)), "child: {cf}");
+        assert_eq!(
+            pf["table_shared_with"],
+            serde_json::json!([]),
+            "fork copies the table: {pf}"
+        );
+    }
     // The child closes it.
     w.go();
     assert_eq!(
-        kcmp_file(parent, child, fd),
+        kcmp_file(parent, child, fd as u32),
         None,
         "the oracle: the child has no fd {fd}"
     );
-    let [pf, cf] = fds_of(&p, [parent, child], common::now_unix());
-    assert!(
-        !shared_fds(&pf).iter().any(|s| s.0 == u64::from(fd)),
-        "parent: {pf}"
-    );
-    assert!(
-        !shared_fds(&cf).iter().any(|s| s.0 == u64::from(fd)),
-        "child: {cf}"
-    );
-    assert_eq!(
-        n(&pf, "open"),
-        n(&cf, "open") + 1,
-        "parent {pf}\nchild {cf}"
-    );
-    let err = p.stderr();
-    assert!(!err.contains("panicked"), "{err}");
+    for [pf, cf] in tables_now([parent, child]) {
+        assert!(!shared_fds(&pf).iter().any(|s| s.0 == fd), "parent: {pf}");
+        assert!(!shared_fds(&cf).iter().any(|s| s.0 == fd), "child: {cf}");
+        assert_eq!(
+            n(&pf, "open"),
+            n(&cf, "open") + 1,
+            "parent {pf}\nchild {cf}"
+        );
+    }
+}
+
+/// A child made with CLONE_FILES uses its parent's very fd table: proclens says both
+/// share it, as kcmp(KCMP_FILES) does (from either source), and no description is shared
+/// with the child as if it were in another table.
+#[test]
+fn a_table_made_with_clone_files_is_shared() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("share-table");
+    w.start();
+    let lines = w.wait_done();
+    let own: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (parent, child) = (n(&own, "parent") as u32, n(&own, "child") as u32);
+    // SAFETY: kcmp takes integers only. KCMP_FILES is 2.
+    let same = unsafe { libc::syscall(libc::SYS_kcmp, parent, child, 2, 0, 0) };
+    assert_eq!(same, 0, "the oracle: one table");
+    for [pf, cf] in tables_now([parent, child]) {
+        assert_eq!(pf["table_shared_with"], serde_json::json!([child]), "{pf}");
+        assert_eq!(cf["table_shared_with"], serde_json::json!([parent]), "{cf}");
+        assert_eq!(pf["open"], cf["open"], "one table, the same fds");
+        // Descriptions it shares with other processes (the test's stderr...), never
+        // with the child: that is the same table, not another one.
+        assert!(
+            !shared_fds(&pf).iter().any(|s| s.1 == u64::from(child)),
+            "{pf}"
+        );
+    }
+    w.go();
 }
 
 /// A program exec'd with 3 fds lacking close-on-exec inherits 3 (fcntl checked them

@@ -41,7 +41,9 @@ enum Task {
     /// trips) untraced / `proclens copies` / an equivalent bpftrace script /
     /// `strace -c -f`; fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
     /// memory and /metrics size beside 1,000 idle processes, scraped every second; and the
-    /// wall time of short invocations (start-up and exit). Needs root. `--record` writes
+    /// wall time of short invocations (start-up and exit); and the copy-on-write fault
+    /// counter's cost per fault (copy-on-write and first-touch faults) untraced /
+    /// `proclens forks` / an equivalent bpftrace counter. Needs root. `--record` writes
     /// the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
@@ -54,7 +56,7 @@ enum Task {
         #[arg(long)]
         record: bool,
         /// Run only these sections (comma-separated): switches, lifecycle, syscalls, load,
-        /// serve, startup.
+        /// serve, startup, faults.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
     },
@@ -67,6 +69,9 @@ enum Task {
     /// The benchmark's workload (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchWorkload { round_trips: u64 },
+    /// The fault benchmark's workload (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchFaultsWorkload { mode: String, rounds: u32 },
     /// Boot other kernels (Debian's cloud kernels) under QEMU with an initramfs that runs
     /// the integration tests, and print a kernel x test-binary table. Needs root.
     TestKernels {
@@ -209,6 +214,7 @@ fn run() -> Result<ExitCode> {
             }
         }
         Task::BenchWorkload { round_trips } => bench::syscalls::workload(round_trips)?,
+        Task::BenchFaultsWorkload { mode, rounds } => bench::faults::workload(&mode, rounds)?,
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");

@@ -11,7 +11,7 @@ use super::{Filter, Output, Period};
 use crate::{
     collect::{
         extras::ExtrasOptions,
-        forks::{AfterFork, FdSource},
+        forks::{AfterFork, FdSource, FdTables},
         procfs,
         session::{self, RowKinds},
         tracer::{Health, TracerOptions},
@@ -59,8 +59,29 @@ pub struct ForksArgs {
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Do not read the fd tables (no FDS, SHARED or NOCLOEXEC; execs are still listed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fds_from")]
     pub no_fds: bool,
+    /// Where the fd tables are read from: `auto` (the BPF task-file iterator where the
+    /// kernel loads it, else /proc) or `proc` (/proc/PID/fd, fdinfo and kcmp(2) even
+    /// where the iterator loads, to compare the two).
+    #[arg(long, value_name = "SOURCE", value_enum)]
+    pub fds_from: Option<FdsFrom>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdsFrom {
+    Auto,
+    Proc,
+}
+
+impl ForksArgs {
+    fn fd_tables(&self) -> FdTables {
+        match (self.no_fds, self.fds_from) {
+            (true, _) => FdTables::Off,
+            (false, Some(FdsFrom::Proc)) => FdTables::Proc,
+            (false, _) => FdTables::Best,
+        }
+    }
 }
 
 pub fn run(args: ForksArgs) -> Result<ExitCode> {
@@ -75,8 +96,12 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
         |t| {
             // Reading other users' fd tables through /proc takes what ptrace's read
             // check and the fd directories' modes ask; the iterator needs neither.
-            let proc = t.forks_available().is_some_and(|a| a.fds == FdSource::Proc);
-            if proc && !args.no_fds {
+            let proc = match args.fd_tables() {
+                FdTables::Off => false,
+                FdTables::Proc => true,
+                FdTables::Best => t.forks_available().is_some_and(|a| a.fds == FdSource::Proc),
+            };
+            if proc {
                 vec![
                     caps::Capability::CAP_SYS_PTRACE,
                     caps::Capability::CAP_DAC_READ_SEARCH,
@@ -89,7 +114,7 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
     let available = tracer
         .forks_available()
         .context("after-fork programs not loaded")?;
-    if !args.no_fds
+    if args.fd_tables() == FdTables::Best
         && let Some(why) = &available.fds_why_proc
     {
         eprintln!(
@@ -102,7 +127,7 @@ pub fn run(args: ForksArgs) -> Result<ExitCode> {
         tracer,
         RowKinds::Processes,
         ExtrasOptions {
-            fd_tables: !args.no_fds,
+            fd_tables: args.fd_tables(),
             ..ExtrasOptions::default()
         },
         args.period.interval,
@@ -206,7 +231,7 @@ fn frame(
         clock,
         elapsed_s,
         page_size: a.page_size,
-        fds_source: fds.is_some().then(|| a.available.fds.as_str()),
+        fds_source: a.fds_source.map(FdSource::as_str),
         cow_faults_counted: a.available.faults,
         timed_calls: a.available.timed.clone(),
         dropped: Dropped {
@@ -216,5 +241,49 @@ fn frame(
         },
         rows,
         execs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command};
+
+    #[test]
+    fn forks_arguments() {
+        let c = Cli::try_parse_from([
+            "proclens", "forks", "-p", "7", "-i", "0.5", "-c", "2", "--json", "-a", "--no-fds",
+        ])
+        .unwrap();
+        let Command::Forks(f) = c.command else {
+            panic!("not forks")
+        };
+        assert_eq!(f.filter.pids, vec![7]);
+        assert_eq!(f.period.count, Some(2));
+        assert!(f.output.json && f.all && f.no_fds);
+        let p = Cli::try_parse_from(["proclens", "forks", "--fds-from", "proc"]).unwrap();
+        let Command::Forks(p) = p.command else {
+            panic!("not forks")
+        };
+        assert_eq!(p.fds_from, Some(super::FdsFrom::Proc));
+        let d = Cli::try_parse_from(["proclens", "forks"]).unwrap();
+        let Command::Forks(d) = d.command else {
+            panic!("not forks")
+        };
+        assert!(!d.all && !d.no_fds && d.period.count.is_none());
+        for bad in [
+            &["proclens", "forks", "-i", "0"][..],
+            &["proclens", "forks", "-p", "x"],
+            &["proclens", "forks", "--fds"],
+            &["proclens", "forks", "--fds-from", "nope"],
+            &["proclens", "forks", "--no-fds", "--fds-from", "proc"],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 }

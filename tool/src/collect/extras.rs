@@ -32,7 +32,7 @@ pub struct ExtrasOptions {
     /// table, seeded from /proc, covers the whole machine).
     pub cgroup: Option<std::path::PathBuf>,
     /// With the after-fork programs: also read every process's fd table each interval.
-    pub fd_tables: bool,
+    pub fd_tables: super::forks::FdTables,
 }
 
 /// One parent's fork statistics over an interval.

@@ -301,6 +301,47 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             reap(child);
             drop(f);
         }
+        // A child made with CLONE_FILES (one fd table for both processes), which prints
+        // both pids (first `go`); the child exits at the second `go`. (Killed instead, the
+        // parent would leave the child blocked on a pipe whose write end their shared
+        // table still holds.)
+        "share-table" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let mut p = [0; 2];
+            // SAFETY: pipe with a valid array.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            extern "C" fn hold(arg: *mut libc::c_void) -> libc::c_int {
+                let mut b = [0u8; 1];
+                // SAFETY: reading one byte from the pipe whose read end `arg` holds.
+                unsafe { libc::read(arg as usize as i32, b.as_mut_ptr().cast(), 1) };
+                0
+            }
+            let mut stack = vec![0u8; 64 << 10];
+            // SAFETY: the child runs `hold` on its own stack, then exits.
+            let child = unsafe {
+                libc::clone(
+                    hold,
+                    stack.as_mut_ptr().add(stack.len()).cast(),
+                    libc::CLONE_FILES | libc::SIGCHLD,
+                    p[0] as usize as *mut libc::c_void,
+                )
+            };
+            assert!(child > 0, "clone: {}", std::io::Error::last_os_error());
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child}}}"#,
+                std::process::id()
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+            // SAFETY: a one-byte write to our pipe.
+            unsafe { libc::write(p[1], b"x".as_ptr().cast(), 1) };
+            reap(child);
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
         // Every fd above 2 made close-on-exec, then n files opened without (`exec-leak`)
         // or with (`exec-cloexec`) O_CLOEXEC, checked with fcntl(F_GETFD); then exec of
         // `sh -c 'ls /proc/$$/fd'`, which lists the fds sh got.

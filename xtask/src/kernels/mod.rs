@@ -22,8 +22,16 @@ use crate::{cargo, workspace_root};
 /// The integration-test binaries that make sense in a minimal VM (no systemd, no
 /// Prometheus): the real-BPF switch, lifecycle and copy tests and the command line's
 /// contract. `copies` reads syscall tracepoint layouts from tracefs and walks fd tables
-/// through BTF offsets: the parts most likely to differ between kernels.
-pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli", "zombies", "copies"];
+/// through BTF offsets: the parts most likely to differ between kernels; `forks` adds the
+/// page-fault tracepoints, the task-file iterator and the fork-family syscalls.
+pub const TEST_BINARIES: &[&str] = &[
+    "switches",
+    "switch_kinds",
+    "cli",
+    "zombies",
+    "copies",
+    "forks",
+];
 
 /// Console lines printed when a kernel runs out of time.
 const TAIL_ON_TIMEOUT: usize = 40;

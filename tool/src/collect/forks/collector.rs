@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 use proclens_common::lifecycle::fork_flags;
 
-use super::{Available, FdSource, fdtables};
+use super::{Available, FdSource, FdTables, fdtables};
 use crate::{
     collect::{procfs, procfs::CommCache, tracer::Tracer},
     model::{
@@ -29,8 +29,9 @@ pub struct AfterFork {
     pub gone: Vec<Key>,
     /// Execs since the last report, in order.
     pub execs: Vec<ExecEntry>,
-    /// Every process's fd table now, by pid (when asked for).
+    /// Every process's fd table now, by pid, and where it was read from (when asked for).
     pub fds: Option<std::collections::BTreeMap<u32, ProcFds>>,
+    pub fds_source: Option<FdSource>,
     pub available: Available,
     /// Bytes a copy-on-write fault copies (the base page size).
     pub page_size: u64,
@@ -64,7 +65,7 @@ pub struct ForksCollector {
     reports: u64,
     comms: CommCache<Key>,
     execs: Vec<ExecEntry>,
-    fd_tables: bool,
+    fd_tables: FdTables,
     page_size: u64,
 }
 
@@ -76,8 +77,8 @@ fn page_size() -> u64 {
 
 impl ForksCollector {
     /// Starts the model from the maps as they are (what came before belongs to no report);
-    /// `fd_tables`: read every process's fd table at each report.
-    pub fn start(tracer: &mut Tracer, fd_tables: bool) -> Result<Self> {
+    /// `fd_tables`: which fd tables to read at each report.
+    pub fn start(tracer: &mut Tracer, fd_tables: FdTables) -> Result<Self> {
         let mut model = CostModel::new();
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
@@ -152,19 +153,18 @@ impl ForksCollector {
             .retain(|k, (_, at)| listed.contains(k) || *at == now);
         self.reports += 1;
         self.comms.retain(|k| !gone.contains(k));
-        let fds = if self.fd_tables {
-            let entries = match available.fds {
-                FdSource::Iterator => tracer.fd_table_records()?,
-                FdSource::Proc => fdtables::read_proc(
-                    &procfs::processes()
-                        .iter()
-                        .map(|s| s.pid)
-                        .collect::<Vec<_>>(),
-                ),
-            };
-            Some(analyse(&entries))
-        } else {
-            None
+        let fds_source = match self.fd_tables {
+            FdTables::Off => None,
+            FdTables::Best => Some(available.fds),
+            FdTables::Proc => Some(FdSource::Proc),
+        };
+        let fds = match fds_source {
+            None => None,
+            Some(FdSource::Iterator) => Some(analyse(&tracer.fd_table_records()?)),
+            Some(FdSource::Proc) => {
+                let pids: Vec<u32> = procfs::processes().iter().map(|s| s.pid).collect();
+                Some(analyse(&fdtables::read_proc(&pids)))
+            }
         };
         Ok(AfterFork {
             rows,
@@ -172,6 +172,7 @@ impl ForksCollector {
             gone,
             execs: std::mem::take(&mut self.execs),
             fds,
+            fds_source,
             available,
             page_size: self.page_size,
         })

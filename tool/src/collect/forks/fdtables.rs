@@ -15,6 +15,17 @@ use crate::{collect::object::Object, collect::procfs, model::fdtables::FdEntry};
 /// The iterator program (tool-ebpf/src/fds.rs).
 pub const ITER_PROGRAM: &str = "fd_table";
 
+/// Which fd tables a view reads at each report, and from where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FdTables {
+    #[default]
+    Off,
+    /// From the iterator where it loaded, else /proc.
+    Best,
+    /// From /proc even where the iterator loaded (to compare the two).
+    Proc,
+}
+
 /// Where the fd tables are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdSource {

@@ -3,7 +3,7 @@
 //!
 //! - copy-on-write faults: x86's `page_fault_user` and `page_fault_kernel` tracepoints
 //!   (their argument order checked against the BTF prototype) and the error-code bits `X86_PF_PROT`/`X86_PF_WRITE`
-//!   from BTF's `enum x86_pf_error_code`;
+//!   from BTF's `enum x86_pf_error_code` (the architecture's bits where BTF lacks it);
 //! - fork timing: `syscalls/sys_{enter,exit}_{fork,vfork,clone,clone3}`, record offsets
 //!   from their tracefs format files;
 //! - the fd tables (exec, iterator): the task → files → fdtable → file → inode chain
@@ -55,9 +55,17 @@ fn fault_mask(btf: &Btf) -> Result<u64> {
         }
     }
     let e = "x86_pf_error_code";
-    Ok(u64::from(
-        enum_value(btf, e, "X86_PF_PROT")? | enum_value(btf, e, "X86_PF_WRITE")?,
-    ))
+    match (
+        enum_value(btf, e, "X86_PF_PROT"),
+        enum_value(btf, e, "X86_PF_WRITE"),
+    ) {
+        (Ok(prot), Ok(write)) => Ok(u64::from(prot | write)),
+        // Older kernels' BTF may leave the enum out (no function's type names it). The
+        // bits are the CPU's, not the kernel's: the page-fault error code's P (0) and
+        // W/R (1) bits, fixed by the x86 architecture.
+        _ if cfg!(target_arch = "x86_64") => Ok(0b11),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// Offset of an integer field of 8 bytes (syscall records give every argument a slot).

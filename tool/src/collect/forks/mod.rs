@@ -11,6 +11,6 @@ mod maps;
 mod setup;
 
 pub use collector::{AfterFork, ForksCollector};
-pub use fdtables::FdSource;
+pub use fdtables::{FdSource, FdTables};
 pub use maps::ForksMaps;
 pub use setup::{Available, ForksSetup};
