@@ -462,3 +462,45 @@ fn fds_without_cloexec_cross_exec_and_are_reported() {
         assert_eq!(sh["incomplete"], false);
     }
 }
+
+/// The task-file iterator makes a link at every report, each released with the reading:
+/// a running `proclens forks` holds no more BPF objects after many reports than after a
+/// few, and none is left once it exits.
+#[test]
+fn the_views_iterator_links_come_and_go() {
+    if !can_trace() {
+        return;
+    }
+    let p = Proclens::spawn(&["forks", "--json", "-i", "0.1"]);
+    let reports = |k: usize| {
+        for _ in 0..k {
+            p.json_until(Duration::from_secs(20), |v| v["type"] == "forks_system");
+        }
+    };
+    // What it holds between readings: the fewest links of a few looks (a look may fall
+    // inside a reading, while its link exists).
+    let held = || {
+        (0..5)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(23));
+                common::bpf_ids_held_by(p.pid())
+            })
+            .min_by_key(|ids| ids.iter().filter(|(k, _)| k == "link_id").count())
+            .unwrap()
+    };
+    reports(3);
+    let early = held();
+    reports(20);
+    let late = held();
+    let links = |ids: &BTreeSet<(String, u64)>| ids.iter().filter(|(k, _)| k == "link_id").count();
+    assert_eq!(
+        links(&late),
+        links(&early),
+        "early {early:?}\nlate {late:?}"
+    );
+    assert!(early.iter().any(|(k, _)| k == "prog_id"), "{early:?}");
+    p.signal(libc::SIGINT);
+    assert!(p.wait(Duration::from_secs(10)).success());
+    let all: BTreeSet<_> = early.union(&late).cloned().collect();
+    common::assert_all_gone(&all, "SIGINT");
+}

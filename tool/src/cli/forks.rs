@@ -29,9 +29,10 @@ later, a fault and a page copy per page written by either side.
   FORKS, FORK-ms   children made by fork/clone (and CLONE_VM clones) in the interval, and
                    the time the caller spent inside those calls; VFORKS apart (a vfork's
                    time includes the wait until its child exec'd or exited)
-  COW-FAULTS       write faults on present pages (x86 page_fault_user error code
-                   PROT|WRITE), COW-MiB the same x page size: an upper bound of what was
-                   copied, since a write to a page no other process maps any more reuses it
+  COW-FAULTS       write faults on present pages, by the process or by the kernel writing
+                   its memory (x86's page-fault error code PROT|WRITE); COW-MiB the same x
+                   page size: an upper bound of what was copied, since a write to a page no
+                   other process maps any more reuses it
   AFTER-FORK       of which after the process itself forked
   INHERITED        of which in an address space inherited through fork, before any exec
   CHILD-COW        its children's INHERITED faults: what its forks cost them
