@@ -239,6 +239,37 @@ impl Default for Copies {
     }
 }
 
+/// The after-fork programs (see tool-ebpf/src/faults.rs, forks.rs and fds.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forks {
+    /// Bits of `page_fault_user`'s error code that make a write fault on a present page
+    /// (x86's `X86_PF_PROT | X86_PF_WRITE`, from BTF); 0: the fault program is not used.
+    pub fault_cow_mask: u64,
+    /// `task_struct.self_exec_id` and `.parent_exec_id` (read as their low 32 bits).
+    pub task_self_exec_id: u32,
+    pub task_parent_exec_id: u32,
+    /// `syscalls/sys_enter_clone`'s `clone_flags`, `sys_enter_clone3`'s `uargs` and the
+    /// `sys_exit_*` records' `ret` (tracefs formats), and `clone_args.flags` (BTF).
+    pub clone_flags: u32,
+    pub clone3_uargs: u32,
+    pub exit_ret: u32,
+    pub clone_args_flags: u32,
+    /// The fd-table chain from BTF: task_struct.files, files_struct.fdt, fdtable.max_fds,
+    /// .fd, .open_fds, .close_on_exec, file.f_inode, inode.i_mode.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub fdt_open_fds: u32,
+    pub fdt_close_on_exec: u32,
+    pub file_inode: u32,
+    pub inode_mode: u32,
+    /// `linux_binprm.filename`.
+    pub binprm_filename: u32,
+    pub _pad: u32,
+}
+
 macro_rules! names {
     ($($ty:ty => $name:literal,)*) => {
         $(impl Global for $ty {
@@ -255,6 +286,7 @@ names! {
     Rings => "CONFIG_RINGS",
     Lifecycle => "CONFIG_LIFECYCLE",
     Copies => "CONFIG_COPIES",
+    Forks => "CONFIG_FORKS",
 }
 
 #[cfg(test)]
@@ -270,5 +302,6 @@ mod tests {
         assert_eq!(size_of::<Rings>(), 16);
         assert_eq!(size_of::<Lifecycle>(), 28 * 4);
         assert_eq!(size_of::<Copies>(), 8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE);
+        assert_eq!(size_of::<Forks>(), 8 + 16 * 4);
     }
 }

@@ -16,8 +16,13 @@ pub const SYSCALL_MAP_FULL: u32 = 4;
 /// Processes whose command name was not recorded because the per-process name map was
 /// full (their name then comes from /proc, or is unknown once they have gone).
 pub const COMM_MAP_FULL: u32 = 5;
+/// Copy-on-write faults not counted because the per-process fault map was full.
+pub const FAULT_MAP_FULL: u32 = 6;
+/// Fork-family calls not timed because the per-thread in-flight or per-process map was
+/// full.
+pub const FORK_MAP_FULL: u32 = 7;
 /// Number of counters in the array.
-pub const COUNT: u32 = 6;
+pub const COUNT: u32 = 8;
 
 /// What the counter at `index` counts, for log lines.
 pub const fn describe(index: u32) -> &'static str {
@@ -28,6 +33,8 @@ pub const fn describe(index: u32) -> &'static str {
         COPY_MAP_FULL => "copy-path table full, call not counted",
         SYSCALL_MAP_FULL => "syscall table full, syscall not counted",
         COMM_MAP_FULL => "command-name table full, name not kept",
+        FAULT_MAP_FULL => "fault table full, copy-on-write fault not counted",
+        FORK_MAP_FULL => "fork table full, fork call not timed",
         _ => "unknown counter",
     }
 }

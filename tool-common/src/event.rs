@@ -20,6 +20,8 @@ pub mod kind {
     pub const EXIT: u32 = 4;
     pub const WAIT: u32 = 5;
     pub const FREE: u32 = 6;
+    /// The fds a program inherited at exec, see `crate::forks::ExecFds`.
+    pub const EXEC_FDS: u32 = 7;
 }
 
 /// Header of every ring-buffer event.

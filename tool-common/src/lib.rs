@@ -9,6 +9,7 @@ pub mod config;
 pub mod copies;
 pub mod counters;
 pub mod event;
+pub mod forks;
 pub mod lifecycle;
 pub mod switch;
 
@@ -31,4 +32,8 @@ mod pod {
     unsafe impl aya::Pod for crate::config::Rings {}
     unsafe impl aya::Pod for crate::config::Lifecycle {}
     unsafe impl aya::Pod for crate::config::Copies {}
+    unsafe impl aya::Pod for crate::config::Forks {}
+    unsafe impl aya::Pod for crate::forks::FaultKey {}
+    unsafe impl aya::Pod for crate::forks::ForkTimes {}
+    unsafe impl aya::Pod for crate::forks::ForkInflight {}
 }

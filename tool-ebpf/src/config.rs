@@ -4,7 +4,9 @@
 //! so the verifier sees every field as a constant. Fields are read through `read_volatile`
 //! so the compiler does not fold in the zero initialisers.
 
-use proclens_common::config::{Copies, Filter, Lifecycle, NR_TABLE, Rings, Switch, Task};
+use proclens_common::config::{
+    Copies, Filter, Forks, Lifecycle, NR_TABLE, Rings, Switch, Task,
+};
 
 macro_rules! config {
     ($(
@@ -135,6 +137,25 @@ config! {
         file_inode => file_inode_off: u32,
         file_mode => file_mode_off: u32,
         inode_mode => inode_mode_off: u32,
+    }
+    /// The after-fork programs (see `faults`, `forks` and `fds`).
+    CONFIG_FORKS: Forks {
+        fault_cow_mask => fault_cow_mask: u64,
+        task_self_exec_id => task_self_exec_id_off: u32,
+        task_parent_exec_id => task_parent_exec_id_off: u32,
+        clone_flags => clone_flags_off: u32,
+        clone3_uargs => clone3_uargs_off: u32,
+        exit_ret => fork_exit_ret_off: u32,
+        clone_args_flags => clone_args_flags_off: u32,
+        task_files => fds_task_files_off: u32,
+        files_fdt => fds_files_fdt_off: u32,
+        fdt_max_fds => fds_fdt_max_fds_off: u32,
+        fdt_fd => fds_fdt_fd_off: u32,
+        fdt_open_fds => fds_fdt_open_fds_off: u32,
+        fdt_close_on_exec => fds_fdt_close_on_exec_off: u32,
+        file_inode => fds_file_inode_off: u32,
+        inode_mode => fds_inode_mode_off: u32,
+        binprm_filename => fds_binprm_filename_off: u32,
     }
 }
 

@@ -5,8 +5,11 @@
 
 mod config;
 mod copies;
+mod faults;
 mod fdkind;
+mod fds;
 mod filter;
+mod forks;
 mod iter;
 mod lifecycle;
 mod maps;

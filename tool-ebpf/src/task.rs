@@ -33,3 +33,13 @@ pub(crate) fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
 pub(crate) fn comm(task: u64) -> [u8; COMM_LEN] {
     field(task, config::task_comm_off())
 }
+
+/// A task's process identity: its thread-group leader's `start_boottime` (0 if it cannot be
+/// read), through probe reads (for the current task, whose pointer is not BTF-typed).
+#[inline(always)]
+pub(crate) fn process_start(task: u64) -> u64 {
+    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
+        return 0;
+    };
+    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
+}

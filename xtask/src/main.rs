@@ -46,8 +46,10 @@ enum Task {
     /// `strace -c -f`; another process's syscalls while proclens and bpftrace trace an idle
     /// one (`-p`); fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
     /// memory and /metrics size beside 1,000 idle processes, scraped every second; and the
-    /// wall time of short invocations (start-up and exit) and of quitting the live table.
-    /// Needs root. `--record` writes
+    /// wall time of short invocations (start-up and exit) and of quitting the live table;
+    /// and the copy-on-write fault counter's cost per fault (copy-on-write and first-touch
+    /// faults) untraced / `proclens forks` / an equivalent bpftrace counter. Needs root.
+    /// `--record` writes
     /// the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
@@ -60,7 +62,7 @@ enum Task {
         #[arg(long)]
         record: bool,
         /// Run only these sections (comma-separated): switches, lifecycle, syscalls,
-        /// filtered, load, serve, startup.
+        /// filtered, load, serve, startup, faults.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
         /// Another proclens binary (an earlier build) whose serve is measured in the same
@@ -77,6 +79,9 @@ enum Task {
     /// The benchmark's workload (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchWorkload { round_trips: u64 },
+    /// The fault benchmark's workload (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchFaultsWorkload { mode: String, rounds: u32 },
     /// Boot other kernels (Debian's cloud kernels) under QEMU with an initramfs that runs
     /// the integration tests, and print a kernel x test-binary table. Needs root.
     TestKernels {
@@ -236,6 +241,7 @@ fn run() -> Result<ExitCode> {
             }
         }
         Task::BenchWorkload { round_trips } => bench::syscalls::workload(round_trips)?,
+        Task::BenchFaultsWorkload { mode, rounds } => bench::faults::workload(&mode, rounds)?,
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");

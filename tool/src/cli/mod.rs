@@ -3,6 +3,7 @@
 
 mod copies;
 mod docs;
+mod forks;
 mod latency;
 mod run;
 mod serve;
@@ -55,6 +56,10 @@ pub enum Command {
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man(docs::ManArgs),
+    /// What forks cost after they return: copy-on-write faults in parents and children,
+    /// time in fork/vfork/clone, the fds each exec inherits without close-on-exec, and
+    /// which open file descriptions and fd tables processes share.
+    Forks(forks::ForksArgs),
     /// Zombie processes grouped by the parent that fails to reap them; `--watch` streams
     /// zombies, reaps and orphan re-parentings; `--check` is a health check for scripts.
     Zombies(zombies::ZombiesArgs),
@@ -122,7 +127,16 @@ impl Filter {
         &self,
         opts: crate::collect::tracer::TracerOptions,
     ) -> anyhow::Result<crate::collect::tracer::Tracer> {
-        crate::collect::start::start(
+        self.start_keeping(opts, |_| Vec::new())
+    }
+
+    /// [`Filter::start`], keeping the capabilities `keep` names for the started tracer.
+    pub fn start_keeping(
+        &self,
+        opts: crate::collect::tracer::TracerOptions,
+        keep: impl FnOnce(&crate::collect::tracer::Tracer) -> Vec<caps::Capability>,
+    ) -> anyhow::Result<crate::collect::tracer::Tracer> {
+        crate::collect::start::start_keeping(
             &self.pids,
             self.cgroup.as_deref(),
             crate::collect::tracer::TracerOptions {
@@ -132,6 +146,7 @@ impl Filter {
                 comm: self.comm.clone(),
                 ..opts
             },
+            keep,
         )
     }
 }
@@ -212,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man(args) => docs::man(args),
         Command::Copies(args) => copies::run(args),
         Command::Zombies(args) => zombies::run(args),
+        Command::Forks(args) => forks::run(args),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
         tracer::{Tracer, TracerOptions},
     },
     model::{
+        forks,
         run_report::{self, RunExtras, RunFacts, RunReport},
         run_sections,
     },
@@ -54,6 +55,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         syscalls: true,
         copies: Want::IfAvailable,
         max_threads: args.table.max_threads,
+        forks: true,
         ..TracerOptions::default()
     })?;
     let user = command::invoking_user()?;
@@ -99,7 +101,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// The report of a run, from what was collected.
 fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
-    let snap = o.snapshot;
+    let mut snap = o.snapshot;
+    let forks = snap.extras.after_fork.take().map(|a| {
+        forks::section(
+            &a.rows,
+            &a.comms,
+            a.execs,
+            a.page_size,
+            a.available.faults,
+            a.available.timed,
+        )
+    });
     let h = snap.health;
     let facts = RunFacts {
         wall_s: o.wall_s,
@@ -136,6 +148,11 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         forked_threads: o.forked.threads,
         copies: copies_on.then(|| run_sections::copies(&procs, o.wall_s)),
         zombies,
+        forks,
+        syscalls: procs.iter().fold(HashMap::new(), |mut m, r| {
+            *m.entry(r.tgid).or_default() += r.syscalls.total;
+            m
+        }),
     };
     let boot_offset = procfs::boot_ns().saturating_sub(procfs::monotonic_ns());
     let joined = o.totals.join(boot_offset);

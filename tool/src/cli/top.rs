@@ -67,6 +67,7 @@ pub fn top_extras(filter: &Filter) -> ExtrasOptions {
             ..LifecycleOptions::default()
         }),
         cgroup: filter.cgroup.clone(),
+        ..ExtrasOptions::default()
     }
 }
 

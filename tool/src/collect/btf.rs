@@ -348,6 +348,22 @@ impl FamilyOffsets {
     }
 }
 
+/// The value of `member` of `enum name` (a C enum of 32-bit values).
+pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
+    btf.resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no type `{name}`"))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == member))
+                .map(|m| m.val()),
+            _ => None,
+        })
+        .with_context(|| format!("BTF enum {name} has no member `{member}`"))
+}
+
 fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
     btf.resolve_types_by_name(name)
         .with_context(|| format!("BTF has no type `{name}`"))?

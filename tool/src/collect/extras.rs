@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     cgroup, copies,
+    forks::{AfterFork, ForksCollector},
     lifecycle::{self, Lifecycle, LifecycleOptions},
     procfs::{self, CommCache},
     tracer::Tracer,
@@ -30,6 +31,8 @@ pub struct ExtrasOptions {
     /// Under `--cgroup`: only zombies whose parent is in that cgroup subtree (the process
     /// table, seeded from /proc, covers the whole machine).
     pub cgroup: Option<std::path::PathBuf>,
+    /// With the after-fork programs: also read every process's fd table each interval.
+    pub fd_tables: super::forks::FdTables,
 }
 
 /// One parent's fork statistics over an interval.
@@ -61,6 +64,9 @@ pub struct Extras {
     pub forks: Vec<ForkRow>,
     /// What the process table noticed in the interval (reaps with their delay, orphans).
     pub notices: Vec<Notice>,
+    /// Fork costs, copy-on-write faults, execs' inherited fds and fd tables; `None`
+    /// without the after-fork programs.
+    pub after_fork: Option<AfterFork>,
     /// Zombies of any age on the whole machine (the `--cgroup` filter aside) that /proc
     /// still shows as zombies; `None` without a process table.
     pub all_zombies: Option<usize>,
@@ -120,6 +126,7 @@ pub struct ExtrasCollector {
     /// Processes holding an io_uring fd at start-up: pid → start (clock ticks).
     io_uring_at_start: HashMap<u32, u64>,
     life: Option<Lifecycle>,
+    forks: Option<ForksCollector>,
     comms: CommCache<Key>,
     last_forks: HashMap<Key, ForkStats>,
     /// The event stream's watermark after the last batch.
@@ -140,9 +147,14 @@ impl ExtrasCollector {
             }
             None => None,
         };
+        let forks = match tracer.forks_maps() {
+            Some(_) => Some(ForksCollector::start(tracer, opts.fd_tables)?),
+            None => None,
+        };
         Ok(Self {
             io_uring_at_start: procfs::io_uring_at_start(),
             copies,
+            forks,
             life: opts.lifecycle.clone().map(Lifecycle::start),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
@@ -155,6 +167,11 @@ impl ExtrasCollector {
     /// was one (thread exits are the switch model's). Call it as events arrive, so the
     /// table stays current and a fork storm does not pile events up in memory.
     pub fn absorb(&mut self, ev: &Event) -> bool {
+        if let Some(f) = &mut self.forks
+            && f.absorb(ev)
+        {
+            return true;
+        }
         match &mut self.life {
             Some(life) => life.apply_one(ev),
             None => ev.thread_exit().is_none(),
@@ -256,6 +273,9 @@ impl ExtrasCollector {
                 repairs: life.table.repairs(),
             });
             out.headroom = super::parents::headroom();
+        }
+        if let Some(f) = &mut self.forks {
+            out.after_fork = Some(f.tick(tracer)?);
         }
         Ok(out)
     }

@@ -152,6 +152,33 @@ pub fn stat_of(tgid: u32, start_ns: u64, tick_ns: u64) -> Option<Stat> {
     stat(tgid).filter(|s| s.start_ticks == start_ns / tick_ns.max(1))
 }
 
+/// The processes among `keys` that have gone: a pid belongs to one live process at a
+/// time, so of several keys with one pid all but the latest started have gone; the latest
+/// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
+/// key whose start the kernel could not read (0) lives while its pid exists.
+pub fn gone(
+    keys: &[crate::model::proctable::Key],
+    tick_ns: u64,
+) -> Vec<crate::model::proctable::Key> {
+    let mut latest: HashMap<u32, u64> = HashMap::new();
+    for k in keys {
+        let e = latest.entry(k.tgid).or_insert(k.start_ns);
+        *e = (*e).max(k.start_ns);
+    }
+    keys.iter()
+        .copied()
+        .filter(|k| {
+            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
+                return true;
+            }
+            if k.start_ns == 0 {
+                return !exists(k.tgid);
+            }
+            stat_of(k.tgid, k.start_ns, tick_ns).is_none()
+        })
+        .collect()
+}
+
 /// Every process in /proc (thread-group leaders only).
 pub fn processes() -> Vec<Stat> {
     let Ok(dir) = fs::read_dir("/proc") else {

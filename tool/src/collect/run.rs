@@ -63,7 +63,7 @@ fn lifecycle(pid: u32) -> ExtrasOptions {
             exits_filtered: false,
             reaps: Reaps::All,
         }),
-        cgroup: None,
+        ..ExtrasOptions::default()
     }
 }
 

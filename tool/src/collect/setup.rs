@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::Map,
-    programs::{BtfTracePoint, ProgramError, RawTracePoint},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
 };
 
 use super::{globals::Globals, object::Object};
@@ -39,11 +39,54 @@ pub fn attach_btf_tracepoint_as(
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the BPF object"))?
         .try_into()?;
-    prog.load(tracepoint, kernel).map_err(|e| {
-        load_error(anyhow::Error::new(e).context(format!("loading tp_btf/{tracepoint} ({name})")))
-    })?;
-    prog.attach()
-        .with_context(|| format!("attaching tp_btf/{tracepoint} ({name})"))?;
+    let what = if name == tracepoint {
+        format!("tp_btf/{name}")
+    } else {
+        format!("tp_btf/{tracepoint} ({name})")
+    };
+    prog.load(tracepoint, kernel)
+        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {what}"))))?;
+    prog.attach().with_context(|| format!("attaching {what}"))?;
+    Ok(())
+}
+
+/// Loads the program `name` and attaches it to the raw tracepoint `tracepoint`.
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<()> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
+    prog.attach(tracepoint)
+        .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
+    Ok(())
+}
+
+/// Loads the classic tracepoint program `name` and attaches it to `category/<each of
+/// tracepoints>`. The links are taken and kept by the object, so they are detached in
+/// parallel (see `Object`).
+pub fn attach_tracepoints(
+    obj: &mut super::object::Object,
+    name: &str,
+    category: &str,
+    tracepoints: &[String],
+) -> Result<()> {
+    let prog: &mut TracePoint = obj
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?
+        .try_into()?;
+    prog.load().with_context(|| format!("loading {name}"))?;
+    let mut links = Vec::new();
+    for tp in tracepoints {
+        let id = prog
+            .attach(category, tp)
+            .with_context(|| format!("attaching {name} to {category}/{tp}"))?;
+        links.push(prog.take_link(id)?);
+    }
+    for link in links {
+        obj.keep(link);
+    }
     Ok(())
 }
 

@@ -16,6 +16,17 @@ use super::{
 /// fds open when copies are accounted), and drops privileges: from then on proclens only
 /// reads the fds it holds.
 pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result<Tracer> {
+    start_keeping(pids, cgroup, opts, |_| Vec::new())
+}
+
+/// [`start`], keeping the capabilities `keep` asks for once it sees the started tracer
+/// (what it reads later may depend on what the kernel offered).
+pub fn start_keeping(
+    pids: &[u32],
+    cgroup: Option<&Path>,
+    opts: TracerOptions,
+    keep: impl FnOnce(&Tracer) -> Vec<caps::Capability>,
+) -> Result<Tracer> {
     procfs::check_pids(pids)?;
     let cgroup = cgroup.map(cgroup::check_exists).transpose()?;
     let copies = opts.copies != super::copies::Want::Off;
@@ -24,6 +35,6 @@ pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result
     if copies && tracer.copies_on() {
         procfs::remember_io_uring_holders();
     }
-    tracer.drop_privileges(&[])?;
+    tracer.drop_privileges(&keep(&tracer))?;
     Ok(tracer)
 }

@@ -24,6 +24,7 @@ use super::{
     cgroup::CgroupFilter,
     copies::{CopyMaps, CopySetup, Want},
     filter::{self, FilterSetup, Selected},
+    forks::{Available, ForksMaps, ForksSetup},
     globals::Globals,
     lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
     log::{self, KernelLog},
@@ -59,6 +60,9 @@ pub struct TracerOptions {
     pub max_threads: Option<u32>,
     /// Account the copy-family syscalls per (process, path, fd kinds).
     pub copies: Want,
+    /// The after-fork programs: copy-on-write faults, fork-family call times, the fds
+    /// each exec inherits, the fd-table iterator (each part where this kernel has it).
+    pub forks: bool,
 }
 
 impl Default for TracerOptions {
@@ -72,6 +76,7 @@ impl Default for TracerOptions {
             syscalls: false,
             max_threads: None,
             copies: Want::Off,
+            forks: false,
         }
     }
 }
@@ -87,6 +92,7 @@ pub struct Tracer {
     events: Option<Vec<RingBuf<MapData>>>,
     copy_maps: Option<CopyMaps>,
     copies_on: bool,
+    forks: Option<(ForksMaps, Available)>,
     /// The kernel side's log records, when asked for (see `log`), until taken.
     log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
@@ -108,6 +114,10 @@ pub struct Health {
     pub syscall_map_full: u64,
     /// Command names not recorded in the kernel: per-process name map full.
     pub comm_map_full: u64,
+    /// Copy-on-write faults not counted: per-process fault map full.
+    pub fault_map_full: u64,
+    /// Fork-family calls not timed: a fork map full.
+    pub fork_map_full: u64,
 }
 
 fn raise_memlock() {
@@ -128,6 +138,7 @@ struct Setups {
     switch: Option<SwitchSetup>,
     copies: CopySetup,
     life: LifecycleSetup,
+    forks: Option<ForksSetup>,
 }
 
 impl Setups {
@@ -137,6 +148,9 @@ impl Setups {
             v.push(s);
         }
         v.extend([&self.copies as &dyn Setup, &self.life]);
+        if let Some(s) = &self.forks {
+            v.push(s);
+        }
         v
     }
 }
@@ -170,6 +184,7 @@ impl Tracer {
                 .transpose()?,
             copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
             life: LifecycleSetup::resolve(&life, &vmlinux)?,
+            forks: opts.forks.then(|| ForksSetup::resolve(&vmlinux, &life)),
         };
         let globals = Globals {
             task: config::Task {
@@ -221,6 +236,11 @@ impl Tracer {
             events: Some(setups.rings.take(&mut obj)?),
             copy_maps: setups.copies.take(&mut obj)?,
             copies_on: setups.copies.copies_on(),
+            forks: setups
+                .forks
+                .as_ref()
+                .map(|s| s.take(&mut obj, &kernel_btf))
+                .transpose()?,
             log: KernelLog::attach(&mut obj)?,
             obj,
             reads_survive_drop: std::cell::OnceCell::new(),
@@ -288,6 +308,22 @@ impl Tracer {
         self.copy_maps.as_mut()
     }
 
+    /// The after-fork maps, when [`TracerOptions::forks`] asked for them.
+    pub fn forks_maps(&mut self) -> Option<&mut ForksMaps> {
+        self.forks.as_mut().map(|(m, _)| m)
+    }
+
+    /// What this kernel offers of the after-fork figures (`None` when not asked for).
+    pub fn forks_available(&self) -> Option<Available> {
+        self.forks.as_ref().map(|(_, a)| a.clone())
+    }
+
+    /// Every open fd of every process now, from the task-file iterator (which
+    /// [`Tracer::forks_available`] says loaded).
+    pub fn fd_table_records(&mut self) -> Result<Vec<crate::model::fdtables::FdEntry>> {
+        super::forks::fdtables::read_iter(&mut self.obj)
+    }
+
     /// Every traced thread's accounting now, by thread id, each with the period it is in
     /// credited (empty without the switch programs).
     pub fn threads(&mut self) -> Result<StdHashMap<u32, ThreadSwitches>> {
@@ -336,6 +372,8 @@ impl Tracer {
             copy_map_full: sum(counters::COPY_MAP_FULL)?,
             syscall_map_full: sum(counters::SYSCALL_MAP_FULL)?,
             comm_map_full: sum(counters::COMM_MAP_FULL)?,
+            fault_map_full: sum(counters::FAULT_MAP_FULL)?,
+            fork_map_full: sum(counters::FORK_MAP_FULL)?,
         })
     }
 }

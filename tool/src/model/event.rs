@@ -6,6 +6,7 @@ use std::mem::size_of;
 
 use proclens_common::{
     event::{EventHeader, ThreadExit, kind},
+    forks::ExecFds,
     lifecycle::{Exec, Exit, Fork, Free, Wait},
 };
 
@@ -19,6 +20,8 @@ pub enum Event {
     Exit(Exit),
     Wait(Wait),
     Free(Free),
+    /// The fds a program inherited at exec (the after-fork programs').
+    ExecFds(Box<ExecFds>),
 }
 
 impl Event {
@@ -80,6 +83,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXIT => Event::Exit(record(bytes, k)?),
         kind::WAIT => Event::Wait(record(bytes, k)?),
         kind::FREE => Event::Free(record(bytes, k)?),
+        kind::EXEC_FDS => Event::ExecFds(Box::new(record(bytes, k)?)),
         other => return Err(DecodeError::UnknownKind(other)),
     })
 }
@@ -97,6 +101,7 @@ impl Event {
             Event::Exit(e) => e.header.ts,
             Event::Wait(e) => e.header.ts,
             Event::Free(e) => e.header.ts,
+            Event::ExecFds(e) => e.header.ts,
         }
     }
 }
@@ -244,6 +249,7 @@ mod tests {
             kind::EXIT => size_of::<Exit>(),
             kind::WAIT => size_of::<Wait>(),
             kind::FREE => size_of::<Free>(),
+            kind::EXEC_FDS => size_of::<ExecFds>(),
             _ => return None,
         })
     }
@@ -280,17 +286,21 @@ mod tests {
             kind::EXIT => make::<Exit>(fill, k, |v| &mut v.header, Event::Exit),
             kind::WAIT => make::<Wait>(fill, k, |v| &mut v.header, Event::Wait),
             kind::FREE => make::<Free>(fill, k, |v| &mut v.header, Event::Free),
+            kind::EXEC_FDS => {
+                make::<ExecFds>(fill, k, |v| &mut v.header, |v| Event::ExecFds(Box::new(v)))
+            }
             other => unreachable!("no event kind {other}"),
         }
     }
 
-    const KINDS: [u32; 6] = [
+    const KINDS: [u32; 7] = [
         kind::THREAD_EXIT,
         kind::FORK,
         kind::EXEC,
         kind::EXIT,
         kind::WAIT,
         kind::FREE,
+        kind::EXEC_FDS,
     ];
 
     proptest! {
@@ -300,7 +310,7 @@ mod tests {
         /// kind, and otherwise to the matching error; never a panic.
         #[test]
         fn proptest_decode_arbitrary_bytes(
-            mut bytes in vec(any::<u8>(), 0..2 * size_of::<Exec>()),
+            mut bytes in vec(any::<u8>(), 0..2 * size_of::<ExecFds>()),
             real_kind in any::<Index>(),
         ) {
             // Half the time the first word is a real kind, so the length checks run too.
@@ -328,7 +338,7 @@ mod tests {
         /// with trailing bytes after it, and every truncation of it is an error.
         #[test]
         fn proptest_events_round_trip_and_truncations_fail(
-            fill in vec(any::<u8>(), size_of::<Exec>()),
+            fill in vec(any::<u8>(), size_of::<ExecFds>()),
             tail in vec(any::<u8>(), 0..16),
         ) {
             for k in KINDS {

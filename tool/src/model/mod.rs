@@ -6,6 +6,8 @@ pub mod copy_report;
 pub mod event;
 pub mod exit_status;
 pub mod exporter;
+pub mod fdtables;
+pub mod forks;
 pub mod parent_info;
 pub mod histogram;
 pub mod open_period;

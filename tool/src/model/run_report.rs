@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{
+    forks::ForksSection,
     histogram::percentile_capped_us,
     run_sections::{CopiesSection, ZombiesSection},
     run_totals::Joined,
@@ -127,6 +128,9 @@ pub struct RunReport {
     pub copies: Option<CopiesSection>,
     /// Zombies the command's processes left behind or reaped late.
     pub zombies: ZombiesSection,
+    /// Fork-family calls with their time, copy-on-write faults, and the fds each exec
+    /// inherited; `None` when the after-fork programs did not run.
+    pub forks: Option<ForksSection>,
     pub per_process: Vec<ProcessSummary>,
 }
 
@@ -138,6 +142,9 @@ pub struct RunExtras {
     /// `None` when copy accounting was unavailable.
     pub copies: Option<CopiesSection>,
     pub zombies: ZombiesSection,
+    pub forks: Option<ForksSection>,
+    /// Syscalls per pid (empty when they were not counted).
+    pub syscalls: HashMap<u32, u64>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -196,6 +203,7 @@ pub fn build(
         forked_threads: extras.forked_threads,
         copies: extras.copies,
         zombies: extras.zombies,
+        forks: extras.forks,
         per_process,
     }
 }

@@ -107,6 +107,9 @@ pub fn plain(r: &RunReport) -> String {
         copies_lines(&mut out, c);
     }
     zombies_lines(&mut out, &r.zombies);
+    if let Some(f) = &r.forks {
+        out.extend(super::forks::run_lines(f).into_iter().map(|l| l + "\n"));
+    }
     out.push_str(&format!(
         "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9}  COMMAND\n",
         "PID",
@@ -261,6 +264,7 @@ mod tests {
             forked_threads: 0,
             copies: None,
             zombies: ZombiesSection::default(),
+            forks: None,
             per_process: vec![ProcessSummary {
                 pid: 7,
                 comm: "sleep".into(),

@@ -10,6 +10,7 @@ pub mod copy_workloads;
 pub mod crossview;
 pub mod exporter;
 pub mod figure_workloads;
+pub mod fork_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod metrics;
@@ -414,3 +415,55 @@ pub const PROGRAM_NAMES: &[&str] = &[
     "sched_process_wait",
     "sched_process_free",
 ];
+
+/// BPF object ids (programs, links, maps) a process holds, from its fdinfo.
+pub fn bpf_ids_held_by(pid: u32) -> BTreeSet<(String, u64)> {
+    let mut ids = BTreeSet::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for fd in dir.flatten() {
+        let Ok(info) = fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            for key in ["prog_id", "link_id", "map_id"] {
+                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+                    ids.insert((key.to_string(), v.trim().parse().unwrap()));
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Whether a BPF object with this id still exists in the kernel.
+pub fn bpf_object_exists(kind: &str, id: u64) -> bool {
+    let sub = match kind {
+        "prog_id" => "prog",
+        "link_id" => "link",
+        _ => "map",
+    };
+    Command::new("bpftool")
+        .args([sub, "show", "id", &id.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+pub fn assert_all_gone(ids: &BTreeSet<(String, u64)>, how: &str) {
+    // The kernel frees objects after the last reference goes, an RCU grace period later.
+    for _ in 0..100 {
+        if ids.iter().all(|(k, id)| !bpf_object_exists(k, *id)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = ids
+        .iter()
+        .filter(|(k, id)| bpf_object_exists(k, *id))
+        .collect();
+    panic!("after {how}, BPF objects remain: {left:?}");
+}

@@ -373,6 +373,7 @@ pub fn run_if_child() {
         other if super::lifecycle_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::load_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::switch_workloads::run(other, n, &mut out, &wait_go, auto) => {}
+        other if super::fork_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+pub mod faults;
 mod filtered;
 mod fleet;
 mod lifecycle;
@@ -31,6 +32,7 @@ pub const SECTIONS: [&str; 7] = [
     "load",
     "serve",
     "startup",
+    "faults",
 ];
 
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
@@ -74,6 +76,9 @@ pub fn run_all(
     }
     if wanted("startup") {
         out.push(("startup", startup::run(proclens, reps)?));
+    }
+    if wanted("faults") {
+        out.push(("faults", faults::run(proclens, reps)?));
     }
     Ok(out)
 }

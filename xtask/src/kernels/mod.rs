@@ -23,7 +23,9 @@ use crate::{cargo, workspace_root};
 /// Prometheus): the real-BPF switch, lifecycle and copy tests and the command line's
 /// contract. The copy tests (`copies`, `copy_figures`) read syscall arguments from the
 /// saved registers and walk fd tables through BTF offsets, and `filters` checks the
-/// in-kernel filters (with bpftool): the parts most likely to differ between kernels.
+/// in-kernel filters (with bpftool): the parts most likely to differ between kernels;
+/// `forks` adds the page-fault tracepoints, the task-file iterator and the fork-family
+/// syscalls.
 /// (`compat` needs a 32-bit toolchain, `run` and `nginx` a full system: host only.)
 pub const TEST_BINARIES: &[&str] = &[
     "switches",
@@ -33,6 +35,7 @@ pub const TEST_BINARIES: &[&str] = &[
     "zombies",
     "zombie_blame",
     "copies",
+    "forks",
     "copy_figures",
     "filters",
     "intervals",

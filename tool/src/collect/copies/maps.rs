@@ -244,28 +244,9 @@ fn take_where<K: Pod, V: Pod>(
     Ok(taken)
 }
 
-/// The processes among `keys` that have gone: a pid belongs to one live process at a
-/// time, so of several processes with one pid all but the latest started have gone; the
-/// latest (or only) one lives while /proc/PID/stat shows its start time (to the clock
-/// tick). A process whose start the kernel could not read (0) lives while its pid exists.
+/// The processes among `keys` that have gone (see [`procfs::gone`]).
 pub fn gone_processes(keys: &[Key], tick_ns: u64) -> Vec<Key> {
-    let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for k in keys {
-        let e = latest.entry(k.tgid).or_insert(k.start_ns);
-        *e = (*e).max(k.start_ns);
-    }
-    keys.iter()
-        .copied()
-        .filter(|k| {
-            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !procfs::exists(k.tgid);
-            }
-            procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-        })
-        .collect()
+    procfs::gone(keys, tick_ns)
 }
 
 #[cfg(test)]

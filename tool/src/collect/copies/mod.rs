@@ -3,7 +3,7 @@
 
 mod batch;
 mod layout;
-mod maps;
+pub(crate) mod maps;
 mod setup;
 
 #[cfg(test)]

@@ -408,7 +408,7 @@ impl ProcTable {
     /// `THREAD_EXIT` (switch accounting) is ignored.
     pub fn apply(&mut self, ev: &Event, notices: &mut Vec<Notice>) {
         match ev {
-            Event::ThreadExit(_) => {}
+            Event::ThreadExit(_) | Event::ExecFds(_) => {}
             Event::Fork(f) => self.fork(f, notices),
             Event::Exec(e) => self.exec(e),
             Event::Exit(x) => self.exit(x, notices),

@@ -1,0 +1,185 @@
+//! After fork: the wire types of the copy-on-write fault counter, of the fork-family
+//! syscalls' timing, of the fds a program inherits at exec, and of the fd-table iterator.
+//!
+//! Faults and fork times are aggregated in the kernel per process (nothing per fault or
+//! per fork crosses to userspace); an exec sends one [`ExecFds`] event; the iterator writes
+//! one [`FdRecord`] per open fd when userspace reads it.
+//!
+//! A process is (`tgid`, `start_ns`: its leader's `start_boottime`), as in the copy maps:
+//! a pid reused within one interval names another process.
+
+use crate::{
+    event::EventHeader,
+    lifecycle::{COMM_LEN, FILENAME_LEN, TaskRef},
+};
+
+/// [`FaultKey::flags`] bits: what the faulting process's address space is.
+pub mod fault_flags {
+    /// Inherited through fork, and the process has not exec'd since (the task's
+    /// `self_exec_id` still equals its `parent_exec_id`): the pages it copies were shared
+    /// with its parent at fork.
+    pub const INHERITED: u32 = 1;
+    /// The process itself has made a child process (fork, or clone without `CLONE_VM`)
+    /// since tracing began: its pages may be shared with that child.
+    pub const AFTER_FORK: u32 = 2;
+}
+
+/// Key of the per-process copy-on-write fault counts (`COW_FAULTS`, a per-CPU hash of
+/// `u64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FaultKey {
+    pub tgid: u32,
+    /// [`fault_flags`].
+    pub flags: u32,
+    /// The thread-group leader's `start_boottime` (0 if it could not be read).
+    pub start_ns: u64,
+}
+
+/// What a fork-family call made, by the clone flags: an index of [`ForkTimes`]' arrays.
+pub mod fork_kind {
+    /// A process with a copy of the caller's address space (fork, clone without
+    /// `CLONE_VM`): the only kind after which copy-on-write faults follow.
+    pub const FORK: usize = 0;
+    /// `CLONE_VFORK` (vfork, posix_spawn): the caller waits until the child execs or
+    /// exits, and that wait is part of the call's time.
+    pub const VFORK: usize = 1;
+    /// A process sharing the caller's address space (`CLONE_VM` without `CLONE_VFORK`
+    /// or `CLONE_THREAD`).
+    pub const SHARED_VM: usize = 2;
+    /// A thread (`CLONE_THREAD`).
+    pub const THREAD: usize = 3;
+    pub const COUNT: usize = 4;
+
+    /// The kind of a clone with these flags (the UAPI's values, stable on every
+    /// architecture).
+    #[inline(always)]
+    pub const fn of_clone_flags(flags: u64) -> usize {
+        const CLONE_VM: u64 = 0x100;
+        const CLONE_VFORK: u64 = 0x4000;
+        const CLONE_THREAD: u64 = 0x10000;
+        if flags & CLONE_THREAD != 0 {
+            THREAD
+        } else if flags & CLONE_VFORK != 0 {
+            VFORK
+        } else if flags & CLONE_VM != 0 {
+            SHARED_VM
+        } else {
+            FORK
+        }
+    }
+}
+
+/// A process's fork-family calls (per CPU in the kernel; userspace sums the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkTimes {
+    /// Calls that succeeded, by [`fork_kind`].
+    pub calls: [u64; fork_kind::COUNT],
+    /// Nanoseconds the caller spent inside those calls (syscall entry to return), by kind.
+    pub ns: [u64; fork_kind::COUNT],
+    /// Calls that failed (returned a negative errno), any kind.
+    pub failed: u64,
+}
+
+/// A fork-family call between its entry and its return in the caller (`FORK_INFLIGHT`,
+/// by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkInflight {
+    /// `bpf_ktime_get_ns` at entry.
+    pub start_ns: u64,
+    pub tgid: u32,
+    /// [`fork_kind`].
+    pub kind: u32,
+}
+
+/// Inherited fds listed by an [`ExecFds`] event (the count covers them all).
+pub const LISTED_FDS: usize = 16;
+
+/// One fd a program found open when it started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InheritedFd {
+    pub fd: u32,
+    /// [`crate::copies::fd_kind`] of what it refers to.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+/// [`ExecFds::flags`] bits.
+pub mod exec_fds_flags {
+    /// The fd table was larger than the program scans: `open` and `inherited` count its
+    /// first `SCANNED_FDS` fds only.
+    pub const TRUNCATED: u32 = 1;
+    /// The fd table could not be read.
+    pub const UNREADABLE: u32 = 2;
+}
+
+/// fds the exec program counts (64 bitmap words); a larger table is flagged truncated.
+pub const SCANNED_FDS: u32 = 4096;
+/// fds below this are listed (four bitmap words).
+pub const LISTED_BELOW: u32 = 256;
+
+/// `sched_process_exec`: the fds `task` holds as its new program starts. The kernel has
+/// closed the close-on-exec ones just before, so every fd here crossed the exec: those
+/// above 2 (stdin, stdout, stderr) are leak candidates, fds the new program never opened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecFds {
+    pub header: EventHeader,
+    pub task: TaskRef,
+    /// Open fds (of the first [`SCANNED_FDS`]).
+    pub open: u32,
+    /// Of which above 2.
+    pub inherited: u32,
+    /// Entries of `fds` filled: the first inherited fds below [`LISTED_BELOW`].
+    pub listed: u32,
+    /// [`exec_fds_flags`].
+    pub flags: u32,
+    pub fds: [InheritedFd; LISTED_FDS],
+    /// The new program's command name.
+    pub comm: [u8; COMM_LEN],
+    /// The file exec'd (NUL-terminated; longer paths are cut).
+    pub filename: [u8; FILENAME_LEN],
+}
+
+impl Default for ExecFds {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            task: TaskRef::default(),
+            open: 0,
+            inherited: 0,
+            listed: 0,
+            flags: 0,
+            fds: [InheritedFd::default(); LISTED_FDS],
+            comm: [0; COMM_LEN],
+            filename: [0; FILENAME_LEN],
+        }
+    }
+}
+
+/// One open fd, as the task-file iterator writes it (`fd_table`, binary records read back
+/// from the iterator's file). Kernel addresses identify what two fds share: they are
+/// compared, never dereferenced or shown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdRecord {
+    pub tgid: u32,
+    pub fd: u32,
+    /// The process's leader's `start_boottime`.
+    pub start_ns: u64,
+    /// The `struct file` (the open file description: offset, flags).
+    pub file: u64,
+    /// The `files_struct` (the fd table; shared by threads, and by processes created
+    /// with `CLONE_FILES`).
+    pub files: u64,
+    /// [`crate::copies::fd_kind`].
+    pub kind: u8,
+    /// 1 when the fd is close-on-exec.
+    pub cloexec: u8,
+    pub _pad: [u8; 2],
+    /// The thread the iterator met the table in.
+    pub tid: u32,
+}

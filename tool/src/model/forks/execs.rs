@@ -1,0 +1,63 @@
+//! One exec and the fds that crossed it, from its `ExecFds` event.
+
+use proclens_common::forks::{ExecFds, exec_fds_flags};
+use serde::Serialize;
+
+use crate::model::copies::kind_name;
+
+/// An fd a program found open when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InheritedFd {
+    pub fd: u32,
+    pub kind: &'static str,
+}
+
+/// One exec and the fds that crossed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecEntry {
+    /// Boot-clock time of the exec (ns).
+    #[serde(skip)]
+    pub at_ns: u64,
+    pub pid: u32,
+    #[serde(skip)]
+    pub start_ns: u64,
+    pub comm: String,
+    pub filename: String,
+    /// fds open when the program started.
+    pub open: u32,
+    /// Of which above 2 (stdin, stdout, stderr): fds the program never opened itself.
+    pub inherited: u32,
+    /// The first inherited fds (below 256), with what they are.
+    pub fds: Vec<InheritedFd>,
+    /// The table was larger than the kernel side scans (4096 fds) or unreadable.
+    pub incomplete: bool,
+}
+
+/// A NUL-padded kernel string.
+pub fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+impl From<&ExecFds> for ExecEntry {
+    fn from(e: &ExecFds) -> Self {
+        let listed = (e.listed as usize).min(e.fds.len());
+        ExecEntry {
+            at_ns: e.header.ts,
+            pid: e.task.tgid,
+            start_ns: e.task.start_ns,
+            comm: text(&e.comm),
+            filename: text(&e.filename),
+            open: e.open,
+            inherited: e.inherited,
+            fds: e.fds[..listed]
+                .iter()
+                .map(|f| InheritedFd {
+                    fd: f.fd,
+                    kind: kind_name(f.kind),
+                })
+                .collect(),
+            incomplete: e.flags & (exec_fds_flags::TRUNCATED | exec_fds_flags::UNREADABLE) != 0,
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! After-fork workloads whose answers the test knows: 64 MiB of private anonymous memory
+//! (16,384 pages of 4 KiB, no huge pages) written after a fork, vfork or CLONE_VM clone;
+//! an fd shared across fork; fds handed across exec with and without close-on-exec. Each
+//! prints what it measured itself (the kernel's minflt counters, its own clock, fcntl) as
+//! one JSON line, for the test to hold proclens's figures against.
+
+use std::{io::Write as _, time::Instant};
+
+/// Bytes of the region, and its pages at 4 KiB.
+pub const REGION: usize = 64 << 20;
+pub const PAGES: u64 = (REGION / 4096) as u64;
+
+/// Faults the kernel accounted to this process: fields 10 and 12 of /proc/self/stat
+/// (minor and major: a fault retried after dropping the mmap lock is accounted major),
+/// read with plain system calls into a stack buffer: safe in a forked child, which must
+/// not allocate.
+pub fn faults() -> u64 {
+    let mut buf = [0u8; 1024];
+    // SAFETY: plain system calls on a NUL-terminated path and a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        assert!(fd >= 0);
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    assert!(n > 0);
+    let text = &buf[..n as usize];
+    let close = text.iter().rposition(|&b| b == b')').unwrap();
+    // After ") ": field 3 is the first, so minflt (10) is the 8th and majflt (12) the
+    // 10th.
+    let mut field = 0;
+    let (mut min, mut maj) = (0u64, 0u64);
+    for &b in &text[close + 2..] {
+        if b == b' ' {
+            field += 1;
+            if field == 10 {
+                return min + maj;
+            }
+            continue;
+        }
+        match field {
+            7 => min = min * 10 + u64::from(b - b'0'),
+            9 => maj = maj * 10 + u64::from(b - b'0'),
+            _ => {}
+        }
+    }
+    panic!("no fault counts in /proc/self/stat");
+}
+
+/// The region: private, anonymous, no transparent huge pages, every page written once.
+fn region() -> &'static mut [u8] {
+    // SAFETY: a fresh anonymous mapping, leaked for the process's life.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            REGION,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::madvise(p, REGION, libc::MADV_NOHUGEPAGE), 0);
+        let r = std::slice::from_raw_parts_mut(p.cast::<u8>(), REGION);
+        write_pages(r, 1);
+        r
+    }
+}
+
+/// Writes one byte in every 4 KiB page.
+fn write_pages(r: &mut [u8], v: u8) {
+    for i in (0..r.len()).step_by(4096) {
+        // SAFETY: in bounds; volatile so no write is folded away.
+        unsafe { std::ptr::write_volatile(r.as_mut_ptr().add(i), v) };
+    }
+}
+
+/// Faults of the reaped children so far (getrusage: minor and major).
+fn children_faults() -> u64 {
+    // SAFETY: zeroed rusage is valid; getrusage with a valid pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    (ru.ru_minflt + ru.ru_majflt) as u64
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid with a valid pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status}"
+    );
+}
+
+/// This thread's CPU time (ns): unlike the wall clock, it does not run while the thread
+/// waits for a CPU (a forked child often runs first).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Forks a child that writes the region: (child, its faults before and after writing
+/// it, through a pipe; the parent's wall and CPU time around the fork).
+fn cow_child(r: &mut [u8]) -> (i32, u64, u64, (u64, u64)) {
+    let mut p = [0; 2];
+    // SAFETY: pipe with a valid array.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    let (t, cpu) = (Instant::now(), thread_cpu_ns());
+    // SAFETY: the child makes plain system calls and writes its memory, then _exits.
+    let pid = unsafe { libc::fork() };
+    let fork_ns = (t.elapsed().as_nanos() as u64, thread_cpu_ns() - cpu);
+    assert!(pid >= 0);
+    if pid == 0 {
+        let a = faults();
+        write_pages(r, 2);
+        let b = faults();
+        let msg = [a, b];
+        // SAFETY: writing a stack array to the pipe, then leaving.
+        unsafe {
+            libc::write(p[1], msg.as_ptr().cast(), 16);
+            libc::_exit(0);
+        }
+    }
+    let mut msg = [0u64; 2];
+    // SAFETY: reading into a stack array.
+    let n = unsafe { libc::read(p[0], msg.as_mut_ptr().cast(), 16) };
+    assert_eq!(n, 16);
+    reap(pid);
+    // SAFETY: closing our own fds.
+    unsafe {
+        libc::close(p[0]);
+        libc::close(p[1]);
+    }
+    (pid, msg[0], msg[1], fork_ns)
+}
+
+/// Runs workload `name` if it is an after-fork one; false for any other name.
+pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) -> bool {
+    match name {
+        // First `go`: fork; the child writes every page once (16,384 copy-on-write
+        // faults) and exits. Second `go`: the parent writes every page (faults of its
+        // own: the pages are still write-protected, now reused without a copy). Quiet
+        // (blocked) between, so /proc's counts of the parent can be read from outside.
+        "cow" => {
+            let r = region();
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let (child, a, b, (fork_ns, fork_cpu_ns)) = cow_child(r);
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"fork_ns":{fork_ns},"fork_cpu_ns":{fork_cpu_ns},"child_loop_faults":{},"child_faults":{b},"children_faults":{}}}"#,
+                std::process::id(),
+                b - a,
+                children_faults(),
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+            let c = faults();
+            write_pages(r, 3);
+            let d = faults();
+            writeln!(out, r#"{{"parent_loop_faults":{}}}"#, d - c).unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
+        // Fork; the child fills every page with read(2) from /dev/zero: the kernel writes
+        // the shared pages, and copies them just the same.
+        "cow-read" => {
+            let r = region();
+            // SAFETY: open with a NUL-terminated path.
+            let zero =
+                unsafe { libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            assert!(zero >= 0);
+            // SAFETY: the child makes plain system calls into its memory, then _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                for i in (0..REGION).step_by(4096) {
+                    // SAFETY: a read into the page at `i`, in bounds, then leaving.
+                    unsafe { libc::read(zero, r.as_mut_ptr().add(i).cast(), 4096) };
+                }
+                unsafe { libc::_exit(0) };
+            }
+            reap(child);
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"children_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+            )
+            .unwrap();
+        }
+        // vfork (the child exits at once) and a CLONE_VM clone (the child writes every
+        // page of the shared memory); then the parent writes every page. Nothing is
+        // write-protected: no copy-on-write fault anywhere.
+        "no-cow" => {
+            let r = region();
+            // SAFETY: the vfork child only calls _exit, the one use vfork is sound for.
+            #[allow(deprecated, reason = "vfork itself is what this workload shows")]
+            let vchild = unsafe { libc::vfork() };
+            if vchild == 0 {
+                unsafe { libc::_exit(0) };
+            }
+            assert!(vchild > 0);
+            reap(vchild);
+            extern "C" fn writer(arg: *mut libc::c_void) -> libc::c_int {
+                // SAFETY: `arg` is the region, shared with the parent (CLONE_VM), which
+                // waits for this child before touching it again.
+                let r = unsafe { std::slice::from_raw_parts_mut(arg.cast::<u8>(), REGION) };
+                write_pages(r, 4);
+                0
+            }
+            let mut stack = vec![0u8; 256 << 10];
+            // SAFETY: the child runs `writer` on its own stack, then exits.
+            let cchild = unsafe {
+                libc::clone(
+                    writer,
+                    stack.as_mut_ptr().add(stack.len()).cast(),
+                    libc::CLONE_VM | libc::SIGCHLD,
+                    r.as_mut_ptr().cast(),
+                )
+            };
+            assert!(cchild > 0, "clone: {}", std::io::Error::last_os_error());
+            reap(cchild);
+            let c = faults();
+            write_pages(r, 5);
+            let d = faults();
+            writeln!(
+                out,
+                r#"{{"parent":{},"vfork_child":{vchild},"clone_child":{cchild},"children_faults":{},"parent_loop_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+                d - c,
+            )
+            .unwrap();
+        }
+        // A file opened before fork, held by parent and child, whose pids and fd it prints
+        // (first `go`); at the second `go` the child closes it.
+        "share-fd" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let f = std::fs::File::open("/proc/self/stat").unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            // `tell`: parent to child; `ack`: child to parent. Each side closes the ends it
+            // does not use, so the child sees end-of-file (and exits) if the parent dies.
+            let (mut tell, mut ack) = ([0; 2], [0; 2]);
+            // SAFETY: pipe with valid arrays.
+            assert_eq!(unsafe { libc::pipe(tell.as_mut_ptr()) }, 0);
+            assert_eq!(unsafe { libc::pipe(ack.as_mut_ptr()) }, 0);
+            // SAFETY: the child makes plain system calls, then _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                let mut b = [0u8; 1];
+                unsafe {
+                    libc::close(tell[1]);
+                    libc::close(ack[0]);
+                    if libc::read(tell[0], b.as_mut_ptr().cast(), 1) == 1 {
+                        libc::close(fd);
+                        libc::write(ack[1], b"k".as_ptr().cast(), 1);
+                        libc::read(tell[0], b.as_mut_ptr().cast(), 1);
+                    }
+                    libc::_exit(0);
+                }
+            }
+            // SAFETY: closing the child's ends in the parent.
+            unsafe {
+                libc::close(tell[0]);
+                libc::close(ack[1]);
+            }
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"fd":{fd}}}"#,
+                std::process::id()
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+            let mut b = [0u8; 1];
+            // SAFETY: one-byte writes and reads on our pipes.
+            unsafe {
+                libc::write(tell[1], b"c".as_ptr().cast(), 1);
+                assert_eq!(
+                    libc::read(ack[0], b.as_mut_ptr().cast(), 1),
+                    1,
+                    "the child's ack"
+                );
+            }
+            writeln!(out, "done").unwrap();
+            wait_go();
+            unsafe { libc::close(tell[1]) };
+            reap(child);
+            drop(f);
+        }
+        // A child made with CLONE_FILES (one fd table for both processes), which prints
+        // both pids (first `go`); the child exits at the second `go`. (Killed instead, the
+        // parent would leave the child blocked on a pipe whose write end their shared
+        // table still holds.)
+        "share-table" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let mut p = [0; 2];
+            // SAFETY: pipe with a valid array.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            extern "C" fn hold(arg: *mut libc::c_void) -> libc::c_int {
+                let mut b = [0u8; 1];
+                // SAFETY: reading one byte from the pipe whose read end `arg` holds.
+                unsafe { libc::read(arg as usize as i32, b.as_mut_ptr().cast(), 1) };
+                0
+            }
+            let mut stack = vec![0u8; 64 << 10];
+            // SAFETY: the child runs `hold` on its own stack, then exits.
+            let child = unsafe {
+                libc::clone(
+                    hold,
+                    stack.as_mut_ptr().add(stack.len()).cast(),
+                    libc::CLONE_FILES | libc::SIGCHLD,
+                    p[0] as usize as *mut libc::c_void,
+                )
+            };
+            assert!(child > 0, "clone: {}", std::io::Error::last_os_error());
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child}}}"#,
+                std::process::id()
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+            // SAFETY: a one-byte write to our pipe.
+            unsafe { libc::write(p[1], b"x".as_ptr().cast(), 1) };
+            reap(child);
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
+        // Every fd above 2 made close-on-exec, then n files opened without (`exec-leak`)
+        // or with (`exec-cloexec`) O_CLOEXEC, checked with fcntl(F_GETFD); then exec of
+        // `sh -c 'ls /proc/$$/fd'`, which lists the fds sh got.
+        "exec-leak" | "exec-cloexec" => {
+            let cloexec = name == "exec-cloexec";
+            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                let fd: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+                if fd > 2 {
+                    // SAFETY: fcntl on an fd number; a closed one fails harmlessly.
+                    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                }
+            }
+            let mut fds = Vec::new();
+            for _ in 0..n {
+                let flags = libc::O_RDONLY | if cloexec { libc::O_CLOEXEC } else { 0 };
+                // SAFETY: open with a NUL-terminated path.
+                let fd = unsafe { libc::open(c"/dev/null".as_ptr(), flags) };
+                assert!(fd > 2);
+                // SAFETY: fcntl on our own fd.
+                let got = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+                assert_eq!(
+                    got & libc::FD_CLOEXEC != 0,
+                    cloexec,
+                    "fcntl(F_GETFD) of {fd}"
+                );
+                fds.push(fd);
+            }
+            writeln!(
+                out,
+                r#"{{"pid":{},"fds":{fds:?},"cloexec":{cloexec}}}"#,
+                std::process::id()
+            )
+            .unwrap();
+            out.flush().unwrap();
+            let argv = [
+                c"/bin/sh".as_ptr(),
+                c"-c".as_ptr(),
+                c"ls /proc/$$/fd".as_ptr(),
+                std::ptr::null(),
+            ];
+            // SAFETY: execv with NUL-terminated strings and a NULL-terminated array.
+            unsafe { libc::execv(argv[0], argv.as_ptr()) };
+            panic!("execv: {}", std::io::Error::last_os_error());
+        }
+        _ => return false,
+    }
+    true
+}
