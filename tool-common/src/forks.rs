@@ -94,13 +94,18 @@ pub struct ForkInflight {
     pub kind: u32,
 }
 
-/// Inherited fds listed by an [`ExecFds`] event (the count covers them all).
-pub const LISTED_FDS: usize = 16;
+/// fds an [`ExecFds`] event describes one by one: 3 to 3 + `LISTED_FDS` - 1 (the count
+/// covers them all). One slot per fd number, not a compact list: the program then has one
+/// path per slot, which keeps it cheap for the verifier of every kernel (a compact list
+/// indexed by a running count made 5.10's and 6.1's verifier explore every count at every
+/// step, for minutes under emulation).
+pub const LISTED_FDS: usize = 32;
 
-/// One fd a program found open when it started.
+/// The slot of fd `3 + i` in [`ExecFds::fds`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InheritedFd {
+    /// The fd, or 0 when it is not open.
     pub fd: u32,
     /// [`crate::copies::fd_kind`] of what it refers to.
     pub kind: u8,
@@ -116,10 +121,9 @@ pub mod exec_fds_flags {
     pub const UNREADABLE: u32 = 2;
 }
 
-/// fds the exec program counts (64 bitmap words); a larger table is flagged truncated.
-pub const SCANNED_FDS: u32 = 4096;
-/// fds below this are listed (four bitmap words).
-pub const LISTED_BELOW: u32 = 256;
+/// fds the exec program counts (16 bitmap words, read with one helper call); a larger
+/// table is flagged truncated.
+pub const SCANNED_FDS: u32 = 1024;
 
 /// `sched_process_exec`: the fds `task` holds as its new program starts. The kernel has
 /// closed the close-on-exec ones just before, so every fd here crossed the exec: those
@@ -133,7 +137,7 @@ pub struct ExecFds {
     pub open: u32,
     /// Of which above 2.
     pub inherited: u32,
-    /// Entries of `fds` filled: the first inherited fds below [`LISTED_BELOW`].
+    /// Of which among the fds `fds` describes (3 to 3 + [`LISTED_FDS`] - 1).
     pub listed: u32,
     /// [`exec_fds_flags`].
     pub flags: u32,

@@ -2,7 +2,7 @@
 //!
 //! - `exec_fds` (BTF tracepoint `sched_process_exec`, beside the lifecycle's own program):
 //!   the kernel has just closed the close-on-exec fds, so what the fd table holds now
-//!   crossed the exec. Counts them from the `open_fds` bitmap, lists the first few with
+//!   crossed the exec. Counts them from the `open_fds` bitmap, describes fds 3 to 34 with
 //!   their kind, and sends one [`ExecFds`] event per exec.
 //! - `fd_table` (a task-file iterator, `iter/task_file`, run when userspace reads it):
 //!   one [`FdRecord`] per open fd of every process, naming its `struct file` and fd table
@@ -15,7 +15,8 @@ use aya_ebpf::{
     bindings::seq_file,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes, generated::bpf_seq_write,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+        generated::{bpf_probe_read_kernel, bpf_seq_write},
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -25,7 +26,7 @@ use proclens_common::{
     counters,
     event::{EventHeader, kind},
     forks::{
-        ExecFds, FdRecord, InheritedFd, LISTED_BELOW, LISTED_FDS, SCANNED_FDS, exec_fds_flags,
+        ExecFds, FdRecord, InheritedFd, LISTED_FDS, SCANNED_FDS, exec_fds_flags,
     },
     lifecycle::TaskRef,
 };
@@ -37,9 +38,9 @@ use crate::{
 };
 
 /// Bitmap words of the fd table scanned at exec.
-const WORDS: u32 = SCANNED_FDS / 64;
-/// Of which the first ones are listed.
-const LIST_WORDS: u32 = LISTED_BELOW / 64;
+const WORDS: usize = SCANNED_FDS as usize / 64;
+// The described fds are all in the bitmap's first word.
+const _: () = assert!(LISTED_FDS + 3 <= 64);
 
 #[inline(always)]
 fn read<T>(base: u64, offset: u32) -> Option<T> {
@@ -120,7 +121,11 @@ fn try_exec_fds(ctx: &BtfTracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// Counts and lists the fds open in `files` into `ev`.
+/// Counts the fds open in `files` and describes fds 3 to 3 + `LISTED_FDS` - 1 into `ev`.
+/// Without a data-dependent loop, which older verifiers (5.10, 6.1) explore path by path
+/// for minutes: the bitmap's first words are read with one helper call into a zeroed
+/// buffer and counted word by word (a loop of constant length, unrolled), and each
+/// description slot belongs to one fd number.
 #[inline(always)]
 fn fill(ev: &mut ExecFds, files: u64) {
     ev.open = 0;
@@ -134,47 +139,44 @@ fn fill(ev: &mut ExecFds, files: u64) {
     if max_fds > SCANNED_FDS {
         ev.flags |= exec_fds_flags::TRUNCATED;
     }
-    let mut open = 0u32;
-    let mut stdio = 0u32;
-    let mut listed = 0u32;
-    for w in 0..WORDS {
-        if w * 64 >= max_fds {
-            break;
-        }
-        let Some(mut bits) = read::<u64>(open_fds, 8 * w) else {
-            ev.flags |= exec_fds_flags::UNREADABLE;
-            break;
-        };
-        open += bits.count_ones();
-        if w == 0 {
-            stdio = (bits & 0b111).count_ones();
-            bits &= !0b111;
-        }
-        if w >= LIST_WORDS {
-            continue;
-        }
-        for _ in 0..LISTED_FDS {
-            if bits == 0 || listed as usize >= LISTED_FDS {
-                break;
-            }
-            let fd = w * 64 + bits.trailing_zeros();
-            bits &= bits - 1;
-            let kind = match read::<u64>(fd_array, 8 * fd) {
-                Some(file) if file != 0 => kind_of_file(file),
-                _ => fd_kind::UNKNOWN,
-            };
-            if let Some(slot) = ev.fds.get_mut(listed as usize) {
-                *slot = InheritedFd {
-                    fd,
-                    kind,
-                    _pad: [0; 3],
-                };
-            }
-            listed += 1;
-        }
+    let mut bitmap = [0u64; WORDS];
+    // The bitmap holds max_fds bits (a multiple of the word size).
+    let bytes = (max_fds / 8).min(SCANNED_FDS / 8);
+    // SAFETY: the helper writes at most `bytes` <= size_of_val(&bitmap) bytes.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            bitmap.as_mut_ptr().cast(),
+            bytes,
+            open_fds as *const core::ffi::c_void,
+        )
+    };
+    if r != 0 {
+        ev.flags |= exec_fds_flags::UNREADABLE;
+        return;
     }
+    let open: u32 = bitmap.iter().map(|w| w.count_ones()).sum();
+    let first = bitmap[0];
     ev.open = open;
-    ev.inherited = open - stdio;
+    ev.inherited = open - (first & 0b111).count_ones();
+    let mut listed = 0u32;
+    for (i, slot) in ev.fds.iter_mut().enumerate() {
+        let fd = 3 + i as u32;
+        let file = if fd < max_fds && (first >> fd) & 1 != 0 {
+            read::<u64>(fd_array, 8 * fd).unwrap_or(0)
+        } else {
+            0
+        };
+        *slot = if file == 0 {
+            InheritedFd::default()
+        } else {
+            listed += 1;
+            InheritedFd {
+                fd,
+                kind: kind_of_file(file),
+                _pad: [0; 3],
+            }
+        };
+    }
     ev.listed = listed;
 }
 

@@ -37,12 +37,9 @@ pub struct AfterFork {
     pub page_size: u64,
 }
 
-/// The creator of `k`: from its fork event, else (a process older than the trace) its
-/// parent in /proc, known to the clock tick.
-fn creator_of(creators: &HashMap<Key, (Key, u64)>, k: Key, tick_ns: u64) -> Option<Key> {
-    if let Some((c, _)) = creators.get(&k) {
-        return Some(*c);
-    }
+/// The parent of a process older than the trace, from /proc (its start known to the
+/// clock tick).
+fn parent_in_proc(k: Key, tick_ns: u64) -> Option<Key> {
     let s = procfs::stat_of(k.tgid, k.start_ns, tick_ns)?;
     let p = procfs::stat(s.ppid)?;
     Some(Key {
@@ -130,10 +127,19 @@ impl ForksCollector {
             .context("after-fork maps not loaded")?;
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
+        let now = totals(&snap.faults, &snap.times);
+        // Creators no fork event named: read once, then kept like the others.
+        for k in now.keys() {
+            if !self.creators.contains_key(k)
+                && let Some(p) = parent_in_proc(*k, tick_ns)
+            {
+                self.creators.insert(*k, (p, self.reports));
+            }
+        }
         let creators = &self.creators;
-        let rows = self.model.update(totals(&snap.faults, &snap.times), |k| {
-            creator_of(creators, k, tick_ns)
-        });
+        let rows = self
+            .model
+            .update(now, |k| creators.get(&k).map(|(c, _)| *c));
         let keys: Vec<Key> = rows.iter().map(|r| r.key).collect();
         let gone = procfs::gone(&keys, tick_ns);
         let mut comms = HashMap::new();

@@ -27,9 +27,9 @@ pub struct ExecEntry {
     pub open: u32,
     /// Of which above 2 (stdin, stdout, stderr): fds the program never opened itself.
     pub inherited: u32,
-    /// The first inherited fds (below 256), with what they are.
+    /// The inherited fds among 3 to 34, with what they are.
     pub fds: Vec<InheritedFd>,
-    /// The table was larger than the kernel side scans (4096 fds) or unreadable.
+    /// The table was larger than the kernel side scans (1024 fds) or unreadable.
     pub incomplete: bool,
 }
 
@@ -41,7 +41,6 @@ pub fn text(bytes: &[u8]) -> String {
 
 impl From<&ExecFds> for ExecEntry {
     fn from(e: &ExecFds) -> Self {
-        let listed = (e.listed as usize).min(e.fds.len());
         ExecEntry {
             at_ns: e.header.ts,
             pid: e.task.tgid,
@@ -50,8 +49,10 @@ impl From<&ExecFds> for ExecEntry {
             filename: text(&e.filename),
             open: e.open,
             inherited: e.inherited,
-            fds: e.fds[..listed]
+            fds: e
+                .fds
                 .iter()
+                .filter(|f| f.fd > 2)
                 .map(|f| InheritedFd {
                     fd: f.fd,
                     kind: kind_name(f.kind),
