@@ -301,7 +301,10 @@ mod tests {
         assert_eq!(size_of::<Switch>(), 20 * 4 + 8);
         assert_eq!(size_of::<Rings>(), 16);
         assert_eq!(size_of::<Lifecycle>(), 28 * 4);
-        assert_eq!(size_of::<Copies>(), 8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE);
+        assert_eq!(
+            size_of::<Copies>(),
+            8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE
+        );
         assert_eq!(size_of::<Forks>(), 8 + 16 * 4);
     }
 }

@@ -113,7 +113,7 @@ config! {
         signal_has_subreaper_bit => signal_has_subreaper_bit: u32,
         signal_wait_chldexit => signal_wait_chldexit_off: u32,
         clocked => iter_clocked: u32,
-        task_last_arrival => task_last_arrival_off: u32,
+        task_last_arrival => life_last_arrival_off: u32,
         task_cfs_rq => iter_task_cfs_rq_off: u32,
         cfs_rq_rq => iter_cfs_rq_rq_off: u32,
         rq_clock => iter_rq_clock_off: u32,

@@ -74,7 +74,7 @@ fn try_zombie_seeds(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
     if config::iter_clocked() != 0
         && let Ok(clock) = rq_clock()
     {
-        rec.last_arrival = field(task, config::task_last_arrival_off());
+        rec.last_arrival = field(task, config::life_last_arrival_off());
         // SAFETY: a helper without arguments.
         rec.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
         rec.rq_clock = clock;

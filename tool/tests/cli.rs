@@ -5,9 +5,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    fs,
     process::{Command, Stdio},
-    thread,
     time::Duration,
 };
 

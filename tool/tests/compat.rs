@@ -47,7 +47,14 @@ fn a_32_bit_programs_syscalls_are_named_flagged_and_counted() {
     let Some(exe) = program() else { return };
     let name = exe.file_name().unwrap().to_str().unwrap().to_string();
     let p = Proclens::spawn(&[
-        "copies", "--json", "--interval", "0.3", "--syscalls", "30", "--comm", &name,
+        "copies",
+        "--json",
+        "--interval",
+        "0.3",
+        "--syscalls",
+        "30",
+        "--comm",
+        &name,
     ]);
     p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
     let mut child = Command::new(&exe)
@@ -70,10 +77,26 @@ fn a_32_bit_programs_syscalls_are_named_flagged_and_counted() {
         v["type"] == "copies" && v["pid"] == pid && v["alive"] == false
     });
     // Exact paths, through the 32-bit read/write and the direct mmsg syscalls.
-    assert_eq!(path_totals(&v, "read", "other->user"), (4_096_000, 1000, 0), "{v}");
-    assert_eq!(path_totals(&v, "write", "user->other"), (4_096_000, 1000, 0), "{v}");
-    assert_eq!(path_totals(&v, "sendmmsg", "user->socket"), (50_000, 50, 0), "{v}");
-    assert_eq!(path_totals(&v, "recvmmsg", "socket->user"), (50_000, 50, 0), "{v}");
+    assert_eq!(
+        path_totals(&v, "read", "other->user"),
+        (4_096_000, 1000, 0),
+        "{v}"
+    );
+    assert_eq!(
+        path_totals(&v, "write", "user->other"),
+        (4_096_000, 1000, 0),
+        "{v}"
+    );
+    assert_eq!(
+        path_totals(&v, "sendmmsg", "user->socket"),
+        (50_000, 50, 0),
+        "{v}"
+    );
+    assert_eq!(
+        path_totals(&v, "recvmmsg", "socket->user"),
+        (50_000, 50, 0),
+        "{v}"
+    );
     // Every syscall of a static 32-bit program is a compat one.
     let total = v["syscalls_total"].as_u64().unwrap();
     assert!(total > 2100, "{v}");
@@ -88,6 +111,10 @@ fn a_32_bit_programs_syscalls_are_named_flagged_and_counted() {
     // 1000 reads of /dev/zero and one of stdin; 1000 writes and "ready", "done".
     assert_eq!(count("read"), Some(1001), "{top:?}");
     assert_eq!(count("write"), Some(1002), "{top:?}");
-    assert_eq!(count("close"), None, "a 32-bit read named from the 64-bit table");
+    assert_eq!(
+        count("close"),
+        None,
+        "a 32-bit read named from the 64-bit table"
+    );
     assert_eq!(count("sendmmsg"), Some(50));
 }

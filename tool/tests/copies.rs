@@ -112,9 +112,17 @@ fn vmsplice_into_a_pipe_and_tee_are_exact() {
         "both pipes drained to /dev/null"
     );
     let class = |op: &str, kinds: &str| w.after["paths"][op]["fds"][kinds]["class"].clone();
-    assert_eq!(class("vmsplice", "user->pipe"), "zero_copy", "user pages referenced");
+    assert_eq!(
+        class("vmsplice", "user->pipe"),
+        "zero_copy",
+        "user pages referenced"
+    );
     assert_eq!(class("tee", "pipe->pipe"), "zero_copy");
-    assert_eq!(class("splice", "pipe->other"), "in_kernel_copy", "into a device");
+    assert_eq!(
+        class("splice", "pipe->other"),
+        "in_kernel_copy",
+        "into a device"
+    );
 }
 
 #[test]
@@ -127,7 +135,10 @@ fn copy_file_range_file_to_file_is_exact() {
     assert_eq!(bytes, SIZE);
     assert!(calls >= 1 && errors == 0);
     // Copied inside the kernel, not through user memory, and not zero-copy either.
-    assert_eq!(w.after["paths"]["copy_file_range"]["class"], "in_kernel_copy");
+    assert_eq!(
+        w.after["paths"]["copy_file_range"]["class"],
+        "in_kernel_copy"
+    );
     assert_eq!(w.row_delta("in_kernel_copy_bytes_total"), SIZE);
     assert_eq!(w.row_delta("zero_copy_bytes_total"), 0);
 }

@@ -62,7 +62,12 @@ fn would_block_and_interrupted_calls_are_not_errors() {
     const N: u64 = 50;
     let w = measure_sized("copy-nonblock", N);
     let (bytes, calls, errors) = w.delta("read", "pipe->user");
-    assert_eq!((bytes, calls, errors), (200, 2, 0), "{}", w.after["paths"]["read"]);
+    assert_eq!(
+        (bytes, calls, errors),
+        (200, 2, 0),
+        "{}",
+        w.after["paths"]["read"]
+    );
     assert_eq!(w.field("read", "pipe->user", "would_block_total"), N);
     assert_eq!(w.field("read", "pipe->user", "interrupted_total"), N + 1);
 }
@@ -78,7 +83,11 @@ fn file_reads_answered_with_fewer_bytes_save_nothing_by_sendfile() {
     let w = measure_sized("copy-pread-send", N);
     assert_eq!(w.delta("pread64", "file->user"), (N * 8192, N, 0));
     assert_eq!(w.delta("sendto", "user->socket"), (N * 100, N, 0));
-    let saved = |v: &serde_json::Value| v["sendfile_would_save_total"]["eligible_bytes"].as_u64().unwrap();
+    let saved = |v: &serde_json::Value| {
+        v["sendfile_would_save_total"]["eligible_bytes"]
+            .as_u64()
+            .unwrap()
+    };
     assert_eq!(saved(&w.after) - saved(&w.before), 0, "{}", w.after);
 }
 

@@ -59,7 +59,10 @@ fn entries_under(args: &[&str], selected: &mut Workload, maps: &[&str]) -> Vec<(
 fn assert_only(selected: u32, maps: &[(String, Vec<u32>)]) {
     for (name, tgids) in maps {
         let others: Vec<&u32> = tgids.iter().filter(|&&t| t != selected).collect();
-        assert!(others.is_empty(), "{name} holds other processes: {others:?}");
+        assert!(
+            others.is_empty(),
+            "{name} holds other processes: {others:?}"
+        );
     }
     assert!(
         maps.iter().any(|(_, t)| t.contains(&selected)),
@@ -81,7 +84,10 @@ fn copies_filtered_by_pid_records_nothing_of_other_processes() {
         &["SYSCALLS", "COPIES", "INFLIGHT"],
     );
     // INFLIGHT is keyed by thread id: dd's only thread is dd itself.
-    assert!(!maps[2].1.contains(&busy.0.id()), "INFLIGHT holds the busy process");
+    assert!(
+        !maps[2].1.contains(&busy.0.id()),
+        "INFLIGHT holds the busy process"
+    );
     assert_only(w.pid(), &maps[..2]);
 }
 
@@ -94,7 +100,15 @@ fn top_syscalls_filtered_by_pid_records_nothing_of_other_processes() {
     let mut w = Workload::spawn("copy-rw:1048576");
     let pid = w.pid().to_string();
     let maps = entries_under(
-        &["top", "--syscalls", "--json", "--interval", "0.3", "-p", &pid],
+        &[
+            "top",
+            "--syscalls",
+            "--json",
+            "--interval",
+            "0.3",
+            "-p",
+            &pid,
+        ],
         &mut w,
         &["SYSCALLS"],
     );
@@ -137,7 +151,15 @@ fn top_counts_syscalls_only_when_asked() {
         let p = Proclens::spawn(&[args, &["--json", "--interval", "0.3", "--all"]].concat());
         let row = p.json_until(Duration::from_secs(30), |v| v["type"] == "process");
         let progs = common::bpf_maps::program_names(p.pid());
-        assert_eq!(progs.iter().any(|n| n == "sys_enter"), counted, "{args:?}: {progs:?}");
-        assert_eq!(row.get("syscalls_total").is_some(), counted, "{args:?}: {row}");
+        assert_eq!(
+            progs.iter().any(|n| n == "sys_enter"),
+            counted,
+            "{args:?}: {progs:?}"
+        );
+        assert_eq!(
+            row.get("syscalls_total").is_some(),
+            counted,
+            "{args:?}: {row}"
+        );
     }
 }

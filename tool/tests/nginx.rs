@@ -38,21 +38,27 @@ impl Nginx {
             eprintln!("skipped: {why}");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("proclens-nginx-{}-{sendfile}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("proclens-nginx-{}-{sendfile}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("www")).unwrap();
         let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
         std::fs::write(dir.join("www/f.bin"), body).unwrap();
         // The worker (www-data) must reach the file.
         for p in [&dir, &dir.join("www")] {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
         }
         std::fs::set_permissions(
             dir.join("www/f.bin"),
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let d = dir.display();
         let conf = format!(
             "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
@@ -94,11 +100,16 @@ impl Nginx {
     /// Fetches the file; returns the body's length.
     fn fetch(&self) -> u64 {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.write_all(b"GET /f.bin HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        s.write_all(b"GET /f.bin HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap();
         let head = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(all.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all[..head]));
+        assert!(
+            all.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&all[..head])
+        );
         (all.len() - head) as u64
     }
 }
@@ -142,8 +153,17 @@ fn common_children(pid: u32) -> Vec<u32> {
 /// after the last fetch.
 fn serve_traced(n: &Nginx) -> Value {
     let worker = n.worker();
-    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.3", "-p", &worker.to_string()]);
-    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies" && v["pid"] == worker);
+    let p = Proclens::spawn(&[
+        "copies",
+        "--json",
+        "--interval",
+        "0.3",
+        "-p",
+        &worker.to_string(),
+    ]);
+    p.json_until(Duration::from_secs(30), |v| {
+        v["type"] == "copies" && v["pid"] == worker
+    });
     for _ in 0..FETCHES {
         assert_eq!(n.fetch(), SIZE);
     }

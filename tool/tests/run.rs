@@ -200,7 +200,8 @@ fn twenty_thousand_processes_keep_exact_totals() {
     }
     const CHILDREN: u64 = 20_000;
     let (argv, env) = Workload::auto_command(&format!("forks-exact:{CHILDREN}"));
-    let out_file = std::env::temp_dir().join(format!("proclens-run-forks-{}.json", std::process::id()));
+    let out_file =
+        std::env::temp_dir().join(format!("proclens-run-forks-{}.json", std::process::id()));
     let st = Command::new(PROCLENS)
         .args(["run", "--json", "-o", out_file.to_str().unwrap(), "--"])
         .args(&argv)
@@ -210,18 +211,32 @@ fn twenty_thousand_processes_keep_exact_totals() {
     assert!(st.success(), "proclens run failed: {st}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out_file);
-    for f in ["uncounted_syscalls", "uncounted_copies", "untracked_threads", "lost_events"] {
+    for f in [
+        "uncounted_syscalls",
+        "uncounted_copies",
+        "untracked_threads",
+        "lost_events",
+    ] {
         assert_eq!(r[f], 0, "{f}: {}", r[f]);
     }
     assert_eq!(r["forked_processes"], CHILDREN, "the kernel's fork events");
     let procs = r["per_process"].as_array().unwrap();
     let syscalls = |p: &Value| p["syscalls"].as_u64().unwrap();
-    let children = procs.iter().filter(|p| syscalls(p) == CHILD_SYSCALLS).count() as u64;
-    assert_eq!(children, CHILDREN, "children with exactly {CHILD_SYSCALLS} syscalls");
+    let children = procs
+        .iter()
+        .filter(|p| syscalls(p) == CHILD_SYSCALLS)
+        .count() as u64;
+    assert_eq!(
+        children, CHILDREN,
+        "children with exactly {CHILD_SYSCALLS} syscalls"
+    );
     // The leader (the workload itself) and nothing else.
     assert_eq!(procs.len() as u64, CHILDREN + 1, "one entry per process");
     let sum: u64 = procs.iter().map(syscalls).sum();
-    assert_eq!(r["copies"]["syscalls"], sum, "the total is the sum of the processes'");
+    assert_eq!(
+        r["copies"]["syscalls"], sum,
+        "the total is the sum of the processes'"
+    );
     // The busiest: each child's 16 calls (the leader may make some of them too) and the
     // leader's clone and wait4, exactly one per child.
     let top = r["copies"]["top_syscalls"].as_array().unwrap();

@@ -52,7 +52,10 @@ impl Views {
         let n = zombies.len();
         // --watch: each zombie once, on the holder; each orphan handed to it.
         let lines = collect_until(&self.watch, Duration::from_secs(20), |s| {
-            let z: BTreeSet<u32> = of_type(s, "zombie", holder).iter().map(|v| pid(v)).collect();
+            let z: BTreeSet<u32> = of_type(s, "zombie", holder)
+                .iter()
+                .map(|v| pid(v))
+                .collect();
             let o: BTreeSet<u32> = s
                 .iter()
                 .filter(|v| v["type"] == "orphan" && v["new_ppid"] == holder)
@@ -60,10 +63,20 @@ impl Views {
                 .collect();
             z.is_superset(fresh) && o.is_superset(orphans)
         });
-        for z in lines.iter().filter(|v| v["type"] == "zombie" && fresh.contains(&pid(v))) {
-            assert_eq!((z["ppid"].as_u64(), z["parent_comm"].as_str()), (Some(holder.into()), Some(comm.as_str())), "{z}");
+        for z in lines
+            .iter()
+            .filter(|v| v["type"] == "zombie" && fresh.contains(&pid(v)))
+        {
+            assert_eq!(
+                (z["ppid"].as_u64(), z["parent_comm"].as_str()),
+                (Some(holder.into()), Some(comm.as_str())),
+                "{z}"
+            );
         }
-        for o in lines.iter().filter(|v| v["type"] == "orphan" && orphans.contains(&pid(v))) {
+        for o in lines
+            .iter()
+            .filter(|v| v["type"] == "orphan" && orphans.contains(&pid(v)))
+        {
             assert_eq!(o["new_parent_comm"], comm.as_str(), "{o}");
         }
         // The snapshot: the same zombies, with the holder's context as /proc shows it.
@@ -77,9 +90,18 @@ impl Views {
             let state = ps()[&holder].1.chars().next().unwrap().to_string();
             assert_eq!(parent["state"], state.as_str(), "{z}");
             let cgroup = std::fs::read_to_string(format!("/proc/{holder}/cgroup")).unwrap();
-            assert!(cgroup.contains(&format!("0::{}\n", parent["cgroup"].as_str().unwrap())), "{z}");
+            assert!(
+                cgroup.contains(&format!("0::{}\n", parent["cgroup"].as_str().unwrap())),
+                "{z}"
+            );
             let exe = std::env::current_exe().unwrap();
-            assert!(parent["cmdline"].as_str().unwrap().contains(exe.to_str().unwrap()), "{z}");
+            assert!(
+                parent["cmdline"]
+                    .as_str()
+                    .unwrap()
+                    .contains(exe.to_str().unwrap()),
+                "{z}"
+            );
         }
         // top: the holder's row counts them (zombies at least 1 s old).
         self.top.json_until(Duration::from_secs(20), |v| {
@@ -93,7 +115,10 @@ impl Views {
             if shown == n as f64 {
                 break;
             }
-            assert!(Instant::now() < deadline, "serve shows {shown} zombies of {comm}, ps {n}");
+            assert!(
+                Instant::now() < deadline,
+                "serve shows {shown} zombies of {comm}, ps {n}"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -159,7 +184,8 @@ fn issue_16_a_pid_namespace_inits_zombies_are_blamed_on_it() {
     // The grandchild G: the one zombie of the init it did not fork itself, so the one
     // the orphan line names (its parent M is a zombie too).
     let lines = collect_until(&views.watch, Duration::from_secs(20), |s| {
-        s.iter().any(|v| v["type"] == "orphan" && v["new_ppid"] == init)
+        s.iter()
+            .any(|v| v["type"] == "orphan" && v["new_ppid"] == init)
     });
     let g: BTreeSet<u32> = lines
         .iter()

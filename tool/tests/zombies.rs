@@ -9,8 +9,9 @@ use std::{
 };
 
 use common::{
-    Bounded as _, COMMAND_LIMIT, PROCLENS, can_trace, now_unix,
+    Bounded as _, COMMAND_LIMIT, PROCLENS, can_trace,
     lifecycle_workloads::orphan_pid_file,
+    now_unix,
     workload::Workload,
     zombies::{collect_until, comm_of, of_type, parent_stats, ps, ps_zombies_of, snapshot, watch},
 };
@@ -443,7 +444,10 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
             .collect()
     };
     let (zombies, reaped) = (pids("zombie"), pids("reaped"));
-    assert!(zombies.is_subset(&reaped), "zombies {zombies:?}, reaped {reaped:?}");
+    assert!(
+        zombies.is_subset(&reaped),
+        "zombies {zombies:?}, reaped {reaped:?}"
+    );
     assert!(
         zombies.len() as u64 * 100 < N,
         "{} of {N} children reported as zombies",
@@ -463,7 +467,13 @@ fn lost_events_are_counted_when_the_reader_stalls() {
     let parent = w.pid();
     let p = common::Proclens::spawn_with_env(
         &[
-            "zombies", "--watch", "--json", "--min-age", "1", "--interval", "0.2",
+            "zombies",
+            "--watch",
+            "--json",
+            "--min-age",
+            "1",
+            "--interval",
+            "0.2",
         ],
         &[("PROCLENS_RING_BYTES", "65536")],
     );
@@ -533,7 +543,13 @@ fn issue_16_zombies_whose_events_were_lost_are_reported_within_a_repair_period()
     let parent = zombies.pid();
     let p = common::Proclens::spawn_with_env(
         &[
-            "zombies", "--watch", "--json", "--min-age", "0.3", "--interval", "0.2",
+            "zombies",
+            "--watch",
+            "--json",
+            "--min-age",
+            "0.3",
+            "--interval",
+            "0.2",
         ],
         &[("PROCLENS_RING_BYTES", "8192")],
     );
@@ -551,10 +567,19 @@ fn issue_16_zombies_whose_events_were_lost_are_reported_within_a_repair_period()
     let took = resumed.elapsed();
     eprintln!("the {N} zombies reported {took:?} after proclens resumed");
     let zs = of_type(&lines, "zombie", parent);
-    assert!(zs.iter().all(|z| z["lost_events"].as_u64().unwrap() > 0), "{zs:?}");
-    let pids: BTreeSet<u32> = zs.iter().map(|z| z["pid"].as_u64().unwrap() as u32).collect();
+    assert!(
+        zs.iter().all(|z| z["lost_events"].as_u64().unwrap() > 0),
+        "{zs:?}"
+    );
+    let pids: BTreeSet<u32> = zs
+        .iter()
+        .map(|z| z["pid"].as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(pids, outside);
-    let codes: BTreeSet<u64> = zs.iter().map(|z| z["exit_code"].as_u64().unwrap()).collect();
+    let codes: BTreeSet<u64> = zs
+        .iter()
+        .map(|z| z["exit_code"].as_u64().unwrap())
+        .collect();
     assert_eq!(codes, (1..=N as u64).collect());
     // Dated by the kernel's record of when they last ran, else from the check (a lower
     // bound); never exact: their exits were not seen.
@@ -570,5 +595,8 @@ fn issue_16_zombies_whose_events_were_lost_are_reported_within_a_repair_period()
         "not within a repair period (2 s) plus --min-age and a poll: {took:?}"
     );
     let stats = p.json_until(Duration::from_secs(5), |v| v["type"] == "stats");
-    assert!(stats["table_repairs"].as_u64().unwrap() >= N as u64, "{stats}");
+    assert!(
+        stats["table_repairs"].as_u64().unwrap() >= N as u64,
+        "{stats}"
+    );
 }

@@ -149,10 +149,6 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         copies: copies_on.then(|| run_sections::copies(&procs, o.wall_s)),
         zombies,
         forks,
-        syscalls: procs.iter().fold(HashMap::new(), |mut m, r| {
-            *m.entry(r.tgid).or_default() += r.syscalls.total;
-            m
-        }),
     };
     let boot_offset = procfs::boot_ns().saturating_sub(procfs::monotonic_ns());
     let joined = o.totals.join(boot_offset);

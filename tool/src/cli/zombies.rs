@@ -236,7 +236,12 @@ impl Session {
                     let now = Instant::now();
                     let interval_s = now.duration_since(last_tick).as_secs_f64();
                     last_tick = now;
-                    lines.extend(self.stats_lines(json, interval_s, min_age_ns, &mut last_stats)?);
+                    lines.extend(self.stats_lines(
+                        json,
+                        interval_s,
+                        min_age_ns,
+                        &mut last_stats,
+                    )?);
                 }
                 Step::Signal(_) => break,
             }

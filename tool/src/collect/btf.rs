@@ -342,8 +342,14 @@ impl FamilyOffsets {
             is_subreaper_bit: member_bit_offset(btf, "signal_struct", "is_child_subreaper")?,
             has_subreaper_bit: member_bit_offset(btf, "signal_struct", "has_child_subreaper")?,
             wait_chldexit: wait,
-            last_arrival: nested_offset(btf, "task_struct", "sched_info", "sched_info", "last_arrival")
-                .ok(),
+            last_arrival: nested_offset(
+                btf,
+                "task_struct",
+                "sched_info",
+                "sched_info",
+                "last_arrival",
+            )
+            .ok(),
         })
     }
 }

@@ -49,7 +49,10 @@ impl Ring {
         // SAFETY: both pages are mapped for the life of `positions`; the positions are
         // 8-byte aligned words the kernel and aya update atomically.
         unsafe {
-            let cons = &*self.positions.as_ptr().cast::<std::sync::atomic::AtomicU64>();
+            let cons = &*self
+                .positions
+                .as_ptr()
+                .cast::<std::sync::atomic::AtomicU64>();
             let prod = &*self
                 .positions
                 .as_ptr()
@@ -166,7 +169,10 @@ impl EventStream {
     }
 
     /// Events read and held back by the watermark.
-    #[allow(dead_code, reason = "shown by tests and the views that report stream health")]
+    #[allow(
+        dead_code,
+        reason = "shown by tests and the views that report stream health"
+    )]
     pub fn held(&self) -> usize {
         self.held.iter().map(VecDeque::len).sum()
     }

@@ -72,6 +72,9 @@ mod tests {
         assert!(me.cmdline.as_deref().is_some_and(|c| !c.is_empty()));
         assert!(me.state.is_some() && me.cgroup.is_some());
         let h = headroom().unwrap();
-        assert!(h.pid_max >= 301 && h.tasks > 0 && h.tasks < h.pid_max, "{h:?}");
+        assert!(
+            h.pid_max >= 301 && h.tasks > 0 && h.tasks < h.pid_max,
+            "{h:?}"
+        );
     }
 }

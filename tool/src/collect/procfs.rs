@@ -50,9 +50,8 @@ fn io_uring_holders() -> HashMap<u32, u64> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| {
-                    fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == IO_URING_FD)
-                })
+                fds.flatten()
+                    .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == IO_URING_FD))
             })
         })
         .filter_map(|pid| Some((pid, stat(pid)?.start_ticks)))

@@ -202,7 +202,7 @@ fn fold(
         *leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
         c.absorb(ev);
     });
-    c.end_batch();
+    c.end_batch(driver.watermark());
     let mut snap = c.snapshot(&live)?;
     take_rows(totals, &mut snap);
     Ok(snap)

@@ -120,7 +120,12 @@ impl Counts {
     /// `self - earlier`; a counter that went back means the entry was recreated, and the
     /// whole value is new.
     pub fn since(&self, earlier: &Counts) -> Counts {
-        if self.fields().iter().zip(earlier.fields()).any(|(a, b)| *a < b) {
+        if self
+            .fields()
+            .iter()
+            .zip(earlier.fields())
+            .any(|(a, b)| *a < b)
+        {
             return *self;
         }
         Counts {
@@ -175,7 +180,6 @@ impl PathRow {
     pub fn kinds(&self) -> String {
         format!("{}->{}", kind_name(self.src), kind_name(self.dst))
     }
-
 }
 
 /// What sendfile would have saved the file→socket flows a thread made with read+write
@@ -244,7 +248,10 @@ impl Derived {
     }
 
     /// From paths with the counts to use (interval or total) and the file→socket flows'.
-    pub fn from_paths<'a>(paths: impl Iterator<Item = (&'a PathRow, Counts)>, flows: Counts) -> Self {
+    pub fn from_paths<'a>(
+        paths: impl Iterator<Item = (&'a PathRow, Counts)>,
+        flows: Counts,
+    ) -> Self {
         let mut d = Derived {
             sendfile: SendfileSaving::of(&flows),
             ..Derived::default()

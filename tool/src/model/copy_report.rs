@@ -143,7 +143,7 @@ mod tests {
                 bytes: 10,
                 calls: 1,
                 errors: 0,
-            ..CopyStats::default()
+                ..CopyStats::default()
             },
         )]);
         let sys = HashMap::from([
@@ -197,8 +197,8 @@ mod tests {
                     bytes,
                     calls: bytes,
                     errors: 0,
-                ..Default::default()
-            },
+                    ..Default::default()
+                },
             )
         };
         let sys = |start_ns, n| {

@@ -57,7 +57,12 @@ pub fn pids_max(raw: &str) -> Option<u64> {
 
 /// The number of tasks in /proc/loadavg (`0.00 0.01 0.05 1/523 4242`: 523).
 pub fn loadavg_tasks(raw: &str) -> Option<u64> {
-    raw.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+    raw.split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// The systemd unit and the container id a cgroup path names, from its last components:
@@ -86,9 +91,9 @@ fn container_id(part: &str, parts: &[&str]) -> Option<String> {
         return Some(id.to_string());
     }
     // cgroupfs driver: a bare id under a docker or kubepods hierarchy.
-    let under = parts
-        .first()
-        .is_some_and(|p| ["docker", "kubepods", "libpod_parent"].contains(p) || p.starts_with("kubepods"));
+    let under = parts.first().is_some_and(|p| {
+        ["docker", "kubepods", "libpod_parent"].contains(p) || p.starts_with("kubepods")
+    });
     let bare = part.strip_prefix("libpod-").unwrap_or(part);
     (under && is_id(bare) && bare.len() == 64).then(|| bare.to_string())
 }
@@ -107,7 +112,10 @@ mod tests {
     fn cgroup_paths_name_their_unit_and_container() {
         let own = |p: &str| owner(p);
         let s = |v: &str| Some(v.to_string());
-        assert_eq!(own("/system.slice/nginx.service"), (s("nginx.service"), None));
+        assert_eq!(
+            own("/system.slice/nginx.service"),
+            (s("nginx.service"), None)
+        );
         assert_eq!(
             own("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service"),
             (s("foo.service"), None)
@@ -121,7 +129,11 @@ mod tests {
             let path = format!(
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/{pre}{ID}.scope"
             );
-            assert_eq!(own(&path), (Some(format!("{pre}{ID}.scope")), s(ID)), "{path}");
+            assert_eq!(
+                own(&path),
+                (Some(format!("{pre}{ID}.scope")), s(ID)),
+                "{path}"
+            );
         }
         // cgroupfs driver.
         assert_eq!(own(&format!("/docker/{ID}")), (None, s(ID)));
@@ -133,7 +145,10 @@ mod tests {
         assert_eq!(own("/"), (None, None));
         assert_eq!(own("/init.scope"), (s("init.scope"), None));
         assert_eq!(own("/docker/not-an-id"), (None, None));
-        assert_eq!(own("/system.slice/docker-zz.scope"), (s("docker-zz.scope"), None));
+        assert_eq!(
+            own("/system.slice/docker-zz.scope"),
+            (s("docker-zz.scope"), None)
+        );
     }
 
     #[test]

@@ -143,8 +143,6 @@ pub struct RunExtras {
     pub copies: Option<CopiesSection>,
     pub zombies: ZombiesSection,
     pub forks: Option<ForksSection>,
-    /// Syscalls per pid (empty when they were not counted).
-    pub syscalls: HashMap<u32, u64>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -255,7 +253,10 @@ mod tests {
             vec!["sh".into()],
             exit,
             facts,
-            &[row(20, 2, 1, 200_000_000, Some(7)), row(10, 1, 0, 0, Some(0))],
+            &[
+                row(20, 2, 1, 200_000_000, Some(7)),
+                row(10, 1, 0, 0, Some(0)),
+            ],
             RunExtras::default(),
         );
         assert_eq!(r.processes, 2);

@@ -133,7 +133,10 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         for p in r.copies.paths.iter().filter(|p| !p.delta.is_zero()) {
             let c = &p.delta;
             let mut failed = format!("{:.1} errors/s", per_second(c.errors, f.elapsed_s));
-            for (n, what) in [(c.would_block, "would block"), (c.interrupted, "interrupted")] {
+            for (n, what) in [
+                (c.would_block, "would block"),
+                (c.interrupted, "interrupted"),
+            ] {
                 if n > 0 {
                     failed.push_str(&format!(", {:.1} {what}/s", per_second(n, f.elapsed_s)));
                 }

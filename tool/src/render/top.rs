@@ -338,7 +338,13 @@ mod tests {
         assert_eq!(sys["type"], "system");
         assert_eq!(sys["switches_per_s"], 500.0);
         assert_eq!(sys["address_space_switch_pct"], 30.0);
-        assert_eq!((sys["tracked_processes"].as_u64(), sys["table_repairs"].as_u64()), (Some(187), Some(2)));
+        assert_eq!(
+            (
+                sys["tracked_processes"].as_u64(),
+                sys["table_repairs"].as_u64()
+            ),
+            (Some(187), Some(2))
+        );
         let row: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(row["type"], "process");
         assert_eq!(row["pid"], 42);

@@ -170,7 +170,9 @@ fn parent_lines(p: &ParentInfo) -> Vec<String> {
         place += &format!(", container {}", &c[..c.len().min(12)]);
     }
     if let Some(cur) = p.pids_current {
-        let max = p.pids_max.map_or_else(|| "no limit".into(), |m| m.to_string());
+        let max = p
+            .pids_max
+            .map_or_else(|| "no limit".into(), |m| m.to_string());
         place += &format!("; pids {cur} of {max}");
     }
     out.push(place);

@@ -8,7 +8,10 @@ use serde_json::Value;
 /// The ids of the BPF objects of a kind (`map_id`, `prog_id`) process `pid` holds fds of.
 fn ids_of(pid: u32, kind: &str) -> Vec<u64> {
     let mut ids = Vec::new();
-    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("proclens runs").flatten() {
+    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("proclens runs")
+        .flatten()
+    {
         let Ok(info) = fs::read_to_string(fd.path()) else {
             continue;
         };
@@ -65,7 +68,9 @@ pub fn key_tgids(pid: u32, name: &str) -> Vec<u32> {
         .map(|e| {
             let b: Vec<u8> = e["key"].as_array().unwrap()[..4]
                 .iter()
-                .map(|x| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+                .map(|x| {
+                    u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
                 .collect();
             u32::from_le_bytes([b[0], b[1], b[2], b[3]])
         })

@@ -98,4 +98,3 @@ pub fn measure_sized(kind: &str, size: u64) -> Window {
     eprintln!("{kind}: after = {after}");
     Window { before, after }
 }
-

@@ -47,7 +47,10 @@ fn udp() -> (OwnedFd, libc::sockaddr_in) {
 fn connect(fd: RawFd, to: &libc::sockaddr_in) {
     let len = size_of::<libc::sockaddr_in>() as u32;
     // SAFETY: a valid address of the stated length.
-    assert_eq!(unsafe { libc::connect(fd, (&raw const *to).cast(), len) }, 0);
+    assert_eq!(
+        unsafe { libc::connect(fd, (&raw const *to).cast(), len) },
+        0
+    );
 }
 
 /// `rounds` times: one sendmmsg of the eight [`MMSG_SIZES`] messages over loopback UDP,
@@ -157,7 +160,7 @@ fn handle_usr1(restart: bool) {
     // SAFETY: a zeroed sigaction with a handler that only bumps an atomic.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as usize;
+        sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
@@ -167,8 +170,12 @@ fn handle_usr1(restart: bool) {
 fn blocked_in_read(tid: i32) -> bool {
     let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
-    let asleep = stat.is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('S')));
-    asleep && syscall.is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_read.to_string()))
+    let asleep = stat.is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('S'))
+    });
+    asleep
+        && syscall.is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_read.to_string()))
 }
 
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -205,10 +212,16 @@ fn would_block_and_interrupted(n: u64) -> impl FnOnce() {
         };
         for _ in 0..n {
             assert_eq!(read(nb_r.as_raw_fd(), &mut buf), -1);
-            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN));
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN)
+            );
         }
         // SAFETY: a valid buffer.
-        assert_eq!(unsafe { libc::write(nb_w.as_raw_fd(), buf.as_ptr().cast(), 100) }, 100);
+        assert_eq!(
+            unsafe { libc::write(nb_w.as_raw_fd(), buf.as_ptr().cast(), 100) },
+            100
+        );
         assert_eq!(read(nb_r.as_raw_fd(), &mut buf), 100);
 
         handle_usr1(true);
@@ -238,12 +251,20 @@ fn would_block_and_interrupted(n: u64) -> impl FnOnce() {
             }
             wait_until("the reader blocking in read", || blocked_in_read(tid));
             // SAFETY: a signal to our own thread, whose handler only counts.
-            assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, me, tid, libc::SIGUSR1) }, 0);
-            wait_until("the signal's handling", || SIGNALS.load(Ordering::SeqCst) >= i);
+            assert_eq!(
+                unsafe { libc::syscall(libc::SYS_tgkill, me, tid, libc::SIGUSR1) },
+                0
+            );
+            wait_until("the signal's handling", || {
+                SIGNALS.load(Ordering::SeqCst) >= i
+            });
         }
         wait_until("the reader blocking in read", || blocked_in_read(tid));
         // SAFETY: a valid buffer.
-        assert_eq!(unsafe { libc::write(bl_w.as_raw_fd(), buf.as_ptr().cast(), 100) }, 100);
+        assert_eq!(
+            unsafe { libc::write(bl_w.as_raw_fd(), buf.as_ptr().cast(), 100) },
+            100
+        );
         let results = reader.join().unwrap();
         // Restarted reads never return to user space; the one without SA_RESTART fails.
         assert_eq!(results.len(), 2, "{results:?}");
@@ -280,9 +301,19 @@ fn pread_then_small_replies(n: u64) -> impl FnOnce() {
             let off = ((i * 8192) % (1 << 20)) as libc::off_t;
             // SAFETY: valid buffers and fds.
             unsafe {
-                assert_eq!(libc::pread(file.as_raw_fd(), page.as_mut_ptr().cast(), 8192, off), 8192);
                 assert_eq!(
-                    libc::sendto(a.as_raw_fd(), reply.as_ptr().cast(), 100, 0, std::ptr::null(), 0),
+                    libc::pread(file.as_raw_fd(), page.as_mut_ptr().cast(), 8192, off),
+                    8192
+                );
+                assert_eq!(
+                    libc::sendto(
+                        a.as_raw_fd(),
+                        reply.as_ptr().cast(),
+                        100,
+                        0,
+                        std::ptr::null(),
+                        0
+                    ),
                     100
                 );
             }
@@ -297,14 +328,24 @@ fn io_uring_held() -> impl FnOnce() {
     let mut params = [0u8; 120]; // struct io_uring_params
     // SAFETY: io_uring_setup with a zeroed params struct of the kernel's size.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
-    assert!(fd >= 0, "io_uring_setup: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "io_uring_setup: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: the fd we were given.
     let ring = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let null = std::fs::File::options().write(true).open("/dev/null").unwrap();
+    let null = std::fs::File::options()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
     move || {
         for _ in 0..10 {
             // SAFETY: a valid buffer and fd.
-            assert_eq!(unsafe { libc::write(null.as_raw_fd(), [0u8; 8].as_ptr().cast(), 8) }, 8);
+            assert_eq!(
+                unsafe { libc::write(null.as_raw_fd(), [0u8; 8].as_ptr().cast(), 8) },
+                8
+            );
         }
         drop(ring);
     }

@@ -86,7 +86,11 @@ pub fn watch(min_age: &str) -> Proclens {
 }
 
 /// Reads watch lines until `done` holds for everything read so far; returns them all.
-pub fn collect_until(p: &Proclens, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub fn collect_until(
+    p: &Proclens,
+    timeout: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     while !done(&seen) {
@@ -119,4 +123,3 @@ pub fn parent_stats(stats: &Value, pid: u32) -> Option<Value> {
         .find(|p| p["pid"] == pid)
         .cloned()
 }
-

@@ -116,7 +116,10 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
         2 * BYTES.parse::<u64>()?,
         machine()
     )?;
-    writeln!(md, "| beside dd | dd takes (s) | slowdown | overhead per syscall |")?;
+    writeln!(
+        md,
+        "| beside dd | dd takes (s) | slowdown | overhead per syscall |"
+    )?;
     writeln!(md, "|---|---:|---:|---:|")?;
     for (i, (name, _)) in CONDITIONS.iter().enumerate() {
         writeln!(
@@ -128,7 +131,11 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
         )?;
     }
     let verdict = |ours: usize, theirs: usize| {
-        if m[ours] <= m[theirs] { "met" } else { "NOT met" }
+        if m[ours] <= m[theirs] {
+            "met"
+        } else {
+            "NOT met"
+        }
     };
     writeln!(
         md,

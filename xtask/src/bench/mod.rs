@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "switches",
     "lifecycle",
     "syscalls",
@@ -123,10 +123,6 @@ impl Background {
             thread::sleep(Duration::from_millis(50));
         }
         Ok(bg)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// CPU time the process has used so far (ns), all its threads

@@ -69,14 +69,27 @@ fn quit_once(proclens: &Path, args: &[&str]) -> Result<f64> {
             .context("running tmux (cargo xtask setup installs it)")
     };
     let line = format!("{} {}", proclens.display(), args.join(" "));
-    tmux(&["new-session", "-d", "-s", &name, "-x", "160", "-y", "40", &line])?;
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &line,
+    ])?;
     let result = (|| {
-        let pane = String::from_utf8(tmux(&["list-panes", "-t", &name, "-F", "#{pane_pid}"])?.stdout)?;
+        let pane =
+            String::from_utf8(tmux(&["list-panes", "-t", &name, "-F", "#{pane_pid}"])?.stdout)?;
         let pid: u32 = pane.trim().parse().context("the pane's pid")?;
         // The first report is on screen once the table has rows: the header line.
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &name])?.stdout).into_owned();
+            let screen =
+                String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &name])?.stdout)
+                    .into_owned();
             if screen.contains("PID") && screen.contains("COMMAND") {
                 break;
             }

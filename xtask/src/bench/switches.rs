@@ -187,7 +187,11 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
     writeln!(
         md,
         "\nproclens's program does more than the bpftrace counter: per-thread voluntary/involuntary by the kernel's own nvcsw, the address-space split by the kernel's mm/active_mm rule, on-CPU/blocked/run-queue time and a run-queue histogram. Targets (issue 15): ns/run ≤ 0.6× bpftrace's; the switch feature set's slowdown ≤ bpftrace's. Issue 17: the default `top` at most bpftrace's bare counter: {} ({:.3}× vs {:.3}×). `top --syscalls` also counts every syscall per process, two per op here (its sched_switch program is the same): {:.3}×. With `--log-level debug` the kernel side's log calls stay in the program (instructions column; off, the default, the verifier removes them); they sit on cold paths only.",
-        if slowdown(3) <= slowdown(2) { "met" } else { "NOT met" },
+        if slowdown(3) <= slowdown(2) {
+            "met"
+        } else {
+            "NOT met"
+        },
         slowdown(3),
         slowdown(2),
         slowdown(4),

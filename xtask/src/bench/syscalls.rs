@@ -209,7 +209,10 @@ pub fn run(proclens: &Path, n: u64, runs: u32) -> Result<String> {
     let measured = (0..runs).try_for_each(|rep| {
         for (i, m) in modes.iter().enumerate() {
             let ns = m.run(n)?;
-            eprintln!("xtask: bench syscalls: rep {rep} {}: {ns:.0} ns/syscall", m.label());
+            eprintln!(
+                "xtask: bench syscalls: rep {rep} {}: {ns:.0} ns/syscall",
+                m.label()
+            );
             all[i].push(ns);
         }
         Ok::<_, anyhow::Error>(())

@@ -110,7 +110,10 @@ fn fetch_kernels(specs: &[&'static apt::KernelSpec], keep: bool) -> Result<Vec<P
 /// Builds the test binaries and returns `wanted` (empty: those in [`TEST_BINARIES`]).
 fn build_test_binaries(wanted: &[String]) -> Result<Vec<TestBinary>> {
     if let Some(w) = wanted.iter().find(|w| !TEST_BINARIES.contains(&w.as_str())) {
-        bail!("{w} is not a test binary of the matrix: {}", TEST_BINARIES.join(", "));
+        bail!(
+            "{w} is not a test binary of the matrix: {}",
+            TEST_BINARIES.join(", ")
+        );
     }
     let mut cmd = cargo();
     cmd.args([

@@ -34,15 +34,15 @@ pub fn command(vmlinuz: &Path, initrd: &Path, vcpus: u32) -> Command {
     c.args(["-accel", "tcg,thread=single", "-m", "1024", "-smp"])
         .arg(vcpus.to_string())
         .arg("-kernel")
-    .arg(vmlinuz)
-    .arg("-initrd")
-    .arg(initrd)
-    .args([
-        "-append",
-        "console=ttyS0 panic=-1 oops=panic",
-        "-nographic",
-        "-no-reboot",
-    ]);
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 oops=panic",
+            "-nographic",
+            "-no-reboot",
+        ]);
     c
 }
 

@@ -11,8 +11,8 @@ use crate::{
     collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
     model::{
         exporter::{
-            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels,
-            ProcDelta, SystemTotals, ZombieLabels,
+            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels, ProcDelta,
+            SystemTotals, ZombieLabels,
         },
         switches::Key,
     },

@@ -695,5 +695,8 @@ fn family_offsets_from_host_btf() {
     assert_eq!(f.has_subreaper_bit, f.is_subreaper_bit + 1, "{f:?}");
     assert!(f.wait_chldexit > 0 && f.pid_numbers > f.pid_level, "{f:?}");
     assert!(f.last_arrival.is_some(), "{f:?}");
-    assert_eq!(member_bit_offset(&btf, "task_struct", "pid").unwrap() % 8, 0);
+    assert_eq!(
+        member_bit_offset(&btf, "task_struct", "pid").unwrap() % 8,
+        0
+    );
 }

@@ -71,7 +71,11 @@ pub fn lookup_all<K: Pod, V>(
         let mut keys = vec![0u8; chunk * size_of::<K>()];
         let mut values = vec![0u8; chunk * value_len];
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { std::ptr::from_mut(&mut in_batch) as u64 },
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::from_mut(&mut in_batch) as u64
+            },
             out_batch: std::ptr::from_mut(&mut out_batch) as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
@@ -95,7 +99,8 @@ pub fn lookup_all<K: Pod, V>(
         for i in 0..n {
             // SAFETY: the kernel wrote `n` keys of `K`'s size; Pod types are valid for any
             // bytes, and the read is unaligned-safe.
-            let k: K = unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast()) };
+            let k: K =
+                unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast()) };
             out.push((k, values[i * value_len..(i + 1) * value_len].to_vec()));
         }
         if last {

@@ -239,7 +239,11 @@ mod tests {
         assert_eq!(t[NR_TABLE + 187], op::SENDFILE64, "i386 sendfile");
         assert_eq!(t[NR_TABLE + 239], op::SENDFILE64, "i386 sendfile64");
         assert_eq!(t[NR_TABLE + 192], op::MMAP, "i386 mmap2");
-        assert_eq!(t[NR_TABLE + 90], op::NONE, "i386 old mmap: arguments in memory");
+        assert_eq!(
+            t[NR_TABLE + 90],
+            op::NONE,
+            "i386 old mmap: arguments in memory"
+        );
         assert_eq!(t[NR_TABLE + 102], op::NONE, "i386 socketcall");
         assert_eq!(t[NR_TABLE + 417], op::RECVMMSG, "i386 recvmmsg_time64");
         assert_eq!(t[299], op::RECVMMSG);
@@ -267,12 +271,18 @@ mod tests {
         for o in a.args_native.iter().chain(&a.args_compat) {
             assert!(o % 8 == 0 && *o < 21 * 8, "{a:?}");
         }
-        assert_eq!(a.args_native[2], a.args_compat[2], "dx is argument 2 in both");
+        assert_eq!(
+            a.args_native[2], a.args_compat[2],
+            "dx is argument 2 in both"
+        );
         assert_eq!(a.mmsg.0, 64, "struct mmsghdr on x86-64");
         assert_eq!(a.mmsg.1, 56);
         if let Some((status, flag)) = a.compat {
             assert_eq!(flag, TS_COMPAT);
-            assert!(status > 0 && status < 64, "thread_info is at the start of the task");
+            assert!(
+                status > 0 && status < 64,
+                "thread_info is at the start of the task"
+            );
             assert_eq!(a.compat_mmsg, (32, 28), "struct compat_mmsghdr");
         }
         let fd = FdOffsets::from_btf(&btf).unwrap();

@@ -126,12 +126,20 @@ impl CopyMaps {
 
     /// Syscall counts per (process, number), summed over CPUs.
     pub fn syscalls(&self) -> Result<StdHashMap<SysKey, u64>> {
-        Ok(summed(read(&self.syscalls, "SYSCALLS")?, SysKey::any_cpu, |a, b| *a += b))
+        Ok(summed(
+            read(&self.syscalls, "SYSCALLS")?,
+            SysKey::any_cpu,
+            |a, b| *a += b,
+        ))
     }
 
     /// Path totals per (process, op, kinds), summed over CPUs.
     pub fn copies(&self) -> Result<StdHashMap<CopyKey, CopyStats>> {
-        Ok(summed(read(&self.copies, "COPIES")?, CopyKey::any_cpu, add_stats))
+        Ok(summed(
+            read(&self.copies, "COPIES")?,
+            CopyKey::any_cpu,
+            add_stats,
+        ))
     }
 
     /// The command name the kernel saw for process `key` (see the `COMMS` map), if any.
@@ -183,7 +191,8 @@ impl CopyMaps {
     }
 
     fn prune_inflight(&mut self) -> Result<()> {
-        let all = batch::lookup_all(&self.inflight, size_of::<Inflight>()).context("reading INFLIGHT")?;
+        let all =
+            batch::lookup_all(&self.inflight, size_of::<Inflight>()).context("reading INFLIGHT")?;
         let stale: Vec<u32> = all
             .into_iter()
             .filter(|(tid, v)| {

@@ -41,7 +41,10 @@ fn the_earliest_head_goes_first_and_ties_keep_ring_order() {
     let heads = |v: &[Option<Event>]| earliest(v.iter().map(Option::as_ref));
     assert_eq!(heads(&[]), None);
     assert_eq!(heads(&[None, None]), None);
-    assert_eq!(heads(&[Some(ev(7)), None, Some(ev(5)), Some(ev(9))]), Some(2));
+    assert_eq!(
+        heads(&[Some(ev(7)), None, Some(ev(5)), Some(ev(9))]),
+        Some(2)
+    );
     assert_eq!(heads(&[None, Some(ev(5)), Some(ev(5))]), Some(1));
 }
 
@@ -52,7 +55,11 @@ fn nothing_passes_the_watermark() {
     // Ring 0: the fork (stamped 10). Ring 1: the child's exit (20), read already.
     let mut held = vec![VecDeque::from([at(10, 1)]), VecDeque::from([at(20, 2)])];
     assert_eq!(released(&mut held, 15), [1]);
-    assert_eq!(released(&mut held, 20), Vec::<u64>::new(), "20 is not before 20");
+    assert_eq!(
+        released(&mut held, 20),
+        Vec::<u64>::new(),
+        "20 is not before 20"
+    );
     assert_eq!(released(&mut held, 21), [2]);
     // One ring behaves alike.
     let mut one = vec![VecDeque::from([at(5, 1), at(9, 2)])];
@@ -71,7 +78,10 @@ fn a_ring_out_of_time_order_keeps_its_order() {
     ];
     assert_eq!(released(&mut held, 11), [3, 1, 2]);
     assert_eq!(released(&mut held, 13), [4]);
-    let mut blocked = vec![VecDeque::from([at(25, 1), at(5, 2)]), VecDeque::from([at(7, 3)])];
+    let mut blocked = vec![
+        VecDeque::from([at(25, 1), at(5, 2)]),
+        VecDeque::from([at(7, 3)]),
+    ];
     assert_eq!(released(&mut blocked, 20), [3], "5 waits behind 25");
 }
 

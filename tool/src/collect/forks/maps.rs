@@ -13,10 +13,7 @@ use proclens_common::{
     forks::{FaultKey, ForkTimes},
 };
 
-use crate::{
-    collect::setup::take_map,
-    model::proctable::Key,
-};
+use crate::{collect::setup::take_map, model::proctable::Key};
 
 /// One reading of the per-process maps.
 #[derive(Debug, Default, Clone)]

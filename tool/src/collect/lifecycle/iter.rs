@@ -75,19 +75,38 @@ mod tests {
         // Last ran 300 ns before the clocks were read.
         assert_eq!(died_ns(&z), Some(9_700));
         assert_eq!(died_ns(&ZombieSeed { flags: 0, ..z }), None);
-        assert_eq!(died_ns(&ZombieSeed { last_arrival: 2_000, ..z }), None);
-        assert_eq!(died_ns(&ZombieSeed { last_arrival: 0, ..z }), None);
+        assert_eq!(
+            died_ns(&ZombieSeed {
+                last_arrival: 2_000,
+                ..z
+            }),
+            None
+        );
+        assert_eq!(
+            died_ns(&ZombieSeed {
+                last_arrival: 0,
+                ..z
+            }),
+            None
+        );
         let bytes: Vec<u8> = [z, z]
             .iter()
             .flat_map(|r| {
                 // SAFETY: viewing a plain #[repr(C)] value as bytes.
                 unsafe {
-                    std::slice::from_raw_parts((r as *const ZombieSeed).cast::<u8>(), size_of::<ZombieSeed>())
+                    std::slice::from_raw_parts(
+                        (r as *const ZombieSeed).cast::<u8>(),
+                        size_of::<ZombieSeed>(),
+                    )
                 }
                 .to_vec()
             })
             .collect();
         assert_eq!(parse(&bytes), [z, z]);
-        assert_eq!(parse(&bytes[..bytes.len() - 1]), [z], "a cut record is left out");
+        assert_eq!(
+            parse(&bytes[..bytes.len() - 1]),
+            [z],
+            "a cut record is left out"
+        );
     }
 }

@@ -5,12 +5,15 @@ use anyhow::Result;
 use aya::EbpfLoader;
 use proclens_common::config;
 
-use crate::{error::Fatal, collect::{
-    btf::{FamilyOffsets, LifecycleOffsets, RqClockOffsets},
-    globals::Globals,
-    object::Object,
-    setup::{self, Setup},
-}};
+use crate::{
+    collect::{
+        btf::{FamilyOffsets, LifecycleOffsets, RqClockOffsets},
+        globals::Globals,
+        object::Object,
+        setup::{self, Setup},
+    },
+    error::Fatal,
+};
 
 /// The lifecycle programs, each attached to the `sched` BTF tracepoint of its name.
 pub const PROGRAMS: [&str; 5] = [

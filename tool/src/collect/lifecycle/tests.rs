@@ -66,7 +66,9 @@ fn lifecycle_events_are_applied_and_thread_exits_left() {
         }
     );
     assert_eq!(
-        life.table.fork_stats_of_pid(me_ref.pid).map(|s| s.processes),
+        life.table
+            .fork_stats_of_pid(me_ref.pid)
+            .map(|s| s.processes),
         Some(1)
     );
     assert!(life.take_notices().is_empty());
@@ -97,9 +99,17 @@ fn the_check_waits_for_the_watermark_then_repairs() {
     let before = life.table.len();
     life.last_scan = Instant::now() - REPAIR_PERIOD;
     life.check(0, 0, || None);
-    let at = life.scan.as_ref().map(Scan::at_ns).expect("a scan was taken");
+    let at = life
+        .scan
+        .as_ref()
+        .map(Scan::at_ns)
+        .expect("a scan was taken");
     life.check(0, at, || None);
-    assert_eq!(life.table.len(), before, "not judged before the watermark passed it");
+    assert_eq!(
+        life.table.len(),
+        before,
+        "not judged before the watermark passed it"
+    );
     life.check(0, at + 1, || None);
     assert!(life.scan.is_none());
     assert!(life.table.get(&Key::from(&child)).is_none());

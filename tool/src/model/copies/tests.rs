@@ -89,7 +89,12 @@ fn classes_follow_the_kernels_paths() {
         (op::COPY_FILE_RANGE, FILE, FILE, Class::InKernelCopy),
         (op::MMAP, FILE, USER, Class::Mmap),
     ] {
-        assert_eq!(Class::of(op, src, dst), class, "{} {src}->{dst}", op_name(op));
+        assert_eq!(
+            Class::of(op, src, dst),
+            class,
+            "{} {src}->{dst}",
+            op_name(op)
+        );
     }
 }
 
@@ -156,12 +161,7 @@ fn sendfile_saving_comes_from_the_paired_flows_only() {
             stats(8 << 20, 64, 0),
         ),
         (
-            key(
-                1,
-                op::SENDFILE_ELIGIBLE,
-                fd_kind::FILE,
-                fd_kind::SOCKET,
-            ),
+            key(1, op::SENDFILE_ELIGIBLE, fd_kind::FILE, fd_kind::SOCKET),
             stats(4 << 20, 64, 0),
         ),
     ]));
@@ -193,7 +193,10 @@ fn sendfile_saving_comes_from_the_paired_flows_only() {
             stats(100 << 10, 1024, 0),
         ),
     ]));
-    assert_eq!(out[&proc(2)].since_start().sendfile, SendfileSaving::default());
+    assert_eq!(
+        out[&proc(2)].since_start().sendfile,
+        SendfileSaving::default()
+    );
 }
 
 /// Issue 7: a pid freed and given to a new process within one interval.

@@ -90,7 +90,8 @@ impl ProcTable {
     }
 
     pub(super) fn exit(&mut self, x: &Exit, notices: &mut Vec<Notice>) {
-        if x.flags & exit_flags::GROUP_DEAD == 0 || self.freed.freed_since(x.leader_ptr, x.header.ts)
+        if x.flags & exit_flags::GROUP_DEAD == 0
+            || self.freed.freed_since(x.leader_ptr, x.header.ts)
         {
             return;
         }
@@ -100,13 +101,8 @@ impl ProcTable {
             Some(k) => k,
             None => {
                 let key = Key::from(&x.task);
-                self.procs.insert(Proc::new(
-                    key,
-                    comm_str(&x.comm),
-                    x.parent.tgid,
-                    parent,
-                    ts,
-                ));
+                self.procs
+                    .insert(Proc::new(key, comm_str(&x.comm), x.parent.tgid, parent, ts));
                 key
             }
         };

@@ -99,7 +99,13 @@ pub struct Proc {
 
 impl Proc {
     /// A process first known at `seen_ns`, alive, from nothing but its key and name.
-    pub fn new(key: Key, comm: CompactString, ppid: u32, parent: Option<Key>, seen_ns: u64) -> Self {
+    pub fn new(
+        key: Key,
+        comm: CompactString,
+        ppid: u32,
+        parent: Option<Key>,
+        seen_ns: u64,
+    ) -> Self {
         Proc {
             key,
             comm,

@@ -147,7 +147,11 @@ impl ProcTable {
     }
 
     fn count(&mut self, n: usize, missed: Missed) -> u64 {
-        let n = if missed == Missed::Repair { n as u64 } else { 0 };
+        let n = if missed == Missed::Repair {
+            n as u64
+        } else {
+            0
+        };
         self.repairs += n;
         n
     }

@@ -158,7 +158,6 @@ impl Procs {
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
         self.by_key.values_mut()
     }
-
 }
 
 /// Removes `index[at]` if it names `key`, in one lookup.

@@ -149,7 +149,10 @@ pub(super) fn seed(pid: u32, ppid: u32, start_ticks: u64, name: &str) -> SeedPro
 pub(super) fn seeded_parent() -> (ProcTable, TaskRef) {
     let mut tab = ProcTable::new(TICK);
     // The parent was seen in /proc at start-up: its start is known to a tick.
-    tab.seed(&[seed(1, 0, 0, "init"), seed(100, 1, 5, "parent")], 10 * SEC);
+    tab.seed(
+        &[seed(1, 0, 0, "init"), seed(100, 1, 5, "parent")],
+        10 * SEC,
+    );
     (tab, t(100, 5 * TICK + 1234))
 }
 
@@ -211,7 +214,11 @@ fn zombies_are_blamed_on_their_parent_and_age() {
         matches!(&n[..], [Notice::Reaped { dead_for_ns: Some(d), at_ns, .. }] if *d == 8 * SEC && *at_ns == 20 * SEC),
         "{n:?}"
     );
-    assert_eq!(tab.zombies(20 * SEC, 0).len(), 2, "reaped: no zombie any more");
+    assert_eq!(
+        tab.zombies(20 * SEC, 0).len(),
+        2,
+        "reaped: no zombie any more"
+    );
     assert!(
         apply(&mut tab, &free(25 * SEC, t(200, 11 * SEC))).is_empty(),
         "its reap was told already"
@@ -238,7 +245,10 @@ fn zombies_are_blamed_on_their_parent_and_age() {
 fn a_parent_blocked_in_wait_reaps_as_the_child_dies() {
     let (mut tab, parent) = seeded_parent();
     let mut tab_all = ProcTable::new(TICK).notify_all_reaps();
-    tab_all.seed(&[seed(1, 0, 0, "init"), seed(100, 1, 5, "parent")], 10 * SEC);
+    tab_all.seed(
+        &[seed(1, 0, 0, "init"), seed(100, 1, 5, "parent")],
+        10 * SEC,
+    );
     for tab in [&mut tab, &mut tab_all] {
         let (a, b) = (t(300, 11 * SEC), t(301, 11 * SEC + 1));
         apply(tab, &fork(11 * SEC, parent, a));
@@ -248,7 +258,11 @@ fn a_parent_blocked_in_wait_reaps_as_the_child_dies() {
         let waiting = exit_flags::GROUP_DEAD | exit_flags::PARENT_WAITING;
         apply(tab, &exit(13 * SEC, a, parent, 0, waiting));
         let n = apply(tab, &exit(14 * SEC, b, parent, 0, waiting));
-        assert_eq!(tab.zombies(20 * SEC, 0).len(), 1, "a is a zombie, b was reaped");
+        assert_eq!(
+            tab.zombies(20 * SEC, 0).len(),
+            1,
+            "a is a zombie, b was reaped"
+        );
         let reaped_b = tab.get(&Key::from(&b)).unwrap().reaped_ns;
         assert_eq!(reaped_b, Some(14 * SEC));
         // Only a table that wants every reap is told of b's (never reported).
@@ -280,7 +294,10 @@ fn autoreaped_children_are_never_zombies() {
         tab.new_zombies(100 * SEC, 0, |_| KernelState::Zombie, &mut n)
             .is_empty()
     );
-    assert_eq!(tab.get(&Key::from(&child)).unwrap().reaped_ns, Some(11 * SEC));
+    assert_eq!(
+        tab.get(&Key::from(&child)).unwrap().reaped_ns,
+        Some(11 * SEC)
+    );
 }
 
 #[test]
@@ -342,7 +359,14 @@ fn zombies_present_at_start_up_are_dated_by_the_kernel_or_from_start_up() {
     let (dated, lower) = (&z[0], &z[1]);
     assert_eq!(
         (dated.key, dated.ppid, dated.parent_comm.as_str()),
-        (Key { tgid: 51, start_ns: 4 * TICK + 77 }, 50, "lazy")
+        (
+            Key {
+                tgid: 51,
+                start_ns: 4 * TICK + 77
+            },
+            50,
+            "lazy"
+        )
     );
     assert_eq!(
         (dated.status, dated.age_ns, dated.dated),
@@ -357,12 +381,16 @@ fn zombies_present_at_start_up_are_dated_by_the_kernel_or_from_start_up() {
     let mut n = Vec::new();
     tab.new_zombies(11 * SEC, SEC, |_| KernelState::Zombie, &mut n);
     let mut n = apply(&mut tab, &wait_ptr(12 * SEC, t(50, 3 * TICK), 0, 0xa51));
-    assert!(matches!(&n[..], [Notice::Reaped { proc, dead_for_ns: None, .. }] if proc.key.tgid == 51));
+    assert!(
+        matches!(&n[..], [Notice::Reaped { proc, dead_for_ns: None, .. }] if proc.key.tgid == 51)
+    );
     // The other one's reap is found by the check against /proc: 52 is no longer listed.
     let r = tab.check_pids(13 * SEC, &pids(&[50, 51]), 2 * SEC, Missed::Repair, &mut n);
     assert_eq!(r, 0, "a reap is no repair");
     assert!(tab.zombies(13 * SEC, 0).is_empty());
-    assert!(matches!(n.last(), Some(Notice::Reaped { proc, at_ns, .. }) if proc.key.tgid == 52 && *at_ns == 13 * SEC));
+    assert!(
+        matches!(n.last(), Some(Notice::Reaped { proc, at_ns, .. }) if proc.key.tgid == 52 && *at_ns == 13 * SEC)
+    );
 }
 
 #[test]
@@ -439,7 +467,13 @@ fn live_processes_gone_unseen_are_repaired() {
     assert!(tab.get(&Key::from(&child)).is_none());
     assert!(tab.get(&Key::from(&late)).is_some());
     assert_eq!(
-        tab.check_pids(14 * SEC, &pids(&[1, 951]), 2 * SEC, Missed::Expected, &mut n),
+        tab.check_pids(
+            14 * SEC,
+            &pids(&[1, 951]),
+            2 * SEC,
+            Missed::Expected,
+            &mut n
+        ),
         0,
         "under a filter, exits outside it are not seen: no repair"
     );
@@ -456,15 +490,24 @@ fn reaped_but_unfreed_processes_go_after_the_grace() {
     let (a, b) = (t(101, 11 * SEC), t(102, 11 * SEC + 1));
     for k in [a, b] {
         apply(&mut tab, &fork(11 * SEC, parent, k));
-        apply(&mut tab, &exit(12 * SEC, k, parent, 0, exit_flags::GROUP_DEAD));
+        apply(
+            &mut tab,
+            &exit(12 * SEC, k, parent, 0, exit_flags::GROUP_DEAD),
+        );
     }
     apply(&mut tab, &wait(12 * SEC, parent, 0, Some(a)));
     let mut n = Vec::new();
     let listed = pids(&[1, 100, 102]);
-    assert_eq!(tab.check_pids(13 * SEC, &listed, 2 * SEC, Missed::Repair, &mut n), 0);
+    assert_eq!(
+        tab.check_pids(13 * SEC, &listed, 2 * SEC, Missed::Repair, &mut n),
+        0
+    );
     assert_eq!(tab.len(), 4, "within the grace nothing goes");
     tab.check_pids(15 * SEC, &listed, 2 * SEC, Missed::Repair, &mut n);
-    assert!(tab.get(&Key::from(&a)).is_none(), "reaped at 12 s, gone by 15 s");
+    assert!(
+        tab.get(&Key::from(&a)).is_none(),
+        "reaped at 12 s, gone by 15 s"
+    );
     assert_eq!(tab.zombies(15 * SEC, 0).len(), 1, "the real zombie stays");
     // A zombie whose pid a live process holds was reaped unseen (a pid is not reused
     // while its zombie exists).
@@ -502,7 +545,10 @@ fn released_candidates_are_reaped_and_dying_ones_asked_again() {
     let z = tab.new_zombies(14 * SEC, SEC, state, &mut n);
     assert_eq!(z.iter().map(|z| z.key.tgid).collect::<Vec<_>>(), [300]);
     assert_eq!(*asked.borrow(), [300, 301, 302]);
-    assert_eq!(tab.get(&Key::from(&kids[1])).unwrap().reaped_ns, Some(14 * SEC));
+    assert_eq!(
+        tab.get(&Key::from(&kids[1])).unwrap().reaped_ns,
+        Some(14 * SEC)
+    );
     assert!(n.is_empty(), "301 was never reported: nobody is told");
     // Next time only the dying one is asked about again.
     asked.borrow_mut().clear();
@@ -511,5 +557,7 @@ fn released_candidates_are_reaped_and_dying_ones_asked_again() {
     // 301's late free tells nothing more; 300's gives its reaped notice.
     assert!(apply(&mut tab, &free(16 * SEC, kids[1])).is_empty());
     let n = apply(&mut tab, &free(16 * SEC, kids[0]));
-    assert!(matches!(&n[..], [Notice::Reaped { proc, .. }] if proc.key.tgid == 300 && proc.reported));
+    assert!(
+        matches!(&n[..], [Notice::Reaped { proc, .. }] if proc.key.tgid == 300 && proc.reported)
+    );
 }

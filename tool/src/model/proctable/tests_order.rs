@@ -14,7 +14,11 @@ fn a_free_before_its_fork_leaves_nothing() {
     let before = tab.len();
     assert!(apply(&mut tab, &free(12 * SEC, child)).is_empty());
     assert!(apply(&mut tab, &fork(11 * SEC, parent, child)).is_empty());
-    assert_eq!(tab.len(), before, "the fork does not bring the freed task back");
+    assert_eq!(
+        tab.len(),
+        before,
+        "the fork does not bring the freed task back"
+    );
     assert_eq!(
         tab.fork_stats(&Key::from(&parent)).map(|s| s.processes),
         Some(1),
@@ -27,12 +31,28 @@ fn an_exec_before_its_fork_is_completed_by_the_fork() {
     let (mut tab, parent) = seeded_parent();
     let child = t(501, 11 * SEC);
     apply(&mut tab, &exec(11 * SEC + 5, child, ptr(child), "sleep"));
-    assert_eq!(tab.get(&Key::from(&child)).unwrap().ppid, 0, "no parent known yet");
+    assert_eq!(
+        tab.get(&Key::from(&child)).unwrap().ppid,
+        0,
+        "no parent known yet"
+    );
     apply(&mut tab, &fork(11 * SEC, parent, child));
     let p = tab.get(&Key::from(&child)).unwrap();
     assert_eq!(
-        (p.ppid, p.parent, p.comm.as_str(), p.exe.as_deref(), p.forked),
-        (100, Some(Key::from(&parent)), "sleep", Some("/bin/sleep"), true)
+        (
+            p.ppid,
+            p.parent,
+            p.comm.as_str(),
+            p.exe.as_deref(),
+            p.forked
+        ),
+        (
+            100,
+            Some(Key::from(&parent)),
+            "sleep",
+            Some("/bin/sleep"),
+            true
+        )
     );
     apply(&mut tab, &exit(12 * SEC, child, parent, 0, DEAD));
     assert_eq!(tab.zombies(14 * SEC, SEC)[0].parent_comm, "parent");
@@ -70,7 +90,13 @@ fn a_late_fork_of_a_freed_task_is_ignored_and_a_reused_address_is_a_new_process(
     };
     f.child_ptr = ptr(child);
     apply(&mut tab, &Event::Fork(f));
-    assert_eq!(tab.live_by_pid(504), Some(Key { tgid: 504, start_ns: 12 * SEC }));
+    assert_eq!(
+        tab.live_by_pid(504),
+        Some(Key {
+            tgid: 504,
+            start_ns: 12 * SEC
+        })
+    );
 }
 
 #[test]
@@ -125,7 +151,11 @@ fn a_zombie_orphaned_under_a_subreaper_is_blamed_on_the_subreaper() {
     assert_eq!(tab.children_of(100), 3);
     // S waits: it reaps what it inherited.
     apply(&mut tab, &wait(15 * SEC, s, 0, Some(z)));
-    assert!(tab.zombies(15 * SEC, 0).iter().all(|x| x.key != Key::from(&z)));
+    assert!(
+        tab.zombies(15 * SEC, 0)
+            .iter()
+            .all(|x| x.key != Key::from(&z))
+    );
 }
 
 /// A pid namespace's init I: a grandchild orphaned inside goes to I (the exit names it);
@@ -146,7 +176,11 @@ fn a_pid_namespace_init_inherits_and_keeps_its_orphans() {
     // The init dies: it is its own heir; its children do not move.
     let n = apply(&mut tab, &exit_to(15 * SEC, init, outside, 9, DEAD, init));
     assert!(matches!(&n[..], [Notice::Orphaned { heir: Some(h), .. }] if h.tgid == 700));
-    assert!(tab.zombies(16 * SEC, 0).iter().any(|x| x.key == Key::from(&z) && x.ppid == 700));
+    assert!(
+        tab.zombies(16 * SEC, 0)
+            .iter()
+            .any(|x| x.key == Key::from(&z) && x.ppid == 700)
+    );
 }
 
 /// The kernel could not be read for the heir: the notice asks the caller, which reads
@@ -159,8 +193,14 @@ fn an_unknown_heir_is_left_to_the_caller() {
     apply(&mut tab, &fork(11 * SEC, parent, mid));
     apply(&mut tab, &fork(11 * SEC + 1, mid, grandchild));
     let n = apply(&mut tab, &exit(12 * SEC, mid, parent, 0, DEAD));
-    assert!(matches!(&n[..], [Notice::Orphaned { heir: None, children, .. }] if children[..] == [Key::from(&grandchild)]));
-    assert_eq!(tab.get(&Key::from(&grandchild)).unwrap().ppid, 800, "not moved");
+    assert!(
+        matches!(&n[..], [Notice::Orphaned { heir: None, children, .. }] if children[..] == [Key::from(&grandchild)])
+    );
+    assert_eq!(
+        tab.get(&Key::from(&grandchild)).unwrap().ppid,
+        800,
+        "not moved"
+    );
     assert_eq!(tab.reparent(Key::from(&grandchild), 1), tab.live_by_pid(1));
     assert_eq!(tab.get(&Key::from(&grandchild)).unwrap().ppid, 1);
 }
@@ -197,8 +237,10 @@ fn a_check_after_lost_events_repairs_what_they_carried() {
     assert!(tab.get(&Key::from(&lost_all)).is_none());
     assert_eq!(tab.get(&Key::from(&reparented)).unwrap().ppid, 1);
     let zs = tab.zombies(15 * SEC, 0);
-    let found: Vec<(u32, u64, Dated, ExitStatus)> =
-        zs.iter().map(|z| (z.key.tgid, z.age_ns, z.dated, z.status)).collect();
+    let found: Vec<(u32, u64, Dated, ExitStatus)> = zs
+        .iter()
+        .map(|z| (z.key.tgid, z.age_ns, z.dated, z.status))
+        .collect();
     assert_eq!(
         found,
         [

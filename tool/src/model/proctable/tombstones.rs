@@ -60,7 +60,10 @@ mod tests {
         t.add(0xa0, 100);
         assert!(t.freed_since(0xa0, 50), "an event before the free is late");
         assert!(t.freed_since(0xa0, 100));
-        assert!(!t.freed_since(0xa0, 101), "a task at a reused address is another");
+        assert!(
+            !t.freed_since(0xa0, 101),
+            "a task at a reused address is another"
+        );
         assert!(!t.freed_since(0xb0, 50));
         // Expired by the events' time.
         t.add(0xb0, 100 + KEEP_NS + 1);

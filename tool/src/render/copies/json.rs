@@ -138,9 +138,11 @@ fn paths_json(paths: &[PathRow], elapsed_s: f64) -> BTreeMap<&'static str, JsonP
         let e = sums.entry(name).or_default();
         e.0.add(&p.delta);
         e.1.add(&p.total);
-        let f = fds
-            .entry((name, p.kinds()))
-            .or_insert((p.class().as_str(), Counts::default(), Counts::default()));
+        let f = fds.entry((name, p.kinds())).or_insert((
+            p.class().as_str(),
+            Counts::default(),
+            Counts::default(),
+        ));
         f.1.add(&p.delta);
         f.2.add(&p.total);
     }
@@ -255,4 +257,3 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
     }
     out
 }
-

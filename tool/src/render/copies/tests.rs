@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
-use proclens_common::copies::{CopyKey, CopyStats, SysKey, fd_kind, op};
 use ::syscalls::Sysno;
+use proclens_common::copies::{CopyKey, CopyStats, SysKey, fd_kind, op};
 
 use super::*;
 use crate::model::copy_report::CopiesModel;
@@ -52,7 +52,7 @@ fn frame() -> Frame {
                 bytes: 0,
                 calls: 0,
                 errors: 1,
-                    ..CopyStats::default()
+                ..CopyStats::default()
             },
         ),
         (
@@ -60,7 +60,7 @@ fn frame() -> Frame {
             CopyStats {
                 would_block: 6,
                 interrupted: 2,
-                    ..CopyStats::default()
+                ..CopyStats::default()
             },
         ),
         (
@@ -68,7 +68,7 @@ fn frame() -> Frame {
             CopyStats {
                 bytes: 1 << 20,
                 calls: 1,
-                    ..CopyStats::default()
+                ..CopyStats::default()
             },
         ),
         (
@@ -77,7 +77,7 @@ fn frame() -> Frame {
             CopyStats {
                 bytes: 4 << 20,
                 calls: 64,
-                    ..CopyStats::default()
+                ..CopyStats::default()
             },
         ),
         (
@@ -89,7 +89,7 @@ fn frame() -> Frame {
             CopyStats {
                 bytes: 100,
                 calls: 1,
-                    ..CopyStats::default()
+                ..CopyStats::default()
             },
         ),
     ]);
@@ -174,7 +174,10 @@ fn json_schema() {
     let rd = &v["paths"]["read"];
     assert_eq!(rd["class"], "user_copy");
     assert_eq!(rd["bytes"], (8 << 20) + 100, "both ABIs");
-    assert_eq!(rd["fds"]["file->user"]["calls"], 129, "one path for both ABIs");
+    assert_eq!(
+        rd["fds"]["file->user"]["calls"], 129,
+        "one path for both ABIs"
+    );
     assert_eq!(rd["errors"], 1, "the failed read on a bad fd");
     assert_eq!(rd["would_block"], 6, "apart from errors");
     assert_eq!(rd["interrupted_total"], 2);
@@ -196,7 +199,10 @@ fn json_schema() {
         .iter()
         .find(|s| s["abi"] == "i386")
         .expect("the 32-bit read");
-    assert_eq!((compat["name"].as_str(), compat["nr"].as_u64()), (Some("read"), Some(3)));
+    assert_eq!(
+        (compat["name"].as_str(), compat["nr"].as_u64()),
+        (Some("read"), Some(3))
+    );
 }
 
 #[test]
@@ -209,13 +215,19 @@ fn plain_lines_show_paths_and_savings() {
         "{text}"
     );
     assert!(text.contains("read             file->user"), "{text}");
-    assert!(text.contains("3.0 would block/s, 1.0 interrupted/s"), "{text}");
+    assert!(
+        text.contains("3.0 would block/s, 1.0 interrupted/s"),
+        "{text}"
+    );
     assert!(
         text.contains("sendfile would save 4.0MiB/s of CPU copies and 64 mode switches/s (2.0MiB/s of file data"),
         "{text}"
     );
     assert!(text.contains("top syscalls: read 64/s"), "{text}");
-    assert!(text.contains("read (i386) 0/s") || !text.contains("(i386)"), "{text}");
+    assert!(
+        text.contains("read (i386) 0/s") || !text.contains("(i386)"),
+        "{text}"
+    );
 }
 
 #[test]

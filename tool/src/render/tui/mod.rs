@@ -243,8 +243,8 @@ pub(crate) mod tests {
             bytes: 4 << 20,
             calls: 4,
             errors: 0,
-        ..Default::default()
-    };
+            ..Default::default()
+        };
         let zombie = |pid: u32, age_s: u64| Zombie {
             key: ProcKey {
                 tgid: pid,

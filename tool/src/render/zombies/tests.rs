@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::model::proctable::{Dated, Key};
 use proclens_common::lifecycle::ExitStatus;
@@ -65,7 +64,10 @@ fn json_snapshot_has_the_documented_fields() {
     assert_eq!(a["age_s"], 5.0);
     assert_eq!(a["parent_zombies"], 2);
     assert_eq!(a["lost_events"], 0);
-    assert_eq!((a["age_exact"].as_bool(), a["age_source"].as_str()), (Some(true), Some("exit")));
+    assert_eq!(
+        (a["age_exact"].as_bool(), a["age_source"].as_str()),
+        (Some(true), Some("exit"))
+    );
     assert_eq!(a["parent"]["unit"], "nginx.service");
     assert_eq!(a["parent"]["pids_max"], serde_json::Value::Null);
     assert_eq!(a["parent"]["pids_current"], 7);
@@ -81,7 +83,10 @@ fn json_snapshot_has_the_documented_fields() {
         ),
         (Some("summary"), Some(2), Some(1))
     );
-    assert_eq!((s["pid_max"].as_u64(), s["tasks"].as_u64()), (Some(4194304), Some(300)));
+    assert_eq!(
+        (s["pid_max"].as_u64(), s["tasks"].as_u64()),
+        (Some(4194304), Some(300))
+    );
 }
 
 #[test]
