@@ -151,6 +151,20 @@ impl Default for Copies {
     }
 }
 
+/// The interrupt programs (see tool-ebpf/src/irq.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Irq {
+    /// IRQ lines with a slot of `IRQ_LINES` (numbers `0..lines`); the x86 system vectors'
+    /// slots follow (`irq::vector`). Higher numbers are counted as untracked.
+    pub lines: u32,
+    /// `irqaction.next`: a shared line's next handler (one interrupt, several handlers).
+    pub irqaction_next: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`: a ksoftirqd is a kernel thread).
+    pub task_flags: u32,
+    pub _pad: u32,
+}
+
 macro_rules! names {
     ($($ty:ty => $name:literal,)*) => {
         $(impl Global for $ty {
@@ -167,6 +181,7 @@ names! {
     Rings => "CONFIG_RINGS",
     Lifecycle => "CONFIG_LIFECYCLE",
     Copies => "CONFIG_COPIES",
+    Irq => "CONFIG_IRQ",
 }
 
 #[cfg(test)]
@@ -182,5 +197,6 @@ mod tests {
         assert_eq!(size_of::<Rings>(), 16);
         assert_eq!(size_of::<Lifecycle>(), 12 * 4);
         assert_eq!(size_of::<Copies>(), 8 + 4 * layout::SIZE + 8 * 4);
+        assert_eq!(size_of::<Irq>(), 4 * 4);
     }
 }

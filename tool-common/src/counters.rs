@@ -16,8 +16,14 @@ pub const SYSCALL_MAP_FULL: u32 = 4;
 /// Processes whose command name was not recorded because the per-process name map was
 /// full (their name then comes from /proc, or is unknown once they have gone).
 pub const COMM_MAP_FULL: u32 = 5;
+/// Hard IRQs of a line numbered beyond the slots proclens sized at start (an IRQ
+/// allocated since): counted here, not per line.
+pub const IRQ_UNTRACKED: u32 = 6;
+/// Interrupt time not charged to its victim because the per-process victim map was full
+/// (it is still in the per-CPU and per-kind figures).
+pub const VICTIM_MAP_FULL: u32 = 7;
 /// Number of counters in the array.
-pub const COUNT: u32 = 6;
+pub const COUNT: u32 = 8;
 
 /// What the counter at `index` counts, for log lines.
 pub const fn describe(index: u32) -> &'static str {
@@ -28,6 +34,8 @@ pub const fn describe(index: u32) -> &'static str {
         COPY_MAP_FULL => "copy-path table full, call not counted",
         SYSCALL_MAP_FULL => "syscall table full, syscall not counted",
         COMM_MAP_FULL => "command-name table full, name not kept",
+        IRQ_UNTRACKED => "IRQ line beyond the lines sized at start, not counted per line",
+        VICTIM_MAP_FULL => "victim table full, interrupt time not charged to its process",
         _ => "unknown counter",
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod copies;
 pub mod counters;
 pub mod event;
+pub mod irq;
 pub mod lifecycle;
 pub mod switch;
 
@@ -31,4 +32,8 @@ mod pod {
     unsafe impl aya::Pod for crate::config::Rings {}
     unsafe impl aya::Pod for crate::config::Lifecycle {}
     unsafe impl aya::Pod for crate::config::Copies {}
+    unsafe impl aya::Pod for crate::config::Irq {}
+    unsafe impl aya::Pod for crate::irq::IrqStats {}
+    unsafe impl aya::Pod for crate::irq::Stolen {}
+    unsafe impl aya::Pod for crate::irq::CpuIrq {}
 }

@@ -4,7 +4,7 @@
 //! so the verifier sees every field as a constant. Fields are read through `read_volatile`
 //! so the compiler does not fold in the zero initialisers.
 
-use proclens_common::config::{Copies, Filter, Lifecycle, Rings, Switch, Task};
+use proclens_common::config::{Copies, Filter, Irq, Lifecycle, Rings, Switch, Task};
 
 macro_rules! config {
     ($(
@@ -96,6 +96,12 @@ config! {
         file_inode => file_inode_off: u32,
         file_mode => file_mode_off: u32,
         inode_mode => inode_mode_off: u32,
+    }
+    /// The interrupt programs (see `irq`).
+    CONFIG_IRQ: Irq {
+        lines => irq_lines: u32,
+        irqaction_next => irqaction_next_off: u32,
+        task_flags => task_flags_off: u32,
     }
 }
 

@@ -25,7 +25,7 @@ use proclens_common::{
     counters,
 };
 
-use crate::{config, fdkind, filter, maps::count, task::probe};
+use crate::{config, fdkind, filter, maps::count, task::process_start};
 
 const BPF_ANY: u64 = 0;
 
@@ -63,16 +63,6 @@ fn layout_of(op: u8, field: usize) -> u32 {
         return layout::NONE;
     }
     config::copy_layout(i)
-}
-
-/// The current process's start: its thread-group leader's `start_boottime` (0 if
-/// unreadable), through the BTF offsets set at load time.
-#[inline(always)]
-fn process_start(task: u64) -> u64 {
-    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
-        return 0;
-    };
-    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]

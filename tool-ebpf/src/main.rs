@@ -7,6 +7,7 @@ mod config;
 mod copies;
 mod fdkind;
 mod filter;
+mod irq;
 mod lifecycle;
 mod maps;
 mod switch;

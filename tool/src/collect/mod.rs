@@ -12,6 +12,7 @@ pub mod events;
 pub mod extras;
 pub mod filter;
 pub mod globals;
+pub mod irq;
 pub mod lifecycle;
 pub mod log;
 pub mod object;

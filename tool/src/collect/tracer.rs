@@ -22,6 +22,7 @@ use super::{
     copies::{CopyMaps, CopySetup, Want},
     filter::{self, FilterSetup},
     globals::Globals,
+    irq::{IrqMaps, IrqSetup},
     lifecycle::setup::LifecycleSetup,
     log::{self, KernelLog},
     object::Object,
@@ -50,6 +51,10 @@ pub struct TracerOptions {
     pub syscalls: bool,
     /// Account the copy-family syscalls per (process, path, fd kinds).
     pub copies: Want,
+    /// Time hard IRQs and softirqs per CPU and kind, and charge them to the processes
+    /// they interrupt. Views that do not show interrupts leave them out and pay nothing
+    /// per interrupt.
+    pub irq: Want,
 }
 
 impl Default for TracerOptions {
@@ -60,6 +65,7 @@ impl Default for TracerOptions {
             switches: true,
             syscalls: false,
             copies: Want::Off,
+            irq: Want::Off,
         }
     }
 }
@@ -75,6 +81,7 @@ pub struct Tracer {
     events: Option<Vec<RingBuf<MapData>>>,
     copy_maps: Option<CopyMaps>,
     copies_on: bool,
+    irq_maps: Option<IrqMaps>,
     /// The kernel side's log records, when asked for (see `log`), until taken.
     log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
@@ -94,6 +101,10 @@ pub struct Health {
     pub syscall_map_full: u64,
     /// Command names not recorded in the kernel: per-process name map full.
     pub comm_map_full: u64,
+    /// Hard IRQs of lines allocated after start, not counted per line.
+    pub irq_untracked: u64,
+    /// Interrupt time not charged to its victim: per-process victim map full.
+    pub victim_map_full: u64,
 }
 
 fn raise_memlock() {
@@ -114,6 +125,7 @@ struct Setups {
     switch: Option<SwitchSetup>,
     copies: CopySetup,
     life: LifecycleSetup,
+    irq: IrqSetup,
 }
 
 impl Setups {
@@ -122,7 +134,7 @@ impl Setups {
         if let Some(s) = &self.switch {
             v.push(s);
         }
-        v.extend([&self.copies as &dyn Setup, &self.life]);
+        v.extend([&self.copies as &dyn Setup, &self.life, &self.irq]);
         v
     }
 }
@@ -153,6 +165,7 @@ impl Tracer {
                 .transpose()?,
             copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
             life: LifecycleSetup::resolve(&life),
+            irq: IrqSetup::resolve(opts.irq, &vmlinux)?,
         };
         let globals = Globals {
             task: config::Task {
@@ -189,6 +202,7 @@ impl Tracer {
             events: Some(setups.rings.take(&mut obj)?),
             copy_maps: setups.copies.take(&mut obj)?,
             copies_on: setups.copies.copies_on(),
+            irq_maps: setups.irq.take(&mut obj)?,
             log: KernelLog::attach(&mut obj)?,
             obj,
             reads_survive_drop: std::cell::OnceCell::new(),
@@ -241,6 +255,12 @@ impl Tracer {
         self.copy_maps.as_mut()
     }
 
+    /// The interrupt maps, when [`TracerOptions::irq`] asked for them and the kernel has
+    /// what they need.
+    pub fn irq_maps(&mut self) -> Option<&mut IrqMaps> {
+        self.irq_maps.as_mut()
+    }
+
     /// Every traced thread's accounting, by thread id (empty without the switch programs).
     pub fn threads(&self) -> Result<StdHashMap<u32, ThreadSwitches>> {
         self.switch
@@ -287,6 +307,8 @@ impl Tracer {
             copy_map_full: sum(counters::COPY_MAP_FULL)?,
             syscall_map_full: sum(counters::SYSCALL_MAP_FULL)?,
             comm_map_full: sum(counters::COMM_MAP_FULL)?,
+            irq_untracked: sum(counters::IRQ_UNTRACKED)?,
+            victim_map_full: sum(counters::VICTIM_MAP_FULL)?,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod event;
 pub mod exit_status;
 pub mod exporter;
 pub mod histogram;
+pub mod irq;
 pub mod proctable;
 pub mod rates;
 pub mod run_report;

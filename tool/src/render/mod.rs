@@ -1,6 +1,7 @@
 //! Output: plain text lines and NDJSON. Rendering is a pure function of a frame.
 
 pub mod copies;
+pub mod irq;
 pub mod latency;
 pub mod prometheus;
 pub mod run;

@@ -206,7 +206,7 @@ impl CopyMaps {
 /// Every entry of a per-CPU map (at most [`WALK_BOUND`]: a walk restarts when entries
 /// are deleted under it), each value folded over the CPUs by `sum`. An entry deleted
 /// while the walk reaches it is skipped.
-fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
+pub(crate) fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
     map: &PerCpuHashMap<MapData, K, V>,
     name: &str,
     sum: impl Fn(&PerCpuValues<V>) -> T,
@@ -226,7 +226,7 @@ fn summed<K: Pod + Eq + std::hash::Hash, V: Pod, T>(
 
 /// Deletes the entries of a per-CPU map whose key `gone` selects (keys collected first:
 /// deleting during the walk would restart it).
-fn remove_where<K: Pod, V: Pod>(
+pub(crate) fn remove_where<K: Pod, V: Pod>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,
@@ -247,23 +247,26 @@ fn remove_where<K: Pod, V: Pod>(
 /// (or only) one lives while /proc/PID/stat shows its start time (to the clock tick). A
 /// row whose start the kernel could not read (0) lives while its pid exists.
 pub fn gone_processes(rows: &[ProcRow], tick_ns: u64) -> Vec<Key> {
+    gone_keys(rows.iter().map(ProcRow::key), tick_ns)
+}
+
+/// [`gone_processes`] of any per-process keys.
+pub(crate) fn gone_keys(keys: impl Iterator<Item = Key> + Clone, tick_ns: u64) -> Vec<Key> {
     let mut latest: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for r in rows {
-        let e = latest.entry(r.tgid).or_insert(r.start_ns);
-        *e = (*e).max(r.start_ns);
+    for k in keys.clone() {
+        let e = latest.entry(k.tgid).or_insert(k.start_ns);
+        *e = (*e).max(k.start_ns);
     }
-    rows.iter()
-        .map(ProcRow::key)
-        .filter(|k| {
-            if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !procfs::exists(k.tgid);
-            }
-            procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-        })
-        .collect()
+    keys.filter(|k| {
+        if latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
+            return true;
+        }
+        if k.start_ns == 0 {
+            return !procfs::exists(k.tgid);
+        }
+        procfs::stat_of(k.tgid, k.start_ns, tick_ns).is_none()
+    })
+    .collect()
 }
 
 #[cfg(test)]

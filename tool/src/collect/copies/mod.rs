@@ -8,4 +8,5 @@ mod setup;
 #[cfg(test)]
 pub use layout::FdOffsets;
 pub use maps::{CopyMaps, gone_processes};
+pub(crate) use maps::{gone_keys, remove_where, summed};
 pub use setup::{CopySetup, Want};
