@@ -40,9 +40,10 @@ enum Task {
     /// bpf_stats ns per program run; and a syscall-heavy one (1-byte pipe write+read round
     /// trips) untraced / `proclens copies` / an equivalent bpftrace script /
     /// `strace -c -f`; fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
-    /// memory and /metrics size beside 1,000 idle processes, scraped every second; and the
-    /// wall time of short invocations (start-up and exit). Needs root. `--record` writes
-    /// the tables into BENCHMARKS.md.
+    /// memory and /metrics size beside 1,000 idle processes, scraped every second; the
+    /// wall time of short invocations (start-up and exit); and a loopback UDP ping-pong
+    /// untraced / `proclens irq` / a bpftrace script timing the same handlers. Needs root.
+    /// `--record` writes the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
         #[arg(long, default_value = "5")]
@@ -54,7 +55,7 @@ enum Task {
         #[arg(long)]
         record: bool,
         /// Run only these sections (comma-separated): switches, lifecycle, syscalls, load,
-        /// serve, startup.
+        /// serve, startup, irq.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
     },

@@ -19,10 +19,12 @@ use crate::{
 };
 
 /// What `top` (lines and live table) traces: switches, every syscall per process (the
-/// syscalls/s column) and the lifecycle (the zombies column).
+/// syscalls/s column), the lifecycle (the zombies column) and interrupts (the irq%
+/// column), the latter left out with a warning where the kernel cannot time them.
 pub fn top_tracing() -> TracerOptions {
     TracerOptions {
         syscalls: true,
+        irq: Want::IfAvailable,
         ..TracerOptions::default()
     }
 }
@@ -64,8 +66,10 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         && std::io::stdin().is_terminal();
     if live_table {
         // The live table also has a Copies view: bytes by copy path when tracefs allows.
+        // The live table shows no interrupts: they are not traced.
         let tracer = args.filter.start(TracerOptions {
             copies: Want::IfAvailable,
+            irq: Want::Off,
             ..top_tracing()
         })?;
         let (pid, comm) = (args.filter.pids.first().copied(), args.filter.comm.clone());
@@ -135,6 +139,11 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
                         .map_or((0, 0), |p| (p.syscalls.delta, p.syscalls.total))
                 });
                 t.zombies = extras.zombies_of(pid);
+                t.irq = snap.irq.as_ref().map(|i| {
+                    i.interval
+                        .victim(pid)
+                        .map_or_else(Default::default, |v| v.delta)
+                });
             }
             t
         })

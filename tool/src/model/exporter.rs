@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{copies, proctable::ForkStats, switches::Counts};
+use super::{copies, irq::Taken, proctable::ForkStats, switches::Counts};
 
 /// The labels one series carries.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +81,22 @@ pub struct ZombieLabels {
     pub parent_pid: Option<u32>,
 }
 
+/// Interrupts by CPU and kind: the kernel's totals since proclens attached (count, ns).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IrqTotals {
+    /// By (CPU, softirq vector).
+    pub softirqs: BTreeMap<(u32, &'static str), (u64, u64)>,
+    /// By (CPU, /proc/interrupts row, handler or vector name).
+    pub hardirqs: BTreeMap<(u32, String, String), (u64, u64)>,
+}
+
+/// The interrupt time a process lost over one interval.
+pub struct StolenDelta {
+    pub labels: Labels,
+    pub delta: Taken,
+    pub alive: bool,
+}
+
 /// Everything `/metrics` shows.
 #[derive(Debug, Default, Clone)]
 pub struct ExporterState {
@@ -104,6 +120,10 @@ pub struct ExporterState {
     /// Zombies held now, by parent; `None` without a process table.
     pub zombies: Option<BTreeMap<ZombieLabels, u64>>,
     pub drops: KernelDrops,
+    /// Interrupts by CPU and kind; `None` when they are not traced.
+    pub irq: Option<IrqTotals>,
+    /// Interrupt time taken from each label set's processes.
+    pub irq_stolen: BTreeMap<Labels, Taken>,
     /// The collection in which each label set last had a process in the rows (alive, or
     /// with figures) or zombies (the gauge): what [`Self::expire`] goes by.
     touched: BTreeMap<Labels, u64>,
@@ -235,6 +255,25 @@ impl ExporterState {
         self.pending_removal(gone);
     }
 
+    /// Replaces the interrupt totals and adds one interval's stolen time, as
+    /// [`Self::apply_extras`] does for syscalls (per-pid series of processes seen gone
+    /// are dropped after their last figures are in).
+    pub fn apply_irq(&mut self, totals: IrqTotals, stolen: Vec<StolenDelta>) {
+        let mut gone = Vec::new();
+        self.irq = Some(totals);
+        for s in stolen {
+            if s.labels.pid.is_some() && !s.alive {
+                gone.push(s.labels.clone());
+            }
+            if s.delta.is_zero() {
+                continue;
+            }
+            self.touched.insert(s.labels.clone(), self.collections);
+            self.irq_stolen.entry(s.labels).or_default().add(&s.delta);
+        }
+        self.pending_removal(gone);
+    }
+
     fn pending_removal(&mut self, gone: Vec<Labels>) {
         for l in gone {
             self.remove(&l);
@@ -246,6 +285,7 @@ impl ExporterState {
         self.syscalls.remove(l);
         self.copies.remove(l);
         self.forks.remove(l);
+        self.irq_stolen.remove(l);
         self.touched.remove(l);
     }
 
@@ -560,5 +600,36 @@ mod tests {
         });
         assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
         assert!(!st.syscalls_counted, "no syscall rows: not counted");
+    }
+
+    #[test]
+    fn interrupt_totals_are_replaced_and_stolen_time_accumulates() {
+        let mut st = ExporterState::default();
+        let soft = |ns| Taken {
+            soft: 1,
+            soft_ns: ns,
+            ..Taken::default()
+        };
+        let totals = |n| IrqTotals {
+            softirqs: BTreeMap::from([((1, "NET_RX"), (n, n * 1000))]),
+            ..IrqTotals::default()
+        };
+        let stolen = |l: Labels, ns, alive| StolenDelta {
+            labels: l,
+            delta: soft(ns),
+            alive,
+        };
+        st.apply_irq(
+            totals(5),
+            vec![
+                stolen(labels("spin", None), 100, true),
+                stolen(labels("spin", None), 50, false),
+                stolen(labels("gone", Some(3)), 7, false),
+            ],
+        );
+        st.apply_irq(totals(9), vec![stolen(labels("spin", None), 10, true)]);
+        assert_eq!(st.irq.as_ref().unwrap().softirqs[&(1, "NET_RX")], (9, 9000));
+        assert_eq!(st.irq_stolen[&labels("spin", None)].soft_ns, 160);
+        assert!(!st.irq_stolen.contains_key(&labels("gone", Some(3))));
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{
     histogram::percentile_capped_us,
+    irq::{InterruptedSection, Taken},
     run_sections::{CopiesSection, ZombiesSection},
     switches::{Counts, Row},
 };
@@ -128,6 +129,8 @@ pub struct RunReport {
     pub copies: Option<CopiesSection>,
     /// Zombies the command's processes left behind or reaped late.
     pub zombies: ZombiesSection,
+    /// Interrupt time its tasks lost; `None` when interrupts were not traced.
+    pub interrupted: Option<InterruptedSection>,
     pub per_process: Vec<ProcessSummary>,
 }
 
@@ -141,6 +144,9 @@ pub struct RunExtras {
     pub zombies: ZombiesSection,
     /// Syscalls per pid (empty when they were not counted).
     pub syscalls: HashMap<u32, u64>,
+    /// What interrupts took from its processes, together; `None` when they were not
+    /// traced.
+    pub interrupted: Option<Taken>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -196,6 +202,9 @@ pub fn build(
         forked_threads: extras.forked_threads,
         copies: extras.copies,
         zombies: extras.zombies,
+        interrupted: extras
+            .interrupted
+            .map(|t| InterruptedSection::of(t, secs(all.oncpu_ns))),
         per_process,
     }
 }

@@ -172,6 +172,7 @@ fn encode_state(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), s
         ))?)?;
     }
     encode_extras(st, enc)?;
+    encode_irq(st, enc)?;
     counter_family(
         enc,
         "proclens_bpf_program_runs",
@@ -284,6 +285,59 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
             .named()
             .into_iter()
             .map(|(k, v)| (vec![("reason", k.to_string())], v)),
+    )?;
+    Ok(())
+}
+
+/// Interrupts by CPU and kind, and the time they took from each label set: only when
+/// they are traced. Label values are bounded by the machine (CPUs, vectors, IRQ lines)
+/// and, for the stolen time, by the label sets every other family has.
+fn encode_irq(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Some(irq) = &st.irq else {
+        return Ok(());
+    };
+    let soft = |(cpu, v): &(u32, &str)| vec![("cpu", cpu.to_string()), ("vector", v.to_string())];
+    let hard = |(cpu, row, name): &(u32, String, String)| {
+        vec![
+            ("cpu", cpu.to_string()),
+            ("irq", row.clone()),
+            ("name", name.clone()),
+        ]
+    };
+    counter_family(
+        enc,
+        "proclens_softirqs",
+        "Softirqs run, by CPU and vector (as /proc/softirqs counts them)",
+        irq.softirqs.iter().map(|(k, v)| (soft(k), v.0)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_softirq_seconds",
+        "Time in softirq handlers, by CPU and vector (hard IRQs nested in them left out)",
+        irq.softirqs.iter().map(|(k, v)| (soft(k), v.1)),
+    )?;
+    counter_family(
+        enc,
+        "proclens_hardirqs",
+        "Hard IRQs handled, by CPU, /proc/interrupts row (IRQ line or x86 system vector) and name",
+        irq.hardirqs.iter().map(|(k, v)| (hard(k), v.0)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_hardirq_seconds",
+        "Time in hard IRQ handlers, by CPU, /proc/interrupts row and name",
+        irq.hardirqs.iter().map(|(k, v)| (hard(k), v.1)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_irq_stolen_seconds",
+        "Interrupt time taken from processes: hard IRQs and softirqs that ran while one of them was current (kind=hard|soft; ksoftirqd's own softirqs are not a loss)",
+        st.irq_stolen.iter().flat_map(|(l, t)| {
+            [
+                (with_kind(l, "kind", "hard"), t.hard_ns),
+                (with_kind(l, "kind", "soft"), t.soft_ns),
+            ]
+        }),
     )?;
     Ok(())
 }
@@ -483,9 +537,56 @@ mod tests {
             "proclens_syscalls",
             "proclens_copy_bytes",
             "proclens_zombies",
+            "proclens_softirqs",
+            "proclens_irq_stolen",
         ] {
             assert!(!text.contains(absent), "{absent} in\n{text}");
         }
         assert!(text.contains("# TYPE proclens_dropped_total counter"));
+    }
+
+    #[test]
+    fn interrupt_families_by_cpu_kind_and_label_set() {
+        use std::collections::BTreeMap;
+
+        use crate::model::{
+            exporter::{IrqTotals, StolenDelta},
+            irq::Taken,
+        };
+        let shared = Shared::default();
+        shared.0.lock().unwrap().apply_irq(
+            IrqTotals {
+                softirqs: BTreeMap::from([((1, "NET_RX"), (40, 2_500_000_000))]),
+                hardirqs: BTreeMap::from([(
+                    (0, "LOC".to_string(), "Local timer interrupts".to_string()),
+                    (250, 500_000_000),
+                )]),
+            },
+            vec![StolenDelta {
+                labels: Labels {
+                    comm: "spin".into(),
+                    cgroup: "/".into(),
+                    pid: None,
+                },
+                delta: Taken {
+                    hard: 1,
+                    hard_ns: 1_000_000,
+                    soft: 2,
+                    soft_ns: 250_000_000,
+                },
+                alive: true,
+            }],
+        );
+        let text = exposition(&shared, Format::Text).unwrap();
+        for want in [
+            r#"proclens_softirqs_total{cpu="1",vector="NET_RX"} 40"#,
+            r#"proclens_softirq_seconds_total{cpu="1",vector="NET_RX"} 2.5"#,
+            r#"proclens_hardirqs_total{cpu="0",irq="LOC",name="Local timer interrupts"} 250"#,
+            r#"proclens_hardirq_seconds_total{cpu="0",irq="LOC",name="Local timer interrupts"} 0.5"#,
+            r#"proclens_irq_stolen_seconds_total{comm="spin",cgroup="/",kind="soft"} 0.25"#,
+            r#"proclens_irq_stolen_seconds_total{comm="spin",cgroup="/",kind="hard"} 0.001"#,
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
     }
 }

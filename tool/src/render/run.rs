@@ -106,6 +106,17 @@ pub fn plain(r: &RunReport) -> String {
     if let Some(c) = &r.copies {
         copies_lines(&mut out, c);
     }
+    if let Some(i) = &r.interrupted {
+        out.push_str(&format!(
+            "{:>14}  hard IRQs {:.3} ms ({}), softirqs {:.3} ms ({}): {:.2}% of its on-CPU time\n",
+            "interrupted",
+            i.hard_s * 1e3,
+            i.hard,
+            i.soft_s * 1e3,
+            i.soft,
+            i.oncpu_pct
+        ));
+    }
     zombies_lines(&mut out, &r.zombies);
     out.push_str(&format!(
         "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9}  COMMAND\n",
@@ -254,6 +265,13 @@ mod tests {
             forked_threads: 0,
             copies: None,
             zombies: ZombiesSection::default(),
+            interrupted: Some(crate::model::irq::InterruptedSection {
+                hard: 3,
+                hard_s: 0.000_05,
+                soft: 7,
+                soft_s: 0.000_1,
+                oncpu_pct: 5.0,
+            }),
             per_process: vec![ProcessSummary {
                 pid: 7,
                 comm: "sleep".into(),
@@ -282,6 +300,8 @@ mod tests {
         assert_eq!(v["exit"]["code"], 0);
         assert_eq!(v["per_process"][0]["comm"], "sleep");
         assert_eq!(v["blocked_s"], 0.2);
+        assert_eq!(v["interrupted"]["soft"], 7);
+        assert_eq!(v["interrupted"]["oncpu_pct"], 5.0);
     }
 
     #[test]
@@ -291,5 +311,9 @@ mod tests {
         assert!(t.contains("blocked 0.200 s"), "{t}");
         assert!(t.contains("2 voluntary, 1 involuntary"), "{t}");
         assert!(t.contains("p50 <4us, p99 <=7us, max 7us"), "{t}");
+        assert!(
+            t.contains("   interrupted  hard IRQs 0.050 ms (3), softirqs 0.100 ms (7): 5.00% of its on-CPU time"),
+            "{t}"
+        );
     }
 }

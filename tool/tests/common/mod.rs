@@ -4,6 +4,8 @@
 
 pub mod cgroup;
 pub mod copy_workloads;
+pub mod irq;
+pub mod irq_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod workload;

@@ -3,6 +3,7 @@
 //! are what to compare. `--record` writes the tables into BENCHMARKS.md.
 
 mod bpf_stats;
+mod irq;
 mod lifecycle;
 mod load;
 mod serve;
@@ -21,13 +22,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "switches",
     "lifecycle",
     "syscalls",
     "load",
     "serve",
     "startup",
+    "irq",
 ];
 
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
@@ -67,6 +69,9 @@ pub fn run_all(
     }
     if wanted("startup") {
         out.push(("startup", startup::run(proclens, reps)?));
+    }
+    if wanted("irq") {
+        out.push(("irq", irq::run(proclens, reps)?));
     }
     Ok(out)
 }

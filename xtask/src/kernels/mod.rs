@@ -23,7 +23,14 @@ use crate::{cargo, workspace_root};
 /// Prometheus): the real-BPF switch, lifecycle and copy tests and the command line's
 /// contract. `copies` reads syscall tracepoint layouts from tracefs and walks fd tables
 /// through BTF offsets: the parts most likely to differ between kernels.
-pub const TEST_BINARIES: &[&str] = &["switches", "switch_kinds", "cli", "zombies", "copies"];
+pub const TEST_BINARIES: &[&str] = &[
+    "switches",
+    "switch_kinds",
+    "cli",
+    "zombies",
+    "copies",
+    "irq",
+];
 
 /// Console lines printed when a kernel runs out of time.
 const TAIL_ON_TIMEOUT: usize = 40;

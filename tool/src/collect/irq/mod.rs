@@ -63,8 +63,15 @@ impl IrqCollector {
     /// The interval that ends now.
     pub fn tick(&mut self, maps: &mut IrqMaps) -> Result<IrqSnapshot> {
         let reading = maps.read()?;
-        let gone = gone_keys(reading.victims.keys().copied(), procfs::tick_ns());
         let interval = self.model.update(reading);
+        // A process hit in this interval was alive a moment ago: only the quiet ones are
+        // looked up in /proc (a process hit in its last interval is found gone in the next).
+        let quiet = interval
+            .victims
+            .iter()
+            .filter(|v| v.delta.is_zero())
+            .map(|v| v.key);
+        let gone = gone_keys(quiet, procfs::tick_ns());
         for r in &interval.hard {
             self.names
                 .entry(r.kind)
