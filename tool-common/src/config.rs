@@ -267,6 +267,19 @@ pub struct Forks {
     pub inode_mode: u32,
     /// `linux_binprm.filename`.
     pub binprm_filename: u32,
+}
+
+/// The interrupt programs (see tool-ebpf/src/irq.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Irq {
+    /// IRQ lines with a slot of `IRQ_LINES` (numbers `0..lines`); the x86 system vectors'
+    /// slots follow (`irq::vector`). Higher numbers are counted as untracked.
+    pub lines: u32,
+    /// `irqaction.next`: a shared line's next handler (one interrupt, several handlers).
+    pub irqaction_next: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`: a ksoftirqd is a kernel thread).
+    pub task_flags: u32,
     pub _pad: u32,
 }
 
@@ -287,6 +300,7 @@ names! {
     Lifecycle => "CONFIG_LIFECYCLE",
     Copies => "CONFIG_COPIES",
     Forks => "CONFIG_FORKS",
+    Irq => "CONFIG_IRQ",
 }
 
 #[cfg(test)]
@@ -306,5 +320,6 @@ mod tests {
             8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE
         );
         assert_eq!(size_of::<Forks>(), 8 + 16 * 4);
+        assert_eq!(size_of::<Irq>(), 4 * 4);
     }
 }

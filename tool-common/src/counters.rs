@@ -21,8 +21,14 @@ pub const FAULT_MAP_FULL: u32 = 6;
 /// Fork-family calls not timed because the per-thread in-flight or per-process map was
 /// full.
 pub const FORK_MAP_FULL: u32 = 7;
+/// Hard IRQs of a line numbered beyond the slots proclens sized at start (an IRQ
+/// allocated since): counted here, not per line.
+pub const IRQ_UNTRACKED: u32 = 8;
+/// Interrupt time not charged to its victim because the per-process victim map was full
+/// (it is still in the per-CPU and per-kind figures).
+pub const VICTIM_MAP_FULL: u32 = 9;
 /// Number of counters in the array.
-pub const COUNT: u32 = 8;
+pub const COUNT: u32 = 10;
 
 /// What the counter at `index` counts, for log lines.
 pub const fn describe(index: u32) -> &'static str {
@@ -35,6 +41,8 @@ pub const fn describe(index: u32) -> &'static str {
         COMM_MAP_FULL => "command-name table full, name not kept",
         FAULT_MAP_FULL => "fault table full, copy-on-write fault not counted",
         FORK_MAP_FULL => "fork table full, fork call not timed",
+        IRQ_UNTRACKED => "IRQ line beyond the lines sized at start, not counted per line",
+        VICTIM_MAP_FULL => "victim table full, interrupt time not charged to its process",
         _ => "unknown counter",
     }
 }

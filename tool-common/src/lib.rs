@@ -10,6 +10,7 @@ pub mod copies;
 pub mod counters;
 pub mod event;
 pub mod forks;
+pub mod irq;
 pub mod lifecycle;
 pub mod switch;
 
@@ -36,4 +37,8 @@ mod pod {
     unsafe impl aya::Pod for crate::forks::FaultKey {}
     unsafe impl aya::Pod for crate::forks::ForkTimes {}
     unsafe impl aya::Pod for crate::forks::ForkInflight {}
+    unsafe impl aya::Pod for crate::config::Irq {}
+    unsafe impl aya::Pod for crate::irq::IrqStats {}
+    unsafe impl aya::Pod for crate::irq::Stolen {}
+    unsafe impl aya::Pod for crate::irq::CpuIrq {}
 }

@@ -5,7 +5,7 @@
 //! so the compiler does not fold in the zero initialisers.
 
 use proclens_common::config::{
-    Copies, Filter, Forks, Lifecycle, NR_TABLE, Rings, Switch, Task,
+    Copies, Filter, Forks, Irq, Lifecycle, NR_TABLE, Rings, Switch, Task,
 };
 
 macro_rules! config {
@@ -156,6 +156,13 @@ config! {
         file_inode => fds_file_inode_off: u32,
         inode_mode => fds_inode_mode_off: u32,
         binprm_filename => fds_binprm_filename_off: u32,
+    }
+
+    /// The interrupt programs (see `irq`).
+    CONFIG_IRQ: Irq {
+        lines => irq_lines: u32,
+        irqaction_next => irqaction_next_off: u32,
+        task_flags => task_flags_off: u32,
     }
 }
 

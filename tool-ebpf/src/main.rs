@@ -11,6 +11,7 @@ mod fds;
 mod filter;
 mod forks;
 mod iter;
+mod irq;
 mod lifecycle;
 mod maps;
 mod reaper;

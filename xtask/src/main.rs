@@ -47,10 +47,10 @@ enum Task {
     /// one (`-p`); fork/vfork storms untraced / traced; and `proclens serve`'s own CPU,
     /// memory and /metrics size beside 1,000 idle processes, scraped every second; and the
     /// wall time of short invocations (start-up and exit) and of quitting the live table;
-    /// and the copy-on-write fault counter's cost per fault (copy-on-write and first-touch
-    /// faults) untraced / `proclens forks` / an equivalent bpftrace counter. Needs root.
-    /// `--record` writes
-    /// the tables into BENCHMARKS.md.
+    /// the copy-on-write fault counter's cost per fault (copy-on-write and first-touch
+    /// faults) untraced / `proclens forks` / an equivalent bpftrace counter; and a loopback
+    /// UDP ping-pong untraced / `proclens irq` / a bpftrace script timing the same
+    /// handlers. Needs root. `--record` writes the tables into BENCHMARKS.md.
     Bench {
         /// Interleaved repetitions per condition (medians are reported).
         #[arg(long, default_value = "5")]
@@ -62,7 +62,7 @@ enum Task {
         #[arg(long)]
         record: bool,
         /// Run only these sections (comma-separated): switches, lifecycle, syscalls,
-        /// filtered, load, serve, startup, faults.
+        /// filtered, load, serve, startup, faults, irq.
         #[arg(long, value_delimiter = ',', value_name = "SECTION")]
         only: Vec<String>,
         /// Another proclens binary (an earlier build) whose serve is measured in the same

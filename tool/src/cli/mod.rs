@@ -4,6 +4,7 @@
 mod copies;
 mod docs;
 mod forks;
+mod irq;
 mod latency;
 mod run;
 mod serve;
@@ -42,6 +43,9 @@ pub enum Command {
     Top(top::TopArgs),
     /// Run-queue latency histograms (wakeup or preemption to running), like runqlat.
     Latency(latency::LatencyArgs),
+    /// Hard IRQs and softirqs per CPU and per kind (count, time, durations), like
+    /// hardirqs/softirqs, and the time they took from each process they interrupted.
+    Irq(irq::IrqArgs),
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
     Run(run::RunArgs),
@@ -222,6 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => top::run(args),
         Command::Run(args) => run::run(args),
         Command::Latency(args) => latency::run(args),
+        Command::Irq(args) => irq::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

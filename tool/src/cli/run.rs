@@ -19,6 +19,7 @@ use crate::{
     },
     model::{
         forks,
+        irq::Taken,
         run_report::{self, RunExtras, RunFacts, RunReport},
         run_sections,
     },
@@ -49,13 +50,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
     // Switches, lifecycle, syscalls and copy paths (left out, with a warning, without
-    // tracefs), all filtered in the kernel on the command's cgroup.
+    // tracefs), and the interrupts its tasks lose, all filtered in the kernel on the
+    // command's cgroup.
     let tracer = Tracer::start(&TracerOptions {
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
         copies: Want::IfAvailable,
         max_threads: args.table.max_threads,
         forks: true,
+        irq: Want::IfAvailable,
         ..TracerOptions::default()
     })?;
     let user = command::invoking_user()?;
@@ -144,6 +147,17 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         names.get(&ppid).cloned()
     });
     let extras = RunExtras {
+        // Only the command's tasks are charged (the cgroup filter): every victim is one
+        // of its processes.
+        interrupted: snap.irq.as_ref().map(|i| {
+            i.interval
+                .victims
+                .iter()
+                .fold(Taken::default(), |mut t, v| {
+                    t.add(&v.total);
+                    t
+                })
+        }),
         forked_processes: o.forked.processes,
         forked_threads: o.forked.threads,
         copies: copies_on.then(|| run_sections::copies(&procs, o.wall_s)),

@@ -50,11 +50,14 @@ Figures, by JSON field (per interval; `_total` fields: since proclens started):
       Traced threads the kernel's thread table had no room for (--max-threads),
       each counted once.";
 
-/// Switches, every syscall per process and the lifecycle (the zombies column): what
-/// `serve` traces. `top` counts syscalls only with `--syscalls`.
+/// What `top` (lines and live table) traces: switches, the lifecycle (the zombies
+/// column), every syscall per process with `--syscalls` (the syscalls/s column), and
+/// interrupts (the irq% column), the latter left out with a warning where the kernel
+/// cannot time them. `serve` traces the same.
 pub fn top_tracing() -> TracerOptions {
     TracerOptions {
         syscalls: true,
+        irq: Want::IfAvailable,
         ..TracerOptions::default()
     }
 }
@@ -114,6 +117,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
             } else {
                 Want::Off
             },
+            irq: Want::Off,
             ..top_tracing()
         })?;
         let view = super::tui::View {
@@ -184,6 +188,11 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
                         .map_or((0, 0), |p| (p.syscalls.delta, p.syscalls.total))
                 });
                 t.zombies = extras.zombies_of(pid);
+                t.irq = snap.irq.as_ref().map(|i| {
+                    i.interval
+                        .victim(pid)
+                        .map_or_else(Default::default, |v| v.delta)
+                });
             }
             t
         })

@@ -14,6 +14,7 @@ use proclens_common::{event::ThreadExit, switch::ThreadSwitches};
 use super::{
     driver::{Driver, Step},
     extras::{Extras, ExtrasCollector, ExtrasOptions},
+    irq::{IrqCollector, IrqSnapshot},
     procfs::CommCache,
     tracer::{Health, Tracer},
 };
@@ -61,6 +62,8 @@ pub struct Snapshot {
     pub programs: Vec<ProgramCost>,
     /// Syscalls, copy paths, zombies and forks per process, as far as asked for.
     pub extras: Extras,
+    /// Interrupts per CPU and kind, and their victims, when traced.
+    pub irq: Option<IrqSnapshot>,
 }
 
 pub fn clock_now() -> (f64, String) {
@@ -86,6 +89,7 @@ pub struct Collector {
     /// Final counts of threads that exited since the last report.
     exits: Vec<ThreadExit>,
     extras: ExtrasCollector,
+    irq: Option<IrqCollector>,
     last_system: proclens_common::switch::CpuSwitches,
     last_report: Instant,
 }
@@ -97,6 +101,10 @@ impl Collector {
         let mut model = SwitchModel::new(kinds == RowKinds::Threads);
         let mut thread_model = (kinds == RowKinds::Both).then(|| SwitchModel::new(true));
         let extras = ExtrasCollector::start(&mut tracer, extras)?;
+        let irq = tracer
+            .irq_maps()
+            .map(|m| IrqCollector::start(m))
+            .transpose()?;
         let first = tracer.threads()?;
         model.update(&first, &[]);
         if let Some(m) = &mut thread_model {
@@ -110,6 +118,7 @@ impl Collector {
             comms: CommCache::default(),
             exits: Vec::new(),
             extras,
+            irq,
             last_report: Instant::now(),
         })
     }
@@ -186,6 +195,10 @@ impl Collector {
             .retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
         let health = self.tracer.health()?;
         let extras = self.extras.tick(&mut self.tracer, health.ringbuf_drops)?;
+        let irq = match (&mut self.irq, self.tracer.irq_maps()) {
+            (Some(c), Some(maps)) => Some(c.tick(maps)?),
+            _ => None,
+        };
         Ok(Snapshot {
             unix_time,
             clock,
@@ -196,6 +209,7 @@ impl Collector {
             rows,
             thread_rows,
             extras,
+            irq,
         })
     }
 }

@@ -26,6 +26,7 @@ use super::{
     filter::{self, FilterSetup, Selected},
     forks::{Available, ForksMaps, ForksSetup},
     globals::Globals,
+    irq::{IrqMaps, IrqSetup},
     lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
     log::{self, KernelLog},
     object::Object,
@@ -63,6 +64,10 @@ pub struct TracerOptions {
     /// The after-fork programs: copy-on-write faults, fork-family call times, the fds
     /// each exec inherits, the fd-table iterator (each part where this kernel has it).
     pub forks: bool,
+    /// Time hard IRQs and softirqs per CPU and kind, and charge them to the processes
+    /// they interrupt. Views that do not show interrupts leave them out and pay nothing
+    /// per interrupt.
+    pub irq: Want,
 }
 
 impl Default for TracerOptions {
@@ -77,6 +82,7 @@ impl Default for TracerOptions {
             max_threads: None,
             copies: Want::Off,
             forks: false,
+            irq: Want::Off,
         }
     }
 }
@@ -93,6 +99,7 @@ pub struct Tracer {
     copy_maps: Option<CopyMaps>,
     copies_on: bool,
     forks: Option<(ForksMaps, Available)>,
+    irq_maps: Option<IrqMaps>,
     /// The kernel side's log records, when asked for (see `log`), until taken.
     log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
@@ -118,6 +125,10 @@ pub struct Health {
     pub fault_map_full: u64,
     /// Fork-family calls not timed: a fork map full.
     pub fork_map_full: u64,
+    /// Hard IRQs of lines allocated after start, not counted per line.
+    pub irq_untracked: u64,
+    /// Interrupt time not charged to its victim: per-process victim map full.
+    pub victim_map_full: u64,
 }
 
 fn raise_memlock() {
@@ -139,6 +150,7 @@ struct Setups {
     copies: CopySetup,
     life: LifecycleSetup,
     forks: Option<ForksSetup>,
+    irq: IrqSetup,
 }
 
 impl Setups {
@@ -147,7 +159,7 @@ impl Setups {
         if let Some(s) = &self.switch {
             v.push(s);
         }
-        v.extend([&self.copies as &dyn Setup, &self.life]);
+        v.extend([&self.copies as &dyn Setup, &self.life, &self.irq]);
         if let Some(s) = &self.forks {
             v.push(s);
         }
@@ -185,6 +197,7 @@ impl Tracer {
             copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
             life: LifecycleSetup::resolve(&life, &vmlinux)?,
             forks: opts.forks.then(|| ForksSetup::resolve(&vmlinux, &life)),
+            irq: IrqSetup::resolve(opts.irq, &vmlinux)?,
         };
         let globals = Globals {
             task: config::Task {
@@ -241,6 +254,7 @@ impl Tracer {
                 .as_ref()
                 .map(|s| s.take(&mut obj, &kernel_btf))
                 .transpose()?,
+            irq_maps: setups.irq.take(&mut obj)?,
             log: KernelLog::attach(&mut obj)?,
             obj,
             reads_survive_drop: std::cell::OnceCell::new(),
@@ -306,6 +320,12 @@ impl Tracer {
     /// [`TracerOptions::copies`] asked for them.
     pub fn copy_maps(&mut self) -> Option<&mut CopyMaps> {
         self.copy_maps.as_mut()
+    }
+
+    /// The interrupt maps, when [`TracerOptions::irq`] asked for them and the kernel has
+    /// what they need.
+    pub fn irq_maps(&mut self) -> Option<&mut IrqMaps> {
+        self.irq_maps.as_mut()
     }
 
     /// The after-fork maps, when [`TracerOptions::forks`] asked for them.
@@ -374,6 +394,8 @@ impl Tracer {
             comm_map_full: sum(counters::COMM_MAP_FULL)?,
             fault_map_full: sum(counters::FAULT_MAP_FULL)?,
             fork_map_full: sum(counters::FORK_MAP_FULL)?,
+            irq_untracked: sum(counters::IRQ_UNTRACKED)?,
+            victim_map_full: sum(counters::VICTIM_MAP_FULL)?,
         })
     }
 }

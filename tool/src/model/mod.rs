@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod fdtables;
 pub mod forks;
 pub mod histogram;
+pub mod irq;
 pub mod open_period;
 pub mod parent_info;
 pub mod proctable;

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{
     forks::ForksSection,
     histogram::percentile_capped_us,
+    irq::{InterruptedSection, Taken},
     run_sections::{CopiesSection, ZombiesSection},
     run_totals::Joined,
     switches::Counts,
@@ -131,6 +132,8 @@ pub struct RunReport {
     /// Fork-family calls with their time, copy-on-write faults, and the fds each exec
     /// inherited; `None` when the after-fork programs did not run.
     pub forks: Option<ForksSection>,
+    /// Interrupt time its tasks lost; `None` when interrupts were not traced.
+    pub interrupted: Option<InterruptedSection>,
     pub per_process: Vec<ProcessSummary>,
 }
 
@@ -143,6 +146,9 @@ pub struct RunExtras {
     pub copies: Option<CopiesSection>,
     pub zombies: ZombiesSection,
     pub forks: Option<ForksSection>,
+    /// What interrupts took from its processes, together; `None` when they were not
+    /// traced.
+    pub interrupted: Option<Taken>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -202,6 +208,9 @@ pub fn build(
         copies: extras.copies,
         zombies: extras.zombies,
         forks: extras.forks,
+        interrupted: extras
+            .interrupted
+            .map(|t| InterruptedSection::of(t, secs(all.oncpu_ns))),
         per_process,
     }
 }

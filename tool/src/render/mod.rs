@@ -2,6 +2,7 @@
 
 pub mod copies;
 pub mod forks;
+pub mod irq;
 pub mod latency;
 pub mod prometheus;
 pub mod run;

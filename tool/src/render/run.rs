@@ -106,6 +106,17 @@ pub fn plain(r: &RunReport) -> String {
     if let Some(c) = &r.copies {
         copies_lines(&mut out, c);
     }
+    if let Some(i) = &r.interrupted {
+        out.push_str(&format!(
+            "{:>14}  hard IRQs {:.3} ms ({}), softirqs {:.3} ms ({}): {:.2}% of its on-CPU time\n",
+            "interrupted",
+            i.hard_s * 1e3,
+            i.hard,
+            i.soft_s * 1e3,
+            i.soft,
+            i.oncpu_pct
+        ));
+    }
     zombies_lines(&mut out, &r.zombies);
     if let Some(f) = &r.forks {
         out.extend(super::forks::run_lines(f).into_iter().map(|l| l + "\n"));
@@ -265,6 +276,13 @@ mod tests {
             copies: None,
             zombies: ZombiesSection::default(),
             forks: None,
+            interrupted: Some(crate::model::irq::InterruptedSection {
+                hard: 3,
+                hard_s: 0.000_05,
+                soft: 7,
+                soft_s: 0.000_1,
+                oncpu_pct: 5.0,
+            }),
             per_process: vec![ProcessSummary {
                 pid: 7,
                 comm: "sleep".into(),
@@ -293,6 +311,8 @@ mod tests {
         assert_eq!(v["exit"]["code"], 0);
         assert_eq!(v["per_process"][0]["comm"], "sleep");
         assert_eq!(v["blocked_s"], 0.2);
+        assert_eq!(v["interrupted"]["soft"], 7);
+        assert_eq!(v["interrupted"]["oncpu_pct"], 5.0);
     }
 
     #[test]
@@ -302,5 +322,9 @@ mod tests {
         assert!(t.contains("blocked 0.200 s"), "{t}");
         assert!(t.contains("2 voluntary, 1 involuntary"), "{t}");
         assert!(t.contains("p50 <4us, p99 <=7us, max 7us"), "{t}");
+        assert!(
+            t.contains("   interrupted  hard IRQs 0.050 ms (3), softirqs 0.100 ms (7): 5.00% of its on-CPU time"),
+            "{t}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 pub use crate::collect::{extras::TableSize, session::SystemSplit};
 use crate::model::{
     histogram::percentile_capped_us,
+    irq::Taken,
     rates::{per_second, percent},
     switches::Row,
 };
@@ -39,6 +40,9 @@ pub struct TopRow {
     pub syscalls: Option<(u64, u64)>,
     /// Zombies (dead at least 1 s, not reaped) this process holds; `None` for threads.
     pub zombies: Option<usize>,
+    /// Interrupt time the process lost in the interval; `None` for threads (charged per
+    /// process) and when interrupts are not traced.
+    pub irq: Option<Taken>,
 }
 
 impl TopRow {
@@ -48,8 +52,19 @@ impl TopRow {
             comm,
             syscalls: None,
             zombies: None,
+            irq: None,
         }
     }
+}
+
+/// The share of its on-CPU time (`oncpu_ns`) a process lost to interrupts (`irq`), %.
+/// On-CPU time is counted at switches out (a run in progress at the end of an interval
+/// counts in the next), so the share is capped at 100.
+pub fn irq_pct(irq: Option<Taken>, oncpu_ns: u64) -> Option<f64> {
+    irq.map(|t| {
+        let lost = t.ns();
+        percent(lost, oncpu_ns.max(lost))
+    })
 }
 
 /// One JSON line per process (or thread) per interval. Field names are a stable schema
@@ -93,6 +108,15 @@ pub struct JsonRow<'a> {
     /// Zombies this process holds (dead >= 1 s, not reaped); absent on thread rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zombies: Option<usize>,
+    /// Interrupt time the process lost (hard IRQs and softirqs that ran while it was
+    /// current) and its share of its on-CPU time; absent on thread rows and when
+    /// interrupts are not traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq_hard_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq_soft_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq_pct: Option<f64>,
 }
 
 /// The system line of an interval in JSON.
@@ -146,6 +170,7 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
         comm,
         syscalls,
         zombies,
+        irq,
     } in &f.rows
     {
         let d = &r.delta;
@@ -181,6 +206,9 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             syscalls_per_s: syscalls.map(|(d, _)| per_second(d, f.elapsed_s)),
             syscalls_total: syscalls.map(|(_, t)| t),
             zombies: *zombies,
+            irq_hard_ms: irq.map(|i| i.hard_ns as f64 / 1e6),
+            irq_soft_ms: irq.map(|i| i.soft_ns as f64 / 1e6),
+            irq_pct: irq_pct(*irq, d.oncpu_ns),
         };
         out.push(serde_json::to_string(&row).expect("plain struct serialises"));
     }
@@ -233,7 +261,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
     }
     let id_col = if f.per_thread { "     TID" } else { "     PID" };
     out.push(format!(
-        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99    sysc/s zomb  COMMAND",
+        "{}{id_col}   cswch/s nvcswch/s  voluntary involuntary  same%  cross%   %cpu  %runq  runq-p99    sysc/s zomb  irq%  COMMAND",
         f.clock
     ));
     for TopRow {
@@ -241,6 +269,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         comm,
         syscalls,
         zombies,
+        irq,
     } in &f.rows
     {
         let d = &r.delta;
@@ -250,8 +279,9 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             |(n, _)| format!("{:.0}", per_second(n, f.elapsed_s)),
         );
         let zomb = zombies.map_or_else(|| "-".to_string(), |z| z.to_string());
+        let irq = irq_pct(*irq, d.oncpu_ns).map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
         out.push(format!(
-            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>9} {:>9} {:>4}  {}",
+            "{} {:>8} {:>9.2} {:>9.2} {:>10} {:>11} {:>6.1} {:>7.1} {:>6.1} {:>6.1} {:>9} {:>9} {:>4} {:>5}  {}",
             f.clock,
             r.key.id,
             per_second(d.voluntary, f.elapsed_s),
@@ -265,6 +295,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             fmt_us(percentile_capped_us(&d.runq_hist, 99.0, r.total.runq_max_ns)),
             sysc,
             zomb,
+            irq,
             comm
         ));
     }
@@ -327,6 +358,12 @@ mod tests {
                 comm: "worker".into(),
                 syscalls: Some((3000, 9000)),
                 zombies: Some(2),
+                irq: Some(Taken {
+                    hard: 10,
+                    hard_ns: 5_000_000,
+                    soft: 100,
+                    soft_ns: 20_000_000,
+                }),
             }],
         }
     }
@@ -361,6 +398,10 @@ mod tests {
         assert_eq!(row["syscalls_per_s"], 1500.0);
         assert_eq!(row["syscalls_total"], 9000);
         assert_eq!(row["zombies"], 2);
+        assert_eq!(row["irq_hard_ms"], 5.0);
+        assert_eq!(row["irq_soft_ms"], 20.0);
+        // 25 ms of its 500 ms on CPU.
+        assert_eq!(row["irq_pct"], 5.0);
     }
 
     #[test]
@@ -369,9 +410,11 @@ mod tests {
         f.per_thread = true;
         f.rows[0].syscalls = None;
         f.rows[0].zombies = None;
+        f.rows[0].irq = None;
         let row: serde_json::Value = serde_json::from_str(&json_lines(&f)[1]).unwrap();
         assert!(row.get("syscalls").is_none() && row.get("zombies").is_none());
-        assert!(plain_lines(&f)[2].contains("      -    -  worker"));
+        assert!(row.get("irq_pct").is_none());
+        assert!(plain_lines(&f)[2].contains("      -    -     -  worker"));
     }
 
     #[test]
@@ -386,7 +429,20 @@ mod tests {
         );
         assert!(lines[1].contains("cswch/s nvcswch/s"));
         let row = &lines[2];
-        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      15us      1500    2  worker"), "{row}");
+        assert!(row.contains("      42     10.00      2.00        200          40   75.0    25.0   25.0    1.0      15us      1500    2   5.0  worker"), "{row}");
         assert!(row.ends_with("worker"));
+    }
+
+    #[test]
+    fn irq_share_is_of_the_on_cpu_time_and_capped() {
+        let t = |ns| Taken {
+            soft_ns: ns,
+            ..Taken::default()
+        };
+        assert_eq!(irq_pct(None, 100), None);
+        assert_eq!(irq_pct(Some(t(0)), 0), Some(0.0));
+        assert_eq!(irq_pct(Some(t(25)), 100), Some(25.0));
+        // Its run has not ended in the interval: not more than all of it.
+        assert_eq!(irq_pct(Some(t(30)), 0), Some(100.0));
     }
 }

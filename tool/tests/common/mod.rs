@@ -11,6 +11,8 @@ pub mod crossview;
 pub mod exporter;
 pub mod figure_workloads;
 pub mod fork_workloads;
+pub mod irq;
+pub mod irq_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
 pub mod metrics;

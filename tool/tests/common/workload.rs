@@ -137,6 +137,11 @@ impl Workload {
 
     /// Waits until the workload reports `done`; returns the lines it printed before.
     pub fn wait_done(&mut self) -> Vec<String> {
+        self.wait_for("done")
+    }
+
+    /// Waits until the workload prints the line `want`; returns the lines before it.
+    pub fn wait_for(&mut self, want: &str) -> Vec<String> {
         let mut lines = Vec::new();
         let mut line = String::new();
         loop {
@@ -145,11 +150,18 @@ impl Workload {
                 self.stdout.read_line(&mut line).unwrap() > 0,
                 "workload died"
             );
-            if line.trim() == "done" {
+            if line.trim() == want {
                 return lines;
             }
             lines.push(line.trim().to_string());
         }
+    }
+
+    /// Sends the workload a command line (workloads that take more than `go`).
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
     }
 }
 
@@ -374,6 +386,7 @@ pub fn run_if_child() {
         other if super::load_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::switch_workloads::run(other, n, &mut out, &wait_go, auto) => {}
         other if super::fork_workloads::run(other, n, &mut out, &wait_go) => {}
+        other if super::irq_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

@@ -6,6 +6,7 @@ mod bpf_stats;
 pub mod faults;
 mod filtered;
 mod fleet;
+mod irq;
 mod lifecycle;
 mod load;
 mod serve;
@@ -24,7 +25,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "switches",
     "lifecycle",
     "syscalls",
@@ -33,6 +34,7 @@ pub const SECTIONS: [&str; 8] = [
     "serve",
     "startup",
     "faults",
+    "irq",
 ];
 
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
@@ -79,6 +81,9 @@ pub fn run_all(
     }
     if wanted("faults") {
         out.push(("faults", faults::run(proclens, reps)?));
+    }
+    if wanted("irq") {
+        out.push(("irq", irq::run(proclens, reps)?));
     }
     Ok(out)
 }

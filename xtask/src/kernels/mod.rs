@@ -25,7 +25,7 @@ use crate::{cargo, workspace_root};
 /// saved registers and walk fd tables through BTF offsets, and `filters` checks the
 /// in-kernel filters (with bpftool): the parts most likely to differ between kernels;
 /// `forks` adds the page-fault tracepoints, the task-file iterator and the fork-family
-/// syscalls.
+/// syscalls; `irq` the interrupt tracepoints and /proc/interrupts' layout.
 /// (`compat` needs a 32-bit toolchain, `run` and `nginx` a full system: host only.)
 pub const TEST_BINARIES: &[&str] = &[
     "switches",
@@ -36,6 +36,7 @@ pub const TEST_BINARIES: &[&str] = &[
     "zombie_blame",
     "copies",
     "forks",
+    "irq",
     "copy_figures",
     "filters",
     "intervals",

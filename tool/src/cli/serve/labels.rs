@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet};
 use super::attribution::Attributor;
 use crate::{
     cli::Filter,
-    collect::{extras::Extras, procfs, session::Snapshot, tracer::Health},
+    collect::{extras::Extras, irq::IrqSnapshot, procfs, session::Snapshot, tracer::Health},
     model::{
         exporter::{
-            ExporterState, ExtrasDelta, ForkDelta, KernelDrops, LabelledDelta, Labels, ProcDelta,
-            SystemTotals, ZombieLabels,
+            ExporterState, ExtrasDelta, ForkDelta, IrqTotals, KernelDrops, LabelledDelta, Labels,
+            ProcDelta, StolenDelta, SystemTotals, ZombieLabels,
         },
+        irq::softirq_name,
         switches::Key,
     },
 };
@@ -147,6 +148,10 @@ impl Labeller {
         self.seen.clear();
         let extras = self.extras(&snap.extras, &snap.health, copies, &by_tgid);
         st.apply_extras(extras);
+        if let Some(irq) = &snap.irq {
+            let stolen = self.stolen(irq, &by_tgid);
+            st.apply_irq(irq_totals(irq), stolen);
+        }
         let seen = &self.seen;
         self.others.retain(|t, _| seen.contains(t));
         self.attributor.end_interval();
@@ -242,6 +247,50 @@ impl Labeller {
                 syscall_map_full: health.syscall_map_full,
             },
         }
+    }
+}
+
+impl Labeller {
+    /// Each victim's interval, labelled as its other families are.
+    fn stolen(
+        &mut self,
+        irq: &IrqSnapshot,
+        by_tgid: &HashMap<u32, (Labels, bool)>,
+    ) -> Vec<StolenDelta> {
+        irq.interval
+            .victims
+            .iter()
+            .filter(|v| !v.delta.is_zero())
+            .filter_map(|v| {
+                let comm = irq.comms.get(&v.key).map(String::as_str);
+                let (labels, alive) = self.process(v.key.tgid, comm, by_tgid)?;
+                Some(StolenDelta {
+                    labels,
+                    delta: v.delta,
+                    alive: alive && !irq.gone.contains(&v.key),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The interrupt totals by CPU and kind.
+fn irq_totals(irq: &IrqSnapshot) -> IrqTotals {
+    let i = &irq.interval;
+    IrqTotals {
+        softirqs: i
+            .softirqs
+            .iter()
+            .map(|r| ((r.cpu, softirq_name(r.kind)), (r.total.count, r.total.ns)))
+            .collect(),
+        hardirqs: i
+            .hard
+            .iter()
+            .map(|r| {
+                let name = irq.names.get(&r.kind).cloned().unwrap_or_default();
+                ((r.cpu, r.kind.row(), name), (r.total.count, r.total.ns))
+            })
+            .collect(),
     }
 }
 

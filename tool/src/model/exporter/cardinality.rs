@@ -34,8 +34,10 @@ pub const SWITCH_SERIES: usize = 2 + 3 + 3 + RUNQ_BUCKETS + 2;
 pub const FORK_SERIES: usize = 4;
 /// Series of one copy path: bytes, calls, errors, would-blocks, interruptions.
 pub const PATH_SERIES: usize = 5;
+/// Series of a label set in the interrupt family: time stolen by hard IRQs and softirqs.
+pub const IRQ_SERIES: usize = 2;
 /// What admitting a label set costs: every per-set family but the copy paths.
-pub const SET_SERIES: usize = SWITCH_SERIES + 1 + FORK_SERIES;
+pub const SET_SERIES: usize = SWITCH_SERIES + 1 + FORK_SERIES + IRQ_SERIES;
 /// Room always kept for the catch-all: its label set, its copy paths (one per syscall),
 /// and the zombie gauge's `parent_comm="other"`.
 pub const RESERVE: usize = SET_SERIES + PATH_SERIES * op::COUNT + 1;
@@ -146,14 +148,21 @@ impl ExporterState {
         if self.copies_counted {
             n += PATH_SERIES * self.copies.values().map(BTreeMap::len).sum::<usize>();
         }
+        if self.irq.is_some() {
+            n += IRQ_SERIES * self.irq_stolen.len();
+        }
         n
     }
 
     /// The families without per-process labels: system switches (3), lost events,
     /// untracked threads, drops by reason (5), two per BPF program, the host and self
-    /// gauges.
+    /// gauges, and the interrupts by CPU and kind (count and seconds each).
     fn fixed_series(&self) -> usize {
-        3 + 1 + 1 + 5 + 2 * self.programs.len() + host::HostGauges::SERIES + host::SELF_SERIES
+        let irq = self
+            .irq
+            .as_ref()
+            .map_or(0, |i| 2 * (i.softirqs.len() + i.hardirqs.len()));
+        3 + 1 + 1 + 5 + 2 * self.programs.len() + host::HostGauges::SERIES + host::SELF_SERIES + irq
     }
 
     /// Where this apply starts: each label set shown charged [`SET_SERIES`] whatever

@@ -14,7 +14,7 @@ pub mod host;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::{copies, proctable::ForkStats, switches::Counts};
+use super::{copies, irq::Taken, proctable::ForkStats, switches::Counts};
 pub use cardinality::Guard;
 pub use host::{HostGauges, SCRAPE_BUCKETS, ScrapeDurations, SelfGauges};
 
@@ -111,6 +111,22 @@ impl KernelDrops {
     }
 }
 
+/// Interrupts by CPU and kind: the kernel's totals since proclens attached (count, ns).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IrqTotals {
+    /// By (CPU, softirq vector).
+    pub softirqs: BTreeMap<(u32, &'static str), (u64, u64)>,
+    /// By (CPU, /proc/interrupts row, handler or vector name).
+    pub hardirqs: BTreeMap<(u32, String, String), (u64, u64)>,
+}
+
+/// The interrupt time a process lost over one interval.
+pub struct StolenDelta {
+    pub labels: Labels,
+    pub delta: Taken,
+    pub alive: bool,
+}
+
 /// Labels of the zombies gauge: the parent's command (and pid with `--per-pid`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ZombieLabels {
@@ -147,6 +163,10 @@ pub struct ExporterState {
     pub tracked_processes: u64,
     /// Process-table entries corrected from /proc (`proclens_table_repairs_total`).
     pub table_repairs: u64,
+    /// Interrupts by CPU and kind; `None` when they are not traced.
+    pub irq: Option<IrqTotals>,
+    /// Interrupt time taken from each label set's processes.
+    pub irq_stolen: BTreeMap<Labels, Taken>,
     /// The cardinality cap and what it folded.
     pub guard: Guard,
     /// The collection in which each label set last had a process in the rows (alive, or
@@ -237,6 +257,27 @@ impl ExporterState {
     /// Adds one interval's syscalls, copy paths and forks, and replaces the zombie
     /// gauge and the drop counters. Per-pid series of processes seen gone are dropped
     /// (from every family) after their last figures are in, as in [`Self::apply`].
+    /// Replaces the interrupt totals and adds one interval's stolen time, as
+    /// [`Self::apply_extras`] does for syscalls (per-pid series of processes seen gone
+    /// are dropped after their last figures are in).
+    pub fn apply_irq(&mut self, totals: IrqTotals, stolen: Vec<StolenDelta>) {
+        let mut gone = Vec::new();
+        self.irq = Some(totals);
+        let mut budget = self.budget();
+        for s in stolen {
+            if s.labels.pid.is_some() && !s.alive {
+                gone.push(s.labels.clone());
+            }
+            if s.delta.is_zero() {
+                continue;
+            }
+            let labels = self.admit(s.labels, &mut budget);
+            self.touched.insert(labels.clone(), self.collections);
+            self.irq_stolen.entry(labels).or_default().add(&s.delta);
+        }
+        self.pending_removal(gone);
+    }
+
     pub fn apply_extras(&mut self, x: ExtrasDelta<'_>) {
         let mut gone = Vec::new();
         self.syscalls_counted = x.procs.is_some();
@@ -308,6 +349,7 @@ impl ExporterState {
         self.syscalls.remove(l);
         self.copies.remove(l);
         self.forks.remove(l);
+        self.irq_stolen.remove(l);
         self.touched.remove(l);
     }
 

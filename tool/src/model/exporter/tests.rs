@@ -284,3 +284,34 @@ fn forks_accumulate_and_zombies_are_a_gauge_per_parent_command() {
     assert_eq!(st.zombies.as_ref().unwrap()[&z("sh", None)], 0);
     assert!(!st.syscalls_counted, "no syscall rows: not counted");
 }
+
+#[test]
+fn interrupt_totals_are_replaced_and_stolen_time_accumulates() {
+    let mut st = ExporterState::default();
+    let soft = |ns| Taken {
+        soft: 1,
+        soft_ns: ns,
+        ..Taken::default()
+    };
+    let totals = |n| IrqTotals {
+        softirqs: BTreeMap::from([((1, "NET_RX"), (n, n * 1000))]),
+        ..IrqTotals::default()
+    };
+    let stolen = |l: Labels, ns, alive| StolenDelta {
+        labels: l,
+        delta: soft(ns),
+        alive,
+    };
+    st.apply_irq(
+        totals(5),
+        vec![
+            stolen(labels("spin", None), 100, true),
+            stolen(labels("spin", None), 50, false),
+            stolen(labels("gone", Some(3)), 7, false),
+        ],
+    );
+    st.apply_irq(totals(9), vec![stolen(labels("spin", None), 10, true)]);
+    assert_eq!(st.irq.as_ref().unwrap().softirqs[&(1, "NET_RX")], (9, 9000));
+    assert_eq!(st.irq_stolen[&labels("spin", None)].soft_ns, 160);
+    assert!(!st.irq_stolen.contains_key(&labels("gone", Some(3))));
+}

@@ -1,5 +1,5 @@
 //! The families labelled by process attribution: switches, times, the run-queue
-//! histogram, syscalls, copy paths, forks and zombies.
+//! histogram, syscalls, copy paths, forks, zombies and interrupts.
 
 use proclens_common::switch::RUNQ_BUCKETS;
 use prometheus_client::{
@@ -102,7 +102,8 @@ pub(super) fn encode(
                 )?;
         }
     }
-    encode_extras(st, enc)
+    encode_extras(st, enc)?;
+    encode_irq(st, enc)
 }
 
 /// Syscalls, copy paths, forks and zombies.
@@ -199,5 +200,61 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
             }),
         )?;
     }
+    Ok(())
+}
+
+/// Interrupts by CPU and kind, and the time they took from each label set: only when
+/// they are traced. Label values are bounded by the machine (CPUs, vectors, IRQ lines)
+/// and, for the stolen time, by the label sets every other family has.
+pub(super) fn encode_irq(
+    st: &ExporterState,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let Some(irq) = &st.irq else {
+        return Ok(());
+    };
+    let soft = |(cpu, v): &(u32, &str)| vec![("cpu", cpu.to_string()), ("vector", v.to_string())];
+    let hard = |(cpu, row, name): &(u32, String, String)| {
+        vec![
+            ("cpu", cpu.to_string()),
+            ("irq", row.clone()),
+            ("name", name.clone()),
+        ]
+    };
+    counter_family(
+        enc,
+        "proclens_softirqs",
+        "Softirqs run, by CPU and vector (as /proc/softirqs counts them)",
+        irq.softirqs.iter().map(|(k, v)| (soft(k), v.0)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_softirq_seconds",
+        "Time in softirq handlers, by CPU and vector (hard IRQs nested in them left out)",
+        irq.softirqs.iter().map(|(k, v)| (soft(k), v.1)),
+    )?;
+    counter_family(
+        enc,
+        "proclens_hardirqs",
+        "Hard IRQs handled, by CPU, /proc/interrupts row (IRQ line or x86 system vector) and name",
+        irq.hardirqs.iter().map(|(k, v)| (hard(k), v.0)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_hardirq_seconds",
+        "Time in hard IRQ handlers, by CPU, /proc/interrupts row and name",
+        irq.hardirqs.iter().map(|(k, v)| (hard(k), v.1)),
+    )?;
+    seconds_family(
+        enc,
+        "proclens_irq_stolen_seconds",
+        "Interrupt time taken from processes: hard IRQs and softirqs that ran while one of them was current (kind=hard|soft; ksoftirqd's own softirqs are not a loss)",
+        st.irq_stolen.iter().flat_map(|(l, t)| {
+            [
+                (with_kind(l, "kind", "hard"), t.hard_ns),
+                (with_kind(l, "kind", "soft"), t.soft_ns),
+            ]
+        }),
+    )?;
     Ok(())
 }

@@ -148,6 +148,8 @@ fn families_not_collected_are_not_shown() {
         "proclens_syscalls",
         "proclens_copy_bytes",
         "proclens_zombies",
+        "proclens_softirqs",
+        "proclens_irq_stolen",
     ] {
         assert!(!text.contains(absent), "{absent} in\n{text}");
     }
@@ -315,6 +317,51 @@ fn self_and_host_gauges_are_always_shown() {
         "proclens_system_pid_headroom 0",
         "proclens_folded_label_sets_total 0",
         "proclens_scrape_duration_seconds_bucket{le=\"+Inf\"} 0",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+}
+
+#[test]
+fn interrupt_families_by_cpu_kind_and_label_set() {
+    use std::collections::BTreeMap;
+
+    use crate::model::{
+        exporter::{IrqTotals, StolenDelta},
+        irq::Taken,
+    };
+    let shared = Shared::default();
+    shared.0.lock().unwrap().apply_irq(
+        IrqTotals {
+            softirqs: BTreeMap::from([((1, "NET_RX"), (40, 2_500_000_000))]),
+            hardirqs: BTreeMap::from([(
+                (0, "LOC".to_string(), "Local timer interrupts".to_string()),
+                (250, 500_000_000),
+            )]),
+        },
+        vec![StolenDelta {
+            labels: Labels {
+                comm: "spin".into(),
+                cgroup: "/".into(),
+                pid: None,
+            },
+            delta: Taken {
+                hard: 1,
+                hard_ns: 1_000_000,
+                soft: 2,
+                soft_ns: 250_000_000,
+            },
+            alive: true,
+        }],
+    );
+    let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    for want in [
+        r#"proclens_softirqs_total{cpu="1",vector="NET_RX"} 40"#,
+        r#"proclens_softirq_seconds_total{cpu="1",vector="NET_RX"} 2.5"#,
+        r#"proclens_hardirqs_total{cpu="0",irq="LOC",name="Local timer interrupts"} 250"#,
+        r#"proclens_hardirq_seconds_total{cpu="0",irq="LOC",name="Local timer interrupts"} 0.5"#,
+        r#"proclens_irq_stolen_seconds_total{comm="spin",cgroup="/",kind="soft"} 0.25"#,
+        r#"proclens_irq_stolen_seconds_total{comm="spin",cgroup="/",kind="hard"} 0.001"#,
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }

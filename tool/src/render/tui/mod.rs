@@ -223,6 +223,7 @@ pub(crate) mod tests {
             thread_rows: vec![row(11, 1, 0, 0, 0)],
             programs: Vec::new(),
             extras: extras(),
+            irq: None,
         }
     }
 
