@@ -162,7 +162,7 @@ config! {
     CONFIG_IRQ: Irq {
         lines => irq_lines: u32,
         irqaction_next => irqaction_next_off: u32,
-        task_flags => task_flags_off: u32,
+        task_flags => irq_task_flags_off: u32,
     }
 }
 

@@ -401,7 +401,7 @@ fn victim(st: &mut CpuIrq, task: u64, tgid: u32) -> VictimCache {
 /// (no user task can set `PF_KTHREAD`, whatever it calls itself).
 #[inline(always)]
 fn is_ksoftirqd(task: u64) -> bool {
-    let flags: u32 = probe(task, config::task_flags_off()).unwrap_or(0);
+    let flags: u32 = probe(task, config::irq_task_flags_off()).unwrap_or(0);
     if flags & PF_KTHREAD == 0 {
         return false;
     }

@@ -28,17 +28,6 @@ pub(crate) fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
-/// The process of a task the verifier knows nothing about (`bpf_get_current_task`): its
-/// thread-group leader's `start_boottime` (0 if unreadable), which with the tgid names a
-/// process uniquely even when pids are reused.
-#[inline(always)]
-pub(crate) fn process_start(task: u64) -> u64 {
-    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
-        return 0;
-    };
-    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
-}
-
 /// The task's command name (`task_struct.comm`), of a BTF-typed task pointer.
 #[inline(always)]
 pub(crate) fn comm(task: u64) -> [u8; COMM_LEN] {

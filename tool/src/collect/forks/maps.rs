@@ -10,7 +10,13 @@ use proclens_common::{
     forks::{FaultKey, ForkTimes},
 };
 
-use crate::{collect::setup::take_map, model::proctable::Key};
+use crate::{
+    collect::{
+        percpu::{WALK_BOUND, remove_where, removed, summed},
+        setup::take_map,
+    },
+    model::proctable::Key,
+};
 
 /// One reading of the per-process maps.
 #[derive(Debug, Default, Clone)]

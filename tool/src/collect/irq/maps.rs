@@ -10,8 +10,8 @@ use proclens_common::{
 
 use crate::{
     collect::{
-        percpu::{remove_where, summed},
         object::Object,
+        percpu::{remove_where, summed},
         setup::take_map,
     },
     model::{

@@ -331,7 +331,7 @@ fn interrupt_families_by_cpu_kind_and_label_set() {
         irq::Taken,
     };
     let shared = Shared::default();
-    shared.0.lock().unwrap().apply_irq(
+    shared.state.lock().unwrap().apply_irq(
         IrqTotals {
             softirqs: BTreeMap::from([((1, "NET_RX"), (40, 2_500_000_000))]),
             hardirqs: BTreeMap::from([(
@@ -340,11 +340,7 @@ fn interrupt_families_by_cpu_kind_and_label_set() {
             )]),
         },
         vec![StolenDelta {
-            labels: Labels {
-                comm: "spin".into(),
-                cgroup: "/".into(),
-                pid: None,
-            },
+            labels: Labels::new("spin", &[("cgroup", "/")]),
             delta: Taken {
                 hard: 1,
                 hard_ns: 1_000_000,
