@@ -98,7 +98,10 @@ fn sched_info(task: u64) -> (u64, u64, u64) {
     )
 }
 
-/// Gives a traced thread that has no entry yet one whose open period starts now.
+/// Gives a traced thread that has no entry yet one whose open period starts now. The
+/// filter (whose `--comm` check is a call of its own) is asked here, and the entry is
+/// built in a call of its own: the verifier adds up the stacks of nested calls (at most
+/// 512 bytes), and the entry alone takes most of that.
 #[inline(always)]
 fn seed(ctx: &BtfTracePointContext, task: u64) {
     let tid: u32 = field(task, config::task_pid_off());
@@ -107,6 +110,11 @@ fn seed(ctx: &BtfTracePointContext, task: u64) {
     if tid == 0 || exit_state != 0 || !filter::task_traced(task, tgid) {
         return;
     }
+    seed_traced(ctx, task, tid, tgid);
+}
+
+#[inline(never)]
+fn seed_traced(ctx: &BtfTracePointContext, task: u64, tid: u32, tgid: u32) {
     let now = now();
     let st = task_state(task);
     let (run_delay, _, last_queued) = sched_info(task);
