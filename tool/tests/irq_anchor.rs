@@ -97,7 +97,7 @@ impl Bpftrace {
     }
 
     /// Stops it; its maps, by name.
-    fn stop(mut self) -> BTreeMap<String, u64> {
+    fn stop(self) -> BTreeMap<String, u64> {
         // SAFETY: SIGINT to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let out = self.child.wait_with_output().unwrap();
