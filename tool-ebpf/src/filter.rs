@@ -35,7 +35,8 @@ static SELECTED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 
 /// The `--comm` filter's decision per thread ([`SELECTED`] or [`NOT_SELECTED`]), made at
 /// the thread's first traced event from its own and its process's command names, and
-/// forgotten when the thread exits or its process execs (`filter_exit`, `filter_exec`).
+/// forgotten when the thread exits, its process execs or it is renamed (`filter_exit`,
+/// `filter_exec`, `filter_rename`).
 /// A least-recently-used map: an evicted decision is made again, never lost.
 #[map]
 static COMM_MATCH: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
@@ -207,6 +208,18 @@ fn contains(hay: &[u8; 16]) -> bool {
 pub fn filter_exec(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm): after
     // de_thread the exec'ing thread holds the process's id.
+    let task: u64 = ctx.arg(0);
+    let tid: u32 = field(task, config::task_pid_off());
+    let _ = COMM_MATCH.remove(&tid);
+    0
+}
+
+/// A thread renamed (prctl(PR_SET_NAME), a write to /proc/PID/comm) has a new name: its
+/// decision is made again. (Its process's other threads keep theirs until they exit or
+/// exec, or the map evicts them: a leader's rename reaches them late.)
+#[btf_tracepoint(function = "task_rename")]
+pub fn filter_rename(ctx: BtfTracePointContext) -> u32 {
+    // TP_PROTO(struct task_struct *task, const char *comm)
     let task: u64 = ctx.arg(0);
     let tid: u32 = field(task, config::task_pid_off());
     let _ = COMM_MATCH.remove(&tid);

@@ -139,6 +139,37 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
     assert!(maps[0].1.contains(&w.pid()), "{maps:?}");
 }
 
+/// The kernel keeps each thread's `--comm` decision: a thread renamed while traced
+/// (prctl(PR_SET_NAME)) is decided again under its new name. The workload makes 10,000
+/// syscalls under the harness's name (not counted: decided once, at the first), renames
+/// itself to the selected name, and makes 10,000 more (counted from the rename on).
+#[test]
+fn a_thread_renamed_to_the_selected_name_is_traced_from_then_on() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 10_000;
+    let mut w = Workload::spawn(&format!("load-rename-syscalls:{N}"));
+    let new_name = format!("plnew{}", w.pid() % 100_000);
+    let p = Proclens::spawn(&["copies", "--json", "--interval", "0.3", "--comm", &new_name]);
+    p.json_until(Duration::from_secs(30), |v| v["type"] == "copies_system");
+    w.go();
+    let mut counted = 0;
+    for _ in 0..4 {
+        let v = p.json_until(Duration::from_secs(15), |v| {
+            v["type"] == "copies_system" || (v["type"] == "copies" && v["pid"] == w.pid())
+        });
+        if v["type"] == "copies" {
+            counted += v["syscalls"].as_u64().unwrap();
+        }
+    }
+    // The renamed calls, and the few the harness makes after them (its `done` line).
+    assert!(
+        (N..N + 50).contains(&counted),
+        "{counted} syscalls counted, {N} made under the selected name"
+    );
+}
+
 /// The syscall counter costs every syscall of every traced process, so `top` runs it only
 /// with `--syscalls`: without, no syscall program is attached (bpftool's list of the
 /// programs proclens holds) and the JSON rows have no syscall fields.

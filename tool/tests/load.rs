@@ -269,7 +269,7 @@ fn map_keys(id: u64) -> Vec<Vec<u8>> {
 
 /// The kernel's COUNTERS of a proclens instance, summed over CPUs, by index.
 fn kernel_counters(maps: &HashMap<String, u64>) -> Vec<u64> {
-    let mut out = vec![0u64; 6];
+    let mut out = Vec::new();
     for e in bpftool(&["map", "dump", "id", &maps["COUNTERS"].to_string()])
         .as_array()
         .unwrap()
@@ -281,6 +281,9 @@ fn kernel_counters(maps: &HashMap<String, u64>) -> Vec<u64> {
             .iter()
             .map(|c| le_u64(&bytes_of(&c["value"])))
             .sum();
+        if out.len() <= i {
+            out.resize(i + 1, 0);
+        }
         out[i] = sum;
     }
     out

@@ -20,10 +20,11 @@ use crate::error::Fatal;
 /// attached) to learn whether this kernel's tracing programs may call it.
 pub const ANCESTOR_PROBE: &str = "probe_ancestor_cgroup";
 
-/// The programs that forget a thread's `--comm` decision when its process execs (a new
-/// name) and when it exits (its id may go to a new thread).
-const COMM_PROGRAMS: [(&str, &str); 2] = [
+/// The programs that forget a thread's `--comm` decision when its process execs or it is
+/// renamed (a new name) and when it exits (its id may go to a new thread).
+const COMM_PROGRAMS: [(&str, &str); 3] = [
     ("filter_exec", "sched_process_exec"),
+    ("filter_rename", "task_rename"),
     ("filter_exit", "sched_process_exit"),
 ];
 

@@ -215,6 +215,20 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
         "load-forks" => fork_storm,
         "load-writes" => write_storm,
         "load-switches" => switch_storm,
+        // n getppid() calls under the harness's name, then n more renamed to
+        // plnew<pid % 100000> (tests/filters.rs).
+        "load-rename-syscalls" => |n| {
+            for _ in 0..n {
+                // SAFETY: no arguments.
+                unsafe { libc::getppid() };
+            }
+            set_name(&format!("plnew{}", std::process::id() % 100_000));
+            for _ in 0..n {
+                // SAFETY: no arguments.
+                unsafe { libc::getppid() };
+            }
+            String::new()
+        },
         _ => return false,
     };
     writeln!(out, "ready").unwrap();
