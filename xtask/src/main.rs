@@ -249,8 +249,9 @@ fn run() -> Result<ExitCode> {
                 bail!("CI=true but not running as root: the BPF integration tests cannot run");
             }
             // Integration tests pin CPUs and count switches system-wide: one at a time.
-            let mut cmd = cargo();
-            cmd.args(["test", "--release", "--locked", "--workspace"]);
+            // Integration tests pin CPUs and count switches system-wide: one at a time. Every
+            // test binary runs, so one failure does not hide the others.
+            cmd.args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"]);
             cmd.args(&args);
             cmd.args(["--", "--test-threads=1"]);
             status(&mut cmd)?;
