@@ -248,7 +248,6 @@ fn run() -> Result<ExitCode> {
             if ci && !nix_is_root() {
                 bail!("CI=true but not running as root: the BPF integration tests cannot run");
             }
-            // Integration tests pin CPUs and count switches system-wide: one at a time.
             // Integration tests pin CPUs and count switches system-wide: one at a time. Every
             // test binary runs, so one failure does not hide the others.
             cmd.args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"]);
