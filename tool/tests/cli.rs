@@ -1,5 +1,5 @@
-//! The command line's contract: argument errors, missing processes and tracefs each get
-//! one line and their documented exit code; every way proclens ends leaves no BPF
+//! The command line's contract: argument errors and missing processes each get one line
+//! and their documented exit code; copies runs without tracefs; every way proclens ends leaves no BPF
 //! program, link or map behind. (Privileges: tests/privilege.rs.)
 mod common;
 

@@ -126,7 +126,9 @@ fn main() -> ExitCode {
 }
 
 /// Subcommands that get their own man page.
-const SUBCOMMANDS: &[&str] = &["top", "run", "latency"];
+const SUBCOMMANDS: &[&str] = &[
+    "top", "latency", "irq", "run", "copies", "serve", "forks", "zombies",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

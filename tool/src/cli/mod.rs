@@ -158,7 +158,7 @@ impl Filter {
 /// Interval and count, shared by the periodic views.
 #[derive(Args, Debug, Clone)]
 pub struct Period {
-    /// Seconds between reports (fractions allowed, > 0).
+    /// Seconds between reports (fractions allowed, at least 0.01).
     #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub interval: f64,
     /// Stop after N reports (default: until Ctrl-C).
@@ -169,7 +169,7 @@ pub struct Period {
 /// Output format, shared by all views.
 #[derive(Args, Debug, Clone, Default)]
 pub struct Output {
-    /// One JSON object per line (NDJSON) instead of text; schema in the README.
+    /// One JSON object per line (NDJSON) instead of text; schemas in docs/guide.md.
     #[arg(long)]
     pub json: bool,
 }

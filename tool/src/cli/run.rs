@@ -49,8 +49,8 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
-    // Switches, lifecycle, syscalls and copy paths (left out, with a warning, without
-    // tracefs), and the interrupts its tasks lose, all filtered in the kernel on the
+    // Switches, lifecycle, syscalls and copy paths (left out, with a warning, where the
+    // kernel lacks what they need), and the interrupts its tasks lose, all filtered in the kernel on the
     // command's cgroup.
     let tracer = Tracer::start(&TracerOptions {
         cgroup: Some(cgroup.filter.clone()),

@@ -123,6 +123,8 @@ pub async fn trace(
     let mut c = Collector::new(tracer, RowKinds::Both, lifecycle(pid))?;
     let mut reaps = ReapLog::default();
     let mut totals = RunTotals::default();
+    // The execs each periodic snapshot hands over (the report lists them all).
+    let mut execs = Vec::new();
     // The leader's last switch, whenever its event is read (it may come in before the
     // wait for the command returns).
     let mut leader_exited = false;
@@ -140,7 +142,10 @@ pub async fn trace(
             Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
             Step::Signal(Sig::Hangup) => forward(pid, libc::SIGHUP),
             Step::Tick => {
-                let snap = fold(&mut c, &mut driver, &mut totals, &mut leader_exited, pid)?;
+                let mut snap = fold(&mut c, &mut driver, &mut totals, &mut leader_exited, pid)?;
+                if let Some(a) = &mut snap.extras.after_fork {
+                    execs.append(&mut a.execs);
+                }
                 reaps.take(&mut c);
                 reaps.fold(snap.extras.notices);
             }
@@ -176,6 +181,10 @@ pub async fn trace(
     };
     let mut snapshot = c.snapshot(&live)?;
     take_rows(&mut totals, &mut snapshot);
+    if let Some(a) = &mut snapshot.extras.after_fork {
+        execs.append(&mut a.execs);
+        a.execs = execs;
+    }
     reaps.fold(std::mem::take(&mut snapshot.extras.notices));
     Ok(Ok(RunOutcome {
         reaped,

@@ -68,7 +68,7 @@ pub fn irq_pct(irq: Option<Taken>, oncpu_ns: u64) -> Option<f64> {
 }
 
 /// One JSON line per process (or thread) per interval. Field names are a stable schema
-/// documented in the README.
+/// documented in docs/guide.md.
 #[derive(Debug, Serialize)]
 pub struct JsonRow<'a> {
     #[serde(rename = "type")]

@@ -1,5 +1,5 @@
 //! `proclens zombies` output, plain and JSON (one object per line). Pure functions of
-//! model values; the field names are a stable schema (for the README):
+//! model values; the field names are a stable schema (documented in docs/guide.md):
 //!
 //! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
 //! grouped by parent, then one summary.
@@ -160,7 +160,8 @@ fn parent_lines(p: &ParentInfo) -> Vec<String> {
             .as_deref()
             .map(|w| format!(", waiting in {w}"))
             .unwrap_or_default(),
-        or(&p.cmdline)
+        // One line whatever the arguments hold (escaped as Rust escapes them).
+        or(&p.cmdline).escape_debug()
     )];
     let mut place = format!("  cgroup {}", or(&p.cgroup));
     if let Some(u) = &p.unit {

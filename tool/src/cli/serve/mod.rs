@@ -84,11 +84,11 @@ pub struct ServeArgs {
     /// every connection from the scrapers (a Prometheus holds one per target).
     #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections_per_peer: u32,
-    /// Also account bytes by copy path (proclens_copy_*): classic tracepoints on the
-    /// read/write, send/recv, sendfile, splice, tee, copy_file_range and mmap syscalls,
-    /// which cost every such call of every traced process a few hundred ns (see
-    /// BENCHMARKS.md). Without tracefs or a usable syscall format, serve warns once and
-    /// carries on without them.
+    /// Also account bytes by copy path (proclens_copy_*): the read/write, send/recv,
+    /// sendfile, splice, tee, copy_file_range and mmap families, dispatched by syscall
+    /// number in the sys_enter/sys_exit programs, which costs every such call of every
+    /// traced process a few hundred ns (see BENCHMARKS.md). Where the kernel lacks what
+    /// they need, serve warns once and carries on without them.
     #[arg(long)]
     pub copies: bool,
 }
@@ -168,8 +168,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 }
 
 /// Loads and attaches the programs: switches, syscalls and the lifecycle as `top` does,
-/// plus the copy programs when asked for. When those cannot be had (no tracefs, an
-/// unexpected tracepoint format), one warning and the rest goes on without them.
+/// plus the copy programs when asked for. When those cannot be had (a kernel without
+/// what they read), one warning and the rest goes on without them.
 fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
     let tracer = filter.start(TracerOptions {
         copies: if copies { Want::IfAvailable } else { Want::Off },
