@@ -504,3 +504,32 @@ fn the_views_iterator_links_come_and_go() {
     let all: BTreeSet<_> = early.union(&late).cloned().collect();
     common::assert_all_gone(&all, "SIGINT");
 }
+
+/// `run` folds its readings every 250 ms; the report still lists every exec of the
+/// command, in order: a shell that runs /bin/true five times, 300 ms apart, over more
+/// than a second.
+#[test]
+fn run_lists_every_exec_of_a_command_that_outlives_a_fold() {
+    if !can_trace() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("proclens-execs-{}.json", std::process::id()));
+    let out = Command::new(PROCLENS)
+        .args(["run", "--json", "-o", file.to_str().unwrap(), "--"])
+        .args(["/bin/sh", "-c", "for i in 1 2 3 4 5; do /bin/true; sleep 0.3; done"])
+        .output_within(COMMAND_LIMIT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let execs = r["forks"]["execs"].as_array().unwrap();
+    let trues: Vec<u64> = execs
+        .iter()
+        .filter(|e| e["filename"] == "/bin/true")
+        .map(|e| n(e, "pid"))
+        .collect();
+    assert_eq!(trues.len(), 5, "{execs:?}");
+    let mut distinct = trues.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "five processes: {trues:?}");
+}
