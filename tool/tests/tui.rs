@@ -247,7 +247,7 @@ fn count_every_pid_and_comm_are_honoured() {
 }
 
 /// The Zombies view lists a parent's zombies with the parent's name; the Copies view
-/// shows a process that writes, with its busiest path.
+/// shows a process that writes, with its busiest path (the Copies view needs --syscalls).
 #[test]
 fn zombies_and_copies_views() {
     if !can_trace() {
@@ -258,7 +258,7 @@ fn zombies_and_copies_views() {
     let (name, pname) = (writer.name.clone(), parent.name.clone());
     let t = Tmux::new();
     t.send(&[
-        &format!("{PROCLENS} top --interval 0.5; echo EXITED-$?"),
+        &format!("{PROCLENS} top --syscalls --interval 0.5; echo EXITED-$?"),
         "Enter",
     ]);
     // The Switches view: the parent is listed with its 2 zombies even though it sleeps
