@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel_str_bytes,
         generated::bpf_get_current_ancestor_cgroup_id,
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -215,15 +215,39 @@ pub fn filter_exec(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// A thread renamed (prctl(PR_SET_NAME), a write to /proc/PID/comm) has a new name: its
-/// decision is made again. (Its process's other threads keep theirs until they exit or
-/// exec, or the map evicts them: a leader's rename reaches them late.)
+/// decision is made again, from the new name. The tracepoint fires before the kernel
+/// copies the name in, so the decision is written here rather than forgotten: an event of
+/// the thread in between (an interrupt, on its CPU) would otherwise decide on the old
+/// name and keep it. (Its process's other threads keep theirs until they exit or exec,
+/// or the map evicts them: a leader's rename reaches them late.)
 #[btf_tracepoint(function = "task_rename")]
 pub fn filter_rename(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(struct task_struct *task, const char *comm)
     let task: u64 = ctx.arg(0);
+    let new: u64 = ctx.arg(1);
     let tid: u32 = field(task, config::task_pid_off());
-    let _ = COMM_MATCH.remove(&tid);
+    let mut name = [0u8; 16];
+    // SAFETY: reads at most 16 bytes of the kernel's string into the buffer.
+    if unsafe { bpf_probe_read_kernel_str_bytes(new as *const u8, &mut name) }.is_err() {
+        let _ = COMM_MATCH.remove(&tid);
+        return 0;
+    }
+    let yes = contains(&name) || leader_name_matches(task);
+    let _ = COMM_MATCH.insert(&tid, if yes { &SELECTED } else { &NOT_SELECTED }, 0);
     0
+}
+
+/// Whether the name of `task`'s group leader, when that is another task, contains the
+/// `--comm` text.
+#[inline(always)]
+fn leader_name_matches(task: u64) -> bool {
+    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
+        return false;
+    };
+    if leader == task {
+        return false;
+    }
+    contains(&probe(leader, config::task_comm_off()).unwrap_or([0; 16]))
 }
 
 /// A thread id that exits may go to a new thread: its decision goes with it.
