@@ -126,6 +126,15 @@ fn threads_churned_outside_the_filter_leave_the_table_as_it_was() {
         "entries of exited threads left in the table"
     );
     assert_eq!(full_untracked, 0);
-    assert_eq!(small_untracked, ROUNDS * (CHURN_THREADS + own - SMALL));
+    // Exactly one count per thread without room, but for the few rounds that start while
+    // a thread of the round before, already joined, has yet to make its final switch (the
+    // kernel wakes the joiner first): its entry is freed a moment late, and one more
+    // thread of the new round finds no room. Counting switches instead would give at
+    // least twice the figure.
+    let want = ROUNDS * (CHURN_THREADS + own - SMALL);
+    assert!(
+        (want..=want + ROUNDS / 100).contains(&small_untracked),
+        "{small_untracked} untracked, {want} threads without room"
+    );
     drop(w);
 }
