@@ -123,8 +123,10 @@ pub fn load_vmlinux() -> Result<Btf> {
         .into());
     }
     // Mapped, not parsed whole: proclens looks up a few dozen types, and parsing all of
-    // the kernel's (and freeing them) cost ~100 ms of CPU at every start.
+    // the kernel's (and freeing them) cost ~100 ms of CPU at every start. sysfs offers
+    // mmap of this file only since Linux 6.16 (ENODEV before): there it is read whole.
     guarded(|| Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Mmap))
+        .or_else(|_| guarded(|| Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Cache)))
         .with_context(|| format!("reading {VMLINUX}"))
 }
 
