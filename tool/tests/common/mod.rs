@@ -343,9 +343,14 @@ impl Proclens {
 
     /// The next stdout line, or panics after `timeout`.
     pub fn line(&self, timeout: Duration) -> String {
-        self.lines
-            .recv_timeout(timeout)
-            .unwrap_or_else(|e| panic!("no output from proclens within {timeout:?}: {e}"))
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
+            // Its stderr says why (a closed stdout: it has ended).
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "no output from proclens within {timeout:?}: {e}; its stderr: {}",
+                self.stderr()
+            )
+        })
     }
 
     /// The next JSON line for which `pred` holds.
