@@ -20,7 +20,7 @@ use crate::{
     config, filter,
     maps::CPU_SWITCHES,
     task::{comm, field},
-    threads::{self, find, find_or_make},
+    threads::{self, find},
 };
 
 /// `iter/task`'s context is `struct bpf_iter__task { struct bpf_iter_meta *meta; struct
@@ -146,7 +146,10 @@ fn seed_traced(ctx: &BtfTracePointContext, task: u64, tid: u32, tgid: u32) {
         }
         e
     };
-    if find_or_make(tid, seeded).is_none() {
+    if find(tid).is_some() {
+        return;
+    }
+    if threads::insert_new(tid, &seeded()).is_none() {
         threads::untracked(ctx, tid);
     }
 }

@@ -57,26 +57,32 @@ pub(crate) fn find_or_make(
     if let Some(e) = find(tid) {
         return Some((e, false));
     }
+    insert_new(tid, &make()).map(|e| (e, true))
+}
+
+/// Gives `tid`, which has no entry, the entry `e`: in its slot when the slot is free, else
+/// in `THREADS`. `None` when the map is full. (One copy of the entry on the stack: the
+/// seed iterator's frame must stay small enough for 5.10's verifier.)
+#[inline(always)]
+pub(crate) fn insert_new(tid: u32, e: &ThreadSwitches) -> Option<&'static mut ThreadSwitches> {
     if let Some(s) = slot(tid)
         && s.owner == 0
         && SLOT_CLAIMS
             .insert(&slot_index(tid), &tid, BPF_NOEXIST)
             .is_ok()
     {
-        s.stats = make();
+        s.stats = *e;
         s.owner = tid;
-        return Some((&mut s.stats, true));
+        return Some(&mut s.stats);
     }
-    if let Err(err) = THREADS.insert(&tid, &make(), BPF_NOEXIST)
+    if let Err(err) = THREADS.insert(&tid, e, BPF_NOEXIST)
         && i64::from(err) != -EEXIST
     {
         // Not EEXIST: the map is full.
         return None;
     }
     // SAFETY: map values live as long as the map.
-    THREADS
-        .get_ptr_mut(&tid)
-        .map(|e| (unsafe { &mut *e }, true))
+    THREADS.get_ptr_mut(&tid).map(|e| unsafe { &mut *e })
 }
 
 /// `tid`'s entry if it has one: its slot when it owns it, else its `THREADS` entry.
