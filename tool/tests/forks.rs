@@ -516,9 +516,17 @@ fn run_lists_every_exec_of_a_command_that_outlives_a_fold() {
     let file = std::env::temp_dir().join(format!("proclens-execs-{}.json", std::process::id()));
     let out = Command::new(PROCLENS)
         .args(["run", "--json", "-o", file.to_str().unwrap(), "--"])
-        .args(["/bin/sh", "-c", "for i in 1 2 3 4 5; do /bin/true; sleep 0.3; done"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "for i in 1 2 3 4 5; do /bin/true; sleep 0.3; done",
+        ])
         .output_within(COMMAND_LIMIT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let _ = std::fs::remove_file(&file);
     let execs = r["forks"]["execs"].as_array().unwrap();

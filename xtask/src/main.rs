@@ -253,7 +253,13 @@ fn run() -> Result<ExitCode> {
             // Integration tests pin CPUs and count switches system-wide: one at a time. Every
             // test binary runs, so one failure does not hide the others.
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"]);
+            cmd.args([
+                "test",
+                "--release",
+                "--locked",
+                "--workspace",
+                "--no-fail-fast",
+            ]);
             cmd.args(&args);
             cmd.args(["--", "--test-threads=1"]);
             status(&mut cmd)?;
