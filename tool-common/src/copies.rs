@@ -158,7 +158,7 @@ pub mod fd_kind {
     pub const OTHER: u8 = 4;
     /// User memory (the buffer of a read/write-family call).
     pub const USER: u8 = 5;
-    /// Another process's memory (process_vm_readv/writev).
+    /// Another process's memory (`process_vm_readv/writev`).
     pub const PROCESS: u8 = 6;
 
     /// Kind of an inode from its `i_mode`.
@@ -230,7 +230,7 @@ pub struct CopyStats {
     /// Calls that returned EAGAIN (a non-blocking fd with nothing to do).
     pub would_block: u64,
     /// Calls interrupted by a signal: EINTR, or one of the kernel's restart codes
-    /// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK), after which
+    /// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, `ERESTART_RESTARTBLOCK`), after which
     /// the kernel runs the call again (counted again).
     pub interrupted: u64,
 }

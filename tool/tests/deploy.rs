@@ -115,9 +115,9 @@ fn networkpolicy_admits_only_prometheus_to_the_metrics_port() {
 }
 
 /// The profile the DaemonSet names is the container runtime's default profile (the one
-/// podman installs, /usr/share/containers/seccomp.json) with exactly one change: bpf()
-/// moves from the rules that allow it only with CAP_SYS_ADMIN to an allow rule of its
-/// own. Nothing else is allowed, perf_event_open included (only --copies needs it).
+/// podman installs, /usr/share/containers/seccomp.json) with exactly one change: `bpf()`
+/// moves from the rules that allow it only with `CAP_SYS_ADMIN` to an allow rule of its
+/// own. Nothing else is allowed, `perf_event_open` included (only --copies needs it).
 #[test]
 fn seccomp_profile_is_the_default_plus_bpf() {
     let default = Path::new("/usr/share/containers/seccomp.json");
@@ -216,7 +216,7 @@ fn systemd_unit_scores_well_in_systemd_analyze_security() {
 }
 
 /// Every syscall `serve` makes (traced by strace, through start-up, collections, a scrape
-/// and the exit) is one the unit's SystemCallFilter allows, so the filter cannot kill it.
+/// and the exit) is one the unit's `SystemCallFilter` allows, so the filter cannot kill it.
 #[test]
 fn systemd_unit_allows_every_syscall_serve_makes() {
     if !can_trace() || !have_systemd_analyze() {
@@ -293,7 +293,7 @@ fn systemd_unit_allows_every_syscall_serve_makes() {
     assert!(refused.is_empty(), "the unit's filter refuses {refused:?}");
 }
 
-/// The syscalls of a SystemCallFilter item: a name, or a `@group` as systemd-analyze
+/// The syscalls of a `SystemCallFilter` item: a name, or a `@group` as systemd-analyze
 /// lists it (groups nest).
 fn syscall_set(item: &str) -> BTreeSet<String> {
     if !item.starts_with('@') {

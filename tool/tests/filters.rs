@@ -140,7 +140,7 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
 }
 
 /// The kernel keeps each thread's `--comm` decision: a thread renamed while traced
-/// (prctl(PR_SET_NAME)) is decided again under its new name. The workload makes 10,000
+/// (`prctl(PR_SET_NAME)`) is decided again under its new name. The workload makes 10,000
 /// syscalls under the harness's name (not counted: decided once, at the first), renames
 /// itself to the selected name, and makes 10,000 more (counted from the rename on).
 #[test]

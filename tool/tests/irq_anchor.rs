@@ -1,9 +1,9 @@
 //! Real BPF: the time interrupts take from a process, against bpftrace timing the same
 //! handlers on the same run. The kernels proclens is tested on keep no interrupt time of
 //! their own that could be the oracle (none of the matrix's Debian kernels has
-//! CONFIG_IRQ_TIME_ACCOUNTING, so /proc/stat's irq column stays 0 and its softirq column is
-//! sampled at ticks), so the anchor is another tool. Not in the kernel matrix: its guests
-//! have no bpftrace.
+//! `CONFIG_IRQ_TIME_ACCOUNTING`, so /proc/stat's irq column stays 0 and its softirq column
+//! is sampled at ticks), so the anchor is another tool. Not in the kernel matrix: its
+//! guests have no bpftrace.
 mod common;
 
 use std::{

@@ -1,5 +1,5 @@
 //! `proclens copies`: per process, which path its bytes take (read/write through user
-//! space, or sendfile/splice/tee/copy_file_range inside the kernel), what that costs in
+//! space, or `sendfile/splice/tee/copy_file_range` inside the kernel), what that costs in
 //! mode switches, and what zero-copy would save.
 
 use std::process::ExitCode;

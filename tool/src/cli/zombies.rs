@@ -116,7 +116,7 @@ impl Session {
     }
 
     /// The next step of the driver, its events applied to the process table as they are
-    /// read (THREAD_EXIT, switch accounting, is of no use here).
+    /// read (`THREAD_EXIT`, switch accounting, is of no use here).
     async fn next(&mut self) -> Result<Step> {
         let life = &mut self.life;
         let step = self

@@ -77,7 +77,7 @@ impl SchedInfoOffsets {
 }
 
 /// Offsets to find any task's cgroup v2 ancestors without
-/// bpf_get_current_ancestor_cgroup_id (which knows only the current task's):
+/// `bpf_get_current_ancestor_cgroup_id` (which knows only the current task's):
 /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level`, and the ancestors' ids:
 /// `cgroup.ancestor_ids` on older kernels (e.g. 5.10), `cgroup.ancestors` → `cgroup.kn`
 /// → `kernfs_node.id` on later ones.
@@ -128,7 +128,7 @@ pub fn load_vmlinux() -> Result<Btf> {
         .with_context(|| format!("reading {VMLINUX}"))
 }
 
-/// Parses BTF bytes. Malformed input is an error: a panic inside btf_rs (a bug there, or
+/// Parses BTF bytes. Malformed input is an error: a panic inside `btf_rs` (a bug there, or
 /// input it does not expect) is caught and reported as one too.
 #[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Btf> {

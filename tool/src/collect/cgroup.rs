@@ -112,7 +112,7 @@ const RUN_PREFIX: &str = "proclens-run-";
 
 impl RunCgroup {
     /// What removing the cgroup takes once proclens has dropped its other capabilities:
-    /// the v2 root may be read-only to uid 0 without CAP_DAC_OVERRIDE (0555 on hybrid
+    /// the v2 root may be read-only to uid 0 without `CAP_DAC_OVERRIDE` (0555 on hybrid
     /// hierarchies), and rmdir needs write access to the parent.
     pub const REMOVAL_CAPS: &[caps::Capability] = &[caps::Capability::CAP_DAC_OVERRIDE];
 
@@ -243,7 +243,7 @@ mod tests {
         .prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
-    /// How the kernel's mangle_path writes a path into mountinfo.
+    /// How the kernel's `mangle_path` writes a path into mountinfo.
     fn escape(path: &str) -> String {
         path.chars()
             .map(|c| match c {

@@ -26,7 +26,8 @@ pub fn effective() -> Result<u64> {
     parse_cap_eff(&status).context("no CapEff line in /proc/self/status")
 }
 
-/// Loading and attaching tracing programs needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).
+/// Loading and attaching tracing programs needs `CAP_BPF` + `CAP_PERFMON` (or
+/// `CAP_SYS_ADMIN`).
 pub fn check_can_trace() -> Result<()> {
     let caps = effective()?;
     if has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON)) {
@@ -63,7 +64,7 @@ pub fn permitted() -> Result<caps::CapsHashSet> {
 }
 
 /// `wanted`, less what is not permitted: asking to keep a capability proclens was never
-/// given fails, and a least-privilege start (CAP_BPF and CAP_PERFMON only, not root)
+/// given fails, and a least-privilege start (`CAP_BPF` and `CAP_PERFMON` only, not root)
 /// must not exit for want of one it does not need.
 pub fn keepable(
     wanted: &[caps::Capability],
@@ -81,8 +82,8 @@ pub fn keepable(
 
 /// Whether a process holding only `keep` can still read a map through a file descriptor
 /// it already holds. Probed for real: a forked child drops everything else and tries
-/// `read`. With nothing kept, 6.1+ says yes; 5.10 checks privileges on every bpf() call
-/// (CAP_BPF, or CAP_SYS_ADMIN before 5.8, satisfies the check).
+/// `read`. With nothing kept, 6.1+ says yes; 5.10 checks privileges on every `bpf()` call
+/// (`CAP_BPF`, or `CAP_SYS_ADMIN` before 5.8, satisfies the check).
 pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -> bool {
     // SAFETY: the process is single-threaded here (checked by the caller's contract); the
     // child only drops capabilities, reads one map and _exits.
@@ -100,9 +101,9 @@ pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
-/// What map reads need on a kernel where they do not survive dropping everything: the
-/// first of CAP_BPF (5.8+) or CAP_SYS_ADMIN that is permitted and lets the probe read,
-/// else every one of CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN that is permitted (the reads
+/// What map reads need on a kernel where they do not survive dropping everything: the first
+/// of `CAP_BPF` (5.8+) or `CAP_SYS_ADMIN` that is permitted and lets the probe read, else
+/// every one of `CAP_BPF`, `CAP_PERFMON` and `CAP_SYS_ADMIN` that is permitted (the reads
 /// will then say what fails).
 pub fn map_read_caps(
     permitted: &caps::CapsHashSet,

@@ -58,7 +58,7 @@ pub struct Snapshot {
     pub rows: Vec<(Row, String)>,
     /// Thread rows, with [`RowKinds::Both`] only.
     pub thread_rows: Vec<(Row, String)>,
-    /// The BPF programs' own cost (bpf_stats).
+    /// The BPF programs' own cost (`bpf_stats`).
     pub programs: Vec<ProgramCost>,
     /// Syscalls, copy paths, zombies and forks per process, as far as asked for.
     pub extras: Extras,

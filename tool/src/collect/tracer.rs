@@ -283,7 +283,7 @@ impl Tracer {
 
     /// Drops the privileges loading needed, once everything is attached: every capability
     /// (except `keep`) when this kernel still lets the held map fds be read without them
-    /// (probed); otherwise all but the one the reads need (CAP_BPF on 5.8+, probed), with
+    /// (probed); otherwise all but the one the reads need (`CAP_BPF` on 5.8+, probed), with
     /// a note. Only permitted capabilities are kept. Returns whether everything was
     /// dropped. Call it while single-threaded.
     pub fn drop_privileges(&self, keep: &[caps::Capability]) -> Result<bool> {

@@ -1,6 +1,6 @@
 //! Mode switches: syscalls (user→kernel transitions) per process, totals and interval
 //! deltas from successive snapshots of the kernel's per-(process, syscall) counts, the top
-//! syscalls of a process (like `syscount`), and whether it uses io_uring.
+//! syscalls of a process (like `syscount`), and whether it uses `io_uring`.
 //!
 //! Syscall names come from the `syscalls` crate's tables: the build target's ABI, and the
 //! 32-bit one (i386) for numbers the kernel side flagged as compat (`COMPAT_NR`): on a
@@ -59,7 +59,7 @@ pub fn label(nr: u32) -> String {
     }
 }
 
-/// Syscalls through which a process drives io_uring: its submissions then bypass the
+/// Syscalls through which a process drives `io_uring`: its submissions then bypass the
 /// copy-family syscalls, so their bytes are not counted. (They have the same numbers in
 /// both x86 ABIs.)
 fn is_io_uring(nr: u32) -> bool {
@@ -88,7 +88,7 @@ pub struct ProcSyscalls {
     pub delta: u64,
     pub total: u64,
     pub by_nr: Vec<NrCount>,
-    /// io_uring_setup/enter/register seen since proclens started, or an io_uring fd
+    /// `io_uring_setup/enter/register` seen since proclens started, or an `io_uring` fd
     /// open when it started.
     pub io_uring: bool,
     /// 32-bit (compat) syscalls since proclens started.

@@ -40,7 +40,7 @@ use crate::model::{
 mod json;
 pub use json::json_lines;
 
-/// Said of every io_uring user, in text and JSON.
+/// Said of every `io_uring` user, in text and JSON.
 pub const IO_URING_NOTE: &str =
     "uses io_uring: submissions bypass the traced syscalls, their bytes are not counted";
 

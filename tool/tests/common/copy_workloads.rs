@@ -4,7 +4,7 @@
 //! traced call of the measured path is entered after proclens attached.
 //!
 //! Every call is a direct libc call: std's `io::copy` would pick sendfile/splice/
-//! copy_file_range by itself, and std's socket reads are recvfrom.
+//! `copy_file_range` by itself, and std's socket reads are recvfrom.
 
 use std::{
     ffi::c_void,
@@ -286,7 +286,7 @@ fn mmap_write(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
 
 /// Short calls and failures with known results:
 /// - a read of 64 KiB from a socket holding 1000 bytes returns 1000;
-/// - with RLIMIT_FSIZE at 10000 bytes, a 64 KiB write to an empty file returns 10000 and
+/// - with `RLIMIT_FSIZE` at 10000 bytes, a 64 KiB write to an empty file returns 10000 and
 ///   the next write fails with EFBIG (SIGXFSZ ignored);
 /// - a read from fd 999999 and a write to fd -1 fail with EBADF.
 fn short_and_failing() -> impl FnOnce() {
@@ -442,8 +442,8 @@ fn threads(size: u64) -> impl FnOnce() {
     }
 }
 
-/// Sets up an io_uring instance (io_uring_setup) and closes it: proclens must flag the
-/// process. Whether the kernel allows io_uring or not, the call is made.
+/// Sets up an `io_uring` instance (`io_uring_setup`) and closes it: proclens must flag the
+/// process. Whether the kernel allows `io_uring` or not, the call is made.
 fn io_uring() -> impl FnOnce() {
     || {
         let mut params = [0u8; 120]; // struct io_uring_params

@@ -30,7 +30,7 @@ use super::{
 
 const ROUNDS: u64 = 2000;
 
-/// CLOCK_MONOTONIC in ns.
+/// `CLOCK_MONOTONIC` in ns.
 fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

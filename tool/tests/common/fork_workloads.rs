@@ -1,5 +1,5 @@
 //! After-fork workloads whose answers the test knows: 64 MiB of private anonymous memory
-//! (16,384 pages of 4 KiB, no huge pages) written after a fork, vfork or CLONE_VM clone;
+//! (16,384 pages of 4 KiB, no huge pages) written after a fork, vfork or `CLONE_VM` clone;
 //! an fd shared across fork; fds handed across exec with and without close-on-exec. Each
 //! prints what it measured itself (the kernel's minflt counters, its own clock, fcntl) as
 //! one JSON line, for the test to hold proclens's figures against.

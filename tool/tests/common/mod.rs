@@ -57,7 +57,7 @@ pub fn can_trace() -> bool {
 }
 
 /// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
-/// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
+/// `steal`, in `USER_HZ` ticks of 10 ms): what the kernel's task clock leaves out of a
 /// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
 /// accounting), and proclens's run-queue clock does not.
 pub fn task_clock_left_out_ms() -> f64 {
@@ -149,11 +149,11 @@ fn all_sleeping(pid: u32) -> bool {
 }
 
 /// The start of the note proclens prints on kernels that check privileges on every map
-/// read through a held fd (5.10); it names the capabilities it keeps (CAP_BPF).
+/// read through a held fd (5.10); it names the capabilities it keeps (`CAP_BPF`).
 pub const KEEPS_CAPS_NOTE: &str =
     "proclens: note: this kernel checks privileges on every map read; keeping ";
 
-/// The capabilities (as a CapEff mask) proclens's note in `stderr` says it keeps; 0
+/// The capabilities (as a `CapEff` mask) proclens's note in `stderr` says it keeps; 0
 /// without the note.
 pub fn kept_caps(stderr: &str) -> u64 {
     let Some(list) = stderr.lines().find_map(|l| l.strip_prefix(KEEPS_CAPS_NOTE)) else {

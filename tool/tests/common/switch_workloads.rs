@@ -15,7 +15,7 @@ use super::workload::pin_to_cpu;
 /// stack serves every child in turn.
 static mut VFORK_STACK: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// `vfork()` as the C library's posix_spawn makes it: a child sharing this process's
+/// `vfork()` as the C library's `posix_spawn` makes it: a child sharing this process's
 /// address space (`CLONE_VM`) that runs `child(arg)`, this thread suspended until it exits
 /// (`CLONE_VFORK`). Returns its pid.
 fn vfork_running(

@@ -2,15 +2,15 @@
 //!
 //! Two threads of this process pass a 32-byte UDP datagram back and forth over loopback,
 //! both pinned to CPU 1, timed inside the process:
-//! - `local`: each datagram is received in NET_RX on CPU 1 itself, when its sender
+//! - `local`: each datagram is received in `NET_RX` on CPU 1 itself, when its sender
 //!   re-enables bottom halves (two softirqs per round trip);
-//! - `rps`: loopback's receive processing is steered to CPU 0 (RPS), so each datagram is
-//!   an IPI to CPU 0 (a hard IRQ), NET_RX there, and a wakeup back to CPU 1 (another IPI).
+//! - `rps`: loopback's receive processing is steered to CPU 0 (RPS), so each datagram is an
+//!   IPI to CPU 0 (a hard IRQ), `NET_RX` there, and a wakeup back to CPU 1 (another IPI).
 //!
 //! Each runs untraced, under `proclens irq` (every handler timed, counted per CPU and
 //! kind, charged to its victim) and under a bpftrace script that times the same handlers
-//! per CPU and kind with log2 histograms and sums them per process; speed with bpf_stats
-//! off, each program's ns per run from a second run with bpf_stats on.
+//! per CPU and kind with log2 histograms and sums them per process; speed with `bpf_stats`
+//! off, each program's ns per run from a second run with `bpf_stats` on.
 
 use std::{
     fmt::Write as _,
@@ -142,7 +142,7 @@ enum Tracer {
 
 struct Sample {
     us: f64,
-    /// ns per run of each of [`PROGRAMS`] (bpf_stats on), where it ran.
+    /// ns per run of each of [`PROGRAMS`] (`bpf_stats` on), where it ran.
     ns: Vec<Option<f64>>,
 }
 

@@ -64,14 +64,15 @@ const TOP_SYSCALLS: &[&str] = &["top", "--syscalls", "--json", "--interval", "36
 struct Sample {
     usecs_per_op: f64,
     ns_per_run: Option<f64>,
-    /// The sched_switch program's instructions after verification (`bytes_xlated` / 8).
+    /// The `sched_switch` program's instructions after verification (`bytes_xlated` / 8).
     insns: Option<u64>,
 }
 
-/// One pinned run under `tracer`. With `stats`, the kernel's bpf_stats are on during the run
-/// and the sample carries the sched_switch program's ns per run; without, they are off, so
-/// the run's speed carries no cost of the measuring itself (bpf_stats reads the clock twice
-/// around every program run, which would charge proclens's wakeup programs too).
+/// One pinned run under `tracer`. With `stats`, the kernel's `bpf_stats` are on during the
+/// run and the sample carries the `sched_switch` program's ns per run; without, they are
+/// off, so the run's speed carries no cost of the measuring itself (`bpf_stats` reads the
+/// clock twice around every program run, which would charge proclens's wakeup programs
+/// too).
 fn measure(tracer: &Tracer, proclens: &Path, stats: bool) -> Result<Sample> {
     let bg = match tracer {
         Tracer::None => None,

@@ -58,7 +58,7 @@ pub(super) fn gauges(extras: &Extras) -> HostGauges {
 }
 
 /// Fields of /proc/self/stat after the command: utime, stime (clock ticks), starttime
-/// (ticks since boot), vsize (bytes), num_threads.
+/// (ticks since boot), vsize (bytes), `num_threads`.
 fn parse_stat(stat: &str) -> Option<[u64; 5]> {
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command, field 3 (state) is f[0]: utime 14, stime 15, num_threads 20,
@@ -67,7 +67,7 @@ fn parse_stat(stat: &str) -> Option<[u64; 5]> {
     Some([at(14)?, at(15)?, at(22)?, at(23)?, at(20)?])
 }
 
-/// VmRSS of a /proc status text, in bytes. /proc/PID/stat's rss field reads the
+/// `VmRSS` of a /proc status text, in bytes. /proc/PID/stat's rss field reads the
 /// kernel's per-CPU counters without summing them (pages off, as `ps` and the status
 /// file show it); the status file sums them.
 fn parse_vm_rss(status: &str) -> Option<u64> {

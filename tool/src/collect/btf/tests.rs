@@ -613,7 +613,7 @@ fn task_offsets_from_host_btf() {
 }
 
 /// The scheduler's clock is reachable on this host (a distribution kernel with
-/// CONFIG_FAIR_GROUP_SCHED): the switch programs then need no clock helper.
+/// `CONFIG_FAIR_GROUP_SCHED`): the switch programs then need no clock helper.
 #[test]
 fn run_queue_clock_offsets_from_host_btf() {
     let Some(btf) = host_vmlinux() else {

@@ -161,7 +161,7 @@ fn proc_fds(pid: u32, start_ns: u64) -> Vec<ProcFd> {
         .collect()
 }
 
-/// The `flags:` line of an fdinfo file (octal), which carries O_CLOEXEC for a
+/// The `flags:` line of an fdinfo file (octal), which carries `O_CLOEXEC` for a
 /// close-on-exec fd.
 pub fn fdinfo_flags(text: &str) -> Option<u32> {
     let v = text.lines().find_map(|l| l.strip_prefix("flags:"))?;

@@ -63,8 +63,8 @@ fn deltas_and_totals_per_path() {
     );
 }
 
-/// What each syscall does with each kind of source and destination (fs/splice.c,
-/// fs/read_write.c, net/).
+/// What each syscall does with each kind of source and destination (`fs/splice.c`,
+/// `fs/read_write.c`, `net/`).
 #[test]
 fn classes_follow_the_kernels_paths() {
     use fd_kind::{FILE, OTHER, PIPE, PROCESS, SOCKET, USER};

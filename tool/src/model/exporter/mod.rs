@@ -66,7 +66,7 @@ pub struct SystemTotals {
     pub idle_or_kernel: u64,
 }
 
-/// A BPF program's own cost, from the kernel's bpf_stats (0 when they are off).
+/// A BPF program's own cost, from the kernel's `bpf_stats` (0 when they are off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramCost {
     pub name: String,
