@@ -199,7 +199,7 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
                 rlim_cur: libc::RLIM_INFINITY,
                 rlim_max: libc::RLIM_INFINITY,
             };
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf);
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const inf);
             Ok(())
         });
     }

@@ -41,7 +41,7 @@ impl Idle {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     libc::prctl(libc::PR_SET_NAME, name);
                     loop {
-                        libc::nanosleep(&nap, std::ptr::null_mut());
+                        libc::nanosleep(&raw const nap, std::ptr::null_mut());
                         if libc::getppid() != parent {
                             libc::_exit(0);
                         }

@@ -93,7 +93,7 @@ pub fn wait4(pid: i32) -> std::io::Result<Reaped> {
     // SAFETY: zeroed rusage is valid; wait4 with valid pointers.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut ru) };
         if r == pid {
             break;
         }

@@ -97,7 +97,7 @@ pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 

@@ -139,7 +139,7 @@ fn raise_memlock() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: setrlimit with a valid pointer.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
 /// The concerns' set-ups, in the order they are configured and attached.

@@ -150,7 +150,8 @@ fn sendfile(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
         while sent < size {
             let left = (size - sent) as usize;
             // SAFETY: valid fds and offset pointer.
-            let n = unsafe { libc::sendfile(client.as_raw_fd(), file.as_raw_fd(), &mut off, left) };
+            let n =
+                unsafe { libc::sendfile(client.as_raw_fd(), file.as_raw_fd(), &raw mut off, left) };
             sent += check(n, "sendfile") as u64;
         }
         drop(client);
@@ -160,7 +161,7 @@ fn sendfile(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
 
 /// `splice` until all of `n` bytes moved from `from` to `to`.
 fn splice_all(from: RawFd, off: Option<&mut libc::loff_t>, to: RawFd, n: usize) -> usize {
-    let off_ptr = off.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+    let off_ptr = off.map_or(std::ptr::null_mut(), std::ptr::from_mut::<libc::loff_t>);
     let mut moved = 0;
     while moved < n {
         // SAFETY: valid fds; off_ptr is null or points at a live loff_t.
@@ -210,7 +211,7 @@ fn vmsplice_tee(size: u64) -> impl FnOnce() {
             };
             // SAFETY: one valid iovec; the buffer outlives the pipe's references (drained below).
             let n = check(
-                unsafe { libc::vmsplice(aw.as_raw_fd(), &iov, 1, 0) },
+                unsafe { libc::vmsplice(aw.as_raw_fd(), &raw const iov, 1, 0) },
                 "vmsplice",
             );
             let mut teed = 0;
@@ -240,9 +241,9 @@ fn copy_file_range(size: u64) -> impl FnOnce() {
             let n = unsafe {
                 libc::copy_file_range(
                     src.as_raw_fd(),
-                    &mut off_in,
+                    &raw mut off_in,
                     dst.as_raw_fd(),
-                    &mut off_out,
+                    &raw mut off_out,
                     (size - copied) as usize,
                     0,
                 )
@@ -303,7 +304,7 @@ fn short_and_failing() -> impl FnOnce() {
                 rlim_cur: 10_000,
                 rlim_max: libc::RLIM_INFINITY,
             };
-            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
         }
         // SAFETY: valid buffers.
         unsafe {
@@ -400,16 +401,16 @@ fn read_write_family(size: u64) -> impl FnOnce() {
                 let mut v = iov(&buf);
                 msg.msg_iov = v.as_mut_ptr();
                 msg.msg_iovlen = 2;
-                assert_eq!(libc::sendmsg(a, &msg, 0), whole);
+                assert_eq!(libc::sendmsg(a, &raw const msg, 0), whole);
                 recv_all(&mut buf, |r| {
                     let mut m: libc::msghdr = std::mem::zeroed();
                     let mut one = libc::iovec {
                         iov_base: r.as_mut_ptr().cast(),
                         iov_len: r.len(),
                     };
-                    m.msg_iov = &mut one;
+                    m.msg_iov = &raw mut one;
                     m.msg_iovlen = 1;
-                    libc::recvmsg(b, &mut m, 0)
+                    libc::recvmsg(b, &raw mut m, 0)
                 });
             }
         }

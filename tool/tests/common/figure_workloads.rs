@@ -39,7 +39,10 @@ fn udp() -> (OwnedFd, libc::sockaddr_in) {
         let len = size_of::<libc::sockaddr_in>() as u32;
         assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
         let mut got = len;
-        assert_eq!(libc::getsockname(fd, (&raw mut addr).cast(), &mut got), 0);
+        assert_eq!(
+            libc::getsockname(fd, (&raw mut addr).cast(), &raw mut got),
+            0
+        );
         (OwnedFd::from_raw_fd(fd), addr)
     }
 }
@@ -139,9 +142,9 @@ fn process_vm(size: u64) -> impl FnOnce() {
                 // SAFETY: valid iovecs of CHUNK bytes each in this process.
                 let n = unsafe {
                     if write {
-                        libc::process_vm_writev(me, &l, 1, &r, 1, 0)
+                        libc::process_vm_writev(me, &raw const l, 1, &raw const r, 1, 0)
                     } else {
-                        libc::process_vm_readv(me, &l, 1, &r, 1, 0)
+                        libc::process_vm_readv(me, &raw const l, 1, &raw const r, 1, 0)
                     }
                 };
                 assert_eq!(check(n, "process_vm"), CHUNK);
@@ -162,7 +165,10 @@ fn handle_usr1(restart: bool) {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &raw const sa, std::ptr::null_mut()),
+            0
+        );
     }
 }
 
@@ -406,7 +412,7 @@ pub fn forks_exact(n: u64) {
         for &pid in &children {
             let mut status = 0;
             // SAFETY: reaps our own child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
         }
         pids.extend(children);
         left -= batch;

@@ -132,7 +132,7 @@ impl KsoftirqdBoost {
         let pid = ksoftirqd(cpu) as i32;
         let p = libc::sched_param { sched_priority: 2 };
         // SAFETY: sched_setscheduler with a valid parameter.
-        let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &p) };
+        let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &raw const p) };
         assert_eq!(r, 0, "ksoftirqd/{cpu}: {}", std::io::Error::last_os_error());
         Self { pid }
     }
@@ -142,7 +142,7 @@ impl Drop for KsoftirqdBoost {
     fn drop(&mut self) {
         let p = libc::sched_param { sched_priority: 0 };
         // SAFETY: as above.
-        unsafe { libc::sched_setscheduler(self.pid, libc::SCHED_OTHER, &p) };
+        unsafe { libc::sched_setscheduler(self.pid, libc::SCHED_OTHER, &raw const p) };
     }
 }
 

@@ -75,7 +75,7 @@ fn irq_run(ms: u64) {
 fn spin(target: &AtomicUsize, stop: &AtomicBool, mut on_cpu: impl FnMut(usize)) {
     let fifo = libc::sched_param { sched_priority: 1 };
     // SAFETY: sched_setscheduler on this thread with a valid parameter.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) };
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const fifo) };
     assert_eq!(r, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
     let mut on = usize::MAX;
     while !stop.load(Ordering::Relaxed) {

@@ -45,7 +45,7 @@ fn set_name(name: &str) {
 fn reap(pid: i32) -> i32 {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
     status
 }

@@ -182,7 +182,7 @@ pub fn wait_zombie(pid: i32) {
         libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOWAIT,
         )
     };
@@ -204,7 +204,7 @@ pub fn write_final_schedstat(children: &[i32]) {
         lines.push_str(&format!("{pid} {stat}"));
         let mut status = 0;
         // SAFETY: reaps the child waited for above.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
     }
     if let Ok(path) = std::env::var(SCHEDSTAT_ENV) {
         std::fs::write(path, lines).unwrap();
@@ -237,7 +237,7 @@ pub fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
             0
         );
     }
@@ -351,7 +351,7 @@ pub fn run_if_child() {
             }
             pingpong_party(a_rx, a_tx, n, true);
             let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            unsafe { libc::waitpid(child, &raw mut status, 0) };
             finish();
         }
         // Two processes spin on CPU 1 for n ms each, competing for it.
@@ -361,7 +361,7 @@ pub fn run_if_child() {
             let child = fork_spinner(n);
             spin_for(n);
             let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            unsafe { libc::waitpid(child, &raw mut status, 0) };
             finish();
         }
         // Two children spin on CPU 1 for n ms of wall time each, competing for it; their
