@@ -5,6 +5,7 @@
 //! Every integration-test file that uses them must contain `workload_entry!();`.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -201,7 +202,7 @@ pub fn write_final_schedstat(children: &[i32]) {
     for &pid in children {
         wait_zombie(pid);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
-        lines.push_str(&format!("{pid} {stat}"));
+        let _ = write!(lines, "{pid} {stat}");
         let mut status = 0;
         // SAFETY: reaps the child waited for above.
         unsafe { libc::waitpid(pid, &raw mut status, 0) };

@@ -62,7 +62,8 @@ tracepoint:irq:irq_handler_exit /@hs[cpu]/ { $d = nsecs - @hs[cpu]; @hard_ns[cpu
 "#,
     );
     for v in vectors {
-        s += &format!(
+        let _ = write!(
+            s,
             "tracepoint:irq_vectors:{v}_entry {{ @vec_n[cpu, \"{v}\"] = count(); @hs[cpu] = nsecs; }}\n\
              tracepoint:irq_vectors:{v}_exit /@hs[cpu]/ {{ $d = nsecs - @hs[cpu]; @vec_ns[cpu, \"{v}\"] = sum($d); @vec_h[cpu, \"{v}\"] = hist($d); @hard_pid[pid] = sum($d); delete(@hs[cpu]); }}\n"
         );
