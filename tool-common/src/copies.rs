@@ -163,6 +163,10 @@ pub mod fd_kind {
 
     /// Kind of an inode from its `i_mode`.
     #[inline(always)]
+    #[allow(
+        clippy::unreadable_literal,
+        reason = "the S_IF* values as <sys/stat.h> writes them"
+    )]
     pub const fn from_mode(mode: u16) -> u8 {
         match mode & 0o170000 {
             0o100000 => FILE,
@@ -210,6 +214,7 @@ pub struct CopyKey {
 
 impl CopyKey {
     /// The key with its CPU dropped: the same path of every CPU.
+    #[must_use]
     pub fn any_cpu(&self) -> Self {
         Self { cpu: 0, ..*self }
     }
@@ -338,6 +343,7 @@ pub struct SysKey {
 
 impl SysKey {
     /// The key with its CPU dropped: the same count of every CPU.
+    #[must_use]
     pub fn any_cpu(&self) -> Self {
         Self { cpu: 0, ..*self }
     }

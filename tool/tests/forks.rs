@@ -100,6 +100,10 @@ fn row_until(p: &Proclens, pid: u32, pred: impl Fn(&Value) -> bool) -> Value {
 /// than /proc shows it took meanwhile (read while it is blocked, before and after). Its
 /// one fork is timed within what it measured around the call.
 #[test]
+#[allow(
+    clippy::assertions_on_constants,
+    reason = "the architecture is what is asserted: x86 has the fault tracepoints"
+)]
 fn cow_faults_of_child_and_parent_after_fork() {
     if !can_trace() {
         return;

@@ -21,6 +21,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 enum Task {
     /// Install what building and testing need (as root on Debian/Ubuntu: apt packages and
     /// a bpf-linker matching the BPF compiler's LLVM). Prints every action it takes.

@@ -73,6 +73,10 @@ each (see BENCHMARKS.md).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct CopiesArgs {
     #[command(flatten)]
     pub filter: Filter,

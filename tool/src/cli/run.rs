@@ -27,6 +27,10 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct RunArgs {
     #[command(flatten)]
     pub output: Output,

@@ -75,6 +75,10 @@ pub fn top_extras(filter: &Filter) -> ExtrasOptions {
 }
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one bool per command-line switch"
+)]
 pub struct TopArgs {
     #[command(flatten)]
     pub filter: Filter,

@@ -26,6 +26,10 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct ZombiesArgs {
     /// A dead process counts as a zombie once its parent has left it unreaped this long
     /// (seconds, fractions allowed, >= 0). Without --watch, proclens answers at once: the

@@ -267,6 +267,10 @@ mod tests {
         /// The mount point of the first cgroup2 line of a mountinfo text, whatever the
         /// characters in its path, the other mounts and their optional fields.
         #[test]
+        #[allow(
+            clippy::format_collect,
+            reason = "builds one test input per case: plain map-and-collect reads best"
+        )]
         fn proptest_v2_mount_round_trips(
             mounts in prop::collection::vec(
                 (

@@ -179,6 +179,10 @@ mod tests {
         /// The CapEff mask of a status text, wherever its line is among the others, is
         /// read back exactly.
         #[test]
+        #[allow(
+            clippy::format_collect,
+            reason = "builds one test input per case: plain map-and-collect reads best"
+        )]
         fn proptest_cap_eff_round_trips(
             caps in any::<u64>(),
             before in prop::collection::vec("(Name|CapInh|CapPrm|CapBnd|Threads):\t[0-9a-f ]{0,20}", 0..8),

@@ -42,6 +42,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// What to trace.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, each set from its own command-line flag"
+)]
 pub struct TracerOptions {
     /// Trace proclens's own threads too.
     pub include_self: bool,

@@ -36,6 +36,10 @@ impl Class {
     /// The class of `op` from `src` to `dst`. `copy_file_range` is counted as an in-kernel
     /// copy: a filesystem that can clone (btrfs, XFS with reflink) may share the extents
     /// instead, which no syscall result tells apart.
+    #[allow(
+        clippy::match_same_arms,
+        reason = "vmsplice's zero-copy arm must come after its user-copy one"
+    )]
     pub fn of(op: u8, src: u8, dst: u8) -> Self {
         use fd_kind::{FILE, PIPE, SOCKET, USER};
         match (op, src, dst) {

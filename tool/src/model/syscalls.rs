@@ -256,6 +256,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::decimal_bitwise_operands,
+        reason = "syscall numbers are decimal in the kernel's tables; the flag is one high bit"
+    )]
     fn names() {
         assert_eq!(name(Sysno::sendfile.id() as u32), "sendfile");
         assert_eq!(name(99_999), "syscall_99999");
@@ -268,6 +272,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::decimal_bitwise_operands,
+        reason = "syscall numbers are decimal in the kernel's tables; the flag is one high bit"
+    )]
     fn compat_syscalls_are_counted_apart_and_flag_io_uring_too() {
         let mut m = SyscallModel::new();
         let k = |nr| SysKey {

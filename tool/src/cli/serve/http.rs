@@ -130,6 +130,10 @@ fn response(
     r
 }
 
+#[allow(
+    clippy::unused_async,
+    reason = "hyper's service_fn takes a function returning a future"
+)]
 async fn handle(
     req: Request<Incoming>,
     shared: Shared,

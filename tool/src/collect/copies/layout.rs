@@ -228,6 +228,10 @@ mod tests {
     use crate::collect::btf::{VMLINUX, load_vmlinux};
 
     #[test]
+    #[allow(
+        clippy::naive_bytecount,
+        reason = "a 2 KiB table in a test; no crate for that"
+    )]
     fn dispatch_tables_name_each_abi_right() {
         let t = op_tables(true);
         // The classic mix-up: 3 is close in the 64-bit ABI and read in the 32-bit one.

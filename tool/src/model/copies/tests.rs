@@ -224,6 +224,10 @@ fn a_reused_pid_is_two_processes() {
 }
 
 #[test]
+#[allow(
+    clippy::unreadable_literal,
+    reason = "st_mode values as ls and <sys/stat.h> write them"
+)]
 fn fd_kinds_from_inode_modes() {
     assert_eq!(fd_kind::from_mode(0o100644), fd_kind::FILE);
     assert_eq!(fd_kind::from_mode(0o140777), fd_kind::SOCKET);

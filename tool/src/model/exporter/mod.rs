@@ -85,6 +85,10 @@ pub struct PathKey {
 /// The in-kernel counters of what could not be recorded, cumulative since proclens
 /// attached (the kernel's own running sums).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "each names the map or ring that was full"
+)]
 pub struct KernelDrops {
     /// Ring-buffer reservations that failed (events lost).
     pub ringbuf_full: u64,

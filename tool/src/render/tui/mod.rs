@@ -52,6 +52,10 @@ impl Tab {
 pub const HISTORY: usize = 120;
 
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent view toggles, each flipped by its own key"
+)]
 pub struct App {
     pub tab: Tab,
     pub threads: bool,
