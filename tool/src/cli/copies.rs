@@ -94,7 +94,7 @@ pub struct CopiesArgs {
     pub all: bool,
 }
 
-pub fn run(args: CopiesArgs) -> Result<ExitCode> {
+pub fn run(args: &CopiesArgs) -> Result<ExitCode> {
     // Copy paths and syscalls only: no program on every context switch.
     let tracer = args.filter.start(TracerOptions {
         switches: false,

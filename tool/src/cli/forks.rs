@@ -85,7 +85,7 @@ impl ForksArgs {
     }
 }
 
-pub fn run(args: ForksArgs) -> Result<ExitCode> {
+pub fn run(args: &ForksArgs) -> Result<ExitCode> {
     // No program on every context switch: lifecycle (who forked whom) and the after-fork
     // programs only.
     let tracer = args.filter.start_keeping(

@@ -37,7 +37,7 @@ pub struct IrqArgs {
     pub dist: bool,
 }
 
-pub fn run(args: IrqArgs) -> Result<ExitCode> {
+pub fn run(args: &IrqArgs) -> Result<ExitCode> {
     let tracer = args.filter.start(TracerOptions {
         switches: false,
         irq: Want::Required,
@@ -51,7 +51,7 @@ pub fn run(args: IrqArgs) -> Result<ExitCode> {
         args.period.interval,
         args.period.count,
         |snap| {
-            let Some(frame) = frame(&args, &snap) else {
+            let Some(frame) = frame(args, &snap) else {
                 anyhow::bail!("interrupts are not traced");
             };
             super::write_frame(

@@ -29,7 +29,7 @@ pub struct LatencyArgs {
     pub per_process: bool,
 }
 
-pub fn run(args: LatencyArgs) -> Result<ExitCode> {
+pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
     let tracer = args.filter.start(TracerOptions::default())?;
     let selection = args.filter.selection();
     let mut stdout = std::io::stdout().lock();

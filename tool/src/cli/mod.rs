@@ -235,16 +235,16 @@ pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Top(args) => top::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Latency(args) => latency::run(args),
-        Command::Irq(args) => irq::run(args),
+        Command::Top(args) => top::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Latency(args) => latency::run(&args),
+        Command::Irq(args) => irq::run(&args),
         Command::Serve(args) => serve::run(args),
-        Command::Completions(args) => docs::completions(args),
-        Command::Man(args) => docs::man(args),
-        Command::Copies(args) => copies::run(args),
+        Command::Completions(args) => Ok(docs::completions(&args)),
+        Command::Man(args) => docs::man(&args),
+        Command::Copies(args) => copies::run(&args),
         Command::Zombies(args) => zombies::run(args),
-        Command::Forks(args) => forks::run(args),
+        Command::Forks(args) => forks::run(&args),
     }
 }
 

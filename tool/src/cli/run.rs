@@ -50,7 +50,7 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
     // Switches, lifecycle, syscalls and copy paths (left out, with a warning, where the

@@ -107,7 +107,7 @@ pub struct TopArgs {
     pub syscalls: bool,
 }
 
-pub fn run(args: TopArgs) -> Result<ExitCode> {
+pub fn run(args: &TopArgs) -> Result<ExitCode> {
     let live_table = !args.plain
         && !args.output.json
         && std::io::stdout().is_terminal()
@@ -149,7 +149,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         args.period.interval,
         args.period.count,
         |snap| {
-            let frame = frame(&args, snap);
+            let frame = frame(args, snap);
             super::write_frame(
                 &mut stdout,
                 &frame,

@@ -115,7 +115,7 @@ impl Session {
             tracer,
             driver,
             // No cgroup filter: every exit is seen.
-            life: Lifecycle::start(LifecycleOptions::default()),
+            life: Lifecycle::start(&LifecycleOptions::default()),
         })
     }
 

@@ -155,7 +155,7 @@ impl ExtrasCollector {
             io_uring_at_start: procfs::io_uring_at_start(),
             copies,
             forks,
-            life: opts.lifecycle.clone().map(Lifecycle::start),
+            life: opts.lifecycle.as_ref().map(Lifecycle::start),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
             watermark: 0,

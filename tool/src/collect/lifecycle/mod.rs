@@ -126,7 +126,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A table seeded now as `opts` says. Start the tracer first.
-    pub fn start(opts: LifecycleOptions) -> Self {
+    pub fn start(opts: &LifecycleOptions) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
         if opts.reaps == Reaps::All {

@@ -21,7 +21,7 @@ const LIVE: &str = "live_threads";
 pub fn load(obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
     for name in [SEED, LIVE] {
         program(obj, name)?.load("task", kernel).map_err(|e| {
-            setup::load_error(anyhow::Error::new(e).context(format!("loading iter/task {name}")))
+            setup::load_error(&anyhow::Error::new(e).context(format!("loading iter/task {name}")))
         })?;
     }
     Ok(())

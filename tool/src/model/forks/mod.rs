@@ -234,13 +234,13 @@ impl CostModel {
     /// busiest first (faults caused, then own faults, then fork time).
     pub fn update(
         &mut self,
-        now: HashMap<Key, Cost>,
+        now: &HashMap<Key, Cost>,
         creator_of: impl Fn(Key) -> Option<Key>,
     ) -> Vec<CostRow> {
         let mut keys: BTreeMap<Key, ()> = now.keys().map(|k| (*k, ())).collect();
         keys.extend(self.children.keys().map(|k| (*k, ())));
         let mut creators: HashMap<Key, Key> = HashMap::new();
-        for (&k, c) in &now {
+        for (&k, c) in now {
             let Some(p) = creator_of(k) else { continue };
             let p = resolve(&keys, p, k);
             creators.insert(k, p);
