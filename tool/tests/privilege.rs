@@ -105,7 +105,7 @@ fn run_holds_no_capability_while_the_command_runs() {
     // Once `sleep` is running under proclens, look at proclens's threads. (Loading and
     // attaching take seconds in an emulated guest on a busy host: 6.12 under QEMU TCG,
     // host load 10-20, once took more than 10 s.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let sleeping = loop {
         let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
             .unwrap_or_default();

@@ -219,7 +219,7 @@ pub fn assert_one_line(stderr: &str) {
 /// How long one command a test runs to completion may take before the test fails: a hung
 /// proclens (or workload) then fails its test, naming the command, instead of stalling the
 /// whole suite (and a kernel-matrix guest) until an outer time limit.
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+pub const COMMAND_LIMIT: Duration = Duration::from_mins(2);
 
 /// `Command::output` and `Command::status` with a time limit: past it the command is
 /// killed and the test panics, naming it.

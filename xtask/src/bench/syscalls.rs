@@ -115,7 +115,7 @@ impl Tracer {
             }
         });
         let tracer = Self { child, interrupt };
-        rx.recv_timeout(Duration::from_secs(60))
+        rx.recv_timeout(Duration::from_mins(1))
             .with_context(|| format!("{cmd:?} did not become ready"))?;
         Ok(tracer)
     }
