@@ -10,10 +10,14 @@ use super::{Filter, Output, Period};
 use crate::{
     collect::{
         copies::Want,
+        extras::ExtrasOptions,
         session::{self, RowKinds, Snapshot},
         tracer::TracerOptions,
     },
-    model::{irq::VictimRow, proctable::Key},
+    model::{
+        irq::{Taken, VictimRow},
+        proctable::Key,
+    },
     render::irq::{Frame, json_lines, plain_lines},
 };
 
@@ -47,7 +51,7 @@ pub fn run(args: &IrqArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         RowKinds::Processes,
-        Default::default(),
+        ExtrasOptions::default(),
         args.period.interval,
         args.period.count,
         |snap| {
@@ -87,8 +91,8 @@ fn frame<'a>(args: &IrqArgs, snap: &'a Snapshot) -> Option<Frame<'a>> {
                     start_ns: 0,
                 },
                 kernel_comm: String::new(),
-                delta: Default::default(),
-                total: Default::default(),
+                delta: Taken::default(),
+                total: Taken::default(),
             });
         }
     }

@@ -9,6 +9,7 @@ use clap::Args;
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
+        extras::ExtrasOptions,
         session::{self, idle_rows},
         tracer::TracerOptions,
     },
@@ -36,7 +37,7 @@ pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         session::RowKinds::Processes,
-        Default::default(),
+        ExtrasOptions::default(),
         args.period.interval,
         args.period.count,
         |snap| {

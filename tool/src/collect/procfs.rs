@@ -192,7 +192,7 @@ pub fn processes() -> Vec<Stat> {
 /// The pids /proc lists (thread-group leaders), without reading any of them.
 pub fn pids() -> rustc_hash::FxHashSet<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
-        return Default::default();
+        return rustc_hash::FxHashSet::default();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))

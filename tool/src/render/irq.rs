@@ -251,7 +251,7 @@ fn by_cpu<K: Copy + Ord>(
         v.sort_by_key(|r| (r.1, r.0));
         return v;
     }
-    let mut sums: std::collections::BTreeMap<K, (Figures, Figures)> = Default::default();
+    let mut sums = std::collections::BTreeMap::<K, (Figures, Figures)>::default();
     for r in rows {
         let e = sums.entry(r.kind).or_default();
         e.0.add(&r.delta);
