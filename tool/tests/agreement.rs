@@ -262,17 +262,16 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
             "{comm}: latency waited {lat_runq} s, kernel {krunq} s"
         );
         // Blocked: wall time less on CPU and waiting (per thread, for the living one).
-        let (wall, kblocked) = match o.get("blocked_s") {
-            Some(b) => (o["wall_s"].as_f64().unwrap(), b.as_f64().unwrap()),
-            None => {
-                let wall: f64 = o["born_unix"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|b| top_time - b.as_f64().unwrap())
-                    .sum();
-                (wall, wall - koncpu - krunq)
-            }
+        let (wall, kblocked) = if let Some(b) = o.get("blocked_s") {
+            (o["wall_s"].as_f64().unwrap(), b.as_f64().unwrap())
+        } else {
+            let wall: f64 = o["born_unix"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| top_time - b.as_f64().unwrap())
+                .sum();
+            (wall, wall - koncpu - krunq)
         };
         for (view, f) in views {
             assert_eq!(

@@ -279,7 +279,7 @@ fn ksoftirqds_softirqs_are_its_own_work() {
     around_next_report(&mut p);
     spin.start();
     flood.go();
-    let end = common::now_unix();
+    let end = now_unix();
     let mut own = 0;
     loop {
         let r = p.next();

@@ -49,7 +49,7 @@ fn script(pid: u32) -> String {
         )
         .collect();
     format!(
-        r#"
+        r"
 tracepoint:irq:softirq_entry /pid == {pid}/ {{ @s[cpu] = nsecs; @nested[cpu] = 0; }}
 tracepoint:irq:softirq_exit /@s[cpu]/ {{
   @soft = count(); @soft_ns = sum(nsecs - @s[cpu] - @nested[cpu]);
@@ -62,7 +62,7 @@ tracepoint:irq:softirq_exit /@s[cpu]/ {{
   if (@s[cpu]) {{ @nested[cpu] = @nested[cpu] + $d; }}
   delete(@h[cpu]);
 }}
-"#,
+",
         hard_entry.join(", "),
         hard_exit.join(", ")
     )

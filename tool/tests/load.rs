@@ -125,7 +125,7 @@ fn issue_7_reused_pid_is_two_processes_in_copies_top_and_zombies() {
                 )
             })
             .collect();
-        got.sort();
+        got.sort_unstable();
         assert_ne!(got[0].0, got[1].0, "two processes, two start times");
         let x = u64::from(x);
         assert_eq!(

@@ -114,7 +114,7 @@ fn run_holds_no_capability_while_the_command_runs() {
         {
             break true;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             break false;
         }
         thread::sleep(Duration::from_millis(20));

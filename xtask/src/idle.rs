@@ -22,7 +22,7 @@ impl Idle {
             .collect::<Result<_, _>>()?;
         let nap = libc::timespec {
             tv_sec: nap.as_secs() as libc::time_t,
-            tv_nsec: nap.subsec_nanos() as libc::c_long,
+            tv_nsec: libc::c_long::from(nap.subsec_nanos()),
         };
         let mut idle = Self {
             pids: Vec::with_capacity(n),

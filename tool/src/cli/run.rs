@@ -99,7 +99,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     match &args.output_file {
         Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         None => std::io::stderr().write_all(text.as_bytes())?,
     }

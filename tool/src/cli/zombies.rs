@@ -180,7 +180,7 @@ impl Session {
                     // Nobody reads the notices here.
                     self.life.take_notices();
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(deadline) => break,
             }
         }
         self.drain()?;
@@ -342,8 +342,7 @@ impl Session {
                 .life
                 .table
                 .get(key)
-                .map(|p| p.comm.to_string())
-                .unwrap_or_else(|| "?".into());
+                .map_or_else(|| "?".into(), |p| p.comm.to_string());
             owned.push((
                 *key,
                 comm,

@@ -142,7 +142,7 @@ fn guarded(parse: impl FnOnce() -> btf_rs::Result<Btf> + std::panic::UnwindSafe)
         Err(panic) => {
             let why = panic
                 .downcast_ref::<&str>()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             bail!("malformed BTF (the parser panicked: {why})")
@@ -364,7 +364,7 @@ pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
                 .members
                 .iter()
                 .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == member))
-                .map(|m| m.val()),
+                .map(btf_rs::EnumMember::val),
             _ => None,
         })
         .with_context(|| format!("BTF enum {name} has no member `{member}`"))

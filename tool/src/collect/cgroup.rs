@@ -47,15 +47,12 @@ fn unescape_mount_path(field: &str) -> PathBuf {
             .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
             .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
             .and_then(|v| u8::try_from(v).ok());
-        match octal {
-            Some(c) => {
-                out.push(c);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
+        if let Some(c) = octal {
+            out.push(c);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
     }
     PathBuf::from(std::ffi::OsString::from_vec(out))

@@ -37,8 +37,10 @@ pub fn invoking_user() -> Result<Option<Identity>> {
     let groups = match std::env::var("SUDO_USER") {
         Ok(user) => {
             nix::unistd::getgrouplist(&CString::new(user)?, nix::unistd::Gid::from_raw(gid))
-                .map(|g| g.into_iter().map(nix::unistd::Gid::as_raw).collect())
-                .unwrap_or_else(|_| vec![gid])
+                .map_or_else(
+                    |_| vec![gid],
+                    |g| g.into_iter().map(nix::unistd::Gid::as_raw).collect(),
+                )
         }
         Err(_) => vec![gid],
     };

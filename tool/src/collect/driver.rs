@@ -94,8 +94,8 @@ impl Driver {
                 _ = self.interrupt.recv() => Step::Signal(Sig::Interrupt),
                 _ = self.terminate.recv() => Step::Signal(Sig::Terminate),
                 _ = self.hangup.recv() => Step::Signal(Sig::Hangup),
-                _ = tick(&mut self.ticks) => Step::Tick,
-                _ = tick(&mut self.poll) => Step::Poll,
+                () = tick(&mut self.ticks) => Step::Tick,
+                () = tick(&mut self.poll) => Step::Poll,
                 r = self.stream.recv_each(&mut *sink) => {
                     r?;
                     Step::Events

@@ -75,7 +75,7 @@ pub fn keepable(
         .copied()
         .filter(|c| permitted.contains(c))
         .collect();
-    v.sort_unstable_by_key(|c| c.index());
+    v.sort_unstable_by_key(caps::Capability::index);
     v.dedup();
     v
 }
@@ -93,7 +93,7 @@ pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -
     }
     if pid == 0 {
         let ok = drop_all_but(keep).is_ok() && read();
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        unsafe { libc::_exit(i32::from(!ok)) };
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.

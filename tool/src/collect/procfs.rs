@@ -280,8 +280,7 @@ impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
         }
         self.names
             .get(&key)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| "?".into())
+            .map_or_else(|| "?".into(), |(n, _)| n.clone())
     }
 
     /// Forgets the texts of keys `which` selects (e.g. a process that exec'd).
@@ -315,7 +314,7 @@ mod tests {
                 s.start_ticks,
                 s.exit_code
             ),
-            (4242, "my (odd) cmd", 'Z', 4200, 123456, 768)
+            (4242, "my (odd) cmd", 'Z', 4200, 123_456, 768)
         );
         assert!(s.is_zombie());
         // A dead leader with a live thread: `Z` with 2 threads is no zombie.

@@ -67,7 +67,7 @@ pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> R
 /// tracepoints>`. The links are taken and kept by the object, so they are detached in
 /// parallel (see `Object`).
 pub fn attach_tracepoints(
-    obj: &mut super::object::Object,
+    obj: &mut Object,
     name: &str,
     category: &str,
     tracepoints: &[String],

@@ -101,7 +101,7 @@ fn parse_field(line: &str) -> Result<Field> {
                         .trim()
                         .parse::<u32>()
                         .with_context(|| format!("bad offset in `{line}`"))?,
-                )
+                );
             }
             "size" => {
                 size = Some(
@@ -109,7 +109,7 @@ fn parse_field(line: &str) -> Result<Field> {
                         .trim()
                         .parse::<u32>()
                         .with_context(|| format!("bad size in `{line}`"))?,
-                )
+                );
             }
             "signed" => signed = Some(value.trim() == "1"),
             _ => {}

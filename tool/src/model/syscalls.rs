@@ -151,7 +151,7 @@ impl SyscallModel {
                     .then(a.nr.cmp(&b.nr))
             });
         }
-        self.last = snapshot.clone();
+        self.last.clone_from(snapshot);
         out
     }
 }
@@ -312,7 +312,7 @@ mod tests {
             };
             match n.strip_prefix("syscall_") {
                 Some(digits) if back.is_none() => {
-                    proptest::prop_assert_eq!(digits, number(nr).to_string())
+                    proptest::prop_assert_eq!(digits, number(nr).to_string());
                 }
                 _ => proptest::prop_assert_eq!(back, Some(number(nr))),
             }

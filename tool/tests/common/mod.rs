@@ -62,7 +62,7 @@ pub fn can_trace() -> bool {
 /// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
 /// accounting), and proclens's run-queue clock does not.
 pub fn task_clock_left_out_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let stat = fs::read_to_string("/proc/stat").unwrap();
     let cpu: Vec<u64> = stat
         .lines()
         .next()
@@ -241,14 +241,13 @@ impl Bounded for Command {
         thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        match rx.recv_timeout(limit) {
-            Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {self:?}: {e}")),
-            Err(_) => {
-                // SAFETY: kill on our own child's pid, which stays unreaped until the
-                // waiting thread collects it.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("{self:?} did not finish within {limit:?}");
-            }
+        if let Ok(out) = rx.recv_timeout(limit) {
+            out.unwrap_or_else(|e| panic!("waiting for {self:?}: {e}"))
+        } else {
+            // SAFETY: kill on our own child's pid, which stays unreaped until the
+            // waiting thread collects it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{self:?} did not finish within {limit:?}");
         }
     }
 

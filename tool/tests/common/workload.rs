@@ -48,7 +48,7 @@ impl Workload {
             "-q",
         ];
         let mut argv = vec![exe];
-        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.extend(args.iter().map(ToString::to_string));
         argv
     }
 
@@ -79,17 +79,14 @@ impl Workload {
     /// until [`Workload::go`].
     pub fn spawn_under(prefix: &[&str], kind: &str, env: &[(&str, &str)]) -> Self {
         let argv = Self::argv();
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).args(&argv);
-                c
-            }
-            None => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
+        let mut cmd = if let Some((first, rest)) = prefix.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).args(&argv);
+            c
+        } else {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
         };
         let mut child = cmd
             .env(ENV, kind)

@@ -54,12 +54,12 @@ fn bpftrace_script() -> String {
         "irq_work",
     ];
     let mut s = String::from(
-        r#"
+        r"
 tracepoint:irq:softirq_entry { @soft_n[cpu, args->vec] = count(); @ss[cpu] = nsecs; }
 tracepoint:irq:softirq_exit /@ss[cpu]/ { $d = nsecs - @ss[cpu]; @soft_ns[cpu, args->vec] = sum($d); @soft_h[cpu, args->vec] = hist($d); @soft_pid[pid] = sum($d); delete(@ss[cpu]); }
 tracepoint:irq:irq_handler_entry { @hard_n[cpu, args->irq] = count(); @hs[cpu] = nsecs; }
 tracepoint:irq:irq_handler_exit /@hs[cpu]/ { $d = nsecs - @hs[cpu]; @hard_ns[cpu, args->irq] = sum($d); @hard_h[cpu, args->irq] = hist($d); @hard_pid[pid] = sum($d); delete(@hs[cpu]); }
-"#,
+",
     );
     for v in vectors {
         let _ = write!(

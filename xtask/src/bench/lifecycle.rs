@@ -277,7 +277,7 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
                 t.rate, c.ns_per_op, t.agent_ns_per_op, t.lost
             );
             agent.extend(t.agent_ns_per_op);
-            ratios.push((before + after) / 2.0 / t.rate);
+            ratios.push(f64::midpoint(before, after) / t.rate);
             base.push(after);
             traced.push(t.rate);
             ns.extend(c.ns_per_op);

@@ -141,13 +141,12 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
         for (i, (name, t)) in tracers.iter().enumerate() {
             let speed = measure(t, proclens, false)?;
             usecs[i].push(speed.usecs_per_op);
-            let cost = match t {
-                Tracer::None => None,
-                _ => {
-                    let s = measure(t, proclens, true)?;
-                    insns[i] = s.insns;
-                    s.ns_per_run
-                }
+            let cost = if let Tracer::None = t {
+                None
+            } else {
+                let s = measure(t, proclens, true)?;
+                insns[i] = s.insns;
+                s.ns_per_run
             };
             eprintln!(
                 "bench switches: rep {rep} {name}: {:.3} usecs/op, {cost:?} ns/run",

@@ -58,7 +58,7 @@ pub struct Selection {
 /// and a summary, and powers the VM off.
 pub fn init_script(tests: &[TestBinary], selection: &Selection) -> String {
     let mut s = String::from(
-        r#"#!/bin/sh
+        r"#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec 0</dev/console 1>/dev/console 2>&1
@@ -71,7 +71,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null
 export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
-"#,
+",
     );
     let _ = writeln!(s, "echo \"{KERNEL} $(uname -r)\"");
     s += "pass=0\nfail=0\n";

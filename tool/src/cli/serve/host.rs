@@ -27,18 +27,16 @@ fn read_u64(path: &str) -> Option<u64> {
 /// Processes: the numeric entries of /proc (one per thread-group leader, zombies
 /// included). A readdir, without opening any of them.
 fn count_processes() -> u64 {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .as_encoded_bytes()
-                        .iter()
-                        .all(u8::is_ascii_digit)
-                })
-                .count() as u64
-        })
-        .unwrap_or(0)
+    fs::read_dir("/proc").map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .as_encoded_bytes()
+                    .iter()
+                    .all(u8::is_ascii_digit)
+            })
+            .count() as u64
+    })
 }
 
 /// The machine's gauges; the zombies come from the process table in `extras`.

@@ -221,7 +221,7 @@ fn looked_up_records(bytes: &[u8], btf: &Btf) -> Vec<std::ops::Range<usize>> {
                 let next = ty
                     .as_ref()
                     .and_then(|t| t.as_btf_type())
-                    .and_then(|t| t.get_type_id());
+                    .and_then(btf_rs::BtfType::get_type_id);
                 ids.extend(next);
                 ty = next.and_then(|n| btf.resolve_type_by_id(n).ok());
             }

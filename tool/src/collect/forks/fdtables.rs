@@ -187,13 +187,13 @@ fn classes<T, K: Ord + Clone>(
         // (representative, id) of each class of this group.
         let mut reps: Vec<(usize, u64)> = Vec::new();
         for &i in members {
-            ids[i] = match reps.iter().find(|&&(r, _)| same(&items[r], &items[i])) {
-                Some(&(_, id)) => id,
-                None => {
-                    *next += 1;
-                    reps.push((i, *next));
-                    *next
-                }
+            ids[i] = if let Some(&(_, id)) = reps.iter().find(|&&(r, _)| same(&items[r], &items[i]))
+            {
+                id
+            } else {
+                *next += 1;
+                reps.push((i, *next));
+                *next
             };
         }
     }

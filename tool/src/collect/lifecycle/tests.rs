@@ -97,7 +97,7 @@ fn the_check_waits_for_the_watermark_then_repairs() {
         ..Default::default()
     }));
     let before = life.table.len();
-    life.last_scan = Instant::now() - REPAIR_PERIOD;
+    life.last_scan = Instant::now().checked_sub(REPAIR_PERIOD).unwrap();
     life.check(0, 0, || None);
     let at = life
         .scan

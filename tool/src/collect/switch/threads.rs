@@ -90,7 +90,7 @@ impl SwitchMaps {
 /// The live iterator's records: whole `LiveThread`s back to back.
 fn decode(bytes: &[u8]) -> Result<Vec<LiveThread>> {
     let size = size_of::<LiveThread>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         bail!(
             "the thread iterator wrote {} bytes, not a whole number of {size}-byte records",
             bytes.len()

@@ -19,7 +19,7 @@ fn cap_for(n: usize) -> usize {
     max
 }
 
-fn row<'a>(l: Labels, d: &'a Counts) -> LabelledDelta<'a> {
+fn row(l: Labels, d: &Counts) -> LabelledDelta<'_> {
     LabelledDelta {
         labels: l,
         delta: d,

@@ -361,7 +361,7 @@ pub(crate) mod tests {
         app.on_snapshot(&snapshot());
         let p10 = app.processes.iter().find(|l| l.pid == 10).unwrap();
         assert_eq!(p10.syscalls_s, Some(500.0));
-        assert_eq!(p10.bytes_s, Some((4 << 20) as f64));
+        assert_eq!(p10.bytes_s, Some(f64::from(4 << 20)));
         assert_eq!(p10.zombies, Some(0));
         let p20 = app.processes.iter().find(|l| l.pid == 20).unwrap();
         assert_eq!((p20.syscalls_s, p20.zombies), (Some(0.0), Some(2)));
