@@ -21,7 +21,8 @@ pub struct Task {
     pub pid: u32,
     pub tgid: u32,
     pub group_leader: u32,
-    /// `start_time` (CLOCK_MONOTONIC ns): the switch programs' "born after tracing began".
+    /// `start_time` (`CLOCK_MONOTONIC` ns): the switch programs' "born after tracing
+    /// began".
     pub start_time: u32,
     /// `start_boottime` (`real_start_time` before 5.5): the clock /proc/PID/stat uses,
     /// with the tgid the identity of a process in every map and event.
@@ -105,7 +106,7 @@ pub struct Switch {
     pub task_last_arrival: u32,
     pub task_last_queued: u32,
     pub _pad: u32,
-    /// CLOCK_MONOTONIC when tracing began: threads started later are traced from their
+    /// `CLOCK_MONOTONIC` when tracing began: threads started later are traced from their
     /// first instruction, so their whole run-queue time counts.
     pub trace_start_ns: u64,
 }
@@ -198,8 +199,8 @@ pub struct Copies {
     pub mmsg_len: u32,
     pub compat_mmsg_size: u32,
     pub compat_mmsg_len: u32,
-    /// The fd → inode chain from BTF: task_struct.files, files_struct.fdt,
-    /// fdtable.max_fds, fdtable.fd, file.f_inode, file.f_mode, inode.i_mode.
+    /// The fd → inode chain from BTF: `task_struct.files`, `files_struct.fdt`,
+    /// `fdtable.max_fds`, `fdtable.fd`, `file.f_inode`, `file.f_mode`, `inode.i_mode`.
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -255,8 +256,9 @@ pub struct Forks {
     pub clone3_uargs: u32,
     pub exit_ret: u32,
     pub clone_args_flags: u32,
-    /// The fd-table chain from BTF: task_struct.files, files_struct.fdt, fdtable.max_fds,
-    /// .fd, .open_fds, .close_on_exec, file.f_inode, inode.i_mode.
+    /// The fd-table chain from BTF: `task_struct.files`, `files_struct.fdt`,
+    /// `fdtable.max_fds`, `.fd`, `.open_fds`, `.close_on_exec`, `file.f_inode`,
+    /// `inode.i_mode`.
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,

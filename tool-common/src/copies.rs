@@ -158,11 +158,15 @@ pub mod fd_kind {
     pub const OTHER: u8 = 4;
     /// User memory (the buffer of a read/write-family call).
     pub const USER: u8 = 5;
-    /// Another process's memory (process_vm_readv/writev).
+    /// Another process's memory (`process_vm_readv/writev`).
     pub const PROCESS: u8 = 6;
 
     /// Kind of an inode from its `i_mode`.
     #[inline(always)]
+    #[allow(
+        clippy::unreadable_literal,
+        reason = "the S_IF* values as <sys/stat.h> writes them"
+    )]
     pub const fn from_mode(mode: u16) -> u8 {
         match mode & 0o170000 {
             0o100000 => FILE,
@@ -210,6 +214,7 @@ pub struct CopyKey {
 
 impl CopyKey {
     /// The key with its CPU dropped: the same path of every CPU.
+    #[must_use]
     pub fn any_cpu(&self) -> Self {
         Self { cpu: 0, ..*self }
     }
@@ -230,7 +235,7 @@ pub struct CopyStats {
     /// Calls that returned EAGAIN (a non-blocking fd with nothing to do).
     pub would_block: u64,
     /// Calls interrupted by a signal: EINTR, or one of the kernel's restart codes
-    /// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK), after which
+    /// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, `ERESTART_RESTARTBLOCK`), after which
     /// the kernel runs the call again (counted again).
     pub interrupted: u64,
 }
@@ -338,6 +343,7 @@ pub struct SysKey {
 
 impl SysKey {
     /// The key with its CPU dropped: the same count of every CPU.
+    #[must_use]
     pub fn any_cpu(&self) -> Self {
         Self { cpu: 0, ..*self }
     }

@@ -41,7 +41,7 @@ pub mod fork_kind {
     /// A process with a copy of the caller's address space (fork, clone without
     /// `CLONE_VM`): the only kind after which copy-on-write faults follow.
     pub const FORK: usize = 0;
-    /// `CLONE_VFORK` (vfork, posix_spawn): the caller waits until the child execs or
+    /// `CLONE_VFORK` (vfork, `posix_spawn`): the caller waits until the child execs or
     /// exits, and that wait is part of the call's time.
     pub const VFORK: usize = 1;
     /// A process sharing the caller's address space (`CLONE_VM` without `CLONE_VFORK`

@@ -172,7 +172,7 @@ mod tests {
             if ns < 256 {
                 0
             } else {
-                ((63 - ns.leading_zeros()) as usize - 7).min(DUR_BUCKETS - 1)
+                (ns.ilog2() as usize - 7).min(DUR_BUCKETS - 1)
             }
         };
         for ns in [

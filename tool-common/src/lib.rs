@@ -4,6 +4,14 @@
 //! same thing on both sides of the kernel boundary. Userspace gets `aya::Pod` impls behind
 //! the `user` feature; the eBPF side uses the types as they are.
 #![no_std]
+#![allow(
+    clippy::inline_always,
+    reason = "the helpers run inside the BPF programs, which are built to inline everything"
+)]
+#![allow(
+    clippy::pub_underscore_fields,
+    reason = "the wire types spell out their padding as `_pad` fields that both sides initialise"
+)]
 
 pub mod config;
 pub mod copies;

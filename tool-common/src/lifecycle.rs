@@ -179,7 +179,7 @@ pub struct Free {
     pub task_ptr: u64,
 }
 
-/// The status a zombie's parent will read from wait(): exit code or signal.
+/// The status a zombie's parent will read from `wait()`: exit code or signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     /// exit(code).

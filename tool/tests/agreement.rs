@@ -173,7 +173,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     let addr = serve.addr;
     let (mut top_lines, mut lat_lines) = (Vec::new(), Vec::new());
     // Every view is attached once it has shown a short-lived probe run in the cgroup.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let (argv, (k, v)) = Workload::command("probe:200");
         let probe = Command::new(&argv[0])
@@ -217,7 +217,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     );
     assert_eq!(oracles.len(), 5, "{oracles:?}");
     // Four intervals more: every view has reported the exits and the quiet ping-pong.
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_secs(2));
     drain(&top, &mut top_lines);
     drain(&lat, &mut lat_lines);
     let body = metrics::scrape(addr);
@@ -262,17 +262,16 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
             "{comm}: latency waited {lat_runq} s, kernel {krunq} s"
         );
         // Blocked: wall time less on CPU and waiting (per thread, for the living one).
-        let (wall, kblocked) = match o.get("blocked_s") {
-            Some(b) => (o["wall_s"].as_f64().unwrap(), b.as_f64().unwrap()),
-            None => {
-                let wall: f64 = o["born_unix"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|b| top_time - b.as_f64().unwrap())
-                    .sum();
-                (wall, wall - koncpu - krunq)
-            }
+        let (wall, kblocked) = if let Some(b) = o.get("blocked_s") {
+            (o["wall_s"].as_f64().unwrap(), b.as_f64().unwrap())
+        } else {
+            let wall: f64 = o["born_unix"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| top_time - b.as_f64().unwrap())
+                .sum();
+            (wall, wall - koncpu - krunq)
         };
         for (view, f) in views {
             assert_eq!(

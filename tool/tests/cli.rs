@@ -224,7 +224,7 @@ fn top_with_a_full_thread_table(extra: &[&str]) -> (u64, String) {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["type"] == "system")
         .filter_map(|v| v["untracked_threads"].as_u64())
-        .last()
+        .next_back()
         .expect("a system line");
     (untracked, String::from_utf8_lossy(&out.stderr).into_owned())
 }

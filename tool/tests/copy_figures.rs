@@ -1,7 +1,7 @@
 //! Real BPF: what the copy figures claim (issue 17), each against a workload whose
 //! answer the test knows: recvmmsg/sendmmsg bytes from the messages' lengths,
-//! process_vm_readv/writev, calls that would block or are interrupted counted apart from
-//! errors, file reads that never pair with socket writes, an io_uring set up before
+//! `process_vm_readv/writev`, calls that would block or are interrupted counted apart from
+//! errors, file reads that never pair with socket writes, an `io_uring` set up before
 //! proclens started.
 mod common;
 
@@ -52,7 +52,7 @@ fn process_vm_readv_and_writev_are_exact() {
 }
 
 /// A non-blocking reader hits EAGAIN N times; a blocked reader is interrupted by a
-/// signal N times with SA_RESTART (the kernel restarts its read) and once without
+/// signal N times with `SA_RESTART` (the kernel restarts its read) and once without
 /// (EINTR): none of them is an error.
 #[test]
 fn would_block_and_interrupted_calls_are_not_errors() {
@@ -91,7 +91,7 @@ fn file_reads_answered_with_fewer_bytes_save_nothing_by_sendfile() {
     assert_eq!(saved(&w.after) - saved(&w.before), 0, "{}", w.after);
 }
 
-/// An io_uring set up before proclens started, and never entered again: flagged from
+/// An `io_uring` set up before proclens started, and never entered again: flagged from
 /// its fd, from the first report on.
 #[test]
 fn io_uring_set_up_before_proclens_started_is_flagged() {

@@ -122,7 +122,7 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
     if !can_trace() {
         return;
     }
-    let _busy = Busy::start(&format!("plbusy{}", std::process::id() % 100_000));
+    let busy_guard = Busy::start(&format!("plbusy{}", std::process::id() % 100_000));
     let mut w = Workload::spawn("copy-rw:1048576");
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", w.pid())).unwrap();
     let comm = comm.trim();
@@ -132,7 +132,7 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
         &["SYSCALLS", "COPIES"],
     );
     // Other test binaries of this suite may share the name; none is dd.
-    let busy = _busy.0.id();
+    let busy = busy_guard.0.id();
     for (name, tgids) in &maps {
         assert!(!tgids.contains(&busy), "{name} holds the busy process");
     }
@@ -140,7 +140,7 @@ fn copies_filtered_by_name_records_nothing_of_other_processes() {
 }
 
 /// The kernel keeps each thread's `--comm` decision: a thread renamed while traced
-/// (prctl(PR_SET_NAME)) is decided again under its new name. The workload makes 10,000
+/// (`prctl(PR_SET_NAME)`) is decided again under its new name. The workload makes 10,000
 /// syscalls under the harness's name (not counted: decided once, at the first), renames
 /// itself to the selected name, and makes 10,000 more (counted from the rename on).
 #[test]

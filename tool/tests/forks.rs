@@ -1,8 +1,9 @@
-//! Real BPF: what a fork costs afterwards and what crosses fork and exec, against
-//! workloads whose answers the test knows and the kernel's own counters: 16,384 pages of
-//! 4 KiB written after a fork (the kernel's fault counts: /proc/PID/stat, read by the
-//! processes themselves and from outside, and getrusage), vfork and CLONE_VM (no copy at all), an fd shared across fork (kcmp), and
-//! fds handed across exec (fcntl before, /proc/PID/fd after).
+//! Real BPF: what a fork costs afterwards and what crosses fork and exec, against workloads
+//! whose answers the test knows and the kernel's own counters: 16,384 pages of 4 KiB
+//! written after a fork (the kernel's fault counts: /proc/PID/stat, read by the processes
+//! themselves and from outside, and getrusage), vfork and `CLONE_VM` (no copy at all), an
+//! fd shared across fork (kcmp), and fds handed across exec (fcntl before, /proc/PID/fd
+//! after).
 mod common;
 
 use std::{collections::BTreeSet, process::Command, time::Duration};
@@ -20,7 +21,7 @@ workload_entry!();
 /// what the test allows.
 const SLACK: u64 = 32;
 
-/// Whether this kernel counts copy-on-write faults (x86's page_fault_user); where it
+/// Whether this kernel counts copy-on-write faults (x86's `page_fault_user`); where it
 /// does not, proclens must say so.
 fn faults_counted(report: &Value) -> bool {
     let counted = report["forks"]["cow_faults_counted"].as_bool().unwrap();
@@ -99,6 +100,10 @@ fn row_until(p: &Proclens, pid: u32, pred: impl Fn(&Value) -> bool) -> Value {
 /// than /proc shows it took meanwhile (read while it is blocked, before and after). Its
 /// one fork is timed within what it measured around the call.
 #[test]
+#[allow(
+    clippy::assertions_on_constants,
+    reason = "the architecture is what is asserted: x86 has the fault tracepoints"
+)]
 fn cow_faults_of_child_and_parent_after_fork() {
     if !can_trace() {
         return;
@@ -186,7 +191,7 @@ fn cow_faults_of_child_and_parent_after_fork() {
 }
 
 /// A child that fills every page with read(2): the kernel's own writes to the shared
-/// pages copy them just the same (page_fault_kernel), 16,384 faults within SLACK, no
+/// pages copy them just the same (`page_fault_kernel`), 16,384 faults within SLACK, no
 /// more than getrusage says the child took.
 #[test]
 fn cow_faults_of_the_kernel_writing_for_the_child() {
@@ -209,7 +214,7 @@ fn cow_faults_of_the_kernel_writing_for_the_child() {
     assert_eq!(n(parent, "children_cow_faults"), c);
 }
 
-/// vfork and a CLONE_VM clone write-protect nothing: the clone child writes every page of
+/// vfork and a `CLONE_VM` clone write-protect nothing: the clone child writes every page of
 /// the shared memory and the parent then writes them all again, without one
 /// copy-on-write fault (the kernel's fault counts agree: they barely move).
 #[test]
@@ -333,7 +338,7 @@ fn shared_fds(fds: &Value) -> BTreeSet<(u64, u64, u64)> {
 }
 
 /// A file opened before fork is one description in two tables: proclens says parent and
-/// child share it, as kcmp(KCMP_FILE) does, reading the tables with the iterator and
+/// child share it, as `kcmp(KCMP_FILE)` does, reading the tables with the iterator and
 /// from /proc alike. Once the child closes it, neither says so.
 #[test]
 fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
@@ -382,8 +387,8 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     }
 }
 
-/// A child made with CLONE_FILES uses its parent's very fd table: proclens says both
-/// share it, as kcmp(KCMP_FILES) does (from either source), and no description is shared
+/// A child made with `CLONE_FILES` uses its parent's very fd table: proclens says both
+/// share it, as `kcmp(KCMP_FILES)` does (from either source), and no description is shared
 /// with the child as if it were in another table.
 #[test]
 fn a_table_made_with_clone_files_is_shared() {
@@ -413,7 +418,7 @@ fn a_table_made_with_clone_files_is_shared() {
 }
 
 /// A program exec'd with 3 fds lacking close-on-exec inherits 3 (fcntl checked them
-/// before, /proc/PID/fd lists them after); with O_CLOEXEC, none.
+/// before, /proc/PID/fd lists them after); with `O_CLOEXEC`, none.
 #[test]
 fn fds_without_cloexec_cross_exec_and_are_reported() {
     if !can_trace() {

@@ -102,7 +102,7 @@ fn machine_gauges_agree_with_ps_and_the_kernel_limits() {
     });
 }
 
-/// /proc/PID/stat's utime + stime in seconds, and VmRSS in bytes.
+/// /proc/PID/stat's utime + stime in seconds, and `VmRSS` in bytes.
 fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let f: Vec<&str> = stat

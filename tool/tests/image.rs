@@ -150,7 +150,7 @@ fn the_image_runs_as_the_daemonset_says_and_prometheus_scrapes_it() {
     );
     wait_for(
         "Prometheus to scrape the workload from the container",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         || prom.vector(&query).iter().any(|(_, v)| *v > 0.0),
     );
     assert_eq!(prom.vector("up{job=\"proclens\"}")[0].1, 1.0);

@@ -2,7 +2,7 @@
 //! (/proc/softirqs, /proc/interrupts, /proc/PID/schedstat).
 //!
 //! Loopback traffic is steered to CPU 1 with Receive Packet Steering: a flood sent from
-//! CPU 0 is received in NET_RX on CPU 1, where a CPU-bound process (the victim) runs.
+//! CPU 0 is received in `NET_RX` on CPU 1, where a CPU-bound process (the victim) runs.
 mod common;
 
 use std::{
@@ -63,7 +63,7 @@ fn line_interrupts() {
 /// bound is exact. The lower bound is exact on every kernel of the matrix; on the
 /// development VM (6.18, shared by other test runs) the kernel was seen to run no BPF
 /// program at all (proclens's and bpftrace's alike, with no recursion miss counted) for
-/// up to 1.5% of the NET_RX runs of the CPU a flood is steered to, and for an odd
+/// up to 1.5% of the `NET_RX` runs of the CPU a flood is steered to, and for an odd
 /// interrupt of a busy line, while ftrace and perf on the same tracepoints saw every one.
 /// A shortfall of at most 2% (or 2) is allowed there, and said; anything more fails.
 fn bracketed(what: &str, got: u64, low: u64, high: u64) {
@@ -87,7 +87,7 @@ fn bracketed(what: &str, got: u64, low: u64, high: u64) {
 /// read made before its next snapshot is in its totals; its totals hold nothing from
 /// before a read made before it started, nor after a read made once it reported. The
 /// bracket's width is what happened while proclens started and reported, per CPU and
-/// kind; the flood's NET_RX and the file's and console's interrupts fall inside its lower
+/// kind; the flood's `NET_RX` and the file's and console's interrupts fall inside its lower
 /// bound.
 #[test]
 fn counts_per_cpu_and_kind_are_bracketed_by_the_kernels_counters() {
@@ -171,10 +171,10 @@ fn softirqs_on(c: &Counters, cpu: usize) -> u64 {
 /// softirqs that run there; the same process on CPU 0 once the flood is over pays next to
 /// nothing. The kernel keeps no interrupt counts per task, so the oracle is per CPU:
 /// - at most every softirq CPU 1 ran while the victim was pinned there;
-/// - at least its share of the flood's NET_RX, less 5%: the flood's IPIs arrive whatever
+/// - at least its share of the flood's `NET_RX`, less 5%: the flood's IPIs arrive whatever
 ///   CPU 1 runs, so the victim is hit by about the share of them that arrive while it
 ///   runs (its /proc/PID/schedstat run time over the wall time: ~95%, see `spinner`);
-///   ksoftirqd, which runs NET_RX as its own work when a flood outpaces the CPU, has
+///   ksoftirqd, which runs `NET_RX` as its own work when a flood outpaces the CPU, has
 ///   little to do with the flood's pace (see `udp-flood`), and runs at once when it does
 ///   (`KsoftirqdBoost`);
 /// - it loses no more time than it ran (its run time includes the interrupts, on
@@ -258,7 +258,7 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
 
 /// Softirqs ksoftirqd runs are its own work, not a loss: under a flood CPU 1 cannot take
 /// in its interrupts' exits, its ksoftirqd (which the kernel runs at the pace of a normal
-/// task, here beside a CPU-bound one) runs part of NET_RX. proclens keeps that time per
+/// task, here beside a CPU-bound one) runs part of `NET_RX`. proclens keeps that time per
 /// CPU, apart from every victim's: ksoftirqd itself is charged no softirq, and its
 /// softirq time is no more than it ran (its /proc/PID/schedstat); when it ran at all,
 /// some of that time shows.
@@ -279,7 +279,7 @@ fn ksoftirqds_softirqs_are_its_own_work() {
     around_next_report(&mut p);
     spin.start();
     flood.go();
-    let end = common::now_unix();
+    let end = now_unix();
     let mut own = 0;
     loop {
         let r = p.next();
@@ -313,8 +313,8 @@ fn ksoftirqds_softirqs_are_its_own_work() {
 
 /// `run`: a command that spins on CPU 1 while it floods CPU 1 from CPU 0 (`irq-run`)
 /// loses to interrupts every softirq CPU 1 runs meanwhile (it runs there at a real-time
-/// priority, ksoftirqd boosted above it), and the NET_RX its sender runs on CPU 0 in its
-/// own context: its report's softirq count is at least 90% of CPU 1's NET_RX while it ran
+/// priority, ksoftirqd boosted above it), and the `NET_RX` its sender runs on CPU 0 in its
+/// own context: its report's softirq count is at least 90% of CPU 1's `NET_RX` while it ran
 /// (the spinner is current 95% of the time, see `spinner`) and at most every softirq of
 /// both CPUs; its time is a share of its on-CPU time.
 #[test]

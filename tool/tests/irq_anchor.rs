@@ -1,9 +1,9 @@
 //! Real BPF: the time interrupts take from a process, against bpftrace timing the same
 //! handlers on the same run. The kernels proclens is tested on keep no interrupt time of
 //! their own that could be the oracle (none of the matrix's Debian kernels has
-//! CONFIG_IRQ_TIME_ACCOUNTING, so /proc/stat's irq column stays 0 and its softirq column is
-//! sampled at ticks), so the anchor is another tool. Not in the kernel matrix: its guests
-//! have no bpftrace.
+//! `CONFIG_IRQ_TIME_ACCOUNTING`, so /proc/stat's irq column stays 0 and its softirq column
+//! is sampled at ticks), so the anchor is another tool. Not in the kernel matrix: its
+//! guests have no bpftrace.
 mod common;
 
 use std::{
@@ -49,7 +49,7 @@ fn script(pid: u32) -> String {
         )
         .collect();
     format!(
-        r#"
+        r"
 tracepoint:irq:softirq_entry /pid == {pid}/ {{ @s[cpu] = nsecs; @nested[cpu] = 0; }}
 tracepoint:irq:softirq_exit /@s[cpu]/ {{
   @soft = count(); @soft_ns = sum(nsecs - @s[cpu] - @nested[cpu]);
@@ -62,7 +62,7 @@ tracepoint:irq:softirq_exit /@s[cpu]/ {{
   if (@s[cpu]) {{ @nested[cpu] = @nested[cpu] + $d; }}
   delete(@h[cpu]);
 }}
-"#,
+",
         hard_entry.join(", "),
         hard_exit.join(", ")
     )

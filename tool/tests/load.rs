@@ -75,7 +75,7 @@ fn dev_null_writes(row: &Value) -> (u64, u64) {
 }
 
 /// Issue 7: process A (pid X) writes N bytes, exits and is reaped; the next fork is forced
-/// to get pid X (ns_last_pid) and that process B writes M bytes; all within one interval.
+/// to get pid X (`ns_last_pid`) and that process B writes M bytes; all within one interval.
 /// `copies` shows two rows for pid X with N and M bytes (not one with N+M), `top` two rows,
 /// and `zombies --watch` two zombies with their own exit codes, each reaped once.
 #[test]
@@ -125,7 +125,7 @@ fn issue_7_reused_pid_is_two_processes_in_copies_top_and_zombies() {
                 )
             })
             .collect();
-        got.sort();
+        got.sort_unstable();
         assert_ne!(got[0].0, got[1].0, "two processes, two start times");
         let x = u64::from(x);
         assert_eq!(
@@ -289,7 +289,8 @@ fn kernel_counters(maps: &HashMap<String, u64>) -> Vec<u64> {
     out
 }
 
-/// Whether process (tgid, start_boottime ns) still exists (/proc start time, to the tick).
+/// Whether process (tgid, `start_boottime` ns) still exists (/proc start time, to the
+/// tick).
 fn process_alive(tgid: u32, start_ns: u64) -> bool {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;

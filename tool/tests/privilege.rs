@@ -1,7 +1,7 @@
-//! Privileges: proclens refuses to start without CAP_BPF and CAP_PERFMON (exit 3), starts
-//! with exactly those as an unprivileged user (the DaemonSet's and the unit's
+//! Privileges: proclens refuses to start without `CAP_BPF` and `CAP_PERFMON` (exit 3),
+//! starts with exactly those as an unprivileged user (the DaemonSet's and the unit's
 //! least-privilege start, on every kernel of the matrix), and once attached holds no
-//! capability but the one its map reads need on kernels that check every bpf() call.
+//! capability but the one its map reads need on kernels that check every `bpf()` call.
 mod common;
 
 use std::{
@@ -105,7 +105,7 @@ fn run_holds_no_capability_while_the_command_runs() {
     // Once `sleep` is running under proclens, look at proclens's threads. (Loading and
     // attaching take seconds in an emulated guest on a busy host: 6.12 under QEMU TCG,
     // host load 10-20, once took more than 10 s.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let sleeping = loop {
         let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
             .unwrap_or_default();
@@ -114,7 +114,7 @@ fn run_holds_no_capability_while_the_command_runs() {
         {
             break true;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             break false;
         }
         thread::sleep(Duration::from_millis(20));
@@ -162,10 +162,10 @@ fn sum(body: &str, name: &str) -> f64 {
 }
 
 /// Issue 18: the least-privilege start the DaemonSet and the systemd unit make — not root
-/// (uid 65534), only CAP_BPF and CAP_PERFMON — serves metrics on every kernel of the
-/// matrix. 5.10 checks privileges on every map read: proclens used to keep CAP_SYS_ADMIN
+/// (uid 65534), only `CAP_BPF` and `CAP_PERFMON` — serves metrics on every kernel of the
+/// matrix. 5.10 checks privileges on every map read: proclens used to keep `CAP_SYS_ADMIN`
 /// there, which it had not been given, and exited 1; it now keeps only what the reads
-/// need and it holds (CAP_BPF), and on 6.1+ nothing.
+/// need and it holds (`CAP_BPF`), and on 6.1+ nothing.
 #[test]
 fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
     if !can_trace() {
@@ -199,7 +199,7 @@ fn least_privilege_start_serves_as_nobody_with_bpf_and_perfmon() {
                 rlim_cur: libc::RLIM_INFINITY,
                 rlim_max: libc::RLIM_INFINITY,
             };
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf);
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const inf);
             Ok(())
         });
     }

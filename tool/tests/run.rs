@@ -95,7 +95,7 @@ fn copies_section_counts_a_pipelines_bytes_exactly() {
     assert_eq!(r["forked_processes"], 2, "sh forks head and wc");
 }
 
-/// `cat` of a file into another file: coreutils moves it with copy_file_range, inside the
+/// `cat` of a file into another file: coreutils moves it with `copy_file_range`, inside the
 /// kernel, so the whole file is zero-copy bytes from file to file.
 #[test]
 fn copies_section_counts_in_kernel_copies_exactly() {

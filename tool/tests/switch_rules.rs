@@ -111,14 +111,14 @@ fn classes(report: &Value, comm: &str) -> ([u64; 3], [u64; 3]) {
     (children, own)
 }
 
-/// 300 vfork children (CLONE_VM | CLONE_VFORK, as posix_spawn makes them) that exit at
-/// once, all on one CPU, beside a bpftrace anchor: every child whose first run came
+/// 300 vfork children (`CLONE_VM` | `CLONE_VFORK`, as `posix_spawn` makes them) that exit
+/// at once, all on one CPU, beside a bpftrace anchor: every child whose first run came
 /// straight after its parent (the anchor counts them) was switched in on the address space
 /// it shares, and every switch from an exiting child back to its parent kept it too. Then
 /// 300 ordinary fork+exec children: their first runs after the parent changed the address
 /// space, and no switch into any of them kept one. (A child switched in again after it
-/// released its address space, as it exits, runs on whatever was loaded: the lazy TLB
-/// case, counted with idle and kernel threads, as the kernel treats it.)
+/// released its address space, as it exits, runs on whatever was loaded: the lazy TLB case,
+/// counted with idle and kernel threads, as the kernel treats it.)
 #[test]
 fn vfork_children_share_their_parents_address_space_and_forked_ones_do_not() {
     if !can_trace() {

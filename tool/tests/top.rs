@@ -30,7 +30,7 @@ fn row_of(p: &Proclens, pid: u32, pred: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
-/// N sleeps are N clock_nanosleep calls. Tolerance: the workload's hand-shake adds a few
+/// N sleeps are N `clock_nanosleep` calls. Tolerance: the workload's hand-shake adds a few
 /// syscalls around them (reading `go`, writing `done`, entering the next read); 20 covers
 /// them, and a missed sleep would fall below N.
 #[test]

@@ -411,7 +411,7 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
         N as f64 / elapsed.as_secs_f64()
     );
     // Every child seen born and dead, and none left in the table once freed.
-    let lines = collect_until(&p, Duration::from_secs(60), |s| {
+    let lines = collect_until(&p, Duration::from_mins(1), |s| {
         s.last().is_some_and(|v| {
             v["type"] == "stats"
                 && parent_stats(v, parent).is_some_and(|ps| {

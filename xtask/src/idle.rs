@@ -22,7 +22,7 @@ impl Idle {
             .collect::<Result<_, _>>()?;
         let nap = libc::timespec {
             tv_sec: nap.as_secs() as libc::time_t,
-            tv_nsec: nap.subsec_nanos() as libc::c_long,
+            tv_nsec: libc::c_long::from(nap.subsec_nanos()),
         };
         let mut idle = Self {
             pids: Vec::with_capacity(n),
@@ -41,7 +41,7 @@ impl Idle {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     libc::prctl(libc::PR_SET_NAME, name);
                     loop {
-                        libc::nanosleep(&nap, std::ptr::null_mut());
+                        libc::nanosleep(&raw const nap, std::ptr::null_mut());
                         if libc::getppid() != parent {
                             libc::_exit(0);
                         }

@@ -22,6 +22,10 @@ pub fn tag() -> String {
 /// Fills `rootfs` with `binary` at [`BINARY_PATH`] (debug info stripped: the image
 /// carries no symbols' worth of DWARF; file capabilities set, see [`set_file_caps`]) and
 /// its shared libraries at their own paths.
+///
+/// # Panics
+///
+/// If ldd names a library by a relative path (it prints absolute ones).
 pub fn stage(binary: &Path, rootfs: &Path) -> Result<()> {
     if rootfs.exists() {
         fs::remove_dir_all(rootfs).with_context(|| format!("clearing {}", rootfs.display()))?;

@@ -21,6 +21,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 enum Task {
     /// Install what building and testing need (as root on Debian/Ubuntu: apt packages and
     /// a bpf-linker matching the BPF compiler's LLVM). Prints every action it takes.
@@ -70,7 +74,8 @@ enum Task {
         #[arg(long, value_name = "PROCLENS")]
         anchor: Option<PathBuf>,
     },
-    /// Set up, then run every test: unit tests and the real-BPF integration tests.
+    /// Set up, run clippy with warnings as errors, then run every test: unit tests and the
+    /// real-BPF integration tests.
     Test {
         /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -250,6 +255,18 @@ fn run() -> Result<ExitCode> {
             if ci && !nix_is_root() {
                 bail!("CI=true but not running as root: the BPF integration tests cannot run");
             }
+            // The workspace lints (Cargo.toml's [workspace.lints]) first: a warning fails the
+            // run, so CI catches what a local build only mentions.
+            status(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--release",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
             // Integration tests pin CPUs and count switches system-wide: one at a time. Every
             // test binary runs, so one failure does not hide the others.
             let mut cmd = cargo();

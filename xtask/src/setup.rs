@@ -67,16 +67,15 @@ pub fn ensure_toolchain() -> Result<()> {
     if toolchain::check().is_ok() {
         return Ok(());
     }
-    let route = match toolchain::detect_route() {
-        Some(r) => r,
-        None => {
-            if !(is_root() && have_apt()) {
-                bail!(toolchain::MISSING_TOOLCHAIN);
-            }
-            eprintln!("xtask: no BPF-capable Rust compiler; installing Debian's prebuilt BPF core");
-            apt_install(&["rustc-web", "libstd-rust-web-dev-bpf"])?;
-            toolchain::detect_route().context(toolchain::MISSING_TOOLCHAIN)?
+    let route = if let Some(r) = toolchain::detect_route() {
+        r
+    } else {
+        if !(is_root() && have_apt()) {
+            bail!(toolchain::MISSING_TOOLCHAIN);
         }
+        eprintln!("xtask: no BPF-capable Rust compiler; installing Debian's prebuilt BPF core");
+        apt_install(&["rustc-web", "libstd-rust-web-dev-bpf"])?;
+        toolchain::detect_route().context(toolchain::MISSING_TOOLCHAIN)?
     };
     let major = route.llvm_major()?;
     let linker_ok = toolchain::find_bpf_linker().is_some_and(|l| {

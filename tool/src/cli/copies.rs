@@ -1,5 +1,5 @@
 //! `proclens copies`: per process, which path its bytes take (read/write through user
-//! space, or sendfile/splice/tee/copy_file_range inside the kernel), what that costs in
+//! space, or `sendfile/splice/tee/copy_file_range` inside the kernel), what that costs in
 //! mode switches, and what zero-copy would save.
 
 use std::process::ExitCode;
@@ -73,6 +73,10 @@ each (see BENCHMARKS.md).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct CopiesArgs {
     #[command(flatten)]
     pub filter: Filter,
@@ -90,7 +94,7 @@ pub struct CopiesArgs {
     pub all: bool,
 }
 
-pub fn run(args: CopiesArgs) -> Result<ExitCode> {
+pub fn run(args: &CopiesArgs) -> Result<ExitCode> {
     // Copy paths and syscalls only: no program on every context switch.
     let tracer = args.filter.start(TracerOptions {
         switches: false,

@@ -16,10 +16,10 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-pub fn completions(args: CompletionsArgs) -> Result<ExitCode> {
+pub fn completions(args: &CompletionsArgs) -> ExitCode {
     let mut cmd = Cli::command();
     clap_complete::generate(args.shell, &mut cmd, "proclens", &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 #[derive(Args, Debug)]
@@ -29,7 +29,7 @@ pub struct ManArgs {
 }
 
 /// The man page (roff) on stdout: `proclens man > proclens.1`, `proclens man top`.
-pub fn man(args: ManArgs) -> Result<ExitCode> {
+pub fn man(args: &ManArgs) -> Result<ExitCode> {
     let root = Cli::command();
     let cmd = match &args.subcommand {
         None => root,

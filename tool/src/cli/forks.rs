@@ -16,7 +16,12 @@ use crate::{
         session::{self, RowKinds},
         tracer::{Health, TracerOptions},
     },
-    model::{fdtables::ProcFds, forks::CostRow, proctable::Key, selection::Selection},
+    model::{
+        fdtables::ProcFds,
+        forks::{Cost, CostRow},
+        proctable::Key,
+        selection::Selection,
+    },
     render::forks::{Dropped, Frame, ViewRow, json_lines, plain_lines},
 };
 
@@ -85,7 +90,7 @@ impl ForksArgs {
     }
 }
 
-pub fn run(args: ForksArgs) -> Result<ExitCode> {
+pub fn run(args: &ForksArgs) -> Result<ExitCode> {
     // No program on every context switch: lifecycle (who forked whom) and the after-fork
     // programs only.
     let tracer = args.filter.start_keeping(
@@ -214,8 +219,8 @@ fn frame(
                     start_ns: 0,
                 },
                 creator: procfs::stat(pid).map(|s| s.ppid),
-                delta: Default::default(),
-                total: Default::default(),
+                delta: Cost::default(),
+                total: Cost::default(),
             },
             comm,
             alive: true,

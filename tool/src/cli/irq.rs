@@ -10,10 +10,14 @@ use super::{Filter, Output, Period};
 use crate::{
     collect::{
         copies::Want,
+        extras::ExtrasOptions,
         session::{self, RowKinds, Snapshot},
         tracer::TracerOptions,
     },
-    model::{irq::VictimRow, proctable::Key},
+    model::{
+        irq::{Taken, VictimRow},
+        proctable::Key,
+    },
     render::irq::{Frame, json_lines, plain_lines},
 };
 
@@ -37,7 +41,7 @@ pub struct IrqArgs {
     pub dist: bool,
 }
 
-pub fn run(args: IrqArgs) -> Result<ExitCode> {
+pub fn run(args: &IrqArgs) -> Result<ExitCode> {
     let tracer = args.filter.start(TracerOptions {
         switches: false,
         irq: Want::Required,
@@ -47,11 +51,11 @@ pub fn run(args: IrqArgs) -> Result<ExitCode> {
     session::run_periodic(
         tracer,
         RowKinds::Processes,
-        Default::default(),
+        ExtrasOptions::default(),
         args.period.interval,
         args.period.count,
         |snap| {
-            let Some(frame) = frame(&args, &snap) else {
+            let Some(frame) = frame(args, &snap) else {
                 anyhow::bail!("interrupts are not traced");
             };
             super::write_frame(
@@ -87,8 +91,8 @@ fn frame<'a>(args: &IrqArgs, snap: &'a Snapshot) -> Option<Frame<'a>> {
                     start_ns: 0,
                 },
                 kernel_comm: String::new(),
-                delta: Default::default(),
-                total: Default::default(),
+                delta: Taken::default(),
+                total: Taken::default(),
             });
         }
     }

@@ -9,6 +9,7 @@ use clap::Args;
 use super::{Filter, Output, Period};
 use crate::{
     collect::{
+        extras::ExtrasOptions,
         session::{self, idle_rows},
         tracer::TracerOptions,
     },
@@ -29,14 +30,14 @@ pub struct LatencyArgs {
     pub per_process: bool,
 }
 
-pub fn run(args: LatencyArgs) -> Result<ExitCode> {
+pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
     let tracer = args.filter.start(TracerOptions::default())?;
     let selection = args.filter.selection();
     let mut stdout = std::io::stdout().lock();
     session::run_periodic(
         tracer,
         session::RowKinds::Processes,
-        Default::default(),
+        ExtrasOptions::default(),
         args.period.interval,
         args.period.count,
         |snap| {

@@ -19,6 +19,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::EXIT_CODES_HELP;
 
 #[derive(Parser, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 #[command(
     name = "proclens",
     version,
@@ -37,6 +41,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub enum Command {
     /// Per-process context switches every interval, like `pidstat -w` (cswch/s, nvcswch/s).
     #[command(after_long_help = top::FIGURES)]
@@ -96,6 +104,10 @@ pub struct Filter {
 
 /// The size of the kernel's thread table; shared by the views that trace switches.
 #[derive(Args, Debug, Clone, Default)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct ThreadTable {
     /// Threads the kernel side can account at once (its thread table, preallocated at
     /// ~300 bytes a thread). Default: as many as this machine can run at once
@@ -223,16 +235,16 @@ pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Top(args) => top::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Latency(args) => latency::run(args),
-        Command::Irq(args) => irq::run(args),
+        Command::Top(args) => top::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Latency(args) => latency::run(&args),
+        Command::Irq(args) => irq::run(&args),
         Command::Serve(args) => serve::run(args),
-        Command::Completions(args) => docs::completions(args),
-        Command::Man(args) => docs::man(args),
-        Command::Copies(args) => copies::run(args),
+        Command::Completions(args) => Ok(docs::completions(&args)),
+        Command::Man(args) => docs::man(&args),
+        Command::Copies(args) => copies::run(&args),
         Command::Zombies(args) => zombies::run(args),
-        Command::Forks(args) => forks::run(args),
+        Command::Forks(args) => forks::run(&args),
     }
 }
 

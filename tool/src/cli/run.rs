@@ -27,6 +27,10 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct RunArgs {
     #[command(flatten)]
     pub output: Output,
@@ -46,7 +50,7 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
     privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
     // Switches, lifecycle, syscalls and copy paths (left out, with a warning, where the
@@ -95,7 +99,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     match &args.output_file {
         Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         None => std::io::stderr().write_all(text.as_bytes())?,
     }

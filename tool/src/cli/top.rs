@@ -75,6 +75,10 @@ pub fn top_extras(filter: &Filter) -> ExtrasOptions {
 }
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one bool per command-line switch"
+)]
 pub struct TopArgs {
     #[command(flatten)]
     pub filter: Filter,
@@ -103,7 +107,7 @@ pub struct TopArgs {
     pub syscalls: bool,
 }
 
-pub fn run(args: TopArgs) -> Result<ExitCode> {
+pub fn run(args: &TopArgs) -> Result<ExitCode> {
     let live_table = !args.plain
         && !args.output.json
         && std::io::stdout().is_terminal()
@@ -145,7 +149,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
         args.period.interval,
         args.period.count,
         |snap| {
-            let frame = frame(&args, snap);
+            let frame = frame(args, snap);
             super::write_frame(
                 &mut stdout,
                 &frame,

@@ -123,7 +123,7 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
     app.selection = view.selection;
     app.has_copies = view.has_copies;
     let mut terminal = ratatui::init();
-    let _restore = Restore;
+    let restore = Restore;
     loop {
         match rx.try_recv() {
             Ok(snap) => {
@@ -159,7 +159,7 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
         }
     }
     drop(rx);
-    drop(_restore);
+    drop(restore);
     let _ = stop.send(());
     // Its error, if any, is the reason the view stopped.
     match collector.join() {

@@ -26,6 +26,10 @@ use crate::{
 };
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct ZombiesArgs {
     /// A dead process counts as a zombie once its parent has left it unreaped this long
     /// (seconds, fractions allowed, >= 0). Without --watch, proclens answers at once: the
@@ -111,12 +115,12 @@ impl Session {
             tracer,
             driver,
             // No cgroup filter: every exit is seen.
-            life: Lifecycle::start(LifecycleOptions::default()),
+            life: Lifecycle::start(&LifecycleOptions::default()),
         })
     }
 
     /// The next step of the driver, its events applied to the process table as they are
-    /// read (THREAD_EXIT, switch accounting, is of no use here).
+    /// read (`THREAD_EXIT`, switch accounting, is of no use here).
     async fn next(&mut self) -> Result<Step> {
         let life = &mut self.life;
         let step = self
@@ -176,7 +180,7 @@ impl Session {
                     // Nobody reads the notices here.
                     self.life.take_notices();
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(deadline) => break,
             }
         }
         self.drain()?;
@@ -338,8 +342,7 @@ impl Session {
                 .life
                 .table
                 .get(key)
-                .map(|p| p.comm.to_string())
-                .unwrap_or_else(|| "?".into());
+                .map_or_else(|| "?".into(), |p| p.comm.to_string());
             owned.push((
                 *key,
                 comm,

@@ -77,7 +77,7 @@ impl SchedInfoOffsets {
 }
 
 /// Offsets to find any task's cgroup v2 ancestors without
-/// bpf_get_current_ancestor_cgroup_id (which knows only the current task's):
+/// `bpf_get_current_ancestor_cgroup_id` (which knows only the current task's):
 /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.level`, and the ancestors' ids:
 /// `cgroup.ancestor_ids` on older kernels (e.g. 5.10), `cgroup.ancestors` → `cgroup.kn`
 /// → `kernfs_node.id` on later ones.
@@ -130,7 +130,7 @@ pub fn load_vmlinux() -> Result<Btf> {
         .with_context(|| format!("reading {VMLINUX}"))
 }
 
-/// Parses BTF bytes. Malformed input is an error: a panic inside btf_rs (a bug there, or
+/// Parses BTF bytes. Malformed input is an error: a panic inside `btf_rs` (a bug there, or
 /// input it does not expect) is caught and reported as one too.
 #[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Btf> {
@@ -144,7 +144,7 @@ fn guarded(parse: impl FnOnce() -> btf_rs::Result<Btf> + std::panic::UnwindSafe)
         Err(panic) => {
             let why = panic
                 .downcast_ref::<&str>()
-                .map(|s| s.to_string())
+                .map(ToString::to_string)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             bail!("malformed BTF (the parser panicked: {why})")
@@ -366,7 +366,7 @@ pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
                 .members
                 .iter()
                 .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == member))
-                .map(|m| m.val()),
+                .map(btf_rs::EnumMember::val),
             _ => None,
         })
         .with_context(|| format!("BTF enum {name} has no member `{member}`"))

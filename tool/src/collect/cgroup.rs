@@ -47,15 +47,12 @@ fn unescape_mount_path(field: &str) -> PathBuf {
             .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
             .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
             .and_then(|v| u8::try_from(v).ok());
-        match octal {
-            Some(c) => {
-                out.push(c);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
+        if let Some(c) = octal {
+            out.push(c);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
     }
     PathBuf::from(std::ffi::OsString::from_vec(out))
@@ -112,7 +109,7 @@ const RUN_PREFIX: &str = "proclens-run-";
 
 impl RunCgroup {
     /// What removing the cgroup takes once proclens has dropped its other capabilities:
-    /// the v2 root may be read-only to uid 0 without CAP_DAC_OVERRIDE (0555 on hybrid
+    /// the v2 root may be read-only to uid 0 without `CAP_DAC_OVERRIDE` (0555 on hybrid
     /// hierarchies), and rmdir needs write access to the parent.
     pub const REMOVAL_CAPS: &[caps::Capability] = &[caps::Capability::CAP_DAC_OVERRIDE];
 
@@ -243,7 +240,7 @@ mod tests {
         .prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
-    /// How the kernel's mangle_path writes a path into mountinfo.
+    /// How the kernel's `mangle_path` writes a path into mountinfo.
     fn escape(path: &str) -> String {
         path.chars()
             .map(|c| match c {
@@ -267,6 +264,10 @@ mod tests {
         /// The mount point of the first cgroup2 line of a mountinfo text, whatever the
         /// characters in its path, the other mounts and their optional fields.
         #[test]
+        #[allow(
+            clippy::format_collect,
+            reason = "builds one test input per case: plain map-and-collect reads best"
+        )]
         fn proptest_v2_mount_round_trips(
             mounts in prop::collection::vec(
                 (

@@ -37,8 +37,10 @@ pub fn invoking_user() -> Result<Option<Identity>> {
     let groups = match std::env::var("SUDO_USER") {
         Ok(user) => {
             nix::unistd::getgrouplist(&CString::new(user)?, nix::unistd::Gid::from_raw(gid))
-                .map(|g| g.into_iter().map(nix::unistd::Gid::as_raw).collect())
-                .unwrap_or_else(|_| vec![gid])
+                .map_or_else(
+                    |_| vec![gid],
+                    |g| g.into_iter().map(nix::unistd::Gid::as_raw).collect(),
+                )
         }
         Err(_) => vec![gid],
     };
@@ -93,7 +95,7 @@ pub fn wait4(pid: i32) -> std::io::Result<Reaped> {
     // SAFETY: zeroed rusage is valid; wait4 with valid pointers.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut ru) };
         if r == pid {
             break;
         }

@@ -58,6 +58,10 @@ impl Driver {
     /// it inside the tokio runtime, after the tracer is attached.
     pub fn new(tracer: &mut Tracer, interval: Option<Duration>) -> Result<Self> {
         let stream = EventStream::new(tracer.take_events().context("event rings already taken")?)?;
+        #[allow(
+            clippy::result_large_err,
+            reason = "tokio's error hands the logger back; it becomes an io::Error at once"
+        )]
         let log = tracer
             .take_log()
             // SAFETY: the logger owns its ring's fd for as long as the AsyncFd owns it.
@@ -90,8 +94,8 @@ impl Driver {
                 _ = self.interrupt.recv() => Step::Signal(Sig::Interrupt),
                 _ = self.terminate.recv() => Step::Signal(Sig::Terminate),
                 _ = self.hangup.recv() => Step::Signal(Sig::Hangup),
-                _ = tick(&mut self.ticks) => Step::Tick,
-                _ = tick(&mut self.poll) => Step::Poll,
+                () = tick(&mut self.ticks) => Step::Tick,
+                () = tick(&mut self.poll) => Step::Poll,
                 r = self.stream.recv_each(&mut *sink) => {
                     r?;
                     Step::Events

@@ -54,8 +54,8 @@ pub struct Extras {
     /// `procs`' processes that have gone: this is their last interval (their map entries
     /// are deleted after it).
     pub gone: Vec<Key>,
-    /// Processes that held an io_uring fd when proclens started (by pid), flagged like
-    /// io_uring's syscalls flag `procs`' rows.
+    /// Processes that held an `io_uring` fd when proclens started (by pid), flagged like
+    /// `io_uring`'s syscalls flag `procs`' rows.
     pub io_uring_at_start: Vec<u32>,
     /// Zombies at least [`ZOMBIE_MIN_AGE_NS`] old that /proc still shows as zombies;
     /// `None` without a process table.
@@ -123,7 +123,7 @@ impl Extras {
 #[derive(Debug)]
 pub struct ExtrasCollector {
     copies: Option<CopiesModel>,
-    /// Processes holding an io_uring fd at start-up: pid → start (clock ticks).
+    /// Processes holding an `io_uring` fd at start-up: pid → start (clock ticks).
     io_uring_at_start: HashMap<u32, u64>,
     life: Option<Lifecycle>,
     forks: Option<ForksCollector>,
@@ -155,7 +155,7 @@ impl ExtrasCollector {
             io_uring_at_start: procfs::io_uring_at_start(),
             copies,
             forks,
-            life: opts.lifecycle.clone().map(Lifecycle::start),
+            life: opts.lifecycle.as_ref().map(Lifecycle::start),
             comms: CommCache::default(),
             last_forks: HashMap::new(),
             watermark: 0,

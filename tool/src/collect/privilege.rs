@@ -26,7 +26,8 @@ pub fn effective() -> Result<u64> {
     parse_cap_eff(&status).context("no CapEff line in /proc/self/status")
 }
 
-/// Loading and attaching tracing programs needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN).
+/// Loading and attaching tracing programs needs `CAP_BPF` + `CAP_PERFMON` (or
+/// `CAP_SYS_ADMIN`).
 pub fn check_can_trace() -> Result<()> {
     let caps = effective()?;
     if has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON)) {
@@ -63,7 +64,7 @@ pub fn permitted() -> Result<caps::CapsHashSet> {
 }
 
 /// `wanted`, less what is not permitted: asking to keep a capability proclens was never
-/// given fails, and a least-privilege start (CAP_BPF and CAP_PERFMON only, not root)
+/// given fails, and a least-privilege start (`CAP_BPF` and `CAP_PERFMON` only, not root)
 /// must not exit for want of one it does not need.
 pub fn keepable(
     wanted: &[caps::Capability],
@@ -74,15 +75,15 @@ pub fn keepable(
         .copied()
         .filter(|c| permitted.contains(c))
         .collect();
-    v.sort_unstable_by_key(|c| c.index());
+    v.sort_unstable_by_key(caps::Capability::index);
     v.dedup();
     v
 }
 
 /// Whether a process holding only `keep` can still read a map through a file descriptor
 /// it already holds. Probed for real: a forked child drops everything else and tries
-/// `read`. With nothing kept, 6.1+ says yes; 5.10 checks privileges on every bpf() call
-/// (CAP_BPF, or CAP_SYS_ADMIN before 5.8, satisfies the check).
+/// `read`. With nothing kept, 6.1+ says yes; 5.10 checks privileges on every `bpf()` call
+/// (`CAP_BPF`, or `CAP_SYS_ADMIN` before 5.8, satisfies the check).
 pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -> bool {
     // SAFETY: the process is single-threaded here (checked by the caller's contract); the
     // child only drops capabilities, reads one map and _exits.
@@ -92,17 +93,17 @@ pub fn reads_work_with(keep: &[caps::Capability], read: impl FnOnce() -> bool) -
     }
     if pid == 0 {
         let ok = drop_all_but(keep).is_ok() && read();
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        unsafe { libc::_exit(i32::from(!ok)) };
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
-/// What map reads need on a kernel where they do not survive dropping everything: the
-/// first of CAP_BPF (5.8+) or CAP_SYS_ADMIN that is permitted and lets the probe read,
-/// else every one of CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN that is permitted (the reads
+/// What map reads need on a kernel where they do not survive dropping everything: the first
+/// of `CAP_BPF` (5.8+) or `CAP_SYS_ADMIN` that is permitted and lets the probe read, else
+/// every one of `CAP_BPF`, `CAP_PERFMON` and `CAP_SYS_ADMIN` that is permitted (the reads
 /// will then say what fails).
 pub fn map_read_caps(
     permitted: &caps::CapsHashSet,
@@ -178,6 +179,10 @@ mod tests {
         /// The CapEff mask of a status text, wherever its line is among the others, is
         /// read back exactly.
         #[test]
+        #[allow(
+            clippy::format_collect,
+            reason = "builds one test input per case: plain map-and-collect reads best"
+        )]
         fn proptest_cap_eff_round_trips(
             caps in any::<u64>(),
             before in prop::collection::vec("(Name|CapInh|CapPrm|CapBnd|Threads):\t[0-9a-f ]{0,20}", 0..8),

@@ -24,19 +24,19 @@ pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// What /proc/PID/fd/N links to for an io_uring instance.
+/// What /proc/PID/fd/N links to for an `io_uring` instance.
 const IO_URING_FD: &str = "anon_inode:[io_uring]";
 
 static IO_URING_AT_START: std::sync::OnceLock<HashMap<u32, u64>> = std::sync::OnceLock::new();
 
-/// Finds the processes holding an io_uring fd now, while proclens may still read every
+/// Finds the processes holding an `io_uring` fd now, while proclens may still read every
 /// process's fds (privileges are dropped after start-up): see [`io_uring_at_start`].
 pub fn remember_io_uring_holders() {
     IO_URING_AT_START.get_or_init(io_uring_holders);
 }
 
-/// The processes that held an io_uring fd at start-up, with their start (field 22, clock
-/// ticks): one set up before proclens started makes no io_uring syscall it could see, and
+/// The processes that held an `io_uring` fd at start-up, with their start (field 22, clock
+/// ticks): one set up before proclens started makes no `io_uring` syscall it could see, and
 /// with SQPOLL none at all. Empty unless [`remember_io_uring_holders`] ran.
 pub fn io_uring_at_start() -> HashMap<u32, u64> {
     IO_URING_AT_START.get().cloned().unwrap_or_default()
@@ -72,7 +72,7 @@ const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
 
 /// Fails with exit code 7 unless proclens runs in the initial pid namespace with a /proc
 /// of it. The programs see the kernel's own (initial namespace) pids; inside a container
-/// without the host's pid namespace, getpid() and /proc show the container's, and every
+/// without the host's pid namespace, `getpid()` and /proc show the container's, and every
 /// pid proclens printed or matched would be wrong.
 pub fn check_pid_namespace() -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
@@ -192,7 +192,7 @@ pub fn processes() -> Vec<Stat> {
 /// The pids /proc lists (thread-group leaders), without reading any of them.
 pub fn pids() -> rustc_hash::FxHashSet<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
-        return Default::default();
+        return rustc_hash::FxHashSet::default();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
@@ -210,12 +210,12 @@ pub fn tick_ns() -> u64 {
     }
 }
 
-/// The boot clock (CLOCK_BOOTTIME, ns), the clock of lifecycle events and of field 22.
+/// The boot clock (`CLOCK_BOOTTIME`, ns), the clock of lifecycle events and of field 22.
 pub fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `task_struct.start_time`.
+/// `CLOCK_MONOTONIC` in ns: the clock of `task_struct.start_time`.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
@@ -226,7 +226,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime with a valid pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -280,8 +280,7 @@ impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
         }
         self.names
             .get(&key)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| "?".into())
+            .map_or_else(|| "?".into(), |(n, _)| n.clone())
     }
 
     /// Forgets the texts of keys `which` selects (e.g. a process that exec'd).
@@ -315,7 +314,7 @@ mod tests {
                 s.start_ticks,
                 s.exit_code
             ),
-            (4242, "my (odd) cmd", 'Z', 4200, 123456, 768)
+            (4242, "my (odd) cmd", 'Z', 4200, 123_456, 768)
         );
         assert!(s.is_zombie());
         // A dead leader with a live thread: `Z` with 2 threads is no zombie.
@@ -340,7 +339,7 @@ mod tests {
     }
 
     /// Command names as the kernel may show them: up to 15 characters, often spaces and
-    /// parentheses (any name a process gives itself with prctl(PR_SET_NAME)).
+    /// parentheses (any name a process gives itself with `prctl(PR_SET_NAME)`).
     fn comm_strategy() -> impl Strategy<Value = String> {
         prop::collection::vec(
             prop_oneof![Just(')'), Just('('), Just(' '), Just('\n'), any::<char>()],

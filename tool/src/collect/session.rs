@@ -58,7 +58,7 @@ pub struct Snapshot {
     pub rows: Vec<(Row, String)>,
     /// Thread rows, with [`RowKinds::Both`] only.
     pub thread_rows: Vec<(Row, String)>,
-    /// The BPF programs' own cost (bpf_stats).
+    /// The BPF programs' own cost (`bpf_stats`).
     pub programs: Vec<ProgramCost>,
     /// Syscalls, copy paths, zombies and forks per process, as far as asked for.
     pub extras: Extras,
@@ -73,7 +73,7 @@ pub fn clock_now() -> (f64, String) {
     // SAFETY: zeroed tm is valid; localtime_r with valid pointers.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let secs = now.as_secs() as libc::time_t;
-    unsafe { libc::localtime_r(&secs, &mut tm) };
+    unsafe { libc::localtime_r(&raw const secs, &raw mut tm) };
     (
         now.as_secs_f64(),
         format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec),

@@ -45,7 +45,7 @@ pub fn attach_btf_tracepoint_as(
         format!("tp_btf/{tracepoint} ({name})")
     };
     prog.load(tracepoint, kernel)
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {what}"))))?;
+        .map_err(|e| load_error(&anyhow::Error::new(e).context(format!("loading {what}"))))?;
     prog.attach().with_context(|| format!("attaching {what}"))?;
     Ok(())
 }
@@ -57,7 +57,7 @@ pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> R
         .with_context(|| format!("program {name} missing from the BPF object"))?
         .try_into()?;
     prog.load()
-        .map_err(|e| load_error(anyhow::Error::new(e).context(format!("loading {name}"))))?;
+        .map_err(|e| load_error(&anyhow::Error::new(e).context(format!("loading {name}"))))?;
     prog.attach(tracepoint)
         .with_context(|| format!("attaching {name} to raw tracepoint {tracepoint}"))?;
     Ok(())
@@ -67,7 +67,7 @@ pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> R
 /// tracepoints>`. The links are taken and kept by the object, so they are detached in
 /// parallel (see `Object`).
 pub fn attach_tracepoints(
-    obj: &mut super::object::Object,
+    obj: &mut Object,
     name: &str,
     category: &str,
     tracepoints: &[String],
@@ -109,7 +109,7 @@ pub fn verifier_accepts(ebpf: &mut Ebpf, name: &str) -> Result<bool> {
         Ok(()) => Ok(prog.unload().is_ok()),
         Err(ProgramError::LoadError { io_error, .. }) if !is_privilege(&io_error) => Ok(false),
         Err(e) => Err(load_error(
-            anyhow::Error::new(e).context(format!("loading the probe {name}")),
+            &anyhow::Error::new(e).context(format!("loading the probe {name}")),
         )),
     }
 }
@@ -121,7 +121,7 @@ fn is_privilege(e: &std::io::Error) -> bool {
 /// Maps a load failure to its cause, by the errno the kernel returned (found among the
 /// error's sources): EPERM or EACCES is a privilege problem (exit code 3); anything else
 /// is a kernel that cannot run the programs (exit code 5).
-pub fn load_error(err: anyhow::Error) -> anyhow::Error {
+pub fn load_error(err: &anyhow::Error) -> anyhow::Error {
     let privilege = err
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
@@ -155,7 +155,7 @@ pub fn load(
     globals.apply(&mut loader);
     let ebpf = loader
         .load(object)
-        .map_err(|e| load_error(anyhow::Error::new(e)))?;
+        .map_err(|e| load_error(&anyhow::Error::new(e)))?;
     Ok(Object::new(ebpf))
 }
 
@@ -170,7 +170,7 @@ mod tests {
                 call: "bpf_prog_load",
                 io_error: std::io::Error::from_raw_os_error(errno),
             });
-            crate::error::exit_code(&load_error(anyhow::Error::new(e).context("loading x")))
+            crate::error::exit_code(&load_error(&anyhow::Error::new(e).context("loading x")))
         };
         assert_eq!(load(libc::EPERM), std::process::ExitCode::from(3));
         assert_eq!(load(libc::EACCES), std::process::ExitCode::from(3));
@@ -178,7 +178,7 @@ mod tests {
         // Text that merely mentions a permission is not a privilege error.
         let text = anyhow::anyhow!("Operation not permitted, says the log");
         assert_eq!(
-            crate::error::exit_code(&load_error(text)),
+            crate::error::exit_code(&load_error(&text)),
             std::process::ExitCode::from(5)
         );
     }

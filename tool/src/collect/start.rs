@@ -12,7 +12,7 @@ use super::{
 };
 
 /// Checks `pids` and `cgroup`, starts a tracer with `opts` limited to that cgroup, reads
-/// what only a privileged reader may (the start-up zombies, from the kernel; the io_uring
+/// what only a privileged reader may (the start-up zombies, from the kernel; the `io_uring`
 /// fds open when copies are accounted), and drops privileges: from then on proclens only
 /// reads the fds it holds.
 pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result<Tracer> {

@@ -101,7 +101,7 @@ fn parse_field(line: &str) -> Result<Field> {
                         .trim()
                         .parse::<u32>()
                         .with_context(|| format!("bad offset in `{line}`"))?,
-                )
+                );
             }
             "size" => {
                 size = Some(
@@ -109,7 +109,7 @@ fn parse_field(line: &str) -> Result<Field> {
                         .trim()
                         .parse::<u32>()
                         .with_context(|| format!("bad size in `{line}`"))?,
-                )
+                );
             }
             "signed" => signed = Some(value.trim() == "1"),
             _ => {}
@@ -161,6 +161,8 @@ pub fn format(root: &Path, category: &str, name: &str) -> Result<Format> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use proptest::{prelude::*, sample::Index};
 
     use super::*;
@@ -291,13 +293,14 @@ mod tests {
             if i == common {
                 text.push('\n');
             }
-            text.push_str(&format!(
-                "\tfield:{};\toffset:{};\tsize:{};\tsigned:{};\n",
+            let _ = writeln!(
+                text,
+                "\tfield:{};\toffset:{};\tsize:{};\tsigned:{};",
                 f.decl,
                 f.offset,
                 f.size,
                 u8::from(f.signed)
-            ));
+            );
         }
         text.push_str("\nprint fmt: \"x=%d\", REC->x\n");
         text

@@ -42,6 +42,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// What to trace.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, each set from its own command-line flag"
+)]
 pub struct TracerOptions {
     /// Trace proclens's own threads too.
     pub include_self: bool,
@@ -139,7 +143,7 @@ fn raise_memlock() {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: setrlimit with a valid pointer.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
 /// The concerns' set-ups, in the order they are configured and attached.
@@ -283,7 +287,7 @@ impl Tracer {
 
     /// Drops the privileges loading needed, once everything is attached: every capability
     /// (except `keep`) when this kernel still lets the held map fds be read without them
-    /// (probed); otherwise all but the one the reads need (CAP_BPF on 5.8+, probed), with
+    /// (probed); otherwise all but the one the reads need (`CAP_BPF` on 5.8+, probed), with
     /// a note. Only permitted capabilities are kept. Returns whether everything was
     /// dropped. Call it while single-threaded.
     pub fn drop_privileges(&self, keep: &[caps::Capability]) -> Result<bool> {

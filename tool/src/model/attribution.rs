@@ -119,6 +119,10 @@ fn is_monitor(seg: &str) -> bool {
 
 /// Reads a cgroup v2 path (`/kubepods.slice/...`, as /proc/PID/cgroup's `0::` line has
 /// it). Never fails: what it does not recognise is left out.
+#[allow(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "systemd unit suffixes are case-sensitive: `x.Service` is no unit"
+)]
 pub fn parse(path: &str) -> Attribution {
     let segs: Vec<&str> = path
         .split('/')

@@ -16,10 +16,10 @@ use super::proctable::Key;
 pub enum Class {
     /// The CPU copies every byte between a kernel buffer and the caller's memory (the
     /// read/write and recv/send families, recvmmsg/sendmmsg, vmsplice out of a pipe), or
-    /// between two processes' memory (process_vm_readv/writev).
+    /// between two processes' memory (`process_vm_readv/writev`).
     UserCopy,
     /// The bytes never enter user space, but the CPU copies them inside the kernel:
-    /// copy_file_range (see [`Class::of`] on reflinks), splice out of a socket or a
+    /// `copy_file_range` (see [`Class::of`] on reflinks), splice out of a socket or a
     /// device, splice into a file, sendfile to anything but a socket or pipe.
     InKernelCopy,
     /// No byte is copied: pages are referenced (splice from a file into a pipe, from a pipe
@@ -33,9 +33,13 @@ pub enum Class {
 }
 
 impl Class {
-    /// The class of `op` from `src` to `dst`. copy_file_range is counted as an in-kernel
+    /// The class of `op` from `src` to `dst`. `copy_file_range` is counted as an in-kernel
     /// copy: a filesystem that can clone (btrfs, XFS with reflink) may share the extents
     /// instead, which no syscall result tells apart.
+    #[allow(
+        clippy::match_same_arms,
+        reason = "vmsplice's zero-copy arm must come after its user-copy one"
+    )]
     pub fn of(op: u8, src: u8, dst: u8) -> Self {
         use fd_kind::{FILE, PIPE, SOCKET, USER};
         match (op, src, dst) {
@@ -189,8 +193,8 @@ impl PathRow {
 ///   preadv2) whose bytes the same thread then wrote, all of them, to sockets from user
 ///   memory; the kernel pairs them per thread, writes credited to the oldest of its last
 ///   four reads first (`Inflight::socket_write`, `op::SENDFILE_ELIGIBLE`);
-/// - read()+write() copies each of those bytes twice with the CPU (kernel→user,
-///   user→kernel); sendfile() none through user space: `cpu_copy_bytes = 2·E`;
+/// - `read()+write()` copies each of those bytes twice with the CPU (kernel→user,
+///   user→kernel); `sendfile()` none through user space: `cpu_copy_bytes = 2·E`;
 /// - sendfile replaces the file reads that carried `E` (`syscalls`), each a
 ///   user→kernel→user round trip: `mode_switches = 2·syscalls`.
 ///

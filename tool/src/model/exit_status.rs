@@ -35,7 +35,7 @@ impl From<ExitStatus> for StatusFields {
 }
 
 impl StatusFields {
-    pub fn text(&self) -> String {
+    pub fn text(self) -> String {
         match (self.exit_code, self.signal) {
             (Some(c), _) => format!("exit {c}"),
             (None, Some(s)) if self.core_dumped => format!("signal {s} (core dumped)"),

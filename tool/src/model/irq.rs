@@ -20,11 +20,11 @@ pub enum Source {
 
 impl Source {
     /// The /proc/interrupts row: the line's number, or the vector's name (`LOC`).
-    pub fn row(&self) -> String {
+    pub fn row(self) -> String {
         match self {
             Source::Line(n) => n.to_string(),
             Source::Vector(v) => vector::NAMES
-                .get(*v as usize)
+                .get(v as usize)
                 .map_or_else(|| format!("vector{v}"), |n| (*n).to_string()),
         }
     }

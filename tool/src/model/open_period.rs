@@ -37,6 +37,10 @@ pub fn credited(t: &LiveThread, timing: Timing) -> ThreadSwitches {
 
 /// Time in the period in progress, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the suffix is the unit, as in every other figure"
+)]
 pub struct Open {
     pub oncpu_ns: u64,
     pub blocked_ns: u64,

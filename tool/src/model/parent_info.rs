@@ -69,6 +69,10 @@ pub fn loadavg_tasks(raw: &str) -> Option<u64> {
 /// `.../docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
 /// `libpod-<id>.scope` (systemd driver), `/docker/<id>`, `/kubepods/.../pod<uid>/<id>`
 /// (cgroupfs driver), and the nearest `.service` or `.scope` as the unit.
+#[allow(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "systemd unit suffixes are case-sensitive: `x.Service` is no unit"
+)]
 pub fn owner(cgroup: &str) -> (Option<String>, Option<String>) {
     let parts: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
     let unit = parts

@@ -69,6 +69,10 @@ impl SwitchKinds {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the names are the JSON keys, unit included"
+)]
 pub struct Latency {
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,

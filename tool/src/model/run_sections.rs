@@ -59,7 +59,8 @@ pub struct CopiesSection {
     pub compat_syscalls: u64,
     /// Bytes the CPU copied through user memory (read/write family).
     pub user_copy_bytes: u64,
-    /// Bytes the CPU copied inside the kernel (copy_file_range, splice out of sockets...).
+    /// Bytes the CPU copied inside the kernel (`copy_file_range`, splice out of
+    /// sockets...).
     pub in_kernel_copy_bytes: u64,
     /// Bytes moved by page reference, not copied (sendfile and splice into sockets and
     /// pipes, tee, vmsplice into a pipe).
@@ -74,7 +75,8 @@ pub struct CopiesSection {
     pub copy_errors: u64,
     pub copy_would_block: u64,
     pub copy_interrupted: u64,
-    /// A process used io_uring: its submissions bypass these syscalls and are not counted.
+    /// A process used `io_uring`: its submissions bypass these syscalls and are not
+    /// counted.
     pub io_uring: bool,
     pub sendfile_would_save: Option<Saving>,
     /// Busiest first.

@@ -4,7 +4,7 @@
 //! totals since the command started, and a process's last row (its final figures) is
 //! kept here after its entries are gone.
 //!
-//! The switch rows know a process by its leader's `start_time` (CLOCK_MONOTONIC), the
+//! The switch rows know a process by its leader's `start_time` (`CLOCK_MONOTONIC`), the
 //! syscall rows by its `start_boottime`: the kernel stamps both at fork, so they differ
 //! by the boot clock's lead over the monotonic one at that moment (the time spent
 //! suspended before) plus the few ns between the two reads. [`RunTotals::join`] pairs
@@ -74,7 +74,7 @@ impl RunTotals {
     }
 
     /// Every process once: its switch row joined with its syscall row (see the module
-    /// doc; `boot_offset_ns` is CLOCK_BOOTTIME − CLOCK_MONOTONIC), and processes that
+    /// doc; `boot_offset_ns` is `CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`), and processes that
     /// only have a syscall row with zero switches.
     pub fn join(&self, boot_offset_ns: u64) -> Vec<Joined> {
         let counted = self.counted;

@@ -1,6 +1,6 @@
 //! Mode switches: syscalls (user→kernel transitions) per process, totals and interval
 //! deltas from successive snapshots of the kernel's per-(process, syscall) counts, the top
-//! syscalls of a process (like `syscount`), and whether it uses io_uring.
+//! syscalls of a process (like `syscount`), and whether it uses `io_uring`.
 //!
 //! Syscall names come from the `syscalls` crate's tables: the build target's ABI, and the
 //! 32-bit one (i386) for numbers the kernel side flagged as compat (`COMPAT_NR`): on a
@@ -59,7 +59,7 @@ pub fn label(nr: u32) -> String {
     }
 }
 
-/// Syscalls through which a process drives io_uring: its submissions then bypass the
+/// Syscalls through which a process drives `io_uring`: its submissions then bypass the
 /// copy-family syscalls, so their bytes are not counted. (They have the same numbers in
 /// both x86 ABIs.)
 fn is_io_uring(nr: u32) -> bool {
@@ -88,7 +88,7 @@ pub struct ProcSyscalls {
     pub delta: u64,
     pub total: u64,
     pub by_nr: Vec<NrCount>,
-    /// io_uring_setup/enter/register seen since proclens started, or an io_uring fd
+    /// `io_uring_setup/enter/register` seen since proclens started, or an `io_uring` fd
     /// open when it started.
     pub io_uring: bool,
     /// 32-bit (compat) syscalls since proclens started.
@@ -151,7 +151,7 @@ impl SyscallModel {
                     .then(a.nr.cmp(&b.nr))
             });
         }
-        self.last = snapshot.clone();
+        self.last.clone_from(snapshot);
         out
     }
 }
@@ -256,6 +256,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::decimal_bitwise_operands,
+        reason = "syscall numbers are decimal in the kernel's tables; the flag is one high bit"
+    )]
     fn names() {
         assert_eq!(name(Sysno::sendfile.id() as u32), "sendfile");
         assert_eq!(name(99_999), "syscall_99999");
@@ -268,6 +272,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::decimal_bitwise_operands,
+        reason = "syscall numbers are decimal in the kernel's tables; the flag is one high bit"
+    )]
     fn compat_syscalls_are_counted_apart_and_flag_io_uring_too() {
         let mut m = SyscallModel::new();
         let k = |nr| SysKey {
@@ -304,7 +312,7 @@ mod tests {
             };
             match n.strip_prefix("syscall_") {
                 Some(digits) if back.is_none() => {
-                    proptest::prop_assert_eq!(digits, number(nr).to_string())
+                    proptest::prop_assert_eq!(digits, number(nr).to_string());
                 }
                 _ => proptest::prop_assert_eq!(back, Some(number(nr))),
             }

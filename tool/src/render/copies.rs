@@ -31,6 +31,8 @@
 //!   process within an interval gives two objects with the same `pid` and different
 //!   `start_ns`, never one merged object.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::model::{
@@ -40,7 +42,7 @@ use crate::model::{
 mod json;
 pub use json::json_lines;
 
-/// Said of every io_uring user, in text and JSON.
+/// Said of every `io_uring` user, in text and JSON.
 pub const IO_URING_NOTE: &str =
     "uses io_uring: submissions bypass the traced syscalls, their bytes are not counted";
 
@@ -115,7 +117,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         let rate = |b: u64| human_bytes(per_second(b, f.elapsed_s));
         let mut notes = String::new();
         if r.syscalls.io_uring {
-            notes.push_str(&format!("  [{IO_URING_NOTE}]"));
+            let _ = write!(notes, "  [{IO_URING_NOTE}]");
         }
         if r.syscalls.compat_total > 0 {
             notes.push_str("  [makes 32-bit syscalls]");
@@ -138,7 +140,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
                 (c.interrupted, "interrupted"),
             ] {
                 if n > 0 {
-                    failed.push_str(&format!(", {:.1} {what}/s", per_second(n, f.elapsed_s)));
+                    let _ = write!(failed, ", {:.1} {what}/s", per_second(n, f.elapsed_s));
                 }
             }
             out.push(format!(

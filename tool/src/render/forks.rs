@@ -18,6 +18,8 @@
 //!   incomplete}` per exec in the interval: `inherited` counts the fds above 2 that
 //!   crossed the exec without close-on-exec.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::{
@@ -238,13 +240,14 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         head.push_str(" [faults not counted on this kernel]");
     }
     if let Some(src) = f.fds_source {
-        head.push_str(&format!("; fd tables from {src}"));
+        let _ = write!(head, "; fd tables from {src}");
     }
     if f.dropped != Dropped::default() {
-        head.push_str(&format!(
+        let _ = write!(
+            head,
             "; not recorded: {} events, {} faults, {} forks",
             f.dropped.lost_events, f.dropped.fault_map_full, f.dropped.fork_map_full
-        ));
+        );
     }
     let mut out = vec![
         head,

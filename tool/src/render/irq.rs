@@ -251,7 +251,7 @@ fn by_cpu<K: Copy + Ord>(
         v.sort_by_key(|r| (r.1, r.0));
         return v;
     }
-    let mut sums: std::collections::BTreeMap<K, (Figures, Figures)> = Default::default();
+    let mut sums = std::collections::BTreeMap::<K, (Figures, Figures)>::default();
     for r in rows {
         let e = sums.entry(r.kind).or_default();
         e.0.add(&r.delta);
@@ -341,7 +341,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             ));
         }
         for (_, s, d, _) in by_cpu(&i.hard, false).iter().filter(|r| r.2.count > 0) {
-            out.extend(hist_lines(&hard_title(s, f), &d.hist));
+            out.extend(hist_lines(&hard_title(*s, f), &d.hist));
         }
     }
     out
@@ -376,8 +376,8 @@ fn kind_table<K>(
     }
 }
 
-fn hard_title(s: &Source, f: &Frame) -> String {
-    match f.irq.names.get(s).filter(|n| !n.is_empty()) {
+fn hard_title(s: Source, f: &Frame) -> String {
+    match f.irq.names.get(&s).filter(|n| !n.is_empty()) {
         Some(n) => format!("hardirq {} ({n})", s.row()),
         None => format!("hardirq {}", s.row()),
     }

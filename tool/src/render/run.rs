@@ -1,5 +1,7 @@
 //! `proclens run` report: a short text summary (perf stat style) or one JSON object.
 
+use std::fmt::Write as _;
+
 use crate::{
     model::{
         run_report::{Latency, RunReport},
@@ -92,36 +94,40 @@ pub fn plain(r: &RunReport) -> String {
         ("uncounted cp.", r.uncounted_copies),
     ] {
         if n > 0 {
-            out.push_str(&format!(
-                "{what:>14}  {n} (a kernel map was full: figures are incomplete)\n"
-            ));
+            let _ = writeln!(
+                out,
+                "{what:>14}  {n} (a kernel map was full: figures are incomplete)"
+            );
         }
     }
     if r.lost_events > 0 {
-        out.push_str(&format!(
-            "{:>14}  {} (figures may be incomplete)\n",
+        let _ = writeln!(
+            out,
+            "{:>14}  {} (figures may be incomplete)",
             "lost events", r.lost_events
-        ));
+        );
     }
     if let Some(c) = &r.copies {
         copies_lines(&mut out, c);
     }
     if let Some(i) = &r.interrupted {
-        out.push_str(&format!(
-            "{:>14}  hard IRQs {:.3} ms ({}), softirqs {:.3} ms ({}): {:.2}% of its on-CPU time\n",
+        let _ = writeln!(
+            out,
+            "{:>14}  hard IRQs {:.3} ms ({}), softirqs {:.3} ms ({}): {:.2}% of its on-CPU time",
             "interrupted",
             i.hard_s * 1e3,
             i.hard,
             i.soft_s * 1e3,
             i.soft,
             i.oncpu_pct
-        ));
+        );
     }
     zombies_lines(&mut out, &r.zombies);
     if let Some(f) = &r.forks {
         out.extend(super::forks::run_lines(f).into_iter().map(|l| l + "\n"));
     }
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "\n {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9}  COMMAND\n",
         "PID",
         "voluntary",
@@ -133,11 +139,12 @@ pub fn plain(r: &RunReport) -> String {
         "blocked-ms",
         "runq-ms",
         "syscalls"
-    ));
+    );
     for p in &r.per_process {
         let s = &p.switches;
-        out.push_str(&format!(
-            " {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9.1} {:>10.1} {:>8.1} {:>9}  {}\n",
+        let _ = writeln!(
+            out,
+            " {:>8} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9.1} {:>10.1} {:>8.1} {:>9}  {}",
             p.pid,
             s.voluntary,
             s.involuntary,
@@ -149,7 +156,7 @@ pub fn plain(r: &RunReport) -> String {
             p.runq_s * 1e3,
             p.syscalls.map_or("-".to_string(), |n| n.to_string()),
             p.comm
-        ));
+        );
     }
     out
 }
@@ -157,17 +164,19 @@ pub fn plain(r: &RunReport) -> String {
 fn copies_lines(out: &mut String, c: &CopiesSection) {
     let mut notes = String::new();
     if c.compat_syscalls > 0 {
-        notes.push_str(&format!("; {} of them 32-bit", c.compat_syscalls));
+        let _ = write!(notes, "; {} of them 32-bit", c.compat_syscalls);
     }
     if c.io_uring {
         notes.push_str("; uses io_uring: its submissions are not counted");
     }
-    out.push_str(&format!(
-        "{:>14}  {} ({:.0}/s){notes}\n",
+    let _ = writeln!(
+        out,
+        "{:>14}  {} ({:.0}/s){notes}",
         "syscalls", c.syscalls, c.syscalls_per_s,
-    ));
-    out.push_str(&format!(
-        "{:>14}  copied through user memory {}, copied in the kernel {}, zero-copy {} ({:.1}%), mmap {} in {} calls\n",
+    );
+    let _ = writeln!(
+        out,
+        "{:>14}  copied through user memory {}, copied in the kernel {}, zero-copy {} ({:.1}%), mmap {} in {} calls",
         "bytes moved",
         human_bytes(c.user_copy_bytes as f64),
         human_bytes(c.in_kernel_copy_bytes as f64),
@@ -175,7 +184,7 @@ fn copies_lines(out: &mut String, c: &CopiesSection) {
         c.zero_copy_pct,
         human_bytes(c.mmap_bytes as f64),
         c.mmap_calls,
-    ));
+    );
     for p in &c.paths {
         let mut failed = String::new();
         for (n, what) in [
@@ -184,27 +193,29 @@ fn copies_lines(out: &mut String, c: &CopiesSection) {
             (p.interrupted, "interrupted"),
         ] {
             if n > 0 {
-                failed.push_str(&format!(", {n} {what}"));
+                let _ = write!(failed, ", {n} {what}");
             }
         }
-        out.push_str(&format!(
-            "{:>14}  {:<16} {:<14} {:>10} in {} calls{failed} ({})\n",
+        let _ = writeln!(
+            out,
+            "{:>14}  {:<16} {:<14} {:>10} in {} calls{failed} ({})",
             "",
             p.syscall,
             format!("{}->{}", p.src, p.dst),
             human_bytes(p.bytes as f64),
             p.calls,
             p.class,
-        ));
+        );
     }
     if let Some(s) = &c.sendfile_would_save {
-        out.push_str(&format!(
-            "{:>14}  {} of CPU copies and {} mode switches ({} of file data read, then written to sockets with read+write)\n",
+        let _ = writeln!(
+            out,
+            "{:>14}  {} of CPU copies and {} mode switches ({} of file data read, then written to sockets with read+write)",
             "sendfile saves",
             human_bytes(s.cpu_copy_bytes as f64),
             s.mode_switches,
             human_bytes(s.eligible_bytes as f64),
-        ));
+        );
     }
 }
 
@@ -217,13 +228,14 @@ fn zombie_line(z: &ZombieEntry) -> String {
 }
 
 fn zombies_lines(out: &mut String, z: &ZombiesSection) {
-    out.push_str(&format!(
-        "{:>14}  {} left unreaped, {} reaped {} s or more after dying\n",
+    let _ = writeln!(
+        out,
+        "{:>14}  {} left unreaped, {} reaped {} s or more after dying",
         "zombies",
         z.left.len(),
         z.reaped_late.len(),
         z.min_age_s
-    ));
+    );
     for e in z.left.iter().chain(&z.reaped_late) {
         out.push_str(&zombie_line(e));
     }

@@ -1,5 +1,7 @@
 //! `proclens top` output, plain (pidstat -w style) and JSON.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 pub use crate::collect::{extras::TableSize, session::SystemSplit};
@@ -236,6 +238,15 @@ fn share_of_interval(ns: u64, elapsed_s: f64) -> f64 {
 pub fn plain_lines(f: &Frame) -> Vec<String> {
     let s = &f.system;
     let classified = s.same_process + s.cross_process + s.idle_or_kernel;
+    let mut uncounted = String::new();
+    for (what, n) in [
+        ("untracked threads", f.untracked_threads),
+        ("uncounted syscalls", f.uncounted_syscalls),
+    ] {
+        if n > 0 {
+            let _ = write!(uncounted, ", {what} {n}");
+        }
+    }
     let mut out = vec![format!(
         "{} system: {:.0} switches/s; same-process {:.1}%, cross-process {:.1}%, idle/kernel {:.1}%; lost events {}{}",
         f.clock,
@@ -244,17 +255,11 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         percent(s.cross_process, classified),
         percent(s.idle_or_kernel, classified),
         f.lost_events,
-        [
-            ("untracked threads", f.untracked_threads),
-            ("uncounted syscalls", f.uncounted_syscalls)
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(what, n)| format!(", {what} {n}"))
-        .collect::<String>(),
+        uncounted,
     )];
     if let Some(t) = f.table {
-        out[0] += &format!(
+        let _ = write!(
+            out[0],
             "; tracked processes {}, table repairs {}",
             t.tracked, t.repairs
         );

@@ -30,7 +30,7 @@
 //!   `--interval`: fork statistics per parent since proclens started (rates over the
 //!   interval).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
@@ -165,16 +165,16 @@ fn parent_lines(p: &ParentInfo) -> Vec<String> {
     )];
     let mut place = format!("  cgroup {}", or(&p.cgroup));
     if let Some(u) = &p.unit {
-        place += &format!(", unit {u}");
+        let _ = write!(place, ", unit {u}");
     }
     if let Some(c) = &p.container_id {
-        place += &format!(", container {}", &c[..c.len().min(12)]);
+        let _ = write!(place, ", container {}", &c[..c.len().min(12)]);
     }
     if let Some(cur) = p.pids_current {
         let max = p
             .pids_max
             .map_or_else(|| "no limit".into(), |m| m.to_string());
-        place += &format!("; pids {cur} of {max}");
+        let _ = write!(place, "; pids {cur} of {max}");
     }
     out.push(place);
     out

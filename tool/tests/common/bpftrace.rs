@@ -47,7 +47,7 @@ impl Bpftrace {
             }
         });
         let first = lines
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_mins(1))
             .expect("bpftrace said nothing within 60 s");
         assert!(first.starts_with("Attaching"), "bpftrace: {first}");
         Self {

@@ -4,7 +4,7 @@
 //! traced call of the measured path is entered after proclens attached.
 //!
 //! Every call is a direct libc call: std's `io::copy` would pick sendfile/splice/
-//! copy_file_range by itself, and std's socket reads are recvfrom.
+//! `copy_file_range` by itself, and std's socket reads are recvfrom.
 
 use std::{
     ffi::c_void,
@@ -150,7 +150,8 @@ fn sendfile(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
         while sent < size {
             let left = (size - sent) as usize;
             // SAFETY: valid fds and offset pointer.
-            let n = unsafe { libc::sendfile(client.as_raw_fd(), file.as_raw_fd(), &mut off, left) };
+            let n =
+                unsafe { libc::sendfile(client.as_raw_fd(), file.as_raw_fd(), &raw mut off, left) };
             sent += check(n, "sendfile") as u64;
         }
         drop(client);
@@ -160,7 +161,7 @@ fn sendfile(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
 
 /// `splice` until all of `n` bytes moved from `from` to `to`.
 fn splice_all(from: RawFd, off: Option<&mut libc::loff_t>, to: RawFd, n: usize) -> usize {
-    let off_ptr = off.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+    let off_ptr = off.map_or(std::ptr::null_mut(), std::ptr::from_mut::<libc::loff_t>);
     let mut moved = 0;
     while moved < n {
         // SAFETY: valid fds; off_ptr is null or points at a live loff_t.
@@ -210,7 +211,7 @@ fn vmsplice_tee(size: u64) -> impl FnOnce() {
             };
             // SAFETY: one valid iovec; the buffer outlives the pipe's references (drained below).
             let n = check(
-                unsafe { libc::vmsplice(aw.as_raw_fd(), &iov, 1, 0) },
+                unsafe { libc::vmsplice(aw.as_raw_fd(), &raw const iov, 1, 0) },
                 "vmsplice",
             );
             let mut teed = 0;
@@ -240,9 +241,9 @@ fn copy_file_range(size: u64) -> impl FnOnce() {
             let n = unsafe {
                 libc::copy_file_range(
                     src.as_raw_fd(),
-                    &mut off_in,
+                    &raw mut off_in,
                     dst.as_raw_fd(),
-                    &mut off_out,
+                    &raw mut off_out,
                     (size - copied) as usize,
                     0,
                 )
@@ -286,7 +287,7 @@ fn mmap_write(size: u64, go: &Arc<Barrier>) -> impl FnOnce() {
 
 /// Short calls and failures with known results:
 /// - a read of 64 KiB from a socket holding 1000 bytes returns 1000;
-/// - with RLIMIT_FSIZE at 10000 bytes, a 64 KiB write to an empty file returns 10000 and
+/// - with `RLIMIT_FSIZE` at 10000 bytes, a 64 KiB write to an empty file returns 10000 and
 ///   the next write fails with EFBIG (SIGXFSZ ignored);
 /// - a read from fd 999999 and a write to fd -1 fail with EBADF.
 fn short_and_failing() -> impl FnOnce() {
@@ -303,7 +304,7 @@ fn short_and_failing() -> impl FnOnce() {
                 rlim_cur: 10_000,
                 rlim_max: libc::RLIM_INFINITY,
             };
-            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
         }
         // SAFETY: valid buffers.
         unsafe {
@@ -400,16 +401,16 @@ fn read_write_family(size: u64) -> impl FnOnce() {
                 let mut v = iov(&buf);
                 msg.msg_iov = v.as_mut_ptr();
                 msg.msg_iovlen = 2;
-                assert_eq!(libc::sendmsg(a, &msg, 0), whole);
+                assert_eq!(libc::sendmsg(a, &raw const msg, 0), whole);
                 recv_all(&mut buf, |r| {
                     let mut m: libc::msghdr = std::mem::zeroed();
                     let mut one = libc::iovec {
                         iov_base: r.as_mut_ptr().cast(),
                         iov_len: r.len(),
                     };
-                    m.msg_iov = &mut one;
+                    m.msg_iov = &raw mut one;
                     m.msg_iovlen = 1;
-                    libc::recvmsg(b, &mut m, 0)
+                    libc::recvmsg(b, &raw mut m, 0)
                 });
             }
         }
@@ -442,8 +443,8 @@ fn threads(size: u64) -> impl FnOnce() {
     }
 }
 
-/// Sets up an io_uring instance (io_uring_setup) and closes it: proclens must flag the
-/// process. Whether the kernel allows io_uring or not, the call is made.
+/// Sets up an `io_uring` instance (`io_uring_setup`) and closes it: proclens must flag the
+/// process. Whether the kernel allows `io_uring` or not, the call is made.
 fn io_uring() -> impl FnOnce() {
     || {
         let mut params = [0u8; 120]; // struct io_uring_params

@@ -30,14 +30,14 @@ use super::{
 
 const ROUNDS: u64 = 2000;
 
-/// CLOCK_MONOTONIC in ns.
+/// `CLOCK_MONOTONIC` in ns.
 fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime with a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -119,7 +119,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) ->
 pub struct Named {
     pub child: Child,
     pub comm: String,
-    _link: std::path::PathBuf,
+    link: PathBuf,
 }
 
 impl Named {
@@ -145,7 +145,7 @@ impl Named {
         Self {
             child,
             comm: comm.to_string(),
-            _link: link,
+            link,
         }
     }
 }
@@ -156,7 +156,7 @@ impl Drop for Named {
         // SAFETY: signalling the group this test made.
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self._link);
+        let _ = std::fs::remove_file(&self.link);
     }
 }
 

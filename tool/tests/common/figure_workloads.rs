@@ -1,6 +1,6 @@
 //! Workloads for what the copy figures claim (issue 17): recvmmsg/sendmmsg,
-//! process_vm_readv/writev, calls that would block or are interrupted, file reads that
-//! never pair with socket writes, and an io_uring set up before proclens starts. Run like
+//! `process_vm_readv/writev`, calls that would block or are interrupted, file reads that
+//! never pair with socket writes, and an `io_uring` set up before proclens starts. Run like
 //! the other copy workloads (`copy-<name>:<n>`, see `copy_workloads::run`): their set-up
 //! happens before `ready`.
 
@@ -39,7 +39,10 @@ fn udp() -> (OwnedFd, libc::sockaddr_in) {
         let len = size_of::<libc::sockaddr_in>() as u32;
         assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
         let mut got = len;
-        assert_eq!(libc::getsockname(fd, (&raw mut addr).cast(), &mut got), 0);
+        assert_eq!(
+            libc::getsockname(fd, (&raw mut addr).cast(), &raw mut got),
+            0
+        );
         (OwnedFd::from_raw_fd(fd), addr)
     }
 }
@@ -117,7 +120,7 @@ fn mmsg(rounds: u64) -> impl FnOnce() {
     }
 }
 
-/// process_vm_readv then process_vm_writev of `size` bytes between two buffers of this
+/// `process_vm_readv` then `process_vm_writev` of `size` bytes between two buffers of this
 /// process, 64 KiB per call.
 fn process_vm(size: u64) -> impl FnOnce() {
     move || {
@@ -139,9 +142,9 @@ fn process_vm(size: u64) -> impl FnOnce() {
                 // SAFETY: valid iovecs of CHUNK bytes each in this process.
                 let n = unsafe {
                     if write {
-                        libc::process_vm_writev(me, &l, 1, &r, 1, 0)
+                        libc::process_vm_writev(me, &raw const l, 1, &raw const r, 1, 0)
                     } else {
-                        libc::process_vm_readv(me, &l, 1, &r, 1, 0)
+                        libc::process_vm_readv(me, &raw const l, 1, &raw const r, 1, 0)
                     }
                 };
                 assert_eq!(check(n, "process_vm"), CHUNK);
@@ -162,7 +165,10 @@ fn handle_usr1(restart: bool) {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &raw const sa, std::ptr::null_mut()),
+            0
+        );
     }
 }
 
@@ -190,7 +196,7 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 /// `n` reads of an empty non-blocking pipe (EAGAIN each), then one that gets 100 bytes;
 /// then a thread blocked in read(2) on another pipe is hit by SIGUSR1 `n` times with
-/// SA_RESTART (the kernel restarts the read each time), and once more without it (the
+/// `SA_RESTART` (the kernel restarts the read each time), and once more without it (the
 /// read fails with EINTR), and finally gets 100 bytes.
 fn would_block_and_interrupted(n: u64) -> impl FnOnce() {
     let pipe = || {
@@ -322,7 +328,7 @@ fn pread_then_small_replies(n: u64) -> impl FnOnce() {
     }
 }
 
-/// An io_uring instance set up before `ready` (before proclens starts) and kept open; the
+/// An `io_uring` instance set up before `ready` (before proclens starts) and kept open; the
 /// measured part makes plain writes only.
 fn io_uring_held() -> impl FnOnce() {
     let mut params = [0u8; 120]; // struct io_uring_params
@@ -351,7 +357,7 @@ fn io_uring_held() -> impl FnOnce() {
     }
 }
 
-/// The syscalls each child of [`forks_exact`] makes, once each, before exit_group: 15
+/// The syscalls each child of [`forks_exact`] makes, once each, before `exit_group`: 15
 /// distinct ones, so that 20,000 children need 320,000 (process, syscall) entries, more
 /// than proclens's syscall map holds (at most 262,144): only folding finished
 /// processes out of the map as they go keeps every one counted.
@@ -373,13 +379,13 @@ const CHILD_CALLS: [libc::c_long; 15] = [
     libc::SYS_times,
 ];
 
-/// Syscalls each child of [`forks_exact`] makes: [`CHILD_CALLS`], then exit_group.
+/// Syscalls each child of [`forks_exact`] makes: [`CHILD_CALLS`], then `exit_group`.
 pub const CHILD_SYSCALLS: u64 = CHILD_CALLS.len() as u64 + 1;
 
 /// Starts `n` children, 100 at a time, each making exactly [`CHILD_SYSCALLS`] syscalls:
-/// created by the raw clone syscall (glibc's fork would add set_robust_list in the
+/// created by the raw clone syscall (glibc's fork would add `set_robust_list` in the
 /// child), [`CHILD_CALLS`] once each (arguments that make each harmless: 0 or null),
-/// exit_group.
+/// `exit_group`.
 pub fn forks_exact(n: u64) {
     let mut pids = Vec::with_capacity(n as usize);
     let mut left = n;
@@ -406,7 +412,7 @@ pub fn forks_exact(n: u64) {
         for &pid in &children {
             let mut status = 0;
             // SAFETY: reaps our own child.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
         }
         pids.extend(children);
         left -= batch;

@@ -1,5 +1,5 @@
 //! After-fork workloads whose answers the test knows: 64 MiB of private anonymous memory
-//! (16,384 pages of 4 KiB, no huge pages) written after a fork, vfork or CLONE_VM clone;
+//! (16,384 pages of 4 KiB, no huge pages) written after a fork, vfork or `CLONE_VM` clone;
 //! an fd shared across fork; fds handed across exec with and without close-on-exec. Each
 //! prints what it measured itself (the kernel's minflt counters, its own clock, fcntl) as
 //! one JSON line, for the test to hold proclens's figures against.
@@ -83,14 +83,14 @@ fn write_pages(r: &mut [u8], v: u8) {
 fn children_faults() -> u64 {
     // SAFETY: zeroed rusage is valid; getrusage with a valid pointer.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut ru) };
     (ru.ru_minflt + ru.ru_majflt) as u64
 }
 
 fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, libc::__WALL) };
     assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -106,7 +106,7 @@ fn thread_cpu_ns() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime with a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -46,7 +46,7 @@ pub fn interrupts() -> BTreeMap<String, Vec<u64>> {
     out
 }
 
-/// /proc/stat: per CPU, (irq, softirq) in clock ticks (USER_HZ).
+/// /proc/stat: per CPU, (irq, softirq) in clock ticks (`USER_HZ`).
 pub fn stat_irq_ticks() -> Vec<(u64, u64)> {
     fs::read_to_string("/proc/stat")
         .unwrap()
@@ -94,7 +94,7 @@ pub fn ksoftirqd(cpu: usize) -> u32 {
 
 /// Steers loopback's receive processing to one CPU (Receive Packet Steering on `lo`):
 /// datagrams sent on any CPU are queued to that CPU's backlog, which an IPI makes it
-/// process in NET_RX. Restores the previous mask when dropped.
+/// process in `NET_RX`. Restores the previous mask when dropped.
 pub struct RpsGuard {
     before: String,
 }
@@ -122,7 +122,7 @@ impl Drop for RpsGuard {
 /// dropped: else, once woken, it would wait behind the spinner for the 5% of each second
 /// the kernel leaves ordinary tasks, and meanwhile the kernel leaves every softirq of that
 /// CPU to it (a ksoftirqd that is runnable takes the softirqs interrupts would run on
-/// their way out, on 5.x kernels): none would hit the spinner. Restored to SCHED_OTHER.
+/// their way out, on 5.x kernels): none would hit the spinner. Restored to `SCHED_OTHER`.
 pub struct KsoftirqdBoost {
     pid: i32,
 }
@@ -132,7 +132,7 @@ impl KsoftirqdBoost {
         let pid = ksoftirqd(cpu) as i32;
         let p = libc::sched_param { sched_priority: 2 };
         // SAFETY: sched_setscheduler with a valid parameter.
-        let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &p) };
+        let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &raw const p) };
         assert_eq!(r, 0, "ksoftirqd/{cpu}: {}", std::io::Error::last_os_error());
         Self { pid }
     }
@@ -142,7 +142,7 @@ impl Drop for KsoftirqdBoost {
     fn drop(&mut self) {
         let p = libc::sched_param { sched_priority: 0 };
         // SAFETY: as above.
-        unsafe { libc::sched_setscheduler(self.pid, libc::SCHED_OTHER, &p) };
+        unsafe { libc::sched_setscheduler(self.pid, libc::SCHED_OTHER, &raw const p) };
     }
 }
 
@@ -152,9 +152,9 @@ pub struct Report {
     pub time: f64,
     pub system: Value,
     pub cpus: Vec<Value>,
-    /// (cpu, vector) → (count_total, ns_total).
+    /// (cpu, vector) → (`count_total`, `ns_total`).
     pub softirqs: BTreeMap<(usize, String), (u64, u64)>,
-    /// (cpu, row) → count_total.
+    /// (cpu, row) → `count_total`.
     pub hardirqs: BTreeMap<(usize, String), u64>,
     pub victims: Vec<Value>,
 }

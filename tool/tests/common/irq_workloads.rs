@@ -2,19 +2,19 @@
 //! [`super::workload`]'s protocol.
 //!
 //! - `spinner:CPU`: `ready`; on `go` it spins pinned to CPU, named `irqspin`, at the
-//!   lowest real-time priority (SCHED_FIFO 1): no ordinary task, ksoftirqd included, runs
+//!   lowest real-time priority (`SCHED_FIFO` 1): no ordinary task, ksoftirqd included, runs
 //!   on its CPU but in the 5% of each second the kernel's real-time throttling leaves
 //!   them, so on a shared machine it is still the task current on its CPU. A thread
 //!   reads commands: `cpu N` moves the spin to CPU N (it answers `on N` once there),
 //!   `stop` ends it (`done`); then it blocks until stdin closes.
 //! - `udp-flood:MS`: `ready`; on `go`, pinned to CPU 0, it sends 64-byte UDP datagrams
 //!   over 127.0.0.1 for MS ms to a socket of its own that never reads them (their receive
-//!   path runs in NET_RX wherever the test's RPS mask steers it; a full queue drops):
+//!   path runs in `NET_RX` wherever the test's RPS mask steers it; a full queue drops):
 //!   bursts of 4 (one `sendmmsg`) 500 µs apart, so that each burst is one IPI and one
-//!   short NET_RX on the receiving CPU, even under emulation (a flood the CPU cannot keep
+//!   short `NET_RX` on the receiving CPU, even under emulation (a flood the CPU cannot keep
 //!   up with is left to its ksoftirqd); prints `sent N`, `done`.
 //! - `irq-run:MS` (for `proclens run`, no hand-shake): forks a spinner as above on CPU 1,
-//!   floods as `udp-flood` for MS ms once it spins, then kills it and exits: every NET_RX
+//!   floods as `udp-flood` for MS ms once it spins, then kills it and exits: every `NET_RX`
 //!   the flood raises on CPU 1 hits the command's own process.
 //! - `udp-burst:MS`: the same without the pause: bursts of 32 back to back, more than a
 //!   CPU can take in its interrupts' exits, so that its ksoftirqd gets some of it.
@@ -70,12 +70,12 @@ fn irq_run(ms: u64) {
     }
 }
 
-/// Spins at SCHED_FIFO 1 on `cpu` (see the module's comment) until `stop`, moving to the
+/// Spins at `SCHED_FIFO` 1 on `cpu` (see the module's comment) until `stop`, moving to the
 /// CPU `target` names; `on` is told each CPU it settles on.
 fn spin(target: &AtomicUsize, stop: &AtomicBool, mut on_cpu: impl FnMut(usize)) {
     let fifo = libc::sched_param { sched_priority: 1 };
     // SAFETY: sched_setscheduler on this thread with a valid parameter.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) };
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const fifo) };
     assert_eq!(r, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
     let mut on = usize::MAX;
     while !stop.load(Ordering::Relaxed) {

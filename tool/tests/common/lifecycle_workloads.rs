@@ -95,20 +95,20 @@ fn pause_ms(ms: u64) {
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
     };
     // SAFETY: nanosleep with a valid timespec.
-    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    unsafe { libc::nanosleep(&raw const ts, std::ptr::null_mut()) };
 }
 
 /// Reaps every child left, whatever it is.
 fn reap_all() {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    while unsafe { libc::waitpid(-1, &mut status, 0) } > 0 {}
+    while unsafe { libc::waitpid(-1, &raw mut status, 0) } > 0 {}
 }
 
 fn reap(pid: i32) -> i32 {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
     status
 }
@@ -203,7 +203,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                     libc::close(fds[1]);
                     let mut t: libc::pthread_t = std::mem::zeroed();
                     if libc::pthread_create(
-                        &mut t,
+                        &raw mut t,
                         std::ptr::null(),
                         park,
                         fds[0] as usize as *mut libc::c_void,

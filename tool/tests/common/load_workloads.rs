@@ -4,8 +4,8 @@
 //! it with proclens's figures.
 //!
 //! - `load-pidreuse`: two short-lived children get the same pid (see [`pid_reuse`]).
-//! - `load-forks:SECS`: fork storm (clone with CLONE_VM|CLONE_VFORK, the child `_exit`s at
-//!   once: its only syscall is `exit_group`); prints `forks N`.
+//! - `load-forks:SECS`: fork storm (clone with `CLONE_VM|CLONE_VFORK`, the child `_exit`s
+//!   at once: its only syscall is `exit_group`); prints `forks N`.
 //! - `load-writes:SECS`: syscall storm, 1-byte writes to /dev/null; prints `writes N`.
 //! - `load-switches:SECS`: switch storm, two threads pinned to CPU 0 pass a byte back and
 //!   forth through pipes; prints `round_trips N`. Both threads stay alive (parked) after.
@@ -45,7 +45,7 @@ fn set_name(name: &str) {
 fn reap(pid: i32) -> i32 {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
     status
 }
@@ -108,7 +108,7 @@ fn pid_reuse() -> String {
     panic!("could not get pid {a} again in 200 tries");
 }
 
-/// The fork storm's child: its stack is its own (CLONE_VM shares the address space, not
+/// The fork storm's child: its stack is its own (`CLONE_VM` shares the address space, not
 /// the stack), and `_exit` is its only syscall.
 extern "C" fn storm_child(_: *mut libc::c_void) -> libc::c_int {
     // SAFETY: leaving the child at once.

@@ -49,19 +49,20 @@ pub fn can_trace() -> bool {
     if root {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true but the tests are not running as root: BPF integration tests cannot run");
-    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "CI=true but the tests are not running as root: BPF integration tests cannot run"
+    );
     eprintln!("skipped: not root, so BPF cannot be loaded (run `sudo cargo xtask test`)");
     false
 }
 
 /// Interrupt and stolen time of all CPUs so far in ms (/proc/stat's `irq`, `softirq` and
-/// `steal`, in USER_HZ ticks of 10 ms): what the kernel's task clock leaves out of a
+/// `steal`, in `USER_HZ` ticks of 10 ms): what the kernel's task clock leaves out of a
 /// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
 /// accounting), and proclens's run-queue clock does not.
 pub fn task_clock_left_out_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let stat = fs::read_to_string("/proc/stat").unwrap();
     let cpu: Vec<u64> = stat
         .lines()
         .next()
@@ -149,11 +150,11 @@ fn all_sleeping(pid: u32) -> bool {
 }
 
 /// The start of the note proclens prints on kernels that check privileges on every map
-/// read through a held fd (5.10); it names the capabilities it keeps (CAP_BPF).
+/// read through a held fd (5.10); it names the capabilities it keeps (`CAP_BPF`).
 pub const KEEPS_CAPS_NOTE: &str =
     "proclens: note: this kernel checks privileges on every map read; keeping ";
 
-/// The capabilities (as a CapEff mask) proclens's note in `stderr` says it keeps; 0
+/// The capabilities (as a `CapEff` mask) proclens's note in `stderr` says it keeps; 0
 /// without the note.
 pub fn kept_caps(stderr: &str) -> u64 {
     let Some(list) = stderr.lines().find_map(|l| l.strip_prefix(KEEPS_CAPS_NOTE)) else {
@@ -219,7 +220,7 @@ pub fn assert_one_line(stderr: &str) {
 /// How long one command a test runs to completion may take before the test fails: a hung
 /// proclens (or workload) then fails its test, naming the command, instead of stalling the
 /// whole suite (and a kernel-matrix guest) until an outer time limit.
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+pub const COMMAND_LIMIT: Duration = Duration::from_mins(2);
 
 /// `Command::output` and `Command::status` with a time limit: past it the command is
 /// killed and the test panics, naming it.
@@ -240,14 +241,13 @@ impl Bounded for Command {
         thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        match rx.recv_timeout(limit) {
-            Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {self:?}: {e}")),
-            Err(_) => {
-                // SAFETY: kill on our own child's pid, which stays unreaped until the
-                // waiting thread collects it.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("{self:?} did not finish within {limit:?}");
-            }
+        if let Ok(out) = rx.recv_timeout(limit) {
+            out.unwrap_or_else(|e| panic!("waiting for {self:?}: {e}"))
+        } else {
+            // SAFETY: kill on our own child's pid, which stays unreaped until the
+            // waiting thread collects it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{self:?} did not finish within {limit:?}");
         }
     }
 

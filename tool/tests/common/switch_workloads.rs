@@ -15,7 +15,7 @@ use super::workload::pin_to_cpu;
 /// stack serves every child in turn.
 static mut VFORK_STACK: [u8; 64 * 1024] = [0; 64 * 1024];
 
-/// `vfork()` as the C library's posix_spawn makes it: a child sharing this process's
+/// `vfork()` as the C library's `posix_spawn` makes it: a child sharing this process's
 /// address space (`CLONE_VM`) that runs `child(arg)`, this thread suspended until it exits
 /// (`CLONE_VFORK`). Returns its pid.
 fn vfork_running(
@@ -59,7 +59,7 @@ pub fn vfork_named(name: &'static std::ffi::CStr, sleep: libc::timespec) -> i32 
         unsafe {
             let a = &*arg.cast::<Arg>();
             libc::prctl(libc::PR_SET_NAME, a.name.as_ptr());
-            libc::nanosleep(&a.sleep, std::ptr::null_mut());
+            libc::nanosleep(&raw const a.sleep, std::ptr::null_mut());
             libc::_exit(0)
         }
     }
@@ -71,7 +71,7 @@ pub fn vfork_named(name: &'static std::ffi::CStr, sleep: libc::timespec) -> i32 
 pub fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
 }
 
 /// Forks a child that execs `/bin/true`; returns its pid.
@@ -118,7 +118,7 @@ fn signal_block(ms: u64, out: &mut std::io::Stdout) {
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGUSR1, &raw const sa, std::ptr::null_mut());
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let until = Instant::now() + Duration::from_millis(ms);
@@ -136,7 +136,7 @@ fn signal_block(ms: u64, out: &mut std::io::Stdout) {
         };
         while Instant::now() < until {
             // SAFETY: nanosleep with a valid timespec; EINTR is expected.
-            unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+            unsafe { libc::nanosleep(&raw const ts, std::ptr::null_mut()) };
         }
         let _ = (&hold).read(&mut [0u8; 1]);
     });

@@ -5,6 +5,7 @@
 //! Every integration-test file that uses them must contain `workload_entry!();`.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     os::fd::{FromRawFd as _, OwnedFd},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -47,7 +48,7 @@ impl Workload {
             "-q",
         ];
         let mut argv = vec![exe];
-        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.extend(args.iter().map(ToString::to_string));
         argv
     }
 
@@ -78,17 +79,14 @@ impl Workload {
     /// until [`Workload::go`].
     pub fn spawn_under(prefix: &[&str], kind: &str, env: &[(&str, &str)]) -> Self {
         let argv = Self::argv();
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).args(&argv);
-                c
-            }
-            None => {
-                let mut c = Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
+        let mut cmd = if let Some((first, rest)) = prefix.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).args(&argv);
+            c
+        } else {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
         };
         let mut child = cmd
             .env(ENV, kind)
@@ -182,7 +180,7 @@ pub fn wait_zombie(pid: i32) {
         libc::waitid(
             libc::P_PID,
             pid as libc::id_t,
-            &mut info,
+            &raw mut info,
             libc::WEXITED | libc::WNOWAIT,
         )
     };
@@ -201,10 +199,10 @@ pub fn write_final_schedstat(children: &[i32]) {
     for &pid in children {
         wait_zombie(pid);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
-        lines.push_str(&format!("{pid} {stat}"));
+        let _ = write!(lines, "{pid} {stat}");
         let mut status = 0;
         // SAFETY: reaps the child waited for above.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
     }
     if let Ok(path) = std::env::var(SCHEDSTAT_ENV) {
         std::fs::write(path, lines).unwrap();
@@ -237,7 +235,7 @@ pub fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
             0
         );
     }
@@ -351,7 +349,7 @@ pub fn run_if_child() {
             }
             pingpong_party(a_rx, a_tx, n, true);
             let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            unsafe { libc::waitpid(child, &raw mut status, 0) };
             finish();
         }
         // Two processes spin on CPU 1 for n ms each, competing for it.
@@ -361,7 +359,7 @@ pub fn run_if_child() {
             let child = fork_spinner(n);
             spin_for(n);
             let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
+            unsafe { libc::waitpid(child, &raw mut status, 0) };
             finish();
         }
         // Two children spin on CPU 1 for n ms of wall time each, competing for it; their

@@ -47,7 +47,7 @@ fn prog_fields<const N: usize>(id: u64, names: [&str; N]) -> Result<[u64; N]> {
     }))
 }
 
-/// (run_time_ns, run_cnt) of a program, from bpftool.
+/// (`run_time_ns`, `run_cnt`) of a program, from bpftool.
 pub fn prog_stats(id: u64) -> Result<(u64, u64)> {
     let [t, n] = prog_fields(id, ["run_time_ns", "run_cnt"])?;
     Ok((t, n))

@@ -11,8 +11,8 @@
 //!
 //! Conditions: untraced, `proclens forks --no-fds` (the whole after-fork set attached),
 //! and bpftrace's equivalent counter (per pid, the same error-code test, on the classic
-//! `exceptions:page_fault_user` tracepoint). Speed with bpf_stats off; the fault
-//! program's ns/run from a second run of each traced condition with bpf_stats on.
+//! `exceptions:page_fault_user` tracepoint). Speed with `bpf_stats` off; the fault
+//! program's ns/run from a second run of each traced condition with `bpf_stats` on.
 
 use std::{
     fmt::Write as _,

@@ -2,15 +2,15 @@
 //!
 //! Two threads of this process pass a 32-byte UDP datagram back and forth over loopback,
 //! both pinned to CPU 1, timed inside the process:
-//! - `local`: each datagram is received in NET_RX on CPU 1 itself, when its sender
+//! - `local`: each datagram is received in `NET_RX` on CPU 1 itself, when its sender
 //!   re-enables bottom halves (two softirqs per round trip);
-//! - `rps`: loopback's receive processing is steered to CPU 0 (RPS), so each datagram is
-//!   an IPI to CPU 0 (a hard IRQ), NET_RX there, and a wakeup back to CPU 1 (another IPI).
+//! - `rps`: loopback's receive processing is steered to CPU 0 (RPS), so each datagram is an
+//!   IPI to CPU 0 (a hard IRQ), `NET_RX` there, and a wakeup back to CPU 1 (another IPI).
 //!
 //! Each runs untraced, under `proclens irq` (every handler timed, counted per CPU and
 //! kind, charged to its victim) and under a bpftrace script that times the same handlers
-//! per CPU and kind with log2 histograms and sums them per process; speed with bpf_stats
-//! off, each program's ns per run from a second run with bpf_stats on.
+//! per CPU and kind with log2 histograms and sums them per process; speed with `bpf_stats`
+//! off, each program's ns per run from a second run with `bpf_stats` on.
 
 use std::{
     fmt::Write as _,
@@ -54,15 +54,16 @@ fn bpftrace_script() -> String {
         "irq_work",
     ];
     let mut s = String::from(
-        r#"
+        r"
 tracepoint:irq:softirq_entry { @soft_n[cpu, args->vec] = count(); @ss[cpu] = nsecs; }
 tracepoint:irq:softirq_exit /@ss[cpu]/ { $d = nsecs - @ss[cpu]; @soft_ns[cpu, args->vec] = sum($d); @soft_h[cpu, args->vec] = hist($d); @soft_pid[pid] = sum($d); delete(@ss[cpu]); }
 tracepoint:irq:irq_handler_entry { @hard_n[cpu, args->irq] = count(); @hs[cpu] = nsecs; }
 tracepoint:irq:irq_handler_exit /@hs[cpu]/ { $d = nsecs - @hs[cpu]; @hard_ns[cpu, args->irq] = sum($d); @hard_h[cpu, args->irq] = hist($d); @hard_pid[pid] = sum($d); delete(@hs[cpu]); }
-"#,
+",
     );
     for v in vectors {
-        s += &format!(
+        let _ = write!(
+            s,
             "tracepoint:irq_vectors:{v}_entry {{ @vec_n[cpu, \"{v}\"] = count(); @hs[cpu] = nsecs; }}\n\
              tracepoint:irq_vectors:{v}_exit /@hs[cpu]/ {{ $d = nsecs - @hs[cpu]; @vec_ns[cpu, \"{v}\"] = sum($d); @vec_h[cpu, \"{v}\"] = hist($d); @hard_pid[pid] = sum($d); delete(@hs[cpu]); }}\n"
         );
@@ -75,7 +76,7 @@ fn pin(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
     }
 }
 
@@ -142,7 +143,7 @@ enum Tracer {
 
 struct Sample {
     us: f64,
-    /// ns per run of each of [`PROGRAMS`] (bpf_stats on), where it ran.
+    /// ns per run of each of [`PROGRAMS`] (`bpf_stats` on), where it ran.
     ns: Vec<Option<f64>>,
 }
 

@@ -1,8 +1,8 @@
 //! Fork-bound workloads: `stress-ng --fork` (fork + exit + wait of a full process) and
 //! `stress-ng --vfork` (the fastest process creation the machine sustains), untraced vs
 //! traced by `proclens zombies --watch` (every lifecycle program attached and the ring
-//! buffer drained). Reports fork+exit/s, the slowdown, the lifecycle programs' bpf_stats
-//! ns per fork+exit, and the in-kernel ring-buffer drop count at that rate. bpf_stats
+//! buffer drained). Reports fork+exit/s, the slowdown, the lifecycle programs' `bpf_stats`
+//! ns per fork+exit, and the in-kernel ring-buffer drop count at that rate. `bpf_stats`
 //! costs every program run two clock reads, so the slowdown comes from runs without it
 //! and the ns per fork+exit from a third run per rep with it.
 //!
@@ -151,7 +151,7 @@ fn last_lost(path: &Path) -> Option<u64> {
 
 struct Sample {
     rate: f64,
-    /// Lifecycle programs' run time per fork+exit (bpf_stats), traced runs only.
+    /// Lifecycle programs' run time per fork+exit (`bpf_stats`), traced runs only.
     ns_per_op: Option<f64>,
     /// proclens's own CPU time per fork+exit (its threads' schedstat over the run,
     /// divided by stress-ng's ops), traced runs only.
@@ -277,7 +277,7 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
                 t.rate, c.ns_per_op, t.agent_ns_per_op, t.lost
             );
             agent.extend(t.agent_ns_per_op);
-            ratios.push((before + after) / 2.0 / t.rate);
+            ratios.push(f64::midpoint(before, after) / t.rate);
             base.push(after);
             traced.push(t.rate);
             ns.extend(c.ns_per_op);

@@ -65,6 +65,10 @@ fn cpu_s(pid: u32) -> f64 {
 
 /// What one storm achieved.
 #[derive(Debug, Default)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the suffix is the unit, as in the table the storms fill"
+)]
 struct Storm {
     forks_per_s: f64,
     switches_per_s: f64,

@@ -6,7 +6,7 @@
 //! names; `proclens serve` runs beside them and `/metrics` is fetched once a second for
 //! the window. proclens's CPU time (utime + stime from /proc/PID/stat) over the window
 //! gives its share of one core; the last scrape gives the exposition's size and series
-//! count; VmRSS its memory. The processes live in 20 pods' cgroups shaped as the kubelet
+//! count; `VmRSS` its memory. The processes live in 20 pods' cgroups shaped as the kubelet
 //! makes them, with its log directories (bench/fleet.rs), so pod labels name each one.
 //! Conditions: scraped, not scraped (collection alone), collecting every second instead
 //! of every 5 s, `--copies`, `--per-pid`, pod labels (`--labels comm,cgroup,unit,pod`).

@@ -64,14 +64,15 @@ const TOP_SYSCALLS: &[&str] = &["top", "--syscalls", "--json", "--interval", "36
 struct Sample {
     usecs_per_op: f64,
     ns_per_run: Option<f64>,
-    /// The sched_switch program's instructions after verification (`bytes_xlated` / 8).
+    /// The `sched_switch` program's instructions after verification (`bytes_xlated` / 8).
     insns: Option<u64>,
 }
 
-/// One pinned run under `tracer`. With `stats`, the kernel's bpf_stats are on during the run
-/// and the sample carries the sched_switch program's ns per run; without, they are off, so
-/// the run's speed carries no cost of the measuring itself (bpf_stats reads the clock twice
-/// around every program run, which would charge proclens's wakeup programs too).
+/// One pinned run under `tracer`. With `stats`, the kernel's `bpf_stats` are on during the
+/// run and the sample carries the `sched_switch` program's ns per run; without, they are
+/// off, so the run's speed carries no cost of the measuring itself (`bpf_stats` reads the
+/// clock twice around every program run, which would charge proclens's wakeup programs
+/// too).
 fn measure(tracer: &Tracer, proclens: &Path, stats: bool) -> Result<Sample> {
     let bg = match tracer {
         Tracer::None => None,
@@ -140,13 +141,12 @@ pub fn run(proclens: &Path, reps: usize) -> Result<String> {
         for (i, (name, t)) in tracers.iter().enumerate() {
             let speed = measure(t, proclens, false)?;
             usecs[i].push(speed.usecs_per_op);
-            let cost = match t {
-                Tracer::None => None,
-                _ => {
-                    let s = measure(t, proclens, true)?;
-                    insns[i] = s.insns;
-                    s.ns_per_run
-                }
+            let cost = if let Tracer::None = t {
+                None
+            } else {
+                let s = measure(t, proclens, true)?;
+                insns[i] = s.insns;
+                s.ns_per_run
             };
             eprintln!(
                 "bench switches: rep {rep} {name}: {:.3} usecs/op, {cost:?} ns/run",

@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result, bail};
 /// The bpftrace equivalent of what proclens does for this workload: every syscall counted
 /// per (pid, syscall), and each read/write's return value added per (pid, syscall, fd
 /// kind), the kind read from task->files->fdt->fd[fd]->f_inode->i_mode at entry.
-const BPFTRACE_SCRIPT: &str = r#"
+const BPFTRACE_SCRIPT: &str = r"
 tracepoint:raw_syscalls:sys_enter { @sys[pid, args->id] = count(); }
 tracepoint:syscalls:sys_enter_read, tracepoint:syscalls:sys_enter_write {
   $f = *(curtask->files->fdt->fd + (uint64)args->fd);
@@ -39,7 +39,7 @@ tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_write /@op[tid]/
   delete(@op[tid]);
   delete(@kind[tid]);
 }
-"#;
+";
 
 /// The workload: `n` one-byte round trips through a pipe; prints the elapsed nanoseconds.
 pub fn workload(n: u64) -> Result<()> {
@@ -115,7 +115,7 @@ impl Tracer {
             }
         });
         let tracer = Self { child, interrupt };
-        rx.recv_timeout(Duration::from_secs(60))
+        rx.recv_timeout(Duration::from_mins(1))
             .with_context(|| format!("{cmd:?} did not become ready"))?;
         Ok(tracer)
     }

@@ -221,6 +221,10 @@ impl Apt {
     }
 
     /// Downloads `package` into `dest` and returns the .deb's path.
+    #[allow(
+        clippy::case_sensitive_file_extension_comparisons,
+        reason = "apt-get download names its files `<package>_<version>_<arch>.deb`, lower case"
+    )]
     pub fn download(&self, package: &str, dest: &Path) -> Result<PathBuf> {
         fs::create_dir_all(dest)?;
         status(

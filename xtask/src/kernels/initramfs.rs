@@ -2,6 +2,7 @@
 //! integration-test binaries with their shared libraries, and an /init that runs them.
 
 use std::{
+    fmt::Write as _,
     fs,
     os::unix::fs::{PermissionsExt as _, symlink},
     path::{Path, PathBuf},
@@ -57,7 +58,7 @@ pub struct Selection {
 /// and a summary, and powers the VM off.
 pub fn init_script(tests: &[TestBinary], selection: &Selection) -> String {
     let mut s = String::from(
-        r#"#!/bin/sh
+        r"#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec 0</dev/console 1>/dev/console 2>&1
@@ -70,9 +71,9 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null
 export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
-"#,
+",
     );
-    s += &format!("echo \"{KERNEL} $(uname -r)\"\n");
+    let _ = writeln!(s, "echo \"{KERNEL} $(uname -r)\"");
     s += "pass=0\nfail=0\n";
     s += &watchdog(selection.binary_timeout_s);
     let filter = selection
@@ -83,7 +84,8 @@ export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
     for _ in 0..selection.repeat.max(1) {
         for t in tests {
             let name = &t.name;
-            s += &format!(
+            let _ = write!(
+                s,
                 r#"echo "{BEGIN} {name}"
 run {name} /tests/{name} --test-threads=1{filter}
 rc=$?
@@ -92,7 +94,7 @@ if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "{RESULT} {name} PASS"; else fail=
             );
         }
     }
-    s += &format!("echo \"{SUMMARY} pass=$pass fail=$fail\"\n");
+    let _ = writeln!(s, "echo \"{SUMMARY} pass=$pass fail=$fail\"");
     s += "sync\npoweroff -f\n";
     s
 }

@@ -7,6 +7,7 @@ mod qemu;
 mod serial;
 
 use std::{
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     time::Duration,
@@ -206,18 +207,18 @@ fn cell(r: &BootReport, name: &str, timed_out: bool) -> String {
 pub fn table(columns: &[(String, BootReport, bool)], binaries: &[&str]) -> String {
     let mut s = String::from("| test binary |");
     for (k, r, _) in columns {
-        match &r.release {
-            Some(rel) => s += &format!(" {k} ({rel}) |"),
-            None => s += &format!(" {k} |"),
-        }
+        let _ = match &r.release {
+            Some(rel) => write!(s, " {k} ({rel}) |"),
+            None => write!(s, " {k} |"),
+        };
     }
     s += "\n|---|";
     s += &"---|".repeat(columns.len());
     s += "\n";
     for b in binaries {
-        s += &format!("| {b} |");
+        let _ = write!(s, "| {b} |");
         for (_, r, t) in columns {
-            s += &format!(" {} |", cell(r, b, *t));
+            let _ = write!(s, " {} |", cell(r, b, *t));
         }
         s += "\n";
     }

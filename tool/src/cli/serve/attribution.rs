@@ -292,7 +292,7 @@ mod tests {
             ]
         );
         assert!(!a.comm());
-        for _ in 0..FORGET_AFTER + 1 {
+        for _ in 0..=FORGET_AFTER {
             a.end_interval();
         }
         assert_eq!(a.paths(), 0, "unused paths are forgotten");

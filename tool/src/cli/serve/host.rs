@@ -27,18 +27,16 @@ fn read_u64(path: &str) -> Option<u64> {
 /// Processes: the numeric entries of /proc (one per thread-group leader, zombies
 /// included). A readdir, without opening any of them.
 fn count_processes() -> u64 {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .as_encoded_bytes()
-                        .iter()
-                        .all(u8::is_ascii_digit)
-                })
-                .count() as u64
-        })
-        .unwrap_or(0)
+    fs::read_dir("/proc").map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .as_encoded_bytes()
+                    .iter()
+                    .all(u8::is_ascii_digit)
+            })
+            .count() as u64
+    })
 }
 
 /// The machine's gauges; the zombies come from the process table in `extras`.
@@ -58,7 +56,7 @@ pub(super) fn gauges(extras: &Extras) -> HostGauges {
 }
 
 /// Fields of /proc/self/stat after the command: utime, stime (clock ticks), starttime
-/// (ticks since boot), vsize (bytes), num_threads.
+/// (ticks since boot), vsize (bytes), `num_threads`.
 fn parse_stat(stat: &str) -> Option<[u64; 5]> {
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command, field 3 (state) is f[0]: utime 14, stime 15, num_threads 20,
@@ -67,7 +65,7 @@ fn parse_stat(stat: &str) -> Option<[u64; 5]> {
     Some([at(14)?, at(15)?, at(22)?, at(23)?, at(20)?])
 }
 
-/// VmRSS of a /proc status text, in bytes. /proc/PID/stat's rss field reads the
+/// `VmRSS` of a /proc status text, in bytes. /proc/PID/stat's rss field reads the
 /// kernel's per-CPU counters without summing them (pages off, as `ps` and the status
 /// file show it); the status file sums them.
 fn parse_vm_rss(status: &str) -> Option<u64> {

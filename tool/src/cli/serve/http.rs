@@ -86,13 +86,10 @@ pub(super) async fn serve_http(
     let slots = Arc::new(Semaphore::new(limits.connections));
     let peers = Peers::default();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         // Over either limit: close at once.
         let Some(peer_slot) = peers.try_take(peer.ip(), limits.per_peer) else {
@@ -130,6 +127,10 @@ fn response(
     r
 }
 
+#[allow(
+    clippy::unused_async,
+    reason = "hyper's service_fn takes a function returning a future"
+)]
 async fn handle(
     req: Request<Incoming>,
     shared: Shared,

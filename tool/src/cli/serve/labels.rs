@@ -174,17 +174,16 @@ impl Labeller {
         }
         self.seen.insert(tgid);
         let alive = procfs::exists(tgid);
-        let (comm, labels) = match self.others.get(&tgid) {
-            Some(l) => l.clone(),
-            None => {
-                let comm = procfs::comm(tgid)
-                    .or_else(|| comm_hint.map(str::to_string))
-                    .unwrap_or_else(|| "?".into());
-                let cgroup = procfs::cgroup(tgid).unwrap_or_else(|| "?".into());
-                let l = self.labels(&comm, &cgroup, tgid);
-                self.others.insert(tgid, (comm.clone(), l.clone()));
-                (comm, l)
-            }
+        let (comm, labels) = if let Some(l) = self.others.get(&tgid) {
+            l.clone()
+        } else {
+            let comm = procfs::comm(tgid)
+                .or_else(|| comm_hint.map(str::to_string))
+                .unwrap_or_else(|| "?".into());
+            let cgroup = procfs::cgroup(tgid).unwrap_or_else(|| "?".into());
+            let l = self.labels(&comm, &cgroup, tgid);
+            self.others.insert(tgid, (comm.clone(), l.clone()));
+            (comm, l)
         };
         if !alive {
             self.others.remove(&tgid);

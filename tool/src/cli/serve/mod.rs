@@ -29,6 +29,10 @@ use attribution::{Attributor, LabelGroup};
 use labels::Labeller;
 
 #[derive(Args, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, printed as written"
+)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub filter: Filter,

@@ -221,7 +221,7 @@ fn looked_up_records(bytes: &[u8], btf: &Btf) -> Vec<std::ops::Range<usize>> {
                 let next = ty
                     .as_ref()
                     .and_then(|t| t.as_btf_type())
-                    .and_then(|t| t.get_type_id());
+                    .and_then(btf_rs::BtfType::get_type_id);
                 ids.extend(next);
                 ty = next.and_then(|n| btf.resolve_type_by_id(n).ok());
             }
@@ -613,7 +613,7 @@ fn task_offsets_from_host_btf() {
 }
 
 /// The scheduler's clock is reachable on this host (a distribution kernel with
-/// CONFIG_FAIR_GROUP_SCHED): the switch programs then need no clock helper.
+/// `CONFIG_FAIR_GROUP_SCHED`): the switch programs then need no clock helper.
 #[test]
 fn run_queue_clock_offsets_from_host_btf() {
     let Some(btf) = host_vmlinux() else {

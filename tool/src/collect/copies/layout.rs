@@ -6,8 +6,8 @@
 //! - whether the kernel runs 32-bit syscalls (`struct compat_mmsghdr` exists only with
 //!   `CONFIG_COMPAT`) and where a task says it is in one (x86: `thread_info.status`);
 //! - `struct mmsghdr` (and the compat one): where recvmmsg/sendmmsg write `msg_len`;
-//! - the fd → inode chain (task_struct.files → files_struct.fdt → fdtable.{max_fds,fd} →
-//!   file.{f_inode,f_mode} → inode.i_mode).
+//! - the fd → inode chain (`task_struct.files` → `files_struct.fdt` →
+//!   `fdtable.{max_fds,fd}` → `file.{f_inode,f_mode}` → `inode.i_mode`).
 //!
 //! The syscall numbers of the copy family are the ABIs' (stable by definition), from the
 //! `syscalls` crate's tables; `MAP_ANONYMOUS` is the build target's (libc crate).
@@ -94,7 +94,7 @@ pub fn op_tables(compat: bool) -> [u8; 2 * NR_TABLE] {
 }
 
 /// Where x86 says a task is in a 32-bit syscall: `TS_COMPAT` in `thread_info.status`
-/// (arch/x86/include/asm/thread_info.h; a bit the kernel has used since 2.6.x, not in
+/// (`arch/x86/include/asm/thread_info.h`; a bit the kernel has used since 2.6.x, not in
 /// BTF because it is a macro).
 const TS_COMPAT: u32 = 0x0002;
 
@@ -228,6 +228,10 @@ mod tests {
     use crate::collect::btf::{VMLINUX, load_vmlinux};
 
     #[test]
+    #[allow(
+        clippy::naive_bytecount,
+        reason = "a 2 KiB table in a test; no crate for that"
+    )]
     fn dispatch_tables_name_each_abi_right() {
         let t = op_tables(true);
         // The classic mix-up: 3 is close in the 64-bit ABI and read in the 32-bit one.

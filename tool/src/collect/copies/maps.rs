@@ -33,7 +33,7 @@ fn entries_for(entry_bytes: usize, mem_bytes: u64) -> u32 {
     (mem_bytes / 512 / each).clamp(FLOOR, CAP) as u32
 }
 
-/// Total memory (`/proc/meminfo` MemTotal), 1 GiB when unknown.
+/// Total memory (`/proc/meminfo` `MemTotal`), 1 GiB when unknown.
 fn machine_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -156,7 +156,7 @@ impl CopyMaps {
 
     /// Reads the final figures of processes that have gone and deletes their entries, so
     /// the maps hold only live processes (however many come and go) and no count is lost:
-    /// a process's last syscalls (exit_group among them) may have come after the
+    /// a process's last syscalls (`exit_group` among them) may have come after the
     /// interval's snapshot, and a dead process adds nothing between this read and the
     /// delete. A process is (tgid, start): a new process that got a gone one's pid keeps
     /// its entries. The per-thread in-flight slots of threads that no longer exist go too

@@ -79,7 +79,7 @@ impl ForksCollector {
         let mut model = CostModel::new();
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
-        model.update(totals(&snap.faults, &snap.times), |_| None);
+        model.update(&totals(&snap.faults, &snap.times), |_| None);
         Ok(Self {
             model,
             creators: HashMap::new(),
@@ -139,7 +139,7 @@ impl ForksCollector {
         let creators = &self.creators;
         let rows = self
             .model
-            .update(now, |k| creators.get(&k).map(|(c, _)| *c));
+            .update(&now, |k| creators.get(&k).map(|(c, _)| *c));
         let keys: Vec<Key> = rows.iter().map(|r| r.key).collect();
         let gone = procfs::gone(&keys, tick_ns);
         let mut comms = HashMap::new();

@@ -161,7 +161,7 @@ fn proc_fds(pid: u32, start_ns: u64) -> Vec<ProcFd> {
         .collect()
 }
 
-/// The `flags:` line of an fdinfo file (octal), which carries O_CLOEXEC for a
+/// The `flags:` line of an fdinfo file (octal), which carries `O_CLOEXEC` for a
 /// close-on-exec fd.
 pub fn fdinfo_flags(text: &str) -> Option<u32> {
     let v = text.lines().find_map(|l| l.strip_prefix("flags:"))?;
@@ -187,13 +187,13 @@ fn classes<T, K: Ord + Clone>(
         // (representative, id) of each class of this group.
         let mut reps: Vec<(usize, u64)> = Vec::new();
         for &i in members {
-            ids[i] = match reps.iter().find(|&&(r, _)| same(&items[r], &items[i])) {
-                Some(&(_, id)) => id,
-                None => {
-                    *next += 1;
-                    reps.push((i, *next));
-                    *next
-                }
+            ids[i] = if let Some(&(_, id)) = reps.iter().find(|&&(r, _)| same(&items[r], &items[i]))
+            {
+                id
+            } else {
+                *next += 1;
+                reps.push((i, *next));
+                *next
             };
         }
     }

@@ -118,7 +118,7 @@ fn timing(root: Option<&Path>, cfg: &mut config::Forks) -> (Vec<usize>, Vec<Stri
 }
 
 /// The iterator's context must be `{ meta, task, fd, file }` in 8-byte slots, with the
-/// seq_file first in `bpf_iter_meta`: the program reads them at those fixed slots (the
+/// `seq_file` first in `bpf_iter_meta`: the program reads them at those fixed slots (the
 /// verifier accepts only constant context offsets).
 fn iter_layout(btf: &Btf) -> Result<()> {
     let ctx = "bpf_iter__task_file";

@@ -93,7 +93,7 @@ impl Setup for ForksSetup {
         if self.cfg.fds_missing.is_none() {
             setup::attach_btf_tracepoint_as(obj, EXEC_PROGRAM, "sched_process_exec", kernel)?;
         }
-        attach_timing(obj, &self.cfg).map_err(setup::load_error)
+        attach_timing(obj, &self.cfg).map_err(|e| setup::load_error(&e))
     }
 }
 

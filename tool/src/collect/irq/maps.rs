@@ -57,7 +57,7 @@ impl IrqMaps {
         &self.vectors
     }
 
-    fn per_cpu(&self, map: &PerCpuArray<MapData, IrqStats>, i: u32) -> Result<Vec<Figures>> {
+    fn per_cpu(map: &PerCpuArray<MapData, IrqStats>, i: u32) -> Result<Vec<Figures>> {
         Ok(map
             .get(&i, 0)
             .with_context(|| format!("reading interrupt slot {i}"))?
@@ -71,7 +71,7 @@ impl IrqMaps {
     pub fn read(&self) -> Result<Reading> {
         let mut r = Reading::default();
         for v in 0..SOFTIRQS as u32 {
-            for (c, f) in self.per_cpu(&self.softirqs, v)?.into_iter().enumerate() {
+            for (c, f) in Self::per_cpu(&self.softirqs, v)?.into_iter().enumerate() {
                 if r.softirqs.len() <= c {
                     r.softirqs.resize(c + 1, Default::default());
                 }
@@ -80,12 +80,12 @@ impl IrqMaps {
         }
         for irq in allocated_irqs(self.n_lines) {
             r.hard
-                .insert(Source::Line(irq), self.per_cpu(&self.lines, irq)?);
+                .insert(Source::Line(irq), Self::per_cpu(&self.lines, irq)?);
         }
         for &v in &self.vectors {
             r.hard.insert(
                 Source::Vector(v),
-                self.per_cpu(&self.lines, self.n_lines + v)?,
+                Self::per_cpu(&self.lines, self.n_lines + v)?,
             );
         }
         r.cpus = self

@@ -95,7 +95,7 @@ mod tests {
                 // SAFETY: viewing a plain #[repr(C)] value as bytes.
                 unsafe {
                     std::slice::from_raw_parts(
-                        (r as *const ZombieSeed).cast::<u8>(),
+                        std::ptr::from_ref::<ZombieSeed>(r).cast::<u8>(),
                         size_of::<ZombieSeed>(),
                     )
                 }

@@ -102,7 +102,7 @@ impl Scan {
 ///
 /// ```text
 /// let tracer = Tracer::start(..)?;                      // attach first,
-/// let mut life = Lifecycle::start(Default::default());   // then seed
+/// let mut life = Lifecycle::start(&Default::default());  // then seed
 /// life.apply_one(&event); ... life.end_batch();         // as the driver hands events
 /// life.check(lost_events, driver.watermark());          // at every report or poll
 /// let zombies = life.zombies_per_parent(1_000_000_000); // ppid -> zombies >= 1 s old
@@ -126,7 +126,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A table seeded now as `opts` says. Start the tracer first.
-    pub fn start(opts: LifecycleOptions) -> Self {
+    pub fn start(opts: &LifecycleOptions) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
         if opts.reaps == Reaps::All {

@@ -18,7 +18,7 @@ fn me(life: &Lifecycle) -> TaskRef {
 
 #[test]
 fn lifecycle_events_are_applied_and_thread_exits_left() {
-    let mut life = Lifecycle::start(LifecycleOptions::default());
+    let mut life = Lifecycle::start(&LifecycleOptions::default());
     // This very process is in the seed; one fork of it adds a child.
     let me_ref = me(&life);
     let before = life.table.len();
@@ -78,7 +78,7 @@ fn lifecycle_events_are_applied_and_thread_exits_left() {
 /// passed it, and the made-up child (no such pid in /proc) is then found gone.
 #[test]
 fn the_check_waits_for_the_watermark_then_repairs() {
-    let mut life = Lifecycle::start(LifecycleOptions::default());
+    let mut life = Lifecycle::start(&LifecycleOptions::default());
     let me_ref = me(&life);
     let child = TaskRef {
         pid: u32::MAX - 2,
@@ -97,7 +97,7 @@ fn the_check_waits_for_the_watermark_then_repairs() {
         ..Default::default()
     }));
     let before = life.table.len();
-    life.last_scan = Instant::now() - REPAIR_PERIOD;
+    life.last_scan = Instant::now().checked_sub(REPAIR_PERIOD).unwrap();
     life.check(0, 0, || None);
     let at = life
         .scan

@@ -59,7 +59,7 @@ impl ThreadTable {
         }
     }
 
-    pub fn configure(&self, loader: &mut EbpfLoader<'_>) {
+    pub fn configure(self, loader: &mut EbpfLoader<'_>) {
         loader.map_max_entries("THREADS", self.threads);
         loader.map_max_entries("UNTRACKED", self.marks);
     }

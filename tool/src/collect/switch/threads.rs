@@ -21,7 +21,7 @@ const LIVE: &str = "live_threads";
 pub fn load(obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
     for name in [SEED, LIVE] {
         program(obj, name)?.load("task", kernel).map_err(|e| {
-            setup::load_error(anyhow::Error::new(e).context(format!("loading iter/task {name}")))
+            setup::load_error(&anyhow::Error::new(e).context(format!("loading iter/task {name}")))
         })?;
     }
     Ok(())
@@ -90,7 +90,7 @@ impl SwitchMaps {
 /// The live iterator's records: whole `LiveThread`s back to back.
 fn decode(bytes: &[u8]) -> Result<Vec<LiveThread>> {
     let size = size_of::<LiveThread>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         bail!(
             "the thread iterator wrote {} bytes, not a whole number of {size}-byte records",
             bytes.len()

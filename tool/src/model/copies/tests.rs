@@ -63,8 +63,8 @@ fn deltas_and_totals_per_path() {
     );
 }
 
-/// What each syscall does with each kind of source and destination (fs/splice.c,
-/// fs/read_write.c, net/).
+/// What each syscall does with each kind of source and destination (`fs/splice.c`,
+/// `fs/read_write.c`, `net/`).
 #[test]
 fn classes_follow_the_kernels_paths() {
     use fd_kind::{FILE, OTHER, PIPE, PROCESS, SOCKET, USER};
@@ -224,6 +224,10 @@ fn a_reused_pid_is_two_processes() {
 }
 
 #[test]
+#[allow(
+    clippy::unreadable_literal,
+    reason = "st_mode values as ls and <sys/stat.h> write them"
+)]
 fn fd_kinds_from_inode_modes() {
     assert_eq!(fd_kind::from_mode(0o100644), fd_kind::FILE);
     assert_eq!(fd_kind::from_mode(0o140777), fd_kind::SOCKET);

@@ -8,6 +8,10 @@ use crate::model::exporter::cardinality::{OTHER, RESERVE, SET_SERIES};
 
 /// The smallest cap with room for `n` series of new label sets (beside the fixed
 /// families, the catch-all's room and the tenth kept for folds), and not for 3 more.
+#[allow(
+    clippy::maybe_infinite_iter,
+    reason = "m - m / 10 grows without bound, so the search ends"
+)]
 fn cap_for(n: usize) -> usize {
     let base = 3 + 1 + 1 + 5 + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
     let max = (base..).find(|m| m - m / 10 >= base).unwrap();
@@ -15,7 +19,7 @@ fn cap_for(n: usize) -> usize {
     max
 }
 
-fn row<'a>(l: Labels, d: &'a Counts) -> LabelledDelta<'a> {
+fn row(l: Labels, d: &Counts) -> LabelledDelta<'_> {
     LabelledDelta {
         labels: l,
         delta: d,

@@ -28,7 +28,7 @@ impl HostGauges {
     }
 }
 
-/// proclens's own figures, read when `/metrics` is asked for (client_golang's
+/// proclens's own figures, read when `/metrics` is asked for (`client_golang`'s
 /// `process_*` names, which dashboards and alerts already know).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SelfGauges {

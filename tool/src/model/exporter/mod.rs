@@ -66,7 +66,7 @@ pub struct SystemTotals {
     pub idle_or_kernel: u64,
 }
 
-/// A BPF program's own cost, from the kernel's bpf_stats (0 when they are off).
+/// A BPF program's own cost, from the kernel's `bpf_stats` (0 when they are off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramCost {
     pub name: String,
@@ -85,6 +85,10 @@ pub struct PathKey {
 /// The in-kernel counters of what could not be recorded, cumulative since proclens
 /// attached (the kernel's own running sums).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "each names the map or ring that was full"
+)]
 pub struct KernelDrops {
     /// Ring-buffer reservations that failed (events lost).
     pub ringbuf_full: u64,

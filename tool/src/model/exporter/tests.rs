@@ -150,12 +150,12 @@ pub(super) fn sendfile_path(bytes: u64) -> copies::PathRow {
     }
 }
 
-pub(super) fn proc_delta<'a>(
+pub(super) fn proc_delta(
     l: Labels,
     syscalls: u64,
-    paths: &'a [copies::PathRow],
+    paths: &[copies::PathRow],
     alive: bool,
-) -> ProcDelta<'a> {
+) -> ProcDelta<'_> {
     ProcDelta {
         labels: l,
         syscalls,

@@ -3,7 +3,7 @@
 //! children took in the address space they inherited from it (before they exec'd). Pure:
 //! built from the kernel maps' totals and who created whom.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use proclens_common::{
     copies::ProcKey,
@@ -207,8 +207,8 @@ pub fn totals(
 /// Among `keys`, the process that is `parent`: the exact key, else (a creator known from
 /// /proc, whose start is to the clock tick) the latest started process of that pid that
 /// started no later than `child`.
-fn resolve(keys: &BTreeMap<Key, ()>, parent: Key, child: Key) -> Key {
-    if keys.contains_key(&parent) {
+fn resolve(keys: &BTreeSet<Key>, parent: Key, child: Key) -> Key {
+    if keys.contains(&parent) {
         return parent;
     }
     keys.range(
@@ -221,7 +221,8 @@ fn resolve(keys: &BTreeMap<Key, ()>, parent: Key, child: Key) -> Key {
         },
     )
     .next_back()
-    .map_or(parent, |(k, _)| *k)
+    .copied()
+    .unwrap_or(parent)
 }
 
 impl CostModel {
@@ -234,13 +235,13 @@ impl CostModel {
     /// busiest first (faults caused, then own faults, then fork time).
     pub fn update(
         &mut self,
-        now: HashMap<Key, Cost>,
+        now: &HashMap<Key, Cost>,
         creator_of: impl Fn(Key) -> Option<Key>,
     ) -> Vec<CostRow> {
-        let mut keys: BTreeMap<Key, ()> = now.keys().map(|k| (*k, ())).collect();
-        keys.extend(self.children.keys().map(|k| (*k, ())));
+        let mut keys: BTreeSet<Key> = now.keys().copied().collect();
+        keys.extend(self.children.keys().copied());
         let mut creators: HashMap<Key, Key> = HashMap::new();
-        for (&k, c) in &now {
+        for (&k, c) in now {
             let Some(p) = creator_of(k) else { continue };
             let p = resolve(&keys, p, k);
             creators.insert(k, p);
@@ -248,11 +249,11 @@ impl CostModel {
             let grew = c.cow_inherited.saturating_sub(before);
             if grew > 0 {
                 *self.children.entry(p).or_default() += grew;
-                keys.insert(p, ());
+                keys.insert(p);
             }
         }
         let mut rows: Vec<CostRow> = keys
-            .keys()
+            .iter()
             .map(|&k| {
                 let mut total = now.get(&k).copied().unwrap_or_default();
                 total.children_cow = self.children.get(&k).copied().unwrap_or(0);

@@ -70,15 +70,14 @@ impl ProcTable {
         if self.freed.freed_since(e.task_ptr, e.header.ts) {
             return;
         }
-        let key = match self.resolve(&e.task) {
-            Some(k) => k,
-            None => {
-                // Before its fork: the fork completes the entry.
-                let key = Key::from(&e.task);
-                self.procs
-                    .insert(Proc::new(key, comm_str(&e.comm), 0, None, e.header.ts));
-                key
-            }
+        let key = if let Some(k) = self.resolve(&e.task) {
+            k
+        } else {
+            // Before its fork: the fork completes the entry.
+            let key = Key::from(&e.task);
+            self.procs
+                .insert(Proc::new(key, comm_str(&e.comm), 0, None, e.header.ts));
+            key
         };
         if let Some(p) = self.procs.get_mut(&key) {
             p.comm = comm_str(&e.comm);
@@ -97,14 +96,13 @@ impl ProcTable {
         }
         let parent = self.resolve(&x.parent);
         let ts = x.header.ts;
-        let key = match self.resolve(&x.task) {
-            Some(k) => k,
-            None => {
-                let key = Key::from(&x.task);
-                self.procs
-                    .insert(Proc::new(key, comm_str(&x.comm), x.parent.tgid, parent, ts));
-                key
-            }
+        let key = if let Some(k) = self.resolve(&x.task) {
+            k
+        } else {
+            let key = Key::from(&x.task);
+            self.procs
+                .insert(Proc::new(key, comm_str(&x.comm), x.parent.tgid, parent, ts));
+            key
         };
         let status = ExitStatus::from_raw(x.exit_code);
         let autoreap = x.flags & exit_flags::AUTOREAP != 0;

@@ -73,7 +73,7 @@ pub struct Proc {
     pub key: Key,
     /// Inline (a comm is at most 15 bytes): a fork storm makes no allocation per process.
     pub comm: CompactString,
-    /// Parent pid as last known (real_parent's tgid); 0 when no event or seed said.
+    /// Parent pid as last known (`real_parent`'s tgid); 0 when no event or seed said.
     pub ppid: u32,
     /// The parent's key when known.
     pub parent: Option<Key>,
@@ -133,7 +133,7 @@ impl Proc {
 /// Fork and exit statistics of one parent process, cumulative since proclens started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForkStats {
-    /// Child processes it created (fork/clone without CLONE_THREAD).
+    /// Child processes it created (fork/clone without `CLONE_THREAD`).
     pub processes: u64,
     /// Threads it created.
     pub threads: u64,
@@ -245,7 +245,7 @@ pub struct ProcTable {
     /// Every process that is (or was) named as a parent: a superset of the parents of
     /// live processes, so an exit looks for orphans only when there can be some.
     parents: HashSet<Key>,
-    /// ns per /proc clock tick (10 ms with USER_HZ 100).
+    /// ns per /proc clock tick (10 ms with `USER_HZ` 100).
     tick_ns: u64,
     /// Task addresses freed lately that no forked process owned, against late events.
     freed: Tombstones,

@@ -34,8 +34,7 @@ impl ProcTable {
         let parent_comm = p
             .parent
             .and_then(|k| self.procs.get(&k))
-            .map(|pp| pp.comm.to_string())
-            .unwrap_or_else(|| "?".into());
+            .map_or_else(|| "?".into(), |pp| pp.comm.to_string());
         Some(Zombie {
             key: p.key,
             comm: p.comm.to_string(),

@@ -211,7 +211,7 @@ fn runqueue_buckets_are_cumulative_once_and_end_with_inf_equal_to_count() {
         assert_eq!(values, want, "{format:?}");
         assert_eq!(b.last().unwrap().0, "+Inf", "{format:?}");
         assert_eq!(b[0].0.parse::<f64>().unwrap(), 2e-6);
-        assert_eq!(b[RUNQ_BUCKETS - 2].0.parse::<f64>().unwrap(), 67.108864);
+        assert_eq!(b[RUNQ_BUCKETS - 2].0.parse::<f64>().unwrap(), 67.108_864);
         assert_eq!(sample(&text, "proclens_runqueue_latency_seconds_count{"), 9);
     }
 }

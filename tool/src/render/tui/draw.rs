@@ -1,5 +1,7 @@
 //! Drawing the TUI: a pure function of [`App`].
 
+use std::fmt::Write as _;
+
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -46,14 +48,14 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         app.sort.label()
     );
     if app.uncounted > 0 {
-        title.push_str(&format!("  uncounted (maps full) {}", app.uncounted));
+        let _ = write!(title, "  uncounted (maps full) {}", app.uncounted);
     }
     if !app.selection.pids.is_empty() {
         let pids: Vec<String> = app.selection.pids.iter().map(u32::to_string).collect();
-        title.push_str(&format!("  pid={}", pids.join(",")));
+        let _ = write!(title, "  pid={}", pids.join(","));
     }
     if let Some(c) = &app.selection.comm {
-        title.push_str(&format!("  comm~{c}"));
+        let _ = write!(title, "  comm~{c}");
     }
     if app.threads {
         title.push_str("  [threads]");

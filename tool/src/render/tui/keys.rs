@@ -47,10 +47,10 @@ impl App {
                 Key::Enter => {
                     match self.prompt.take() {
                         Some(Prompt::Pid(b)) => {
-                            self.selection.pids = b.trim().parse().into_iter().collect()
+                            self.selection.pids = b.trim().parse().into_iter().collect();
                         }
                         Some(Prompt::Comm(b)) => {
-                            self.selection.comm = Some(b).filter(|b| !b.is_empty())
+                            self.selection.comm = Some(b).filter(|b| !b.is_empty());
                         }
                         None => {}
                     }
@@ -64,7 +64,7 @@ impl App {
             Key::Char('q') | Key::CtrlC => return Action::Quit,
             Key::Up | Key::Char('k') => self.selected = self.selected.saturating_sub(1),
             Key::Down | Key::Char('j') => {
-                self.selected = (self.selected + 1).min(self.visible_len().saturating_sub(1))
+                self.selected = (self.selected + 1).min(self.visible_len().saturating_sub(1));
             }
             Key::Tab => {
                 self.tab = self.tab.next();

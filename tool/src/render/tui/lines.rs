@@ -14,7 +14,7 @@ pub struct CopyLine {
     pub zero_copy_pct: f64,
     /// The interval's busiest path, e.g. `sendfile file->socket`.
     pub top_path: String,
-    /// Uses io_uring: its bytes are not counted.
+    /// Uses `io_uring`: its bytes are not counted.
     pub io_uring: bool,
 }
 

@@ -52,6 +52,10 @@ impl Tab {
 pub const HISTORY: usize = 120;
 
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent view toggles, each flipped by its own key"
+)]
 pub struct App {
     pub tab: Tab,
     pub threads: bool,
@@ -357,7 +361,7 @@ pub(crate) mod tests {
         app.on_snapshot(&snapshot());
         let p10 = app.processes.iter().find(|l| l.pid == 10).unwrap();
         assert_eq!(p10.syscalls_s, Some(500.0));
-        assert_eq!(p10.bytes_s, Some((4 << 20) as f64));
+        assert_eq!(p10.bytes_s, Some(f64::from(4 << 20)));
         assert_eq!(p10.zombies, Some(0));
         let p20 = app.processes.iter().find(|l| l.pid == 20).unwrap();
         assert_eq!((p20.syscalls_s, p20.zombies), (Some(0.0), Some(2)));

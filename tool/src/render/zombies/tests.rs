@@ -15,7 +15,7 @@ fn ctx() -> Context {
     Context {
         parents: [(10, nginx)].into_iter().collect(),
         headroom: Some(Headroom {
-            pid_max: 4194304,
+            pid_max: 4_194_304,
             tasks: 300,
         }),
     }
@@ -85,7 +85,7 @@ fn json_snapshot_has_the_documented_fields() {
     );
     assert_eq!(
         (s["pid_max"].as_u64(), s["tasks"].as_u64()),
-        (Some(4194304), Some(300))
+        (Some(4_194_304), Some(300))
     );
 }
 
