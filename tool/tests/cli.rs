@@ -22,6 +22,7 @@ fn argument_errors_exit_2_with_one_line() {
         &["top", "--interval", "0"][..],
         &["top", "--interval", "-1"],
         &["top", "--interval", "abc"],
+        &["top", "--interval", "1e20"],
         &["top", "--count", "0"],
         &["top", "--pid", "notapid"],
         &["top", "--no-such-flag"],

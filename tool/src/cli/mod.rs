@@ -170,7 +170,7 @@ impl Filter {
 /// Interval and count, shared by the periodic views.
 #[derive(Args, Debug, Clone)]
 pub struct Period {
-    /// Seconds between reports (fractions allowed, at least 0.01).
+    /// Seconds between reports (fractions allowed, from 0.01 to a year).
     #[arg(short = 'i', long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
     pub interval: f64,
     /// Stop after N reports (default: until Ctrl-C).
@@ -229,6 +229,12 @@ pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
     }
     if v < 0.01 {
         return Err(format!("interval must be at least 0.01 seconds, got `{s}`"));
+    }
+    // A year at most: a timer of more would not fit the runtime's clock.
+    if v > 365.0 * 86_400.0 {
+        return Err(format!(
+            "interval must be at most a year (31536000 seconds), got `{s}`"
+        ));
     }
     Ok(v)
 }

@@ -345,7 +345,7 @@ impl Proclens {
     pub fn line(&self, timeout: Duration) -> String {
         self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
             // Its stderr says why (a closed stdout: it has ended).
-            std::thread::sleep(Duration::from_millis(200));
+            thread::sleep(Duration::from_millis(200));
             panic!(
                 "no output from proclens within {timeout:?}: {e}; its stderr: {}",
                 self.stderr()
