@@ -194,8 +194,9 @@ pub(crate) fn exit(ctx: &BtfTracePointContext, pid_tgid: u64, ret: i64) -> Resul
 
 /// Follows a thread's file data into sockets (see `Inflight::left`): each read whose
 /// bytes the thread's socket writes have all carried on is a file→socket flow sendfile
-/// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read.
-#[inline(always)]
+/// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read. A call
+/// of its own, for the same reason as [`mmsg_bytes`].
+#[inline(never)]
 fn pair(ctx: &BtfTracePointContext, e: &mut Inflight, key: &CopyKey, bytes: u64) {
     if op::reads_into_user(key.op) && key.src == fd_kind::FILE {
         e.file_read(bytes);
@@ -218,8 +219,10 @@ fn pair(ctx: &BtfTracePointContext, e: &mut Inflight, key: &CopyKey, bytes: u64)
 }
 
 /// The bytes of the first `n` messages of a recvmmsg/sendmmsg vector at user address
-/// `vec`: their `msg_len`, which the kernel has just written back.
-#[inline(always)]
+/// `vec`: their `msg_len`, which the kernel has just written back. A call of its own: its
+/// loop, inlined into every path of the exit program, took older verifiers (6.1, 5.10)
+/// past their million-instruction budget.
+#[inline(never)]
 fn mmsg_bytes(vec: u64, n: i64, compat: bool) -> u64 {
     let (size, off) = if compat {
         (config::compat_mmsg_size(), config::compat_mmsg_len_off())
