@@ -109,7 +109,8 @@ fn cow_faults_of_child_and_parent_after_fork() {
         return;
     }
     let p = Proclens::spawn(&["forks", "--json", "-i", "0.3", "--no-fds"]);
-    let sys = p.json_until(Duration::from_secs(20), |v| v["type"] == "forks_system");
+    // Its first report comes after start-up, which takes tens of seconds under emulation.
+    let sys = p.json_until(Duration::from_secs(90), |v| v["type"] == "forks_system");
     if !sys["cow_faults_counted"].as_bool().unwrap() {
         assert!(
             !cfg!(target_arch = "x86_64"),
@@ -438,14 +439,20 @@ fn fds_without_cloexec_cross_exec_and_are_reported() {
             .filter_map(|l| l.trim().parse().ok())
             .collect();
         let above_2: Vec<u64> = listed.iter().copied().filter(|&f| f > 2).collect();
-        assert_eq!(above_2.len(), want, "{kind}: ls saw {listed:?}");
+        // The workload's own fds are there (a test machine may hand every process more:
+        // the kernel matrix's guest does), and proclens must agree with ls on all of them.
+        let crossed = fds.iter().filter(|f| above_2.contains(f)).count();
+        assert_eq!(
+            crossed, want,
+            "{kind}: ls saw {listed:?}, the workload opened {fds:?}"
+        );
         let sh = r["forks"]["execs"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["pid"] == own["pid"] && e["filename"] == "/bin/sh")
             .unwrap_or_else(|| panic!("{kind}: no exec of /bin/sh: {}", r["forks"]["execs"]));
-        assert_eq!(n(sh, "inherited"), want as u64, "{kind}: {sh}");
+        assert_eq!(n(sh, "inherited"), above_2.len() as u64, "{kind}: {sh}");
         let reported: Vec<u64> = sh["fds"]
             .as_array()
             .unwrap()
@@ -454,12 +461,16 @@ fn fds_without_cloexec_cross_exec_and_are_reported() {
             .collect();
         assert_eq!(reported, above_2, "{kind}: {sh}");
         if want > 0 {
-            assert_eq!(reported, fds, "{kind}: the fds the workload opened");
+            assert!(
+                fds.iter().all(|f| reported.contains(f)),
+                "{kind}: the fds the workload opened, {fds:?}, in {reported:?}"
+            );
             assert!(
                 sh["fds"]
                     .as_array()
                     .unwrap()
                     .iter()
+                    .filter(|f| fds.contains(&n(f, "fd")))
                     .all(|f| f["kind"] == "other"),
                 "/dev/null is a device: {sh}"
             );
