@@ -157,19 +157,28 @@ fn every_dashboard_query_returns_data_for_a_known_workload() {
     let _hogs = hogs(&comm);
     let mut zombies = Workload::spawn("zombies:3");
     zombies.go();
+    // The copy-path panels need bytes moved while serve runs: one sendfile into a socket.
+    let mut copies = Workload::spawn("copy-sendfile:1048576");
     let server = Server::start(&["--copies", "--labels", "comm,cgroup,unit,pod"]);
     let prom = Prometheus::start(&[server.addr]);
+    copies.go();
     // Enough scrapes for every rate window.
     std::thread::sleep(Duration::from_secs(14));
-    let mut empty = Vec::new();
-    wait_for("every panel to have data", Duration::from_secs(30), || {
-        empty = queries
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let empty: Vec<_> = queries
             .iter()
             .filter(|(_, q)| prom.vector(q).is_empty())
-            .cloned()
             .collect();
-        empty.is_empty()
-    });
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "panels without data after 30 s: {empty:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // The run-queue panels give finite figures for the hogs.
     let p99 = prom.vector(&format!(
         "histogram_quantile(0.99, sum by (le, comm) (rate(proclens_runqueue_latency_seconds_bucket{{comm=\"{comm}\"}}[10s])))"
