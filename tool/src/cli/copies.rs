@@ -13,11 +13,11 @@ use crate::{
         copies::Want,
         extras::{Extras, ExtrasOptions},
         procfs,
-        session::{self, RowKinds},
+        session::RowKinds,
         tracer::{Health, TracerOptions},
     },
     model::{copy_report::ProcRow, selection::Selection},
-    render::copies::{Dropped, Frame, json_lines, plain_lines},
+    render::copies::{Dropped, Frame},
 };
 
 /// How a copy is classified and what the derived numbers mean.
@@ -103,32 +103,23 @@ pub fn run(args: &CopiesArgs) -> Result<ExitCode> {
         ..TracerOptions::default()
     })?;
     let selection = args.filter.selection();
-    let mut stdout = std::io::stdout().lock();
-    session::run_periodic(
+    super::print_periodic(
         tracer,
         RowKinds::Processes,
         ExtrasOptions::default(),
-        args.period.interval,
-        args.period.count,
-        |snap| {
-            let frame = Frame {
+        &args.period,
+        &args.output,
+        |snap, out| {
+            out.print(&Frame {
                 unix_time: snap.unix_time,
                 clock: snap.clock,
                 elapsed_s: snap.elapsed_s,
                 top_syscalls: args.syscalls.map(usize::from),
                 dropped: dropped(&snap.health),
                 rows: select_rows(snap.extras, &selection, args.all),
-            };
-            super::write_frame(
-                &mut stdout,
-                &frame,
-                args.output.json,
-                json_lines,
-                plain_lines,
-            )
+            })
         },
-    )?;
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 /// Every in-kernel drop counter, as this view shows them.

@@ -13,7 +13,7 @@ use crate::{
         extras::ExtrasOptions,
         forks::{AfterFork, FdSource, FdTables},
         procfs,
-        session::{self, RowKinds},
+        session::RowKinds,
         tracer::{Health, TracerOptions},
     },
     model::{
@@ -22,7 +22,7 @@ use crate::{
         proctable::Key,
         selection::Selection,
     },
-    render::forks::{Dropped, Frame, ViewRow, json_lines, plain_lines},
+    render::forks::{Dropped, Frame, ViewRow},
 };
 
 /// What the figures mean.
@@ -128,22 +128,21 @@ pub fn run(args: &ForksArgs) -> Result<ExitCode> {
         );
     }
     let selection = args.filter.selection();
-    let mut stdout = std::io::stdout().lock();
-    session::run_periodic(
+    super::print_periodic(
         tracer,
         RowKinds::Processes,
         ExtrasOptions {
             fd_tables: args.fd_tables(),
             ..ExtrasOptions::default()
         },
-        args.period.interval,
-        args.period.count,
-        |snap| {
+        &args.period,
+        &args.output,
+        |snap, out| {
             let a = snap
                 .extras
                 .after_fork
                 .context("after-fork figures missing")?;
-            let frame = frame(
+            out.print(&frame(
                 a,
                 &selection,
                 args.all,
@@ -151,17 +150,9 @@ pub fn run(args: &ForksArgs) -> Result<ExitCode> {
                 snap.clock,
                 snap.elapsed_s,
                 &snap.health,
-            );
-            super::write_frame(
-                &mut stdout,
-                &frame,
-                args.output.json,
-                json_lines,
-                plain_lines,
-            )
+            ))
         },
-    )?;
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 /// The interval's frame: rows with activity, or gone in the interval (their last report),

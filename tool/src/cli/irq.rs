@@ -11,14 +11,14 @@ use crate::{
     collect::{
         copies::Want,
         extras::ExtrasOptions,
-        session::{self, RowKinds, Snapshot},
+        session::{RowKinds, Snapshot},
         tracer::TracerOptions,
     },
     model::{
         irq::{Taken, VictimRow},
         proctable::Key,
     },
-    render::irq::{Frame, json_lines, plain_lines},
+    render::irq::Frame,
 };
 
 #[derive(Args, Debug)]
@@ -47,27 +47,19 @@ pub fn run(args: &IrqArgs) -> Result<ExitCode> {
         irq: Want::Required,
         ..TracerOptions::default()
     })?;
-    let mut stdout = std::io::stdout().lock();
-    session::run_periodic(
+    super::print_periodic(
         tracer,
         RowKinds::Processes,
         ExtrasOptions::default(),
-        args.period.interval,
-        args.period.count,
-        |snap| {
+        &args.period,
+        &args.output,
+        |snap, out| {
             let Some(frame) = frame(args, &snap) else {
                 anyhow::bail!("interrupts are not traced");
             };
-            super::write_frame(
-                &mut stdout,
-                &frame,
-                args.output.json,
-                json_lines,
-                plain_lines,
-            )
+            out.print(&frame)
         },
-    )?;
-    Ok(ExitCode::SUCCESS)
+    )
 }
 
 fn frame<'a>(args: &IrqArgs, snap: &'a Snapshot) -> Option<Frame<'a>> {

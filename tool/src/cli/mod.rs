@@ -202,20 +202,47 @@ pub(crate) fn write_report(
     out.flush()
 }
 
-/// Writes one interval's `frame` as JSON lines or text, as [`write_report`] does.
-pub(crate) fn write_frame<F>(
-    out: &mut impl std::io::Write,
-    frame: &F,
+/// Where a line view writes its reports: stdout, as JSON lines or text.
+pub(crate) struct Printer {
+    out: std::io::StdoutLock<'static>,
     json: bool,
-    json_lines: fn(&F) -> Vec<String>,
-    plain_lines: fn(&F) -> Vec<String>,
-) -> anyhow::Result<()> {
-    let lines = if json {
-        json_lines(frame)
-    } else {
-        plain_lines(frame)
+}
+
+impl Printer {
+    /// Writes one interval's report, as [`write_report`] does.
+    pub(crate) fn print(&mut self, report: &impl crate::render::Report) -> anyhow::Result<()> {
+        let lines = if self.json {
+            report.json_lines()
+        } else {
+            report.plain_lines()
+        };
+        Ok(write_report(&mut self.out, &lines, self.json)?)
+    }
+}
+
+/// The line views' run: every interval's snapshot handed to `on_tick` with the printer,
+/// until `--count` reports or a signal.
+pub(crate) fn print_periodic(
+    tracer: crate::collect::tracer::Tracer,
+    kinds: crate::collect::session::RowKinds,
+    extras: crate::collect::extras::ExtrasOptions,
+    period: &Period,
+    output: &Output,
+    mut on_tick: impl FnMut(crate::collect::session::Snapshot, &mut Printer) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    let mut printer = Printer {
+        out: std::io::stdout().lock(),
+        json: output.json,
     };
-    Ok(write_report(out, &lines, json)?)
+    crate::collect::session::run_periodic(
+        tracer,
+        kinds,
+        extras,
+        period.interval,
+        period.count,
+        |snap| on_tick(snap, &mut printer),
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {

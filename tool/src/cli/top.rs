@@ -11,11 +11,11 @@ use crate::{
         copies::Want,
         extras::ExtrasOptions,
         lifecycle::LifecycleOptions,
-        session::{self, RowKinds, Snapshot, idle_rows},
+        session::{RowKinds, Snapshot, idle_rows},
         tracer::TracerOptions,
     },
     model::switches::Row,
-    render::top::{Frame, TopRow, json_lines, plain_lines},
+    render::top::{Frame, TopRow},
 };
 
 /// What each figure means (`--help`), by its JSON field name; the plain columns and the
@@ -136,30 +136,19 @@ pub fn run(args: &TopArgs) -> Result<ExitCode> {
         syscalls: args.syscalls,
         ..top_tracing()
     })?;
-    let mut stdout = std::io::stdout().lock();
     let kinds = if args.threads {
         RowKinds::Threads
     } else {
         RowKinds::Processes
     };
-    session::run_periodic(
+    super::print_periodic(
         tracer,
         kinds,
         top_extras(&args.filter),
-        args.period.interval,
-        args.period.count,
-        |snap| {
-            let frame = frame(args, snap);
-            super::write_frame(
-                &mut stdout,
-                &frame,
-                args.output.json,
-                json_lines,
-                plain_lines,
-            )
-        },
-    )?;
-    Ok(ExitCode::SUCCESS)
+        &args.period,
+        &args.output,
+        |snap, out| out.print(&frame(args, snap)),
+    )
 }
 
 fn frame(args: &TopArgs, snap: Snapshot) -> Frame {

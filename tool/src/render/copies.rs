@@ -70,6 +70,8 @@ pub struct Frame {
     pub rows: Vec<(ProcRow, String, bool)>,
 }
 
+super::report_with!(Frame);
+
 /// `1.5MiB`, `512B`: binary units.
 pub fn human_bytes(v: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -62,6 +62,8 @@ pub struct Frame {
     pub execs: Vec<ExecEntry>,
 }
 
+super::report_with!(Frame);
+
 impl Frame {
     /// The interval's figures summed over the rows.
     fn sum(&self) -> Cost {

@@ -31,6 +31,8 @@ pub struct Frame<'a> {
     pub uncharged: u64,
 }
 
+super::report_with!(Frame<'_>);
+
 /// Time as a percentage of one CPU over the interval.
 fn pct(ns: u64, elapsed_s: f64) -> f64 {
     if elapsed_s > 0.0 {

@@ -32,6 +32,8 @@ pub struct Frame {
     pub rows: Vec<TopRow>,
 }
 
+super::report_with!(Frame);
+
 /// One process (or thread) of an interval.
 #[derive(Debug, Clone)]
 pub struct TopRow {

@@ -57,7 +57,6 @@ fn guarded(parse: impl FnOnce() -> btf_rs::Result<Btf> + std::panic::UnwindSafe)
 /// far more than any kernel nests, and a bound on malformed BTF whose references loop.
 const MAX_DEPTH: u32 = 32;
 
-
 /// The arguments a raw tracepoint passes (its `TP_PROTO`), as C type names, from the
 /// `btf_trace_<name>` typedef the kernel defines for every tracepoint (the leading
 /// `void *__data` is left out). Raw tracepoint programs read them by index.
