@@ -1,7 +1,8 @@
 //! Issue 18: what a fleet's Prometheus computes from `serve`. PromQL's
 //! `histogram_quantile(0.99, ...)` over the run-queue histogram of a workload with known
-//! run-queue waits (two CPU hogs pinned to one CPU) lands within one log2 bucket of the
-//! p99 `proclens latency` prints for the same window, every bucket series is cumulative
+//! run-queue waits (two CPU hogs pinned to one CPU) lands within one log2 bucket of
+//! bpftrace's p99 bucket (runqlat's rule) and of the p99 `proclens latency` prints for the
+//! same window, every bucket series is cumulative
 //! and ends with `+Inf` = `_count`; and every query of deploy/grafana-dashboard.json
 //! returns data.
 mod common;
@@ -12,7 +13,9 @@ use std::{
 };
 
 use common::{
-    Proclens, can_trace,
+    Proclens,
+    bpftrace::{Bpftrace, hist},
+    can_trace,
     exporter::{Named, Prometheus, Server, wait_for},
     workload::Workload,
 };
@@ -35,7 +38,7 @@ fn le(labels: &serde_json::Value) -> f64 {
 }
 
 #[test]
-fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
+fn promql_p99_is_within_a_log2_bucket_of_bpftrace_and_proclens_latency() {
     if !can_trace() {
         return;
     }
@@ -49,7 +52,19 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
         Duration::from_secs(30),
         || !prom.vector(&bucket).is_empty(),
     );
-    // proclens latency over the next 10 s, and Prometheus's view of the same 10 s.
+    // bpftrace's run-queue latency of the hogs (runqlat's rule: from a wakeup, or a
+    // switch that leaves the task runnable, to its next switch in; the tracepoint gives
+    // a preempted task TASK_REPORT_MAX, 0x100, and one that yielded 0), proclens latency
+    // over the next 10 s, and Prometheus's view of the same 10 s.
+    let bt = Bpftrace::start(&format!(
+        "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new /args->comm == \"{comm}\"/ \
+         {{ @queued[args->pid] = nsecs; }} \
+         tracepoint:sched:sched_switch /args->prev_comm == \"{comm}\" && (args->prev_state & 0xff) == 0/ \
+         {{ @queued[args->prev_pid] = nsecs; }} \
+         tracepoint:sched:sched_switch /@queued[args->next_pid]/ \
+         {{ @ns = hist(nsecs - @queued[args->next_pid]); delete(@queued[args->next_pid]); }} \
+         END {{ clear(@queued); }}"
+    ));
     const WINDOW: u64 = 10;
     let latency = Proclens::spawn(&[
         "latency",
@@ -63,6 +78,7 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
     ]);
     let report = latency.json_until(Duration::from_secs(WINDOW + 20), |v| v["type"] == "latency");
     let ended = Instant::now();
+    let anchor = hist(&bt.stop(), "ns");
     let p99_us = report["p99_us"].as_f64().unwrap();
     assert!(report["count"].as_u64().unwrap() > 100, "{report}");
     // Let Prometheus scrape a collection made after the report.
@@ -76,8 +92,28 @@ fn promql_p99_is_within_a_log2_bucket_of_proclens_latency() {
         promql_us.is_finite() && promql_us > 0.0,
         "{q} = {promql_us}"
     );
+    // bpftrace's p99 is in the log2 bucket where its count passes 99%: PromQL's
+    // estimate (interpolated in proclens's own log2 buckets) is within one bucket of it.
+    let total: u64 = anchor.iter().map(|b| b.1).sum();
+    assert!(total > 100, "bpftrace saw {total} waits: {anchor:?}");
+    let mut seen = 0;
+    let low_ns = anchor
+        .iter()
+        .find(|b| {
+            seen += b.1;
+            seen * 100 >= total * 99
+        })
+        .unwrap()
+        .0;
+    let (low_us, high_us) = (low_ns as f64 / 1e3, (low_ns.max(1) * 2) as f64 / 1e3);
+    eprintln!(
+        "run-queue p99: PromQL {promql_us:.0} us, proclens latency {p99_us} us, bpftrace [{low_us}, {high_us}) us of {total} waits"
+    );
+    assert!(
+        promql_us >= low_us / 2.0 && promql_us <= high_us * 2.0,
+        "PromQL p99 {promql_us:.0} us, bpftrace's p99 bucket [{low_us}, {high_us}) us"
+    );
     let apart = (promql_us.log2() - p99_us.log2()).abs();
-    eprintln!("run-queue p99: PromQL {promql_us:.0} us, proclens latency {p99_us} us");
     assert!(
         apart <= 1.0,
         "PromQL p99 {promql_us:.0} us, proclens latency p99 {p99_us} us: {apart:.2} log2 buckets apart"

@@ -113,3 +113,29 @@ pub fn count(out: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The buckets of log2 histogram `@name` (`hist()`), as (low bound, count), lowest first.
+/// Bounds print as `[0]`, `[1]`, `[2, 4)`, `[4K, 8K)`, `[1M, 2M)` (powers of 1024).
+pub fn hist(out: &str, name: &str) -> Vec<(u64, u64)> {
+    let bound = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        let (digits, scale) = match s.chars().last()? {
+            'K' => (&s[..s.len() - 1], 1 << 10),
+            'M' => (&s[..s.len() - 1], 1 << 20),
+            'G' => (&s[..s.len() - 1], 1 << 30),
+            _ => (s, 1),
+        };
+        Some(digits.parse::<u64>().ok()? * scale)
+    };
+    out.lines()
+        .skip_while(|l| !l.starts_with(&format!("@{name}:")))
+        .skip(1)
+        .map_while(|l| {
+            let rest = l.strip_prefix('[')?;
+            let (range, tail) = rest.split_once([')', ']'])?;
+            let low = bound(range.split(',').next()?)?;
+            let n = tail.split_whitespace().next()?.parse().ok()?;
+            Some((low, n))
+        })
+        .collect()
+}
