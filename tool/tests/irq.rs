@@ -12,7 +12,11 @@ use std::{
 
 use common::{
     Bounded as _, can_trace,
-    irq::{KsoftirqdBoost, Report, Reports, RpsGuard, interrupts, ksoftirqd, runtime_ns, softirqs},
+    exporter::{Server, sample_sum, scrape},
+    irq::{
+        FloodedSpinner, KsoftirqdBoost, Report, Reports, RpsGuard, interrupts, ksoftirqd,
+        runtime_ns, softirqs,
+    },
     now_unix,
     workload::Workload,
 };
@@ -148,6 +152,86 @@ fn counts_per_cpu_and_kind_are_bracketed_by_the_kernels_counters() {
     assert!(p.p.wait(Duration::from_secs(10)).success());
 }
 
+/// `serve`'s interrupt counters are bracketed by the kernel's as the irq view's are (see
+/// above): its totals at a collection made after one read of the kernel's counters and
+/// before the next. A collection made after a time shows in the first scrape whose counts
+/// differ from those of a scrape made after that time.
+#[test]
+fn serves_interrupt_counters_are_bracketed_by_the_kernels_too() {
+    if !can_trace() {
+        return;
+    }
+    let _rps = RpsGuard::steer_to(1);
+    let mut flood = Workload::spawn("udp-flood:700");
+    let a = counters();
+    let server = Server::start(&[]);
+    let b = counters();
+    flood.go();
+    line_interrupts();
+    let c = counters();
+    let softirqs = |body: &str| sample_sum(body, "proclens_softirqs_total", &[]);
+    let first = softirqs(&scrape(server.addr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = scrape(server.addr);
+        if softirqs(&body) != first {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no collection within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let d = counters();
+    let mut checked = 0;
+    for (cpu, per) in d.softirqs.iter().enumerate() {
+        let cpu_label = cpu.to_string();
+        for (v, name) in VECTORS.iter().enumerate() {
+            let got = sample_sum(
+                &body,
+                "proclens_softirqs_total",
+                &[("cpu", &cpu_label), ("vector", name)],
+            ) as u64;
+            let low = c.softirqs[cpu][v] - b.softirqs[cpu][v];
+            bracketed(
+                &format!("serve: CPU {cpu} {name}"),
+                got,
+                low,
+                per[v] - a.softirqs[cpu][v],
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        c.softirqs[1][3] - b.softirqs[1][3] >= 100,
+        "the flood raised too few NET_RX on CPU 1"
+    );
+    let mut lines_seen = 0;
+    for (row, per) in d
+        .interrupts
+        .iter()
+        .filter(|(r, _)| r.parse::<u32>().is_ok())
+    {
+        for (cpu, &now) in per.iter().enumerate() {
+            let got = sample_sum(
+                &body,
+                "proclens_hardirqs_total",
+                &[("cpu", &cpu.to_string()), ("irq", row)],
+            ) as u64;
+            let at = |x: &Counters| x.interrupts.get(row).map_or(0, |v| v[cpu]);
+            let low = at(&c).saturating_sub(at(&b));
+            bracketed(
+                &format!("serve: CPU {cpu} IRQ {row}"),
+                got,
+                low,
+                now - at(&a),
+            );
+            lines_seen += usize::from(low > 0);
+            checked += 1;
+        }
+    }
+    assert!(lines_seen > 0, "no IRQ line fired inside the bracket");
+    eprintln!("serve: {checked} (CPU, kind) pairs bracketed");
+}
+
 /// Reads the kernel's counters, then the first report made after them (its snapshot is
 /// later than the read), then the counters again.
 fn around_next_report(p: &mut Reports) -> (Counters, Report, Counters) {
@@ -185,21 +269,18 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
     if !can_trace() {
         return;
     }
-    let _rps = RpsGuard::steer_to(1);
-    let _ksoftirqd = KsoftirqdBoost::on(1);
-    let mut spin = Workload::spawn("spinner:1");
-    let pid = spin.pid();
-    let mut flood = Workload::spawn("udp-flood:1500");
+    let mut f = FloodedSpinner::new();
+    let pid = f.victim();
     let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
     p.next();
-    spin.start();
-    spin.wait_for("on 1");
+    f.spin.start();
+    f.spin.wait_for("on 1");
     let taken = |r: &Report, f: &str| r.victim(pid)[f].as_u64().unwrap();
     let lost_ns = |r: &Report| taken(r, "hard_ns_total") + taken(r, "soft_ns_total");
-    // Phase A: the flood.
+    // Phase A: the f.flood.
     let (a, r0, b) = around_next_report(&mut p);
     let (run0, wall0) = (runtime_ns(pid), Instant::now());
-    flood.go();
+    f.flood.go();
     let (run1, wall1) = (runtime_ns(pid), Instant::now());
     let (c, r1, d) = around_next_report(&mut p);
     let hit = taken(&r1, "soft_total") - taken(&r0, "soft_total");
@@ -227,9 +308,9 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
             "the victim lost {lost} ns of its {ran} ns on CPU"
         );
     }
-    // Phase B: the same process on CPU 0, no flood.
-    spin.say("cpu 0");
-    spin.wait_for("on 0");
+    // Phase B: the same process on CPU 0, no f.flood.
+    f.spin.say("cpu 0");
+    f.spin.wait_for("on 0");
     let (_, q0, _) = around_next_report(&mut p);
     let (run2, wall2) = (runtime_ns(pid), Instant::now());
     std::thread::sleep(Duration::from_millis(1500));
@@ -250,8 +331,8 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
     for r in [&r0, &r1, &q0, &q1] {
         no_cpu_busier_than_its_interval(r);
     }
-    spin.say("stop");
-    spin.wait_done();
+    f.spin.say("stop");
+    f.spin.wait_done();
     p.p.signal(libc::SIGINT);
     assert!(p.p.wait(Duration::from_secs(10)).success());
 }

@@ -15,8 +15,7 @@ use std::{
 
 use common::{
     can_trace,
-    irq::{KsoftirqdBoost, Reports, RpsGuard},
-    workload::Workload,
+    irq::{FloodedSpinner, Reports},
 };
 
 workload_entry!();
@@ -126,19 +125,16 @@ fn the_time_a_process_loses_agrees_with_bpftrace() {
     if !can_trace() {
         return;
     }
-    let _rps = RpsGuard::steer_to(1);
-    let _ksoftirqd = KsoftirqdBoost::on(1);
-    let mut spin = Workload::spawn("spinner:1");
-    let pid = spin.pid();
-    let mut flood = Workload::spawn("udp-flood:1500");
+    let mut f = FloodedSpinner::new();
+    let pid = f.victim();
     let bt = Bpftrace::start(&script(pid));
     let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
     p.next();
-    spin.start();
-    spin.wait_for("on 1");
-    flood.go();
-    spin.say("stop");
-    spin.wait_done();
+    f.spin.start();
+    f.spin.wait_for("on 1");
+    f.flood.go();
+    f.spin.say("stop");
+    f.spin.wait_done();
     // Its command reader has returned: nothing of it runs any more. A report made after.
     std::thread::sleep(Duration::from_millis(300));
     p.latest();
@@ -182,11 +178,8 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
     if !can_trace() {
         return;
     }
-    let _rps = RpsGuard::steer_to(1);
-    let _ksoftirqd = KsoftirqdBoost::on(1);
-    let mut spin = Workload::spawn("spinner:1");
-    let pid = spin.pid();
-    let mut flood = Workload::spawn("udp-flood:1500");
+    let mut f = FloodedSpinner::new();
+    let pid = f.victim();
     let bt = Bpftrace::start(&script(pid));
     let p =
         common::Proclens::spawn(&["top", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
@@ -199,11 +192,11 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
     assert!(first["irq_pct"].is_number(), "no irq_pct: {first}");
     let run0 = common::irq::runtime_ns(pid);
     let start = common::now_unix();
-    spin.start();
-    spin.wait_for("on 1");
-    flood.go();
-    spin.say("stop");
-    spin.wait_done();
+    f.spin.start();
+    f.spin.wait_for("on 1");
+    f.flood.go();
+    f.spin.say("stop");
+    f.spin.wait_done();
     std::thread::sleep(Duration::from_millis(300));
     let ran = common::irq::runtime_ns(pid) - run0;
     let end = common::now_unix();

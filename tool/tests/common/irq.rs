@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fs, time::Duration};
 
 use serde_json::Value;
 
-use super::Proclens;
+use super::{Proclens, workload::Workload};
 
 /// /proc/softirqs: per CPU, the ten vectors' counts.
 pub fn softirqs() -> Vec<[u64; 10]> {
@@ -143,6 +143,34 @@ impl Drop for KsoftirqdBoost {
         let p = libc::sched_param { sched_priority: 0 };
         // SAFETY: as above.
         unsafe { libc::sched_setscheduler(self.pid, libc::SCHED_OTHER, &raw const p) };
+    }
+}
+
+/// The victim tests' set-up: loopback's receive processing steered to CPU 1 and its
+/// ksoftirqd boosted (both restored when dropped), a process that spins on CPU 1 once
+/// started (`spinner:1`), and a flood of 1,500-byte UDP datagrams sent at `go`.
+pub struct FloodedSpinner {
+    pub spin: Workload,
+    pub flood: Workload,
+    _rps: RpsGuard,
+    _ksoftirqd: KsoftirqdBoost,
+}
+
+impl FloodedSpinner {
+    pub fn new() -> Self {
+        let rps = RpsGuard::steer_to(1);
+        let ksoftirqd = KsoftirqdBoost::on(1);
+        Self {
+            spin: Workload::spawn("spinner:1"),
+            flood: Workload::spawn("udp-flood:1500"),
+            _rps: rps,
+            _ksoftirqd: ksoftirqd,
+        }
+    }
+
+    /// The spinner's pid.
+    pub fn victim(&self) -> u32 {
+        self.spin.pid()
     }
 }
 
