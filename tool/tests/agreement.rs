@@ -11,8 +11,12 @@ use std::{
 };
 
 use common::{
-    PROCLENS, Proclens, can_trace, cgroup::v2_root, metrics, switch_workloads::PROBE_ENV,
-    task_clock_left_out_ms, workload::Workload,
+    PROCLENS, Proclens, can_trace,
+    cgroup::v2_root,
+    exporter::{Server, sample_sum, scrape},
+    switch_workloads::PROBE_ENV,
+    task_clock_left_out_ms,
+    workload::Workload,
 };
 use serde_json::Value;
 
@@ -84,7 +88,7 @@ fn serve_figures(body: &str, comm: &str) -> Figures {
     let n = |name: &str, extra: Option<(&str, &str)>| {
         let mut want = vec![c];
         want.extend(extra);
-        metrics::sum(body, name, &want)
+        sample_sum(body, name, &want)
     };
     Figures {
         voluntary: n(
@@ -169,7 +173,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     // Every row every interval (`-a`): the intervals in which a process only sleeps too.
     let top = Proclens::spawn(&["top", "--json", "-a", "-i", "0.5", "--cgroup", cg]);
     let lat = Proclens::spawn(&["latency", "--json", "-P", "-i", "0.5", "--cgroup", cg]);
-    let serve = metrics::serve(&["-i", "0.5", "--cgroup", cg]);
+    let serve = Server::with_args(&["-i", "0.5", "--cgroup", cg]);
     let addr = serve.addr;
     let (mut top_lines, mut lat_lines) = (Vec::new(), Vec::new());
     // Every view is attached once it has shown a short-lived probe run in the cgroup.
@@ -191,8 +195,8 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
         let seen = |lines: &[Value]| lines.iter().any(|v| v["comm"] == "xv-probe");
         if seen(&top_lines)
             && seen(&lat_lines)
-            && metrics::sum(
-                &metrics::scrape(addr),
+            && sample_sum(
+                &scrape(addr),
                 "proclens_context_switches_total",
                 &[("comm", "xv-probe")],
             ) > 0.0
@@ -220,7 +224,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     std::thread::sleep(Duration::from_secs(2));
     drain(&top, &mut top_lines);
     drain(&lat, &mut lat_lines);
-    let body = metrics::scrape(addr);
+    let body = scrape(addr);
     writeln!(to_workload, "go").unwrap();
     let status = common::wait_within(&mut run, common::COMMAND_LIMIT, "proclens run");
     assert!(status.success(), "{status}");

@@ -11,8 +11,8 @@ use std::{
 
 use common::{
     Proclens, can_trace,
+    exporter::{Server, sample_sum, scrape},
     lifecycle_workloads::orphan_pid_file,
-    metrics::{self, Serve},
     workload::Workload,
     zombies::{collect_until, comm_of, of_type, ps, ps_zombies_of, snapshot, watch},
 };
@@ -24,7 +24,7 @@ workload_entry!();
 struct Views {
     watch: Proclens,
     top: Proclens,
-    serve: Serve,
+    serve: Server,
 }
 
 impl Views {
@@ -34,7 +34,7 @@ impl Views {
         Self {
             watch: watch("0.5"),
             top,
-            serve: metrics::serve(&["--interval", "0.3"]),
+            serve: Server::start(&[]),
         }
     }
 
@@ -89,6 +89,14 @@ impl Views {
             let parent = &z["parent"];
             let state = ps()[&holder].1.chars().next().unwrap().to_string();
             assert_eq!(parent["state"], state.as_str(), "{z}");
+            // Where it sleeps, as /proc tells this (root, every capability) test: the
+            // holder is root's too, which proclens may read only with CAP_SYS_PTRACE.
+            let wchan = std::fs::read_to_string(format!("/proc/{holder}/wchan")).unwrap();
+            assert!(
+                state == "S" && wchan != "0",
+                "the holder sleeps: {state} {wchan}"
+            );
+            assert_eq!(parent["wchan"], wchan.trim(), "{z}");
             let cgroup = std::fs::read_to_string(format!("/proc/{holder}/cgroup")).unwrap();
             assert!(
                 cgroup.contains(&format!("0::{}\n", parent["cgroup"].as_str().unwrap())),
@@ -110,8 +118,8 @@ impl Views {
         // serve's gauge, by the holder's command.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let body = metrics::scrape(self.serve.addr);
-            let shown = metrics::sum(&body, "proclens_zombies", &[("parent_comm", &comm)]);
+            let body = scrape(self.serve.addr);
+            let shown = sample_sum(&body, "proclens_zombies", &[("parent_comm", &comm)]);
             if shown == n as f64 {
                 break;
             }

@@ -72,13 +72,16 @@ fn parse_min_age(s: &str) -> Result<f64, String> {
 
 pub fn run(args: ZombiesArgs) -> Result<ExitCode> {
     // Zombies come from lifecycle events alone: no program on every context switch.
-    let tracer = start::start(
+    // A parent's wait channel (/proc/PID/wchan) is readable only to who may ptrace it:
+    // another user's, or root's with every capability, needs CAP_SYS_PTRACE, kept when held.
+    let tracer = start::start_keeping(
         &[],
         None,
         TracerOptions {
             switches: false,
             ..TracerOptions::default()
         },
+        |_| vec![caps::Capability::CAP_SYS_PTRACE],
     )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,14 +13,10 @@ use super::{
 
 /// Checks `pids` and `cgroup`, starts a tracer with `opts` limited to that cgroup, reads
 /// what only a privileged reader may (the start-up zombies, from the kernel; the `io_uring`
-/// fds open when copies are accounted), and drops privileges: from then on proclens only
-/// reads the fds it holds.
-pub fn start(pids: &[u32], cgroup: Option<&Path>, opts: TracerOptions) -> Result<Tracer> {
-    start_keeping(pids, cgroup, opts, |_| Vec::new())
-}
-
-/// [`start`], keeping the capabilities `keep` asks for once it sees the started tracer
-/// (what it reads later may depend on what the kernel offered).
+/// fds open when copies are accounted), and drops privileges but the capabilities `keep`
+/// asks for once it sees the started tracer (what it reads later may depend on what the
+/// kernel offered): from then on proclens only reads the fds it holds and what those
+/// capabilities allow.
 pub fn start_keeping(
     pids: &[u32],
     cgroup: Option<&Path>,

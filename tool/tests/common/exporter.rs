@@ -25,9 +25,14 @@ pub struct Server {
 impl Server {
     /// `proclens serve` on a free loopback port, collecting every 0.3 s, with `extra`.
     pub fn start(extra: &[&str]) -> Self {
+        Self::with_args(&[&["--interval", "0.3"], extra].concat())
+    }
+
+    /// `proclens serve` on a free loopback port with `args` (its interval included).
+    pub fn with_args(args: &[&str]) -> Self {
         let child = Command::new(PROCLENS)
-            .args(["serve", "--listen", "127.0.0.1:0", "--interval", "0.3"])
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,6 +118,13 @@ pub fn try_http(
 
 pub fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> (u16, String) {
     try_http(addr, method, path, accept).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// The body of `GET /metrics`, which must answer 200.
+pub fn scrape(addr: SocketAddr) -> String {
+    let (status, body) = http(addr, "GET", "/metrics", None);
+    assert_eq!(status, 200, "GET /metrics: {body}");
+    body
 }
 
 /// A workload with a name of its own: a shell loop running `sleep` under another name.

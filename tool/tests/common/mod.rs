@@ -15,7 +15,6 @@ pub mod irq;
 pub mod irq_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
-pub mod metrics;
 pub mod podman;
 pub mod switch_workloads;
 pub mod workload;
