@@ -198,14 +198,16 @@ fn cow_faults_of_child_and_parent_after_fork() {
         "{p_row}"
     );
     // In the call: no longer than the parent's wall clock around the clone(2) (which
-    // also holds any wait for a CPU after it, often the child running first), and at
-    // least most of its CPU time around it (the rest is entering and leaving the call and
-    // a fault or two on the stack, microseconds against the milliseconds of copying
-    // 16,384 page-table entries).
+    // also holds any wait for a CPU after it), and at least two thirds of its CPU time
+    // around it. The rest is entering and leaving the call and the parent's first
+    // copy-on-write faults on its stack: microseconds against the milliseconds of
+    // copying 16,384 page-table entries here, but 22% of the whole under emulation (the
+    // kernel matrix's 5.10 guest).
     let in_call = t["fork_ms"].as_f64().unwrap() * 1e6;
     let (wall, cpu) = (n(&own, "fork_ns") as f64, n(&own, "fork_cpu_ns") as f64);
+    eprintln!("fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU");
     assert!(
-        in_call <= wall && in_call >= cpu * 0.8,
+        in_call <= wall && in_call >= cpu * 2.0 / 3.0,
         "fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU"
     );
 }
@@ -575,4 +577,21 @@ fn run_lists_every_exec_of_a_command_that_outlives_a_fold() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), 5, "five processes: {trues:?}");
+}
+
+/// A process that ended folds before `run`'s end keeps its row: the command forks a child
+/// that forks once and exits, then lingers 1.2 s. The report has the command's fork and
+/// the child's, each process with its own (before, the child's row went with the fold
+/// that reported it gone, and the report had one fork).
+#[test]
+fn run_keeps_the_row_of_a_process_that_ended_before_its_last_fold() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("fork-then-linger");
+    for (who, forks) in [("parent", 1), ("child", 1)] {
+        let row = proc_row(&r, &own[who]);
+        assert_eq!(n(row, "forks"), forks, "{who}: {row}");
+    }
+    assert_eq!(n(&r["forks"], "forks"), 2, "{}", r["forks"]);
 }

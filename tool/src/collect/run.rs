@@ -17,11 +17,17 @@ use super::{
     command::{self, Identity, Reaped},
     driver::{Driver, Sig, Step},
     extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
+    forks::AfterFork,
     lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
     session::{Collector, RowKinds, Snapshot},
     tracer::Tracer,
 };
-use crate::model::{event::Event, proctable::Notice, run_totals::RunTotals};
+use crate::model::{
+    event::Event,
+    forks::CostRow,
+    proctable::{Key, Notice},
+    run_totals::RunTotals,
+};
 
 /// After the command ends, how long proclens waits at most for its last figures: the
 /// leader's final switch (which comes just after proclens reaped it) and the frees of the
@@ -123,8 +129,11 @@ pub async fn trace(
     let mut c = Collector::new(tracer, RowKinds::Both, lifecycle(pid))?;
     let mut reaps = ReapLog::default();
     let mut totals = RunTotals::default();
-    // The execs each periodic snapshot hands over (the report lists them all).
+    // The execs each periodic snapshot hands over (the report lists them all), and the
+    // after-fork rows of processes that ended: a snapshot's row of an ended process is
+    // its last (its entries are deleted after it), so the final one would not have it.
     let mut execs = Vec::new();
+    let mut ended = EndedForkRows::default();
     // The leader's last switch, whenever its event is read (it may come in before the
     // wait for the command returns).
     let mut leader_exited = false;
@@ -145,6 +154,7 @@ pub async fn trace(
                 let mut snap = fold(&mut c, &mut driver, &mut totals, &mut leader_exited, pid)?;
                 if let Some(a) = &mut snap.extras.after_fork {
                     execs.append(&mut a.execs);
+                    ended.keep(a);
                 }
                 reaps.take(&mut c);
                 reaps.fold(snap.extras.notices);
@@ -184,6 +194,7 @@ pub async fn trace(
     if let Some(a) = &mut snapshot.extras.after_fork {
         execs.append(&mut a.execs);
         a.execs = execs;
+        ended.add_to(a);
     }
     reaps.fold(std::mem::take(&mut snapshot.extras.notices));
     Ok(Ok(RunOutcome {
@@ -230,4 +241,35 @@ fn take_rows(totals: &mut RunTotals, s: &mut Snapshot) {
 fn forward(pid: u32, sig: i32) {
     // SAFETY: kill with our child's pid.
     unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// The last after-fork rows (and names) of processes that ended before the final snapshot.
+#[derive(Default)]
+struct EndedForkRows {
+    rows: Vec<CostRow>,
+    comms: HashMap<Key, String>,
+}
+
+impl EndedForkRows {
+    fn keep(&mut self, a: &AfterFork) {
+        for r in a.rows.iter().filter(|r| a.gone.contains(&r.key)) {
+            self.rows.push(r.clone());
+            if let Some(c) = a.comms.get(&r.key) {
+                self.comms.insert(r.key, c.clone());
+            }
+        }
+    }
+
+    /// Adds the rows the final snapshot has no row of.
+    fn add_to(self, a: &mut AfterFork) {
+        let mut comms = self.comms;
+        for r in self.rows {
+            if !a.rows.iter().any(|x| x.key == r.key) {
+                if let Some(c) = comms.remove(&r.key) {
+                    a.comms.insert(r.key, c);
+                }
+                a.rows.push(r);
+            }
+        }
+    }
 }

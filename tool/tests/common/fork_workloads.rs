@@ -257,6 +257,34 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             )
             .unwrap();
         }
+        // A child that forks a grandchild (which exits at once), reaps it and exits; the
+        // parent reaps the child, then lingers 1.2 s (several of `run`'s folds) before it
+        // prints the child's pid and exits.
+        "fork-then-linger" => {
+            // SAFETY: the child forks, waits and _exits; the grandchild only _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // SAFETY: as above.
+                let grandchild = unsafe { libc::fork() };
+                if grandchild == 0 {
+                    unsafe { libc::_exit(0) };
+                }
+                let mut st = 0;
+                // SAFETY: waitpid with a valid pointer, then leaving.
+                unsafe {
+                    libc::waitpid(grandchild, &raw mut st, 0);
+                    libc::_exit(0);
+                }
+            }
+            reap(child);
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child}}}"#,
+                std::process::id()
+            )
+            .unwrap();
+        }
         // A file opened before fork, held by parent and child, whose pids and fd it prints
         // (first `go`); at the second `go` the child closes it.
         "share-fd" => {
