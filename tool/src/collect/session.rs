@@ -250,6 +250,10 @@ pub async fn periodic(
                 driver.drain(&mut |ev| c.absorb(ev));
                 c.end_batch(driver.watermark());
                 on_tick(c.snapshot(&live)?)?;
+                // What a storm made and the report freed goes back to the system (glibc
+                // keeps freed heap otherwise, and a long-running agent would hold its peak).
+                // SAFETY: malloc_trim only releases free memory of the allocator.
+                unsafe { libc::malloc_trim(0) };
                 reports += 1;
                 if count.is_some_and(|n| reports >= n) {
                     return Ok(());
