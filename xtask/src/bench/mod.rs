@@ -119,13 +119,19 @@ impl Background {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
-        let bg = Self { child };
+        let mut bg = Self { child };
         let deadline = Instant::now() + Duration::from_secs(30);
         while bg.prog_ids().len() < progs {
             if Instant::now() > deadline {
                 bail!("{cmd:?} did not attach {progs} programs within 30 s");
             }
             thread::sleep(Duration::from_millis(50));
+        }
+        // Loaded is not attached: a tracer that fails to attach its last program exits
+        // after loading them all (bpftrace does), and what followed would run untraced.
+        thread::sleep(Duration::from_millis(500));
+        if let Some(st) = bg.child.try_wait()? {
+            bail!("{cmd:?} exited ({st}) after loading its programs: it failed to attach");
         }
         Ok(bg)
     }
