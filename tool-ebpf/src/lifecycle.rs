@@ -271,10 +271,13 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
         tgid,
         start_ns: probe(leader, config::task_start_boottime_off())?,
     };
+    // Read with a probe, not a BTF load: the argument is NULL for a wait on any child,
+    // and Debian's 6.18.15 ran the compiled NULL check's load unguarded and oopsed on it
+    // (6.18.44 does not).
     let target_pid: u32 = if pid_struct == 0 {
         0
     } else {
-        field(pid_struct, config::pid_nr_off())
+        probe(pid_struct, config::pid_nr_off()).unwrap_or(0)
     };
     send(
         ctx,
