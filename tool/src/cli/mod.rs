@@ -16,7 +16,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::EXIT_CODES_HELP;
+use crate::{
+    collect::{
+        copies::Want, extras::ExtrasOptions, lifecycle::LifecycleOptions, tracer::TracerOptions,
+    },
+    error::EXIT_CODES_HELP,
+};
 
 #[derive(Parser, Debug)]
 #[allow(
@@ -139,23 +144,20 @@ impl Filter {
 
     /// Checks the pids and cgroup, then starts the tracer with `opts` (its filters and
     /// `--include-self` taken from here) and drops privileges.
-    pub fn start(
-        &self,
-        opts: crate::collect::tracer::TracerOptions,
-    ) -> anyhow::Result<crate::collect::tracer::Tracer> {
+    pub fn start(&self, opts: TracerOptions) -> anyhow::Result<crate::collect::tracer::Tracer> {
         self.start_keeping(opts, |_| Vec::new())
     }
 
     /// [`Filter::start`], keeping the capabilities `keep` names for the started tracer.
     pub fn start_keeping(
         &self,
-        opts: crate::collect::tracer::TracerOptions,
+        opts: TracerOptions,
         keep: impl FnOnce(&crate::collect::tracer::Tracer) -> Vec<caps::Capability>,
     ) -> anyhow::Result<crate::collect::tracer::Tracer> {
         crate::collect::start::start_keeping(
             &self.pids,
             self.cgroup.as_deref(),
-            crate::collect::tracer::TracerOptions {
+            TracerOptions {
                 include_self: self.include_self,
                 max_threads: self.table.max_threads,
                 pids: self.pids.clone(),
@@ -202,6 +204,31 @@ pub(crate) fn write_report(
     out.flush()
 }
 
+/// What the process-table views, `top` (lines and live table) and `serve`, trace: switches, the lifecycle (the zombies
+/// column), every syscall per process with `--syscalls` (the syscalls/s column), and
+/// interrupts (the irq% column), the latter left out with a warning where the kernel
+/// cannot time them.
+pub(crate) fn table_tracing() -> TracerOptions {
+    TracerOptions {
+        syscalls: true,
+        irq: Want::IfAvailable,
+        ..TracerOptions::default()
+    }
+}
+
+/// Their process table (`top`'s zombies column, serve's zombie gauges), its zombies
+/// limited to `--cgroup`.
+pub(crate) fn table_extras(filter: &Filter) -> ExtrasOptions {
+    ExtrasOptions {
+        lifecycle: Some(LifecycleOptions {
+            exits_filtered: filter.cgroup.is_some(),
+            ..LifecycleOptions::default()
+        }),
+        cgroup: filter.cgroup.clone(),
+        ..ExtrasOptions::default()
+    }
+}
+
 /// Where a line view writes its reports: stdout, as JSON lines or text.
 pub(crate) struct Printer {
     out: std::io::StdoutLock<'static>,
@@ -225,7 +252,7 @@ impl Printer {
 pub(crate) fn print_periodic(
     tracer: crate::collect::tracer::Tracer,
     kinds: crate::collect::session::RowKinds,
-    extras: crate::collect::extras::ExtrasOptions,
+    extras: ExtrasOptions,
     period: &Period,
     output: &Output,
     mut on_tick: impl FnMut(crate::collect::session::Snapshot, &mut Printer) -> anyhow::Result<()>,

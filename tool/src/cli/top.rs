@@ -9,8 +9,6 @@ use super::{Filter, Output, Period};
 use crate::{
     collect::{
         copies::Want,
-        extras::ExtrasOptions,
-        lifecycle::LifecycleOptions,
         session::{RowKinds, Snapshot, idle_rows},
         tracer::TracerOptions,
     },
@@ -49,30 +47,6 @@ Figures, by JSON field (per interval; `_total` fields: since proclens started):
   untracked_threads
       Traced threads the kernel's thread table had no room for (--max-threads),
       each counted once.";
-
-/// What `top` (lines and live table) traces: switches, the lifecycle (the zombies
-/// column), every syscall per process with `--syscalls` (the syscalls/s column), and
-/// interrupts (the irq% column), the latter left out with a warning where the kernel
-/// cannot time them. `serve` traces the same.
-pub fn top_tracing() -> TracerOptions {
-    TracerOptions {
-        syscalls: true,
-        irq: Want::IfAvailable,
-        ..TracerOptions::default()
-    }
-}
-
-/// `top`'s process table (the zombies column), its zombies limited to `--cgroup`.
-pub fn top_extras(filter: &Filter) -> ExtrasOptions {
-    ExtrasOptions {
-        lifecycle: Some(LifecycleOptions {
-            exits_filtered: filter.cgroup.is_some(),
-            ..LifecycleOptions::default()
-        }),
-        cgroup: filter.cgroup.clone(),
-        ..ExtrasOptions::default()
-    }
-}
 
 #[derive(Args, Debug)]
 #[allow(
@@ -122,19 +96,24 @@ pub fn run(args: &TopArgs) -> Result<ExitCode> {
                 Want::Off
             },
             irq: Want::Off,
-            ..top_tracing()
+            ..super::table_tracing()
         })?;
         let view = super::tui::View {
             selection: args.filter.selection(),
             threads: args.threads,
             has_copies: tracer.copies_on(),
         };
-        super::tui::run(tracer, top_extras(&args.filter), &args.period, view)?;
+        super::tui::run(
+            tracer,
+            super::table_extras(&args.filter),
+            &args.period,
+            view,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let tracer = args.filter.start(TracerOptions {
         syscalls: args.syscalls,
-        ..top_tracing()
+        ..super::table_tracing()
     })?;
     let kinds = if args.threads {
         RowKinds::Threads
@@ -144,7 +123,7 @@ pub fn run(args: &TopArgs) -> Result<ExitCode> {
     super::print_periodic(
         tracer,
         kinds,
-        top_extras(&args.filter),
+        super::table_extras(&args.filter),
         &args.period,
         &args.output,
         |snap, out| out.print(&frame(args, snap)),

@@ -109,7 +109,7 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
                     |mut snap| {
                         let idle = idle_rows(&pids, &snap.rows);
                         snap.rows.extend(idle);
-                        tx.send(snap).map_err(|_| anyhow!("the view has gone"))
+                        tx.send(snap).map_err(|_| anyhow::Error::new(ViewGone))
                     },
                 );
                 tokio::select! {
@@ -163,8 +163,20 @@ pub fn run(tracer: Tracer, extras: ExtrasOptions, period: &Period, view: View) -
     let _ = stop.send(());
     // Its error, if any, is the reason the view stopped.
     match collector.join() {
-        Ok(Err(e)) if !e.to_string().contains("the view has gone") => Err(e),
+        Ok(Err(e)) if e.downcast_ref::<ViewGone>().is_none() => Err(e),
         Err(_) => Err(anyhow!("the collector thread panicked")),
         _ => Ok(()),
     }
 }
+
+/// The collector's stop when the terminal view has ended first: not an error of the run.
+#[derive(Debug)]
+struct ViewGone;
+
+impl std::fmt::Display for ViewGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the view has gone")
+    }
+}
+
+impl std::error::Error for ViewGone {}

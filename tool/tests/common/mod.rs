@@ -1,6 +1,9 @@
 //! Helpers for the real-BPF integration tests: privilege gate, workloads run in a child
 //! process (this test binary re-executed), the kernel's own counters, and proclens itself.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary compiles every helper and uses only its own"
+)]
 
 pub mod bpf_maps;
 pub mod bpftrace;

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::{Filter, parse_interval, top};
+use super::{Filter, parse_interval};
 use crate::{
     collect::{
         copies::Want,
@@ -140,7 +140,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         let collector = session::periodic(
             tracer,
             RowKinds::Processes,
-            top::top_extras(&args.filter),
+            super::table_extras(&args.filter),
             args.interval,
             None,
             move |snap| {
@@ -177,7 +177,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
     let tracer = filter.start(TracerOptions {
         copies: if copies { Want::IfAvailable } else { Want::Off },
-        ..top::top_tracing()
+        ..super::table_tracing()
     })?;
     let on = tracer.copies_on();
     Ok((tracer, on))
