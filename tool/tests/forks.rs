@@ -595,3 +595,35 @@ fn run_keeps_the_row_of_a_process_that_ended_before_its_last_fold() {
     }
     assert_eq!(n(&r["forks"], "forks"), 2, "{}", r["forks"]);
 }
+
+/// 40 fds crossing an exec: all counted (as `ls` lists them), the 32 among 3 to 34 named,
+/// and the report says it does not name them all.
+#[test]
+fn an_exec_with_more_fds_than_named_says_it_is_incomplete() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, stdout) = run_workload("exec-leak:40");
+    let listed: BTreeSet<u64> = stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|&f| f > 2)
+        .collect();
+    assert!(listed.len() >= 40, "ls: {listed:?}");
+    let sh = r["forks"]["execs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == own["pid"] && e["filename"] == "/bin/sh")
+        .unwrap_or_else(|| panic!("no exec of /bin/sh: {}", r["forks"]["execs"]));
+    assert_eq!(n(sh, "inherited"), listed.len() as u64, "{sh}");
+    let named: Vec<u64> = sh["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| n(f, "fd"))
+        .collect();
+    let want: Vec<u64> = listed.iter().copied().filter(|&f| f <= 34).collect();
+    assert_eq!(named, want, "{sh}");
+    assert_eq!(sh["incomplete"], true, "{sh}");
+}

@@ -29,7 +29,8 @@ pub struct ExecEntry {
     pub inherited: u32,
     /// The inherited fds among 3 to 34, with what they are.
     pub fds: Vec<InheritedFd>,
-    /// The table was larger than the kernel side scans (1024 fds) or unreadable.
+    /// `fds` does not name every inherited fd: some are above 34, or the table was
+    /// larger than the kernel side scans (1024 fds), or unreadable.
     pub incomplete: bool,
 }
 
@@ -41,6 +42,16 @@ pub fn text(bytes: &[u8]) -> String {
 
 impl From<&ExecFds> for ExecEntry {
     fn from(e: &ExecFds) -> Self {
+        let fds: Vec<InheritedFd> = e
+            .fds
+            .iter()
+            .filter(|f| f.fd > 2)
+            .map(|f| InheritedFd {
+                fd: f.fd,
+                kind: kind_name(f.kind),
+            })
+            .collect();
+        let unread = e.flags & (exec_fds_flags::TRUNCATED | exec_fds_flags::UNREADABLE) != 0;
         ExecEntry {
             at_ns: e.header.ts,
             pid: e.task.tgid,
@@ -49,16 +60,8 @@ impl From<&ExecFds> for ExecEntry {
             filename: text(&e.filename),
             open: e.open,
             inherited: e.inherited,
-            fds: e
-                .fds
-                .iter()
-                .filter(|f| f.fd > 2)
-                .map(|f| InheritedFd {
-                    fd: f.fd,
-                    kind: kind_name(f.kind),
-                })
-                .collect(),
-            incomplete: e.flags & (exec_fds_flags::TRUNCATED | exec_fds_flags::UNREADABLE) != 0,
+            incomplete: unread || fds.len() < e.inherited as usize,
+            fds,
         }
     }
 }
