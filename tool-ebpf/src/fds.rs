@@ -33,7 +33,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{count, events, submit_flags},
+    maps::{count, events, read_failed, submit_flags},
     task::{field, probe, process_start},
 };
 
@@ -116,6 +116,9 @@ fn try_exec_fds(ctx: &BtfTracePointContext) -> Result<(), i32> {
         let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, name);
         let files: u64 = field(task, config::fds_task_files_off());
         fill(&mut *ev, files);
+        if (*ev).flags & exec_fds_flags::UNREADABLE != 0 {
+            read_failed(ctx, "exec_fds");
+        }
     }
     slot.submit(submit_flags(ring));
     Ok(())

@@ -25,7 +25,13 @@ use proclens_common::{
     forks::{ForkInflight, ForkTimes, fork_kind},
 };
 
-use crate::{config, faults::FORKERS, filter, maps::count, task::process_start};
+use crate::{
+    config,
+    faults::FORKERS,
+    filter,
+    maps::{count, read_failed},
+    task::process_start,
+};
 
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
@@ -96,7 +102,9 @@ fn enter(ctx: &TracePointContext, kind: u32) {
 
 #[tracepoint]
 pub fn fork_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    if try_exit(&ctx).is_err() {
+        read_failed(&ctx, "fork_exit");
+    }
     0
 }
 

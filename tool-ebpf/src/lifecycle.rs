@@ -23,7 +23,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::{count, events, send, submit_flags},
+    maps::{count, events, read_failed, send, submit_flags},
     reaper,
     task::{comm, field, probe},
 };
@@ -52,7 +52,9 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_process_wait")]
 pub fn sched_process_wait(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_wait(&ctx);
+    if try_wait(&ctx).is_err() {
+        read_failed(&ctx, "sched_process_wait");
+    }
     0
 }
 

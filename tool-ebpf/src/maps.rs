@@ -120,6 +120,18 @@ pub(crate) fn send<C: EbpfContext, T: 'static>(ctx: &C, ev: T) {
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
+/// Logs, at debug level (pruned by the verifier unless `--log-level debug`), that
+/// `program` gave up on an event because a kernel read failed.
+#[inline(always)]
+pub(crate) fn read_failed<C: EbpfContext>(ctx: &C, program: &str) {
+    debug!(
+        ctx,
+        "{}: a kernel read failed, event not recorded (tid {})",
+        program,
+        ctx.pid()
+    );
+}
+
 /// Counts something a program could not record (see `proclens_common::counters`), and
 /// logs it at debug level (pruned by the verifier unless `--log-level debug`).
 #[inline(always)]
