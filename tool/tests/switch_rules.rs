@@ -168,12 +168,26 @@ fn vfork_children_share_their_parents_address_space_and_forked_ones_do_not() {
 /// land after it set its sleeping state and before it switched, and the kernel then
 /// counts the switch voluntary though the tracepoint sees `TASK_RUNNING` (the anchor
 /// counts those: switches it sees as running, less the kernel's involuntary ones).
-/// proclens's voluntary and involuntary switches equal the kernel's exactly.
+/// proclens's voluntary and involuntary switches equal the kernel's exactly, in every
+/// run; runs are repeated (up to 4) until one has such a signal (a loaded machine may
+/// give none in 3 s).
 #[test]
 fn blocking_with_a_signal_pending_is_voluntary_as_the_kernel_counts_it() {
     if !can_trace() {
         return;
     }
+    for attempt in 1..=4 {
+        if signal_block_run() {
+            return;
+        }
+        eprintln!("run {attempt}: no signal landed in the window; again");
+    }
+    panic!("in 4 runs of 3 s no signal landed between the sleeper's state change and its switch");
+}
+
+/// One run of the signal-block workload: asserts proclens's counts equal the kernel's;
+/// returns whether a signal landed in the window.
+fn signal_block_run() -> bool {
     let comm = unique_comm("sig");
     let mut w = Workload::spawn_with_env("signal-block:3000", &[(COMM_ENV, comm.as_str())]);
     let pid = w.pid();
@@ -213,9 +227,6 @@ fn blocking_with_a_signal_pending_is_voluntary_as_the_kernel_counts_it() {
     eprintln!(
         "kernel {kernel:?}, proclens {ours:?}; the sleeper {sleeper:?} switched out {running} times as running"
     );
-    assert!(
-        running > sleeper.involuntary,
-        "no signal landed between the sleeper's state change and its switch ({running} running, {sleeper:?})"
-    );
     assert_eq!(ours, kernel);
+    running > sleeper.involuntary
 }
