@@ -439,6 +439,26 @@ fn a_table_made_with_clone_files_is_shared() {
     w.go();
 }
 
+/// The report's exec of /bin/sh by the workload's process.
+fn exec_of_sh<'a>(r: &'a Value, own: &Value) -> &'a Value {
+    r["forks"]["execs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == own["pid"] && e["filename"] == "/bin/sh")
+        .unwrap_or_else(|| panic!("no exec of /bin/sh: {}", r["forks"]["execs"]))
+}
+
+/// The fd numbers an exec's report names.
+fn named_fds(exec: &Value) -> Vec<u64> {
+    exec["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| n(f, "fd"))
+        .collect()
+}
+
 /// A program exec'd with 3 fds lacking close-on-exec inherits 3 (fcntl checked them
 /// before, /proc/PID/fd lists them after); with `O_CLOEXEC`, none.
 #[test]
@@ -467,19 +487,9 @@ fn fds_without_cloexec_cross_exec_and_are_reported() {
             crossed, want,
             "{kind}: ls saw {listed:?}, the workload opened {fds:?}"
         );
-        let sh = r["forks"]["execs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["pid"] == own["pid"] && e["filename"] == "/bin/sh")
-            .unwrap_or_else(|| panic!("{kind}: no exec of /bin/sh: {}", r["forks"]["execs"]));
+        let sh = exec_of_sh(&r, &own);
         assert_eq!(n(sh, "inherited"), above_2.len() as u64, "{kind}: {sh}");
-        let reported: Vec<u64> = sh["fds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| n(f, "fd"))
-            .collect();
+        let reported = named_fds(sh);
         assert_eq!(reported, above_2, "{kind}: {sh}");
         if want > 0 {
             assert!(
@@ -610,19 +620,9 @@ fn an_exec_with_more_fds_than_named_says_it_is_incomplete() {
         .filter(|&f| f > 2)
         .collect();
     assert!(listed.len() >= 40, "ls: {listed:?}");
-    let sh = r["forks"]["execs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["pid"] == own["pid"] && e["filename"] == "/bin/sh")
-        .unwrap_or_else(|| panic!("no exec of /bin/sh: {}", r["forks"]["execs"]));
+    let sh = exec_of_sh(&r, &own);
     assert_eq!(n(sh, "inherited"), listed.len() as u64, "{sh}");
-    let named: Vec<u64> = sh["fds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| n(f, "fd"))
-        .collect();
+    let named = named_fds(sh);
     let want: Vec<u64> = listed.iter().copied().filter(|&f| f <= 34).collect();
     assert_eq!(named, want, "{sh}");
     assert_eq!(sh["incomplete"], true, "{sh}");
