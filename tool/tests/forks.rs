@@ -199,15 +199,16 @@ fn cow_faults_of_child_and_parent_after_fork() {
     );
     // In the call: no longer than the parent's wall clock around the clone(2) (which
     // also holds any wait for a CPU after it), and at least two thirds of its CPU time
-    // around it. The rest is entering and leaving the call and the parent's first
-    // copy-on-write faults on its stack: microseconds against the milliseconds of
-    // copying 16,384 page-table entries here, but 22% of the whole under emulation (the
-    // kernel matrix's 5.10 guest).
+    // around it, or of the wall time where that is less. The rest is entering and leaving
+    // the call and the parent's first copy-on-write faults on its stack: microseconds
+    // against the milliseconds of copying 16,384 page-table entries here, but 22% of the
+    // whole under emulation (the kernel matrix's 5.10 guest), whose task CPU clock can
+    // also run past its wall clock (13.5 ms of CPU in 4.0 ms of wall time once).
     let in_call = t["fork_ms"].as_f64().unwrap() * 1e6;
     let (wall, cpu) = (n(&own, "fork_ns") as f64, n(&own, "fork_cpu_ns") as f64);
     eprintln!("fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU");
     assert!(
-        in_call <= wall && in_call >= cpu * 2.0 / 3.0,
+        in_call <= wall && in_call >= cpu.min(wall) * 2.0 / 3.0,
         "fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU"
     );
 }
