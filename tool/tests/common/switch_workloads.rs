@@ -195,6 +195,10 @@ fn cgroup_churn(rounds: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
         for t in threads {
             t.join().unwrap();
         }
+        // A join returns once a thread has exited, before its final switch: a moment
+        // for those to happen before the next round wants table room (on a loaded
+        // machine 37 rounds of 1,000 started while one was pending).
+        thread::sleep(Duration::from_millis(2));
     }
     writeln!(out, "done").unwrap();
     wait_go();
