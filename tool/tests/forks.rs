@@ -201,14 +201,23 @@ fn cow_faults_of_child_and_parent_after_fork() {
     // also holds any wait for a CPU after it), and at least two thirds of its CPU time
     // around it, or of the wall time where that is less. The rest is entering and leaving
     // the call and the parent's first copy-on-write faults on its stack: microseconds
-    // against the milliseconds of copying 16,384 page-table entries here, but 22% of the
-    // whole under emulation (the kernel matrix's 5.10 guest), whose task CPU clock can
-    // also run past its wall clock (13.5 ms of CPU in 4.0 ms of wall time once).
+    // against the milliseconds of copying 16,384 page-table entries. The lower bound is
+    // left to real CPUs: in the kernel matrix's guests (one host thread emulating both
+    // vCPUs, on a shared host) the time around the call was 1.3 to 3.3 times the call,
+    // and the task CPU clock once ran past the wall clock (13.5 ms in 4.0 ms).
     let in_call = t["fork_ms"].as_f64().unwrap() * 1e6;
     let (wall, cpu) = (n(&own, "fork_ns") as f64, n(&own, "fork_cpu_ns") as f64);
-    eprintln!("fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU");
+    let emulated = std::env::var_os("PROCLENS_EMULATED").is_some();
+    eprintln!(
+        "fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU{}",
+        if emulated {
+            " (emulated: upper bound only)"
+        } else {
+            ""
+        }
+    );
     assert!(
-        in_call <= wall && in_call >= cpu.min(wall) * 2.0 / 3.0,
+        in_call > 0.0 && in_call <= wall && (emulated || in_call >= cpu.min(wall) * 2.0 / 3.0),
         "fork: {in_call} ns in the call; around it {wall} ns of wall time, {cpu} ns of CPU"
     );
 }

@@ -70,7 +70,7 @@ mount -t bpf bpf /sys/fs/bpf
 # /tmp stays on the initramfs itself (writable): the test binaries may live under it.
 mount -t tmpfs tmpfs /run
 ip link set lo up 2>/dev/null
-export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp
+export HOME=/root CI=true RUST_BACKTRACE=0 TMPDIR=/tmp PROCLENS_EMULATED=1
 ",
     );
     let _ = writeln!(s, "echo \"{KERNEL} $(uname -r)\"");
