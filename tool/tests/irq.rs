@@ -112,42 +112,19 @@ fn counts_per_cpu_and_kind_are_bracketed_by_the_kernels_counters() {
         !cfg!(target_arch = "x86_64") || vectors.len() == 4,
         "the x86 system vectors are timed: {vectors:?}"
     );
-    let mut checked = 0;
-    for (cpu, per) in d.softirqs.iter().enumerate() {
-        for (v, name) in VECTORS.iter().enumerate() {
-            let got = r.softirqs.get(&(cpu, name.to_string())).map_or(0, |t| t.0);
-            let low = c.softirqs[cpu][v] - b.softirqs[cpu][v];
-            bracketed(
-                &format!("CPU {cpu} {name}"),
-                got,
-                low,
-                per[v] - a.softirqs[cpu][v],
-            );
-            checked += 1;
-        }
-    }
-    let net_rx = c.softirqs[1][3] - b.softirqs[1][3];
-    assert!(
-        net_rx >= 100,
-        "the flood raised NET_RX on CPU 1 {net_rx} times"
-    );
     // Every row proclens times: the lines, and the system vectors it says it times.
     let timed = |row: &str| row.parse::<u32>().is_ok() || vectors.iter().any(|v| v == row);
-    let mut lines_seen = 0;
-    for (row, per) in d.interrupts.iter().filter(|(row, _)| timed(row)) {
-        for (cpu, &now) in per.iter().enumerate() {
-            let got = r.hardirqs.get(&(cpu, row.clone())).copied().unwrap_or(0);
-            let at = |x: &Counters| x.interrupts.get(row).map_or(0, |v| v[cpu]);
-            let low = at(&c).saturating_sub(at(&b));
-            bracketed(&format!("CPU {cpu} IRQ {row}"), got, low, now - at(&a));
-            if row.parse::<u32>().is_ok() && low > 0 {
-                lines_seen += 1;
-            }
-            checked += 1;
-        }
-    }
-    assert!(lines_seen > 0, "no IRQ line fired inside the bracket");
-    eprintln!("{checked} (CPU, kind) pairs bracketed; NET_RX on CPU 1: {net_rx}");
+    Brackets { a, b, c, d }.check(
+        "",
+        |cpu, name| r.softirqs.get(&(cpu, name.to_string())).map_or(0, |t| t.0),
+        |cpu, row| {
+            r.hardirqs
+                .get(&(cpu, row.to_string()))
+                .copied()
+                .unwrap_or(0)
+        },
+        timed,
+    );
     p.p.signal(libc::SIGINT);
     assert!(p.p.wait(Duration::from_secs(10)).success());
 }
@@ -181,55 +158,87 @@ fn serves_interrupt_counters_are_bracketed_by_the_kernels_too() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let d = counters();
-    let mut checked = 0;
-    for (cpu, per) in d.softirqs.iter().enumerate() {
-        let cpu_label = cpu.to_string();
-        for (v, name) in VECTORS.iter().enumerate() {
-            let got = sample_sum(
+    Brackets { a, b, c, d }.check(
+        "serve: ",
+        |cpu, name| {
+            let cpu = cpu.to_string();
+            sample_sum(
                 &body,
                 "proclens_softirqs_total",
-                &[("cpu", &cpu_label), ("vector", name)],
-            ) as u64;
-            let low = c.softirqs[cpu][v] - b.softirqs[cpu][v];
-            bracketed(
-                &format!("serve: CPU {cpu} {name}"),
-                got,
-                low,
-                per[v] - a.softirqs[cpu][v],
-            );
-            checked += 1;
-        }
-    }
-    assert!(
-        c.softirqs[1][3] - b.softirqs[1][3] >= 100,
-        "the flood raised too few NET_RX on CPU 1"
-    );
-    let mut lines_seen = 0;
-    for (row, per) in d
-        .interrupts
-        .iter()
-        .filter(|(r, _)| r.parse::<u32>().is_ok())
-    {
-        for (cpu, &now) in per.iter().enumerate() {
-            let got = sample_sum(
+                &[("cpu", &cpu), ("vector", name)],
+            ) as u64
+        },
+        |cpu, row| {
+            let cpu = cpu.to_string();
+            sample_sum(
                 &body,
                 "proclens_hardirqs_total",
-                &[("cpu", &cpu.to_string()), ("irq", row)],
-            ) as u64;
-            let at = |x: &Counters| x.interrupts.get(row).map_or(0, |v| v[cpu]);
-            let low = at(&c).saturating_sub(at(&b));
-            bracketed(
-                &format!("serve: CPU {cpu} IRQ {row}"),
-                got,
-                low,
-                now - at(&a),
-            );
-            lines_seen += usize::from(low > 0);
-            checked += 1;
+                &[("cpu", &cpu), ("irq", row)],
+            ) as u64
+        },
+        |row| row.parse::<u32>().is_ok(),
+    );
+}
+
+/// The kernel's counters read before proclens started (`a`), once it had attached (`b`),
+/// before the snapshot compared (`c`) and after it (`d`): each count proclens reported is
+/// at least what happened between `b` and `c` and at most what happened between `a` and
+/// `d`, per CPU and kind.
+struct Brackets {
+    a: Counters,
+    b: Counters,
+    c: Counters,
+    d: Counters,
+}
+
+impl Brackets {
+    /// Checks proclens's count of every softirq vector (`soft(cpu, vector)`) and of every
+    /// `timed` /proc/interrupts row (`hard(cpu, row)`) on every CPU. The flood's `NET_RX`
+    /// on CPU 1 and some IRQ line's interrupts must fall inside the lower bounds.
+    fn check(
+        &self,
+        who: &str,
+        soft: impl Fn(usize, &str) -> u64,
+        hard: impl Fn(usize, &str) -> u64,
+        timed: impl Fn(&str) -> bool,
+    ) {
+        let Self { a, b, c, d } = self;
+        let mut checked = 0;
+        for (cpu, per) in d.softirqs.iter().enumerate() {
+            for (v, name) in VECTORS.iter().enumerate() {
+                let low = c.softirqs[cpu][v] - b.softirqs[cpu][v];
+                bracketed(
+                    &format!("{who}CPU {cpu} {name}"),
+                    soft(cpu, name),
+                    low,
+                    per[v] - a.softirqs[cpu][v],
+                );
+                checked += 1;
+            }
         }
+        let net_rx = c.softirqs[1][3] - b.softirqs[1][3];
+        assert!(
+            net_rx >= 100,
+            "{who}the flood raised NET_RX on CPU 1 {net_rx} times"
+        );
+        let mut lines_seen = 0;
+        for (row, per) in d.interrupts.iter().filter(|(row, _)| timed(row)) {
+            for (cpu, &now) in per.iter().enumerate() {
+                let at = |x: &Counters| x.interrupts.get(row).map_or(0, |v| v[cpu]);
+                let low = at(c).saturating_sub(at(b));
+                bracketed(
+                    &format!("{who}CPU {cpu} IRQ {row}"),
+                    hard(cpu, row),
+                    low,
+                    now - at(a),
+                );
+                lines_seen += usize::from(row.parse::<u32>().is_ok() && low > 0);
+                checked += 1;
+            }
+        }
+        assert!(lines_seen > 0, "{who}no IRQ line fired inside the bracket");
+        eprintln!("{who}{checked} (CPU, kind) pairs bracketed; NET_RX on CPU 1: {net_rx}");
     }
-    assert!(lines_seen > 0, "no IRQ line fired inside the bracket");
-    eprintln!("serve: {checked} (CPU, kind) pairs bracketed");
 }
 
 /// Reads the kernel's counters, then the first report made after them (its snapshot is
