@@ -18,7 +18,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     collect::{
-        copies::Want, extras::ExtrasOptions, lifecycle::LifecycleOptions, tracer::TracerOptions,
+        copies::Want,
+        extras::ExtrasOptions,
+        lifecycle::LifecycleOptions,
+        session::{self, RowKinds, Snapshot},
+        tracer::{Tracer, TracerOptions},
     },
     error::EXIT_CODES_HELP,
 };
@@ -144,7 +148,7 @@ impl Filter {
 
     /// Checks the pids and cgroup, then starts the tracer with `opts` (its filters and
     /// `--include-self` taken from here) and drops privileges.
-    pub fn start(&self, opts: TracerOptions) -> anyhow::Result<crate::collect::tracer::Tracer> {
+    pub fn start(&self, opts: TracerOptions) -> anyhow::Result<Tracer> {
         self.start_keeping(opts, |_| Vec::new())
     }
 
@@ -152,8 +156,8 @@ impl Filter {
     pub fn start_keeping(
         &self,
         opts: TracerOptions,
-        keep: impl FnOnce(&crate::collect::tracer::Tracer) -> Vec<caps::Capability>,
-    ) -> anyhow::Result<crate::collect::tracer::Tracer> {
+        keep: impl FnOnce(&Tracer) -> Vec<caps::Capability>,
+    ) -> anyhow::Result<Tracer> {
         crate::collect::start::start_keeping(
             &self.pids,
             self.cgroup.as_deref(),
@@ -204,10 +208,10 @@ pub(crate) fn write_report(
     out.flush()
 }
 
-/// What the process-table views, `top` (lines and live table) and `serve`, trace: switches, the lifecycle (the zombies
-/// column), every syscall per process with `--syscalls` (the syscalls/s column), and
-/// interrupts (the irq% column), the latter left out with a warning where the kernel
-/// cannot time them.
+/// What the process-table views, `top` (lines and live table) and `serve`, trace:
+/// switches, the lifecycle (the zombies column), every syscall per process with
+/// `--syscalls` (the syscalls/s column), and interrupts (the irq% column), the latter left
+/// out with a warning where the kernel cannot time them.
 pub(crate) fn table_tracing() -> TracerOptions {
     TracerOptions {
         syscalls: true,
@@ -250,18 +254,18 @@ impl Printer {
 /// The line views' run: every interval's snapshot handed to `on_tick` with the printer,
 /// until `--count` reports or a signal.
 pub(crate) fn print_periodic(
-    tracer: crate::collect::tracer::Tracer,
-    kinds: crate::collect::session::RowKinds,
+    tracer: Tracer,
+    kinds: RowKinds,
     extras: ExtrasOptions,
     period: &Period,
     output: &Output,
-    mut on_tick: impl FnMut(crate::collect::session::Snapshot, &mut Printer) -> anyhow::Result<()>,
+    mut on_tick: impl FnMut(Snapshot, &mut Printer) -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let mut printer = Printer {
         out: std::io::stdout().lock(),
         json: output.json,
     };
-    crate::collect::session::run_periodic(
+    session::run_periodic(
         tracer,
         kinds,
         extras,
