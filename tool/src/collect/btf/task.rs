@@ -28,6 +28,26 @@ pub struct TaskOffsets {
     pub on_rq: u32,
 }
 
+impl TaskOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        Ok(Self {
+            pid: member_offset(btf, "task_struct", "pid")?,
+            mm: member_offset(btf, "task_struct", "mm")?,
+            group_leader: member_offset(btf, "task_struct", "group_leader")?,
+            start_time: member_offset(btf, "task_struct", "start_time")?,
+            state: member_offset(btf, "task_struct", "__state")
+                .or_else(|_| member_offset(btf, "task_struct", "state"))?,
+            exit_state: member_offset(btf, "task_struct", "exit_state")?,
+            flags: member_offset(btf, "task_struct", "flags")?,
+            active_mm: member_offset(btf, "task_struct", "active_mm")?,
+            nvcsw: member_offset(btf, "task_struct", "nvcsw")?,
+            nivcsw: member_offset(btf, "task_struct", "nivcsw")?,
+            on_cpu: member_offset(btf, "task_struct", "on_cpu")?,
+            on_rq: member_offset(btf, "task_struct", "on_rq")?,
+        })
+    }
+}
+
 /// Where the scheduler keeps the time of the switch or wakeup it is tracing: the task's
 /// run queue's `rq->clock` (`sched_clock`, ns), which `__schedule` and every wakeup update
 /// under the run-queue lock just before the tracepoint fires. Reached from the task as
@@ -107,26 +127,6 @@ impl CgroupWalkOffsets {
             cgroup_level: member_offset(btf, "cgroup", "level")?,
             cgroup_ancestor_ids,
             ancestor_ptrs,
-        })
-    }
-}
-
-impl TaskOffsets {
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
-        Ok(Self {
-            pid: member_offset(btf, "task_struct", "pid")?,
-            mm: member_offset(btf, "task_struct", "mm")?,
-            group_leader: member_offset(btf, "task_struct", "group_leader")?,
-            start_time: member_offset(btf, "task_struct", "start_time")?,
-            state: member_offset(btf, "task_struct", "__state")
-                .or_else(|_| member_offset(btf, "task_struct", "state"))?,
-            exit_state: member_offset(btf, "task_struct", "exit_state")?,
-            flags: member_offset(btf, "task_struct", "flags")?,
-            active_mm: member_offset(btf, "task_struct", "active_mm")?,
-            nvcsw: member_offset(btf, "task_struct", "nvcsw")?,
-            nivcsw: member_offset(btf, "task_struct", "nivcsw")?,
-            on_cpu: member_offset(btf, "task_struct", "on_cpu")?,
-            on_rq: member_offset(btf, "task_struct", "on_rq")?,
         })
     }
 }
