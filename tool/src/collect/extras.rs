@@ -53,7 +53,7 @@ pub struct Extras {
     pub proc_comms: HashMap<Key, String>,
     /// `procs`' processes that have gone: this is their last interval (their map entries
     /// are deleted after it).
-    pub gone: Vec<Key>,
+    pub gone: procfs::Gone,
     /// Processes that held an `io_uring` fd when proclens started (by pid), flagged like
     /// `io_uring`'s syscalls flag `procs`' rows.
     pub io_uring_at_start: Vec<u32>,
@@ -194,12 +194,18 @@ impl ExtrasCollector {
 
     /// One interval's figures. `lost_events` is the ring buffer's drop count: the process
     /// table is checked against /proc (in full when it grew, see [`Lifecycle::check`]).
-    pub fn tick(&mut self, tracer: &mut Tracer, lost_events: u64) -> Result<Extras> {
+    /// `exited`: the processes the events saw die lately.
+    pub fn tick(
+        &mut self,
+        tracer: &mut Tracer,
+        lost_events: u64,
+        exited: &procfs::Exited,
+    ) -> Result<Extras> {
         let mut out = Extras::default();
         if let Some(model) = &mut self.copies {
             let maps = tracer.copy_maps().context("copy maps not loaded")?;
             let mut snap = maps.snapshot()?;
-            let gone = copies::gone_processes(&snap.processes(), procfs::tick_ns());
+            let gone = copies::gone_processes(&snap.processes(), procfs::tick_ns(), exited);
             // Gone processes have their last interval now: their final figures (what
             // they did after the snapshot included), then their entries freed.
             snap.update(maps.take_gone(&gone)?);
@@ -275,7 +281,7 @@ impl ExtrasCollector {
             out.headroom = super::parents::headroom();
         }
         if let Some(f) = &mut self.forks {
-            out.after_fork = Some(f.tick(tracer)?);
+            out.after_fork = Some(f.tick(tracer, exited)?);
         }
         Ok(out)
     }

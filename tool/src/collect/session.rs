@@ -15,7 +15,7 @@ use super::{
     driver::{Driver, Step},
     extras::{Extras, ExtrasCollector, ExtrasOptions},
     irq::{IrqCollector, IrqSnapshot},
-    procfs::CommCache,
+    procfs::{CommCache, Exited},
     tracer::{Health, Tracer},
 };
 use crate::model::{
@@ -86,6 +86,8 @@ pub struct Collector {
     model: SwitchModel,
     thread_model: Option<SwitchModel>,
     comms: CommCache<Key>,
+    /// Processes the events saw die lately: gone without a look in /proc.
+    exited: Exited,
     /// Final counts of threads that exited since the last report.
     exits: Vec<ThreadExit>,
     extras: ExtrasCollector,
@@ -116,6 +118,7 @@ impl Collector {
             model,
             thread_model,
             comms: CommCache::default(),
+            exited: Exited::default(),
             exits: Vec::new(),
             extras,
             irq,
@@ -131,6 +134,7 @@ impl Collector {
             let tgid = x.task.tgid;
             self.comms.forget(|k| k.tgid == tgid);
         }
+        self.exited.absorb(&ev);
         if !self.extras.absorb(&ev)
             && let Event::ThreadExit(t) = ev
         {
@@ -194,11 +198,14 @@ impl Collector {
         self.comms
             .retain(|k| model.contains(k) || thread_model.as_ref().is_some_and(|m| m.contains(k)));
         let health = self.tracer.health()?;
-        let extras = self.extras.tick(&mut self.tracer, health.ringbuf_drops)?;
+        let extras = self
+            .extras
+            .tick(&mut self.tracer, health.ringbuf_drops, &self.exited)?;
         let irq = match (&mut self.irq, self.tracer.irq_maps()) {
-            (Some(c), Some(maps)) => Some(c.tick(maps)?),
+            (Some(c), Some(maps)) => Some(c.tick(maps, &self.exited)?),
             _ => None,
         };
+        self.exited.rotate();
         Ok(Snapshot {
             unix_time,
             clock,

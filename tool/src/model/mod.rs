@@ -18,5 +18,6 @@ pub mod run_report;
 pub mod run_sections;
 pub mod run_totals;
 pub mod selection;
+pub mod spare;
 pub mod switches;
 pub mod syscalls;

@@ -1,7 +1,7 @@
 //! Per-process (or per-thread) context-switch totals and interval deltas, from snapshots of
 //! the kernel's per-thread map plus the final counts of threads that exited.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, hash_map::Entry};
 
 use proclens_common::{
     event::ThreadExit,
@@ -202,6 +202,25 @@ impl SwitchModel {
         }
     }
 
+    /// Keeps a row's kernel name: its leader's (`leader`), else its first thread's. Reads
+    /// it only when it would be kept (a fork storm's rows are named once each).
+    fn note_comm(&mut self, key: Key, leader: bool, raw: &[u8; 16]) {
+        if raw[0] == 0 {
+            return;
+        }
+        match self.exit_comms.entry(key) {
+            Entry::Occupied(mut e) => {
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                if leader && e.get().as_bytes() != &raw[..end] {
+                    e.insert(comm_str(raw));
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(comm_str(raw));
+            }
+        }
+    }
+
     /// Folds in one snapshot of the live threads and the exits seen since the last call.
     /// A thread may appear in both (read just before its exit); its final counts win.
     pub fn update(
@@ -223,10 +242,7 @@ impl SwitchModel {
             }
             let key = self.key(tid, &ev.stats);
             self.finished.entry(key).or_default().add(&ev.stats);
-            let name = comm_str(&ev.comm);
-            if !name.is_empty() && (tid == ev.stats.tgid || !self.exit_comms.contains_key(&key)) {
-                self.exit_comms.insert(key, name);
-            }
+            self.note_comm(key, tid == ev.stats.tgid, &ev.comm);
         }
         let mut totals: HashMap<Key, Counts> = self.finished.clone();
         let mut alive: HashSet<Key> = HashSet::new();
@@ -240,10 +256,7 @@ impl SwitchModel {
             alive.insert(key);
             // The kernel's name, for a process reaped before /proc is read: the leader's
             // when there is one.
-            let name = comm_str(&t.comm);
-            if !name.is_empty() && (*tid == t.tgid || !self.exit_comms.contains_key(&key)) {
-                self.exit_comms.insert(key, name);
-            }
+            self.note_comm(key, *tid == t.tgid, &t.comm);
         }
         let mut rows = Vec::with_capacity(totals.len());
         for (key, total) in totals {
@@ -271,6 +284,9 @@ impl SwitchModel {
                 exit_comm: self.exit_comms.get(&key).cloned(),
             });
         }
+        super::spare::map(&mut self.finished);
+        super::spare::map(&mut self.last);
+        super::spare::map(&mut self.exit_comms);
         rows.sort_by(|a, b| {
             b.delta
                 .switches()

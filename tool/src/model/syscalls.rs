@@ -152,6 +152,7 @@ impl SyscallModel {
             });
         }
         self.last.clone_from(snapshot);
+        super::spare::map(&mut self.last);
         out
     }
 }

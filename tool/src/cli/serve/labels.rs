@@ -59,6 +59,7 @@ impl CgroupCache {
     fn end_interval(&mut self) {
         let seen = std::mem::take(&mut self.seen);
         self.known.retain(|k, _| seen.contains(k));
+        crate::model::spare::map(&mut self.known);
         self.interval += 1;
     }
 }
@@ -154,6 +155,7 @@ impl Labeller {
         }
         let seen = &self.seen;
         self.others.retain(|t, _| seen.contains(t));
+        crate::model::spare::map(&mut self.others);
         self.attributor.end_interval();
     }
 

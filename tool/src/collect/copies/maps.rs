@@ -162,13 +162,12 @@ impl CopyMaps {
     /// its entries. The per-thread in-flight slots of threads that no longer exist go too
     /// (the kernel keeps a thread's slot between calls). Names (`COMMS`) stay until
     /// [`CopyMaps::forget_names`].
-    pub fn take_gone(&mut self, gone: &[Key]) -> Result<Snapshot> {
+    pub fn take_gone(&mut self, gone: &procfs::Gone) -> Result<Snapshot> {
         self.prune_inflight()?;
         let mut out = Snapshot::default();
         if gone.is_empty() {
             return Ok(out);
         }
-        let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
         let syscalls = take_where(&self.syscalls, "SYSCALLS", |k| is_gone(k.tgid, k.start_ns))?;
         out.syscalls = summed(syscalls, SysKey::any_cpu, |a, b| *a += b);
@@ -178,7 +177,7 @@ impl CopyMaps {
     }
 
     /// Deletes the kernel-recorded names of `gone` processes (after they were named).
-    pub fn forget_names(&mut self, gone: &[Key]) -> Result<()> {
+    pub fn forget_names(&mut self, gone: &procfs::Gone) -> Result<()> {
         let keys: Vec<ProcKey> = gone
             .iter()
             .map(|k| ProcKey {
@@ -254,8 +253,8 @@ fn take_where<K: Pod, V: Pod>(
 }
 
 /// The processes among `keys` that have gone (see [`procfs::gone`]).
-pub fn gone_processes(keys: &[Key], tick_ns: u64) -> Vec<Key> {
-    procfs::gone(keys, tick_ns)
+pub fn gone_processes(keys: &[Key], tick_ns: u64, exited: &procfs::Exited) -> procfs::Gone {
+    procfs::gone(keys, tick_ns, exited)
 }
 
 #[cfg(test)]

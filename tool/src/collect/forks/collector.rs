@@ -26,7 +26,7 @@ pub struct AfterFork {
     pub rows: Vec<CostRow>,
     pub comms: HashMap<Key, String>,
     /// Rows whose processes have gone: this is their last report.
-    pub gone: Vec<Key>,
+    pub gone: procfs::Gone,
     /// Execs since the last report, in order.
     pub execs: Vec<ExecEntry>,
     /// Every process's fd table now, by pid, and where it was read from (when asked for).
@@ -120,7 +120,8 @@ impl ForksCollector {
     }
 
     /// One report's figures; the entries of processes that have gone are deleted after it.
-    pub fn tick(&mut self, tracer: &mut Tracer) -> Result<AfterFork> {
+    /// `exited`: the processes the events saw die lately.
+    pub fn tick(&mut self, tracer: &mut Tracer, exited: &procfs::Exited) -> Result<AfterFork> {
         let tick_ns = procfs::tick_ns();
         let available = tracer
             .forks_available()
@@ -141,7 +142,7 @@ impl ForksCollector {
             .model
             .update(&now, |k| creators.get(&k).map(|(c, _)| *c));
         let keys: Vec<Key> = rows.iter().map(|r| r.key).collect();
-        let gone = procfs::gone(&keys, tick_ns);
+        let gone = procfs::gone(&keys, tick_ns, exited);
         let mut comms = HashMap::new();
         for r in &rows {
             let alive = !gone.contains(&r.key);
@@ -159,6 +160,8 @@ impl ForksCollector {
             .retain(|k, (_, at)| listed.contains(k) || *at == now);
         self.reports += 1;
         self.comms.retain(|k| !gone.contains(k));
+        crate::model::spare::map(&mut self.creators);
+        crate::model::spare::map(&mut self.names);
         let fds_source = match self.fd_tables {
             FdTables::Off => None,
             FdTables::Best => Some(available.fds),

@@ -59,11 +59,10 @@ impl ForksMaps {
     }
 
     /// Deletes the entries of processes that have gone (after their last report).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
+    pub fn prune(&mut self, gone: &super::super::procfs::Gone) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }
-        let gone: std::collections::HashSet<Key> = gone.iter().copied().collect();
         let is_gone = |tgid: u32, start_ns: u64| gone.contains(&Key { tgid, start_ns });
         remove_where(&mut self.faults, "COW_FAULTS", |k| {
             is_gone(k.tgid, k.start_ns)

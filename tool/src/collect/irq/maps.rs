@@ -122,7 +122,7 @@ impl IrqMaps {
     }
 
     /// Deletes the victim entries of processes that have gone (after their last report).
-    pub fn prune(&mut self, gone: &[Key]) -> Result<()> {
+    pub fn prune(&mut self, gone: &super::procfs::Gone) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }

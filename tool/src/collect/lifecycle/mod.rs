@@ -232,6 +232,7 @@ impl Lifecycle {
         watermark: u64,
         zombies_now: impl FnOnce() -> Option<Vec<ZombieSeed>>,
     ) {
+        self.table.give_back_spare();
         if let Some(scan) = self.scan.take_if(|s| watermark > s.at_ns()) {
             let missed = self.missed;
             let notices = &mut self.notices;

@@ -281,11 +281,13 @@ impl CostModel {
     }
 
     /// Forgets processes that have gone, after their last report.
-    pub fn forget(&mut self, gone: &[Key]) {
+    pub fn forget<'a>(&mut self, gone: impl IntoIterator<Item = &'a Key>) {
         for k in gone {
             self.last.remove(k);
             self.children.remove(k);
         }
+        crate::model::spare::map(&mut self.last);
+        crate::model::spare::map(&mut self.children);
     }
 }
 

@@ -284,6 +284,15 @@ impl ProcTable {
         self
     }
 
+    /// Gives back the room a fork storm's peak left in the table's maps, once it has
+    /// passed (see `model::spare`): call it once an interval.
+    pub fn give_back_spare(&mut self) {
+        self.procs.give_back_spare();
+        self.freed.give_back_spare();
+        crate::model::spare::map(&mut self.stats);
+        crate::model::spare::set(&mut self.parents);
+    }
+
     /// The live (not dead) process with this pid; a live pid is never shared.
     pub fn live_by_pid(&self, pid: u32) -> Option<Key> {
         self.procs.live(pid)

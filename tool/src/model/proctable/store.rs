@@ -20,6 +20,15 @@ pub(super) struct Procs {
 }
 
 impl Procs {
+    /// Gives back the room a storm's peak left (see `model::spare`).
+    pub fn give_back_spare(&mut self) {
+        use crate::model::spare::map;
+        map(&mut self.by_key);
+        map(&mut self.held);
+        map(&mut self.coarse);
+        map(&mut self.tasks);
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Proc> {
         self.by_key.get(key)
     }

@@ -20,6 +20,12 @@ pub(super) struct Tombstones {
 }
 
 impl Tombstones {
+    /// Gives back the room a storm's peak left (see `model::spare`).
+    pub fn give_back_spare(&mut self) {
+        crate::model::spare::map(&mut self.at);
+        crate::model::spare::deque(&mut self.order);
+    }
+
     /// Remembers that the task at `task` was freed at `ts`.
     pub fn add(&mut self, task: u64, ts: u64) {
         if task == 0 {
