@@ -55,8 +55,6 @@ fn assert_tracks_proc(who: &str, before: u64, tracked: u64, after: u64) {
 }
 
 #[test]
-#[ignore = "issue 16, not met yet: serve lost 54,020 events and held 151 MiB after the storm \
-            (from 23 MiB) on 2026-12-04; zombies --watch passed; run with --ignored"]
 fn serve_and_watch_stay_exact_and_bounded_through_a_two_minute_fork_storm() {
     if !can_trace() {
         return;

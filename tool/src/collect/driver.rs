@@ -127,7 +127,7 @@ impl Driver {
     /// Records that did not decode (a bug or a version mismatch; never expected).
     #[allow(dead_code, reason = "shown by the views that report stream health")]
     pub fn malformed(&self) -> u64 {
-        self.stream.malformed
+        self.stream.malformed()
     }
 }
 

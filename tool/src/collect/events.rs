@@ -1,11 +1,15 @@
 //! The event rings (one per CPU, up to eight), read as one stream merged by time up to a
 //! watermark. Decoding is the model's (`model::event`).
 
-use std::{collections::VecDeque, os::fd::AsFd as _, task::Poll};
+use std::{
+    collections::VecDeque,
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    sync::{Arc, Mutex},
+};
 
 use aya::maps::{MapData, RingBuf};
 use memmap2::{Mmap, MmapOptions};
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::sync::Notify;
 
 use super::procfs;
 use crate::model::event::{Event, decode};
@@ -24,18 +28,28 @@ use crate::model::event::{Event, decode};
 /// the stream's watermark is the earliest of the rings'. Events are read as they come and
 /// held until the watermark passes them, then handed over earliest first.
 pub struct EventStream {
-    rings: Vec<Ring>,
-    /// Per ring, the events read and not yet handed over, in the ring's order.
-    held: Vec<VecDeque<Event>>,
+    inner: Arc<Mutex<Inner>>,
+    /// Told by the reader thread after each batch it read.
+    ready: Arc<Notify>,
+    /// Written to stop the reader thread.
+    stop: OwnedFd,
+    reader: Option<std::thread::JoinHandle<()>>,
     /// The watermark of the last drain: every event stamped before it has been handed
     /// over.
     mark: u64,
+}
+
+/// The rings and what was read from them, shared by the reader thread and the drains.
+struct Inner {
+    rings: Vec<Ring>,
+    /// Per ring, the events read and not yet handed over, in the ring's order.
+    held: Vec<VecDeque<Event>>,
     /// Records that could not be decoded (a bug or a version mismatch; never expected).
-    pub malformed: u64,
+    malformed: u64,
 }
 
 struct Ring {
-    fd: AsyncFd<RingBuf<MapData>>,
+    buf: RingBuf<MapData>,
     /// The ring's consumer and producer pages, mapped read-only: whether it is empty.
     positions: Mmap,
     page: usize,
@@ -72,8 +86,7 @@ impl Ring {
     /// ring empty.
     fn read(&mut self, held: &mut VecDeque<Event>, malformed: &mut u64) {
         for _ in 0..4 {
-            let ring = self.fd.get_mut();
-            while let Some(item) = ring.next() {
+            while let Some(item) = self.buf.next() {
                 match decode(&item) {
                     Ok(ev) => held.push_back(ev),
                     Err(_) => *malformed += 1,
@@ -90,9 +103,70 @@ impl Ring {
     }
 }
 
+impl Inner {
+    /// Reads every ring `times` times (see [`EventStream::drain_each`]).
+    fn read(&mut self, times: usize) {
+        for _ in 0..times {
+            for (r, held) in self.rings.iter_mut().zip(&mut self.held) {
+                r.read(held, &mut self.malformed);
+            }
+        }
+    }
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+/// The reader thread: it empties the rings whenever the kernel wakes it (a ring's backlog
+/// passed its threshold), whatever the views' thread is busy with (a report under a fork
+/// storm can take a good part of a second, in which a ring would fill), and tells the
+/// views' thread. It stops when `stop` is written.
+fn read_rings(inner: &Mutex<Inner>, ready: &Notify, epoll: &OwnedFd, stop: RawFd) {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    loop {
+        // SAFETY: epoll_wait on an epoll fd this thread's owner keeps open, into `evs`.
+        let n =
+            unsafe { libc::epoll_wait(epoll.as_raw_fd(), evs.as_mut_ptr(), evs.len() as i32, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if evs[..n as usize].iter().any(|e| e.u64 == stop as u64) {
+            return;
+        }
+        match inner.lock() {
+            Ok(mut g) => g.read(1),
+            Err(_) => return,
+        }
+        ready.notify_one();
+    }
+}
+
+/// An epoll set of the rings' fds (edge-triggered: the kernel's wakeups, not every record)
+/// and `stop`'s.
+fn epoll_of(fds: &[RawFd], stop: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 has no preconditions; the fd is owned from here.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for &fd in fds.iter().chain([&stop]) {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: adds an open fd to the epoll set with a valid event.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
 }
 
 impl EventStream {
@@ -100,53 +174,52 @@ impl EventStream {
         let page = page_size();
         let rings = rings
             .into_iter()
-            .map(|ring| {
+            .map(|buf| {
                 // SAFETY: a read-only shared mapping of the ring's two position pages,
                 // which the kernel allows to any holder of the map's fd.
-                let positions = unsafe { MmapOptions::new().len(2 * page).map(&ring.as_fd()) }?;
-                // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns it.
-                let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-                    .map_err(std::io::Error::from)?;
+                let positions = unsafe { MmapOptions::new().len(2 * page).map(&buf.as_fd()) }?;
                 Ok(Ring {
-                    fd,
+                    buf,
                     positions,
                     page,
                     empty_at: 0,
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self {
+        let fds: Vec<RawFd> = rings.iter().map(|r| r.buf.as_fd().as_raw_fd()).collect();
+        // SAFETY: eventfd has no preconditions; the fd is owned from here.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if stop < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let epoll = epoll_of(&fds, stop.as_raw_fd())?;
+        let inner = Arc::new(Mutex::new(Inner {
             held: rings.iter().map(|_| VecDeque::new()).collect(),
-            mark: 0,
             rings,
             malformed: 0,
+        }));
+        let ready = Arc::new(Notify::new());
+        let reader = {
+            let (inner, ready, stop) = (inner.clone(), ready.clone(), stop.as_raw_fd());
+            std::thread::Builder::new()
+                .name("proclens-rings".into())
+                .spawn(move || read_rings(&inner, &ready, &epoll, stop))?
+        };
+        Ok(Self {
+            inner,
+            ready,
+            stop,
+            reader: Some(reader),
+            mark: 0,
         })
     }
 
-    /// Waits until a ring has events, then hands over what is due, as
-    /// [`EventStream::drain_each`] does.
+    /// Waits until the reader thread has read events, then hands over what is due, as
+    /// [`EventStream::drain_each`] does. Cancel-safe: a wait cancelled keeps nothing.
     pub async fn recv_each(&mut self, f: impl FnMut(Event)) -> std::io::Result<()> {
-        std::future::poll_fn(|cx| {
-            let mut ready = false;
-            for r in &mut self.rings {
-                match r.fd.poll_read_ready_mut(cx) {
-                    // Cleared before the drain below reads everything: a record that
-                    // comes later wakes the next call.
-                    Poll::Ready(Ok(mut guard)) => {
-                        guard.clear_ready();
-                        ready = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-            }
-            if ready {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await?;
+        self.ready.notified().await;
         self.drain_each(f);
         Ok(())
     }
@@ -154,16 +227,22 @@ impl EventStream {
     /// Reads every ring, then hands `f` the events the watermark has passed, earliest
     /// first, without waiting. The rings are read twice: the second reading moves their
     /// watermarks past everything the first one read, so a drain hands over all that was
-    /// there when it began (what arrives during it may wait for the next one).
+    /// there when it began (what arrives during it may wait for the next one). `f` runs
+    /// after the rings are let go, so that the reader thread never waits for it.
     pub fn drain_each(&mut self, f: impl FnMut(Event)) {
-        for _ in 0..2 {
-            for (r, held) in self.rings.iter_mut().zip(&mut self.held) {
-                r.read(held, &mut self.malformed);
-            }
-        }
-        let mark = self.rings.iter().map(|r| r.empty_at).min().unwrap_or(0);
-        self.mark = self.mark.max(mark);
-        release(&mut self.held, self.mark, f);
+        let due = {
+            let Ok(mut g) = self.inner.lock() else {
+                return;
+            };
+            g.read(2);
+            let mark = g.rings.iter().map(|r| r.empty_at).min().unwrap_or(0);
+            self.mark = self.mark.max(mark);
+            let mut due = Vec::new();
+            release(&mut g.held, self.mark, |e| due.push(e));
+            g.held.iter_mut().for_each(crate::model::spare::deque);
+            due
+        };
+        due.into_iter().for_each(f);
     }
 
     /// Boot-clock time before which every event has been handed over (as of the last
@@ -172,13 +251,32 @@ impl EventStream {
         self.mark
     }
 
+    /// Records that did not decode (a bug or a version mismatch; never expected).
+    pub fn malformed(&self) -> u64 {
+        self.inner.lock().map_or(0, |g| g.malformed)
+    }
+
     /// Events read and held back by the watermark.
     #[allow(
         dead_code,
         reason = "shown by tests and the views that report stream health"
     )]
     pub fn held(&self) -> usize {
-        self.held.iter().map(VecDeque::len).sum()
+        self.inner
+            .lock()
+            .map_or(0, |g| g.held.iter().map(VecDeque::len).sum())
+    }
+}
+
+impl Drop for EventStream {
+    /// Stops the reader thread (before the rings close).
+    fn drop(&mut self) {
+        let one = 1u64;
+        // SAFETY: an 8-byte write to the eventfd this stream owns.
+        unsafe { libc::write(self.stop.as_raw_fd(), (&raw const one).cast(), 8) };
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
     }
 }
 
