@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use anyhow::{Context as _, Result};
 
 use super::{
-    cgroup, copies,
+    cgroup,
     forks::{AfterFork, ForksCollector},
+    gone,
     lifecycle::{self, Lifecycle, LifecycleOptions},
     procfs::{self, CommCache},
     tracer::Tracer,
@@ -53,7 +54,7 @@ pub struct Extras {
     pub proc_comms: HashMap<Key, String>,
     /// `procs`' processes that have gone: this is their last interval (their map entries
     /// are deleted after it).
-    pub gone: procfs::Gone,
+    pub gone: gone::Gone,
     /// Processes that held an `io_uring` fd when proclens started (by pid), flagged like
     /// `io_uring`'s syscalls flag `procs`' rows.
     pub io_uring_at_start: Vec<u32>,
@@ -199,13 +200,13 @@ impl ExtrasCollector {
         &mut self,
         tracer: &mut Tracer,
         lost_events: u64,
-        exited: &procfs::Exited,
+        exited: &gone::Exited,
     ) -> Result<Extras> {
         let mut out = Extras::default();
         if let Some(model) = &mut self.copies {
             let maps = tracer.copy_maps().context("copy maps not loaded")?;
             let mut snap = maps.snapshot()?;
-            let gone = copies::gone_processes(&snap.processes(), procfs::tick_ns(), exited);
+            let gone = gone::gone(&snap.processes(), procfs::tick_ns(), exited);
             // Gone processes have their last interval now: their final figures (what
             // they did after the snapshot included), then their entries freed.
             snap.update(maps.take_gone(&gone)?);

@@ -13,6 +13,7 @@ pub mod extras;
 pub mod filter;
 pub mod forks;
 pub mod globals;
+pub mod gone;
 pub mod irq;
 pub mod lifecycle;
 pub mod log;

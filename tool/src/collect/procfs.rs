@@ -1,12 +1,8 @@
 //! Small reads from /proc.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fs,
-    path::Path,
-};
+use std::{collections::HashMap, fs, path::Path};
 
-use crate::{error::Fatal, model::proctable::Key};
+use crate::error::Fatal;
 
 /// The command name of a task, or `None` once it has gone.
 pub fn comm(pid: u32) -> Option<String> {
@@ -155,65 +151,6 @@ pub fn stat_of(tgid: u32, start_ns: u64, tick_ns: u64) -> Option<Stat> {
     stat(tgid).filter(|s| s.start_ticks == start_ns / tick_ns.max(1))
 }
 
-/// Processes that have gone, as [`gone`] finds them.
-pub type Gone = HashSet<Key>;
-
-/// Processes whose exit the lifecycle events brought in this interval and the one before:
-/// those have gone for [`gone`] without a look in /proc (a fork storm's processes would
-/// otherwise cost a read of /proc/PID/stat each, every view and interval).
-#[derive(Debug, Default)]
-pub struct Exited {
-    recent: HashSet<Key>,
-    older: HashSet<Key>,
-}
-
-impl Exited {
-    /// Notes a process's death (the exit of its last thread).
-    pub fn absorb(&mut self, ev: &crate::model::event::Event) {
-        if let crate::model::event::Event::Exit(x) = ev
-            && x.flags & proclens_common::lifecycle::exit_flags::GROUP_DEAD != 0
-        {
-            self.recent.insert(Key::from(&x.task));
-        }
-    }
-
-    pub fn contains(&self, k: &Key) -> bool {
-        self.recent.contains(k) || self.older.contains(k)
-    }
-
-    /// Ends an interval: deaths older than it and the one before are forgotten (a view
-    /// judges a process gone in the interval after the one it was last seen in).
-    pub fn rotate(&mut self) {
-        self.older = std::mem::take(&mut self.recent);
-    }
-}
-
-/// The processes among `keys` that have gone: those `exited` names (they died: their
-/// counts are final even while their parent has not reaped them); of several keys with
-/// one pid, all but the latest started (a pid belongs to one live process at a time);
-/// the latest (or only) one once /proc/PID/stat no longer shows its start time (to the
-/// clock tick). A key whose start the kernel could not read (0) lives while its pid
-/// exists.
-pub fn gone(keys: &[Key], tick_ns: u64, exited: &Exited) -> Gone {
-    let mut latest: HashMap<u32, u64> = HashMap::new();
-    for k in keys {
-        let e = latest.entry(k.tgid).or_insert(k.start_ns);
-        *e = (*e).max(k.start_ns);
-    }
-    keys.iter()
-        .copied()
-        .filter(|k| {
-            if exited.contains(k) || latest.get(&k.tgid).is_some_and(|&l| l > k.start_ns) {
-                return true;
-            }
-            if k.start_ns == 0 {
-                return !exists(k.tgid);
-            }
-            stat_of(k.tgid, k.start_ns, tick_ns).is_none()
-        })
-        .collect()
-}
-
 /// Every process in /proc (thread-group leaders only).
 pub fn processes() -> Vec<Stat> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -322,7 +259,6 @@ impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
     /// Forgets the texts of keys `which` selects (e.g. a process that exec'd).
     pub fn forget(&mut self, which: impl Fn(&K) -> bool) {
         self.names.retain(|k, _| !which(k));
-        crate::model::spare::map(&mut self.names);
     }
 
     /// Forgets keys not in `keep`.

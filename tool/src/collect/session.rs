@@ -14,8 +14,9 @@ use proclens_common::{event::ThreadExit, switch::ThreadSwitches};
 use super::{
     driver::{Driver, Step},
     extras::{Extras, ExtrasCollector, ExtrasOptions},
+    gone::Exited,
     irq::{IrqCollector, IrqSnapshot},
-    procfs::{CommCache, Exited},
+    procfs::CommCache,
     tracer::{Health, Tracer},
 };
 use crate::model::{

@@ -210,8 +210,7 @@ impl SwitchModel {
         }
         match self.exit_comms.entry(key) {
             Entry::Occupied(mut e) => {
-                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-                if leader && e.get().as_bytes() != &raw[..end] {
+                if leader && e.get().as_bytes() != comm_bytes(raw) {
                     e.insert(comm_str(raw));
                 }
             }
@@ -308,9 +307,14 @@ impl SwitchModel {
 }
 
 /// A NUL-padded kernel command name as a string.
-pub fn comm_str(raw: &[u8; 16]) -> String {
+pub fn comm_str(raw: &[u8]) -> String {
+    String::from_utf8_lossy(comm_bytes(raw)).into_owned()
+}
+
+/// A NUL-padded kernel command name's bytes, up to the NUL.
+pub fn comm_bytes(raw: &[u8]) -> &[u8] {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    &raw[..end]
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
 use super::batch;
 
 use crate::{
-    collect::{procfs, setup::take_map},
+    collect::{gone, setup::take_map},
     model::proctable::Key,
 };
 
@@ -150,8 +150,7 @@ impl CopyMaps {
             start_ns: key.start_ns,
         };
         let raw = self.comms.get(&pk, 0).ok()?;
-        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+        Some(crate::model::switches::comm_str(&raw))
     }
 
     /// Reads the final figures of processes that have gone and deletes their entries, so
@@ -162,7 +161,7 @@ impl CopyMaps {
     /// its entries. The per-thread in-flight slots of threads that no longer exist go too
     /// (the kernel keeps a thread's slot between calls). Names (`COMMS`) stay until
     /// [`CopyMaps::forget_names`].
-    pub fn take_gone(&mut self, gone: &procfs::Gone) -> Result<Snapshot> {
+    pub fn take_gone(&mut self, gone: &gone::Gone) -> Result<Snapshot> {
         self.prune_inflight()?;
         let mut out = Snapshot::default();
         if gone.is_empty() {
@@ -177,7 +176,7 @@ impl CopyMaps {
     }
 
     /// Deletes the kernel-recorded names of `gone` processes (after they were named).
-    pub fn forget_names(&mut self, gone: &procfs::Gone) -> Result<()> {
+    pub fn forget_names(&mut self, gone: &gone::Gone) -> Result<()> {
         let keys: Vec<ProcKey> = gone
             .iter()
             .map(|k| ProcKey {
@@ -250,11 +249,6 @@ fn take_where<K: Pod, V: Pod>(
     let keys: Vec<K> = taken.iter().map(|(k, _)| *k).collect();
     batch::delete(map, &keys).with_context(|| format!("pruning {name}"))?;
     Ok(taken)
-}
-
-/// The processes among `keys` that have gone (see [`procfs::gone`]).
-pub fn gone_processes(keys: &[Key], tick_ns: u64, exited: &procfs::Exited) -> procfs::Gone {
-    procfs::gone(keys, tick_ns, exited)
 }
 
 #[cfg(test)]

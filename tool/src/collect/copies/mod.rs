@@ -8,5 +8,5 @@ mod setup;
 
 #[cfg(test)]
 pub use layout::FdOffsets;
-pub use maps::{CopyMaps, gone_processes};
+pub use maps::CopyMaps;
 pub use setup::{CopySetup, Want};

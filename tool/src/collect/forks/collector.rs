@@ -9,12 +9,13 @@ use proclens_common::lifecycle::fork_flags;
 
 use super::{Available, FdSource, FdTables, fdtables};
 use crate::{
-    collect::{procfs, procfs::CommCache, tracer::Tracer},
+    collect::{gone, procfs, procfs::CommCache, tracer::Tracer},
     model::{
         event::Event,
         fdtables::{ProcFds, analyse},
-        forks::{CostModel, CostRow, ExecEntry, text, totals},
+        forks::{CostModel, CostRow, ExecEntry, totals},
         proctable::Key,
+        switches::comm_str,
     },
 };
 
@@ -26,7 +27,7 @@ pub struct AfterFork {
     pub rows: Vec<CostRow>,
     pub comms: HashMap<Key, String>,
     /// Rows whose processes have gone: this is their last report.
-    pub gone: procfs::Gone,
+    pub gone: gone::Gone,
     /// Execs since the last report, in order.
     pub execs: Vec<ExecEntry>,
     /// Every process's fd table now, by pid, and where it was read from (when asked for).
@@ -100,7 +101,7 @@ impl ForksCollector {
                 let child = Key::from(&f.child);
                 self.creators
                     .insert(child, (Key::from(&f.creator), self.reports));
-                self.names.insert(child, (text(&f.comm), self.reports));
+                self.names.insert(child, (comm_str(&f.comm), self.reports));
                 false
             }
             Event::ExecFds(e) => {
@@ -121,7 +122,7 @@ impl ForksCollector {
 
     /// One report's figures; the entries of processes that have gone are deleted after it.
     /// `exited`: the processes the events saw die lately.
-    pub fn tick(&mut self, tracer: &mut Tracer, exited: &procfs::Exited) -> Result<AfterFork> {
+    pub fn tick(&mut self, tracer: &mut Tracer, exited: &gone::Exited) -> Result<AfterFork> {
         let tick_ns = procfs::tick_ns();
         let available = tracer
             .forks_available()
@@ -142,7 +143,7 @@ impl ForksCollector {
             .model
             .update(&now, |k| creators.get(&k).map(|(c, _)| *c));
         let keys: Vec<Key> = rows.iter().map(|r| r.key).collect();
-        let gone = procfs::gone(&keys, tick_ns, exited);
+        let gone = gone::gone(&keys, tick_ns, exited);
         let mut comms = HashMap::new();
         for r in &rows {
             let alive = !gone.contains(&r.key);

@@ -59,7 +59,7 @@ impl ForksMaps {
     }
 
     /// Deletes the entries of processes that have gone (after their last report).
-    pub fn prune(&mut self, gone: &super::super::procfs::Gone) -> Result<()> {
+    pub fn prune(&mut self, gone: &crate::collect::gone::Gone) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }

@@ -104,7 +104,7 @@ impl IrqMaps {
                     comm = s.comm;
                 }
             }
-            (t, comm_text(&comm))
+            (t, crate::model::switches::comm_str(&comm))
         })?;
         r.victims = victims
             .into_iter()
@@ -122,7 +122,7 @@ impl IrqMaps {
     }
 
     /// Deletes the victim entries of processes that have gone (after their last report).
-    pub fn prune(&mut self, gone: &super::procfs::Gone) -> Result<()> {
+    pub fn prune(&mut self, gone: &super::gone::Gone) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }
@@ -133,11 +133,6 @@ impl IrqMaps {
             })
         })
     }
-}
-
-fn comm_text(raw: &[u8; 16]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 /// The IRQ numbers below `n` allocated now (from /sys/kernel/irq); all of them where the

@@ -13,7 +13,7 @@ use anyhow::Result;
 pub use maps::IrqMaps;
 pub use setup::IrqSetup;
 
-use super::procfs;
+use super::{gone, procfs};
 use crate::model::{
     irq::{Interval, IrqModel, Source},
     proctable::Key,
@@ -29,7 +29,7 @@ pub struct IrqSnapshot {
     /// The victims' command names.
     pub comms: HashMap<Key, String>,
     /// Victims that have gone: this is their last report (their entries are deleted).
-    pub gone: procfs::Gone,
+    pub gone: gone::Gone,
     /// The kernel keeps precise IRQ time (`CONFIG_IRQ_TIME_ACCOUNTING`, on): /proc/stat's
     /// irq and softirq columns are measured, and tasks' run times exclude interrupts.
     /// Otherwise the irq column stays 0, the softirq column is sampled at each tick, and
@@ -62,7 +62,7 @@ impl IrqCollector {
 
     /// The interval that ends now.
     /// `exited`: the processes the events saw die lately.
-    pub fn tick(&mut self, maps: &mut IrqMaps, exited: &procfs::Exited) -> Result<IrqSnapshot> {
+    pub fn tick(&mut self, maps: &mut IrqMaps, exited: &gone::Exited) -> Result<IrqSnapshot> {
         let reading = maps.read()?;
         let interval = self.model.update(reading);
         // A process hit in this interval was alive a moment ago: only the quiet ones are
@@ -73,7 +73,7 @@ impl IrqCollector {
             .filter(|v| v.delta.is_zero())
             .map(|v| v.key)
             .collect::<Vec<_>>();
-        let gone = procfs::gone(&quiet, procfs::tick_ns(), exited);
+        let gone = gone::gone(&quiet, procfs::tick_ns(), exited);
         for r in &interval.hard {
             self.names
                 .entry(r.kind)

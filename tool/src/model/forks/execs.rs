@@ -3,7 +3,7 @@
 use proclens_common::forks::{ExecFds, exec_fds_flags};
 use serde::Serialize;
 
-use crate::model::copies::kind_name;
+use crate::model::{copies::kind_name, switches::comm_str};
 
 /// An fd a program found open when it started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,12 +34,6 @@ pub struct ExecEntry {
     pub incomplete: bool,
 }
 
-/// A NUL-padded kernel string.
-pub fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 impl From<&ExecFds> for ExecEntry {
     fn from(e: &ExecFds) -> Self {
         let fds: Vec<InheritedFd> = e
@@ -56,8 +50,8 @@ impl From<&ExecFds> for ExecEntry {
             at_ns: e.header.ts,
             pid: e.task.tgid,
             start_ns: e.task.start_ns,
-            comm: text(&e.comm),
-            filename: text(&e.filename),
+            comm: comm_str(&e.comm),
+            filename: comm_str(&e.filename),
             open: e.open,
             inherited: e.inherited,
             incomplete: unread || fds.len() < e.inherited as usize,

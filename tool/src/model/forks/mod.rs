@@ -15,9 +15,9 @@ use super::proctable::Key;
 
 mod execs;
 mod run;
+pub use execs::ExecEntry;
 #[cfg(test)]
 pub use execs::InheritedFd;
-pub use execs::{ExecEntry, text};
 pub use run::{ForksSection, section};
 
 /// One process's figures, over an interval or since tracing began.

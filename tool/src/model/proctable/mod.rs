@@ -257,11 +257,11 @@ pub struct ProcTable {
 }
 
 fn comm_str(raw: &[u8]) -> CompactString {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let raw = super::switches::comm_bytes(raw);
     // The lossy conversion is several times dearer, and names are rarely not UTF-8.
-    match std::str::from_utf8(&raw[..end]) {
+    match std::str::from_utf8(raw) {
         Ok(s) => CompactString::new(s),
-        Err(_) => CompactString::from_utf8_lossy(&raw[..end]),
+        Err(_) => CompactString::from_utf8_lossy(raw),
     }
 }
 
