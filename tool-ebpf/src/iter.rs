@@ -11,7 +11,7 @@
 //!   consistent unless the thread switches in between (the entry is then read again).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_seq_write},
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_seq_write},
     programs::BtfTracePointContext,
 };
 use proclens_common::switch::{LiveThread, ThreadSwitches, flags, state};
@@ -19,7 +19,7 @@ use proclens_common::switch::{LiveThread, ThreadSwitches, flags, state};
 use crate::{
     config, filter,
     maps::CPU_SWITCHES,
-    task::{comm, field},
+    task::{comm, field, probe},
     threads::{self, find},
 };
 
@@ -53,8 +53,10 @@ pub fn live_threads(ctx: *mut core::ffi::c_void) -> i32 {
 /// cannot read fresh (a CPU's `rq->clock` only moves at scheduler events), it is the
 /// monotonic clock moved by the difference the switch program last saw between the two on
 /// this CPU (see `CpuSwitches::clock_switch`): exact to the drift of a few ms, parts per
-/// million. Before that CPU's first calibration, the monotonic clock itself, which is
-/// behind the run queue's: an open period is then credited a little short, never long.
+/// million. Before that CPU's first calibration, this CPU's run-queue clock as last moved
+/// (when the reading thread came on or at the last tick): at most a tick behind, where the
+/// monotonic clock may be anything from it (150 ms ahead on a 6.18 VM, which made a thread
+/// seeded then look asleep 150 ms less than it was, and its first read credit nothing).
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: a helper without arguments.
@@ -68,9 +70,20 @@ fn now() -> u64 {
     // SAFETY: this CPU's slot; a racing switch program at worst leaves an older pair.
     let (at, offset) = unsafe { ((*cpu).clock_switch, (*cpu).clock_offset) };
     if at == 0 {
-        return mono;
+        return rq_clock_here().unwrap_or(mono);
     }
     mono.wrapping_add(offset)
+}
+
+/// This CPU's run-queue clock, through the task running here (the reader's thread:
+/// `current->se.cfs_rq->rq->clock`, as the switch program reads it).
+#[inline(always)]
+fn rq_clock_here() -> Option<u64> {
+    // SAFETY: a helper without arguments.
+    let cur = unsafe { bpf_get_current_task() };
+    let cfs_rq: u64 = probe(cur, config::task_cfs_rq_off()).ok()?;
+    let rq: u64 = probe(cfs_rq, config::cfs_rq_rq_off()).ok()?;
+    probe(rq, config::rq_clock_off()).ok()
 }
 
 /// What the scheduler shows of `task` now: [`state`] bits.
