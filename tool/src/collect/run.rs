@@ -19,6 +19,7 @@ use super::{
     extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
     forks::AfterFork,
     lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
+    procfs,
     session::{Collector, RowKinds, Snapshot},
     tracer::Tracer,
 };
@@ -38,6 +39,8 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 const REAP_GRACE: Duration = Duration::from_millis(300);
 /// How often the settling checks whether everything is in.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
+/// How often it looks for the leader's last switch, which comes a few ms after the wait.
+const LEADER_POLL: Duration = Duration::from_millis(2);
 /// How often finished processes' figures are folded into userspace and their entries
 /// deleted: a fork storm of ~60,000 short processes a second leaves ~15,000 processes'
 /// entries per fold, well within the maps' sizes.
@@ -166,16 +169,34 @@ pub async fn trace(
         }
     };
     let wall_s = started.elapsed().as_secs_f64();
+    let reaped_ns = procfs::boot_ns();
 
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut leader_done_at: Option<Instant> = None;
     let live = loop {
+        // Until the leader's last switch is in, a drain each poll is all it takes: the
+        // thread iterator runs once it is.
+        if !leader_exited && Instant::now() <= deadline {
+            driver.drain(&mut |ev| {
+                leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+                c.absorb(ev);
+            });
+            if !leader_exited {
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            }
+        }
         let live = c.live_threads()?;
         driver.drain(&mut |ev| {
             leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
             c.absorb(ev);
         });
         c.end_batch(driver.watermark());
+        // Reaped by proclens's wait, which is not traced: its free would come only an RCU
+        // grace period later (~20 ms of every run).
+        if let Some(l) = c.lifecycle_mut() {
+            l.reaped_by_proclens(pid, reaped_ns);
+        }
         reaps.take(&mut c);
         let now = Instant::now();
         let leader_gone = leader_exited && !live.values().any(|t| t.tgid == pid);
