@@ -42,6 +42,12 @@ pub mod op {
     pub const PROCESS_VM_WRITEV: u8 = 23;
     /// Number of ops.
     pub const COUNT: usize = 24;
+    /// Not a copy: fork, vfork, clone and clone3 (this plus 0..3, in that order), in the
+    /// dispatch table only when fork calls are timed through the syscall programs (see
+    /// `forks` on the kernel side). Userspace never sees these ops.
+    pub const FORK_CALLS: u8 = 0x40;
+    /// The fork-family calls of [`FORK_CALLS`], in its order.
+    pub const FORK_CALL_NAMES: [&str; 4] = ["fork", "vfork", "clone", "clone3"];
     /// No op: a syscall outside the copy family (dispatch tables), or a thread with no
     /// call in flight.
     pub const NONE: u8 = u8::MAX;

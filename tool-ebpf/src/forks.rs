@@ -1,16 +1,25 @@
 //! What a fork costs its caller: the time inside fork, vfork, clone and clone3.
 //!
-//! - `fork_enter_<call>` (classic `syscalls/sys_enter_<call>`, fired by these syscalls
-//!   only): parks the entry time and the kind of child (from the clone flags) per thread.
-//! - `fork_exit` (attached to each `syscalls/sys_exit_<call>`): in the caller, adds the
-//!   time to its process's totals; the child's own return (0, a new thread id with
-//!   nothing parked) is ignored. A successful fork of a process (not vfork or `CLONE_VM`)
-//!   marks the caller in `FORKERS`, so its later copy-on-write faults count as after fork.
+//! Two ways in, one accounting:
 //!
-//! Self-contained on purpose: these four syscalls' tracepoints fire for nothing else.
-//! Record offsets come from the tracefs format files, at load time.
+//! - With copy accounting on, the syscall programs (`tp_btf/sys_enter`, `sys_exit`) are
+//!   attached anyway: their dispatch table sends these four calls here
+//!   ([`enter_call`], [`exit_call`]), with the arguments from the saved registers. Nothing
+//!   more is attached, so nothing more is torn down at exit.
+//! - Otherwise, classic tracepoints that fire for these syscalls only, so no other
+//!   syscall pays: `fork_enter_<call>` (`syscalls/sys_enter_<call>`) and `fork_exit` (on
+//!   each `syscalls/sys_exit_<call>`), record offsets from the tracefs format files. Each
+//!   of their links costs ~30 ms to tear down, one after another, under the kernel's
+//!   event mutex.
+//!
+//! At entry: the entry time and the kind of child (from the clone flags), parked per
+//! thread. At return, in the caller: the time added to its process's totals; the child's
+//! own return (0, a new thread id with nothing parked) is ignored. A successful fork of a
+//! process (not vfork or `CLONE_VM`) marks the caller in `FORKERS`, so its later
+//! copy-on-write faults count as after fork.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_probe_read_user,
@@ -30,7 +39,7 @@ use crate::{
     faults::FORKERS,
     filter,
     maps::{count, read_failed},
-    task::process_start,
+    task::{field, process_start},
 };
 
 const BPF_ANY: u64 = 0;
@@ -44,7 +53,8 @@ static FORK_INFLIGHT: LruHashMap<u32, ForkInflight> = LruHashMap::with_max_entri
 /// Time in fork-family calls per process; per CPU, summed by userspace, which deletes the
 /// entries of processes that have gone.
 #[map]
-static FORK_TIMES: PerCpuHashMap<ProcKey, ForkTimes> = PerCpuHashMap::with_max_entries(8192, 0);
+static FORK_TIMES: PerCpuHashMap<ProcKey, ForkTimes> =
+    PerCpuHashMap::with_max_entries(8192, crate::maps::NO_PREALLOC);
 
 #[tracepoint]
 pub fn fork_enter_fork(ctx: TracePointContext) -> u32 {
@@ -74,16 +84,39 @@ pub fn fork_enter_clone3(ctx: TracePointContext) -> u32 {
     let Ok(uargs) = (unsafe { ctx.read_at::<u64>(config::clone3_uargs_off() as usize) }) else {
         return 0;
     };
-    let at = uargs + u64::from(config::clone_args_flags_off());
-    // SAFETY: bpf_probe_read_user tolerates any address; a fault returns an error.
-    if let Ok(flags) = unsafe { bpf_probe_read_user(at as *const u64) } {
+    if let Ok(flags) = clone3_flags(uargs) {
         enter(&ctx, fork_kind::of_clone_flags(flags) as u32);
     }
     0
 }
 
+/// The flags of a `struct clone_args` in user memory.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, kind: u32) {
+fn clone3_flags(uargs: u64) -> Result<u64, i32> {
+    let at = uargs + u64::from(config::clone_args_flags_off());
+    // SAFETY: bpf_probe_read_user tolerates any address; a fault returns an error.
+    unsafe { bpf_probe_read_user(at as *const u64) }.map_err(|e| e as i32)
+}
+
+/// Entry of fork-family call `call` (its index in `op::FORK_CALLS`' order: fork, vfork,
+/// clone, clone3), from the syscall program: `regs` are the saved user registers.
+#[inline(always)]
+pub(crate) fn enter_call<C: EbpfContext>(ctx: &C, call: u8, regs: u64) {
+    let arg0 = || field::<u64>(regs, config::arg_off(false, 0));
+    let kind = match call {
+        0 => fork_kind::FORK,
+        1 => fork_kind::VFORK,
+        2 => fork_kind::of_clone_flags(arg0()),
+        _ => match clone3_flags(arg0()) {
+            Ok(flags) => fork_kind::of_clone_flags(flags),
+            Err(_) => return,
+        },
+    };
+    enter(ctx, kind as u32);
+}
+
+#[inline(always)]
+fn enter<C: EbpfContext>(ctx: &C, kind: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
@@ -102,31 +135,32 @@ fn enter(ctx: &TracePointContext, kind: u32) {
 
 #[tracepoint]
 pub fn fork_exit(ctx: TracePointContext) -> u32 {
-    if try_exit(&ctx).is_err() {
-        read_failed(&ctx, "fork_exit");
+    // SAFETY: the offset comes from this tracepoint's format; read_at checks the access.
+    match unsafe { ctx.read_at::<i64>(config::fork_exit_ret_off() as usize) } {
+        Ok(ret) => exit_call(&ctx, ret),
+        Err(_) => read_failed(&ctx, "fork_exit"),
     }
     0
 }
 
+/// Return of a fork-family call with `ret` (from either way in).
 #[inline(always)]
-fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
+pub(crate) fn exit_call<C: EbpfContext>(ctx: &C, ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let Some(p) = FORK_INFLIGHT.get_ptr(&tid) else {
         // The child's own return, or a call entered before proclens attached.
-        return Ok(());
+        return;
     };
     // SAFETY: copied out at once; only this thread writes its own entry.
     let e = unsafe { *p };
     let _ = FORK_INFLIGHT.remove(&tid);
     if e.tgid != (pid_tgid >> 32) as u32 {
         // A stale entry of a thread killed inside a call whose id was reused.
-        return Ok(());
+        return;
     }
     // SAFETY: a helper without arguments.
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(e.start_ns);
-    // SAFETY: the offset comes from this tracepoint's format; read_at checks the access.
-    let ret: i64 = unsafe { ctx.read_at(config::fork_exit_ret_off() as usize)? };
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     let key = ProcKey {
@@ -136,7 +170,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     };
     let kind = e.kind as usize;
     if kind >= fork_kind::COUNT {
-        return Ok(());
+        return;
     }
     if ret >= 0 && kind == fork_kind::FORK {
         // SAFETY: a helper without arguments. NOEXIST: the first fork's time stays.
@@ -170,5 +204,4 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             }
         }
     }
-    Ok(())
 }

@@ -10,6 +10,9 @@
 //!   to `copies::enter` by a dispatch on the number (one table per ABI).
 //! - `sys_exit` (attached only for copy accounting): the filter, then a table lookup of
 //!   the number, and `copies::exit` for the copy family only.
+//! - With copy accounting, the same tables send fork, vfork, clone and clone3 (64-bit
+//!   ABI; classic syscall tracepoints never see 32-bit ones either) to `forks`, which
+//!   times them: see `op::FORK_CALLS`.
 //!
 //! A 32-bit (compat) syscall of a 64-bit kernel has its own numbers and argument
 //! registers: the task says which ABI is running (x86: `TS_COMPAT` in its
@@ -31,7 +34,7 @@ use proclens_common::{
 };
 
 use crate::{
-    config, copies, filter,
+    config, copies, filter, forks,
     maps::count,
     task::{field, probe},
 };
@@ -103,7 +106,9 @@ fn try_enter(ctx: &BtfTracePointContext) -> Result<(), i32> {
     }
     if config::copies_on() != 0 {
         let o = config::op_of(nr, compat);
-        if o != op::NONE {
+        if o != op::NONE && o >= op::FORK_CALLS {
+            forks::enter_call(ctx, o - op::FORK_CALLS, regs);
+        } else if o != op::NONE {
             let call = copies::Call {
                 pid_tgid,
                 task,
@@ -162,9 +167,18 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // TP_PROTO(struct pt_regs *regs, long ret); the number is still in the registers.
     let regs: u64 = ctx.arg(0);
     let nr: u64 = field(regs, config::regs_nr_off());
+    let native = config::op_of(nr, false);
+    // A fork call's number is no copy in the 32-bit ABI (a userspace test checks), so
+    // the paths stay apart: the verifier then walks each once, not one after the other
+    // (which had cost ~80 ms more at every start). A 32-bit call with a fork's number
+    // has nothing in flight there.
+    if native != op::NONE && native >= op::FORK_CALLS {
+        forks::exit_call(ctx, ctx.arg(1));
+        return Ok(());
+    }
     // Most syscalls are no copy in either ABI: one table lookup each, and out. A number
     // that is one in the other ABI only costs the in-flight lookup, which knows the ABI.
-    if config::op_of(nr, false) == op::NONE && config::op_of(nr, true) == op::NONE {
+    if native == op::NONE && config::op_of(nr, true) == op::NONE {
         return Ok(());
     }
     let ret: i64 = ctx.arg(1);

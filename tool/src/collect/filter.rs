@@ -2,9 +2,9 @@
 //! itself, optionally only the processes of `-p`, those whose name contains `--comm`,
 //! and one cgroup v2 subtree, compared in the kernel before anything else.
 
+use crate::collect::btf::Btf;
 use anyhow::{Context as _, Result};
 use aya::{EbpfLoader, maps::HashMap};
-use btf_rs::Btf;
 use proclens_common::config::{self, MAX_PIDS, PIDS_IN_MAP};
 
 use super::{
@@ -126,11 +126,13 @@ impl Setup for FilterSetup {
                 map.insert(pid, 1, 0).context("filling SELECTED_PIDS")?;
             }
         }
-        if self.cfg.comm_len > 0 {
-            for (prog, tracepoint) in COMM_PROGRAMS {
-                setup::attach_btf_tracepoint_as(obj, prog, tracepoint, kernel)?;
-            }
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)
+    }
+
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        if self.cfg.comm_len == 0 {
+            return Vec::new();
         }
-        Ok(())
+        COMM_PROGRAMS.map(|(p, tp)| (p.into(), tp.into())).to_vec()
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use aya::{
     Ebpf, EbpfLoader,
     maps::Map,
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, Iter, Program, ProgramError, RawTracePoint, TracePoint},
 };
 
 use super::{globals::Globals, object::Object};
@@ -18,13 +18,104 @@ use crate::error::Fatal;
 pub trait Setup {
     /// Writes this concern's part of the load-time globals and sizes its maps.
     fn configure<'a>(&'a self, globals: &mut Globals, loader: &mut EbpfLoader<'a>);
-    /// Loads and attaches this concern's programs.
+    /// The programs this concern attaches to BTF tracepoints, as (program, tracepoint),
+    /// in the order it attaches them: loaded for every concern at once, in parallel,
+    /// before the first is attached (see [`load_all`]).
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The iterator programs this concern loads, as (program, target), loaded with the
+    /// tracepoints when they can be (a failure is left for the concern to meet again).
+    fn iterators(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+    /// Attaches this concern's programs (loading those not loaded yet), and runs what
+    /// must follow.
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()>;
 }
 
-/// Loads the program `name` and attaches it to the BTF tracepoint of that name.
-pub fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, kernel: &aya::Btf) -> Result<()> {
-    attach_btf_tracepoint_as(ebpf, name, name, kernel)
+/// Loads every set-up's BTF tracepoint and iterator programs, spread over as many threads
+/// as there are CPUs: the verifier is most of a start-up (~300 ms of CPU for `run`'s
+/// programs on 6.18), and it checks one program per thread. A tracepoint that fails to
+/// load is an error; an iterator is left unloaded (its concern loads it again and says
+/// what it does without it).
+pub fn load_all(ebpf: &mut Ebpf, setups: &[&dyn Setup], kernel: &aya::Btf) -> Result<()> {
+    let tracepoints: Vec<(String, String)> =
+        setups.iter().flat_map(|s| s.btf_tracepoints()).collect();
+    let iterators: Vec<(&str, &str)> = setups.iter().flat_map(|s| s.iterators()).collect();
+    let queue: Vec<(&str, &mut Program)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| {
+            tracepoints.iter().any(|(p, _)| p == name) || iterators.iter().any(|(p, _)| p == name)
+        })
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(queue.len());
+    let queue = std::sync::Mutex::new(queue);
+    let work = || -> Result<()> {
+        loop {
+            let Some((name, prog)) = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop()
+            else {
+                return Ok(());
+            };
+            if let Some((_, tracepoint)) = tracepoints.iter().find(|(p, _)| p == name) {
+                let prog: &mut BtfTracePoint = prog.try_into()?;
+                prog.load(tracepoint, kernel).map_err(|e| {
+                    load_error(
+                        &anyhow::Error::new(e)
+                            .context(format!("loading tp_btf/{tracepoint} ({name})")),
+                    )
+                })?;
+            } else if let Some((_, target)) = iterators.iter().find(|(p, _)| *p == name)
+                && let Ok(prog) = <&mut Iter>::try_from(prog)
+            {
+                let _ = prog.load(target, kernel);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("proclens-load".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mine = work();
+        helpers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a loading thread panicked")))
+            })
+            .chain(std::iter::once(mine))
+            .collect::<Result<()>>()
+    })
+}
+
+/// Loads iterator `prog` for `target` unless [`load_all`] has.
+pub fn load_iter(prog: &mut Iter, target: &str, kernel: &aya::Btf) -> Result<(), ProgramError> {
+    if prog.fd().is_ok() {
+        return Ok(());
+    }
+    prog.load(target, kernel)
+}
+
+/// Attaches each of `planned` (program, tracepoint) in its order.
+pub fn attach_btf_tracepoints(
+    ebpf: &mut Ebpf,
+    planned: &[(String, String)],
+    kernel: &aya::Btf,
+) -> Result<()> {
+    for (name, tracepoint) in planned {
+        attach_btf_tracepoint_as(ebpf, name, tracepoint, kernel)?;
+    }
+    Ok(())
 }
 
 /// Loads the program `name` and attaches it to the BTF tracepoint `tracepoint` (a second
@@ -44,8 +135,11 @@ pub fn attach_btf_tracepoint_as(
     } else {
         format!("tp_btf/{tracepoint} ({name})")
     };
-    prog.load(tracepoint, kernel)
-        .map_err(|e| load_error(&anyhow::Error::new(e).context(format!("loading {what}"))))?;
+    // Loaded already when it was planned (`load_all`).
+    if prog.fd().is_err() {
+        prog.load(tracepoint, kernel)
+            .map_err(|e| load_error(&anyhow::Error::new(e).context(format!("loading {what}"))))?;
+    }
     prog.attach().with_context(|| format!("attaching {what}"))?;
     Ok(())
 }

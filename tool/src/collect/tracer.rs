@@ -24,7 +24,7 @@ use super::{
     cgroup::CgroupFilter,
     copies::{CopyMaps, CopySetup, Want},
     filter::{self, FilterSetup, Selected},
-    forks::{Available, ForksMaps, ForksSetup},
+    forks::{Available, ForkTiming, ForksMaps, ForksSetup},
     globals::Globals,
     irq::{IrqMaps, IrqSetup},
     lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
@@ -183,6 +183,12 @@ impl Tracer {
         let vmlinux = btf::load_vmlinux()?;
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
+        let mut copies = CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?;
+        let fork_timing = if copies.time_forks(opts.forks) {
+            ForkTiming::Syscalls
+        } else {
+            ForkTiming::Tracepoints
+        };
         let mut setups = Setups {
             filter: FilterSetup::resolve(
                 opts.include_self,
@@ -198,9 +204,11 @@ impl Tracer {
                 .switches
                 .then(|| SwitchSetup::resolve(&vmlinux, &task, opts.max_threads))
                 .transpose()?,
-            copies: CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?,
+            copies,
             life: LifecycleSetup::resolve(&life, &vmlinux)?,
-            forks: opts.forks.then(|| ForksSetup::resolve(&vmlinux, &life)),
+            forks: opts
+                .forks
+                .then(|| ForksSetup::resolve(&vmlinux, &life, fork_timing)),
             irq: IrqSetup::resolve(opts.irq, &vmlinux)?,
         };
         let globals = Globals {
@@ -237,6 +245,7 @@ impl Tracer {
                     "reading the kernel's BTF for BTF tracepoints: {e}"
                 ))
             })?;
+        setup::load_all(&mut obj, &setups.list(), &kernel_btf)?;
         for s in setups.list() {
             s.attach(&mut obj, &kernel_btf)?;
         }

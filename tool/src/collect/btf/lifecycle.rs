@@ -1,8 +1,8 @@
 //! Layouts the lifecycle programs read: a task's identity, exit and SIGCHLD disposition,
 //! and its family (children, reapers, pid namespaces).
 
+use crate::collect::btf::Btf;
 use anyhow::{Context as _, Result};
-use btf_rs::Btf;
 
 use super::{member_bit_offset, member_offset, nested_offset, struct_size, tracepoint_args};
 

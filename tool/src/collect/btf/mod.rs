@@ -1,20 +1,88 @@
 //! Kernel struct layouts from the running kernel's BTF (/sys/kernel/btf/vmlinux), so no
 //! offset is compiled in for one kernel.
 
-use std::path::Path;
+use std::{collections::HashMap, ops::Deref, path::Path, sync::Mutex};
 
 use anyhow::{Context as _, Result, bail};
-use btf_rs::{Btf, Type};
+use btf_rs::Type;
 
 use crate::error::Fatal;
 
 mod lifecycle;
+mod names;
 mod task;
 
 pub use lifecycle::{FamilyOffsets, LifecycleOffsets};
 pub use task::{CgroupWalkOffsets, RqClockOffsets, SchedInfoOffsets, TaskOffsets};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel's BTF, with an index of its named types (see `names`) where the file can be
+/// mapped. Elsewhere (before 6.16) btf-rs reads it whole and indexes it itself; each
+/// name's lookup is then kept too.
+pub struct Btf {
+    inner: btf_rs::Btf,
+    index: Option<HashMap<String, Vec<u32>>>,
+    ids: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+impl Btf {
+    fn new(inner: btf_rs::Btf, index: Option<HashMap<String, Vec<u32>>>) -> Self {
+        Self {
+            inner,
+            index,
+            ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The structs, unions, enums and typedefs named `name`.
+    pub fn types_named(&self, name: &str) -> btf_rs::Result<Vec<Type>> {
+        let ids = if let Some(index) = &self.index {
+            index.get(name).cloned().unwrap_or_default()
+        } else {
+            let mut known = self
+                .ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(ids) = known.get(name) {
+                ids.clone()
+            } else {
+                let ids = self.inner.resolve_ids_by_name(name)?;
+                known.insert(name.to_owned(), ids.clone());
+                ids
+            }
+        };
+        let mut types = Vec::new();
+        for id in ids {
+            let t = self.inner.resolve_type_by_id(id)?;
+            if matches!(
+                t,
+                Type::Struct(_)
+                    | Type::Union(_)
+                    | Type::Enum(_)
+                    | Type::Enum64(_)
+                    | Type::Typedef(_)
+            ) {
+                types.push(t);
+            }
+        }
+        Ok(types)
+    }
+}
+
+impl Deref for Btf {
+    type Target = btf_rs::Btf;
+
+    fn deref(&self) -> &btf_rs::Btf {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Btf").finish_non_exhaustive()
+    }
+}
 
 pub fn load_vmlinux() -> Result<Btf> {
     if !Path::new(VMLINUX).exists() {
@@ -26,22 +94,41 @@ pub fn load_vmlinux() -> Result<Btf> {
     // Mapped, not parsed whole: proclens looks up a few dozen types, and parsing all of
     // the kernel's (and freeing them) cost ~100 ms of CPU at every start. sysfs offers
     // mmap of this file only since Linux 6.16 (ENODEV before): there it is read whole.
-    guarded(|| Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Mmap))
-        .or_else(|_| guarded(|| Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Cache)))
-        .with_context(|| format!("reading {VMLINUX}"))
+    let index = std::fs::File::open(VMLINUX)
+        .and_then(|f| {
+            // SAFETY: a read-only map of a sysfs file the kernel never changes while up.
+            unsafe { memmap2::Mmap::map(&f) }
+        })
+        .ok()
+        .and_then(|m| names::index(&m));
+    let mapped = index.is_some();
+    guarded(
+        || btf_rs::Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Mmap),
+        index,
+    )
+    .or_else(|_| {
+        guarded(
+            || btf_rs::Btf::from_file_with_backend(VMLINUX, btf_rs::Backend::Cache),
+            None,
+        )
+    })
+    .with_context(|| format!("reading {VMLINUX} (mapped: {mapped})"))
 }
 
 /// Parses BTF bytes. Malformed input is an error: a panic inside `btf_rs` (a bug there, or
 /// input it does not expect) is caught and reported as one too.
 #[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Result<Btf> {
-    guarded(|| Btf::from_bytes(bytes))
+    guarded(|| btf_rs::Btf::from_bytes(bytes), names::index(bytes))
 }
 
 /// Runs a btf-rs parse, a panic on malformed input turned into an error.
-fn guarded(parse: impl FnOnce() -> btf_rs::Result<Btf> + std::panic::UnwindSafe) -> Result<Btf> {
+fn guarded(
+    parse: impl FnOnce() -> btf_rs::Result<btf_rs::Btf> + std::panic::UnwindSafe,
+    index: Option<HashMap<String, Vec<u32>>>,
+) -> Result<Btf> {
     match std::panic::catch_unwind(parse) {
-        Ok(btf) => Ok(btf?),
+        Ok(btf) => Ok(Btf::new(btf?, index)),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<&str>()
@@ -63,7 +150,7 @@ const MAX_DEPTH: u32 = 32;
 pub fn raw_tp_args(btf: &Btf, tracepoint: &str) -> Result<Vec<String>> {
     let typedef = format!("btf_trace_{tracepoint}");
     let ty = btf
-        .resolve_types_by_name(&typedef)
+        .types_named(&typedef)
         .map_err(|_| {
             Fatal::KernelUnsupported(format!(
                 "the kernel has no tracepoint {tracepoint} (no BTF type {typedef})"
@@ -113,7 +200,7 @@ fn type_name(btf: &Btf, ty: Type, depth: u32) -> Result<String> {
 
 /// The value of `member` of `enum name` (a C enum of 32-bit values).
 pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
-    btf.resolve_types_by_name(name)
+    btf.types_named(name)
         .with_context(|| format!("BTF has no type `{name}`"))?
         .into_iter()
         .find_map(|t| match t {
@@ -128,7 +215,7 @@ pub fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32> {
 }
 
 fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
-    btf.resolve_types_by_name(name)
+    btf.types_named(name)
         .with_context(|| format!("BTF has no type `{name}`"))?
         .into_iter()
         .find_map(|t| match t {
@@ -143,7 +230,7 @@ fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
 pub fn tracepoint_args(btf: &Btf, name: &str) -> Result<usize> {
     let typedef = format!("btf_trace_{name}");
     let types = btf
-        .resolve_types_by_name(&typedef)
+        .types_named(&typedef)
         .with_context(|| format!("BTF has no `{typedef}`"))?;
     let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_))) else {
         bail!("BTF `{typedef}` is not a typedef");

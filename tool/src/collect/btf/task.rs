@@ -1,8 +1,8 @@
 //! Layouts of `task_struct` and what the switch programs reach from it: the run queue's
 //! clock, schedstat's run delay, the task's cgroup ancestors.
 
+use crate::collect::btf::Btf;
 use anyhow::Result;
-use btf_rs::Btf;
 
 use super::{member_offset, nested_offset};
 

@@ -171,16 +171,7 @@ fn looked_up_records(bytes: &[u8], btf: &Btf) -> Vec<std::ops::Range<usize>> {
     while at < hdr + type_off + type_len {
         starts.push(at);
         let info = word(at + 4);
-        let vlen = (info & 0xffff) as usize;
-        // The record's size by kind (see the kernel's btf.rst).
-        at += 12
-            + match (info >> 24) & 0x1f {
-                1 | 14 | 17 => 4,             // int, var, decl_tag
-                3 => 12,                      // array
-                4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
-                6 | 13 => 8 * vlen,           // enum, func_proto
-                _ => 0,
-            };
+        at += names::record_len((info >> 24) & 0x1f, (info & 0xffff) as usize).unwrap();
     }
     let mut ids = Vec::new();
     for name in [

@@ -12,8 +12,8 @@
 //! The syscall numbers of the copy family are the ABIs' (stable by definition), from the
 //! `syscalls` crate's tables; `MAP_ANONYMOUS` is the build target's (libc crate).
 
+use crate::collect::btf::Btf;
 use anyhow::{Context as _, Result};
-use btf_rs::Btf;
 use proclens_common::{
     config::{self, NR_TABLE},
     copies::op,
@@ -77,9 +77,18 @@ fn compat_numbers(o: u8) -> &'static [syscalls::x86::Sysno] {
     })
 }
 
-/// The dispatch tables: the op of every syscall number of each ABI.
-pub fn op_tables(compat: bool) -> [u8; 2 * NR_TABLE] {
+/// The dispatch tables: the op of every syscall number of each ABI, and with `time_forks`
+/// the fork-family calls of the 64-bit one (`op::FORK_CALLS`, those this architecture
+/// has).
+pub fn op_tables(compat: bool, time_forks: bool) -> [u8; 2 * NR_TABLE] {
     let mut t = [op::NONE; 2 * NR_TABLE];
+    if time_forks {
+        for (i, name) in (0u8..).zip(op::FORK_CALL_NAMES) {
+            if let Ok(s) = name.parse::<syscalls::Sysno>() {
+                t[s.id() as usize] = op::FORK_CALLS + i;
+            }
+        }
+    }
     for o in 0..op::COUNT as u8 {
         for s in native_numbers(o) {
             t[s.id() as usize] = o;
@@ -192,9 +201,9 @@ impl CopyConfig {
         })
     }
 
-    /// The syscall programs' load-time globals: `count_syscalls` and `copies` say which
-    /// of their parts run.
-    pub fn config(&self, count_syscalls: bool, copies: bool) -> config::Copies {
+    /// The syscall programs' load-time globals: `count_syscalls`, `copies` and
+    /// `time_forks` (with `copies` only) say which of their parts run.
+    pub fn config(&self, count_syscalls: bool, copies: bool, time_forks: bool) -> config::Copies {
         let a = &self.abi;
         let (compat_status, compat_flag) = a.compat.unwrap_or((u32::MAX, 0));
         config::Copies {
@@ -217,7 +226,7 @@ impl CopyConfig {
             file_inode: self.fd.file_inode,
             file_mode: self.fd.file_mode,
             inode_mode: self.fd.inode_mode,
-            ops: op_tables(a.compat.is_some()),
+            ops: op_tables(a.compat.is_some(), copies && time_forks),
         }
     }
 }
@@ -233,7 +242,7 @@ mod tests {
         reason = "a 2 KiB table in a test; no crate for that"
     )]
     fn dispatch_tables_name_each_abi_right() {
-        let t = op_tables(true);
+        let t = op_tables(true, false);
         // The classic mix-up: 3 is close in the 64-bit ABI and read in the 32-bit one.
         assert_eq!(t[3], op::NONE, "x86-64 close");
         assert_eq!(t[NR_TABLE + 3], op::READ, "i386 read");
@@ -258,7 +267,24 @@ mod tests {
             assert_eq!(t[..NR_TABLE].iter().filter(|&&x| x == o).count(), 1, "{o}");
             assert!(t[NR_TABLE..].contains(&o), "{o} in i386");
         }
-        assert!(op_tables(false)[NR_TABLE..].iter().all(|&x| x == op::NONE));
+        assert!(
+            op_tables(false, false)[NR_TABLE..]
+                .iter()
+                .all(|&x| x == op::NONE)
+        );
+        // Fork calls in the 64-bit table only, when timed there.
+        let f = op_tables(true, true);
+        assert_eq!(
+            [f[57], f[58], f[56], f[435]],
+            [0, 1, 2, 3].map(|i| op::FORK_CALLS + i),
+            "x86-64 fork, vfork, clone, clone3"
+        );
+        assert!(f[NR_TABLE..] == t[NR_TABLE..], "i386 unchanged");
+        // The kernel side leaves a fork's number to the fork path alone.
+        for n in (0..NR_TABLE).filter(|&n| f[n] != op::NONE && f[n] >= op::FORK_CALLS) {
+            assert_eq!(f[NR_TABLE + n], op::NONE, "i386 {n} is no copy");
+        }
+        assert!(t.iter().all(|&x| x == op::NONE || x < op::FORK_CALLS));
     }
 
     /// Resolves the layouts from this host's kernel's BTF; skipped with a reason where

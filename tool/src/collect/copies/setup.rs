@@ -2,9 +2,9 @@
 //! the copy-path accounting), what they need from BTF, their globals and map sizes,
 //! attaching them, and their maps.
 
+use crate::collect::btf::Btf;
 use anyhow::Result;
 use aya::EbpfLoader;
-use btf_rs::Btf;
 use proclens_common::config;
 
 use super::{CopyMaps, layout::CopyConfig, maps::size_maps};
@@ -34,6 +34,8 @@ pub struct CopySetup {
     copies: bool,
     /// What BTF says (`None` when it could not say, and copies are off).
     cfg: Option<CopyConfig>,
+    /// Fork-family calls timed here (see [`Self::time_forks`]).
+    time_forks: bool,
 }
 
 impl CopySetup {
@@ -43,6 +45,7 @@ impl CopySetup {
                 syscalls,
                 copies: false,
                 cfg: None,
+                time_forks: false,
             });
         }
         let (cfg, copies) = match (CopyConfig::resolve(vmlinux), want) {
@@ -59,7 +62,16 @@ impl CopySetup {
             syscalls,
             copies,
             cfg,
+            time_forks: false,
         })
+    }
+
+    /// Times the fork-family calls in the syscall programs, which copy accounting attaches
+    /// at entry and exit anyway, instead of in classic tracepoints of their own (whose
+    /// detach costs ~30 ms each at exit). Returns whether it does: only with copies on.
+    pub fn time_forks(&mut self, wanted: bool) -> bool {
+        self.time_forks = wanted && self.copies;
+        self.time_forks
     }
 
     /// Whether copy paths are accounted.
@@ -84,7 +96,7 @@ impl Setup for CopySetup {
         }
         size_maps(loader);
         globals.copies = match &self.cfg {
-            Some(c) => c.config(self.syscalls, self.copies),
+            Some(c) => c.config(self.syscalls, self.copies, self.time_forks),
             None => config::Copies {
                 count_syscalls: u32::from(self.syscalls),
                 ..config::Copies::default()
@@ -92,13 +104,15 @@ impl Setup for CopySetup {
         };
     }
 
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        [("sys_enter", self.any()), ("sys_exit", self.copies)]
+            .into_iter()
+            .filter(|&(_, on)| on)
+            .map(|(p, _)| (p.into(), p.into()))
+            .collect()
+    }
+
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-        if self.any() {
-            setup::attach_btf_tracepoint(obj, "sys_enter", kernel)?;
-        }
-        if self.copies {
-            setup::attach_btf_tracepoint(obj, "sys_exit", kernel)?;
-        }
-        Ok(())
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)
     }
 }

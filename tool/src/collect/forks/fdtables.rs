@@ -10,10 +10,15 @@ use aya::programs::{Iter, ProgramError};
 use proclens_common::{copies::fd_kind, forks::FdRecord};
 
 use super::layout::ForksConfig;
-use crate::{collect::object::Object, collect::procfs, model::fdtables::FdEntry};
+use crate::{
+    collect::{object::Object, procfs, setup},
+    model::fdtables::FdEntry,
+};
 
 /// The iterator program (tool-ebpf/src/fds.rs).
 pub const ITER_PROGRAM: &str = "fd_table";
+/// What it iterates over.
+pub const ITER_TARGET: &str = "task_file";
 
 /// Which fd tables a view reads at each report, and from where.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,8 +74,7 @@ fn iter_program(obj: &mut Object) -> Result<&mut Iter> {
 }
 
 fn load_iter(obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-    iter_program(obj)?
-        .load("task_file", kernel)
+    setup::load_iter(iter_program(obj)?, ITER_TARGET, kernel)
         .map_err(|e: ProgramError| anyhow::Error::new(e).context("loading iter/task_file"))
 }
 

@@ -4,16 +4,17 @@
 //! - copy-on-write faults: x86's `page_fault_user` and `page_fault_kernel` tracepoints
 //!   (their argument order checked against the BTF prototype) and the error-code bits `X86_PF_PROT`/`X86_PF_WRITE`
 //!   from BTF's `enum x86_pf_error_code` (the architecture's bits where BTF lacks it);
-//! - fork timing: `syscalls/sys_{enter,exit}_{fork,vfork,clone,clone3}`, record offsets
-//!   from their tracefs format files;
+//! - fork timing: in the syscall programs when they run for copy accounting (their
+//!   dispatch tables); otherwise `syscalls/sys_{enter,exit}_{fork,vfork,clone,clone3}`,
+//!   record offsets from their tracefs format files;
 //! - the fd tables (exec, iterator): the task → files → fdtable → file → inode chain
 //!   from BTF; the iterator also needs its context laid out as the program reads it.
 
 use std::path::Path;
 
+use crate::collect::btf::Btf;
 use anyhow::{Context as _, Result, bail};
-use btf_rs::Btf;
-use proclens_common::config;
+use proclens_common::{config, copies::op};
 
 use crate::collect::{
     btf::{LifecycleOffsets, enum_value, member_offset, raw_tp_args},
@@ -23,11 +24,20 @@ use crate::collect::{
 /// The fork-family syscalls timed, by their tracepoints' suffix, with the program that
 /// enters each.
 pub const CALLS: [(&str, &str); 4] = [
-    ("fork", "fork_enter_fork"),
-    ("vfork", "fork_enter_vfork"),
-    ("clone", "fork_enter_clone"),
-    ("clone3", "fork_enter_clone3"),
+    (op::FORK_CALL_NAMES[0], "fork_enter_fork"),
+    (op::FORK_CALL_NAMES[1], "fork_enter_vfork"),
+    (op::FORK_CALL_NAMES[2], "fork_enter_clone"),
+    (op::FORK_CALL_NAMES[3], "fork_enter_clone3"),
 ];
+
+/// How fork-family calls are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// By the syscall programs (attached for copy accounting).
+    Syscalls,
+    /// By classic tracepoints of their own.
+    Tracepoints,
+}
 
 /// Everything resolved before loading, with what is missing and why.
 #[derive(Debug, Clone)]
@@ -35,8 +45,10 @@ pub struct ForksConfig {
     pub cfg: config::Forks,
     /// Why copy-on-write faults cannot be counted here; `None`: they can.
     pub faults_missing: Option<String>,
-    /// The calls whose tracepoints exist (indices of [`CALLS`]).
+    /// The calls timed (indices of [`CALLS`]): those this architecture has, or whose
+    /// tracepoints exist.
     pub timed: Vec<usize>,
+    pub timing: Timing,
     /// Why some or all fork-family calls cannot be timed.
     pub timing_missing: Vec<String>,
     /// Why the fd tables cannot be read in the kernel (exec and iterator); `None`: they can.
@@ -74,7 +86,7 @@ fn slot(f: &tracefs::Format, name: &str) -> Result<u32> {
 }
 
 /// Record offsets of the fork-family tracepoints: (timed calls, what is missing).
-fn timing(root: Option<&Path>, cfg: &mut config::Forks) -> (Vec<usize>, Vec<String>) {
+fn tracepoint_timing(root: Option<&Path>, cfg: &mut config::Forks) -> (Vec<usize>, Vec<String>) {
     let Some(root) = root else {
         return (
             Vec::new(),
@@ -135,8 +147,14 @@ fn iter_layout(btf: &Btf) -> Result<()> {
 }
 
 impl ForksConfig {
-    /// Resolves every part from BTF and, for fork timing, tracefs (`root`, if mounted).
-    pub fn resolve(root: Option<&Path>, btf: &Btf, life: &LifecycleOffsets) -> Self {
+    /// Resolves every part from BTF and, for fork timing by tracepoints, tracefs (`root`,
+    /// if mounted).
+    pub fn resolve(
+        root: Option<&Path>,
+        btf: &Btf,
+        life: &LifecycleOffsets,
+        timing: Timing,
+    ) -> Self {
         let mut cfg = config::Forks {
             binprm_filename: life.binprm_filename,
             ..config::Forks::default()
@@ -152,7 +170,15 @@ impl ForksConfig {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(format!("{e:#}")),
         };
         cfg.clone_args_flags = member_offset(btf, "clone_args", "flags").unwrap_or(0);
-        let (timed, timing_missing) = timing(root, &mut cfg);
+        let (timed, timing_missing) = match timing {
+            Timing::Tracepoints => tracepoint_timing(root, &mut cfg),
+            Timing::Syscalls => (
+                (0..CALLS.len())
+                    .filter(|&i| CALLS[i].0.parse::<syscalls::Sysno>().is_ok())
+                    .collect(),
+                Vec::new(),
+            ),
+        };
         let mut fds = || -> Result<()> {
             cfg.task_files = t("files")?;
             cfg.files_fdt = member_offset(btf, "files_struct", "fdt")?;
@@ -169,6 +195,7 @@ impl ForksConfig {
             cfg,
             faults_missing,
             timed,
+            timing,
             timing_missing,
             fds_missing,
             iter_missing: iter_layout(btf).err().map(|e| format!("{e:#}")),
@@ -193,7 +220,7 @@ mod tests {
         let life = LifecycleOffsets::from_btf(&btf).unwrap();
         let root = Path::new("/sys/kernel/tracing");
         let root = root.join("events/syscalls").is_dir().then_some(root);
-        let c = ForksConfig::resolve(root, &btf, &life);
+        let c = ForksConfig::resolve(root, &btf, &life, Timing::Tracepoints);
         assert_eq!(c.fds_missing, None);
         assert_eq!(c.iter_missing, None);
         assert!(c.cfg.task_files > 0 && c.cfg.fdt_open_fds > 0, "{c:?}");
@@ -206,12 +233,18 @@ mod tests {
             assert_eq!(c.timed.len(), CALLS.len(), "{:?}", c.timing_missing);
             assert!(c.cfg.clone_flags >= 8 && c.cfg.exit_ret >= 8, "{c:?}");
         }
+        // Timed by the syscall programs: every call this architecture has, no tracefs.
+        let s = ForksConfig::resolve(None, &btf, &life, Timing::Syscalls);
+        assert!(s.timing_missing.is_empty(), "{:?}", s.timing_missing);
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(s.timed, [0, 1, 2, 3]);
+        }
     }
 
     #[test]
     fn without_tracefs_nothing_is_timed_and_says_why() {
         let mut cfg = config::Forks::default();
-        let (timed, missing) = timing(None, &mut cfg);
+        let (timed, missing) = tracepoint_timing(None, &mut cfg);
         assert!(timed.is_empty());
         assert!(missing[0].contains("tracefs"), "{missing:?}");
     }

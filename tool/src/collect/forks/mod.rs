@@ -12,5 +12,6 @@ mod setup;
 
 pub use collector::{AfterFork, ForksCollector};
 pub use fdtables::{FdSource, FdTables};
+pub use layout::Timing as ForkTiming;
 pub use maps::ForksMaps;
 pub use setup::{Available, ForksSetup};

@@ -1,14 +1,14 @@
 //! The after-fork programs' set-up: what this kernel offers of them (each part on its
 //! own), their globals, attaching them, and their maps.
 
+use crate::collect::btf::Btf;
 use anyhow::Result;
 use aya::EbpfLoader;
-use btf_rs::Btf;
 
 use super::{
     ForksMaps,
-    fdtables::FdSource,
-    layout::{CALLS, ForksConfig},
+    fdtables::{self, FdSource},
+    layout::{CALLS, ForksConfig, Timing},
 };
 use crate::collect::{
     btf::LifecycleOffsets,
@@ -44,10 +44,13 @@ pub struct ForksSetup {
 }
 
 impl ForksSetup {
-    pub fn resolve(vmlinux: &Btf, life: &LifecycleOffsets) -> Self {
-        let root = tracefs::root().ok();
+    pub fn resolve(vmlinux: &Btf, life: &LifecycleOffsets, timing: Timing) -> Self {
+        let root = match timing {
+            Timing::Tracepoints => tracefs::root().ok(),
+            Timing::Syscalls => None,
+        };
         Self {
-            cfg: ForksConfig::resolve(root.as_deref(), vmlinux, life),
+            cfg: ForksConfig::resolve(root.as_deref(), vmlinux, life, timing),
         }
     }
 
@@ -84,22 +87,35 @@ impl Setup for ForksSetup {
         globals.forks = self.cfg.cfg;
     }
 
+    fn iterators(&self) -> Vec<(&'static str, &'static str)> {
+        if self.cfg.fds_missing.is_some() || self.cfg.iter_missing.is_some() {
+            return Vec::new();
+        }
+        vec![(fdtables::ITER_PROGRAM, fdtables::ITER_TARGET)]
+    }
+
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        if self.cfg.fds_missing.is_some() {
+            return Vec::new();
+        }
+        vec![(EXEC_PROGRAM.into(), "sched_process_exec".into())]
+    }
+
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
         if self.cfg.faults_missing.is_none() {
             for p in FAULT_PROGRAMS {
                 setup::attach_raw_tracepoint(obj, p, p)?;
             }
         }
-        if self.cfg.fds_missing.is_none() {
-            setup::attach_btf_tracepoint_as(obj, EXEC_PROGRAM, "sched_process_exec", kernel)?;
-        }
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)?;
         attach_timing(obj, &self.cfg).map_err(|e| setup::load_error(&e))
     }
 }
 
-/// The enter program of each timed call, and the one exit program on all their exits.
+/// The enter program of each timed call, and the one exit program on all their exits
+/// (none when the syscall programs time them).
 fn attach_timing(obj: &mut Object, cfg: &ForksConfig) -> Result<()> {
-    if cfg.timed.is_empty() {
+    if cfg.timed.is_empty() || cfg.timing == Timing::Syscalls {
         return Ok(());
     }
     for &i in &cfg.timed {

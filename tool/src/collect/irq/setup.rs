@@ -1,9 +1,9 @@
 //! The interrupt programs' set-up: which tracepoints this kernel has (and their argument
 //! layouts), the offsets and slot counts the programs need, map sizes, attaching them.
 
+use crate::collect::btf::Btf;
 use anyhow::Result;
 use aya::EbpfLoader;
-use btf_rs::Btf;
 use proclens_common::{
     config,
     irq::{IrqStats, Stolen, vector},
@@ -170,8 +170,8 @@ impl Setup for IrqSetup {
         }
     }
 
-    fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-        let Some(r) = &self.0 else { return Ok(()) };
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        let Some(r) = &self.0 else { return Vec::new() };
         // Exits first: an exit without its entry is ignored, while an entry without its
         // exit would leave a handler open until the next one.
         let exits = ["softirq_exit", "irq_handler_exit"]
@@ -182,10 +182,11 @@ impl Setup for IrqSetup {
             .into_iter()
             .chain(r.vectors.iter().copied())
             .map(String::from);
-        for name in exits.chain(entries) {
-            setup::attach_btf_tracepoint(obj, &name, kernel)?;
-        }
-        Ok(())
+        exits.chain(entries).map(|p| (p.clone(), p)).collect()
+    }
+
+    fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)
     }
 }
 

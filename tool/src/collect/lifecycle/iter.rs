@@ -19,7 +19,7 @@ pub fn load(obj: &mut Object, kernel: &aya::Btf) -> Result<Vec<ZombieSeed>> {
         .program_mut(PROGRAM)
         .with_context(|| format!("program {PROGRAM} missing from the BPF object"))?
         .try_into()?;
-    prog.load("task", kernel)
+    crate::collect::setup::load_iter(prog, "task", kernel)
         .context("loading the task iterator (iter/task, Linux 5.8+)")?;
     read(obj)
 }

@@ -30,7 +30,7 @@ pub struct LifecycleSetup {
 }
 
 impl LifecycleSetup {
-    pub fn resolve(life: &LifecycleOffsets, vmlinux: &btf_rs::Btf) -> Result<Self> {
+    pub fn resolve(life: &LifecycleOffsets, vmlinux: &crate::collect::btf::Btf) -> Result<Self> {
         let fam = FamilyOffsets::from_btf(vmlinux).map_err(|e| {
             Fatal::KernelUnsupported(format!(
                 "the kernel's BTF lacks what the lifecycle programs read: {e:#}"
@@ -80,10 +80,15 @@ impl Setup for LifecycleSetup {
         globals.lifecycle = self.cfg;
     }
 
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        PROGRAMS.map(|p| (p.into(), p.into())).to_vec()
+    }
+
+    fn iterators(&self) -> Vec<(&'static str, &'static str)> {
+        vec![(super::iter::PROGRAM, "task")]
+    }
+
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-        for name in PROGRAMS {
-            setup::attach_btf_tracepoint(obj, name, kernel)?;
-        }
-        Ok(())
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)
     }
 }

@@ -5,12 +5,12 @@
 mod table;
 mod threads;
 
+use crate::collect::btf::Btf;
 use anyhow::Result;
 use aya::{
     EbpfLoader,
     maps::{MapData, PerCpuArray},
 };
-use btf_rs::Btf;
 use proclens_common::{
     config,
     switch::{CpuSwitches, THREAD_SLOTS},
@@ -124,10 +124,19 @@ impl Setup for SwitchSetup {
 
     /// Attaches the programs, then seeds the table with the threads that already exist:
     /// from here on, every traced thread is accounted.
+    fn btf_tracepoints(&self) -> Vec<(String, String)> {
+        self.programs()
+            .iter()
+            .map(|&p| (p.into(), p.into()))
+            .collect()
+    }
+
+    fn iterators(&self) -> Vec<(&'static str, &'static str)> {
+        threads::ITERATORS.to_vec()
+    }
+
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-        for name in self.programs() {
-            setup::attach_btf_tracepoint(obj, name, kernel)?;
-        }
+        setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)?;
         threads::load(obj, kernel)?;
         threads::seed(obj)
     }

@@ -16,11 +16,13 @@ use crate::model::open_period::{Timing, credited};
 
 const SEED: &str = "seed_threads";
 const LIVE: &str = "live_threads";
+/// Both iterators over tasks, with their target.
+pub const ITERATORS: [(&str, &str); 2] = [(SEED, "task"), (LIVE, "task")];
 
 /// Loads both iterators over tasks.
 pub fn load(obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
-    for name in [SEED, LIVE] {
-        program(obj, name)?.load("task", kernel).map_err(|e| {
+    for (name, target) in ITERATORS {
+        setup::load_iter(program(obj, name)?, target, kernel).map_err(|e| {
             setup::load_error(&anyhow::Error::new(e).context(format!("loading iter/task {name}")))
         })?;
     }
