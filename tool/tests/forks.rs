@@ -276,6 +276,17 @@ fn vfork_and_clone_vm_add_no_cow_faults() {
         (1, 1, 0),
         "{parent}"
     );
+    // `run` times the calls in its syscall programs: each is in the call no longer than
+    // the parent's wall clock around it says, and not 0 (a vfork's time holds the child's
+    // life up to its _exit).
+    for (kind, around) in [("vfork_ms", "vfork_ns"), ("shared_vm_ms", "clone_ns")] {
+        let in_call = parent[kind].as_f64().unwrap() * 1e6;
+        assert!(
+            in_call > 0.0 && in_call <= n(&own, around) as f64,
+            "{kind}: {in_call} ns in the call, {} ns around it\n{parent}",
+            n(&own, around)
+        );
+    }
     assert_eq!(n(parent, "cow_after_fork"), 0, "{parent}");
     assert!(n(parent, "cow_faults") < SLACK, "{parent}");
     assert_eq!(n(parent, "children_cow_faults"), 0, "{parent}");

@@ -218,12 +218,15 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
         // write-protected: no copy-on-write fault anywhere.
         "no-cow" => {
             let r = region();
+            let t = Instant::now();
             // SAFETY: the vfork child only calls _exit, the one use vfork is sound for.
             #[allow(deprecated, reason = "vfork itself is what this workload shows")]
             let vchild = unsafe { libc::vfork() };
             if vchild == 0 {
                 unsafe { libc::_exit(0) };
             }
+            // The call holds the child's life up to its _exit.
+            let vfork_ns = t.elapsed().as_nanos() as u64;
             assert!(vchild > 0);
             reap(vchild);
             extern "C" fn writer(arg: *mut libc::c_void) -> libc::c_int {
@@ -234,6 +237,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                 0
             }
             let mut stack = vec![0u8; 256 << 10];
+            let t = Instant::now();
             // SAFETY: the child runs `writer` on its own stack, then exits.
             let cchild = unsafe {
                 libc::clone(
@@ -243,6 +247,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                     r.as_mut_ptr().cast(),
                 )
             };
+            let clone_ns = t.elapsed().as_nanos() as u64;
             assert!(cchild > 0, "clone: {}", std::io::Error::last_os_error());
             reap(cchild);
             let c = faults();
@@ -250,7 +255,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             let d = faults();
             writeln!(
                 out,
-                r#"{{"parent":{},"vfork_child":{vchild},"clone_child":{cchild},"children_faults":{},"parent_loop_faults":{}}}"#,
+                r#"{{"parent":{},"vfork_child":{vchild},"clone_child":{cchild},"vfork_ns":{vfork_ns},"clone_ns":{clone_ns},"children_faults":{},"parent_loop_faults":{}}}"#,
                 std::process::id(),
                 children_faults(),
                 d - c,
