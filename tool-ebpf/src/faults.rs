@@ -36,8 +36,7 @@ const BPF_ANY: u64 = 0;
 /// the entries of processes that have gone. A full map is counted in
 /// `COUNTERS[FAULT_MAP_FULL]`.
 #[map]
-static COW_FAULTS: PerCpuHashMap<FaultKey, u64> =
-    PerCpuHashMap::with_max_entries(16384, crate::maps::NO_PREALLOC);
+static COW_FAULTS: PerCpuHashMap<FaultKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Processes that have made a child process since tracing began (value: the boot time of
 /// their first such fork), written by the fork-exit program, read here for

@@ -53,8 +53,7 @@ static FORK_INFLIGHT: LruHashMap<u32, ForkInflight> = LruHashMap::with_max_entri
 /// Time in fork-family calls per process; per CPU, summed by userspace, which deletes the
 /// entries of processes that have gone.
 #[map]
-static FORK_TIMES: PerCpuHashMap<ProcKey, ForkTimes> =
-    PerCpuHashMap::with_max_entries(8192, crate::maps::NO_PREALLOC);
+static FORK_TIMES: PerCpuHashMap<ProcKey, ForkTimes> = PerCpuHashMap::with_max_entries(8192, 0);
 
 #[tracepoint]
 pub fn fork_enter_fork(ctx: TracePointContext) -> u32 {

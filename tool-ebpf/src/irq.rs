@@ -67,8 +67,7 @@ static CPU_IRQ: PerCpuArray<CpuIrq> = PerCpuArray::with_max_entries(1, 0);
 /// that finds it full is counted in `COUNTERS[VICTIM_MAP_FULL]`, and userspace deletes the
 /// entries of processes that have gone after their last report. Sized by the loader.
 #[map]
-static VICTIMS: PerCpuHashMap<ProcKey, Stolen> =
-    PerCpuHashMap::with_max_entries(8192, crate::maps::NO_PREALLOC);
+static VICTIMS: PerCpuHashMap<ProcKey, Stolen> = PerCpuHashMap::with_max_entries(8192, 0);
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = -17;

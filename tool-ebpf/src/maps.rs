@@ -14,14 +14,6 @@ use proclens_common::{
     switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
 };
 
-/// `BPF_F_NO_PREALLOC`, for the per-CPU hashes whose entries come one per process: a
-/// preallocated per-CPU hash makes one per-CPU allocation per entry when it is created
-/// (~25 ms at every start for 16,384 entries on 2 CPUs, and its memory held however few
-/// processes there are). Tracing programs may use such maps (the verifier only warns
-/// before 6.1, whose allocator made them safe anywhere); the programs that insert run
-/// in fault, syscall and interrupt context, none of them inside the allocator.
-pub(crate) const NO_PREALLOC: u32 = 1;
-
 /// Per-thread switch accounting of the threads that hold no slot of `THREAD_SLOTS`, keyed
 /// by thread id. A plain (preallocated) hash: when it is full, new threads are counted in
 /// `COUNTERS[THREAD_MAP_FULL]` instead of evicting others.
