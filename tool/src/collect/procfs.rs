@@ -207,8 +207,8 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// first seen and again once the last reading is [`NameCache::MAX_AGE`] old while the
 /// task lives (exec renames it: callers that see exec events call [`NameCache::forget`]
 /// for an exact name at once), remembered after it exits. One /proc read per process per
-/// few seconds instead of per interval: with 1,000 processes that was a fifth of the
-/// agent's time.
+/// [`NameCache::MAX_AGE`] instead of per interval: with 1,000 processes that was a fifth
+/// of the agent's time.
 #[derive(Debug)]
 pub struct NameCache<K> {
     names: HashMap<K, (String, std::time::Instant)>,
@@ -228,7 +228,9 @@ impl<K> Default for NameCache<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy> NameCache<K> {
-    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+    /// For renames with `prctl(PR_SET_NAME)`, the only change no event brings here: at
+    /// 5 s, `serve` (every 5 s) read every name again at every interval, in three caches.
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// The text for `pid` under row `key`, else the last one seen, else `hint` (from an
     /// exit event), else `?`.

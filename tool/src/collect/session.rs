@@ -206,7 +206,7 @@ impl Collector {
             (Some(c), Some(maps)) => Some(c.tick(maps, &self.exited)?),
             _ => None,
         };
-        self.exited.rotate();
+        self.exited.rotate(health.ringbuf_drops);
         Ok(Snapshot {
             unix_time,
             clock,
