@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::{
     collector::Collector,
     encoding::{
-        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, text::encode,
+        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric,
+        text::{encode_eof, encode_registry},
     },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
@@ -24,21 +25,38 @@ pub struct Shared {
     pub state: Arc<Mutex<ExporterState>>,
     /// How long the scrapes served so far took to encode and send.
     pub scrapes: Arc<Mutex<ScrapeDurations>>,
+    /// The per-process families as last encoded, per format, with the collection they
+    /// show: they change once per collection (5 s by default), and scraped every second
+    /// `serve` had encoded the same ones five times over (~5 ms each with pod labels).
+    encoded: Arc<Mutex<[Option<Encoded>; 2]>>,
 }
 
-/// One exposition's view: the shared state, proclens's own figures read for this scrape,
-/// and the scrape durations so far.
+/// Encoded families and the collection (`ExporterState::collections`) they show.
+type Encoded = (u64, Arc<String>);
+
+/// The per-process families of the shared state.
 #[derive(Debug)]
-struct Exposition {
+struct Families(Shared);
+
+impl Collector for Families {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = self.0.state.lock().map_err(|_| std::fmt::Error)?;
+        families::encode(&st, &mut enc)
+    }
+}
+
+/// The machine's and proclens's own families: the shared state, proclens's own figures
+/// read for this scrape, and the scrape durations so far.
+#[derive(Debug)]
+struct Own {
     shared: Shared,
     me: SelfGauges,
     scrapes: ScrapeDurations,
 }
 
-impl Collector for Exposition {
+impl Collector for Own {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let st = self.shared.state.lock().map_err(|_| std::fmt::Error)?;
-        families::encode(&st, &mut enc)?;
         own::encode(&st, &self.me, &self.scrapes, &mut enc)
     }
 }
@@ -127,22 +145,57 @@ impl Format {
     }
 }
 
-/// The whole exposition, with proclens's own figures `me` as read for this scrape.
+/// The whole exposition, with proclens's own figures `me` as read for this scrape: the
+/// per-process families encoded once per collection and format, then the rest.
 pub fn exposition(
     shared: &Shared,
     format: Format,
     me: SelfGauges,
 ) -> Result<String, std::fmt::Error> {
     let scrapes = shared.scrapes.lock().map_err(|_| std::fmt::Error)?.clone();
+    let collection = shared
+        .state
+        .lock()
+        .map_err(|_| std::fmt::Error)?
+        .collections;
+    let slot = format as usize;
+    let cached = shared.encoded.lock().map_err(|_| std::fmt::Error)?[slot]
+        .as_ref()
+        .filter(|(c, _)| *c == collection)
+        .map(|(_, text)| Arc::clone(text));
+    let families = if let Some(text) = cached {
+        text
+    } else {
+        // A collection that ends meanwhile only costs one more encoding later.
+        let text = Arc::new(encode_part(format, Families(shared.clone()))?);
+        shared.encoded.lock().map_err(|_| std::fmt::Error)?[slot] =
+            Some((collection, Arc::clone(&text)));
+        text
+    };
+    let own = encode_part(
+        format,
+        Own {
+            shared: shared.clone(),
+            me,
+            scrapes,
+        },
+    )?;
+    let mut out = String::with_capacity(families.len() + own.len() + 6);
+    out.push_str(&families);
+    out.push_str(&own);
+    if format == Format::OpenMetrics {
+        encode_eof(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// One collector's families, without OpenMetrics' closing `# EOF`.
+fn encode_part(format: Format, c: impl Collector + 'static) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition {
-        shared: shared.clone(),
-        me,
-        scrapes,
-    }));
+    registry.register_collector(Box::new(c));
     let mut out = String::new();
     match format {
-        Format::OpenMetrics => encode(&mut out, &registry)?,
+        Format::OpenMetrics => encode_registry(&mut out, &registry)?,
         Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?,
     }
     Ok(out)

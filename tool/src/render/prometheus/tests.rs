@@ -362,3 +362,39 @@ fn interrupt_families_by_cpu_kind_and_label_set() {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }
 }
+
+#[test]
+fn families_are_encoded_once_per_collection_and_format() {
+    let shared = Shared::default();
+    let collect = |comm: &str| {
+        let d = Counts {
+            voluntary: 1,
+            ..Counts::default()
+        };
+        shared.state.lock().unwrap().apply(
+            [LabelledDelta {
+                labels: Labels::new(comm, &[("cgroup", "/")]),
+                delta: &d,
+                alive: true,
+            }],
+            SystemTotals::default(),
+        );
+    };
+    let has = |text: &str, comm: &str| text.contains(&format!("comm=\"{comm}\""));
+    collect("first");
+    let om = exposition(&shared, Format::OpenMetrics, SelfGauges::default()).unwrap();
+    assert!(has(&om, "first") && om.ends_with("# EOF\n"));
+    assert_eq!(om.matches("# EOF").count(), 1, "{om}");
+    // Between collections the families are the last collection's, in either format.
+    shared.state.lock().unwrap().series.clear();
+    let again = exposition(&shared, Format::OpenMetrics, SelfGauges::default()).unwrap();
+    assert!(has(&again, "first"), "{again}");
+    let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    assert!(!text.contains("# EOF") && text.contains("# TYPE proclens_context_switches_total"));
+    // A collection shows its own.
+    collect("second");
+    let next = exposition(&shared, Format::OpenMetrics, SelfGauges::default()).unwrap();
+    assert!(has(&next, "second") && !has(&next, "first"), "{next}");
+    let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    assert!(has(&text, "second") && !has(&text, "first"), "{text}");
+}
