@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use proclens_common::lifecycle::exit_flags::GROUP_DEAD;
 
 use super::{
     cgroup::RunCgroup,
@@ -137,13 +138,13 @@ pub async fn trace(
     // its last (its entries are deleted after it), so the final one would not have it.
     let mut execs = Vec::new();
     let mut ended = EndedForkRows::default();
-    // The leader's last switch, whenever its event is read (it may come in before the
-    // wait for the command returns).
-    let mut leader_exited = false;
+    // The leader's last switch and its process's death, whenever their events are read
+    // (they may come in before the wait for the command returns).
+    let mut leader = Leader::default();
     let mut waiter = tokio::task::spawn_blocking(move || command::wait4(pid as i32));
     let reaped = loop {
         let mut absorb = |ev: Event| {
-            leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+            leader.note(&ev, pid);
             c.absorb(ev);
         };
         let step = tokio::select! {
@@ -154,7 +155,7 @@ pub async fn trace(
             Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
             Step::Signal(Sig::Hangup) => forward(pid, libc::SIGHUP),
             Step::Tick => {
-                let mut snap = fold(&mut c, &mut driver, &mut totals, &mut leader_exited, pid)?;
+                let mut snap = fold(&mut c, &mut driver, &mut totals, &mut leader, pid)?;
                 if let Some(a) = &mut snap.extras.after_fork {
                     execs.append(&mut a.execs);
                     ended.keep(a);
@@ -176,19 +177,19 @@ pub async fn trace(
     let live = loop {
         // Until the leader's last switch is in, a drain each poll is all it takes: the
         // thread iterator runs once it is.
-        if !leader_exited && Instant::now() <= deadline {
+        if !leader.done() && Instant::now() <= deadline {
             driver.drain(&mut |ev| {
-                leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+                leader.note(&ev, pid);
                 c.absorb(ev);
             });
-            if !leader_exited {
+            if !leader.done() {
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
         }
         let live = c.live_threads()?;
         driver.drain(&mut |ev| {
-            leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+            leader.note(&ev, pid);
             c.absorb(ev);
         });
         c.end_batch(driver.watermark());
@@ -199,7 +200,7 @@ pub async fn trace(
         }
         reaps.take(&mut c);
         let now = Instant::now();
-        let leader_gone = leader_exited && !live.values().any(|t| t.tgid == pid);
+        let leader_gone = leader.done() && !live.values().any(|t| t.tgid == pid);
         if leader_gone && leader_done_at.is_none() {
             leader_done_at = Some(now);
         }
@@ -229,18 +230,43 @@ pub async fn trace(
     }))
 }
 
+/// What the events have said of the command's leader so far.
+#[derive(Debug, Default)]
+struct Leader {
+    /// Its last switch (the switch programs' thread exit).
+    switched_out: bool,
+    /// Its process's death (the exit of its last thread). Events of the per-CPU rings
+    /// are merged by time, so the process's fork and execs came in before it; the last
+    /// switch, on another ring, may come in first.
+    died: bool,
+}
+
+impl Leader {
+    fn note(&mut self, ev: &Event, pid: u32) {
+        match ev {
+            Event::ThreadExit(t) if t.header.tid == pid => self.switched_out = true,
+            Event::Exit(x) if x.task.tgid == pid && x.flags & GROUP_DEAD != 0 => self.died = true,
+            _ => {}
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.switched_out && self.died
+    }
+}
+
 /// One periodic snapshot while the command runs, its rows folded into `totals` (the
 /// kernel entries of processes that have finished are freed by it); returns the rest.
 fn fold(
     c: &mut Collector,
     driver: &mut Driver,
     totals: &mut RunTotals,
-    leader_exited: &mut bool,
+    leader: &mut Leader,
     pid: u32,
 ) -> Result<Snapshot> {
     let live = c.live_threads()?;
     driver.drain(&mut |ev| {
-        *leader_exited |= matches!(&ev, Event::ThreadExit(t) if t.header.tid == pid);
+        leader.note(&ev, pid);
         c.absorb(ev);
     });
     c.end_batch(driver.watermark());
