@@ -20,7 +20,6 @@ use super::{
     extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
     forks::AfterFork,
     lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
-    procfs,
     session::{Collector, RowKinds, Snapshot},
     tracer::Tracer,
 };
@@ -170,7 +169,6 @@ pub async fn trace(
         }
     };
     let wall_s = started.elapsed().as_secs_f64();
-    let reaped_ns = procfs::boot_ns();
 
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut leader_done_at: Option<Instant> = None;
@@ -193,11 +191,6 @@ pub async fn trace(
             c.absorb(ev);
         });
         c.end_batch(driver.watermark());
-        // Reaped by proclens's wait, which is not traced: its free would come only an RCU
-        // grace period later (~20 ms of every run).
-        if let Some(l) = c.lifecycle_mut() {
-            l.reaped_by_proclens(pid, reaped_ns);
-        }
         reaps.take(&mut c);
         let now = Instant::now();
         let leader_gone = leader.done() && !live.values().any(|t| t.tgid == pid);
