@@ -297,9 +297,14 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
                 f.runq_s
             );
             // A living process's blocked time grows: top's is compared at its row's time.
+            // The oracle mixes clocks: the wall time is CLOCK_MONOTONIC, schedstat the run
+            // queue's clock. Where they disagree, wall less on CPU and waiting goes below
+            // 0, which no blocked time can be (in the 5.10 guest under emulation, -25 ms
+            // for a CPU hog of 0.8 s): by that much the oracle is known to be off.
+            let skew = (-kblocked).max(0.0);
             if o.get("wall_s").is_some() || view == "top" {
                 assert!(
-                    (f.blocked_s - kblocked).abs() <= wall * 0.02,
+                    (f.blocked_s - kblocked.max(0.0)).abs() <= wall * 0.02 + skew,
                     "{comm}: {view} blocked {} s, wall {wall} s less on CPU and waiting {kblocked} s",
                     f.blocked_s
                 );
