@@ -55,14 +55,7 @@ impl Btf {
         let mut types = Vec::new();
         for id in ids {
             let t = self.inner.resolve_type_by_id(id)?;
-            if matches!(
-                t,
-                Type::Struct(_)
-                    | Type::Union(_)
-                    | Type::Enum(_)
-                    | Type::Enum64(_)
-                    | Type::Typedef(_)
-            ) {
+            if names::indexed_kind(&t) {
                 types.push(t);
             }
         }

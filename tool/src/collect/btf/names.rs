@@ -30,6 +30,15 @@ pub fn record_len(kind: u32, vlen: usize) -> Option<usize> {
     )
 }
 
+/// Whether `t` is of a kind [`index`] keeps (what a lookup by name returns either way).
+pub fn indexed_kind(t: &btf_rs::Type) -> bool {
+    use btf_rs::Type;
+    matches!(
+        t,
+        Type::Struct(_) | Type::Union(_) | Type::Enum(_) | Type::Enum64(_) | Type::Typedef(_)
+    )
+}
+
 /// The ids of every named struct, union, enum and typedef of `bytes` (a whole BTF file,
 /// not a split one), by name; `None` for a layout it does not know (another byte order,
 /// a kind newer than this code), where lookups scan instead.
@@ -91,16 +100,7 @@ mod tests {
                 .resolve_ids_by_name(name)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|&id| {
-                    matches!(
-                        btf.resolve_type_by_id(id),
-                        Ok(btf_rs::Type::Struct(_)
-                            | btf_rs::Type::Union(_)
-                            | btf_rs::Type::Enum(_)
-                            | btf_rs::Type::Enum64(_)
-                            | btf_rs::Type::Typedef(_))
-                    )
-                })
+                .filter(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| indexed_kind(&t)))
                 .collect();
             assert_eq!(
                 index.get(name).cloned().unwrap_or_default(),
