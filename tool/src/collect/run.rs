@@ -20,6 +20,7 @@ use super::{
     extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
     forks::AfterFork,
     lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
+    procfs,
     session::{Collector, RowKinds, Snapshot},
     tracer::Tracer,
 };
@@ -31,11 +32,12 @@ use crate::model::{
 };
 
 /// After the command ends, how long proclens waits at most for its last figures: the
-/// leader's final switch (which comes just after proclens reaped it) and the frees of the
-/// processes that died (an RCU grace period after their reap).
+/// leader's final switch (which comes just after proclens reaped it) and the last
+/// switches of every thread that exited.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-/// Once the leader's last switch is in, how long its dead descendants get to be reaped
-/// and freed; those still unreaped then are reported as left behind.
+/// Once the leader's last switch is in, how long its dead descendants get to be reaped,
+/// and exited threads to switch out for the last time; those still unreaped then are
+/// reported as left behind.
 const REAP_GRACE: Duration = Duration::from_millis(300);
 /// How often the settling checks whether everything is in.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
@@ -169,6 +171,7 @@ pub async fn trace(
         }
     };
     let wall_s = started.elapsed().as_secs_f64();
+    let reaped_ns = procfs::boot_ns();
 
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut leader_done_at: Option<Instant> = None;
@@ -191,13 +194,21 @@ pub async fn trace(
             c.absorb(ev);
         });
         c.end_batch(driver.watermark());
+        // Reaped by proclens's wait, which is not traced: its free would come only an RCU
+        // grace period later (20-80 ms of every run). Its last figures are in already:
+        // the leader's last switch, and the balance of exits and last switches for the
+        // threads that died before it.
+        if let Some(l) = c.lifecycle_mut() {
+            l.reaped_by_proclens(pid, reaped_ns);
+        }
         reaps.take(&mut c);
         let now = Instant::now();
         let leader_gone = leader.done() && !live.values().any(|t| t.tgid == pid);
         if leader_gone && leader_done_at.is_none() {
             leader_done_at = Some(now);
         }
-        let reaps_settled = c.lifecycle_mut().is_some_and(|l| l.all_dead_reaped())
+        let reaps_settled = (leader.all_switched_out()
+            && c.lifecycle_mut().is_some_and(|l| l.all_dead_reaped()))
             || leader_done_at.is_some_and(|t| now > t + REAP_GRACE);
         if (leader_gone && reaps_settled) || now > deadline {
             break live;
@@ -223,7 +234,8 @@ pub async fn trace(
     }))
 }
 
-/// What the events have said of the command's leader so far.
+/// What the events have said so far of the command's end: its leader's last switch and
+/// death, and which exited threads' last switches are still to come.
 #[derive(Debug, Default)]
 struct Leader {
     /// Its last switch (the switch programs' thread exit).
@@ -232,19 +244,41 @@ struct Leader {
     /// are merged by time, so the process's fork and execs came in before it; the last
     /// switch, on another ring, may come in first.
     died: bool,
+    /// Per thread id, exits less last switches read: a thread's last switch comes after
+    /// its exit, sometimes after its parent reaped it, and it carries the thread's final
+    /// figures. A thread with a positive balance has exited and its figures are still
+    /// to come. Counted, not flagged, so that the two in either order, and a thread id
+    /// used again, balance out.
+    unswitched: HashMap<u32, i32>,
 }
 
 impl Leader {
     fn note(&mut self, ev: &Event, pid: u32) {
-        match ev {
-            Event::ThreadExit(t) if t.header.tid == pid => self.switched_out = true,
-            Event::Exit(x) if x.task.tgid == pid && x.flags & GROUP_DEAD != 0 => self.died = true,
-            _ => {}
+        let (tid, step) = match ev {
+            Event::ThreadExit(t) => {
+                self.switched_out |= t.header.tid == pid;
+                (t.header.tid, -1)
+            }
+            Event::Exit(x) => {
+                self.died |= x.task.tgid == pid && x.flags & GROUP_DEAD != 0;
+                (x.task.pid, 1)
+            }
+            _ => return,
+        };
+        let n = self.unswitched.entry(tid).or_default();
+        *n += step;
+        if *n == 0 {
+            self.unswitched.remove(&tid);
         }
     }
 
     fn done(&self) -> bool {
         self.switched_out && self.died
+    }
+
+    /// Whether every thread that exited has had its last switch read.
+    fn all_switched_out(&self) -> bool {
+        self.unswitched.values().all(|&n| n <= 0)
     }
 }
 
@@ -311,5 +345,69 @@ impl EndedForkRows {
                 a.rows.push(r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proclens_common::{
+        event::{EventHeader, ThreadExit},
+        lifecycle::{Exit, TaskRef},
+    };
+
+    use super::*;
+
+    fn exit(tid: u32, tgid: u32, flags: u32) -> Event {
+        Event::Exit(Exit {
+            task: TaskRef {
+                pid: tid,
+                tgid,
+                start_ns: 0,
+            },
+            flags,
+            ..Exit::default()
+        })
+    }
+
+    fn switched_out(tid: u32) -> Event {
+        Event::ThreadExit(Box::new(ThreadExit {
+            header: EventHeader {
+                tid,
+                ..EventHeader::default()
+            },
+            ..ThreadExit::default()
+        }))
+    }
+
+    #[test]
+    fn the_end_is_in_once_every_exited_thread_has_switched_out() {
+        let mut l = Leader::default();
+        // A child of the command exits; its parent (the leader) exits and switches out
+        // before the child's last switch is read.
+        l.note(&exit(11, 11, GROUP_DEAD), 10);
+        l.note(&exit(10, 10, GROUP_DEAD), 10);
+        l.note(&switched_out(10), 10);
+        assert!(l.done());
+        assert!(!l.all_switched_out(), "{l:?}");
+        l.note(&switched_out(11), 10);
+        assert!(l.all_switched_out(), "{l:?}");
+        // The two in either order, and a thread id used again, balance out.
+        l.note(&switched_out(12), 10);
+        l.note(&exit(12, 11, 0), 10);
+        l.note(&exit(12, 12, GROUP_DEAD), 10);
+        assert!(!l.all_switched_out());
+        l.note(&switched_out(12), 10);
+        assert!(l.all_switched_out() && l.unswitched.is_empty(), "{l:?}");
+    }
+
+    #[test]
+    fn the_leader_is_done_only_with_its_last_switch_and_its_process_death() {
+        let mut l = Leader::default();
+        // A thread of the command dies first: not its process's death.
+        l.note(&exit(10, 10, 0), 10);
+        l.note(&switched_out(10), 10);
+        assert!(!l.done());
+        l.note(&exit(13, 10, GROUP_DEAD), 10);
+        assert!(l.done());
     }
 }

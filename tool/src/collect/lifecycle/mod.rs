@@ -265,6 +265,11 @@ impl Lifecycle {
         });
     }
 
+    /// Records that proclens reaped the dead process `pid` at `at_ns` (boot clock).
+    pub fn reaped_by_proclens(&mut self, pid: u32, at_ns: u64) {
+        self.table.reaped_unseen(pid, at_ns, &mut self.notices);
+    }
+
     /// Whether every process the table saw die has been reaped.
     pub fn all_dead_reaped(&self) -> bool {
         self.table.zombies(procfs::boot_ns(), 0).is_empty()

@@ -339,6 +339,15 @@ impl ProcTable {
         }
     }
 
+    /// Records that the dead process holding `pid` was reaped at `at_ns` by a parent whose
+    /// wait is not traced (proclens's own, for `run`'s command): its free comes only an
+    /// RCU grace period later. Nothing happens while its death is not in.
+    pub fn reaped_unseen(&mut self, pid: u32, at_ns: u64, notices: &mut Vec<Notice>) {
+        if let Some(k) = self.procs.held(pid) {
+            self.reaped(&k, at_ns, notices);
+        }
+    }
+
     /// Records that the kernel re-parented `child` to `new_ppid` (read from the kernel by
     /// the caller). Returns the new parent's key when the table knows it.
     pub fn reparent(&mut self, child: Key, new_ppid: u32) -> Option<Key> {

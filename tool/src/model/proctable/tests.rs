@@ -274,6 +274,34 @@ fn a_parent_blocked_in_wait_reaps_as_the_child_dies() {
 }
 
 #[test]
+fn a_reap_by_an_untraced_parent_counts_once_the_death_is_in() {
+    let (tab, parent) = seeded_parent();
+    let mut tab = tab.notify_all_reaps();
+    let child = t(300, 11 * SEC);
+    apply(&mut tab, &fork(11 * SEC, parent, child));
+    // Before its death: nothing to reap.
+    let mut n = Vec::new();
+    tab.reaped_unseen(300, 12 * SEC, &mut n);
+    assert!(n.is_empty() && tab.get(&Key::from(&child)).unwrap().reaped_ns.is_none());
+    apply(
+        &mut tab,
+        &exit(13 * SEC, child, parent, 0, exit_flags::GROUP_DEAD),
+    );
+    assert_eq!(tab.zombies(14 * SEC, 0).len(), 1);
+    tab.reaped_unseen(300, 14 * SEC, &mut n);
+    tab.reaped_unseen(300, 15 * SEC, &mut n);
+    assert!(tab.zombies(16 * SEC, 0).is_empty());
+    assert_eq!(
+        tab.get(&Key::from(&child)).unwrap().reaped_ns,
+        Some(14 * SEC)
+    );
+    assert_eq!(n.len(), 1, "one reap: {n:?}");
+    // Its free, later, adds nothing.
+    let later = apply(&mut tab, &free(16 * SEC, child));
+    assert!(later.is_empty(), "{later:?}");
+}
+
+#[test]
 fn autoreaped_children_are_never_zombies() {
     let (mut tab, parent) = seeded_parent();
     let child = t(300, 11 * SEC);
