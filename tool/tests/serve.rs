@@ -13,6 +13,7 @@ use std::{
 
 use common::{
     can_trace,
+    cgroup::{TestCgroup, pids_hierarchy},
     exporter::{Named, Prometheus, Server, comm_of, http, sample_sum, samples, try_http, wait_for},
     workload::Workload,
 };
@@ -233,6 +234,8 @@ fn sendfile_bytes_appear_exactly_in_copy_bytes() {
     );
 }
 
+/// Also the pids controller of the parent's cgroup, next to its zombies: the kernel's
+/// `pids.current` (zombies count until reaped) and `pids.max`.
 #[test]
 fn zombies_gauge_and_fork_counters_follow_a_parent() {
     if !can_trace() {
@@ -240,8 +243,15 @@ fn zombies_gauge_and_fork_counters_follow_a_parent() {
     }
     const K: f64 = 3.0;
     let server = Server::start(&[]);
+    // Made first, so that it is removed after the workload is gone.
+    let cg = TestCgroup::with_pids_max("zombie-pids", 64);
     let mut w = Workload::spawn("zombies:3");
     let comm = comm_of(w.pid());
+    cg.add(w.pid());
+    let cgroup = format!(
+        "/{}",
+        cg.dir.strip_prefix(pids_hierarchy()).unwrap().display()
+    );
     let scrape = || http(server.addr, "GET", "/metrics", None).1;
     let figures = |body: &str| {
         let mine = [("comm", comm.as_str())];
@@ -277,6 +287,19 @@ fn zombies_gauge_and_fork_counters_follow_a_parent() {
     let z = zombies(&body);
     assert_eq!(z.len(), 1, "one series for the parent command: {z:?}");
     assert_eq!(z[0].1, K, "zombies held");
+    // The parent's threads and its K zombies, as the kernel counts them (read after the
+    // scrape; nothing in the cgroup moves meanwhile), and the limit.
+    let pids = |name| sample_sum(&body, name, &[("cgroup", &cgroup)]);
+    assert_eq!(
+        pids("proclens_zombie_cgroup_pids"),
+        cg.pids_current() as f64,
+        "{body}"
+    );
+    let threads = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(cg.pids_current(), threads as u64 + K as u64);
+    assert_eq!(pids("proclens_zombie_cgroup_pids_max"), 64.0);
     let (forks, exits, failures) = figures(&body);
     assert_eq!(forks - forks0, K, "processes forked");
     assert_eq!(exits - exits0, K, "children that died");
@@ -293,6 +316,8 @@ fn zombies_gauge_and_fork_counters_follow_a_parent() {
         "the parent command's series stays, at 0"
     );
     assert_eq!(figures(&body), (forks, exits, failures));
+    // Holding no zombies, its cgroup is not shown.
+    assert!(!body.contains(&format!("cgroup=\"{cgroup}\"")), "{body}");
 }
 
 /// `--expire`: once no process of a command is left, its series leave /metrics after that

@@ -5,7 +5,7 @@
 use std::{fs, path::Path};
 
 use super::{cgroup, procfs};
-use crate::model::parent_info::{self, Headroom, ParentInfo};
+use crate::model::parent_info::{self, CgroupPids, Headroom, ParentInfo};
 
 /// What /proc and /sys show of process `pid` now.
 pub fn info(pid: u32) -> ParentInfo {
@@ -14,10 +14,8 @@ pub fn info(pid: u32) -> ParentInfo {
         .as_deref()
         .map(parent_info::owner)
         .unwrap_or_default();
-    let (pids_current, pids_max) = cgroup_path
-        .as_deref()
-        .and_then(pids_of)
-        .map_or((None, None), |(c, m)| (Some(c), m));
+    let (pids_current, pids_max) =
+        pids_of_process(pid).map_or((None, None), |p| (Some(p.current), p.max));
     ParentInfo {
         cmdline: fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
@@ -34,16 +32,35 @@ pub fn info(pid: u32) -> ParentInfo {
     }
 }
 
-/// The pids controller's count and limit of `cgroup`, or of its nearest ancestor that
-/// has the controller.
-fn pids_of(cgroup: &str) -> Option<(u64, Option<u64>)> {
-    let root = cgroup::v2_root().ok()?;
+/// The pids controller of process `pid`'s cgroup: in the v2 hierarchy, or, on a hybrid
+/// machine whose pids controller is still mounted as v1, there (see [`pids_of`]).
+pub fn pids_of_process(pid: u32) -> Option<CgroupPids> {
+    if let Some(p) = procfs::cgroup(pid)
+        .zip(cgroup::v2_root().ok())
+        .and_then(|(path, root)| pids_of(&root, &path))
+    {
+        return Some(p);
+    }
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = parent_info::v1_pids_cgroup(&own)?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    pids_of(Path::new(&parent_info::v1_pids_mount(&mounts)?), path)
+}
+
+/// The pids controller's count and limit of `cgroup` (a path below the hierarchy mounted
+/// at `root`), or of its nearest ancestor that has the controller (a v2 root has none).
+fn pids_of(root: &Path, cgroup: &str) -> Option<CgroupPids> {
     let mut dir = Some(Path::new(cgroup.trim_start_matches('/')));
     while let Some(d) = dir {
         let at = root.join(d);
         if let Ok(cur) = fs::read_to_string(at.join("pids.current")) {
-            let max = fs::read_to_string(at.join("pids.max")).ok()?;
-            return Some((cur.trim().parse().ok()?, parent_info::pids_max(&max)));
+            // A v1 root has a count and no limit file.
+            let max = fs::read_to_string(at.join("pids.max")).unwrap_or_default();
+            return Some(CgroupPids {
+                cgroup: format!("/{}", d.display()),
+                current: cur.trim().parse().ok()?,
+                max: parent_info::pids_max(&max),
+            });
         }
         dir = d.parent();
     }

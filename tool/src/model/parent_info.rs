@@ -26,6 +26,16 @@ pub struct ParentInfo {
     pub pids_max: Option<u64>,
 }
 
+/// A cgroup's pids controller: the cgroup that has it (the process's own, or its nearest
+/// ancestor with one), its tasks now (`pids.current`: zombies count until reaped) and
+/// its limit (`pids.max`; `None`: `max`, no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct CgroupPids {
+    pub cgroup: String,
+    pub current: u64,
+    pub max: Option<u64>,
+}
+
 /// The machine's pid headroom: tasks (threads) in use against `kernel.pid_max`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Headroom {
@@ -53,6 +63,28 @@ pub fn wchan(raw: &str) -> Option<String> {
 /// A `pids.max` value: `None` for `max`.
 pub fn pids_max(raw: &str) -> Option<u64> {
     raw.trim().parse().ok()
+}
+
+/// The pids controller's cgroup in a v1 (hybrid) hierarchy, from /proc/PID/cgroup
+/// (`5:pids:/user.slice/x.scope`).
+pub fn v1_pids_cgroup(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == "pids").then_some(path)
+    })
+}
+
+/// Where the v1 pids hierarchy is mounted, from /proc/self/mountinfo (a `cgroup` mount
+/// with the `pids` super option).
+pub fn v1_pids_mount(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        let (mine, fs) = l.split_once(" - ")?;
+        let mut f = fs.split_whitespace();
+        let (kind, _, options) = (f.next()?, f.next()?, f.next()?);
+        (kind == "cgroup" && options.split(',').any(|o| o == "pids"))
+            .then(|| mine.split_whitespace().nth(4).map(str::to_string))?
+    })
 }
 
 /// The number of tasks in /proc/loadavg (`0.00 0.01 0.05 1/523 4242`: 523).
@@ -166,6 +198,21 @@ mod tests {
         assert_eq!(wchan("0"), None);
         assert_eq!(pids_max("max\n"), None);
         assert_eq!(pids_max("512\n"), Some(512));
+        assert_eq!(pids_max(""), None);
+        let own = "12:pids:/user.slice/a.scope\n11:cpu,cpuacct:/x\n0::/y\n";
+        assert_eq!(v1_pids_cgroup(own), Some("/user.slice/a.scope"));
+        assert_eq!(v1_pids_cgroup("0::/y\n"), None);
+        let mounts = "30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu\n\
+                      35 25 0:31 / /sys/fs/cgroup/pids rw,relatime shared:14 - cgroup cgroup rw,pids\n\
+                      36 25 0:32 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            v1_pids_mount(mounts).as_deref(),
+            Some("/sys/fs/cgroup/pids")
+        );
+        assert_eq!(
+            v1_pids_mount("36 25 0:32 / /u rw - cgroup2 cgroup2 rw\n"),
+            None
+        );
         assert_eq!(loadavg_tasks("0.00 0.01 0.05 1/523 4242\n"), Some(523));
         assert_eq!(loadavg_tasks("garbage"), None);
     }

@@ -19,7 +19,54 @@ pub fn v2_root() -> PathBuf {
     PathBuf::from(root)
 }
 
+/// Where a cgroup of the pids controller can be made: the v2 root when its children have
+/// the controller, else the v1 pids hierarchy of a hybrid machine (this one's); with the
+/// hierarchy's root, from which cgroup paths are shown.
+pub fn pids_hierarchy() -> PathBuf {
+    let v2 = v2_root();
+    let control = fs::read_to_string(v2.join("cgroup.subtree_control")).unwrap_or_default();
+    if control.split_whitespace().any(|c| c == "pids") {
+        return v2;
+    }
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v1 = mi
+        .lines()
+        .find(|l| {
+            l.split_once(" - ").is_some_and(|(_, fs)| {
+                fs.starts_with("cgroup ")
+                    && fs
+                        .split_whitespace()
+                        .nth(2)
+                        .is_some_and(|o| o.split(',').any(|o| o == "pids"))
+            })
+        })
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a pids controller: in the v2 root's subtree_control or a v1 mount");
+    PathBuf::from(v1)
+}
+
 impl TestCgroup {
+    /// `proclens-test-<name>-<pid>` in the pids hierarchy (see [`pids_hierarchy`]), with
+    /// `pids.max` set to `max`.
+    pub fn with_pids_max(name: &str, max: u64) -> Self {
+        let dir = pids_hierarchy().join(format!("proclens-test-{name}-{}", std::process::id()));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("pids.max"), max.to_string()).unwrap();
+        Self {
+            dir,
+            parents: Vec::new(),
+        }
+    }
+
+    /// Tasks in the cgroup now, as its pids controller counts them.
+    pub fn pids_current(&self) -> u64 {
+        fs::read_to_string(self.dir.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// `proclens-test-<name>-<pid>` below the cgroup v2 root.
     pub fn new(name: &str) -> Self {
         let dir = v2_root().join(format!("proclens-test-{name}-{}", std::process::id()));

@@ -235,11 +235,27 @@ impl Labeller {
                 })
                 .collect()
         });
+        // The pids controllers of the holders' cgroups, read now (zombies count in
+        // pids.current until they are reaped).
+        let mut holders: Vec<u32> = x
+            .zombies
+            .iter()
+            .flatten()
+            .filter(|z| self.wanted(z.ppid, &z.parent_comm))
+            .map(|z| z.ppid)
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        let zombie_cgroups = holders
+            .into_iter()
+            .filter_map(crate::collect::parents::pids_of_process)
+            .collect();
         ExtrasDelta {
             procs,
             copies,
             forks,
             zombies,
+            zombie_cgroups,
             drops: KernelDrops {
                 ringbuf_full: health.ringbuf_drops,
                 thread_map_full: health.thread_map_full,

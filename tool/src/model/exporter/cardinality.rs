@@ -22,6 +22,7 @@ use std::{
 use proclens_common::{copies::fd_kind, copies::op, switch::RUNQ_BUCKETS};
 
 use super::{ExporterState, Labels, PathKey, ZombieLabels, host};
+use crate::model::parent_info::CgroupPids;
 
 /// The value a folded label reads.
 pub const OTHER: &str = "other";
@@ -128,6 +129,11 @@ impl Budget {
     }
 }
 
+/// Series of one cgroup's pids gauges: tasks, and the limit when there is one.
+fn cgroup_series(c: &CgroupPids) -> usize {
+    1 + usize::from(c.max.is_some())
+}
+
 fn other_zombie() -> ZombieLabels {
     ZombieLabels {
         parent_comm: OTHER.into(),
@@ -141,7 +147,8 @@ impl ExporterState {
         let mut n = self.fixed_series()
             + self.series.len() * SWITCH_SERIES
             + self.forks.len() * FORK_SERIES
-            + self.zombies.as_ref().map_or(0, BTreeMap::len);
+            + self.zombies.as_ref().map_or(0, BTreeMap::len)
+            + self.zombie_cgroups.iter().map(cgroup_series).sum::<usize>();
         if self.syscalls_counted {
             n += self.syscalls.len();
         }
@@ -234,6 +241,23 @@ impl ExporterState {
             return (owner.clone(), key);
         }
         (self.guard.other_like(owner), by_syscall)
+    }
+
+    /// The zombie holders' cgroups shown: fewest pids left first (no limit last), each
+    /// while its series fit under the cap; the rest are left out, not folded.
+    pub(super) fn admit_cgroups(
+        &self,
+        mut cgroups: Vec<CgroupPids>,
+        b: &mut Budget,
+    ) -> Vec<CgroupPids> {
+        cgroups.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        cgroups.dedup_by(|a, b| a.cgroup == b.cgroup);
+        cgroups.sort_by_key(|c| c.max.map_or(u64::MAX, |m| m.saturating_sub(c.current)));
+        if !self.guard.limited() {
+            return cgroups;
+        }
+        cgroups.retain(|c| b.take(cgroup_series(c), false));
+        cgroups
     }
 
     /// The zombie gauge's label for a parent: its own when shown or it fits, else

@@ -4,7 +4,10 @@ use super::{
     tests::{labels, proc_delta, sendfile_path},
     *,
 };
-use crate::model::exporter::cardinality::{OTHER, RESERVE, SET_SERIES};
+use crate::model::{
+    exporter::cardinality::{OTHER, RESERVE, SET_SERIES},
+    parent_info::CgroupPids,
+};
 
 /// The smallest cap with room for `n` series of new label sets (beside the fixed
 /// families, the catch-all's room and the tenth kept for folds), and not for 3 more.
@@ -157,6 +160,47 @@ fn zombie_parents_past_the_cap_read_other() {
     assert_eq!((zs[&z("a")], zs[&z("b")], zs[&z("other")]), (1, 1, 3));
     assert_eq!(st.guard.folded_total, 2, "c and d");
     assert!(st.series_count() <= max);
+}
+
+#[test]
+fn zombie_cgroups_past_the_cap_are_left_out_fewest_pids_left_first() {
+    let max = cap_for(2);
+    let mut st = ExporterState::with_max_series(max);
+    let c = |name: &str, current, max| CgroupPids {
+        cgroup: name.into(),
+        current,
+        max,
+    };
+    st.apply_extras(ExtrasDelta {
+        zombie_cgroups: vec![
+            c("/unlimited", 5, None),
+            c("/roomy", 5, Some(1000)),
+            c("/tight", 60, Some(64)),
+            c("/tight", 60, Some(64)),
+        ],
+        ..ExtrasDelta::default()
+    });
+    // Two series for a limited cgroup, one for an unlimited one: the tight one first,
+    // and not all three (five series).
+    let shown: Vec<_> = st
+        .zombie_cgroups
+        .iter()
+        .map(|c| c.cgroup.as_str())
+        .collect();
+    assert!(shown[0] == "/tight" && shown.len() < 3, "{shown:?}");
+    assert!(st.series_count() <= max, "{} > {max}", st.series_count());
+    // Without a cap, all of them, once each.
+    let mut st = ExporterState::default();
+    st.apply_extras(ExtrasDelta {
+        zombie_cgroups: vec![c("/a", 1, None), c("/b", 9, Some(10)), c("/a", 1, None)],
+        ..ExtrasDelta::default()
+    });
+    let shown: Vec<_> = st
+        .zombie_cgroups
+        .iter()
+        .map(|c| c.cgroup.as_str())
+        .collect();
+    assert_eq!(shown, ["/b", "/a"]);
 }
 
 #[test]

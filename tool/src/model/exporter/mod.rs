@@ -14,7 +14,7 @@ pub mod host;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::{copies, irq::Taken, proctable::ForkStats, switches::Counts};
+use super::{copies, irq::Taken, parent_info::CgroupPids, proctable::ForkStats, switches::Counts};
 pub use cardinality::Guard;
 pub use host::{HostGauges, SCRAPE_BUCKETS, ScrapeDurations, SelfGauges};
 
@@ -160,6 +160,9 @@ pub struct ExporterState {
     pub forks: BTreeMap<Labels, ForkStats>,
     /// Zombies held now, by parent; `None` without a process table.
     pub zombies: Option<BTreeMap<ZombieLabels, u64>>,
+    /// The pids controllers of the cgroups whose processes hold zombies now, fewest
+    /// pids left first, as many as the cardinality cap has room for.
+    pub zombie_cgroups: Vec<CgroupPids>,
     pub drops: KernelDrops,
     /// The machine's process, thread, zombie and pid figures (always shown).
     pub host: HostGauges,
@@ -204,6 +207,8 @@ pub struct ExtrasDelta<'a> {
     pub forks: Vec<ForkDelta>,
     /// One item per zombie; `None` without a process table.
     pub zombies: Option<Vec<ZombieLabels>>,
+    /// The pids controllers of the zombie holders' cgroups, one per cgroup.
+    pub zombie_cgroups: Vec<CgroupPids>,
     pub drops: KernelDrops,
 }
 
@@ -338,6 +343,7 @@ impl ExporterState {
             }
             now
         });
+        self.zombie_cgroups = self.admit_cgroups(x.zombie_cgroups, &mut budget);
         self.drops = x.drops;
         self.pending_removal(gone);
     }

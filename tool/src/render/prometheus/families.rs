@@ -199,6 +199,22 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
                 (labels, *n as i64)
             }),
         )?;
+        gauge_family(
+            enc,
+            "proclens_zombie_cgroup_pids",
+            "Tasks in the pids controller of each cgroup whose processes hold zombies now (pids.current, zombies included): the cgroup's own or its nearest ancestor with the controller",
+            st.zombie_cgroups
+                .iter()
+                .map(|c| (vec![("cgroup", c.cgroup.clone())], c.current as i64)),
+        )?;
+        gauge_family(
+            enc,
+            "proclens_zombie_cgroup_pids_max",
+            "The limit (pids.max) of the cgroups in proclens_zombie_cgroup_pids; absent when unlimited",
+            st.zombie_cgroups
+                .iter()
+                .filter_map(|c| Some((vec![("cgroup", c.cgroup.clone())], c.max? as i64))),
+        )?;
     }
     Ok(())
 }

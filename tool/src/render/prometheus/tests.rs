@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::exporter::Labels;
+use crate::model::parent_info::CgroupPids;
 use crate::model::{
     exporter::{LabelledDelta, SystemTotals},
     switches::Counts,
@@ -117,6 +118,18 @@ fn extras_families_carry_their_labels() {
             parent_comm: "nginx".into(),
             parent_pid: None,
         }]),
+        zombie_cgroups: vec![
+            CgroupPids {
+                cgroup: "/web".into(),
+                current: 12,
+                max: Some(64),
+            },
+            CgroupPids {
+                cgroup: "/batch".into(),
+                current: 3,
+                max: None,
+            },
+        ],
         drops: KernelDrops {
             copy_map_full: 5,
             ..KernelDrops::default()
@@ -133,12 +146,19 @@ fn extras_families_carry_their_labels() {
         r#"proclens_child_exits_total{comm="nginx",cgroup="/web"} 2"#,
         r#"proclens_child_failures_total{comm="nginx",cgroup="/web"} 1"#,
         r#"proclens_zombies{parent_comm="nginx"} 1"#,
+        r#"proclens_zombie_cgroup_pids{cgroup="/web"} 12"#,
+        r#"proclens_zombie_cgroup_pids{cgroup="/batch"} 3"#,
+        r#"proclens_zombie_cgroup_pids_max{cgroup="/web"} 64"#,
         r#"proclens_dropped_total{reason="copy_map_full"} 5"#,
         r#"proclens_dropped_total{reason="ringbuf_full"} 0"#,
         "# TYPE proclens_zombies gauge",
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }
+    assert!(
+        !text.contains(r#"proclens_zombie_cgroup_pids_max{cgroup="/batch"}"#),
+        "no limit, no series:\n{text}"
+    );
 }
 
 #[test]
@@ -277,6 +297,11 @@ fn series_gauge_counts_every_sample_line() {
                 parent_comm: "c".into(),
                 parent_pid: None,
             }]),
+            zombie_cgroups: vec![CgroupPids {
+                cgroup: "/c".into(),
+                current: 2,
+                max: Some(10),
+            }],
             ..ExtrasDelta::default()
         });
     }
