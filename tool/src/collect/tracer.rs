@@ -34,6 +34,7 @@ use super::{
     rings::RingLayout,
     setup::{self, Setup},
     switch::{SwitchMaps, SwitchSetup},
+    tracefs,
 };
 use crate::error::Fatal;
 
@@ -184,7 +185,7 @@ impl Tracer {
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
         let mut copies = CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?;
-        let fork_timing = if copies.time_forks(opts.forks) {
+        let fork_timing = if copies.time_forks(opts.forks, tracefs::root().is_ok(), &vmlinux) {
             ForkTiming::Syscalls
         } else {
             ForkTiming::Tracepoints

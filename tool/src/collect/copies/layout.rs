@@ -80,7 +80,7 @@ fn compat_numbers(o: u8) -> &'static [syscalls::x86::Sysno] {
 /// The dispatch tables: the op of every syscall number of each ABI, and with `time_forks`
 /// the fork-family calls of the 64-bit one (`op::FORK_CALLS`, those this architecture
 /// has).
-pub fn op_tables(compat: bool, time_forks: bool) -> [u8; 2 * NR_TABLE] {
+pub fn op_tables(compat: bool, copies: bool, time_forks: bool) -> [u8; 2 * NR_TABLE] {
     let mut t = [op::NONE; 2 * NR_TABLE];
     if time_forks {
         for (i, name) in (0u8..).zip(op::FORK_CALL_NAMES) {
@@ -89,7 +89,7 @@ pub fn op_tables(compat: bool, time_forks: bool) -> [u8; 2 * NR_TABLE] {
             }
         }
     }
-    for o in 0..op::COUNT as u8 {
+    for o in (0..op::COUNT as u8).filter(|_| copies) {
         for s in native_numbers(o) {
             t[s.id() as usize] = o;
         }
@@ -202,14 +202,16 @@ impl CopyConfig {
     }
 
     /// The syscall programs' load-time globals: `count_syscalls`, `copies` and
-    /// `time_forks` (with `copies` only) say which of their parts run.
+    /// `time_forks` say which of their parts run. The programs dispatch on the op tables
+    /// (the `copies` global) when either of the last two does; the tables then name only
+    /// the calls of the parts that run.
     pub fn config(&self, count_syscalls: bool, copies: bool, time_forks: bool) -> config::Copies {
         let a = &self.abi;
         let (compat_status, compat_flag) = a.compat.unwrap_or((u32::MAX, 0));
         config::Copies {
             map_anonymous: self.map_anonymous,
             count_syscalls: u32::from(count_syscalls),
-            copies: u32::from(copies),
+            copies: u32::from(copies || time_forks),
             args_native: a.args_native,
             args_compat: a.args_compat,
             regs_nr: a.regs_nr,
@@ -226,7 +228,7 @@ impl CopyConfig {
             file_inode: self.fd.file_inode,
             file_mode: self.fd.file_mode,
             inode_mode: self.fd.inode_mode,
-            ops: op_tables(a.compat.is_some(), copies && time_forks),
+            ops: op_tables(a.compat.is_some(), copies, time_forks),
         }
     }
 }
@@ -242,7 +244,7 @@ mod tests {
         reason = "a 2 KiB table in a test; no crate for that"
     )]
     fn dispatch_tables_name_each_abi_right() {
-        let t = op_tables(true, false);
+        let t = op_tables(true, true, false);
         // The classic mix-up: 3 is close in the 64-bit ABI and read in the 32-bit one.
         assert_eq!(t[3], op::NONE, "x86-64 close");
         assert_eq!(t[NR_TABLE + 3], op::READ, "i386 read");
@@ -268,12 +270,12 @@ mod tests {
             assert!(t[NR_TABLE..].contains(&o), "{o} in i386");
         }
         assert!(
-            op_tables(false, false)[NR_TABLE..]
+            op_tables(false, true, false)[NR_TABLE..]
                 .iter()
                 .all(|&x| x == op::NONE)
         );
         // Fork calls in the 64-bit table only, when timed there.
-        let f = op_tables(true, true);
+        let f = op_tables(true, true, true);
         assert_eq!(
             [f[57], f[58], f[56], f[435]],
             [0, 1, 2, 3].map(|i| op::FORK_CALLS + i),
@@ -285,6 +287,14 @@ mod tests {
             assert_eq!(f[NR_TABLE + n], op::NONE, "i386 {n} is no copy");
         }
         assert!(t.iter().all(|&x| x == op::NONE || x < op::FORK_CALLS));
+        // Fork calls alone (no copies): nothing else is dispatched.
+        let only = op_tables(true, false, true);
+        assert!((0..2 * NR_TABLE).all(|n| only[n]
+            == if n < NR_TABLE && f[n] >= op::FORK_CALLS && f[n] != op::NONE {
+                f[n]
+            } else {
+                op::NONE
+            }));
     }
 
     /// Resolves the layouts from this host's kernel's BTF; skipped with a reason where

@@ -68,9 +68,14 @@ impl CopySetup {
 
     /// Times the fork-family calls in the syscall programs, which copy accounting attaches
     /// at entry and exit anyway, instead of in classic tracepoints of their own (whose
-    /// detach costs ~30 ms each at exit). Returns whether it does: only with copies on.
-    pub fn time_forks(&mut self, wanted: bool) -> bool {
-        self.time_forks = wanted && self.copies;
+    /// detach costs ~30 ms each at exit). Returns whether it does: with copies on; and
+    /// where tracefs is not mounted (`tracefs` false), which the classic tracepoints
+    /// need, also without copies, at the cost of the syscall programs on every syscall.
+    pub fn time_forks(&mut self, wanted: bool, tracefs: bool, vmlinux: &Btf) -> bool {
+        if wanted && !tracefs && self.cfg.is_none() {
+            self.cfg = CopyConfig::resolve(vmlinux).ok();
+        }
+        self.time_forks = wanted && self.cfg.is_some() && (self.copies || !tracefs);
         self.time_forks
     }
 
@@ -79,13 +84,16 @@ impl CopySetup {
         self.copies
     }
 
+    /// Whether the syscall programs run.
     fn any(&self) -> bool {
-        self.syscalls || self.copies
+        self.syscalls || self.copies || self.time_forks
     }
 
-    /// The syscall and copy maps, when the programs run.
+    /// The syscall and copy maps, when syscalls are counted or copies accounted.
     pub fn take(&self, obj: &mut Object) -> Result<Option<CopyMaps>> {
-        self.any().then(|| CopyMaps::take(obj)).transpose()
+        (self.syscalls || self.copies)
+            .then(|| CopyMaps::take(obj))
+            .transpose()
     }
 }
 
@@ -105,11 +113,14 @@ impl Setup for CopySetup {
     }
 
     fn btf_tracepoints(&self) -> Vec<(String, String)> {
-        [("sys_enter", self.any()), ("sys_exit", self.copies)]
-            .into_iter()
-            .filter(|&(_, on)| on)
-            .map(|(p, _)| (p.into(), p.into()))
-            .collect()
+        [
+            ("sys_enter", self.any()),
+            ("sys_exit", self.copies || self.time_forks),
+        ]
+        .into_iter()
+        .filter(|&(_, on)| on)
+        .map(|(p, _)| (p.into(), p.into()))
+        .collect()
     }
 
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
