@@ -1,5 +1,5 @@
 //! The command line's contract: argument errors and missing processes each get one line
-//! and their documented exit code; copies runs without tracefs; every way proclens ends leaves no BPF
+//! and their documented exit code; copies and forks run without tracefs; every way proclens ends leaves no BPF
 //! program, link or map behind. (Privileges: tests/privilege.rs.)
 mod common;
 
@@ -204,6 +204,55 @@ fn copies_needs_no_tracefs() {
         stderr.lines().all(|l| l.starts_with(KEEPS_CAPS_NOTE)),
         "{stderr}"
     );
+}
+
+/// Without tracefs, `forks` times the fork calls in its syscall programs: a shell that
+/// forks three children shows three forks, and time in them. In a private mount
+/// namespace, as above; proclens's first report (start-up done) before the shell starts.
+#[test]
+fn forks_are_timed_without_tracefs() {
+    if !can_trace() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("proclens-forks-notracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out, pid) = (dir.join("out"), dir.join("pid"));
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; \
+         if test -d /sys/kernel/tracing/events; then echo still-mounted; exit 97; fi; \
+         {PROCLENS} forks --json --interval 0.2 --no-fds > {out} & p=$!; \
+         while ! grep -q forks_system {out}; do kill -0 $p || exit 96; sleep 0.05; done; \
+         sh -c 'echo $$ > {pid}; for i in 1 2 3; do true & wait; done; sleep 0.5'; \
+         sleep 0.5; kill -INT $p; wait $p",
+        out = out.display(),
+        pid = pid.display()
+    );
+    let run = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output_within(COMMAND_LIMIT);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    match run.status.code() {
+        Some(0) => {}
+        Some(97) => panic!("tracefs could not be unmounted in a private mount namespace"),
+        other => panic!("forks failed ({other:?}): {stderr}"),
+    }
+    let sh: u64 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let last = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["type"] == "forks" && v["pid"] == sh)
+        .unwrap_or_else(|| panic!("no row of the shell {sh}:\n{text}\n{stderr}"));
+    let total = &last["total"];
+    assert_eq!(total["forks"], 3, "{last}");
+    assert!(total["fork_ms"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(!stderr.contains("not timed"), "{stderr}");
 }
 
 /// proclens `top --json` for two short intervals with the thread table forced full (every
