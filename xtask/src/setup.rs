@@ -134,6 +134,39 @@ pub fn ensure_all() -> Result<()> {
             );
         }
     }
+    ensure_tracefs()
+}
+
+/// The anchors (bpftrace, perf) find tracepoints through tracefs; some machines boot
+/// without it mounted. proclens itself never needs it to be (tests/cli.rs checks that in
+/// a mount namespace without it), but the tests that compare with bpftrace do: mount it
+/// where the kernel expects it.
+fn ensure_tracefs() -> Result<()> {
+    const AT: &str = "/sys/kernel/tracing";
+    if [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_dir())
+    {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: warning: tracefs is not mounted; the tests that compare with bpftrace will fail (as root: mount -t tracefs tracefs {AT})"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: mounting tracefs at {AT} (bpftrace, an anchor of the tests, needs it)");
+    let ok = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", AT])
+        .status()
+        .context("running mount")?
+        .success();
+    if !ok {
+        bail!("mounting tracefs at {AT} failed: the tests that compare with bpftrace cannot run");
+    }
     Ok(())
 }
 
