@@ -142,8 +142,11 @@ pub async fn trace(
     // The leader's last switch and its process's death, whenever their events are read
     // (they may come in before the wait for the command returns).
     let mut leader = Leader::default();
-    let mut waiter = tokio::task::spawn_blocking(move || command::wait4(pid as i32));
-    let reaped = loop {
+    // The wait's return time is the command's reap (proclens's wait is not traced).
+    let mut waiter = tokio::task::spawn_blocking(move || {
+        command::wait4(pid as i32).map(|r| (r, procfs::boot_ns()))
+    });
+    let (reaped, reaped_ns) = loop {
         let mut absorb = |ev: Event| {
             leader.note(&ev, pid);
             c.absorb(ev);
@@ -171,7 +174,6 @@ pub async fn trace(
         }
     };
     let wall_s = started.elapsed().as_secs_f64();
-    let reaped_ns = procfs::boot_ns();
 
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut leader_done_at: Option<Instant> = None;
@@ -244,12 +246,12 @@ struct Leader {
     /// are merged by time, so the process's fork and execs came in before it; the last
     /// switch, on another ring, may come in first.
     died: bool,
-    /// Per thread id, exits less last switches read: a thread's last switch comes after
-    /// its exit, sometimes after its parent reaped it, and it carries the thread's final
-    /// figures. A thread with a positive balance has exited and its figures are still
-    /// to come. Counted, not flagged, so that the two in either order, and a thread id
-    /// used again, balance out.
-    unswitched: HashMap<u32, i32>,
+    /// Per thread (thread id, process id), exits less last switches read: a thread's
+    /// last switch comes after its exit, sometimes after its parent reaped it, and it
+    /// carries the thread's final figures. A thread with a positive balance has exited
+    /// and its figures are still to come. Counted, not flagged, so that the two in
+    /// either order, and a thread id used again, balance out.
+    unswitched: HashMap<(u32, u32), i32>,
 }
 
 impl Leader {
@@ -257,11 +259,11 @@ impl Leader {
         let (tid, step) = match ev {
             Event::ThreadExit(t) => {
                 self.switched_out |= t.header.tid == pid;
-                (t.header.tid, -1)
+                ((t.header.tid, t.stats.tgid), -1)
             }
             Event::Exit(x) => {
                 self.died |= x.task.tgid == pid && x.flags & GROUP_DEAD != 0;
-                (x.task.pid, 1)
+                ((x.task.pid, x.task.tgid), 1)
             }
             _ => return,
         };
@@ -353,6 +355,7 @@ mod tests {
     use proclens_common::{
         event::{EventHeader, ThreadExit},
         lifecycle::{Exit, TaskRef},
+        switch::ThreadSwitches,
     };
 
     use super::*;
@@ -369,11 +372,15 @@ mod tests {
         })
     }
 
-    fn switched_out(tid: u32) -> Event {
+    fn switched_out(tid: u32, tgid: u32) -> Event {
         Event::ThreadExit(Box::new(ThreadExit {
             header: EventHeader {
                 tid,
                 ..EventHeader::default()
+            },
+            stats: ThreadSwitches {
+                tgid,
+                ..ThreadSwitches::default()
             },
             ..ThreadExit::default()
         }))
@@ -386,18 +393,23 @@ mod tests {
         // before the child's last switch is read.
         l.note(&exit(11, 11, GROUP_DEAD), 10);
         l.note(&exit(10, 10, GROUP_DEAD), 10);
-        l.note(&switched_out(10), 10);
+        l.note(&switched_out(10, 10), 10);
         assert!(l.done());
         assert!(!l.all_switched_out(), "{l:?}");
-        l.note(&switched_out(11), 10);
+        l.note(&switched_out(11, 11), 10);
         assert!(l.all_switched_out(), "{l:?}");
         // The two in either order, and a thread id used again, balance out.
-        l.note(&switched_out(12), 10);
+        l.note(&switched_out(12, 11), 10);
         l.note(&exit(12, 11, 0), 10);
         l.note(&exit(12, 12, GROUP_DEAD), 10);
         assert!(!l.all_switched_out());
-        l.note(&switched_out(12), 10);
+        l.note(&switched_out(12, 12), 10);
         assert!(l.all_switched_out() && l.unswitched.is_empty(), "{l:?}");
+        // A last switch whose exit was lost does not stand in for another process's
+        // thread with the same id.
+        l.note(&switched_out(13, 11), 10);
+        l.note(&exit(13, 13, GROUP_DEAD), 10);
+        assert!(!l.all_switched_out(), "{l:?}");
     }
 
     #[test]
@@ -405,7 +417,7 @@ mod tests {
         let mut l = Leader::default();
         // A thread of the command dies first: not its process's death.
         l.note(&exit(10, 10, 0), 10);
-        l.note(&switched_out(10), 10);
+        l.note(&switched_out(10, 10), 10);
         assert!(!l.done());
         l.note(&exit(13, 10, GROUP_DEAD), 10);
         assert!(l.done());
