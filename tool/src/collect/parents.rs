@@ -41,30 +41,51 @@ pub fn pids_of_process(pid: u32) -> Option<CgroupPids> {
     {
         return Some(p);
     }
+    let (mount, mount_root) = v1_pids_mount()?;
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = parent_info::v1_pids_cgroup(&own)?;
-    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    pids_of(Path::new(&parent_info::v1_pids_mount(&mounts)?), path)
+    // Paths are from the hierarchy's root; the mount shows the part below its own root.
+    let below = Path::new(path).strip_prefix(&mount_root).ok()?;
+    pids_of(Path::new(&mount), &format!("/{}", below.display()))
 }
 
-/// The pids controller's count and limit of `cgroup` (a path below the hierarchy mounted
-/// at `root`), or of its nearest ancestor that has the controller (a v2 root has none).
+/// Where the v1 pids hierarchy is mounted, and which of its cgroups the mount shows as
+/// its root: read once.
+fn v1_pids_mount() -> Option<(String, String)> {
+    static MOUNT: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            parent_info::v1_pids_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+        })
+        .clone()
+}
+
+/// The pids controller that limits `cgroup` (a path below the hierarchy mounted at
+/// `root`) the most: of the cgroup and its ancestors that have the controller (a root has
+/// none), the one with the fewest pids left before its `pids.max`; where none has a
+/// limit, the nearest (its count, no limit).
 fn pids_of(root: &Path, cgroup: &str) -> Option<CgroupPids> {
+    let mut levels = Vec::new();
     let mut dir = Some(Path::new(cgroup.trim_start_matches('/')));
     while let Some(d) = dir {
-        let at = root.join(d);
-        if let Ok(cur) = fs::read_to_string(at.join("pids.current")) {
-            // A v1 root has a count and no limit file.
-            let max = fs::read_to_string(at.join("pids.max")).unwrap_or_default();
-            return Some(CgroupPids {
-                cgroup: format!("/{}", d.display()),
-                current: cur.trim().parse().ok()?,
-                max: parent_info::pids_max(&max),
-            });
-        }
         dir = d.parent();
+        let at = root.join(d);
+        let Ok(cur) = fs::read_to_string(at.join("pids.current")) else {
+            continue;
+        };
+        let (Some(current), Ok(max)) = (
+            cur.trim().parse().ok(),
+            fs::read_to_string(at.join("pids.max")),
+        ) else {
+            continue;
+        };
+        levels.push(CgroupPids {
+            cgroup: format!("/{}", d.display()),
+            current,
+            max: parent_info::pids_max(&max),
+        });
     }
-    None
+    parent_info::tightest(levels)
 }
 
 /// The machine's pid headroom now.

@@ -36,6 +36,17 @@ pub struct CgroupPids {
     pub max: Option<u64>,
 }
 
+/// Of a cgroup's pids controllers, nearest first (its own, then its ancestors'), the one
+/// that limits it the most: the fewest pids left before `pids.max`; where none has a
+/// limit, the nearest.
+pub fn tightest(levels: impl IntoIterator<Item = CgroupPids>) -> Option<CgroupPids> {
+    let left = |p: &CgroupPids| p.max.map(|m| m.saturating_sub(p.current));
+    levels.into_iter().fold(None, |found, here| match found {
+        Some(f) if left(&here).is_none_or(|h| left(&f).is_some_and(|l| l <= h)) => Some(f),
+        _ => Some(here),
+    })
+}
+
 /// The machine's pid headroom: tasks (threads) in use against `kernel.pid_max`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Headroom {
@@ -75,15 +86,20 @@ pub fn v1_pids_cgroup(proc_cgroup: &str) -> Option<&str> {
     })
 }
 
-/// Where the v1 pids hierarchy is mounted, from /proc/self/mountinfo (a `cgroup` mount
-/// with the `pids` super option).
-pub fn v1_pids_mount(mountinfo: &str) -> Option<String> {
+/// Where the v1 pids hierarchy is mounted, and the cgroup the mount shows as its root
+/// (`/` unless bind-mounted or in a cgroup namespace), from /proc/self/mountinfo (a
+/// `cgroup` mount with the `pids` super option).
+pub fn v1_pids_mount(mountinfo: &str) -> Option<(String, String)> {
     mountinfo.lines().find_map(|l| {
         let (mine, fs) = l.split_once(" - ")?;
         let mut f = fs.split_whitespace();
         let (kind, _, options) = (f.next()?, f.next()?, f.next()?);
-        (kind == "cgroup" && options.split(',').any(|o| o == "pids"))
-            .then(|| mine.split_whitespace().nth(4).map(str::to_string))?
+        if kind != "cgroup" || !options.split(',').any(|o| o == "pids") {
+            return None;
+        }
+        let mut m = mine.split_whitespace().skip(3);
+        let (root, at) = (m.next()?, m.next()?);
+        Some((at.to_string(), root.to_string()))
     })
 }
 
@@ -199,6 +215,24 @@ mod tests {
         assert_eq!(pids_max("max\n"), None);
         assert_eq!(pids_max("512\n"), Some(512));
         assert_eq!(pids_max(""), None);
+        let p = |cgroup: &str, current, max| CgroupPids {
+            cgroup: cgroup.into(),
+            current,
+            max,
+        };
+        // A scope without a limit inside a slice with one: the slice limits it.
+        let scope = p("/user.slice/a.scope", 5, None);
+        let slice = p("/user.slice", 90, Some(100));
+        assert_eq!(
+            tightest([scope.clone(), slice.clone()]),
+            Some(slice.clone())
+        );
+        // The nearest when it has less room, and when none has a limit.
+        let tight = p("/user.slice/a.scope", 5, Some(6));
+        assert_eq!(tightest([tight.clone(), slice]), Some(tight));
+        let top = p("/user.slice", 90, None);
+        assert_eq!(tightest([scope.clone(), top]), Some(scope));
+        assert_eq!(tightest([]), None);
         let own = "12:pids:/user.slice/a.scope\n11:cpu,cpuacct:/x\n0::/y\n";
         assert_eq!(v1_pids_cgroup(own), Some("/user.slice/a.scope"));
         assert_eq!(v1_pids_cgroup("0::/y\n"), None);
@@ -206,8 +240,14 @@ mod tests {
                       35 25 0:31 / /sys/fs/cgroup/pids rw,relatime shared:14 - cgroup cgroup rw,pids\n\
                       36 25 0:32 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
         assert_eq!(
-            v1_pids_mount(mounts).as_deref(),
-            Some("/sys/fs/cgroup/pids")
+            v1_pids_mount(mounts),
+            Some(("/sys/fs/cgroup/pids".into(), "/".into()))
+        );
+        // In a cgroup namespace, or bind-mounted: the mount shows a cgroup as its root.
+        let ns = "35 25 0:31 /kubepods/pod1 /sys/fs/cgroup/pids ro - cgroup cgroup rw,pids\n";
+        assert_eq!(
+            v1_pids_mount(ns),
+            Some(("/sys/fs/cgroup/pids".into(), "/kubepods/pod1".into()))
         );
         assert_eq!(
             v1_pids_mount("36 25 0:32 / /u rw - cgroup2 cgroup2 rw\n"),

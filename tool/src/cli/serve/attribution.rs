@@ -62,6 +62,11 @@ impl Attributor {
         self.groups.contains(&LabelGroup::Comm)
     }
 
+    /// Whether cgroup paths are shown (the `cgroup` group).
+    pub(super) fn cgroup(&self) -> bool {
+        self.groups.contains(&LabelGroup::Cgroup)
+    }
+
     /// The attribution labels of the processes in cgroup `path`.
     pub(super) fn attrs(&mut self, path: &str) -> Attrs {
         if let Some((a, used)) = self.by_path.get_mut(path) {

@@ -236,12 +236,13 @@ impl Labeller {
                 .collect()
         });
         // The pids controllers of the holders' cgroups, read now (zombies count in
-        // pids.current until they are reaped).
+        // pids.current until they are reaped); their paths are labels, shown only with
+        // the `cgroup` group.
         let mut holders: Vec<u32> = x
             .zombies
             .iter()
             .flatten()
-            .filter(|z| self.wanted(z.ppid, &z.parent_comm))
+            .filter(|z| self.attributor.cgroup() && self.wanted(z.ppid, &z.parent_comm))
             .map(|z| z.ppid)
             .collect();
         holders.sort_unstable();

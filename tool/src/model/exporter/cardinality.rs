@@ -174,7 +174,7 @@ impl ExporterState {
 
     /// Where this apply starts: each label set shown charged [`SET_SERIES`] whatever
     /// families it has yet (so a set that forks later cannot take `/metrics` past the cap),
-    /// plus its copy paths, the zombie gauge and the fixed families; the catch-all's
+    /// plus its copy paths, the zombie gauges and the fixed families; the catch-all's
     /// series are in the room kept for them.
     pub(super) fn budget(&self) -> Budget {
         let mine = |l: &&Labels| !self.guard.is_other(l);
@@ -189,8 +189,9 @@ impl ExporterState {
             .zombies
             .as_ref()
             .map_or(0, |z| z.keys().filter(|z| **z != other_zombie()).count());
+        let cgroups: usize = self.zombie_cgroups.iter().map(cgroup_series).sum();
         Budget {
-            used: self.fixed_series() + sets * SET_SERIES + paths * PATH_SERIES + zombies,
+            used: self.fixed_series() + sets * SET_SERIES + paths * PATH_SERIES + zombies + cgroups,
             max: self.guard.max_series,
         }
     }

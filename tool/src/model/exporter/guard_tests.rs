@@ -189,6 +189,19 @@ fn zombie_cgroups_past_the_cap_are_left_out_fewest_pids_left_first() {
         .collect();
     assert!(shown[0] == "/tight" && shown.len() < 3, "{shown:?}");
     assert!(st.series_count() <= max, "{} > {max}", st.series_count());
+    // What comes after in the same collection counts them: new label sets fold.
+    let d = Counts {
+        voluntary: 1,
+        ..Counts::default()
+    };
+    let names: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    st.apply(
+        names
+            .iter()
+            .map(|n| row(Labels::new(n, &[("cgroup", "/x")]), &d)),
+        SystemTotals::default(),
+    );
+    assert!(st.series_count() <= max, "{} > {max}", st.series_count());
     // Without a cap, all of them, once each.
     let mut st = ExporterState::default();
     st.apply_extras(ExtrasDelta {

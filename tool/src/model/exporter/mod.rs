@@ -291,6 +291,8 @@ impl ExporterState {
         let mut gone = Vec::new();
         self.syscalls_counted = x.procs.is_some();
         self.copies_counted = x.procs.is_some() && x.copies;
+        // Admitted again from scratch below, after everything else of this interval.
+        self.zombie_cgroups.clear();
         let mut budget = self.budget();
         for p in x.procs.into_iter().flatten() {
             if p.labels.pid.is_some() && !p.alive {

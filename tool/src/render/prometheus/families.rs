@@ -202,7 +202,7 @@ fn encode_extras(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), 
         gauge_family(
             enc,
             "proclens_zombie_cgroup_pids",
-            "Tasks in the pids controller of each cgroup whose processes hold zombies now (pids.current, zombies included): the cgroup's own or its nearest ancestor with the controller",
+            "Tasks (pids.current, zombies included) in the pids controller that limits each cgroup whose processes hold zombies now: of the cgroup and its ancestors, the one with the fewest pids left (the nearest where none has a limit)",
             st.zombie_cgroups
                 .iter()
                 .map(|c| (vec![("cgroup", c.cgroup.clone())], c.current as i64)),
