@@ -182,7 +182,8 @@ pub struct Copies {
     pub map_anonymous: u64,
     /// 1: count every syscall per process (`SYSCALLS`).
     pub count_syscalls: u32,
-    /// 1: account the copy-family calls (`COPIES`).
+    /// 1: dispatch on the op tables (`ops`): the copy-family calls to `COPIES` and the
+    /// fork-family calls to the fork timing, as far as the tables name them.
     pub copies: u32,
     /// Offsets in `struct pt_regs` of syscall arguments 0..5 in the 64-bit ABI, and in
     /// the 32-bit (compat) one.

@@ -8,11 +8,13 @@
 //! - `sys_enter`: the filter first (see `filter`); then, when asked for, the syscall
 //!   counted per (process, number) in a per-CPU hash, and the copy-family calls handed
 //!   to `copies::enter` by a dispatch on the number (one table per ABI).
-//! - `sys_exit` (attached only for copy accounting): the filter, then a table lookup of
-//!   the number, and `copies::exit` for the copy family only.
-//! - With copy accounting, the same tables send fork, vfork, clone and clone3 (64-bit
-//!   ABI; classic syscall tracepoints never see 32-bit ones either) to `forks`, which
-//!   times them: see `op::FORK_CALLS`.
+//! - `sys_exit` (attached for copy accounting or fork timing): the filter, then a table
+//!   lookup of the number, and `copies::exit` for the copy family only.
+//! - With copy accounting, or where `forks` cannot use the classic fork-call tracepoints
+//!   (no tracefs), the same tables send fork, vfork, clone and clone3 (64-bit ABI;
+//!   classic syscall tracepoints never see 32-bit ones either) to `forks`, which times
+//!   them: see `op::FORK_CALLS`. The tables then name only the calls of the parts that
+//!   run.
 //!
 //! A 32-bit (compat) syscall of a 64-bit kernel has its own numbers and argument
 //! registers: the task says which ABI is running (x86: `TS_COMPAT` in its

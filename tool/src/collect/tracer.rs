@@ -185,7 +185,8 @@ impl Tracer {
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
         let mut copies = CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?;
-        let fork_timing = if copies.time_forks(opts.forks, tracefs::root().is_ok(), &vmlinux) {
+        let tracefs = opts.forks && tracefs::root().is_ok();
+        let fork_timing = if copies.time_forks(opts.forks, tracefs, &vmlinux) {
             ForkTiming::Syscalls
         } else {
             ForkTiming::Tracepoints

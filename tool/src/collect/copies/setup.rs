@@ -32,7 +32,8 @@ pub struct CopySetup {
     syscalls: bool,
     /// Account the copy-family calls.
     copies: bool,
-    /// What BTF says (`None` when it could not say, and copies are off).
+    /// What BTF says (`None` when it could not say, or nothing needed it: then copies
+    /// are off and fork calls are not timed here).
     cfg: Option<CopyConfig>,
     /// Fork-family calls timed here (see [`Self::time_forks`]).
     time_forks: bool,
@@ -102,7 +103,11 @@ impl Setup for CopySetup {
         if !self.any() {
             return;
         }
-        size_maps(loader);
+        // Fork timing alone uses none of the syscall and copy maps: their declared
+        // (small) sizes do.
+        if self.syscalls || self.copies {
+            size_maps(loader);
+        }
         globals.copies = match &self.cfg {
             Some(c) => c.config(self.syscalls, self.copies, self.time_forks),
             None => config::Copies {

@@ -33,7 +33,8 @@ pub const CALLS: [(&str, &str); 4] = [
 /// How fork-family calls are timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timing {
-    /// By the syscall programs (attached for copy accounting).
+    /// By the syscall programs (attached for copy accounting, or for this alone where
+    /// tracefs is not mounted).
     Syscalls,
     /// By classic tracepoints of their own.
     Tracepoints,
