@@ -65,12 +65,18 @@ pub enum Command {
     Irq(irq::IrqArgs),
     /// Run a command and report what it and all its descendants paid the kernel, from its
     /// first instruction to its exit (perf stat / strace -c style). Exits with its code.
+    /// Everything is traced, as `copies` does, for the command's cgroup: its syscalls cost
+    /// what `copies` says, and every other syscall on the machine enters the programs up
+    /// to the cgroup check while it runs.
     Run(run::RunArgs),
     /// Per-process copy paths and mode switches: bytes/s by syscall and fd kinds (read/write
     /// through user space vs sendfile/splice/tee/copy_file_range inside the kernel),
     /// syscalls/s, zero-copy share, and what sendfile would save.
     Copies(copies::CopiesArgs),
     /// Prometheus/OpenMetrics exporter: serves /metrics (and /healthz) for a scraper.
+    /// Counts every syscall per process, as `top --syscalls` does: every syscall of a
+    /// traced process runs a program (a one-byte pipe round trip, two syscalls and two
+    /// switches, took 1.58x as long; with --copies 2.5x: BENCHMARKS.md, exporter).
     Serve(serve::ServeArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(docs::CompletionsArgs),
@@ -87,10 +93,12 @@ pub enum Command {
 }
 
 /// Selecting processes; shared by the views. Every filter is compared in the kernel,
-/// first thing in every syscall and switch program: a task filtered out costs those
-/// programs a compare or a lookup, and nothing reaches proclens about it (lifecycle
-/// events are filtered by the cgroup only: the process table needs the parents and
-/// children of the processes shown).
+/// first thing in every syscall and switch program: a task filtered out runs those
+/// programs only up to a compare or a lookup, and nothing reaches proclens about it
+/// (lifecycle events are filtered by the cgroup only: the process table needs the
+/// parents and children of the processes shown). The kernel still enters the programs:
+/// with syscall programs attached, another process's syscall costs ~100-170 ns
+/// (BENCHMARKS.md, filters).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
     /// Only this process (repeatable). proclens exits with code 4 if it does not exist.

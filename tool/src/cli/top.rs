@@ -75,8 +75,9 @@ pub struct TopArgs {
     /// process then runs a program (~20-30 ns of BPF plus the kernel's syscall-tracing
     /// path: about +20% on a pipe ping-pong that makes a syscall per context switch,
     /// +50 ns per syscall; the copy paths of the Copies view add about as much again per
-    /// copy-family call). With -p, --comm or --cgroup, other processes' syscalls cost a
-    /// compare or a lookup each.
+    /// copy-family call). With -p, --comm or --cgroup, other processes' syscalls still
+    /// enter the program, which stops at the filter: ~100 ns each (BENCHMARKS.md,
+    /// filters).
     #[arg(long)]
     pub syscalls: bool,
 }
