@@ -68,10 +68,11 @@ io_uring_setup/enter/register, or holding an io_uring fd when proclens starts, a
 flagged and their bytes are not counted.
 
 Cost: every syscall of every traced process runs two small programs (sys_enter and
-sys_exit): ~650 ns per syscall on a one-byte pipe round trip, 0.3x what an equivalent
-bpftrace script costs. A filtered-out process (-p, --comm, --cgroup) still enters both,
-which stop at the filter (a compare or a lookup): ~170 ns per syscall of another process,
-as much as bpftrace's pid predicate costs (BENCHMARKS.md: syscall-heavy, filters).";
+sys_exit): on one-byte pipe round trips, about a quarter of what an equivalent bpftrace
+script adds per syscall. A filtered-out process (-p, --comm, --cgroup) still enters both,
+which stop at the filter (a compare or a lookup): 50-170 ns per syscall of another process
+on the machines measured, about what bpftrace's pid predicate costs (BENCHMARKS.md:
+syscall-heavy, filters).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]

@@ -97,8 +97,8 @@ pub enum Command {
 /// programs only up to a compare or a lookup, and nothing reaches proclens about it
 /// (lifecycle events are filtered by the cgroup only: the process table needs the
 /// parents and children of the processes shown). The kernel still enters the programs:
-/// with syscall programs attached, another process's syscall costs ~100-170 ns
-/// (BENCHMARKS.md, filters).
+/// with syscall programs attached, another process's syscall costs 30-170 ns on the
+/// machines measured (BENCHMARKS.md, filters).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
     /// Only this process (repeatable). proclens exits with code 4 if it does not exist.
