@@ -75,9 +75,9 @@ pub enum Command {
     Copies(copies::CopiesArgs),
     /// Prometheus/OpenMetrics exporter: serves /metrics (and /healthz) for a scraper.
     /// Counts every syscall per process, as `top --syscalls` does: every syscall of a
-    /// traced process runs a program (one-byte pipe round trips, a syscall and a switch
-    /// each, took 1.35-1.58x as long on the machines measured; with --copies 2.1-2.5x:
-    /// BENCHMARKS.md, exporter).
+    /// traced process runs a program (a process writing and reading back one byte through
+    /// a pipe took 1.35-1.58x as long per syscall on the machines measured; with --copies
+    /// 2.1-2.5x: BENCHMARKS.md, exporter).
     Serve(serve::ServeArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(docs::CompletionsArgs),
