@@ -234,8 +234,9 @@ fn sendfile_bytes_appear_exactly_in_copy_bytes() {
     );
 }
 
-/// Also the pids controller of the parent's cgroup, next to its zombies: the kernel's
-/// `pids.current` (zombies count until reaped) and `pids.max`.
+/// Also the pids controller of the parent's cgroup, next to its zombies, in /metrics and
+/// in the zombies view: the kernel's `pids.current` (zombies count until reaped) and
+/// `pids.max`.
 #[test]
 fn zombies_gauge_and_fork_counters_follow_a_parent() {
     if !can_trace() {
@@ -304,6 +305,29 @@ fn zombies_gauge_and_fork_counters_follow_a_parent() {
     assert_eq!(forks - forks0, K, "processes forked");
     assert_eq!(exits - exits0, K, "children that died");
     assert_eq!(failures - failures0, K, "children that exited non-zero");
+    // The zombies view says the same of the parent, from the same kernel counters.
+    let (_, zs, _) = common::zombies::snapshot(&["--min-age", "0"]);
+    let mine: Vec<_> = zs.iter().filter(|z| z["ppid"] == w.pid()).collect();
+    assert_eq!(mine.len(), K as usize, "{zs:?}");
+    for z in mine {
+        assert_eq!(z["parent"]["pids_current"], cg.pids_current(), "{z}");
+        assert_eq!(z["parent"]["pids_max"], 64, "{z}");
+    }
+    // That snapshot was a fork and a child's exit of this command too: the counters'
+    // baseline from here on, once they show it.
+    let mut settled = figures(&scrape());
+    wait_for(
+        "the snapshot in the counters",
+        Duration::from_secs(20),
+        || {
+            thread::sleep(Duration::from_secs(1));
+            let now = figures(&scrape());
+            let quiet = now == settled && now.0 == forks + 1.0 && now.1 == exits + 1.0;
+            settled = now;
+            quiet
+        },
+    );
+    let (forks, exits, failures) = settled;
     // It reaps them: the gauge goes to 0, the counters stay.
     w.go();
     wait_for("the gauge back to 0", Duration::from_secs(10), || {
