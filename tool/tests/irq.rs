@@ -42,10 +42,29 @@ fn counters() -> Counters {
     }
 }
 
+/// Interrupts on the numbered IRQ lines so far, all CPUs (`/proc/interrupts`).
+fn line_interrupts_so_far() -> u64 {
+    std::fs::read_to_string("/proc/interrupts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(row, _)| row.trim().parse::<u32>().is_ok())
+        .flat_map(|(_, rest)| {
+            rest.split_whitespace()
+                .map_while(|n| n.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Some hard IRQs on a line: a file written and synced (a disk interrupt per request)
 /// and, for machines without a disk (the kernel matrix's guests), a few lines on the
-/// console, whose serial port raises an interrupt per few bytes sent.
+/// console, whose serial port raises an interrupt per few bytes sent. Returns once the
+/// kernel has counted some: the serial port's come when QEMU gets to send the bytes,
+/// which may be after `write` returns (the guest's console once had none counted yet
+/// when the test read the counters right after).
 fn line_interrupts() {
+    let before = line_interrupts_so_far();
     let path = std::env::temp_dir().join(format!("proclens-irq-{}", std::process::id()));
     for _ in 0..20 {
         std::fs::write(&path, [7u8; 4096]).unwrap();
@@ -60,6 +79,10 @@ fn line_interrupts() {
                 "proclens irq test: interrupts from the serial line"
             );
         }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while line_interrupts_so_far() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
