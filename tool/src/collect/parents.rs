@@ -2,20 +2,24 @@
 //! `model::parent_info`): everything here works without privileges except the wait
 //! channel of another user's process, which /proc shows only to who may ptrace it.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use super::{cgroup, procfs};
 use crate::model::parent_info::{self, CgroupPids, Headroom, ParentInfo};
 
 /// What /proc and /sys show of process `pid` now.
 pub fn info(pid: u32) -> ParentInfo {
-    let cgroup_path = procfs::cgroup(pid);
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let cgroup_path = procfs::v2_path(&own).map(str::to_string);
     let (unit, container_id) = cgroup_path
         .as_deref()
         .map(parent_info::owner)
         .unwrap_or_default();
-    let (pids_current, pids_max) =
-        pids_of_process(pid).map_or((None, None), |p| (Some(p.current), p.max));
+    let (pids_current, pids_max) = pids_in(&own).map_or((None, None), |p| (Some(p.current), p.max));
     ParentInfo {
         cmdline: fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
@@ -32,32 +36,46 @@ pub fn info(pid: u32) -> ParentInfo {
     }
 }
 
-/// The pids controller of process `pid`'s cgroup: in the v2 hierarchy, or, on a hybrid
-/// machine whose pids controller is still mounted as v1, there (see [`pids_of`]).
+/// The pids controller of process `pid`'s cgroup (see [`pids_in`]).
 pub fn pids_of_process(pid: u32) -> Option<CgroupPids> {
-    if let Some(p) = procfs::cgroup(pid)
-        .zip(cgroup::v2_root().ok())
-        .and_then(|(path, root)| pids_of(&root, &path))
+    pids_in(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// Where a pids controller may be mounted: the v2 hierarchy, and a hybrid machine's v1
+/// pids hierarchy with the cgroup the mount shows as its root. Read once.
+struct PidsMounts {
+    v2: Option<PathBuf>,
+    v1: Option<(String, String)>,
+}
+
+fn mounts() -> &'static PidsMounts {
+    static MOUNTS: OnceLock<PidsMounts> = OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        PidsMounts {
+            v2: cgroup::parse_v2_mount(&mi),
+            v1: parent_info::v1_pids_mount(&mi),
+        }
+    })
+}
+
+/// The pids controller of the process whose /proc/PID/cgroup reads `own`: in the v2
+/// hierarchy, or, on a hybrid machine whose pids controller is still mounted as v1,
+/// there (see [`pids_of`]).
+fn pids_in(own: &str) -> Option<CgroupPids> {
+    let m = mounts();
+    if let Some(p) =
+        m.v2.as_deref()
+            .zip(procfs::v2_path(own))
+            .and_then(|(root, path)| pids_of(root, path))
     {
         return Some(p);
     }
-    let (mount, mount_root) = v1_pids_mount()?;
-    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = parent_info::v1_pids_cgroup(&own)?;
+    let (mount, mount_root) = m.v1.as_ref()?;
+    let path = parent_info::v1_pids_cgroup(own)?;
     // Paths are from the hierarchy's root; the mount shows the part below its own root.
-    let below = Path::new(path).strip_prefix(&mount_root).ok()?;
-    pids_of(Path::new(&mount), &format!("/{}", below.display()))
-}
-
-/// Where the v1 pids hierarchy is mounted, and which of its cgroups the mount shows as
-/// its root: read once.
-fn v1_pids_mount() -> Option<(String, String)> {
-    static MOUNT: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
-    MOUNT
-        .get_or_init(|| {
-            parent_info::v1_pids_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
-        })
-        .clone()
+    let below = Path::new(path).strip_prefix(mount_root).ok()?;
+    pids_of(Path::new(mount), &format!("/{}", below.display()))
 }
 
 /// The pids controller that limits `cgroup` (a path below the hierarchy mounted at

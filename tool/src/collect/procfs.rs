@@ -14,9 +14,12 @@ pub fn comm(pid: u32) -> Option<String> {
 /// The cgroup v2 path of a process (`0::/system.slice/x.service` → `/system.slice/x.service`).
 pub fn cgroup(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
+    v2_path(&text).map(str::to_string)
+}
+
+/// The cgroup v2 path in a /proc/PID/cgroup text.
+pub fn v2_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// Whether a process exists.
