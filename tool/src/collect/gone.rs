@@ -7,8 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proclens_common::lifecycle::exit_flags::GROUP_DEAD;
-
 use super::procfs;
 use crate::model::{event::Event, proctable::Key};
 
@@ -51,9 +49,7 @@ impl Default for Exited {
 impl Exited {
     /// Notes a process's death (the exit of its last thread).
     pub fn absorb(&mut self, ev: &Event) {
-        if let Event::Exit(x) = ev
-            && x.flags & GROUP_DEAD != 0
-        {
+        if let Some(x) = ev.process_death() {
             self.recent.insert(Key::from(&x.task));
         }
     }
@@ -107,7 +103,7 @@ pub fn gone(keys: &[Key], tick_ns: u64, exited: &Exited) -> Gone {
 
 #[cfg(test)]
 mod tests {
-    use proclens_common::lifecycle::{Exit, TaskRef};
+    use proclens_common::lifecycle::{Exit, TaskRef, exit_flags::GROUP_DEAD};
 
     use super::*;
 

@@ -10,9 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
-use proclens_common::lifecycle::exit_flags::GROUP_DEAD;
-
 use super::{
     cgroup::RunCgroup,
     command::{self, Identity, Reaped},
@@ -30,6 +27,7 @@ use crate::model::{
     proctable::{Key, Notice},
     run_totals::RunTotals,
 };
+use anyhow::{Context as _, Result};
 
 /// After the command ends, how long proclens waits at most for its last figures: the
 /// leader's final switch (which comes just after proclens reaped it) and the last
@@ -147,13 +145,12 @@ pub async fn trace(
         command::wait4(pid as i32).map(|r| (r, procfs::boot_ns()))
     });
     let (reaped, reaped_ns) = loop {
-        let mut absorb = |ev: Event| {
-            leader.note(&ev, pid);
-            c.absorb(ev);
-        };
-        let step = tokio::select! {
-            r = &mut waiter => break r.context("waiting for the command")??,
-            step = driver.next(&mut absorb) => step?,
+        let step = {
+            let mut absorb = absorber(&mut c, &mut leader, pid);
+            tokio::select! {
+                r = &mut waiter => break r.context("waiting for the command")??,
+                step = driver.next(&mut absorb) => step?,
+            }
         };
         match step {
             Step::Signal(Sig::Terminate) => forward(pid, libc::SIGTERM),
@@ -181,20 +178,14 @@ pub async fn trace(
         // Until the leader's last switch is in, a drain each poll is all it takes: the
         // thread iterator runs once it is.
         if !leader.done() && Instant::now() <= deadline {
-            driver.drain(&mut |ev| {
-                leader.note(&ev, pid);
-                c.absorb(ev);
-            });
+            driver.drain(&mut absorber(&mut c, &mut leader, pid));
             if !leader.done() {
                 tokio::time::sleep(LEADER_POLL).await;
                 continue;
             }
         }
         let live = c.live_threads()?;
-        driver.drain(&mut |ev| {
-            leader.note(&ev, pid);
-            c.absorb(ev);
-        });
+        driver.drain(&mut absorber(&mut c, &mut leader, pid));
         c.end_batch(driver.watermark());
         // Reaped by proclens's wait, which is not traced: its free would come only an RCU
         // grace period later (20-80 ms of every run). Its last figures are in already:
@@ -256,15 +247,13 @@ struct Leader {
 
 impl Leader {
     fn note(&mut self, ev: &Event, pid: u32) {
+        self.died |= ev.process_death().is_some_and(|x| x.task.tgid == pid);
         let (tid, step) = match ev {
             Event::ThreadExit(t) => {
                 self.switched_out |= t.header.tid == pid;
                 ((t.header.tid, t.stats.tgid), -1)
             }
-            Event::Exit(x) => {
-                self.died |= x.task.tgid == pid && x.flags & GROUP_DEAD != 0;
-                ((x.task.pid, x.task.tgid), 1)
-            }
+            Event::Exit(x) => ((x.task.pid, x.task.tgid), 1),
             _ => return,
         };
         let n = self.unswitched.entry(tid).or_default();
@@ -284,6 +273,14 @@ impl Leader {
     }
 }
 
+/// Where each event read goes: what the command's end waits for, and the collector.
+fn absorber<'a>(c: &'a mut Collector, leader: &'a mut Leader, pid: u32) -> impl FnMut(Event) + 'a {
+    move |ev| {
+        leader.note(&ev, pid);
+        c.absorb(ev);
+    }
+}
+
 /// One periodic snapshot while the command runs, its rows folded into `totals` (the
 /// kernel entries of processes that have finished are freed by it); returns the rest.
 fn fold(
@@ -294,10 +291,7 @@ fn fold(
     pid: u32,
 ) -> Result<Snapshot> {
     let live = c.live_threads()?;
-    driver.drain(&mut |ev| {
-        leader.note(&ev, pid);
-        c.absorb(ev);
-    });
+    driver.drain(&mut absorber(c, leader, pid));
     c.end_batch(driver.watermark());
     let mut snap = c.snapshot(&live)?;
     take_rows(totals, &mut snap);
@@ -354,7 +348,7 @@ impl EndedForkRows {
 mod tests {
     use proclens_common::{
         event::{EventHeader, ThreadExit},
-        lifecycle::{Exit, TaskRef},
+        lifecycle::{Exit, TaskRef, exit_flags::GROUP_DEAD},
         switch::ThreadSwitches,
     };
 

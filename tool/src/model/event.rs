@@ -7,7 +7,7 @@ use std::mem::size_of;
 use proclens_common::{
     event::{EventHeader, ThreadExit, kind},
     forks::ExecFds,
-    lifecycle::{Exec, Exit, Fork, Free, Wait},
+    lifecycle::{Exec, Exit, Fork, Free, Wait, exit_flags},
 };
 
 /// A decoded ring-buffer event. The two large records are boxed: the lifecycle events a
@@ -25,6 +25,13 @@ pub enum Event {
 }
 
 impl Event {
+    /// The exit of a process's last thread (its death), if this is one.
+    pub fn process_death(&self) -> Option<&Exit> {
+        match self {
+            Event::Exit(x) if x.flags & exit_flags::GROUP_DEAD != 0 => Some(x),
+            _ => None,
+        }
+    }
     /// The thread exit this event is, if it is one.
     pub fn thread_exit(&self) -> Option<&ThreadExit> {
         #[allow(
