@@ -89,7 +89,8 @@ pub fn op_tables(compat: bool, copies: bool, time_forks: bool) -> [u8; 2 * NR_TA
             }
         }
     }
-    for o in (0..op::COUNT as u8).filter(|_| copies) {
+    let copy_ops = if copies { op::COUNT as u8 } else { 0 };
+    for o in 0..copy_ops {
         for s in native_numbers(o) {
             t[s.id() as usize] = o;
         }

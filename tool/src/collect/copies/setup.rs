@@ -87,14 +87,18 @@ impl CopySetup {
 
     /// Whether the syscall programs run.
     fn any(&self) -> bool {
-        self.syscalls || self.copies || self.time_forks
+        self.maps_used() || self.time_forks
     }
 
-    /// The syscall and copy maps, when syscalls are counted or copies accounted.
+    /// Whether the syscall and copy maps are used: syscalls counted or copies accounted
+    /// (fork timing alone uses neither).
+    fn maps_used(&self) -> bool {
+        self.syscalls || self.copies
+    }
+
+    /// The syscall and copy maps, when they are used.
     pub fn take(&self, obj: &mut Object) -> Result<Option<CopyMaps>> {
-        (self.syscalls || self.copies)
-            .then(|| CopyMaps::take(obj))
-            .transpose()
+        self.maps_used().then(|| CopyMaps::take(obj)).transpose()
     }
 }
 
@@ -103,9 +107,8 @@ impl Setup for CopySetup {
         if !self.any() {
             return;
         }
-        // Fork timing alone uses none of the syscall and copy maps: their declared
-        // (small) sizes do.
-        if self.syscalls || self.copies {
+        // Unused maps keep their declared (small) sizes.
+        if self.maps_used() {
             size_maps(loader);
         }
         globals.copies = match &self.cfg {
