@@ -175,28 +175,41 @@ fn normal_end_and_closed_pipe_leave_nothing_behind() {
     assert_all_gone(&ids, "closed stdout");
 }
 
-/// The syscall and copy programs attach to BTF tracepoints: `copies` runs without
-/// tracefs, and does not mount it. In a mount namespace of its own, so that no other
-/// tracer on the machine is disturbed and a busy tracefs elsewhere cannot stop the test.
-#[test]
-fn copies_needs_no_tracefs() {
-    if !can_trace() {
-        return;
-    }
+/// Runs the shell `script` in a mount namespace of its own without tracefs, so that no
+/// other tracer on the machine is disturbed and a busy tracefs elsewhere cannot stop the
+/// test; returns its exit code and stderr. Panics if tracefs cannot be unmounted there.
+fn without_tracefs(script: &str) -> (Option<i32>, String) {
     let script = format!(
         "umount /sys/kernel/tracing 2>/dev/null; \
          if test -d /sys/kernel/tracing/events; then echo still-mounted; exit 97; fi; \
-         {PROCLENS} copies --interval 0.1 --count 1 >/dev/null || exit $?; \
-         if test -d /sys/kernel/tracing/events; then exit 98; fi"
+         {script}"
     );
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .stdin(Stdio::null())
         .output_within(COMMAND_LIMIT);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(
+        out.status.code(),
+        Some(97),
+        "tracefs could not be unmounted in a private mount namespace"
+    );
+    (out.status.code(), stderr)
+}
+
+/// The syscall and copy programs attach to BTF tracepoints: `copies` runs without
+/// tracefs, and does not mount it.
+#[test]
+fn copies_needs_no_tracefs() {
+    if !can_trace() {
+        return;
+    }
+    let (code, stderr) = without_tracefs(&format!(
+        "{PROCLENS} copies --interval 0.1 --count 1 >/dev/null || exit $?; \
+         if test -d /sys/kernel/tracing/events; then exit 98; fi"
+    ));
+    match code {
         Some(0) => {}
-        Some(97) => panic!("tracefs could not be unmounted in a private mount namespace"),
         Some(98) => panic!("proclens mounted tracefs: {stderr}"),
         other => panic!("copies failed ({other:?}): {stderr}"),
     }
@@ -207,8 +220,8 @@ fn copies_needs_no_tracefs() {
 }
 
 /// Without tracefs, `forks` times the fork calls in its syscall programs: a shell that
-/// forks three children shows three forks, and time in them. In a private mount
-/// namespace, as above; proclens's first report (start-up done) before the shell starts.
+/// forks three children shows three forks, and time in them; proclens's first report
+/// (start-up done) before the shell starts.
 #[test]
 fn forks_are_timed_without_tracefs() {
     if !can_trace() {
@@ -217,26 +230,15 @@ fn forks_are_timed_without_tracefs() {
     let dir = std::env::temp_dir().join(format!("proclens-forks-notracefs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (out, pid) = (dir.join("out"), dir.join("pid"));
-    let script = format!(
-        "umount /sys/kernel/tracing 2>/dev/null; \
-         if test -d /sys/kernel/tracing/events; then echo still-mounted; exit 97; fi; \
-         {PROCLENS} forks --json --interval 0.2 --no-fds > {out} & p=$!; \
+    let (code, stderr) = without_tracefs(&format!(
+        "{PROCLENS} forks --json --interval 0.2 --no-fds > {out} & p=$!; \
          while ! grep -q forks_system {out}; do kill -0 $p || exit 96; sleep 0.05; done; \
          sh -c 'echo $$ > {pid}; for i in 1 2 3; do true & wait; done; sleep 0.5'; \
          sleep 0.5; kill -INT $p; wait $p",
         out = out.display(),
         pid = pid.display()
-    );
-    let run = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .output_within(COMMAND_LIMIT);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    match run.status.code() {
-        Some(0) => {}
-        Some(97) => panic!("tracefs could not be unmounted in a private mount namespace"),
-        other => panic!("forks failed ({other:?}): {stderr}"),
-    }
+    ));
+    assert_eq!(code, Some(0), "forks failed: {stderr}");
     let sh: u64 = std::fs::read_to_string(&pid)
         .unwrap()
         .trim()

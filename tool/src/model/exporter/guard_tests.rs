@@ -162,6 +162,13 @@ fn zombie_parents_past_the_cap_read_other() {
     assert!(st.series_count() <= max);
 }
 
+fn shown_cgroups(st: &ExporterState) -> Vec<&str> {
+    st.zombie_cgroups
+        .iter()
+        .map(|c| c.cgroup.as_str())
+        .collect()
+}
+
 #[test]
 fn zombie_cgroups_past_the_cap_are_left_out_fewest_pids_left_first() {
     let max = cap_for(2);
@@ -182,11 +189,7 @@ fn zombie_cgroups_past_the_cap_are_left_out_fewest_pids_left_first() {
     });
     // Two series for a limited cgroup, one for an unlimited one: the tight one first,
     // and not all three (five series).
-    let shown: Vec<_> = st
-        .zombie_cgroups
-        .iter()
-        .map(|c| c.cgroup.as_str())
-        .collect();
+    let shown = shown_cgroups(&st);
     assert!(shown[0] == "/tight" && shown.len() < 3, "{shown:?}");
     assert!(st.series_count() <= max, "{} > {max}", st.series_count());
     // What comes after in the same collection counts them: new label sets fold.
@@ -208,12 +211,7 @@ fn zombie_cgroups_past_the_cap_are_left_out_fewest_pids_left_first() {
         zombie_cgroups: vec![c("/a", 1, None), c("/b", 9, Some(10)), c("/a", 1, None)],
         ..ExtrasDelta::default()
     });
-    let shown: Vec<_> = st
-        .zombie_cgroups
-        .iter()
-        .map(|c| c.cgroup.as_str())
-        .collect();
-    assert_eq!(shown, ["/b", "/a"]);
+    assert_eq!(shown_cgroups(&st), ["/b", "/a"]);
 }
 
 #[test]
