@@ -195,6 +195,27 @@ pub struct Copies {
     /// running (x86: `thread_info.status`, `TS_COMPAT`); `u32::MAX`: no compat ABI.
     pub compat_status: u32,
     pub compat_flag: u32,
+    /// The numbers of the calls counted outside `sys_exit`, 64-bit ABI then 32-bit:
+    /// `rt_sigreturn` (its return leaves `-1` where the number was: the kernel restores
+    /// the interrupted registers), and `exit` and `exit_group` (which never return;
+    /// counted at the thread's exit).
+    pub sigreturn_nr: [u32; 2],
+    pub exit_nr: [u32; 2],
+    pub exit_group_nr: [u32; 2],
+    /// fork, vfork, clone and clone3 in the 64-bit ABI, then in the 32-bit one: a new task
+    /// returns from its parent's call too (with 0), which is no call of its own.
+    pub fork_nr: [u32; 8],
+    /// `task_struct.flags` and `signal_struct.flags`: how a thread's exit came (a fatal
+    /// signal, `PF_SIGNALED`; its group's exit, `SIGNAL_GROUP_EXIT`).
+    pub task_flags: u32,
+    pub signal_flags: u32,
+    /// 1 (`run`): leave out the calls of proclens's own children before their exec (the
+    /// set-up between fork and exec, which joins the command's cgroup: its write would
+    /// return inside it), by `task_struct.self_exec_id` and `parent_exec_id`.
+    pub skip_spawning: u32,
+    pub self_exec_id: u32,
+    pub parent_exec_id: u32,
+    pub _pad: u32,
     /// `sizeof(struct mmsghdr)` and `offsetof(msg_len)`, then the compat ones.
     pub mmsg_size: u32,
     pub mmsg_len: u32,
@@ -225,6 +246,16 @@ impl Default for Copies {
             regs_nr: 0,
             compat_status: u32::MAX,
             compat_flag: 0,
+            sigreturn_nr: [0; 2],
+            exit_nr: [0; 2],
+            exit_group_nr: [0; 2],
+            fork_nr: [u32::MAX; 8],
+            task_flags: 0,
+            signal_flags: 0,
+            skip_spawning: 0,
+            self_exec_id: 0,
+            parent_exec_id: 0,
+            _pad: 0,
             mmsg_size: 0,
             mmsg_len: 0,
             compat_mmsg_size: 0,
@@ -320,7 +351,7 @@ mod tests {
         assert_eq!(size_of::<Lifecycle>(), 28 * 4);
         assert_eq!(
             size_of::<Copies>(),
-            8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE
+            8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + (3 * 2 + 8 + 2 + 4) * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE
         );
         assert_eq!(size_of::<Forks>(), 8 + 16 * 4);
         assert_eq!(size_of::<Irq>(), 4 * 4);

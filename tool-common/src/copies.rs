@@ -48,12 +48,11 @@ pub mod op {
     pub const FORK_CALLS: u8 = 0x40;
     /// The fork-family calls of [`FORK_CALLS`], in its order.
     pub const FORK_CALL_NAMES: [&str; 4] = ["fork", "vfork", "clone", "clone3"];
-    /// No op: a syscall outside the copy family (dispatch tables), or a thread with no
-    /// call in flight.
+    /// No op: a syscall outside the copy family (dispatch tables).
     pub const NONE: u8 = u8::MAX;
     /// Not a syscall: the file→socket flows of a thread that read a file into user memory
     /// and wrote at least those bytes to a socket before its next file read (see
-    /// `Inflight::pending`). Its `calls` are the file reads that carried them.
+    /// `Pairing::left`). Its `calls` are the file reads that carried them.
     pub const SENDFILE_ELIGIBLE: u8 = 0x80;
 
     /// Name of each op (the 64-bit syscall's), indexed by op id.
@@ -246,18 +245,18 @@ pub struct CopyStats {
     pub interrupted: u64,
 }
 
-/// File reads a thread's socket writes may still carry on (see `Inflight::left`).
+/// File reads a thread's socket writes may still carry on (see `Pairing::left`).
 pub const PAIR_CHUNKS: usize = 4;
 
-/// A thread's copy-family call between its enter and exit, and its read+write pairing
-/// (per thread: `INFLIGHT`, kept between calls).
+/// A thread's read+write pairing, kept between its calls (per thread: `PAIRING`, made at
+/// its first file read into user memory).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Inflight {
-    /// The call in flight (`key.op` is [`op::NONE`] between calls).
-    pub key: CopyKey,
-    /// mmap: the requested length; recvmmsg/sendmmsg: the user address of `msgvec`.
-    pub arg: u64,
+pub struct Pairing {
+    /// The thread's process: userspace deletes the entries of threads that have gone, and
+    /// a thread id reused by another process starts afresh.
+    pub tgid: u32,
+    pub _pad: u32,
     /// The thread's last file reads into user memory that its socket writes from user
     /// memory have not carried on in full yet, oldest first: bytes still to be written
     /// (`left`) of each read's `size`; `chunks` are in use. A write is credited to the
@@ -270,7 +269,7 @@ pub struct Inflight {
     pub chunks: u64,
 }
 
-impl Inflight {
+impl Pairing {
     /// A file read of `bytes` into user memory: queued, the oldest dropped when the
     /// queue is full.
     #[inline(always)]

@@ -7,7 +7,9 @@
 pub const RINGBUF_DROPS: u32 = 0;
 /// New threads that could not be tracked because the per-thread map was full.
 pub const THREAD_MAP_FULL: u32 = 1;
-/// Copy-family calls not counted because the per-thread in-flight map was full.
+/// File reads or socket writes left out of the per-thread read→write pairing (the
+/// sendfile-eligible flows) because the pairing table was full; the calls themselves
+/// are counted.
 pub const INFLIGHT_FULL: u32 = 2;
 /// Copy-family calls not counted because the per-path map was full.
 pub const COPY_MAP_FULL: u32 = 3;
@@ -35,7 +37,7 @@ pub const fn describe(index: u32) -> &'static str {
     match index {
         RINGBUF_DROPS => "event ring full, event lost",
         THREAD_MAP_FULL => "thread table full, thread untracked",
-        INFLIGHT_FULL => "in-flight copy table full, call not counted",
+        INFLIGHT_FULL => "read/write pairing table full, flow not followed",
         COPY_MAP_FULL => "copy-path table full, call not counted",
         SYSCALL_MAP_FULL => "syscall table full, syscall not counted",
         COMM_MAP_FULL => "command-name table full, name not kept",

@@ -32,7 +32,7 @@ mod pod {
     unsafe impl aya::Pod for crate::switch::ThreadSlot {}
     unsafe impl aya::Pod for crate::copies::CopyKey {}
     unsafe impl aya::Pod for crate::copies::CopyStats {}
-    unsafe impl aya::Pod for crate::copies::Inflight {}
+    unsafe impl aya::Pod for crate::copies::Pairing {}
     unsafe impl aya::Pod for crate::copies::SysKey {}
     unsafe impl aya::Pod for crate::copies::ProcKey {}
     unsafe impl aya::Pod for crate::config::Task {}

@@ -126,6 +126,15 @@ config! {
         regs_nr => regs_nr_off: u32,
         compat_status => compat_status_off: u32,
         compat_flag => compat_flag: u32,
+        sigreturn_nr => sigreturn_nrs: [u32; 2],
+        exit_nr => exit_nrs: [u32; 2],
+        exit_group_nr => exit_group_nrs: [u32; 2],
+        fork_nr => fork_nrs: [u32; 8],
+        task_flags => syscall_task_flags_off: u32,
+        signal_flags => signal_flags_off: u32,
+        skip_spawning => skip_spawning: u32,
+        self_exec_id => spawn_self_exec_id_off: u32,
+        parent_exec_id => spawn_parent_exec_id_off: u32,
         mmsg_size => mmsg_size: u32,
         mmsg_len => mmsg_len_off: u32,
         compat_mmsg_size => compat_mmsg_size: u32,
@@ -184,6 +193,39 @@ pub(crate) fn arg_off(compat: bool, i: usize) -> u32 {
             core::ptr::read_volatile((&raw const CONFIG_COPIES.args_native).cast::<u32>().add(i))
         }
     }
+}
+
+/// `rt_sigreturn`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+#[inline(always)]
+pub(crate) fn sigreturn_nr(abi: usize) -> u32 {
+    sigreturn_nrs()[abi & 1]
+}
+
+/// `exit`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+#[inline(always)]
+pub(crate) fn exit_nr(abi: usize) -> u32 {
+    exit_nrs()[abi & 1]
+}
+
+/// `exit_group`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+#[inline(always)]
+pub(crate) fn exit_group_nr(abi: usize) -> u32 {
+    exit_group_nrs()[abi & 1]
+}
+
+/// Whether `nr` is a fork-family call (fork, vfork, clone, clone3) in the ABI.
+#[inline(always)]
+pub(crate) fn is_fork_nr(nr: u64, compat: bool) -> bool {
+    let t = fork_nrs();
+    let base = if compat { 4 } else { 0 };
+    let mut i = 0;
+    while i < 4 {
+        if u64::from(t[base + i]) == nr {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The copy op of syscall `nr` in the 64-bit or 32-bit ABI (`op::NONE` outside the family).

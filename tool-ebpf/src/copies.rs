@@ -1,16 +1,15 @@
 //! Copy paths: the copy-family syscalls, handed over by `syscalls` (the dispatch on the
-//! syscall number).
+//! syscall number) when they return. [`exit`] resolves the kind of each side (an fd's
+//! inode, user memory, another process's memory) from the call's arguments, which the
+//! task's saved registers still hold, and adds the call's outcome to its path's per-CPU
+//! totals: the bytes it moved (its return value; the messages' `msg_len` for
+//! recvmmsg/sendmmsg; the length for a mapping), or a failure split into would-block,
+//! interrupted and other errors; and it follows the thread's file reads into the socket
+//! writes that send them on (the flows sendfile could carry, see [`pair`]).
 //!
-//! - [`enter`]: resolves the kind of each side (an fd's inode, user memory, another
-//!   process's memory) and parks the call per thread in `INFLIGHT`.
-//! - [`exit`]: adds the call's outcome to its path's per-CPU totals: the bytes it moved
-//!   (its return value; the messages' `msg_len` for recvmmsg/sendmmsg; the length for a
-//!   mapping), or a failure split into would-block, interrupted and other errors; and
-//!   follows the thread's file reads into the socket writes that send them on (the
-//!   flows sendfile could carry, see [`pair`]).
-//!
-//! Nothing goes to userspace per call; argument registers and struct offsets come from
-//! the running kernel's BTF at load time.
+//! Nothing goes to userspace per call, and nothing is parked between a call's entry and
+//! its return: one program per syscall (`sys_exit`). Argument registers and struct
+//! offsets come from the running kernel's BTF at load time.
 //!
 //! Every key names a process by (tgid, leader's `start_boottime`), never by pid alone: a
 //! pid freed by one process may go to the next fork within one reporting interval, and
@@ -23,7 +22,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use proclens_common::{
-    copies::{CopyKey, CopyStats, Inflight, Outcome, args, fd_kind, flags, op},
+    copies::{CopyKey, CopyStats, Outcome, Pairing, args, fd_kind, flags, op},
     counters,
 };
 
@@ -36,16 +35,14 @@ const BPF_ANY: u64 = 0;
 #[map]
 static COPIES: HashMap<CopyKey, CopyStats> = HashMap::with_max_entries(8192, 0);
 
-/// Each thread's copy-family call between enter and exit, and its file→socket pairing
-/// state, by thread id. Enter and exit may run on different CPUs, so this one is shared.
-/// A thread's entry is updated in place (its op set to `op::NONE` at exit) rather than
-/// inserted and deleted on every call, which halves the map work on the hot path and
-/// keeps the pairing state between calls; userspace deletes the entries of threads that
-/// have gone.
+/// Each thread's file→socket pairing state (see `Pairing`), by thread id, kept between
+/// its calls; made at its first file read into user memory. A thread's calls may return
+/// on different CPUs, so this one is shared. Userspace deletes the entries of threads
+/// that have gone.
 #[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(65536, 0);
+static PAIRING: HashMap<u32, Pairing> = HashMap::with_max_entries(65536, 0);
 
-/// A copy-family syscall at its entry.
+/// A copy-family syscall as it returns.
 pub(crate) struct Call {
     pub pid_tgid: u64,
     /// The current task (untyped: `bpf_get_current_task`).
@@ -59,7 +56,9 @@ pub(crate) struct Call {
 
 impl Call {
     /// Syscall argument `i` (a constant below 6). Each ABI's branch is a load at a
-    /// constant offset, which the verifier checks against `struct pt_regs`.
+    /// constant offset, which the verifier checks against `struct pt_regs`. The kernel
+    /// leaves the argument registers as the call found them (only the return value's
+    /// register changes), so they hold the arguments at `sys_exit` too.
     #[inline(always)]
     fn arg(&self, i: usize) -> u64 {
         if self.compat {
@@ -83,46 +82,57 @@ impl Call {
         }
         fdkind::kind(self.task, self.fd(i))
     }
+
+    /// The call's path (source and destination kinds) and what its bytes need (the mmap
+    /// length, the mmsghdr vector); `None` for a call that is no copy path (an anonymous
+    /// mapping).
+    #[inline(always)]
+    fn path(&self) -> Option<(u8, u8, u64)> {
+        let mut arg = 0u64;
+        let (src, dst) = match self.op {
+            op::VMSPLICE => {
+                // The kernel's own rule (fs/splice.c): a pipe open for writing receives
+                // the user pages (vmsplice_to_pipe), otherwise the pipe is copied out to
+                // user memory.
+                match fdkind::file_of(self.task, self.fd(0)) {
+                    Some(file) if fdkind::is_writable(file) => {
+                        (fd_kind::USER, fdkind::kind_of_file(file))
+                    }
+                    Some(file) => (fdkind::kind_of_file(file), fd_kind::USER),
+                    None => (fd_kind::UNKNOWN, fd_kind::USER),
+                }
+            }
+            op::MMAP => {
+                // Only file-backed mappings: MAP_ANONYMOUS ignores the fd.
+                if self.arg(args::MMAP_FLAGS) & config::map_anonymous_flag() != 0 {
+                    return None;
+                }
+                let fd = self.fd(args::fds(op::MMAP).0);
+                if fd < 0 {
+                    return None;
+                }
+                arg = self.arg(args::MMAP_LEN);
+                (fdkind::kind(self.task, fd), fd_kind::USER)
+            }
+            op::PROCESS_VM_READV => (fd_kind::PROCESS, fd_kind::USER),
+            op::PROCESS_VM_WRITEV => (fd_kind::USER, fd_kind::PROCESS),
+            o => {
+                if o == op::RECVMMSG || o == op::SENDMMSG {
+                    arg = self.arg(args::MMSG_VEC);
+                }
+                let (s, d) = args::fds(o);
+                (self.side(s), self.side(d))
+            }
+        };
+        Some((src, dst, arg))
+    }
 }
 
-/// Parks the call: its path, and what its exit needs (the mmap length, the mmsghdr
-/// vector).
+/// Accounts a copy-family call that returned `ret`.
 #[inline(always)]
-pub(crate) fn enter(ctx: &BtfTracePointContext, c: &Call) -> Result<(), i32> {
-    let mut arg = 0u64;
-    let (src, dst) = match c.op {
-        op::VMSPLICE => {
-            // The kernel's own rule (fs/splice.c): a pipe open for writing receives the
-            // user pages (vmsplice_to_pipe), otherwise the pipe is copied out to user memory.
-            match fdkind::file_of(c.task, c.fd(0)) {
-                Some(file) if fdkind::is_writable(file) => {
-                    (fd_kind::USER, fdkind::kind_of_file(file))
-                }
-                Some(file) => (fdkind::kind_of_file(file), fd_kind::USER),
-                None => (fd_kind::UNKNOWN, fd_kind::USER),
-            }
-        }
-        op::MMAP => {
-            // Only file-backed mappings: MAP_ANONYMOUS ignores the fd.
-            if c.arg(args::MMAP_FLAGS) & config::map_anonymous_flag() != 0 {
-                return Ok(());
-            }
-            let fd = c.fd(args::fds(op::MMAP).0);
-            if fd < 0 {
-                return Ok(());
-            }
-            arg = c.arg(args::MMAP_LEN);
-            (fdkind::kind(c.task, fd), fd_kind::USER)
-        }
-        op::PROCESS_VM_READV => (fd_kind::PROCESS, fd_kind::USER),
-        op::PROCESS_VM_WRITEV => (fd_kind::USER, fd_kind::PROCESS),
-        o => {
-            if o == op::RECVMMSG || o == op::SENDMMSG {
-                arg = c.arg(args::MMSG_VEC);
-            }
-            let (s, d) = args::fds(o);
-            (c.side(s), c.side(d))
-        }
+pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(), i32> {
+    let Some((src, dst, arg)) = c.path() else {
+        return Ok(());
     };
     let key = CopyKey {
         tgid: (c.pid_tgid >> 32) as u32,
@@ -134,78 +144,64 @@ pub(crate) fn enter(ctx: &BtfTracePointContext, c: &Call) -> Result<(), i32> {
         cpu: 0,
         _pad: 0,
     };
-    let tid = c.pid_tgid as u32;
-    match INFLIGHT.get_ptr_mut(&tid) {
-        Some(e) => {
-            // SAFETY: only this thread writes its own entry; its pairing state is kept.
-            unsafe {
-                (*e).key = key;
-                (*e).arg = arg;
-            }
-        }
-        None => {
-            let fresh = Inflight {
-                key,
-                arg,
-                ..Inflight::default()
-            };
-            if INFLIGHT.insert(&tid, &fresh, BPF_ANY).is_err() {
-                count(ctx, counters::INFLIGHT_FULL);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Accounts the call in flight of the current thread, if any, by its return value.
-#[inline(always)]
-pub(crate) fn exit(ctx: &BtfTracePointContext, pid_tgid: u64, ret: i64) -> Result<(), i32> {
-    let tid = pid_tgid as u32;
-    let Some(p) = INFLIGHT.get_ptr_mut(&tid) else {
-        // Entered before proclens attached, or not traced.
-        return Ok(());
-    };
-    // SAFETY: only this thread writes its own entry; copied out, then marked consumed.
-    let e = unsafe { &mut *p };
-    let key = e.key;
-    if key.op == op::NONE {
-        return Ok(());
-    }
-    e.key.op = op::NONE;
-    if key.tgid != (pid_tgid >> 32) as u32 {
-        // A stale entry of a thread killed inside a call whose id was reused.
-        return Ok(());
-    }
     let outcome = Outcome::of(ret);
-    let bytes = match (outcome, key.op) {
-        (Outcome::Done, op::MMAP) => e.arg,
-        (Outcome::Done, op::RECVMMSG | op::SENDMMSG) => {
-            mmsg_bytes(e.arg, ret, key.flags & flags::COMPAT != 0)
-        }
+    let bytes = match (outcome, c.op) {
+        (Outcome::Done, op::MMAP) => arg,
+        (Outcome::Done, op::RECVMMSG | op::SENDMMSG) => mmsg_bytes(arg, ret, c.compat),
         (Outcome::Done, _) => ret as u64,
         _ => 0,
     };
     add(ctx, &key, outcome, bytes, 1);
     if outcome == Outcome::Done && bytes > 0 {
-        pair(ctx, e, &key, bytes);
+        pair(ctx, c.pid_tgid, &key, bytes);
     }
     Ok(())
 }
 
-/// Follows a thread's file data into sockets (see `Inflight::left`): each read whose
+/// Follows a thread's file data into sockets (see `Pairing::left`): each read whose
 /// bytes the thread's socket writes have all carried on is a file→socket flow sendfile
 /// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read. A call
 /// of its own, for the same reason as [`mmsg_bytes`].
 #[inline(never)]
-fn pair(ctx: &BtfTracePointContext, e: &mut Inflight, key: &CopyKey, bytes: u64) {
+fn pair(ctx: &BtfTracePointContext, pid_tgid: u64, key: &CopyKey, bytes: u64) {
+    let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     if op::reads_into_user(key.op) && key.src == fd_kind::FILE {
-        e.file_read(bytes);
+        if let Some(p) = PAIRING.get_ptr_mut(&tid) {
+            // SAFETY: only this thread writes its own entry.
+            let p = unsafe { &mut *p };
+            if p.tgid != tgid {
+                // A thread id reused by another process: start afresh.
+                *p = Pairing {
+                    tgid,
+                    ..Pairing::default()
+                };
+            }
+            p.file_read(bytes);
+            return;
+        }
+        let mut fresh = Pairing {
+            tgid,
+            ..Pairing::default()
+        };
+        fresh.file_read(bytes);
+        if PAIRING.insert(&tid, &fresh, BPF_ANY).is_err() {
+            count(ctx, counters::INFLIGHT_FULL);
+        }
         return;
     }
-    if !(op::writes_from_user(key.op) && key.dst == fd_kind::SOCKET) || e.chunks == 0 {
+    if !(op::writes_from_user(key.op) && key.dst == fd_kind::SOCKET) {
         return;
     }
-    let (carried, reads) = e.socket_write(bytes);
+    let Some(p) = PAIRING.get_ptr_mut(&tid) else {
+        return;
+    };
+    // SAFETY: only this thread writes its own entry.
+    let p = unsafe { &mut *p };
+    if p.tgid != tgid || p.chunks == 0 {
+        return;
+    }
+    let (carried, reads) = p.socket_write(bytes);
     if reads > 0 {
         let flow = CopyKey {
             op: op::SENDFILE_ELIGIBLE,

@@ -24,7 +24,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::{count, events, read_failed, send, submit_flags},
-    reaper,
+    reaper, syscalls,
     task::{comm, field, probe},
 };
 
@@ -225,7 +225,12 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let leader: u64 = field(task, config::task_group_leader_off());
     let mut flags = 0;
     let mut heir = TaskRef::default();
-    if group_dead(ctx, task) {
+    let group_dead = group_dead(ctx, task);
+    // The thread's last syscall, when it is the `exit` or `exit_group` that ends it: such
+    // a call never returns to be counted at `sys_exit`. Before the event, which tells
+    // userspace the process may be read for the last time.
+    syscalls::count_exit_call(ctx, task, group_dead);
+    if group_dead {
         flags |= exit_flags::GROUP_DEAD;
         // The leader is the task its parent waits for; its exit signal decides.
         if autoreaped(leader, parent_task) {

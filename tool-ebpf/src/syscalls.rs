@@ -1,25 +1,32 @@
-//! Every syscall, through two programs on the raw syscall tracepoints, attached as BTF
-//! tracepoints (`tp_btf/sys_enter`, `tp_btf/sys_exit`): they get the task's saved user
-//! registers and the syscall number (or return value) as typed arguments, so nothing is
-//! formatted into a trace record, no tracefs is needed, and starting or stopping costs
-//! two links however many syscalls are followed (the classic per-syscall tracepoints
-//! were ~40 links, each torn down under the kernel's global event mutex).
+//! Every syscall, through programs on the raw syscall tracepoints, attached as BTF
+//! tracepoints (`tp_btf/sys_exit`, and `tp_btf/sys_enter` for fork timing only): they get
+//! the task's saved user registers and the return value (or the syscall number) as typed
+//! arguments, so nothing is formatted into a trace record, no tracefs is needed, and
+//! starting or stopping costs a link or two however many syscalls are followed (the
+//! classic per-syscall tracepoints were ~40 links, each torn down under the kernel's
+//! global event mutex).
 //!
-//! - `sys_enter`: the filter first (see `filter`); then, when asked for, the syscall
+//! - `sys_exit`: the filter first (see `filter`); then, when asked for, the syscall
 //!   counted per (process, number) in a per-CPU hash, and the copy-family calls handed
-//!   to `copies::enter` by a dispatch on the number (one table per ABI).
-//! - `sys_exit` (attached for copy accounting or fork timing): the filter, then a table
-//!   lookup of the number, and `copies::exit` for the copy family only.
-//! - With copy accounting, or where `forks` cannot use the classic fork-call tracepoints
-//!   (no tracefs), the same tables send fork, vfork, clone and clone3 (64-bit ABI;
-//!   classic syscall tracepoints never see 32-bit ones either) to `forks`, which times
-//!   them: see `op::FORK_CALLS`. The tables then name only the calls of the parts that
-//!   run.
+//!   to `copies::exit` by a dispatch on the number (one table per ABI). One program per
+//!   syscall: a process the filter leaves out pays for one program that stops at a
+//!   compare, not two.
+//! - Calls are counted as they return, as `syscount` counts them: a call still blocked is
+//!   counted when it returns. Two kinds of call never return, and one returns without its
+//!   number: `exit` and `exit_group` are counted at the thread's exit (see
+//!   [`count_exit_call`], called by `lifecycle`), and `rt_sigreturn`, which restores the
+//!   interrupted registers and leaves `-1` where the number was, is counted under its
+//!   own number. A task made by fork, vfork, clone or clone3 returns from its
+//!   parent's call too (with 0): that return is not counted.
+//! - `sys_enter` (attached only where `forks` times the fork-family calls here): fork,
+//!   vfork, clone and clone3 (64-bit ABI; classic syscall tracepoints never see 32-bit
+//!   ones either) to `forks`, whose `sys_exit` half is in the same dispatch: see
+//!   `op::FORK_CALLS`. The tables then name only the calls of the parts that run.
 //!
 //! A 32-bit (compat) syscall of a 64-bit kernel has its own numbers and argument
 //! registers: the task says which ABI is running (x86: `TS_COMPAT` in its
-//! `thread_info.status`, set for the length of a 32-bit syscall), and both the count's
-//! key and the copy paths carry it.
+//! `thread_info.status`, set for the length of a 32-bit syscall, until its return to
+//! user mode), and both the count's key and the copy paths carry it.
 
 use aya_ebpf::{
     helpers::{
@@ -89,44 +96,39 @@ fn process_start(task: u64) -> u64 {
     probe(leader, config::task_start_boottime_off()).unwrap_or(0)
 }
 
+/// The number counted for a call: `nr` in its ABI, with `COMPAT_NR` for a 32-bit one;
+/// the `-1` an `rt_sigreturn` leaves is that call's own number.
+#[inline(always)]
+fn counted_nr(nr: u64, compat: bool) -> u32 {
+    let abi = usize::from(compat);
+    let nr = if nr == u64::MAX {
+        config::sigreturn_nr(abi)
+    } else {
+        nr as u32
+    };
+    nr | if compat { COMPAT_NR } else { 0 }
+}
+
+/// Fork timing's entry half (attached only where fork calls are timed here).
 fn try_enter(ctx: &BtfTracePointContext) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !filter::traced(pid_tgid) {
+    // TP_PROTO(struct pt_regs *regs, long id)
+    let nr: u64 = ctx.arg(1);
+    let o = config::op_of(nr, false);
+    if o == op::NONE || o < op::FORK_CALLS {
         return Ok(());
     }
-    // TP_PROTO(struct pt_regs *regs, long id)
-    let regs: u64 = ctx.arg(0);
-    let nr: u64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: a helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    let compat = in_compat(task);
-    let start_ns = process_start(task);
-    let tgid = (pid_tgid >> 32) as u32;
-    if config::count_syscalls() != 0 {
-        let nr = (nr as u32) | if compat { COMPAT_NR } else { 0 };
-        count_syscall(ctx, tgid, nr, start_ns);
+    if !filter::traced(pid_tgid) || in_compat(unsafe { bpf_get_current_task() }) {
+        // A 32-bit call with a fork's 64-bit number is another call.
+        return Ok(());
     }
-    if config::copies_on() != 0 {
-        let o = config::op_of(nr, compat);
-        if o != op::NONE && o >= op::FORK_CALLS {
-            forks::enter_call(ctx, o - op::FORK_CALLS, regs);
-        } else if o != op::NONE {
-            let call = copies::Call {
-                pid_tgid,
-                task,
-                regs,
-                op: o,
-                compat,
-                start_ns,
-            };
-            copies::enter(ctx, &call)?;
-        }
-    }
+    forks::enter_call(ctx, o - op::FORK_CALLS, ctx.arg(0));
     Ok(())
 }
 
 #[inline(always)]
-fn count_syscall(ctx: &BtfTracePointContext, tgid: u32, nr: u32, start_ns: u64) {
+fn count_syscall<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, nr: u32, start_ns: u64) {
     let key = SysKey {
         tgid,
         nr,
@@ -161,28 +163,126 @@ fn count_syscall(ctx: &BtfTracePointContext, tgid: u32, nr: u32, start_ns: u64) 
     }
 }
 
+/// `PF_SIGNALED` (a fatal signal ended the task), `PF_IO_WORKER` (an io_uring worker,
+/// which ends without a syscall) and `PF_KTHREAD`: `task_struct.flags` bits the kernel
+/// has kept since before 5.10 (macros, not in BTF).
+const PF_NOT_BY_CALL: u32 = 0x0000_0400 | 0x0000_0010 | 0x0020_0000;
+/// `SIGNAL_GROUP_EXIT` in `signal_struct.flags`: the group is exiting (`exit_group`).
+const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
+
+/// Counts the `exit` or `exit_group` call that ends `task`, the current task at its exit
+/// (`sched_process_exit`), when one does: not a fatal signal (`PF_SIGNALED`: which also
+/// marks the threads an `exit_group` of another thread, or an exec, kills), nor a
+/// kernel-made end (its `exit_code` then holds a signal number). `exit_group` when its
+/// group exits (`SIGNAL_GROUP_EXIT`; kernels before 5.17 set it only for groups of more
+/// than one thread, hence `group_dead` too), else `exit`.
+#[inline(always)]
+pub(crate) fn count_exit_call(ctx: &BtfTracePointContext, task: u64, group_dead: bool) {
+    if config::count_syscalls() == 0 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::traced(pid_tgid) {
+        return;
+    }
+    let flags: u32 = field(task, config::syscall_task_flags_off());
+    let exit_code: u32 = field(task, config::task_exit_code_off());
+    if flags & PF_NOT_BY_CALL != 0 || exit_code & 0x7f != 0 {
+        return;
+    }
+    let signal: u64 = field(task, config::task_signal_off());
+    let group = group_dead
+        || (signal != 0
+            && field::<u32>(signal, config::signal_flags_off()) & SIGNAL_GROUP_EXIT != 0);
+    let compat = in_compat(task);
+    let abi = usize::from(compat);
+    let nr = if group {
+        config::exit_group_nr(abi)
+    } else {
+        config::exit_nr(abi)
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    count_syscall(
+        ctx,
+        tgid,
+        nr | if compat { COMPAT_NR } else { 0 },
+        process_start(task),
+    );
+}
+
+/// Whether `task` is a child of proclens that has not exec'd yet (`run`'s set-up between
+/// fork and exec: its parent is proclens and its exec id is still the one it was born
+/// with). Probe reads: the current task is not BTF-typed on every kernel.
+#[inline(always)]
+fn spawning(task: u64) -> bool {
+    let Ok(parent) = probe::<u64>(task, config::task_real_parent_off()) else {
+        return false;
+    };
+    let parent_tgid: u32 = probe(parent, config::task_tgid_off()).unwrap_or(0);
+    if parent_tgid == 0 || parent_tgid != config::self_tgid() {
+        return false;
+    }
+    let own: u32 = probe(task, config::spawn_self_exec_id_off()).unwrap_or(0);
+    let at_fork: u32 = probe(task, config::spawn_parent_exec_id_off()).unwrap_or(1);
+    own == at_fork
+}
+
 fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !filter::traced(pid_tgid) {
         return Ok(());
     }
-    // TP_PROTO(struct pt_regs *regs, long ret); the number is still in the registers.
+    // TP_PROTO(struct pt_regs *regs, long ret); the number is still in the registers
+    // (`-1` after rt_sigreturn).
     let regs: u64 = ctx.arg(0);
     let nr: u64 = field(regs, config::regs_nr_off());
-    let native = config::op_of(nr, false);
-    // A fork call's number is no copy in the 32-bit ABI (a userspace test checks), so
-    // the paths stay apart: the verifier then walks each once, not one after the other
-    // (which had cost ~80 ms more at every start). A 32-bit call with a fork's number
-    // has nothing in flight there.
-    if native != op::NONE && native >= op::FORK_CALLS {
-        forks::exit_call(ctx, ctx.arg(1));
-        return Ok(());
-    }
-    // Most syscalls are no copy in either ABI: one table lookup each, and out. A number
-    // that is one in the other ABI only costs the in-flight lookup, which knows the ABI.
-    if native == op::NONE && config::op_of(nr, true) == op::NONE {
-        return Ok(());
-    }
     let ret: i64 = ctx.arg(1);
-    copies::exit(ctx, pid_tgid, ret)
+    let native = config::op_of(nr, false);
+    // A fork call's number is no copy in the 32-bit ABI (a userspace test checks), and a
+    // 32-bit call with a fork's number has nothing in flight there.
+    let fork = native != op::NONE && native >= op::FORK_CALLS;
+    if fork {
+        forks::exit_call(ctx, ret);
+    }
+    let counting = config::count_syscalls() != 0;
+    // Most syscalls are no copy in either ABI: one table lookup each. A number that is
+    // one in the other ABI only costs the ABI check.
+    let maybe_copy = !fork && (native != op::NONE || config::op_of(nr, true) != op::NONE);
+    if !counting && !maybe_copy {
+        return Ok(());
+    }
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    if config::skip_spawning() != 0 && spawning(task) {
+        return Ok(());
+    }
+    let compat = in_compat(task);
+    let start_ns = process_start(task);
+    // A new task's return from its parent's fork-family call (0) is no call of its own.
+    if counting && !(ret == 0 && config::is_fork_nr(nr, compat)) {
+        count_syscall(ctx, (pid_tgid >> 32) as u32, counted_nr(nr, compat), start_ns);
+    }
+    if !maybe_copy {
+        return Ok(());
+    }
+    let o = if compat {
+        config::op_of(nr, true)
+    } else {
+        native
+    };
+    if o == op::NONE || o >= op::FORK_CALLS {
+        return Ok(());
+    }
+    copies::exit(
+        ctx,
+        &copies::Call {
+            pid_tgid,
+            task,
+            regs,
+            op: o,
+            compat,
+            start_ns,
+        },
+        ret,
+    )
 }

@@ -42,7 +42,7 @@ fn read_write_file_to_socket_counts_each_byte_once_per_side() {
         SIZE,
         "the peer's read socket->user"
     );
-    // Mode switches: the raw sys_enter counter and the copy-path programs agree on
+    // Mode switches: the syscall counter and the copy-path programs agree on
     // every write(2) of the window (socket writes and the workload's `done` line), each
     // made and finished inside it.
     let writes = syscall_total(&w.after, "write") - syscall_total(&w.before, "write");

@@ -81,12 +81,12 @@ fn copies_filtered_by_pid_records_nothing_of_other_processes() {
     let maps = entries_under(
         &["copies", "--json", "--interval", "0.3", "-p", &pid],
         &mut w,
-        &["SYSCALLS", "COPIES", "INFLIGHT"],
+        &["SYSCALLS", "COPIES", "PAIRING"],
     );
-    // INFLIGHT is keyed by thread id: dd's only thread is dd itself.
+    // PAIRING is keyed by thread id: the workload's only thread is itself.
     assert!(
         !maps[2].1.contains(&busy.0.id()),
-        "INFLIGHT holds the busy process"
+        "PAIRING holds the busy process"
     );
     assert_only(w.pid(), &maps[..2]);
 }
@@ -179,12 +179,17 @@ fn top_counts_syscalls_only_when_asked() {
         return;
     }
     for (args, counted) in [(&["top"][..], false), (&["top", "--syscalls"], true)] {
+        // One program per syscall, at its return: the entry is never attached here.
         let p = Proclens::spawn(&[args, &["--json", "--interval", "0.3", "--all"]].concat());
         let row = p.json_until(Duration::from_secs(30), |v| v["type"] == "process");
         let progs = common::bpf_maps::program_names(p.pid());
         assert_eq!(
-            progs.iter().any(|n| n == "sys_enter"),
+            progs.iter().any(|n| n == "sys_exit"),
             counted,
+            "{args:?}: {progs:?}"
+        );
+        assert!(
+            !progs.iter().any(|n| n == "sys_enter"),
             "{args:?}: {progs:?}"
         );
         assert_eq!(

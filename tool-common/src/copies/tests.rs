@@ -21,7 +21,7 @@ fn outcomes_by_return_value() {
 /// buffers in flight); headers beyond the file data carry nothing.
 #[test]
 fn reads_pair_with_the_writes_that_carry_them_on() {
-    let mut t = Inflight::default();
+    let mut t = Pairing::default();
     assert_eq!(t.socket_write(300), (0, 0), "headers before any read");
     t.file_read(1000);
     assert_eq!(t.socket_write(1300), (1000, 1), "headers + body");
@@ -37,7 +37,7 @@ fn reads_pair_with_the_writes_that_carry_them_on() {
 /// A database: reads pages, answers with fewer bytes. Nothing pairs.
 #[test]
 fn reads_answered_with_fewer_bytes_never_pair() {
-    let mut t = Inflight::default();
+    let mut t = Pairing::default();
     let mut carried = 0;
     for _ in 0..1000 {
         t.file_read(8192);

@@ -59,7 +59,9 @@ once, inside the kernel), and that the process sends what it read: a process tha
 encrypts in user space (TLS without kTLS) writes ciphertext, pairs all the same, and can
 use sendfile only with kernel TLS.
 
-Mode switches: every syscall is one user->kernel transition; syscalls/s counts them all.
+Mode switches: every syscall is one user->kernel transition; syscalls/s counts them all,
+each as it returns (like syscount: a blocked call counts when it returns), exit and
+exit_group at the thread's exit.
 32-bit programs on a 64-bit kernel make compat syscalls: they are named from the i386
 table (JSON `abi`), counted in `compat_syscalls_total`, and their copy paths are
 accounted like the 64-bit ones (except socketcall and the old mmap, whose arguments are
@@ -67,12 +69,11 @@ in memory). io_uring submissions bypass these syscalls: processes seen calling
 io_uring_setup/enter/register, or holding an io_uring fd when proclens starts, are
 flagged and their bytes are not counted.
 
-Cost: every syscall of every traced process runs two small programs (sys_enter and
-sys_exit): on one-byte pipe round trips, about a quarter of what an equivalent bpftrace
-script adds per syscall. A filtered-out process (-p, --comm, --cgroup) still enters both,
-which stop at the filter (a compare or a lookup): 50-170 ns per syscall of another process
-on the machines measured, about what bpftrace's pid predicate costs (BENCHMARKS.md:
-syscall-heavy, filters).";
+Cost: every syscall of every traced process runs one small program (sys_exit): on
+one-byte pipe round trips, a fraction of what an equivalent bpftrace script adds per
+syscall. A filtered-out process (-p, --comm, --cgroup) still enters it, and it stops at
+the filter (a compare or a lookup): tens of ns per syscall of another process, less than
+bpftrace's pid predicate costs (BENCHMARKS.md: syscall-heavy, filters).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]

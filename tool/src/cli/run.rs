@@ -59,6 +59,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let tracer = Tracer::start(&TracerOptions {
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
+        skip_spawning: true,
         copies: Want::IfAvailable,
         max_threads: args.table.max_threads,
         forks: true,

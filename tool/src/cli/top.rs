@@ -69,9 +69,9 @@ pub struct TopArgs {
     /// Print lines even on a terminal (the live table is the default there).
     #[arg(long)]
     pub plain: bool,
-    /// Also count every syscall per process: the sysc/s column, and `syscalls`,
-    /// `syscalls_per_s` and `syscalls_total` in JSON (absent without it); in the live
-    /// table also the Copies view. Off by default because every syscall of every traced
+    /// Also count every syscall per process, as it returns (like syscount): the sysc/s
+    /// column, and `syscalls`, `syscalls_per_s` and `syscalls_total` in JSON (absent
+    /// without it); in the live table also the Copies view. Off by default because every syscall of every traced
     /// process then runs a program (~20-30 ns of BPF plus the kernel's syscall-tracing
     /// path: about +20% on a pipe ping-pong that makes a syscall per context switch,
     /// +50 ns per syscall; the copy paths of the Copies view add about as much again per

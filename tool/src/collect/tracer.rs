@@ -60,8 +60,11 @@ pub struct TracerOptions {
     /// The switch programs (every context switch). Views that read only lifecycle events
     /// (`zombies`) leave them out and cost nothing on every switch.
     pub switches: bool,
-    /// Count every syscall per process (`sys_enter`).
+    /// Count every syscall per process (`sys_exit`, as it returns).
     pub syscalls: bool,
+    /// `run`: the syscall programs leave out the calls proclens's own children make
+    /// before their exec (the set-up of the command, not the command).
+    pub skip_spawning: bool,
     /// `--max-threads`: the switch programs' thread table size (default: the machine's).
     pub max_threads: Option<u32>,
     /// Account the copy-family syscalls per (process, path, fd kinds).
@@ -84,6 +87,7 @@ impl Default for TracerOptions {
             comm: None,
             switches: true,
             syscalls: false,
+            skip_spawning: false,
             max_threads: None,
             copies: Want::Off,
             forks: false,
@@ -118,7 +122,8 @@ pub struct Tracer {
 pub struct Health {
     pub ringbuf_drops: u64,
     pub thread_map_full: u64,
-    /// Copy-family calls not counted: per-thread in-flight map full.
+    /// File reads or socket writes left out of the sendfile pairing: per-thread pairing
+    /// map full (the calls are counted).
     pub inflight_full: u64,
     /// Copy-family calls not counted: per-path map full.
     pub copy_map_full: u64,
@@ -185,6 +190,9 @@ impl Tracer {
         let task = btf::TaskOffsets::from_btf(&vmlinux)?;
         let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
         let mut copies = CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?;
+        if opts.skip_spawning {
+            copies.skip_spawning();
+        }
         let tracefs = opts.forks && tracefs::root().is_ok();
         let fork_timing = if copies.time_forks(opts.forks, tracefs, &vmlinux) {
             ForkTiming::Syscalls

@@ -192,7 +192,7 @@ impl PathRow {
 /// - eligible bytes `E`: file reads into user memory (read, pread64, readv, preadv,
 ///   preadv2) whose bytes the same thread then wrote, all of them, to sockets from user
 ///   memory; the kernel pairs them per thread, writes credited to the oldest of its last
-///   four reads first (`Inflight::socket_write`, `op::SENDFILE_ELIGIBLE`);
+///   four reads first (`Pairing::socket_write`, `op::SENDFILE_ELIGIBLE`);
 /// - `read()+write()` copies each of those bytes twice with the CPU (kernel→user,
 ///   user→kernel); `sendfile()` none through user space: `cpu_copy_bytes = 2·E`;
 /// - sendfile replaces the file reads that carried `E` (`syscalls`), each a

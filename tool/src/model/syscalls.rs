@@ -5,7 +5,7 @@
 //! Syscall names come from the `syscalls` crate's tables: the build target's ABI, and the
 //! 32-bit one (i386) for numbers the kernel side flagged as compat (`COMPAT_NR`): on a
 //! 64-bit kernel, 3 is `close` in one and `read` in the other. The numbers themselves
-//! come from the running kernel (`sys_enter`'s `id`).
+//! come from the running kernel (the number `sys_exit` finds in the task's registers).
 
 use std::{
     borrow::Cow,

@@ -90,8 +90,8 @@ pub struct ServeArgs {
     pub max_connections_per_peer: u32,
     /// Also account bytes by copy path (proclens_copy_*): the read/write, send/recv,
     /// sendfile, splice, tee, copy_file_range and mmap families, dispatched by syscall
-    /// number in the sys_enter/sys_exit programs, which costs every such call of every
-    /// traced process a few hundred ns (see BENCHMARKS.md). Where the kernel lacks what
+    /// number in the sys_exit program, which costs every such call of every traced
+    /// process a few hundred ns (see BENCHMARKS.md). Where the kernel lacks what
     /// they need, serve warns once and carries on without them.
     #[arg(long)]
     pub copies: bool,

@@ -54,6 +54,17 @@ macro_rules! numbers {
     }};
 }
 
+/// A call's number in the 64-bit ABI and in the 32-bit (i386) one (ABI numbers, stable
+/// by definition).
+macro_rules! abi_numbers {
+    ($n:ident) => {
+        [
+            syscalls::Sysno::$n.id() as u32,
+            syscalls::x86::Sysno::$n.id() as u32,
+        ]
+    };
+}
+
 /// The syscalls of each copy op in the 64-bit ABI.
 fn native_numbers(o: u8) -> &'static [syscalls::Sysno] {
     numbers!(syscalls::Sysno, o, {
@@ -114,6 +125,13 @@ pub struct AbiOffsets {
     pub args_native: [u32; 6],
     pub args_compat: [u32; 6],
     pub regs_nr: u32,
+    /// `task_struct.flags` and `signal_struct.flags`: how a thread's exit came (the
+    /// `exit` and `exit_group` calls are counted there, see `count_exit_call`).
+    pub task_flags: u32,
+    pub signal_flags: u32,
+    /// `task_struct.self_exec_id` and `parent_exec_id` (see `skip_spawning`).
+    pub self_exec_id: u32,
+    pub parent_exec_id: u32,
     /// `(task_struct offset, bit)` of the compat flag; `None` without a 32-bit ABI.
     pub compat: Option<(u32, u32)>,
     /// `(size, offset of msg_len)` of `struct mmsghdr` and `struct compat_mmsghdr`.
@@ -152,6 +170,10 @@ impl AbiOffsets {
             args_native: regs(["di", "si", "dx", "r10", "r8", "r9"])?,
             args_compat: regs(["bx", "cx", "dx", "si", "di", "bp"])?,
             regs_nr: reg("orig_ax")?,
+            task_flags: member_offset(btf, "task_struct", "flags")?,
+            signal_flags: member_offset(btf, "signal_struct", "flags")?,
+            self_exec_id: member_offset(btf, "task_struct", "self_exec_id")?,
+            parent_exec_id: member_offset(btf, "task_struct", "parent_exec_id")?,
             compat,
             mmsg,
             compat_mmsg: compat_mmsg.unwrap_or_default(),
@@ -160,7 +182,7 @@ impl AbiOffsets {
 }
 
 /// The fd → inode chain offsets from BTF.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FdOffsets {
     pub task_files: u32,
     pub files_fdt: u32,
@@ -202,6 +224,16 @@ impl CopyConfig {
         })
     }
 
+    /// What counting syscalls alone needs (copies off): the registers, without the fd
+    /// chain.
+    pub fn counting(btf: &Btf) -> Result<Self> {
+        Ok(Self {
+            abi: AbiOffsets::from_btf(btf)?,
+            fd: FdOffsets::default(),
+            map_anonymous: libc::MAP_ANONYMOUS as u64,
+        })
+    }
+
     /// The syscall programs' load-time globals: `count_syscalls`, `copies` and
     /// `time_forks` say which of their parts run. The programs dispatch on the op tables
     /// (the `copies` global) when either of the last two does; the tables then name only
@@ -218,6 +250,24 @@ impl CopyConfig {
             regs_nr: a.regs_nr,
             compat_status,
             compat_flag,
+            sigreturn_nr: abi_numbers!(rt_sigreturn),
+            exit_nr: abi_numbers!(exit),
+            exit_group_nr: abi_numbers!(exit_group),
+            fork_nr: {
+                let [f, v, c, c3] = [
+                    abi_numbers!(fork),
+                    abi_numbers!(vfork),
+                    abi_numbers!(clone),
+                    abi_numbers!(clone3),
+                ];
+                [f[0], v[0], c[0], c3[0], f[1], v[1], c[1], c3[1]]
+            },
+            task_flags: a.task_flags,
+            signal_flags: a.signal_flags,
+            skip_spawning: 0,
+            self_exec_id: a.self_exec_id,
+            parent_exec_id: a.parent_exec_id,
+            _pad: 0,
             mmsg_size: a.mmsg.0,
             mmsg_len: a.mmsg.1,
             compat_mmsg_size: a.compat_mmsg.0,

@@ -7,7 +7,7 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{HashMap, MapData},
 };
-use proclens_common::copies::{CopyKey, CopyStats, Inflight, ProcKey, SysKey};
+use proclens_common::copies::{CopyKey, CopyStats, Pairing, ProcKey, SysKey};
 
 use super::batch;
 
@@ -58,8 +58,8 @@ pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
             entries_for(size_of::<CopyKey>() + size_of::<CopyStats>(), mem),
         )
         .map_max_entries(
-            "INFLIGHT",
-            entries_for(4 + size_of::<Inflight>(), mem).min(1 << 16),
+            "PAIRING",
+            entries_for(4 + size_of::<Pairing>(), mem).min(1 << 16),
         );
 }
 
@@ -68,7 +68,7 @@ pub(super) fn size_maps(loader: &mut EbpfLoader<'_>) {
 pub struct CopyMaps {
     syscalls: HashMap<MapData, SysKey, u64>,
     copies: HashMap<MapData, CopyKey, CopyStats>,
-    inflight: HashMap<MapData, u32, Inflight>,
+    pairing: HashMap<MapData, u32, Pairing>,
     comms: HashMap<MapData, ProcKey, [u8; 16]>,
 }
 
@@ -111,7 +111,7 @@ impl CopyMaps {
         Ok(Self {
             syscalls: HashMap::try_from(take_map(ebpf, "SYSCALLS")?)?,
             copies: HashMap::try_from(take_map(ebpf, "COPIES")?)?,
-            inflight: HashMap::try_from(take_map(ebpf, "INFLIGHT")?)?,
+            pairing: HashMap::try_from(take_map(ebpf, "PAIRING")?)?,
             comms: HashMap::try_from(take_map(ebpf, "COMMS")?)?,
         })
     }
@@ -158,11 +158,11 @@ impl CopyMaps {
     /// a process's last syscalls (`exit_group` among them) may have come after the
     /// interval's snapshot, and a dead process adds nothing between this read and the
     /// delete. A process is (tgid, start): a new process that got a gone one's pid keeps
-    /// its entries. The per-thread in-flight slots of threads that no longer exist go too
-    /// (the kernel keeps a thread's slot between calls). Names (`COMMS`) stay until
+    /// its entries. The per-thread pairing entries of threads that no longer exist go too
+    /// (the kernel keeps a thread's entry between calls). Names (`COMMS`) stay until
     /// [`CopyMaps::forget_names`].
     pub fn take_gone(&mut self, gone: &gone::Gone) -> Result<Snapshot> {
-        self.prune_inflight()?;
+        self.prune_pairing()?;
         let mut out = Snapshot::default();
         if gone.is_empty() {
             return Ok(out);
@@ -188,19 +188,19 @@ impl CopyMaps {
         batch::delete(&self.comms, &keys).context("pruning COMMS")
     }
 
-    fn prune_inflight(&mut self) -> Result<()> {
+    fn prune_pairing(&mut self) -> Result<()> {
         let all =
-            batch::lookup_all(&self.inflight, size_of::<Inflight>()).context("reading INFLIGHT")?;
+            batch::lookup_all(&self.pairing, size_of::<Pairing>()).context("reading PAIRING")?;
         let stale: Vec<u32> = all
             .into_iter()
             .filter(|(tid, v)| {
-                // SAFETY: the kernel wrote a whole `Inflight`; Pod, any bytes are valid.
-                let v: Inflight = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
-                !Path::new(&format!("/proc/{}/task/{tid}", v.key.tgid)).exists()
+                // SAFETY: the kernel wrote a whole `Pairing`; Pod, any bytes are valid.
+                let v: Pairing = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+                !Path::new(&format!("/proc/{}/task/{tid}", v.tgid)).exists()
             })
             .map(|(tid, _)| tid)
             .collect();
-        batch::delete(&self.inflight, &stale).context("pruning INFLIGHT")
+        batch::delete(&self.pairing, &stale).context("pruning PAIRING")
     }
 }
 

@@ -3,7 +3,7 @@
 //! attaching them, and their maps.
 
 use crate::collect::btf::Btf;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use aya::EbpfLoader;
 use proclens_common::config;
 
@@ -27,6 +27,10 @@ pub enum Want {
 }
 
 #[derive(Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "four independent parts of the syscall programs, each set by its own view option"
+)]
 pub struct CopySetup {
     /// Count every syscall per process.
     syscalls: bool,
@@ -37,6 +41,9 @@ pub struct CopySetup {
     cfg: Option<CopyConfig>,
     /// Fork-family calls timed here (see [`Self::time_forks`]).
     time_forks: bool,
+    /// Leave out the calls of proclens's children before their exec (see
+    /// [`Self::skip_spawning`]).
+    skip_spawning: bool,
 }
 
 impl CopySetup {
@@ -47,23 +54,29 @@ impl CopySetup {
                 copies: false,
                 cfg: None,
                 time_forks: false,
+                skip_spawning: false,
             });
         }
         let (cfg, copies) = match (CopyConfig::resolve(vmlinux), want) {
             (Ok(c), w) => (Some(c), w != Want::Off),
             (Err(e), Want::Required) => return Err(e),
-            (Err(e), Want::IfAvailable) => {
-                eprintln!("proclens: warning: {e:#}; copy paths are not accounted");
-                (None, false)
+            (Err(e), w) => {
+                if w == Want::IfAvailable {
+                    eprintln!("proclens: warning: {e:#}; copy paths are not accounted");
+                }
+                // Counting needs only the registers: the number at `sys_exit`, the ABI.
+                let counting = syscalls
+                    .then(|| CopyConfig::counting(vmlinux).context("counting syscalls"))
+                    .transpose()?;
+                (counting, false)
             }
-            // Counting alone needs none of it: syscalls are then not told apart by ABI.
-            (Err(_), Want::Off) => (None, false),
         };
         Ok(Self {
             syscalls,
             copies,
             cfg,
             time_forks: false,
+            skip_spawning: false,
         })
     }
 
@@ -78,6 +91,13 @@ impl CopySetup {
         }
         self.time_forks = wanted && self.cfg.is_some() && (self.copies || !tracefs);
         self.time_forks
+    }
+
+    /// Leaves out the calls proclens's own children make before their exec: `run`'s
+    /// set-up between fork and exec (joining the command's cgroup, whose write returns
+    /// inside it, dropping privileges) is not the command's.
+    pub fn skip_spawning(&mut self) {
+        self.skip_spawning = true;
     }
 
     /// Whether copy paths are accounted.
@@ -112,7 +132,10 @@ impl Setup for CopySetup {
             size_maps(loader);
         }
         globals.copies = match &self.cfg {
-            Some(c) => c.config(self.syscalls, self.copies, self.time_forks),
+            Some(c) => config::Copies {
+                skip_spawning: u32::from(self.skip_spawning),
+                ..c.config(self.syscalls, self.copies, self.time_forks)
+            },
             None => config::Copies {
                 count_syscalls: u32::from(self.syscalls),
                 ..config::Copies::default()
@@ -121,14 +144,12 @@ impl Setup for CopySetup {
     }
 
     fn btf_tracepoints(&self) -> Vec<(String, String)> {
-        [
-            ("sys_enter", self.any()),
-            ("sys_exit", self.copies || self.time_forks),
-        ]
-        .into_iter()
-        .filter(|&(_, on)| on)
-        .map(|(p, _)| (p.into(), p.into()))
-        .collect()
+        // One program per syscall, at its return; the entry only to time fork calls.
+        [("sys_enter", self.time_forks), ("sys_exit", self.any())]
+            .into_iter()
+            .filter(|&(_, on)| on)
+            .map(|(p, _)| (p.into(), p.into()))
+            .collect()
     }
 
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {

@@ -94,7 +94,8 @@ pub struct KernelDrops {
     pub ringbuf_full: u64,
     /// Threads the per-thread switch map had no room for.
     pub thread_map_full: u64,
-    /// Copy-family calls not accounted: per-thread in-flight map full.
+    /// File reads or socket writes left out of the sendfile pairing: per-thread pairing
+    /// map full (the calls are counted).
     pub inflight_map_full: u64,
     /// Copy-family calls not accounted: per-path map full.
     pub copy_map_full: u64,
