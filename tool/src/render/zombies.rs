@@ -37,7 +37,7 @@ use serde::Serialize;
 use crate::model::{
     exit_status::{StatusFields, status_text},
     parent_info::{Headroom, ParentInfo},
-    proctable::{Dated, ForkStats, Proc, Zombie},
+    proctable::{Dated, ForkStats, ReapedProc, Zombie},
     rates::per_second,
 };
 
@@ -261,7 +261,7 @@ pub fn reaped(
     json: bool,
     time: f64,
     clock: &str,
-    p: &Proc,
+    p: &ReapedProc,
     parent_comm: &str,
     dead_for_ns: Option<u64>,
     lost: u64,
