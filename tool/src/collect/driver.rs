@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{Signal, SignalKind, signal},
-    time::{Interval, MissedTickBehavior},
+    time::{Instant, Interval, MissedTickBehavior},
 };
 
 use super::{events::EventStream, log::KernelLog, tracer::Tracer};
@@ -24,6 +24,8 @@ pub enum Step {
     Poll,
     /// Events arrived and were handed to the sink.
     Events,
+    /// The deadline set with [`Driver::stop_after`] passed (once).
+    Deadline,
     /// A signal that asks proclens to stop.
     Signal(Sig),
 }
@@ -43,12 +45,13 @@ pub struct Driver {
     hangup: Signal,
     ticks: Option<Interval>,
     poll: Option<Interval>,
+    deadline: Option<Instant>,
 }
 
 /// A clock that first ticks one period from now (a report covers a whole interval) and
 /// does not catch up on ticks missed under load.
 fn clock(period: Duration) -> Interval {
-    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);
     i
 }
@@ -76,6 +79,7 @@ impl Driver {
             hangup: signal(SignalKind::hangup())?,
             ticks: interval.map(clock),
             poll: None,
+            deadline: None,
         })
     }
 
@@ -83,6 +87,12 @@ impl Driver {
     pub fn poll_every(mut self, period: Duration) -> Self {
         self.poll = Some(clock(period));
         self
+    }
+
+    /// Also yields [`Step::Deadline`], once, `wait` from now (a view that observes for a
+    /// while, then reports).
+    pub fn stop_after(&mut self, wait: Duration) {
+        self.deadline = Some(Instant::now() + wait);
     }
 
     /// Waits for the next step; events that arrive are handed to `sink` one at a time, in
@@ -94,6 +104,10 @@ impl Driver {
                 _ = self.interrupt.recv() => Step::Signal(Sig::Interrupt),
                 _ = self.terminate.recv() => Step::Signal(Sig::Terminate),
                 _ = self.hangup.recv() => Step::Signal(Sig::Hangup),
+                () = passed(self.deadline) => {
+                    self.deadline = None;
+                    Step::Deadline
+                }
                 () = tick(&mut self.ticks) => Step::Tick,
                 () = tick(&mut self.poll) => Step::Poll,
                 r = self.stream.recv_each(&mut *sink) => {
@@ -137,6 +151,14 @@ async fn tick(clock: &mut Option<Interval>) {
         Some(c) => {
             c.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// When `deadline` has passed; never without one.
+async fn passed(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -30,13 +30,13 @@
 //!   `--interval`: fork statistics per parent since proclens started (rates over the
 //!   interval).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::model::{
     exit_status::{StatusFields, status_text},
-    parent_info::{Headroom, ParentInfo},
+    parent_info::{Context, ParentInfo},
     proctable::{Dated, ForkStats, ReapedProc, Zombie},
     rates::per_second,
 };
@@ -45,19 +45,6 @@ const NS: f64 = 1e9;
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / NS
-}
-
-/// What is shown beside the zombies: each parent's context, the machine's headroom.
-#[derive(Debug, Clone, Default)]
-pub struct Context {
-    pub parents: BTreeMap<u32, ParentInfo>,
-    pub headroom: Option<Headroom>,
-}
-
-impl Context {
-    fn parent(&self, ppid: u32) -> ParentInfo {
-        self.parents.get(&ppid).cloned().unwrap_or_default()
-    }
 }
 
 /// `age_source` of a zombie.
