@@ -37,6 +37,31 @@ pub enum Sig {
     Hangup,
 }
 
+/// How a view waits for the figures still to come after its end (`run`, once its command
+/// was reaped): [`Driver::settle`] looks every `soon` while the end itself is a few ms
+/// away, then every `poll`; once the end is in, stragglers get `grace`; and it stops at
+/// `limit` in all, with what it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle {
+    pub limit: Duration,
+    pub soon: Duration,
+    pub poll: Duration,
+    pub grace: Duration,
+}
+
+/// What a settling check found.
+#[derive(Debug)]
+pub enum Settled<T> {
+    /// Everything is in.
+    Done(T),
+    /// The end itself is still to come, within a few ms: look again [`Settle::soon`].
+    Awaiting,
+    /// The end is not in yet: look again at [`Settle::poll`].
+    Pending(T),
+    /// The end is in, stragglers are not: they get [`Settle::grace`] from the first time.
+    Stragglers(T),
+}
+
 pub struct Driver {
     stream: EventStream,
     log: Option<AsyncFd<KernelLog>>,
@@ -120,6 +145,36 @@ impl Driver {
                 }
             };
             return Ok(step);
+        }
+    }
+
+    /// Polls `check` as `policy` says until it is [`Settled::Done`], or the stragglers'
+    /// grace or the limit has passed; returns what the last check found. `check` is told
+    /// whether the limit has passed (it then no longer awaits the end). Signals wait.
+    pub async fn settle<T>(
+        &mut self,
+        policy: &Settle,
+        mut check: impl FnMut(&mut Self, bool) -> Result<Settled<T>>,
+    ) -> Result<T> {
+        let limit = Instant::now() + policy.limit;
+        let mut stragglers_since: Option<Instant> = None;
+        loop {
+            let wait = match check(self, Instant::now() > limit)? {
+                Settled::Done(t) => return Ok(t),
+                Settled::Awaiting => policy.soon,
+                Settled::Pending(t) | Settled::Stragglers(t) if Instant::now() > limit => {
+                    return Ok(t);
+                }
+                Settled::Pending(_) => policy.poll,
+                Settled::Stragglers(t) => {
+                    let now = Instant::now();
+                    if now > *stragglers_since.get_or_insert(now) + policy.grace {
+                        return Ok(t);
+                    }
+                    policy.poll
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
