@@ -192,12 +192,6 @@ impl Driver {
     pub fn watermark(&self) -> u64 {
         self.stream.watermark()
     }
-
-    /// Records that did not decode (a bug or a version mismatch; never expected).
-    #[allow(dead_code, reason = "shown by the views that report stream health")]
-    pub fn malformed(&self) -> u64 {
-        self.stream.malformed()
-    }
 }
 
 /// The next tick of `clock`, or never without one.
