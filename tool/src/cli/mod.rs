@@ -316,7 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => Ok(docs::completions(&args)),
         Command::Man(args) => docs::man(&args),
         Command::Copies(args) => copies::run(&args),
-        Command::Zombies(args) => zombies::run(args),
+        Command::Zombies(args) => zombies::run(&args),
         Command::Forks(args) => forks::run(&args),
     }
 }

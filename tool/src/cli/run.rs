@@ -13,7 +13,7 @@ use crate::{
         command,
         copies::Want,
         extras::ZOMBIE_MIN_AGE_NS,
-        privilege, procfs,
+        procfs,
         run::{self, RunOutcome},
         tracer::{Tracer, TracerOptions},
     },
@@ -51,7 +51,6 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    privilege::check_can_trace()?;
     let cgroup = RunCgroup::create()?;
     // Switches, lifecycle, syscalls and copy paths (left out, with a warning, where the
     // kernel lacks what they need), and the interrupts its tasks lose, all filtered in the kernel on the

@@ -113,7 +113,11 @@ impl RunCgroup {
     /// hierarchies), and rmdir needs write access to the parent.
     pub const REMOVAL_CAPS: &[caps::Capability] = &[caps::Capability::CAP_DAC_OVERRIDE];
 
+    /// Makes the cgroup `run`'s command runs in. It is made before the tracer starts (the
+    /// tracer filters on it), so the check that proclens may trace comes first: who may
+    /// not hears what is missing (exit code 3), not cgroupfs's refusal.
     pub fn create() -> Result<Self> {
+        super::privilege::check_can_trace()?;
         let root = v2_root()?;
         sweep_stale(&root);
         let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{Signal, SignalKind, signal},
-    time::{Interval, MissedTickBehavior},
+    time::{Instant, Interval, MissedTickBehavior},
 };
 
 use super::{events::EventStream, log::KernelLog, tracer::Tracer};
@@ -24,6 +24,8 @@ pub enum Step {
     Poll,
     /// Events arrived and were handed to the sink.
     Events,
+    /// The deadline set with [`Driver::stop_after`] passed (once).
+    Deadline,
     /// A signal that asks proclens to stop.
     Signal(Sig),
 }
@@ -35,6 +37,31 @@ pub enum Sig {
     Hangup,
 }
 
+/// How a view waits for the figures still to come after its end (`run`, once its command
+/// was reaped): [`Driver::settle`] looks every `soon` while the end itself is a few ms
+/// away, then every `poll`; once the end is in, stragglers get `grace`; and it stops at
+/// `limit` in all, with what it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle {
+    pub limit: Duration,
+    pub soon: Duration,
+    pub poll: Duration,
+    pub grace: Duration,
+}
+
+/// What a settling check found.
+#[derive(Debug)]
+pub enum Settled<T> {
+    /// Everything is in.
+    Done(T),
+    /// The end itself is still to come, within a few ms: look again [`Settle::soon`].
+    Awaiting,
+    /// The end is not in yet: look again at [`Settle::poll`].
+    Pending(T),
+    /// The end is in, stragglers are not: they get [`Settle::grace`] from the first time.
+    Stragglers(T),
+}
+
 pub struct Driver {
     stream: EventStream,
     log: Option<AsyncFd<KernelLog>>,
@@ -43,12 +70,13 @@ pub struct Driver {
     hangup: Signal,
     ticks: Option<Interval>,
     poll: Option<Interval>,
+    deadline: Option<Instant>,
 }
 
 /// A clock that first ticks one period from now (a report covers a whole interval) and
 /// does not catch up on ticks missed under load.
 fn clock(period: Duration) -> Interval {
-    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);
     i
 }
@@ -76,6 +104,7 @@ impl Driver {
             hangup: signal(SignalKind::hangup())?,
             ticks: interval.map(clock),
             poll: None,
+            deadline: None,
         })
     }
 
@@ -83,6 +112,12 @@ impl Driver {
     pub fn poll_every(mut self, period: Duration) -> Self {
         self.poll = Some(clock(period));
         self
+    }
+
+    /// Also yields [`Step::Deadline`], once, `wait` from now (a view that observes for a
+    /// while, then reports).
+    pub fn stop_after(&mut self, wait: Duration) {
+        self.deadline = Some(Instant::now() + wait);
     }
 
     /// Waits for the next step; events that arrive are handed to `sink` one at a time, in
@@ -94,6 +129,10 @@ impl Driver {
                 _ = self.interrupt.recv() => Step::Signal(Sig::Interrupt),
                 _ = self.terminate.recv() => Step::Signal(Sig::Terminate),
                 _ = self.hangup.recv() => Step::Signal(Sig::Hangup),
+                () = passed(self.deadline) => {
+                    self.deadline = None;
+                    Step::Deadline
+                }
                 () = tick(&mut self.ticks) => Step::Tick,
                 () = tick(&mut self.poll) => Step::Poll,
                 r = self.stream.recv_each(&mut *sink) => {
@@ -106,6 +145,36 @@ impl Driver {
                 }
             };
             return Ok(step);
+        }
+    }
+
+    /// Polls `check` as `policy` says until it is [`Settled::Done`], or the stragglers'
+    /// grace or the limit has passed; returns what the last check found. `check` is told
+    /// whether the limit has passed (it then no longer awaits the end). Signals wait.
+    pub async fn settle<T>(
+        &mut self,
+        policy: &Settle,
+        mut check: impl FnMut(&mut Self, bool) -> Result<Settled<T>>,
+    ) -> Result<T> {
+        let limit = Instant::now() + policy.limit;
+        let mut stragglers_since: Option<Instant> = None;
+        loop {
+            let wait = match check(self, Instant::now() > limit)? {
+                Settled::Done(t) => return Ok(t),
+                Settled::Awaiting => policy.soon,
+                Settled::Pending(t) | Settled::Stragglers(t) if Instant::now() > limit => {
+                    return Ok(t);
+                }
+                Settled::Pending(_) => policy.poll,
+                Settled::Stragglers(t) => {
+                    let now = Instant::now();
+                    if now > *stragglers_since.get_or_insert(now) + policy.grace {
+                        return Ok(t);
+                    }
+                    policy.poll
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -123,12 +192,6 @@ impl Driver {
     pub fn watermark(&self) -> u64 {
         self.stream.watermark()
     }
-
-    /// Records that did not decode (a bug or a version mismatch; never expected).
-    #[allow(dead_code, reason = "shown by the views that report stream health")]
-    pub fn malformed(&self) -> u64 {
-        self.stream.malformed()
-    }
 }
 
 /// The next tick of `clock`, or never without one.
@@ -137,6 +200,14 @@ async fn tick(clock: &mut Option<Interval>) {
         Some(c) => {
             c.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// When `deadline` has passed; never without one.
+async fn passed(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -44,8 +44,6 @@ struct Inner {
     rings: Vec<Ring>,
     /// Per ring, the events read and not yet handed over, in the ring's order.
     held: Vec<VecDeque<Event>>,
-    /// Records that could not be decoded (a bug or a version mismatch; never expected).
-    malformed: u64,
 }
 
 struct Ring {
@@ -84,12 +82,14 @@ impl Ring {
     /// Reads what the ring holds into `held`; then, if it is empty, moves its watermark.
     /// Under a storm records keep coming: it reads again, a few times, until it finds the
     /// ring empty.
-    fn read(&mut self, held: &mut VecDeque<Event>, malformed: &mut u64) {
+    fn read(&mut self, held: &mut VecDeque<Event>) {
         for _ in 0..4 {
             while let Some(item) = self.buf.next() {
                 match decode(&item) {
                     Ok(ev) => held.push_back(ev),
-                    Err(_) => *malformed += 1,
+                    // A bug or a version mismatch between proclens and its object: never
+                    // expected, told by the logger (`--log-level warn`).
+                    Err(e) => log::warn!("a ring record did not decode, dropped: {e}"),
                 }
             }
             // The clock first: an empty ring at the check has had every record reserved
@@ -108,7 +108,7 @@ impl Inner {
     fn read(&mut self, times: usize) {
         for _ in 0..times {
             for (r, held) in self.rings.iter_mut().zip(&mut self.held) {
-                r.read(held, &mut self.malformed);
+                r.read(held);
             }
         }
     }
@@ -198,7 +198,6 @@ impl EventStream {
         let inner = Arc::new(Mutex::new(Inner {
             held: rings.iter().map(|_| VecDeque::new()).collect(),
             rings,
-            malformed: 0,
         }));
         let ready = Arc::new(Notify::new());
         let reader = {
@@ -249,22 +248,6 @@ impl EventStream {
     /// drain).
     pub fn watermark(&self) -> u64 {
         self.mark
-    }
-
-    /// Records that did not decode (a bug or a version mismatch; never expected).
-    pub fn malformed(&self) -> u64 {
-        self.inner.lock().map_or(0, |g| g.malformed)
-    }
-
-    /// Events read and held back by the watermark.
-    #[allow(
-        dead_code,
-        reason = "shown by tests and the views that report stream health"
-    )]
-    pub fn held(&self) -> usize {
-        self.inner
-            .lock()
-            .map_or(0, |g| g.held.iter().map(VecDeque::len).sum())
     }
 }
 

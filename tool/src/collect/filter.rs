@@ -18,7 +18,7 @@ use crate::error::Fatal;
 
 /// The probe program that calls `bpf_get_current_ancestor_cgroup_id`: loaded (never
 /// attached) to learn whether this kernel's tracing programs may call it.
-pub const ANCESTOR_PROBE: &str = "probe_ancestor_cgroup";
+const ANCESTOR_PROBE: &str = "probe_ancestor_cgroup";
 
 /// The programs that forget a thread's `--comm` decision when its process execs or it is
 /// renamed (a new name) and when it exits (its id may go to a new thread).
@@ -96,16 +96,18 @@ impl FilterSetup {
         })
     }
 
-    /// Whether the programs compare cgroups (only then does the helper matter: without a
-    /// filter the verifier sees the id as a constant 0 and prunes the call).
-    pub fn filters_cgroup(&self) -> bool {
-        self.cfg.cgroup_id != 0
-    }
-
-    /// Switches to reading the current task's cgroup through BTF offsets (resolved with
-    /// the filter), for a kernel whose tracing programs may not call the helper (5.10).
-    pub fn walk_instead(&mut self) {
+    /// A cgroup filter calls `bpf_get_current_ancestor_cgroup_id`, which older kernels
+    /// (5.10) do not offer tracing programs: asks `obj`'s verifier (the probe program),
+    /// and where it refuses, switches to walking the current task's cgroup through BTF
+    /// offsets (resolved with the filter; same subtree semantics). Returns whether it
+    /// switched: the object must then be loaded again. Without a filter the verifier sees
+    /// the id as a constant 0 and prunes the call: nothing to ask.
+    pub fn walk_if_refused(&mut self, obj: &mut Object) -> Result<bool> {
+        if self.cfg.cgroup_id == 0 || setup::verifier_accepts(obj, ANCESTOR_PROBE)? {
+            return Ok(false);
+        }
         self.cfg.cgroup_walk = 1;
+        Ok(true)
     }
 }
 

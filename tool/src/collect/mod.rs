@@ -15,6 +15,7 @@ pub mod forks;
 pub mod globals;
 pub mod gone;
 pub mod irq;
+pub mod life_session;
 pub mod lifecycle;
 pub mod log;
 pub mod object;

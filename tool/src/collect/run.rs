@@ -13,7 +13,7 @@ use std::{
 use super::{
     cgroup::RunCgroup,
     command::{self, Identity, Reaped},
-    driver::{Driver, Sig, Step},
+    driver::{Driver, Settle, Settled, Sig, Step},
     extras::{ExtrasOptions, ZOMBIE_MIN_AGE_NS},
     forks::AfterFork,
     lifecycle::{Forked, LifecycleOptions, Reaps, Seed},
@@ -29,18 +29,17 @@ use crate::model::{
 };
 use anyhow::{Context as _, Result};
 
-/// After the command ends, how long proclens waits at most for its last figures: the
-/// leader's final switch (which comes just after proclens reaped it) and the last
-/// switches of every thread that exited.
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-/// Once the leader's last switch is in, how long its dead descendants get to be reaped,
-/// and exited threads to switch out for the last time; those still unreaped then are
-/// reported as left behind.
-const REAP_GRACE: Duration = Duration::from_millis(300);
-/// How often the settling checks whether everything is in.
-const SETTLE_POLL: Duration = Duration::from_millis(10);
-/// How often it looks for the leader's last switch, which comes a few ms after the wait.
-const LEADER_POLL: Duration = Duration::from_millis(2);
+/// After the command ends, how proclens waits for its last figures. The leader's final
+/// switch comes a few ms after proclens reaped it: looked for every 2 ms. Then the last
+/// switches of every thread that exited, and the reaps of its dead descendants, every
+/// 10 ms; once the leader's last switch is in they get 300 ms, and those still unreaped
+/// then are reported as left behind. 2 s in all at most.
+const SETTLE: Settle = Settle {
+    limit: Duration::from_secs(2),
+    soon: Duration::from_millis(2),
+    poll: Duration::from_millis(10),
+    grace: Duration::from_millis(300),
+};
 /// How often finished processes' figures are folded into userspace and their entries
 /// deleted: a fork storm of ~60,000 short processes a second leaves ~15,000 processes'
 /// entries per fold, well within the maps' sizes.
@@ -172,42 +171,39 @@ pub async fn trace(
     };
     let wall_s = started.elapsed().as_secs_f64();
 
-    let deadline = Instant::now() + SETTLE_LIMIT;
-    let mut leader_done_at: Option<Instant> = None;
-    let live = loop {
-        // Until the leader's last switch is in, a drain each poll is all it takes: the
-        // thread iterator runs once it is.
-        if !leader.done() && Instant::now() <= deadline {
-            driver.drain(&mut absorber(&mut c, &mut leader, pid));
-            if !leader.done() {
-                tokio::time::sleep(LEADER_POLL).await;
-                continue;
+    let live = driver
+        .settle(&SETTLE, |driver, late| {
+            // Until the leader's last switch is in, a drain each poll is all it takes: the
+            // thread iterator runs once it is.
+            if !leader.done() && !late {
+                driver.drain(&mut absorber(&mut c, &mut leader, pid));
+                if !leader.done() {
+                    return Ok(Settled::Awaiting);
+                }
             }
-        }
-        let live = c.live_threads()?;
-        driver.drain(&mut absorber(&mut c, &mut leader, pid));
-        c.end_batch(driver.watermark());
-        // Reaped by proclens's wait, which is not traced: its free would come only an RCU
-        // grace period later (20-80 ms of every run). Its last figures are in already:
-        // the leader's last switch, and the balance of exits and last switches for the
-        // threads that died before it.
-        if let Some(l) = c.lifecycle_mut() {
-            l.reaped_by_proclens(pid, reaped_ns);
-        }
-        reaps.take(&mut c);
-        let now = Instant::now();
-        let leader_gone = leader.done() && !live.values().any(|t| t.tgid == pid);
-        if leader_gone && leader_done_at.is_none() {
-            leader_done_at = Some(now);
-        }
-        let reaps_settled = (leader.all_switched_out()
-            && c.lifecycle_mut().is_some_and(|l| l.all_dead_reaped()))
-            || leader_done_at.is_some_and(|t| now > t + REAP_GRACE);
-        if (leader_gone && reaps_settled) || now > deadline {
-            break live;
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
-    };
+            let live = c.live_threads()?;
+            driver.drain(&mut absorber(&mut c, &mut leader, pid));
+            c.end_batch(driver.watermark());
+            // Reaped by proclens's wait, which is not traced: its free would come only an
+            // RCU grace period later (20-80 ms of every run). Its last figures are in
+            // already: the leader's last switch, and the balance of exits and last
+            // switches for the threads that died before it.
+            if let Some(l) = c.lifecycle_mut() {
+                l.reaped_by_proclens(pid, reaped_ns);
+            }
+            reaps.take(&mut c);
+            let leader_gone = leader.done() && !live.values().any(|t| t.tgid == pid);
+            Ok(if !leader_gone {
+                Settled::Pending(live)
+            } else if leader.all_switched_out()
+                && c.lifecycle_mut().is_some_and(|l| l.all_dead_reaped())
+            {
+                Settled::Done(live)
+            } else {
+                Settled::Stragglers(live)
+            })
+        })
+        .await?;
     let mut snapshot = c.snapshot(&live)?;
     take_rows(&mut totals, &mut snapshot);
     if let Some(a) = &mut snapshot.extras.after_fork {

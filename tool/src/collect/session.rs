@@ -268,7 +268,7 @@ pub async fn periodic(
                 }
             }
             Step::Events => c.end_batch(driver.watermark()),
-            Step::Poll => {}
+            Step::Poll | Step::Deadline => {}
             Step::Signal(_) => return Ok(()),
         }
     }

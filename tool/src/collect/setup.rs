@@ -233,16 +233,12 @@ pub fn load_error(err: &anyhow::Error) -> anyhow::Error {
     .into()
 }
 
-/// Loads the object with `globals` and every set-up's configuration; `loader` is a fresh
+/// Loads the object with every set-up's globals and configuration; `loader` is a fresh
 /// [`EbpfLoader::new`] (which parses the kernel's BTF: made beforehand on another
 /// thread, see [`Tracer::start`](super::tracer::Tracer::start)).
-pub fn load(
-    loader: EbpfLoader<'static>,
-    object: &[u8],
-    setups: &[&dyn Setup],
-    mut globals: Globals,
-) -> Result<Object> {
+pub fn load(loader: EbpfLoader<'static>, object: &[u8], setups: &[&dyn Setup]) -> Result<Object> {
     let mut loader: EbpfLoader<'_> = loader;
+    let mut globals = Globals::default();
     for s in setups {
         s.configure(&mut globals, &mut loader);
     }

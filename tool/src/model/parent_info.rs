@@ -3,6 +3,8 @@
 //! what it is doing (state and wait channel), and how close it and the machine are to
 //! running out of pids. Pure: the caller reads /proc and /sys; parsing lives here.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// A parent's context, each field `None` when it could not be read.
@@ -52,6 +54,20 @@ pub fn tightest(levels: impl IntoIterator<Item = CgroupPids>) -> Option<CgroupPi
 pub struct Headroom {
     pub pid_max: u64,
     pub tasks: u64,
+}
+
+/// What is shown beside zombies: each of their parents' context, the machine's headroom.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub parents: BTreeMap<u32, ParentInfo>,
+    pub headroom: Option<Headroom>,
+}
+
+impl Context {
+    /// The context of parent `ppid` (empty when it was not read).
+    pub fn parent(&self, ppid: u32) -> ParentInfo {
+        self.parents.get(&ppid).cloned().unwrap_or_default()
+    }
 }
 
 /// A command line as /proc gives it (NUL-separated arguments): joined by spaces; `None`

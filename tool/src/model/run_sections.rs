@@ -355,7 +355,7 @@ mod tests {
     fn zombies_keep_late_reaps_only() {
         const SEC: u64 = 1_000_000_000;
         let reaped = |p: Proc, d: u64| Notice::Reaped {
-            proc: p,
+            proc: (&p).into(),
             dead_for_ns: Some(d),
             at_ns: d,
         };

@@ -1,35 +1,8 @@
 //! `proclens copies` output, plain and JSON (one object per process per interval).
 //!
-//! JSON schema (NDJSON, stable; every interval's counts come with the running totals since
-//! proclens started, `*_total`):
-//!
-//! - `{"type":"copies_system", time, interval_s, processes, syscalls, syscalls_per_s,
-//!   lost_events, untracked_threads, inflight_full, copy_map_full, syscall_map_full,
-//!   comm_map_full}` first in each interval. The last six are the kernel's own drop
-//!   counters since start (the same in every view): ring-buffer events lost, threads the
-//!   switch map had no room for, and copy-family calls, syscalls and process names not
-//!   recorded because an in-kernel map was full. This view's figures depend only on the
-//!   last four.
-//! - `{"type":"copies", time, interval_s, pid, start_ns, comm, alive, syscalls, syscalls_per_s,
-//!   syscalls_total, compat_syscalls_total, io_uring, io_uring_note?,
-//!   user_copy_bytes(_total), in_kernel_copy_bytes(_total), zero_copy_bytes(_total),
-//!   zero_copy_pct(_total), mmap_calls(_total), mmap_bytes(_total),
-//!   sendfile_would_save{eligible_bytes, cpu_copy_bytes, syscalls, mode_switches},
-//!   sendfile_would_save_total{..}, paths, top_syscalls?}` per process, where `paths` is
-//!   keyed by syscall name (`read`, `sendfile`, `copy_file_range`, `mmap`, ...):
-//!   `{class, bytes, calls, errors, would_block, interrupted, bytes_total, calls_total,
-//!   errors_total, would_block_total, interrupted_total, bytes_per_s, calls_per_s,
-//!   avg_bytes_per_call, fds}`; `fds` splits the same counts by `"<source>-><destination>"`
-//!   kinds (`file`, `socket`, `pipe`, `other`, `user`, `process`, `unknown`), each with its
-//!   own `class` (`user_copy`, `in_kernel_copy`, `zero_copy` or `mmap`; the syscall's
-//!   `class` is `mixed` when its paths differ). `calls` are successful calls; `errors`
-//!   failed ones other than `would_block` (EAGAIN) and `interrupted` (EINTR and kernel
-//!   restarts); `top_syscalls` (with `--syscalls N`) is `[{name, abi, nr, count, per_s,
-//!   count_total}]`, each named from its ABI's table (`abi` is `i386` for a 32-bit
-//!   syscall, counted in `compat_syscalls_total`). `start_ns` is the process's start (its
-//!   leader's `start_boottime`, ns since boot; 0 if unknown): a pid reused by a new
-//!   process within an interval gives two objects with the same `pid` and different
-//!   `start_ns`, never one merged object.
+//! The JSON schema (NDJSON, stable; every interval's counts come with the running totals
+//! since proclens started, `*_total`) is documented in one place: docs/guide.md's copies
+//! section (change it with the code).
 
 use std::fmt::Write as _;
 

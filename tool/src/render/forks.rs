@@ -1,22 +1,7 @@
 //! `proclens forks` output, plain and JSON.
 //!
-//! JSON schema (NDJSON, one interval after another):
-//!
-//! - `{"type":"forks_system", time, interval_s, page_size, fds_source, cow_faults_counted,
-//!   timed_calls, processes, forks, fork_ms, cow_faults, cow_bytes, lost_events,
-//!   fault_map_full, fork_map_full}` first in each interval. `fds_source` is `bpf_iter`
-//!   (the task-file iterator), `proc` (/proc and kcmp) or null (not read);
-//!   `cow_faults_counted` false and `timed_calls` short say what this kernel lacks.
-//! - `{"type":"forks", time, interval_s, pid, start_ns, ppid, comm, alive, <figures>,
-//!   total: {<figures>}, fds?}` per process, where `<figures>` are the interval's
-//!   `forks, fork_ms, vforks, vfork_ms, shared_vm, shared_vm_ms, threads, thread_ms,
-//!   failed, cow_faults, cow_bytes, cow_inherited, cow_after_fork, children_cow_faults,
-//!   faults_caused, faults_caused_bytes` and `ppid` is the process that created it (null
-//!   when unknown). `fds` is `{open, by_kind: {file, socket, pipe, other}, cloexec,
-//!   no_cloexec, table_shared_with: [pid], shared: [{fd, kind, with: [{pid, fd}]}]}`.
-//! - `{"type":"exec", time, pid, comm, filename, open, inherited, fds: [{fd, kind}],
-//!   incomplete}` per exec in the interval: `inherited` counts the fds above 2 that
-//!   crossed the exec without close-on-exec.
+//! The JSON schema (NDJSON, one interval after another) is documented in one place:
+//! docs/guide.md's forks section (change it with the code).
 
 use std::fmt::Write as _;
 

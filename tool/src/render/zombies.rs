@@ -1,43 +1,15 @@
 //! `proclens zombies` output, plain and JSON (one object per line). Pure functions of
-//! model values; the field names are a stable schema (documented in docs/guide.md):
-//!
-//! Snapshot (`proclens zombies --json`, also with `--check`): one object per zombie,
-//! grouped by parent, then one summary.
-//! - `{"type":"zombie","time","pid","ppid","comm","parent_comm","exit_code"|"signal"
-//!   (+"core_dumped":true),"age_s","age_exact","age_source",("exe"),"parent_zombies",
-//!   "parent":{"cmdline","cgroup","unit","container_id","state","wchan","pids_current",
-//!   "pids_max"},"lost_events"}`; `exe` (the file it exec'd) is there when proclens saw
-//!   the exec; `age_source` says where `age_s` comes from: `exit` (the exit event, exact:
-//!   `age_exact` true), `last_ran` (a zombie older than proclens, dated by the kernel's
-//!   record of when it last ran, during which it died), `at_least` (found dead at
-//!   start-up without that record, or by a check after lost events: a lower bound);
-//!   `parent` is what /proc shows of the parent now (each field null when unreadable;
-//!   `pids_max` null also when unlimited).
-//! - `{"type":"summary","time","zombies","parents","min_age_s","lost_events","pid_max",
-//!   "tasks"}`: `tasks` is the machine's threads in use, against `pid_max`.
-//!
-//! `--watch --json`: one object per event, each with the running `lost_events`.
-//! - `zombie`: as above, when a zombie reaches `--min-age`;
-//! - `{"type":"reaped","time","pid","ppid","comm","parent_comm","zombie_s"}` for a
-//!   reported zombie once its parent reaped it (its wait, or the zombie found gone from
-//!   /proc) (`zombie_s`: dead this long; null unless its exit was seen);
-//! - `{"type":"orphan","time","pid","comm","old_ppid","old_parent_comm","new_ppid",
-//!   "new_parent_comm"}`: a child (alive or a zombie) of a process that died, with the
-//!   parent the kernel handed it to;
-//! - `{"type":"stats","time","interval_s","lost_events","tracked_processes",
-//!   "table_repairs","zombies","parents":[{"pid","comm","forks","threads","forks_per_s",
-//!   "threads_per_s","child_exits","child_failures","waits","children"}]}` every
-//!   `--interval`: fork statistics per parent since proclens started (rates over the
-//!   interval).
+//! model values. The JSON field names are a stable schema, documented in one place:
+//! docs/guide.md's zombies section (change it with the code).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::model::{
     exit_status::{StatusFields, status_text},
-    parent_info::{Headroom, ParentInfo},
-    proctable::{Dated, ForkStats, Proc, Zombie},
+    parent_info::{Context, ParentInfo},
+    proctable::{Dated, ForkStats, ReapedProc, Zombie},
     rates::per_second,
 };
 
@@ -45,19 +17,6 @@ const NS: f64 = 1e9;
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / NS
-}
-
-/// What is shown beside the zombies: each parent's context, the machine's headroom.
-#[derive(Debug, Clone, Default)]
-pub struct Context {
-    pub parents: BTreeMap<u32, ParentInfo>,
-    pub headroom: Option<Headroom>,
-}
-
-impl Context {
-    fn parent(&self, ppid: u32) -> ParentInfo {
-        self.parents.get(&ppid).cloned().unwrap_or_default()
-    }
 }
 
 /// `age_source` of a zombie.
@@ -261,7 +220,7 @@ pub fn reaped(
     json: bool,
     time: f64,
     clock: &str,
-    p: &Proc,
+    p: &ReapedProc,
     parent_comm: &str,
     dead_for_ns: Option<u64>,
     lost: u64,

@@ -115,6 +115,8 @@ pub struct Lifecycle {
     pub tick_ns: u64,
     pub forked: Forked,
     notices: Vec<Notice>,
+    /// Which reap notices are kept for the reader.
+    reaps: Reaps,
     missed: Missed,
     scan: Option<Scan>,
     last_scan: Instant,
@@ -129,9 +131,6 @@ impl Lifecycle {
     pub fn start(opts: &LifecycleOptions) -> Self {
         let tick_ns = procfs::tick_ns();
         let mut table = ProcTable::new(tick_ns);
-        if opts.reaps == Reaps::All {
-            table = table.notify_all_reaps();
-        }
         let procs: Vec<SeedProc> = match &opts.seed {
             Seed::Proc => procfs::processes().into_iter().map(seed_proc).collect(),
             Seed::Pids(pids) => pids
@@ -146,6 +145,7 @@ impl Lifecycle {
             tick_ns,
             forked: Forked::default(),
             notices: Vec::new(),
+            reaps: opts.reaps,
             missed: if opts.exits_filtered {
                 Missed::Expected
             } else {
@@ -170,9 +170,26 @@ impl Lifecycle {
         let before = self.notices.len();
         self.table.apply(ev, &mut self.notices);
         if self.notices.len() > before {
+            self.keep_wanted(before);
             self.ask_heirs(before);
         }
         true
+    }
+
+    /// Drops the reap notices from `from` on that the reader does not want (see
+    /// [`Reaps`]), in place: the notices' room is kept, nothing is allocated.
+    fn keep_wanted(&mut self, from: usize) {
+        if self.reaps == Reaps::All {
+            return;
+        }
+        let mut kept = from;
+        for i in from..self.notices.len() {
+            if !self.notices[i].unreported_reap() {
+                self.notices.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.notices.truncate(kept);
     }
 
     /// Orphans whose new parent the kernel could not be asked for as their parent died:
@@ -234,6 +251,7 @@ impl Lifecycle {
     ) {
         self.table.give_back_spare();
         if let Some(scan) = self.scan.take_if(|s| watermark > s.at_ns()) {
+            let before = self.notices.len();
             let missed = self.missed;
             let notices = &mut self.notices;
             match scan {
@@ -245,6 +263,7 @@ impl Lifecycle {
                     self.table.reconcile(at, &procs, missed, notices);
                 }
             }
+            self.keep_wanted(before);
         }
         let lost = lost_events > self.lost_seen;
         if self.scan.is_some() || !(lost || self.last_scan.elapsed() >= REPAIR_PERIOD) {
@@ -267,7 +286,9 @@ impl Lifecycle {
 
     /// Records that proclens reaped the dead process `pid` at `at_ns` (boot clock).
     pub fn reaped_by_proclens(&mut self, pid: u32, at_ns: u64) {
+        let before = self.notices.len();
         self.table.reaped_unseen(pid, at_ns, &mut self.notices);
+        self.keep_wanted(before);
     }
 
     /// Whether every process the table saw die has been reaped.
@@ -289,13 +310,15 @@ impl Lifecycle {
     /// Zombies that reached `min_age_ns` since the last call, as the kernel shows them now
     /// (see [`ProcTable::new_zombies`]).
     pub fn new_zombies(&mut self, min_age_ns: u64) -> Vec<crate::model::proctable::Zombie> {
-        let tick_ns = self.tick_ns;
-        self.table.new_zombies(
+        let (tick_ns, before) = (self.tick_ns, self.notices.len());
+        let zombies = self.table.new_zombies(
             procfs::boot_ns(),
             min_age_ns,
             |k| kernel_state(k, tick_ns),
             &mut self.notices,
-        )
+        );
+        self.keep_wanted(before);
+        zombies
     }
 }
 

@@ -118,3 +118,51 @@ fn the_check_waits_for_the_watermark_then_repairs() {
     life.check(5, at + 1, || None);
     assert!(matches!(life.scan, Some(Scan::Full(..))));
 }
+
+/// The table tells every reap; a view that wants only its reported zombies' keeps those,
+/// and what else it was told, in order.
+#[test]
+fn reaps_are_kept_as_the_options_say() {
+    use crate::model::proctable::ReapedProc;
+    let key = |tgid| Key { tgid, start_ns: 1 };
+    let reap = |tgid, reported| Notice::Reaped {
+        proc: ReapedProc {
+            key: key(tgid),
+            comm: "c".into(),
+            ppid: 1,
+            parent: None,
+            death: None,
+            reported,
+        },
+        dead_for_ns: None,
+        at_ns: 2,
+    };
+    let orphaned = Notice::Orphaned {
+        parent: key(9),
+        parent_comm: "p".into(),
+        children: vec![key(10)],
+        heir: None,
+    };
+    let told = [
+        reap(1, false),
+        reap(2, true),
+        orphaned.clone(),
+        reap(3, false),
+    ];
+    for (reaps, want) in [
+        (Reaps::All, told.to_vec()),
+        (Reaps::Reported, vec![reap(2, true), orphaned.clone()]),
+    ] {
+        let mut life = Lifecycle::start(&LifecycleOptions {
+            seed: Seed::Pids(Vec::new()),
+            reaps,
+            ..LifecycleOptions::default()
+        });
+        life.notices.push(reap(4, true));
+        life.notices.extend(told.iter().cloned());
+        life.keep_wanted(1);
+        let mut want = want;
+        want.insert(0, reap(4, true));
+        assert_eq!(life.take_notices(), want, "{reaps:?}");
+    }
+}

@@ -225,8 +225,7 @@ impl ProcTable {
         }
     }
 
-    /// Records that the dead process `key` was reaped at `at_ns`, once; its notice goes
-    /// out when someone wants it.
+    /// Records that the dead process `key` was reaped at `at_ns`, once, with its notice.
     pub(super) fn reaped(&mut self, key: &Key, at_ns: u64, notices: &mut Vec<Notice>) {
         if !self.procs.get(key).is_some_and(Proc::unreaped_dead) {
             return;
@@ -234,9 +233,7 @@ impl ProcTable {
         let Some(p) = self.procs.set_reaped(key, at_ns) else {
             return;
         };
-        if self.notify_all_reaps || p.reported {
-            notices.push(Notice::reaped(p.clone(), at_ns));
-        }
+        notices.push(Notice::reaped(p, at_ns));
     }
 
     pub(super) fn free(&mut self, f: &Free, notices: &mut Vec<Notice>) {

@@ -19,6 +19,7 @@ use proclens_common::lifecycle::{ExitStatus, TaskRef};
 
 use crate::model::event::Event;
 
+pub use notice::{Heir, Notice, ReapedProc};
 pub use repair::Missed;
 pub use seed::{KernelSeed, SeedProc};
 use store::Procs;
@@ -167,52 +168,6 @@ impl ForkStats {
     }
 }
 
-/// The process that took over orphans: its pid, its key and name when the table knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Heir {
-    pub tgid: u32,
-    pub key: Option<Key>,
-    pub comm: String,
-}
-
-/// Something the table noticed while applying an event or a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// A process died while these children of it (alive or zombies) were not reaped: the
-    /// kernel re-parented them to `heir`, read from the kernel as the parent died and
-    /// already applied. `heir` is `None` when the kernel could not be read: the caller
-    /// then reads each child's parent from /proc and calls [`ProcTable::reparent`].
-    Orphaned {
-        parent: Key,
-        parent_comm: String,
-        children: Vec<Key>,
-        heir: Option<Heir>,
-    },
-    /// A dead process was reaped (by its parent's wait, or the kernel).
-    Reaped {
-        proc: Proc,
-        /// Time from death to reap; `None` unless the exit event dated the death.
-        dead_for_ns: Option<u64>,
-        /// Reaped at this boot-clock time (at the latest).
-        at_ns: u64,
-    },
-}
-
-impl Notice {
-    /// `proc` reaped at `at_ns`, dead since its exit event if one came.
-    fn reaped(proc: Proc, at_ns: u64) -> Self {
-        let dead_for_ns = proc
-            .death
-            .filter(|d| d.dated == Dated::Exit)
-            .map(|d| at_ns.saturating_sub(d.at_ns));
-        Notice::Reaped {
-            proc,
-            dead_for_ns,
-            at_ns,
-        }
-    }
-}
-
 /// One zombie, ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zombie {
@@ -249,9 +204,6 @@ pub struct ProcTable {
     tick_ns: u64,
     /// Task addresses freed lately that no forked process owned, against late events.
     freed: Tombstones,
-    /// Reaps of processes never reported as zombies make notices too (`run`'s report
-    /// judges every reap); otherwise only reported zombies' reaps do.
-    notify_all_reaps: bool,
     /// Entries the checks against /proc corrected (see `repair`).
     repairs: u64,
 }
@@ -273,15 +225,8 @@ impl ProcTable {
             stats: HashMap::default(),
             tick_ns: tick_ns.max(1),
             freed: Tombstones::default(),
-            notify_all_reaps: false,
             repairs: 0,
         }
-    }
-
-    /// Makes every reap a notice, not only reported zombies' (see `notify_all_reaps`).
-    pub fn notify_all_reaps(mut self) -> Self {
-        self.notify_all_reaps = true;
-        self
     }
 
     /// Gives back the room a fork storm's peak left in the table's maps, once it has
@@ -420,6 +365,7 @@ impl ProcTable {
 }
 
 mod apply;
+mod notice;
 mod repair;
 mod seed;
 mod store;

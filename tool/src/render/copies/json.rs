@@ -1,5 +1,5 @@
-//! `proclens copies --json`: one object per process per interval (schema in the parent
-//! module's doc).
+//! `proclens copies --json`: one object per process per interval (schema in docs/guide.md's
+//! copies section).
 
 use std::collections::BTreeMap;
 

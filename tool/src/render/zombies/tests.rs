@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::parent_info::Headroom;
 use crate::model::proctable::{Dated, Key};
 use proclens_common::lifecycle::ExitStatus;
 

@@ -1,6 +1,6 @@
 //! Loading, configuring and attaching the eBPF programs, and reading what they aggregate.
 //!
-//! [`Tracer::start`] is a short list of set-ups, one per concern (see [`Setup`]): each
+//! [`Tracer::start`] is a short list of set-ups, one per concern (see [`setup::Setup`]): each
 //! resolves what the running kernel looks like, writes its load-time globals, attaches its
 //! programs and hands over its maps. Programs and links live as long as the [`Tracer`];
 //! dropping it (on any exit path, including a panic's unwinding) detaches them, and the
@@ -15,28 +15,26 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
 };
 use proclens_common::{
-    config, counters,
+    counters,
     switch::{CpuSwitches, ThreadSwitches},
 };
 
 use super::{
     btf,
     cgroup::CgroupFilter,
-    copies::{CopyMaps, CopySetup, Want},
-    filter::{self, FilterSetup, Selected},
-    forks::{Available, ForkTiming, ForksMaps, ForksSetup},
-    globals::Globals,
-    irq::{IrqMaps, IrqSetup},
-    lifecycle::{iter as zombie_iter, setup::LifecycleSetup},
-    log::{self, KernelLog},
+    copies::{CopyMaps, Want},
+    forks::{Available, ForksMaps},
+    irq::IrqMaps,
+    lifecycle::iter as zombie_iter,
+    log::KernelLog,
     object::Object,
-    privilege,
-    rings::RingLayout,
-    setup::{self, Setup},
-    switch::{SwitchMaps, SwitchSetup},
-    tracefs,
+    privilege, setup,
+    switch::SwitchMaps,
 };
 use crate::error::Fatal;
+use setups::Setups;
+
+mod setups;
 
 /// The BPF object built from tool-ebpf by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proclens.bpf.o"));
@@ -141,6 +139,13 @@ pub struct Health {
     pub victim_map_full: u64,
 }
 
+/// What a thread that parses the kernel's BTF returned.
+fn joined<T>(parse: std::thread::JoinHandle<T>) -> Result<T> {
+    parse
+        .join()
+        .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))
+}
+
 fn raise_memlock() {
     // Kernels >= 5.11 charge BPF memory to the memory cgroup; older ones need the rlimit.
     // Failing to raise it is harmless on the former.
@@ -152,31 +157,6 @@ fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
 }
 
-/// The concerns' set-ups, in the order they are configured and attached.
-struct Setups {
-    filter: FilterSetup,
-    rings: RingLayout,
-    switch: Option<SwitchSetup>,
-    copies: CopySetup,
-    life: LifecycleSetup,
-    forks: Option<ForksSetup>,
-    irq: IrqSetup,
-}
-
-impl Setups {
-    fn list(&self) -> Vec<&dyn Setup> {
-        let mut v: Vec<&dyn Setup> = vec![&self.filter, &self.rings];
-        if let Some(s) = &self.switch {
-            v.push(s);
-        }
-        v.extend([&self.copies as &dyn Setup, &self.life, &self.irq]);
-        if let Some(s) = &self.forks {
-            v.push(s);
-        }
-        v
-    }
-}
-
 impl Tracer {
     pub fn start(opts: &TracerOptions) -> Result<Self> {
         privilege::check_can_trace()?;
@@ -186,79 +166,13 @@ impl Tracer {
         // (for relocations): both on other threads while btf-rs looks up the offsets.
         let kernel_btf = std::thread::spawn(aya::Btf::from_sys_fs);
         let loader = std::thread::spawn(EbpfLoader::new);
-        let vmlinux = btf::load_vmlinux()?;
-        let task = btf::TaskOffsets::from_btf(&vmlinux)?;
-        let life = btf::LifecycleOffsets::from_btf(&vmlinux)?;
-        let mut copies = CopySetup::resolve(opts.syscalls, opts.copies, &vmlinux)?;
-        if opts.skip_spawning {
-            copies.skip_spawning();
-        }
-        let tracefs = opts.forks && tracefs::root().is_ok();
-        let fork_timing = if copies.time_forks(opts.forks, tracefs, &vmlinux) {
-            ForkTiming::Syscalls
-        } else {
-            ForkTiming::Tracepoints
-        };
-        let mut setups = Setups {
-            filter: FilterSetup::resolve(
-                opts.include_self,
-                &Selected {
-                    pids: opts.pids.clone(),
-                    comm: opts.comm.clone(),
-                    cgroup: opts.cgroup.clone(),
-                },
-                &vmlinux,
-            )?,
-            rings: RingLayout::here(),
-            switch: opts
-                .switches
-                .then(|| SwitchSetup::resolve(&vmlinux, &task, opts.max_threads))
-                .transpose()?,
-            copies,
-            life: LifecycleSetup::resolve(&life, &vmlinux)?,
-            forks: opts
-                .forks
-                .then(|| ForksSetup::resolve(&vmlinux, &life, fork_timing)),
-            irq: IrqSetup::resolve(opts.irq, &vmlinux)?,
-        };
-        let globals = Globals {
-            task: config::Task {
-                pid: task.pid,
-                tgid: life.tgid,
-                group_leader: task.group_leader,
-                start_time: task.start_time,
-                start_boottime: life.start_boottime,
-                comm: life.comm,
-            },
-            log_level: log::kernel_level(),
-            ..Globals::default()
-        };
-        let loader = loader
-            .join()
-            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?;
-        let mut obj = setup::load(loader, OBJECT, &setups.list(), globals.clone())?;
-        // A cgroup filter calls bpf_get_current_ancestor_cgroup_id, which older kernels
-        // (5.10) do not offer tracing programs: there the programs walk the task's cgroup
-        // through BTF offsets instead (same subtree semantics).
-        if setups.filter.filters_cgroup()
-            && !setup::verifier_accepts(&mut obj, filter::ANCESTOR_PROBE)?
-        {
-            setups.filter.walk_instead();
-            obj = setup::load(EbpfLoader::new(), OBJECT, &setups.list(), globals)?;
-        }
+        let mut setups = Setups::resolve(opts, &btf::load_vmlinux()?)?;
+        let mut obj = setups.load(joined(loader)?)?;
         // BTF tracepoints are resolved against the kernel's BTF (aya's own parser).
-        let kernel_btf = kernel_btf
-            .join()
-            .map_err(|_| anyhow::anyhow!("parsing the kernel's BTF panicked"))?
-            .map_err(|e| {
-                Fatal::KernelUnsupported(format!(
-                    "reading the kernel's BTF for BTF tracepoints: {e}"
-                ))
-            })?;
-        setup::load_all(&mut obj, &setups.list(), &kernel_btf)?;
-        for s in setups.list() {
-            s.attach(&mut obj, &kernel_btf)?;
-        }
+        let kernel_btf = joined(kernel_btf)?.map_err(|e| {
+            Fatal::KernelUnsupported(format!("reading the kernel's BTF for BTF tracepoints: {e}"))
+        })?;
+        setups.attach(&mut obj, &kernel_btf)?;
         // After attaching: a zombie made later is in the event stream.
         let zombie_seeds = zombie_iter::load(&mut obj, &kernel_btf).map_err(|e| format!("{e:#}"));
         Ok(Self {
