@@ -246,6 +246,128 @@ fn cow_faults_of_the_kernel_writing_for_the_child() {
     assert_eq!(n(parent, "children_cow_faults"), c);
 }
 
+/// Transparent huge pages: the child of a fork writes every 4 KiB page of 32 huge pages
+/// (allocated as such: /proc/vmstat's `thp_fault_alloc` grew by 32). Its first write to
+/// each splits its huge mapping (`thp_split_pmd` grew by 32) and copies one base page, as
+/// does every later write: 16,384 faults (its own fault count), each one base page of
+/// `cow_bytes`, as the guide says.
+#[test]
+fn cow_faults_on_transparent_huge_pages_are_base_pages() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("cow-thp:32");
+    if !faults_counted(&r) {
+        return;
+    }
+    let huge = n(&own, "huge_pages");
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .unwrap_or_else(|e| format!("no transparent huge pages: {e}"));
+    assert_eq!(
+        n(&own, "thp_fault_alloc"),
+        huge,
+        "the oracle: the region must be transparent huge pages (THP: {thp}): {own}"
+    );
+    assert_eq!(
+        n(&own, "thp_split_pmd"),
+        huge,
+        "one split per huge page: {own}"
+    );
+    assert_eq!(
+        n(&own, "child_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_faults");
+    assert!(
+        (PAGES..=PAGES + SLACK).contains(&c),
+        "child: {c} faults\n{child}"
+    );
+    assert!(
+        c <= n(&own, "child_faults"),
+        "more than the kernel counted: {c} vs {own}"
+    );
+    assert_eq!(n(child, "cow_bytes"), c * 4096, "{child}");
+    assert_eq!(n(child, "cow_inherited"), c);
+}
+
+/// Sets `vm.nr_hugepages` so that at least `free` hugetlb pages are free, and puts the
+/// old value back when dropped.
+struct HugetlbPool(Option<u64>);
+
+impl HugetlbPool {
+    fn reserve(free: u64) -> Self {
+        let path = "/proc/sys/vm/nr_hugepages";
+        let old: u64 = std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let have = common::fork_workloads::meminfo("HugePages_Free");
+        if have >= free {
+            return Self(None);
+        }
+        let pool = Self(Some(old));
+        std::fs::write(path, (old + free - have).to_string()).unwrap();
+        let got = common::fork_workloads::meminfo("HugePages_Free");
+        assert!(
+            got >= free,
+            "{path}: only {got} of {free} huge pages could be reserved (memory too fragmented)"
+        );
+        pool
+    }
+}
+
+impl Drop for HugetlbPool {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            let _ = std::fs::write("/proc/sys/vm/nr_hugepages", old.to_string());
+        }
+    }
+}
+
+/// hugetlbfs (`MAP_HUGETLB`): the child of a fork writes every 4 KiB page of 8 huge
+/// pages. Its first write to each copies the whole huge page (the pool's free pages fell
+/// by 8 while it held them) and the others fault no more: 8 faults (its own fault count),
+/// each counted as one base page of `cow_bytes` (4 KiB where the kernel copied 2 MiB), as
+/// the guide says.
+#[test]
+fn a_hugetlb_cow_fault_is_counted_as_one_base_page() {
+    if !can_trace() {
+        return;
+    }
+    const HUGE_PAGES: u64 = 8;
+    // The parent's pages, and the child's copies.
+    let _pool = HugetlbPool::reserve(2 * HUGE_PAGES);
+    let (r, own, _) = run_workload(&format!("cow-hugetlb:{HUGE_PAGES}"));
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(n(&own, "hugetlb_taken_by_parent"), HUGE_PAGES, "{own}");
+    assert_eq!(
+        n(&own, "hugetlb_taken_by_child"),
+        HUGE_PAGES,
+        "the oracle: each huge page copied whole: {own}"
+    );
+    assert_eq!(
+        n(&own, "child_loop_faults"),
+        HUGE_PAGES,
+        "the oracle: one fault per huge page: {own}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_faults");
+    assert!(
+        (HUGE_PAGES..=HUGE_PAGES + SLACK).contains(&c),
+        "child: {c} faults\n{child}"
+    );
+    assert!(
+        c <= n(&own, "child_faults"),
+        "more than the kernel counted: {c} vs {own}"
+    );
+    assert_eq!(n(child, "cow_bytes"), c * 4096, "{child}");
+}
+
 /// vfork and a `CLONE_VM` clone write-protect nothing: the clone child writes every page of
 /// the shared memory and the parent then writes them all again, without one
 /// copy-on-write fault (the kernel's fault counts agree: they barely move).

@@ -158,6 +158,68 @@ fn cow_child(r: &mut [u8]) -> (i32, u64, u64, (u64, u64)) {
     (pid, msg[0], msg[1], fork_ns)
 }
 
+/// Bytes of a huge page (x86's PMD size, and hugetlbfs's default there).
+pub const HUGE: usize = 2 << 20;
+
+/// A counter of /proc/vmstat.
+pub fn vmstat(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/vmstat"))
+}
+
+/// A field of /proc/meminfo (its number: kB or pages).
+pub fn meminfo(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in /proc/meminfo"))
+}
+
+/// `huge` huge pages of private anonymous memory, aligned to a huge page: transparent
+/// huge pages (`MADV_HUGEPAGE`) or hugetlbfs pages (`MAP_HUGETLB`, from the pool).
+fn huge_region(huge: usize, hugetlb: bool) -> &'static mut [u8] {
+    let len = huge * HUGE;
+    // SAFETY: a fresh anonymous mapping, leaked for the process's life; the slice is
+    // its huge-page-aligned part.
+    unsafe {
+        let (extra, flags) = if hugetlb {
+            (0, libc::MAP_HUGETLB)
+        } else {
+            (HUGE, 0)
+        };
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len + extra,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let start = (p as usize).next_multiple_of(HUGE) as *mut libc::c_void;
+        if !hugetlb {
+            assert_eq!(libc::madvise(start, len, libc::MADV_HUGEPAGE), 0);
+        }
+        std::slice::from_raw_parts_mut(start.cast::<u8>(), len)
+    }
+}
+
 /// Runs workload `name` if it is an after-fork one; false for any other name.
 pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) -> bool {
     match name {
@@ -186,6 +248,64 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             writeln!(out, r#"{{"parent_loop_faults":{}}}"#, d - c).unwrap();
             writeln!(out, "done").unwrap();
             wait_go();
+        }
+        // `n` huge pages (transparent, or hugetlbfs from the pool), written, then a fork
+        // whose child writes every 4 KiB page of them once and waits until the parent has
+        // read the kernel's counters: /proc/vmstat's THP allocations (at the first
+        // writes) and PMD splits (at the child's), and the hugetlb pool's free pages
+        // while the child holds its copies.
+        "cow-thp" | "cow-hugetlb" => {
+            let hugetlb = name == "cow-hugetlb";
+            let huge = n as usize;
+            let r = huge_region(huge, hugetlb);
+            let (alloc0, free0) = (vmstat("thp_fault_alloc"), meminfo("HugePages_Free"));
+            write_pages(r, 1);
+            let (alloc1, free1) = (vmstat("thp_fault_alloc"), meminfo("HugePages_Free"));
+            let split0 = vmstat("thp_split_pmd");
+            let (mut p, mut gate) = ([0; 2], [0; 2]);
+            // SAFETY: pipe with valid arrays.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            assert_eq!(unsafe { libc::pipe(gate.as_mut_ptr()) }, 0);
+            // SAFETY: the child writes its memory and makes plain system calls (no
+            // allocation, no lock libc might hold), then _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                let mut go = 0u8;
+                // Its stack copied before counting: the first call writes the frames the
+                // second one and the loop use.
+                faults();
+                let a = faults();
+                write_pages(r, 2);
+                let b = faults();
+                let msg = [a, b];
+                // SAFETY: stack buffers to and from our pipes, then leaving.
+                unsafe {
+                    libc::write(p[1], msg.as_ptr().cast(), 16);
+                    libc::read(gate[0], (&raw mut go).cast(), 1);
+                    libc::_exit(0);
+                }
+            }
+            assert!(child > 0);
+            let mut msg = [0u64; 2];
+            // SAFETY: reading into a stack array.
+            assert_eq!(unsafe { libc::read(p[0], msg.as_mut_ptr().cast(), 16) }, 16);
+            let (split1, free2) = (vmstat("thp_split_pmd"), meminfo("HugePages_Free"));
+            // SAFETY: a one-byte write from a stack byte.
+            assert_eq!(unsafe { libc::write(gate[1], [1u8].as_ptr().cast(), 1) }, 1);
+            reap(child);
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"huge_pages":{huge},"pages":{},"child_loop_faults":{},"child_faults":{},"thp_fault_alloc":{},"thp_split_pmd":{},"hugetlb_taken_by_parent":{},"hugetlb_taken_by_child":{}}}"#,
+                std::process::id(),
+                r.len() / 4096,
+                msg[1] - msg[0],
+                msg[1],
+                alloc1 - alloc0,
+                split1 - split0,
+                free0.saturating_sub(free1),
+                free1.saturating_sub(free2),
+            )
+            .unwrap();
         }
         // Fork; the child fills every page with read(2) from /dev/zero: the kernel writes
         // the shared pages, and copies them just the same.

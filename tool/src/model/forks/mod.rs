@@ -116,7 +116,10 @@ impl Cost {
 
 /// A [`Cost`] as the views show it: times in ms, faults also in bytes (faults × the base
 /// page size: what the kernel copies for each; a write to a page no other process maps
-/// any more reuses it without a copy, so the bytes are an upper bound).
+/// any more reuses it without a copy, so the bytes are an upper bound). A transparent
+/// huge page is split and copied one base page per fault, so it holds; a hugetlb fault
+/// copies a whole huge page and counts one base page (the fault tracepoint does not say
+/// which mapping it hit).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Figures {
     pub forks: u64,
