@@ -437,9 +437,9 @@ fn kcmp_file(pid1: u32, pid2: u32, fd: u32) -> Option<bool> {
     }
 }
 
-/// `proclens forks` rows of both processes, from a report made after `after`.
-fn fds_of(p: &Proclens, pids: [u32; 2], after: f64) -> [Value; 2] {
-    let mut got: [Option<Value>; 2] = [None, None];
+/// `proclens forks` rows of the processes, from a report made after `after`.
+fn fds_of(p: &Proclens, pids: &[u32], after: f64) -> Vec<Value> {
+    let mut got: Vec<Option<Value>> = vec![None; pids.len()];
     while got.iter().any(Option::is_none) {
         let v = p.json_until(Duration::from_secs(15), |v| {
             v["type"] == "forks" && v["time"].as_f64().unwrap() > after
@@ -450,40 +450,135 @@ fn fds_of(p: &Proclens, pids: [u32; 2], after: f64) -> [Value; 2] {
             }
         }
     }
-    got.map(Option::unwrap)
+    got.into_iter().map(Option::unwrap).collect()
 }
 
-/// The fd tables of both processes now, as `proclens forks` reads them from each
-/// source: the iterator where it loads (`auto`), and /proc with kcmp (`proc`).
-fn tables_now(pids: [u32; 2]) -> Vec<[Value; 2]> {
-    let (a, b) = (pids[0].to_string(), pids[1].to_string());
+/// The fd tables of the processes now, as `proclens forks` reads them from each
+/// source: the iterator where it loads (`auto`), and /proc with kcmp (`proc`); with the
+/// source's name.
+fn tables_now(pids: &[u32]) -> Vec<(&'static str, Vec<Value>)> {
     ["auto", "proc"]
         .iter()
-        .map(|src| {
-            let p = Proclens::spawn(&[
-                "forks",
-                "--json",
-                "-i",
-                "0.3",
-                "--fds-from",
-                src,
-                "-p",
-                &a,
-                "-p",
-                &b,
-            ]);
+        .map(|&src| {
+            let mut args = vec!["forks", "--json", "-i", "0.3", "--fds-from", src];
+            let pids_s: Vec<String> = pids.iter().map(ToString::to_string).collect();
+            for p in &pids_s {
+                args.extend(["-p", p.as_str()]);
+            }
+            let p = Proclens::spawn(&args);
             let sys = p.json_until(Duration::from_secs(20), |v| v["type"] == "forks_system");
             let got = sys["fds_source"].as_str().unwrap().to_string();
             let iter_missing = p.stderr().contains("not the BPF task-file iterator");
-            match *src {
+            match src {
                 "proc" => assert_eq!(got, "proc"),
                 _ => assert!(got == "bpf_iter" || iter_missing, "{sys}\n{}", p.stderr()),
             }
             let fds = fds_of(&p, pids, 0.0);
             assert!(!p.stderr().contains("panicked"), "{}", p.stderr());
-            fds
+            (src, fds)
         })
         .collect()
+}
+
+/// The fds of process `pid` as /proc shows them: (fd, kind as proclens names it, from
+/// the link's target and, for a path, its file type; close-on-exec, from fdinfo's
+/// `flags`).
+fn proc_fd_table(pid: u32) -> Vec<(u32, &'static str, bool)> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut out: Vec<(u32, &'static str, bool)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd: u32 = e.file_name().to_str().unwrap().parse().unwrap();
+            let link = std::fs::read_link(e.path()).unwrap();
+            let link = link.to_string_lossy();
+            let kind = if link.starts_with("socket:[") {
+                "socket"
+            } else if link.starts_with("pipe:[") {
+                "pipe"
+            } else if link.starts_with('/') {
+                // stat follows the magic link to the open file (a deleted file too).
+                let t = std::fs::metadata(e.path()).unwrap().file_type();
+                if t.is_file() {
+                    "file"
+                } else if t.is_fifo() {
+                    "pipe"
+                } else if t.is_socket() {
+                    "socket"
+                } else {
+                    "other"
+                }
+            } else {
+                "other"
+            };
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            (fd, kind, flags & libc::O_CLOEXEC as u32 != 0)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A regular file, a socket, a pipe's two ends and /dev/null, some close-on-exec: from
+/// either source, proclens's `open`, `by_kind`, `cloexec` and `no_cloexec` are what
+/// /proc/PID/fd's links and fdinfo's `flags` (`O_CLOEXEC`) say of the whole table.
+#[test]
+fn fd_kinds_and_close_on_exec_are_as_proc_says() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("fd-kinds");
+    w.start();
+    let lines = w.wait_done();
+    let own: Value = serde_json::from_str(&lines[0]).unwrap();
+    let pid = n(&own, "pid") as u32;
+    let table = proc_fd_table(pid);
+    // The oracle itself: the workload's fds are there as it made them.
+    for (name, kind, cloexec) in [
+        ("file", "file", false),
+        ("socket", "socket", true),
+        ("pipe_read", "pipe", true),
+        ("pipe_write", "pipe", false),
+        ("null", "other", false),
+    ] {
+        let fd = n(&own, name) as u32;
+        assert!(
+            table.contains(&(fd, kind, cloexec)),
+            "{name}: fd {fd} not ({kind}, cloexec {cloexec}) in {table:?}"
+        );
+    }
+    let count = |f: &dyn Fn(&(u32, &str, bool)) -> bool| table.iter().filter(|e| f(e)).count();
+    let want = serde_json::json!({
+        "open": table.len(),
+        "by_kind": {
+            "file": count(&|e| e.1 == "file"),
+            "socket": count(&|e| e.1 == "socket"),
+            "pipe": count(&|e| e.1 == "pipe"),
+            "other": count(&|e| e.1 == "other"),
+        },
+        "cloexec": count(&|e| e.2),
+        "no_cloexec": count(&|e| !e.2 && e.0 > 2),
+    });
+    for (src, fds) in tables_now(&[pid]) {
+        let got = &fds[0];
+        let got = serde_json::json!({
+            "open": got["open"],
+            "by_kind": got["by_kind"],
+            "cloexec": got["cloexec"],
+            "no_cloexec": got["no_cloexec"],
+        });
+        assert_eq!(got, want, "--fds-from {src}; /proc: {table:?}");
+    }
+    assert_eq!(
+        proc_fd_table(pid),
+        table,
+        "the table did not change meanwhile"
+    );
 }
 
 /// (fd, other pid, its fd) of every description an fd table shares with another table.
@@ -525,9 +620,10 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
         Some(true),
         "the oracle itself"
     );
-    for [pf, cf] in tables_now([parent, child]) {
-        assert!(shared_fds(&pf).contains(&(fd, cid, fd)), "parent: {pf}");
-        assert!(shared_fds(&cf).contains(&(fd, pid, fd)), "child: {cf}");
+    for (_, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
+        assert!(shared_fds(pf).contains(&(fd, cid, fd)), "parent: {pf}");
+        assert!(shared_fds(cf).contains(&(fd, pid, fd)), "child: {cf}");
         assert_eq!(
             pf["table_shared_with"],
             serde_json::json!([]),
@@ -541,12 +637,13 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
         None,
         "the oracle: the child has no fd {fd}"
     );
-    for [pf, cf] in tables_now([parent, child]) {
-        assert!(!shared_fds(&pf).iter().any(|s| s.0 == fd), "parent: {pf}");
-        assert!(!shared_fds(&cf).iter().any(|s| s.0 == fd), "child: {cf}");
+    for (_, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
+        assert!(!shared_fds(pf).iter().any(|s| s.0 == fd), "parent: {pf}");
+        assert!(!shared_fds(cf).iter().any(|s| s.0 == fd), "child: {cf}");
         assert_eq!(
-            n(&pf, "open"),
-            n(&cf, "open") + 1,
+            n(pf, "open"),
+            n(cf, "open") + 1,
             "parent {pf}\nchild {cf}"
         );
     }
@@ -568,14 +665,15 @@ fn a_table_made_with_clone_files_is_shared() {
     // SAFETY: kcmp takes integers only. KCMP_FILES is 2.
     let same = unsafe { libc::syscall(libc::SYS_kcmp, parent, child, 2, 0, 0) };
     assert_eq!(same, 0, "the oracle: one table");
-    for [pf, cf] in tables_now([parent, child]) {
+    for (_, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
         assert_eq!(pf["table_shared_with"], serde_json::json!([child]), "{pf}");
         assert_eq!(cf["table_shared_with"], serde_json::json!([parent]), "{cf}");
         assert_eq!(pf["open"], cf["open"], "one table, the same fds");
         // Descriptions it shares with other processes (the test's stderr...), never
         // with the child: that is the same table, not another one.
         assert!(
-            !shared_fds(&pf).iter().any(|s| s.1 == u64::from(child)),
+            !shared_fds(pf).iter().any(|s| s.1 == u64::from(child)),
             "{pf}"
         );
     }

@@ -467,6 +467,38 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             reap(child);
             drop(f);
         }
+        // One fd of each kind, some close-on-exec: a regular file (no), a Unix socket
+        // (yes), a pipe's read end (yes) and write end (cleared with fcntl: no), /dev/null
+        // (no); printed at the first `go`, held until the second.
+        "fd-kinds" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let path =
+                std::env::temp_dir().join(format!("proclens-fd-kinds-{}", std::process::id()));
+            let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: plain system calls on NUL-terminated paths and a valid array.
+            let (file, socket, pipe, null) = unsafe {
+                let file = libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o600);
+                let socket = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                let mut pipe = [0; 2];
+                assert_eq!(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                assert_eq!(libc::fcntl(pipe[1], libc::F_SETFD, 0), 0);
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                (file, socket, pipe, null)
+            };
+            assert!(file > 2 && socket > 2 && null > 2);
+            let _ = std::fs::remove_file(&path);
+            writeln!(
+                out,
+                r#"{{"pid":{},"file":{file},"socket":{socket},"pipe_read":{},"pipe_write":{},"null":{null}}}"#,
+                std::process::id(),
+                pipe[0],
+                pipe[1],
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
+        }
         // A child made with CLONE_FILES (one fd table for both processes), which prints
         // both pids (first `go`); the child exits at the second `go`. (Killed instead, the
         // parent would leave the child blocked on a pipe whose write end their shared
