@@ -425,11 +425,11 @@ fn vfork_and_clone_vm_add_no_cow_faults() {
     }
 }
 
-/// kcmp(2): whether fd `fd` of both processes is one open file description (`None` when
-/// either has no such fd).
-fn kcmp_file(pid1: u32, pid2: u32, fd: u32) -> Option<bool> {
+/// kcmp(2): whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are one open file
+/// description (`None` when either has no such fd).
+fn kcmp_file(pid1: u32, fd1: u32, pid2: u32, fd2: u32) -> Option<bool> {
     // SAFETY: kcmp takes integers only. KCMP_FILE is 0.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, 0, fd, fd) };
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, 0, fd1, fd2) };
     match r {
         0 => Some(true),
         1..=3 => Some(false),
@@ -613,9 +613,62 @@ fn shared_fds(fds: &Value) -> BTreeSet<(u64, u64, u64)> {
         .collect()
 }
 
+/// Every (fd, pid, fd) that two processes' fd tables share, by `kcmp(KCMP_FILE)` over
+/// every pair of their fds (/proc/PID/fd), as `shared_fds` writes them: from the first
+/// process's side and from the second's.
+fn kcmp_shared(a: u32, b: u32) -> [BTreeSet<(u64, u64, u64)>; 2] {
+    let fds = |pid: u32| -> Vec<u32> { proc_fd_table(pid).iter().map(|e| e.0).collect() };
+    let (fa, fb) = (fds(a), fds(b));
+    let mut out = [BTreeSet::new(), BTreeSet::new()];
+    for &x in &fa {
+        for &y in &fb {
+            if kcmp_file(a, x, b, y) == Some(true) {
+                out[0].insert((u64::from(x), u64::from(b), u64::from(y)));
+                out[1].insert((u64::from(y), u64::from(a), u64::from(x)));
+            }
+        }
+    }
+    out
+}
+
+/// proclens's sharing claims of the two processes against `kcmp(KCMP_FILE)`, both ways:
+/// each (fd, pid, fd) it reports is one description by kcmp (claims with other processes
+/// still there, such as the test harness's stderr, included), and each pair of their fds that kcmp
+/// calls one description is reported, on both sides. On the iterator source this is an
+/// outside check (struct addresses against kcmp); on the /proc source proclens itself
+/// groups fds with kcmp, so there it is circular: it checks the grouping, not the
+/// identity.
+fn assert_sharing_is_kcmps(src: &str, pids: [u32; 2], tables: &[Value]) {
+    let want = kcmp_shared(pids[0], pids[1]);
+    for (i, fds) in tables.iter().enumerate() {
+        let me = pids[i];
+        let claims = shared_fds(fds);
+        for &(fd, pid, ofd) in &claims {
+            // A third process (the harness, proclens itself) may have gone since.
+            let third_gone = !pids.contains(&(pid as u32))
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if third_gone {
+                continue;
+            }
+            assert_eq!(
+                kcmp_file(me, fd as u32, pid as u32, ofd as u32),
+                Some(true),
+                "--fds-from {src}: {me}'s fd {fd} is not {pid}'s fd {ofd} by kcmp: {fds}"
+            );
+        }
+        let other = u64::from(pids[1 - i]);
+        let with_other: BTreeSet<_> = claims.into_iter().filter(|c| c.1 == other).collect();
+        assert_eq!(
+            with_other, want[i],
+            "--fds-from {src}: {me} and {other}: {fds}"
+        );
+    }
+}
+
 /// A file opened before fork is one description in two tables: proclens says parent and
 /// child share it, as `kcmp(KCMP_FILE)` does, reading the tables with the iterator and
-/// from /proc alike. Once the child closes it, neither says so.
+/// from /proc alike, and every other sharing claim of the two agrees with kcmp. Once the
+/// child closes it, neither says so.
 #[test]
 fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     if !can_trace() {
@@ -632,14 +685,15 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     );
     let (fd, pid, cid) = (u64::from(fd), u64::from(parent), u64::from(child));
     assert_eq!(
-        kcmp_file(parent, child, fd as u32),
+        kcmp_file(parent, fd as u32, child, fd as u32),
         Some(true),
         "the oracle itself"
     );
-    for (_, t) in tables_now(&[parent, child]) {
+    for (src, t) in tables_now(&[parent, child]) {
         let (pf, cf) = (&t[0], &t[1]);
         assert!(shared_fds(pf).contains(&(fd, cid, fd)), "parent: {pf}");
         assert!(shared_fds(cf).contains(&(fd, pid, fd)), "child: {cf}");
+        assert_sharing_is_kcmps(src, [parent, child], &t);
         assert_eq!(
             pf["table_shared_with"],
             serde_json::json!([]),
@@ -649,14 +703,15 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     // The child closes it.
     w.go();
     assert_eq!(
-        kcmp_file(parent, child, fd as u32),
+        kcmp_file(parent, fd as u32, child, fd as u32),
         None,
         "the oracle: the child has no fd {fd}"
     );
-    for (_, t) in tables_now(&[parent, child]) {
+    for (src, t) in tables_now(&[parent, child]) {
         let (pf, cf) = (&t[0], &t[1]);
         assert!(!shared_fds(pf).iter().any(|s| s.0 == fd), "parent: {pf}");
         assert!(!shared_fds(cf).iter().any(|s| s.0 == fd), "child: {cf}");
+        assert_sharing_is_kcmps(src, [parent, child], &t);
         assert_eq!(n(pf, "open"), n(cf, "open") + 1, "parent {pf}\nchild {cf}");
     }
 }
