@@ -368,6 +368,72 @@ fn a_hugetlb_cow_fault_is_counted_as_one_base_page() {
     assert_eq!(n(child, "cow_bytes"), c * 4096, "{child}");
 }
 
+/// `clone(CLONE_VFORK)` without `CLONE_VM` waits like vfork (a vfork, not a fork) but
+/// copies the address space like fork: the child's writes are copy-on-write faults in
+/// what it inherited, and the parent's writes afterwards are faults after it forked.
+#[test]
+fn a_vfork_without_clone_vm_copies_like_fork() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("vfork-copy");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        n(&own, "parent_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(
+        (
+            n(parent, "vforks"),
+            n(parent, "forks"),
+            n(parent, "shared_vm")
+        ),
+        (1, 0, 0),
+        "{parent}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_inherited");
+    assert!((PAGES..=PAGES + SLACK).contains(&c), "child: {child}");
+    assert!(c <= n(&own, "children_faults"), "getrusage: {c} vs {own}");
+    let pa = n(parent, "cow_after_fork");
+    assert!((PAGES..=PAGES + SLACK).contains(&pa), "parent: {parent}");
+    assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
+}
+
+/// `cow_after_fork` counts from the process's first fork seen, not per fork: a parent
+/// that forks twice (each child exiting at once) and writes every page after each has
+/// 2 × 16,384 faults after fork (though no child shared a page by then), and they are
+/// all in `faults_caused`.
+#[test]
+fn faults_after_fork_count_from_the_first_fork_seen() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("two-forks");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        own["parent_loop_faults"],
+        serde_json::json!([PAGES, PAGES]),
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(n(parent, "forks"), 2, "{parent}");
+    let pa = n(parent, "cow_after_fork");
+    assert!(
+        (2 * PAGES..=2 * PAGES + SLACK).contains(&pa),
+        "parent: {parent}"
+    );
+    let children = n(parent, "children_cow_faults");
+    assert!(children < SLACK, "the children wrote nothing: {parent}");
+    assert_eq!(n(parent, "faults_caused"), pa + children, "{parent}");
+}
+
 /// vfork and a `CLONE_VM` clone write-protect nothing: the clone child writes every page of
 /// the shared memory and the parent then writes them all again, without one
 /// copy-on-write fault (the kernel's fault counts agree: they barely move).

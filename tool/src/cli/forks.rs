@@ -39,7 +39,9 @@ later, a fault and a page copy per page written by either side.
                    base page size: an upper bound of what was copied, since a write to a
                    page no other process maps any more reuses it (hugetlb pages apart:
                    below)
-  AFTER-FORK       of which after the process itself forked
+  AFTER-FORK       of which since the process's first fork seen (fork, or a clone without
+                   CLONE_VM, vfork-style ones too): every later write fault, after
+                   whichever fork, even once no child shares the page (not per fork)
   INHERITED        of which in an address space inherited through fork, before any exec
   CHILD-COW        its children's INHERITED faults: what its forks cost them
   FDS, SHARED      open fds, and those whose open file description (offset, flags) is also

@@ -307,6 +307,66 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             )
             .unwrap();
         }
+        // clone(CLONE_VFORK) without CLONE_VM: the caller waits as for vfork, but the child
+        // has a copy of its memory and writes every page; then the parent writes every
+        // page (still write-protected: faults of its own, after it forked).
+        "vfork-copy" => {
+            let r = region();
+            // SAFETY: without CLONE_VM the child runs on its own copy of the memory (as
+            // after fork); it writes it, then _exits.
+            let child = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::CLONE_VFORK | libc::SIGCHLD,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            } as i32;
+            if child == 0 {
+                write_pages(r, 2);
+                unsafe { libc::_exit(0) };
+            }
+            assert!(child > 0);
+            reap(child);
+            let c = faults();
+            write_pages(r, 3);
+            let d = faults();
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+                d - c,
+            )
+            .unwrap();
+        }
+        // Two forks, each child exiting at once; after each the parent writes every page:
+        // all its faults after the first fork, whichever fork they follow, and though no
+        // child shares a page any more (no copy is made).
+        "two-forks" => {
+            let r = region();
+            let mut loop_faults = Vec::new();
+            for _ in 0..2 {
+                // SAFETY: the child only _exits.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    unsafe { libc::_exit(0) };
+                }
+                reap(child);
+                let c = faults();
+                write_pages(r, 3);
+                loop_faults.push(faults() - c);
+            }
+            writeln!(
+                out,
+                r#"{{"parent":{},"parent_loop_faults":{loop_faults:?},"children_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+            )
+            .unwrap();
+        }
         // Fork; the child fills every page with read(2) from /dev/zero: the kernel writes
         // the shared pages, and copies them just the same.
         "cow-read" => {

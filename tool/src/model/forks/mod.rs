@@ -40,7 +40,7 @@ pub struct Cost {
     pub cow_faults: u64,
     /// Of which in an address space inherited through fork, before any exec.
     pub cow_inherited: u64,
-    /// Of which after this process itself forked.
+    /// Of which since this process's first fork seen (not per fork).
     pub cow_after_fork: u64,
     /// Its children's `cow_inherited`: the copies its forks caused in them.
     pub children_cow: u64,
