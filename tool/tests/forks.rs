@@ -404,6 +404,42 @@ fn a_vfork_without_clone_vm_copies_like_fork() {
     assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
 }
 
+/// clone3 without `CLONE_VM` is a fork: timed as one, the child's writes are faults in
+/// what it inherited (its parent's `children_cow_faults`), and the parent's writes
+/// afterwards are faults after it forked.
+#[test]
+fn a_clone3_fork_is_a_fork() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("clone3-fork");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        n(&own, "parent_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(
+        (
+            n(parent, "forks"),
+            n(parent, "vforks"),
+            n(parent, "shared_vm")
+        ),
+        (1, 0, 0),
+        "{parent}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_inherited");
+    assert!((PAGES..=PAGES + SLACK).contains(&c), "child: {child}");
+    assert!(c <= n(&own, "children_faults"), "getrusage: {c} vs {own}");
+    assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
+    let pa = n(parent, "cow_after_fork");
+    assert!((PAGES..=PAGES + SLACK).contains(&pa), "parent: {parent}");
+}
+
 /// `cow_after_fork` counts from the process's first fork seen, not per fork: a parent
 /// that forks twice (each child exiting at once) and writes every page after each has
 /// 2 × 16,384 faults after fork (though no child shared a page by then), and they are
@@ -465,13 +501,19 @@ fn vfork_and_clone_vm_add_no_cow_faults() {
         "{parent}"
     );
     // `run` times the calls in its syscall programs: each is in the call no longer than
-    // the parent's wall clock around it says, and not 0 (a vfork's time holds the child's
-    // life up to its _exit).
-    for (kind, around) in [("vfork_ms", "vfork_ns"), ("shared_vm_ms", "clone_ns")] {
+    // the parent's wall clock around it says. A vfork's time holds the child's life up to
+    // its _exit, so at least the child's sleep. The CLONE_VM clone copies no page table
+    // and returns before its child runs: tens of microseconds, of the order of entering
+    // and leaving the call, so nothing but 0 bounds it from below.
+    let min_vfork = (common::fork_workloads::VFORK_CHILD_SLEEP_MS * 1_000_000) as f64;
+    for (kind, around, min) in [
+        ("vfork_ms", "vfork_ns", min_vfork),
+        ("shared_vm_ms", "clone_ns", 0.0),
+    ] {
         let in_call = parent[kind].as_f64().unwrap() * 1e6;
         assert!(
-            in_call > 0.0 && in_call <= n(&own, around) as f64,
-            "{kind}: {in_call} ns in the call, {} ns around it\n{parent}",
+            in_call > 0.0 && in_call >= min && in_call <= n(&own, around) as f64,
+            "{kind}: {in_call} ns in the call (at least {min}), {} ns around it\n{parent}",
             n(&own, around)
         );
     }

@@ -220,6 +220,14 @@ fn huge_region(huge: usize, hugetlb: bool) -> &'static mut [u8] {
     }
 }
 
+/// How long the `no-cow` workload's vfork child sleeps before it exits: its parent waits
+/// inside vfork at least that long.
+pub const VFORK_CHILD_SLEEP_MS: u64 = 50;
+const VFORK_CHILD_SLEEP: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: VFORK_CHILD_SLEEP_MS as i64 * 1_000_000,
+};
+
 /// Runs workload `name` if it is an after-fork one; false for any other name.
 pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) -> bool {
     match name {
@@ -342,6 +350,37 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             )
             .unwrap();
         }
+        // clone3 with no flags but SIGCHLD (a fork): the child writes every page and exits,
+        // then the parent writes every page.
+        "clone3-fork" => {
+            let r = region();
+            // struct clone_args's first fields: flags, pidfd, child_tid, parent_tid,
+            // exit_signal, stack, stack_size, tls (CLONE_ARGS_SIZE_VER0: 64 bytes).
+            let mut args = [0u64; 8];
+            args[4] = libc::SIGCHLD as u64;
+            // SAFETY: clone3 with a valid clone_args and no stack: a fork; the child
+            // writes its own copy of the memory and _exits.
+            let child =
+                unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), size_of_val(&args)) }
+                    as i32;
+            if child == 0 {
+                write_pages(r, 2);
+                unsafe { libc::_exit(0) };
+            }
+            assert!(child > 0, "clone3: {}", std::io::Error::last_os_error());
+            reap(child);
+            let c = faults();
+            write_pages(r, 3);
+            let d = faults();
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+                d - c,
+            )
+            .unwrap();
+        }
         // Two forks, each child exiting at once; after each the parent writes every page:
         // all its faults after the first fork, whichever fork they follow, and though no
         // child shares a page any more (no copy is made).
@@ -393,17 +432,22 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             )
             .unwrap();
         }
-        // vfork (the child exits at once) and a CLONE_VM clone (the child writes every
+        // vfork (the child sleeps 50 ms and exits) and a CLONE_VM clone (the child writes every
         // page of the shared memory); then the parent writes every page. Nothing is
         // write-protected: no copy-on-write fault anywhere.
         "no-cow" => {
             let r = region();
             let t = Instant::now();
-            // SAFETY: the vfork child only calls _exit, the one use vfork is sound for.
+            // SAFETY: the vfork child sleeps (a system call on a timespec the parent does
+            // not read) and _exits: no return, no allocation, nothing of the parent's
+            // state touched.
             #[allow(deprecated, reason = "vfork itself is what this workload shows")]
             let vchild = unsafe { libc::vfork() };
             if vchild == 0 {
-                unsafe { libc::_exit(0) };
+                unsafe {
+                    libc::nanosleep(&VFORK_CHILD_SLEEP, std::ptr::null_mut());
+                    libc::_exit(0);
+                }
             }
             // The call holds the child's life up to its _exit.
             let vfork_ns = t.elapsed().as_nanos() as u64;
