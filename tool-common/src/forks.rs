@@ -51,6 +51,19 @@ pub mod fork_kind {
     pub const THREAD: usize = 3;
     pub const COUNT: usize = 4;
 
+    /// `ForkInflight::kind` bit: the child gets a copy of the caller's address space (no
+    /// `CLONE_VM`): fork, clone, and also a `CLONE_VFORK` clone without `CLONE_VM`, which
+    /// waits like vfork (its kind) but write-protects the caller's pages like fork.
+    pub const COPIES_MM: u32 = 1 << 8;
+
+    /// `ForkInflight::kind` of a clone with these flags: its kind, and [`COPIES_MM`].
+    #[inline(always)]
+    pub const fn inflight_of_clone_flags(flags: u64) -> u32 {
+        const CLONE_VM: u64 = 0x100;
+        let copies = if flags & CLONE_VM == 0 { COPIES_MM } else { 0 };
+        of_clone_flags(flags) as u32 | copies
+    }
+
     /// The kind of a clone with these flags (the UAPI's values, stable on every
     /// architecture).
     #[inline(always)]
@@ -90,7 +103,7 @@ pub struct ForkInflight {
     /// `bpf_ktime_get_ns` at entry.
     pub start_ns: u64,
     pub tgid: u32,
-    /// [`fork_kind`].
+    /// [`fork_kind`], with [`fork_kind::COPIES_MM`].
     pub kind: u32,
 }
 
@@ -186,4 +199,23 @@ pub struct FdRecord {
     pub _pad: [u8; 2],
     /// The thread the iterator met the table in.
     pub tid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fork_kind::*;
+
+    #[test]
+    fn a_vfork_without_clone_vm_copies_the_address_space() {
+        const CLONE_VM: u64 = 0x100;
+        const CLONE_VFORK: u64 = 0x4000;
+        const CLONE_THREAD: u64 = 0x10000;
+        const SIGCHLD: u64 = 17;
+        let k = |f: u64| inflight_of_clone_flags(f);
+        assert_eq!(k(SIGCHLD), FORK as u32 | COPIES_MM);
+        assert_eq!(k(CLONE_VFORK | SIGCHLD), VFORK as u32 | COPIES_MM);
+        assert_eq!(k(CLONE_VFORK | CLONE_VM | SIGCHLD), VFORK as u32);
+        assert_eq!(k(CLONE_VM | SIGCHLD), SHARED_VM as u32);
+        assert_eq!(k(CLONE_THREAD | CLONE_VM), THREAD as u32);
+    }
 }

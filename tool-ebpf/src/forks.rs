@@ -14,8 +14,9 @@
 //!
 //! At entry: the entry time and the kind of child (from the clone flags), parked per
 //! thread. At return, in the caller: the time added to its process's totals; the child's
-//! own return (0, a new thread id with nothing parked) is ignored. A successful fork of a
-//! process (not vfork or `CLONE_VM`) marks the caller in `FORKERS`, so its later
+//! own return (0, a new thread id with nothing parked) is ignored. A successful call that
+//! gave the child a copy of the address space (fork, clone without `CLONE_VM`, a
+//! `CLONE_VFORK` clone among them) marks the caller in `FORKERS`, so its later
 //! copy-on-write faults count as after fork.
 
 use aya_ebpf::{
@@ -57,7 +58,7 @@ static FORK_TIMES: PerCpuHashMap<ProcKey, ForkTimes> = PerCpuHashMap::with_max_e
 
 #[tracepoint]
 pub fn fork_enter_fork(ctx: TracePointContext) -> u32 {
-    enter(&ctx, fork_kind::FORK as u32);
+    enter(&ctx, fork_kind::FORK as u32 | fork_kind::COPIES_MM);
     0
 }
 
@@ -71,7 +72,7 @@ pub fn fork_enter_vfork(ctx: TracePointContext) -> u32 {
 pub fn fork_enter_clone(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset comes from this tracepoint's format; read_at checks the access.
     if let Ok(flags) = unsafe { ctx.read_at::<u64>(config::clone_flags_off() as usize) } {
-        enter(&ctx, fork_kind::of_clone_flags(flags) as u32);
+        enter(&ctx, fork_kind::inflight_of_clone_flags(flags));
     }
     0
 }
@@ -84,7 +85,7 @@ pub fn fork_enter_clone3(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if let Ok(flags) = clone3_flags(uargs) {
-        enter(&ctx, fork_kind::of_clone_flags(flags) as u32);
+        enter(&ctx, fork_kind::inflight_of_clone_flags(flags));
     }
     0
 }
@@ -103,15 +104,15 @@ fn clone3_flags(uargs: u64) -> Result<u64, i32> {
 pub(crate) fn enter_call<C: EbpfContext>(ctx: &C, call: u8, regs: u64) {
     let arg0 = || field::<u64>(regs, config::arg_off(false, 0));
     let kind = match call {
-        0 => fork_kind::FORK,
-        1 => fork_kind::VFORK,
-        2 => fork_kind::of_clone_flags(arg0()),
+        0 => fork_kind::FORK as u32 | fork_kind::COPIES_MM,
+        1 => fork_kind::VFORK as u32,
+        2 => fork_kind::inflight_of_clone_flags(arg0()),
         _ => match clone3_flags(arg0()) {
-            Ok(flags) => fork_kind::of_clone_flags(flags),
+            Ok(flags) => fork_kind::inflight_of_clone_flags(flags),
             Err(_) => return,
         },
     };
-    enter(ctx, kind as u32);
+    enter(ctx, kind);
 }
 
 #[inline(always)]
@@ -167,11 +168,13 @@ pub(crate) fn exit_call<C: EbpfContext>(ctx: &C, ret: i64) {
         _pad: 0,
         start_ns: process_start(task),
     };
-    let kind = e.kind as usize;
+    let kind = (e.kind & 0xff) as usize;
     if kind >= fork_kind::COUNT {
         return;
     }
-    if ret >= 0 && kind == fork_kind::FORK {
+    // Every child with a copy of the address space (a vfork without CLONE_VM too): the
+    // caller's pages are write-protected from now on.
+    if ret >= 0 && e.kind & fork_kind::COPIES_MM != 0 {
         // SAFETY: a helper without arguments. NOEXIST: the first fork's time stays.
         let now = unsafe { bpf_ktime_get_boot_ns() };
         if FORKERS.insert(&key, &now, BPF_NOEXIST).is_err() && FORKERS.get_ptr(&key).is_none() {

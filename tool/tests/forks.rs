@@ -246,6 +246,230 @@ fn cow_faults_of_the_kernel_writing_for_the_child() {
     assert_eq!(n(parent, "children_cow_faults"), c);
 }
 
+/// Transparent huge pages: the child of a fork writes every 4 KiB page of 32 huge pages
+/// (allocated as such: /proc/vmstat's `thp_fault_alloc` grew by 32). Its first write to
+/// each splits its huge mapping (`thp_split_pmd` grew by 32) and copies one base page, as
+/// does every later write: 16,384 faults (its own fault count), each one base page of
+/// `cow_bytes`, as the guide says.
+#[test]
+fn cow_faults_on_transparent_huge_pages_are_base_pages() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("cow-thp:32");
+    if !faults_counted(&r) {
+        return;
+    }
+    let huge = n(&own, "huge_pages");
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .unwrap_or_else(|e| format!("no transparent huge pages: {e}"));
+    assert_eq!(
+        n(&own, "thp_fault_alloc"),
+        huge,
+        "the oracle: the region must be transparent huge pages (THP: {thp}): {own}"
+    );
+    assert_eq!(
+        n(&own, "thp_split_pmd"),
+        huge,
+        "one split per huge page: {own}"
+    );
+    assert_eq!(
+        n(&own, "child_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_faults");
+    assert!(
+        (PAGES..=PAGES + SLACK).contains(&c),
+        "child: {c} faults\n{child}"
+    );
+    assert!(
+        c <= n(&own, "child_faults"),
+        "more than the kernel counted: {c} vs {own}"
+    );
+    assert_eq!(n(child, "cow_bytes"), c * 4096, "{child}");
+    assert_eq!(n(child, "cow_inherited"), c);
+}
+
+/// Sets `vm.nr_hugepages` so that at least `free` hugetlb pages are free, and puts the
+/// old value back when dropped.
+struct HugetlbPool(Option<u64>);
+
+impl HugetlbPool {
+    fn reserve(free: u64) -> Self {
+        let path = "/proc/sys/vm/nr_hugepages";
+        let old: u64 = std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let have = common::fork_workloads::meminfo("HugePages_Free");
+        if have >= free {
+            return Self(None);
+        }
+        let pool = Self(Some(old));
+        std::fs::write(path, (old + free - have).to_string()).unwrap();
+        let got = common::fork_workloads::meminfo("HugePages_Free");
+        assert!(
+            got >= free,
+            "{path}: only {got} of {free} huge pages could be reserved (memory too fragmented)"
+        );
+        pool
+    }
+}
+
+impl Drop for HugetlbPool {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            let _ = std::fs::write("/proc/sys/vm/nr_hugepages", old.to_string());
+        }
+    }
+}
+
+/// hugetlbfs (`MAP_HUGETLB`): the child of a fork writes every 4 KiB page of 8 huge
+/// pages. Its first write to each copies the whole huge page (the pool's free pages fell
+/// by 8 while it held them) and the others fault no more: 8 faults (its own fault count),
+/// each counted as one base page of `cow_bytes` (4 KiB where the kernel copied 2 MiB), as
+/// the guide says.
+#[test]
+fn a_hugetlb_cow_fault_is_counted_as_one_base_page() {
+    if !can_trace() {
+        return;
+    }
+    const HUGE_PAGES: u64 = 8;
+    // The parent's pages, and the child's copies.
+    let _pool = HugetlbPool::reserve(2 * HUGE_PAGES);
+    let (r, own, _) = run_workload(&format!("cow-hugetlb:{HUGE_PAGES}"));
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(n(&own, "hugetlb_taken_by_parent"), HUGE_PAGES, "{own}");
+    assert_eq!(
+        n(&own, "hugetlb_taken_by_child"),
+        HUGE_PAGES,
+        "the oracle: each huge page copied whole: {own}"
+    );
+    assert_eq!(
+        n(&own, "child_loop_faults"),
+        HUGE_PAGES,
+        "the oracle: one fault per huge page: {own}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_faults");
+    assert!(
+        (HUGE_PAGES..=HUGE_PAGES + SLACK).contains(&c),
+        "child: {c} faults\n{child}"
+    );
+    assert!(
+        c <= n(&own, "child_faults"),
+        "more than the kernel counted: {c} vs {own}"
+    );
+    assert_eq!(n(child, "cow_bytes"), c * 4096, "{child}");
+}
+
+/// `clone(CLONE_VFORK)` without `CLONE_VM` waits like vfork (a vfork, not a fork) but
+/// copies the address space like fork: the child's writes are copy-on-write faults in
+/// what it inherited, and the parent's writes afterwards are faults after it forked.
+#[test]
+fn a_vfork_without_clone_vm_copies_like_fork() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("vfork-copy");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        n(&own, "parent_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(
+        (
+            n(parent, "vforks"),
+            n(parent, "forks"),
+            n(parent, "shared_vm")
+        ),
+        (1, 0, 0),
+        "{parent}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_inherited");
+    assert!((PAGES..=PAGES + SLACK).contains(&c), "child: {child}");
+    assert!(c <= n(&own, "children_faults"), "getrusage: {c} vs {own}");
+    let pa = n(parent, "cow_after_fork");
+    assert!((PAGES..=PAGES + SLACK).contains(&pa), "parent: {parent}");
+    assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
+}
+
+/// clone3 without `CLONE_VM` is a fork: timed as one, the child's writes are faults in
+/// what it inherited (its parent's `children_cow_faults`), and the parent's writes
+/// afterwards are faults after it forked.
+#[test]
+fn a_clone3_fork_is_a_fork() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("clone3-fork");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        n(&own, "parent_loop_faults"),
+        PAGES,
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(
+        (
+            n(parent, "forks"),
+            n(parent, "vforks"),
+            n(parent, "shared_vm")
+        ),
+        (1, 0, 0),
+        "{parent}"
+    );
+    let child = proc_row(&r, &own["child"]);
+    let c = n(child, "cow_inherited");
+    assert!((PAGES..=PAGES + SLACK).contains(&c), "child: {child}");
+    assert!(c <= n(&own, "children_faults"), "getrusage: {c} vs {own}");
+    assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
+    let pa = n(parent, "cow_after_fork");
+    assert!((PAGES..=PAGES + SLACK).contains(&pa), "parent: {parent}");
+}
+
+/// `cow_after_fork` counts from the process's first fork seen, not per fork: a parent
+/// that forks twice (each child exiting at once) and writes every page after each has
+/// 2 × 16,384 faults after fork (though no child shared a page by then), and they are
+/// all in `faults_caused`.
+#[test]
+fn faults_after_fork_count_from_the_first_fork_seen() {
+    if !can_trace() {
+        return;
+    }
+    let (r, own, _) = run_workload("two-forks");
+    if !faults_counted(&r) {
+        return;
+    }
+    assert_eq!(
+        own["parent_loop_faults"],
+        serde_json::json!([PAGES, PAGES]),
+        "the oracle itself: {own}"
+    );
+    let parent = proc_row(&r, &own["parent"]);
+    assert_eq!(n(parent, "forks"), 2, "{parent}");
+    let pa = n(parent, "cow_after_fork");
+    assert!(
+        (2 * PAGES..=2 * PAGES + SLACK).contains(&pa),
+        "parent: {parent}"
+    );
+    let children = n(parent, "children_cow_faults");
+    assert!(children < SLACK, "the children wrote nothing: {parent}");
+    assert_eq!(n(parent, "faults_caused"), pa + children, "{parent}");
+}
+
 /// vfork and a `CLONE_VM` clone write-protect nothing: the clone child writes every page of
 /// the shared memory and the parent then writes them all again, without one
 /// copy-on-write fault (the kernel's fault counts agree: they barely move).
@@ -277,13 +501,19 @@ fn vfork_and_clone_vm_add_no_cow_faults() {
         "{parent}"
     );
     // `run` times the calls in its syscall programs: each is in the call no longer than
-    // the parent's wall clock around it says, and not 0 (a vfork's time holds the child's
-    // life up to its _exit).
-    for (kind, around) in [("vfork_ms", "vfork_ns"), ("shared_vm_ms", "clone_ns")] {
+    // the parent's wall clock around it says. A vfork's time holds the child's life up to
+    // its _exit, so at least the child's sleep. The CLONE_VM clone copies no page table
+    // and returns before its child runs: tens of microseconds, of the order of entering
+    // and leaving the call, so nothing but 0 bounds it from below.
+    let min_vfork = (common::fork_workloads::VFORK_CHILD_SLEEP_MS * 1_000_000) as f64;
+    for (kind, around, min) in [
+        ("vfork_ms", "vfork_ns", min_vfork),
+        ("shared_vm_ms", "clone_ns", 0.0),
+    ] {
         let in_call = parent[kind].as_f64().unwrap() * 1e6;
         assert!(
-            in_call > 0.0 && in_call <= n(&own, around) as f64,
-            "{kind}: {in_call} ns in the call, {} ns around it\n{parent}",
+            in_call > 0.0 && in_call >= min && in_call <= n(&own, around) as f64,
+            "{kind}: {in_call} ns in the call (at least {min}), {} ns around it\n{parent}",
             n(&own, around)
         );
     }
@@ -303,11 +533,11 @@ fn vfork_and_clone_vm_add_no_cow_faults() {
     }
 }
 
-/// kcmp(2): whether fd `fd` of both processes is one open file description (`None` when
-/// either has no such fd).
-fn kcmp_file(pid1: u32, pid2: u32, fd: u32) -> Option<bool> {
+/// kcmp(2): whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are one open file
+/// description (`None` when either has no such fd).
+fn kcmp_file(pid1: u32, fd1: u32, pid2: u32, fd2: u32) -> Option<bool> {
     // SAFETY: kcmp takes integers only. KCMP_FILE is 0.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, 0, fd, fd) };
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, 0, fd1, fd2) };
     match r {
         0 => Some(true),
         1..=3 => Some(false),
@@ -315,9 +545,9 @@ fn kcmp_file(pid1: u32, pid2: u32, fd: u32) -> Option<bool> {
     }
 }
 
-/// `proclens forks` rows of both processes, from a report made after `after`.
-fn fds_of(p: &Proclens, pids: [u32; 2], after: f64) -> [Value; 2] {
-    let mut got: [Option<Value>; 2] = [None, None];
+/// `proclens forks` rows of the processes, from a report made after `after`.
+fn fds_of(p: &Proclens, pids: &[u32], after: f64) -> Vec<Value> {
+    let mut got: Vec<Option<Value>> = vec![None; pids.len()];
     while got.iter().any(Option::is_none) {
         let v = p.json_until(Duration::from_secs(15), |v| {
             v["type"] == "forks" && v["time"].as_f64().unwrap() > after
@@ -328,40 +558,151 @@ fn fds_of(p: &Proclens, pids: [u32; 2], after: f64) -> [Value; 2] {
             }
         }
     }
-    got.map(Option::unwrap)
+    got.into_iter().map(Option::unwrap).collect()
 }
 
-/// The fd tables of both processes now, as `proclens forks` reads them from each
-/// source: the iterator where it loads (`auto`), and /proc with kcmp (`proc`).
-fn tables_now(pids: [u32; 2]) -> Vec<[Value; 2]> {
-    let (a, b) = (pids[0].to_string(), pids[1].to_string());
+/// Whether the running kernel's BTF has the task-file iterator's context: where it does,
+/// `--fds-from auto` must read the tables with the iterator, not fall back to /proc.
+fn kernel_has_task_file_iter() -> bool {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap_or_default();
+    // A type name in BTF's string section, whole.
+    btf.windows(21).any(|w| w == b"\0bpf_iter__task_file\0")
+}
+
+/// The fd tables of the processes now, as `proclens forks` reads them from each
+/// source: the iterator where it loads (`auto`), and /proc with kcmp (`proc`); with the
+/// source's name.
+fn tables_now(pids: &[u32]) -> Vec<(&'static str, Vec<Value>)> {
     ["auto", "proc"]
         .iter()
-        .map(|src| {
-            let p = Proclens::spawn(&[
-                "forks",
-                "--json",
-                "-i",
-                "0.3",
-                "--fds-from",
-                src,
-                "-p",
-                &a,
-                "-p",
-                &b,
-            ]);
+        .map(|&src| {
+            let mut args = vec!["forks", "--json", "-i", "0.3", "--fds-from", src];
+            let pids_s: Vec<String> = pids.iter().map(ToString::to_string).collect();
+            for p in &pids_s {
+                args.extend(["-p", p.as_str()]);
+            }
+            let p = Proclens::spawn(&args);
             let sys = p.json_until(Duration::from_secs(20), |v| v["type"] == "forks_system");
             let got = sys["fds_source"].as_str().unwrap().to_string();
-            let iter_missing = p.stderr().contains("not the BPF task-file iterator");
-            match *src {
-                "proc" => assert_eq!(got, "proc"),
-                _ => assert!(got == "bpf_iter" || iter_missing, "{sys}\n{}", p.stderr()),
-            }
+            let want = match src {
+                "proc" => "proc",
+                _ if kernel_has_task_file_iter() => "bpf_iter",
+                _ => {
+                    assert!(
+                        p.stderr().contains("not the BPF task-file iterator"),
+                        "a fallback says why: {}",
+                        p.stderr()
+                    );
+                    "proc"
+                }
+            };
+            assert_eq!(got, want, "--fds-from {src}: {sys}\n{}", p.stderr());
             let fds = fds_of(&p, pids, 0.0);
             assert!(!p.stderr().contains("panicked"), "{}", p.stderr());
-            fds
+            (src, fds)
         })
         .collect()
+}
+
+/// The fds of process `pid` as /proc shows them: (fd, kind as proclens names it, from
+/// the link's target and, for a path, its file type; close-on-exec, from fdinfo's
+/// `flags`).
+fn proc_fd_table(pid: u32) -> Vec<(u32, &'static str, bool)> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut out: Vec<(u32, &'static str, bool)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let fd: u32 = e.file_name().to_str().unwrap().parse().unwrap();
+            let link = std::fs::read_link(e.path()).unwrap();
+            let link = link.to_string_lossy();
+            let kind = if link.starts_with("socket:[") {
+                "socket"
+            } else if link.starts_with("pipe:[") {
+                "pipe"
+            } else if link.starts_with('/') {
+                // stat follows the magic link to the open file (a deleted file too).
+                let t = std::fs::metadata(e.path()).unwrap().file_type();
+                if t.is_file() {
+                    "file"
+                } else if t.is_fifo() {
+                    "pipe"
+                } else if t.is_socket() {
+                    "socket"
+                } else {
+                    "other"
+                }
+            } else {
+                "other"
+            };
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            (fd, kind, flags & libc::O_CLOEXEC as u32 != 0)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A regular file, a socket, a pipe's two ends and /dev/null, some close-on-exec: from
+/// either source, proclens's `open`, `by_kind`, `cloexec` and `no_cloexec` are what
+/// /proc/PID/fd's links and fdinfo's `flags` (`O_CLOEXEC`) say of the whole table.
+#[test]
+fn fd_kinds_and_close_on_exec_are_as_proc_says() {
+    if !can_trace() {
+        return;
+    }
+    let mut w = Workload::spawn("fd-kinds");
+    w.start();
+    let lines = w.wait_done();
+    let own: Value = serde_json::from_str(&lines[0]).unwrap();
+    let pid = n(&own, "pid") as u32;
+    let table = proc_fd_table(pid);
+    // The oracle itself: the workload's fds are there as it made them.
+    for (name, kind, cloexec) in [
+        ("file", "file", false),
+        ("socket", "socket", true),
+        ("pipe_read", "pipe", true),
+        ("pipe_write", "pipe", false),
+        ("null", "other", false),
+    ] {
+        let fd = n(&own, name) as u32;
+        assert!(
+            table.contains(&(fd, kind, cloexec)),
+            "{name}: fd {fd} not ({kind}, cloexec {cloexec}) in {table:?}"
+        );
+    }
+    let count = |f: &dyn Fn(&(u32, &str, bool)) -> bool| table.iter().filter(|e| f(e)).count();
+    let want = serde_json::json!({
+        "open": table.len(),
+        "by_kind": {
+            "file": count(&|e| e.1 == "file"),
+            "socket": count(&|e| e.1 == "socket"),
+            "pipe": count(&|e| e.1 == "pipe"),
+            "other": count(&|e| e.1 == "other"),
+        },
+        "cloexec": count(&|e| e.2),
+        "no_cloexec": count(&|e| !e.2 && e.0 > 2),
+    });
+    for (src, fds) in tables_now(&[pid]) {
+        let got = &fds[0];
+        let got = serde_json::json!({
+            "open": got["open"],
+            "by_kind": got["by_kind"],
+            "cloexec": got["cloexec"],
+            "no_cloexec": got["no_cloexec"],
+        });
+        assert_eq!(got, want, "--fds-from {src}; /proc: {table:?}");
+    }
+    assert_eq!(
+        proc_fd_table(pid),
+        table,
+        "the table did not change meanwhile"
+    );
 }
 
 /// (fd, other pid, its fd) of every description an fd table shares with another table.
@@ -380,9 +721,62 @@ fn shared_fds(fds: &Value) -> BTreeSet<(u64, u64, u64)> {
         .collect()
 }
 
+/// Every (fd, pid, fd) that two processes' fd tables share, by `kcmp(KCMP_FILE)` over
+/// every pair of their fds (/proc/PID/fd), as `shared_fds` writes them: from the first
+/// process's side and from the second's.
+fn kcmp_shared(a: u32, b: u32) -> [BTreeSet<(u64, u64, u64)>; 2] {
+    let fds = |pid: u32| -> Vec<u32> { proc_fd_table(pid).iter().map(|e| e.0).collect() };
+    let (fa, fb) = (fds(a), fds(b));
+    let mut out = [BTreeSet::new(), BTreeSet::new()];
+    for &x in &fa {
+        for &y in &fb {
+            if kcmp_file(a, x, b, y) == Some(true) {
+                out[0].insert((u64::from(x), u64::from(b), u64::from(y)));
+                out[1].insert((u64::from(y), u64::from(a), u64::from(x)));
+            }
+        }
+    }
+    out
+}
+
+/// proclens's sharing claims of the two processes against `kcmp(KCMP_FILE)`, both ways:
+/// each (fd, pid, fd) it reports is one description by kcmp (claims with other processes
+/// still there, such as the test harness's stderr, included), and each pair of their fds that kcmp
+/// calls one description is reported, on both sides. On the iterator source this is an
+/// outside check (struct addresses against kcmp); on the /proc source proclens itself
+/// groups fds with kcmp, so there it is circular: it checks the grouping, not the
+/// identity.
+fn assert_sharing_is_kcmps(src: &str, pids: [u32; 2], tables: &[Value]) {
+    let want = kcmp_shared(pids[0], pids[1]);
+    for (i, fds) in tables.iter().enumerate() {
+        let me = pids[i];
+        let claims = shared_fds(fds);
+        for &(fd, pid, ofd) in &claims {
+            // A third process (the harness, proclens itself) may have gone since.
+            let third_gone = !pids.contains(&(pid as u32))
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if third_gone {
+                continue;
+            }
+            assert_eq!(
+                kcmp_file(me, fd as u32, pid as u32, ofd as u32),
+                Some(true),
+                "--fds-from {src}: {me}'s fd {fd} is not {pid}'s fd {ofd} by kcmp: {fds}"
+            );
+        }
+        let other = u64::from(pids[1 - i]);
+        let with_other: BTreeSet<_> = claims.into_iter().filter(|c| c.1 == other).collect();
+        assert_eq!(
+            with_other, want[i],
+            "--fds-from {src}: {me} and {other}: {fds}"
+        );
+    }
+}
+
 /// A file opened before fork is one description in two tables: proclens says parent and
 /// child share it, as `kcmp(KCMP_FILE)` does, reading the tables with the iterator and
-/// from /proc alike. Once the child closes it, neither says so.
+/// from /proc alike, and every other sharing claim of the two agrees with kcmp. Once the
+/// child closes it, neither says so.
 #[test]
 fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     if !can_trace() {
@@ -399,13 +793,15 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     );
     let (fd, pid, cid) = (u64::from(fd), u64::from(parent), u64::from(child));
     assert_eq!(
-        kcmp_file(parent, child, fd as u32),
+        kcmp_file(parent, fd as u32, child, fd as u32),
         Some(true),
         "the oracle itself"
     );
-    for [pf, cf] in tables_now([parent, child]) {
-        assert!(shared_fds(&pf).contains(&(fd, cid, fd)), "parent: {pf}");
-        assert!(shared_fds(&cf).contains(&(fd, pid, fd)), "child: {cf}");
+    for (src, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
+        assert!(shared_fds(pf).contains(&(fd, cid, fd)), "parent: {pf}");
+        assert!(shared_fds(cf).contains(&(fd, pid, fd)), "child: {cf}");
+        assert_sharing_is_kcmps(src, [parent, child], &t);
         assert_eq!(
             pf["table_shared_with"],
             serde_json::json!([]),
@@ -415,18 +811,16 @@ fn a_description_opened_before_fork_is_shared_until_the_child_closes_it() {
     // The child closes it.
     w.go();
     assert_eq!(
-        kcmp_file(parent, child, fd as u32),
+        kcmp_file(parent, fd as u32, child, fd as u32),
         None,
         "the oracle: the child has no fd {fd}"
     );
-    for [pf, cf] in tables_now([parent, child]) {
-        assert!(!shared_fds(&pf).iter().any(|s| s.0 == fd), "parent: {pf}");
-        assert!(!shared_fds(&cf).iter().any(|s| s.0 == fd), "child: {cf}");
-        assert_eq!(
-            n(&pf, "open"),
-            n(&cf, "open") + 1,
-            "parent {pf}\nchild {cf}"
-        );
+    for (src, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
+        assert!(!shared_fds(pf).iter().any(|s| s.0 == fd), "parent: {pf}");
+        assert!(!shared_fds(cf).iter().any(|s| s.0 == fd), "child: {cf}");
+        assert_sharing_is_kcmps(src, [parent, child], &t);
+        assert_eq!(n(pf, "open"), n(cf, "open") + 1, "parent {pf}\nchild {cf}");
     }
 }
 
@@ -446,14 +840,15 @@ fn a_table_made_with_clone_files_is_shared() {
     // SAFETY: kcmp takes integers only. KCMP_FILES is 2.
     let same = unsafe { libc::syscall(libc::SYS_kcmp, parent, child, 2, 0, 0) };
     assert_eq!(same, 0, "the oracle: one table");
-    for [pf, cf] in tables_now([parent, child]) {
+    for (_, t) in tables_now(&[parent, child]) {
+        let (pf, cf) = (&t[0], &t[1]);
         assert_eq!(pf["table_shared_with"], serde_json::json!([child]), "{pf}");
         assert_eq!(cf["table_shared_with"], serde_json::json!([parent]), "{cf}");
         assert_eq!(pf["open"], cf["open"], "one table, the same fds");
         // Descriptions it shares with other processes (the test's stderr...), never
         // with the child: that is the same table, not another one.
         assert!(
-            !shared_fds(&pf).iter().any(|s| s.1 == u64::from(child)),
+            !shared_fds(pf).iter().any(|s| s.1 == u64::from(child)),
             "{pf}"
         );
     }

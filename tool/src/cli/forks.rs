@@ -36,9 +36,12 @@ later, a fault and a page copy per page written by either side.
                    time includes the wait until its child exec'd or exited)
   COW-FAULTS       write faults on present pages, by the process or by the kernel writing
                    its memory (x86's page-fault error code PROT|WRITE); COW-MiB the same x
-                   page size: an upper bound of what was copied, since a write to a page no
-                   other process maps any more reuses it
-  AFTER-FORK       of which after the process itself forked
+                   base page size: an upper bound of what was copied, since a write to a
+                   page no other process maps any more reuses it (hugetlb pages apart:
+                   below)
+  AFTER-FORK       of which since the process's first fork seen (fork, or a clone without
+                   CLONE_VM, vfork-style ones too): every later write fault, after
+                   whichever fork, even once no child shares the page (not per fork)
   INHERITED        of which in an address space inherited through fork, before any exec
   CHILD-COW        its children's INHERITED faults: what its forks cost them
   FDS, SHARED      open fds, and those whose open file description (offset, flags) is also
@@ -47,9 +50,17 @@ later, a fault and a page copy per page written by either side.
 
 Each exec is listed with the fds above 2 that crossed it (leak candidates). fd tables are
 read with the BPF task-file iterator where the kernel loads it, else from /proc/PID/fd,
-fdinfo and kcmp(2); the header says which. Huge pages: a copy-on-write fault on a
-transparent huge page copies one base page (the kernel splits the mapping); hugetlbfs
-faults are counted as one fault of one base page (the tracepoint does not give the size).
+fdinfo and kcmp(2); the header says which.
+
+Huge pages. Transparent: the first write to a huge page shared since fork splits that
+process's huge mapping (thp_split_pmd in /proc/vmstat) and copies one base page; every
+base page written is then a fault of its own, so faults and bytes hold. A write once the
+other side has gone keeps the huge page: one fault, nothing copied. hugetlbfs
+(MAP_HUGETLB): one fault copies the whole huge page (2 MiB on x86) and is counted as one
+fault of one base page, so COW-MiB shows 1/512 of it. The fault tracepoint gives the
+address and error code, not the mapping; telling a hugetlb one apart would take a lookup
+of the address's VMA in every copy-on-write fault (bpf_find_vma: not on 5.10, and it
+takes the mmap lock).
 Copy-on-write faults are counted on x86 only (the tracepoint is x86's).";
 
 #[derive(Args, Debug)]

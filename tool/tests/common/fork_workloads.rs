@@ -158,6 +158,76 @@ fn cow_child(r: &mut [u8]) -> (i32, u64, u64, (u64, u64)) {
     (pid, msg[0], msg[1], fork_ns)
 }
 
+/// Bytes of a huge page (x86's PMD size, and hugetlbfs's default there).
+pub const HUGE: usize = 2 << 20;
+
+/// A counter of /proc/vmstat.
+pub fn vmstat(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/vmstat"))
+}
+
+/// A field of /proc/meminfo (its number: kB or pages).
+pub fn meminfo(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in /proc/meminfo"))
+}
+
+/// `huge` huge pages of private anonymous memory, aligned to a huge page: transparent
+/// huge pages (`MADV_HUGEPAGE`) or hugetlbfs pages (`MAP_HUGETLB`, from the pool).
+fn huge_region(huge: usize, hugetlb: bool) -> &'static mut [u8] {
+    let len = huge * HUGE;
+    // SAFETY: a fresh anonymous mapping, leaked for the process's life; the slice is
+    // its huge-page-aligned part.
+    unsafe {
+        let (extra, flags) = if hugetlb {
+            (0, libc::MAP_HUGETLB)
+        } else {
+            (HUGE, 0)
+        };
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len + extra,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        let start = (p as usize).next_multiple_of(HUGE) as *mut libc::c_void;
+        if !hugetlb {
+            assert_eq!(libc::madvise(start, len, libc::MADV_HUGEPAGE), 0);
+        }
+        std::slice::from_raw_parts_mut(start.cast::<u8>(), len)
+    }
+}
+
+/// How long the `no-cow` workload's vfork child sleeps before it exits: its parent waits
+/// inside vfork at least that long.
+pub const VFORK_CHILD_SLEEP_MS: u64 = 50;
+const VFORK_CHILD_SLEEP: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: VFORK_CHILD_SLEEP_MS as i64 * 1_000_000,
+};
+
 /// Runs workload `name` if it is an after-fork one; false for any other name.
 pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) -> bool {
     match name {
@@ -187,6 +257,155 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             writeln!(out, "done").unwrap();
             wait_go();
         }
+        // `n` huge pages (transparent, or hugetlbfs from the pool), written, then a fork
+        // whose child writes every 4 KiB page of them once and waits until the parent has
+        // read the kernel's counters: /proc/vmstat's THP allocations (at the first
+        // writes) and PMD splits (at the child's), and the hugetlb pool's free pages
+        // while the child holds its copies.
+        "cow-thp" | "cow-hugetlb" => {
+            let hugetlb = name == "cow-hugetlb";
+            let huge = n as usize;
+            let r = huge_region(huge, hugetlb);
+            let (alloc0, free0) = (vmstat("thp_fault_alloc"), meminfo("HugePages_Free"));
+            write_pages(r, 1);
+            let (alloc1, free1) = (vmstat("thp_fault_alloc"), meminfo("HugePages_Free"));
+            let split0 = vmstat("thp_split_pmd");
+            let (mut p, mut gate) = ([0; 2], [0; 2]);
+            // SAFETY: pipe with valid arrays.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            assert_eq!(unsafe { libc::pipe(gate.as_mut_ptr()) }, 0);
+            // SAFETY: the child writes its memory and makes plain system calls (no
+            // allocation, no lock libc might hold), then _exits.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                let mut go = 0u8;
+                // Its stack copied before counting: the first call writes the frames the
+                // second one and the loop use.
+                faults();
+                let a = faults();
+                write_pages(r, 2);
+                let b = faults();
+                let msg = [a, b];
+                // SAFETY: stack buffers to and from our pipes, then leaving.
+                unsafe {
+                    libc::write(p[1], msg.as_ptr().cast(), 16);
+                    libc::read(gate[0], (&raw mut go).cast(), 1);
+                    libc::_exit(0);
+                }
+            }
+            assert!(child > 0);
+            let mut msg = [0u64; 2];
+            // SAFETY: reading into a stack array.
+            assert_eq!(unsafe { libc::read(p[0], msg.as_mut_ptr().cast(), 16) }, 16);
+            let (split1, free2) = (vmstat("thp_split_pmd"), meminfo("HugePages_Free"));
+            // SAFETY: a one-byte write from a stack byte.
+            assert_eq!(unsafe { libc::write(gate[1], [1u8].as_ptr().cast(), 1) }, 1);
+            reap(child);
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"huge_pages":{huge},"pages":{},"child_loop_faults":{},"child_faults":{},"thp_fault_alloc":{},"thp_split_pmd":{},"hugetlb_taken_by_parent":{},"hugetlb_taken_by_child":{}}}"#,
+                std::process::id(),
+                r.len() / 4096,
+                msg[1] - msg[0],
+                msg[1],
+                alloc1 - alloc0,
+                split1 - split0,
+                free0.saturating_sub(free1),
+                free1.saturating_sub(free2),
+            )
+            .unwrap();
+        }
+        // clone(CLONE_VFORK) without CLONE_VM: the caller waits as for vfork, but the child
+        // has a copy of its memory and writes every page; then the parent writes every
+        // page (still write-protected: faults of its own, after it forked).
+        "vfork-copy" => {
+            let r = region();
+            // SAFETY: without CLONE_VM the child runs on its own copy of the memory (as
+            // after fork); it writes it, then _exits.
+            let child = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    libc::CLONE_VFORK | libc::SIGCHLD,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            } as i32;
+            if child == 0 {
+                write_pages(r, 2);
+                unsafe { libc::_exit(0) };
+            }
+            assert!(child > 0);
+            reap(child);
+            let c = faults();
+            write_pages(r, 3);
+            let d = faults();
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+                d - c,
+            )
+            .unwrap();
+        }
+        // clone3 with no flags but SIGCHLD (a fork): the child writes every page and exits,
+        // then the parent writes every page.
+        "clone3-fork" => {
+            let r = region();
+            // struct clone_args's first fields: flags, pidfd, child_tid, parent_tid,
+            // exit_signal, stack, stack_size, tls (CLONE_ARGS_SIZE_VER0: 64 bytes).
+            let mut args = [0u64; 8];
+            args[4] = libc::SIGCHLD as u64;
+            // SAFETY: clone3 with a valid clone_args and no stack: a fork; the child
+            // writes its own copy of the memory and _exits.
+            let child =
+                unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), size_of_val(&args)) }
+                    as i32;
+            if child == 0 {
+                write_pages(r, 2);
+                unsafe { libc::_exit(0) };
+            }
+            assert!(child > 0, "clone3: {}", std::io::Error::last_os_error());
+            reap(child);
+            let c = faults();
+            write_pages(r, 3);
+            let d = faults();
+            writeln!(
+                out,
+                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+                d - c,
+            )
+            .unwrap();
+        }
+        // Two forks, each child exiting at once; after each the parent writes every page:
+        // all its faults after the first fork, whichever fork they follow, and though no
+        // child shares a page any more (no copy is made).
+        "two-forks" => {
+            let r = region();
+            let mut loop_faults = Vec::new();
+            for _ in 0..2 {
+                // SAFETY: the child only _exits.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    unsafe { libc::_exit(0) };
+                }
+                reap(child);
+                let c = faults();
+                write_pages(r, 3);
+                loop_faults.push(faults() - c);
+            }
+            writeln!(
+                out,
+                r#"{{"parent":{},"parent_loop_faults":{loop_faults:?},"children_faults":{}}}"#,
+                std::process::id(),
+                children_faults(),
+            )
+            .unwrap();
+        }
         // Fork; the child fills every page with read(2) from /dev/zero: the kernel writes
         // the shared pages, and copies them just the same.
         "cow-read" => {
@@ -213,17 +432,22 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             )
             .unwrap();
         }
-        // vfork (the child exits at once) and a CLONE_VM clone (the child writes every
+        // vfork (the child sleeps 50 ms and exits) and a CLONE_VM clone (the child writes every
         // page of the shared memory); then the parent writes every page. Nothing is
         // write-protected: no copy-on-write fault anywhere.
         "no-cow" => {
             let r = region();
             let t = Instant::now();
-            // SAFETY: the vfork child only calls _exit, the one use vfork is sound for.
+            // SAFETY: the vfork child sleeps (a system call on a timespec the parent does
+            // not read) and _exits: no return, no allocation, nothing of the parent's
+            // state touched.
             #[allow(deprecated, reason = "vfork itself is what this workload shows")]
             let vchild = unsafe { libc::vfork() };
             if vchild == 0 {
-                unsafe { libc::_exit(0) };
+                unsafe {
+                    libc::nanosleep(&VFORK_CHILD_SLEEP, std::ptr::null_mut());
+                    libc::_exit(0);
+                }
             }
             // The call holds the child's life up to its _exit.
             let vfork_ns = t.elapsed().as_nanos() as u64;
@@ -346,6 +570,38 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             unsafe { libc::close(tell[1]) };
             reap(child);
             drop(f);
+        }
+        // One fd of each kind, some close-on-exec: a regular file (no), a Unix socket
+        // (yes), a pipe's read end (yes) and write end (cleared with fcntl: no), /dev/null
+        // (no); printed at the first `go`, held until the second.
+        "fd-kinds" => {
+            writeln!(out, "ready").unwrap();
+            wait_go();
+            let path =
+                std::env::temp_dir().join(format!("proclens-fd-kinds-{}", std::process::id()));
+            let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: plain system calls on NUL-terminated paths and a valid array.
+            let (file, socket, pipe, null) = unsafe {
+                let file = libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CREAT, 0o600);
+                let socket = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                let mut pipe = [0; 2];
+                assert_eq!(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                assert_eq!(libc::fcntl(pipe[1], libc::F_SETFD, 0), 0);
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                (file, socket, pipe, null)
+            };
+            assert!(file > 2 && socket > 2 && null > 2);
+            let _ = std::fs::remove_file(&path);
+            writeln!(
+                out,
+                r#"{{"pid":{},"file":{file},"socket":{socket},"pipe_read":{},"pipe_write":{},"null":{null}}}"#,
+                std::process::id(),
+                pipe[0],
+                pipe[1],
+            )
+            .unwrap();
+            writeln!(out, "done").unwrap();
+            wait_go();
         }
         // A child made with CLONE_FILES (one fd table for both processes), which prints
         // both pids (first `go`); the child exits at the second `go`. (Killed instead, the

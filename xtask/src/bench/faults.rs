@@ -144,40 +144,112 @@ struct Sample {
     ns_per_run: Option<f64>,
 }
 
+/// The id of `bg`'s program named `name` once it is attached (proclens: through a link
+/// it holds; the fault programs are among its last attached).
+fn attached(bg: &Background, name: &str, links: bool) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids = if links {
+            bg.attached_prog_ids()
+        } else {
+            bg.prog_ids()
+        };
+        if let Some(id) = bpf_stats::find_named(&ids, name) {
+            return Ok(id);
+        }
+        if Instant::now() > deadline {
+            bail!("no {name} program attached within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Copy-on-write faults proclens has counted so far: its `COW_FAULTS` map (a per-CPU
+/// hash of u64), summed over keys and CPUs, read with bpftool. Nothing is deleted from
+/// it meanwhile: proclens prunes gone processes only at its reports, an hour apart here.
+fn counted_faults(bg: &Background) -> Result<u64> {
+    let id = bg
+        .map_ids()
+        .into_iter()
+        .find(|id| {
+            Command::new("bpftool")
+                .args(["-j", "map", "show", "id", &id.to_string()])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains("\"name\":\"COW_FAULTS\"")
+                })
+        })
+        .context("proclens holds no COW_FAULTS map")?;
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .context("running bpftool")?;
+    let dump: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("bpftool's map dump is not JSON")?;
+    let byte = |b: &serde_json::Value| {
+        b.as_str()
+            .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+    };
+    let mut sum = 0;
+    for entry in dump
+        .as_array()
+        .context("bpftool's map dump is not a list")?
+    {
+        for v in entry["values"].as_array().context("not a per-CPU map")? {
+            let bytes = v["value"].as_array().context("no value bytes")?;
+            let n = bytes
+                .iter()
+                .rev()
+                .try_fold(0u64, |n, b| Some((n << 8) | byte(b)?))
+                .context("a value's bytes are not hex")?;
+            sum += n;
+        }
+    }
+    Ok(sum)
+}
+
+/// Copy-on-write faults the `cow` workload makes: every page of the region in each
+/// round's child.
+const COW_FAULTS: u64 = ROUNDS as u64 * (REGION / PAGE) as u64;
+
 fn measure(tracer: Tracer, proclens: &Path, mode: &str, stats: bool) -> Result<Sample> {
-    let (bg, prog_name) = match tracer {
-        Tracer::None => (None, ""),
+    let (bg, prog_name, links) = match tracer {
+        Tracer::None => (None, "", false),
         Tracer::Proclens => {
             let mut c = Command::new(proclens);
             c.args(PROCLENS);
-            (Some(Background::start(c, 10)?), "page_fault_user")
+            (Some(Background::start(c, 10)?), "page_fault_user", true)
         }
         Tracer::Bpftrace => {
             let mut c = Command::new("bpftrace");
             c.args(["-e", BPFTRACE]);
-            (Some(Background::start(c, 1)?), "page_fault_user")
+            (Some(Background::start(c, 1)?), "page_fault_user", false)
         }
     };
-    let prog = match &bg {
-        Some(bg) if stats => {
-            // The fault programs are among proclens's last attached: wait for them.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(id) = bpf_stats::find_named(&bg.prog_ids(), prog_name) {
-                    break Some(id);
-                }
-                if Instant::now() > deadline {
-                    bail!("no {prog_name} program found");
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+    // Timing runs too: a run before the fault program is attached would time nothing.
+    let prog = bg
+        .as_ref()
+        .map(|bg| attached(bg, prog_name, links))
+        .transpose()?;
+    let counted_before = match (&bg, tracer) {
+        (Some(bg), Tracer::Proclens) => Some(counted_faults(bg)?),
         _ => None,
     };
+    let prog = prog.filter(|_| stats);
     let _stats = stats.then(BpfStats::enable).transpose()?;
     let before = prog.map(bpf_stats::prog_stats).transpose()?;
     let ns_per_page = run_workload(mode)?;
     let after = prog.map(bpf_stats::prog_stats).transpose()?;
+    if let (Some(bg), Some(c0)) = (&bg, counted_before)
+        && mode == "cow"
+    {
+        let counted = counted_faults(bg)?.saturating_sub(c0);
+        if counted < COW_FAULTS {
+            bail!(
+                "proclens counted {counted} copy-on-write faults of the workload's {COW_FAULTS}: the run was not traced throughout"
+            );
+        }
+    }
     let ns_per_run = match (before, after) {
         (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => Some((t1 - t0) as f64 / (n1 - n0) as f64),
         _ => None,

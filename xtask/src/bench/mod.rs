@@ -148,6 +148,41 @@ impl Background {
             .sum()
     }
 
+    /// Values of fdinfo field `field` (`prog_id`, `map_id`) over the fds the process
+    /// holds, of links (`links`) or of the rest.
+    fn fdinfo_ids(&self, field: &str, links: bool) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let Ok(dir) = fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())) else {
+            return ids;
+        };
+        for fd in dir.flatten() {
+            let Ok(info) = fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if info.lines().any(|l| l.starts_with("link_id:")) != links {
+                continue;
+            }
+            ids.extend(
+                info.lines()
+                    .filter_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                    .filter_map(|v| v.trim().parse::<u64>().ok()),
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Ids of the programs the process has attached through links it holds.
+    pub fn attached_prog_ids(&self) -> Vec<u64> {
+        self.fdinfo_ids("prog_id", true)
+    }
+
+    /// Ids of the BPF maps the process holds.
+    pub fn map_ids(&self) -> Vec<u64> {
+        self.fdinfo_ids("map_id", false)
+    }
+
     /// Ids of the BPF programs the process holds (from its fdinfo).
     pub fn prog_ids(&self) -> Vec<u64> {
         let mut ids = Vec::new();

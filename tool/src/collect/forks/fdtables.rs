@@ -55,9 +55,15 @@ impl FdSource {
         kernel: &aya::Btf,
         cfg: &ForksConfig,
     ) -> (Self, Option<String>) {
+        Self::choose_with(cfg, || load_iter(obj, kernel))
+    }
+
+    /// [`FdSource::choose`] with `load` loading the iterator (tried only when the
+    /// kernel's BTF has what the program reads).
+    fn choose_with(cfg: &ForksConfig, load: impl FnOnce() -> Result<()>) -> (Self, Option<String>) {
         let why = match (&cfg.fds_missing, &cfg.iter_missing) {
             (Some(w), _) | (_, Some(w)) => w.clone(),
-            (None, None) => match load_iter(obj, kernel) {
+            (None, None) => match load() {
                 Ok(()) => return (FdSource::Iterator, None),
                 Err(e) => format!("{e:#}"),
             },
@@ -281,6 +287,49 @@ mod tests {
         let mut next = 0;
         let ids = classes(&items[..2], |i| i.0, |_, _| false, &mut next);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    fn config(fds_missing: Option<&str>, iter_missing: Option<&str>) -> ForksConfig {
+        ForksConfig {
+            cfg: proclens_common::config::Forks::default(),
+            faults_missing: None,
+            timed: Vec::new(),
+            timing: super::super::layout::Timing::Tracepoints,
+            timing_missing: Vec::new(),
+            fds_missing: fds_missing.map(Into::into),
+            iter_missing: iter_missing.map(Into::into),
+        }
+    }
+
+    /// The iterator where its context is as the program reads it and it loads; else
+    /// /proc, saying why, without trying to load what cannot work.
+    #[test]
+    fn the_source_falls_back_to_proc_and_says_why() {
+        let tried = std::cell::Cell::new(false);
+        let load_ok = || {
+            tried.set(true);
+            Ok(())
+        };
+        assert_eq!(
+            FdSource::choose_with(&config(None, None), load_ok),
+            (FdSource::Iterator, None)
+        );
+        assert!(tried.take());
+        let missing = "no type bpf_iter__task_file in the kernel's BTF";
+        let never = || -> Result<()> { panic!("loaded an iterator the kernel lacks") };
+        assert_eq!(
+            FdSource::choose_with(&config(None, Some(missing)), never),
+            (FdSource::Proc, Some(missing.to_string()))
+        );
+        let no_files = "no member files in task_struct";
+        assert_eq!(
+            FdSource::choose_with(&config(Some(no_files), None), never),
+            (FdSource::Proc, Some(no_files.to_string()))
+        );
+        let refused = || -> Result<()> { Err(anyhow::anyhow!("the verifier said no")) };
+        let (src, why) = FdSource::choose_with(&config(None, None), refused);
+        assert_eq!(src, FdSource::Proc);
+        assert!(why.unwrap().contains("the verifier said no"));
     }
 
     #[test]

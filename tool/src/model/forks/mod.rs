@@ -40,7 +40,7 @@ pub struct Cost {
     pub cow_faults: u64,
     /// Of which in an address space inherited through fork, before any exec.
     pub cow_inherited: u64,
-    /// Of which after this process itself forked.
+    /// Of which since this process's first fork seen (not per fork).
     pub cow_after_fork: u64,
     /// Its children's `cow_inherited`: the copies its forks caused in them.
     pub children_cow: u64,
@@ -116,7 +116,10 @@ impl Cost {
 
 /// A [`Cost`] as the views show it: times in ms, faults also in bytes (faults × the base
 /// page size: what the kernel copies for each; a write to a page no other process maps
-/// any more reuses it without a copy, so the bytes are an upper bound).
+/// any more reuses it without a copy, so the bytes are an upper bound). A transparent
+/// huge page is split and copied one base page per fault, so it holds; a hugetlb fault
+/// copies a whole huge page and counts one base page (the fault tracepoint does not say
+/// which mapping it hit).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Figures {
     pub forks: u64,
