@@ -108,3 +108,33 @@ fn io_uring_set_up_before_proclens_started_is_flagged() {
     }
     assert_eq!(w.bytes("write", "user->other"), 80);
 }
+
+/// Syscalls are counted as they return; three kinds do not return as themselves, and each
+/// is counted exactly: a handled signal's `rt_sigreturn` (the kernel restores the
+/// interrupted registers, leaving `-1` where the number was), a thread's `exit` (never
+/// returns: counted at the thread's exit), and the `clone3` a new thread also returns from
+/// (with 0: no call of its own). The workload's own counts are the oracle.
+#[test]
+fn calls_that_do_not_return_as_themselves_are_counted_exactly() {
+    if !can_trace() {
+        return;
+    }
+    const N: u64 = 100;
+    let w = measure_sized("copy-unreturned", N);
+    let delta = |name: &str| syscall_total(&w.after, name) - syscall_total(&w.before, name);
+    assert_eq!(delta("rt_sigreturn"), N, "{}", w.after);
+    assert_eq!(delta("tgkill"), N, "{}", w.after);
+    assert_eq!(
+        delta("exit"),
+        common::figure_workloads::UNRETURNED_THREADS,
+        "{}",
+        w.after
+    );
+    assert_eq!(
+        delta("clone3") + delta("clone"),
+        common::figure_workloads::UNRETURNED_THREADS,
+        "{}",
+        w.after
+    );
+    assert_eq!(delta("exit_group"), 0, "the workload lives on: {}", w.after);
+}

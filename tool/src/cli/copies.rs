@@ -70,10 +70,11 @@ io_uring_setup/enter/register, or holding an io_uring fd when proclens starts, a
 flagged and their bytes are not counted.
 
 Cost: every syscall of every traced process runs one small program (sys_exit): on
-one-byte pipe round trips, a fraction of what an equivalent bpftrace script adds per
+one-byte pipe round trips, about a fifth of what an equivalent bpftrace script adds per
 syscall. A filtered-out process (-p, --comm, --cgroup) still enters it, and it stops at
-the filter (a compare or a lookup): tens of ns per syscall of another process, less than
-bpftrace's pid predicate costs (BENCHMARKS.md: syscall-heavy, filters).";
+the filter (a compare or a lookup): 28 ns per syscall of another process on the machine
+last measured, against 41 ns for bpftrace's pid predicate (BENCHMARKS.md: syscall-heavy,
+filters).";
 
 #[derive(Args, Debug)]
 #[command(after_help = COPIES_MODEL_HELP)]

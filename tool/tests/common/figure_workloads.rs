@@ -428,6 +428,40 @@ pub fn work(name: &str, n: u64) -> Option<Box<dyn FnOnce()>> {
         "copy-nonblock" => Box::new(would_block_and_interrupted(n)),
         "copy-pread-send" => Box::new(pread_then_small_replies(n)),
         "copy-uring-held" => Box::new(io_uring_held()),
+        "copy-unreturned" => Box::new(unreturned(n)),
         _ => return None,
     })
+}
+
+/// Threads [`unreturned`] starts and ends (each with `exit`, which never returns).
+pub const UNRETURNED_THREADS: u64 = 8;
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+/// Calls that do not return as themselves: `n` signals raised and handled (each handler's
+/// return is an `rt_sigreturn`, which leaves `-1` where the number was), then
+/// [`UNRETURNED_THREADS`] threads started (`clone3`, from which each new thread returns
+/// too, with 0) that end at once (`exit`).
+fn unreturned(n: u64) -> impl FnOnce() {
+    move || {
+        // SAFETY: a handler that does nothing, installed for SIGUSR1 only.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &raw const sa, std::ptr::null_mut()),
+                0
+            );
+        }
+        for _ in 0..n {
+            // SAFETY: raises a signal this process handles.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
+        }
+        let threads: Vec<_> = (0..UNRETURNED_THREADS)
+            .map(|_| std::thread::spawn(|| {}))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 }
