@@ -18,7 +18,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_probe_read_user},
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use proclens_common::{
@@ -41,6 +41,22 @@ static COPIES: HashMap<CopyKey, CopyStats> = HashMap::with_max_entries(8192, 0);
 /// that have gone.
 #[map]
 static PAIRING: HashMap<u32, Pairing> = HashMap::with_max_entries(65536, 0);
+
+/// A call's path as [`exit`] resolved it, handed to [`account`] through memory.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Resolved {
+    key: CopyKey,
+    /// mmap: the requested length; recvmmsg/sendmmsg: the user address of `msgvec`.
+    arg: u64,
+}
+
+/// This CPU's [`Resolved`] call (a program does not nest on a CPU). Through memory, the
+/// kinds [`exit`] resolved reach [`account`] as values the verifier does not track: it
+/// then walks the accounting once, not once per path of the resolution (older
+/// verifiers, 5.10, took minutes over their product).
+#[map]
+static RESOLVED: PerCpuArray<Resolved> = PerCpuArray::with_max_entries(1, 0);
 
 /// A copy-family syscall as it returns.
 pub(crate) struct Call {
@@ -128,34 +144,58 @@ impl Call {
     }
 }
 
-/// Accounts a copy-family call that returned `ret`.
+/// Accounts a copy-family call that returned `ret`: resolves its path, then
+/// [`account`]s it.
 #[inline(always)]
 pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(), i32> {
     let Some((src, dst, arg)) = c.path() else {
         return Ok(());
     };
-    let key = CopyKey {
-        tgid: (c.pid_tgid >> 32) as u32,
-        op: c.op,
-        src,
-        dst,
-        flags: if c.compat { flags::COMPAT } else { 0 },
-        start_ns: c.start_ns,
-        cpu: 0,
-        _pad: 0,
+    let Some(slot) = RESOLVED.get_ptr_mut(0) else {
+        return Ok(());
     };
+    // SAFETY: this CPU's slot, while the program runs on it.
+    unsafe {
+        *slot = Resolved {
+            key: CopyKey {
+                tgid: (c.pid_tgid >> 32) as u32,
+                op: c.op,
+                src,
+                dst,
+                flags: if c.compat { flags::COMPAT } else { 0 },
+                start_ns: c.start_ns,
+                cpu: 0,
+                _pad: 0,
+            },
+            arg,
+        };
+    }
+    account(ctx, c.pid_tgid, ret);
+    Ok(())
+}
+
+/// Adds this CPU's [`Resolved`] call's outcome to its path's totals and follows its bytes
+/// (see [`pair`]).
+#[inline(never)]
+fn account(ctx: &BtfTracePointContext, pid_tgid: u64, ret: i64) {
+    let Some(slot) = RESOLVED.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, written by `exit` just before.
+    let Resolved { key, arg } = unsafe { *slot };
     let outcome = Outcome::of(ret);
-    let bytes = match (outcome, c.op) {
+    let bytes = match (outcome, key.op) {
         (Outcome::Done, op::MMAP) => arg,
-        (Outcome::Done, op::RECVMMSG | op::SENDMMSG) => mmsg_bytes(arg, ret, c.compat),
+        (Outcome::Done, op::RECVMMSG | op::SENDMMSG) => {
+            mmsg_bytes(arg, ret, key.flags & flags::COMPAT != 0)
+        }
         (Outcome::Done, _) => ret as u64,
         _ => 0,
     };
     add(ctx, &key, outcome, bytes, 1);
     if outcome == Outcome::Done && bytes > 0 {
-        pair(ctx, c.pid_tgid, &key, bytes);
+        pair(ctx, pid_tgid, &key, bytes);
     }
-    Ok(())
 }
 
 /// Follows a thread's file data into sockets (see `Pairing::left`): each read whose

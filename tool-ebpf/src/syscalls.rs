@@ -237,39 +237,72 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let regs: u64 = ctx.arg(0);
     let nr: u64 = field(regs, config::regs_nr_off());
     let ret: i64 = ctx.arg(1);
+    let counting = config::count_syscalls() != 0;
     let native = config::op_of(nr, false);
     // A fork call's number is no copy in the 32-bit ABI (a userspace test checks), and a
-    // 32-bit call with a fork's number has nothing in flight there.
-    let fork = native != op::NONE && native >= op::FORK_CALLS;
-    if fork {
+    // 32-bit call with a fork's number has nothing in flight there. Each part below is a
+    // path of its own that ends the program: the verifier walks each once (older ones,
+    // 5.10, took minutes over the paths of one after every path of another).
+    if native != op::NONE && native >= op::FORK_CALLS {
         forks::exit_call(ctx, ret);
-    }
-    let counting = config::count_syscalls() != 0;
-    // Most syscalls are no copy in either ABI: one table lookup each. A number that is
-    // one in the other ABI only costs the ABI check.
-    let maybe_copy = !fork && (native != op::NONE || config::op_of(nr, true) != op::NONE);
-    if !counting && !maybe_copy {
+        if counting {
+            count_call(ctx, pid_tgid, nr, ret);
+        }
         return Ok(());
     }
+    // Most syscalls are no copy in either ABI: one table lookup each. A number that is
+    // one in the other ABI only costs the ABI check.
+    if native == op::NONE && config::op_of(nr, true) == op::NONE {
+        if counting {
+            count_call(ctx, pid_tgid, nr, ret);
+        }
+        return Ok(());
+    }
+    if counting {
+        count_call(ctx, pid_tgid, nr, ret);
+    }
+    copy_call(ctx, pid_tgid, regs, nr, ret)
+}
+
+/// Counts the call `nr` of the current task that returned `ret`. A call of its own: the
+/// verifier's paths through it end at its return, so the copy path after it is walked
+/// once, not once per path through the count.
+#[inline(never)]
+fn count_call(ctx: &BtfTracePointContext, pid_tgid: u64, nr: u64, ret: i64) {
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    if config::skip_spawning() != 0 && spawning(task) {
+        return;
+    }
+    let compat = in_compat(task);
+    // A new task's return from its parent's fork-family call (0) is no call of its own.
+    if ret == 0 && config::is_fork_nr(nr, compat) {
+        return;
+    }
+    count_syscall(
+        ctx,
+        (pid_tgid >> 32) as u32,
+        counted_nr(nr, compat),
+        process_start(task),
+    );
+}
+
+/// Accounts a copy-family call (in either ABI) that returned `ret`.
+#[inline(always)]
+fn copy_call(
+    ctx: &BtfTracePointContext,
+    pid_tgid: u64,
+    regs: u64,
+    nr: u64,
+    ret: i64,
+) -> Result<(), i32> {
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     if config::skip_spawning() != 0 && spawning(task) {
         return Ok(());
     }
     let compat = in_compat(task);
-    let start_ns = process_start(task);
-    // A new task's return from its parent's fork-family call (0) is no call of its own.
-    if counting && !(ret == 0 && config::is_fork_nr(nr, compat)) {
-        count_syscall(ctx, (pid_tgid >> 32) as u32, counted_nr(nr, compat), start_ns);
-    }
-    if !maybe_copy {
-        return Ok(());
-    }
-    let o = if compat {
-        config::op_of(nr, true)
-    } else {
-        native
-    };
+    let o = config::op_of(nr, compat);
     if o == op::NONE || o >= op::FORK_CALLS {
         return Ok(());
     }
@@ -281,7 +314,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
             regs,
             op: o,
             compat,
-            start_ns,
+            start_ns: process_start(task),
         },
         ret,
     )
