@@ -458,7 +458,7 @@ fn unreturned(n: u64) -> impl FnOnce() {
             assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
         }
         let threads: Vec<_> = (0..UNRETURNED_THREADS)
-            .map(|_| std::thread::spawn(|| {}))
+            .map(|_| thread::spawn(|| {}))
             .collect();
         for t in threads {
             t.join().unwrap();
