@@ -385,7 +385,7 @@ fn a_hugetlb_cow_fault_copies_a_whole_huge_page() {
 
 /// Whether the running kernel's BTF has function `name` (a helper's implementation).
 fn btf_has_func(name: &str) -> bool {
-    let out = std::process::Command::new("bpftool")
+    let out = Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
         .output()
         .expect("bpftool");
