@@ -301,6 +301,20 @@ pub struct Forks {
     pub inode_mode: u32,
     /// `linux_binprm.filename`.
     pub binprm_filename: u32,
+    /// 1: the kernel has `bpf_find_vma` (5.17+), and a copy-on-write fault in a process
+    /// that maps hugetlb pages (`mm_struct.hugetlb_usage` > 0) is looked up: a fault in a
+    /// hugetlb mapping copies a whole huge page, counted apart with its size.
+    pub hugetlb_probe: u32,
+    /// `task_struct.mm`, `mm_struct.hugetlb_usage`, `vm_area_struct.vm_flags` and
+    /// `.vm_file`, `inode.i_sb`, `super_block.s_blocksize_bits` (a hugetlbfs super
+    /// block's block size is its huge page size).
+    pub task_mm: u32,
+    pub mm_hugetlb_usage: u32,
+    pub vma_flags: u32,
+    pub vma_file: u32,
+    pub inode_sb: u32,
+    pub sb_blocksize_bits: u32,
+    pub _pad: u32,
 }
 
 /// The interrupt programs (see tool-ebpf/src/irq.rs).
@@ -353,7 +367,7 @@ mod tests {
             size_of::<Copies>(),
             8 + 2 * 4 + 2 * 6 * 4 + 3 * 4 + (3 * 2 + 8 + 2 + 4) * 4 + 4 * 4 + 7 * 4 + 2 * NR_TABLE
         );
-        assert_eq!(size_of::<Forks>(), 8 + 16 * 4);
+        assert_eq!(size_of::<Forks>(), 8 + 16 * 4 + 8 * 4);
         assert_eq!(size_of::<Irq>(), 4 * 4);
     }
 }

@@ -22,6 +22,21 @@ pub mod fault_flags {
     /// The process itself has made a child process (fork, or clone without `CLONE_VM`)
     /// since tracing began: its pages may be shared with that child.
     pub const AFTER_FORK: u32 = 2;
+    /// The fault hit a hugetlb mapping: the kernel copies a whole huge page, of
+    /// `1 << ((flags >> HUGE_SHIFT_AT) & 0xff)` bytes.
+    pub const HUGETLB: u32 = 4;
+    /// Where the huge page's size (its log2) sits in the flags.
+    pub const HUGE_SHIFT_AT: u32 = 8;
+
+    /// The bytes one fault with `flags` copies: the huge page's size for a hugetlb
+    /// fault, else `base` (the base page size).
+    pub const fn bytes(flags: u32, base: u64) -> u64 {
+        if flags & HUGETLB != 0 {
+            1u64 << ((flags >> HUGE_SHIFT_AT) & 0x3f)
+        } else {
+            base
+        }
+    }
 }
 
 /// Key of the per-process copy-on-write fault counts (`COW_FAULTS`, a per-CPU hash of

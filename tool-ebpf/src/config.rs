@@ -165,6 +165,13 @@ config! {
         file_inode => fds_file_inode_off: u32,
         inode_mode => fds_inode_mode_off: u32,
         binprm_filename => fds_binprm_filename_off: u32,
+        hugetlb_probe => hugetlb_probe: u32,
+        task_mm => huge_task_mm_off: u32,
+        mm_hugetlb_usage => mm_hugetlb_usage_off: u32,
+        vma_flags => vma_flags_off: u32,
+        vma_file => vma_file_off: u32,
+        inode_sb => inode_sb_off: u32,
+        sb_blocksize_bits => sb_blocksize_bits_off: u32,
     }
 
     /// The interrupt programs (see `irq`).

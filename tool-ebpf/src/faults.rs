@@ -11,9 +11,19 @@
 //!
 //! Counted per (process, [`fault_flags`]) in a per-CPU hash; nothing goes to userspace
 //! per fault.
+//!
+//! A fault in a hugetlb mapping copies a whole huge page, where every other copy-on-write
+//! fault copies one base page (a transparent huge page is split first). The tracepoint
+//! does not say which mapping the address is in: in a process that maps hugetlb pages at
+//! all (`mm_struct.hugetlb_usage`, one load), the fault looks its mapping up
+//! (`bpf_find_vma`, 5.17+) and counts the huge page's size with it.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    cty::c_void,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::{bpf_find_vma, bpf_get_current_task_btf},
+    },
     macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuHashMap},
     programs::RawTracePointContext,
@@ -27,7 +37,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::count,
-    task::{probe, process_start},
+    task::{field, probe, process_start},
 };
 
 const BPF_ANY: u64 = 0;
@@ -92,6 +102,12 @@ fn try_fault(ctx: &RawTracePointContext, in_kernel: bool) -> Result<(), i32> {
     if FORKERS.get_ptr(&pk).is_some() {
         flags |= fault_flags::AFTER_FORK;
     }
+    if config::hugetlb_probe() != 0 {
+        let shift = hugetlb_shift(address);
+        if shift != 0 {
+            flags |= fault_flags::HUGETLB | (shift << fault_flags::HUGE_SHIFT_AT);
+        }
+    }
     let key = FaultKey {
         tgid,
         flags,
@@ -108,4 +124,52 @@ fn try_fault(ctx: &RawTracePointContext, in_kernel: bool) -> Result<(), i32> {
         }
     }
     Ok(())
+}
+
+/// `VM_HUGETLB` in `vm_area_struct.vm_flags` (a macro, not in BTF; the same bit since
+/// 2.6).
+const VM_HUGETLB: u64 = 0x0040_0000;
+
+/// The log2 of the huge page size of the current task's hugetlb mapping at `address`; 0
+/// when it is no hugetlb mapping, when the process maps no hugetlb page at all (checked
+/// first: one load), or when the lookup could not take the mapping lock at once.
+#[inline(always)]
+fn hugetlb_shift(address: u64) -> u32 {
+    // SAFETY: a helper without arguments; a BTF-typed task pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let mm: u64 = field(task, config::huge_task_mm_off());
+    if mm == 0 || field::<i64>(mm, config::mm_hugetlb_usage_off()) <= 0 {
+        return 0;
+    }
+    let mut shift: u64 = 0;
+    // SAFETY: the callback only reads the mapping the helper hands it and writes `shift`.
+    let r = unsafe {
+        bpf_find_vma(
+            task as *mut _,
+            address,
+            huge_page_shift as *const () as *mut c_void,
+            (&raw mut shift).cast::<c_void>(),
+            0,
+        )
+    };
+    if r != 0 { 0 } else { shift as u32 }
+}
+
+/// `bpf_find_vma`'s callback: the huge page shift of a hugetlb mapping into `*out`.
+#[inline(never)]
+extern "C" fn huge_page_shift(_task: u64, vma: u64, out: *mut u64) -> i64 {
+    let flags: u64 = field(vma, config::vma_flags_off());
+    if flags & VM_HUGETLB == 0 {
+        return 0;
+    }
+    let file: u64 = field(vma, config::vma_file_off());
+    if file == 0 {
+        return 0;
+    }
+    let inode: u64 = field(file, config::fds_file_inode_off());
+    let sb: u64 = field(inode, config::inode_sb_off());
+    let bits: u8 = field(sb, config::sb_blocksize_bits_off());
+    // SAFETY: `out` is the caller's stack slot, handed over by the helper.
+    unsafe { *out = u64::from(bits) };
+    0
 }

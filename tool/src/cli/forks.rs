@@ -56,11 +56,12 @@ Huge pages. Transparent: the first write to a huge page shared since fork splits
 process's huge mapping (thp_split_pmd in /proc/vmstat) and copies one base page; every
 base page written is then a fault of its own, so faults and bytes hold. A write once the
 other side has gone keeps the huge page: one fault, nothing copied. hugetlbfs
-(MAP_HUGETLB): one fault copies the whole huge page (2 MiB on x86) and is counted as one
-fault of one base page, so COW-MiB shows 1/512 of it. The fault tracepoint gives the
-address and error code, not the mapping; telling a hugetlb one apart would take a lookup
-of the address's VMA in every copy-on-write fault (bpf_find_vma: not on 5.10, and it
-takes the mmap lock).
+(MAP_HUGETLB): one fault copies the whole huge page (2 MiB on x86), and COW-MiB counts
+it whole (JSON: cow_hugetlb_faults, and the *_bytes fields). The fault tracepoint gives
+the address, not the mapping: in a process that maps hugetlb pages at all, each
+copy-on-write fault looks its mapping up (bpf_find_vma, 5.17+; it needs the mmap lock at
+once, else the fault counts as a base page). Before 5.17 (5.10) a hugetlb fault counts as
+one base page, 1/512 of what was copied.
 Copy-on-write faults are counted on x86 only (the tracepoint is x86's).";
 
 #[derive(Args, Debug)]

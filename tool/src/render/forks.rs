@@ -58,6 +58,7 @@ impl Frame {
             s.forks += d.forks + d.vforks + d.shared_vm;
             s.fork_ns += d.process_ns();
             s.cow_faults += d.cow_faults;
+            s.cow_bytes += d.cow_bytes;
         }
         s
     }
@@ -124,7 +125,7 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
             forks: sum.forks,
             fork_ms: sum.fork_ns as f64 / 1e6,
             cow_faults: sum.cow_faults,
-            cow_bytes: sum.cow_faults * f.page_size,
+            cow_bytes: sum.cow_bytes,
             dropped: f.dropped,
         })
         .expect("plain struct serialises"),
@@ -141,8 +142,8 @@ pub fn json_lines(f: &Frame) -> Vec<String> {
                 ppid: r.creator,
                 comm: &v.comm,
                 alive: v.alive,
-                interval: Figures::of(&r.delta, f.page_size),
-                total: Figures::of(&r.total, f.page_size),
+                interval: Figures::of(&r.delta),
+                total: Figures::of(&r.total),
                 fds: v.fds.as_ref(),
             })
             .expect("plain struct serialises"),
@@ -221,7 +222,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
         sum.forks,
         sum.fork_ns as f64 / 1e6,
         sum.cow_faults,
-        human_bytes((sum.cow_faults * f.page_size) as f64),
+        human_bytes(sum.cow_bytes as f64),
     );
     if !f.cow_faults_counted {
         head.push_str(" [faults not counted on this kernel]");
@@ -267,7 +268,7 @@ pub fn plain_lines(f: &Frame) -> Vec<String> {
             (d.fork_ns + d.shared_vm_ns) as f64 / 1e6,
             d.vforks,
             d.cow_faults,
-            (d.cow_faults * f.page_size) as f64 / (1024.0 * 1024.0),
+            d.cow_bytes as f64 / (1024.0 * 1024.0),
             d.cow_after_fork,
             d.cow_inherited,
             d.children_cow,

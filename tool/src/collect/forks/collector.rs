@@ -80,7 +80,7 @@ impl ForksCollector {
         let mut model = CostModel::new();
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
-        model.update(&totals(&snap.faults, &snap.times), |_| None);
+        model.update(&totals(&snap.faults, &snap.times, page_size()), |_| None);
         Ok(Self {
             model,
             creators: HashMap::new(),
@@ -129,7 +129,7 @@ impl ForksCollector {
             .context("after-fork maps not loaded")?;
         let maps = tracer.forks_maps().context("after-fork maps not loaded")?;
         let snap = maps.snapshot()?;
-        let now = totals(&snap.faults, &snap.times);
+        let now = totals(&snap.faults, &snap.times, self.page_size);
         // Creators no fork event named: read once, then kept like the others.
         for k in now.keys() {
             if !self.creators.contains_key(k)

@@ -171,6 +171,9 @@ impl ForksConfig {
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(format!("{e:#}")),
         };
         cfg.clone_args_flags = member_offset(btf, "clone_args", "flags").unwrap_or(0);
+        if faults_missing.is_none() {
+            hugetlb(btf, &mut cfg);
+        }
         let (timed, timing_missing) = match timing {
             Timing::Tracepoints => tracepoint_timing(root, &mut cfg),
             Timing::Syscalls => (
@@ -201,6 +204,36 @@ impl ForksConfig {
             fds_missing,
             iter_missing: iter_layout(btf).err().map(|e| format!("{e:#}")),
         }
+    }
+}
+
+/// Sets what telling hugetlb faults apart needs, where the kernel has it all:
+/// `bpf_find_vma` (5.17+) and `mm_struct.hugetlb_usage` (5.15+); otherwise hugetlb
+/// faults count as base pages (said in `--help`).
+fn hugetlb(btf: &Btf, cfg: &mut config::Forks) {
+    let found = (|| -> Result<[u32; 7]> {
+        if btf.types_named("bpf_find_vma").is_err() {
+            anyhow::bail!("no bpf_find_vma");
+        }
+        Ok([
+            member_offset(btf, "task_struct", "mm")?,
+            member_offset(btf, "mm_struct", "hugetlb_usage")?,
+            member_offset(btf, "vm_area_struct", "vm_flags")?,
+            member_offset(btf, "vm_area_struct", "vm_file")?,
+            member_offset(btf, "file", "f_inode")?,
+            member_offset(btf, "inode", "i_sb")?,
+            member_offset(btf, "super_block", "s_blocksize_bits")?,
+        ])
+    })();
+    if let Ok([mm, usage, flags, file, inode, sb, bits]) = found {
+        cfg.hugetlb_probe = 1;
+        cfg.task_mm = mm;
+        cfg.mm_hugetlb_usage = usage;
+        cfg.vma_flags = flags;
+        cfg.vma_file = file;
+        cfg.file_inode = inode;
+        cfg.inode_sb = sb;
+        cfg.sb_blocksize_bits = bits;
     }
 }
 

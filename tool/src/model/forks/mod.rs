@@ -44,6 +44,14 @@ pub struct Cost {
     pub cow_after_fork: u64,
     /// Its children's `cow_inherited`: the copies its forks caused in them.
     pub children_cow: u64,
+    /// The bytes the kernel copied for `cow_faults`, `cow_inherited`, `cow_after_fork`
+    /// and `children_cow`: a base page per fault, a whole huge page per hugetlb fault.
+    pub cow_bytes: u64,
+    pub inherited_bytes: u64,
+    pub after_fork_bytes: u64,
+    pub children_bytes: u64,
+    /// Of `cow_faults`, those in hugetlb mappings (where the kernel says which).
+    pub cow_hugetlb: u64,
 }
 
 impl Cost {
@@ -63,6 +71,11 @@ impl Cost {
             cow_inherited: f(self.cow_inherited, other.cow_inherited),
             cow_after_fork: f(self.cow_after_fork, other.cow_after_fork),
             children_cow: f(self.children_cow, other.children_cow),
+            cow_bytes: f(self.cow_bytes, other.cow_bytes),
+            inherited_bytes: f(self.inherited_bytes, other.inherited_bytes),
+            after_fork_bytes: f(self.after_fork_bytes, other.after_fork_bytes),
+            children_bytes: f(self.children_bytes, other.children_bytes),
+            cow_hugetlb: f(self.cow_hugetlb, other.cow_hugetlb),
         }
     }
 
@@ -87,13 +100,20 @@ impl Cost {
         self.failed += t.failed;
     }
 
-    fn add_faults(&mut self, flags: u32, n: u64) {
+    fn add_faults(&mut self, flags: u32, n: u64, page_size: u64) {
+        let bytes = n * fault_flags::bytes(flags, page_size);
         self.cow_faults += n;
+        self.cow_bytes += bytes;
+        if flags & fault_flags::HUGETLB != 0 {
+            self.cow_hugetlb += n;
+        }
         if flags & fault_flags::INHERITED != 0 {
             self.cow_inherited += n;
+            self.inherited_bytes += bytes;
         }
         if flags & fault_flags::AFTER_FORK != 0 {
             self.cow_after_fork += n;
+            self.after_fork_bytes += bytes;
         }
     }
 
@@ -114,12 +134,12 @@ impl Cost {
     }
 }
 
-/// A [`Cost`] as the views show it: times in ms, faults also in bytes (faults × the base
-/// page size: what the kernel copies for each; a write to a page no other process maps
-/// any more reuses it without a copy, so the bytes are an upper bound). A transparent
-/// huge page is split and copied one base page per fault, so it holds; a hugetlb fault
-/// copies a whole huge page and counts one base page (the fault tracepoint does not say
-/// which mapping it hit).
+/// A [`Cost`] as the views show it: times in ms, faults also in bytes (what the kernel
+/// copies for each: a base page, and for a fault in a hugetlb mapping a whole huge page,
+/// counted apart in `cow_hugetlb_faults`; a write to a page no other process maps any
+/// more reuses it without a copy, so the bytes are an upper bound). A transparent huge
+/// page is split and copied one base page per fault. Where the kernel cannot look a
+/// fault's mapping up (before 5.17), a hugetlb fault counts one base page.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Figures {
     pub forks: u64,
@@ -139,10 +159,12 @@ pub struct Figures {
     /// `cow_after_fork + children_cow_faults`: the faults its forks caused.
     pub faults_caused: u64,
     pub faults_caused_bytes: u64,
+    /// Of `cow_faults`, those in hugetlb mappings (each a whole huge page of `cow_bytes`).
+    pub cow_hugetlb_faults: u64,
 }
 
 impl Figures {
-    pub fn of(c: &Cost, page_size: u64) -> Self {
+    pub fn of(c: &Cost) -> Self {
         let ms = |ns: u64| ns as f64 / 1e6;
         Self {
             forks: c.forks,
@@ -155,12 +177,13 @@ impl Figures {
             thread_ms: ms(c.thread_ns),
             failed: c.failed,
             cow_faults: c.cow_faults,
-            cow_bytes: c.cow_faults * page_size,
+            cow_bytes: c.cow_bytes,
             cow_inherited: c.cow_inherited,
             cow_after_fork: c.cow_after_fork,
             children_cow_faults: c.children_cow,
             faults_caused: c.faults_caused(),
-            faults_caused_bytes: c.faults_caused() * page_size,
+            faults_caused_bytes: c.after_fork_bytes + c.children_bytes,
+            cow_hugetlb_faults: c.cow_hugetlb,
         }
     }
 }
@@ -179,15 +202,16 @@ pub struct CostRow {
 #[derive(Debug, Default)]
 pub struct CostModel {
     last: HashMap<Key, Cost>,
-    /// Children's inherited faults, summed as they come: a child's own entry goes when it
-    /// has gone, its parent's sum stays.
-    children: HashMap<Key, u64>,
+    /// Children's inherited faults and their bytes, summed as they come: a child's own
+    /// entry goes when it has gone, its parent's sum stays.
+    children: HashMap<Key, (u64, u64)>,
 }
 
 /// The per-process totals of one reading of the maps.
 pub fn totals(
     faults: &HashMap<FaultKey, u64>,
     times: &HashMap<ProcKey, ForkTimes>,
+    page_size: u64,
 ) -> HashMap<Key, Cost> {
     let mut out: HashMap<Key, Cost> = HashMap::new();
     for (k, n) in faults {
@@ -195,7 +219,9 @@ pub fn totals(
             tgid: k.tgid,
             start_ns: k.start_ns,
         };
-        out.entry(key).or_default().add_faults(k.flags, *n);
+        out.entry(key)
+            .or_default()
+            .add_faults(k.flags, *n, page_size);
     }
     for (k, t) in times {
         let key = Key {
@@ -248,10 +274,15 @@ impl CostModel {
             let Some(p) = creator_of(k) else { continue };
             let p = resolve(&keys, p, k);
             creators.insert(k, p);
-            let before = self.last.get(&k).map_or(0, |l| l.cow_inherited);
+            let (before, before_bytes) = self
+                .last
+                .get(&k)
+                .map_or((0, 0), |l| (l.cow_inherited, l.inherited_bytes));
             let grew = c.cow_inherited.saturating_sub(before);
             if grew > 0 {
-                *self.children.entry(p).or_default() += grew;
+                let sum = self.children.entry(p).or_default();
+                sum.0 += grew;
+                sum.1 += c.inherited_bytes.saturating_sub(before_bytes);
                 keys.insert(p);
             }
         }
@@ -259,7 +290,8 @@ impl CostModel {
             .iter()
             .map(|&k| {
                 let mut total = now.get(&k).copied().unwrap_or_default();
-                total.children_cow = self.children.get(&k).copied().unwrap_or(0);
+                (total.children_cow, total.children_bytes) =
+                    self.children.get(&k).copied().unwrap_or_default();
                 let delta = total.since(&self.last.get(&k).copied().unwrap_or_default());
                 CostRow {
                     key: k,

@@ -58,7 +58,7 @@ pub fn section(
                 pid: r.key.tgid,
                 ppid: r.creator,
                 comm: comms.get(&r.key).cloned().unwrap_or_else(|| "?".into()),
-                figures: Figures::of(t, page_size),
+                figures: Figures::of(t),
             }
         })
         .collect();
@@ -67,7 +67,7 @@ pub fn section(
         page_size,
         cow_faults_counted,
         timed_calls,
-        total: Figures::of(&sum, page_size),
+        total: Figures::of(&sum),
         per_process,
         execs,
     }
@@ -84,13 +84,18 @@ mod tests {
             forks: 2,
             fork_ns: 3_000_000,
             cow_faults: 5,
+            cow_bytes: 5 * 4096,
             cow_after_fork: 5,
+            after_fork_bytes: 5 * 4096,
             children_cow: 100,
+            children_bytes: 100 * 4096,
             ..Cost::default()
         };
         let child = Cost {
             cow_faults: 100,
+            cow_bytes: 100 * 4096,
             cow_inherited: 100,
+            inherited_bytes: 100 * 4096,
             ..Cost::default()
         };
         let row = |tgid, creator, total| CostRow {

@@ -41,7 +41,7 @@ fn a_childs_inherited_faults_are_its_parents_cost() {
     ]);
     let t = HashMap::from([(pk, times(1, 2_000_000))]);
     let creator = |k: Key| (k == C).then_some(P);
-    let rows = m.update(&totals(&faults, &t), creator);
+    let rows = m.update(&totals(&faults, &t, 4096), creator);
     let p = rows.iter().find(|r| r.key == P).unwrap();
     let c = rows.iter().find(|r| r.key == C).unwrap();
     assert_eq!(rows[0].key, P, "the parent caused the most faults");
@@ -60,7 +60,10 @@ fn a_childs_inherited_faults_are_its_parents_cost() {
     assert_eq!(p.delta, p.total, "the first interval is everything");
     // The child has gone and was pruned: the parent keeps what it caused.
     m.forget(&[C]);
-    let rows = m.update(&totals(&HashMap::from([(fault(P, 0), 3)]), &t), creator);
+    let rows = m.update(
+        &totals(&HashMap::from([(fault(P, 0), 3)]), &t, 4096),
+        creator,
+    );
     let p = rows.iter().find(|r| r.key == P).unwrap();
     assert_eq!(p.total.children_cow, 16_384);
     assert_eq!(p.delta.children_cow, 0);
@@ -93,7 +96,7 @@ fn a_creator_known_to_the_tick_is_matched_to_its_process() {
             1,
         ),
     ]);
-    let rows = m.update(&totals(&faults, &HashMap::new()), |k| {
+    let rows = m.update(&totals(&faults, &HashMap::new(), 4096), |k| {
         (k == C).then_some(coarse)
     });
     let p = rows.iter().find(|r| r.key == P).unwrap();

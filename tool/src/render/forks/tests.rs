@@ -12,8 +12,11 @@ fn frame() -> Frame {
         forks: 1,
         fork_ns: 2_500_000,
         cow_faults: 16_384,
+        cow_bytes: 16_384 * 4096,
         cow_after_fork: 10,
+        after_fork_bytes: 10 * 4096,
         children_cow: 16_384,
+        children_bytes: 16_384 * 4096,
         ..Cost::default()
     };
     Frame {
