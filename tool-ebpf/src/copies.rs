@@ -130,9 +130,9 @@ impl Call {
 
 /// Accounts a copy-family call that returned `ret`.
 #[inline(always)]
-pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(), i32> {
+pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) {
     let Some((src, dst, arg)) = c.path() else {
-        return Ok(());
+        return;
     };
     let key = CopyKey {
         tgid: (c.pid_tgid >> 32) as u32,
@@ -155,7 +155,6 @@ pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(),
     if outcome == Outcome::Done && bytes > 0 {
         pair(ctx, c.pid_tgid, &key, bytes);
     }
-    Ok(())
 }
 
 /// Follows a thread's file data into sockets (see `Pairing::left`): each read whose

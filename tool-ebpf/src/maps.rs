@@ -91,7 +91,7 @@ pub(crate) fn events() -> &'static RingBuf {
 /// large (`WAKEUP_BACKLOG`, an eighth of the ring, set by the loader). Below it, events
 /// wait for userspace's own timer (every view drains at least every interval, `zombies
 /// --watch` every 50 ms): a wakeup per event costs the traced task microseconds (an
-/// IPI-driven irq_work, dear in a VM) and proclens a context switch, which under a fork
+/// IPI-driven `irq_work`, dear in a VM) and proclens a context switch, which under a fork
 /// storm is most of the tracing overhead.
 #[inline(always)]
 pub(crate) fn submit_flags(ring: &RingBuf) -> u64 {

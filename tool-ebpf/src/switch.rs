@@ -40,13 +40,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_wakeup(&ctx);
+    try_wakeup(&ctx);
     0
 }
 
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_wakeup(&ctx);
+    try_wakeup(&ctx);
     0
 }
 
@@ -304,12 +304,12 @@ fn record_runq(e: &mut ThreadSwitches, ns: u64) {
     e.runq_hist[bucket] += 1;
 }
 
-fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_wakeup(ctx: &BtfTracePointContext) {
     // TP_PROTO(struct task_struct *p); p is already on its (new) CPU's run queue.
     let task: u64 = ctx.arg(0);
     let tid: u32 = field(task, config::task_pid_off());
     if tid == 0 {
-        return Ok(());
+        return;
     }
     let now = now(task);
     // First sight of this thread: remember when it became runnable. Its tgid is filled in
@@ -333,5 +333,4 @@ fn try_wakeup(ctx: &BtfTracePointContext) -> Result<(), i32> {
     {
         e.wake_ts = now;
     }
-    Ok(())
 }
