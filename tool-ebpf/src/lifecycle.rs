@@ -15,6 +15,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
+use aya_log_ebpf::debug;
 use proclens_common::{
     counters,
     event::{EventHeader, kind},
@@ -239,7 +240,14 @@ fn try_exit(ctx: &BtfTracePointContext) {
         // The last thread holds every child left (each thread's exit handed its own to
         // a live sibling).
         if reaper::has_children(task) {
-            heir = reaper::reaper(task).unwrap_or_default();
+            heir = reaper::reaper(task).unwrap_or_else(|_| {
+                debug!(
+                    ctx,
+                    "sched_process_exit: the heir of tid {}'s children was not found, sent without one",
+                    me.pid
+                );
+                TaskRef::default()
+            });
         }
     }
     let exit_code: u32 = field(task, config::task_exit_code_off());
