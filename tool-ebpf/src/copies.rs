@@ -147,12 +147,12 @@ impl Call {
 /// Accounts a copy-family call that returned `ret`: resolves its path, then
 /// [`account`]s it.
 #[inline(always)]
-pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(), i32> {
+pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) {
     let Some((src, dst, arg)) = c.path() else {
-        return Ok(());
+        return;
     };
     let Some(slot) = RESOLVED.get_ptr_mut(0) else {
-        return Ok(());
+        return;
     };
     // SAFETY: this CPU's slot, while the program runs on it.
     unsafe {
@@ -171,7 +171,6 @@ pub(crate) fn exit(ctx: &BtfTracePointContext, c: &Call, ret: i64) -> Result<(),
         };
     }
     account(ctx, c.pid_tgid, ret);
-    Ok(())
 }
 
 /// Adds this CPU's [`Resolved`] call's outcome to its path's totals and follows its bytes

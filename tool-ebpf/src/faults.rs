@@ -36,7 +36,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::count,
+    maps::{count, read_failed},
     task::{field, probe, process_start},
 };
 
@@ -56,13 +56,17 @@ pub(crate) static FORKERS: HashMap<ProcKey, u64> = HashMap::with_max_entries(163
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
-    let _ = try_fault(&ctx, false);
+    if try_fault(&ctx, false).is_err() {
+        read_failed(&ctx, "page_fault_user");
+    }
     0
 }
 
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
-    let _ = try_fault(&ctx, true);
+    if try_fault(&ctx, true).is_err() {
+        read_failed(&ctx, "page_fault_kernel");
+    }
     0
 }
 

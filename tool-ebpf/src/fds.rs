@@ -25,9 +25,7 @@ use proclens_common::{
     copies::fd_kind,
     counters,
     event::{EventHeader, kind},
-    forks::{
-        ExecFds, FdRecord, InheritedFd, LISTED_FDS, SCANNED_FDS, exec_fds_flags,
-    },
+    forks::{ExecFds, FdRecord, InheritedFd, LISTED_FDS, SCANNED_FDS, exec_fds_flags},
     lifecycle::TaskRef,
 };
 
@@ -57,8 +55,8 @@ fn kind_of_file(file: u64) -> u8 {
     }
 }
 
-/// The fd table of `files` (a `files_struct`): (max_fds, fd array, open_fds bitmap,
-/// close_on_exec bitmap).
+/// The fd table of `files` (a `files_struct`): (`max_fds`, fd array, `open_fds` bitmap,
+/// `close_on_exec` bitmap).
 #[inline(always)]
 fn table(files: u64) -> Option<(u32, u64, u64, u64)> {
     if files == 0 {
@@ -78,22 +76,22 @@ fn table(files: u64) -> Option<(u32, u64, u64, u64)> {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_fds(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exec_fds(&ctx);
+    try_exec_fds(&ctx);
     0
 }
 
-fn try_exec_fds(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exec_fds(ctx: &BtfTracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !filter::traced_tgid(tgid) || !filter::current_in_cgroup() {
-        return Ok(());
+        return;
     }
     let task: u64 = ctx.arg(0);
     let bprm: u64 = ctx.arg(2);
     let ring = events();
     let Some(mut slot) = ring.reserve::<ExecFds>(0) else {
         count(ctx, counters::RINGBUF_DROPS);
-        return Ok(());
+        return;
     };
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved record of the right size; every field is written
@@ -121,7 +119,6 @@ fn try_exec_fds(ctx: &BtfTracePointContext) -> Result<(), i32> {
         }
     }
     slot.submit(submit_flags(ring));
-    Ok(())
 }
 
 /// Counts the fds open in `files` and describes fds 3 to 3 + `LISTED_FDS` - 1 into `ev`.

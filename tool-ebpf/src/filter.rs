@@ -214,7 +214,7 @@ pub fn filter_exec(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// A thread renamed (prctl(PR_SET_NAME), a write to /proc/PID/comm) has a new name: its
+/// A thread renamed (`prctl(PR_SET_NAME)`, a write to /proc/PID/comm) has a new name: its
 /// decision is made again, from the new name. The tracepoint fires before the kernel
 /// copies the name in, so the decision is written here rather than forgotten: an event of
 /// the thread in between (an interrupt, on its CPU) would otherwise decide on the old

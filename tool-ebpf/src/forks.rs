@@ -95,7 +95,7 @@ pub fn fork_enter_clone3(ctx: TracePointContext) -> u32 {
 fn clone3_flags(uargs: u64) -> Result<u64, i32> {
     let at = uargs + u64::from(config::clone_args_flags_off());
     // SAFETY: bpf_probe_read_user tolerates any address; a fault returns an error.
-    unsafe { bpf_probe_read_user(at as *const u64) }.map_err(|e| e as i32)
+    unsafe { bpf_probe_read_user(at as *const u64) }
 }
 
 /// Entry of fork-family call `call` (its index in `op::FORK_CALLS`' order: fork, vfork,
@@ -128,7 +128,10 @@ fn enter<C: EbpfContext>(ctx: &C, kind: u32) {
         tgid,
         kind,
     };
-    if FORK_INFLIGHT.insert(&(pid_tgid as u32), &e, BPF_ANY).is_err() {
+    if FORK_INFLIGHT
+        .insert(&(pid_tgid as u32), &e, BPF_ANY)
+        .is_err()
+    {
         count(ctx, counters::FORK_MAP_FULL);
     }
 }
@@ -181,29 +184,26 @@ pub(crate) fn exit_call<C: EbpfContext>(ctx: &C, ret: i64) {
             count(ctx, counters::FORK_MAP_FULL);
         }
     }
-    match FORK_TIMES.get_ptr_mut(&key) {
-        Some(t) => {
-            // SAFETY: this CPU's slot; the program runs with preemption disabled.
-            let t = unsafe { &mut *t };
-            if ret < 0 {
-                t.failed += 1;
-            } else {
-                t.calls[kind] += 1;
-                t.ns[kind] += ns;
-            }
+    if let Some(t) = FORK_TIMES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot; the program runs with preemption disabled.
+        let t = unsafe { &mut *t };
+        if ret < 0 {
+            t.failed += 1;
+        } else {
+            t.calls[kind] += 1;
+            t.ns[kind] += ns;
         }
-        None => {
-            let mut t = ForkTimes::default();
-            if ret < 0 {
-                t.failed = 1;
-            } else {
-                t.calls[kind] = 1;
-                t.ns[kind] = ns;
-            }
-            // BPF_ANY on a per-CPU hash sets only this CPU's slot.
-            if FORK_TIMES.insert(&key, &t, BPF_ANY).is_err() {
-                count(ctx, counters::FORK_MAP_FULL);
-            }
+    } else {
+        let mut t = ForkTimes::default();
+        if ret < 0 {
+            t.failed = 1;
+        } else {
+            t.calls[kind] = 1;
+            t.ns[kind] = ns;
+        }
+        // BPF_ANY on a per-CPU hash sets only this CPU's slot.
+        if FORK_TIMES.insert(&key, &t, BPF_ANY).is_err() {
+            count(ctx, counters::FORK_MAP_FULL);
         }
     }
 }

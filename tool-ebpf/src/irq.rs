@@ -46,7 +46,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
-    maps::count,
+    maps::{count, gave_up},
     task::{field, probe, process_start},
 };
 
@@ -81,7 +81,9 @@ pub fn irq_handler_entry(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(int irq, struct irqaction *action)
     let irq: u64 = ctx.arg(0);
     let action: u64 = ctx.arg(1);
-    let _ = try_line_entry(&ctx, irq as u32, action);
+    if try_line_entry(&ctx, irq as u32, action).is_err() {
+        no_cpu_state(&ctx, "irq_handler_entry");
+    }
     0
 }
 
@@ -94,7 +96,9 @@ pub fn irq_handler_exit(ctx: BtfTracePointContext) -> u32 {
     } else {
         field(action, config::irqaction_next_off())
     };
-    let _ = try_hard_exit(&ctx, next);
+    if try_hard_exit(&ctx, next).is_err() {
+        no_cpu_state(&ctx, "irq_handler_exit");
+    }
     0
 }
 
@@ -102,15 +106,26 @@ pub fn irq_handler_exit(ctx: BtfTracePointContext) -> u32 {
 pub fn softirq_entry(ctx: BtfTracePointContext) -> u32 {
     // TP_PROTO(unsigned int vec_nr)
     let vec: u64 = ctx.arg(0);
-    let _ = try_soft_entry(vec as u32);
+    if try_soft_entry(vec as u32).is_err() {
+        no_cpu_state(&ctx, "softirq_entry");
+    }
     0
 }
 
 #[btf_tracepoint(function = "softirq_exit")]
 pub fn softirq_exit(ctx: BtfTracePointContext) -> u32 {
     let vec: u64 = ctx.arg(0);
-    let _ = try_soft_exit(&ctx, vec as u32);
+    if try_soft_exit(&ctx, vec as u32).is_err() {
+        no_cpu_state(&ctx, "softirq_exit");
+    }
     0
+}
+
+/// Logs that `program` found no per-CPU IRQ state (`CPU_IRQ`), the one way its `try_*`
+/// body fails.
+#[inline(always)]
+fn no_cpu_state<C: EbpfContext>(ctx: &C, program: &str) {
+    gave_up(ctx, program, "no per-CPU IRQ state");
 }
 
 /// The programs of the x86 system vectors' tracepoints (`TP_PROTO(int vector)`): one
@@ -120,14 +135,18 @@ macro_rules! vector_programs {
         $(
             // Named after its tracepoint, which userspace gives at load.
             #[btf_tracepoint]
-            pub fn $entry(_ctx: BtfTracePointContext) -> u32 {
-                let _ = try_vector_entry($vec);
+            pub fn $entry(ctx: BtfTracePointContext) -> u32 {
+                if try_vector_entry($vec).is_err() {
+                    no_cpu_state(&ctx, stringify!($entry));
+                }
                 0
             }
 
             #[btf_tracepoint]
             pub fn $exit(ctx: BtfTracePointContext) -> u32 {
-                let _ = try_hard_exit(&ctx, 0);
+                if try_hard_exit(&ctx, 0).is_err() {
+                    no_cpu_state(&ctx, stringify!($exit));
+                }
                 0
             }
         )*

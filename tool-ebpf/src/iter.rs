@@ -26,6 +26,10 @@ use crate::{
 /// `iter/task`'s context is `struct bpf_iter__task { struct bpf_iter_meta *meta; struct
 /// task_struct *task; }`: read like a BTF tracepoint's arguments. `task` is NULL once, after
 /// the last task.
+#[allow(
+    clippy::no_mangle_with_rust_abi,
+    reason = "declared as aya's program macros declare theirs; the loader finds it by symbol and section"
+)]
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn seed_threads(ctx: *mut core::ffi::c_void) -> i32 {
@@ -37,6 +41,10 @@ pub fn seed_threads(ctx: *mut core::ffi::c_void) -> i32 {
     0
 }
 
+#[allow(
+    clippy::no_mangle_with_rust_abi,
+    reason = "declared as aya's program macros declare theirs; the loader finds it by symbol and section"
+)]
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn live_threads(ctx: *mut core::ffi::c_void) -> i32 {

@@ -15,6 +15,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
+use aya_log_ebpf::debug;
 use proclens_common::{
     counters,
     event::{EventHeader, kind},
@@ -34,19 +35,19 @@ const SA_NOCLDWAIT: u64 = 2;
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_fork(&ctx);
+    try_fork(&ctx);
     0
 }
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exec(&ctx);
+    try_exec(&ctx);
     0
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    try_exit(&ctx);
     0
 }
 
@@ -60,11 +61,11 @@ pub fn sched_process_wait(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_free(&ctx);
+    try_free(&ctx);
     0
 }
 
-/// The task's ids and its process's identity (group leader's start_boottime).
+/// The task's ids and its process's identity (group leader's `start_boottime`).
 #[inline(always)]
 pub(crate) fn task_ref(task: u64) -> TaskRef {
     let leader: u64 = field(task, config::task_group_leader_off());
@@ -114,12 +115,12 @@ fn header(kind: u32, tid: u32) -> EventHeader {
     }
 }
 
-fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_fork(ctx: &BtfTracePointContext) {
     let creator_task: u64 = ctx.arg(0);
     let child_task: u64 = ctx.arg(1);
     let creator = task_ref(creator_task);
     if skipped(creator.tgid) {
-        return Ok(());
+        return;
     }
     let child = task_ref(child_task);
     let (_, parent) = parent_ref(child_task);
@@ -144,23 +145,22 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
         comm: comm(child_task),
     };
     send(ctx, ev);
-    Ok(())
 }
 
-fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exec(ctx: &BtfTracePointContext) {
     let task: u64 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
     let me = task_ref(task);
     if skipped(me.tgid) {
-        return Ok(());
+        return;
     }
     let filename: u64 = field(bprm, config::binprm_filename_off());
     let stamp = header(kind::EXEC, me.pid);
     let ring = events();
     let Some(mut slot) = ring.reserve::<Exec>(0) else {
         count(ctx, counters::RINGBUF_DROPS);
-        return Ok(());
+        return;
     };
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved record of the right size; every field is written
@@ -177,7 +177,6 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         let _ = bpf_probe_read_kernel_str_bytes(filename as *const u8, buf);
     }
     slot.submit(submit_flags(ring));
-    Ok(())
 }
 
 /// Whether the kernel will reap `task` itself when it dies (its parent ignores SIGCHLD),
@@ -215,11 +214,11 @@ fn group_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
     signal != 0 && field::<i32>(signal, config::signal_live_off()) == 0
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exit(ctx: &BtfTracePointContext) {
     let task: u64 = ctx.arg(0);
     let me = task_ref(task);
     if skipped(me.tgid) {
-        return Ok(());
+        return;
     }
     let (parent_task, parent) = parent_ref(task);
     let leader: u64 = field(task, config::task_group_leader_off());
@@ -241,7 +240,14 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         // The last thread holds every child left (each thread's exit handed its own to
         // a live sibling).
         if reaper::has_children(task) {
-            heir = reaper::reaper(task).unwrap_or_default();
+            heir = reaper::reaper(task).unwrap_or_else(|_| {
+                debug!(
+                    ctx,
+                    "sched_process_exit: the heir of tid {}'s children was not found, sent without one",
+                    me.pid
+                );
+                TaskRef::default()
+            });
         }
     }
     let exit_code: u32 = field(task, config::task_exit_code_off());
@@ -258,7 +264,6 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
             reaper: heir,
         },
     );
-    Ok(())
 }
 
 fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -303,7 +308,7 @@ fn try_wait(ctx: &BtfTracePointContext) -> Result<(), i32> {
 /// the caches, and its first field read was most of this program's cost (a cache miss on
 /// every process). Userspace knows processes' leaders by address (see `Free`); other
 /// tasks' frees (threads, proclens's own) cost it a failed lookup.
-fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_free(ctx: &BtfTracePointContext) {
     let task: u64 = ctx.arg(0);
     send(
         ctx,
@@ -312,5 +317,4 @@ fn try_free(ctx: &BtfTracePointContext) -> Result<(), i32> {
             task_ptr: task,
         },
     );
-    Ok(())
 }

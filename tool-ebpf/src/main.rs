@@ -10,8 +10,8 @@ mod fdkind;
 mod fds;
 mod filter;
 mod forks;
-mod iter;
 mod irq;
+mod iter;
 mod lifecycle;
 mod maps;
 mod reaper;
@@ -26,7 +26,10 @@ mod zombie_iter;
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // A program that could reach this loop never passes the verifier, which is the point:
     // no code path in an accepted program can panic.
-    #[allow(clippy::empty_loop, reason = "the verifier refuses any path that reaches it")]
+    #[allow(
+        clippy::empty_loop,
+        reason = "the verifier refuses any path that reaches it"
+    )]
     loop {}
 }
 

@@ -91,7 +91,7 @@ pub(crate) fn events() -> &'static RingBuf {
 /// large (`WAKEUP_BACKLOG`, an eighth of the ring, set by the loader). Below it, events
 /// wait for userspace's own timer (every view drains at least every interval, `zombies
 /// --watch` every 50 ms): a wakeup per event costs the traced task microseconds (an
-/// IPI-driven irq_work, dear in a VM) and proclens a context switch, which under a fork
+/// IPI-driven `irq_work`, dear in a VM) and proclens a context switch, which under a fork
 /// storm is most of the tracing overhead.
 #[inline(always)]
 pub(crate) fn submit_flags(ring: &RingBuf) -> u64 {
@@ -124,10 +124,19 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 /// `program` gave up on an event because a kernel read failed.
 #[inline(always)]
 pub(crate) fn read_failed<C: EbpfContext>(ctx: &C, program: &str) {
+    gave_up(ctx, program, "a kernel read failed");
+}
+
+/// Logs, at debug level (pruned by the verifier unless `--log-level debug`), that
+/// `program` gave up on an event, and `why`. Called where a program's `try_*` body
+/// returns its error: the cold path only, so the hot path does no new work either way.
+#[inline(always)]
+pub(crate) fn gave_up<C: EbpfContext>(ctx: &C, program: &str, why: &str) {
     debug!(
         ctx,
-        "{}: a kernel read failed, event not recorded (tid {})",
+        "{}: {}, event not recorded (tid {})",
         program,
+        why,
         ctx.pid()
     );
 }

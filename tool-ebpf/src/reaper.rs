@@ -118,7 +118,7 @@ pub(crate) fn reaper(task: u64) -> Result<TaskRef, i32> {
 /// the first zombie among its children, in the kernel's list order, the order `do_wait`
 /// looks in. 0 when none is found. A wait for one pid (`target`) reaps that child if it
 /// is a zombie, which userspace knows without a walk: then this returns 0 at once (a
-/// fork storm's waitpid() pays no walk).
+/// fork storm's `waitpid()` pays no walk).
 pub(crate) fn reaped_child(target: u32) -> u64 {
     if target != 0 {
         return 0;

@@ -66,13 +66,13 @@ static COMMS: HashMap<ProcKey, [u8; 16]> = HashMap::with_max_entries(32768, 0);
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_enter(&ctx);
+    try_enter(&ctx);
     0
 }
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    try_exit(&ctx);
     0
 }
 
@@ -110,21 +110,20 @@ fn counted_nr(nr: u64, compat: bool) -> u32 {
 }
 
 /// Fork timing's entry half (attached only where fork calls are timed here).
-fn try_enter(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_enter(ctx: &BtfTracePointContext) {
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: u64 = ctx.arg(1);
     let o = config::op_of(nr, false);
     if o == op::NONE || o < op::FORK_CALLS {
-        return Ok(());
+        return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: a helper without arguments.
     if !filter::traced(pid_tgid) || in_compat(unsafe { bpf_get_current_task() }) {
         // A 32-bit call with a fork's 64-bit number is another call.
-        return Ok(());
+        return;
     }
     forks::enter_call(ctx, o - op::FORK_CALLS, ctx.arg(0));
-    Ok(())
 }
 
 #[inline(always)]
@@ -163,7 +162,7 @@ fn count_syscall<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, nr: u32, start_ns
     }
 }
 
-/// `PF_SIGNALED` (a fatal signal ended the task), `PF_IO_WORKER` (an io_uring worker,
+/// `PF_SIGNALED` (a fatal signal ended the task), `PF_IO_WORKER` (an `io_uring` worker,
 /// which ends without a syscall) and `PF_KTHREAD`: `task_struct.flags` bits the kernel
 /// has kept since before 5.10 (macros, not in BTF).
 const PF_NOT_BY_CALL: u32 = 0x0000_0400 | 0x0000_0010 | 0x0020_0000;
@@ -227,10 +226,10 @@ fn spawning(task: u64) -> bool {
     own == at_fork
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exit(ctx: &BtfTracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !filter::traced(pid_tgid) {
-        return Ok(());
+        return;
     }
     // TP_PROTO(struct pt_regs *regs, long ret); the number is still in the registers
     // (`-1` after rt_sigreturn).
@@ -248,7 +247,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         if counting {
             count_call(ctx, pid_tgid, nr, ret);
         }
-        return Ok(());
+        return;
     }
     // Most syscalls are no copy in either ABI: one table lookup each. A number that is
     // one in the other ABI only costs the ABI check.
@@ -256,12 +255,12 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         if counting {
             count_call(ctx, pid_tgid, nr, ret);
         }
-        return Ok(());
+        return;
     }
     if counting {
         count_call(ctx, pid_tgid, nr, ret);
     }
-    copy_call(ctx, pid_tgid, regs, nr, ret)
+    copy_call(ctx, pid_tgid, regs, nr, ret);
 }
 
 /// Counts the call `nr` of the current task that returned `ret`. A call of its own: the
@@ -295,16 +294,16 @@ fn copy_call(
     regs: u64,
     nr: u64,
     ret: i64,
-) -> Result<(), i32> {
+) {
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     if config::skip_spawning() != 0 && spawning(task) {
-        return Ok(());
+        return;
     }
     let compat = in_compat(task);
     let o = config::op_of(nr, compat);
     if o == op::NONE || o >= op::FORK_CALLS {
-        return Ok(());
+        return;
     }
     copies::exit(
         ctx,
@@ -317,5 +316,5 @@ fn copy_call(
             start_ns: process_start(task),
         },
         ret,
-    )
+    );
 }

@@ -20,10 +20,14 @@ const EXIT_ZOMBIE: i32 = 0x20;
 
 /// Called by the kernel once per task (thread) of the machine, then once with no task.
 /// The context is `struct bpf_iter__task { meta; task; }`.
+#[allow(
+    clippy::no_mangle_with_rust_abi,
+    reason = "declared as aya's program macros declare theirs; the loader finds it by symbol and section"
+)]
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn zombie_seeds(ctx: *mut core::ffi::c_void) -> i32 {
-    let _ = try_zombie_seeds(ctx);
+    try_zombie_seeds(ctx);
     0
 }
 
@@ -37,23 +41,23 @@ fn rq_clock() -> Result<u64, i32> {
     probe(rq, config::iter_rq_clock_off())
 }
 
-fn try_zombie_seeds(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
+fn try_zombie_seeds(ctx: *mut core::ffi::c_void) {
     // SAFETY: the iterator's context holds two pointers; the verifier checks both reads.
     let (meta, task) = unsafe {
         let args = ctx as *const u64;
         (*args, *args.add(1))
     };
     if task == 0 || meta == 0 {
-        return Ok(());
+        return;
     }
     let me = task_ref(task);
     if me.pid != me.tgid || field::<i32>(task, config::life_exit_state_off()) != EXIT_ZOMBIE {
-        return Ok(());
+        return;
     }
     // A dead leader whose other threads still run is no zombie yet.
     let signal: u64 = field(task, config::task_signal_off());
     if signal != 0 && field::<i32>(signal, config::signal_live_off()) != 0 {
-        return Ok(());
+        return;
     }
     let parent_task: u64 = field(task, config::task_real_parent_off());
     let mut rec = ZombieSeed {
@@ -89,5 +93,4 @@ fn try_zombie_seeds(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
             size_of::<ZombieSeed>() as u32,
         )
     };
-    Ok(())
 }

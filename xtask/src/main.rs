@@ -74,8 +74,8 @@ enum Task {
         #[arg(long, value_name = "PROCLENS")]
         anchor: Option<PathBuf>,
     },
-    /// Set up, run clippy with warnings as errors, then run every test: unit tests and the
-    /// real-BPF integration tests.
+    /// Set up, run clippy with warnings as errors (userspace, then the BPF programs), then
+    /// run every test: unit tests and the real-BPF integration tests.
     Test {
         /// Extra arguments for `cargo test` (after `--`: a test-name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -267,6 +267,12 @@ fn run() -> Result<ExitCode> {
                 "-D",
                 "warnings",
             ]))?;
+            // The same lints on the kernel side (its own workspace, built for BPF).
+            setup::ensure_ebpf_clippy()?;
+            proclens_xtask::ebpf_build::clippy(
+                &workspace_root(),
+                &workspace_root().join("target/ebpf"),
+            )?;
             // Integration tests pin CPUs and count switches system-wide: one at a time. Every
             // test binary runs, so one failure does not hide the others.
             let mut cmd = cargo();

@@ -116,6 +116,22 @@ pub fn ensure_toolchain() -> Result<()> {
     toolchain::check().map(drop)
 }
 
+/// The clippy that lints the BPF programs: on the prebuilt route, the distribution's, which
+/// drives the same compiler (Debian's `rust-web-clippy`, beside `rustc-web`).
+pub fn ensure_ebpf_clippy() -> Result<()> {
+    let Some(toolchain::Route::Prebuilt { rustc }) = toolchain::detect_route() else {
+        return Ok(());
+    };
+    if proclens_xtask::ebpf_build::clippy_beside(&rustc).exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing clippy for the BPF compiler ({})",
+        rustc.display()
+    );
+    apt_install(&["rust-web-clippy"])
+}
+
 /// Toolchain plus the reference tools the tests and benchmarks run.
 pub fn ensure_all() -> Result<()> {
     ensure_toolchain()?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Filter, Output, Period};
+use super::ViewArgs;
 use crate::{
     collect::{
         copies::Want,
@@ -84,11 +84,7 @@ filters).";
 )]
 pub struct CopiesArgs {
     #[command(flatten)]
-    pub filter: Filter,
-    #[command(flatten)]
-    pub period: Period,
-    #[command(flatten)]
-    pub output: Output,
+    pub view: ViewArgs,
     /// Also show each process's busiest syscalls of the interval (like syscount), this
     /// many (default 10 when given without a value). In JSON: `top_syscalls`, a list of
     /// {name, nr, count, per_s, count_total}, busiest in the interval first, then by total.
@@ -101,19 +97,19 @@ pub struct CopiesArgs {
 
 pub fn run(args: &CopiesArgs) -> Result<ExitCode> {
     // Copy paths and syscalls only: no program on every context switch.
-    let tracer = args.filter.start(TracerOptions {
+    let tracer = args.view.filter.start(TracerOptions {
         switches: false,
         syscalls: true,
         copies: Want::Required,
         ..TracerOptions::default()
     })?;
-    let selection = args.filter.selection();
+    let selection = args.view.filter.selection();
     super::print_periodic(
         tracer,
         RowKinds::Processes,
         ExtrasOptions::default(),
-        &args.period,
-        &args.output,
+        &args.view.period,
+        &args.view.output,
         |snap, out| {
             out.print(&Frame {
                 unix_time: snap.unix_time,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::{Filter, Output, Period};
+use super::ViewArgs;
 use crate::{
     collect::{
         extras::ExtrasOptions,
@@ -68,11 +68,7 @@ Copy-on-write faults are counted on x86 only (the tracepoint is x86's).";
 #[command(after_help = FORKS_HELP)]
 pub struct ForksArgs {
     #[command(flatten)]
-    pub filter: Filter,
-    #[command(flatten)]
-    pub period: Period,
-    #[command(flatten)]
-    pub output: Output,
+    pub view: ViewArgs,
     /// Also show processes with no fork call or copy-on-write fault in the interval.
     #[arg(short = 'a', long)]
     pub all: bool,
@@ -105,7 +101,7 @@ impl ForksArgs {
 pub fn run(args: &ForksArgs) -> Result<ExitCode> {
     // No program on every context switch: lifecycle (who forked whom) and the after-fork
     // programs only.
-    let tracer = args.filter.start_keeping(
+    let tracer = args.view.filter.start_keeping(
         TracerOptions {
             switches: false,
             forks: true,
@@ -139,7 +135,7 @@ pub fn run(args: &ForksArgs) -> Result<ExitCode> {
             "proclens: note: fd tables are read from /proc and kcmp(2), not the BPF task-file iterator: {why}"
         );
     }
-    let selection = args.filter.selection();
+    let selection = args.view.filter.selection();
     super::print_periodic(
         tracer,
         RowKinds::Processes,
@@ -147,8 +143,8 @@ pub fn run(args: &ForksArgs) -> Result<ExitCode> {
             fd_tables: args.fd_tables(),
             ..ExtrasOptions::default()
         },
-        &args.period,
-        &args.output,
+        &args.view.period,
+        &args.view.output,
         |snap, out| {
             let a = snap
                 .extras
@@ -268,9 +264,9 @@ mod tests {
         let Command::Forks(f) = c.command else {
             panic!("not forks")
         };
-        assert_eq!(f.filter.pids, vec![7]);
-        assert_eq!(f.period.count, Some(2));
-        assert!(f.output.json && f.all && f.no_fds);
+        assert_eq!(f.view.filter.pids, vec![7]);
+        assert_eq!(f.view.period.count, Some(2));
+        assert!(f.view.output.json && f.all && f.no_fds);
         let p = Cli::try_parse_from(["proclens", "forks", "--fds-from", "proc"]).unwrap();
         let Command::Forks(p) = p.command else {
             panic!("not forks")
@@ -280,7 +276,7 @@ mod tests {
         let Command::Forks(d) = d.command else {
             panic!("not forks")
         };
-        assert!(!d.all && !d.no_fds && d.period.count.is_none());
+        assert!(!d.all && !d.no_fds && d.view.period.count.is_none());
         for bad in [
             &["proclens", "forks", "-i", "0"][..],
             &["proclens", "forks", "-p", "x"],

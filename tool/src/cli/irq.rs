@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Filter, Output, Period};
+use super::ViewArgs;
 use crate::{
     collect::{
         copies::Want,
@@ -26,11 +26,7 @@ pub struct IrqArgs {
     /// `-p`, `--comm` select the victims shown; `--cgroup` charges (in the kernel) only the
     /// tasks inside it. The per-CPU and per-kind figures are the whole machine's.
     #[command(flatten)]
-    pub filter: Filter,
-    #[command(flatten)]
-    pub period: Period,
-    #[command(flatten)]
-    pub output: Output,
+    pub view: ViewArgs,
     /// One row per CPU in the softirq and hard IRQ tables instead of their sums over the
     /// CPUs (the JSON lines are always per CPU).
     #[arg(short = 'P', long)]
@@ -42,7 +38,7 @@ pub struct IrqArgs {
 }
 
 pub fn run(args: &IrqArgs) -> Result<ExitCode> {
-    let tracer = args.filter.start(TracerOptions {
+    let tracer = args.view.filter.start(TracerOptions {
         switches: false,
         irq: Want::Required,
         ..TracerOptions::default()
@@ -51,8 +47,8 @@ pub fn run(args: &IrqArgs) -> Result<ExitCode> {
         tracer,
         RowKinds::Processes,
         ExtrasOptions::default(),
-        &args.period,
-        &args.output,
+        &args.view.period,
+        &args.view.output,
         |snap, out| {
             let Some(frame) = frame(args, &snap) else {
                 anyhow::bail!("interrupts are not traced");
@@ -64,18 +60,18 @@ pub fn run(args: &IrqArgs) -> Result<ExitCode> {
 
 fn frame<'a>(args: &IrqArgs, snap: &'a Snapshot) -> Option<Frame<'a>> {
     let irq = snap.irq.as_ref()?;
-    let selection = args.filter.selection();
+    let selection = args.view.filter.selection();
     let comm = |v: &VictimRow| irq.comms.get(&v.key).map_or("?", String::as_str);
     let mut victims: Vec<VictimRow> = irq
         .interval
         .victims
         .iter()
-        .filter(|v| !v.delta.is_zero() || args.filter.pids.contains(&v.key.tgid))
+        .filter(|v| !v.delta.is_zero() || args.view.filter.pids.contains(&v.key.tgid))
         .filter(|v| selection.matches(v.key.tgid, comm(v)))
         .cloned()
         .collect();
     // A requested process that no interrupt has hit yet: a row of zeros.
-    for &pid in &args.filter.pids {
+    for &pid in &args.view.filter.pids {
         if !victims.iter().any(|v| v.key.tgid == pid) {
             victims.push(VictimRow {
                 key: Key {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Filter, Output, Period};
+use super::ViewArgs;
 use crate::{
     collect::{
         extras::ExtrasOptions,
@@ -20,26 +20,22 @@ use crate::{
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
     #[command(flatten)]
-    pub filter: Filter,
-    #[command(flatten)]
-    pub period: Period,
-    #[command(flatten)]
-    pub output: Output,
+    pub view: ViewArgs,
     /// One histogram per process instead of one for all selected tasks.
     #[arg(short = 'P', long)]
     pub per_process: bool,
 }
 
 pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
-    let tracer = args.filter.start(TracerOptions::default())?;
-    let selection = args.filter.selection();
+    let tracer = args.view.filter.start(TracerOptions::default())?;
+    let selection = args.view.filter.selection();
     let mut stdout = std::io::stdout().lock();
     session::run_periodic(
         tracer,
         session::RowKinds::Processes,
         ExtrasOptions::default(),
-        args.period.interval,
-        args.period.count,
+        args.view.period.interval,
+        args.view.period.count,
         |snap| {
             let rows: Vec<_> = snap
                 .rows
@@ -52,14 +48,15 @@ pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
                 let mut hists: Vec<(u32, &str, Hist, u64)> = rows
                     .iter()
                     .filter(|(r, _)| {
-                        !args.filter.pids.is_empty()
+                        !args.view.filter.pids.is_empty()
                             || r.delta.runq_hist.iter().any(|&n| n > 0)
                             || r.delta.runq_ns > 0
                     })
                     .map(|(r, c)| (r.key.tgid, c.as_str(), r.delta.runq_hist, r.delta.runq_ns))
                     .collect();
                 let missing = idle_rows(
-                    args.filter
+                    args.view
+                        .filter
                         .pids
                         .iter()
                         .filter(|p| !hists.iter().any(|(pid, ..)| pid == *p)),
@@ -71,7 +68,7 @@ pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
                         .map(|(r, c)| (r.key.tgid, c.as_str(), Hist::default(), 0)),
                 );
                 for (pid, comm, h, runq_ns) in &hists {
-                    lines.extend(if args.output.json {
+                    lines.extend(if args.view.output.json {
                         vec![latency::json(
                             snap.unix_time,
                             snap.elapsed_s,
@@ -93,7 +90,7 @@ pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
                     }
                     runq_ns += r.delta.runq_ns;
                 }
-                lines = if args.output.json {
+                lines = if args.view.output.json {
                     vec![latency::json(
                         snap.unix_time,
                         snap.elapsed_s,
@@ -106,7 +103,7 @@ pub fn run(args: &LatencyArgs) -> Result<ExitCode> {
                     latency::plain(&format!("{} run-queue latency", snap.clock), &all)
                 };
             }
-            super::write_report(&mut stdout, &lines, args.output.json)?;
+            super::write_report(&mut stdout, &lines, args.view.output.json)?;
             Ok(())
         },
     )?;

@@ -93,6 +93,18 @@ pub enum Command {
     Zombies(zombies::ZombiesArgs),
 }
 
+/// The flags of every interval view (`top`, `latency`, `irq`, `copies`, `forks`): which
+/// tasks, how often, in what form. Flattened, so `--help` lists them as the view's own.
+#[derive(Args, Debug, Clone)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub filter: Filter,
+    #[command(flatten)]
+    pub period: Period,
+    #[command(flatten)]
+    pub output: Output,
+}
+
 /// Selecting processes; shared by the views. Every filter is compared in the kernel,
 /// first thing in every syscall and switch program: a task filtered out runs those
 /// programs only up to a compare or a lookup, and nothing reaches proclens about it
@@ -347,9 +359,9 @@ mod tests {
         let Command::Top(t) = ok.command else {
             panic!("not top")
         };
-        assert!((t.period.interval - 0.5).abs() < f64::EPSILON);
-        assert_eq!(t.period.count, Some(3));
-        assert_eq!(t.filter.pids, vec![1, 2]);
+        assert!((t.view.period.interval - 0.5).abs() < f64::EPSILON);
+        assert_eq!(t.view.period.count, Some(3));
+        assert_eq!(t.view.filter.pids, vec![1, 2]);
     }
 
     #[test]
@@ -375,9 +387,9 @@ mod tests {
         let Command::Copies(c) = ok.command else {
             panic!("not copies")
         };
-        assert_eq!(c.filter.pids, vec![7]);
-        assert_eq!(c.period.count, Some(2));
-        assert!(c.output.json);
+        assert_eq!(c.view.filter.pids, vec![7]);
+        assert_eq!(c.view.period.count, Some(2));
+        assert!(c.view.output.json);
         assert_eq!(c.syscalls, Some(10));
         let ok = Cli::try_parse_from(["proclens", "copies", "--syscalls", "3"]).unwrap();
         let Command::Copies(c) = ok.command else {

@@ -5,7 +5,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use anyhow::Result;
 use clap::Args;
 
-use super::{Filter, Output, Period};
+use super::ViewArgs;
 use crate::{
     collect::{
         copies::Want,
@@ -55,11 +55,7 @@ Figures, by JSON field (per interval; `_total` fields: since proclens started):
 )]
 pub struct TopArgs {
     #[command(flatten)]
-    pub filter: Filter,
-    #[command(flatten)]
-    pub period: Period,
-    #[command(flatten)]
-    pub output: Output,
+    pub view: ViewArgs,
     /// Show threads apart instead of summing them into their process.
     #[arg(short = 't', long)]
     pub threads: bool,
@@ -84,12 +80,12 @@ pub struct TopArgs {
 
 pub fn run(args: &TopArgs) -> Result<ExitCode> {
     let live_table = !args.plain
-        && !args.output.json
+        && !args.view.output.json
         && std::io::stdout().is_terminal()
         && std::io::stdin().is_terminal();
     if live_table {
         // The live table also has a Copies view: bytes by copy path, with --syscalls.
-        let tracer = args.filter.start(TracerOptions {
+        let tracer = args.view.filter.start(TracerOptions {
             syscalls: args.syscalls,
             copies: if args.syscalls {
                 Want::IfAvailable
@@ -100,19 +96,19 @@ pub fn run(args: &TopArgs) -> Result<ExitCode> {
             ..super::table_tracing()
         })?;
         let view = super::tui::View {
-            selection: args.filter.selection(),
+            selection: args.view.filter.selection(),
             threads: args.threads,
             has_copies: tracer.copies_on(),
         };
         super::tui::run(
             tracer,
-            super::table_extras(&args.filter),
-            &args.period,
+            super::table_extras(&args.view.filter),
+            &args.view.period,
             view,
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let tracer = args.filter.start(TracerOptions {
+    let tracer = args.view.filter.start(TracerOptions {
         syscalls: args.syscalls,
         ..super::table_tracing()
     })?;
@@ -124,9 +120,9 @@ pub fn run(args: &TopArgs) -> Result<ExitCode> {
     super::print_periodic(
         tracer,
         kinds,
-        super::table_extras(&args.filter),
-        &args.period,
-        &args.output,
+        super::table_extras(&args.view.filter),
+        &args.view.period,
+        &args.view.output,
         |snap, out| out.print(&frame(args, snap)),
     )
 }
@@ -138,16 +134,19 @@ fn frame(args: &TopArgs, snap: Snapshot) -> Frame {
         .rows
         .into_iter()
         .filter(|(r, _)| {
-            args.all || !args.filter.pids.is_empty() || !r.delta.is_zero() || holds_zombies(r)
+            args.all || !args.view.filter.pids.is_empty() || !r.delta.is_zero() || holds_zombies(r)
         })
         .collect();
     if !args.threads {
         // Requested processes, and parents holding zombies (under --cgroup, the extras
         // hold only those inside), even when they did not switch.
         let parents: Vec<u32> = extras.zombie_parents().iter().map(|p| p.0).collect();
-        rows.extend(idle_rows(args.filter.pids.iter().chain(&parents), &rows));
+        rows.extend(idle_rows(
+            args.view.filter.pids.iter().chain(&parents),
+            &rows,
+        ));
     }
-    let selection = args.filter.selection();
+    let selection = args.view.filter.selection();
     let rows = rows
         .into_iter()
         .filter(|(r, c)| selection.matches(r.key.tgid, c))
