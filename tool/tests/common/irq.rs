@@ -214,6 +214,8 @@ pub struct Report {
     pub cpus: Vec<Value>,
     /// (cpu, vector) → (`count_total`, `ns_total`).
     pub softirqs: BTreeMap<(usize, String), (u64, u64)>,
+    /// (cpu, vector) → the interval's histogram of durations (`hist`).
+    pub soft_hists: BTreeMap<(usize, String), Vec<u64>>,
     /// (cpu, row) → `count_total`.
     pub hardirqs: BTreeMap<(usize, String), u64>,
     pub victims: Vec<Value>,
@@ -263,6 +265,9 @@ impl Reports {
                         v["count_total"].as_u64().unwrap(),
                         v["ns_total"].as_u64().unwrap(),
                     );
+                    let hist = v["hist"].as_array().unwrap();
+                    let hist = hist.iter().map(|n| n.as_u64().unwrap()).collect();
+                    r.soft_hists.insert(key.clone(), hist);
                     r.softirqs.insert(key, totals);
                 }
                 "hardirq" => {
