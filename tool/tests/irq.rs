@@ -88,12 +88,19 @@ fn line_interrupts() {
 }
 
 /// Checks `got` against the kernel's bracket `low..=high` for one CPU and kind. The upper
-/// bound is exact. The lower bound is exact on every kernel of the matrix; on the
-/// development VM (6.18, shared by other test runs) the kernel was seen to run no BPF
-/// program at all (proclens's and bpftrace's alike, with no recursion miss counted) for
-/// up to 1.5% of the `NET_RX` runs of the CPU a flood is steered to, and for an odd
-/// interrupt of a busy line, while ftrace and perf on the same tracepoints saw every one.
-/// A shortfall of at most 2% (or 2) is allowed there, and said; anything more fails.
+/// bound is exact. The lower bound is exact but for one thing the kernel does: while a
+/// `bpf()` map call runs on a CPU (a lookup, an update, a batch read: the kernel holds
+/// `bpf_prog_active` for it), the interrupts that arrive on that CPU, and the softirqs they
+/// run on their way out, run no BPF program, and a tracing program's recursion-miss counter
+/// does not count them. Measured on the development VM (6.18) under a flood steered to
+/// CPU 1: with a loop of `bpftool map dump` pinned to CPU 1, 11 of 7,899 `NET_RX` there ran
+/// no program of proclens's (and 14 of 6,496 none of bpftrace's), with the same loop on
+/// CPU 0 none of 7,534; with nothing else using BPF, bpftrace missed none of 13,507 while
+/// perf counted them all. So the map reads of any BPF user on the machine (proclens's
+/// own, each report; other tools and test runs on a shared machine: bpftrace once missed
+/// 1.6% of CPU 1's `NET_RX` while other work ran) make the programs miss the busiest kinds
+/// of the CPUs they run on: here `NET_RX` and `CAL` (the flood's IPIs) of CPU 1. A
+/// shortfall of at most 2% (or 2) is allowed for that and said; anything more fails.
 fn bracketed(what: &str, got: u64, low: u64, high: u64) {
     assert!(
         got <= high,
