@@ -207,7 +207,7 @@ impl FloodedSpinner {
 }
 
 /// One `proclens irq --json` report: every line from its `irq_system` line on.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     pub time: f64,
     pub system: Value,
