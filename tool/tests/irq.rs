@@ -160,6 +160,88 @@ fn counts_per_cpu_and_kind_are_bracketed_by_the_kernels_counters() {
     assert!(p.p.wait(Duration::from_secs(10)).success());
 }
 
+/// Each hard IRQ row is named as /proc/interrupts names it: a line by its handlers (the
+/// row's last column, `a, b` for a shared line), a system vector by its description. And
+/// each kind's histogram holds one duration per handler run: summed over every report since
+/// proclens started, per CPU and kind, the histogram has exactly as many durations as the
+/// count for softirqs and system vectors, but for a handler running at the last snapshot
+/// (counted at its entry, timed at its exit: one per CPU and kind at most), and at least as
+/// many for an IRQ line (a shared line's handlers are each timed, the interrupt counted
+/// once).
+#[test]
+fn hard_irqs_are_named_as_proc_interrupts_and_histograms_hold_every_run() {
+    if !can_trace() {
+        return;
+    }
+    let _rps = RpsGuard::steer_to(1);
+    let mut flood = Workload::spawn("udp-flood:700");
+    let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5"]);
+    let mut reports = vec![p.next()];
+    flood.go();
+    line_interrupts();
+    let end = now_unix();
+    loop {
+        let r = p.next();
+        let after = r.time > end;
+        reports.push(r);
+        if after {
+            break;
+        }
+    }
+    p.p.signal(libc::SIGINT);
+    assert!(p.p.wait(Duration::from_secs(10)).success());
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap();
+    let last = reports.last().unwrap();
+    let mut lines_named = 0;
+    for (row, name) in &last.hard_names {
+        let line = text
+            .lines()
+            .find(|l| l.split_once(':').is_some_and(|(r, _)| r.trim() == row))
+            .unwrap_or_else(|| panic!("no /proc/interrupts row {row}"));
+        let want = if row.parse::<u32>().is_ok() {
+            lines_named += 1;
+            name.replace(',', ", ")
+        } else {
+            name.clone()
+        };
+        assert!(
+            !want.is_empty() && line.trim_end().ends_with(&want),
+            "row {row} named {name:?}; /proc/interrupts: {line:?}"
+        );
+    }
+    assert!(
+        lines_named > 0,
+        "no IRQ line reported: {:?}",
+        last.hard_names
+    );
+    let mut sums: BTreeMap<(usize, String), (u64, u64)> = BTreeMap::new();
+    for r in &reports {
+        for (key, (count, hist)) in &r.intervals {
+            let e = sums.entry(key.clone()).or_default();
+            e.0 += count;
+            e.1 += hist.iter().sum::<u64>();
+        }
+    }
+    for ((cpu, kind), (count, timed)) in &sums {
+        if kind.parse::<u32>().is_ok() {
+            assert!(
+                timed + 1 >= *count,
+                "CPU {cpu} IRQ {kind}: {count} counted, {timed} timed"
+            );
+        } else {
+            assert!(
+                timed.abs_diff(*count) <= 1,
+                "CPU {cpu} {kind}: {count} counted, {timed} in its histogram"
+            );
+        }
+    }
+    eprintln!(
+        "{} rows named, {} (CPU, kind) histograms checked",
+        last.hard_names.len(),
+        sums.len()
+    );
+}
+
 /// `serve`'s interrupt counters are bracketed by the kernel's as the irq view's are (see
 /// above): its totals at a collection made after one read of the kernel's counters and
 /// before the next. A collection made after a time shows in the first scrape whose counts

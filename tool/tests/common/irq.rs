@@ -218,6 +218,10 @@ pub struct Report {
     pub soft_hists: BTreeMap<(usize, String), Vec<u64>>,
     /// (cpu, row) → `count_total`.
     pub hardirqs: BTreeMap<(usize, String), u64>,
+    /// row → `name`, of the hard IRQ rows reported.
+    pub hard_names: BTreeMap<String, String>,
+    /// (cpu, softirq vector or hard IRQ row) → the interval's `count` and `hist`.
+    pub intervals: BTreeMap<(usize, String), (u64, Vec<u64>)>,
     pub victims: Vec<Value>,
 }
 
@@ -268,10 +272,14 @@ impl Reports {
                     let hist = v["hist"].as_array().unwrap();
                     let hist = hist.iter().map(|n| n.as_u64().unwrap()).collect();
                     r.soft_hists.insert(key.clone(), hist);
+                    r.intervals.insert(key.clone(), interval(&v));
                     r.softirqs.insert(key, totals);
                 }
                 "hardirq" => {
                     let key = (cpu, v["irq"].as_str().unwrap().to_string());
+                    let name = v["name"].as_str().unwrap().to_string();
+                    r.hard_names.insert(key.1.clone(), name);
+                    r.intervals.insert(key.clone(), interval(&v));
                     r.hardirqs.insert(key, v["count_total"].as_u64().unwrap());
                 }
                 "victim" => r.victims.push(v),
@@ -280,6 +288,15 @@ impl Reports {
         }
         r
     }
+}
+
+/// A softirq or hardirq line's interval `count` and `hist`.
+fn interval(v: &Value) -> (u64, Vec<u64>) {
+    let hist = v["hist"].as_array().unwrap();
+    (
+        v["count"].as_u64().unwrap(),
+        hist.iter().map(|n| n.as_u64().unwrap()).collect(),
+    )
 }
 
 impl Reports {
