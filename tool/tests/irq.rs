@@ -379,6 +379,22 @@ fn around_next_report_all(p: &mut Reports) -> (Counters, Vec<Report>, Counters) 
     panic!("no report came after a read of the counters");
 }
 
+/// Runs `f` with this thread pinned to CPU 0 (what it starts inherits that), then lets the
+/// thread run anywhere again.
+fn on_cpu0<T>(f: impl FnOnce() -> T) -> T {
+    common::workload::pin_to_cpu(0);
+    let out = f();
+    // SAFETY: a cpu_set_t with every CPU set; sched_setaffinity(0) is this thread.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut all);
+        }
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const all);
+    }
+    out
+}
+
 fn softirqs_on(c: &Counters, cpu: usize) -> u64 {
     c.softirqs[cpu].iter().sum()
 }
@@ -395,7 +411,7 @@ fn softirqs_on(c: &Counters, cpu: usize) -> u64 {
 ///   (`KsoftirqdBoost`);
 /// - in time, at most CPU 1's softirq time over the same reports less ksoftirqd's own
 ///   (every softirq on CPU 1 that was not ksoftirqd's work ran on it or in the 5% left to
-///   other tasks), and at least its share of that time, less 5% as for the counts;
+///   other tasks), and at least 90% of its share of that time (see below);
 /// - it loses no more time than it ran (its run time includes the interrupts, on
 ///   kernels without IRQ time accounting);
 /// - on the quiet CPU, interrupts take under 2% of its time (the tick's softirqs).
@@ -406,7 +422,10 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
     }
     let mut f = FloodedSpinner::new();
     let pid = f.victim();
-    let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
+    // proclens itself runs on CPU 0 (it inherits this thread's affinity): on CPU 1, where
+    // it is not traced, the softirqs that hit it would be no one's loss.
+    let mut p =
+        on_cpu0(|| Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]));
     p.next();
     f.spin.start();
     f.spin.wait_for("on 1");
@@ -437,18 +456,24 @@ fn a_pinned_process_pays_its_cpus_softirqs_and_almost_nothing_on_a_quiet_cpu() {
         "softirqs charged to the victim outside {lower}..={upper}: {report}"
     );
     // The time: CPU 1's softirq time over the same interval, less what ksoftirqd ran as
-    // its own work, bounds the victim's from above (its process ran on no other CPU);
-    // from below, its share of it less 5%, as for the counts.
-    let cpu1 = |r: &Report| r.cpu(1)["soft_ns_total"].as_u64().unwrap();
-    let ksoftirqd: u64 = reports
-        .iter()
-        .map(|r| r.cpu(1)["ksoftirqd_soft_ns"].as_u64().unwrap())
-        .sum();
+    // its own work, bounds the victim's from above (its process ran on no other CPU).
+    // From below, 90% of its share of it: the 5% of each second the real-time throttling
+    // leaves other tasks comes in one stretch, while the boosted ksoftirqd is throttled
+    // too, so the softirqs that hit them are not a sample of the victim's (on the
+    // development VM, loaded by other builds, the victim's part of CPU 1's softirq time
+    // was 95% to 101% of its share of its run time over six runs).
+    let cpu1 = |r: &Report, f: &str| r.cpu(1)[f].as_u64().unwrap();
+    let sum1 = |f: &str| -> u64 { reports.iter().map(|r| cpu1(r, f)).sum() };
+    let ksoftirqd = sum1("ksoftirqd_soft_ns");
     let stolen = taken(&r1, "soft_ns_total") - taken(&r0, "soft_ns_total");
-    let cpu1_soft = cpu1(&r1) - cpu1(&r0) - ksoftirqd;
-    let least = (0.95 * share * cpu1_soft as f64) as u64;
+    let cpu1_soft = cpu1(&r1, "soft_ns_total") - cpu1(&r0, "soft_ns_total") - ksoftirqd;
+    let least = (0.9 * share * cpu1_soft as f64) as u64;
     eprintln!(
-        "the victim lost {stolen} ns to softirqs; CPU 1 ran {cpu1_soft} ns of softirqs besides ksoftirqd's {ksoftirqd} ns"
+        "the victim lost {stolen} ns to softirqs ({:.1}% of CPU 1's, {:.1}% of its share); CPU 1 ran {cpu1_soft} ns of softirqs besides ksoftirqd's {ksoftirqd} ns (idle {} ns, untraced {} ns)",
+        100.0 * stolen as f64 / cpu1_soft as f64,
+        100.0 * stolen as f64 / (share * cpu1_soft as f64),
+        sum1("idle_soft_ns"),
+        sum1("untraced_soft_ns")
     );
     assert!(
         (least..=cpu1_soft).contains(&stolen),
