@@ -100,10 +100,20 @@ impl Bpftrace {
         Self { child }
     }
 
-    /// Stops it; its maps, by name.
-    fn stop(self) -> BTreeMap<String, u64> {
-        // SAFETY: SIGINT to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    /// Stops it; its maps, by name. bpftrace 0.17 once let a SIGINT go (it stayed in its
+    /// event loop; a second one ended it): the signal is sent again every half second,
+    /// for up to 10 s.
+    fn stop(mut self) -> BTreeMap<String, u64> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bpftrace did not stop within 10 s of SIGINT"
+            );
+            // SAFETY: SIGINT to our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let out = self.child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
