@@ -17,7 +17,8 @@ use crate::{
 };
 
 /// What each figure means (`--help`), by its JSON field name; the plain columns and the
-/// live table show the same figures as rates and shares.
+/// live table show the same figures as rates and shares (the live table all but the
+/// interrupt ones).
 pub const FIGURES: &str = "\
 Figures, by JSON field (per interval; `_total` fields: since proclens started):
   voluntary, involuntary
@@ -44,6 +45,10 @@ Figures, by JSON field (per interval; `_total` fields: since proclens started):
   system line: same_process, cross_process, idle_or_kernel
       Every switch on the machine, by the same rule; address_space_switch_pct is
       cross_process's share.
+  irq_hard_ms, irq_soft_ms, irq_pct
+      Hard IRQ and softirq time that ran while the process was on a CPU, and
+      their share of oncpu_ms (the irq% column, capped at 100). Lines and JSON
+      only: the live table does not trace interrupts.
   untracked_threads
       Traced threads the kernel's thread table had no room for (--max-threads),
       each counted once.";
@@ -62,7 +67,8 @@ pub struct TopArgs {
     /// Also show processes with no switches in the interval.
     #[arg(short = 'a', long)]
     pub all: bool,
-    /// Print lines even on a terminal (the live table is the default there).
+    /// Print lines even on a terminal (the live table is the default there; it does not
+    /// trace interrupts, so it has no irq% column).
     #[arg(long)]
     pub plain: bool,
     /// Also count every syscall per process, as it returns (like syscount): the sysc/s

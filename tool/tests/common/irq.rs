@@ -1,6 +1,6 @@
-//! The kernel's own interrupt counters (/proc/softirqs, /proc/interrupts, /proc/stat), a
-//! guard that steers loopback's receive processing to one CPU (RPS), and `proclens irq`'s
-//! JSON reports read whole.
+//! The kernel's own interrupt counters (/proc/softirqs, /proc/interrupts, /proc/stat) and
+//! configuration, a guard that steers loopback's receive processing to one CPU (RPS), and
+//! `proclens irq`'s JSON reports read whole.
 
 use std::{collections::BTreeMap, fs, time::Duration};
 
@@ -46,8 +46,18 @@ pub fn interrupts() -> BTreeMap<String, Vec<u64>> {
     out
 }
 
-/// /proc/stat: per CPU, (irq, softirq) in clock ticks (`USER_HZ`).
-pub fn stat_irq_ticks() -> Vec<(u64, u64)> {
+/// One CPU's line of /proc/stat: the times it spent in hard IRQs, in softirqs and stolen
+/// by the hypervisor, in ns (the kernel prints them in clock ticks, `USER_HZ`, rounded
+/// down from its ns).
+#[derive(Debug, Clone, Copy)]
+pub struct StatCpu {
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+/// /proc/stat's per-CPU lines.
+pub fn stat_cpus() -> Vec<StatCpu> {
     fs::read_to_string("/proc/stat")
         .unwrap()
         .lines()
@@ -56,9 +66,13 @@ pub fn stat_irq_ticks() -> Vec<(u64, u64)> {
             let f: Vec<u64> = l
                 .split_whitespace()
                 .skip(1)
-                .map(|v| v.parse().unwrap())
+                .map(|v| v.parse::<u64>().unwrap() * user_hz_ns())
                 .collect();
-            (f[5], f[6])
+            StatCpu {
+                irq: f[5],
+                softirq: f[6],
+                steal: f[7],
+            }
         })
         .collect()
 }
@@ -67,6 +81,24 @@ pub fn stat_irq_ticks() -> Vec<(u64, u64)> {
 pub fn user_hz_ns() -> u64 {
     // SAFETY: sysconf has no preconditions.
     1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
+}
+
+/// Whether the kernel was built with `CONFIG_IRQ_TIME_ACCOUNTING`, from its configuration
+/// (/proc/config.gz, else /boot/config-RELEASE); `None` when neither is there (the kernel
+/// matrix's guests boot from an initramfs without /boot, and Debian's kernels have no
+/// /proc/config.gz).
+pub fn config_irq_time_accounting() -> Option<bool> {
+    let text = std::process::Command::new("gzip")
+        .args(["-dc", "/proc/config.gz"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .or_else(|| {
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+            fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
+        })?;
+    Some(text.lines().any(|l| l == "CONFIG_IRQ_TIME_ACCOUNTING=y"))
 }
 
 /// A process's time on CPU, ns: its threads' /proc/PID/task/TID/schedstat summed (the
@@ -175,15 +207,21 @@ impl FloodedSpinner {
 }
 
 /// One `proclens irq --json` report: every line from its `irq_system` line on.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     pub time: f64,
     pub system: Value,
     pub cpus: Vec<Value>,
     /// (cpu, vector) → (`count_total`, `ns_total`).
     pub softirqs: BTreeMap<(usize, String), (u64, u64)>,
+    /// (cpu, vector) → the interval's histogram of durations (`hist`).
+    pub soft_hists: BTreeMap<(usize, String), Vec<u64>>,
     /// (cpu, row) → `count_total`.
     pub hardirqs: BTreeMap<(usize, String), u64>,
+    /// row → `name`, of the hard IRQ rows reported.
+    pub hard_names: BTreeMap<String, String>,
+    /// (cpu, softirq vector or hard IRQ row) → the interval's `count` and `hist`.
+    pub intervals: BTreeMap<(usize, String), (u64, Vec<u64>)>,
     pub victims: Vec<Value>,
 }
 
@@ -231,10 +269,17 @@ impl Reports {
                         v["count_total"].as_u64().unwrap(),
                         v["ns_total"].as_u64().unwrap(),
                     );
+                    let hist = v["hist"].as_array().unwrap();
+                    let hist = hist.iter().map(|n| n.as_u64().unwrap()).collect();
+                    r.soft_hists.insert(key.clone(), hist);
+                    r.intervals.insert(key.clone(), interval(&v));
                     r.softirqs.insert(key, totals);
                 }
                 "hardirq" => {
                     let key = (cpu, v["irq"].as_str().unwrap().to_string());
+                    let name = v["name"].as_str().unwrap().to_string();
+                    r.hard_names.insert(key.1.clone(), name);
+                    r.intervals.insert(key.clone(), interval(&v));
                     r.hardirqs.insert(key, v["count_total"].as_u64().unwrap());
                 }
                 "victim" => r.victims.push(v),
@@ -243,6 +288,15 @@ impl Reports {
         }
         r
     }
+}
+
+/// A softirq or hardirq line's interval `count` and `hist`.
+fn interval(v: &Value) -> (u64, Vec<u64>) {
+    let hist = v["hist"].as_array().unwrap();
+    (
+        v["count"].as_u64().unwrap(),
+        hist.iter().map(|n| n.as_u64().unwrap()).collect(),
+    )
 }
 
 impl Reports {

@@ -7,6 +7,9 @@
 //!   them, so on a shared machine it is still the task current on its CPU. A thread
 //!   reads commands: `cpu N` moves the spin to CPU N (it answers `on N` once there),
 //!   `stop` ends it (`done`); then it blocks until stdin closes.
+//! - `timer-spinner:CPU`: a spinner with threads on its CPU that one timer interrupt wakes
+//!   together every millisecond (see `sleepers`): long hard IRQs that land in whatever the
+//!   CPU runs, its softirqs included.
 //! - `udp-flood:MS`: `ready`; on `go`, pinned to CPU 0, it sends 64-byte UDP datagrams
 //!   over 127.0.0.1 for MS ms to a socket of its own that never reads them (their receive
 //!   path runs in `NET_RX` wherever the test's RPS mask steers it; a full queue drops):
@@ -89,13 +92,16 @@ fn spin(target: &AtomicUsize, stop: &AtomicBool, mut on_cpu: impl FnMut(usize)) 
     }
 }
 
-fn spinner(first_cpu: usize, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
+fn spinner(first_cpu: usize, sleepers_too: bool, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
     set_name(SPINNER_COMM);
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
     wait_go();
     let target = Arc::new(AtomicUsize::new(first_cpu));
     let stop = Arc::new(AtomicBool::new(false));
+    if sleepers_too {
+        sleepers(first_cpu, &stop);
+    }
     let (t, s) = (target.clone(), stop.clone());
     thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -120,6 +126,45 @@ fn spinner(first_cpu: usize, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
     let (mut hold, _keep) = super::workload::pipe();
     let _ = std::io::Read::read(&mut hold, &mut [0u8; 1]);
 }
+
+/// Threads of this process that wake together on `cpu` every millisecond until `stop`, at
+/// a real-time priority above the spinner's: each sleeps until the same next millisecond
+/// (real-time tasks have no timer slack), so one timer interrupt wakes them all and runs
+/// for as long as [`SLEEPERS`] wakeups take, whatever it interrupted.
+fn sleepers(cpu: usize, stop: &Arc<AtomicBool>) {
+    for _ in 0..SLEEPERS {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            pin_to_cpu(cpu);
+            let fifo = libc::sched_param { sched_priority: 2 };
+            // SAFETY: sched_setscheduler on this thread with a valid parameter.
+            let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const fifo) };
+            assert_eq!(r, 0, "SCHED_FIFO: {}", std::io::Error::last_os_error());
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: a zeroed timespec is valid; clock_gettime fills it.
+                let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
+                t.tv_nsec = (t.tv_nsec / 1_000_000 + 1) * 1_000_000;
+                if t.tv_nsec >= 1_000_000_000 {
+                    t.tv_sec += 1;
+                    t.tv_nsec -= 1_000_000_000;
+                }
+                // SAFETY: an absolute sleep on a valid timespec.
+                unsafe {
+                    libc::clock_nanosleep(
+                        libc::CLOCK_MONOTONIC,
+                        libc::TIMER_ABSTIME,
+                        &raw const t,
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+        });
+    }
+}
+
+/// The threads [`sleepers`] starts.
+const SLEEPERS: usize = 400;
 
 fn udp_flood(ms: u64, paced: bool, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
     writeln!(out, "ready").unwrap();
@@ -184,7 +229,8 @@ fn sockaddr(to: std::net::SocketAddr) -> (libc::sockaddr_in, libc::socklen_t) {
 /// Runs the workload `name` if it is one of these.
 pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) -> bool {
     match name {
-        "spinner" => spinner(n as usize, out, wait_go),
+        "spinner" => spinner(n as usize, false, out, wait_go),
+        "timer-spinner" => spinner(n as usize, true, out, wait_go),
         "udp-flood" => udp_flood(n, true, out, wait_go),
         "udp-burst" => udp_flood(n, false, out, wait_go),
         "irq-run" => irq_run(n),

@@ -58,16 +58,43 @@ pub fn xlated_insns(id: u64) -> Result<u64> {
     Ok(prog_fields(id, ["bytes_xlated"])?[0] / 8)
 }
 
-/// The id of the program named `name` (bpftool shows at most 15 characters) among `ids`.
+/// The id of the program named `name` among `ids`. bpftool shows the name BTF gives a
+/// program (its function's, in full: proclens's programs) or else the kernel's copy, which
+/// keeps 15 characters (bpftrace's): either matches.
 pub fn find_named(ids: &[u64], name: &str) -> Option<u64> {
+    let full = format!("\"name\":\"{name}\"");
+    let short = format!("\"name\":\"{}\"", &name[..name.len().min(15)]);
     ids.iter().copied().find(|id| {
         Command::new("bpftool")
             .args(["-j", "prog", "show", "id", &id.to_string()])
             .output()
             .ok()
             .is_some_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .contains(&format!("\"name\":\"{}\"", &name[..name.len().min(15)]))
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.contains(&full) || text.contains(&short)
             })
     })
+}
+
+/// The id of the program among `ids` attached to tracepoint `tp` (`call_function_single_entry`):
+/// through a link (BTF and raw tracepoints: `bpftool link show`'s `tp_name`) or a perf event
+/// (classic tracepoints, bpftrace's: `bpftool perf show`'s `tracepoint`). Unlike a name,
+/// which the kernel may cut to 15 characters (`call_function_s` for both the entry and the
+/// exit), the attach point tells every program apart. Falls back to the name where bpftool
+/// shows neither.
+pub fn find_attached(ids: &[u64], tp: &str) -> Option<u64> {
+    let listed = |what: &str, field: &str| -> Option<u64> {
+        let out = Command::new("bpftool")
+            .args(["-j", what, "show"])
+            .output()
+            .ok()?;
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+        all.iter()
+            .filter(|v| v[field] == tp)
+            .filter_map(|v| v["prog_id"].as_u64())
+            .find(|id| ids.contains(id))
+    };
+    listed("link", "tp_name")
+        .or_else(|| listed("perf", "tracepoint"))
+        .or_else(|| find_named(ids, tp))
 }

@@ -33,10 +33,15 @@ use super::{
 /// Round trips per run.
 const ROUND_TRIPS: u32 = 20_000;
 
-/// The programs whose cost is reported (entry and exit of each kind of handler).
-const PROGRAMS: [&str; 6] = [
+/// The tracepoints whose programs' cost is reported (entry and exit of each kind of
+/// handler), found by attach point (`bpf_stats::find_attached`).
+const PROGRAMS: [&str; 10] = [
     "softirq_entry",
     "softirq_exit",
+    "irq_handler_entry",
+    "irq_handler_exit",
+    "local_timer_entry",
+    "local_timer_exit",
     "call_function_single_entry",
     "call_function_single_exit",
     "reschedule_entry",
@@ -165,7 +170,7 @@ fn measure(tracer: &Tracer, proclens: &Path, stats: bool) -> Result<Sample> {
     let progs: Vec<Option<u64>> = match &bg {
         Some(bg) if stats => PROGRAMS
             .iter()
-            .map(|p| bpf_stats::find_named(&bg.prog_ids(), p))
+            .map(|p| bpf_stats::find_attached(&bg.prog_ids(), p))
             .collect(),
         _ => vec![None; PROGRAMS.len()],
     };
