@@ -126,10 +126,6 @@ config! {
         regs_nr => regs_nr_off: u32,
         compat_status => compat_status_off: u32,
         compat_flag => compat_flag: u32,
-        sigreturn_nr => sigreturn_nrs: [u32; 2],
-        exit_nr => exit_nrs: [u32; 2],
-        exit_group_nr => exit_group_nrs: [u32; 2],
-        fork_nr => fork_nrs: [u32; 8],
         task_flags => syscall_task_flags_off: u32,
         signal_flags => signal_flags_off: u32,
         skip_spawning => skip_spawning: u32,
@@ -202,37 +198,46 @@ pub(crate) fn arg_off(compat: bool, i: usize) -> u32 {
     }
 }
 
-/// `rt_sigreturn`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+/// Element `i` (a constant after inlining) of a `u32` array in `CONFIG_COPIES`, read in
+/// place: a copy on the stack indexed by a variable is a variable-offset stack read,
+/// which older verifiers (5.10) refuse.
 #[inline(always)]
-pub(crate) fn sigreturn_nr(abi: usize) -> u32 {
-    sigreturn_nrs()[abi & 1]
+fn copies_u32(array: *const u32, i: usize) -> u32 {
+    // SAFETY: the callers pass in-bounds constants for arrays of `CONFIG_COPIES`.
+    unsafe { core::ptr::read_volatile(array.add(i)) }
 }
 
-/// `exit`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+/// `rt_sigreturn`'s number in the 64-bit or 32-bit ABI.
 #[inline(always)]
-pub(crate) fn exit_nr(abi: usize) -> u32 {
-    exit_nrs()[abi & 1]
+pub(crate) fn sigreturn_nr(compat: bool) -> u32 {
+    let t = (&raw const CONFIG_COPIES.sigreturn_nr).cast::<u32>();
+    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
 }
 
-/// `exit_group`'s number in the 64-bit (`abi` 0) or 32-bit (1) ABI.
+/// `exit`'s number in the 64-bit or 32-bit ABI.
 #[inline(always)]
-pub(crate) fn exit_group_nr(abi: usize) -> u32 {
-    exit_group_nrs()[abi & 1]
+pub(crate) fn exit_nr(compat: bool) -> u32 {
+    let t = (&raw const CONFIG_COPIES.exit_nr).cast::<u32>();
+    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
+}
+
+/// `exit_group`'s number in the 64-bit or 32-bit ABI.
+#[inline(always)]
+pub(crate) fn exit_group_nr(compat: bool) -> u32 {
+    let t = (&raw const CONFIG_COPIES.exit_group_nr).cast::<u32>();
+    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
 }
 
 /// Whether `nr` is a fork-family call (fork, vfork, clone, clone3) in the ABI.
 #[inline(always)]
 pub(crate) fn is_fork_nr(nr: u64, compat: bool) -> bool {
-    let t = fork_nrs();
-    let base = if compat { 4 } else { 0 };
-    let mut i = 0;
-    while i < 4 {
-        if u64::from(t[base + i]) == nr {
-            return true;
-        }
-        i += 1;
+    let t = (&raw const CONFIG_COPIES.fork_nr).cast::<u32>();
+    let is = |i: usize| u64::from(copies_u32(t, i)) == nr;
+    if compat {
+        is(4) || is(5) || is(6) || is(7)
+    } else {
+        is(0) || is(1) || is(2) || is(3)
     }
-    false
 }
 
 /// The copy op of syscall `nr` in the 64-bit or 32-bit ABI (`op::NONE` outside the family).

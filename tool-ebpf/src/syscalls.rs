@@ -100,9 +100,8 @@ fn process_start(task: u64) -> u64 {
 /// the `-1` an `rt_sigreturn` leaves is that call's own number.
 #[inline(always)]
 fn counted_nr(nr: u64, compat: bool) -> u32 {
-    let abi = usize::from(compat);
     let nr = if nr == u64::MAX {
-        config::sigreturn_nr(abi)
+        config::sigreturn_nr(compat)
     } else {
         nr as u32
     };
@@ -194,11 +193,10 @@ pub(crate) fn count_exit_call(ctx: &BtfTracePointContext, task: u64, group_dead:
         || (signal != 0
             && field::<u32>(signal, config::signal_flags_off()) & SIGNAL_GROUP_EXIT != 0);
     let compat = in_compat(task);
-    let abi = usize::from(compat);
     let nr = if group {
-        config::exit_group_nr(abi)
+        config::exit_group_nr(compat)
     } else {
-        config::exit_nr(abi)
+        config::exit_nr(compat)
     };
     let tgid = (pid_tgid >> 32) as u32;
     count_syscall(
