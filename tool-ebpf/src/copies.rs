@@ -199,9 +199,11 @@ fn account(ctx: &BtfTracePointContext, pid_tgid: u64, ret: i64) {
 
 /// Follows a thread's file data into sockets (see `Pairing::left`): each read whose
 /// bytes the thread's socket writes have all carried on is a file→socket flow sendfile
-/// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read. A call
-/// of its own, for the same reason as [`mmsg_bytes`].
-#[inline(never)]
+/// could have made, counted under `op::SENDFILE_ELIGIBLE` with one call per read. Inlined
+/// into [`account`], which the verifier walks once: a call of its own would add a frame
+/// to the stack that a program's calls share (512 bytes, which 5.10 counts in 32-byte
+/// steps per frame).
+#[inline(always)]
 fn pair(ctx: &BtfTracePointContext, pid_tgid: u64, key: &CopyKey, bytes: u64) {
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;

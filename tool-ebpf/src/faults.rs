@@ -56,7 +56,7 @@ pub(crate) static FORKERS: HashMap<ProcKey, u64> = HashMap::with_max_entries(163
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
-    if try_fault(&ctx, false).is_err() {
+    if try_fault(&ctx, false, false).is_err() {
         read_failed(&ctx, "page_fault_user");
     }
     0
@@ -64,14 +64,35 @@ pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
-    if try_fault(&ctx, true).is_err() {
+    if try_fault(&ctx, true, false).is_err() {
+        read_failed(&ctx, "page_fault_kernel");
+    }
+    0
+}
+
+/// `page_fault_user` that also tells hugetlb faults apart: loaded instead of it where the
+/// kernel has `bpf_find_vma` (its callback is a function reference, which kernels before
+/// 5.13 refuse in any program that holds one, reached or not).
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user_huge(ctx: RawTracePointContext) -> i32 {
+    if try_fault(&ctx, false, true).is_err() {
+        read_failed(&ctx, "page_fault_user");
+    }
+    0
+}
+
+/// `page_fault_kernel` that also tells hugetlb faults apart (see
+/// [`page_fault_user_huge`]).
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel_huge(ctx: RawTracePointContext) -> i32 {
+    if try_fault(&ctx, true, true).is_err() {
         read_failed(&ctx, "page_fault_kernel");
     }
     0
 }
 
 #[inline(always)]
-fn try_fault(ctx: &RawTracePointContext, in_kernel: bool) -> Result<(), i32> {
+fn try_fault(ctx: &RawTracePointContext, in_kernel: bool, huge: bool) -> Result<(), i32> {
     // TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code)
     let code: u64 = ctx.arg(2);
     let mask = config::fault_cow_mask();
@@ -106,7 +127,7 @@ fn try_fault(ctx: &RawTracePointContext, in_kernel: bool) -> Result<(), i32> {
     if FORKERS.get_ptr(&pk).is_some() {
         flags |= fault_flags::AFTER_FORK;
     }
-    if config::hugetlb_probe() != 0 {
+    if huge && config::hugetlb_probe() != 0 {
         let shift = hugetlb_shift(address);
         if shift != 0 {
             flags |= fault_flags::HUGETLB | (shift << fault_flags::HUGE_SHIFT_AT);

@@ -144,8 +144,9 @@ struct Sample {
     ns_per_run: Option<f64>,
 }
 
-/// The id of `bg`'s program named `name` once it is attached (proclens: through a link
-/// it holds; the fault programs are among its last attached).
+/// The id of `bg`'s program on tracepoint `name` once it is attached (proclens: through a
+/// link it holds; the fault programs are among its last attached, and the one on
+/// `page_fault_user` is named `page_fault_user_huge` where it tells hugetlb faults apart).
 fn attached(bg: &Background, name: &str, links: bool) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -154,7 +155,7 @@ fn attached(bg: &Background, name: &str, links: bool) -> Result<u64> {
         } else {
             bg.prog_ids()
         };
-        if let Some(id) = bpf_stats::find_named(&ids, name) {
+        if let Some(id) = bpf_stats::find_attached(&ids, name) {
             return Ok(id);
         }
         if Instant::now() > deadline {

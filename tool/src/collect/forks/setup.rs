@@ -22,6 +22,11 @@ use crate::collect::{
 const EXEC_PROGRAM: &str = "exec_fds";
 /// The fault programs, each on the raw tracepoint of its name.
 const FAULT_PROGRAMS: [&str; 2] = ["page_fault_user", "page_fault_kernel"];
+/// The same, also telling hugetlb faults apart (where `config::Forks::hugetlb_probe`).
+const FAULT_PROGRAMS_HUGE: [(&str, &str); 2] = [
+    ("page_fault_user_huge", "page_fault_user"),
+    ("page_fault_kernel_huge", "page_fault_kernel"),
+];
 const EXIT_PROGRAM: &str = "fork_exit";
 
 /// What this kernel offers, once attached.
@@ -103,8 +108,14 @@ impl Setup for ForksSetup {
 
     fn attach(&self, obj: &mut Object, kernel: &aya::Btf) -> Result<()> {
         if self.cfg.faults_missing.is_none() {
-            for p in FAULT_PROGRAMS {
-                setup::attach_raw_tracepoint(obj, p, p)?;
+            if self.cfg.cfg.hugetlb_probe != 0 {
+                for (p, tp) in FAULT_PROGRAMS_HUGE {
+                    setup::attach_raw_tracepoint(obj, p, tp)?;
+                }
+            } else {
+                for p in FAULT_PROGRAMS {
+                    setup::attach_raw_tracepoint(obj, p, p)?;
+                }
             }
         }
         setup::attach_btf_tracepoints(obj, &self.btf_tracepoints(), kernel)?;
