@@ -212,9 +212,8 @@ impl ForksConfig {
 /// faults count as base pages (said in `--help`).
 fn hugetlb(btf: &Btf, cfg: &mut config::Forks) {
     let found = (|| -> Result<[u32; 7]> {
-        if btf.types_named("bpf_find_vma").is_err() {
-            anyhow::bail!("no bpf_find_vma");
-        }
+        // The helper's id in the kernel's own list of helpers.
+        enum_value(btf, "bpf_func_id", "BPF_FUNC_find_vma")?;
         Ok([
             member_offset(btf, "task_struct", "mm")?,
             member_offset(btf, "mm_struct", "hugetlb_usage")?,
