@@ -215,7 +215,10 @@ pub struct Copies {
     pub skip_spawning: u32,
     pub self_exec_id: u32,
     pub parent_exec_id: u32,
-    pub _pad: u32,
+    /// 1: the kernel has `bpf_task_pt_regs` (5.15+): an exiting thread's `exit` or
+    /// `exit_group` is read from its saved registers; without it, it is told from how the
+    /// thread exits (see `count_exit_call`).
+    pub task_regs_helper: u32,
     /// `sizeof(struct mmsghdr)` and `offsetof(msg_len)`, then the compat ones.
     pub mmsg_size: u32,
     pub mmsg_len: u32,
@@ -255,7 +258,7 @@ impl Default for Copies {
             skip_spawning: 0,
             self_exec_id: 0,
             parent_exec_id: 0,
-            _pad: 0,
+            task_regs_helper: 0,
             mmsg_size: 0,
             mmsg_len: 0,
             compat_mmsg_size: 0,

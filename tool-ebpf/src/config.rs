@@ -131,6 +131,7 @@ config! {
         skip_spawning => skip_spawning: u32,
         self_exec_id => spawn_self_exec_id_off: u32,
         parent_exec_id => spawn_parent_exec_id_off: u32,
+        task_regs_helper => task_regs_helper: u32,
         mmsg_size => mmsg_size: u32,
         mmsg_len => mmsg_len_off: u32,
         compat_mmsg_size => compat_mmsg_size: u32,

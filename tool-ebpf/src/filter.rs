@@ -118,6 +118,33 @@ pub(crate) fn traced(pid_tgid: u64) -> bool {
     traced_tgid((pid_tgid >> 32) as u32) && current_in_cgroup()
 }
 
+/// [`traced`] for a thread at its exit: its `--comm` decision, which `filter_exit` has
+/// just forgotten, is made again without being kept (a later thread given the same id
+/// would inherit it).
+#[inline(always)]
+pub(crate) fn traced_at_exit(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    tgid != config::self_tgid()
+        && pid_selected(tgid)
+        && comm_selected_unkept()
+        && current_in_cgroup()
+}
+
+/// `--comm` without caching the decision (see [`traced_at_exit`]).
+#[inline(always)]
+fn comm_selected_unkept() -> bool {
+    if config::filter_comm_len() == 0 {
+        return true;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out at once.
+    if let Some(d) = unsafe { COMM_MATCH.get(&tid) } {
+        return *d == SELECTED;
+    }
+    // SAFETY: a helper without arguments.
+    task_comm_matches(unsafe { bpf_get_current_task() })
+}
+
 /// `-p`: a compare per pid held in the config (the verifier knows how many), or one
 /// lookup when there are more.
 #[inline(always)]

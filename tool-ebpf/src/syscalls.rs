@@ -31,7 +31,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id,
+        bpf_get_smp_processor_id, generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map},
     maps::HashMap,
@@ -169,18 +169,24 @@ const PF_NOT_BY_CALL: u32 = 0x0000_0400 | 0x0000_0010 | 0x0020_0000;
 const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
 
 /// Counts the `exit` or `exit_group` call that ends `task`, the current task at its exit
-/// (`sched_process_exit`), when one does: not a fatal signal (`PF_SIGNALED`: which also
-/// marks the threads an `exit_group` of another thread, or an exec, kills), nor a
-/// kernel-made end (its `exit_code` then holds a signal number). `exit_group` when its
-/// group exits (`SIGNAL_GROUP_EXIT`; kernels before 5.17 set it only for groups of more
-/// than one thread, hence `group_dead` too), else `exit`.
+/// (`sched_process_exit`), when one does. Where the kernel has `bpf_task_pt_regs`
+/// (5.15+), the call is read from the thread's saved registers, where `orig_ax` still
+/// holds it. Before, it is told from how the thread exits: not by a fatal signal
+/// (`PF_SIGNALED`, which also marks the threads an `exit_group` of another thread, or an
+/// exec, kills), nor by the kernel (its `exit_code` then holds a signal number);
+/// `exit_group` when its group exits (`SIGNAL_GROUP_EXIT`, which kernels before 5.17 set
+/// only for groups of more than one thread, hence `group_dead` too), else `exit` (a last
+/// thread calling plain `exit`, rare, then counts as `exit_group`).
 #[inline(always)]
 pub(crate) fn count_exit_call(ctx: &BtfTracePointContext, task: u64, group_dead: bool) {
     if config::count_syscalls() == 0 {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !filter::traced(pid_tgid) {
+    if !filter::traced_at_exit(pid_tgid) {
+        return;
+    }
+    if config::skip_spawning() != 0 && spawning(task) {
         return;
     }
     let flags: u32 = field(task, config::syscall_task_flags_off());
@@ -188,15 +194,28 @@ pub(crate) fn count_exit_call(ctx: &BtfTracePointContext, task: u64, group_dead:
     if flags & PF_NOT_BY_CALL != 0 || exit_code & 0x7f != 0 {
         return;
     }
-    let signal: u64 = field(task, config::task_signal_off());
-    let group = group_dead
-        || (signal != 0
-            && field::<u32>(signal, config::signal_flags_off()) & SIGNAL_GROUP_EXIT != 0);
     let compat = in_compat(task);
-    let nr = if group {
-        config::exit_group_nr(compat)
+    let nr = if config::task_regs_helper() != 0 {
+        // SAFETY: a BTF-typed task pointer (the tracepoint's).
+        let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as u64;
+        let called: u64 = field(regs, config::regs_nr_off());
+        if called == u64::from(config::exit_group_nr(compat)) {
+            config::exit_group_nr(compat)
+        } else if called == u64::from(config::exit_nr(compat)) {
+            config::exit_nr(compat)
+        } else {
+            return;
+        }
     } else {
-        config::exit_nr(compat)
+        let signal: u64 = field(task, config::task_signal_off());
+        let group = group_dead
+            || (signal != 0
+                && field::<u32>(signal, config::signal_flags_off()) & SIGNAL_GROUP_EXIT != 0);
+        if group {
+            config::exit_group_nr(compat)
+        } else {
+            config::exit_nr(compat)
+        }
     };
     let tgid = (pid_tgid >> 32) as u32;
     count_syscall(

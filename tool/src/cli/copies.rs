@@ -61,7 +61,8 @@ use sendfile only with kernel TLS.
 
 Mode switches: every syscall is one user->kernel transition; syscalls/s counts them all,
 each as it returns (like syscount: a blocked call counts when it returns), exit and
-exit_group at the thread's exit.
+exit_group at the thread's exit (not when a fatal signal ends it), rt_sigreturn by the
+-1 it leaves for its number.
 32-bit programs on a 64-bit kernel make compat syscalls: they are named from the i386
 table (JSON `abi`), counted in `compat_syscalls_total`, and their copy paths are
 accounted like the 64-bit ones (except socketcall and the old mmap, whose arguments are

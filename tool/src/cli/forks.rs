@@ -60,7 +60,9 @@ other side has gone keeps the huge page: one fault, nothing copied. hugetlbfs
 it whole (JSON: cow_hugetlb_faults, and the *_bytes fields). The fault tracepoint gives
 the address, not the mapping: in a process that maps hugetlb pages at all, each
 copy-on-write fault looks its mapping up (bpf_find_vma, 5.17+; it needs the mmap lock at
-once, else the fault counts as a base page). Before 5.17 (5.10) a hugetlb fault counts as
+once, else the fault counts as a base page, as it always does on PREEMPT_RT kernels). A
+write to a hugetlb page no other process maps any more reuses it, and counts a whole
+huge page all the same: hugetlb bytes are an upper bound, as base pages' are. Before 5.17 (5.10) a hugetlb fault counts as
 one base page, 1/512 of what was copied.
 Copy-on-write faults are counted on x86 only (the tracepoint is x86's).";
 

@@ -19,7 +19,7 @@ use proclens_common::{
     copies::op,
 };
 
-use crate::collect::btf::{member_offset, nested_offset, struct_size};
+use crate::collect::btf::{enum_value, member_offset, nested_offset, struct_size};
 
 /// `$o`'s syscalls in the ABI of `$S` (a `syscalls` crate table): the exceptions given
 /// first, then every op whose syscall has the op's own name in both ABIs.
@@ -132,6 +132,8 @@ pub struct AbiOffsets {
     /// `task_struct.self_exec_id` and `parent_exec_id` (see `skip_spawning`).
     pub self_exec_id: u32,
     pub parent_exec_id: u32,
+    /// Whether the kernel has `bpf_task_pt_regs` (its id in `enum bpf_func_id`, 5.15+).
+    pub task_regs_helper: bool,
     /// `(task_struct offset, bit)` of the compat flag; `None` without a 32-bit ABI.
     pub compat: Option<(u32, u32)>,
     /// `(size, offset of msg_len)` of `struct mmsghdr` and `struct compat_mmsghdr`.
@@ -174,6 +176,7 @@ impl AbiOffsets {
             signal_flags: member_offset(btf, "signal_struct", "flags")?,
             self_exec_id: member_offset(btf, "task_struct", "self_exec_id")?,
             parent_exec_id: member_offset(btf, "task_struct", "parent_exec_id")?,
+            task_regs_helper: enum_value(btf, "bpf_func_id", "BPF_FUNC_task_pt_regs").is_ok(),
             compat,
             mmsg,
             compat_mmsg: compat_mmsg.unwrap_or_default(),
@@ -267,7 +270,7 @@ impl CopyConfig {
             skip_spawning: 0,
             self_exec_id: a.self_exec_id,
             parent_exec_id: a.parent_exec_id,
-            _pad: 0,
+            task_regs_helper: u32::from(a.task_regs_helper),
             mmsg_size: a.mmsg.0,
             mmsg_len: a.mmsg.1,
             compat_mmsg_size: a.compat_mmsg.0,

@@ -208,7 +208,7 @@ impl ForksConfig {
 }
 
 /// Sets what telling hugetlb faults apart needs, where the kernel has it all:
-/// `bpf_find_vma` (5.17+) and `mm_struct.hugetlb_usage` (5.15+); otherwise hugetlb
+/// `bpf_find_vma` (5.17+) and `mm_struct.hugetlb_usage`; otherwise hugetlb
 /// faults count as base pages (said in `--help`).
 fn hugetlb(btf: &Btf, cfg: &mut config::Forks) {
     let found = (|| -> Result<[u32; 7]> {
