@@ -571,10 +571,17 @@ fn serves_stolen_seconds_per_comm_agree_with_the_irq_view() {
         got("soft_total") >= 1000,
         "the flood hit the spinner too little: {v}"
     );
-    let slack = 300 * interrupts;
+    // Two tracers, each timing every handler: 300 ns per interrupt for their clocks and
+    // program runs. Under emulation (the kernel matrix's guests) also 10% of the figure:
+    // while a bpf() map call runs on a CPU, interrupts there run no tracing program (the
+    // blind spot the guide's checks describe), each tracer's batch map reads blind the
+    // other's programs, and an emulated map read takes milliseconds (the 5.10 guest: 42.8
+    // against 45.0 ms).
+    let emulated = std::env::var_os("PROCLENS_EMULATED").is_some();
     for kind in ["soft", "hard"] {
         let view = got(&format!("{kind}_ns_total"));
         let served = (exported(kind) * 1e9).round() as u64;
+        let slack = 300 * interrupts + if emulated { view / 10 } else { 0 };
         assert!(
             served.abs_diff(view) <= slack,
             "{kind}: serve {served} ns for comm {comm}, the irq view {view} ns (slack {slack})"
