@@ -397,35 +397,7 @@ fn btf_has_func(name: &str) -> bool {
 /// what it inherited, and the parent's writes afterwards are faults after it forked.
 #[test]
 fn a_vfork_without_clone_vm_copies_like_fork() {
-    if !can_trace() {
-        return;
-    }
-    let (r, own, _) = run_workload("vfork-copy");
-    if !faults_counted(&r) {
-        return;
-    }
-    assert_eq!(
-        n(&own, "parent_loop_faults"),
-        PAGES,
-        "the oracle itself: {own}"
-    );
-    let parent = proc_row(&r, &own["parent"]);
-    assert_eq!(
-        (
-            n(parent, "vforks"),
-            n(parent, "forks"),
-            n(parent, "shared_vm")
-        ),
-        (1, 0, 0),
-        "{parent}"
-    );
-    let child = proc_row(&r, &own["child"]);
-    let c = n(child, "cow_inherited");
-    assert!((PAGES..=PAGES + SLACK).contains(&c), "child: {child}");
-    assert!(c <= n(&own, "children_faults"), "getrusage: {c} vs {own}");
-    let pa = n(parent, "cow_after_fork");
-    assert!((PAGES..=PAGES + SLACK).contains(&pa), "parent: {parent}");
-    assert_eq!(n(parent, "children_cow_faults"), c, "{parent}");
+    copies_like_fork("vfork-copy", (0, 1));
 }
 
 /// clone3 without `CLONE_VM` is a fork: timed as one, the child's writes are faults in
@@ -433,10 +405,18 @@ fn a_vfork_without_clone_vm_copies_like_fork() {
 /// afterwards are faults after it forked.
 #[test]
 fn a_clone3_fork_is_a_fork() {
+    copies_like_fork("clone3-fork", (1, 0));
+}
+
+/// Runs `workload`, whose parent makes one child that copies its address space, and
+/// checks the parent's call kinds (`forks`, `vforks`; no `shared_vm`), the child's faults
+/// in what it inherited (its parent's `children_cow_faults`, bounded by getrusage) and
+/// the parent's own faults after it forked.
+fn copies_like_fork(workload: &str, (forks, vforks): (u64, u64)) {
     if !can_trace() {
         return;
     }
-    let (r, own, _) = run_workload("clone3-fork");
+    let (r, own, _) = run_workload(workload);
     if !faults_counted(&r) {
         return;
     }
@@ -452,7 +432,7 @@ fn a_clone3_fork_is_a_fork() {
             n(parent, "vforks"),
             n(parent, "shared_vm")
         ),
-        (1, 0, 0),
+        (forks, vforks, 0),
         "{parent}"
     );
     let child = proc_row(&r, &own["child"]);

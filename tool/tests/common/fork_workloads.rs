@@ -87,6 +87,29 @@ fn children_faults() -> u64 {
     (ru.ru_minflt + ru.ru_majflt) as u64
 }
 
+/// After a fork-like call that returned `child` (0 in the child): the child writes every
+/// page of `r` and exits; the parent reaps it, writes every page itself, and prints its
+/// pid, the child's, its children's faults (getrusage) and its own loop's faults.
+fn copying_child(r: &mut [u8], child: i32, out: &mut std::io::Stdout) {
+    if child == 0 {
+        write_pages(r, 2);
+        // SAFETY: the child leaves without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    reap(child);
+    let c = faults();
+    write_pages(r, 3);
+    let d = faults();
+    writeln!(
+        out,
+        r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
+        std::process::id(),
+        children_faults(),
+        d - c,
+    )
+    .unwrap();
+}
+
 fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waitpid with a valid pointer.
@@ -332,23 +355,8 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                     0,
                 )
             } as i32;
-            if child == 0 {
-                write_pages(r, 2);
-                unsafe { libc::_exit(0) };
-            }
-            assert!(child > 0);
-            reap(child);
-            let c = faults();
-            write_pages(r, 3);
-            let d = faults();
-            writeln!(
-                out,
-                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
-                std::process::id(),
-                children_faults(),
-                d - c,
-            )
-            .unwrap();
+            assert!(child >= 0, "clone: {}", std::io::Error::last_os_error());
+            copying_child(r, child, out);
         }
         // clone3 with no flags but SIGCHLD (a fork): the child writes every page and exits,
         // then the parent writes every page.
@@ -363,23 +371,8 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             let child =
                 unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), size_of_val(&args)) }
                     as i32;
-            if child == 0 {
-                write_pages(r, 2);
-                unsafe { libc::_exit(0) };
-            }
-            assert!(child > 0, "clone3: {}", std::io::Error::last_os_error());
-            reap(child);
-            let c = faults();
-            write_pages(r, 3);
-            let d = faults();
-            writeln!(
-                out,
-                r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
-                std::process::id(),
-                children_faults(),
-                d - c,
-            )
-            .unwrap();
+            assert!(child >= 0, "clone3: {}", std::io::Error::last_os_error());
+            copying_child(r, child, out);
         }
         // Two forks, each child exiting at once; after each the parent writes every page:
         // all its faults after the first fork, whichever fork they follow, and though no
