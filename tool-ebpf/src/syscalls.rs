@@ -45,7 +45,7 @@ use proclens_common::{
 use crate::{
     config, copies, filter, forks,
     maps::count,
-    task::{field, probe},
+    task::{field, probe, process_start},
 };
 
 const BPF_ANY: u64 = 0;
@@ -84,16 +84,6 @@ fn in_compat(task: u64) -> bool {
         return false;
     }
     probe::<u32>(task, off).is_ok_and(|s| s & config::compat_flag() != 0)
-}
-
-/// The current process's start: its thread-group leader's `start_boottime` (0 if
-/// unreadable), through the BTF offsets set at load time.
-#[inline(always)]
-fn process_start(task: u64) -> u64 {
-    let Ok(leader) = probe::<u64>(task, config::task_group_leader_off()) else {
-        return 0;
-    };
-    probe(leader, config::task_start_boottime_off()).unwrap_or(0)
 }
 
 /// The number counted for a call: `nr` in its ABI, with `COMPAT_NR` for a 32-bit one;

@@ -183,28 +183,10 @@ impl Background {
         self.fdinfo_ids("map_id", false)
     }
 
-    /// Ids of the BPF programs the process holds (from its fdinfo).
+    /// Ids of the BPF programs the process holds (from its fdinfo; a link's fdinfo names
+    /// its program too, so links are left out: each program once).
     pub fn prog_ids(&self) -> Vec<u64> {
-        let mut ids = Vec::new();
-        let Ok(dir) = fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())) else {
-            return ids;
-        };
-        for fd in dir.flatten() {
-            let Ok(info) = fs::read_to_string(fd.path()) else {
-                continue;
-            };
-            if info.lines().any(|l| l.starts_with("link_id:")) {
-                continue; // a link's fdinfo names its program too; count programs once
-            }
-            ids.extend(
-                info.lines()
-                    .filter_map(|l| l.strip_prefix("prog_id:"))
-                    .filter_map(|v| v.trim().parse::<u64>().ok()),
-            );
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.fdinfo_ids("prog_id", false)
     }
 }
 
