@@ -79,6 +79,38 @@ fn write_pages(r: &mut [u8], v: u8) {
     }
 }
 
+/// This process's fault counts (before, after) around writing `v` in every page of `r`,
+/// with none of its own stack or code in between. After a fork every stack page either
+/// side wrote is write-protected, so a local stored in a page this side has not written
+/// since is a fault of its own (whether it is depends on where ASLR put the stack in its
+/// page: 9 where 8 were written, once, on 5.10), and a code page not yet mapped in a
+/// child is a fault too. So: first the next 16 KiB of stack written (the measuring calls
+/// go less than 2 KiB deeper), then the measuring function run once on nothing (its code
+/// and frames mapped), then measured, its counts returned in registers.
+#[inline(never)]
+fn faults_around_writes(r: &mut [u8], v: u8) -> (u64, u64) {
+    touch_stack();
+    measure_writes(&mut [], v);
+    measure_writes(r, v)
+}
+
+#[inline(never)]
+fn touch_stack() {
+    let mut s = [0u8; 16 << 10];
+    for i in (0..s.len()).step_by(4096) {
+        // SAFETY: in bounds; volatile so the writes are made.
+        unsafe { std::ptr::write_volatile(s.as_mut_ptr().add(i), 1) };
+    }
+    std::hint::black_box(&s);
+}
+
+#[inline(never)]
+fn measure_writes(r: &mut [u8], v: u8) -> (u64, u64) {
+    let a = faults();
+    write_pages(r, v);
+    (a, faults())
+}
+
 /// Faults of the reaped children so far (getrusage: minor and major).
 fn children_faults() -> u64 {
     // SAFETY: zeroed rusage is valid; getrusage with a valid pointer.
@@ -97,9 +129,7 @@ fn copying_child(r: &mut [u8], child: i32, out: &mut std::io::Stdout) {
         unsafe { libc::_exit(0) };
     }
     reap(child);
-    let c = faults();
-    write_pages(r, 3);
-    let d = faults();
+    let (c, d) = faults_around_writes(r, 3);
     writeln!(
         out,
         r#"{{"parent":{},"child":{child},"children_faults":{},"parent_loop_faults":{}}}"#,
@@ -155,9 +185,7 @@ fn cow_child(r: &mut [u8]) -> (i32, u64, u64, (u64, u64)) {
         let mut go = 0u8;
         // SAFETY: a one-byte read into a stack byte.
         unsafe { libc::read(gate[0], (&raw mut go).cast(), 1) };
-        let a = faults();
-        write_pages(r, 2);
-        let b = faults();
+        let (a, b) = faults_around_writes(r, 2);
         let msg = [a, b];
         // SAFETY: writing a stack array to the pipe, then leaving.
         unsafe {
@@ -273,9 +301,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             .unwrap();
             writeln!(out, "done").unwrap();
             wait_go();
-            let c = faults();
-            write_pages(r, 3);
-            let d = faults();
+            let (c, d) = faults_around_writes(r, 3);
             writeln!(out, r#"{{"parent_loop_faults":{}}}"#, d - c).unwrap();
             writeln!(out, "done").unwrap();
             wait_go();
@@ -302,12 +328,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             let child = unsafe { libc::fork() };
             if child == 0 {
                 let mut go = 0u8;
-                // Its stack copied before counting: the first call writes the frames the
-                // second one and the loop use.
-                faults();
-                let a = faults();
-                write_pages(r, 2);
-                let b = faults();
+                let (a, b) = faults_around_writes(r, 2);
                 let msg = [a, b];
                 // SAFETY: stack buffers to and from our pipes, then leaving.
                 unsafe {
@@ -387,9 +408,8 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
                     unsafe { libc::_exit(0) };
                 }
                 reap(child);
-                let c = faults();
-                write_pages(r, 3);
-                loop_faults.push(faults() - c);
+                let (c, d) = faults_around_writes(r, 3);
+                loop_faults.push(d - c);
             }
             writeln!(
                 out,
@@ -467,9 +487,7 @@ pub fn run(name: &str, n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) ->
             let clone_ns = t.elapsed().as_nanos() as u64;
             assert!(cchild > 0, "clone: {}", std::io::Error::last_os_error());
             reap(cchild);
-            let c = faults();
-            write_pages(r, 5);
-            let d = faults();
+            let (c, d) = faults_around_writes(r, 5);
             writeln!(
                 out,
                 r#"{{"parent":{},"vfork_child":{vchild},"clone_child":{cchild},"vfork_ns":{vfork_ns},"clone_ns":{clone_ns},"children_faults":{},"parent_loop_faults":{}}}"#,
