@@ -334,6 +334,52 @@ pub struct Irq {
     pub _pad: u32,
 }
 
+/// Where blocked time goes (see tool-ebpf/src/waits.rs and `crate::waits`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waits {
+    /// 1: the switch program charges each block to the syscall it began in.
+    pub blocked_in: u32,
+    /// 1: the kernel has `bpf_task_pt_regs` (5.15+); without it every block is charged to
+    /// `waits::UNKNOWN_SYSCALL`.
+    pub task_regs_helper: u32,
+    /// `pt_regs` offsets of the syscall number (`orig_ax`) and of the return register
+    /// (`ax`), which holds `-ENOSYS` from the syscall's entry until it returns: a thread
+    /// switching out with both in place is inside that syscall.
+    pub regs_nr: u32,
+    pub regs_ret: u32,
+    /// The 32-bit ABI's flag, as `Copies::compat_status` and `compat_flag`.
+    pub compat_status: u32,
+    pub compat_flag: u32,
+    /// 1: the readiness programs run.
+    pub ready: u32,
+    /// Record offsets of the syscall tracepoints: the syscall number, the first argument
+    /// (the others follow 8 bytes apart) and the return value.
+    pub rec_nr: u32,
+    pub rec_args: u32,
+    pub rec_ret: u32,
+    /// The 64-bit syscall numbers of `waits::call`, by id (`u32::MAX`: none here).
+    pub nr: [u32; crate::waits::call::COUNT],
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            blocked_in: 0,
+            task_regs_helper: 0,
+            regs_nr: 0,
+            regs_ret: 0,
+            compat_status: u32::MAX,
+            compat_flag: 0,
+            ready: 0,
+            rec_nr: 0,
+            rec_args: 0,
+            rec_ret: 0,
+            nr: [u32::MAX; crate::waits::call::COUNT],
+        }
+    }
+}
+
 macro_rules! names {
     ($($ty:ty => $name:literal,)*) => {
         $(impl Global for $ty {
@@ -352,6 +398,7 @@ names! {
     Copies => "CONFIG_COPIES",
     Forks => "CONFIG_FORKS",
     Irq => "CONFIG_IRQ",
+    Waits => "CONFIG_WAITS",
 }
 
 #[cfg(test)]
@@ -372,5 +419,6 @@ mod tests {
         );
         assert_eq!(size_of::<Forks>(), 8 + 16 * 4 + 8 * 4);
         assert_eq!(size_of::<Irq>(), 4 * 4);
+        assert_eq!(size_of::<Waits>(), (10 + crate::waits::call::COUNT) * 4);
     }
 }

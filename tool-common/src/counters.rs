@@ -29,8 +29,14 @@ pub const IRQ_UNTRACKED: u32 = 8;
 /// Interrupt time not charged to its victim because the per-process victim map was full
 /// (it is still in the per-CPU and per-kind figures).
 pub const VICTIM_MAP_FULL: u32 = 9;
+/// Blocked time not charged to its syscall because the per-process wait map was full
+/// (it is still in the thread's blocked time).
+pub const WAIT_MAP_FULL: u32 = 10;
+/// Readiness calls not counted, or epoll interest sets not kept, because a readiness
+/// map was full.
+pub const READY_MAP_FULL: u32 = 11;
 /// Number of counters in the array.
-pub const COUNT: u32 = 10;
+pub const COUNT: u32 = 12;
 
 /// What the counter at `index` counts, for log lines.
 pub const fn describe(index: u32) -> &'static str {
@@ -45,6 +51,8 @@ pub const fn describe(index: u32) -> &'static str {
         FORK_MAP_FULL => "fork table full, fork call not timed",
         IRQ_UNTRACKED => "IRQ line beyond the lines sized at start, not counted per line",
         VICTIM_MAP_FULL => "victim table full, interrupt time not charged to its process",
+        WAIT_MAP_FULL => "wait table full, blocked time not charged to its syscall",
+        READY_MAP_FULL => "readiness table full, call or interest set not counted",
         _ => "unknown counter",
     }
 }

@@ -21,6 +21,7 @@ pub mod forks;
 pub mod irq;
 pub mod lifecycle;
 pub mod switch;
+pub mod waits;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -49,4 +50,9 @@ mod pod {
     unsafe impl aya::Pod for crate::irq::IrqStats {}
     unsafe impl aya::Pod for crate::irq::Stolen {}
     unsafe impl aya::Pod for crate::irq::CpuIrq {}
+    unsafe impl aya::Pod for crate::config::Waits {}
+    unsafe impl aya::Pod for crate::waits::BlockStats {}
+    unsafe impl aya::Pod for crate::waits::ReadyStats {}
+    unsafe impl aya::Pod for crate::waits::ReadyEntry {}
+    unsafe impl aya::Pod for crate::waits::EpollKey {}
 }

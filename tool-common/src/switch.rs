@@ -116,6 +116,10 @@ pub struct ThreadSwitches {
     /// The thread's command name when its entry was made (`current`'s), so a process that
     /// is reaped before userspace reads /proc still has a name.
     pub comm: [u8; 16],
+    /// One more than the syscall number (`SysKey::nr`, see `crate::waits`) the thread was
+    /// in at its last voluntary switch out, where blocks are charged to syscalls; 0: not
+    /// known (not charged, or no voluntary switch out seen yet).
+    pub blocked_in: u32,
 }
 
 /// Slots of the direct-mapped thread table (`THREAD_SLOTS`, an array): thread `tid` may
@@ -271,6 +275,9 @@ pub struct LiveThread {
     pub run_delay: u64,
     pub last_arrival: u64,
     pub last_queued: u64,
+    /// The process's identity as the per-process maps key it (the thread-group leader's
+    /// `start_boottime`, see `copies::SysKey`), where `stats.start_ns` is its `start_time`.
+    pub process_start: u64,
     pub stats: ThreadSwitches,
 }
 
@@ -320,7 +327,7 @@ mod tests {
     #[test]
     fn cpu_state_is_one_cache_line() {
         assert_eq!(size_of::<CpuSwitches>(), 64);
-        assert_eq!(size_of::<LiveThread>(), 40 + size_of::<ThreadSwitches>());
+        assert_eq!(size_of::<LiveThread>(), 48 + size_of::<ThreadSwitches>());
     }
 
     /// The kernel's rule (`context_switch`), case by case.

@@ -5,7 +5,7 @@
 //! so the compiler does not fold in the zero initialisers.
 
 use proclens_common::config::{
-    Copies, Filter, Forks, Irq, Lifecycle, NR_TABLE, Rings, Switch, Task,
+    Copies, Filter, Forks, Irq, Lifecycle, NR_TABLE, Rings, Switch, Task, Waits,
 };
 
 macro_rules! config {
@@ -177,6 +177,27 @@ config! {
         irqaction_next => irqaction_next_off: u32,
         task_flags => irq_task_flags_off: u32,
     }
+    /// Where blocked time goes (see `waits`).
+    CONFIG_WAITS: Waits {
+        blocked_in => waits_blocked_in: u32,
+        task_regs_helper => waits_task_regs_helper: u32,
+        regs_nr => waits_regs_nr_off: u32,
+        regs_ret => waits_regs_ret_off: u32,
+        compat_status => waits_compat_status_off: u32,
+        compat_flag => waits_compat_flag: u32,
+        ready => waits_ready: u32,
+        rec_nr => waits_rec_nr: u32,
+        rec_args => waits_rec_args: u32,
+        rec_ret => waits_rec_ret: u32,
+    }
+}
+
+/// The syscall number of readiness call `i` (below `waits::call::COUNT`).
+#[inline(always)]
+pub(crate) fn waits_nr(i: usize) -> u32 {
+    // SAFETY: an in-bounds read (the callers iterate below COUNT) of a static the loader
+    // initialised.
+    unsafe { core::ptr::read_volatile((&raw const CONFIG_WAITS.nr).cast::<u32>().add(i)) }
 }
 
 /// Pid `i` of the `-p` filter; the caller keeps `i` below `MAX_PIDS`.
@@ -212,21 +233,33 @@ fn copies_u32(array: *const u32, i: usize) -> u32 {
 #[inline(always)]
 pub(crate) fn sigreturn_nr(compat: bool) -> u32 {
     let t = (&raw const CONFIG_COPIES.sigreturn_nr).cast::<u32>();
-    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
+    if compat {
+        copies_u32(t, 1)
+    } else {
+        copies_u32(t, 0)
+    }
 }
 
 /// `exit`'s number in the 64-bit or 32-bit ABI.
 #[inline(always)]
 pub(crate) fn exit_nr(compat: bool) -> u32 {
     let t = (&raw const CONFIG_COPIES.exit_nr).cast::<u32>();
-    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
+    if compat {
+        copies_u32(t, 1)
+    } else {
+        copies_u32(t, 0)
+    }
 }
 
 /// `exit_group`'s number in the 64-bit or 32-bit ABI.
 #[inline(always)]
 pub(crate) fn exit_group_nr(compat: bool) -> u32 {
     let t = (&raw const CONFIG_COPIES.exit_group_nr).cast::<u32>();
-    if compat { copies_u32(t, 1) } else { copies_u32(t, 0) }
+    if compat {
+        copies_u32(t, 1)
+    } else {
+        copies_u32(t, 0)
+    }
 }
 
 /// Whether `nr` is a fork-family call (fork, vfork, clone, clone3) in the ABI.

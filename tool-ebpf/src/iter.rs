@@ -206,6 +206,10 @@ fn live(meta: u64, task: u64) {
     if rec.stats.tgid != tgid {
         return;
     }
+    let leader: u64 = field(task, config::task_group_leader_off());
+    if leader != 0 {
+        rec.process_start = field(leader, config::task_start_boottime_off());
+    }
     let seq: u64 = field(meta, 0);
     // SAFETY: `seq` is the iterator's seq_file (`bpf_iter_meta.seq`); the record lives on
     // this stack for the call. A full buffer is retried by the kernel at the next read.

@@ -19,6 +19,7 @@ mod switch;
 mod syscalls;
 mod task;
 mod threads;
+mod waits;
 mod zombie_iter;
 
 #[cfg(not(test))]

@@ -10,8 +10,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use proclens_common::{
+    copies::SysKey,
     counters,
     switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
+    waits::{BlockStats, EpollKey, ReadyEntry, ReadyStats},
 };
 
 /// Per-thread switch accounting of the threads that hold no slot of `THREAD_SLOTS`, keyed
@@ -116,9 +118,36 @@ pub(crate) fn send<C: EbpfContext, T: 'static>(ctx: &C, ev: T) {
     }
 }
 
+/// Off-CPU time by (process, syscall, CPU): see `waits`. Sized by the loader (to one
+/// entry where blocks are not charged to syscalls).
+#[map]
+pub(crate) static WAITS: HashMap<SysKey, BlockStats> = HashMap::with_max_entries(1, 0);
+
+/// The readiness calls' figures by (process, syscall, CPU): see `waits`.
+#[map]
+pub(crate) static READY: HashMap<SysKey, ReadyStats> = HashMap::with_max_entries(1, 0);
+
+/// What each thread's readiness or `epoll_ctl` call in progress was handed, by thread id.
+#[map]
+pub(crate) static READY_ENTRY: HashMap<u32, ReadyEntry> = HashMap::with_max_entries(1, 0);
+
+/// The interest set's size of each epoll instance, by (process, epoll fd).
+#[map]
+pub(crate) static EPOLL_SETS: HashMap<EpollKey, u64> = HashMap::with_max_entries(1, 0);
+
 /// Health counters (lost events, full maps), see `proclens_common::counters`.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Counts one at `index` of `COUNTERS` without a log line (for the switch program, whose
+/// stack has no room for aya-log's record).
+#[inline(always)]
+pub(crate) fn bump(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
 
 /// Logs, at debug level (pruned by the verifier unless `--log-level debug`), that
 /// `program` gave up on an event because a kernel read failed.
@@ -145,10 +174,7 @@ pub(crate) fn gave_up<C: EbpfContext>(ctx: &C, program: &str, why: &str) {
 /// logs it at debug level (pruned by the verifier unless `--log-level debug`).
 #[inline(always)]
 pub(crate) fn count<C: EbpfContext>(ctx: &C, index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *c += 1 };
-    }
+    bump(index);
     debug!(
         ctx,
         "not recorded: {} (tid {})",

@@ -30,6 +30,7 @@ use crate::{
     maps::CPU_SWITCHES,
     task::{comm, field},
     threads::{self, find, find_or_make},
+    waits,
 };
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -144,17 +145,30 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
                 } else {
                     0
                 };
+                let preempted = preempt & 1 != 0;
                 let out = Out {
                     nvcsw: field(prev, config::task_nvcsw_off()),
-                    preempt: preempt & 1 != 0,
+                    preempt: preempted,
                     prev_state,
+                    // Not read for a preemption, which never blocks, nor for a kernel
+                    // thread, which makes no syscalls. (Read whatever the task's state:
+                    // one blocking with a signal pending is back to running here, and
+                    // counted voluntary.)
+                    blocked_in: if config::waits_blocked_in() != 0
+                        && !preempted
+                        && !is_kthread(prev)
+                    {
+                        waits::blocked_in(prev)
+                    } else {
+                        0
+                    },
                 };
                 let run = Run {
                     in_class,
                     in_ts,
                     now,
                 };
-                account_switch_out(e, run, out, run_delay);
+                account_switch_out(e, run, out, run_delay, prev);
             }
             None => threads::untracked(ctx, tid),
         }
@@ -227,10 +241,12 @@ struct Out {
     nvcsw: u64,
     preempt: bool,
     prev_state: u32,
+    /// The syscall it blocks in, where blocks are charged to syscalls and it blocks.
+    blocked_in: u32,
 }
 
 #[inline(always)]
-fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64) {
+fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64, task: u64) {
     let Run {
         in_class,
         in_ts,
@@ -263,7 +279,9 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
             record_runq(e, wait);
             // Off CPU since the last switch out: blocked until woken, then waiting.
             if ran && e.flags & flags::OUT_VOLUNTARY != 0 && e.out_ts != 0 && e.out_ts <= in_ts {
-                e.blocked_ns += (in_ts - e.out_ts).saturating_sub(wait);
+                let blocked = (in_ts - e.out_ts).saturating_sub(wait);
+                e.blocked_ns += blocked;
+                charge_block(e, blocked, task);
             }
         }
     } else if ran {
@@ -273,6 +291,9 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
         // its wakeup) the split is unknown and nothing is recorded.
         if e.out_ts != 0 && e.out_ts <= wake && wake <= in_ts {
             e.blocked_ns += wake - e.out_ts;
+            if e.flags & flags::OUT_VOLUNTARY != 0 {
+                charge_block(e, wake - e.out_ts, task);
+            }
             record_runq(e, in_ts - wake);
         }
     }
@@ -287,6 +308,10 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
     e.nvcsw_seen = out.nvcsw;
     if voluntary {
         e.voluntary += 1;
+        if config::waits_blocked_in() != 0 {
+            // Plus one: 0 is "not known" (an entry made before its thread's block).
+            e.blocked_in = out.blocked_in.wrapping_add(1);
+        }
         e.wake_ts = 0;
         e.flags = flags::WAIT_KNOWN | flags::NVCSW_KNOWN | flags::OUT_VOLUNTARY;
     } else {
@@ -296,6 +321,18 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
         e.flags = flags::WAIT_KNOWN | flags::NVCSW_KNOWN;
     }
     e.out_ts = now;
+}
+
+/// Charges a block that just ended to the syscall it began in, where blocks are charged
+/// to syscalls (a full map is counted; the time stays in the thread's `blocked_ns`).
+#[inline(always)]
+fn charge_block(e: &ThreadSwitches, ns: u64, task: u64) {
+    if config::waits_blocked_in() != 0 && e.blocked_in != 0 {
+        // The process as the per-process maps key it: its leader's `start_boottime`.
+        let leader: u64 = field(task, config::task_group_leader_off());
+        let start: u64 = field(leader, config::task_start_boottime_off());
+        waits::charge(e.tgid, start, e.blocked_in - 1, ns);
+    }
 }
 
 #[inline(always)]

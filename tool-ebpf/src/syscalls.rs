@@ -295,13 +295,7 @@ fn count_call(ctx: &BtfTracePointContext, pid_tgid: u64, nr: u64, ret: i64) {
 
 /// Accounts a copy-family call (in either ABI) that returned `ret`.
 #[inline(always)]
-fn copy_call(
-    ctx: &BtfTracePointContext,
-    pid_tgid: u64,
-    regs: u64,
-    nr: u64,
-    ret: i64,
-) {
+fn copy_call(ctx: &BtfTracePointContext, pid_tgid: u64, regs: u64, nr: u64, ret: i64) {
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     if config::skip_spawning() != 0 && spawning(task) {

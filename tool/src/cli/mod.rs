@@ -10,6 +10,7 @@ mod run;
 mod serve;
 mod top;
 mod tui;
+mod waits;
 mod zombies;
 
 use std::process::ExitCode;
@@ -88,6 +89,10 @@ pub enum Command {
     /// time in fork/vfork/clone, the fds each exec inherits without close-on-exec, and
     /// which open file descriptions and fd tables processes share.
     Forks(forks::ForksArgs),
+    /// Where processes block: per process, the syscalls its blocked time went to (epoll,
+    /// poll, futex, read, nanosleep...), and what its select, poll and epoll calls cost
+    /// (fds handed in and returned per call), like offcputime by syscall, all the time.
+    Waits(waits::WaitsArgs),
     /// Zombie processes grouped by the parent that fails to reap them; `--watch` streams
     /// zombies, reaps and orphan re-parentings; `--check` is a health check for scripts.
     Zombies(zombies::ZombiesArgs),
@@ -328,6 +333,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => Ok(docs::completions(&args)),
         Command::Man(args) => docs::man(&args),
         Command::Copies(args) => copies::run(&args),
+        Command::Waits(args) => waits::run(&args),
         Command::Zombies(args) => zombies::run(&args),
         Command::Forks(args) => forks::run(&args),
     }

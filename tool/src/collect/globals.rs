@@ -4,7 +4,9 @@
 //! object was built with (a unit test checks the object holds no other global).
 
 use aya::EbpfLoader;
-use proclens_common::config::{Copies, Filter, Forks, Global, Irq, Lifecycle, Rings, Switch, Task};
+use proclens_common::config::{
+    Copies, Filter, Forks, Global, Irq, Lifecycle, Rings, Switch, Task, Waits,
+};
 
 /// aya-log's load-time level (`aya_log_ebpf`'s `AYA_LOG_LEVEL`, a `u8` in `.rodata`): the
 /// most verbose level the programs log; 0 makes the verifier prune every log call.
@@ -46,6 +48,7 @@ globals! {
     copies: Copies,
     forks: Forks,
     irq: Irq,
+    waits: Waits,
 }
 
 #[cfg(test)]

@@ -31,3 +31,4 @@ pub mod start;
 pub mod switch;
 pub mod tracefs;
 pub mod tracer;
+pub mod waits;

@@ -18,6 +18,7 @@ use super::{
     irq::{IrqCollector, IrqSnapshot},
     procfs::CommCache,
     tracer::{Health, Tracer},
+    waits::{WaitsCollector, WaitsSnapshot},
 };
 use crate::model::{
     event::Event,
@@ -65,6 +66,8 @@ pub struct Snapshot {
     pub extras: Extras,
     /// Interrupts per CPU and kind, and their victims, when traced.
     pub irq: Option<IrqSnapshot>,
+    /// Blocked time by syscall and the readiness calls, when traced.
+    pub waits: Option<WaitsSnapshot>,
 }
 
 pub fn clock_now() -> (f64, String) {
@@ -93,6 +96,7 @@ pub struct Collector {
     exits: Vec<ThreadExit>,
     extras: ExtrasCollector,
     irq: Option<IrqCollector>,
+    waits: Option<WaitsCollector>,
     last_system: proclens_common::switch::CpuSwitches,
     last_report: Instant,
 }
@@ -109,6 +113,11 @@ impl Collector {
             .map(|m| IrqCollector::start(m))
             .transpose()?;
         let first = tracer.threads()?;
+        let open = tracer.open_blocks().to_vec();
+        let waits = tracer
+            .waits_maps()
+            .map(|m| WaitsCollector::start(m, &open))
+            .transpose()?;
         model.update(&first, &[]);
         if let Some(m) = &mut thread_model {
             m.update(&first, &[]);
@@ -123,6 +132,7 @@ impl Collector {
             exits: Vec::new(),
             extras,
             irq,
+            waits,
             last_report: Instant::now(),
         })
     }
@@ -206,6 +216,11 @@ impl Collector {
             (Some(c), Some(maps)) => Some(c.tick(maps, &self.exited)?),
             _ => None,
         };
+        let open = self.tracer.open_blocks().to_vec();
+        let waits = match (&mut self.waits, self.tracer.waits_maps()) {
+            (Some(c), Some(maps)) => Some(c.tick(maps, &open, &self.exited)?),
+            _ => None,
+        };
         self.exited.rotate(health.ringbuf_drops);
         Ok(Snapshot {
             unix_time,
@@ -218,6 +233,7 @@ impl Collector {
             thread_rows,
             extras,
             irq,
+            waits,
         })
     }
 }

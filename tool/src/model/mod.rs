@@ -21,3 +21,4 @@ pub mod selection;
 pub mod spare;
 pub mod switches;
 pub mod syscalls;
+pub mod waits;

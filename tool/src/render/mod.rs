@@ -8,6 +8,7 @@ pub mod prometheus;
 pub mod run;
 pub mod top;
 pub mod tui;
+pub mod waits;
 pub mod zombies;
 
 /// One interval's report of a line view (`top`, `copies`, `irq`, `forks`): NDJSON or

@@ -33,6 +33,11 @@ fn entries_for(entry_bytes: usize, mem_bytes: u64) -> u32 {
     (mem_bytes / 512 / each).clamp(FLOOR, CAP) as u32
 }
 
+/// [`entries_for`] this machine.
+pub(crate) fn entries_for_machine(entry_bytes: usize) -> u32 {
+    entries_for(entry_bytes, machine_memory())
+}
+
 /// Total memory (`/proc/meminfo` `MemTotal`), 1 GiB when unknown.
 fn machine_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -189,19 +194,23 @@ impl CopyMaps {
     }
 
     fn prune_pairing(&mut self) -> Result<()> {
-        let all =
-            batch::lookup_all(&self.pairing, size_of::<Pairing>()).context("reading PAIRING")?;
-        let stale: Vec<u32> = all
-            .into_iter()
-            .filter(|(tid, v)| {
-                // SAFETY: the kernel wrote a whole `Pairing`; Pod, any bytes are valid.
-                let v: Pairing = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
-                !Path::new(&format!("/proc/{}/task/{tid}", v.tgid)).exists()
-            })
-            .map(|(tid, _)| tid)
-            .collect();
-        batch::delete(&self.pairing, &stale).context("pruning PAIRING")
+        prune_threads(&self.pairing, "PAIRING", |p| p.tgid)
     }
+}
+
+/// Deletes the entries of a per-thread map (keyed by thread id) whose thread no longer
+/// exists (`tgid` of a value names its process).
+pub(crate) fn prune_threads<V: Pod>(
+    map: &HashMap<MapData, u32, V>,
+    name: &str,
+    tgid: impl Fn(&V) -> u32,
+) -> Result<()> {
+    let stale: Vec<u32> = read(map, name)?
+        .into_iter()
+        .filter(|(tid, v)| !Path::new(&format!("/proc/{}/task/{tid}", tgid(v))).exists())
+        .map(|(tid, _)| tid)
+        .collect();
+    batch::delete(map, &stale).with_context(|| format!("pruning {name}"))
 }
 
 fn add_stats(s: &mut CopyStats, c: CopyStats) {
@@ -213,7 +222,10 @@ fn add_stats(s: &mut CopyStats, c: CopyStats) {
 }
 
 /// Every entry of a map, read in batches.
-fn read<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>, name: &str) -> Result<Vec<(K, V)>> {
+pub(crate) fn read<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &str,
+) -> Result<Vec<(K, V)>> {
     let entries =
         batch::lookup_all(map, size_of::<V>()).with_context(|| format!("reading {name}"))?;
     Ok(entries
@@ -224,7 +236,7 @@ fn read<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>, name: &str) -> Result<Vec<
 }
 
 /// Entries of every CPU summed into one per key (`any_cpu` drops a key's CPU).
-fn summed<K: Eq + std::hash::Hash, V: Default>(
+pub(crate) fn summed<K: Eq + std::hash::Hash, V: Default>(
     entries: Vec<(K, V)>,
     any_cpu: impl Fn(&K) -> K,
     add: impl Fn(&mut V, V),
@@ -237,7 +249,7 @@ fn summed<K: Eq + std::hash::Hash, V: Default>(
 }
 
 /// Reads and deletes the entries of a map whose key `gone` selects.
-fn take_where<K: Pod, V: Pod>(
+pub(crate) fn take_where<K: Pod, V: Pod>(
     map: &HashMap<MapData, K, V>,
     name: &str,
     gone: impl Fn(&K) -> bool,

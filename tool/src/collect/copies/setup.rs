@@ -26,6 +26,25 @@ pub enum Want {
     Required,
 }
 
+impl Want {
+    /// `resolve`'s set-up as wanted: none when off; its error when required; when only
+    /// wanted if available, none after one warning line that ends with `without` (what
+    /// the view then goes without).
+    pub fn resolve<T>(
+        self,
+        resolve: impl FnOnce() -> Result<T>,
+        without: &str,
+    ) -> Result<Option<T>> {
+        match self {
+            Want::Off => Ok(None),
+            Want::Required => resolve().map(Some),
+            Want::IfAvailable => Ok(resolve()
+                .inspect_err(|e| eprintln!("proclens: warning: {e:#}; {without}"))
+                .ok()),
+        }
+    }
+}
+
 #[derive(Debug)]
 #[allow(
     clippy::struct_excessive_bools,

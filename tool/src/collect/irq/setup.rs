@@ -54,17 +54,7 @@ pub struct IrqSetup(Option<Resolved>);
 
 impl IrqSetup {
     pub fn resolve(want: Want, vmlinux: &Btf) -> Result<Self> {
-        let resolved = match want {
-            Want::Off => None,
-            Want::Required => Some(Resolved::new(vmlinux)?),
-            Want::IfAvailable => match Resolved::new(vmlinux) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("proclens: warning: {e:#}; interrupts are not traced");
-                    None
-                }
-            },
-        };
+        let resolved = want.resolve(|| Resolved::new(vmlinux), "interrupts are not traced")?;
         if let Some(r) = &resolved {
             let missing: Vec<&str> = vector::TRACEPOINTS
                 .iter()

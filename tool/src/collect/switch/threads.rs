@@ -12,7 +12,10 @@ use aya::{
 use proclens_common::switch::{CpuSwitches, LiveThread, ThreadSwitches};
 
 use super::super::{object::Object, setup};
-use crate::model::open_period::{Timing, credited};
+use crate::model::{
+    open_period::{Timing, credited},
+    waits::{OpenBlock, open_block},
+};
 
 const SEED: &str = "seed_threads";
 const LIVE: &str = "live_threads";
@@ -66,13 +69,27 @@ impl SwitchMaps {
         Self { cpus, timing }
     }
 
-    /// Every traced thread's accounting now, by thread id, its open period credited.
-    pub fn threads(&self, obj: &mut Object) -> Result<HashMap<u32, ThreadSwitches>> {
-        let bytes = run(obj, LIVE)?;
-        Ok(decode(&bytes)?
-            .iter()
-            .map(|t| (t.tid, credited(t, self.timing)))
-            .collect())
+    /// Every traced thread's accounting now, by thread id, its open period credited;
+    /// with `blocks`, also the blocks in progress (see `model::waits::open_block`).
+    pub fn threads(
+        &self,
+        obj: &mut Object,
+        blocks: bool,
+    ) -> Result<(HashMap<u32, ThreadSwitches>, Vec<OpenBlock>)> {
+        let live = decode(&run(obj, LIVE)?)?;
+        let open = if blocks {
+            live.iter()
+                .filter_map(|t| open_block(t, self.timing))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((
+            live.iter()
+                .map(|t| (t.tid, credited(t, self.timing)))
+                .collect(),
+            open,
+        ))
     }
 
     /// The system-wide switch split, summed over CPUs.

@@ -30,8 +30,9 @@ use super::{
     object::Object,
     privilege, setup,
     switch::SwitchMaps,
+    waits::WaitMaps,
 };
-use crate::error::Fatal;
+use crate::{error::Fatal, model::waits::OpenBlock};
 use setups::Setups;
 
 mod setups;
@@ -74,6 +75,9 @@ pub struct TracerOptions {
     /// they interrupt. Views that do not show interrupts leave them out and pay nothing
     /// per interrupt.
     pub irq: Want,
+    /// Charge blocked time to the syscall each block began in, and count the readiness
+    /// calls (select, poll, epoll); with the switch programs only.
+    pub waits: Want,
 }
 
 impl Default for TracerOptions {
@@ -90,6 +94,7 @@ impl Default for TracerOptions {
             copies: Want::Off,
             forks: false,
             irq: Want::Off,
+            waits: Want::Off,
         }
     }
 }
@@ -107,6 +112,10 @@ pub struct Tracer {
     copies_on: bool,
     forks: Option<(ForksMaps, Available)>,
     irq_maps: Option<IrqMaps>,
+    waits: Option<WaitMaps>,
+    /// The blocks in progress at the last reading of the live threads (see
+    /// [`Tracer::threads`]), where blocks are charged to syscalls.
+    open_blocks: Vec<OpenBlock>,
     /// The kernel side's log records, when asked for (see `log`), until taken.
     log: Option<KernelLog>,
     /// Probed once: whether map reads work without capabilities on this kernel.
@@ -137,6 +146,10 @@ pub struct Health {
     pub irq_untracked: u64,
     /// Interrupt time not charged to its victim: per-process victim map full.
     pub victim_map_full: u64,
+    /// Blocked time not charged to its syscall: per-process wait map full.
+    pub wait_map_full: u64,
+    /// Readiness calls or interest sets not counted: a readiness map full.
+    pub ready_map_full: u64,
 }
 
 /// What a thread that parses the kernel's BTF returned.
@@ -192,6 +205,8 @@ impl Tracer {
                 .map(|s| s.take(&mut obj, &kernel_btf))
                 .transpose()?,
             irq_maps: setups.irq.take(&mut obj)?,
+            waits: setups.waits.take(&mut obj)?,
+            open_blocks: Vec::new(),
             log: KernelLog::attach(&mut obj)?,
             obj,
             reads_survive_drop: std::cell::OnceCell::new(),
@@ -285,9 +300,24 @@ impl Tracer {
     /// credited (empty without the switch programs).
     pub fn threads(&mut self) -> Result<StdHashMap<u32, ThreadSwitches>> {
         match &self.switch {
-            Some(s) => s.threads(&mut self.obj),
+            Some(s) => {
+                let (threads, open) = s.threads(&mut self.obj, self.waits.is_some())?;
+                self.open_blocks = open;
+                Ok(threads)
+            }
             None => Ok(StdHashMap::new()),
         }
+    }
+
+    /// The blocks in progress at the last [`Tracer::threads`], where blocks are charged to
+    /// syscalls.
+    pub fn open_blocks(&self) -> &[OpenBlock] {
+        &self.open_blocks
+    }
+
+    /// The waits maps, when [`TracerOptions::waits`] asked for them.
+    pub fn waits_maps(&mut self) -> Option<&mut WaitMaps> {
+        self.waits.as_mut()
     }
 
     /// The system-wide switch split, summed over CPUs (zeros without the switch programs).
@@ -333,6 +363,8 @@ impl Tracer {
             fork_map_full: sum(counters::FORK_MAP_FULL)?,
             irq_untracked: sum(counters::IRQ_UNTRACKED)?,
             victim_map_full: sum(counters::VICTIM_MAP_FULL)?,
+            wait_map_full: sum(counters::WAIT_MAP_FULL)?,
+            ready_map_full: sum(counters::READY_MAP_FULL)?,
         })
     }
 }

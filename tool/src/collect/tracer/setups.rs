@@ -8,7 +8,7 @@ use proclens_common::config;
 use super::{OBJECT, TracerOptions};
 use crate::collect::{
     btf::{Btf, LifecycleOffsets, TaskOffsets},
-    copies::CopySetup,
+    copies::{CopySetup, Want},
     filter::{FilterSetup, Selected},
     forks::{ForkTiming, ForksSetup},
     globals::Globals,
@@ -20,6 +20,7 @@ use crate::collect::{
     setup::{self, Setup},
     switch::SwitchSetup,
     tracefs,
+    waits::WaitsSetup,
 };
 
 /// What every program shares: the `task_struct` fields several concerns read
@@ -67,6 +68,7 @@ pub struct Setups {
     pub life: LifecycleSetup,
     pub forks: Option<ForksSetup>,
     pub irq: IrqSetup,
+    pub waits: WaitsSetup,
 }
 
 impl Setups {
@@ -101,6 +103,10 @@ impl Setups {
                 .forks
                 .then(|| ForksSetup::resolve(vmlinux, &task.life, fork_timing)),
             irq: IrqSetup::resolve(opts.irq, vmlinux)?,
+            waits: WaitsSetup::resolve(
+                if opts.switches { opts.waits } else { Want::Off },
+                vmlinux,
+            )?,
             task,
         })
     }
@@ -110,7 +116,12 @@ impl Setups {
         if let Some(s) = &self.switch {
             v.push(s);
         }
-        v.extend([&self.copies as &dyn Setup, &self.life, &self.irq]);
+        v.extend([
+            &self.copies as &dyn Setup,
+            &self.life,
+            &self.irq,
+            &self.waits,
+        ]);
         if let Some(s) = &self.forks {
             v.push(s);
         }

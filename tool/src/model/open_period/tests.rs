@@ -53,6 +53,7 @@ impl Sim {
             run_delay: if si { self.run_delay } else { 0 },
             last_arrival: if si { self.last_arrival } else { 0 },
             last_queued: if si { self.last_queued } else { 0 },
+            process_start: 0,
             stats: self.e,
         }
     }

@@ -228,6 +228,7 @@ pub(crate) mod tests {
             programs: Vec::new(),
             extras: extras(),
             irq: None,
+            waits: None,
         }
     }
 

@@ -1,0 +1,184 @@
+//! Where blocked time goes: the set-up of the waits programs ([`setup`]), their maps read
+//! and pruned ([`WaitMaps`]), and the collector that turns readings into per-process rows
+//! ([`WaitsCollector`]).
+
+mod setup;
+
+use std::collections::HashMap as StdHashMap;
+
+use anyhow::Result;
+use aya::maps::{HashMap, MapData};
+use proclens_common::{
+    copies::SysKey,
+    waits::{BlockStats, EpollKey, ReadyEntry, ReadyStats},
+};
+
+pub use setup::WaitsSetup;
+
+use super::{
+    copies::maps::{prune_threads, read, summed, take_where},
+    gone::{self, Exited},
+    object::Object,
+    procfs,
+    setup::take_map,
+};
+use crate::model::{
+    proctable::Key,
+    waits::{OpenBlock, ProcWaits, WaitsModel},
+};
+
+/// The waits maps: blocked time and readiness counts per (process, syscall, CPU), the
+/// readiness calls in progress per thread, the epoll interest sets.
+pub struct WaitMaps {
+    waits: HashMap<MapData, SysKey, BlockStats>,
+    ready: HashMap<MapData, SysKey, ReadyStats>,
+    entries: HashMap<MapData, u32, ReadyEntry>,
+    epoll: HashMap<MapData, EpollKey, u64>,
+    /// Whether blocks are told apart by syscall (else all are `UNKNOWN_SYSCALL`'s).
+    pub by_syscall: bool,
+    /// The readiness calls counted here (ids of `waits::call`).
+    pub calls: Vec<usize>,
+}
+
+/// One reading of the blocked time and readiness maps, summed over CPUs.
+#[derive(Debug, Default)]
+pub struct WaitReading {
+    pub blocks: StdHashMap<SysKey, BlockStats>,
+    pub ready: StdHashMap<SysKey, ReadyStats>,
+}
+
+impl WaitReading {
+    fn processes(&self) -> Vec<Key> {
+        let mut v: Vec<Key> = self
+            .blocks
+            .keys()
+            .chain(self.ready.keys())
+            .map(|k| Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+fn add_blocks(a: &mut BlockStats, b: BlockStats) {
+    a.blocked_ns += b.blocked_ns;
+    a.switches += b.switches;
+}
+
+fn add_ready(a: &mut ReadyStats, b: ReadyStats) {
+    a.calls += b.calls;
+    a.fds_in += b.fds_in;
+    a.interest += b.interest;
+    a.ready += b.ready;
+    a.empty += b.empty;
+    a.errors += b.errors;
+}
+
+impl WaitMaps {
+    fn take(obj: &mut Object, by_syscall: bool, calls: Vec<usize>) -> Result<Self> {
+        Ok(Self {
+            waits: HashMap::try_from(take_map(obj, "WAITS")?)?,
+            ready: HashMap::try_from(take_map(obj, "READY")?)?,
+            entries: HashMap::try_from(take_map(obj, "READY_ENTRY")?)?,
+            epoll: HashMap::try_from(take_map(obj, "EPOLL_SETS")?)?,
+            by_syscall,
+            calls,
+        })
+    }
+
+    /// Both maps, read once.
+    pub fn reading(&self) -> Result<WaitReading> {
+        Ok(WaitReading {
+            blocks: summed(read(&self.waits, "WAITS")?, SysKey::any_cpu, add_blocks),
+            ready: summed(read(&self.ready, "READY")?, SysKey::any_cpu, add_ready),
+        })
+    }
+
+    /// Reads the final figures of `gone` processes and deletes their entries (as
+    /// `CopyMaps::take_gone`), their epoll sets, and the calls in progress of threads
+    /// that no longer exist.
+    fn take_gone(&mut self, gone: &gone::Gone) -> Result<WaitReading> {
+        self.prune_entries()?;
+        let mut out = WaitReading::default();
+        if gone.is_empty() {
+            return Ok(out);
+        }
+        let is_gone = |k: &SysKey| {
+            gone.contains(&Key {
+                tgid: k.tgid,
+                start_ns: k.start_ns,
+            })
+        };
+        out.blocks = summed(
+            take_where(&self.waits, "WAITS", is_gone)?,
+            SysKey::any_cpu,
+            add_blocks,
+        );
+        out.ready = summed(
+            take_where(&self.ready, "READY", is_gone)?,
+            SysKey::any_cpu,
+            add_ready,
+        );
+        // An epoll fd is its process's while the pid lives.
+        take_where(&self.epoll, "EPOLL_SETS", |k| {
+            gone.iter().any(|g| g.tgid == k.tgid) && !procfs::exists(k.tgid)
+        })?;
+        Ok(out)
+    }
+
+    fn prune_entries(&mut self) -> Result<()> {
+        prune_threads(&self.entries, "READY_ENTRY", |e| e.tgid)
+    }
+}
+
+/// The waits rows of one interval.
+#[derive(Debug, Clone, Default)]
+pub struct WaitsSnapshot {
+    pub procs: Vec<ProcWaits>,
+    /// Processes whose last interval this is.
+    pub gone: gone::Gone,
+    /// Whether blocks are told apart by syscall on this kernel.
+    pub by_syscall: bool,
+    /// Whether select, poll and epoll are counted.
+    pub readiness: bool,
+}
+
+/// Keeps the waits model between intervals.
+#[derive(Debug)]
+pub struct WaitsCollector {
+    model: WaitsModel,
+}
+
+impl WaitsCollector {
+    /// Starts the model from the figures so far (they belong to no report).
+    pub fn start(maps: &WaitMaps, open: &[OpenBlock]) -> Result<Self> {
+        let mut model = WaitsModel::new();
+        let r = maps.reading()?;
+        model.update(&r.blocks, &r.ready, open);
+        Ok(Self { model })
+    }
+
+    /// One interval's rows; `open`: the blocks in progress at the live threads' reading.
+    pub fn tick(
+        &mut self,
+        maps: &mut WaitMaps,
+        open: &[OpenBlock],
+        exited: &Exited,
+    ) -> Result<WaitsSnapshot> {
+        let mut r = maps.reading()?;
+        let gone = gone::gone(&r.processes(), procfs::tick_ns(), exited);
+        let last = maps.take_gone(&gone)?;
+        r.blocks.extend(last.blocks);
+        r.ready.extend(last.ready);
+        Ok(WaitsSnapshot {
+            procs: self.model.update(&r.blocks, &r.ready, open),
+            gone,
+            by_syscall: maps.by_syscall,
+            readiness: !maps.calls.is_empty(),
+        })
+    }
+}
