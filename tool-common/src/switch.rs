@@ -113,20 +113,29 @@ pub struct ThreadSwitches {
     pub nvcsw_seen: u64,
     /// Run-queue latency histogram, see [`RUNQ_BUCKETS`].
     pub runq_hist: [u32; RUNQ_BUCKETS],
-    /// The thread's command name when its entry was made (`current`'s), so a process that
-    /// is reaped before userspace reads /proc still has a name.
-    pub comm: [u8; 16],
     /// One more than the syscall number (`SysKey::nr`, see `crate::waits`) the thread was
     /// in at its last voluntary switch out, where blocks are charged to syscalls; 0: not
     /// known (not charged, or no voluntary switch out seen yet).
     pub blocked_in: u32,
+    /// The thread's blocks that ended and are not in `WAITS` yet, all in one syscall
+    /// (`acc_nr`, encoded as `blocked_in`; 0: none): a thread that blocks in the same
+    /// syscall again and again (a server in `epoll_wait`, a worker in `futex`) adds to
+    /// these, in a line of its entry the switch out writes anyway, instead of to the
+    /// per-process map; they go to the map when it blocks in another syscall and at its
+    /// last switch, and userspace adds those of the live threads.
+    pub acc_nr: u32,
+    pub acc_switches: u32,
+    pub acc_ns: u64,
+    /// The thread's command name when its entry was made (`current`'s), so a process that
+    /// is reaped before userspace reads /proc still has a name.
+    pub comm: [u8; 16],
 }
 
 /// Slots of the direct-mapped thread table (`THREAD_SLOTS`, an array): thread `tid` may
 /// own slot [`slot_of`]`(tid)`. Finding a thread's entry there costs an index and a compare
 /// where the `THREADS` hash costs a hash and a bucket walk (~10 ns of a ~55 ns switch
 /// program); threads whose slot another thread holds live in `THREADS` instead.
-/// A power of two; 8192 slots of 256 bytes are 2 MiB.
+/// A power of two; 8192 slots of 320 bytes are 2.5 MiB.
 pub const THREAD_SLOTS: u32 = 8192;
 
 /// The slot thread `tid` may own.
@@ -143,12 +152,24 @@ pub const fn slot_of(tid: u32) -> u32 {
 /// BPF atomics), then filling `stats`, then setting `owner`; it is released at the
 /// owner's last switch by clearing `owner`, then deleting the claim.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadSlot {
     pub owner: u32,
     pub _pad: u32,
-    /// 256 bytes in all: every slot starts a cache line.
     pub stats: ThreadSwitches,
+    /// 320 bytes in all: every slot starts a cache line.
+    pub _tail: [u8; 48],
+}
+
+impl Default for ThreadSlot {
+    fn default() -> Self {
+        Self {
+            owner: 0,
+            _pad: 0,
+            stats: ThreadSwitches::default(),
+            _tail: [0; 48],
+        }
+    }
 }
 
 /// Bits of [`ThreadSwitches::flags`].
@@ -309,7 +330,12 @@ mod tests {
         assert!(offset_of!(ThreadSwitches, nvcsw_seen) + 8 <= 128);
         // Buckets 0 and 1: waits under 4 µs, the usual case on an idle-enough CPU.
         assert_eq!(offset_of!(ThreadSwitches, runq_hist) + 2 * 4, 128);
-        assert_eq!(size_of::<ThreadSwitches>(), 248);
+        assert_eq!(size_of::<ThreadSwitches>(), 264);
+        // What a block's end writes (the syscall it was in, the accumulated blocks) shares
+        // one cache line of a slot.
+        let slot = offset_of!(ThreadSlot, stats);
+        assert_eq!((slot + offset_of!(ThreadSwitches, blocked_in)) / 64, 3);
+        assert_eq!((slot + offset_of!(ThreadSwitches, acc_ns) + 7) / 64, 3);
     }
 
     /// Slots are cache-line aligned (the array's values start on a page), and `owner`,
@@ -317,7 +343,7 @@ mod tests {
     #[test]
     fn slots_are_256_bytes() {
         use core::mem::offset_of;
-        assert_eq!(size_of::<ThreadSlot>(), 256);
+        assert_eq!(size_of::<ThreadSlot>(), 320);
         assert_eq!(offset_of!(ThreadSlot, stats), 8);
         assert_eq!(THREAD_SLOTS.count_ones(), 1);
         assert_eq!(slot_of(THREAD_SLOTS + 5), 5);

@@ -324,15 +324,19 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
 }
 
 /// Charges a block that just ended to the syscall it began in, where blocks are charged
-/// to syscalls (a full map is counted; the time stays in the thread's `blocked_ns`).
+/// to syscalls: to the thread's accumulated blocks while they are of the same syscall,
+/// else those go to the map first (see `ThreadSwitches::acc_nr`).
 #[inline(always)]
-fn charge_block(e: &ThreadSwitches, ns: u64, task: u64) {
-    if config::waits_blocked_in() != 0 && e.blocked_in != 0 {
-        // The process as the per-process maps key it: its leader's `start_boottime`.
-        let leader: u64 = field(task, config::task_group_leader_off());
-        let start: u64 = field(leader, config::task_start_boottime_off());
-        waits::charge(e.tgid, start, e.blocked_in - 1, ns);
+fn charge_block(e: &mut ThreadSwitches, ns: u64, task: u64) {
+    if config::waits_blocked_in() == 0 || e.blocked_in == 0 {
+        return;
     }
+    if e.acc_nr != e.blocked_in || e.acc_switches == u32::MAX {
+        waits::flush(e, task);
+        e.acc_nr = e.blocked_in;
+    }
+    e.acc_ns += ns;
+    e.acc_switches += 1;
 }
 
 #[inline(always)]

@@ -140,6 +140,11 @@ fn mark(tid: u32) -> Option<&'static mut u8> {
 #[inline(always)]
 pub(crate) fn forget(ctx: &BtfTracePointContext, tid: u32, now: u64, task: u64) {
     if let Some(e) = find(tid) {
+        // Its accumulated blocks go to its process's entry, where userspace finds them
+        // after the thread.
+        if config::waits_blocked_in() != 0 {
+            crate::waits::flush(e, task);
+        }
         send(
             ctx,
             ThreadExit {

@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use proclens_common::{
     copies::{COMPAT_NR, SysKey},
+    switch::ThreadSwitches,
     counters,
     waits::{
         BlockStats, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EpollKey, OUTSIDE_SYSCALL, ReadyEntry,
@@ -57,11 +58,24 @@ pub(crate) fn blocked_in(task: u64) -> u32 {
     nr as u32
 }
 
-/// Charges a block of `ns` that began in syscall `nr` to process (`tgid`, `start_ns`) on
-/// this CPU. Only this CPU writes its key: no atomics. A full map is counted
-/// (`WAIT_MAP_FULL`; the time stays in the thread's blocked time).
+/// Moves the blocks thread entry `e` (of `task`) has accumulated to its process's entry
+/// in `WAITS` on this CPU, if it has any. Only this CPU writes its key: no atomics. A full
+/// map is counted (`WAIT_MAP_FULL`; the time stays in the thread's blocked time).
+#[inline(always)]
+pub(crate) fn flush(e: &mut ThreadSwitches, task: u64) {
+    if e.acc_switches == 0 {
+        return;
+    }
+    // The process as the per-process maps key it: its leader's `start_boottime`.
+    let leader: u64 = field(task, config::task_group_leader_off());
+    let start: u64 = field(leader, config::task_start_boottime_off());
+    charge(e.tgid, start, e.acc_nr.wrapping_sub(1), e.acc_ns, e.acc_switches);
+    e.acc_ns = 0;
+    e.acc_switches = 0;
+}
+
 #[inline(never)]
-pub(crate) fn charge(tgid: u32, start_ns: u64, nr: u32, ns: u64) {
+fn charge(tgid: u32, start_ns: u64, nr: u32, ns: u64, switches: u32) {
     let key = SysKey {
         tgid,
         nr,
@@ -74,13 +88,13 @@ pub(crate) fn charge(tgid: u32, start_ns: u64, nr: u32, ns: u64) {
         // SAFETY: this CPU's entry; the switch program does not nest on a CPU.
         unsafe {
             (*s).blocked_ns += ns;
-            (*s).switches += 1;
+            (*s).switches += u64::from(switches);
         }
         return;
     }
     let s = BlockStats {
         blocked_ns: ns,
-        switches: 1,
+        switches: u64::from(switches),
     };
     if WAITS.insert(&key, &s, BPF_ANY).is_err() {
         bump(counters::WAIT_MAP_FULL);

@@ -84,6 +84,9 @@ enum Task {
     /// The benchmark's workload (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchWorkload { round_trips: u64 },
+    /// The waits benchmark's poll workload (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchPollWorkload { calls: u64 },
     /// The fault benchmark's workload (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchFaultsWorkload { mode: String, rounds: u32 },
@@ -249,6 +252,7 @@ fn run() -> Result<ExitCode> {
         }
         Task::BenchWorkload { round_trips } => bench::syscalls::workload(round_trips)?,
         Task::BenchFaultsWorkload { mode, rounds } => bench::faults::workload(&mode, rounds)?,
+        Task::BenchPollWorkload { calls } => bench::waits::poll_workload(calls)?,
         Task::Test { args } => {
             setup::ensure_all()?;
             let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");

@@ -21,8 +21,9 @@ use super::{
     proctable::Key,
 };
 
-/// A block in progress: the process, the syscall it began in, its time so far and its
-/// switch (1 when the kernel will charge one for it when it closes).
+/// Blocks of a live thread not in the kernel's per-process map: those it accumulated
+/// (ended, all in one syscall) and the one it is in. The process, the syscall, the time and
+/// the switches (the block in progress counts 1 when the kernel will charge one for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenBlock {
     pub key: Key,
@@ -31,26 +32,33 @@ pub struct OpenBlock {
     pub switches: u64,
 }
 
-/// The block `t` is in, as the switch program will charge it: none unless its last
-/// switch out was voluntary and charged to a syscall, and the kernel knows the wait (see
+/// `t`'s blocks not in the map yet: its accumulated ones (`ThreadSwitches::acc_nr`), and
+/// the block it is in as the switch program will charge it (none unless its last switch
+/// out was voluntary and charged to a syscall, and the kernel knows the wait, see
 /// `open_period`).
-pub fn open_block(t: &LiveThread, timing: Timing) -> Option<OpenBlock> {
+pub fn open_blocks(t: &LiveThread, timing: Timing) -> impl Iterator<Item = OpenBlock> {
     let e = &t.stats;
-    if e.blocked_in == 0 || e.flags & flags::OUT_VOLUNTARY == 0 || e.out_ts == 0 {
-        return None;
-    }
-    if timing == Timing::SchedInfo && e.flags & flags::WAIT_KNOWN == 0 {
-        return None;
-    }
-    Some(OpenBlock {
-        key: Key {
-            tgid: e.tgid,
-            start_ns: t.process_start,
-        },
+    let key = Key {
+        tgid: e.tgid,
+        start_ns: t.process_start,
+    };
+    let accumulated = (e.acc_nr != 0 && e.acc_switches > 0).then(|| OpenBlock {
+        key,
+        nr: e.acc_nr - 1,
+        ns: e.acc_ns,
+        switches: u64::from(e.acc_switches),
+    });
+    let open = e.blocked_in != 0
+        && e.flags & flags::OUT_VOLUNTARY != 0
+        && e.out_ts != 0
+        && (timing == Timing::Wakeups || e.flags & flags::WAIT_KNOWN != 0);
+    let current = open.then(|| OpenBlock {
+        key,
         nr: e.blocked_in - 1,
         ns: open_period(t, timing).blocked_ns,
         switches: 1,
-    })
+    });
+    accumulated.into_iter().chain(current)
 }
 
 /// What a syscall is to the views: a number (`SysKey::nr`, see `syscalls::name`), or

@@ -13,6 +13,7 @@ mod serve;
 mod startup;
 mod switches;
 pub mod syscalls;
+pub mod waits;
 
 use std::{
     fs,
@@ -25,7 +26,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "switches",
     "lifecycle",
     "syscalls",
@@ -35,6 +36,7 @@ pub const SECTIONS: [&str; 9] = [
     "startup",
     "faults",
     "irq",
+    "waits",
 ];
 
 /// Runs every benchmark (or those named in `only`); returns the markdown sections by
@@ -84,6 +86,9 @@ pub fn run_all(
     }
     if wanted("irq") {
         out.push(("irq", irq::run(proclens, reps)?));
+    }
+    if wanted("waits") {
+        out.push(("waits", waits::run(proclens, reps)?));
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ use proclens_common::switch::{CpuSwitches, LiveThread, ThreadSwitches};
 use super::super::{object::Object, setup};
 use crate::model::{
     open_period::{Timing, credited},
-    waits::{OpenBlock, open_block},
+    waits::{OpenBlock, open_blocks},
 };
 
 const SEED: &str = "seed_threads";
@@ -79,7 +79,7 @@ impl SwitchMaps {
         let live = decode(&run(obj, LIVE)?)?;
         let open = if blocks {
             live.iter()
-                .filter_map(|t| open_block(t, self.timing))
+                .flat_map(|t| open_blocks(t, self.timing))
                 .collect()
         } else {
             Vec::new()

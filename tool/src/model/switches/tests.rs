@@ -12,14 +12,14 @@ fn thread(tgid: u32, start_ns: u64, vol: u64, invol: u64) -> ThreadSwitches {
     }
 }
 
-fn exit(tid: u32, t: ThreadSwitches) -> ThreadExit {
+fn exit(tid: u32, t: &ThreadSwitches) -> ThreadExit {
     ThreadExit {
         header: EventHeader {
             kind: kind::THREAD_EXIT,
             tid,
             ts: 0,
         },
-        stats: t,
+        stats: *t,
         comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
     }
 }
@@ -55,7 +55,7 @@ fn exited_threads_keep_their_counts_once() {
     m.update(&live, &[]);
     // Thread 101 exits; the snapshot still holds its last live value (read before the
     // exit): the final counts supersede it, not add to it.
-    let rows = m.update(&live, &[exit(101, thread(100, 1, 4, 0))]);
+    let rows = m.update(&live, &[exit(101, &thread(100, 1, 4, 0))]);
     assert_eq!(rows[0].total.voluntary, 9);
     assert_eq!(rows[0].delta.voluntary, 1);
     // Next snapshot no longer has it.
@@ -97,7 +97,7 @@ fn a_total_never_shrinks() {
 #[test]
 fn reused_pid_is_a_different_process() {
     let mut m = SwitchModel::new(false);
-    m.update(&HashMap::new(), &[exit(300, thread(300, 10, 50, 5))]);
+    m.update(&HashMap::new(), &[exit(300, &thread(300, 10, 50, 5))]);
     let rows = m.update(&HashMap::from([(300, thread(300, 99, 2, 0))]), &[]);
     let new = rows.iter().find(|r| r.key.start_ns == 99).unwrap();
     assert_eq!(new.total.voluntary, 2, "not merged with the old pid 300");
@@ -106,7 +106,7 @@ fn reused_pid_is_a_different_process() {
 #[test]
 fn gone_processes_are_reported_then_forgotten() {
     let mut m = SwitchModel::new(false);
-    let rows = m.update(&HashMap::new(), &[exit(400, thread(400, 1, 7, 1))]);
+    let rows = m.update(&HashMap::new(), &[exit(400, &thread(400, 1, 7, 1))]);
     assert_eq!(rows.len(), 1);
     assert!(!rows[0].alive);
     assert_eq!(rows[0].delta.voluntary, 7);
