@@ -157,13 +157,13 @@ fn readiness_counters_have_deltas() {
     assert_eq!((s.total.ready.calls, s.delta.blocked_ns), (15, 9));
 }
 
-fn live(e: ThreadSwitches, state: u32, now: u64) -> LiveThread {
+fn live(e: &ThreadSwitches, state: u32, now: u64) -> LiveThread {
     LiveThread {
         tid: 5,
         state,
         now,
         process_start: key(1).start_ns,
-        stats: e,
+        stats: *e,
         ..LiveThread::default()
     }
 }
@@ -183,14 +183,14 @@ fn a_live_thread_hands_over_its_accumulated_and_open_blocks() {
         acc_ns: 4_000,
         ..ThreadSwitches::default()
     };
-    let got: Vec<OpenBlock> = open_blocks(&live(e, 0, 1_700), Timing::SchedInfo).collect();
+    let got: Vec<OpenBlock> = open_blocks(&live(&e, 0, 1_700), Timing::SchedInfo).collect();
     assert_eq!(got, [open(1, NANOSLEEP, 4_000, 4), open(1, POLL, 700, 1)]);
     let preempted = ThreadSwitches {
         flags: flags::WAIT_KNOWN,
         ..e
     };
     let got: Vec<OpenBlock> =
-        open_blocks(&live(preempted, state::QUEUED, 1_700), Timing::SchedInfo).collect();
+        open_blocks(&live(&preempted, state::QUEUED, 1_700), Timing::SchedInfo).collect();
     assert_eq!(got, [open(1, NANOSLEEP, 4_000, 4)]);
     let unknown = ThreadSwitches {
         flags: flags::OUT_VOLUNTARY,
@@ -198,7 +198,7 @@ fn a_live_thread_hands_over_its_accumulated_and_open_blocks() {
         ..e
     };
     assert_eq!(
-        open_blocks(&live(unknown, 0, 1_700), Timing::SchedInfo).count(),
+        open_blocks(&live(&unknown, 0, 1_700), Timing::SchedInfo).count(),
         0
     );
 }
