@@ -204,7 +204,7 @@ fn readiness_rows(w: &ProcWaits, elapsed_s: f64) -> Vec<JsonReady> {
 pub fn json_lines(f: &Frame) -> Vec<String> {
     let mut out = vec![
         serde_json::to_string(&JsonSystem {
-            kind: "system",
+            kind: "waits_system",
             time: f.unix_time,
             interval_s: f.elapsed_s,
             processes: f.rows.len(),

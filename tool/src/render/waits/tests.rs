@@ -57,7 +57,7 @@ fn json_has_the_split_and_the_readiness_table() {
     let lines = json_lines(&frame());
     assert_eq!(lines.len(), 2);
     let sys: Value = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(sys["type"], "system");
+    assert_eq!(sys["type"], "waits_system");
     assert_eq!(sys["processes"], 1);
     let row: Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(row["type"], "waits");
