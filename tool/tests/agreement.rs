@@ -118,6 +118,33 @@ fn latency_figures(lines: &[Value], pid: u64) -> (u64, f64) {
         })
 }
 
+/// `waits --json`: the last row's blocked time (s) and switches, summed over the
+/// syscalls the blocks began in (and the blocks outside any), since proclens started; a
+/// process that never blocked has no row.
+fn waits_figures(lines: &[Value], pid: u64) -> (f64, u64) {
+    let Some(last) = lines
+        .iter()
+        .rfind(|v| v["type"] == "waits" && v["pid"] == pid)
+    else {
+        return (0.0, 0);
+    };
+    let split = last["blocked_in"].as_array().unwrap();
+    let sum_ms: f64 = split
+        .iter()
+        .map(|b| b["blocked_ms_total"].as_f64().unwrap())
+        .sum();
+    let sum_sw: u64 = split
+        .iter()
+        .map(|b| b["switches_total"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (sum_ms - last["blocked_ms_total"].as_f64().unwrap()).abs() < 1e-6 * sum_ms.max(1.0)
+            && sum_sw == last["switches_total"].as_u64().unwrap(),
+        "the split adds up to the process's figures: {last}"
+    );
+    (sum_ms / 1e3, sum_sw)
+}
+
 /// Every line proclens has printed so far, as JSON.
 fn drain(p: &Proclens, into: &mut Vec<Value>) {
     while let Some(l) = p.try_line(Duration::from_millis(1)) {
@@ -174,9 +201,10 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     // Every row every interval (`-a`): the intervals in which a process only sleeps too.
     let top = Proclens::spawn(&["top", "--json", "-a", "-i", "0.5", "--cgroup", cg]);
     let lat = Proclens::spawn(&["latency", "--json", "-P", "-i", "0.5", "--cgroup", cg]);
+    let wts = Proclens::spawn(&["waits", "--json", "-a", "-i", "0.5", "--cgroup", cg]);
     let serve = Server::with_args(&["-i", "0.5", "--cgroup", cg]);
     let addr = serve.addr;
-    let (mut top_lines, mut lat_lines) = (Vec::new(), Vec::new());
+    let (mut top_lines, mut lat_lines, mut waits_lines) = (Vec::new(), Vec::new(), Vec::new());
     // Every view is attached once it has shown a short-lived probe run in the cgroup.
     let deadline = Instant::now() + Duration::from_mins(1);
     loop {
@@ -193,9 +221,11 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
         std::thread::sleep(Duration::from_millis(1100));
         drain(&top, &mut top_lines);
         drain(&lat, &mut lat_lines);
+        drain(&wts, &mut waits_lines);
         let seen = |lines: &[Value]| lines.iter().any(|v| v["comm"] == "xv-probe");
         if seen(&top_lines)
             && seen(&lat_lines)
+            && seen(&waits_lines)
             && sample_sum(
                 &scrape(addr),
                 "proclens_context_switches_total",
@@ -225,6 +255,7 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
     std::thread::sleep(Duration::from_secs(2));
     drain(&top, &mut top_lines);
     drain(&lat, &mut lat_lines);
+    drain(&wts, &mut waits_lines);
     let body = scrape(addr);
     writeln!(to_workload, "go").unwrap();
     let status = common::wait_within(&mut run, common::COMMAND_LIMIT, "proclens run");
@@ -249,6 +280,23 @@ fn every_view_agrees_with_the_kernel_and_with_the_others() {
             k("runq_ns") as f64 / 1e9,
         );
         let (top_f, top_time) = top_figures(&top_lines, pid);
+        // `waits`: every voluntary switch began a block, but a thread's last (at its exit),
+        // which the kernel counts in nvcsw too; the blocks of an exited process add up to
+        // top's blocked time (both final), in whichever syscalls they began.
+        let (waits_blocked, waits_switches) = waits_figures(&waits_lines, pid);
+        let exited = o.get("wall_s").is_some();
+        assert_eq!(
+            waits_switches,
+            kvol - u64::from(exited),
+            "{comm}: waits' switches (kernel voluntary {kvol})"
+        );
+        if exited {
+            assert!(
+                (waits_blocked - top_f.blocked_s).abs() <= 1e-3 + top_f.blocked_s * 1e-3,
+                "{comm}: waits blocked {waits_blocked} s, top {} s",
+                top_f.blocked_s
+            );
+        }
         let (waits, lat_runq) = latency_figures(&lat_lines, pid);
         let views = [
             ("top", top_f),
