@@ -139,21 +139,18 @@ fn seed_traced(ctx: &BtfTracePointContext, task: u64, tid: u32, tgid: u32) {
     let now = now();
     let st = task_state(task);
     let (run_delay, _, last_queued) = sched_info(task);
-    let seeded = || {
-        let mut e = ThreadSwitches {
-            tgid,
-            start_ns: threads::leader_start(task),
-            comm: comm(task),
-            out_ts: now,
-            nvcsw_seen: field(task, config::task_nvcsw_off()),
-            run_delay_seen: run_delay,
-            flags: flags::NVCSW_KNOWN,
-            ..ThreadSwitches::default()
-        };
+    let seeded = |e: &mut ThreadSwitches| {
+        e.tgid = tgid;
+        e.start_ns = threads::leader_start(task);
+        e.comm = comm(task);
+        e.out_ts = now;
+        e.nvcsw_seen = field(task, config::task_nvcsw_off());
+        e.run_delay_seen = run_delay;
+        e.flags = flags::NVCSW_KNOWN;
         if st == state::ON_CPU {
             // The run in progress counts from now; its wait was before tracing began.
             e.flags |= flags::RUN_FROM_OUT;
-            return e;
+            return;
         }
         e.flags |= flags::WAIT_KNOWN;
         if st == state::QUEUED {
@@ -164,13 +161,16 @@ fn seed_traced(ctx: &BtfTracePointContext, task: u64, tid: u32, tgid: u32) {
             e.wake_ts = now;
         } else {
             e.flags |= flags::OUT_VOLUNTARY;
+            // Asleep: its block, from now on, is charged to the syscall it sleeps in.
+            if config::waits_blocked_in() != 0 {
+                e.blocked_in = crate::waits::blocked_in(task).wrapping_add(1);
+            }
         }
-        e
     };
     if find(tid).is_some() {
         return;
     }
-    if threads::insert_new(tid, &seeded()).is_none() {
+    if threads::insert_new(tid, seeded).is_none() {
         threads::untracked(ctx, tid);
     }
 }

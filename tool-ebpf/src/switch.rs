@@ -202,7 +202,7 @@ fn thread_entry(
     tgid: u32,
     task: u64,
 ) -> Option<&'static mut ThreadSwitches> {
-    let (e, made) = find_or_make(tid, || threads::fresh(tgid, task))?;
+    let (e, made) = find_or_make(tid, |e| threads::fresh(e, tgid, task))?;
     if made || e.tgid == tgid {
         return Some(e);
     }
@@ -215,15 +215,15 @@ fn thread_entry(
             e.tgid,
             tgid
         );
-        *e = threads::fresh(tgid, task);
+        threads::reset(e);
+        threads::fresh(e, tgid, task);
         return Some(e);
     }
     // Made by a wakeup, which knows no tgid: fill the identity in.
-    let named = threads::fresh(tgid, task);
     e.tgid = tgid;
-    e.start_ns = named.start_ns;
+    e.start_ns = threads::leader_start(task);
     e.comm = comm(task);
-    e.flags |= named.flags & flags::NVCSW_KNOWN;
+    e.flags |= threads::first_switch(task);
     Some(e)
 }
 
@@ -363,10 +363,7 @@ fn try_wakeup(ctx: &BtfTracePointContext) {
     let known = if filter::narrowed() {
         find(tid)
     } else {
-        let runnable = || ThreadSwitches {
-            wake_ts: now,
-            ..ThreadSwitches::default()
-        };
+        let runnable = |e: &mut ThreadSwitches| e.wake_ts = now;
         // A full table leaves it for its switch out to count.
         find_or_make(tid, runnable).and_then(|(e, made)| (!made).then_some(e))
     };

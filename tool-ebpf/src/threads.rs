@@ -42,9 +42,9 @@ fn slot_index(tid: u32) -> u32 {
     slot_of(tid) & config::thread_slots_used().wrapping_sub(1)
 }
 
-/// `tid`'s entry (see [`find`]), else a new one made by `make`, in its slot when that is
-/// free, else in `THREADS`; with whether it was made now. `None` when `THREADS` is full:
-/// the caller counts the thread (see [`untracked`]) where it is its own to count.
+/// `tid`'s entry (see [`find`]), else a new one filled in by `fill`, in its slot when that
+/// is free, else in `THREADS`; with whether it was made now. `None` when `THREADS` is
+/// full: the caller counts the thread (see [`untracked`]) where it is its own to count.
 ///
 /// A thread's entry is written by its own switches out, which happen on one CPU at a time,
 /// by its wakeups (timing wakeups only, see `switch::try_wakeup`) and, once, by the seed
@@ -52,37 +52,89 @@ fn slot_index(tid: u32) -> u32 {
 #[inline(always)]
 pub(crate) fn find_or_make(
     tid: u32,
-    make: impl FnOnce() -> ThreadSwitches,
+    fill: impl FnOnce(&mut ThreadSwitches),
 ) -> Option<(&'static mut ThreadSwitches, bool)> {
     if let Some(e) = find(tid) {
         return Some((e, false));
     }
-    insert_new(tid, &make()).map(|e| (e, true))
+    insert_new(tid, fill).map(|e| (e, true))
 }
 
-/// Gives `tid`, which has no entry, the entry `e`: in its slot when the slot is free, else
-/// in `THREADS`. `None` when the map is full. (One copy of the entry on the stack: the
-/// seed iterator's frame must stay small enough for 5.10's verifier.)
+/// A zeroed entry, where `THREADS` copies a new one from: no entry is ever built on a
+/// program's stack (264 bytes; 5.10's verifier allows 512 for a whole chain of calls).
+static EMPTY: ThreadSwitches = ThreadSwitches {
+    tgid: 0,
+    flags: 0,
+    start_ns: 0,
+    voluntary: 0,
+    involuntary: 0,
+    same_in: 0,
+    cross_in: 0,
+    idle_kernel_in: 0,
+    oncpu_ns: 0,
+    blocked_ns: 0,
+    runq_ns: 0,
+    runq_max_ns: 0,
+    out_ts: 0,
+    wake_ts: 0,
+    run_delay_seen: 0,
+    nvcsw_seen: 0,
+    runq_hist: [0; proclens_common::switch::RUNQ_BUCKETS],
+    blocked_in: 0,
+    acc_nr: 0,
+    acc_switches: 0,
+    acc_ns: 0,
+    comm: [0; 16],
+};
+
+/// Gives `tid`, which has no entry, a zeroed one filled in by `fill`, in place: in its slot
+/// when the slot is free, else in `THREADS`. `None` when the map is full. (`fill` is
+/// called in one place, so that it is inlined: a closure left a function of its own
+/// returned a pointer into its caller's stack, which the verifier refuses.)
 #[inline(always)]
-pub(crate) fn insert_new(tid: u32, e: &ThreadSwitches) -> Option<&'static mut ThreadSwitches> {
-    if let Some(s) = slot(tid)
-        && s.owner == 0
-        && SLOT_CLAIMS
-            .insert(&slot_index(tid), &tid, BPF_NOEXIST)
-            .is_ok()
-    {
-        s.stats = *e;
-        s.owner = tid;
-        return Some(&mut s.stats);
+pub(crate) fn insert_new(
+    tid: u32,
+    fill: impl FnOnce(&mut ThreadSwitches),
+) -> Option<&'static mut ThreadSwitches> {
+    let claimed: Option<*mut ThreadSlot> = match slot(tid) {
+        Some(s)
+            if s.owner == 0
+                && SLOT_CLAIMS
+                    .insert(&slot_index(tid), &tid, BPF_NOEXIST)
+                    .is_ok() =>
+        {
+            reset(&mut s.stats);
+            Some(s)
+        }
+        _ => None,
+    };
+    let e: &'static mut ThreadSwitches = if let Some(s) = claimed {
+        // SAFETY: the slot is this thread's from its claim on (array values live as long
+        // as the map).
+        unsafe { &mut (*s).stats }
+    } else {
+        if let Err(err) = THREADS.insert(&tid, &EMPTY, BPF_NOEXIST)
+            && i64::from(err) != -EEXIST
+        {
+            // Not EEXIST: the map is full.
+            return None;
+        }
+        // SAFETY: map values live as long as the map.
+        THREADS.get_ptr_mut(&tid).map(|e| unsafe { &mut *e })?
+    };
+    fill(e);
+    if let Some(s) = claimed {
+        // SAFETY: as above; set last, once the entry is filled in.
+        unsafe { (*s).owner = tid };
     }
-    if let Err(err) = THREADS.insert(&tid, e, BPF_NOEXIST)
-        && i64::from(err) != -EEXIST
-    {
-        // Not EEXIST: the map is full.
-        return None;
-    }
-    // SAFETY: map values live as long as the map.
-    THREADS.get_ptr_mut(&tid).map(|e| unsafe { &mut *e })
+    Some(e)
+}
+
+/// Zeroes an entry in place (a released slot keeps its last owner's figures).
+#[inline(always)]
+pub(crate) fn reset(e: &mut ThreadSwitches) {
+    // SAFETY: `EMPTY` is a valid entry; the copy goes map value to map value.
+    unsafe { core::ptr::copy_nonoverlapping(&raw const EMPTY, e, 1) };
 }
 
 /// `tid`'s entry if it has one: its slot when it owns it, else its `THREADS` entry.
@@ -166,18 +218,16 @@ pub(crate) fn forget(ctx: &BtfTracePointContext, tid: u32, now: u64, task: u64) 
     }
 }
 
-/// A new entry for `task`, a thread of `tgid` seen switching out for the first time.
+/// Fills a zeroed entry in for `task`, a thread of `tgid` seen switching out for the
+/// first time.
 #[inline(always)]
-pub(crate) fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
+pub(crate) fn fresh(e: &mut ThreadSwitches, tgid: u32, task: u64) {
     let (run_delay_seen, wait) = wait_baseline(task);
-    ThreadSwitches {
-        tgid,
-        start_ns: leader_start(task),
-        comm: comm(task),
-        run_delay_seen,
-        flags: wait | first_switch(task),
-        ..ThreadSwitches::default()
-    }
+    e.tgid = tgid;
+    e.start_ns = leader_start(task);
+    e.comm = comm(task);
+    e.run_delay_seen = run_delay_seen;
+    e.flags = wait | first_switch(task);
 }
 
 /// `flags::NVCSW_KNOWN` (with `nvcsw_seen` 0) when the switch being traced is the
@@ -185,7 +235,7 @@ pub(crate) fn fresh(tgid: u32, task: u64) -> ThreadSwitches {
 /// from `nvcsw` alone. For an older thread first seen now it is not, and the switch
 /// program falls back to the tracepoint's rule for this one switch.
 #[inline(always)]
-fn first_switch(task: u64) -> u32 {
+pub(crate) fn first_switch(task: u64) -> u32 {
     let nv: u64 = field(task, config::task_nvcsw_off());
     let niv: u64 = field(task, config::task_nivcsw_off());
     if nv + niv == 1 { flags::NVCSW_KNOWN } else { 0 }

@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use proclens_common::{
     copies::{COMPAT_NR, SysKey},
-    switch::ThreadSwitches,
     counters,
+    switch::ThreadSwitches,
     waits::{
         BlockStats, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EpollKey, OUTSIDE_SYSCALL, ReadyEntry,
         ReadyStats, UNKNOWN_SYSCALL, call,
@@ -69,7 +69,13 @@ pub(crate) fn flush(e: &mut ThreadSwitches, task: u64) {
     // The process as the per-process maps key it: its leader's `start_boottime`.
     let leader: u64 = field(task, config::task_group_leader_off());
     let start: u64 = field(leader, config::task_start_boottime_off());
-    charge(e.tgid, start, e.acc_nr.wrapping_sub(1), e.acc_ns, e.acc_switches);
+    charge(
+        e.tgid,
+        start,
+        e.acc_nr.wrapping_sub(1),
+        e.acc_ns,
+        e.acc_switches,
+    );
     e.acc_ns = 0;
     e.acc_switches = 0;
 }
