@@ -14,7 +14,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_seq_write},
     programs::BtfTracePointContext,
 };
-use proclens_common::switch::{LiveThread, ThreadSwitches, flags, state};
+use proclens_common::switch::{LiveThread, PF_KTHREAD, ThreadSwitches, flags, state};
 
 use crate::{
     config, filter,
@@ -161,8 +161,11 @@ fn seed_traced(ctx: &BtfTracePointContext, task: u64, tid: u32, tgid: u32) {
             e.wake_ts = now;
         } else {
             e.flags |= flags::OUT_VOLUNTARY;
-            // Asleep: its block, from now on, is charged to the syscall it sleeps in.
-            if config::waits_blocked_in() != 0 {
+            // Asleep: its block, from now on, is charged to the syscall it sleeps in (a
+            // kernel thread's, to none).
+            if config::waits_blocked_in() != 0
+                && field::<u32>(task, config::task_flags_off()) & PF_KTHREAD == 0
+            {
                 e.blocked_in = crate::waits::blocked_in(task).wrapping_add(1);
             }
         }
