@@ -151,14 +151,15 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
                     preempt: preempted,
                     prev_state,
                     // Not read for a preemption, which never blocks, nor for a kernel
-                    // thread, which makes no syscalls. (Read whatever the task's state:
-                    // one blocking with a signal pending is back to running here, and
-                    // counted voluntary.)
+                    // thread, which makes no syscalls: its blocks are charged to none.
+                    // (Read whatever the task's state: one blocking with a signal
+                    // pending is back to running here, and counted voluntary.) Plus
+                    // one, as the thread's entry keeps it: 0 is "not known".
                     blocked_in: if config::waits_blocked_in() != 0
                         && !preempted
                         && !is_kthread(prev)
                     {
-                        waits::blocked_in(prev)
+                        waits::blocked_in(prev).wrapping_add(1)
                     } else {
                         0
                     },
@@ -241,7 +242,8 @@ struct Out {
     nvcsw: u64,
     preempt: bool,
     prev_state: u32,
-    /// The syscall it blocks in, where blocks are charged to syscalls and it blocks.
+    /// One more than the syscall it blocks in (`ThreadSwitches::blocked_in`), where
+    /// blocks are charged to syscalls and it blocks; 0 where none is (a kernel thread).
     blocked_in: u32,
 }
 
@@ -309,8 +311,7 @@ fn account_switch_out(e: &mut ThreadSwitches, run: Run, out: Out, run_delay: u64
     if voluntary {
         e.voluntary += 1;
         if config::waits_blocked_in() != 0 {
-            // Plus one: 0 is "not known" (an entry made before its thread's block).
-            e.blocked_in = out.blocked_in.wrapping_add(1);
+            e.blocked_in = out.blocked_in;
         }
         e.wake_ts = 0;
         e.flags = flags::WAIT_KNOWN | flags::NVCSW_KNOWN | flags::OUT_VOLUNTARY;
