@@ -270,6 +270,8 @@ impl Labeller {
                 inflight_map_full: health.inflight_full,
                 copy_map_full: health.copy_map_full,
                 syscall_map_full: health.syscall_map_full,
+                wait_map_full: health.wait_map_full,
+                ready_map_full: health.ready_map_full,
             },
         }
     }

@@ -22,7 +22,7 @@ use std::{
 
 use proclens_common::{copies::fd_kind, copies::op, switch::RUNQ_BUCKETS};
 
-use super::{ExporterState, Labels, PathKey, ZombieLabels, blocked, host};
+use super::{ExporterState, KernelDrops, Labels, PathKey, ZombieLabels, blocked, host};
 use crate::model::parent_info::CgroupPids;
 
 /// The value a folded label reads.
@@ -170,14 +170,20 @@ impl ExporterState {
     }
 
     /// The families without per-process labels: system switches (3), lost events,
-    /// untracked threads, drops by reason (5), two per BPF program, the host and self
+    /// untracked threads, drops by reason, two per BPF program, the host and self
     /// gauges, and the interrupts by CPU and kind (count and seconds each).
     fn fixed_series(&self) -> usize {
         let irq = self
             .irq
             .as_ref()
             .map_or(0, |i| 2 * (i.softirqs.len() + i.hardirqs.len()));
-        3 + 1 + 1 + 5 + 2 * self.programs.len() + host::HostGauges::SERIES + host::SELF_SERIES + irq
+        3 + 1
+            + 1
+            + KernelDrops::REASONS
+            + 2 * self.programs.len()
+            + host::HostGauges::SERIES
+            + host::SELF_SERIES
+            + irq
     }
 
     /// Where this apply starts: each label set shown charged [`SET_SERIES`] whatever

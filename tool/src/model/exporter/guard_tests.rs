@@ -16,7 +16,8 @@ use crate::model::{
     reason = "m - m / 10 grows without bound, so the search ends"
 )]
 fn cap_for(n: usize) -> usize {
-    let base = 3 + 1 + 1 + 5 + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
+    let base =
+        3 + 1 + 1 + KernelDrops::REASONS + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
     let max = (base..).find(|m| m - m / 10 >= base).unwrap();
     assert!(max - max / 10 < base + 3);
     max

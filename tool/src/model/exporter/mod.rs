@@ -103,19 +103,29 @@ pub struct KernelDrops {
     pub copy_map_full: u64,
     /// Syscalls not counted: per-process syscall map full.
     pub syscall_map_full: u64,
+    /// Blocks not charged to their syscall: per-process wait map full.
+    pub wait_map_full: u64,
+    /// Readiness calls not counted (or epoll interest sets not kept): a readiness map
+    /// full.
+    pub ready_map_full: u64,
 }
 
 impl KernelDrops {
     /// (label value, count) of each counter, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); Self::REASONS] {
         [
             ("ringbuf_full", self.ringbuf_full),
             ("thread_map_full", self.thread_map_full),
             ("inflight_map_full", self.inflight_map_full),
             ("copy_map_full", self.copy_map_full),
             ("syscall_map_full", self.syscall_map_full),
+            ("wait_map_full", self.wait_map_full),
+            ("ready_map_full", self.ready_map_full),
         ]
     }
+
+    /// Reasons (series of `proclens_dropped_total`).
+    pub const REASONS: usize = 7;
 }
 
 /// Interrupts by CPU and kind: the kernel's totals since proclens attached (count, ns).
