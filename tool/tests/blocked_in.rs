@@ -202,6 +202,10 @@ fn run_reports_where_the_command_and_its_descendants_blocked() {
     let b = &r["blocked_in"];
     assert_eq!(b["by_syscall"], true, "{b}");
     assert_eq!(b["readiness_counted"], true, "{b}");
+    assert_eq!(
+        (&b["uncounted_blocks"], &b["uncounted_readiness"]),
+        (&0.into(), &0.into())
+    );
     let row = |name: &str| -> &Value {
         b["syscalls"]
             .as_array()

@@ -170,10 +170,13 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         zombies,
         forks,
         // Every process's final figures, those that ended before the last snapshot too.
-        blocked_in: snap
-            .waits
-            .as_ref()
-            .map(|w| run_blocked::section(o.totals.waits(), w.by_syscall, w.readiness)),
+        blocked_in: snap.waits.as_ref().map(|w| {
+            let uncounted = run_blocked::Uncounted {
+                blocks: h.wait_map_full,
+                readiness: h.ready_map_full,
+            };
+            run_blocked::section(o.totals.waits(), w.by_syscall, w.readiness, uncounted)
+        }),
     };
     let boot_offset = procfs::boot_ns().saturating_sub(procfs::monotonic_ns());
     let joined = o.totals.join(boot_offset);

@@ -63,6 +63,17 @@ pub struct BlockedInSection {
     pub syscalls: Vec<BlockedRow>,
     /// Most calls first.
     pub readiness: Vec<ReadinessRow>,
+    /// Blocks not charged to their syscall, readiness calls not counted (or epoll interest
+    /// sets not kept): their kernel maps were full (0 normally).
+    pub uncounted_blocks: u64,
+    pub uncounted_readiness: u64,
+}
+
+/// What the kernel could not count (`Health::wait_map_full`, `ready_map_full`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uncounted {
+    pub blocks: u64,
+    pub readiness: u64,
 }
 
 /// The name of a blocked-in row.
@@ -94,6 +105,7 @@ pub fn section<'a>(
     procs: impl IntoIterator<Item = &'a ProcWaits>,
     by_syscall: bool,
     readiness_counted: bool,
+    uncounted: Uncounted,
 ) -> BlockedInSection {
     // By syscall number: blocked ns, switches, readiness figures.
     let mut by_nr: BTreeMap<u32, (u64, u64, ReadyStats)> = BTreeMap::new();
@@ -147,6 +159,8 @@ pub fn section<'a>(
                 blocked_ms_per_call: ratio(ns, r.calls) / 1e6,
             })
             .collect(),
+        uncounted_blocks: uncounted.blocks,
+        uncounted_readiness: uncounted.readiness,
     }
 }
 
@@ -239,7 +253,7 @@ mod tests {
                 ],
             ),
         ];
-        let s = section(&procs, true, true);
+        let s = section(&procs, true, true, Uncounted::default());
         assert_eq!(s.switches, 152);
         assert!((s.blocked_s - 4.000_001).abs() < 1e-9, "{}", s.blocked_s);
         let names: Vec<(&str, Option<&str>, u64)> = s
@@ -279,7 +293,16 @@ mod tests {
                 sys(OUTSIDE_SYSCALL, 10, 1, ReadyStats::default()),
             ],
         )];
-        let s = section(&procs, false, false);
+        let s = section(
+            &procs,
+            false,
+            false,
+            Uncounted {
+                blocks: 2,
+                readiness: 0,
+            },
+        );
+        assert_eq!((s.uncounted_blocks, s.uncounted_readiness), (2, 0));
         let rows: Vec<(&str, Option<&str>)> = s
             .syscalls
             .iter()
@@ -290,7 +313,7 @@ mod tests {
             [("(syscall unknown)", None), ("(outside syscalls)", None)]
         );
         assert!(s.readiness.is_empty() && !s.by_syscall && !s.readiness_counted);
-        let empty = section(&[], true, true);
+        let empty = section(&[], true, true, Uncounted::default());
         assert!(empty.syscalls.is_empty() && empty.blocked_s == 0.0);
     }
 }

@@ -261,6 +261,17 @@ fn blocked_lines(out: &mut String, b: &BlockedInSection) {
             b.syscalls.len() - BLOCKED_ROWS
         );
     }
+    for (what, n) in [
+        ("uncounted blk.", b.uncounted_blocks),
+        ("uncounted rdy.", b.uncounted_readiness),
+    ] {
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "{what:>14}  {n} (a kernel map was full: figures are incomplete)"
+            );
+        }
+    }
     if !b.readiness_counted {
         let _ = writeln!(
             out,
@@ -390,6 +401,8 @@ mod tests {
                     errors: 0,
                     blocked_ms_per_call: 100.0,
                 }],
+                uncounted_blocks: 0,
+                uncounted_readiness: 0,
             }),
             per_process: vec![ProcessSummary {
                 pid: 7,
