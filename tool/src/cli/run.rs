@@ -20,6 +20,7 @@ use crate::{
     model::{
         forks,
         irq::Taken,
+        run_blocked,
         run_report::{self, RunExtras, RunFacts, RunReport},
         run_sections,
     },
@@ -52,9 +53,9 @@ pub struct RunArgs {
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let cgroup = RunCgroup::create()?;
-    // Switches, lifecycle, syscalls and copy paths (left out, with a warning, where the
-    // kernel lacks what they need), and the interrupts its tasks lose, all filtered in the kernel on the
-    // command's cgroup.
+    // Switches, lifecycle, syscalls, and copy paths, the interrupts its tasks lose and
+    // the syscalls they block in (each left out, with a warning, where the kernel lacks
+    // what it needs), all filtered in the kernel on the command's cgroup.
     let tracer = Tracer::start(&TracerOptions {
         cgroup: Some(cgroup.filter.clone()),
         syscalls: true,
@@ -63,6 +64,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         max_threads: args.table.max_threads,
         forks: true,
         irq: Want::IfAvailable,
+        waits: Want::IfAvailable,
         ..TracerOptions::default()
     })?;
     let user = command::invoking_user()?;
@@ -167,6 +169,14 @@ fn report(command: Vec<String>, o: RunOutcome, copies_on: bool) -> RunReport {
         copies: copies_on.then(|| run_sections::copies(&procs, o.wall_s)),
         zombies,
         forks,
+        // Every process's final figures, those that ended before the last snapshot too.
+        blocked_in: snap.waits.as_ref().map(|w| {
+            let uncounted = run_blocked::Uncounted {
+                blocks: h.wait_map_full,
+                readiness: h.ready_map_full,
+            };
+            run_blocked::section(o.totals.waits(), w.by_syscall, w.readiness, uncounted)
+        }),
     };
     let boot_offset = procfs::boot_ns().saturating_sub(procfs::monotonic_ns());
     let joined = o.totals.join(boot_offset);

@@ -112,12 +112,11 @@ impl Collector {
             .irq_maps()
             .map(|m| IrqCollector::start(m))
             .transpose()?;
+        // The waits maps before the live threads (see `WaitsCollector`).
+        let closed = tracer.waits_maps().map(|m| m.reading()).transpose()?;
         let first = tracer.threads()?;
         let open = tracer.open_blocks().to_vec();
-        let waits = tracer
-            .waits_maps()
-            .map(|m| WaitsCollector::start(m, &open))
-            .transpose()?;
+        let waits = closed.map(|r| WaitsCollector::start(&r, &open));
         model.update(&first, &[]);
         if let Some(m) = &mut thread_model {
             m.update(&first, &[]);
@@ -169,6 +168,9 @@ impl Collector {
     /// exits meanwhile is in one or the other (its final counts then supersede the live
     /// ones), never in neither.
     pub fn live_threads(&mut self) -> Result<HashMap<u32, ThreadSwitches>> {
+        if let (Some(c), Some(maps)) = (&mut self.waits, self.tracer.waits_maps()) {
+            c.before_threads(maps)?;
+        }
         self.tracer.threads()
     }
 

@@ -14,6 +14,7 @@ pub mod open_period;
 pub mod parent_info;
 pub mod proctable;
 pub mod rates;
+pub mod run_blocked;
 pub mod run_report;
 pub mod run_sections;
 pub mod run_totals;

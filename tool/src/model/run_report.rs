@@ -7,6 +7,7 @@ use super::{
     forks::ForksSection,
     histogram::percentile_capped_us,
     irq::{InterruptedSection, Taken},
+    run_blocked::BlockedInSection,
     run_sections::{CopiesSection, ZombiesSection},
     run_totals::Joined,
     switches::Counts,
@@ -138,6 +139,9 @@ pub struct RunReport {
     pub forks: Option<ForksSection>,
     /// Interrupt time its tasks lost; `None` when interrupts were not traced.
     pub interrupted: Option<InterruptedSection>,
+    /// The syscalls its processes blocked in, and their select, poll and epoll calls;
+    /// `None` when blocks could not be charged to syscalls.
+    pub blocked_in: Option<BlockedInSection>,
     pub per_process: Vec<ProcessSummary>,
 }
 
@@ -153,6 +157,8 @@ pub struct RunExtras {
     /// What interrupts took from its processes, together; `None` when they were not
     /// traced.
     pub interrupted: Option<Taken>,
+    /// `None` when blocks could not be charged to syscalls.
+    pub blocked_in: Option<BlockedInSection>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -215,6 +221,7 @@ pub fn build(
         interrupted: extras
             .interrupted
             .map(|t| InterruptedSection::of(t, secs(all.oncpu_ns))),
+        blocked_in: extras.blocked_in,
         per_process,
     }
 }

@@ -16,6 +16,7 @@ use super::{
     copy_report::ProcRow,
     proctable::Key as ProcKey,
     switches::{Key, Row},
+    waits::ProcWaits,
 };
 
 /// How far apart a process's two start stamps may be, besides the clocks' offset.
@@ -30,6 +31,8 @@ pub struct RunTotals {
     proc_comms: HashMap<ProcKey, String>,
     /// Whether syscalls were counted (the readings had syscall rows).
     counted: bool,
+    /// Each process's blocked time by syscall and readiness calls.
+    waits: BTreeMap<ProcKey, ProcWaits>,
 }
 
 /// A process of the run, its switch row (zeros when it never switched: its syscalls were
@@ -61,6 +64,20 @@ impl RunTotals {
             self.procs.insert(p.key(), p);
         }
         self.proc_comms.extend(proc_comms);
+    }
+
+    /// Folds one reading's waits rows in: as the other rows, a process's later figures
+    /// (totals since it started) replace its earlier ones, and a process's last row (in
+    /// the reading that found it gone) stays.
+    pub fn fold_waits(&mut self, procs: Vec<ProcWaits>) {
+        for p in procs {
+            self.waits.insert(p.key, p);
+        }
+    }
+
+    /// Every process's latest waits figures.
+    pub fn waits(&self) -> impl Iterator<Item = &ProcWaits> {
+        self.waits.values()
     }
 
     /// Threads seen.
@@ -203,7 +220,36 @@ mod tests {
         let sum: u64 = j.iter().filter_map(|j| j.syscalls).sum();
         assert_eq!(sum, t.procs().iter().map(|p| p.syscalls.total).sum::<u64>());
         let mut uncounted = RunTotals::default();
+        assert_eq!(uncounted.waits().count(), 0);
         uncounted.fold(vec![row(9, 1, 1)], &[], None, HashMap::new());
         assert_eq!(uncounted.join(OFFSET)[0].syscalls, None);
+    }
+
+    /// A process's waits rows: the latest replaces the earlier, and one that has gone
+    /// (absent from later readings) keeps its last.
+    #[test]
+    fn waits_keep_every_process_latest_figures() {
+        use crate::model::waits::{Figures, SyscallWaits};
+        let w = |tgid, ns| ProcWaits {
+            key: ProcKey { tgid, start_ns: 1 },
+            syscalls: vec![SyscallWaits {
+                nr: 35,
+                delta: Figures::default(),
+                total: Figures {
+                    blocked_ns: ns,
+                    switches: 1,
+                    ..Figures::default()
+                },
+            }],
+        };
+        let mut t = RunTotals::default();
+        t.fold_waits(vec![w(1, 10), w(2, 5)]);
+        t.fold_waits(vec![w(1, 30)]);
+        t.fold_waits(vec![]);
+        let got: Vec<(u32, u64)> = t
+            .waits()
+            .map(|p| (p.key.tgid, p.syscalls[0].total.blocked_ns))
+            .collect();
+        assert_eq!(got, [(1, 30), (2, 5)]);
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::{
     model::{
+        run_blocked::BlockedInSection,
         run_report::{Latency, RunReport},
         run_sections::{CopiesSection, ZombieEntry, ZombiesSection},
     },
@@ -122,6 +123,9 @@ pub fn plain(r: &RunReport) -> String {
             i.oncpu_pct
         );
     }
+    if let Some(b) = &r.blocked_in {
+        blocked_lines(&mut out, b);
+    }
     zombies_lines(&mut out, &r.zombies);
     if let Some(f) = &r.forks {
         out.extend(super::forks::run_lines(f).into_iter().map(|l| l + "\n"));
@@ -219,6 +223,83 @@ fn copies_lines(out: &mut String, c: &CopiesSection) {
     }
 }
 
+/// Syscalls blocked in that the text report lists (the JSON has them all).
+const BLOCKED_ROWS: usize = 10;
+
+fn blocked_lines(out: &mut String, b: &BlockedInSection) {
+    let _ = writeln!(
+        out,
+        "{:>14}  {:.3} s in {} blocks, {}",
+        "blocked in",
+        b.blocked_s,
+        b.switches,
+        if b.by_syscall {
+            "by the syscall each began in"
+        } else {
+            "not told apart by syscall on this kernel (5.15+)"
+        }
+    );
+    for r in b.syscalls.iter().take(BLOCKED_ROWS) {
+        let name = match r.abi {
+            Some("i386") => format!("{} (i386)", r.syscall),
+            _ => r.syscall.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>14}  {name:<18} {:>9.3} s {:>5.1}% {:>8} switches",
+            "",
+            r.blocked_s,
+            100.0 * r.share,
+            r.switches
+        );
+    }
+    if b.syscalls.len() > BLOCKED_ROWS {
+        let _ = writeln!(
+            out,
+            "{:>14}  and {} more (--json lists them all)",
+            "",
+            b.syscalls.len() - BLOCKED_ROWS
+        );
+    }
+    for (what, n) in [
+        ("uncounted blk.", b.uncounted_blocks),
+        ("uncounted rdy.", b.uncounted_readiness),
+    ] {
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "{what:>14}  {n} (a kernel map was full: figures are incomplete)"
+            );
+        }
+    }
+    if !b.readiness_counted {
+        let _ = writeln!(
+            out,
+            "{:>14}  select, poll and epoll not counted",
+            "readiness"
+        );
+    }
+    for (i, r) in b.readiness.iter().enumerate() {
+        let watched = if r.interest_per_call > 0.0 {
+            format!(" (of {:.1} watched)", r.interest_per_call)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:>14}  {:<12} {} calls, {:.1} fds in/call, {:.2} ready/call{watched}, {:.0}% empty, {} failed, {:.3} ms blocked/call",
+            if i == 0 { "readiness" } else { "" },
+            r.syscall,
+            r.calls,
+            r.fds_in_per_call,
+            r.ready_per_call,
+            100.0 * r.empty_share,
+            r.errors,
+            r.blocked_ms_per_call
+        );
+    }
+}
+
 fn zombie_line(z: &ZombieEntry) -> String {
     let status = z.status.text();
     format!(
@@ -248,7 +329,10 @@ pub fn json(r: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::run_report::{ExitInfo, ProcessSummary, SwitchKinds};
+    use crate::model::{
+        run_blocked::{BlockedRow, ReadinessRow},
+        run_report::{ExitInfo, ProcessSummary, SwitchKinds},
+    };
 
     fn report() -> RunReport {
         let sw = SwitchKinds {
@@ -295,6 +379,31 @@ mod tests {
                 soft_s: 0.000_1,
                 oncpu_pct: 5.0,
             }),
+            blocked_in: Some(BlockedInSection {
+                by_syscall: true,
+                readiness_counted: true,
+                blocked_s: 0.2,
+                switches: 2,
+                syscalls: vec![BlockedRow {
+                    syscall: "poll".into(),
+                    abi: Some("x86_64"),
+                    blocked_s: 0.2,
+                    share: 1.0,
+                    switches: 2,
+                }],
+                readiness: vec![ReadinessRow {
+                    syscall: "poll".into(),
+                    calls: 2,
+                    fds_in_per_call: 1.0,
+                    interest_per_call: 0.0,
+                    ready_per_call: 0.0,
+                    empty_share: 1.0,
+                    errors: 0,
+                    blocked_ms_per_call: 100.0,
+                }],
+                uncounted_blocks: 0,
+                uncounted_readiness: 0,
+            }),
             per_process: vec![ProcessSummary {
                 pid: 7,
                 comm: "sleep".into(),
@@ -325,6 +434,15 @@ mod tests {
         assert_eq!(v["blocked_s"], 0.2);
         assert_eq!(v["interrupted"]["soft"], 7);
         assert_eq!(v["interrupted"]["oncpu_pct"], 5.0);
+        let b = &v["blocked_in"];
+        assert_eq!(b["syscalls"][0]["syscall"], "poll");
+        assert_eq!(b["syscalls"][0]["switches"], 2);
+        assert_eq!(b["readiness"][0]["empty_share"], 1.0);
+        assert_eq!(b["readiness"][0]["blocked_ms_per_call"], 100.0);
+        assert_eq!(
+            (b["by_syscall"].as_bool(), b["readiness_counted"].as_bool()),
+            (Some(true), Some(true))
+        );
     }
 
     #[test]
@@ -336,6 +454,14 @@ mod tests {
         assert!(t.contains("p50 <4us, p99 <=7us, max 7us"), "{t}");
         assert!(
             t.contains("   interrupted  hard IRQs 0.050 ms (3), softirqs 0.100 ms (7): 5.00% of its on-CPU time"),
+            "{t}"
+        );
+        assert!(
+            t.contains("    blocked in  0.200 s in 2 blocks, by the syscall each began in\n                poll                   0.200 s 100.0%        2 switches\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("     readiness  poll         2 calls, 1.0 fds in/call, 0.00 ready/call, 100% empty, 0 failed, 100.000 ms blocked/call\n"),
             "{t}"
         );
     }

@@ -5,6 +5,7 @@
     reason = "each test binary compiles every helper and uses only its own"
 )]
 
+pub mod blocking_workloads;
 pub mod bpf_maps;
 pub mod bpftrace;
 pub mod cgroup;

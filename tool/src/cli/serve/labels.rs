@@ -8,11 +8,14 @@ use std::collections::{HashMap, HashSet};
 use super::attribution::Attributor;
 use crate::{
     cli::Filter,
-    collect::{extras::Extras, irq::IrqSnapshot, procfs, session::Snapshot, tracer::Health},
+    collect::{
+        extras::Extras, irq::IrqSnapshot, procfs, session::Snapshot, tracer::Health,
+        waits::WaitsSnapshot,
+    },
     model::{
         exporter::{
-            ExporterState, ExtrasDelta, ForkDelta, IrqTotals, KernelDrops, LabelledDelta, Labels,
-            ProcDelta, StolenDelta, SystemTotals, ZombieLabels,
+            BlockedDelta, ExporterState, ExtrasDelta, ForkDelta, IrqTotals, KernelDrops,
+            LabelledDelta, Labels, ProcDelta, StolenDelta, SystemTotals, ZombieLabels, blocked,
         },
         irq::softirq_name,
         switches::Key,
@@ -153,6 +156,10 @@ impl Labeller {
             let stolen = self.stolen(irq, &by_tgid);
             st.apply_irq(irq_totals(irq), stolen);
         }
+        if let Some(w) = &snap.waits {
+            let rows = self.blocked(w, &by_tgid);
+            st.apply_blocked(rows);
+        }
         let seen = &self.seen;
         self.others.retain(|t, _| seen.contains(t));
         crate::model::spare::map(&mut self.others);
@@ -263,6 +270,8 @@ impl Labeller {
                 inflight_map_full: health.inflight_full,
                 copy_map_full: health.copy_map_full,
                 syscall_map_full: health.syscall_map_full,
+                wait_map_full: health.wait_map_full,
+                ready_map_full: health.ready_map_full,
             },
         }
     }
@@ -286,6 +295,34 @@ impl Labeller {
                     labels,
                     delta: v.delta,
                     alive: alive && !irq.gone.contains(&v.key),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Labeller {
+    /// Each process's blocks of the interval by syscall, labelled as its other families
+    /// are; a process gone in this interval is there with its last figures (and without,
+    /// so that its per-pid series go).
+    fn blocked(
+        &mut self,
+        w: &WaitsSnapshot,
+        by_tgid: &HashMap<u32, (Labels, bool)>,
+    ) -> Vec<BlockedDelta> {
+        w.procs
+            .iter()
+            .filter_map(|p| {
+                let syscalls = blocked::interval(p);
+                let gone = w.gone.contains(&p.key);
+                if syscalls.is_empty() && !gone {
+                    return None;
+                }
+                let (labels, alive) = self.process(p.key.tgid, None, by_tgid)?;
+                Some(BlockedDelta {
+                    labels,
+                    syscalls,
+                    alive: alive && !gone,
                 })
             })
             .collect()

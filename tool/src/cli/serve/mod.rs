@@ -77,8 +77,8 @@ pub struct ServeArgs {
     /// The most series /metrics shows, every family counted. Whoever names a process
     /// chooses its command label: label sets that would go past the cap fold into
     /// `comm="other"` (keeping their other labels while those fit, else every label
-    /// `other`), counted by proclens_folded_label_sets_total. The default holds ~230
-    /// label sets: twice what a busy node shows.
+    /// `other`), counted by proclens_folded_label_sets_total. The default holds ~200
+    /// label sets that block in three syscalls each: twice what a busy node shows.
     #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub max_series: u64,
     /// Connections served at once; further ones are closed immediately.
@@ -172,11 +172,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 }
 
 /// Loads and attaches the programs: switches, syscalls and the lifecycle as `top` does,
-/// plus the copy programs when asked for. When those cannot be had (a kernel without
-/// what they read), one warning and the rest goes on without them.
+/// blocked time by syscall, plus the copy programs when asked for. When the blocked time
+/// or the copy programs cannot be had (a kernel without what they read), one warning and
+/// the rest goes on without them.
 fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
     let tracer = filter.start(TracerOptions {
         copies: if copies { Want::IfAvailable } else { Want::Off },
+        waits: Want::IfAvailable,
         ..super::table_tracing()
     })?;
     let on = tracer.copies_on();

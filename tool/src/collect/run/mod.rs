@@ -51,8 +51,8 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// Every process's and thread's latest figures.
     pub totals: RunTotals,
-    /// The last snapshot: the kernel's drop counters, zombies left (its rows are in
-    /// `totals`).
+    /// The last snapshot: the kernel's drop counters, zombies left (its rows, the waits'
+    /// too, are in `totals`).
     pub snapshot: Snapshot,
     pub forked: Forked,
     /// Reaps of processes dead at least [`ZOMBIE_MIN_AGE_NS`] when reaped.
@@ -294,7 +294,8 @@ fn fold(
     Ok(snap)
 }
 
-/// Moves a snapshot's rows into `totals`.
+/// Moves a snapshot's rows into `totals` (of the waits, the rows; the snapshot keeps
+/// what the kernel could tell).
 fn take_rows(totals: &mut RunTotals, s: &mut Snapshot) {
     totals.fold(
         std::mem::take(&mut s.rows),
@@ -302,6 +303,9 @@ fn take_rows(totals: &mut RunTotals, s: &mut Snapshot) {
         s.extras.procs.take(),
         std::mem::take(&mut s.extras.proc_comms),
     );
+    if let Some(w) = &mut s.waits {
+        totals.fold_waits(std::mem::take(&mut w.procs));
+    }
 }
 
 fn forward(pid: u32, sig: i32) {

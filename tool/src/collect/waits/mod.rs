@@ -148,28 +148,50 @@ pub struct WaitsSnapshot {
 }
 
 /// Keeps the waits model between intervals.
+///
+/// The closed blocks (the maps) are read before the blocks in progress (the live
+/// threads), never after: a block that ends between the two readings is then in neither
+/// (it comes in with the next), where the other order had it in both, open in one and
+/// charged in the other, and the model, which holds each figure at its highest, kept the
+/// extra switch and time for good.
 #[derive(Debug)]
 pub struct WaitsCollector {
     model: WaitsModel,
+    /// The maps as read just before the live threads ([`WaitsCollector::before_threads`]).
+    closed: Option<WaitReading>,
 }
 
 impl WaitsCollector {
-    /// Starts the model from the figures so far (they belong to no report).
-    pub fn start(maps: &WaitMaps, open: &[OpenBlock]) -> Result<Self> {
+    /// Starts the model from the figures so far (they belong to no report): `closed`, the
+    /// maps read before the live threads whose blocks in progress are `open`.
+    pub fn start(closed: &WaitReading, open: &[OpenBlock]) -> Self {
         let mut model = WaitsModel::new();
-        let r = maps.reading()?;
-        model.update(&r.blocks, &r.ready, open);
-        Ok(Self { model })
+        model.update(&closed.blocks, &closed.ready, open);
+        Self {
+            model,
+            closed: None,
+        }
     }
 
-    /// One interval's rows; `open`: the blocks in progress at the live threads' reading.
+    /// Reads the maps; call it just before the live threads are read, whose blocks in
+    /// progress the next [`WaitsCollector::tick`] gets.
+    pub fn before_threads(&mut self, maps: &WaitMaps) -> Result<()> {
+        self.closed = Some(maps.reading()?);
+        Ok(())
+    }
+
+    /// One interval's rows; `open`: the blocks in progress at the live threads' reading
+    /// (the maps read before it, see the type's doc; now if they were not).
     pub fn tick(
         &mut self,
         maps: &mut WaitMaps,
         open: &[OpenBlock],
         exited: &Exited,
     ) -> Result<WaitsSnapshot> {
-        let mut r = maps.reading()?;
+        let mut r = match self.closed.take() {
+            Some(r) => r,
+            None => maps.reading()?,
+        };
         let gone = gone::gone(&r.processes(), procfs::tick_ns(), exited);
         let last = maps.take_gone(&gone)?;
         r.blocks.extend(last.blocks);

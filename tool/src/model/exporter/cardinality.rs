@@ -10,8 +10,9 @@
 //! up.
 //!
 //! Series are charged when a label set is admitted: every per-set family at once
-//! ([`SET_SERIES`]), copy paths one by one. The catch-all's copy paths are kept by
-//! syscall only (fd kinds `unknown`), so its room is bounded too.
+//! ([`SET_SERIES`]), copy paths and the syscalls blocked in one by one. The catch-all's
+//! copy paths are kept by syscall only (fd kinds `unknown`), and the syscalls blocked in
+//! are a bounded set of labels, so its room is bounded too.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -21,7 +22,7 @@ use std::{
 
 use proclens_common::{copies::fd_kind, copies::op, switch::RUNQ_BUCKETS};
 
-use super::{ExporterState, Labels, PathKey, ZombieLabels, host};
+use super::{ExporterState, KernelDrops, Labels, PathKey, ZombieLabels, blocked, host};
 use crate::model::parent_info::CgroupPids;
 
 /// The value a folded label reads.
@@ -37,11 +38,15 @@ pub const FORK_SERIES: usize = 4;
 pub const PATH_SERIES: usize = 5;
 /// Series of a label set in the interrupt family: time stolen by hard IRQs and softirqs.
 pub const IRQ_SERIES: usize = 2;
-/// What admitting a label set costs: every per-set family but the copy paths.
+/// Series of one syscall blocked in: seconds and switches.
+pub const BLOCKED_SERIES: usize = 2;
+/// What admitting a label set costs: every per-set family but the copy paths and the
+/// syscalls blocked in.
 pub const SET_SERIES: usize = SWITCH_SERIES + 1 + FORK_SERIES + IRQ_SERIES;
 /// Room always kept for the catch-all: its label set, its copy paths (one per syscall),
-/// and the zombie gauge's `parent_comm="other"`.
-pub const RESERVE: usize = SET_SERIES + PATH_SERIES * op::COUNT + 1;
+/// every syscall label blocked in, and the zombie gauge's `parent_comm="other"`.
+pub const RESERVE: usize =
+    SET_SERIES + PATH_SERIES * op::COUNT + BLOCKED_SERIES * blocked::LABELS + 1;
 
 /// The cap and what it has folded.
 #[derive(Debug, Clone)]
@@ -158,24 +163,33 @@ impl ExporterState {
         if self.irq.is_some() {
             n += IRQ_SERIES * self.irq_stolen.len();
         }
+        if self.blocked_in_counted {
+            n += BLOCKED_SERIES * self.blocked_in.values().map(BTreeMap::len).sum::<usize>();
+        }
         n
     }
 
     /// The families without per-process labels: system switches (3), lost events,
-    /// untracked threads, drops by reason (5), two per BPF program, the host and self
+    /// untracked threads, drops by reason, two per BPF program, the host and self
     /// gauges, and the interrupts by CPU and kind (count and seconds each).
     fn fixed_series(&self) -> usize {
         let irq = self
             .irq
             .as_ref()
             .map_or(0, |i| 2 * (i.softirqs.len() + i.hardirqs.len()));
-        3 + 1 + 1 + 5 + 2 * self.programs.len() + host::HostGauges::SERIES + host::SELF_SERIES + irq
+        3 + 1
+            + 1
+            + KernelDrops::REASONS
+            + 2 * self.programs.len()
+            + host::HostGauges::SERIES
+            + host::SELF_SERIES
+            + irq
     }
 
     /// Where this apply starts: each label set shown charged [`SET_SERIES`] whatever
     /// families it has yet (so a set that forks later cannot take `/metrics` past the cap),
-    /// plus its copy paths, the zombie gauges and the fixed families; the catch-all's
-    /// series are in the room kept for them.
+    /// plus its copy paths and syscalls blocked in, the zombie gauges and the fixed
+    /// families; the catch-all's series are in the room kept for them.
     pub(super) fn budget(&self) -> Budget {
         let mine = |l: &&Labels| !self.guard.is_other(l);
         let sets = self.touched.keys().filter(mine).count();
@@ -185,13 +199,24 @@ impl ExporterState {
             .filter(|(l, _)| mine(l))
             .map(|(_, p)| p.len())
             .sum();
+        let blocked: usize = self
+            .blocked_in
+            .iter()
+            .filter(|(l, _)| mine(l))
+            .map(|(_, s)| s.len())
+            .sum();
         let zombies = self
             .zombies
             .as_ref()
             .map_or(0, |z| z.keys().filter(|z| **z != other_zombie()).count());
         let cgroups: usize = self.zombie_cgroups.iter().map(cgroup_series).sum();
         Budget {
-            used: self.fixed_series() + sets * SET_SERIES + paths * PATH_SERIES + zombies + cgroups,
+            used: self.fixed_series()
+                + sets * SET_SERIES
+                + paths * PATH_SERIES
+                + blocked * BLOCKED_SERIES
+                + zombies
+                + cgroups,
             max: self.guard.max_series,
         }
     }
@@ -242,6 +267,28 @@ impl ExporterState {
             return (owner.clone(), key);
         }
         (self.guard.other_like(owner), by_syscall)
+    }
+
+    /// Where the blocked time of `owner` (already admitted) in `syscall` goes: its own
+    /// series when they are there or fit, else the catch-all's (which has room for every
+    /// syscall label).
+    pub(super) fn admit_blocked(
+        &mut self,
+        owner: &Labels,
+        syscall: &'static str,
+        b: &mut Budget,
+    ) -> Labels {
+        if !self.guard.limited() || self.guard.is_other(owner) {
+            return owner.clone();
+        }
+        let shown = self
+            .blocked_in
+            .get(owner)
+            .is_some_and(|s| s.contains_key(syscall));
+        if shown || b.take(BLOCKED_SERIES, false) {
+            return owner.clone();
+        }
+        self.guard.other_like(owner)
     }
 
     /// The zombie holders' cgroups shown: fewest pids left first (no limit last), each

@@ -5,7 +5,7 @@ use super::{
     *,
 };
 use crate::model::{
-    exporter::cardinality::{OTHER, RESERVE, SET_SERIES},
+    exporter::cardinality::{BLOCKED_SERIES, OTHER, RESERVE, SET_SERIES},
     parent_info::CgroupPids,
 };
 
@@ -16,7 +16,8 @@ use crate::model::{
     reason = "m - m / 10 grows without bound, so the search ends"
 )]
 fn cap_for(n: usize) -> usize {
-    let base = 3 + 1 + 1 + 5 + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
+    let base =
+        3 + 1 + 1 + KernelDrops::REASONS + HostGauges::SERIES + host::SELF_SERIES + RESERVE + n;
     let max = (base..).find(|m| m - m / 10 >= base).unwrap();
     assert!(max - max / 10 < base + 3);
     max
@@ -226,4 +227,51 @@ fn folded_sets_are_counted_again_after_they_expire() {
     st.expire(1);
     interval(&mut st, &names, "/");
     assert_eq!(st.guard.folded_total, 2 * folded);
+}
+
+/// Issue 21: the syscalls blocked in are charged one by one as they show up; past the cap
+/// they go to the catch-all under the same syscall label, which has room for them all.
+#[test]
+fn syscalls_blocked_in_past_the_cap_go_to_the_catch_all() {
+    let max = cap_for(SET_SERIES + BLOCKED_SERIES);
+    let mut st = ExporterState::with_max_series(max);
+    let b = |ns| Blocked { ns, switches: 1 };
+    let web = labels("web", None);
+    st.apply_blocked(vec![BlockedDelta {
+        labels: web.clone(),
+        syscalls: vec![("epoll_wait", b(10)), ("futex", b(3))],
+        alive: true,
+    }]);
+    // The set and its first syscall fit, its second does not.
+    assert_eq!(st.blocked_in[&web].len(), 1, "{:?}", st.blocked_in);
+    assert_eq!(st.blocked_in[&web]["epoll_wait"], b(10));
+    let other = Labels::new(OTHER, &[("cgroup", OTHER)]);
+    assert_eq!(st.blocked_in[&other]["futex"], b(3));
+    assert!(st.series_count() <= max, "{} > {max}", st.series_count());
+    // Every label of every set past the cap: still under it, nothing lost.
+    let all: Vec<(&'static str, Blocked)> = (0..u32::from(u16::MAX))
+        .map(blocked::syscall_label)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|l| (l, b(1)))
+        .collect();
+    for name in ["db", "cache", "web"] {
+        st.apply_blocked(vec![BlockedDelta {
+            labels: labels(name, None),
+            syscalls: all.clone(),
+            alive: true,
+        }]);
+    }
+    assert!(st.series_count() <= max, "{} > {max}", st.series_count());
+    let total: u64 = st
+        .blocked_in
+        .values()
+        .flat_map(|s| s.values())
+        .map(|b| b.ns)
+        .sum();
+    assert_eq!(
+        total,
+        13 + 3 * all.len() as u64,
+        "no blocked time lost by folding"
+    );
 }

@@ -9,12 +9,14 @@
 //! capped too: [`cardinality`] folds the sets that would take `/metrics` past
 //! `--max-series` into `comm="other"`.
 
+pub mod blocked;
 pub mod cardinality;
 pub mod host;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use super::{copies, irq::Taken, parent_info::CgroupPids, proctable::ForkStats, switches::Counts};
+pub use blocked::{Blocked, BlockedDelta};
 pub use cardinality::Guard;
 pub use host::{HostGauges, SCRAPE_BUCKETS, ScrapeDurations, SelfGauges};
 
@@ -101,19 +103,29 @@ pub struct KernelDrops {
     pub copy_map_full: u64,
     /// Syscalls not counted: per-process syscall map full.
     pub syscall_map_full: u64,
+    /// Blocks not charged to their syscall: per-process wait map full.
+    pub wait_map_full: u64,
+    /// Readiness calls not counted (or epoll interest sets not kept): a readiness map
+    /// full.
+    pub ready_map_full: u64,
 }
 
 impl KernelDrops {
     /// (label value, count) of each counter, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); Self::REASONS] {
         [
             ("ringbuf_full", self.ringbuf_full),
             ("thread_map_full", self.thread_map_full),
             ("inflight_map_full", self.inflight_map_full),
             ("copy_map_full", self.copy_map_full),
             ("syscall_map_full", self.syscall_map_full),
+            ("wait_map_full", self.wait_map_full),
+            ("ready_map_full", self.ready_map_full),
         ]
     }
+
+    /// Reasons (series of `proclens_dropped_total`).
+    pub const REASONS: usize = 7;
 }
 
 /// Interrupts by CPU and kind: the kernel's totals since proclens attached (count, ns).
@@ -175,6 +187,11 @@ pub struct ExporterState {
     pub irq: Option<IrqTotals>,
     /// Interrupt time taken from each label set's processes.
     pub irq_stolen: BTreeMap<Labels, Taken>,
+    /// Blocked time and voluntary switches of each label set by the syscall each block
+    /// began in, folded (see [`blocked`]); empty when not traced.
+    pub blocked_in: BTreeMap<Labels, BTreeMap<&'static str, Blocked>>,
+    /// Whether blocks are charged to syscalls (the families are shown, even empty).
+    pub blocked_in_counted: bool,
     /// The cardinality cap and what it folded.
     pub guard: Guard,
     /// The collection in which each label set last had a process in the rows (alive, or
@@ -264,9 +281,6 @@ impl ExporterState {
         self.pending_removal(gone);
     }
 
-    /// Adds one interval's syscalls, copy paths and forks, and replaces the zombie
-    /// gauge and the drop counters. Per-pid series of processes seen gone are dropped
-    /// (from every family) after their last figures are in, as in [`Self::apply`].
     /// Replaces the interrupt totals and adds one interval's stolen time, as
     /// [`Self::apply_extras`] does for syscalls (per-pid series of processes seen gone
     /// are dropped after their last figures are in).
@@ -288,6 +302,38 @@ impl ExporterState {
         self.pending_removal(gone);
     }
 
+    /// Adds one interval's blocked time by syscall, as [`Self::apply_extras`] does for
+    /// syscalls: a process's figures of its last interval are in its label set's counters
+    /// for good (per-pid series of processes seen gone are dropped after them).
+    pub fn apply_blocked(&mut self, rows: Vec<BlockedDelta>) {
+        self.blocked_in_counted = true;
+        let mut gone = Vec::new();
+        let mut budget = self.budget();
+        for r in rows {
+            if r.labels.pid.is_some() && !r.alive {
+                gone.push(r.labels.clone());
+            }
+            if r.syscalls.is_empty() {
+                continue;
+            }
+            let labels = self.admit(r.labels, &mut budget);
+            self.touched.insert(labels.clone(), self.collections);
+            for (syscall, b) in r.syscalls {
+                let owner = self.admit_blocked(&labels, syscall, &mut budget);
+                self.blocked_in
+                    .entry(owner)
+                    .or_default()
+                    .entry(syscall)
+                    .or_default()
+                    .add(&b);
+            }
+        }
+        self.pending_removal(gone);
+    }
+
+    /// Adds one interval's syscalls, copy paths and forks, and replaces the zombie
+    /// gauge and the drop counters. Per-pid series of processes seen gone are dropped
+    /// (from every family) after their last figures are in, as in [`Self::apply`].
     pub fn apply_extras(&mut self, x: ExtrasDelta<'_>) {
         let mut gone = Vec::new();
         self.syscalls_counted = x.procs.is_some();
@@ -363,6 +409,7 @@ impl ExporterState {
         self.copies.remove(l);
         self.forks.remove(l);
         self.irq_stolen.remove(l);
+        self.blocked_in.remove(l);
         self.touched.remove(l);
     }
 

@@ -315,3 +315,58 @@ fn interrupt_totals_are_replaced_and_stolen_time_accumulates() {
     assert_eq!(st.irq_stolen[&labels("spin", None)].soft_ns, 160);
     assert!(!st.irq_stolen.contains_key(&labels("gone", Some(3))));
 }
+
+fn blocked_delta(l: Labels, syscalls: &[(&'static str, u64, u64)], alive: bool) -> BlockedDelta {
+    BlockedDelta {
+        labels: l,
+        syscalls: syscalls
+            .iter()
+            .map(|&(s, ns, switches)| (s, Blocked { ns, switches }))
+            .collect(),
+        alive,
+    }
+}
+
+/// Issue 21: blocked time by syscall accumulates per label set and syscall label; a
+/// process's last interval (it has gone) stays in its label set's counters, and a
+/// per-pid series goes with its process.
+#[test]
+fn blocked_time_by_syscall_accumulates_and_outlives_its_processes() {
+    let mut st = ExporterState::default();
+    assert!(!st.blocked_in_counted);
+    st.apply_blocked(vec![
+        blocked_delta(labels("web", None), &[("epoll_wait", 100, 2)], true),
+        blocked_delta(
+            labels("web", None),
+            &[("epoll_wait", 10, 1), ("futex", 5, 1)],
+            false,
+        ),
+        blocked_delta(labels("job", Some(9)), &[("nanosleep", 7, 1)], true),
+    ]);
+    st.apply_blocked(vec![
+        blocked_delta(labels("web", None), &[("epoll_wait", 1, 1)], true),
+        blocked_delta(labels("job", Some(9)), &[("nanosleep", 3, 1)], false),
+        blocked_delta(labels("idle", None), &[], true),
+    ]);
+    let web = &st.blocked_in[&labels("web", None)];
+    assert_eq!(
+        web["epoll_wait"],
+        Blocked {
+            ns: 111,
+            switches: 4
+        }
+    );
+    assert_eq!(web["futex"], Blocked { ns: 5, switches: 1 });
+    assert!(
+        !st.blocked_in.contains_key(&labels("job", Some(9))),
+        "a per-pid series goes after its last interval"
+    );
+    assert!(!st.blocked_in.contains_key(&labels("idle", None)));
+    assert!(!st.touched.contains_key(&labels("idle", None)));
+    assert!(st.blocked_in_counted);
+    // It expires with the label set's other families.
+    st.apply([], SystemTotals::default());
+    st.apply([], SystemTotals::default());
+    assert_eq!(st.expire(1), 1);
+    assert!(st.blocked_in.is_empty());
+}

@@ -1,5 +1,6 @@
 //! The families labelled by process attribution: switches, times, the run-queue
-//! histogram, syscalls, copy paths, forks, zombies and interrupts.
+//! histogram, blocked time by syscall, syscalls, copy paths, forks, zombies and
+//! interrupts.
 
 use proclens_common::switch::RUNQ_BUCKETS;
 use prometheus_client::{
@@ -102,8 +103,36 @@ pub(super) fn encode(
                 )?;
         }
     }
+    encode_blocked(st, enc)?;
     encode_extras(st, enc)?;
     encode_irq(st, enc)
+}
+
+/// Blocked time and voluntary switches by the syscall each block began in: only when
+/// blocks are charged to syscalls. The `syscall` label is a bounded set (see
+/// `model::exporter::blocked`).
+fn encode_blocked(st: &ExporterState, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    if !st.blocked_in_counted {
+        return Ok(());
+    }
+    let series = || {
+        st.blocked_in.iter().flat_map(|(l, by)| {
+            by.iter()
+                .map(move |(syscall, b)| (with_kind(l, "syscall", syscall), b))
+        })
+    };
+    seconds_family(
+        enc,
+        "proclens_blocked_in_seconds",
+        "Time blocked (as proclens_blocked_seconds) by the syscall each block began in: one of the usual waits (epoll_wait, poll, futex, read, recvmsg, nanosleep, wait4, io_uring_enter...), other (any other syscall), outside_syscall (a page fault, a stop on the way back to user mode), unknown (kernels before 5.15)",
+        series().map(|(l, b)| (l, b.ns)),
+    )?;
+    counter_family(
+        enc,
+        "proclens_blocked_in_switches",
+        "Voluntary switches that began blocks, labelled as proclens_blocked_in_seconds",
+        series().map(|(l, b)| (l, b.switches)),
+    )
 }
 
 /// Syscalls, copy paths, forks and zombies.

@@ -68,7 +68,7 @@ pub(super) fn encode(
     counter_family(
         enc,
         "proclens_dropped",
-        "What the kernel side could not record, by reason: ringbuf_full (events lost), thread_map_full (threads untracked), inflight_map_full and copy_map_full (copy calls unaccounted), syscall_map_full (syscalls uncounted)",
+        "What the kernel side could not record, by reason: ringbuf_full (events lost), thread_map_full (threads untracked), inflight_map_full and copy_map_full (copy calls unaccounted), syscall_map_full (syscalls uncounted), wait_map_full (blocks not charged to their syscall), ready_map_full (readiness calls uncounted)",
         st.drops
             .named()
             .into_iter()

@@ -170,6 +170,7 @@ fn families_not_collected_are_not_shown() {
         "proclens_zombies",
         "proclens_softirqs",
         "proclens_irq_stolen",
+        "proclens_blocked_in",
     ] {
         assert!(!text.contains(absent), "{absent} in\n{text}");
     }
@@ -241,7 +242,9 @@ fn runqueue_buckets_are_cumulative_once_and_end_with_inf_equal_to_count() {
 fn series_gauge_counts_every_sample_line() {
     use crate::model::{
         copies::{Counts as CopyCounts, PathRow},
-        exporter::{ExtrasDelta, ForkDelta, ProcDelta, ProgramCost, ZombieLabels},
+        exporter::{
+            Blocked, BlockedDelta, ExtrasDelta, ForkDelta, ProcDelta, ProgramCost, ZombieLabels,
+        },
         proctable::ForkStats,
     };
     use proclens_common::copies::{fd_kind, op};
@@ -304,6 +307,14 @@ fn series_gauge_counts_every_sample_line() {
             }],
             ..ExtrasDelta::default()
         });
+        st.apply_blocked(vec![BlockedDelta {
+            labels: Labels::new("b", &[("cgroup", "/"), ("systemd_unit", "x.service")]),
+            syscalls: vec![
+                ("futex", Blocked { ns: 5, switches: 1 }),
+                ("other", Blocked { ns: 7, switches: 2 }),
+            ],
+            alive: true,
+        }]);
     }
     shared.scrapes.lock().unwrap().observe(0.002);
     for format in [Format::OpenMetrics, Format::Text] {
@@ -422,4 +433,41 @@ fn families_are_encoded_once_per_collection_and_format() {
     assert!(has(&next, "second") && !has(&next, "first"), "{next}");
     let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
     assert!(has(&text, "second") && !has(&text, "first"), "{text}");
+}
+
+/// Issue 21: blocked time by the syscall each block began in, a series per label set and
+/// syscall label, in seconds and switches; a label set's figures of a process that has
+/// gone stay in its counters.
+#[test]
+fn blocked_in_families_by_label_set_and_syscall() {
+    use crate::model::exporter::{Blocked, BlockedDelta};
+    let shared = Shared::default();
+    let l = Labels::new("nginx", &[("cgroup", "/web")]);
+    let row = |syscall, ns, switches, alive| BlockedDelta {
+        labels: l.clone(),
+        syscalls: vec![(syscall, Blocked { ns, switches })],
+        alive,
+    };
+    {
+        let mut st = shared.state.lock().unwrap();
+        st.apply_blocked(vec![
+            row("epoll_wait", 1_500_000_000, 3, true),
+            row("nanosleep", 10_000_000, 1, false),
+        ]);
+        st.apply_blocked(vec![row("epoll_wait", 500_000_000, 1, true)]);
+    }
+    for format in [Format::OpenMetrics, Format::Text] {
+        let text = exposition(&shared, format, SelfGauges::default()).unwrap();
+        for want in [
+            r#"proclens_blocked_in_seconds_total{comm="nginx",cgroup="/web",syscall="epoll_wait"} 2.0"#,
+            r#"proclens_blocked_in_seconds_total{comm="nginx",cgroup="/web",syscall="nanosleep"} 0.01"#,
+            r#"proclens_blocked_in_switches_total{comm="nginx",cgroup="/web",syscall="epoll_wait"} 4"#,
+            r#"proclens_blocked_in_switches_total{comm="nginx",cgroup="/web",syscall="nanosleep"} 1"#,
+        ] {
+            assert!(text.contains(want), "{format:?}: {want} not in\n{text}");
+        }
+    }
+    let text = exposition(&shared, Format::Text, SelfGauges::default()).unwrap();
+    assert!(text.contains("# TYPE proclens_blocked_in_seconds_total counter"));
+    assert!(text.contains("# TYPE proclens_blocked_in_switches_total counter"));
 }
