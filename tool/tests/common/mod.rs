@@ -21,6 +21,7 @@ pub mod load_workloads;
 pub mod nginx;
 pub mod podman;
 pub mod switch_workloads;
+pub mod waits_workloads;
 pub mod workload;
 pub mod zombies;
 

@@ -385,6 +385,7 @@ pub fn run_if_child() {
         other if super::switch_workloads::run(other, n, &mut out, &wait_go, auto) => {}
         other if super::fork_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::irq_workloads::run(other, n, &mut out, &wait_go) => {}
+        other if super::waits_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);
