@@ -57,6 +57,23 @@ impl Bpftrace {
         }
     }
 
+    /// Waits until it prints the line `want` (a `BEGIN { printf(...) }` runs once every
+    /// probe is attached: "Attaching" comes before).
+    pub fn wait_for(&self, want: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_mins(1);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == want => return,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "bpftrace did not print {want:?}: {e}; {}",
+                    self.errors.lock().unwrap()
+                ),
+            }
+        }
+    }
+
     /// Stops it (SIGINT: it prints its maps) and returns what it printed.
     pub fn stop(mut self) -> String {
         // SAFETY: kill on our own child's pid.

@@ -19,8 +19,10 @@ pub mod irq;
 pub mod irq_workloads;
 pub mod lifecycle_workloads;
 pub mod load_workloads;
+pub mod nginx;
 pub mod podman;
 pub mod switch_workloads;
+pub mod waits_workloads;
 pub mod workload;
 pub mod zombies;
 

@@ -386,6 +386,7 @@ pub fn run_if_child() {
         other if super::fork_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::irq_workloads::run(other, n, &mut out, &wait_go) => {}
         other if super::blocking_workloads::run(other, n, &mut out, &wait_go, auto) => {}
+        other if super::waits_workloads::run(other, n, &mut out, &wait_go) => {}
         other => panic!("unknown workload {other}"),
     }
     std::process::exit(0);

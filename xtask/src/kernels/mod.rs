@@ -26,8 +26,10 @@ use crate::{cargo, workspace_root};
 /// saved registers and walk fd tables through BTF offsets, and `filters` checks the
 /// in-kernel filters (with bpftool): the parts most likely to differ between kernels;
 /// `forks` adds the page-fault tracepoints, the task-file iterator and the fork-family
-/// syscalls; `irq` the interrupt tracepoints and /proc/interrupts' layout.
-/// (`compat` needs a 32-bit toolchain, `run` and `nginx` a full system: host only.)
+/// syscalls; `irq` the interrupt tracepoints and /proc/interrupts' layout; `waits` the
+/// saved registers at a switch out (`bpf_task_pt_regs`, 5.15+: 5.10 takes the fallback)
+/// and the readiness calls' tracepoints. (`compat` needs a 32-bit toolchain, `run`,
+/// `nginx` and `waits_anchor` a full system: host only.)
 pub const TEST_BINARIES: &[&str] = &[
     "switches",
     "switch_kinds",
@@ -42,6 +44,7 @@ pub const TEST_BINARIES: &[&str] = &[
     "filters",
     "intervals",
     "agreement",
+    "waits",
 ];
 
 /// Console lines printed when a kernel runs out of time.

@@ -28,6 +28,11 @@ const PER_THREAD: u32 = 16_384;
 /// x86's `TS_COMPAT` (see `copies::layout`).
 const TS_COMPAT: u32 = 0x0002;
 
+/// Set to `none`, blocks are not told apart by syscall (all are `(syscall unknown)`'s), as
+/// on kernels without `bpf_task_pt_regs` (before 5.15): so that the tests cover that path
+/// on any kernel.
+pub const WAITS_REGS_ENV: &str = "PROCLENS_WAITS_REGS";
+
 /// Where each readiness call's arguments are: (the argument's name in its tracepoint's
 /// format, its index among the syscall's arguments) for what the entry program reads
 /// (`nfds`/`maxevents`, and epoll's fd or `epoll_ctl`'s op).
@@ -95,7 +100,8 @@ impl Resolved {
         let mut cfg = config::Waits {
             blocked_in: 1,
             task_regs_helper: u32::from(
-                enum_value(vmlinux, "bpf_func_id", "BPF_FUNC_task_pt_regs").is_ok(),
+                enum_value(vmlinux, "bpf_func_id", "BPF_FUNC_task_pt_regs").is_ok()
+                    && std::env::var_os(WAITS_REGS_ENV).is_none_or(|v| v != "none"),
             ),
             regs_nr: reg("orig_ax")?,
             regs_ret: reg("ax")?,
