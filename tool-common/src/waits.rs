@@ -82,10 +82,11 @@ pub const EPOLL_CTL_DEL: u64 = 2;
 pub struct ReadyStats {
     /// Calls that returned (whatever they returned).
     pub calls: u64,
-    /// fds handed in, summed over calls: select's and poll's `nfds`, epoll's `maxevents`.
+    /// fds handed in, summed over the calls that did not fail: select's and poll's
+    /// `nfds`, epoll's `maxevents`.
     pub fds_in: u64,
-    /// epoll: the instance's interest set at each call, summed (as kept from
-    /// `epoll_ctl`, see `EPOLL_SETS`); 0 for select and poll.
+    /// epoll: the instance's interest set at each call that did not fail, summed (as
+    /// kept from `epoll_ctl`, see `EPOLL_SETS`); 0 for select and poll.
     pub interest: u64,
     /// Ready fds returned, summed (the positive return values).
     pub ready: u64,

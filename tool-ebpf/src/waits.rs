@@ -216,17 +216,19 @@ fn try_ready_exit(ctx: &TracePointContext) -> Result<(), i32> {
         cpu: unsafe { bpf_get_smp_processor_id() },
         _pad: 0,
     };
-    let (ready, empty, errors) = match ret {
-        r if r > 0 => (r as u64, 0, 0),
-        0 => (0, 1, 0),
-        _ => (0, 0, 1),
+    // A failed call (EINTR, or arguments the kernel refused: a maxevents of -1, an nfds
+    // beyond the limit) was handed nothing it looked at: only its error counts.
+    let (ready, empty, errors, fds_in, interest) = match ret {
+        r if r > 0 => (r as u64, 0, 0, e.fds_in, e.interest),
+        0 => (0, 1, 0, e.fds_in, e.interest),
+        _ => (0, 0, 1, 0, 0),
     };
     if let Some(s) = READY.get_ptr_mut(&key) {
         // SAFETY: this CPU's entry; the program does not nest on a CPU.
         unsafe {
             (*s).calls += 1;
-            (*s).fds_in += e.fds_in;
-            (*s).interest += e.interest;
+            (*s).fds_in += fds_in;
+            (*s).interest += interest;
             (*s).ready += ready;
             (*s).empty += empty;
             (*s).errors += errors;
@@ -235,8 +237,8 @@ fn try_ready_exit(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let s = ReadyStats {
         calls: 1,
-        fds_in: e.fds_in,
-        interest: e.interest,
+        fds_in,
+        interest,
         ready,
         empty,
         errors,

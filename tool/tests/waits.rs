@@ -96,8 +96,8 @@ struct Window {
     after: Value,
     /// The kernel's voluntary switches of the whole process over the window.
     kernel_voluntary: u64,
-    /// Threads whose voluntary switch count moved in the window.
-    active_threads: usize,
+    /// The process's threads over the window.
+    threads: usize,
     lines: Vec<Line>,
 }
 
@@ -137,7 +137,7 @@ fn measure(kind: &str, env: &[(&str, &str)]) -> Window {
         env,
     );
     // The first report means the programs are attached.
-    let system = p.json_until(Duration::from_secs(30), |v| v["type"] == "system");
+    let system = p.json_until(Duration::from_secs(30), |v| v["type"] == "waits_system");
     let before_proc = settled_counters(pid);
     let before_threads = thread_voluntary(pid);
     let before = report_after(&p, pid, now_unix());
@@ -146,10 +146,7 @@ fn measure(kind: &str, env: &[(&str, &str)]) -> Window {
     let after_proc = settled_counters(pid);
     let after_threads = thread_voluntary(pid);
     let after = report_after(&p, pid, now_unix());
-    let active_threads = after_threads
-        .iter()
-        .filter(|(tid, v)| before_threads.get(tid) != Some(v))
-        .count();
+    let threads = after_threads.len().max(before_threads.len());
     eprintln!("before {before}\nafter {after}");
     for l in &lines {
         eprintln!("workload: {} {} {:?}", l.kind, l.name, l.fields);
@@ -159,7 +156,7 @@ fn measure(kind: &str, env: &[(&str, &str)]) -> Window {
         before,
         after,
         kernel_voluntary: after_proc.voluntary - before_proc.voluntary,
-        active_threads,
+        threads,
         lines,
     }
 }
@@ -250,9 +247,8 @@ impl Window {
     /// system line says so, every block of the window is `(syscall unknown)` with no
     /// number, and its switches are the kernel's voluntary switches. Its time holds the
     /// workload's measured blocks (`phases`, within 2%: the phases' own account, not the
-    /// window's), and no more than the window's length for each thread that blocked in it
-    /// (the threads blocked before the window began nowhere charged: those blocks began
-    /// before proclens).
+    /// window's), and no more than the window's length for each of the process's threads
+    /// (a thread asleep since before proclens started is charged from then on too).
     fn assert_all_unknown(&self, phases: &[&Line]) {
         assert!(!self.by_syscall(), "{}", self.system);
         assert_eq!(self.blocked_names(), vec![UNKNOWN], "{}", self.after);
@@ -263,11 +259,11 @@ impl Window {
         let measured: f64 = phases.iter().map(|l| l.blocked_oracle_ms()).sum();
         // Each report's open blocks are credited up to its reading of the live threads,
         // a moment before its time: 1% for the difference of the two moments.
-        let most = self.span_ms() * self.active_threads as f64 * 1.01;
+        let most = self.span_ms() * self.threads as f64 * 1.01;
         eprintln!(
             "{UNKNOWN}: {ms:.3} ms; the workload's blocks {measured:.3} ms; at most {most:.1} ms \
              ({} threads over {:.1} ms)",
-            self.active_threads,
+            self.threads,
             self.span_ms()
         );
         let low = if emulated() { 0.75 } else { 0.98 };
@@ -292,8 +288,20 @@ impl Window {
 /// past the wall clock, so the kernel's account is not to be trusted there: the time
 /// must be within 25% of the clock around the calls instead.
 fn assert_blocked_time(syscall: &str, ms: f64, own: &[&Line]) {
-    let clock: f64 = own.iter().map(|l| l.clock_ms()).sum();
-    let oracle: f64 = own.iter().map(|l| l.blocked_oracle_ms()).sum();
+    assert_blocked_time_besides(syscall, ms, own, 0.0, 0.0);
+}
+
+/// [`assert_blocked_time`] where, besides the workload's calls, one thread was blocked in
+/// the same syscall for `besides_ms` (known to within `slack_ms`).
+fn assert_blocked_time_besides(
+    syscall: &str,
+    ms: f64,
+    own: &[&Line],
+    besides_ms: f64,
+    slack_ms: f64,
+) {
+    let clock: f64 = own.iter().map(|l| l.clock_ms()).sum::<f64>() + besides_ms;
+    let oracle: f64 = own.iter().map(|l| l.blocked_oracle_ms()).sum::<f64>() + besides_ms;
     eprintln!(
         "{syscall}: proclens {ms:.3} ms; the clock around the calls {clock:.3} ms; blocked by \
          the kernel's account {oracle:.3} ms ({:+.4}%)",
@@ -307,22 +315,24 @@ fn assert_blocked_time(syscall: &str, ms: f64, own: &[&Line]) {
         return;
     }
     assert!(
-        ms <= clock,
+        ms <= clock + slack_ms,
         "{syscall}: proclens {ms} ms is more than the clock around the calls, {clock} ms"
     );
     assert!(
-        (ms - oracle).abs() <= oracle * 0.001 + 0.1,
+        (ms - oracle).abs() <= oracle * 0.001 + 0.1 + slack_ms,
         "{syscall}: proclens {ms} ms, the workload's blocked time {oracle} ms"
     );
 }
 
 /// A readiness entry's figures against the workload's `ready` line: every call counted,
-/// what it was handed and what it returned.
+/// what it was handed and what it returned; the calls the kernel refused (`failed`)
+/// counted as errors, handed nothing (the per-call figures are over the others).
 fn assert_readiness(r: &Value, own: &Line, calls: u64) {
     let name = &own.name;
     let f = |k: &str| r[k].as_f64().unwrap();
     let n = |k: &str| r[k].as_u64().unwrap();
-    assert_eq!(n("calls_total"), calls, "{name} calls: {r}");
+    let failed = own.n("failed");
+    assert_eq!(n("calls_total"), calls + failed, "{name} calls: {r}");
     assert_eq!(
         n("fds_in_total"),
         calls * own.n("fds_in"),
@@ -340,7 +350,11 @@ fn assert_readiness(r: &Value, own: &Line, calls: u64) {
     );
     assert_eq!(n("ready_total"), own.n("ready"), "{name} ready: {r}");
     assert_eq!(f("ready_per_call_total"), 1.0, "{name}: {r}");
-    assert_eq!((n("empty_total"), n("errors_total")), (0, 0), "{name}: {r}");
+    assert_eq!(
+        (n("empty_total"), n("errors_total")),
+        (0, failed),
+        "{name}: {r}"
+    );
 }
 
 /// Test 1 and its twin without `bpf_task_pt_regs`: the `waits-split` workload's nanosleeps
@@ -512,7 +526,12 @@ fn futex(env: &[(&str, &str)]) {
         switches, blocks,
         "switches charged to futex: the waits that blocked"
     );
-    assert_blocked_time("futex", ms, &own);
+    // Besides the waiters, the test harness's main thread: it waits for the thread that
+    // runs the workload (libtest runs each test on a thread of its own) in futex, from
+    // before proclens started to after the window, so it is charged the whole window:
+    // the time between the two reports' readings of the live threads, which each report's
+    // time follows by a moment (0.1 to 0.4 ms measured): 1 ms of slack for the difference.
+    assert_blocked_time_besides("futex", ms, &own, w.span_ms(), 1.0);
     // The poster blocked once in each of its sleeps; the main thread waited for the others
     // in read, where all park at the end.
     assert_eq!(w.blocked("nanosleep").1, N, "the poster's sleeps");

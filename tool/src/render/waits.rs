@@ -114,6 +114,8 @@ struct JsonReady {
 impl JsonReady {
     fn new(s: &SyscallWaits, elapsed_s: f64) -> Self {
         let (d, t): (&ReadyStats, &ReadyStats) = (&s.delta.ready, &s.total.ready);
+        // Per call: over the calls that did not fail (a failed call is handed nothing).
+        let (dn, tn) = (d.calls - d.errors, t.calls - t.errors);
         Self {
             syscall: syscall_name(s.nr),
             nr: syscalls::number(s.nr),
@@ -122,18 +124,18 @@ impl JsonReady {
             calls_per_s: per_second(d.calls, elapsed_s),
             fds_in: d.fds_in,
             fds_in_total: t.fds_in,
-            fds_in_per_call: ratio(d.fds_in, d.calls),
-            fds_in_per_call_total: ratio(t.fds_in, t.calls),
-            interest_per_call: ratio(d.interest, d.calls),
-            interest_per_call_total: ratio(t.interest, t.calls),
+            fds_in_per_call: ratio(d.fds_in, dn),
+            fds_in_per_call_total: ratio(t.fds_in, tn),
+            interest_per_call: ratio(d.interest, dn),
+            interest_per_call_total: ratio(t.interest, tn),
             ready: d.ready,
             ready_total: t.ready,
-            ready_per_call: ratio(d.ready, d.calls),
-            ready_per_call_total: ratio(t.ready, t.calls),
+            ready_per_call: ratio(d.ready, dn),
+            ready_per_call_total: ratio(t.ready, tn),
             empty: d.empty,
             empty_total: t.empty,
-            empty_share: ratio(d.empty, d.calls),
-            empty_share_total: ratio(t.empty, t.calls),
+            empty_share: ratio(d.empty, dn),
+            empty_share_total: ratio(t.empty, tn),
             errors: d.errors,
             errors_total: t.errors,
             blocked_ms_per_call: ratio(s.delta.blocked_ns, d.calls) / 1e6,

@@ -49,6 +49,9 @@ pub const READY_FDS: usize = 1000;
 const READY_INDEX: usize = 501;
 /// `waits-ready`: what the second epoll instance keeps of the [`READY_FDS`] it was given.
 pub const PWAIT_KEPT: usize = 500;
+/// `waits-ready`: `epoll_wait` calls made to fail (EINVAL) after the others.
+pub const FAILED: u64 = 10;
+
 /// `waits-ready`: `maxevents` of `epoll_wait`, `epoll_pwait` and `epoll_pwait2`.
 pub const MAXEVENTS: [i32; 3] = [64, 1, 8];
 /// `waits-futex`: threads waiting on the word, and the poster's pause between posts.
@@ -302,7 +305,9 @@ fn fd_set(fds: &[i32]) -> libc::fd_set {
 /// without it.
 fn readiness(n: u64) -> Vec<String> {
     let line = |name: &str, fds_in: i64, interest: usize, ready: i64| {
-        format!("ready name={name} calls={n} fds_in={fds_in} interest={interest} ready={ready}")
+        format!(
+            "ready name={name} calls={n} fds_in={fds_in} interest={interest} ready={ready} failed=0"
+        )
     };
     // n calls of `call`, each of which must succeed; what they returned, summed.
     let repeat = |call: &mut dyn FnMut() -> i64| -> i64 {
@@ -388,7 +393,19 @@ fn readiness(n: u64) -> Vec<String> {
         let [mw, mp, mp2] = MAXEVENTS.map(i64::from);
         let a = instance(&fds);
         let ready = repeat(&mut || libc::syscall(libc::SYS_epoll_wait, a, ev, mw, -1i64));
-        lines.push(line("epoll_wait", mw, READY_FDS, ready));
+        // And calls the kernel refuses (a maxevents of -1: EINVAL): counted as failed,
+        // handed nothing.
+        for _ in 0..FAILED {
+            let r = libc::syscall(libc::SYS_epoll_wait, a, ev, -1i64, -1i64);
+            assert_eq!(
+                (r, std::io::Error::last_os_error().raw_os_error()),
+                (-1, Some(libc::EINVAL))
+            );
+        }
+        lines.push(
+            line("epoll_wait", mw, READY_FDS, ready)
+                .replace(" failed=0", &format!(" failed={FAILED}")),
+        );
 
         let b = instance(&fds);
         let mut kept = 0;
@@ -465,8 +482,10 @@ fn others_asleep() -> bool {
 struct Futexes {
     /// Threads that have reached their start wait.
     arrived: AtomicU32,
-    /// Set to 1 (and woken) to start.
-    start: AtomicU32,
+    /// Where they wait for the start: a byte each, read from a pipe (not a futex: that
+    /// block, which began before proclens started, is charged to `read`, apart from the
+    /// measured futex waits).
+    start: std::fs::File,
     /// The poster's count of posts.
     seq: AtomicU32,
     /// Each waiter's figures ([`Figures::to_array`]), stored when it is done: the
@@ -478,21 +497,21 @@ impl Futexes {
     /// Waits for the start, once arrived.
     fn wait_start(&self) {
         self.arrived.fetch_add(1, Ordering::AcqRel);
-        while self.start.load(Ordering::Acquire) == 0 {
-            futex_wait(&self.start, 0);
-        }
+        (&self.start).read_exact(&mut [0u8; 1]).unwrap();
     }
 }
 
-/// `waits-futex:N` (see the module). The threads exist, blocked, before `ready` (those
-/// blocks begin before proclens is there, and are charged nowhere); after `go` the
+/// `waits-futex:N` (see the module). The threads exist, blocked in read, before `ready`
+/// (those blocks began before proclens was there: each is charged to `read` from the
+/// moment proclens found it, as a thread asleep at start is); after `go` the
 /// waiters' blocks are all in `FUTEX_WAIT`, the poster's all in nanosleep, and the main
 /// thread's in read (a pipe the others write to when done); then all park in read. Nothing
 /// else takes a lock: no other futex call is made in between.
 fn futexes(n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
+    let (start, mut start_tx) = pipe();
     let s = Arc::new(Futexes {
         arrived: AtomicU32::new(0),
-        start: AtomicU32::new(0),
+        start,
         seq: AtomicU32::new(0),
         figures: Default::default(),
     });
@@ -556,8 +575,7 @@ fn futexes(n: u64, out: &mut std::io::Stdout, wait_go: &dyn Fn()) {
     }
     writeln!(out, "ready").unwrap();
     wait_go();
-    s.start.store(1, Ordering::Release);
-    futex_wake_all(&s.start);
+    start_tx.write_all(&[1; 1 + FUTEX_WAITERS]).unwrap();
     let mut got = [0u8; 1 + FUTEX_WAITERS];
     done_rx.read_exact(&mut got).unwrap();
     for f in &s.figures {
