@@ -179,6 +179,9 @@ fn start(filter: &Filter, copies: bool) -> Result<(Tracer, bool)> {
     let tracer = filter.start(TracerOptions {
         copies: if copies { Want::IfAvailable } else { Want::Off },
         waits: Want::IfAvailable,
+        // Only the blocked time is exported: no readiness programs (and no
+        // perf_event_open, which the systemd unit's filter refuses).
+        no_readiness: true,
         ..super::table_tracing()
     })?;
     let on = tracer.copies_on();

@@ -78,6 +78,10 @@ pub struct TracerOptions {
     /// Charge blocked time to the syscall each block began in, and count the readiness
     /// calls (select, poll, epoll); with the switch programs only.
     pub waits: Want,
+    /// With `waits`, leave the readiness counters out (no program on the poll family's
+    /// tracepoints): `serve`, which exports only the blocked time, needs no
+    /// `perf_event_open` for them.
+    pub no_readiness: bool,
 }
 
 impl Default for TracerOptions {
@@ -95,6 +99,7 @@ impl Default for TracerOptions {
             forks: false,
             irq: Want::Off,
             waits: Want::Off,
+            no_readiness: false,
         }
     }
 }

@@ -105,6 +105,7 @@ impl Setups {
             irq: IrqSetup::resolve(opts.irq, vmlinux)?,
             waits: WaitsSetup::resolve(
                 if opts.switches { opts.waits } else { Want::Off },
+                !opts.no_readiness,
                 vmlinux,
             )?,
             task,

@@ -62,9 +62,10 @@ struct Resolved {
 pub struct WaitsSetup(Option<Resolved>);
 
 impl WaitsSetup {
-    pub fn resolve(want: Want, vmlinux: &Btf) -> Result<Self> {
+    /// `readiness`: also count select, poll and epoll (their classic tracepoints).
+    pub fn resolve(want: Want, readiness: bool, vmlinux: &Btf) -> Result<Self> {
         Ok(Self(want.resolve(
-            || Resolved::new(vmlinux),
+            || Resolved::new(vmlinux, readiness),
             "blocked time is not split by syscall",
         )?))
     }
@@ -79,7 +80,7 @@ impl WaitsSetup {
 }
 
 impl Resolved {
-    fn new(vmlinux: &Btf) -> Result<Self> {
+    fn new(vmlinux: &Btf, readiness: bool) -> Result<Self> {
         let reg = |r: &str| member_offset(vmlinux, "pt_regs", r);
         let compat = struct_size(vmlinux, "compat_mmsghdr").is_ok();
         let (compat_status, compat_flag) = if compat {
@@ -110,7 +111,8 @@ impl Resolved {
             ..config::Waits::default()
         };
         let calls = match tracefs::root() {
-            Ok(root) => readiness(&root, &mut cfg)?,
+            _ if !readiness => Vec::new(),
+            Ok(root) => resolve_readiness(&root, &mut cfg)?,
             Err(e) => {
                 eprintln!("proclens: warning: {e:#}; select, poll and epoll calls are not counted");
                 Vec::new()
@@ -130,7 +132,7 @@ impl Resolved {
 /// has the syscall number, then each argument in an 8-byte slot (checked here for each
 /// argument read, and the exits' `ret`). Calls this kernel lacks (`epoll_pwait2` before
 /// 5.11) are left out.
-fn readiness(root: &Path, cfg: &mut config::Waits) -> Result<Vec<usize>> {
+fn resolve_readiness(root: &Path, cfg: &mut config::Waits) -> Result<Vec<usize>> {
     let mut calls = Vec::new();
     let mut layout: Option<(u32, u32, u32)> = None;
     for (id, name) in call::NAMES.iter().enumerate() {
@@ -219,12 +221,12 @@ mod tests {
         let vmlinux = crate::collect::btf::load_vmlinux().expect("the kernel's BTF");
         let root = tracefs::root().expect("tracefs");
         let mut cfg = config::Waits::default();
-        let calls = readiness(&root, &mut cfg).expect("the readiness tracepoints resolve");
+        let calls = resolve_readiness(&root, &mut cfg).expect("the readiness tracepoints resolve");
         // select, pselect6, poll, ppoll, epoll_wait, epoll_pwait(2), epoll_ctl, epoll_create(1).
         assert!(calls.len() >= 9, "{calls:?}");
         assert_eq!((cfg.rec_nr, cfg.rec_args, cfg.rec_ret), (8, 16, 16));
         assert_eq!(cfg.nr[call::POLL], 7);
-        let r = Resolved::new(&vmlinux).expect("resolves");
+        let r = Resolved::new(&vmlinux, true).expect("resolves");
         if cfg!(target_arch = "x86_64") {
             // `struct pt_regs`: ax is the 11th slot, orig_ax the 16th.
             assert_eq!((r.cfg.regs_ret, r.cfg.regs_nr), (80, 120));
