@@ -96,6 +96,18 @@ pub struct ReadyStats {
     pub errors: u64,
 }
 
+impl ReadyStats {
+    /// Adds `other`'s figures (another CPU's, or another process's).
+    pub fn add(&mut self, other: &ReadyStats) {
+        self.calls += other.calls;
+        self.fds_in += other.fds_in;
+        self.interest += other.interest;
+        self.ready += other.ready;
+        self.empty += other.empty;
+        self.errors += other.errors;
+    }
+}
+
 /// What a thread's readiness or `epoll_ctl` call was handed, from its entry to its exit
 /// (value of `READY_ENTRY`, keyed by thread id).
 #[repr(C)]

@@ -9,6 +9,11 @@ pub fn per_second(delta: u64, elapsed_s: f64) -> f64 {
     }
 }
 
+/// `a / b`; 0 when `b` is 0.
+pub fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
 /// `part` as a percentage of `whole`; 0 when `whole` is 0.
 pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {

@@ -9,6 +9,7 @@ use proclens_common::waits::{OUTSIDE_SYSCALL, ReadyStats};
 use serde::Serialize;
 
 use super::{
+    rates::ratio,
     syscalls,
     waits::{ProcWaits, is_syscall},
 };
@@ -87,19 +88,6 @@ fn name(nr: u32) -> String {
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
-fn add_ready(a: &mut ReadyStats, b: &ReadyStats) {
-    a.calls += b.calls;
-    a.fds_in += b.fds_in;
-    a.interest += b.interest;
-    a.ready += b.ready;
-    a.empty += b.empty;
-    a.errors += b.errors;
-}
-
 /// Builds the section from each process's totals (its latest waits figures).
 pub fn section<'a>(
     procs: impl IntoIterator<Item = &'a ProcWaits>,
@@ -114,7 +102,7 @@ pub fn section<'a>(
             let e = by_nr.entry(s.nr).or_default();
             e.0 += s.total.blocked_ns;
             e.1 += s.total.switches;
-            add_ready(&mut e.2, &s.total.ready);
+            e.2.add(&s.total.ready);
         }
     }
     let blocked_ns: u64 = by_nr.values().map(|e| e.0).sum();

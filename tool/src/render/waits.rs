@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::model::{
-    rates::per_second,
+    rates::{per_second, ratio},
     syscalls,
     waits::{Figures, ProcWaits, SyscallWaits, is_syscall},
 };
@@ -64,10 +64,6 @@ pub fn is_readiness(nr: u32) -> bool {
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
 #[derive(Debug, Serialize)]

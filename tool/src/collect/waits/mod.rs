@@ -70,12 +70,7 @@ fn add_blocks(a: &mut BlockStats, b: BlockStats) {
 }
 
 fn add_ready(a: &mut ReadyStats, b: ReadyStats) {
-    a.calls += b.calls;
-    a.fds_in += b.fds_in;
-    a.interest += b.interest;
-    a.ready += b.ready;
-    a.empty += b.empty;
-    a.errors += b.errors;
+    a.add(&b);
 }
 
 impl WaitMaps {
