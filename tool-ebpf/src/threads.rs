@@ -62,30 +62,8 @@ pub(crate) fn find_or_make(
 
 /// A zeroed entry, where `THREADS` copies a new one from: no entry is ever built on a
 /// program's stack (264 bytes; 5.10's verifier allows 512 for a whole chain of calls).
-static EMPTY: ThreadSwitches = ThreadSwitches {
-    tgid: 0,
-    flags: 0,
-    start_ns: 0,
-    voluntary: 0,
-    involuntary: 0,
-    same_in: 0,
-    cross_in: 0,
-    idle_kernel_in: 0,
-    oncpu_ns: 0,
-    blocked_ns: 0,
-    runq_ns: 0,
-    runq_max_ns: 0,
-    out_ts: 0,
-    wake_ts: 0,
-    run_delay_seen: 0,
-    nvcsw_seen: 0,
-    runq_hist: [0; proclens_common::switch::RUNQ_BUCKETS],
-    blocked_in: 0,
-    acc_nr: 0,
-    acc_switches: 0,
-    acc_ns: 0,
-    comm: [0; 16],
-};
+// SAFETY: an entry is plain integers, valid when zeroed.
+static EMPTY: ThreadSwitches = unsafe { core::mem::zeroed() };
 
 /// Gives `tid`, which has no entry, a zeroed one filled in by `fill`, in place: in its slot
 /// when the slot is free, else in `THREADS`. `None` when the map is full. (`fill` is

@@ -15,13 +15,13 @@ use super::{
     machine, median,
 };
 
-const LOOPS: &str = "500000";
+pub(super) const LOOPS: &str = "500000";
 
 /// bpftrace's equivalent of proclens's voluntary/involuntary count per process.
 const BPFTRACE: &str = "tracepoint:sched:sched_switch { if (args->prev_state == 0 || args->prev_state == 256) { @inv[pid] = count(); } else { @vol[pid] = count(); } }";
 
 /// usecs/op of one pinned run.
-fn pipe_bench() -> Result<f64> {
+pub(super) fn pipe_bench() -> Result<f64> {
     let out = Command::new("taskset")
         .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l", LOOPS])
         .output()

@@ -19,10 +19,11 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     Background,
     bpf_stats::{self, BpfStats},
-    machine, median, syscalls,
+    machine, median,
+    switches::{LOOPS, pipe_bench},
+    syscalls,
 };
 
-const LOOPS: &str = "500000";
 /// poll calls per run of the poll workload.
 const POLLS: u64 = 1_000_000;
 
@@ -64,22 +65,6 @@ fn run_poll() -> Result<f64> {
         .parse()
         .context("the poll workload's output")?;
     Ok(ns / POLLS as f64)
-}
-
-/// usecs/op of one pinned `perf bench sched pipe`.
-fn pipe_bench() -> Result<f64> {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l", LOOPS])
-        .output()
-        .context("running perf bench (install linux-perf: cargo xtask setup)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_suffix("usecs/op")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .with_context(|| format!("no usecs/op in perf output: {text}"))
 }
 
 fn proclens_bg(proclens: &Path, view: &str) -> Result<Background> {
