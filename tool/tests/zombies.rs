@@ -411,7 +411,7 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
         N as f64 / elapsed.as_secs_f64()
     );
     // Every child seen born and dead, and none left in the table once freed.
-    let lines = collect_until(&p, Duration::from_mins(1), |s| {
+    let mut lines = collect_until(&p, Duration::from_mins(1), |s| {
         s.last().is_some_and(|v| {
             v["type"] == "stats"
                 && parent_stats(v, parent).is_some_and(|ps| {
@@ -426,14 +426,36 @@ fn a_fork_storm_loses_no_event_and_leaks_no_process() {
     assert!(mine["waits"].as_u64().unwrap() >= N);
     assert_eq!(mine["threads"], 0);
     assert_eq!(mine["child_failures"], 0);
-    // No leak: the table holds about what /proc holds (other work on the machine moves
-    // both), nowhere near the storm's 10,000.
-    let in_proc = ps().len() as u64;
-    let tracked = last["tracked_processes"].as_u64().unwrap();
-    assert!(
-        tracked <= in_proc + 100,
-        "table holds {tracked} processes, /proc {in_proc}"
-    );
+    // No leak: the table comes back to about what /proc holds (other work on the machine
+    // moves both), nowhere near the storm's 10,000. Reaped children stay until the
+    // kernel frees them, which it defers (RCU, later still on a loaded machine), or until
+    // the 2 s release grace has passed, seen at the next 2-second check of /proc: so the
+    // table is judged on the stats lines of the next 6 s, not on the line that saw the
+    // last reap.
+    let settle = Instant::now() + Duration::from_secs(6);
+    let mut sizes = Vec::new();
+    loop {
+        let last = lines.last().unwrap();
+        if last["type"] == "stats" {
+            let (tracked, in_proc) = (
+                last["tracked_processes"].as_u64().unwrap(),
+                ps().len() as u64,
+            );
+            sizes.push((tracked, in_proc));
+            if tracked <= in_proc + 100 {
+                break;
+            }
+        }
+        let left = settle.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the table stays above /proc after the release grace: (tracked, /proc) per stats line {sizes:?}"
+        );
+        if let Some(line) = p.try_line(left) {
+            lines.push(serde_json::from_str(&line).unwrap());
+        }
+    }
+    eprintln!("(tracked, /proc) per stats line until settled: {sizes:?}");
     // A child reported as a zombie (the workload reaps a batch of 64 after forking it,
     // which in an emulated guest can take over the 1 s minimum age) was then reported
     // reaped: none stays a zombie in the table.
