@@ -115,16 +115,23 @@ fn try_enter(ctx: &BtfTracePointContext) {
     forks::enter_call(ctx, o - op::FORK_CALLS, ctx.arg(0));
 }
 
+/// The key of a per-process, per-syscall count kept by this CPU (`SYSCALLS`, `WAITS`,
+/// `READY`).
 #[inline(always)]
-fn count_syscall<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, nr: u32, start_ns: u64) {
-    let key = SysKey {
+pub(crate) fn sys_key(tgid: u32, nr: u32, start_ns: u64) -> SysKey {
+    SysKey {
         tgid,
         nr,
         start_ns,
         // SAFETY: a helper without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
         _pad: 0,
-    };
+    }
+}
+
+#[inline(always)]
+fn count_syscall<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, nr: u32, start_ns: u64) {
+    let key = sys_key(tgid, nr, start_ns);
     if let Some(n) = SYSCALLS.get_ptr_mut(&key) {
         // SAFETY: this CPU's entry; the program runs with preemption disabled and does
         // not nest on a CPU.

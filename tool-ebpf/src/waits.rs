@@ -5,14 +5,13 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id,
-        generated::bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_get_current_task, generated::bpf_task_pt_regs,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use proclens_common::{
-    copies::{COMPAT_NR, SysKey},
+    copies::COMPAT_NR,
     counters,
     switch::ThreadSwitches,
     waits::{
@@ -23,6 +22,7 @@ use proclens_common::{
 
 use crate::{
     config, filter,
+    syscalls::sys_key,
     maps::{EPOLL_SETS, READY, READY_ENTRY, WAITS, bump, count},
     task::{field, process_start},
 };
@@ -82,14 +82,7 @@ pub(crate) fn flush(e: &mut ThreadSwitches, task: u64) {
 
 #[inline(never)]
 fn charge(tgid: u32, start_ns: u64, nr: u32, ns: u64, switches: u32) {
-    let key = SysKey {
-        tgid,
-        nr,
-        start_ns,
-        // SAFETY: a helper without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        _pad: 0,
-    };
+    let key = sys_key(tgid, nr, start_ns);
     if let Some(s) = WAITS.get_ptr_mut(&key) {
         // SAFETY: this CPU's entry; the switch program does not nest on a CPU.
         unsafe {
@@ -208,14 +201,7 @@ fn try_ready_exit(ctx: &TracePointContext) -> Result<(), i32> {
     }
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let key = SysKey {
-        tgid,
-        nr: nr as u32,
-        start_ns: process_start(task),
-        // SAFETY: a helper without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        _pad: 0,
-    };
+    let key = sys_key(tgid, nr as u32, process_start(task));
     // A failed call (EINTR, or arguments the kernel refused: a maxevents of -1, an nfds
     // beyond the limit) was handed nothing it looked at: only its error counts.
     let (ready, empty, errors, fds_in, interest) = match ret {

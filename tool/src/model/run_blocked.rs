@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use proclens_common::waits::{OUTSIDE_SYSCALL, ReadyStats};
+use proclens_common::waits::ReadyStats;
 use serde::Serialize;
 
 use super::{
     rates::ratio,
     syscalls,
-    waits::{ProcWaits, is_syscall},
+    waits::{ProcWaits, blocked_name, is_syscall},
 };
 
 /// One syscall blocked in, summed over the command's processes.
@@ -77,17 +77,6 @@ pub struct Uncounted {
     pub readiness: u64,
 }
 
-/// The name of a blocked-in row.
-fn name(nr: u32) -> String {
-    if is_syscall(nr) {
-        syscalls::name(nr).into_owned()
-    } else if nr == OUTSIDE_SYSCALL {
-        "(outside syscalls)".into()
-    } else {
-        "(syscall unknown)".into()
-    }
-}
-
 /// Builds the section from each process's totals (its latest waits figures).
 pub fn section<'a>(
     procs: impl IntoIterator<Item = &'a ProcWaits>,
@@ -127,7 +116,7 @@ pub fn section<'a>(
         syscalls: rows
             .into_iter()
             .map(|(nr, ns, switches)| BlockedRow {
-                syscall: name(nr),
+                syscall: blocked_name(nr),
                 abi: is_syscall(nr).then(|| syscalls::abi(nr)),
                 blocked_s: ns as f64 / 1e9,
                 share: ratio(ns, blocked_ns),
@@ -137,7 +126,7 @@ pub fn section<'a>(
         readiness: ready
             .into_iter()
             .map(|(nr, ns, r)| ReadinessRow {
-                syscall: name(nr),
+                syscall: blocked_name(nr),
                 calls: r.calls,
                 // Over the calls that did not fail (a failed call is handed nothing).
                 fds_in_per_call: ratio(r.fds_in, r.calls - r.errors),
@@ -156,7 +145,10 @@ pub fn section<'a>(
 #[cfg(test)]
 mod tests {
     use ::syscalls::Sysno;
-    use proclens_common::{copies::COMPAT_NR, waits::UNKNOWN_SYSCALL};
+    use proclens_common::{
+        copies::COMPAT_NR,
+        waits::{OUTSIDE_SYSCALL, UNKNOWN_SYSCALL},
+    };
 
     use super::*;
     use crate::model::{

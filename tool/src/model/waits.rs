@@ -67,6 +67,19 @@ pub fn is_syscall(nr: u32) -> bool {
     nr != OUTSIDE_SYSCALL && nr != UNKNOWN_SYSCALL
 }
 
+/// The name of what blocks were charged to, as every view's JSON gives it: the syscall's
+/// name in its ABI's table (the ABI apart, see `syscalls::abi`), or one of the two blocks
+/// outside any known syscall.
+pub fn blocked_name(nr: u32) -> String {
+    if is_syscall(nr) {
+        super::syscalls::name(nr).into_owned()
+    } else if nr == OUTSIDE_SYSCALL {
+        "(outside syscalls)".into()
+    } else {
+        "(syscall unknown)".into()
+    }
+}
+
 /// One syscall's figures for a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Figures {

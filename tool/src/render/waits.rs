@@ -7,9 +7,9 @@ use serde::Serialize;
 use crate::model::{
     rates::{per_second, ratio},
     syscalls,
-    waits::{Figures, ProcWaits, SyscallWaits, is_syscall},
+    waits::{Figures, ProcWaits, SyscallWaits, blocked_name, is_syscall},
 };
-use proclens_common::waits::{OUTSIDE_SYSCALL, ReadyStats, call};
+use proclens_common::waits::{ReadyStats, call};
 
 /// In-kernel counts of what could not be recorded, since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -43,15 +43,14 @@ pub struct Frame {
 
 super::report_with!(Frame);
 
-/// A syscall's name in the views: its name in its ABI's table (`read (i386)` for a
-/// 32-bit one), or what the block was outside a known syscall.
+/// A syscall's name in the plain lines: its name in its ABI's table (`read (i386)` for a
+/// 32-bit one), or what the block was outside a known syscall. (The JSON gives the ABI in
+/// a field of its own, as `run`'s does: see [`blocked_name`].)
 pub fn syscall_name(nr: u32) -> String {
     if is_syscall(nr) {
         syscalls::label(nr)
-    } else if nr == OUTSIDE_SYSCALL {
-        "(outside syscalls)".into()
     } else {
-        "(syscall unknown)".into()
+        blocked_name(nr)
     }
 }
 
@@ -177,7 +176,7 @@ fn blocked_rows(w: &ProcWaits) -> (Figures, Figures, Vec<JsonBlocked>) {
         .iter()
         .filter(|s| s.total.blocked_ns > 0 || s.total.switches > 0)
         .map(|s| JsonBlocked {
-            syscall: syscall_name(s.nr),
+            syscall: blocked_name(s.nr),
             nr: is_syscall(s.nr).then(|| syscalls::number(s.nr)),
             abi: is_syscall(s.nr).then(|| syscalls::abi(s.nr)),
             blocked_ms: ms(s.delta.blocked_ns),

@@ -94,6 +94,21 @@ fn blocks_outside_a_known_syscall_have_no_number() {
 }
 
 #[test]
+fn a_32_bit_syscall_is_named_as_run_names_it() {
+    // i386's read is 3.
+    let read32 = proclens_common::copies::COMPAT_NR | 3;
+    assert_eq!(syscall_name(read32), "read (i386)");
+    let mut f = frame();
+    f.rows[0].waits.syscalls = vec![syscall(read32, 5, 1, ReadyStats::default())];
+    let row: Value = serde_json::from_str(&json_lines(&f)[1]).unwrap();
+    let b = &row["blocked_in"][0];
+    assert_eq!(
+        (&b["syscall"], &b["abi"], &b["nr"]),
+        (&"read".into(), &"i386".into(), &3.into())
+    );
+}
+
+#[test]
 fn plain_lines_name_the_split() {
     let lines = plain_lines(&frame());
     assert!(lines[0].contains("1 processes"), "{lines:?}");
