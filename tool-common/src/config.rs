@@ -105,7 +105,9 @@ pub struct Switch {
     /// `sched_info.last_arrival` and `last_queued` (with `sched_info`).
     pub task_last_arrival: u32,
     pub task_last_queued: u32,
-    pub _pad: u32,
+    /// 1: the programs keep their per-CPU state in the table `CPUS` (the machine has at
+    /// most `switch::CPU_TABLE_CPUS` possible CPUs); 0: in the per-CPU map `CPU_SWITCHES`.
+    pub cpu_table: u32,
     /// `CLOCK_MONOTONIC` when tracing began: threads started later are traced from their
     /// first instruction, so their whole run-queue time counts.
     pub trace_start_ns: u64,

@@ -30,6 +30,8 @@ mod pod {
     // is valid for any bit pattern.
     unsafe impl aya::Pod for crate::switch::ThreadSwitches {}
     unsafe impl aya::Pod for crate::switch::CpuSwitches {}
+    unsafe impl aya::Pod for crate::switch::CpuSlot {}
+    unsafe impl aya::Pod for crate::switch::CpuTable {}
     unsafe impl aya::Pod for crate::switch::ThreadSlot {}
     unsafe impl aya::Pod for crate::copies::CopyKey {}
     unsafe impl aya::Pod for crate::copies::CopyStats {}

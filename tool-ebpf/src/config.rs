@@ -80,6 +80,7 @@ config! {
         task_on_rq => task_on_rq_off: u32,
         task_last_arrival => task_last_arrival_off: u32,
         task_last_queued => task_last_queued_off: u32,
+        cpu_table => cpu_table: u32,
         trace_start_ns => trace_start_ns: u64,
     }
     /// The event rings (see `maps`).

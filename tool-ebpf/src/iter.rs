@@ -18,7 +18,7 @@ use proclens_common::switch::{LiveThread, PF_KTHREAD, ThreadSwitches, flags, sta
 
 use crate::{
     config, filter,
-    maps::CPU_SWITCHES,
+    maps::cpu_switches,
     task::{comm, field, probe},
     threads::{self, find},
 };
@@ -72,7 +72,7 @@ fn now() -> u64 {
     if config::rq_clock() == 0 {
         return mono;
     }
-    let Some(cpu) = CPU_SWITCHES.get_ptr(0) else {
+    let Some(cpu) = cpu_switches() else {
         return mono;
     };
     // SAFETY: this CPU's slot; a racing switch program at worst leaves an older pair.

@@ -12,7 +12,10 @@ use aya_log_ebpf::debug;
 use proclens_common::{
     copies::SysKey,
     counters,
-    switch::{CpuSwitches, THREAD_SLOTS as SLOTS, ThreadSlot, ThreadSwitches},
+    switch::{
+        CPU_TABLE_CPUS, CpuSlot, CpuSwitches, CpuTable, THREAD_SLOTS as SLOTS, ThreadSlot,
+        ThreadSwitches,
+    },
     waits::{BlockStats, EpollKey, ReadyEntry, ReadyStats},
 };
 
@@ -39,9 +42,33 @@ pub(crate) static UNTRACKED: Array<[u8; 64]> = Array::with_max_entries(512, 0);
 #[map]
 pub(crate) static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(SLOTS, 0);
 
-/// Per-CPU classification slot and system-wide switch split.
+/// Per-CPU classification slot and system-wide switch split, where the machine may have
+/// more CPUs than `CPUS` has room for (see [`cpu_switches`]).
 #[map]
 pub(crate) static CPU_SWITCHES: PerCpuArray<CpuSwitches> = PerCpuArray::with_max_entries(1, 0);
+
+/// The same, one entry per CPU id, in the object's `.bss` (see `CpuTable`).
+// SAFETY: plain integers, valid when zeroed.
+static mut CPUS: CpuTable = unsafe { core::mem::zeroed() };
+
+/// This CPU's switch state: its entry of `CPUS` where the loader chose the table, else its
+/// `CPU_SWITCHES` value. `None` never happens (a CPU id beyond the table, which the loader
+/// ruled out; a missing slot 0 of a one-entry map): the checks are the verifier's.
+#[inline(always)]
+pub(crate) fn cpu_switches() -> Option<*mut CpuSwitches> {
+    if config::cpu_table() == 0 {
+        return CPU_SWITCHES.get_ptr_mut(0);
+    }
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as usize;
+    if cpu >= CPU_TABLE_CPUS {
+        return None;
+    }
+    let slots = (&raw mut CPUS).cast::<CpuSlot>();
+    // SAFETY: within the table; each CPU writes only its own entry, from programs that do
+    // not nest on it, and readers (the iterators, userspace) take what they find.
+    Some(unsafe { &raw mut (*slots.add(cpu)).state })
+}
 
 /// Lifecycle events to userspace, one ring per CPU (see `proclens_common::event::RINGS`):
 /// two CPUs reserving in one ring contend for its lock and bounce its positions between

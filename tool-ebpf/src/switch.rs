@@ -27,7 +27,7 @@ use proclens_common::switch::{
 
 use crate::{
     config, filter,
-    maps::CPU_SWITCHES,
+    maps::cpu_switches,
     task::{comm, field},
     threads::{self, find, find_or_make},
     waits,
@@ -35,8 +35,8 @@ use crate::{
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
-    // No log line on its error: the one way it fails is a missing slot 0 of the
-    // one-entry per-CPU `CPU_SWITCHES`, which never happens (the check is the verifier's),
+    // No log line on its error: the one way it fails is a missing CPU state (see
+    // `maps::cpu_switches`), which never happens (the check is the verifier's),
     // and aya-log's record would take stack this program does not have (LLVM refuses it
     // past 512 bytes).
     let _ = try_sched_switch(&ctx);
@@ -85,10 +85,10 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let preempt: u64 = ctx.arg(0);
     let prev: u64 = ctx.arg(1);
     let now = now(prev);
-    let Some(cpu) = CPU_SWITCHES.get_ptr_mut(0) else {
+    let Some(cpu) = cpu_switches() else {
         return Err(-1);
     };
-    // SAFETY: the per-CPU slot belongs to this CPU while the program runs.
+    // SAFETY: this CPU's state belongs to this CPU while the program runs.
     let cpu: &mut CpuSwitches = unsafe { &mut *cpu };
 
     let tid: u32 = field(prev, config::task_pid_off());

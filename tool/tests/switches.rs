@@ -87,3 +87,76 @@ fn sleeper_voluntary_switches_match_the_kernel_exactly() {
     assert_eq!(vol, kernel.voluntary);
     assert_eq!(invol, kernel.involuntary);
 }
+
+/// The kernel's count of every context switch on the machine (`ctxt` in /proc/stat: the
+/// run queues' `nr_switches`, bumped exactly where `sched_switch` fires).
+fn kernel_ctxt() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ctxt "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("ctxt in /proc/stat")
+}
+
+/// `top`'s system line against /proc/stat's `ctxt` over a window with a thread ping-pong
+/// of 2 x 20,000 switches in it: the machine's switches equal the kernel's count but for
+/// the few made between proclens reading its per-CPU state and this test reading
+/// /proc/stat at each end (the report's write and the test's wakeup among them), and
+/// every switch is in exactly one class (same address space, changed, idle/kernel).
+fn system_switches_match_ctxt(env: &[(&str, &str)]) {
+    const N: u64 = 20_000;
+    let mut w = Workload::spawn(&format!("thread-pingpong:{N}"));
+    let p = Proclens::spawn_with_env(&["top", "--json", "--interval", "0.5"], env);
+    p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
+    // Sums the system lines read; /proc/stat is read as a fresh one arrives (its report
+    // read the counters a moment before), after every line already written is taken.
+    let (mut ours, mut classes) = (0u64, 0u64);
+    let mut take = |v: &serde_json::Value| {
+        if v["type"] == "system" {
+            let k = |f: &str| v[f].as_u64().unwrap();
+            ours += k("switches");
+            classes += k("same_process") + k("cross_process") + k("idle_or_kernel");
+        }
+    };
+    let fresh = |take: &mut dyn FnMut(&serde_json::Value)| {
+        while let Some(l) = p.try_line(Duration::from_millis(150)) {
+            take(&serde_json::from_str(&l).unwrap());
+        }
+        let v = p.json_until(Duration::from_secs(5), |v| v["type"] == "system");
+        (v, kernel_ctxt())
+    };
+    let (_, before) = fresh(&mut |_| {});
+    w.go();
+    drop(w);
+    let (last, after) = fresh(&mut take);
+    take(&last);
+    let kernel = after - before;
+    eprintln!("system switches: proclens {ours}, /proc/stat ctxt {kernel}");
+    assert_eq!(classes, ours, "every switch in one class");
+    assert!(
+        ours >= 2 * N,
+        "{ours} switches; the workload alone made {}",
+        2 * N
+    );
+    assert!(
+        ours.abs_diff(kernel) <= 50,
+        "proclens counted {ours} switches, the kernel {kernel}"
+    );
+}
+
+#[test]
+fn system_switches_match_the_kernels_ctxt() {
+    if can_trace() {
+        system_switches_match_ctxt(&[]);
+    }
+}
+
+/// The same with the per-CPU state in the per-CPU map, as on machines with more possible
+/// CPUs than the programs' table holds.
+#[test]
+fn system_switches_match_the_kernels_ctxt_with_the_per_cpu_map() {
+    if can_trace() {
+        system_switches_match_ctxt(&[("PROCLENS_CPU_STATE", "percpu")]);
+    }
+}

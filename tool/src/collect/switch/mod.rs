@@ -9,11 +9,11 @@ use crate::collect::btf::Btf;
 use anyhow::Result;
 use aya::{
     EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{Array, PerCpuArray},
 };
 use proclens_common::{
     config,
-    switch::{CpuSwitches, THREAD_SLOTS},
+    switch::{CPU_TABLE_CPUS, THREAD_SLOTS},
 };
 
 use super::{
@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{error::Fatal, model::open_period::Timing};
 use table::ThreadTable;
-pub use threads::SwitchMaps;
+pub use threads::{CpuState, SwitchMaps};
 
 /// Set to `helpers`, the switch programs time with `bpf_ktime_get_ns` and the wakeup
 /// programs, as on kernels whose BTF shows no run-queue clock or that keep no per-task
@@ -36,6 +36,11 @@ pub const SWITCH_TIMING_ENV: &str = "PROCLENS_SWITCH_TIMING";
 /// (all of it with 0), as for threads whose slot another thread holds: so that the tests
 /// cover that path and the mix of both (see tool-ebpf/src/threads.rs).
 pub const THREAD_SLOTS_ENV: &str = "PROCLENS_THREAD_SLOTS";
+
+/// Set to `percpu`, the switch programs keep their per-CPU state in the per-CPU map, as on
+/// machines with more possible CPUs than their table has room for: so that the tests cover
+/// that path on any machine.
+pub const CPU_STATE_ENV: &str = "PROCLENS_CPU_STATE";
 
 /// The switch programs' set-up, resolved from the running kernel's BTF and /proc.
 #[derive(Debug)]
@@ -62,6 +67,12 @@ impl SwitchSetup {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &u32| n == 0 || (n.is_power_of_two() && n <= THREAD_SLOTS))
             .unwrap_or(THREAD_SLOTS);
+        let possible_cpus =
+            aya::util::nr_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?;
+        let cpu_table = u32::from(
+            possible_cpus <= CPU_TABLE_CPUS
+                && std::env::var_os(CPU_STATE_ENV).is_none_or(|v| v != "percpu"),
+        );
         Ok(Self {
             cfg: config::Switch {
                 prev_state_arg,
@@ -83,7 +94,7 @@ impl SwitchSetup {
                 task_on_rq: task.on_rq,
                 task_last_arrival: si.last_arrival,
                 task_last_queued: si.last_queued,
-                _pad: 0,
+                cpu_table,
                 trace_start_ns: super::procfs::monotonic_ns(),
             },
             table: ThreadTable::resolve(max_threads),
@@ -109,10 +120,16 @@ impl SwitchSetup {
 
     /// Takes the switch maps out of the loaded object.
     pub fn take(&self, obj: &mut Object) -> Result<SwitchMaps> {
-        Ok(SwitchMaps::new(
-            PerCpuArray::<MapData, CpuSwitches>::try_from(setup::take_map(obj, "CPU_SWITCHES")?)?,
-            self.timing(),
-        ))
+        let cpus = if self.cfg.cpu_table != 0 {
+            // The object's only global: the table (see `CpuTable`).
+            CpuState::Table(Array::try_from(setup::take_map(obj, ".bss")?)?)
+        } else {
+            CpuState::PerCpu(PerCpuArray::try_from(setup::take_map(
+                obj,
+                "CPU_SWITCHES",
+            )?)?)
+        };
+        Ok(SwitchMaps::new(cpus, self.timing()))
     }
 }
 

@@ -6,10 +6,10 @@ use std::{collections::HashMap, io::Read as _};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
     programs::Iter,
 };
-use proclens_common::switch::{CpuSwitches, LiveThread, ThreadSwitches};
+use proclens_common::switch::{CpuSwitches, CpuTable, LiveThread, ThreadSwitches};
 
 use super::super::{object::Object, setup};
 use crate::model::{
@@ -57,15 +57,23 @@ pub fn seed(obj: &mut Object) -> Result<()> {
     run(obj, SEED).map(drop)
 }
 
+/// Where the switch programs keep their per-CPU state (see `config::Switch::cpu_table`).
+pub enum CpuState {
+    /// The object's `.bss`, one [`CpuTable`].
+    Table(Array<MapData, CpuTable>),
+    /// The per-CPU map `CPU_SWITCHES`.
+    PerCpu(PerCpuArray<MapData, CpuSwitches>),
+}
+
 /// The switch programs' maps: per-thread accounting (read through the live iterator) and
 /// the per-CPU split.
 pub struct SwitchMaps {
-    cpus: PerCpuArray<MapData, CpuSwitches>,
+    cpus: CpuState,
     timing: Timing,
 }
 
 impl SwitchMaps {
-    pub fn new(cpus: PerCpuArray<MapData, CpuSwitches>, timing: Timing) -> Self {
+    pub fn new(cpus: CpuState, timing: Timing) -> Self {
         Self { cpus, timing }
     }
 
@@ -94,16 +102,27 @@ impl SwitchMaps {
 
     /// The system-wide switch split, summed over CPUs.
     pub fn cpu_totals(&self) -> Result<CpuSwitches> {
-        let per_cpu = self.cpus.get(&0, 0).context("reading CPU_SWITCHES")?;
-        let mut t = CpuSwitches::default();
-        for c in per_cpu.iter() {
-            t.switches += c.switches;
-            t.same_process += c.same_process;
-            t.cross_process += c.cross_process;
-            t.idle_or_kernel += c.idle_or_kernel;
-        }
-        Ok(t)
+        Ok(match &self.cpus {
+            CpuState::Table(a) => {
+                // 128 KiB, copied once per report.
+                let table = a.get(&0, 0).context("reading the CPU state table")?;
+                sum_cpus(table.cpus.iter().map(|c| &c.state))
+            }
+            CpuState::PerCpu(a) => sum_cpus(a.get(&0, 0).context("reading CPU_SWITCHES")?.iter()),
+        })
     }
+}
+
+/// The system-wide split: the CPUs' counts summed.
+fn sum_cpus<'a>(cpus: impl Iterator<Item = &'a CpuSwitches>) -> CpuSwitches {
+    let mut t = CpuSwitches::default();
+    for c in cpus {
+        t.switches += c.switches;
+        t.same_process += c.same_process;
+        t.cross_process += c.cross_process;
+        t.idle_or_kernel += c.idle_or_kernel;
+    }
+    t
 }
 
 /// The live iterator's records: whole `LiveThread`s back to back.
