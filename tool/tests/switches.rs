@@ -3,7 +3,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proclens, can_trace, now_unix, settled_counters, workload::Workload};
+use common::{
+    Proclens, can_trace, now_unix, settled_counters,
+    workload::{CPU_ENV, Workload},
+};
 
 workload_entry!();
 
@@ -99,56 +102,117 @@ fn kernel_ctxt() -> u64 {
         .expect("ctxt in /proc/stat")
 }
 
-/// `top`'s system line against /proc/stat's `ctxt` over a window with a thread ping-pong
-/// of 2 x 20,000 switches in it: the machine's switches equal the kernel's count but for
-/// the few made between proclens reading its per-CPU state and this test reading
-/// /proc/stat at each end (the report's write and the test's wakeup among them), and
-/// every switch is in exactly one class (same address space, changed, idle/kernel).
-fn system_switches_match_ctxt(env: &[(&str, &str)]) {
+/// Whether any byte of the per-CPU map `CPU_SWITCHES` is set, as bpftool dumps it: the
+/// switch programs keep their state there only on the per-CPU path.
+fn per_cpu_map_used() -> bool {
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "dump", "name", "CPU_SWITCHES", "-j"])
+        .output()
+        .expect("bpftool runs");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fn any_set(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Array(a) => a.iter().any(any_set),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .any(|(k, v)| k != "key" && k != "cpu" && any_set(v)),
+            serde_json::Value::Number(n) => n.as_u64() != Some(0),
+            serde_json::Value::String(s) => {
+                u64::from_str_radix(s.trim_start_matches("0x"), 16).is_ok_and(|x| x != 0)
+            }
+            _ => false,
+        }
+    }
+    any_set(&serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// `top`'s system line against /proc/stat's `ctxt` over a window with two thread
+/// ping-pongs of 2 x 20,000 switches each, one on each of the first two CPUs at once:
+/// proclens's count of the machine's switches lies between the kernel's counts read just
+/// before and just after each end's report (proclens reads its per-CPU state in between),
+/// every switch is in exactly one class, and each ping-pong's switches in are counted as
+/// keeping the address space. Also which store the programs used, from bpftool.
+fn system_switches_match_ctxt(env: &[(&str, &str)], per_cpu_map: bool) {
     const N: u64 = 20_000;
-    let mut w = Workload::spawn(&format!("thread-pingpong:{N}"));
+    let mut ws: Vec<Workload> = ["0", "1"]
+        .iter()
+        .map(|cpu| Workload::spawn_with_env(&format!("thread-pingpong:{N}"), &[(CPU_ENV, cpu)]))
+        .collect();
+    let pids: Vec<String> = ws.iter().map(|w| w.pid().to_string()).collect();
     let p = Proclens::spawn_with_env(&["top", "--json", "--interval", "0.5"], env);
     p.json_until(Duration::from_secs(20), |v| v["type"] == "system");
-    // Sums the system lines read; /proc/stat is read as a fresh one arrives (its report
-    // read the counters a moment before), after every line already written is taken.
+    // Sums the system lines read; a fresh one is awaited once every line already written
+    // is taken, with /proc/stat read before and after it arrives.
     let (mut ours, mut classes) = (0u64, 0u64);
+    let mut same_in = std::collections::HashMap::<String, u64>::new();
     let mut take = |v: &serde_json::Value| {
         if v["type"] == "system" {
             let k = |f: &str| v[f].as_u64().unwrap();
             ours += k("switches");
             classes += k("same_process") + k("cross_process") + k("idle_or_kernel");
+        } else if v["type"] == "process" && pids.contains(&v["pid"].to_string()) {
+            same_in.insert(
+                v["pid"].to_string(),
+                v["same_process_in_total"].as_u64().unwrap(),
+            );
         }
     };
     let fresh = |take: &mut dyn FnMut(&serde_json::Value)| {
         while let Some(l) = p.try_line(Duration::from_millis(150)) {
             take(&serde_json::from_str(&l).unwrap());
         }
+        let pre = kernel_ctxt();
         let v = p.json_until(Duration::from_secs(5), |v| v["type"] == "system");
-        (v, kernel_ctxt())
+        (v, pre, kernel_ctxt())
     };
-    let (_, before) = fresh(&mut |_| {});
-    w.go();
-    drop(w);
-    let (last, after) = fresh(&mut take);
+    let (_, pre0, post0) = fresh(&mut |_| {});
+    for w in &mut ws {
+        w.start();
+    }
+    for w in &mut ws {
+        w.wait_done();
+    }
+    let (last, pre1, post1) = fresh(&mut take);
     take(&last);
-    let kernel = after - before;
-    eprintln!("system switches: proclens {ours}, /proc/stat ctxt {kernel}");
+    // The process lines of that last report.
+    while let Some(l) = p.try_line(Duration::from_millis(150)) {
+        take(&serde_json::from_str(&l).unwrap());
+    }
+    eprintln!(
+        "system switches: proclens {ours}, /proc/stat ctxt {}..={}; same-process switches in {same_in:?}",
+        pre1 - post0,
+        post1 - pre0
+    );
     assert_eq!(classes, ours, "every switch in one class");
     assert!(
-        ours >= 2 * N,
-        "{ours} switches; the workload alone made {}",
-        2 * N
+        (pre1 - post0..=post1 - pre0).contains(&ours),
+        "proclens counted {ours} switches, the kernel {}..={}",
+        pre1 - post0,
+        post1 - pre0
     );
-    assert!(
-        ours.abs_diff(kernel) <= 50,
-        "proclens counted {ours} switches, the kernel {kernel}"
+    for pid in &pids {
+        let same = same_in.get(pid).copied().unwrap_or(0);
+        assert!(
+            same >= 2 * N * 9 / 10,
+            "ping-pong {pid}: {same} same-process switches in"
+        );
+    }
+    assert_eq!(
+        per_cpu_map_used(),
+        per_cpu_map,
+        "state kept in the per-CPU map"
     );
+    drop(ws);
 }
 
 #[test]
 fn system_switches_match_the_kernels_ctxt() {
     if can_trace() {
-        system_switches_match_ctxt(&[]);
+        system_switches_match_ctxt(&[], false);
     }
 }
 
@@ -157,6 +221,6 @@ fn system_switches_match_the_kernels_ctxt() {
 #[test]
 fn system_switches_match_the_kernels_ctxt_with_the_per_cpu_map() {
     if can_trace() {
-        system_switches_match_ctxt(&[("PROCLENS_CPU_STATE", "percpu")]);
+        system_switches_match_ctxt(&[("PROCLENS_CPU_STATE", "percpu")], true);
     }
 }

@@ -77,6 +77,25 @@ mod tests {
             .collect()
     }
 
+    /// Userspace reads the object's `.bss` as one `CpuTable` (see `collect::switch`): any
+    /// other zeroed global there would change its size, and the read would fail.
+    #[test]
+    fn the_bss_holds_the_cpu_state_table_alone() {
+        let obj = object::File::parse(OBJECT).expect("the embedded BPF object parses");
+        let bss: Vec<_> = obj
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".bss")))
+            .map(|s| (s.name().unwrap().to_string(), s.size() as usize))
+            .collect();
+        assert_eq!(
+            bss,
+            [(
+                ".bss".to_string(),
+                size_of::<proclens_common::switch::CpuTable>()
+            )]
+        );
+    }
+
     /// A global nobody sets reads as 0 in the kernel, silently: every global the object
     /// holds must be one the loader writes, with the size it writes.
     #[test]

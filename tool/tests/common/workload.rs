@@ -268,6 +268,9 @@ pub fn pingpong_party(mut rx: std::fs::File, mut tx: std::fs::File, n: u64, star
     }
 }
 
+/// The CPU a thread ping-pong runs on (0 when unset).
+pub const CPU_ENV: &str = "PROCLENS_WORKLOAD_CPU";
+
 /// Entry point inside the child: runs the workload named by the environment, then exits.
 pub fn run_if_child() {
     let Ok(kind) = std::env::var(ENV) else { return };
@@ -295,8 +298,9 @@ pub fn run_if_child() {
         }
     };
     match name {
-        // Two threads of this process ping-pong n times on one CPU.
+        // Two threads of this process ping-pong n times on one CPU (`CPU_ENV`, else 0).
         "thread-pingpong" => {
+            let cpu = std::env::var(CPU_ENV).map_or(0, |c| c.parse().unwrap());
             let (a_rx, b_tx) = pipe();
             let (b_rx, a_tx) = pipe();
             // Nobody ever writes to `hold`: reading it parks a thread without switching.
@@ -307,7 +311,7 @@ pub fn run_if_child() {
             for (rx, tx, starts) in [(a_rx, a_tx, true), (b_rx, b_tx, false)] {
                 let (hold, go, done) = (hold.clone(), go.clone(), done.clone());
                 thread::spawn(move || {
-                    pin_to_cpu(0);
+                    pin_to_cpu(cpu);
                     go.wait();
                     pingpong_party(rx, tx, n, starts);
                     done.wait();

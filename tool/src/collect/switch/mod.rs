@@ -6,7 +6,7 @@ mod table;
 mod threads;
 
 use crate::collect::btf::Btf;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use aya::{
     EbpfLoader,
     maps::{Array, PerCpuArray},
@@ -42,6 +42,23 @@ pub const THREAD_SLOTS_ENV: &str = "PROCLENS_THREAD_SLOTS";
 /// that path on any machine.
 pub const CPU_STATE_ENV: &str = "PROCLENS_CPU_STATE";
 
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// One more than the highest possible CPU id: what a table indexed by CPU id must hold.
+fn possible_cpu_ids() -> Result<usize> {
+    let text = std::fs::read_to_string(POSSIBLE_CPUS)
+        .with_context(|| format!("reading {POSSIBLE_CPUS}"))?;
+    cpu_ids_of(&text).with_context(|| format!("{POSSIBLE_CPUS} reads {:?}", text.trim()))
+}
+
+/// The same, of a CPU list (`0-3,8-11`).
+fn cpu_ids_of(list: &str) -> Option<usize> {
+    list.trim()
+        .split(',')
+        .map(|r| r.rsplit('-').next()?.trim().parse::<usize>().ok())
+        .try_fold(0, |max, last| Some(max.max(last? + 1)))
+}
+
 /// The switch programs' set-up, resolved from the running kernel's BTF and /proc.
 #[derive(Debug)]
 pub struct SwitchSetup {
@@ -67,10 +84,8 @@ impl SwitchSetup {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &u32| n == 0 || (n.is_power_of_two() && n <= THREAD_SLOTS))
             .unwrap_or(THREAD_SLOTS);
-        let possible_cpus =
-            aya::util::nr_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?;
         let cpu_table = u32::from(
-            possible_cpus <= CPU_TABLE_CPUS
+            possible_cpu_ids()? <= CPU_TABLE_CPUS
                 && std::env::var_os(CPU_STATE_ENV).is_none_or(|v| v != "percpu"),
         );
         Ok(Self {
@@ -121,8 +136,11 @@ impl SwitchSetup {
     /// Takes the switch maps out of the loaded object.
     pub fn take(&self, obj: &mut Object) -> Result<SwitchMaps> {
         let cpus = if self.cfg.cpu_table != 0 {
-            // The object's only global: the table (see `CpuTable`).
-            CpuState::Table(Array::try_from(setup::take_map(obj, ".bss")?)?)
+            // The object's only zeroed global: the table (see `CpuTable`).
+            CpuState::Table(
+                Array::try_from(setup::take_map(obj, ".bss")?)
+                    .context("the CPU state table (.bss)")?,
+            )
         } else {
             CpuState::PerCpu(PerCpuArray::try_from(setup::take_map(
                 obj,
@@ -191,4 +209,19 @@ fn live_sched_info(vmlinux: &Btf) -> Option<SchedInfoOffsets> {
     let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
     let runs: u64 = stat.split_whitespace().nth(2)?.parse().ok()?;
     (runs > 0).then_some(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ids_of;
+
+    #[test]
+    fn cpu_ids_reach_the_highest_possible_cpu() {
+        assert_eq!(cpu_ids_of("0\n"), Some(1));
+        assert_eq!(cpu_ids_of("0-1\n"), Some(2));
+        assert_eq!(cpu_ids_of("0-3,8-11"), Some(12));
+        assert_eq!(cpu_ids_of("0,2047"), Some(2048));
+        assert_eq!(cpu_ids_of(""), None);
+        assert_eq!(cpu_ids_of("x"), None);
+    }
 }
