@@ -72,6 +72,67 @@ tracepoint:irq:softirq_exit /@s[cpu]/ {{
     )
 }
 
+/// The kernel's per-program run time (`kernel.bpf_stats_enabled`), on while this lives and
+/// then as it was.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn on() -> Self {
+        let was = std::fs::read_to_string(BPF_STATS).unwrap();
+        std::fs::write(BPF_STATS, "1").unwrap();
+        Self(was.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
+}
+
+/// What one tool's window from a handler's entry to its exit may hold of the programs' own
+/// work, per interrupt, as `bpf_stats` timed them on this run: for each tool (proclens's
+/// programs are `tracing`, bpftrace's `tracepoint`), the mean run time of its programs at
+/// the entry tracepoints `entries`, and of those at the exit ones `exits`, weighted by
+/// their runs; summed over both tools and both ends. Whichever tool's program runs first at
+/// a tracepoint, the other's window holds it, and each tool's window holds its own
+/// programs' work after its clock read at entry and before it at exit.
+fn programs_ns(entries: &[&str], exits: &[&str]) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .expect("bpftool runs");
+    let progs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let side = |names: &[&str]| -> u64 {
+        // The kernel keeps 15 characters of a program's name.
+        let short: Vec<&str> = names.iter().map(|n| &n[..n.len().min(15)]).collect();
+        let mut by_tool: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for p in &progs {
+            if p["name"].as_str().is_some_and(|n| short.contains(&n)) {
+                let t = by_tool.entry(p["type"].to_string()).or_default();
+                t.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+                t.1 += p["run_cnt"].as_u64().unwrap_or(0);
+            }
+        }
+        by_tool
+            .values()
+            .map(|&(ns, runs)| ns.checked_div(runs).unwrap_or(0))
+            .sum()
+    };
+    side(entries) + side(exits)
+}
+
+/// The allowance per interrupt for softirqs ([`programs_ns`], timed on the run; 300 ns a
+/// softirq, which this test allowed before, was exceeded on a loaded machine: 487) and for
+/// hard IRQs. There the bound [`programs_ns`] gives is wide (0.7-1.2 µs: both tools'
+/// vector programs are dear), while the two tools' windows hold nearly the same share of
+/// each other's work (17-50 ns apart here): 300 ns, as before.
+fn window_slack_ns() -> (u64, u64) {
+    (programs_ns(&["softirq_entry"], &["softirq_exit"]), 300)
+}
+
 struct Bpftrace {
     child: Child,
 }
@@ -132,9 +193,8 @@ impl Bpftrace {
 /// tools watch it from before it starts spinning to after it stops, and it is hit by
 /// nothing while it waits (it is not current), so their totals cover the same
 /// interrupts. The counts must agree exactly (but for bpftrace's blind spot, below); the
-/// times within 5% plus 300 ns per
-/// interrupt: each tool's window from entry to exit holds part of the other's programs
-/// (whichever runs first at the tracepoints: ~100-150 ns per interrupt seen here).
+/// times within 5% plus, per interrupt, what the two tools' windows from entry to exit may
+/// differ by (see [`window_slack_ns`]).
 #[test]
 fn the_time_a_process_loses_agrees_with_bpftrace() {
     if !can_trace() {
@@ -142,6 +202,7 @@ fn the_time_a_process_loses_agrees_with_bpftrace() {
     }
     let mut f = FloodedSpinner::new();
     let pid = f.victim();
+    let stats = BpfStats::on();
     let bt = Bpftrace::start(&script(pid));
     let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
     p.next();
@@ -154,13 +215,17 @@ fn the_time_a_process_loses_agrees_with_bpftrace() {
     std::thread::sleep(Duration::from_millis(300));
     p.latest();
     let r = p.next();
+    let (soft_slack, hard_slack) = window_slack_ns();
+    drop(stats);
     let anchor = bt.stop();
     p.p.signal(libc::SIGINT);
     assert!(p.p.wait(Duration::from_secs(10)).success());
     let v = r.victim(pid);
     let got = |k: &str| v[k].as_u64().unwrap();
     let want = |k: &str| anchor.get(k).copied().unwrap_or(0);
-    eprintln!("proclens {v}\nbpftrace {anchor:?}");
+    eprintln!(
+        "proclens {v}\nbpftrace {anchor:?}\nallowed per interrupt: softirq {soft_slack} ns (the programs' work), hard IRQ {hard_slack} ns"
+    );
     assert!(
         want("soft") >= 1000,
         "the flood hit the victim too little: {anchor:?}"
@@ -174,9 +239,12 @@ fn the_time_a_process_loses_agrees_with_bpftrace() {
         (seen..=seen + (seen / 500).max(5)).contains(&hard),
         "hard IRQs that hit it: proclens {hard}, bpftrace {seen}"
     );
-    for (ns, n) in [("soft_ns", "soft"), ("hard_ns", "hard")] {
+    for (ns, n, per) in [
+        ("soft_ns", "soft", soft_slack),
+        ("hard_ns", "hard", hard_slack),
+    ] {
         let (mine, theirs) = (got(&format!("{ns}_total")), want(ns));
-        let slack = theirs / 20 + 300 * want(n);
+        let slack = theirs / 20 + per * want(n);
         assert!(
             mine.abs_diff(theirs) <= slack,
             "{ns}: proclens {mine}, bpftrace {theirs} (slack {slack})"
@@ -195,6 +263,7 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
     }
     let mut f = FloodedSpinner::new();
     let pid = f.victim();
+    let stats = BpfStats::on();
     let bt = Bpftrace::start(&script(pid));
     let p =
         common::Proclens::spawn(&["top", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
@@ -223,6 +292,8 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
         lost_ms += r["irq_hard_ms"].as_f64().unwrap() + r["irq_soft_ms"].as_f64().unwrap();
         oncpu_ms += r["oncpu_ms"].as_f64().unwrap();
     }
+    let (soft_slack, hard_slack) = window_slack_ns();
+    drop(stats);
     let anchor = bt.stop();
     p.signal(libc::SIGINT);
     assert!(p.wait(Duration::from_secs(10)).success());
@@ -236,7 +307,7 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
         theirs_ns as f64 / 1e6,
         ran as f64 / 1e6
     );
-    let slack = theirs_ns / 20 + 300 * (want("soft") + want("hard"));
+    let slack = theirs_ns / 20 + soft_slack * want("soft") + hard_slack * want("hard");
     assert!(
         mine_ns.abs_diff(theirs_ns) <= slack,
         "top lost {mine_ns} ns, bpftrace {theirs_ns}"
