@@ -32,7 +32,7 @@ use proclens_common::{
 use crate::{
     config, filter,
     maps::{count, events, read_failed, submit_flags},
-    task::{field, probe, process_start},
+    task::{field, probe, process_start, process_start_field},
 };
 
 /// Bitmap words of the fd table scanned at exec.
@@ -210,15 +210,10 @@ fn try_fd_table(ctx: *const u64) -> Option<()> {
     let cloexec = table(files).and_then(|(_, _, _, bitmap)| {
         read::<u64>(bitmap, 8 * (fd / 64)).map(|w| ((w >> (fd % 64)) & 1) as u8)
     });
-    let leader: u64 = field(task, config::task_group_leader_off());
     let rec = FdRecord {
         tgid: field(task, config::task_tgid_off()),
         fd,
-        start_ns: if leader == 0 {
-            0
-        } else {
-            field(leader, config::task_start_boottime_off())
-        },
+        start_ns: process_start_field(task),
         file,
         files,
         kind: kind_of_file(file),

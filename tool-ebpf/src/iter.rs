@@ -19,7 +19,7 @@ use proclens_common::switch::{LiveThread, PF_KTHREAD, ThreadSwitches, flags, sta
 use crate::{
     config, filter,
     maps::cpu_switches,
-    task::{comm, field, probe},
+    task::{comm, field, probe, process_start_field},
     threads::{self, find},
 };
 
@@ -209,10 +209,7 @@ fn live(meta: u64, task: u64) {
     if rec.stats.tgid != tgid {
         return;
     }
-    let leader: u64 = field(task, config::task_group_leader_off());
-    if leader != 0 {
-        rec.process_start = field(leader, config::task_start_boottime_off());
-    }
+    rec.process_start = process_start_field(task);
     let seq: u64 = field(meta, 0);
     // SAFETY: `seq` is the iterator's seq_file (`bpf_iter_meta.seq`); the record lives on
     // this stack for the call. A full buffer is retried by the kernel at the next read.

@@ -26,7 +26,7 @@ use crate::{
     config, filter,
     maps::{count, events, read_failed, send, submit_flags},
     reaper, syscalls,
-    task::{comm, field, probe},
+    task::{comm, field, probe, process_start_field},
 };
 
 const SIGCHLD: i32 = 17;
@@ -68,15 +68,10 @@ pub fn sched_process_free(ctx: BtfTracePointContext) -> u32 {
 /// The task's ids and its process's identity (group leader's `start_boottime`).
 #[inline(always)]
 pub(crate) fn task_ref(task: u64) -> TaskRef {
-    let leader: u64 = field(task, config::task_group_leader_off());
     TaskRef {
         pid: field(task, config::task_pid_off()),
         tgid: field(task, config::task_tgid_off()),
-        start_ns: if leader == 0 {
-            0
-        } else {
-            field(leader, config::task_start_boottime_off())
-        },
+        start_ns: process_start_field(task),
     }
 }
 

@@ -28,6 +28,16 @@ pub(crate) fn probe<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
 }
 
+/// [`process_start`] of a BTF-typed task pointer, with plain loads (0 without a leader).
+#[inline(always)]
+pub(crate) fn process_start_field(task: u64) -> u64 {
+    let leader: u64 = field(task, config::task_group_leader_off());
+    if leader == 0 {
+        return 0;
+    }
+    field(leader, config::task_start_boottime_off())
+}
+
 /// The task's command name (`task_struct.comm`), of a BTF-typed task pointer.
 #[inline(always)]
 pub(crate) fn comm(task: u64) -> [u8; COMM_LEN] {

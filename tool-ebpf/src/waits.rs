@@ -24,7 +24,7 @@ use crate::{
     config, filter,
     syscalls::sys_key,
     maps::{EPOLL_SETS, READY, READY_ENTRY, WAITS, bump, count},
-    task::{field, process_start},
+    task::{field, process_start, process_start_field},
 };
 
 const BPF_ANY: u64 = 0;
@@ -67,11 +67,9 @@ pub(crate) fn flush(e: &mut ThreadSwitches, task: u64) {
         return;
     }
     // The process as the per-process maps key it: its leader's `start_boottime`.
-    let leader: u64 = field(task, config::task_group_leader_off());
-    let start: u64 = field(leader, config::task_start_boottime_off());
     charge(
         e.tgid,
-        start,
+        process_start_field(task),
         e.acc_nr.wrapping_sub(1),
         e.acc_ns,
         e.acc_switches,
