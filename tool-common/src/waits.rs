@@ -97,6 +97,13 @@ pub struct ReadyStats {
 }
 
 impl ReadyStats {
+    /// Calls that did not fail: what the per-call figures are over (a failed call was
+    /// handed nothing, and only its error is counted).
+    #[must_use]
+    pub fn answered(&self) -> u64 {
+        self.calls - self.errors
+    }
+
     /// Adds `other`'s figures (another CPU's, or another process's).
     pub fn add(&mut self, other: &ReadyStats) {
         self.calls += other.calls;

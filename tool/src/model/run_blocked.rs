@@ -128,11 +128,10 @@ pub fn section<'a>(
             .map(|(nr, ns, r)| ReadinessRow {
                 syscall: blocked_name(nr),
                 calls: r.calls,
-                // Over the calls that did not fail (a failed call is handed nothing).
-                fds_in_per_call: ratio(r.fds_in, r.calls - r.errors),
-                interest_per_call: ratio(r.interest, r.calls - r.errors),
-                ready_per_call: ratio(r.ready, r.calls - r.errors),
-                empty_share: ratio(r.empty, r.calls - r.errors),
+                fds_in_per_call: ratio(r.fds_in, r.answered()),
+                interest_per_call: ratio(r.interest, r.answered()),
+                ready_per_call: ratio(r.ready, r.answered()),
+                empty_share: ratio(r.empty, r.answered()),
                 errors: r.errors,
                 blocked_ms_per_call: ratio(ns, r.calls) / 1e6,
             })

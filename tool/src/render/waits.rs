@@ -109,8 +109,7 @@ struct JsonReady {
 impl JsonReady {
     fn new(s: &SyscallWaits, elapsed_s: f64) -> Self {
         let (d, t): (&ReadyStats, &ReadyStats) = (&s.delta.ready, &s.total.ready);
-        // Per call: over the calls that did not fail (a failed call is handed nothing).
-        let (dn, tn) = (d.calls - d.errors, t.calls - t.errors);
+        let (dn, tn) = (d.answered(), t.answered());
         Self {
             syscall: syscall_name(s.nr),
             nr: syscalls::number(s.nr),
