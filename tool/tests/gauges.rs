@@ -211,14 +211,7 @@ fn own_figures_agree_with_proc_and_the_exposition() {
         .unwrap()
         .parse()
         .unwrap();
-    let btime: f64 = fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let btime = common::proc_stat("btime") as f64;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let start = gauge(&after, "process_start_time_seconds");

@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use proclens_xtask::bpf_stats::BpfStats;
+
 use common::{
     can_trace,
     irq::{FloodedSpinner, Reports, RpsGuard},
@@ -70,26 +72,6 @@ tracepoint:irq:softirq_exit /@s[cpu]/ {{
         hard_entry.join(", "),
         hard_exit.join(", ")
     )
-}
-
-/// The kernel's per-program run time (`kernel.bpf_stats_enabled`), on while this lives and
-/// then as it was.
-struct BpfStats(String);
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl BpfStats {
-    fn on() -> Self {
-        let was = std::fs::read_to_string(BPF_STATS).unwrap();
-        std::fs::write(BPF_STATS, "1").unwrap();
-        Self(was.trim().to_string())
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(BPF_STATS, &self.0);
-    }
 }
 
 /// What one tool's window from a handler's entry to its exit may hold of the programs' own
@@ -202,7 +184,7 @@ fn the_time_a_process_loses_agrees_with_bpftrace() {
     }
     let mut f = FloodedSpinner::new();
     let pid = f.victim();
-    let stats = BpfStats::on();
+    let stats = BpfStats::enable().expect("bpf_stats on");
     let bt = Bpftrace::start(&script(pid));
     let mut p = Reports::spawn(&["irq", "--json", "--interval", "0.5", "-p", &pid.to_string()]);
     p.next();
@@ -263,7 +245,7 @@ fn tops_share_lost_to_interrupts_agrees_with_bpftrace_and_the_scheduler() {
     }
     let mut f = FloodedSpinner::new();
     let pid = f.victim();
-    let stats = BpfStats::on();
+    let stats = BpfStats::enable().expect("bpf_stats on");
     let bt = Bpftrace::start(&script(pid));
     let p =
         common::Proclens::spawn(&["top", "--json", "--interval", "0.5", "-p", &pid.to_string()]);

@@ -94,12 +94,7 @@ fn sleeper_voluntary_switches_match_the_kernel_exactly() {
 /// The kernel's count of every context switch on the machine (`ctxt` in /proc/stat: the
 /// run queues' `nr_switches`, bumped exactly where `sched_switch` fires).
 fn kernel_ctxt() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("ctxt "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("ctxt in /proc/stat")
+    common::proc_stat("ctxt")
 }
 
 /// Whether any byte of the per-CPU map `CPU_SWITCHES` is set, as bpftool dumps it: the

@@ -66,6 +66,16 @@ pub fn can_trace() -> bool {
 /// `steal`, in `USER_HZ` ticks of 10 ms): what the kernel's task clock leaves out of a
 /// task's time on CPU (steal with paravirtual steal accounting, IRQ time with IRQ time
 /// accounting), and proclens's run-queue clock does not.
+/// The value of a one-number line of /proc/stat (`ctxt`, `btime`, `processes`...).
+pub fn proc_stat(key: &str) -> u64 {
+    fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/stat"))
+}
+
 pub fn task_clock_left_out_ms() -> f64 {
     let stat = fs::read_to_string("/proc/stat").unwrap();
     let cpu: Vec<u64> = stat

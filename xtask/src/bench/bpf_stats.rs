@@ -1,31 +1,12 @@
 //! The kernel's own per-program run time and run count (`kernel.bpf_stats_enabled`),
-//! switched on for the benchmark and restored afterwards, even on error or panic.
+//! switched on for the benchmark and restored afterwards, even on error or panic (see
+//! `proclens_xtask::bpf_stats`).
 
-use std::{fs, process::Command};
+use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
-const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-pub struct BpfStats {
-    previous: String,
-}
-
-impl BpfStats {
-    pub fn enable() -> Result<Self> {
-        let previous = fs::read_to_string(SYSCTL).with_context(|| format!("reading {SYSCTL}"))?;
-        fs::write(SYSCTL, "1").with_context(|| format!("enabling {SYSCTL} (needs root)"))?;
-        Ok(Self {
-            previous: previous.trim().to_string(),
-        })
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = fs::write(SYSCTL, &self.previous);
-    }
-}
+pub use proclens_xtask::bpf_stats::BpfStats;
 
 /// Numeric fields of a program's `bpftool prog show` (0 when absent).
 fn prog_fields<const N: usize>(id: u64, names: [&str; N]) -> Result<[u64; N]> {
